@@ -1,0 +1,8 @@
+//! margay's gRPC contracts: the generated code for each `.proto` under `margay/`, nothing else.
+
+/// `margay.bgp.v1`: bgpd's service for felix (routes in and out) and margayctl (peers, RIB).
+pub mod bgp {
+    pub mod v1 {
+        tonic::include_proto!("margay.bgp.v1");
+    }
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs every system package margay's build, tests and lab need on a fresh Debian machine.
+# Idempotent: packages already present are skipped. Daemons from these packages (bird, etcd) are
+# never started by the package manager: tests and the lab start their own copies in namespaces.
+set -euo pipefail
+
+PACKAGES=(
+  protobuf-compiler   # protoc for tonic-prost-build and etcd-client
+  iproute2            # ip netns / link / route for the lab
+  bird2               # BIRD 2: interop peer and benchmark reference
+  etcd-server         # the datastore the tests start on loopback
+  tcpdump             # capturing golden bytes from BIRD
+  procps              # ps / pgrep used by diagnostics
+  psmisc
+  jq
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all system packages present"
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: need root to install: ${missing[*]}" >&2
+  exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}"
+# Keep package scripts from starting bird or etcd as system services.
+policy=/usr/sbin/policy-rc.d
+created_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' > "$policy"
+  chmod +x "$policy"
+  created_policy=1
+fi
+trap '[ "$created_policy" = 1 ] && rm -f "$policy"' EXIT
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"
+echo "install-deps: done"
