@@ -1,0 +1,431 @@
+//! The `margay-bgpd --config FILE` TOML file: parsing, defaults and validation.
+//!
+//! A bad file is rejected with the line and the field at fault: syntax and type errors come from
+//! the TOML parser with their span; semantic checks (duplicate neighbours, hold times, a
+//! password on a passive-less ...) carry the span of the offending value.
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use toml::Spanned;
+
+/// Default path of the gRPC unix socket.
+pub const DEFAULT_SOCKET: &str = "/var/run/margay/bgpd.sock";
+
+/// Why a configuration was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// The daemon's configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    /// BGP identifier (RFC 4271 §4.2), conventionally the node's IPv4 address.
+    pub router_id: Spanned<Ipv4Addr>,
+    /// Our autonomous system.
+    pub asn: Spanned<u32>,
+    /// Address to accept BGP connections on; `::` accepts IPv4 and IPv6.
+    #[serde(default = "default_listen_address")]
+    pub listen_address: IpAddr,
+    /// TCP port to accept BGP connections on (0: accept none, only connect out).
+    #[serde(default = "default_listen_port")]
+    pub listen_port: u16,
+    /// The `margay.bgp.v1` gRPC unix socket.
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+    /// Route reflector cluster id (RFC 4456); set on a node that reflects for its clients.
+    #[serde(default)]
+    pub cluster_id: Option<Spanned<Ipv4Addr>>,
+    /// Address the health and metrics HTTP server listens on.
+    #[serde(default = "default_http_address")]
+    pub http_address: IpAddr,
+    /// Port of the health (`/liveness`, `/readiness`) and metrics (`/metrics`) server; 0 turns it off.
+    #[serde(default = "default_http_port")]
+    pub http_port: u16,
+    /// Prefixes this speaker originates.
+    #[serde(default)]
+    pub originate: Vec<Spanned<IpNet>>,
+    /// The BGP neighbours.
+    #[serde(default)]
+    pub neighbors: Vec<Neighbor>,
+}
+
+/// How a neighbour appears in `margayctl node status` (Calico's peer types).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PeerType {
+    /// `node-to-node mesh`
+    Mesh,
+    /// `global`: a BGPPeer without a node selector
+    Global,
+    /// `node specific`: a BGPPeer for this node
+    NodeSpecific,
+    /// `route reflector client`
+    RouteReflectorClient,
+    /// `route reflector`: a reflector this node is a client of
+    RouteReflector,
+}
+
+impl PeerType {
+    /// The label operators know from `calicoctl node status`.
+    pub fn label(self) -> &'static str {
+        match self {
+            PeerType::Mesh => "node-to-node mesh",
+            PeerType::Global => "global",
+            PeerType::NodeSpecific => "node specific",
+            PeerType::RouteReflectorClient => "route reflector client",
+            PeerType::RouteReflector => "route reflector",
+        }
+    }
+}
+
+/// What NEXT_HOP a neighbour receives.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum NextHop {
+    /// Our own address on the session.
+    #[serde(rename = "self")]
+    SelfAddr,
+    /// The next hop as received.
+    Keep,
+}
+
+/// One `[[neighbors]]` table.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Neighbor {
+    pub address: Spanned<IpAddr>,
+    pub asn: u32,
+    #[serde(default = "default_peer_port")]
+    pub port: u16,
+    /// Wait for the neighbour to connect; never connect out.
+    #[serde(default)]
+    pub passive: bool,
+    /// TCP-MD5 password (RFC 2385).
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub route_reflector_client: bool,
+    #[serde(default)]
+    pub next_hop: Option<NextHop>,
+    /// Proposed hold time in seconds: 0 (no keepalives) or at least 3.
+    #[serde(default = "default_hold_time")]
+    pub hold_time: Spanned<u16>,
+    /// Seconds between connection attempts.
+    #[serde(default = "default_connect_retry")]
+    pub connect_retry: Spanned<u16>,
+    /// eBGP multihop: the TTL of our packets.
+    #[serde(default)]
+    pub multihop: Option<Spanned<u8>>,
+    /// GTSM (RFC 5082): accept only packets at most this many hops away.
+    #[serde(default)]
+    pub ttl_security: Option<Spanned<u8>>,
+    /// Source address for the connection.
+    #[serde(default)]
+    pub source_address: Option<IpAddr>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Label for `node status`; by default derived from the session (see [`Neighbor::peer_type`]).
+    #[serde(default, rename = "type")]
+    pub peer_type: Option<PeerType>,
+}
+
+impl Neighbor {
+    /// The label shown in `node status`: the configured one, else route reflector client, else
+    /// node-to-node mesh for an iBGP peer and global for an eBGP one.
+    pub fn peer_type(&self, local_asn: u32) -> PeerType {
+        if let Some(t) = self.peer_type {
+            t
+        } else if self.route_reflector_client {
+            PeerType::RouteReflectorClient
+        } else if self.asn == local_asn {
+            PeerType::Mesh
+        } else {
+            PeerType::Global
+        }
+    }
+}
+
+fn default_listen_address() -> IpAddr {
+    IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+}
+fn default_listen_port() -> u16 {
+    179
+}
+fn default_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_SOCKET)
+}
+fn default_http_address() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::LOCALHOST)
+}
+fn default_http_port() -> u16 {
+    9179
+}
+fn default_peer_port() -> u16 {
+    179
+}
+fn default_hold_time() -> Spanned<u16> {
+    Spanned::new(0..0, 90)
+}
+fn default_connect_retry() -> Spanned<u16> {
+    Spanned::new(0..0, 5)
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses and validates configuration text; the error names the line and the field.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
+        config.validate(text)?;
+        Ok(config)
+    }
+
+    fn validate(&self, text: &str) -> Result<(), String> {
+        let at = |span: std::ops::Range<usize>, field: &str, msg: String| {
+            format!("line {}: {field}: {msg}", line_of(text, span.start))
+        };
+        if *self.asn.get_ref() == 0 {
+            return Err(at(self.asn.span(), "asn", "must not be 0".into()));
+        }
+        if self.router_id.get_ref().is_unspecified() {
+            return Err(at(
+                self.router_id.span(),
+                "router-id",
+                "must not be 0.0.0.0".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, n) in self.neighbors.iter().enumerate() {
+            let field = |f: &str| format!("neighbors[{i}].{f}");
+            let addr = *n.address.get_ref();
+            if !seen.insert(addr) {
+                return Err(at(
+                    n.address.span(),
+                    &field("address"),
+                    format!("{addr} is configured twice"),
+                ));
+            }
+            if addr.is_unspecified() || addr.is_multicast() {
+                return Err(at(
+                    n.address.span(),
+                    &field("address"),
+                    format!("{addr} is not a unicast address"),
+                ));
+            }
+            if n.asn == 0 {
+                return Err(at(n.address.span(), &field("asn"), "must not be 0".into()));
+            }
+            let hold = *n.hold_time.get_ref();
+            if hold == 1 || hold == 2 {
+                return Err(at(
+                    n.hold_time.span(),
+                    &field("hold-time"),
+                    format!("{hold} is not allowed: use 0 or at least 3 seconds (RFC 4271 §4.2)"),
+                ));
+            }
+            if *n.connect_retry.get_ref() == 0 {
+                return Err(at(
+                    n.connect_retry.span(),
+                    &field("connect-retry"),
+                    "must be at least 1 second".into(),
+                ));
+            }
+            if let (Some(m), Some(_)) = (&n.multihop, &n.ttl_security) {
+                return Err(at(
+                    m.span(),
+                    &field("multihop"),
+                    "multihop and ttl-security exclude each other".into(),
+                ));
+            }
+            for (name, v) in [("multihop", &n.multihop), ("ttl-security", &n.ttl_security)] {
+                if let Some(v) = v {
+                    if *v.get_ref() == 0 {
+                        return Err(at(
+                            v.span(),
+                            &field(name),
+                            "must be between 1 and 255".into(),
+                        ));
+                    }
+                }
+            }
+            if let Some(p) = &n.password {
+                if p.is_empty() || p.len() > 80 {
+                    return Err(at(
+                        n.address.span(),
+                        &field("password"),
+                        "must be 1 to 80 characters (TCP-MD5 key limit)".into(),
+                    ));
+                }
+            }
+            if n.route_reflector_client && n.asn != *self.asn.get_ref() {
+                return Err(at(
+                    n.address.span(),
+                    &field("route-reflector-client"),
+                    "only iBGP neighbours (same asn) can be route reflector clients".into(),
+                ));
+            }
+        }
+        for p in &self.originate {
+            let net = *p.get_ref();
+            if net != net.trunc() {
+                return Err(at(
+                    p.span(),
+                    "originate",
+                    format!("{net} has host bits set; did you mean {}?", net.trunc()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn router_id(&self) -> Ipv4Addr {
+        *self.router_id.get_ref()
+    }
+    pub fn asn(&self) -> u32 {
+        *self.asn.get_ref()
+    }
+    pub fn cluster_id(&self) -> Option<Ipv4Addr> {
+        self.cluster_id.as_ref().map(|c| *c.get_ref())
+    }
+    pub fn originated(&self) -> Vec<IpNet> {
+        self.originate.iter().map(|p| *p.get_ref()).collect()
+    }
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
+}
+
+/// The parser's message on one line, prefixed with the line number.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let line = e.span().map(|s| line_of(text, s.start));
+    let msg = e.message().trim().to_string();
+    match line {
+        Some(l) => format!("line {l}: {msg}"),
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+router-id = "10.0.0.1"
+asn = 64512
+cluster-id = "1.1.1.1"
+originate = ["10.1.0.0/26", "fd00:1::/122"]
+
+[[neighbors]]
+address = "10.0.0.2"
+asn = 64512
+route-reflector-client = true
+hold-time = 30
+
+[[neighbors]]
+address = "10.0.0.254"
+asn = 65000
+password = "s3cret"
+next-hop = "self"
+description = "tor"
+"#;
+
+    #[test]
+    fn parses_a_full_file_with_defaults() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.router_id(), Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(c.asn(), 64512);
+        assert_eq!(c.listen_port, 179);
+        assert_eq!(c.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(c.originated().len(), 2);
+        assert_eq!(c.neighbors.len(), 2);
+        assert_eq!(*c.neighbors[0].hold_time.get_ref(), 30);
+        assert_eq!(*c.neighbors[1].hold_time.get_ref(), 90);
+        assert_eq!(c.neighbors[1].next_hop, Some(NextHop::SelfAddr));
+        assert_eq!(
+            c.neighbors[0].peer_type(64512),
+            PeerType::RouteReflectorClient
+        );
+        assert_eq!(c.neighbors[1].peer_type(64512), PeerType::Global);
+    }
+
+    #[test]
+    fn rejects_bad_address_with_line_and_field() {
+        let text =
+            "router-id = \"10.0.0.1\"\nasn = 1\n[[neighbors]]\naddress = \"10.0.0.300\"\nasn = 2\n";
+        let err = Config::parse(text).unwrap_err();
+        assert!(err.starts_with("line 4:"), "{err}");
+        assert!(err.contains("invalid IP address syntax"), "{err}");
+    }
+
+    #[test]
+    fn rejects_unknown_field_naming_it() {
+        let text = "router-id = \"10.0.0.1\"\nasn = 1\nlisten-prot = 179\n";
+        let err = Config::parse(text).unwrap_err();
+        assert!(err.starts_with("line 3:"), "{err}");
+        assert!(err.contains("listen-prot"), "{err}");
+    }
+
+    #[test]
+    fn rejects_hold_time_of_two_seconds() {
+        let text = "router-id = \"10.0.0.1\"\nasn = 1\n[[neighbors]]\naddress = \"10.0.0.2\"\nasn = 1\nhold-time = 2\n";
+        let err = Config::parse(text).unwrap_err();
+        assert!(err.starts_with("line 6: neighbors[0].hold-time"), "{err}");
+    }
+
+    #[test]
+    fn rejects_duplicate_neighbor() {
+        let text = "router-id = \"10.0.0.1\"\nasn = 1\n[[neighbors]]\naddress = \"10.0.0.2\"\nasn = 1\n[[neighbors]]\naddress = \"10.0.0.2\"\nasn = 1\n";
+        let err = Config::parse(text).unwrap_err();
+        assert!(err.starts_with("line 7: neighbors[1].address"), "{err}");
+        assert!(err.contains("configured twice"), "{err}");
+    }
+
+    #[test]
+    fn rejects_originated_prefix_with_host_bits() {
+        let text = "router-id = \"10.0.0.1\"\nasn = 1\noriginate = [\"10.1.0.1/26\"]\n";
+        let err = Config::parse(text).unwrap_err();
+        assert!(
+            err.contains("line 3: originate: 10.1.0.1/26 has host bits set"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn rejects_missing_router_id() {
+        let err = Config::parse("asn = 1\n").unwrap_err();
+        assert!(err.contains("router-id"), "{err}");
+    }
+
+    #[test]
+    fn rejects_ebgp_route_reflector_client() {
+        let text = "router-id = \"10.0.0.1\"\nasn = 1\n[[neighbors]]\naddress = \"10.0.0.2\"\nasn = 2\nroute-reflector-client = true\n";
+        let err = Config::parse(text).unwrap_err();
+        assert!(err.contains("route-reflector-client"), "{err}");
+    }
+}
