@@ -13,6 +13,7 @@ PACKAGES=(
   procps              # ps / pgrep used by diagnostics
   psmisc
   jq
+  bc                  # arithmetic in bench scripts
 )
 
 missing=()
