@@ -1,0 +1,209 @@
+//! Checks on receipt: what a path must pass before it enters the Adj-RIB-In, and the form its
+//! attributes are stored in (RFC 4271 §9.1, RFC 4456 §8).
+
+use super::decision::DEFAULT_LOCAL_PREF;
+use super::{LocalConfig, PeerInfo};
+use crate::wire::{Family, MpNextHop, PathAttributes};
+use std::net::Ipv4Addr;
+use thiserror::Error;
+
+/// Why a received path was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ImportError {
+    /// RFC 4271 §9.1.2: our AS already appears in the AS_PATH of an external route.
+    #[error("AS_PATH contains our AS {0}")]
+    AsLoop(u32),
+    /// RFC 4456 §8: the route was originated by this speaker.
+    #[error("ORIGINATOR_ID {0} is our router id")]
+    OriginatorIsSelf(Ipv4Addr),
+    /// RFC 4456 §8: the route already went through our cluster.
+    #[error("CLUSTER_LIST contains our cluster id {0}")]
+    ClusterLoop(Ipv4Addr),
+    /// No usable next hop for the family (NEXT_HOP for IPv4, MP_REACH_NLRI for IPv6).
+    #[error("no next hop for {0}")]
+    MissingNextHop(Family),
+}
+
+/// Checks a path received from `peer` and returns the attributes to store for it:
+/// - eBGP: LOCAL_PREF is ignored and set to 100; ORIGINATOR_ID and CLUSTER_LIST (meaningful
+///   inside one AS only) are dropped;
+/// - iBGP: a missing LOCAL_PREF becomes 100;
+/// - the NEXT_HOP attribute is kept for IPv4 paths only, so equal IPv6 paths intern once.
+pub fn import(
+    local: &LocalConfig,
+    peer: &PeerInfo,
+    received: &PathAttributes,
+    family: Family,
+    next_hop: Option<MpNextHop>,
+) -> Result<(PathAttributes, MpNextHop), ImportError> {
+    let ebgp = peer.asn != local.asn;
+    if ebgp && received.as_path.contains(local.asn) {
+        return Err(ImportError::AsLoop(local.asn));
+    }
+    if !ebgp {
+        if received.originator_id == Some(local.router_id) {
+            return Err(ImportError::OriginatorIsSelf(local.router_id));
+        }
+        let cluster_id = local.effective_cluster_id();
+        if received.cluster_list.contains(&cluster_id) {
+            return Err(ImportError::ClusterLoop(cluster_id));
+        }
+    }
+    let next_hop = match (family, next_hop) {
+        (Family::Ipv4Unicast, Some(MpNextHop::V4(a))) => MpNextHop::V4(a),
+        (Family::Ipv6Unicast, Some(nh @ MpNextHop::V6 { .. })) => nh,
+        _ => return Err(ImportError::MissingNextHop(family)),
+    };
+    let mut attrs = received.clone();
+    if ebgp {
+        attrs.local_pref = Some(DEFAULT_LOCAL_PREF);
+        attrs.originator_id = None;
+        attrs.cluster_list.clear();
+    } else if attrs.local_pref.is_none() {
+        attrs.local_pref = Some(DEFAULT_LOCAL_PREF);
+    }
+    attrs.next_hop = match next_hop {
+        MpNextHop::V4(a) => Some(a),
+        MpNextHop::V6 { .. } => None,
+    };
+    Ok((attrs, next_hop))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rib::NextHopMode;
+    use crate::wire::{AsPath, AsSegment, CodecContext, Origin};
+    use std::net::{IpAddr, Ipv6Addr};
+
+    fn local() -> LocalConfig {
+        LocalConfig {
+            asn: 64500,
+            router_id: Ipv4Addr::new(10, 0, 0, 1),
+            cluster_id: Some(Ipv4Addr::new(10, 255, 0, 1)),
+        }
+    }
+
+    fn peer(asn: u32) -> PeerInfo {
+        PeerInfo {
+            address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+            asn,
+            rr_client: false,
+            next_hop: NextHopMode::Auto,
+            families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
+            local_address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            router_id: Ipv4Addr::new(10, 0, 0, 2),
+            ctx: CodecContext::default(),
+        }
+    }
+
+    fn attrs(path: &[u32]) -> PathAttributes {
+        PathAttributes {
+            origin: Some(Origin::Igp),
+            as_path: AsPath {
+                segments: vec![AsSegment::Sequence(path.to_vec())],
+            },
+            next_hop: Some(Ipv4Addr::new(10, 0, 0, 2)),
+            ..PathAttributes::default()
+        }
+    }
+
+    fn nh4() -> Option<MpNextHop> {
+        Some(MpNextHop::V4(Ipv4Addr::new(10, 0, 0, 2)))
+    }
+
+    #[test]
+    fn rejects_ebgp_route_with_our_as_in_path() {
+        let r = import(
+            &local(),
+            &peer(65001),
+            &attrs(&[65001, 64500, 7]),
+            Family::Ipv4Unicast,
+            nh4(),
+        );
+        assert_eq!(r, Err(ImportError::AsLoop(64500)));
+    }
+
+    #[test]
+    fn ebgp_local_pref_is_replaced_by_default() {
+        let mut a = attrs(&[65001]);
+        a.local_pref = Some(900);
+        let (stored, _) = import(&local(), &peer(65001), &a, Family::Ipv4Unicast, nh4()).unwrap();
+        assert_eq!(stored.local_pref, Some(100));
+    }
+
+    #[test]
+    fn ibgp_route_without_local_pref_gets_default() {
+        let (stored, _) = import(
+            &local(),
+            &peer(64500),
+            &attrs(&[65001]),
+            Family::Ipv4Unicast,
+            nh4(),
+        )
+        .unwrap();
+        assert_eq!(stored.local_pref, Some(100));
+        let mut a = attrs(&[65001]);
+        a.local_pref = Some(250);
+        let (stored, _) = import(&local(), &peer(64500), &a, Family::Ipv4Unicast, nh4()).unwrap();
+        assert_eq!(stored.local_pref, Some(250));
+    }
+
+    #[test]
+    fn drops_route_whose_originator_is_us() {
+        let mut a = attrs(&[65001]);
+        a.originator_id = Some(Ipv4Addr::new(10, 0, 0, 1));
+        let r = import(&local(), &peer(64500), &a, Family::Ipv4Unicast, nh4());
+        assert_eq!(
+            r,
+            Err(ImportError::OriginatorIsSelf(Ipv4Addr::new(10, 0, 0, 1)))
+        );
+    }
+
+    #[test]
+    fn drops_route_whose_cluster_list_holds_our_cluster() {
+        let mut a = attrs(&[65001]);
+        a.cluster_list = vec![Ipv4Addr::new(1, 2, 3, 4), Ipv4Addr::new(10, 255, 0, 1)];
+        let r = import(&local(), &peer(64500), &a, Family::Ipv4Unicast, nh4());
+        assert_eq!(
+            r,
+            Err(ImportError::ClusterLoop(Ipv4Addr::new(10, 255, 0, 1)))
+        );
+    }
+
+    #[test]
+    fn cluster_id_defaults_to_router_id() {
+        let mut l = local();
+        l.cluster_id = None;
+        let mut a = attrs(&[65001]);
+        a.cluster_list = vec![Ipv4Addr::new(10, 0, 0, 1)];
+        let r = import(&l, &peer(64500), &a, Family::Ipv4Unicast, nh4());
+        assert_eq!(r, Err(ImportError::ClusterLoop(Ipv4Addr::new(10, 0, 0, 1))));
+    }
+
+    #[test]
+    fn ipv6_next_hop_comes_from_mp_reach() {
+        let nh = MpNextHop::V6 {
+            global: Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2),
+            link_local: None,
+        };
+        let (stored, got) = import(
+            &local(),
+            &peer(64500),
+            &attrs(&[1]),
+            Family::Ipv6Unicast,
+            Some(nh),
+        )
+        .unwrap();
+        assert_eq!(got, nh);
+        assert_eq!(stored.next_hop, None);
+        let r = import(
+            &local(),
+            &peer(64500),
+            &attrs(&[1]),
+            Family::Ipv6Unicast,
+            nh4(),
+        );
+        assert_eq!(r, Err(ImportError::MissingNextHop(Family::Ipv6Unicast)));
+    }
+}

@@ -1,0 +1,745 @@
+//! The RIB: Adj-RIBs-In, Loc-RIB, the decision process, route reflection and export, pure.
+//!
+//! [`Rib`] is the facade the speaker drives: sessions come up and go down, UPDATEs arrive,
+//! prefixes are originated, and each call returns the [`Export`]s to send. No I/O, no clock.
+//!
+//! - [`intern`]: one shared `Arc` per distinct attribute set;
+//! - [`table`]: the paths of each prefix, best first;
+//! - [`decision`]: which path is best;
+//! - [`import`]: checks on receipt;
+//! - [`export`]: outgoing attributes, reflection rules and update groups.
+
+pub mod decision;
+pub mod export;
+pub mod import;
+pub mod intern;
+pub mod table;
+
+use crate::wire::{CodecContext, Family, MpNextHop, Origin, PathAttributes, Prefix, Update};
+use decision::{Candidate, DEFAULT_LOCAL_PREF};
+use export::{Audience, Batch, ExportBuilder, GroupKey, PeerKind, Source, UpdateGroup};
+use intern::{Interner, StoredAttrs};
+use ipnet::{Ipv4Net, Ipv6Net};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use table::{Path, Paths, Table};
+
+pub use table::LOCAL_PEER;
+
+/// The speaker's handle for a peer. [`LOCAL_PEER`] (`u32::MAX`) is reserved.
+pub type PeerId = u32;
+
+/// Which next hop routes leave with towards a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum NextHopMode {
+    /// iBGP: keep the received next hop; eBGP: our address on the session.
+    #[default]
+    Auto,
+    /// Always our address on the session.
+    SelfAddr,
+    /// Always the received next hop (our address for local routes without one).
+    Keep,
+}
+
+/// This speaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalConfig {
+    pub asn: u32,
+    pub router_id: Ipv4Addr,
+    /// The CLUSTER_ID when reflecting; defaults to `router_id`.
+    pub cluster_id: Option<Ipv4Addr>,
+}
+
+impl LocalConfig {
+    /// The CLUSTER_ID in force (RFC 4456 §7: the router id unless configured).
+    pub fn effective_cluster_id(&self) -> Ipv4Addr {
+        self.cluster_id.unwrap_or(self.router_id)
+    }
+}
+
+/// What the RIB knows of an established session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub address: IpAddr,
+    pub asn: u32,
+    /// The peer is a route reflection client of ours.
+    pub rr_client: bool,
+    pub next_hop: NextHopMode,
+    /// Negotiated families.
+    pub families: Vec<Family>,
+    /// Our end of the session, for next-hop-self.
+    pub local_address: IpAddr,
+    /// The BGP Identifier from its OPEN.
+    pub router_id: Ipv4Addr,
+    /// Opaque to the RIB: part of the update-group key.
+    pub ctx: CodecContext,
+}
+
+/// Prefix counts for one peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PeerCounters {
+    /// Prefixes currently held from the peer, accepted or not.
+    pub received: u64,
+    /// Prefixes that passed the import checks.
+    pub accepted: u64,
+    /// Prefixes currently advertised to the peer.
+    pub advertised: u64,
+}
+
+/// One path as the outside sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteView {
+    pub prefix: Prefix,
+    pub attrs: Arc<PathAttributes>,
+    /// The next hop as received (unspecified for a local route originated without one).
+    pub next_hop: IpAddr,
+    /// None for a locally originated route.
+    pub peer: Option<PeerId>,
+    pub best: bool,
+}
+
+/// One batch of outgoing changes for a set of peers that receive exactly the same bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export {
+    /// Sorted.
+    pub peers: Vec<PeerId>,
+    pub ctx: CodecContext,
+    /// Grouped by outgoing attribute set.
+    pub announce: Vec<(Arc<PathAttributes>, MpNextHop, Family, Vec<Prefix>)>,
+    pub withdraw: Vec<(Family, Vec<Prefix>)>,
+}
+
+/// A change of the Loc-RIB: the new best path of `prefix`, or None when it has none left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BestChange {
+    pub prefix: Prefix,
+    pub route: Option<RouteView>,
+}
+
+#[derive(Debug)]
+struct PeerState {
+    info: PeerInfo,
+    kind: PeerKind,
+    group: u32,
+    accepted: u64,
+    /// Prefixes held from the peer that failed the import checks (so they count as received
+    /// until withdrawn).
+    rejected: HashSet<Prefix>,
+    advertised: u64,
+}
+
+/// Prefixes touched by one operation, each with the best path it had before: exports are
+/// derived from (best before, best after) once per prefix, however often it was touched.
+#[derive(Default)]
+struct Touched {
+    list: Vec<(Prefix, Option<Path>)>,
+    seen: HashSet<Prefix>,
+}
+
+/// The routing information base of one speaker.
+#[derive(Debug)]
+pub struct Rib {
+    local: LocalConfig,
+    peers: HashMap<PeerId, PeerState>,
+    groups: BTreeMap<u32, UpdateGroup>,
+    next_group: u32,
+    v4: Table<Ipv4Net>,
+    v6: Table<Ipv6Net>,
+    attrs: Interner<PathAttributes>,
+    stored: Interner<StoredAttrs>,
+    best_changes: Vec<BestChange>,
+    track_best_changes: bool,
+}
+
+fn source(local: &LocalConfig, peers: &HashMap<PeerId, PeerState>, peer: PeerId) -> Source {
+    match peers.get(&peer) {
+        Some(s) => Source {
+            kind: Some(s.kind),
+            router_id: s.info.router_id,
+        },
+        None => Source {
+            kind: None,
+            router_id: local.router_id,
+        },
+    }
+}
+
+fn candidate<'a>(
+    local: &LocalConfig,
+    peers: &HashMap<PeerId, PeerState>,
+    path: &'a Path,
+) -> Candidate<'a> {
+    let peer = peers.get(&path.peer);
+    Candidate {
+        attrs: &path.attrs.attrs,
+        local: path.is_local(),
+        ebgp: peer.is_some_and(|s| s.kind == PeerKind::Ebgp),
+        router_id: peer.map_or(local.router_id, |s| s.info.router_id),
+        address: peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |s| s.info.address),
+    }
+}
+
+/// Runs the decision process over a prefix's paths and moves the winner first.
+fn reselect(paths: &mut Paths, local: &LocalConfig, peers: &HashMap<PeerId, PeerState>) {
+    if let Paths::Many(v) = paths {
+        let candidates: Vec<Candidate<'_>> = v.iter().map(|p| candidate(local, peers, p)).collect();
+        let best = decision::best_index(&candidates, local.asn);
+        paths.promote(best);
+    }
+}
+
+fn view(prefix: Prefix, path: &Path, best: bool) -> RouteView {
+    let unspecified = match prefix {
+        Prefix::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Prefix::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    RouteView {
+        prefix,
+        attrs: Arc::clone(&path.attrs.attrs),
+        next_hop: path.attrs.next_hop.map_or(unspecified, |n| n.addr()),
+        peer: (!path.is_local()).then_some(path.peer),
+        best,
+    }
+}
+
+fn views(prefix: Prefix, paths: &Paths) -> impl Iterator<Item = RouteView> + '_ {
+    paths
+        .as_slice()
+        .iter()
+        .enumerate()
+        .map(move |(i, p)| view(prefix, p, i == 0))
+}
+
+impl Rib {
+    pub fn new(local: LocalConfig) -> Rib {
+        Rib {
+            local,
+            peers: HashMap::new(),
+            groups: BTreeMap::new(),
+            next_group: 0,
+            v4: Table::default(),
+            v6: Table::default(),
+            attrs: Interner::default(),
+            stored: Interner::default(),
+            best_changes: Vec::new(),
+            track_best_changes: true,
+        }
+    }
+
+    pub fn local(&self) -> &LocalConfig {
+        &self.local
+    }
+
+    /// Whether best path changes are recorded for [`Rib::take_best_changes`] (on by default;
+    /// turn off when nobody drains them).
+    pub fn set_track_best_changes(&mut self, on: bool) {
+        self.track_best_changes = on;
+        if !on {
+            self.best_changes = Vec::new();
+        }
+    }
+
+    /// A session came up: joins the peer to its update group and returns the current table
+    /// for it. End-of-RIB is the caller's to send.
+    pub fn peer_up(&mut self, id: PeerId, info: PeerInfo) -> Vec<Export> {
+        let mut exports = if self.peers.contains_key(&id) {
+            self.peer_down(id)
+        } else {
+            Vec::new()
+        };
+        if id == LOCAL_PEER {
+            tracing::warn!(id, "peer id reserved for local routes");
+            return exports;
+        }
+        let key = GroupKey::of(&self.local, &info);
+        let gid = match self.groups.iter().find(|(_, g)| g.key == key) {
+            Some((&gid, _)) => gid,
+            None => {
+                let gid = self.next_group;
+                self.next_group += 1;
+                self.groups.insert(gid, UpdateGroup::new(key.clone()));
+                gid
+            }
+        };
+        let kind = PeerKind::of(&self.local, &info);
+        self.peers.insert(
+            id,
+            PeerState {
+                info,
+                kind,
+                group: gid,
+                accepted: 0,
+                rejected: HashSet::new(),
+                advertised: 0,
+            },
+        );
+        let Some(group) = self.groups.get_mut(&gid) else {
+            return exports;
+        };
+        group.add(id);
+
+        let mut batch = Batch::default();
+        let (local, peers) = (&self.local, &self.peers);
+        let mut offer = |prefix: Prefix, paths: &Paths, family: Family| {
+            let best = paths.best();
+            let src = source(local, peers, best.peer);
+            if best.peer != id
+                && let Some(out) = group.outgoing(local, &src, best, family)
+            {
+                batch.announce(&out, family, prefix);
+                batch.added += 1;
+            }
+        };
+        if key.has_family(Family::Ipv4Unicast) {
+            for (k, paths) in self.v4.iter() {
+                offer(Prefix::V4(*k), paths, Family::Ipv4Unicast);
+            }
+        }
+        if key.has_family(Family::Ipv6Unicast) {
+            for (k, paths) in self.v6.iter() {
+                offer(Prefix::V6(*k), paths, Family::Ipv6Unicast);
+            }
+        }
+        let mut builder = ExportBuilder::default();
+        *builder.batch(gid, Audience::Only(id)) = batch;
+        exports.extend(self.finish_exports(builder));
+        exports
+    }
+
+    /// A session went down: flushes the peer's paths and exports the consequences.
+    pub fn peer_down(&mut self, id: PeerId) -> Vec<Export> {
+        let Some(state) = self.peers.get(&id) else {
+            return Vec::new();
+        };
+        let gid = state.group;
+        if let Some(g) = self.groups.get_mut(&gid) {
+            g.remove(id);
+        }
+        let mut prefixes: Vec<Prefix> = self
+            .v4
+            .iter()
+            .filter(|(_, ps)| ps.from_peer(id).is_some())
+            .map(|(k, _)| Prefix::V4(*k))
+            .collect();
+        prefixes.extend(
+            self.v6
+                .iter()
+                .filter(|(_, ps)| ps.from_peer(id).is_some())
+                .map(|(k, _)| Prefix::V6(*k)),
+        );
+        let mut touched = Touched::default();
+        for prefix in prefixes {
+            self.remove_path(prefix, id, &mut touched);
+        }
+        let exports = self.finish(touched);
+        self.peers.remove(&id);
+        for g in self.groups.values_mut() {
+            g.forget_peer(id);
+        }
+        if self.groups.get(&gid).is_some_and(|g| g.members.is_empty()) {
+            self.groups.remove(&gid);
+        }
+        exports
+    }
+
+    /// Applies an UPDATE from `id`: withdrawals (treat-as-withdraw included) first, then
+    /// announcements.
+    pub fn apply_update(&mut self, id: PeerId, update: &Update) -> Vec<Export> {
+        if !self.peers.contains_key(&id) {
+            tracing::warn!(id, "UPDATE from a peer that is not up");
+            return Vec::new();
+        }
+        let mut touched = Touched::default();
+        for prefix in update.all_withdrawn() {
+            let prefix = prefix.trunc();
+            self.remove_path(prefix, id, &mut touched);
+            if let Some(s) = self.peers.get_mut(&id) {
+                s.rejected.remove(&prefix);
+            }
+        }
+        if let Some(reason) = &update.treat_as_withdraw {
+            tracing::debug!(id, reason, "UPDATE treated as withdraw");
+        } else {
+            if !update.nlri.is_empty() {
+                let nh = update.attributes.next_hop.map(MpNextHop::V4);
+                let prefixes = update.nlri.iter().map(|p| Prefix::V4(p.trunc()));
+                self.announce(
+                    id,
+                    &update.attributes,
+                    Family::Ipv4Unicast,
+                    nh,
+                    prefixes,
+                    &mut touched,
+                );
+            }
+            if let Some(r) = &update.mp_reach {
+                let prefixes = r.nlri.iter().map(|p| p.trunc());
+                self.announce(
+                    id,
+                    &update.attributes,
+                    r.family,
+                    Some(r.next_hop),
+                    prefixes,
+                    &mut touched,
+                );
+            }
+        }
+        self.finish(touched)
+    }
+
+    /// Originates `prefix` (ORIGIN IGP, empty AS_PATH). Without a next hop, each session uses
+    /// our address on it.
+    pub fn originate(&mut self, prefix: Prefix, next_hop: Option<IpAddr>) -> Vec<Export> {
+        let prefix = prefix.trunc();
+        let next_hop = match (prefix, next_hop) {
+            (Prefix::V4(_), Some(IpAddr::V4(a))) => Some(MpNextHop::V4(a)),
+            (Prefix::V6(_), Some(IpAddr::V6(a))) => Some(MpNextHop::V6 {
+                global: a,
+                link_local: None,
+            }),
+            _ => None,
+        };
+        let attrs = PathAttributes {
+            origin: Some(Origin::Igp),
+            next_hop: match next_hop {
+                Some(MpNextHop::V4(a)) => Some(a),
+                _ => None,
+            },
+            local_pref: Some(DEFAULT_LOCAL_PREF),
+            ..PathAttributes::default()
+        };
+        let stored = self.intern_stored(attrs, next_hop);
+        let mut touched = Touched::default();
+        self.stored.acquire(&stored);
+        let path = Path {
+            attrs: Arc::clone(&stored),
+            peer: LOCAL_PEER,
+        };
+        self.insert_path(prefix, path, &mut touched);
+        self.release_stored(&stored);
+        self.finish(touched)
+    }
+
+    /// Stops originating `prefix`.
+    pub fn withdraw_local(&mut self, prefix: Prefix) -> Vec<Export> {
+        let mut touched = Touched::default();
+        self.remove_path(prefix.trunc(), LOCAL_PEER, &mut touched);
+        self.finish(touched)
+    }
+
+    /// The best path of `prefix`.
+    pub fn best(&self, prefix: &Prefix) -> Option<RouteView> {
+        let prefix = prefix.trunc();
+        self.paths(&prefix).map(|ps| view(prefix, ps.best(), true))
+    }
+
+    /// The Loc-RIB of a family.
+    pub fn iter_best(&self, family: Family) -> impl Iterator<Item = RouteView> + '_ {
+        let v4 = (family == Family::Ipv4Unicast).then(|| {
+            self.v4
+                .iter()
+                .map(|(k, ps)| view(Prefix::V4(*k), ps.best(), true))
+        });
+        let v6 = (family == Family::Ipv6Unicast).then(|| {
+            self.v6
+                .iter()
+                .map(|(k, ps)| view(Prefix::V6(*k), ps.best(), true))
+        });
+        v4.into_iter().flatten().chain(v6.into_iter().flatten())
+    }
+
+    /// Every path of a family, the best ones flagged.
+    pub fn iter_paths(&self, family: Family) -> impl Iterator<Item = RouteView> + '_ {
+        let v4 = (family == Family::Ipv4Unicast)
+            .then(|| self.v4.iter().flat_map(|(k, ps)| views(Prefix::V4(*k), ps)));
+        let v6 = (family == Family::Ipv6Unicast)
+            .then(|| self.v6.iter().flat_map(|(k, ps)| views(Prefix::V6(*k), ps)));
+        v4.into_iter().flatten().chain(v6.into_iter().flatten())
+    }
+
+    /// The accepted paths of one peer (its Adj-RIB-In after import).
+    pub fn iter_peer_paths(
+        &self,
+        id: PeerId,
+        family: Family,
+    ) -> impl Iterator<Item = RouteView> + '_ {
+        self.iter_paths(family).filter(move |r| r.peer == Some(id))
+    }
+
+    pub fn counters(&self, id: PeerId) -> PeerCounters {
+        self.peers
+            .get(&id)
+            .map(|s| PeerCounters {
+                received: s.accepted + s.rejected.len() as u64,
+                accepted: s.accepted,
+                advertised: s.advertised,
+            })
+            .unwrap_or_default()
+    }
+
+    /// The Loc-RIB changes since the last call.
+    pub fn take_best_changes(&mut self) -> Vec<BestChange> {
+        std::mem::take(&mut self.best_changes)
+    }
+
+    /// Number of prefixes with at least one path.
+    pub fn prefix_count(&self, family: Family) -> usize {
+        match family {
+            Family::Ipv4Unicast => self.v4.len(),
+            Family::Ipv6Unicast => self.v6.len(),
+        }
+    }
+
+    /// Number of distinct received attribute sets held.
+    pub fn attr_sets(&self) -> usize {
+        self.attrs.len()
+    }
+
+    /// Bytes held by the tables and interners, computed from their capacities.
+    pub fn memory_estimate(&self) -> usize {
+        self.v4.memory_estimate()
+            + self.v6.memory_estimate()
+            + self.attrs.memory_estimate()
+            + self.stored.memory_estimate()
+    }
+
+    // ---- internals ----
+
+    fn paths(&self, prefix: &Prefix) -> Option<&Paths> {
+        match prefix {
+            Prefix::V4(p) => self.v4.get(p),
+            Prefix::V6(p) => self.v6.get(p),
+        }
+    }
+
+    fn best_path(&self, prefix: &Prefix) -> Option<Path> {
+        self.paths(prefix).map(|ps| ps.best().clone())
+    }
+
+    fn note(&self, prefix: Prefix, touched: &mut Touched) {
+        if touched.seen.insert(prefix) {
+            touched.list.push((prefix, self.best_path(&prefix)));
+        }
+    }
+
+    /// Interns attributes and next hop; the result counts one user the caller must release.
+    fn intern_stored(
+        &mut self,
+        attrs: PathAttributes,
+        next_hop: Option<MpNextHop>,
+    ) -> Arc<StoredAttrs> {
+        let attrs = self.attrs.intern(attrs);
+        let key = StoredAttrs {
+            attrs: Arc::clone(&attrs),
+            next_hop,
+        };
+        if self.stored.users(&key) > 0 {
+            // Already held by the existing StoredAttrs: that one user is enough.
+            self.attrs.release(&attrs);
+        }
+        self.stored.intern(key)
+    }
+
+    /// Releases one user of `stored`, freeing what only it held.
+    fn release_stored(&mut self, stored: &Arc<StoredAttrs>) {
+        if self.stored.release(stored) {
+            self.attrs.release(&stored.attrs);
+            for g in self.groups.values_mut() {
+                g.forget_attrs(stored);
+            }
+        }
+    }
+
+    fn reselect(&mut self, prefix: &Prefix) {
+        let (local, peers) = (&self.local, &self.peers);
+        let paths = match prefix {
+            Prefix::V4(p) => self.v4.get_mut(p),
+            Prefix::V6(p) => self.v6.get_mut(p),
+        };
+        if let Some(paths) = paths {
+            reselect(paths, local, peers);
+        }
+    }
+
+    /// Adds a path whose `StoredAttrs` user was already counted.
+    fn insert_path(&mut self, prefix: Prefix, path: Path, touched: &mut Touched) {
+        self.note(prefix, touched);
+        let peer = path.peer;
+        let replaced = match prefix {
+            Prefix::V4(p) => self.v4.insert(p, path),
+            Prefix::V6(p) => self.v6.insert(p, path),
+        };
+        match replaced {
+            Some(old) => self.release_stored(&old.attrs),
+            None => {
+                if let Some(s) = self.peers.get_mut(&peer) {
+                    s.accepted += 1;
+                }
+            }
+        }
+        self.reselect(&prefix);
+    }
+
+    fn remove_path(&mut self, prefix: Prefix, peer: PeerId, touched: &mut Touched) {
+        let present = self
+            .paths(&prefix)
+            .is_some_and(|ps| ps.from_peer(peer).is_some());
+        if !present {
+            return;
+        }
+        self.note(prefix, touched);
+        let removed = match prefix {
+            Prefix::V4(p) => self.v4.remove(&p, peer),
+            Prefix::V6(p) => self.v6.remove(&p, peer),
+        };
+        if let Some(old) = removed {
+            self.release_stored(&old.attrs);
+            if let Some(s) = self.peers.get_mut(&peer) {
+                s.accepted = s.accepted.saturating_sub(1);
+            }
+        }
+        self.reselect(&prefix);
+    }
+
+    /// Imports and stores the paths of one announcement.
+    fn announce(
+        &mut self,
+        id: PeerId,
+        received: &PathAttributes,
+        family: Family,
+        next_hop: Option<MpNextHop>,
+        prefixes: impl Iterator<Item = Prefix>,
+        touched: &mut Touched,
+    ) {
+        let Some(state) = self.peers.get(&id) else {
+            return;
+        };
+        if !state.info.families.contains(&family) {
+            tracing::debug!(id, %family, "announcement for a family not negotiated, ignored");
+            return;
+        }
+        match import::import(&self.local, &state.info, received, family, next_hop) {
+            Err(e) => {
+                tracing::debug!(id, error = %e, "path not accepted");
+                for prefix in prefixes.filter(|p| Family::of(p) == family) {
+                    // An unacceptable re-announcement still replaces the previous path.
+                    self.remove_path(prefix, id, touched);
+                    if let Some(s) = self.peers.get_mut(&id) {
+                        s.rejected.insert(prefix);
+                    }
+                }
+            }
+            Ok((attrs, next_hop)) => {
+                let stored = self.intern_stored(attrs, Some(next_hop));
+                for prefix in prefixes.filter(|p| Family::of(p) == family) {
+                    self.stored.acquire(&stored);
+                    let path = Path {
+                        attrs: Arc::clone(&stored),
+                        peer: id,
+                    };
+                    self.insert_path(prefix, path, touched);
+                    if let Some(s) = self.peers.get_mut(&id)
+                        && !s.rejected.is_empty()
+                    {
+                        s.rejected.remove(&prefix);
+                    }
+                }
+                self.release_stored(&stored);
+            }
+        }
+    }
+
+    /// Turns the touched prefixes into Loc-RIB changes and exports.
+    fn finish(&mut self, touched: Touched) -> Vec<Export> {
+        let mut builder = ExportBuilder::default();
+        let mut direct: HashMap<PeerId, u64> = HashMap::new();
+        for (prefix, old) in touched.list {
+            let new = self.best_path(&prefix);
+            match (&old, &new) {
+                (Some(a), Some(b)) if a.same(b) => continue,
+                (None, None) => continue,
+                _ => {}
+            }
+            if self.track_best_changes {
+                self.best_changes.push(BestChange {
+                    prefix,
+                    route: new.as_ref().map(|p| view(prefix, p, true)),
+                });
+            }
+            let family = Family::of(&prefix);
+            let (local, peers) = (&self.local, &self.peers);
+            let old = old.map(|p| {
+                let src = source(local, peers, p.peer);
+                (p, src)
+            });
+            let new = new.map(|p| {
+                let src = source(local, peers, p.peer);
+                (p, src)
+            });
+            for (&gid, g) in self.groups.iter_mut() {
+                if !g.key.has_family(family) {
+                    continue;
+                }
+                let had = old
+                    .as_ref()
+                    .filter(|(p, s)| export::exportable(s, &p.attrs, family, &g.key))
+                    .map(|(p, _)| p.peer);
+                let out = new
+                    .as_ref()
+                    .and_then(|(p, s)| g.outgoing(local, s, p, family).map(|o| (p.peer, o)));
+                match (had, out) {
+                    (had, Some((new_peer, out))) => {
+                        let new_in = g.has(new_peer);
+                        let b = builder.batch(gid, Audience::AllBut(new_in.then_some(new_peer)));
+                        b.announce(&out, family, prefix);
+                        match had {
+                            None => b.added += 1,
+                            Some(old_peer) if old_peer != new_peer => {
+                                // The old source now receives it for the first time...
+                                if g.has(old_peer) {
+                                    *direct.entry(old_peer).or_default() += 1;
+                                }
+                                // ...and the new source no longer may.
+                                if new_in {
+                                    let w = builder.batch(gid, Audience::Only(new_peer));
+                                    w.withdraw(family, prefix);
+                                    w.removed += 1;
+                                }
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                    (Some(old_peer), None) => {
+                        let old_in = g.has(old_peer);
+                        let b = builder.batch(gid, Audience::AllBut(old_in.then_some(old_peer)));
+                        b.withdraw(family, prefix);
+                        b.removed += 1;
+                    }
+                    (None, None) => {}
+                }
+            }
+        }
+        for (peer, n) in direct {
+            if let Some(s) = self.peers.get_mut(&peer) {
+                s.advertised += n;
+            }
+        }
+        self.finish_exports(builder)
+    }
+
+    /// Builds the exports and applies their counter deltas.
+    fn finish_exports(&mut self, builder: ExportBuilder) -> Vec<Export> {
+        let built = builder.finish(&self.groups);
+        let mut exports = Vec::with_capacity(built.len());
+        for (export, added, removed) in built {
+            for p in &export.peers {
+                if let Some(s) = self.peers.get_mut(p) {
+                    s.advertised = (s.advertised + added).saturating_sub(removed);
+                }
+            }
+            exports.push(export);
+        }
+        exports
+    }
+}
