@@ -274,11 +274,32 @@ impl Rib {
                 advertised: 0,
             },
         );
-        let Some(group) = self.groups.get_mut(&gid) else {
-            return exports;
-        };
-        group.add(id);
+        if let Some(group) = self.groups.get_mut(&gid) {
+            group.add(id);
+        }
+        exports.extend(self.table_for(id));
+        exports
+    }
 
+    /// The peer asked for our routes again (ROUTE-REFRESH, RFC 2918): the whole table as that
+    /// peer should have it, for it alone.
+    pub fn refresh(&mut self, id: PeerId) -> Vec<Export> {
+        match self.peers.get_mut(&id) {
+            Some(state) => state.advertised = 0,
+            None => return Vec::new(),
+        }
+        self.table_for(id)
+    }
+
+    /// Every best route the export rules give peer `id`, addressed to it alone.
+    fn table_for(&mut self, id: PeerId) -> Vec<Export> {
+        let Some(gid) = self.peers.get(&id).map(|p| p.group) else {
+            return Vec::new();
+        };
+        let Some(group) = self.groups.get_mut(&gid) else {
+            return Vec::new();
+        };
+        let key = group.key.clone();
         let mut batch = Batch::default();
         let (local, peers) = (&self.local, &self.peers);
         let mut offer = |prefix: Prefix, paths: &Paths, family: Family| {
@@ -303,8 +324,7 @@ impl Rib {
         }
         let mut builder = ExportBuilder::default();
         *builder.batch(gid, Audience::Only(id)) = batch;
-        exports.extend(self.finish_exports(builder));
-        exports
+        self.finish_exports(builder)
     }
 
     /// A session went down: flushes the peer's paths and exports the consequences.
