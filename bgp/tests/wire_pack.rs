@@ -209,3 +209,35 @@ fn packs_for_two_octet_peer_with_as4_path() {
     assert_eq!(u.attributes.as_path, a.as_path);
     assert_eq!(unpack(&msgs, &ctx).0, prefixes);
 }
+
+/// The route reflector's load: a million IPv4 prefixes packed and decoded again. Ignored by
+/// default (run with `--release -- --ignored --nocapture` to see the timings).
+#[test]
+#[ignore]
+fn packs_and_decodes_a_million_prefixes() {
+    let prefixes: Vec<Prefix> = (0..1_000_000u32)
+        .map(|i| {
+            Prefix::V4(wire::Prefix4::new(Ipv4Addr::from(0x0a00_0000u32 + (i << 8)), 24).unwrap())
+        })
+        .collect();
+    let nh = MpNextHop::V4(Ipv4Addr::new(10, 99, 0, 1));
+    let ctx = ibgp(false);
+    let t = std::time::Instant::now();
+    let msgs = pack_announcements(&attrs(), &nh, Family::Ipv4Unicast, &prefixes, &ctx).unwrap();
+    let packed = t.elapsed();
+    let t = std::time::Instant::now();
+    let mut n = 0;
+    for m in &msgs {
+        let Message::Update(u) = wire::decode(m, &ctx).unwrap() else {
+            unreachable!()
+        };
+        n += u.nlri.len();
+    }
+    let decoded = t.elapsed();
+    assert_eq!(n, prefixes.len());
+    println!(
+        "{} prefixes in {} messages: pack {packed:?}, decode {decoded:?}",
+        n,
+        msgs.len()
+    );
+}

@@ -592,7 +592,7 @@ fn ignores_mp_reach_of_unsupported_family() {
 fn resets_session_for_unrecognized_well_known_attribute() {
     let unknown = attr(WK, 99, &[1, 2]);
     let err = assert_reset(
-        &message(&[], &with(&[unknown.clone()]), NLRI),
+        &message(&[], &with(std::slice::from_ref(&unknown)), NLRI),
         &ebgp4(),
         notif::UNRECOGNIZED_WELL_KNOWN_ATTRIBUTE,
     );
