@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Everything the lab can fail with.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Debug` prints the same text as `Display`: a test returning `Result` shows its error with
+/// `{:?}`, and the logs in it should read as lines, not as an escaped string.
+#[derive(thiserror::Error)]
 pub enum LabError {
     /// Namespaces need root (CAP_SYS_ADMIN, CAP_NET_ADMIN).
     #[error("the namespace lab must run as root (sudo scripts/test.sh); running as uid {uid}")]
@@ -73,5 +76,11 @@ impl LabError {
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
         let context = context.into();
         move |source| LabError::Io { context, source }
+    }
+}
+
+impl std::fmt::Debug for LabError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
     }
 }

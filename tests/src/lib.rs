@@ -5,12 +5,14 @@
 //! drivers for the daemons under test ([`Bird`], [`Bgpd`]). Everything is removed on drop, also
 //! when the test panics; a failing test keeps its logs directory and says where it is.
 
+pub mod bgpd;
 pub mod bird;
 pub mod error;
 pub mod lab;
 pub mod netns;
 pub mod process;
 
+pub use bgpd::{Bgpd, BgpdConfig, BgpdNeighbor, NextHopMode};
 pub use bird::{Bird, BirdConfig, BirdNeighbor, BirdProtocol, BirdRoute, Channel, ExportPolicy};
 pub use error::LabError;
 pub use lab::{Addrs, Lab, LabSwitch, LinkAddrs, Subnet, block4, block6};

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use margay_tests::{
-    Bird, BirdConfig, BirdNeighbor, ExportPolicy, Lab, Result, block4, block6, list_namespaces,
+    Bird, BirdConfig, BirdNeighbor, ExportPolicy, Lab, Netns, Result, block4, block6, holds_for,
+    list_namespaces,
 };
 
 const UP: Duration = Duration::from_secs(30);
@@ -184,4 +185,98 @@ fn lab_leaves_no_namespace_or_process_behind_when_a_test_panics() {
     let dir = seen.dir.clone().expect("lab dir recorded");
     assert!(dir.join("bird1.stderr").exists(), "logs kept at {dir:?}");
     std::fs::remove_dir_all(&dir).expect("removing the kept logs");
+}
+
+#[test]
+fn bird_reflector_adds_originator_id_and_cluster_list() -> Result<()> {
+    let lab = Lab::new("bird_reflector_adds_originator_id_and_cluster_list")?;
+    let sw = lab.switch("sw")?;
+    let (nr, n1, n2) = (lab.netns("rr")?, lab.netns("c1")?, lab.netns("c2")?);
+    let (ar, a1, a2) = (sw.attach(&nr)?, sw.attach(&n1)?, sw.attach(&n2)?);
+    let (k1, k2) = (IpNet::V4(block4()), IpNet::V4(block4()));
+    let cluster = "10.255.0.9".parse().expect("address");
+    let client = |name, a: std::net::Ipv4Addr| {
+        BirdNeighbor::new(name, a.into(), 65000, 65000)
+            .rr_client()
+            .rr_cluster_id(cluster)
+    };
+    let _rr = Bird::start(
+        &lab,
+        &nr,
+        "rr",
+        BirdConfig::new(ar.ip4())
+            .neighbor(client("c1", a1.ip4()))
+            .neighbor(client("c2", a2.ip4())),
+    )?;
+    let to_rr =
+        || BirdNeighbor::new("refl", ar.ip4().into(), 65000, 65000).export(ExportPolicy::Static);
+    let c1 = Bird::start(
+        &lab,
+        &n1,
+        "c1",
+        BirdConfig::new(a1.ip4()).originate(k1).neighbor(to_rr()),
+    )?;
+    let c2 = Bird::start(
+        &lab,
+        &n2,
+        "c2",
+        BirdConfig::new(a2.ip4()).originate(k2).neighbor(to_rr()),
+    )?;
+    let r = c2.wait_bgp_route_via(k1, a1.ip4().into(), UP)?;
+    assert_eq!(r.bgp.originator_id, Some(a1.ip4()), "{r:?}");
+    assert_eq!(r.bgp.cluster_list, vec![cluster], "{r:?}");
+    let r = c1.wait_bgp_route_via(k2, a2.ip4().into(), UP)?;
+    assert_eq!(r.bgp.originator_id, Some(a2.ip4()), "{r:?}");
+    assert_eq!(r.bgp.cluster_list, vec![cluster], "{r:?}");
+    Ok(())
+}
+
+fn md5_pair(lab: &Lab, pw1: &str, pw2: &str) -> Result<(Netns, Netns, Bird, Bird)> {
+    let r1 = lab.netns("r1")?;
+    let r2 = lab.netns("r2")?;
+    let link = lab.link(&r1, &r2)?;
+    let b1 = Bird::start(
+        lab,
+        &r1,
+        "bird1",
+        BirdConfig::new(link.a.ip4())
+            .neighbor(BirdNeighbor::new("r2", link.b.ip4().into(), 65001, 65002).password(pw1)),
+    )?;
+    let b2 = Bird::start(
+        lab,
+        &r2,
+        "bird2",
+        BirdConfig::new(link.b.ip4())
+            .neighbor(BirdNeighbor::new("r1", link.a.ip4().into(), 65002, 65001).password(pw2)),
+    )?;
+    Ok((r1, r2, b1, b2))
+}
+
+#[test]
+fn birds_with_same_md5_password_establish() -> Result<()> {
+    let lab = Lab::new("birds_with_same_md5_password_establish")?;
+    let (_r1, _r2, b1, b2) = md5_pair(&lab, "lab-pw", "lab-pw")?;
+    b1.wait_established("r2", UP)?;
+    b2.wait_established("r1", UP)?;
+    Ok(())
+}
+
+#[test]
+fn birds_with_different_md5_passwords_never_establish() -> Result<()> {
+    let lab = Lab::new("birds_with_different_md5_passwords_never_establish")?;
+    let (_r1, _r2, b1, b2) = md5_pair(&lab, "lab-pw", "other-pw")?;
+    holds_for(
+        "neither BIRD Established",
+        Duration::from_secs(8),
+        &[&b1, &b2],
+        || {
+            for (b, p) in [(&b1, "r2"), (&b2, "r1")] {
+                match b.protocol(p) {
+                    Ok(Some(p)) if !p.is_established() => {}
+                    other => return Err(format!("{}: {other:?}", b.name())),
+                }
+            }
+            Ok(())
+        },
+    )
 }

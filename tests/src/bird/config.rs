@@ -59,7 +59,8 @@ impl Default for Channel {
 /// One `protocol bgp NAME { ... }` block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BirdNeighbor {
-    /// The protocol's name in birdc (`show protocols`), letters, digits and `_`.
+    /// The protocol's name in birdc (`show protocols`): letters, digits and `_`, and not a
+    /// BIRD keyword (`rr`, `bgp`, `direct`, `static`, ... fail to parse).
     pub name: String,
     pub address: IpAddr,
     pub local_address: Option<IpAddr>,
