@@ -504,6 +504,104 @@ mod tests {
         assert!(n.get("port").is_none());
     }
 
+    /// A stand-in server for the transport check below: answers `ListPeers` with one peer.
+    /// It checks the driver's unix-socket plumbing only; the daemon is tested for real by the
+    /// interop suites.
+    struct OnePeer;
+
+    #[tonic::async_trait]
+    impl margay_proto::bgp::v1::bgp_server::Bgp for OnePeer {
+        async fn get_info(
+            &self,
+            _: tonic::Request<GetInfoRequest>,
+        ) -> Result<tonic::Response<Info>, tonic::Status> {
+            Err(tonic::Status::unimplemented("test server"))
+        }
+        async fn list_peers(
+            &self,
+            _: tonic::Request<ListPeersRequest>,
+        ) -> Result<tonic::Response<margay_proto::bgp::v1::ListPeersResponse>, tonic::Status>
+        {
+            Ok(tonic::Response::new(
+                margay_proto::bgp::v1::ListPeersResponse {
+                    peers: vec![Peer {
+                        address: "10.99.0.2".into(),
+                        state: "Established".into(),
+                        ..Default::default()
+                    }],
+                },
+            ))
+        }
+        async fn list_routes(
+            &self,
+            _: tonic::Request<ListRoutesRequest>,
+        ) -> Result<tonic::Response<margay_proto::bgp::v1::ListRoutesResponse>, tonic::Status>
+        {
+            Err(tonic::Status::unimplemented("test server"))
+        }
+        type WatchRoutesStream =
+            tokio_stream::Empty<Result<margay_proto::bgp::v1::RouteEvent, tonic::Status>>;
+        async fn watch_routes(
+            &self,
+            _: tonic::Request<margay_proto::bgp::v1::WatchRoutesRequest>,
+        ) -> Result<tonic::Response<Self::WatchRoutesStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented("test server"))
+        }
+        async fn originate(
+            &self,
+            _: tonic::Request<margay_proto::bgp::v1::OriginateRequest>,
+        ) -> Result<tonic::Response<margay_proto::bgp::v1::OriginateResponse>, tonic::Status>
+        {
+            Err(tonic::Status::unimplemented("test server"))
+        }
+        async fn withdraw(
+            &self,
+            _: tonic::Request<margay_proto::bgp::v1::WithdrawRequest>,
+        ) -> Result<tonic::Response<margay_proto::bgp::v1::WithdrawResponse>, tonic::Status>
+        {
+            Err(tonic::Status::unimplemented("test server"))
+        }
+        async fn set_originated(
+            &self,
+            _: tonic::Request<margay_proto::bgp::v1::SetOriginatedRequest>,
+        ) -> Result<tonic::Response<margay_proto::bgp::v1::SetOriginatedResponse>, tonic::Status>
+        {
+            Err(tonic::Status::unimplemented("test server"))
+        }
+    }
+
+    #[tokio::test]
+    async fn client_reaches_grpc_server_over_unix_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bgpd.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(margay_proto::bgp::v1::bgp_server::BgpServer::new(OnePeer))
+                .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
+        );
+        let mut client = BgpClient::new(connect_unix(&path).await.unwrap());
+        let peers = client
+            .list_peers(ListPeersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .peers;
+        assert_eq!(peers.len(), 1);
+        assert_eq!(peers[0].address, "10.99.0.2");
+        let err = client.get_info(GetInfoRequest {}).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unimplemented);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn connecting_to_missing_socket_fails_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("absent.sock");
+        let err = connect_unix(&path).await.unwrap_err().to_string();
+        assert!(err.contains("absent.sock"), "{err}");
+    }
+
     #[test]
     fn missing_binary_error_says_how_to_build_it() {
         // SAFETY: no other test of this binary reads or writes MARGAY_BIN_DIR.
