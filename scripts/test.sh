@@ -33,7 +33,12 @@ namespaces_before=$(ip netns list | awk '{print $1}' | sort)
 start=$(date +%s)
 
 echo "test.sh: building the workspace"
-cargo build --workspace --all-targets
+if ! cargo build --workspace --all-targets; then
+  echo "================ margay test summary ================"
+  echo "the workspace does not build; no test ran"
+  echo "RESULT: FAIL"
+  exit 1
+fi
 
 status=0
 echo "test.sh: running every test (cargo test --workspace --all-targets --no-fail-fast $*)"
