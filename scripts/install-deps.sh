@@ -7,6 +7,7 @@ set -euo pipefail
 PACKAGES=(
   protobuf-compiler   # protoc for tonic-prost-build and etcd-client
   iproute2            # ip netns / link / route for the lab
+  iputils-ping        # ping between lab namespaces (L2 checks in the lab self-test)
   bird2               # BIRD 2: interop peer and benchmark reference
   etcd-server         # the datastore the tests start on loopback
   tcpdump             # capturing golden bytes from BIRD

@@ -1,1 +1,23 @@
-//! The network-namespace lab.
+//! The network-namespace lab: real daemons (BIRD, margay-bgpd) in throwaway namespaces.
+//!
+//! A test builds its topology from a [`Lab`]: namespaces ([`Netns`]) joined by veth pairs or a
+//! switch (a bridge in its own namespace), processes started inside them ([`Process`]), and the
+//! drivers for the daemons under test ([`Bird`], [`Bgpd`]). Everything is removed on drop, also
+//! when the test panics; a failing test keeps its logs directory and says where it is.
+
+pub mod bgpd;
+pub mod bird;
+pub mod error;
+pub mod lab;
+pub mod netns;
+pub mod process;
+
+pub use bgpd::{Bgpd, BgpdConfig, BgpdNeighbor, NextHopMode};
+pub use bird::{Bird, BirdConfig, BirdNeighbor, BirdProtocol, BirdRoute, Channel, ExportPolicy};
+pub use error::LabError;
+pub use lab::{Addrs, Lab, LabSwitch, LinkAddrs, Subnet, block4, block6};
+pub use netns::{Netns, Switch, list_namespaces};
+pub use process::{HasLogs, Process, holds_for, wait_for};
+
+/// The lab's result type.
+pub type Result<T, E = LabError> = std::result::Result<T, E>;

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Runs every margay test: unit tests, the network-namespace suites (BIRD interop, lab
+# self-tests) and doc tests. Needs root (it creates network namespaces) and Debian (it installs
+# the system packages the suites use). Exits non-zero when anything fails; never skips a suite.
+#
+#   sudo scripts/test.sh            # everything
+#   sudo scripts/test.sh -p margay-tests   # extra arguments go to `cargo test`
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "test.sh: must run as root: the namespace suites create network namespaces, veths and" >&2
+  echo "test.sh: TCP-MD5 sessions (CAP_SYS_ADMIN, CAP_NET_ADMIN). Run: sudo scripts/test.sh" >&2
+  exit 1
+fi
+
+scripts/install-deps.sh
+
+# sudo resets PATH; root's own rustup install is the usual place for cargo then.
+if ! command -v cargo >/dev/null 2>&1 && [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]; then
+  PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "test.sh: cargo not found. Install Rust (1.90 or newer, https://rustup.rs) for root," >&2
+  echo "test.sh: or run with the toolchain on PATH: sudo env PATH=\"\$PATH\" scripts/test.sh" >&2
+  exit 1
+fi
+
+log_dir=$(mktemp -d /tmp/margay-test.XXXXXX)
+test_log="$log_dir/cargo-test.log"
+namespaces_before=$(ip netns list | awk '{print $1}' | sort)
+start=$(date +%s)
+
+echo "test.sh: building the workspace"
+if ! cargo build --workspace --all-targets; then
+  echo "================ margay test summary ================"
+  echo "the workspace does not build; no test ran"
+  echo "RESULT: FAIL"
+  exit 1
+fi
+
+status=0
+echo "test.sh: running every test (cargo test --workspace --all-targets --no-fail-fast $*)"
+cargo test --workspace --all-targets --no-fail-fast "$@" 2>&1 | tee "$test_log" || status=1
+if [ $# -eq 0 ]; then
+  echo "test.sh: running doc tests"
+  cargo test --workspace --doc --no-fail-fast 2>&1 | tee -a "$test_log" || status=1
+fi
+
+elapsed=$(( $(date +%s) - start ))
+summary=$(awk '
+  /^ *Running / { target = $2 }
+  /^ *Doc-tests / { target = "doc:" $2 }
+  / \.\.\. FAILED$/ { failed_names = failed_names "  " target ": " $2 "\n" }
+  /^test result:/ {
+    for (i = 1; i <= NF; i++) {
+      if ($(i+1) ~ /^passed;?$/) passed += $i
+      if ($(i+1) ~ /^failed;?$/) failed += $i
+      if ($(i+1) ~ /^ignored;?$/) ignored += $i
+    }
+  }
+  END {
+    printf "passed %d, failed %d, ignored %d\n", passed, failed, ignored
+    if (failed_names != "") printf "failed tests:\n%s", failed_names
+  }' "$test_log")
+
+namespaces_after=$(ip netns list | awk '{print $1}' | sort)
+leaked=$(comm -13 <(echo "$namespaces_before") <(echo "$namespaces_after") | grep '^mg' || true)
+
+echo
+echo "================ margay test summary ================"
+echo "$summary"
+if [ -n "$leaked" ]; then
+  echo "namespaces created during the run and still present (a leak, or another user's):"
+  echo "$leaked" | sed 's/^/  /'
+fi
+echo "time: $((elapsed / 60))m$((elapsed % 60))s   full log: $test_log"
+if [ "$status" -ne 0 ]; then
+  echo "RESULT: FAIL"
+  exit 1
+fi
+echo "RESULT: PASS"

@@ -1,0 +1,614 @@
+//! The margay-bgpd driver: render its TOML config, run it in a namespace, ask it over its gRPC
+//! unix socket (`margay.bgp.v1.Bgp`).
+//!
+//! The driver is synchronous (tests poll with [`wait_for`]); each call runs on a private
+//! current-thread tokio runtime and opens a fresh connection to the socket.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use ipnet::IpNet;
+use margay_proto::bgp::v1::bgp_client::BgpClient;
+use margay_proto::bgp::v1::{
+    GetInfoRequest, Info, ListPeersRequest, ListRoutesRequest, Peer, Route,
+};
+use serde::Serialize;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+use tower::service_fn;
+
+use crate::lab::Lab;
+use crate::netns::Netns;
+use crate::process::{HasLogs, Process, holds_for, wait_for};
+use crate::{LabError, Result};
+
+/// How long the daemon gets to answer on its socket.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// Environment variable naming the directory that holds margay's binaries.
+pub const BIN_DIR_ENV: &str = "MARGAY_BIN_DIR";
+
+/// `next-hop` of a neighbour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum NextHopMode {
+    #[serde(rename = "self")]
+    MySelf,
+    #[serde(rename = "keep")]
+    Keep,
+}
+
+/// One `[[neighbors]]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct BgpdNeighbor {
+    pub address: IpAddr,
+    pub asn: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    pub passive: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    pub route_reflector_client: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_hop: Option<NextHopMode>,
+    pub hold_time: u16,
+    pub connect_retry: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+impl BgpdNeighbor {
+    /// A neighbour at `address` in AS `asn`: active, hold time 9 s, connect retry 1 s.
+    pub fn new(address: IpAddr, asn: u32) -> BgpdNeighbor {
+        BgpdNeighbor {
+            address,
+            asn,
+            port: None,
+            passive: false,
+            password: None,
+            route_reflector_client: false,
+            next_hop: None,
+            hold_time: 9,
+            connect_retry: 1,
+            description: None,
+        }
+    }
+
+    /// Marks the neighbour a route reflector client.
+    pub fn rr_client(mut self) -> Self {
+        self.route_reflector_client = true;
+        self
+    }
+
+    /// TCP-MD5 password (RFC 2385).
+    pub fn password(mut self, password: &str) -> Self {
+        self.password = Some(password.to_string());
+        self
+    }
+
+    /// Waits for the neighbour to connect.
+    pub fn passive(mut self) -> Self {
+        self.passive = true;
+        self
+    }
+
+    /// Sets the next-hop mode.
+    pub fn next_hop(mut self, mode: NextHopMode) -> Self {
+        self.next_hop = Some(mode);
+        self
+    }
+
+    /// Sets the description.
+    pub fn description(mut self, text: &str) -> Self {
+        self.description = Some(text.to_string());
+        self
+    }
+}
+
+/// margay-bgpd's `--config` file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct BgpdConfig {
+    pub router_id: Ipv4Addr,
+    pub asn: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_address: Option<IpAddr>,
+    pub listen_port: u16,
+    /// The gRPC socket; [`Bgpd::start`] puts it in the lab directory when empty.
+    pub socket: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<Ipv4Addr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_port: Option<u16>,
+    pub originate: Vec<IpNet>,
+    pub neighbors: Vec<BgpdNeighbor>,
+}
+
+impl BgpdConfig {
+    /// A speaker with router id `router_id` in AS `asn`, listening on port 179.
+    pub fn new(router_id: Ipv4Addr, asn: u32) -> BgpdConfig {
+        BgpdConfig {
+            router_id,
+            asn,
+            listen_address: None,
+            listen_port: 179,
+            socket: PathBuf::new(),
+            cluster_id: None,
+            http_port: None,
+            originate: Vec::new(),
+            neighbors: Vec::new(),
+        }
+    }
+
+    /// Adds a prefix to originate.
+    pub fn originate(mut self, prefix: IpNet) -> Self {
+        self.originate.push(prefix);
+        self
+    }
+
+    /// Adds a neighbour.
+    pub fn neighbor(mut self, n: BgpdNeighbor) -> Self {
+        self.neighbors.push(n);
+        self
+    }
+
+    /// Makes this speaker a route reflector with `cluster_id`.
+    pub fn cluster_id(mut self, id: Ipv4Addr) -> Self {
+        self.cluster_id = Some(id);
+        self
+    }
+
+    /// The TOML text.
+    pub fn render(&self) -> Result<String> {
+        toml::to_string(self).map_err(|e| LabError::Render(e.to_string()))
+    }
+}
+
+/// Where margay-bgpd is: `$MARGAY_BIN_DIR/margay-bgpd`, else next to the cargo target dir of
+/// the running test binary (`target/debug/deps/x` → `target/debug/margay-bgpd`).
+pub fn bgpd_binary() -> Result<PathBuf> {
+    let dir = match std::env::var_os(BIN_DIR_ENV) {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe().map_err(LabError::io("locating the test binary"))?;
+            let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+            if dir.ends_with("deps") {
+                dir.pop();
+            }
+            dir
+        }
+    };
+    let path = dir.join("margay-bgpd");
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(LabError::MissingBinary {
+            what: "margay-bgpd".into(),
+            path,
+            hint: format!(
+                "build it first (`cargo build -p margay-bgp --bin margay-bgpd`, or \
+                 `cargo test --workspace --all-targets` builds it) or point {BIN_DIR_ENV} at \
+                 the directory holding it"
+            ),
+        })
+    }
+}
+
+/// A running margay-bgpd. Dropping it stops it.
+#[derive(Debug)]
+pub struct Bgpd {
+    name: String,
+    config: BgpdConfig,
+    process: Process,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Bgpd {
+    /// Writes `LABDIR/NAME.toml`, starts `margay-bgpd --config` in `ns`, and returns once its
+    /// socket answers `GetInfo`.
+    pub fn start(lab: &Lab, ns: &Netns, name: &str, mut config: BgpdConfig) -> Result<Bgpd> {
+        let binary = bgpd_binary()?;
+        if config.socket.as_os_str().is_empty() {
+            config.socket = lab.dir().join(format!("{name}.sock"));
+        }
+        let conf_path = lab.dir().join(format!("{name}.toml"));
+        std::fs::write(&conf_path, config.render()?)
+            .map_err(LabError::io(format!("writing {conf_path:?}")))?;
+        let process = Process::spawn(
+            ns,
+            name,
+            &binary,
+            ["--config".as_ref(), conf_path.as_os_str()],
+            lab.dir(),
+        )?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(LabError::io("building the gRPC client runtime"))?;
+        let mut bgpd = Bgpd {
+            name: name.to_string(),
+            config,
+            process,
+            rt,
+        };
+        bgpd.wait_ready(&conf_path)?;
+        Ok(bgpd)
+    }
+
+    fn wait_ready(&mut self, conf_path: &Path) -> Result<()> {
+        let mut exited = None;
+        let what = format!(
+            "margay-bgpd {} to answer on {:?}",
+            self.name, self.config.socket
+        );
+        let res = wait_for(&what, START_TIMEOUT, &[], || {
+            if let Some(status) = self.process.exit_status() {
+                exited = Some(status);
+                return Ok(());
+            }
+            self.info().map(|_| ()).map_err(|e| e.to_string())
+        });
+        if let Some(status) = exited {
+            return Err(LabError::Command {
+                command: format!("margay-bgpd --config {}", conf_path.display()),
+                status: format!("{status} before answering on its socket"),
+                stderr: self.process.log_tail(30),
+            });
+        }
+        res.map_err(|e| match e {
+            LabError::Timeout {
+                what, waited, last, ..
+            } => LabError::Timeout {
+                what,
+                waited,
+                last,
+                logs: self.process.log_tails(),
+            },
+            e => e,
+        })
+    }
+
+    /// Its name in this test.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The configuration it runs.
+    pub fn config(&self) -> &BgpdConfig {
+        &self.config
+    }
+
+    /// The daemon's process.
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
+    }
+
+    /// Stops the daemon (SIGTERM, then SIGKILL); idempotent.
+    pub fn stop(&mut self) {
+        self.process.stop();
+    }
+
+    fn call<T, F, Fut>(&self, call: &str, f: F) -> Result<T>
+    where
+        F: FnOnce(BgpClient<Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let socket = self.config.socket.clone();
+        self.rt.block_on(async {
+            let channel = connect_unix(&socket).await?;
+            f(BgpClient::new(channel))
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|status| LabError::Rpc {
+                    call: call.to_string(),
+                    socket: socket.clone(),
+                    status: Box::new(status),
+                })
+        })
+    }
+
+    /// `GetInfo`.
+    pub fn info(&self) -> Result<Info> {
+        self.call("GetInfo", |mut c| async move {
+            c.get_info(GetInfoRequest {}).await
+        })
+    }
+
+    /// `ListPeers`.
+    pub fn peers(&self) -> Result<Vec<Peer>> {
+        let r = self.call("ListPeers", |mut c| async move {
+            c.list_peers(ListPeersRequest {}).await
+        })?;
+        Ok(r.peers)
+    }
+
+    /// The peer at `address`, if configured.
+    pub fn peer(&self, address: IpAddr) -> Result<Option<Peer>> {
+        Ok(self
+            .peers()?
+            .into_iter()
+            .find(|p| p.address.parse::<IpAddr>().ok() == Some(address)))
+    }
+
+    /// `ListRoutes` for `family` ("ipv4", "ipv6" or "" for both); best paths unless `all`.
+    pub fn routes(&self, family: &str, all: bool) -> Result<Vec<Route>> {
+        let req = ListRoutesRequest {
+            family: family.to_string(),
+            all,
+        };
+        let r = self.call(
+            "ListRoutes",
+            |mut c| async move { c.list_routes(req).await },
+        )?;
+        Ok(r.routes)
+    }
+
+    /// The best path for `prefix`, if any.
+    pub fn best_route(&self, prefix: IpNet) -> Result<Option<Route>> {
+        let family = match prefix {
+            IpNet::V4(_) => "ipv4",
+            IpNet::V6(_) => "ipv6",
+        };
+        Ok(self
+            .routes(family, false)?
+            .into_iter()
+            .find(|r| r.prefix.parse::<IpNet>().ok() == Some(prefix)))
+    }
+
+    /// Waits until the peer at `address` is Established.
+    pub fn wait_established(&self, address: IpAddr, timeout: Duration) -> Result<Peer> {
+        wait_for(
+            &format!("margay-bgpd {}: peer {address} Established", self.name),
+            timeout,
+            &[self],
+            || match self.peer(address) {
+                Ok(Some(p)) if p.state == "Established" => Ok(p),
+                Ok(Some(p)) => Err(format!("{} (last error: {:?})", p.state, p.last_error)),
+                Ok(None) => Err(format!("no peer {address}")),
+                Err(e) => Err(e.to_string()),
+            },
+        )
+    }
+
+    /// Checks that the peer at `address` never reports Established during `period`.
+    pub fn never_established(&self, address: IpAddr, period: Duration) -> Result<()> {
+        holds_for(
+            &format!("margay-bgpd {}: peer {address} not Established", self.name),
+            period,
+            &[self],
+            || match self.peer(address) {
+                Ok(Some(p)) if p.state == "Established" => Err(format!("{p:?}")),
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => Err(format!("no peer {address}")),
+                Err(e) => Err(e.to_string()),
+            },
+        )
+    }
+
+    /// Waits until the best path for `prefix` satisfies `check` (which says what is wrong).
+    pub fn wait_route(
+        &self,
+        prefix: IpNet,
+        timeout: Duration,
+        mut check: impl FnMut(&Route) -> Result<(), String>,
+    ) -> Result<Route> {
+        wait_for(
+            &format!("margay-bgpd {}: route {prefix}", self.name),
+            timeout,
+            &[self],
+            || match self.best_route(prefix) {
+                Ok(Some(r)) => check(&r)
+                    .map(|_| r.clone())
+                    .map_err(|e| format!("{e}: {r:?}")),
+                Ok(None) => Err("no route".into()),
+                Err(e) => Err(e.to_string()),
+            },
+        )
+    }
+
+    /// Waits until the best path for `prefix` is a learned route with next hop `next_hop`.
+    pub fn wait_route_via(
+        &self,
+        prefix: IpNet,
+        next_hop: IpAddr,
+        timeout: Duration,
+    ) -> Result<Route> {
+        self.wait_route(prefix, timeout, |r| {
+            if r.local {
+                Err("locally originated".into())
+            } else if r.next_hop.parse::<IpAddr>().ok() != Some(next_hop) {
+                Err(format!("next hop is not {next_hop}"))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    /// Waits until it has no path for `prefix`.
+    pub fn wait_no_route(&self, prefix: IpNet, timeout: Duration) -> Result<()> {
+        wait_for(
+            &format!("margay-bgpd {}: no route {prefix}", self.name),
+            timeout,
+            &[self],
+            || match self.best_route(prefix) {
+                Ok(None) => Ok(()),
+                Ok(Some(r)) => Err(format!("still has {r:?}")),
+                Err(e) => Err(e.to_string()),
+            },
+        )
+    }
+}
+
+impl HasLogs for Bgpd {
+    fn log_tails(&self) -> String {
+        self.process.log_tails()
+    }
+}
+
+/// A tonic channel over the unix socket at `path` (the URI is a placeholder tonic requires).
+pub async fn connect_unix(path: &Path) -> Result<Channel> {
+    let socket = path.to_path_buf();
+    let endpoint = Endpoint::try_from("http://[::]:50051").map_err(|e| LabError::Connect {
+        socket: socket.clone(),
+        source: e,
+    })?;
+    endpoint
+        .connect_with_connector(service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(socket).await?)) }
+        }))
+        .await
+        .map_err(|e| LabError::Connect {
+            socket: path.to_path_buf(),
+            source: e,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_config_with_neighbors_after_top_level_keys() {
+        let mut c = BgpdConfig::new("10.99.1.1".parse().unwrap(), 65000)
+            .cluster_id("1.1.1.1".parse().unwrap())
+            .originate("10.100.0.0/26".parse().unwrap())
+            .neighbor(
+                BgpdNeighbor::new("10.99.1.2".parse().unwrap(), 65000)
+                    .rr_client()
+                    .password("pw")
+                    .next_hop(NextHopMode::MySelf),
+            );
+        c.socket = "/tmp/x/m1.sock".into();
+        let text = c.render().unwrap();
+        let v: toml::Table = text.parse().unwrap();
+        assert_eq!(v["router-id"].as_str(), Some("10.99.1.1"));
+        assert_eq!(v["asn"].as_integer(), Some(65000));
+        assert_eq!(v["listen-port"].as_integer(), Some(179));
+        assert_eq!(v["socket"].as_str(), Some("/tmp/x/m1.sock"));
+        assert_eq!(v["cluster-id"].as_str(), Some("1.1.1.1"));
+        assert_eq!(
+            v["originate"].as_array().unwrap()[0].as_str(),
+            Some("10.100.0.0/26")
+        );
+        assert!(v.get("http-port").is_none());
+        let n = &v["neighbors"].as_array().unwrap()[0];
+        assert_eq!(n["address"].as_str(), Some("10.99.1.2"));
+        assert_eq!(n["route-reflector-client"].as_bool(), Some(true));
+        assert_eq!(n["password"].as_str(), Some("pw"));
+        assert_eq!(n["next-hop"].as_str(), Some("self"));
+        assert_eq!(n["hold-time"].as_integer(), Some(9));
+        assert_eq!(n["connect-retry"].as_integer(), Some(1));
+        assert_eq!(n["passive"].as_bool(), Some(false));
+        assert!(n.get("port").is_none());
+    }
+
+    /// A stand-in server for the transport check below: answers `ListPeers` with one peer.
+    /// It checks the driver's unix-socket plumbing only; the daemon is tested for real by the
+    /// interop suites.
+    struct OnePeer;
+
+    #[tonic::async_trait]
+    impl margay_proto::bgp::v1::bgp_server::Bgp for OnePeer {
+        async fn get_info(
+            &self,
+            _: tonic::Request<GetInfoRequest>,
+        ) -> Result<tonic::Response<Info>, tonic::Status> {
+            Err(tonic::Status::unimplemented("test server"))
+        }
+        async fn list_peers(
+            &self,
+            _: tonic::Request<ListPeersRequest>,
+        ) -> Result<tonic::Response<margay_proto::bgp::v1::ListPeersResponse>, tonic::Status>
+        {
+            Ok(tonic::Response::new(
+                margay_proto::bgp::v1::ListPeersResponse {
+                    peers: vec![Peer {
+                        address: "10.99.0.2".into(),
+                        state: "Established".into(),
+                        ..Default::default()
+                    }],
+                },
+            ))
+        }
+        async fn list_routes(
+            &self,
+            _: tonic::Request<ListRoutesRequest>,
+        ) -> Result<tonic::Response<margay_proto::bgp::v1::ListRoutesResponse>, tonic::Status>
+        {
+            Err(tonic::Status::unimplemented("test server"))
+        }
+        type WatchRoutesStream =
+            tokio_stream::Empty<Result<margay_proto::bgp::v1::RouteEvent, tonic::Status>>;
+        async fn watch_routes(
+            &self,
+            _: tonic::Request<margay_proto::bgp::v1::WatchRoutesRequest>,
+        ) -> Result<tonic::Response<Self::WatchRoutesStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented("test server"))
+        }
+        async fn originate(
+            &self,
+            _: tonic::Request<margay_proto::bgp::v1::OriginateRequest>,
+        ) -> Result<tonic::Response<margay_proto::bgp::v1::OriginateResponse>, tonic::Status>
+        {
+            Err(tonic::Status::unimplemented("test server"))
+        }
+        async fn withdraw(
+            &self,
+            _: tonic::Request<margay_proto::bgp::v1::WithdrawRequest>,
+        ) -> Result<tonic::Response<margay_proto::bgp::v1::WithdrawResponse>, tonic::Status>
+        {
+            Err(tonic::Status::unimplemented("test server"))
+        }
+        async fn set_originated(
+            &self,
+            _: tonic::Request<margay_proto::bgp::v1::SetOriginatedRequest>,
+        ) -> Result<tonic::Response<margay_proto::bgp::v1::SetOriginatedResponse>, tonic::Status>
+        {
+            Err(tonic::Status::unimplemented("test server"))
+        }
+    }
+
+    #[tokio::test]
+    async fn client_reaches_grpc_server_over_unix_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bgpd.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(margay_proto::bgp::v1::bgp_server::BgpServer::new(OnePeer))
+                .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
+        );
+        let mut client = BgpClient::new(connect_unix(&path).await.unwrap());
+        let peers = client
+            .list_peers(ListPeersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .peers;
+        assert_eq!(peers.len(), 1);
+        assert_eq!(peers[0].address, "10.99.0.2");
+        let err = client.get_info(GetInfoRequest {}).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unimplemented);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn connecting_to_missing_socket_fails_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("absent.sock");
+        let err = connect_unix(&path).await.unwrap_err().to_string();
+        assert!(err.contains("absent.sock"), "{err}");
+    }
+
+    #[test]
+    fn missing_binary_error_says_how_to_build_it() {
+        // SAFETY: no other test of this binary reads or writes MARGAY_BIN_DIR.
+        unsafe { std::env::set_var(BIN_DIR_ENV, "/nonexistent-margay-bin") };
+        let err = bgpd_binary().unwrap_err().to_string();
+        unsafe { std::env::remove_var(BIN_DIR_ENV) };
+        assert!(err.contains("/nonexistent-margay-bin/margay-bgpd"), "{err}");
+        assert!(err.contains("cargo build -p margay-bgp"), "{err}");
+    }
+}

@@ -1,0 +1,334 @@
+//! BIRD 2 configuration as a small struct, rendered to `bird.conf` text.
+//!
+//! No kernel protocol: BIRD never touches the namespace's FIB, routes stay in its tables where
+//! birdc shows them. Originated prefixes are static blackhole routes. iBGP sessions without
+//! multihop are marked `direct`, so next hops on the shared segment resolve without an IGP.
+
+use std::fmt::Write;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::IpNet;
+
+/// The whole daemon's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BirdConfig {
+    pub router_id: Ipv4Addr,
+    /// Prefixes to originate (static blackhole routes, exported by `ExportPolicy::Static`).
+    pub originate: Vec<IpNet>,
+    pub neighbors: Vec<BirdNeighbor>,
+}
+
+/// Which routes a channel exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportPolicy {
+    /// `export all;`
+    All,
+    /// `export where source = RTS_STATIC;` (only what this daemon originates)
+    Static,
+    /// `export none;`
+    None,
+}
+
+/// The channel's next-hop handling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextHop {
+    /// BIRD's default for the session type.
+    Default,
+    /// `next hop self;`
+    MySelf,
+    /// `next hop keep;`
+    Keep,
+}
+
+/// An address family channel (`ipv4 { ... }` or `ipv6 { ... }`), always `import all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Channel {
+    pub export: ExportPolicy,
+    pub next_hop: NextHop,
+}
+
+impl Default for Channel {
+    fn default() -> Self {
+        Channel {
+            export: ExportPolicy::All,
+            next_hop: NextHop::Default,
+        }
+    }
+}
+
+/// One `protocol bgp NAME { ... }` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BirdNeighbor {
+    /// The protocol's name in birdc (`show protocols`): letters, digits and `_`, and not a
+    /// BIRD keyword (`rr`, `bgp`, `direct`, `static`, ... fail to parse).
+    pub name: String,
+    pub address: IpAddr,
+    pub local_address: Option<IpAddr>,
+    pub local_as: u32,
+    pub neighbor_as: u32,
+    pub passive: bool,
+    pub rr_client: bool,
+    pub rr_cluster_id: Option<Ipv4Addr>,
+    pub password: Option<String>,
+    /// `multihop N;` when set; otherwise the session is direct.
+    pub multihop: Option<u8>,
+    pub ipv4: Option<Channel>,
+    pub ipv6: Option<Channel>,
+    pub graceful_restart: bool,
+    pub hold_time: u16,
+    pub connect_retry: u16,
+    /// Non-standard neighbour port (margay-bgpd on another port).
+    pub port: Option<u16>,
+}
+
+impl BirdNeighbor {
+    /// A session to `address`: the address's family's channel with `export all`, hold time
+    /// 9 s, connect retry 1 s, graceful restart off.
+    pub fn new(name: &str, address: IpAddr, local_as: u32, neighbor_as: u32) -> BirdNeighbor {
+        let (ipv4, ipv6) = match address {
+            IpAddr::V4(_) => (Some(Channel::default()), None),
+            IpAddr::V6(_) => (None, Some(Channel::default())),
+        };
+        BirdNeighbor {
+            name: name.to_string(),
+            address,
+            local_address: None,
+            local_as,
+            neighbor_as,
+            passive: false,
+            rr_client: false,
+            rr_cluster_id: None,
+            password: None,
+            multihop: None,
+            ipv4,
+            ipv6,
+            graceful_restart: false,
+            hold_time: 9,
+            connect_retry: 1,
+            port: None,
+        }
+    }
+
+    /// Sets the export policy of every channel.
+    pub fn export(mut self, policy: ExportPolicy) -> Self {
+        for ch in [&mut self.ipv4, &mut self.ipv6].into_iter().flatten() {
+            ch.export = policy;
+        }
+        self
+    }
+
+    /// Sets the next-hop mode of every channel.
+    pub fn next_hop(mut self, mode: NextHop) -> Self {
+        for ch in [&mut self.ipv4, &mut self.ipv6].into_iter().flatten() {
+            ch.next_hop = mode;
+        }
+        self
+    }
+
+    /// Marks the neighbour a route reflector client.
+    pub fn rr_client(mut self) -> Self {
+        self.rr_client = true;
+        self
+    }
+
+    /// Sets the route reflector cluster id.
+    pub fn rr_cluster_id(mut self, id: Ipv4Addr) -> Self {
+        self.rr_cluster_id = Some(id);
+        self
+    }
+
+    /// TCP-MD5 password (RFC 2385).
+    pub fn password(mut self, password: &str) -> Self {
+        self.password = Some(password.to_string());
+        self
+    }
+
+    /// Waits for the neighbour to connect.
+    pub fn passive(mut self) -> Self {
+        self.passive = true;
+        self
+    }
+
+    /// Enables both the IPv4 and IPv6 channels (the same policy for both).
+    pub fn dual_stack(mut self) -> Self {
+        let ch = self.ipv4.or(self.ipv6).unwrap_or_default();
+        self.ipv4 = Some(ch);
+        self.ipv6 = Some(ch);
+        self
+    }
+
+    fn is_ibgp(&self) -> bool {
+        self.local_as == self.neighbor_as
+    }
+}
+
+impl BirdConfig {
+    /// A daemon with router id `router_id`, nothing originated, no neighbours.
+    pub fn new(router_id: Ipv4Addr) -> BirdConfig {
+        BirdConfig {
+            router_id,
+            originate: Vec::new(),
+            neighbors: Vec::new(),
+        }
+    }
+
+    /// Adds a prefix to originate.
+    pub fn originate(mut self, prefix: IpNet) -> Self {
+        self.originate.push(prefix);
+        self
+    }
+
+    /// Adds a neighbour.
+    pub fn neighbor(mut self, n: BirdNeighbor) -> Self {
+        self.neighbors.push(n);
+        self
+    }
+
+    /// The `bird.conf` text.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        // Writing into a String cannot fail; `let _ =` keeps the template readable.
+        let _ = writeln!(s, "# rendered by margay-tests");
+        let _ = writeln!(s, "router id {};", self.router_id);
+        let _ = writeln!(s, "log stderr all;");
+        let _ = writeln!(s, "debug protocols {{ states, events }};");
+        let _ = writeln!(s, "protocol device {{ }}");
+        for (name, v4) in [("static4", true), ("static6", false)] {
+            let routes: Vec<&IpNet> = self
+                .originate
+                .iter()
+                .filter(|p| matches!(p, IpNet::V4(_)) == v4)
+                .collect();
+            if routes.is_empty() {
+                continue;
+            }
+            let _ = writeln!(
+                s,
+                "protocol static {name} {{\n  {};",
+                if v4 { "ipv4" } else { "ipv6" }
+            );
+            for r in routes {
+                let _ = writeln!(s, "  route {r} blackhole;");
+            }
+            let _ = writeln!(s, "}}");
+        }
+        for n in &self.neighbors {
+            render_neighbor(&mut s, n);
+        }
+        s
+    }
+}
+
+fn render_neighbor(s: &mut String, n: &BirdNeighbor) {
+    let _ = writeln!(s, "protocol bgp {} {{", n.name);
+    match n.local_address {
+        Some(a) => _ = writeln!(s, "  local {a} as {};", n.local_as),
+        None => _ = writeln!(s, "  local as {};", n.local_as),
+    }
+    match n.port {
+        Some(p) => _ = writeln!(s, "  neighbor {} port {p} as {};", n.address, n.neighbor_as),
+        None => _ = writeln!(s, "  neighbor {} as {};", n.address, n.neighbor_as),
+    }
+    match n.multihop {
+        Some(h) => _ = writeln!(s, "  multihop {h};"),
+        None if n.is_ibgp() => _ = writeln!(s, "  direct;"),
+        None => {}
+    }
+    if n.passive {
+        let _ = writeln!(s, "  passive on;");
+    }
+    if n.rr_client {
+        let _ = writeln!(s, "  rr client;");
+    }
+    if let Some(id) = n.rr_cluster_id {
+        let _ = writeln!(s, "  rr cluster id {id};");
+    }
+    if let Some(p) = &n.password {
+        let _ = writeln!(
+            s,
+            "  password \"{}\";",
+            p.replace('\\', "\\\\").replace('"', "\\\"")
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  graceful restart {};",
+        if n.graceful_restart { "on" } else { "off" }
+    );
+    let _ = writeln!(s, "  hold time {};", n.hold_time);
+    let _ = writeln!(s, "  connect retry time {};", n.connect_retry);
+    // Retry fast after a failed attempt or an error, so a restarted peer comes back in seconds.
+    let _ = writeln!(s, "  connect delay time 1;");
+    let _ = writeln!(s, "  error wait time 1, 5;");
+    for (fam, ch) in [("ipv4", n.ipv4), ("ipv6", n.ipv6)] {
+        let Some(ch) = ch else { continue };
+        let export = match ch.export {
+            ExportPolicy::All => "export all;",
+            ExportPolicy::Static => "export where source = RTS_STATIC;",
+            ExportPolicy::None => "export none;",
+        };
+        let nh = match ch.next_hop {
+            NextHop::Default => "",
+            NextHop::MySelf => " next hop self;",
+            NextHop::Keep => " next hop keep;",
+        };
+        let _ = writeln!(s, "  {fam} {{ import all; {export}{nh} }};");
+    }
+    let _ = writeln!(s, "}}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_ibgp_reflector_client_as_direct_session() {
+        let conf = BirdConfig::new("10.99.1.1".parse().unwrap())
+            .originate("10.1.1.0/26".parse().unwrap())
+            .neighbor(
+                BirdNeighbor::new("c1", "10.99.1.2".parse().unwrap(), 65000, 65000)
+                    .rr_client()
+                    .rr_cluster_id("1.1.1.1".parse().unwrap())
+                    .export(ExportPolicy::Static)
+                    .next_hop(NextHop::MySelf),
+            )
+            .render();
+        assert!(conf.contains("router id 10.99.1.1;"));
+        assert!(
+            conf.contains("protocol static static4 {\n  ipv4;\n  route 10.1.1.0/26 blackhole;\n}")
+        );
+        assert!(!conf.contains("static6"));
+        assert!(!conf.contains("protocol kernel"));
+        assert!(conf.contains("  neighbor 10.99.1.2 as 65000;\n  direct;\n"));
+        assert!(conf.contains("  rr client;\n  rr cluster id 1.1.1.1;\n"));
+        assert!(
+            conf.contains(
+                "  ipv4 { import all; export where source = RTS_STATIC; next hop self; };"
+            )
+        );
+        assert!(conf.contains("  connect retry time 1;"));
+        assert!(!conf.contains("ipv6 {"));
+    }
+
+    #[test]
+    fn renders_ebgp_with_password_and_both_families() {
+        let conf = BirdConfig::new("10.99.1.1".parse().unwrap())
+            .originate("fd00:1:1::/122".parse().unwrap())
+            .neighbor(
+                BirdNeighbor::new("tor", "fd00:99:1::2".parse().unwrap(), 65100, 65000)
+                    .password("s\"ecret")
+                    .passive()
+                    .dual_stack(),
+            )
+            .render();
+        assert!(
+            conf.contains("protocol static static6 {\n  ipv6;\n  route fd00:1:1::/122 blackhole;")
+        );
+        assert!(conf.contains("  neighbor fd00:99:1::2 as 65000;\n  passive on;\n"));
+        assert!(!conf.contains("direct;"));
+        assert!(conf.contains("  password \"s\\\"ecret\";"));
+        assert!(conf.contains("  ipv4 { import all; export all; };"));
+        assert!(conf.contains("  ipv6 { import all; export all; };"));
+        assert!(conf.contains("  graceful restart off;"));
+    }
+}

@@ -1,0 +1,205 @@
+//! Processes started inside a namespace, with their output in log files, stopped on drop; and
+//! [`wait_for`], the polling helper every test waits with.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::netns::Netns;
+use crate::{LabError, Result};
+
+/// How often [`wait_for`] polls.
+const POLL: Duration = Duration::from_millis(200);
+/// How many lines of each log a failure message shows.
+const TAIL_LINES: usize = 30;
+
+/// A process running inside a namespace. Dropping it stops it (SIGTERM, then SIGKILL).
+#[derive(Debug)]
+pub struct Process {
+    name: String,
+    child: Option<Child>,
+    pid: u32,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Process {
+    /// Starts `program ARGS...` in `ns`; its stdout and stderr go to `LOGDIR/NAME.stdout` and
+    /// `LOGDIR/NAME.stderr`.
+    pub fn spawn<I, S>(
+        ns: &Netns,
+        name: &str,
+        program: impl AsRef<OsStr>,
+        args: I,
+        log_dir: &Path,
+    ) -> Result<Process>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let stdout = log_dir.join(format!("{name}.stdout"));
+        let stderr = log_dir.join(format!("{name}.stderr"));
+        let out = File::create(&stdout).map_err(LabError::io(format!("creating {stdout:?}")))?;
+        let err = File::create(&stderr).map_err(LabError::io(format!("creating {stderr:?}")))?;
+        let mut cmd = ns.command(program);
+        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = cmd
+            .spawn()
+            .map_err(LabError::io(format!("starting {name}: {cmd:?}")))?;
+        let pid = child.id();
+        tracing::debug!(name, pid, netns = ns.name(), "started");
+        Ok(Process {
+            name: name.to_string(),
+            child: Some(child),
+            pid,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// The process's name in this test (also its log files' stem).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its PID (`ip netns exec` execs the program, so this is the program's own PID).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Whether it is still running; reaps it if it has exited.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Its exit status when it has exited, as text ("exit status: 1", "signal: 9").
+    pub fn exit_status(&mut self) -> Option<String> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+            .map(|s| s.to_string())
+    }
+
+    /// Stops it: SIGTERM, up to 3 s grace, then SIGKILL; waits for it. Idempotent.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if matches!(child.try_wait(), Ok(None)) {
+            // SAFETY: kill(2) on the PID of our own child, which we have not reaped yet.
+            unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+            }
+        }
+        let _ = child.wait();
+        tracing::debug!(name = self.name, pid = self.pid, "stopped");
+    }
+
+    /// The last `lines` lines of its stdout and stderr, labelled.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let mut s = String::new();
+        for (kind, path) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            let start = all.len().saturating_sub(lines);
+            s.push_str(&format!(
+                "--- {} {kind} ({}), last {} lines ---\n",
+                self.name,
+                path.display(),
+                all.len() - start
+            ));
+            for l in &all[start..] {
+                s.push_str(l);
+                s.push('\n');
+            }
+        }
+        s
+    }
+
+    /// Paths of its stdout and stderr logs.
+    pub fn log_paths(&self) -> (&Path, &Path) {
+        (&self.stdout, &self.stderr)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Anything whose logs belong in a failure message.
+pub trait HasLogs {
+    /// The tails of its logs.
+    fn log_tails(&self) -> String;
+}
+
+impl HasLogs for Process {
+    fn log_tails(&self) -> String {
+        self.log_tail(TAIL_LINES)
+    }
+}
+
+/// Polls `condition` every 200 ms until it returns `Ok`, or fails after `timeout`.
+///
+/// `condition` returns `Err(observation)` while not yet true; the last observation and the
+/// tails of `logs` go into the timeout error, so a failure says what was seen instead.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    logs: &[&dyn HasLogs],
+    mut condition: impl FnMut() -> Result<T, String>,
+) -> Result<T> {
+    let start = Instant::now();
+    loop {
+        match condition() {
+            Ok(v) => return Ok(v),
+            Err(last) if start.elapsed() >= timeout => {
+                let logs = logs.iter().map(|l| l.log_tails()).collect::<String>();
+                return Err(LabError::Timeout {
+                    what: what.to_string(),
+                    waited: start.elapsed(),
+                    last,
+                    logs,
+                });
+            }
+            Err(_) => std::thread::sleep(POLL),
+        }
+    }
+}
+
+/// Checks that `condition` holds (returns `Ok`) at every poll for the whole of `period`;
+/// fails at the first poll where it does not, with the logs.
+pub fn holds_for(
+    what: &str,
+    period: Duration,
+    logs: &[&dyn HasLogs],
+    mut condition: impl FnMut() -> Result<(), String>,
+) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        if let Err(seen) = condition() {
+            let logs = logs.iter().map(|l| l.log_tails()).collect::<String>();
+            return Err(LabError::Violated {
+                what: what.to_string(),
+                after: start.elapsed(),
+                seen,
+                logs,
+            });
+        }
+        if start.elapsed() >= period {
+            return Ok(());
+        }
+        std::thread::sleep(POLL);
+    }
+}
