@@ -167,6 +167,11 @@ impl Fsm {
         self.last_error.as_deref()
     }
 
+    /// Started and not stopped: the FSM restarts by itself after errors.
+    pub fn is_started(&self) -> bool {
+        self.started
+    }
+
     /// How many times the session failed since it was last started or stable.
     pub fn connect_retry_counter(&self) -> u32 {
         self.connect_retry_counter
