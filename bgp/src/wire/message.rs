@@ -33,6 +33,9 @@ pub struct CodecContext {
     pub four_octet_as: bool,
     /// Both sides announced the extended message capability: messages up to 65535 octets.
     pub extended_message: bool,
+    /// The peer is in our AS (iBGP): LOCAL_PREF is mandatory, and LOCAL_PREF, ORIGINATOR_ID
+    /// and CLUSTER_LIST are accepted (from an eBGP peer they are discarded, RFC 7606 §7).
+    pub ibgp: bool,
 }
 
 impl Default for CodecContext {
@@ -41,6 +44,7 @@ impl Default for CodecContext {
         CodecContext {
             four_octet_as: false,
             extended_message: false,
+            ibgp: false,
         }
     }
 }
@@ -57,6 +61,7 @@ impl CodecContext {
 }
 
 /// A BGP message.
+#[allow(clippy::large_enum_variant)] // UPDATEs dominate; boxing would cost an allocation each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     Open(Open),
