@@ -113,14 +113,15 @@ impl PeerConfig {
         o.source = self.source_address;
         o.password = self.password.clone();
         o.ttl = self.ttl_mode();
-        o.timeout = self
-            .connect_retry
-            .clamp(Duration::from_secs(1), Duration::from_secs(30));
+        // Shorter than the ConnectRetryTimer, so a timeout is reported before the next try.
+        o.timeout =
+            (self.connect_retry * 3 / 4).clamp(Duration::from_millis(500), Duration::from_secs(30));
         o
     }
 }
 
 /// What a session tells the speaker.
+#[allow(clippy::large_enum_variant)] // UPDATEs dominate; boxing would cost an allocation each.
 #[derive(Debug, Clone)]
 pub enum SessionEvent {
     StateChanged {
@@ -136,13 +137,19 @@ pub enum SessionEvent {
         remote_addr: SocketAddr,
     },
     /// A decoded UPDATE (RFC 7606 treat-as-withdraw already flagged by the codec).
-    Update { peer: PeerId, update: Update },
+    Update {
+        peer: PeerId,
+        update: Update,
+    },
     RouteRefresh {
         peer: PeerId,
         refresh: RouteRefresh,
     },
     /// The session left Established: routes learned from it must be flushed.
-    Down { peer: PeerId, reason: String },
+    Down {
+        peer: PeerId,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -185,11 +192,7 @@ impl std::fmt::Debug for Command {
 }
 
 /// Starts the session task for one peer.
-pub fn spawn(
-    id: PeerId,
-    config: PeerConfig,
-    events: mpsc::Sender<SessionEvent>,
-) -> SessionHandle {
+pub fn spawn(id: PeerId, config: PeerConfig, events: mpsc::Sender<SessionEvent>) -> SessionHandle {
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (out_tx, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
     let (snap_tx, snap_rx) = watch::channel(Snapshot {
@@ -610,11 +613,21 @@ impl Task {
         let _ = self.events.send(event).await;
     }
 
+    /// A peer that takes no data for a whole hold time is as dead as a silent one.
+    fn write_timeout(&self) -> Duration {
+        match self.fsm.negotiated() {
+            Some(n) if n.hold_time > 0 => Duration::from_secs(u64::from(n.hold_time)),
+            _ => self.fsm.config().open_hold_time,
+        }
+    }
+
     async fn write(&mut self, msg: Message) {
+        let limit = self.write_timeout();
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        if let Err(e) = conn.write_message(&msg, &self.ctx).await {
+        let res = tokio::time::timeout(limit, conn.write_message(&msg, &self.ctx)).await;
+        if let Err(e) = res.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())) {
             self.write_error
                 .get_or_insert_with(|| format!("Socket: {}", os_text(&e)));
         }
@@ -700,10 +713,13 @@ impl Task {
         if batch.is_empty() {
             return;
         }
+        let limit = self.write_timeout();
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        match write_all_vectored(&mut conn.writer, &mut batch).await {
+        let res =
+            tokio::time::timeout(limit, write_all_vectored(&mut conn.writer, &mut batch)).await;
+        match res.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())) {
             Ok(()) => self.dispatch(Event::UpdateSent).await,
             Err(e) => {
                 let text = format!("Socket: {}", os_text(&e));
@@ -734,7 +750,11 @@ impl Task {
             State::OpenSent | State::OpenConfirm if self.pending.is_none() => {
                 // A collision: exchange OPENs on the new connection aside, then decide.
                 let open = Message::Open(self.fsm.open_message());
-                if conn.write_message(&open, &CodecContext::default()).await.is_ok() {
+                if conn
+                    .write_message(&open, &CodecContext::default())
+                    .await
+                    .is_ok()
+                {
                     conn.open_sent = true;
                     self.pending = Some(conn);
                 } else {
@@ -840,10 +860,11 @@ impl Task {
     async fn settle(&mut self) {
         let waiting = matches!(self.fsm.state(), State::Connect | State::Active)
             || (self.fsm.state() == State::Idle && self.fsm.is_started());
-        if self.conn.is_none() && waiting {
-            if let Some(pending) = self.pending.take() {
-                self.adopt(pending, None).await;
-            }
+        if self.conn.is_none()
+            && waiting
+            && let Some(pending) = self.pending.take()
+        {
+            self.adopt(pending, None).await;
         }
     }
 

@@ -202,10 +202,12 @@ fn set_md5_key(sock: &Socket, peer: IpAddr, key: Option<&[u8]>) -> Result<(), Tr
             std::mem::size_of::<TcpMd5Sig>() as libc::socklen_t,
         )
     };
-    if rc == 0 {
+    let err = io::Error::last_os_error();
+    if rc == 0 || (key.is_empty() && err.raw_os_error() == Some(libc::ENOENT)) {
+        // Removing a key that was never set is not an error.
         Ok(())
     } else {
-        Err(TransportError::Io(io::Error::last_os_error()))
+        Err(TransportError::Io(err))
     }
 }
 

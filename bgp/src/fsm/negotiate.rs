@@ -106,6 +106,8 @@ pub struct Negotiated {
     pub graceful_restart: Option<GracefulRestart>,
     pub peer_asn: u32,
     pub peer_router_id: Ipv4Addr,
+    /// The peer is in our AS.
+    pub ibgp: bool,
 }
 
 impl Negotiated {
@@ -114,6 +116,7 @@ impl Negotiated {
         CodecContext {
             four_octet_as: self.four_octet_as,
             extended_message: self.extended_message,
+            ibgp: self.ibgp,
         }
     }
 }
@@ -191,6 +194,7 @@ pub fn negotiate(config: &FsmConfig, open: &Open) -> Result<Negotiated, OpenErro
         }),
         peer_asn,
         peer_router_id: id,
+        ibgp: config.is_ibgp(),
     })
 }
 

@@ -214,7 +214,8 @@ fn negotiation_intersects_families_and_capabilities() {
         neg.codec_context(),
         crate::wire::CodecContext {
             four_octet_as: true,
-            extended_message: true
+            extended_message: true,
+            ibgp: false,
         }
     );
 }
