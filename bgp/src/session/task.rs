@@ -1,335 +1,25 @@
-//! One peer's session task: the I/O edge that drives a [`Fsm`] over TCP.
-//!
-//! The task owns the state machine, its timers (one `sleep_until` on [`Fsm::poll_timeout`]),
-//! outbound connect attempts, inbound connections handed over by the listener (with collision
-//! detection, RFC 4271 §6.8), framing of received bytes and the write side. It reports to the
-//! speaker through [`SessionEvent`]s; the speaker sends already-encoded UPDATEs through
-//! [`SessionHandle::send`], a bounded queue, so a slow peer pushes back on its producer.
+//! The session task's event loop: FSM actions carried out on sockets, collisions resolved,
+//! events reported to the speaker.
 
-use crate::fsm::{
-    Action, Direction, Event, Fsm, FsmConfig, Negotiated, State, collision_winner, describe,
+use super::conn::{
+    Conn, Connecting, collision_cease, decode_guarded, error_event, finish_connect, read_some,
+    write_all_vectored,
 };
-use crate::transport::{self, ConnectOptions, TransportError, TtlMode, os_text};
-use crate::wire::{
-    self, CodecContext, Family, Message, MessageError, Notification, Open, RouteRefresh, Update,
-    notif,
-};
-use bytes::{Buf, Bytes, BytesMut};
+use super::{Command, PeerConfig, PeerId, SessionEvent, Snapshot};
+use crate::fsm::{Action, Direction, Event, Fsm, Negotiated, State, collision_winner, describe};
+use crate::transport::{self, os_text};
+use crate::wire::{self, CodecContext, Message, Notification, Open, notif};
+use bytes::Bytes;
 use std::collections::VecDeque;
-use std::future::Future;
-use std::io::{self, IoSlice};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::Pin;
+use std::io;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
-pub type PeerId = u32;
-
-/// How many encoded messages may wait for one peer's socket before `send` waits.
-const OUTBOUND_QUEUE: usize = 4096;
 /// Most octets written in one vectored write batch.
 const BATCH_BYTES: usize = 1 << 20;
-/// How long a closed connection is drained so the peer reads our NOTIFICATION.
-const LINGER: Duration = Duration::from_secs(1);
 
-/// One peer as configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerConfig {
-    pub address: IpAddr,
-    /// The peer's port (179).
-    pub port: u16,
-    pub local_as: u32,
-    pub remote_as: u32,
-    pub router_id: Ipv4Addr,
-    /// Hold Time we propose (90).
-    pub hold_time: u16,
-    pub connect_retry: Duration,
-    /// Only accept connections from the peer, never connect.
-    pub passive: bool,
-    /// TCP-MD5 password (RFC 2385).
-    pub password: Option<String>,
-    /// GTSM (RFC 5082): the peer is at most this many hops away.
-    pub ttl_security: Option<u8>,
-    /// eBGP multihop: send with this TTL.
-    pub multihop: Option<u8>,
-    pub source_address: Option<IpAddr>,
-    pub families: Vec<Family>,
-    pub description: Option<String>,
-}
-
-impl PeerConfig {
-    /// A peer with the defaults: port 179, hold time 90 s, connect retry 120 s, IPv4 unicast
-    /// (plus IPv6 unicast when the peer's address is IPv6).
-    pub fn new(address: IpAddr, local_as: u32, remote_as: u32, router_id: Ipv4Addr) -> Self {
-        let families = match address {
-            IpAddr::V4(_) => vec![Family::Ipv4Unicast],
-            IpAddr::V6(_) => vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
-        };
-        PeerConfig {
-            address,
-            port: transport::BGP_PORT,
-            local_as,
-            remote_as,
-            router_id,
-            hold_time: 90,
-            connect_retry: Duration::from_secs(120),
-            passive: false,
-            password: None,
-            ttl_security: None,
-            multihop: None,
-            source_address: None,
-            families,
-            description: None,
-        }
-    }
-
-    /// The state machine's configuration. The first back-off after an error is the connect
-    /// retry time, at most 5 s; it doubles up to 2 minutes.
-    pub fn fsm_config(&self) -> FsmConfig {
-        let mut c = FsmConfig::new(self.local_as, self.remote_as, self.router_id);
-        c.hold_time = self.hold_time;
-        c.connect_retry = self.connect_retry;
-        c.passive = self.passive;
-        c.families = self.families.clone();
-        c.idle_hold_time = self.connect_retry.min(Duration::from_secs(5));
-        c
-    }
-
-    /// GTSM wins over multihop when both are set.
-    pub fn ttl_mode(&self) -> TtlMode {
-        match (self.ttl_security, self.multihop) {
-            (Some(hops), _) => TtlMode::Security(hops),
-            (None, Some(ttl)) => TtlMode::Multihop(ttl),
-            (None, None) => TtlMode::Default,
-        }
-    }
-
-    pub fn connect_options(&self) -> ConnectOptions {
-        let mut o = ConnectOptions::new(SocketAddr::new(self.address, self.port));
-        o.source = self.source_address;
-        o.password = self.password.clone();
-        o.ttl = self.ttl_mode();
-        // Shorter than the ConnectRetryTimer, so a timeout is reported before the next try.
-        o.timeout =
-            (self.connect_retry * 3 / 4).clamp(Duration::from_millis(500), Duration::from_secs(30));
-        o
-    }
-}
-
-/// What a session tells the speaker.
-#[allow(clippy::large_enum_variant)] // UPDATEs dominate; boxing would cost an allocation each.
-#[derive(Debug, Clone)]
-pub enum SessionEvent {
-    StateChanged {
-        peer: PeerId,
-        state: State,
-        last_error: Option<String>,
-    },
-    Established {
-        peer: PeerId,
-        negotiated: Negotiated,
-        ctx: CodecContext,
-        local_addr: SocketAddr,
-        remote_addr: SocketAddr,
-    },
-    /// A decoded UPDATE (RFC 7606 treat-as-withdraw already flagged by the codec).
-    Update {
-        peer: PeerId,
-        update: Update,
-    },
-    RouteRefresh {
-        peer: PeerId,
-        refresh: RouteRefresh,
-    },
-    /// The session left Established: routes learned from it must be flushed.
-    Down {
-        peer: PeerId,
-        reason: String,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SessionError {
-    #[error("session is not established")]
-    NotEstablished,
-    #[error("session task has ended")]
-    Closed,
-}
-
-/// What `send` checks: the state, and which Established period a message belongs to, so a
-/// message queued for a session that went down is never sent on the next one.
-#[derive(Debug, Clone, Copy)]
-struct Snapshot {
-    state: State,
-    generation: u64,
-}
-
-enum Command {
-    Accept(TcpStream),
-    Shutdown(Option<Notification>, oneshot::Sender<()>),
-}
-
-/// The speaker's side of a session task.
-#[derive(Debug, Clone)]
-pub struct SessionHandle {
-    id: PeerId,
-    commands: mpsc::UnboundedSender<Command>,
-    outbound: mpsc::Sender<(u64, Bytes)>,
-    snapshot: watch::Receiver<Snapshot>,
-}
-
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Command::Accept(s) => write!(f, "Accept({:?})", s.peer_addr().ok()),
-            Command::Shutdown(n, _) => write!(f, "Shutdown({n:?})"),
-        }
-    }
-}
-
-/// Starts the session task for one peer.
-pub fn spawn(id: PeerId, config: PeerConfig, events: mpsc::Sender<SessionEvent>) -> SessionHandle {
-    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-    let (out_tx, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
-    let (snap_tx, snap_rx) = watch::channel(Snapshot {
-        state: State::Idle,
-        generation: 0,
-    });
-    let task = Task {
-        id,
-        fsm: Fsm::new(config.fsm_config()),
-        config,
-        events,
-        commands: cmd_rx,
-        outbound: out_rx,
-        snapshot: snap_tx,
-        conn: None,
-        pending: None,
-        connecting: None,
-        ctx: CodecContext::default(),
-        generation: 0,
-        queue: VecDeque::new(),
-        reported: State::Idle,
-        write_error: None,
-    };
-    tokio::spawn(task.run());
-    SessionHandle {
-        id,
-        commands: cmd_tx,
-        outbound: out_tx,
-        snapshot: snap_rx,
-    }
-}
-
-impl SessionHandle {
-    pub fn id(&self) -> PeerId {
-        self.id
-    }
-
-    /// Queues an encoded UPDATE or ROUTE-REFRESH; waits while the queue is full. Fails when
-    /// the session is not Established (the RIB sends the table again when it is).
-    pub async fn send(&self, msg: Bytes) -> Result<(), SessionError> {
-        let snap = *self.snapshot.borrow();
-        if snap.state != State::Established {
-            return Err(SessionError::NotEstablished);
-        }
-        self.outbound
-            .send((snap.generation, msg))
-            .await
-            .map_err(|_| SessionError::Closed)
-    }
-
-    /// Hands over an inbound connection the listener accepted from this peer.
-    pub fn accept(&self, stream: TcpStream) {
-        if self.commands.send(Command::Accept(stream)).is_err() {
-            tracing::debug!(peer = self.id, "session ended; inbound connection dropped");
-        }
-    }
-
-    /// Sends the NOTIFICATION (Cease / Administrative Shutdown by default) if a connection is
-    /// open, closes it and ends the task.
-    pub async fn shutdown(self, notification: Option<Notification>) {
-        let (tx, rx) = oneshot::channel();
-        if self
-            .commands
-            .send(Command::Shutdown(notification, tx))
-            .is_ok()
-        {
-            let _ = rx.await;
-        }
-    }
-
-    pub fn state(&self) -> State {
-        self.snapshot.borrow().state
-    }
-}
-
-/// One TCP connection to the peer.
-struct Conn {
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
-    buf: BytesMut,
-    dir: Direction,
-    local: SocketAddr,
-    remote: SocketAddr,
-    /// Our OPEN went out already (on a colliding connection, before it was adopted).
-    open_sent: bool,
-}
-
-impl Conn {
-    fn new(stream: TcpStream, dir: Direction) -> io::Result<Conn> {
-        let local = transport::normalize(stream.local_addr()?);
-        let remote = transport::normalize(stream.peer_addr()?);
-        let _ = stream.set_nodelay(true);
-        let (reader, writer) = stream.into_split();
-        Ok(Conn {
-            reader,
-            writer,
-            buf: BytesMut::with_capacity(wire::MAX_MESSAGE_LEN * 2),
-            dir,
-            local,
-            remote,
-            open_sent: false,
-        })
-    }
-
-    async fn write_message(&mut self, msg: &Message, ctx: &CodecContext) -> io::Result<()> {
-        let bytes = msg
-            .to_bytes(ctx)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        self.writer.write_all(&bytes).await
-    }
-
-    /// Closes gracefully in the background: FIN after what was written, then read until the
-    /// peer closes too (or a second passes), so a NOTIFICATION is not lost to a reset.
-    fn close(self) {
-        let Conn {
-            mut reader,
-            mut writer,
-            ..
-        } = self;
-        tokio::spawn(async move {
-            let _ = writer.shutdown().await;
-            let mut sink = [0u8; 4096];
-            let _ = tokio::time::timeout(LINGER, async {
-                while let Ok(n) = reader.read(&mut sink).await {
-                    if n == 0 {
-                        break;
-                    }
-                }
-            })
-            .await;
-        });
-    }
-}
-
-type Connecting = Pin<Box<dyn Future<Output = Result<TcpStream, TransportError>> + Send>>;
-
-struct Task {
+pub(super) struct Task {
     id: PeerId,
     config: PeerConfig,
     fsm: Fsm,
@@ -353,81 +43,35 @@ fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
 
-async fn read_some(conn: &mut Option<Conn>, reserve: usize) -> io::Result<usize> {
-    match conn {
-        Some(c) => {
-            c.buf.reserve(reserve);
-            c.reader.read_buf(&mut c.buf).await
-        }
-        None => std::future::pending().await,
-    }
-}
-
-async fn finish_connect(connecting: &mut Option<Connecting>) -> Result<TcpStream, TransportError> {
-    match connecting {
-        Some(f) => f.await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Decodes one framed message; a panic in the decoder closes this session only.
-fn decode_guarded(frame: &[u8], ctx: &CodecContext) -> Result<Message, Event> {
-    match catch_unwind(AssertUnwindSafe(|| wire::decode(frame, ctx))) {
-        Ok(Ok(msg)) => Ok(msg),
-        Ok(Err(e)) => Err(error_event(&e)),
-        Err(_) => {
-            tracing::error!(len = frame.len(), "decoder panicked on a received message");
-            Err(Event::BgpHeaderErr(Notification::new(
-                notif::CEASE,
-                0,
-                Bytes::new(),
-            )))
-        }
-    }
-}
-
-/// The FSM event for a decoding error, carrying the NOTIFICATION it calls for.
-fn error_event(e: &MessageError) -> Event {
-    let n = e.notification();
-    match n.code {
-        notif::MESSAGE_HEADER_ERROR => Event::BgpHeaderErr(n),
-        notif::OPEN_MESSAGE_ERROR => Event::BgpOpenMsgErr(n),
-        _ => Event::UpdateMsgErr(n),
-    }
-}
-
-/// Writes every buffer, several per system call, keeping partially written ones.
-async fn write_all_vectored(w: &mut OwnedWriteHalf, bufs: &mut VecDeque<Bytes>) -> io::Result<()> {
-    while !bufs.is_empty() {
-        let slices: Vec<IoSlice<'_>> = bufs.iter().take(256).map(|b| IoSlice::new(b)).collect();
-        let mut n = w.write_vectored(&slices).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        while n > 0 {
-            let Some(front) = bufs.front_mut() else { break };
-            if n >= front.len() {
-                n -= front.len();
-                bufs.pop_front();
-            } else {
-                front.advance(n);
-                n = 0;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn collision_cease() -> Notification {
-    Notification::new(
-        notif::CEASE,
-        notif::CONNECTION_COLLISION_RESOLUTION,
-        Bytes::new(),
-    )
-}
-
 impl Task {
-    async fn run(mut self) {
+    pub(super) fn new(
+        id: PeerId,
+        config: PeerConfig,
+        events: mpsc::Sender<SessionEvent>,
+        commands: mpsc::UnboundedReceiver<Command>,
+        outbound: mpsc::Receiver<(u64, Bytes)>,
+        snapshot: watch::Sender<Snapshot>,
+    ) -> Task {
+        Task {
+            id,
+            fsm: Fsm::new(config.fsm_config()),
+            config,
+            events,
+            commands,
+            outbound,
+            snapshot,
+            conn: None,
+            pending: None,
+            connecting: None,
+            ctx: CodecContext::default(),
+            generation: 0,
+            queue: VecDeque::new(),
+            reported: State::Idle,
+            write_error: None,
+        }
+    }
+
+    pub(super) async fn run(mut self) {
         let start = if self.config.passive {
             Event::ManualStartPassive
         } else {
