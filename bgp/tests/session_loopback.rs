@@ -42,7 +42,12 @@ struct Side {
 /// Spawns a session; when `listen_port` is given, also a listener on the session's local
 /// address that hands the peer's connections to it (with the session's MD5 key).
 fn side(id: u32, config: PeerConfig, listen_port: Option<u16>) -> Side {
-    let (tx, events) = mpsc::channel(1024);
+    side_with_queue(id, config, listen_port, 1024)
+}
+
+/// As [`side`], with the speaker's event queue holding only `queue` events.
+fn side_with_queue(id: u32, config: PeerConfig, listen_port: Option<u16>, queue: usize) -> Side {
+    let (tx, events) = mpsc::channel(queue);
     let local = config.source_address.expect("tests set a source address");
     let peer = config.address;
     let password = config.password.clone();
@@ -479,4 +484,47 @@ async fn malformed_header_gets_a_notification() {
             notif::CONNECTION_NOT_SYNCHRONIZED
         )
     );
+}
+
+#[tokio::test]
+async fn keepalives_continue_while_the_speaker_is_not_reading_events() {
+    let mut a_cfg = config(81, 82, 17982, 65001, 65002);
+    a_cfg.hold_time = 3;
+    let mut a = side(19, a_cfg, None);
+    let mut b_cfg = config(82, 81, 17981, 65002, 65001);
+    b_cfg.passive = true;
+    b_cfg.hold_time = 3;
+    let mut b = side_with_queue(20, b_cfg, Some(17982), 2);
+    let up = established(&mut a).await;
+    established(&mut b).await;
+
+    // B's speaker stops reading its events while A sends more UPDATEs than B's queue holds.
+    const N: u32 = 50;
+    for i in 0..N {
+        let u = update(&format!("10.9.{i}.0/24"), 81, 65001);
+        let bytes = Message::Update(u).to_bytes(&up.ctx).expect("encode");
+        a.handle.send(bytes).await.expect("queued");
+    }
+    let down = wait_for(&mut a, Duration::from_secs(5), |ev| match ev {
+        SessionEvent::Down { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(down, None, "B kept A's hold timer running");
+
+    // B's speaker reads again: every UPDATE is there, and the session never went down.
+    let mut updates = 0;
+    while updates < N {
+        let ev = timeout(Duration::from_secs(5), b.events.recv())
+            .await
+            .expect("event in time")
+            .expect("session alive");
+        match ev {
+            SessionEvent::Update { .. } => updates += 1,
+            SessionEvent::Down { reason, .. } => panic!("B went down: {reason}"),
+            _ => {}
+        }
+    }
+    assert_eq!(b.handle.state(), State::Established);
+    assert_eq!(a.handle.state(), State::Established);
 }

@@ -195,6 +195,12 @@ impl Fsm {
         .min()
     }
 
+    /// When the next KEEPALIVE is due: lets the I/O edge keep the session alive while it
+    /// waits on something else (a full event queue).
+    pub fn keepalive_deadline(&self) -> Option<Instant> {
+        self.keepalive
+    }
+
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();

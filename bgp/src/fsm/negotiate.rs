@@ -223,7 +223,7 @@ pub fn describe(n: &Notification) -> String {
             Some("Unsupported optional parameter")
         }
         (OPEN_MESSAGE_ERROR, UNACCEPTABLE_HOLD_TIME) => Some("Unacceptable hold time"),
-        (OPEN_MESSAGE_ERROR, UNSUPPORTED_CAPABILITY) => Some("Required capability missing"),
+        (OPEN_MESSAGE_ERROR, UNSUPPORTED_CAPABILITY) => Some("Unsupported capability"),
         (UPDATE_MESSAGE_ERROR, MALFORMED_ATTRIBUTE_LIST) => Some("Malformed attribute list"),
         (UPDATE_MESSAGE_ERROR, UNRECOGNIZED_WELL_KNOWN_ATTRIBUTE) => {
             Some("Unrecognized well-known attribute")

@@ -18,6 +18,8 @@ use tokio::sync::{mpsc, watch};
 
 /// Most octets written in one vectored write batch.
 const BATCH_BYTES: usize = 1 << 20;
+/// Room kept free in the receive buffer, so a busy peer is read in large chunks.
+const READ_CHUNK: usize = 64 * 1024;
 
 pub(super) struct Task {
     id: PeerId,
@@ -84,7 +86,7 @@ impl Task {
                 .map(tokio::time::Instant::from_std)
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400));
             let established = self.fsm.state() == State::Established && self.conn.is_some();
-            let reserve = self.ctx.max_message_len();
+            let reserve = self.ctx.max_message_len().max(READ_CHUNK);
             tokio::select! {
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Accept(stream)) => self.on_inbound(stream).await,
@@ -99,6 +101,7 @@ impl Task {
                     }
                 },
                 _ = tokio::time::sleep_until(sleep_to), if deadline.is_some() => {
+                    self.read_ready().await;
                     let actions = self.fsm.handle_timeout(now());
                     self.execute(actions).await;
                     self.dispatch_queued().await;
@@ -131,6 +134,21 @@ impl Task {
                 Some(first) = self.outbound.recv(), if established => self.send_batch(first).await,
             }
             self.settle().await;
+        }
+    }
+
+    /// Reads what already arrived, without waiting: messages that came in while the task was
+    /// busy elsewhere count before the hold timer is judged.
+    async fn read_ready(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        conn.buf.reserve(READ_CHUNK);
+        // WouldBlock, end of stream and errors are left to the read branch to report.
+        if let Ok(n) = conn.reader.try_read_buf(&mut conn.buf)
+            && n > 0
+        {
+            self.process_frames().await;
         }
     }
 
@@ -252,9 +270,32 @@ impl Task {
         }
     }
 
+    /// Hands an event to the speaker. While the speaker's queue is full, KEEPALIVEs still go
+    /// out on time, so a busy RIB does not cost the session its peer's hold timer.
     async fn emit(&mut self, event: SessionEvent) {
-        // The speaker going away ends every session through its handles; nothing to do here.
-        let _ = self.events.send(event).await;
+        let event = match self.events.try_send(event) {
+            Ok(()) => return,
+            // The speaker going away ends every session through its handles.
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+            Err(mpsc::error::TrySendError::Full(event)) => event,
+        };
+        let events = self.events.clone();
+        let mut send = std::pin::pin!(events.send(event));
+        loop {
+            let due = self.fsm.keepalive_deadline();
+            let sleep_to = due
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400));
+            tokio::select! {
+                _ = &mut send => return,
+                _ = tokio::time::sleep_until(sleep_to), if due.is_some() => {
+                    let actions = self.fsm.handle(Event::KeepaliveTimerExpires, now());
+                    if actions.contains(&Action::SendKeepalive) {
+                        self.write(Message::Keepalive).await;
+                    }
+                }
+            }
+        }
     }
 
     /// A peer that takes no data for a whole hold time is as dead as a silent one.
