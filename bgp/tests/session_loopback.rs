@@ -528,3 +528,34 @@ async fn keepalives_continue_while_the_speaker_is_not_reading_events() {
     assert_eq!(b.handle.state(), State::Established);
     assert_eq!(a.handle.state(), State::Established);
 }
+
+#[tokio::test]
+async fn establishes_over_ipv6_with_gtsm_and_keeps_the_common_families() {
+    use margay_bgp::wire::Family;
+    let v6: IpAddr = "::1".parse().unwrap();
+    let mut a_cfg = PeerConfig::new(v6, 65001, 65002, Ipv4Addr::new(10, 0, 0, 83));
+    a_cfg.port = 17983;
+    a_cfg.source_address = Some(v6);
+    a_cfg.connect_retry = Duration::from_secs(1);
+    a_cfg.ttl_security = Some(1);
+    let mut b_cfg = PeerConfig::new(v6, 65002, 65001, Ipv4Addr::new(10, 0, 0, 84));
+    b_cfg.passive = true;
+    b_cfg.source_address = Some(v6);
+    b_cfg.ttl_security = Some(1);
+    b_cfg.families = vec![Family::Ipv6Unicast];
+    let mut a = side(21, a_cfg, None);
+    let mut b = side(22, b_cfg, Some(17983));
+    let families = wait_for(&mut a, Duration::from_secs(10), |ev| match ev {
+        SessionEvent::Established { negotiated, .. } => Some(negotiated.families.clone()),
+        _ => None,
+    })
+    .await
+    .expect("established over ::1");
+    assert_eq!(
+        families,
+        vec![Family::Ipv6Unicast],
+        "intersection of both offers"
+    );
+    let up_b = established(&mut b).await;
+    assert!(up_b.remote.is_ipv6());
+}
