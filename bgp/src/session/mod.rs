@@ -24,7 +24,9 @@ pub type PeerId = u32;
 /// How many encoded messages may wait for one peer's socket before `send` waits.
 const OUTBOUND_QUEUE: usize = 4096;
 
-/// What a session tells the speaker.
+/// What a session tells the speaker. On the way up `Established` comes before the
+/// `StateChanged` to Established; on the way down `Down` comes before the `StateChanged` that
+/// leaves it. Events of one session arrive in order.
 #[allow(clippy::large_enum_variant)] // UPDATEs dominate; boxing would cost an allocation each.
 #[derive(Debug, Clone)]
 pub enum SessionEvent {

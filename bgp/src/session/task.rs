@@ -189,6 +189,7 @@ impl Task {
                 }
                 Action::DropConnection => {
                     self.connecting = None;
+                    self.write_error = None;
                     if let Some(conn) = self.conn.take() {
                         conn.close();
                     }
