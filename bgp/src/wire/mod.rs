@@ -138,3 +138,56 @@ pub fn fuzz_one(data: &[u8]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bird_fixtures() -> Vec<Vec<u8>> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bird");
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("fixtures") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "hex") {
+                let text = std::fs::read_to_string(&path).expect("fixture");
+                out.push(hex::decode(text.trim()).expect("hex"));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn fuzz_target_accepts_every_bird_fixture() {
+        let fixtures = bird_fixtures();
+        assert!(fixtures.len() >= 40);
+        for f in &fixtures {
+            fuzz_one(f);
+        }
+    }
+
+    #[test]
+    fn decode_checks_keepalive_and_route_refresh_lengths() {
+        let mut keepalive = header::MARKER.to_vec();
+        keepalive.extend_from_slice(&[0, 20, msg_type::KEEPALIVE, 0]);
+        let n = decode(&keepalive, &CodecContext::default())
+            .unwrap_err()
+            .notification();
+        assert_eq!((n.code, n.subcode, &n.data[..]), (1, 2, &[0u8, 20][..]));
+
+        let mut rr = header::MARKER.to_vec();
+        rr.extend_from_slice(&[0, 22, msg_type::ROUTE_REFRESH, 0, 1, 0]);
+        let n = decode(&rr, &CodecContext::default())
+            .unwrap_err()
+            .notification();
+        assert_eq!((n.code, n.subcode), (7, 1));
+        assert_eq!(&n.data[..], &rr[..]);
+    }
+
+    #[test]
+    fn encode_leaves_buffer_untouched_on_error() {
+        let mut out = BytesMut::from(&b"prefix"[..]);
+        let too_big = Message::Notification(Notification::new(6, 0, vec![0u8; 5000]));
+        assert!(too_big.encode(&CodecContext::default(), &mut out).is_err());
+        assert_eq!(&out[..], b"prefix");
+    }
+}

@@ -203,7 +203,8 @@ fn check_mandatory(u: &mut Update, ctx: &CodecContext, has_as_path: bool) {
     }
 }
 
-/// Writes an UPDATE's body. MP_UNREACH_NLRI and MP_REACH_NLRI go first (RFC 7606 §5.1).
+/// Writes an UPDATE's body. MP_REACH_NLRI, then MP_UNREACH_NLRI, lead the attribute list (RFC 7606
+/// §5.1 asks for them first; BIRD does the same, so its messages re-encode byte for byte).
 pub fn encode_update(
     u: &Update,
     ctx: &CodecContext,
