@@ -14,6 +14,7 @@ PACKAGES=(
   procps              # ps / pgrep used by diagnostics
   psmisc
   jq
+  curl                # HTTP health and metrics checks in the daemon suites
   bc                  # arithmetic in bench scripts
 )
 

@@ -258,24 +258,24 @@ impl Config {
                 ));
             }
             for (name, v) in [("multihop", &n.multihop), ("ttl-security", &n.ttl_security)] {
-                if let Some(v) = v {
-                    if *v.get_ref() == 0 {
-                        return Err(at(
-                            v.span(),
-                            &field(name),
-                            "must be between 1 and 255".into(),
-                        ));
-                    }
-                }
-            }
-            if let Some(p) = &n.password {
-                if p.is_empty() || p.len() > 80 {
+                if let Some(v) = v
+                    && *v.get_ref() == 0
+                {
                     return Err(at(
-                        n.address.span(),
-                        &field("password"),
-                        "must be 1 to 80 characters (TCP-MD5 key limit)".into(),
+                        v.span(),
+                        &field(name),
+                        "must be between 1 and 255".into(),
                     ));
                 }
+            }
+            if let Some(p) = &n.password
+                && (p.is_empty() || p.len() > 80)
+            {
+                return Err(at(
+                    n.address.span(),
+                    &field("password"),
+                    "must be 1 to 80 characters (TCP-MD5 key limit)".into(),
+                ));
             }
             if n.route_reflector_client && n.asn != *self.asn.get_ref() {
                 return Err(at(

@@ -12,7 +12,7 @@ pub mod lab;
 pub mod netns;
 pub mod process;
 
-pub use bgpd::{Bgpd, BgpdConfig, BgpdNeighbor, NextHopMode};
+pub use bgpd::{Bgpd, BgpdConfig, BgpdNeighbor, NextHopMode, bgpd_binary};
 pub use bird::{Bird, BirdConfig, BirdNeighbor, BirdProtocol, BirdRoute, Channel, ExportPolicy};
 pub use error::LabError;
 pub use lab::{Addrs, Lab, LabSwitch, LinkAddrs, Subnet, block4, block6};

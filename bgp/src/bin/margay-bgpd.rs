@@ -12,6 +12,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+/// How long API and HTTP clients get to finish when the daemon stops.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "margay-bgpd",
@@ -136,12 +139,19 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let _ = speaker.shutdown().await;
     let _ = stop_tx.send(true);
     let _ = task.await;
-    if let Ok(Err(e)) = api.await {
-        warn!("gRPC API: {e}");
+    // In-flight API calls get a moment to finish; an idle or stuck client connection must not
+    // hold the daemon (and a DaemonSet pod's termination) open.
+    match tokio::time::timeout(DRAIN, api).await {
+        Ok(Ok(Err(e))) => warn!("gRPC API: {e}"),
+        Ok(_) => {}
+        Err(_) => warn!("gRPC clients still connected after {DRAIN:?}; closing anyway"),
     }
-    if let Some(h) = http_task {
-        let _ = h.await;
+    if let Some(h) = http_task
+        && tokio::time::timeout(DRAIN, h).await.is_err()
+    {
+        warn!("HTTP clients still connected after {DRAIN:?}; closing anyway");
     }
+    let _ = std::fs::remove_file(&socket);
     info!("margay-bgpd stopped");
     Ok(())
 }

@@ -167,10 +167,10 @@ impl Speaker {
         let id = self.next_id;
         self.next_id += 1;
         let addr = *n.address.get_ref();
-        if let Some(l) = &self.listener {
-            if let Err(e) = l.set_md5(addr, n.password.as_deref()) {
-                warn!(peer = %addr, error = %e, "cannot set the TCP-MD5 key on the listener");
-            }
+        if let Some(l) = &self.listener
+            && let Err(e) = l.set_md5(addr, n.password.as_deref())
+        {
+            warn!(peer = %addr, error = %e, "cannot set the TCP-MD5 key on the listener");
         }
         let handle = session::spawn(id, self.peer_config(&n), self.events_tx.clone());
         if let Ok(mut d) = self.dispatch.write() {
@@ -290,10 +290,10 @@ impl Speaker {
     }
 
     async fn send_to(&mut self, peer: PeerId, bytes: Bytes) {
-        if let Some(slot) = self.peers.get_mut(&peer) {
-            if slot.handle.send(bytes).await.is_ok() {
-                slot.updates_sent += 1;
-            }
+        if let Some(slot) = self.peers.get_mut(&peer)
+            && slot.handle.send(bytes).await.is_ok()
+        {
+            slot.updates_sent += 1;
         }
     }
 
