@@ -32,6 +32,38 @@ fn sibling_binary(name: &str) -> PathBuf {
     path
 }
 
+/// A BIRD peer `b` (iBGP, exporting its static routes) for margay `m` at `margay_addr`.
+fn bird_peer(
+    lab: &Lab,
+    ns: &margay_tests::Netns,
+    me: Ipv4Addr,
+    margay_addr: Ipv4Addr,
+    originate: &[IpNet],
+) -> Result<Bird> {
+    let mut config = BirdConfig::new(me);
+    for p in originate {
+        config = config.originate(*p);
+    }
+    let config = config
+        .neighbor(BirdNeighbor::new("m", v4(margay_addr), AS, AS).export(ExportPolicy::Static));
+    Bird::start(lab, ns, "b", config)
+}
+
+/// margay `m` with one iBGP neighbour.
+fn margay_with(
+    lab: &Lab,
+    ns: &margay_tests::Netns,
+    me: Ipv4Addr,
+    neighbor: Ipv4Addr,
+) -> Result<Bgpd> {
+    Bgpd::start(
+        lab,
+        ns,
+        "m",
+        BgpdConfig::new(me, AS).neighbor(BgpdNeighbor::new(v4(neighbor), AS)),
+    )
+}
+
 fn run(cmd: &mut Command) -> (i32, String, String) {
     let out = cmd.output().expect("running a margay binary");
     (
@@ -92,19 +124,8 @@ fn api_socket_is_root_only_and_sigterm_sends_cease() -> Result<()> {
     let sw = lab.switch("sw")?;
     let (nm, nb) = (lab.netns("m")?, lab.netns("b")?);
     let (am, ab) = (sw.attach(&nm)?, sw.attach(&nb)?);
-    let mut bird = Bird::start(
-        &lab,
-        &nb,
-        "b",
-        BirdConfig::new(ab.ip4())
-            .neighbor(BirdNeighbor::new("m", v4(am.ip4()), AS, AS).export(ExportPolicy::Static)),
-    )?;
-    let mut m = Bgpd::start(
-        &lab,
-        &nm,
-        "m",
-        BgpdConfig::new(am.ip4(), AS).neighbor(BgpdNeighbor::new(v4(ab.ip4()), AS)),
-    )?;
+    let mut bird = bird_peer(&lab, &nb, ab.ip4(), am.ip4(), &[])?;
+    let mut m = margay_with(&lab, &nm, am.ip4(), ab.ip4())?;
     bird.wait_established("m", UP)?;
 
     let socket = m.config().socket.clone();
@@ -120,7 +141,7 @@ fn api_socket_is_root_only_and_sigterm_sends_cease() -> Result<()> {
             .unwrap()
             .success()
     );
-    let status = wait_for(
+    let exited = wait_for(
         "margay-bgpd to exit after SIGTERM",
         Duration::from_secs(10),
         &[],
@@ -129,7 +150,8 @@ fn api_socket_is_root_only_and_sigterm_sends_cease() -> Result<()> {
                 .exit_status()
                 .ok_or_else(|| "still running".to_string())
         },
-    )?;
+    );
+    let status = exited.unwrap_or_else(|e| panic!("{e}\n{}", m.process().log_tail(30)));
     assert!(
         status.contains("exit status: 0"),
         "SIGTERM is a clean exit: {status}"
@@ -187,14 +209,7 @@ fn health_and_metrics_follow_the_sessions() -> Result<()> {
         "names the peer that is down: {body}"
     );
 
-    let bird = Bird::start(
-        &lab,
-        &nb,
-        "b",
-        BirdConfig::new(ab.ip4())
-            .originate(block)
-            .neighbor(BirdNeighbor::new("m", v4(am.ip4()), AS, AS).export(ExportPolicy::Static)),
-    )?;
+    let bird = bird_peer(&lab, &nb, ab.ip4(), am.ip4(), &[block])?;
     bird.wait_established("m", UP)?;
     m.wait_route_via(block, v4(ab.ip4()), UP)?;
     wait_for("readiness to turn 200", UP, &[], || {
@@ -342,13 +357,7 @@ fn node_status_prints_the_peer_table() -> Result<()> {
     let sw = lab.switch("sw")?;
     let (nm, nb, nt) = (lab.netns("m")?, lab.netns("b")?, lab.netns("t")?);
     let (am, ab, at) = (sw.attach(&nm)?, sw.attach(&nb)?, sw.attach(&nt)?);
-    let bird = Bird::start(
-        &lab,
-        &nb,
-        "b",
-        BirdConfig::new(ab.ip4())
-            .neighbor(BirdNeighbor::new("m", v4(am.ip4()), AS, AS).export(ExportPolicy::Static)),
-    )?;
+    let bird = bird_peer(&lab, &nb, ab.ip4(), am.ip4(), &[])?;
     // A ToR in another AS that never answers: its row shows why.
     let m = Bgpd::start(
         &lab,
@@ -427,4 +436,119 @@ fn node_status_prints_the_peer_table() -> Result<()> {
         "{out}{err}"
     );
     Ok(())
+}
+
+/// The contract felix builds on: WatchRoutes streams the table, then SYNCED, then every
+/// best-path change; Originate, Withdraw and SetOriginated change what peers receive.
+#[test]
+fn route_watch_and_origination_api_drive_what_peers_see() -> Result<()> {
+    use margay_proto::bgp::v1 as pb;
+    use pb::route_event::Kind;
+    use tokio_stream::StreamExt;
+
+    let lab = Lab::new("route_watch_and_origination_api_drive_what_peers_see")?;
+    let sw = lab.switch("sw")?;
+    let (nm, nb) = (lab.netns("m")?, lab.netns("b")?);
+    let (am, ab) = (sw.attach(&nm)?, sw.attach(&nb)?);
+    let (k1, k2, k3) = (
+        IpNet::V4(block4()),
+        IpNet::V4(block4()),
+        IpNet::V4(block4()),
+    );
+    let mut bird = bird_peer(&lab, &nb, ab.ip4(), am.ip4(), &[k1])?;
+    let m = margay_with(&lab, &nm, am.ip4(), ab.ip4())?;
+    m.wait_route_via(k1, v4(ab.ip4()), UP)?;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let socket = m.config().socket.clone();
+    rt.block_on(async {
+        let channel = margay_tests::bgpd::connect_unix(&socket).await?;
+        let mut client = pb::bgp_client::BgpClient::new(channel);
+        let mut stream = client
+            .watch_routes(pb::WatchRoutesRequest {
+                family: "ipv4".into(),
+            })
+            .await
+            .expect("WatchRoutes")
+            .into_inner();
+        let mut next = async || {
+            tokio::time::timeout(UP, stream.next())
+                .await
+                .expect("a route event in time")
+                .expect("the stream stays open")
+                .expect("no stream error")
+        };
+        let first = next().await;
+        assert_eq!(first.kind, Kind::Add as i32, "{first:?}");
+        let r = first.route.expect("route");
+        assert_eq!(
+            (r.prefix.as_str(), r.next_hop.as_str()),
+            (k1.to_string().as_str(), ab.ip4().to_string().as_str())
+        );
+        assert_eq!(
+            next().await.kind,
+            Kind::Synced as i32,
+            "the table is followed by SYNCED"
+        );
+
+        client
+            .originate(pb::OriginateRequest {
+                prefixes: vec![k2.to_string()],
+            })
+            .await
+            .expect("Originate");
+        let e = next().await;
+        assert_eq!(
+            (e.kind, e.route.as_ref().map(|r| r.prefix.clone())),
+            (Kind::Add as i32, Some(k2.to_string()))
+        );
+        assert!(e.route.as_ref().is_some_and(|r| r.local), "{e:?}");
+        bird.wait_bgp_route_via(k2, v4(am.ip4()), UP)?;
+
+        client
+            .withdraw(pb::WithdrawRequest {
+                prefixes: vec![k2.to_string()],
+            })
+            .await
+            .expect("Withdraw");
+        let e = next().await;
+        assert_eq!(
+            (e.kind, e.route.map(|r| r.prefix)),
+            (Kind::Withdraw as i32, Some(k2.to_string()))
+        );
+        bird.wait_no_route(k2, UP)?;
+
+        client
+            .set_originated(pb::SetOriginatedRequest {
+                prefixes: vec![k3.to_string()],
+            })
+            .await
+            .expect("SetOriginated");
+        let e = next().await;
+        assert_eq!(
+            (e.kind, e.route.map(|r| r.prefix)),
+            (Kind::Add as i32, Some(k3.to_string()))
+        );
+        bird.wait_bgp_route_via(k3, v4(am.ip4()), UP)?;
+
+        let bad = client
+            .originate(pb::OriginateRequest {
+                prefixes: vec!["10.0.0.300/26".into()],
+            })
+            .await;
+        let status = bad.expect_err("a bad prefix is refused");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("10.0.0.300/26"), "{status:?}");
+
+        bird.stop();
+        let e = next().await;
+        assert_eq!(
+            (e.kind, e.route.map(|r| r.prefix)),
+            (Kind::Withdraw as i32, Some(k1.to_string()))
+        );
+        Ok(())
+    })
 }
