@@ -9,10 +9,11 @@ pub mod bgpd;
 pub mod bird;
 pub mod error;
 pub mod lab;
+pub mod labctl;
 pub mod netns;
 pub mod process;
 
-pub use bgpd::{Bgpd, BgpdConfig, BgpdNeighbor, NextHopMode};
+pub use bgpd::{Bgpd, BgpdConfig, BgpdNeighbor, BgpdPeerType, NextHopMode, margay_binary};
 pub use bird::{Bird, BirdConfig, BirdNeighbor, BirdProtocol, BirdRoute, Channel, ExportPolicy};
 pub use error::LabError;
 pub use lab::{Addrs, Lab, LabSwitch, LinkAddrs, Subnet, block4, block6};
