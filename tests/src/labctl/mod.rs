@@ -88,6 +88,48 @@ pub fn up(opts: &UpOptions) -> Result<(), LabCtlError> {
         cluster.tag(),
         cluster.dir().display()
     );
+    match build(&mut progress, &mut cluster, opts, &tools) {
+        Ok(()) => {}
+        Err(e @ LabCtlError::Interrupted) => {
+            cluster.teardown();
+            return Err(e);
+        }
+        Err(e) => {
+            let dir = cluster.teardown_keeping_logs();
+            eprintln!(
+                "margay-lab: removed the lab; its configs and logs are in {}",
+                dir.display()
+            );
+            return Err(e);
+        }
+    }
+
+    if opts.keep {
+        let path = opts.state_file.clone();
+        progress.step(
+            &format!("keeping the lab running (state in {})", path.display()),
+            || cluster.into_kept(&path),
+        )?;
+        println!("margay-lab status   reports on it again");
+        println!("margay-lab down     removes it");
+    } else {
+        progress.step("tearing down (use --keep to leave it running)", || {
+            cluster.teardown();
+            Ok::<_, LabCtlError>(())
+        })?;
+    }
+    Ok(())
+}
+
+/// The steps of `up` after the namespaces exist: wiring, daemons, convergence, the report.
+/// The report is printed also when convergence fails, to show what each daemon sees.
+fn build(
+    progress: &mut Progress,
+    cluster: &mut Cluster,
+    opts: &UpOptions,
+    tools: &Tools,
+) -> Result<(), LabCtlError> {
+    let spec = opts.spec;
     let wiring = format!(
         "connecting {} hosts to switch {} ({}, {})",
         spec.nodes + 1,
@@ -114,37 +156,19 @@ pub fn up(opts: &UpOptions) -> Result<(), LabCtlError> {
     );
     let converged = progress.step(&waiting, || cluster.wait_converged(opts.timeout));
     let state = cluster.state();
-    let health = match converged {
-        Ok(h) => h,
-        Err(e @ LabCtlError::Interrupted) => return Err(e),
-        Err(e) => {
-            print!("{}", report::render(&state, &tools));
-            let dir = cluster.teardown_keeping_logs();
-            eprintln!(
-                "margay-lab: removed the lab; its logs are in {}",
-                dir.display()
-            );
-            return Err(e);
+    match converged {
+        Ok(health) => {
+            print!("{}", report::render(&state, tools));
+            println!("\n{}\n", health.summary(&state));
+            Ok(())
         }
-    };
-    print!("{}", report::render(&state, &tools));
-    println!("\n{}\n", health.summary(&state));
-
-    if opts.keep {
-        let path = opts.state_file.clone();
-        progress.step(
-            &format!("keeping the lab running (state in {})", path.display()),
-            || cluster.into_kept(&path),
-        )?;
-        println!("margay-lab status   reports on it again");
-        println!("margay-lab down     removes it");
-    } else {
-        progress.step("tearing down (use --keep to leave it running)", || {
-            cluster.teardown();
-            Ok::<_, LabCtlError>(())
-        })?;
+        Err(e @ LabCtlError::Interrupted) => Err(e),
+        Err(e) => {
+            print!("{}", report::render(&state, tools));
+            println!();
+            Err(e)
+        }
     }
-    Ok(())
 }
 
 /// `margay-lab status`: the report on a kept lab. `Ok(true)` when it has converged,
