@@ -32,6 +32,7 @@ pub fn peer(n: u8, asn: u32, rr_client: bool) -> PeerInfo {
         ctx: CodecContext {
             four_octet_as: true,
             extended_message: false,
+            ibgp: asn == LOCAL_AS,
         },
     }
 }

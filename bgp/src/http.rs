@@ -1,0 +1,154 @@
+//! The health and metrics HTTP server: `/liveness`, `/readiness`, and Prometheus `/metrics`.
+//!
+//! Liveness: the speaker task answers a request within a second. Readiness, as calico-node's
+//! BIRD check: every configured peer is Established (a node with no peers is ready).
+
+use crate::fsm::State;
+use crate::speaker::SpeakerHandle;
+use axum::extract::State as AxState;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabels {
+    peer: String,
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    addr: SocketAddr,
+    speaker: SpeakerHandle,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = axum::Router::new()
+        .route("/liveness", get(liveness))
+        .route("/readiness", get(readiness))
+        .route("/metrics", get(metrics))
+        .with_state(speaker);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn liveness(AxState(speaker): AxState<SpeakerHandle>) -> impl IntoResponse {
+    match tokio::time::timeout(Duration::from_secs(1), speaker.info()).await {
+        Ok(Ok(_)) => (StatusCode::OK, "live\n".to_string()),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the BGP speaker did not answer within 1 s\n".to_string(),
+        ),
+    }
+}
+
+async fn readiness(AxState(speaker): AxState<SpeakerHandle>) -> impl IntoResponse {
+    let peers = match tokio::time::timeout(Duration::from_secs(1), speaker.peers()).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+        Err(_) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the BGP speaker did not answer within 1 s\n".into(),
+            );
+        }
+    };
+    let down: Vec<String> = peers
+        .iter()
+        .filter(|p| p.state != State::Established)
+        .map(|p| format!("{} ({})", p.address, p.state))
+        .collect();
+    if down.is_empty() {
+        (StatusCode::OK, "ready\n".to_string())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("BGP not established with {}\n", down.join(", ")),
+        )
+    }
+}
+
+async fn metrics(AxState(speaker): AxState<SpeakerHandle>) -> impl IntoResponse {
+    let Ok(peers) = speaker.peers().await else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the BGP speaker is not running\n".to_string(),
+        );
+    };
+    let mut registry = Registry::with_prefix("margay_bgp");
+    let sessions = Family::<StateLabels, Gauge>::default();
+    let received = Family::<PeerLabels, Gauge>::default();
+    let accepted = Family::<PeerLabels, Gauge>::default();
+    let advertised = Family::<PeerLabels, Gauge>::default();
+    let updates_in = Family::<PeerLabels, Counter>::default();
+    let updates_out = Family::<PeerLabels, Counter>::default();
+    for s in State::ALL {
+        sessions
+            .get_or_create(&StateLabels {
+                state: s.to_string(),
+            })
+            .set(0);
+    }
+    for p in &peers {
+        sessions
+            .get_or_create(&StateLabels {
+                state: p.state.to_string(),
+            })
+            .inc();
+        let l = PeerLabels {
+            peer: p.address.to_string(),
+        };
+        received.get_or_create(&l).set(p.prefixes_received as i64);
+        accepted.get_or_create(&l).set(p.prefixes_accepted as i64);
+        advertised
+            .get_or_create(&l)
+            .set(p.prefixes_advertised as i64);
+        updates_in.get_or_create(&l).inc_by(p.updates_received);
+        updates_out.get_or_create(&l).inc_by(p.updates_sent);
+    }
+    registry.register("sessions", "BGP sessions by FSM state", sessions);
+    registry.register(
+        "prefixes_received",
+        "Prefixes received from the peer",
+        received,
+    );
+    registry.register(
+        "prefixes_accepted",
+        "Prefixes accepted from the peer",
+        accepted,
+    );
+    registry.register(
+        "prefixes_advertised",
+        "Prefixes advertised to the peer",
+        advertised,
+    );
+    registry.register(
+        "updates_received",
+        "UPDATE messages received from the peer",
+        updates_in,
+    );
+    registry.register(
+        "updates_sent",
+        "UPDATE messages sent to the peer",
+        updates_out,
+    );
+    let mut out = String::new();
+    match encode(&mut out, &registry) {
+        Ok(()) => (StatusCode::OK, out),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}

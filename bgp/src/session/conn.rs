@@ -1,0 +1,164 @@
+//! One TCP connection to the peer, and the byte-level helpers around it: framing guard,
+//! vectored writes, graceful close.
+
+use crate::fsm::{Direction, Event};
+use crate::transport::{self, TransportError};
+use crate::wire::{self, CodecContext, Message, MessageError, Notification, notif};
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+/// How long a closed connection is drained so the peer reads our NOTIFICATION.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// One TCP connection to the peer.
+pub(super) struct Conn {
+    pub(super) reader: OwnedReadHalf,
+    pub(super) writer: OwnedWriteHalf,
+    pub(super) buf: BytesMut,
+    pub(super) dir: Direction,
+    pub(super) local: SocketAddr,
+    pub(super) remote: SocketAddr,
+    /// Our OPEN went out already (on a colliding connection, before it was adopted).
+    pub(super) open_sent: bool,
+}
+
+impl Conn {
+    pub(super) fn new(stream: TcpStream, dir: Direction) -> io::Result<Conn> {
+        let local = transport::normalize(stream.local_addr()?);
+        let remote = transport::normalize(stream.peer_addr()?);
+        let _ = stream.set_nodelay(true);
+        let (reader, writer) = stream.into_split();
+        Ok(Conn {
+            reader,
+            writer,
+            buf: BytesMut::with_capacity(wire::MAX_MESSAGE_LEN * 2),
+            dir,
+            local,
+            remote,
+            open_sent: false,
+        })
+    }
+
+    pub(super) async fn write_message(
+        &mut self,
+        msg: &Message,
+        ctx: &CodecContext,
+    ) -> io::Result<()> {
+        let bytes = msg
+            .to_bytes(ctx)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        self.writer.write_all(&bytes).await
+    }
+
+    /// Closes gracefully in the background: FIN after what was written, then read until the
+    /// peer closes too (or a second passes), so a NOTIFICATION is not lost to a reset.
+    pub(super) fn close(self) {
+        let Conn {
+            mut reader,
+            mut writer,
+            ..
+        } = self;
+        tokio::spawn(async move {
+            let _ = writer.shutdown().await;
+            let mut sink = [0u8; 4096];
+            let _ = tokio::time::timeout(LINGER, async {
+                while let Ok(n) = reader.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            })
+            .await;
+        });
+    }
+}
+
+pub(super) type Connecting =
+    Pin<Box<dyn Future<Output = Result<TcpStream, TransportError>> + Send>>;
+
+pub(super) async fn read_some(conn: &mut Option<Conn>, reserve: usize) -> io::Result<usize> {
+    match conn {
+        Some(c) => {
+            c.buf.reserve(reserve);
+            c.reader.read_buf(&mut c.buf).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
+pub(super) async fn finish_connect(
+    connecting: &mut Option<Connecting>,
+) -> Result<TcpStream, TransportError> {
+    match connecting {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Decodes one framed message; a panic in the decoder closes this session only.
+pub(super) fn decode_guarded(frame: &[u8], ctx: &CodecContext) -> Result<Message, Event> {
+    match catch_unwind(AssertUnwindSafe(|| wire::decode(frame, ctx))) {
+        Ok(Ok(msg)) => Ok(msg),
+        Ok(Err(e)) => Err(error_event(&e)),
+        Err(_) => {
+            tracing::error!(len = frame.len(), "decoder panicked on a received message");
+            Err(Event::BgpHeaderErr(Notification::new(
+                notif::CEASE,
+                0,
+                Bytes::new(),
+            )))
+        }
+    }
+}
+
+/// The FSM event for a decoding error, carrying the NOTIFICATION it calls for.
+pub(super) fn error_event(e: &MessageError) -> Event {
+    let n = e.notification();
+    match n.code {
+        notif::MESSAGE_HEADER_ERROR => Event::BgpHeaderErr(n),
+        notif::OPEN_MESSAGE_ERROR => Event::BgpOpenMsgErr(n),
+        _ => Event::UpdateMsgErr(n),
+    }
+}
+
+/// Writes every buffer, several per system call, keeping partially written ones.
+pub(super) async fn write_all_vectored(
+    w: &mut OwnedWriteHalf,
+    bufs: &mut VecDeque<Bytes>,
+) -> io::Result<()> {
+    while !bufs.is_empty() {
+        let slices: Vec<IoSlice<'_>> = bufs.iter().take(256).map(|b| IoSlice::new(b)).collect();
+        let mut n = w.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let Some(front) = bufs.front_mut() else { break };
+            if n >= front.len() {
+                n -= front.len();
+                bufs.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn collision_cease() -> Notification {
+    Notification::new(
+        notif::CEASE,
+        notif::CONNECTION_COLLISION_RESOLUTION,
+        Bytes::new(),
+    )
+}

@@ -1,0 +1,159 @@
+//! One peer's session task: the I/O edge that drives a [`Fsm`](crate::fsm::Fsm) over TCP.
+//!
+//! The task owns the state machine, its timers (one `sleep_until` on [`Fsm::poll_timeout`](crate::fsm::Fsm::poll_timeout)),
+//! outbound connect attempts, inbound connections handed over by the listener (with collision
+//! detection, RFC 4271 §6.8), framing of received bytes and the write side. It reports to the
+//! speaker through [`SessionEvent`]s; the speaker sends already-encoded UPDATEs through
+//! [`SessionHandle::send`], a bounded queue, so a slow peer pushes back on its producer.
+
+mod config;
+mod conn;
+mod task;
+
+pub use config::PeerConfig;
+
+use crate::fsm::{Negotiated, State};
+use crate::wire::{CodecContext, Notification, RouteRefresh, Update};
+use bytes::Bytes;
+use std::net::SocketAddr;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub type PeerId = u32;
+
+/// How many encoded messages may wait for one peer's socket before `send` waits.
+const OUTBOUND_QUEUE: usize = 4096;
+
+/// What a session tells the speaker. On the way up `Established` comes before the
+/// `StateChanged` to Established; on the way down `Down` comes before the `StateChanged` that
+/// leaves it. Events of one session arrive in order.
+#[allow(clippy::large_enum_variant)] // UPDATEs dominate; boxing would cost an allocation each.
+#[derive(Debug, Clone)]
+pub enum SessionEvent {
+    StateChanged {
+        peer: PeerId,
+        state: State,
+        last_error: Option<String>,
+    },
+    Established {
+        peer: PeerId,
+        negotiated: Negotiated,
+        ctx: CodecContext,
+        local_addr: SocketAddr,
+        remote_addr: SocketAddr,
+    },
+    /// A decoded UPDATE (RFC 7606 treat-as-withdraw already flagged by the codec).
+    Update {
+        peer: PeerId,
+        update: Update,
+    },
+    RouteRefresh {
+        peer: PeerId,
+        refresh: RouteRefresh,
+    },
+    /// The session left Established: routes learned from it must be flushed.
+    Down {
+        peer: PeerId,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("session is not established")]
+    NotEstablished,
+    #[error("session task has ended")]
+    Closed,
+}
+
+/// What `send` checks: the state, and which Established period a message belongs to, so a
+/// message queued for a session that went down is never sent on the next one.
+#[derive(Debug, Clone, Copy)]
+struct Snapshot {
+    state: State,
+    generation: u64,
+}
+
+enum Command {
+    Accept(TcpStream),
+    Shutdown(Option<Notification>, oneshot::Sender<()>),
+}
+
+/// The speaker's side of a session task.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    id: PeerId,
+    commands: mpsc::UnboundedSender<Command>,
+    outbound: mpsc::Sender<(u64, Bytes)>,
+    snapshot: watch::Receiver<Snapshot>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Accept(s) => write!(f, "Accept({:?})", s.peer_addr().ok()),
+            Command::Shutdown(n, _) => write!(f, "Shutdown({n:?})"),
+        }
+    }
+}
+
+/// Starts the session task for one peer.
+pub fn spawn(id: PeerId, config: PeerConfig, events: mpsc::Sender<SessionEvent>) -> SessionHandle {
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let (out_tx, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
+    let (snap_tx, snap_rx) = watch::channel(Snapshot {
+        state: State::Idle,
+        generation: 0,
+    });
+    let task = task::Task::new(id, config, events, cmd_rx, out_rx, snap_tx);
+    tokio::spawn(task.run());
+    SessionHandle {
+        id,
+        commands: cmd_tx,
+        outbound: out_tx,
+        snapshot: snap_rx,
+    }
+}
+
+impl SessionHandle {
+    pub fn id(&self) -> PeerId {
+        self.id
+    }
+
+    /// Queues an encoded UPDATE or ROUTE-REFRESH; waits while the queue is full. Fails when
+    /// the session is not Established (the RIB sends the table again when it is).
+    pub async fn send(&self, msg: Bytes) -> Result<(), SessionError> {
+        let snap = *self.snapshot.borrow();
+        if snap.state != State::Established {
+            return Err(SessionError::NotEstablished);
+        }
+        self.outbound
+            .send((snap.generation, msg))
+            .await
+            .map_err(|_| SessionError::Closed)
+    }
+
+    /// Hands over an inbound connection the listener accepted from this peer.
+    pub fn accept(&self, stream: TcpStream) {
+        if self.commands.send(Command::Accept(stream)).is_err() {
+            tracing::debug!(peer = self.id, "session ended; inbound connection dropped");
+        }
+    }
+
+    /// Sends the NOTIFICATION (Cease / Administrative Shutdown by default) if a connection is
+    /// open, closes it and ends the task.
+    pub async fn shutdown(self, notification: Option<Notification>) {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Shutdown(notification, tx))
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.snapshot.borrow().state
+    }
+}

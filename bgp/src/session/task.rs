@@ -1,0 +1,563 @@
+//! The session task's event loop: FSM actions carried out on sockets, collisions resolved,
+//! events reported to the speaker.
+
+use super::conn::{
+    Conn, Connecting, collision_cease, decode_guarded, error_event, finish_connect, read_some,
+    write_all_vectored,
+};
+use super::{Command, PeerConfig, PeerId, SessionEvent, Snapshot};
+use crate::fsm::{Action, Direction, Event, Fsm, Negotiated, State, collision_winner, describe};
+use crate::transport::{self, os_text};
+use crate::wire::{self, CodecContext, Message, Notification, Open, notif};
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::io;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+
+/// Most octets written in one vectored write batch.
+const BATCH_BYTES: usize = 1 << 20;
+/// Room kept free in the receive buffer, so a busy peer is read in large chunks.
+const READ_CHUNK: usize = 64 * 1024;
+
+pub(super) struct Task {
+    id: PeerId,
+    config: PeerConfig,
+    fsm: Fsm,
+    events: mpsc::Sender<SessionEvent>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    outbound: mpsc::Receiver<(u64, Bytes)>,
+    snapshot: watch::Sender<Snapshot>,
+    /// The connection the FSM drives.
+    conn: Option<Conn>,
+    /// A colliding inbound connection: our OPEN sent, waiting for the peer's.
+    pending: Option<Conn>,
+    connecting: Option<Connecting>,
+    ctx: CodecContext,
+    generation: u64,
+    queue: VecDeque<Event>,
+    reported: State,
+    write_error: Option<String>,
+}
+
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl Task {
+    pub(super) fn new(
+        id: PeerId,
+        config: PeerConfig,
+        events: mpsc::Sender<SessionEvent>,
+        commands: mpsc::UnboundedReceiver<Command>,
+        outbound: mpsc::Receiver<(u64, Bytes)>,
+        snapshot: watch::Sender<Snapshot>,
+    ) -> Task {
+        Task {
+            id,
+            fsm: Fsm::new(config.fsm_config()),
+            config,
+            events,
+            commands,
+            outbound,
+            snapshot,
+            conn: None,
+            pending: None,
+            connecting: None,
+            ctx: CodecContext::default(),
+            generation: 0,
+            queue: VecDeque::new(),
+            reported: State::Idle,
+            write_error: None,
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        let start = if self.config.passive {
+            Event::ManualStartPassive
+        } else {
+            Event::ManualStart
+        };
+        self.dispatch(start).await;
+        loop {
+            let deadline = self.fsm.poll_timeout();
+            let sleep_to = deadline
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400));
+            let established = self.fsm.state() == State::Established && self.conn.is_some();
+            let reserve = self.ctx.max_message_len().max(READ_CHUNK);
+            tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Accept(stream)) => self.on_inbound(stream).await,
+                    Some(Command::Shutdown(n, done)) => {
+                        self.stop(n).await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => {
+                        self.stop(None).await;
+                        return;
+                    }
+                },
+                _ = tokio::time::sleep_until(sleep_to), if deadline.is_some() => {
+                    self.read_ready().await;
+                    let actions = self.fsm.handle_timeout(now());
+                    self.execute(actions).await;
+                    self.dispatch_queued().await;
+                }
+                res = finish_connect(&mut self.connecting) => {
+                    self.connecting = None;
+                    match res.and_then(|s| Conn::new(s, Direction::Outbound).map_err(Into::into)) {
+                        Ok(conn) => {
+                            tracing::debug!(peer = self.id, remote = %conn.remote, "connected");
+                            self.conn = Some(conn);
+                            self.dispatch(Event::TcpCrAcked).await;
+                        }
+                        Err(e) => self.dispatch(Event::TcpConnectionFails(e.to_string())).await,
+                    }
+                }
+                res = read_some(&mut self.conn, reserve) => match res {
+                    Ok(0) => {
+                        let text = "Connection closed".to_string();
+                        self.dispatch(Event::TcpConnectionFails(text)).await;
+                    }
+                    Ok(_) => self.process_frames().await,
+                    Err(e) => {
+                        let text = format!("Socket: {}", os_text(&e));
+                        self.dispatch(Event::TcpConnectionFails(text)).await;
+                    }
+                },
+                res = read_some(&mut self.pending, wire::MAX_MESSAGE_LEN) => {
+                    self.on_pending_read(res).await;
+                }
+                Some(first) = self.outbound.recv(), if established => self.send_batch(first).await,
+            }
+            self.settle().await;
+        }
+    }
+
+    /// Reads what already arrived, without waiting: messages that came in while the task was
+    /// busy elsewhere count before the hold timer is judged.
+    async fn read_ready(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        conn.buf.reserve(READ_CHUNK);
+        // WouldBlock, end of stream and errors are left to the read branch to report.
+        if let Ok(n) = conn.reader.try_read_buf(&mut conn.buf)
+            && n > 0
+        {
+            self.process_frames().await;
+        }
+    }
+
+    /// Feeds one event (and any it causes) through the FSM and carries out the actions.
+    async fn dispatch(&mut self, event: Event) {
+        self.queue.push_back(event);
+        self.dispatch_queued().await;
+    }
+
+    async fn dispatch_queued(&mut self) {
+        loop {
+            if let Some(err) = self.write_error.take()
+                && self.conn.is_some()
+            {
+                self.queue.push_back(Event::TcpConnectionFails(err));
+            }
+            let Some(event) = self.queue.pop_front() else {
+                break;
+            };
+            let actions = self.fsm.handle(event, now());
+            self.execute(actions).await;
+        }
+        self.report_state().await;
+    }
+
+    async fn execute(&mut self, actions: Vec<Action>) {
+        if let Some(neg) = self.fsm.negotiated() {
+            self.ctx = neg.codec_context();
+        }
+        for action in actions {
+            match action {
+                Action::Connect => {
+                    if !self.config.passive {
+                        let opts = self.config.connect_options();
+                        self.connecting =
+                            Some(Box::pin(async move { transport::connect(&opts).await }));
+                    }
+                }
+                Action::DropConnection => {
+                    self.connecting = None;
+                    self.write_error = None;
+                    if let Some(conn) = self.conn.take() {
+                        conn.close();
+                    }
+                    self.ctx = CodecContext::default();
+                }
+                Action::SendOpen(open) => {
+                    let skip = self.conn.as_ref().is_some_and(|c| c.open_sent);
+                    if !skip {
+                        self.write(Message::Open(open)).await;
+                    }
+                    if let Some(c) = self.conn.as_mut() {
+                        c.open_sent = true;
+                    }
+                }
+                Action::SendKeepalive => self.write(Message::Keepalive).await,
+                Action::SendNotification(n) => {
+                    tracing::warn!(peer = self.id, notification = %describe(&n), "sending NOTIFICATION");
+                    self.write(Message::Notification(n)).await;
+                }
+                Action::Established(neg) => self.on_established(*neg).await,
+                Action::Down { reason } => {
+                    tracing::info!(peer = self.id, %reason, "session down");
+                    self.publish();
+                    while self.outbound.try_recv().is_ok() {}
+                    self.emit(SessionEvent::Down {
+                        peer: self.id,
+                        reason,
+                    })
+                    .await;
+                }
+            }
+        }
+    }
+
+    async fn on_established(&mut self, neg: Negotiated) {
+        self.ctx = neg.codec_context();
+        self.generation += 1;
+        self.publish();
+        let Some(conn) = self.conn.as_ref() else {
+            return;
+        };
+        tracing::info!(
+            peer = self.id,
+            remote = %conn.remote,
+            asn = neg.peer_asn,
+            router_id = %neg.peer_router_id,
+            hold_time = neg.hold_time,
+            "session established"
+        );
+        let event = SessionEvent::Established {
+            peer: self.id,
+            ctx: neg.codec_context(),
+            negotiated: neg,
+            local_addr: conn.local,
+            remote_addr: conn.remote,
+        };
+        self.emit(event).await;
+    }
+
+    fn publish(&self) {
+        self.snapshot.send_replace(Snapshot {
+            state: self.fsm.state(),
+            generation: self.generation,
+        });
+    }
+
+    async fn report_state(&mut self) {
+        let state = self.fsm.state();
+        if state != self.reported {
+            self.reported = state;
+            self.publish();
+            tracing::debug!(peer = self.id, %state, "state changed");
+            self.emit(SessionEvent::StateChanged {
+                peer: self.id,
+                state,
+                last_error: self.fsm.last_error().map(str::to_string),
+            })
+            .await;
+        }
+    }
+
+    /// Hands an event to the speaker. While the speaker's queue is full, KEEPALIVEs still go
+    /// out on time, so a busy RIB does not cost the session its peer's hold timer.
+    async fn emit(&mut self, event: SessionEvent) {
+        let event = match self.events.try_send(event) {
+            Ok(()) => return,
+            // The speaker going away ends every session through its handles.
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+            Err(mpsc::error::TrySendError::Full(event)) => event,
+        };
+        let events = self.events.clone();
+        let mut send = std::pin::pin!(events.send(event));
+        loop {
+            let due = self.fsm.keepalive_deadline();
+            let sleep_to = due
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400));
+            tokio::select! {
+                _ = &mut send => return,
+                _ = tokio::time::sleep_until(sleep_to), if due.is_some() => {
+                    let actions = self.fsm.handle(Event::KeepaliveTimerExpires, now());
+                    if actions.contains(&Action::SendKeepalive) {
+                        self.write(Message::Keepalive).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A peer that takes no data for a whole hold time is as dead as a silent one.
+    fn write_timeout(&self) -> Duration {
+        match self.fsm.negotiated() {
+            Some(n) if n.hold_time > 0 => Duration::from_secs(u64::from(n.hold_time)),
+            _ => self.fsm.config().open_hold_time,
+        }
+    }
+
+    async fn write(&mut self, msg: Message) {
+        let limit = self.write_timeout();
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let res = tokio::time::timeout(limit, conn.write_message(&msg, &self.ctx)).await;
+        if let Err(e) = res.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())) {
+            self.write_error
+                .get_or_insert_with(|| format!("Socket: {}", os_text(&e)));
+        }
+    }
+
+    /// Reads every whole message in the buffer. `split_to` hands each frame out without
+    /// moving the bytes behind it.
+    async fn process_frames(&mut self) {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return;
+            };
+            let frame = match wire::frame_len(&conn.buf, &self.ctx) {
+                Ok(None) => return,
+                Ok(Some(n)) => conn.buf.split_to(n).freeze(),
+                Err(e) => {
+                    self.dispatch(error_event(&e)).await;
+                    return;
+                }
+            };
+            match decode_guarded(&frame, &self.ctx) {
+                Ok(msg) => self.on_message(msg).await,
+                Err(event) => self.dispatch(event).await,
+            }
+        }
+    }
+
+    async fn on_message(&mut self, msg: Message) {
+        match msg {
+            Message::Open(open) => self.dispatch(Event::BgpOpen(open)).await,
+            Message::Keepalive => self.dispatch(Event::KeepAliveMsg).await,
+            Message::Notification(n) => {
+                tracing::warn!(peer = self.id, notification = %describe(&n), "received NOTIFICATION");
+                let lost_collision = n.code == notif::CEASE
+                    && n.subcode == notif::CONNECTION_COLLISION_RESOLUTION
+                    && self.pending.is_some();
+                if lost_collision {
+                    // The peer kept our other connection: continue on it.
+                    self.dispatch(Event::OpenCollisionDump).await;
+                } else {
+                    self.dispatch(Event::NotifMsg(n)).await;
+                }
+            }
+            Message::Update(update) => {
+                self.dispatch(Event::UpdateMsg).await;
+                if self.fsm.state() == State::Established {
+                    if let Some(reason) = &update.treat_as_withdraw {
+                        tracing::warn!(peer = self.id, %reason, "UPDATE treated as withdraw");
+                    }
+                    self.emit(SessionEvent::Update {
+                        peer: self.id,
+                        update,
+                    })
+                    .await;
+                }
+            }
+            Message::RouteRefresh(refresh) => {
+                self.dispatch(Event::UpdateMsg).await;
+                if self.fsm.state() == State::Established {
+                    self.emit(SessionEvent::RouteRefresh {
+                        peer: self.id,
+                        refresh,
+                    })
+                    .await;
+                }
+            }
+        }
+    }
+
+    async fn send_batch(&mut self, first: (u64, Bytes)) {
+        let mut batch = VecDeque::new();
+        let mut total = 0;
+        let mut next = Some(first);
+        while let Some((generation, msg)) = next.take() {
+            if generation == self.generation {
+                total += msg.len();
+                batch.push_back(msg);
+            }
+            if total < BATCH_BYTES {
+                next = self.outbound.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let limit = self.write_timeout();
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let res =
+            tokio::time::timeout(limit, write_all_vectored(&mut conn.writer, &mut batch)).await;
+        match res.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())) {
+            Ok(()) => self.dispatch(Event::UpdateSent).await,
+            Err(e) => {
+                let text = format!("Socket: {}", os_text(&e));
+                self.dispatch(Event::TcpConnectionFails(text)).await;
+            }
+        }
+    }
+
+    /// An inbound connection from the listener.
+    async fn on_inbound(&mut self, stream: TcpStream) {
+        if let Err(e) = transport::apply_ttl(&stream, self.config.ttl_mode()) {
+            tracing::warn!(peer = self.id, error = %e, "cannot set TTL on inbound connection");
+        }
+        let mut conn = match Conn::new(stream, Direction::Inbound) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(peer = self.id, error = %e, "inbound connection already gone");
+                return;
+            }
+        };
+        tracing::debug!(peer = self.id, remote = %conn.remote, state = %self.fsm.state(), "inbound connection");
+        match self.fsm.state() {
+            State::Idle if !self.fsm.is_started() => {
+                tracing::info!(peer = self.id, remote = %conn.remote, "refusing connection: session stopped");
+                conn.close();
+            }
+            State::Idle | State::Connect | State::Active => self.adopt(conn, None).await,
+            State::OpenSent | State::OpenConfirm if self.pending.is_none() => {
+                // A collision: exchange OPENs on the new connection aside, then decide.
+                let open = Message::Open(self.fsm.open_message());
+                if conn
+                    .write_message(&open, &CodecContext::default())
+                    .await
+                    .is_ok()
+                {
+                    conn.open_sent = true;
+                    self.pending = Some(conn);
+                } else {
+                    conn.close();
+                }
+            }
+            _ => {
+                tracing::info!(peer = self.id, remote = %conn.remote, state = %self.fsm.state(), "refusing colliding connection");
+                let msg = Message::Notification(collision_cease());
+                let _ = conn.write_message(&msg, &CodecContext::default()).await;
+                conn.close();
+            }
+        }
+    }
+
+    /// Makes `conn` the FSM's connection, with the peer's OPEN if it was read already.
+    async fn adopt(&mut self, conn: Conn, open: Option<Open>) {
+        if self.fsm.state() == State::Idle {
+            self.dispatch(Event::AutomaticStart).await;
+        }
+        self.connecting = None;
+        if let Some(old) = self.conn.replace(conn) {
+            old.close();
+        }
+        self.dispatch(Event::TcpConnectionConfirmed).await;
+        if let Some(open) = open {
+            self.dispatch(Event::BgpOpen(open)).await;
+        }
+        self.process_frames().await;
+    }
+
+    async fn on_pending_read(&mut self, res: io::Result<usize>) {
+        if !matches!(res, Ok(n) if n > 0) {
+            if let Some(p) = self.pending.take() {
+                p.close();
+            }
+            return;
+        }
+        let Some(p) = self.pending.as_mut() else {
+            return;
+        };
+        let ctx = CodecContext::default();
+        let frame = match wire::frame_len(&p.buf, &ctx) {
+            Ok(None) => return,
+            Ok(Some(n)) => p.buf.split_to(n).freeze(),
+            Err(e) => {
+                let _ = p
+                    .write_message(&Message::Notification(e.notification()), &ctx)
+                    .await;
+                if let Some(p) = self.pending.take() {
+                    p.close();
+                }
+                return;
+            }
+        };
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        match decode_guarded(&frame, &ctx) {
+            Ok(Message::Open(open)) => self.resolve_collision(pending, open).await,
+            _ => pending.close(),
+        }
+    }
+
+    /// Both connections have the peer's OPEN in hand (or the first one is gone): keep one.
+    async fn resolve_collision(&mut self, mut pending: Conn, open: Open) {
+        match (self.fsm.state(), self.conn.as_ref()) {
+            (State::OpenSent | State::OpenConfirm, Some(conn)) => {
+                let keep_pending = pending.dir == conn.dir
+                    || collision_winner(
+                        self.config.router_id,
+                        open.bgp_identifier,
+                        self.config.local_as,
+                        open.asn(),
+                    ) == pending.dir;
+                tracing::info!(
+                    peer = self.id,
+                    kept = ?if keep_pending { pending.dir } else { conn.dir },
+                    "connection collision resolved"
+                );
+                if keep_pending {
+                    self.dispatch(Event::OpenCollisionDump).await;
+                    self.adopt(pending, Some(open)).await;
+                } else {
+                    let msg = Message::Notification(collision_cease());
+                    let _ = pending.write_message(&msg, &CodecContext::default()).await;
+                    pending.close();
+                }
+            }
+            (State::Idle | State::Connect | State::Active, _) if self.fsm.is_started() => {
+                self.adopt(pending, Some(open)).await
+            }
+            _ => {
+                let msg = Message::Notification(collision_cease());
+                let _ = pending.write_message(&msg, &CodecContext::default()).await;
+                pending.close();
+            }
+        }
+    }
+
+    /// After each event: if the FSM lost its connection while a colliding one waits, continue
+    /// on that one.
+    async fn settle(&mut self) {
+        let waiting = matches!(self.fsm.state(), State::Connect | State::Active)
+            || (self.fsm.state() == State::Idle && self.fsm.is_started());
+        if self.conn.is_none()
+            && waiting
+            && let Some(pending) = self.pending.take()
+        {
+            self.adopt(pending, None).await;
+        }
+    }
+
+    async fn stop(&mut self, notification: Option<Notification>) {
+        self.dispatch(Event::ManualStop(notification)).await;
+        if let Some(p) = self.pending.take() {
+            p.close();
+        }
+    }
+}

@@ -1,0 +1,528 @@
+//! The speaker: one task that owns the RIB and every session, applies configuration, and serves
+//! requests from the API. Sessions talk to it through events; it talks back with encoded UPDATEs.
+//!
+//! Single owner, no locks around the RIB: a session event is applied to the RIB, the resulting
+//! exports are encoded once per update group and handed to each member's session queue.
+
+mod handle;
+mod peers;
+
+pub use handle::{
+    PeerStatus, ReloadSummary, RouteChange, RouteInfo, SpeakerGone, SpeakerHandle, SpeakerInfo,
+};
+
+use crate::config::{Config, NextHop};
+use crate::fsm::State;
+use crate::rib::{Export, LocalConfig, NextHopMode, PeerInfo, Rib, RouteView};
+use crate::session::{self, PeerConfig, PeerId, SessionEvent};
+use crate::transport::Listener;
+use crate::wire::{self, Family, Message, Notification, Prefix, Update, notif};
+use bytes::Bytes;
+use handle::Request;
+use peers::PeerSlot;
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{broadcast, mpsc};
+use tracing::{debug, info, warn};
+
+/// Why the speaker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SpeakerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: crate::transport::TransportError,
+    },
+}
+
+/// Where inbound connections for a configured peer go; shared with the listener.
+type Dispatch = Arc<RwLock<HashMap<IpAddr, session::SessionHandle>>>;
+
+/// The speaker task's state.
+pub struct Speaker {
+    config: Config,
+    rib: Rib,
+    peers: HashMap<PeerId, PeerSlot>,
+    by_addr: HashMap<IpAddr, PeerId>,
+    next_id: PeerId,
+    originated: BTreeSet<Prefix>,
+    events_tx: mpsc::Sender<SessionEvent>,
+    changes: broadcast::Sender<RouteChange>,
+    dispatch: Dispatch,
+    listener: Option<Arc<Listener>>,
+    started_at: SystemTime,
+}
+
+impl Speaker {
+    /// Starts the speaker: binds the BGP listener, starts a session per neighbour, originates
+    /// the configured prefixes. Returns the handle and the task to await.
+    pub async fn start(
+        config: Config,
+    ) -> Result<(SpeakerHandle, tokio::task::JoinHandle<()>), SpeakerError> {
+        let (events_tx, events_rx) = mpsc::channel(4096);
+        let (req_tx, req_rx) = mpsc::channel(256);
+        let (changes, _) = broadcast::channel(65536);
+        let dispatch: Dispatch = Arc::default();
+        let listener = if config.listen_port != 0 {
+            let addr = SocketAddr::new(config.listen_address, config.listen_port);
+            let l = Arc::new(
+                Listener::bind(addr).map_err(|source| SpeakerError::Listen { addr, source })?,
+            );
+            let d = dispatch.clone();
+            let serving = l.clone();
+            tokio::spawn(async move {
+                serving
+                    .serve(move |remote: SocketAddr| {
+                        let handle = d.read().ok()?.get(&remote.ip()).cloned()?;
+                        Some(move |stream| handle.accept(stream))
+                    })
+                    .await
+            });
+            info!(%addr, "listening for BGP connections");
+            Some(l)
+        } else {
+            None
+        };
+        let rib = Rib::new(LocalConfig {
+            asn: config.asn(),
+            router_id: config.router_id(),
+            cluster_id: config.cluster_id(),
+        });
+        let mut speaker = Speaker {
+            rib,
+            peers: HashMap::new(),
+            by_addr: HashMap::new(),
+            next_id: 1,
+            originated: BTreeSet::new(),
+            events_tx,
+            changes,
+            dispatch,
+            listener,
+            started_at: SystemTime::now(),
+            config: config.clone(),
+        };
+        for n in &config.neighbors {
+            speaker.add_peer(n.clone());
+        }
+        let prefixes = config.originated();
+        speaker.originate(&prefixes).await;
+        let task = tokio::spawn(speaker.run(events_rx, req_rx));
+        Ok((SpeakerHandle { tx: req_tx }, task))
+    }
+
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<SessionEvent>,
+        mut requests: mpsc::Receiver<Request>,
+    ) {
+        loop {
+            tokio::select! {
+                biased;
+                req = requests.recv() => match req {
+                    Some(Request::Shutdown { reply }) => {
+                        self.shutdown().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(req) => self.serve(req).await,
+                    None => { self.shutdown().await; return; }
+                },
+                ev = events.recv() => match ev {
+                    Some(ev) => self.on_event(ev).await,
+                    None => return,
+                },
+            }
+        }
+    }
+
+    fn peer_config(&self, n: &crate::config::Neighbor) -> PeerConfig {
+        PeerConfig {
+            address: *n.address.get_ref(),
+            port: n.port,
+            local_as: self.config.asn(),
+            remote_as: n.asn,
+            router_id: self.config.router_id(),
+            hold_time: *n.hold_time.get_ref(),
+            connect_retry: Duration::from_secs(u64::from(*n.connect_retry.get_ref())),
+            passive: n.passive,
+            password: n.password.clone(),
+            ttl_security: n.ttl_security.as_ref().map(|v| *v.get_ref()),
+            multihop: n.multihop.as_ref().map(|v| *v.get_ref()),
+            source_address: n.source_address,
+            families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
+            description: n.description.clone(),
+        }
+    }
+
+    fn add_peer(&mut self, n: crate::config::Neighbor) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let addr = *n.address.get_ref();
+        if let Some(l) = &self.listener {
+            if let Err(e) = l.set_md5(addr, n.password.as_deref()) {
+                warn!(peer = %addr, error = %e, "cannot set the TCP-MD5 key on the listener");
+            }
+        }
+        let handle = session::spawn(id, self.peer_config(&n), self.events_tx.clone());
+        if let Ok(mut d) = self.dispatch.write() {
+            d.insert(addr, handle.clone());
+        }
+        info!(peer = %addr, asn = n.asn, "neighbor configured");
+        self.by_addr.insert(addr, id);
+        self.peers
+            .insert(id, PeerSlot::new(n, handle, self.config.asn()));
+    }
+
+    async fn remove_peer(&mut self, id: PeerId, subcode: u8) {
+        let Some(slot) = self.peers.remove(&id) else {
+            return;
+        };
+        let addr = slot.address();
+        self.by_addr.remove(&addr);
+        if let Ok(mut d) = self.dispatch.write() {
+            d.remove(&addr);
+        }
+        if let Some(l) = &self.listener {
+            let _ = l.set_md5(addr, None);
+        }
+        slot.handle
+            .shutdown(Some(Notification::new(notif::CEASE, subcode, Bytes::new())))
+            .await;
+        let exports = self.rib.peer_down(id);
+        self.send_exports(exports).await;
+        self.publish_changes();
+        info!(peer = %addr, "neighbor removed");
+    }
+
+    async fn on_event(&mut self, ev: SessionEvent) {
+        match ev {
+            SessionEvent::StateChanged {
+                peer,
+                state,
+                last_error,
+            } => {
+                if let Some(slot) = self.peers.get_mut(&peer) {
+                    slot.set_state(state, last_error);
+                }
+            }
+            SessionEvent::Established {
+                peer,
+                negotiated,
+                ctx,
+                local_addr,
+                remote_addr,
+            } => {
+                let Some(slot) = self.peers.get_mut(&peer) else {
+                    return;
+                };
+                info!(peer = %remote_addr, router_id = %negotiated.peer_router_id, "session established");
+                slot.set_state(State::Established, None);
+                slot.router_id = Some(negotiated.peer_router_id);
+                slot.hold_time = negotiated.hold_time;
+                slot.local_port = Some(local_addr.port());
+                let families = negotiated.families.clone();
+                let info = PeerInfo {
+                    address: remote_addr.ip(),
+                    asn: negotiated.peer_asn,
+                    rr_client: slot.neighbor.route_reflector_client,
+                    next_hop: match slot.neighbor.next_hop {
+                        None => NextHopMode::Auto,
+                        Some(NextHop::SelfAddr) => NextHopMode::SelfAddr,
+                        Some(NextHop::Keep) => NextHopMode::Keep,
+                    },
+                    families: families.clone(),
+                    local_address: local_addr.ip(),
+                    router_id: negotiated.peer_router_id,
+                    ctx,
+                };
+                let exports = self.rib.peer_up(peer, info);
+                self.send_exports(exports).await;
+                // End-of-RIB (RFC 4724 §2) once the initial table is sent.
+                for f in families {
+                    if let Ok(b) = Message::Update(Update::end_of_rib(f)).to_bytes(&ctx) {
+                        self.send_to(peer, b).await;
+                    }
+                }
+                self.publish_changes();
+            }
+            SessionEvent::Update { peer, update } => {
+                if let Some(slot) = self.peers.get_mut(&peer) {
+                    slot.updates_received += 1;
+                }
+                if let Some(family) = update.end_of_rib_family() {
+                    debug!(peer, %family, "End-of-RIB received");
+                    return;
+                }
+                if let Some(reason) = &update.treat_as_withdraw {
+                    warn!(peer, reason = %reason, "malformed UPDATE treated as withdraw (RFC 7606)");
+                }
+                for d in &update.discarded {
+                    warn!(peer, attribute = %d, "malformed attribute discarded (RFC 7606)");
+                }
+                let exports = self.rib.apply_update(peer, &update);
+                self.send_exports(exports).await;
+                self.publish_changes();
+            }
+            SessionEvent::RouteRefresh { peer, refresh } => {
+                debug!(peer, ?refresh, "route refresh requested");
+                let exports = self.rib.refresh(peer);
+                self.send_exports(exports).await;
+            }
+            SessionEvent::Down { peer, reason } => {
+                if let Some(slot) = self.peers.get_mut(&peer) {
+                    info!(peer = %slot.address(), %reason, "session down");
+                    slot.router_id = None;
+                }
+                let exports = self.rib.peer_down(peer);
+                self.send_exports(exports).await;
+                self.publish_changes();
+            }
+        }
+    }
+
+    async fn send_to(&mut self, peer: PeerId, bytes: Bytes) {
+        if let Some(slot) = self.peers.get_mut(&peer) {
+            if slot.handle.send(bytes).await.is_ok() {
+                slot.updates_sent += 1;
+            }
+        }
+    }
+
+    /// Encodes each export once and queues the same bytes on every recipient's session.
+    async fn send_exports(&mut self, exports: Vec<Export>) {
+        for ex in exports {
+            let mut messages: Vec<Bytes> = Vec::new();
+            for (family, prefixes) in &ex.withdraw {
+                match wire::pack_withdrawals(*family, prefixes, &ex.ctx) {
+                    Ok(m) => messages.extend(m),
+                    Err(e) => warn!(error = %e, "cannot encode withdrawals"),
+                }
+            }
+            for (attrs, next_hop, family, prefixes) in &ex.announce {
+                match wire::pack_announcements(attrs, next_hop, *family, prefixes, &ex.ctx) {
+                    Ok(m) => messages.extend(m),
+                    Err(e) => warn!(error = %e, "cannot encode announcements"),
+                }
+            }
+            for peer in &ex.peers {
+                for m in &messages {
+                    self.send_to(*peer, m.clone()).await;
+                }
+            }
+        }
+    }
+
+    /// Drains the RIB's best-path changes to the watchers.
+    fn publish_changes(&mut self) {
+        let changes = self.rib.take_best_changes();
+        if self.changes.receiver_count() == 0 {
+            return;
+        }
+        for c in changes {
+            let route = c.route.map(|v| self.route_info(v));
+            let _ = self.changes.send(RouteChange {
+                prefix: c.prefix,
+                route,
+            });
+        }
+    }
+
+    fn route_info(&self, v: RouteView) -> RouteInfo {
+        let peer = v
+            .peer
+            .and_then(|id| self.peers.get(&id))
+            .map(|s| (s.address(), s.neighbor.asn));
+        RouteInfo {
+            prefix: v.prefix,
+            next_hop: v.next_hop,
+            attrs: v.attrs,
+            peer,
+            best: v.best,
+        }
+    }
+
+    async fn originate(&mut self, prefixes: &[Prefix]) {
+        for p in prefixes {
+            let p = p.trunc();
+            if self.originated.insert(p) {
+                let exports = self.rib.originate(p, None);
+                self.send_exports(exports).await;
+            }
+        }
+        self.publish_changes();
+    }
+
+    async fn withdraw(&mut self, prefixes: &[Prefix]) {
+        for p in prefixes {
+            let p = p.trunc();
+            if self.originated.remove(&p) {
+                let exports = self.rib.withdraw_local(p);
+                self.send_exports(exports).await;
+            }
+        }
+        self.publish_changes();
+    }
+
+    async fn serve(&mut self, req: Request) {
+        match req {
+            Request::Info(reply) => {
+                let _ = reply.send(SpeakerInfo {
+                    router_id: self.config.router_id(),
+                    asn: self.config.asn(),
+                    cluster_id: self.config.cluster_id(),
+                    started_at: self.started_at,
+                    listen_port: self.config.listen_port,
+                });
+            }
+            Request::Peers(reply) => {
+                let mut out: Vec<PeerStatus> = self
+                    .peers
+                    .iter()
+                    .map(|(id, slot)| slot.status(self.rib.counters(*id)))
+                    .collect();
+                out.sort_by_key(|p| p.address);
+                let _ = reply.send(out);
+            }
+            Request::Routes { family, all, reply } => {
+                let _ = reply.send(self.routes(family, all));
+            }
+            Request::Watch { family, reply } => {
+                let rx = self.changes.subscribe();
+                let _ = reply.send((self.routes(family, false), rx));
+            }
+            Request::Originate { prefixes, reply } => {
+                self.originate(&prefixes).await;
+                let _ = reply.send(());
+            }
+            Request::Withdraw { prefixes, reply } => {
+                self.withdraw(&prefixes).await;
+                let _ = reply.send(());
+            }
+            Request::SetOriginated { prefixes, reply } => {
+                let wanted: BTreeSet<Prefix> = prefixes.iter().map(|p| p.trunc()).collect();
+                let gone: Vec<Prefix> = self.originated.difference(&wanted).copied().collect();
+                let new: Vec<Prefix> = wanted.difference(&self.originated).copied().collect();
+                self.withdraw(&gone).await;
+                self.originate(&new).await;
+                let _ = reply.send(());
+            }
+            Request::Reload { config, reply } => {
+                let summary = self.reload(*config).await;
+                let _ = reply.send(summary);
+            }
+            Request::Shutdown { .. } => unreachable!("handled in run"),
+        }
+    }
+
+    fn routes(&self, family: Option<Family>, all: bool) -> Vec<RouteInfo> {
+        let families = match family {
+            Some(f) => vec![f],
+            None => vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
+        };
+        let mut out = Vec::new();
+        for f in families {
+            if all {
+                out.extend(self.rib.iter_paths(f).map(|v| self.route_info(v)));
+            } else {
+                out.extend(self.rib.iter_best(f).map(|v| self.route_info(v)));
+            }
+        }
+        out.sort_by(|a, b| a.prefix.cmp(&b.prefix).then(b.best.cmp(&a.best)));
+        out
+    }
+
+    /// Applies a new configuration: sessions whose settings did not change are left alone.
+    async fn reload(&mut self, new: Config) -> ReloadSummary {
+        let mut summary = ReloadSummary::default();
+        let identity_changed = new.router_id() != self.config.router_id()
+            || new.asn() != self.config.asn()
+            || new.cluster_id() != self.config.cluster_id();
+        if identity_changed {
+            warn!("router-id, asn or cluster-id changed: every session restarts");
+            let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+            for id in ids {
+                if let Some(s) = self.peers.get(&id) {
+                    summary.restarted.push(s.address());
+                }
+                self.remove_peer(id, notif::OTHER_CONFIGURATION_CHANGE)
+                    .await;
+            }
+            self.rib = Rib::new(LocalConfig {
+                asn: new.asn(),
+                router_id: new.router_id(),
+                cluster_id: new.cluster_id(),
+            });
+            let originated: Vec<Prefix> =
+                std::mem::take(&mut self.originated).into_iter().collect();
+            self.config = new.clone();
+            for n in &new.neighbors {
+                self.add_peer(n.clone());
+            }
+            self.originate(&originated).await;
+        } else {
+            let wanted: HashMap<IpAddr, &crate::config::Neighbor> = new
+                .neighbors
+                .iter()
+                .map(|n| (*n.address.get_ref(), n))
+                .collect();
+            let current: Vec<(PeerId, IpAddr)> = self
+                .peers
+                .iter()
+                .map(|(id, s)| (*id, s.address()))
+                .collect();
+            for (id, addr) in current {
+                match wanted.get(&addr) {
+                    None => {
+                        self.remove_peer(id, notif::PEER_DECONFIGURED).await;
+                        summary.removed.push(addr);
+                    }
+                    Some(n) if !self.peers[&id].same_settings(n) => {
+                        self.remove_peer(id, notif::OTHER_CONFIGURATION_CHANGE)
+                            .await;
+                        self.add_peer((*n).clone());
+                        summary.restarted.push(addr);
+                    }
+                    Some(_) => summary.unchanged += 1,
+                }
+            }
+            for n in &new.neighbors {
+                let addr = *n.address.get_ref();
+                if !self.by_addr.contains_key(&addr) {
+                    self.add_peer(n.clone());
+                    summary.added.push(addr);
+                }
+            }
+            self.config = new;
+        }
+        // Originated prefixes follow the file; those added over the API stay.
+        let file: BTreeSet<Prefix> = self.config.originated().into_iter().collect();
+        let add: Vec<Prefix> = file.difference(&self.originated).copied().collect();
+        self.originate(&add).await;
+        info!(
+            added = summary.added.len(),
+            removed = summary.removed.len(),
+            restarted = summary.restarted.len(),
+            unchanged = summary.unchanged,
+            "configuration reloaded"
+        );
+        summary
+    }
+
+    async fn shutdown(&mut self) {
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            if let Some(slot) = self.peers.remove(&id) {
+                slot.handle
+                    .shutdown(Some(Notification::new(
+                        notif::CEASE,
+                        notif::ADMINISTRATIVE_SHUTDOWN,
+                        Bytes::new(),
+                    )))
+                    .await;
+            }
+        }
+        info!("all sessions closed");
+    }
+}

@@ -1,0 +1,95 @@
+//! The speaker's record of one configured peer: its settings, session handle and status.
+
+use super::handle::PeerStatus;
+use crate::config::{Neighbor, PeerType};
+use crate::fsm::State;
+use crate::rib::PeerCounters;
+use crate::session::SessionHandle;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::SystemTime;
+
+pub(crate) struct PeerSlot {
+    pub neighbor: Neighbor,
+    pub handle: SessionHandle,
+    pub peer_type: PeerType,
+    pub state: State,
+    pub since: SystemTime,
+    pub last_error: Option<String>,
+    pub router_id: Option<Ipv4Addr>,
+    pub hold_time: u16,
+    pub local_port: Option<u16>,
+    pub updates_received: u64,
+    pub updates_sent: u64,
+}
+
+impl PeerSlot {
+    pub fn new(neighbor: Neighbor, handle: SessionHandle, local_asn: u32) -> PeerSlot {
+        PeerSlot {
+            peer_type: neighbor.peer_type(local_asn),
+            hold_time: *neighbor.hold_time.get_ref(),
+            neighbor,
+            handle,
+            state: State::Idle,
+            since: SystemTime::now(),
+            last_error: None,
+            router_id: None,
+            local_port: None,
+            updates_received: 0,
+            updates_sent: 0,
+        }
+    }
+
+    pub fn address(&self) -> IpAddr {
+        *self.neighbor.address.get_ref()
+    }
+
+    /// Records a state change; `since` moves only when the state really changes.
+    pub fn set_state(&mut self, state: State, last_error: Option<String>) {
+        if state != self.state {
+            self.state = state;
+            self.since = SystemTime::now();
+        }
+        if last_error.is_some() {
+            self.last_error = last_error;
+        }
+    }
+
+    /// Whether a reload with `n` can leave this session untouched.
+    pub fn same_settings(&self, n: &Neighbor) -> bool {
+        // Spans differ when lines move; compare values only.
+        let strip = |n: &Neighbor| {
+            let mut n = n.clone();
+            n.address = toml::Spanned::new(0..0, *n.address.get_ref());
+            n.hold_time = toml::Spanned::new(0..0, *n.hold_time.get_ref());
+            n.connect_retry = toml::Spanned::new(0..0, *n.connect_retry.get_ref());
+            n.multihop = n.multihop.map(|v| toml::Spanned::new(0..0, *v.get_ref()));
+            n.ttl_security = n
+                .ttl_security
+                .map(|v| toml::Spanned::new(0..0, *v.get_ref()));
+            n
+        };
+        strip(&self.neighbor) == strip(n)
+    }
+
+    pub fn status(&self, counters: PeerCounters) -> PeerStatus {
+        PeerStatus {
+            address: self.address(),
+            port: self.neighbor.port,
+            asn: self.neighbor.asn,
+            peer_type: self.peer_type,
+            state: self.state,
+            since: self.since,
+            last_error: self.last_error.clone(),
+            description: self.neighbor.description.clone(),
+            router_id: self.router_id,
+            hold_time: self.hold_time,
+            rr_client: self.neighbor.route_reflector_client,
+            prefixes_received: counters.received,
+            prefixes_accepted: counters.accepted,
+            prefixes_advertised: counters.advertised,
+            updates_received: self.updates_received,
+            updates_sent: self.updates_sent,
+            local_port: self.local_port,
+        }
+    }
+}
