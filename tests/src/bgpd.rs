@@ -1,8 +1,10 @@
 //! The margay-bgpd driver: render its TOML config, run it in a namespace, ask it over its gRPC
 //! unix socket (`margay.bgp.v1.Bgp`).
 //!
-//! The driver is synchronous (tests poll with [`wait_for`]); each call runs on a private
-//! current-thread tokio runtime and opens a fresh connection to the socket.
+//! The driver is synchronous (tests poll with [`wait_for`]); each call runs on its own
+//! current-thread tokio runtime and opens a fresh connection to the socket. The runtime ends
+//! with the call, which closes the connection: an idle client connection left open would hold
+//! up the daemon's graceful shutdown on SIGTERM.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -236,7 +238,6 @@ pub struct Bgpd {
     name: String,
     config: BgpdConfig,
     process: Process,
-    rt: tokio::runtime::Runtime,
 }
 
 impl Bgpd {
@@ -257,15 +258,10 @@ impl Bgpd {
             ["--config".as_ref(), conf_path.as_os_str()],
             lab.dir(),
         )?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(LabError::io("building the gRPC client runtime"))?;
         let mut bgpd = Bgpd {
             name: name.to_string(),
             config,
             process,
-            rt,
         };
         bgpd.wait_ready(&conf_path)?;
         Ok(bgpd)
@@ -335,7 +331,11 @@ impl Bgpd {
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let socket = self.config.socket.clone();
-        self.rt.block_on(async {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(LabError::io("building the gRPC client runtime"))?;
+        rt.block_on(async {
             let channel = connect_unix(&socket).await?;
             f(BgpClient::new(channel))
                 .await
