@@ -17,7 +17,7 @@ use crate::bgpd::Bgpd;
 use crate::bird::Bird;
 use crate::lab::{Lab, LabSwitch};
 use crate::netns::Netns;
-use crate::process::{HasLogs, wait_for};
+use crate::process::wait_for;
 
 /// The lab while this process owns it.
 #[derive(Debug)]
@@ -183,18 +183,15 @@ impl Cluster {
     }
 
     /// Waits until every session is Established and every block is everywhere it should be;
-    /// on timeout the error lists what is still missing, with the daemons' log tails.
+    /// on timeout the error lists what is still missing (the daemons' logs stay in the lab
+    /// directory, which `up` keeps after a failure).
     pub fn wait_converged(&mut self, timeout: Duration) -> Result<Health, LabCtlError> {
         let state = self.state();
-        let mut logs: Vec<&dyn HasLogs> = self.nodes.iter().map(|b| b as &dyn HasLogs).collect();
-        if let Some(t) = &self.tor {
-            logs.push(t);
-        }
         let what = format!(
             "{} BGP sessions Established and every block at every node and the ToR",
             self.plan.session_count()
         );
-        let h = wait_for(&what, timeout, &logs, || {
+        let h = wait_for(&what, timeout, &[], || {
             if interrupted() {
                 return Ok(None);
             }
