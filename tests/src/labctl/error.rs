@@ -15,7 +15,7 @@ pub enum LabCtlError {
     #[error("state file {path}: {message}")]
     State { path: PathBuf, message: String },
     /// `up --keep` while a kept lab is still recorded.
-    #[error("a lab is already running (tag {tag}, state in {path}); run `margay-lab down` first")]
+    #[error("a lab is already running (lab {tag}, state in {path}); run `margay-lab down` first")]
     AlreadyRunning { tag: String, path: PathBuf },
     /// SIGINT or SIGTERM arrived; what was built has been removed.
     #[error("interrupted")]
