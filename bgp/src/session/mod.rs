@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub type PeerId = u32;
 
 /// How many encoded messages may wait for one peer's socket before `send` waits.
-const OUTBOUND_QUEUE: usize = 4096;
+const OUTBOUND_QUEUE: usize = 1024;
 
 /// What a session tells the speaker. On the way up `Established` comes before the
 /// `StateChanged` to Established; on the way down `Down` comes before the `StateChanged` that

@@ -37,6 +37,11 @@ pub enum SpeakerError {
     },
 }
 
+/// Session events (mostly decoded UPDATEs) waiting for the speaker.
+const EVENT_QUEUE: usize = 64;
+/// Best-path changes a watcher may fall behind by before it must watch again.
+const WATCH_QUEUE: usize = 16384;
+
 /// Where inbound connections for a configured peer go; shared with the listener.
 type Dispatch = Arc<RwLock<HashMap<IpAddr, session::SessionHandle>>>;
 
@@ -61,9 +66,11 @@ impl Speaker {
     pub async fn start(
         config: Config,
     ) -> Result<(SpeakerHandle, tokio::task::JoinHandle<()>), SpeakerError> {
-        let (events_tx, events_rx) = mpsc::channel(4096);
+        // Few decoded UPDATEs wait for the speaker: a reader that gets ahead is held back by TCP
+        // flow control instead of by our memory (sessions keep their keepalives going meanwhile).
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let (req_tx, req_rx) = mpsc::channel(256);
-        let (changes, _) = broadcast::channel(65536);
+        let (changes, _) = broadcast::channel(WATCH_QUEUE);
         let dispatch: Dispatch = Arc::default();
         let listener = if config.listen_port != 0 {
             let addr = SocketAddr::new(config.listen_address, config.listen_port);
@@ -316,10 +323,12 @@ impl Speaker {
 
     /// Drains the RIB's best-path changes to the watchers.
     fn publish_changes(&mut self) {
-        let changes = self.rib.take_best_changes();
         if self.changes.receiver_count() == 0 {
+            // Nobody watches: stop collecting changes until somebody does.
+            self.rib.set_track_best_changes(false);
             return;
         }
+        let changes = self.rib.take_best_changes();
         for c in changes {
             let route = c.route.map(|v| self.route_info(v));
             let _ = self.changes.send(RouteChange {
@@ -389,6 +398,7 @@ impl Speaker {
                 let _ = reply.send(self.routes(family, all));
             }
             Request::Watch { family, reply } => {
+                self.rib.set_track_best_changes(true);
                 let rx = self.changes.subscribe();
                 let _ = reply.send((self.routes(family, false), rx));
             }
