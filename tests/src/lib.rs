@@ -3,7 +3,9 @@
 //! A test builds its topology from a [`Lab`]: namespaces ([`Netns`]) joined by veth pairs or a
 //! switch (a bridge in its own namespace), processes started inside them ([`Process`]), and the
 //! drivers for the daemons under test ([`Bird`], [`Bgpd`]). Everything is removed on drop, also
-//! when the test panics; a failing test keeps its logs directory and says where it is.
+//! when the test panics; a failing test keeps its logs directory and says where it is. Each
+//! guard also has an `into_kept` that lets its part outlive it, for [`labctl`] (the
+//! `margay-lab` command), which can leave a lab running.
 
 pub mod bgpd;
 pub mod bird;
