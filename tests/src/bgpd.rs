@@ -1,8 +1,10 @@
 //! The margay-bgpd driver: render its TOML config, run it in a namespace, ask it over its gRPC
 //! unix socket (`margay.bgp.v1.Bgp`).
 //!
-//! The driver is synchronous (tests poll with [`wait_for`]); each call runs on a private
-//! current-thread tokio runtime and opens a fresh connection to the socket.
+//! The driver is synchronous (tests poll with [`wait_for`]); each call runs on its own
+//! current-thread tokio runtime and opens a fresh connection to the socket. The runtime ends
+//! with the call, which closes the connection: an idle client connection left open would hold
+//! up the daemon's graceful shutdown on SIGTERM.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -38,6 +40,23 @@ pub enum NextHopMode {
     Keep,
 }
 
+/// How a neighbour is labelled in `margayctl node status` (the daemon's `type` key; by default
+/// the daemon derives it from the session).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BgpdPeerType {
+    /// `node-to-node mesh`
+    Mesh,
+    /// `global`
+    Global,
+    /// `node specific`
+    NodeSpecific,
+    /// `route reflector client`
+    RouteReflectorClient,
+    /// `route reflector`: a reflector this node is a client of
+    RouteReflector,
+}
+
 /// One `[[neighbors]]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -56,6 +75,8 @@ pub struct BgpdNeighbor {
     pub connect_retry: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub peer_type: Option<BgpdPeerType>,
 }
 
 impl BgpdNeighbor {
@@ -72,6 +93,7 @@ impl BgpdNeighbor {
             hold_time: 9,
             connect_retry: 1,
             description: None,
+            peer_type: None,
         }
     }
 
@@ -102,6 +124,12 @@ impl BgpdNeighbor {
     /// Sets the description.
     pub fn description(mut self, text: &str) -> Self {
         self.description = Some(text.to_string());
+        self
+    }
+
+    /// Sets the label `margayctl node status` shows for this neighbour.
+    pub fn peer_type(mut self, t: BgpdPeerType) -> Self {
+        self.peer_type = Some(t);
         self
     }
 }
@@ -168,6 +196,17 @@ impl BgpdConfig {
 /// Where margay-bgpd is: `$MARGAY_BIN_DIR/margay-bgpd`, else next to the cargo target dir of
 /// the running test binary (`target/debug/deps/x` → `target/debug/margay-bgpd`).
 pub fn bgpd_binary() -> Result<PathBuf> {
+    margay_binary(
+        "margay-bgpd",
+        "`cargo build -p margay-bgp --bin margay-bgpd`, or `cargo test --workspace --all-targets` \
+         builds it",
+    )
+}
+
+/// Where margay's binary `name` is: `$MARGAY_BIN_DIR/NAME`, else in the cargo target dir of the
+/// running binary (a test in `target/debug/deps/` or a binary such as `margay-lab` in
+/// `target/debug/`). `build` says how to build it, for the error.
+pub fn margay_binary(name: &str, build: &str) -> Result<PathBuf> {
     let dir = match std::env::var_os(BIN_DIR_ENV) {
         Some(d) => PathBuf::from(d),
         None => {
@@ -179,17 +218,15 @@ pub fn bgpd_binary() -> Result<PathBuf> {
             dir
         }
     };
-    let path = dir.join("margay-bgpd");
+    let path = dir.join(name);
     if path.is_file() {
         Ok(path)
     } else {
         Err(LabError::MissingBinary {
-            what: "margay-bgpd".into(),
+            what: name.into(),
             path,
             hint: format!(
-                "build it first (`cargo build -p margay-bgp --bin margay-bgpd`, or \
-                 `cargo test --workspace --all-targets` builds it) or point {BIN_DIR_ENV} at \
-                 the directory holding it"
+                "build it first ({build}) or point {BIN_DIR_ENV} at the directory holding it"
             ),
         })
     }
@@ -201,7 +238,6 @@ pub struct Bgpd {
     name: String,
     config: BgpdConfig,
     process: Process,
-    rt: tokio::runtime::Runtime,
 }
 
 impl Bgpd {
@@ -222,15 +258,10 @@ impl Bgpd {
             ["--config".as_ref(), conf_path.as_os_str()],
             lab.dir(),
         )?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(LabError::io("building the gRPC client runtime"))?;
         let mut bgpd = Bgpd {
             name: name.to_string(),
             config,
             process,
-            rt,
         };
         bgpd.wait_ready(&conf_path)?;
         Ok(bgpd)
@@ -289,13 +320,22 @@ impl Bgpd {
         self.process.stop();
     }
 
+    /// Lets the daemon outlive this guard (see [`Process::into_kept`]); returns its PID.
+    pub fn into_kept(self) -> u32 {
+        self.process.into_kept()
+    }
+
     fn call<T, F, Fut>(&self, call: &str, f: F) -> Result<T>
     where
         F: FnOnce(BgpClient<Channel>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let socket = self.config.socket.clone();
-        self.rt.block_on(async {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(LabError::io("building the gRPC client runtime"))?;
+        rt.block_on(async {
             let channel = connect_unix(&socket).await?;
             f(BgpClient::new(channel))
                 .await

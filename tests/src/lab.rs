@@ -58,6 +58,15 @@ impl Lab {
             .unwrap_or(Path::new("/tmp"))
     }
 
+    /// Lets the lab's directory outlive this guard (it is otherwise removed on drop); returns
+    /// its path.
+    pub fn into_kept(mut self) -> PathBuf {
+        match self.dir.take() {
+            Some(dir) => dir.keep(),
+            None => PathBuf::from("/tmp"),
+        }
+    }
+
     /// The namespace name for `role`: `mg` + tag + role, at most 15 characters.
     pub fn name(&self, role: &str) -> Result<String> {
         let name = format!("mg{}{role}", self.tag);
@@ -236,5 +245,10 @@ impl LabSwitch {
     /// The underlying switch namespace.
     pub fn switch(&self) -> &Switch {
         &self.switch
+    }
+
+    /// Lets the switch outlive this guard (see [`Netns::into_kept`]); returns its namespace.
+    pub fn into_kept(self) -> String {
+        self.switch.into_kept()
     }
 }

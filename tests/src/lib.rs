@@ -3,16 +3,21 @@
 //! A test builds its topology from a [`Lab`]: namespaces ([`Netns`]) joined by veth pairs or a
 //! switch (a bridge in its own namespace), processes started inside them ([`Process`]), and the
 //! drivers for the daemons under test ([`Bird`], [`Bgpd`]). Everything is removed on drop, also
-//! when the test panics; a failing test keeps its logs directory and says where it is.
+//! when the test panics; a failing test keeps its logs directory and says where it is. Each
+//! guard also has an `into_kept` that lets its part outlive it, for [`labctl`] (the
+//! `margay-lab` command), which can leave a lab running.
 
 pub mod bgpd;
 pub mod bird;
 pub mod error;
 pub mod lab;
+pub mod labctl;
 pub mod netns;
 pub mod process;
 
-pub use bgpd::{Bgpd, BgpdConfig, BgpdNeighbor, NextHopMode, bgpd_binary};
+pub use bgpd::{
+    Bgpd, BgpdConfig, BgpdNeighbor, BgpdPeerType, NextHopMode, bgpd_binary, margay_binary,
+};
 pub use bird::{Bird, BirdConfig, BirdNeighbor, BirdProtocol, BirdRoute, Channel, ExportPolicy};
 pub use error::LabError;
 pub use lab::{Addrs, Lab, LabSwitch, LinkAddrs, Subnet, block4, block6};

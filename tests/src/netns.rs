@@ -83,6 +83,27 @@ impl Netns {
         Ok(ns)
     }
 
+    /// Takes charge of the existing namespace `name` (one a kept lab left behind): dropping the
+    /// guard ends the processes inside and deletes it, as for one we created.
+    pub fn adopt(name: &str) -> Result<Netns> {
+        require_root()?;
+        if !list_namespaces()?.iter().any(|n| n == name) {
+            return Err(LabError::Render(format!("no network namespace {name:?}")));
+        }
+        Ok(Netns {
+            name: name.to_string(),
+            next_if: AtomicU32::new(0),
+        })
+    }
+
+    /// Lets the namespace (and everything in it) outlive this guard; returns its name.
+    /// Remove it later with [`Netns::adopt`] and drop.
+    pub fn into_kept(self) -> String {
+        let mut kept = std::mem::ManuallyDrop::new(self);
+        tracing::debug!(netns = kept.name, "kept");
+        std::mem::take(&mut kept.name)
+    }
+
     /// The namespace's name, as `ip netns` knows it.
     pub fn name(&self) -> &str {
         &self.name
@@ -201,6 +222,11 @@ impl Switch {
     /// The switch's own namespace.
     pub fn netns(&self) -> &Netns {
         &self.ns
+    }
+
+    /// Lets the switch outlive this guard (see [`Netns::into_kept`]); returns its namespace.
+    pub fn into_kept(self) -> String {
+        self.ns.into_kept()
     }
 
     /// Plugs `host` into the segment with `addrs` on its side; returns the host's interface.

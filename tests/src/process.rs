@@ -126,6 +126,16 @@ impl Process {
         s
     }
 
+    /// Lets the process outlive this guard: dropping the guard no longer stops it, and nothing
+    /// here waits for it (when we exit, init reaps it). Returns its PID, the handle left to
+    /// stop it with. For a lab kept running after its command ends (`margay-lab up --keep`).
+    pub fn into_kept(mut self) -> u32 {
+        // Without a child, `stop` (and so `drop`) has nothing to do.
+        self.child = None;
+        tracing::debug!(name = self.name, pid = self.pid, "kept running");
+        self.pid
+    }
+
     /// Paths of its stdout and stderr logs.
     pub fn log_paths(&self) -> (&Path, &Path) {
         (&self.stdout, &self.stderr)

@@ -4,7 +4,6 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -19,17 +18,6 @@ const AS: u32 = 64512;
 
 fn v4(a: Ipv4Addr) -> IpAddr {
     IpAddr::V4(a)
-}
-
-/// A binary built next to margay-bgpd (same directory rules as the lab's drivers).
-fn sibling_binary(name: &str) -> PathBuf {
-    let bgpd = bgpd_binary().expect("margay-bgpd must be built before this suite runs");
-    let path = bgpd.with_file_name(name);
-    assert!(
-        path.is_file(),
-        "{name} not found at {path:?}: build the workspace first (cargo build --workspace)"
-    );
-    path
 }
 
 /// A BIRD peer `b` (iBGP, exporting its static routes) for margay `m` at `margay_addr`.
@@ -369,7 +357,7 @@ fn node_status_prints_the_peer_table() -> Result<()> {
     )?;
     bird.wait_established("m", UP)?;
     m.wait_established(v4(ab.ip4()), UP)?;
-    let ctl = sibling_binary("margayctl");
+    let ctl = margay_binary("margayctl", "cargo build -p margay-ctl")?;
     let socket = m.config().socket.clone();
     let out = wait_for(
         "node status to show the ToR's connection error",

@@ -131,6 +131,11 @@ impl Bird {
         &mut self.process
     }
 
+    /// Lets the daemon outlive this guard (see [`Process::into_kept`]); returns its PID.
+    pub fn into_kept(self) -> u32 {
+        self.process.into_kept()
+    }
+
     /// Runs `birdc -s SOCKET ARGS...` and returns its output.
     pub fn birdc(&self, args: &[&str]) -> Result<String> {
         birdc(&self.socket, args)

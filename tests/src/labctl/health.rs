@@ -1,0 +1,201 @@
+//! Whether a lab has converged: every configured session Established at both ends, every node
+//! holding every other node's block, the ToR holding every block. Asks the daemons themselves
+//! (margay-bgpd over gRPC, BIRD through birdc) and names everything that is missing.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+use ipnet::IpNet;
+use margay_proto::bgp::v1::bgp_client::BgpClient;
+use margay_proto::bgp::v1::{ListPeersRequest, ListRoutesRequest, Peer, Route};
+
+use super::state::LabState;
+use crate::bgpd::connect_unix;
+use crate::bird::{birdc, parse_protocols, parse_routes};
+use crate::{LabError, Result};
+
+/// What a probe of the whole lab found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// Session ends (a node's peer, a ToR protocol) that are Established.
+    pub established_ends: usize,
+    /// Session ends configured.
+    pub ends: usize,
+    /// Everything that is not as it should be, one line each, naming the daemon and the peer
+    /// or block.
+    pub problems: Vec<String>,
+}
+
+impl Health {
+    /// Nothing is missing.
+    pub fn converged(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// One line: the good news, or how many things are missing.
+    pub fn summary(&self, state: &LabState) -> String {
+        let n = state.nodes.len();
+        if self.converged() {
+            format!(
+                "all {} BGP sessions Established; every node holds the other {} node block(s), \
+                 the ToR all {}",
+                self.ends / 2,
+                n.saturating_sub(1),
+                state.blocks().len()
+            )
+        } else {
+            format!(
+                "not converged: {} of {} session ends Established; missing:\n  {}",
+                self.established_ends,
+                self.ends,
+                self.problems.join("\n  ")
+            )
+        }
+    }
+}
+
+/// A node's view from its margay-bgpd.
+struct NodeView {
+    peers: Vec<Peer>,
+    routes: Vec<Route>,
+}
+
+/// Asks one margay-bgpd for its peers and IPv4/IPv6 best paths.
+fn node_view(rt: &tokio::runtime::Runtime, socket: &Path) -> Result<NodeView> {
+    let rpc = |call: &str, status: tonic::Status| LabError::Rpc {
+        call: call.into(),
+        socket: socket.to_path_buf(),
+        status: Box::new(status),
+    };
+    rt.block_on(async {
+        let mut c = BgpClient::new(connect_unix(socket).await?);
+        let peers = c
+            .list_peers(ListPeersRequest {})
+            .await
+            .map_err(|s| rpc("ListPeers", s))?
+            .into_inner()
+            .peers;
+        let routes = c
+            .list_routes(ListRoutesRequest {
+                family: String::new(),
+                all: false,
+            })
+            .await
+            .map_err(|s| rpc("ListRoutes", s))?
+            .into_inner()
+            .routes;
+        Ok(NodeView { peers, routes })
+    })
+}
+
+/// Probes every daemon of the lab once.
+pub fn check(state: &LabState) -> Result<Health> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(LabError::io("building the gRPC client runtime"))?;
+    let names: HashMap<IpAddr, String> = state
+        .nodes
+        .iter()
+        .flat_map(|n| {
+            std::iter::once((IpAddr::V4(n.address4), n.name.clone()))
+                .chain(n.address6.map(|a| (IpAddr::V6(a), n.name.clone())))
+        })
+        .chain(std::iter::once((
+            IpAddr::V4(state.tor.address4),
+            "tor".into(),
+        )))
+        .chain(state.tor.address6.map(|a| (IpAddr::V6(a), "tor".into())))
+        .collect();
+    let name_of = |a: &IpAddr| names.get(a).cloned().unwrap_or_else(|| "?".into());
+    let mut h = Health {
+        established_ends: 0,
+        ends: 0,
+        problems: Vec::new(),
+    };
+
+    for node in &state.nodes {
+        h.ends += node.peers.len();
+        let view = match node_view(&rt, &node.socket) {
+            Ok(v) => v,
+            Err(e) => {
+                h.problems
+                    .push(format!("{}: margay-bgpd does not answer: {e}", node.name));
+                continue;
+            }
+        };
+        for addr in &node.peers {
+            let peer = view
+                .peers
+                .iter()
+                .find(|p| p.address.parse::<IpAddr>().ok() == Some(*addr));
+            match peer {
+                Some(p) if p.state == "Established" => h.established_ends += 1,
+                Some(p) => h.problems.push(format!(
+                    "{}: session to {} ({addr}) is {}{}",
+                    node.name,
+                    name_of(addr),
+                    p.state,
+                    if p.last_error.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (last error: {})", p.last_error)
+                    }
+                )),
+                None => h.problems.push(format!(
+                    "{}: no peer {} ({addr}) in ListPeers",
+                    node.name,
+                    name_of(addr)
+                )),
+            }
+        }
+        let held: Vec<IpNet> = view
+            .routes
+            .iter()
+            .filter(|r| !r.local)
+            .filter_map(|r| r.prefix.parse().ok())
+            .collect();
+        for other in state.nodes.iter().filter(|o| o.name != node.name) {
+            let block = IpNet::V4(other.block4);
+            if !held.contains(&block) {
+                h.problems.push(format!(
+                    "{}: no route to {}'s block {block}",
+                    node.name, other.name
+                ));
+            }
+        }
+    }
+
+    h.ends += state.tor.protocols.len();
+    match birdc(&state.tor.socket, &["show", "protocols"]).and_then(|t| parse_protocols(&t)) {
+        Ok(protocols) => {
+            for name in &state.tor.protocols {
+                match protocols.iter().find(|p| &p.name == name) {
+                    Some(p) if p.is_established() => h.established_ends += 1,
+                    Some(p) => h
+                        .problems
+                        .push(format!("tor: protocol {name} is {} {}", p.state, p.info)),
+                    None => h.problems.push(format!("tor: no protocol {name}")),
+                }
+            }
+        }
+        Err(e) => h.problems.push(format!("tor: BIRD does not answer: {e}")),
+    }
+    match birdc(&state.tor.socket, &["show", "route", "all"]).and_then(|t| parse_routes(&t)) {
+        Ok(routes) => {
+            for node in &state.nodes {
+                let blocks =
+                    std::iter::once(IpNet::V4(node.block4)).chain(node.block6.map(IpNet::V6));
+                for block in blocks {
+                    if !routes.iter().any(|r| r.prefix == block && r.is_bgp()) {
+                        h.problems
+                            .push(format!("tor: no route to {}'s block {block}", node.name));
+                    }
+                }
+            }
+        }
+        Err(e) => h.problems.push(format!("tor: BIRD does not answer: {e}")),
+    }
+    Ok(h)
+}
