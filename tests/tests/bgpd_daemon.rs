@@ -10,7 +10,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use margay_tests::{
     Bgpd, BgpdConfig, BgpdNeighbor, Bird, BirdConfig, BirdNeighbor, ExportPolicy, Lab, Result,
-    bgpd_binary, block4, wait_for,
+    bgpd_binary, block4, margay_binary, wait_for,
 };
 
 const UP: Duration = Duration::from_secs(45);
