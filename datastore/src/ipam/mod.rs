@@ -1,0 +1,2 @@
+//! IPAM placeholder
+pub mod records;
