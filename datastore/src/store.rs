@@ -312,11 +312,10 @@ impl Store {
         name: &str,
     ) -> Result<Option<Resource<S>>, StoreError> {
         let key = resource_key(info_of::<S>(), namespace, name);
-        Ok(self
-            .get_raw(&key)
+        self.get_raw(&key)
             .await?
             .map(|v| with_rev(&key, &v.value, v.mod_revision))
-            .transpose()?)
+            .transpose()
     }
 
     /// Every resource of a kind, and the revision to watch from (`revision + 1`).
