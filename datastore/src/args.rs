@@ -9,18 +9,23 @@ pub struct EtcdArgs {
     #[arg(
         long = "etcd-endpoints",
         env = "MARGAY_ETCD_ENDPOINTS",
+        global = true,
         value_delimiter = ',',
         default_value = "http://127.0.0.1:2379"
     )]
     pub endpoints: Vec<String>,
     /// CA certificate (PEM) that signed etcd's server certificate.
-    #[arg(long = "etcd-ca-cert-file", env = "MARGAY_ETCD_CA_CERT_FILE")]
+    #[arg(
+        long = "etcd-ca-cert-file",
+        global = true,
+        env = "MARGAY_ETCD_CA_CERT_FILE"
+    )]
     pub ca: Option<PathBuf>,
     /// Client certificate (PEM).
-    #[arg(long = "etcd-cert-file", env = "MARGAY_ETCD_CERT_FILE")]
+    #[arg(long = "etcd-cert-file", global = true, env = "MARGAY_ETCD_CERT_FILE")]
     pub cert: Option<PathBuf>,
     /// Client private key (PEM).
-    #[arg(long = "etcd-key-file", env = "MARGAY_ETCD_KEY_FILE")]
+    #[arg(long = "etcd-key-file", global = true, env = "MARGAY_ETCD_KEY_FILE")]
     pub key: Option<PathBuf>,
 }
 

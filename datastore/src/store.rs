@@ -20,8 +20,8 @@ pub const RESOURCES: &str = "/margay/resources/v1/";
 /// What a datastore operation can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("etcd: {0}")]
-    Etcd(#[from] etcd_client::Error),
+    #[error("etcd: {}", etcd_message(.0))]
+    Etcd(etcd_client::Error),
     #[error("{key}: not found")]
     NotFound { key: String },
     #[error("{key}: already exists")]
@@ -40,6 +40,20 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Config(String),
+}
+
+impl From<etcd_client::Error> for StoreError {
+    fn from(e: etcd_client::Error) -> Self {
+        StoreError::Etcd(e)
+    }
+}
+
+/// etcd-client's errors repeat their cause; keep the gRPC status message when there is one.
+fn etcd_message(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => format!("{} ({:?})", s.message(), s.code()),
+        e => e.to_string(),
+    }
 }
 
 impl StoreError {

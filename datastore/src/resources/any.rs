@@ -40,12 +40,23 @@ pub const KINDS: [KindInfo; 6] = [
 ];
 
 impl KindInfo {
-    /// Resolves what an operator types: `IPPool`, `ippool`, `ippools` (case-insensitive).
+    /// Resolves what an operator types: `IPPool`, `ippool`, `ippools`, or calicoctl's short
+    /// names (`ipp`, `bgpconfig`, `wep`, ...), case-insensitive.
     pub fn lookup(name: &str) -> Option<KindInfo> {
         let n = name.to_ascii_lowercase();
+        let short = match n.as_str() {
+            "no" => "nodes",
+            "bgpconfig" | "bgpconfigs" | "bgpc" => "bgpconfigurations",
+            "bgpp" => "bgppeers",
+            "ipp" => "ippools",
+            "wep" | "weps" => "workloadendpoints",
+            "felixconfig" | "felixconfigs" | "fc" => "felixconfigurations",
+            _ => "",
+        };
         KINDS.iter().copied().find(|k| {
             k.kind.to_ascii_lowercase() == n
                 || k.plural == n
+                || k.plural == short
                 || format!("{}s", k.kind.to_ascii_lowercase()) == n
         })
     }
