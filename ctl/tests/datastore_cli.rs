@@ -1,7 +1,9 @@
 //! `margayctl` resource and IPAM commands end to end: the built binary against a real etcd.
 
 use margay_datastore::ipam::{Ipam, handle_for_container};
-use margay_datastore::resources::{IpPool, IpPoolSpec, Node, NodeSpec, Resource, Spec};
+use margay_datastore::resources::{
+    BgpPeerSpec, IpPool, IpPoolSpec, Node, NodeSpec, Resource, Spec,
+};
 use margay_datastore::testing::EtcdServer;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -96,6 +98,21 @@ fn apply_get_create_replace_delete_bgp_peers() {
     let o = ctl(&etcd, &["get", "bgppeers", "-o", "yaml"], None);
     assert!(o.stdout.contains("kind: BGPPeerList"), "{}", o.stdout);
     assert!(!o.stdout.contains("hunter2"));
+
+    // Writing back what get printed keeps the stored password, not the redaction marker.
+    let printed = ctl(&etcd, &["get", "bgppeers", "-o", "yaml"], None).stdout;
+    let o = ctl(&etcd, &["apply", "-f", "-"], Some(&printed));
+    assert!(o.ok, "{}", o.stderr);
+    assert_eq!(o.stdout, "Successfully applied 2 'BGPPeer' resource(s)\n");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let stored = rt.block_on(async {
+        let store = etcd.store().await;
+        store.get::<BgpPeerSpec>("tor1").await.unwrap().unwrap()
+    });
+    assert_eq!(
+        stored.spec.password.unwrap().value.as_deref(),
+        Some("hunter2-secret")
+    );
 
     let o = ctl(&etcd, &["create", "-f", &f], None);
     assert!(!o.ok);

@@ -382,6 +382,36 @@ impl Store {
         Ok(stamped(r, rev))
     }
 
+    /// Read-modify-write with compare-and-swap, retried on conflict: `f` changes the current
+    /// copy (a `Resource::new(name, S::default())` when there is none) and the result is
+    /// written back. For a daemon keeping its own Node up to date without clobbering fields
+    /// others write.
+    pub async fn modify<S: Spec>(
+        &self,
+        name: &str,
+        mut f: impl FnMut(&mut Resource<S>),
+    ) -> Result<Resource<S>, StoreError> {
+        let mut last = None;
+        for _ in 0..100 {
+            let (mut r, existed) = match self.get::<S>(name).await? {
+                Some(r) => (r, true),
+                None => (Resource::new(name, S::default()), false),
+            };
+            f(&mut r);
+            let res = if existed {
+                self.update(&r).await
+            } else {
+                self.create(&r).await
+            };
+            match res {
+                Ok(r) => return Ok(r),
+                Err(e) if e.is_conflict() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(StoreError::Config("modify: no attempt made".into())))
+    }
+
     /// Deletes a resource; with `expected_revision`, only if it is still at that revision.
     pub async fn delete<S: Spec>(
         &self,
@@ -428,23 +458,29 @@ impl Store {
     pub async fn write_any(&self, r: &AnyResource, mode: WriteMode) -> Result<i64, StoreError> {
         r.validate()?;
         let key = Store::any_key(r);
-        let mut value = r.to_value();
-        if let Some(m) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
-            m.remove("resourceVersion");
-        }
-        let bytes = encode(&value);
+        let bytes = |r: &AnyResource| {
+            let mut value = r.to_value();
+            if let Some(m) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+                m.remove("resourceVersion");
+            }
+            encode(&value)
+        };
         let given = r
             .metadata()
             .resource_version
             .as_deref()
             .and_then(|v| v.parse().ok());
         match mode {
-            WriteMode::Create => self.create_raw(&key, bytes).await,
+            WriteMode::Create => self.create_raw(&key, bytes(r)).await,
             WriteMode::Replace | WriteMode::Apply => match self.get_raw(&key).await? {
-                None if mode == WriteMode::Apply => self.create_raw(&key, bytes).await,
+                None if mode == WriteMode::Apply => self.create_raw(&key, bytes(r)).await,
                 None => Err(StoreError::NotFound { key }),
                 Some(cur) => {
-                    self.update_raw(&key, bytes, given.unwrap_or(cur.mod_revision))
+                    let mut r = r.clone();
+                    if let Ok(stored) = any_with_rev(&key, &cur.value, cur.mod_revision) {
+                        r.restore_secrets(&stored);
+                    }
+                    self.update_raw(&key, bytes(&r), given.unwrap_or(cur.mod_revision))
                         .await
                 }
             },

@@ -239,3 +239,26 @@ async fn tls_client_certificate_is_required_and_accepted() {
     .await;
     assert!(res.is_err(), "a client without a certificate was served");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_modify_loses_no_write() {
+    let etcd = EtcdServer::start();
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let store = etcd.store().await;
+        tasks.push(tokio::spawn(async move {
+            store
+                .modify::<NodeSpec>("n1", |n| {
+                    n.metadata.labels.insert(format!("k{i}"), "v".into());
+                })
+                .await
+                .unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let store = etcd.store().await;
+    let n = store.get::<NodeSpec>("n1").await.unwrap().unwrap();
+    assert_eq!(n.metadata.labels.len(), 10, "{:?}", n.metadata.labels);
+}

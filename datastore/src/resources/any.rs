@@ -154,6 +154,17 @@ impl AnyResource {
         }
     }
 
+    /// Puts back redacted secrets from the stored copy of the same resource.
+    pub fn restore_secrets(&mut self, stored: &AnyResource) {
+        match (self, stored) {
+            (AnyResource::BgpPeer(r), AnyResource::BgpPeer(s)) => r.spec.restore_secrets(&s.spec),
+            (AnyResource::BgpConfiguration(r), AnyResource::BgpConfiguration(s)) => {
+                r.spec.restore_secrets(&s.spec)
+            }
+            _ => {}
+        }
+    }
+
     /// The resource as JSON.
     pub fn to_value(&self) -> serde_json::Value {
         each!(self, r => serde_json::to_value(r).unwrap_or(serde_json::Value::Null))

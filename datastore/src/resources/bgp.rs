@@ -180,6 +180,12 @@ impl Spec for BgpConfigurationSpec {
             p.redact();
         }
     }
+
+    fn restore_secrets(&mut self, stored: &Self) {
+        if let (Some(p), Some(old)) = (&mut self.node_mesh_password, &stored.node_mesh_password) {
+            p.restore(old);
+        }
+    }
 }
 
 /// Calico's reference to a Kubernetes secret key.
@@ -216,6 +222,13 @@ impl BgpPassword {
     fn redact(&mut self) {
         if self.value.is_some() {
             self.value = Some(REDACTED.to_string());
+        }
+    }
+
+    /// A redacted value written back (`get -o yaml` then `apply`) keeps the stored password.
+    fn restore(&mut self, stored: &BgpPassword) {
+        if self.value.as_deref() == Some(REDACTED) {
+            self.value = stored.value.clone();
         }
     }
 }
@@ -335,6 +348,12 @@ impl Spec for BgpPeerSpec {
     fn redact(&mut self) {
         if let Some(p) = &mut self.password {
             p.redact();
+        }
+    }
+
+    fn restore_secrets(&mut self, stored: &Self) {
+        if let (Some(p), Some(old)) = (&mut self.password, &stored.password) {
+            p.restore(old);
         }
     }
 }

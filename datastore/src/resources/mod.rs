@@ -109,6 +109,9 @@ pub trait Spec:
     fn validate(&self, v: &mut Validator);
     /// Hides secrets (BGP passwords) before printing.
     fn redact(&mut self) {}
+    /// Puts back secrets that arrive redacted (a `get -o yaml` output applied again) from
+    /// the stored copy.
+    fn restore_secrets(&mut self, _stored: &Self) {}
 }
 
 /// A resource of one kind.
