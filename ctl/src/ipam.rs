@@ -156,6 +156,12 @@ pub fn render_check(r: &CheckReport) -> String {
             "  block {cidr} is affine to node '{node}' which does not exist   (fix: margayctl ipam release --node {node})\n"
         );
     }
+    for (node, cidr) in &r.affinity_mismatches {
+        out += &format!(
+            "  block {cidr} and the affinity records of node '{node}' disagree (a claim or \
+             release was cut short)   (fix: heals on the node's next assignment)\n"
+        );
+    }
     out += &format!("Found {} problem(s).\n", r.problems());
     out
 }

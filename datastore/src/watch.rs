@@ -108,7 +108,8 @@ impl<T> Watch<T> {
     }
 
     /// The next change. Waits as long as needed; connection failures are retried inside and
-    /// never returned, so this only returns events.
+    /// never returned, so this only returns events. Cancel-safe: it can sit in a
+    /// `tokio::select!` beside other watches; a cancelled call loses no event.
     pub async fn next(&mut self) -> WatchEvent<T> {
         loop {
             if let Some(e) = self.pending.pop_front() {

@@ -338,3 +338,55 @@ async fn check_finds_each_leak_kind_and_release_repairs_it() {
     assert_eq!(r.addresses_in_use, 1, "the healthy pod keeps its address");
     assert_eq!(r.handles, 1);
 }
+
+#[tokio::test]
+async fn claim_or_release_cut_short_is_reported_then_healed_by_the_node() {
+    use margay_datastore::ipam::Affinity;
+    use margay_datastore::ipam::records::affinity_key;
+    let etcd = EtcdServer::start();
+    let store = etcd.store().await;
+    pool(&store, "p", "10.60.0.0/24").await;
+    node(&store, "n1").await;
+    let ipam = Ipam::new(store.clone());
+
+    // A claim that died after creating the block, before the affinity record.
+    let orphan_block: ipnet::IpNet = "10.60.0.128/26".parse().unwrap();
+    store
+        .create_json(
+            &block_key(&orphan_block),
+            &Block::new(orphan_block, Some("n1".into())),
+        )
+        .await
+        .unwrap();
+    // A release that died after deleting the block, before the affinity record.
+    let stale: ipnet::IpNet = "10.60.0.64/26".parse().unwrap();
+    let rec = Affinity {
+        node: "n1".into(),
+        cidr: stale,
+    };
+    store
+        .create_json(&affinity_key("n1", &stale), &rec)
+        .await
+        .unwrap();
+
+    let r = ipam.check().await.unwrap();
+    let mut got = r.affinity_mismatches.clone();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![("n1".to_string(), stale), ("n1".to_string(), orphan_block)]
+    );
+
+    // The node's next assignment adopts the orphan block (no new claim) and drops the record.
+    let ip = one_v4(&ipam, "h", "n1").await;
+    assert!(
+        orphan_block.contains(&ip),
+        "{ip} not from the adopted block"
+    );
+    assert_eq!(
+        ipam.blocks().await.unwrap().len(),
+        1,
+        "no new block claimed"
+    );
+    assert!(ipam.check().await.unwrap().affinity_mismatches.is_empty());
+}

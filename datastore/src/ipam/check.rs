@@ -49,6 +49,10 @@ pub struct CheckReport {
     /// Blocks claimed by (or affinity records of) nodes that do not exist.
     /// Fix: `ipam release --node NAME`.
     pub affinities_to_missing_nodes: Vec<(String, IpNet)>,
+    /// Affinity records without the block held by that node, or blocks held by a node
+    /// without its record (a claim or release cut short). The node heals them on its next
+    /// assignment; `ipam release --node NAME` for a node that is gone.
+    pub affinity_mismatches: Vec<(String, IpNet)>,
 }
 
 impl CheckReport {
@@ -59,6 +63,7 @@ impl CheckReport {
             + self.allocations_without_handle.len()
             + self.handle_mismatches.len()
             + self.affinities_to_missing_nodes.len()
+            + self.affinity_mismatches.len()
     }
 
     /// Whether nothing leaked.
@@ -179,12 +184,27 @@ impl Ipam {
             }
         }
 
+        let held: BTreeSet<(&str, IpNet)> = blocks
+            .iter()
+            .filter_map(|b| Some((b.value.affinity.as_deref()?, b.value.cidr)))
+            .collect();
+        let recorded: BTreeSet<(&str, IpNet)> = affinities
+            .iter()
+            .map(|a| (a.value.node.as_str(), a.value.cidr))
+            .collect();
         for a in &affinities {
             let pair = (a.value.node.clone(), a.value.cidr);
-            if !node_names.contains(a.value.node.as_str())
-                && !r.affinities_to_missing_nodes.contains(&pair)
-            {
-                r.affinities_to_missing_nodes.push(pair);
+            if !node_names.contains(a.value.node.as_str()) {
+                if !r.affinities_to_missing_nodes.contains(&pair) {
+                    r.affinities_to_missing_nodes.push(pair);
+                }
+            } else if !held.contains(&(a.value.node.as_str(), a.value.cidr)) {
+                r.affinity_mismatches.push(pair);
+            }
+        }
+        for (node, cidr) in &held {
+            if node_names.contains(node) && !recorded.contains(&(*node, *cidr)) {
+                r.affinity_mismatches.push((node.to_string(), *cidr));
             }
         }
         Ok(r)

@@ -17,7 +17,10 @@
 //!   dying in between leaves the same, repairable, over-count.
 //! - claim: the block is created with its affinity (the create is the lock: one winner), then
 //!   the affinity record is written. Dying in between leaves a block whose node has no
-//!   affinity record (`MissingAffinity`), which `release_affinity` or a re-claim repairs.
+//!   affinity record; the node adopts it (writes the record) on its next assignment, and
+//!   `release_affinity` releases it with the rest. Releasing runs the other way (block, then
+//!   record); a record left behind is dropped on the node's next assignment. `check` reports
+//!   both as `affinity_mismatches`.
 //!
 //! Assignments through one [`Ipam`] value are serialized (felix holds one per node); two
 //! processes, or two values, race only through etcd's compare-and-swap.
@@ -230,17 +233,35 @@ impl Ipam {
                     .get_json::<Block>(&block_key(&a.value.cidr))
                     .await?
                 else {
+                    self.drop_stale_affinity(a).await?;
                     continue;
                 };
                 if block.value.affinity.as_deref() != Some(node) {
+                    self.drop_stale_affinity(a).await?;
                     continue;
                 }
                 if let Try::Got(ip) = self.allocate_in(block, handle, attrs).await? {
                     return Ok(ip);
                 }
             }
-            // 2. Claim a new block.
+            // 2. Claim a new block (after adopting blocks whose claim was cut short before
+            //    the affinity record was written).
             let (blocks, _) = self.store.list_json::<Block>(BLOCKS).await?;
+            let recorded: BTreeSet<IpNet> = affs.iter().map(|a| a.value.cidr).collect();
+            let mut adopted = false;
+            for b in &blocks {
+                let c = b.value.cidr;
+                if b.value.affinity.as_deref() == Some(node)
+                    && !recorded.contains(&c)
+                    && in_pools(&c)
+                {
+                    self.write_affinity(node, c).await?;
+                    adopted = true;
+                }
+            }
+            if adopted {
+                continue;
+            }
             let existing: BTreeSet<IpNet> = blocks.iter().map(|b| b.value.cidr).collect();
             if let Some(cidr) = first_free_block(&pool_nets, &existing) {
                 self.claim(cidr, node).await?;
@@ -283,6 +304,13 @@ impl Ipam {
             Err(e) if e.is_conflict() => return Ok(false),
             Err(e) => return Err(e.into()),
         }
+        self.write_affinity(node, cidr).await?;
+        debug!(%cidr, node, "claimed block");
+        Ok(true)
+    }
+
+    /// Writes the affinity record of a block the node holds (a no-op if it exists).
+    async fn write_affinity(&self, node: &str, cidr: IpNet) -> Result<(), IpamError> {
         let aff = Affinity {
             node: node.to_string(),
             cidr,
@@ -292,12 +320,23 @@ impl Ipam {
             .create_json(&affinity_key(node, &cidr), &aff)
             .await
         {
-            Ok(_) => {}
-            Err(e) if e.is_conflict() => {}
-            Err(e) => return Err(e.into()),
+            Ok(_) => Ok(()),
+            Err(e) if e.is_conflict() => Ok(()),
+            Err(e) => Err(e.into()),
         }
-        debug!(%cidr, node, "claimed block");
-        Ok(true)
+    }
+
+    /// Deletes an affinity record whose block is gone or no longer held by this node (a
+    /// release cut short), if nobody changed it meanwhile.
+    async fn drop_stale_affinity(&self, a: &Versioned<Affinity>) -> Result<(), IpamError> {
+        match self.store.delete_raw(&a.key, Some(a.mod_revision)).await {
+            Ok(()) => {
+                debug!(node = %a.value.node, cidr = %a.value.cidr, "dropped stale affinity record");
+                Ok(())
+            }
+            Err(e) if e.is_conflict() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Raises `handle`'s count for `block` by `delta` (may be negative); deletes the handle
