@@ -6,6 +6,8 @@ set -euo pipefail
 
 PACKAGES=(
   protobuf-compiler   # protoc for tonic-prost-build and etcd-client
+  libprotobuf-dev     # google/protobuf/*.proto that etcd-client's protos import
+  openssl             # test CA and certificates for the etcd TLS tests
   iproute2            # ip netns / link / route for the lab
   iputils-ping        # ping between lab namespaces (L2 checks in the lab self-test)
   bird2               # BIRD 2: interop peer and benchmark reference

@@ -3,8 +3,13 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use margay_ctl::connect::unix_channel;
+use margay_ctl::get::GetOutput;
+use margay_ctl::ipam::ReleaseTarget;
+use margay_ctl::resources::Action;
 use margay_ctl::status;
+use margay_datastore::{EtcdArgs, Store};
 use margay_proto::bgp::v1 as pb;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,6 +17,8 @@ use std::time::Duration;
 #[derive(Parser)]
 #[command(name = "margayctl", version, about = "Inspect and configure margay")]
 struct Cli {
+    #[command(flatten)]
+    etcd: EtcdArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -22,6 +29,79 @@ enum Command {
     Node {
         #[command(subcommand)]
         command: NodeCommand,
+    },
+    /// Create or update the resources in a file.
+    Apply {
+        /// YAML or JSON file, multi-document allowed; `-` reads stdin.
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
+    /// Create the resources in a file (fails if one exists).
+    Create {
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
+    /// Replace the resources in a file (fails if one does not exist).
+    Replace {
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
+    /// Delete the resources in a file, or one resource by kind and name.
+    Delete {
+        #[arg(short = 'f', long = "filename", conflicts_with_all = ["kind", "name"])]
+        file: Option<PathBuf>,
+        /// Kind (`ippool`, `bgppeers`, ...), with NAME.
+        #[arg(requires = "name")]
+        kind: Option<String>,
+        name: Option<String>,
+        /// Namespace of a WorkloadEndpoint.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// List resources of a kind, or show one.
+    Get {
+        /// Kind: nodes, bgpconfigurations, bgppeers, ippools, workloadendpoints,
+        /// felixconfigurations (singular and CamelCase also accepted).
+        kind: String,
+        name: Option<String>,
+        /// ps (default table), wide, yaml or json.
+        #[arg(short, long, value_enum, default_value = "ps")]
+        output: GetOutput,
+        /// Only this namespace (WorkloadEndpoints).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
+    /// IP address management.
+    Ipam {
+        #[command(subcommand)]
+        command: IpamCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum IpamCommand {
+    /// Address usage per pool (and per block).
+    Show {
+        #[arg(long)]
+        show_blocks: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find leaked addresses and claims.
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Free an address, a handle's addresses, or a deleted node's blocks.
+    Release {
+        #[arg(long, group = "what", required = true)]
+        ip: Option<IpAddr>,
+        #[arg(long, group = "what")]
+        handle: Option<String>,
+        /// Release the block affinities of this (deleted) node.
+        #[arg(long, group = "what")]
+        node: Option<String>,
     },
 }
 
@@ -88,6 +168,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(code) = run_datastore(&cli.etcd, &cli.command).await? {
+        return Ok(code);
+    }
     match cli.command {
         Command::Node {
             command: NodeCommand::Status { socket, output },
@@ -150,5 +233,77 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        _ => unreachable!("datastore commands are handled by run_datastore"),
     }
+}
+
+/// The commands that talk to etcd; `None` for the others.
+async fn run_datastore(etcd: &EtcdArgs, command: &Command) -> anyhow::Result<Option<ExitCode>> {
+    let connect = || async {
+        let at = || format!("connecting to etcd at {}", etcd.endpoints.join(","));
+        let store = Store::connect(etcd).await.with_context(at)?;
+        store.revision().await.with_context(at)?;
+        anyhow::Ok(store)
+    };
+    match command {
+        Command::Node { .. } => return Ok(None),
+        Command::Apply { file } | Command::Create { file } | Command::Replace { file } => {
+            let action = match command {
+                Command::Apply { .. } => Action::Apply,
+                Command::Create { .. } => Action::Create,
+                _ => Action::Replace,
+            };
+            let resources = margay_ctl::resources::read_resources(file)?;
+            margay_ctl::resources::run(&connect().await?, action, &resources).await?;
+        }
+        Command::Delete {
+            file,
+            kind,
+            name,
+            namespace,
+        } => match (file, kind, name) {
+            (Some(f), _, _) => {
+                let resources = margay_ctl::resources::read_resources(f)?;
+                margay_ctl::resources::run(&connect().await?, Action::Delete, &resources).await?;
+            }
+            (None, Some(k), Some(n)) => {
+                margay_ctl::resources::delete_by_name(&connect().await?, k, n, namespace).await?;
+            }
+            _ => anyhow::bail!("give -f FILE, or KIND NAME"),
+        },
+        Command::Get {
+            kind,
+            name,
+            output,
+            namespace,
+        } => {
+            margay_ctl::get::run(
+                &connect().await?,
+                kind,
+                name.as_deref(),
+                namespace.as_deref(),
+                *output,
+            )
+            .await?;
+        }
+        Command::Ipam { command } => {
+            let store = connect().await?;
+            match command {
+                IpamCommand::Show { show_blocks, json } => {
+                    margay_ctl::ipam::show(&store, *show_blocks, *json).await?
+                }
+                IpamCommand::Check { json } => margay_ctl::ipam::check(&store, *json).await?,
+                IpamCommand::Release { ip, handle, node } => {
+                    let target = match (ip, handle, node) {
+                        (Some(ip), _, _) => ReleaseTarget::Ip(*ip),
+                        (_, Some(h), _) => ReleaseTarget::Handle(h.clone()),
+                        (_, _, Some(n)) => ReleaseTarget::Node(n.clone()),
+                        _ => anyhow::bail!("give --ip, --handle or --node"),
+                    };
+                    margay_ctl::ipam::release(&store, target).await?
+                }
+            }
+        }
+    }
+    Ok(Some(ExitCode::SUCCESS))
 }

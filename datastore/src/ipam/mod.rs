@@ -1,0 +1,509 @@
+//! IPAM: pools carved into blocks that nodes claim by affinity; addresses handed out from a
+//! node's own blocks, a new block claimed when they are full, and an address borrowed from
+//! another node's block only when the pool has no unclaimed block left (Calico with
+//! `StrictAffinity` off; the lender keeps its block).
+//!
+//! # Consistency
+//!
+//! Every write is a compare-and-swap on the record's revision, retried on conflict. Writes are
+//! ordered so that a writer dying between two of them leaves a state [`Ipam::check`] reports
+//! and [`Ipam::release_by_handle`] / [`Ipam::release_ips`] / [`Ipam::release_affinity`] repair:
+//!
+//! - assign: the handle's count for the block is raised first, then the block gets the
+//!   allocation. Dying in between leaves a handle that claims more than the block holds
+//!   (`HandleMismatch`); releasing the handle clears it. An address is never in a block
+//!   without a handle that accounts for it.
+//! - release: the block drops the allocation first, then the handle's count is lowered;
+//!   dying in between leaves the same, repairable, over-count.
+//! - claim: the block is created with its affinity (the create is the lock: one winner), then
+//!   the affinity record is written. Dying in between leaves a block whose node has no
+//!   affinity record; the node adopts it (writes the record) on its next assignment, and
+//!   `release_affinity` releases it with the rest. Releasing runs the other way (block, then
+//!   record); a record left behind is dropped on the node's next assignment. `check` reports
+//!   both as `affinity_mismatches`.
+//!
+//! Assignments through one [`Ipam`] value are serialized (felix holds one per node); two
+//! processes, or two values, race only through etcd's compare-and-swap.
+
+pub mod check;
+pub mod records;
+mod release;
+
+pub use check::{CheckReport, HandleMismatch};
+pub use records::{
+    Affinity, Allocation, Block, Handle, IPIP_HANDLE_PREFIX, POD_HANDLE_PREFIX,
+    VXLAN_HANDLE_PREFIX, handle_for_container,
+};
+
+use crate::resources::{IpPool, IpPoolSpec, NodeSpec};
+use crate::selector::Selector;
+use crate::store::{Store, StoreError, Versioned};
+use ipnet::IpNet;
+use rand::Rng;
+use records::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::Duration;
+use tracing::debug;
+
+/// How often a compare-and-swap is retried before giving up.
+const MAX_RETRIES: usize = 200;
+
+/// IPAM failures.
+#[derive(Debug, thiserror::Error)]
+pub enum IpamError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no enabled IPv{family} pool applies to node '{node}'")]
+    NoPool { family: u8, node: String },
+    #[error("IPv{family} pools for node '{node}' are exhausted")]
+    Exhausted { family: u8, node: String },
+    #[error("IP pool '{0}' does not exist")]
+    PoolNotFound(String),
+    #[error("{0} is not in any IP pool")]
+    NotInPool(IpAddr),
+    #[error("{addr} is already allocated (handle '{handle}')")]
+    AlreadyAllocated { addr: IpAddr, handle: String },
+    #[error("{0} is not allocated")]
+    NotAllocated(IpAddr),
+    #[error("handle '{0}' does not exist")]
+    HandleNotFound(String),
+    #[error("gave up after {MAX_RETRIES} update conflicts on {0}")]
+    Contention(String),
+}
+
+/// The addresses `auto_assign` handed out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Assigned {
+    pub v4: Vec<IpAddr>,
+    pub v6: Vec<IpAddr>,
+}
+
+/// The IPAM client.
+pub struct Ipam {
+    store: Store,
+    serial: tokio::sync::Mutex<()>,
+}
+
+async fn jitter(attempt: usize) {
+    let max = 2 + (attempt as u64).min(20);
+    let ms = rand::rng().random_range(0..max);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+fn family(net: &IpNet) -> u8 {
+    match net {
+        IpNet::V4(_) => 4,
+        IpNet::V6(_) => 6,
+    }
+}
+
+/// Outcome of trying one block.
+enum Try {
+    Got(IpAddr),
+    /// The block had no room (or was taken meanwhile): try elsewhere.
+    Full,
+}
+
+impl Ipam {
+    /// An IPAM client over `store`.
+    pub fn new(store: Store) -> Ipam {
+        Ipam {
+            store,
+            serial: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The store this client writes to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Every block.
+    pub async fn blocks(&self) -> Result<Vec<Versioned<Block>>, IpamError> {
+        Ok(self.store.list_json::<Block>(BLOCKS).await?.0)
+    }
+
+    /// Every handle.
+    pub async fn handles(&self) -> Result<Vec<Versioned<Handle>>, IpamError> {
+        Ok(self.store.list_json::<Handle>(HANDLES).await?.0)
+    }
+
+    /// Every affinity record.
+    pub async fn affinities(&self) -> Result<Vec<Versioned<Affinity>>, IpamError> {
+        Ok(self.store.list_json::<Affinity>(AFFINITIES).await?.0)
+    }
+
+    /// The pools addresses for `node` of family `fam` come from: the named ones, or every
+    /// enabled pool whose nodeSelector selects the node.
+    async fn pools_for(
+        &self,
+        node: &str,
+        fam: u8,
+        names: &[String],
+    ) -> Result<Vec<IpPool>, IpamError> {
+        let (all, _) = self.store.list::<IpPoolSpec>().await?;
+        let family_of = |p: &IpPool| p.spec.net().map(|n| family(&n));
+        if !names.is_empty() {
+            let mut out = Vec::new();
+            for n in names {
+                let p = all
+                    .iter()
+                    .find(|p| p.name() == n)
+                    .ok_or_else(|| IpamError::PoolNotFound(n.clone()))?;
+                if family_of(p) == Some(fam) {
+                    out.push(p.clone());
+                }
+            }
+            return Ok(out);
+        }
+        let labels = self
+            .store
+            .get::<NodeSpec>(node)
+            .await?
+            .map(|n| n.metadata.labels)
+            .unwrap_or_default();
+        Ok(all
+            .into_iter()
+            .filter(|p| !p.spec.disabled && family_of(p) == Some(fam))
+            .filter(|p| Selector::parse(p.spec.node_selector()).is_ok_and(|s| s.matches(&labels)))
+            .collect())
+    }
+
+    /// Assigns `num_v4` IPv4 and `num_v6` IPv6 addresses to `handle` for a workload on
+    /// `node`, from `pools` (pool names; empty: every pool that applies to the node).
+    pub async fn auto_assign(
+        &self,
+        handle: &str,
+        node: &str,
+        attrs: &BTreeMap<String, String>,
+        num_v4: usize,
+        num_v6: usize,
+        pools: &[String],
+    ) -> Result<Assigned, IpamError> {
+        let _serial = self.serial.lock().await;
+        let mut out = Assigned::default();
+        for (fam, num) in [(4u8, num_v4), (6u8, num_v6)] {
+            if num == 0 {
+                continue;
+            }
+            let candidates = self.pools_for(node, fam, pools).await?;
+            if candidates.is_empty() {
+                return Err(IpamError::NoPool {
+                    family: fam,
+                    node: node.to_string(),
+                });
+            }
+            for _ in 0..num {
+                let addr = self
+                    .assign_one(handle, node, attrs, fam, &candidates)
+                    .await?;
+                if fam == 4 {
+                    out.v4.push(addr);
+                } else {
+                    out.v6.push(addr);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn assign_one(
+        &self,
+        handle: &str,
+        node: &str,
+        attrs: &BTreeMap<String, String>,
+        fam: u8,
+        pools: &[IpPool],
+    ) -> Result<IpAddr, IpamError> {
+        let pool_nets: Vec<(IpNet, u8)> = pools
+            .iter()
+            .filter_map(|p| Some((p.spec.net()?, p.spec.block_prefix())))
+            .collect();
+        let in_pools = |c: &IpNet| pool_nets.iter().any(|(p, _)| p.contains(c));
+        for attempt in 0..MAX_RETRIES {
+            // 1. The node's own blocks.
+            let (affs, _) = self
+                .store
+                .list_json::<Affinity>(&node_affinities(node))
+                .await?;
+            for a in affs.iter().filter(|a| in_pools(&a.value.cidr)) {
+                let Some(block) = self
+                    .store
+                    .get_json::<Block>(&block_key(&a.value.cidr))
+                    .await?
+                else {
+                    self.drop_stale_affinity(a).await?;
+                    continue;
+                };
+                if block.value.affinity.as_deref() != Some(node) {
+                    self.drop_stale_affinity(a).await?;
+                    continue;
+                }
+                if let Try::Got(ip) = self.allocate_in(block, handle, attrs).await? {
+                    return Ok(ip);
+                }
+            }
+            // 2. Claim a new block (after adopting blocks whose claim was cut short before
+            //    the affinity record was written).
+            let (blocks, _) = self.store.list_json::<Block>(BLOCKS).await?;
+            let recorded: BTreeSet<IpNet> = affs.iter().map(|a| a.value.cidr).collect();
+            let mut adopted = false;
+            for b in &blocks {
+                let c = b.value.cidr;
+                if b.value.affinity.as_deref() == Some(node)
+                    && !recorded.contains(&c)
+                    && in_pools(&c)
+                {
+                    self.write_affinity(node, c).await?;
+                    adopted = true;
+                }
+            }
+            if adopted {
+                continue;
+            }
+            let existing: BTreeSet<IpNet> = blocks.iter().map(|b| b.value.cidr).collect();
+            if let Some(cidr) = first_free_block(&pool_nets, &existing) {
+                self.claim(cidr, node).await?;
+                continue;
+            }
+            // 3. Borrow from any block of the pools with room (the lender keeps it).
+            let mut lenders: Vec<_> = blocks
+                .into_iter()
+                .filter(|b| in_pools(&b.value.cidr) && b.value.free_count() > 0)
+                .collect();
+            if lenders.is_empty() {
+                return Err(IpamError::Exhausted {
+                    family: fam,
+                    node: node.to_string(),
+                });
+            }
+            lenders.sort_by_key(|b| std::cmp::Reverse(b.value.free_count()));
+            for b in lenders {
+                if let Try::Got(ip) = self.allocate_in(b, handle, attrs).await? {
+                    debug!(%ip, node, "borrowed an address from another node's block");
+                    return Ok(ip);
+                }
+            }
+            jitter(attempt).await;
+        }
+        Err(IpamError::Contention(format!(
+            "IPv{fam} assignment on {node}"
+        )))
+    }
+
+    /// Claims an unclaimed block for `node`: block first (the create decides the winner),
+    /// then the affinity record.
+    async fn claim(&self, cidr: IpNet, node: &str) -> Result<bool, IpamError> {
+        match self
+            .store
+            .create_json(&block_key(&cidr), &Block::new(cidr, Some(node.to_string())))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.is_conflict() => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        self.write_affinity(node, cidr).await?;
+        debug!(%cidr, node, "claimed block");
+        Ok(true)
+    }
+
+    /// Writes the affinity record of a block the node holds (a no-op if it exists).
+    async fn write_affinity(&self, node: &str, cidr: IpNet) -> Result<(), IpamError> {
+        let aff = Affinity {
+            node: node.to_string(),
+            cidr,
+        };
+        match self
+            .store
+            .create_json(&affinity_key(node, &cidr), &aff)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_conflict() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes an affinity record whose block is gone or no longer held by this node (a
+    /// release cut short), if nobody changed it meanwhile.
+    async fn drop_stale_affinity(&self, a: &Versioned<Affinity>) -> Result<(), IpamError> {
+        match self.store.delete_raw(&a.key, Some(a.mod_revision)).await {
+            Ok(()) => {
+                debug!(node = %a.value.node, cidr = %a.value.cidr, "dropped stale affinity record");
+                Ok(())
+            }
+            Err(e) if e.is_conflict() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Raises `handle`'s count for `block` by `delta` (may be negative); deletes the handle
+    /// when it holds nothing any more.
+    async fn bump_handle(&self, handle: &str, block: IpNet, delta: i64) -> Result<(), IpamError> {
+        let key = handle_key(handle);
+        for attempt in 0..MAX_RETRIES {
+            let cur = self.store.get_json::<Handle>(&key).await?;
+            let (mut h, rev) = match cur {
+                Some(v) => (v.value, Some(v.mod_revision)),
+                None => (
+                    Handle {
+                        handle_id: handle.to_string(),
+                        blocks: BTreeMap::new(),
+                    },
+                    None,
+                ),
+            };
+            let n = i64::from(h.blocks.get(&block).copied().unwrap_or(0)) + delta;
+            if n <= 0 {
+                h.blocks.remove(&block);
+            } else {
+                h.blocks.insert(block, n as u32);
+            }
+            let res = match (rev, h.blocks.is_empty()) {
+                (None, true) => return Ok(()),
+                (None, false) => self.store.create_json(&key, &h).await.map(|_| ()),
+                (Some(r), true) => self.store.delete_raw(&key, Some(r)).await,
+                (Some(r), false) => self.store.update_json(&key, &h, r).await.map(|_| ()),
+            };
+            match res {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_conflict() => jitter(attempt).await,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IpamError::Contention(key))
+    }
+
+    /// Takes a free address of `block` for `handle`: handle first, then the block (CAS,
+    /// re-read on conflict). Gives the handle count back if the block filled up meanwhile.
+    async fn allocate_in(
+        &self,
+        mut block: Versioned<Block>,
+        handle: &str,
+        attrs: &BTreeMap<String, String>,
+    ) -> Result<Try, IpamError> {
+        if block.value.free_ordinal().is_none() {
+            return Ok(Try::Full);
+        }
+        let cidr = block.value.cidr;
+        self.bump_handle(handle, cidr, 1).await?;
+        for attempt in 0..MAX_RETRIES {
+            let Some(ord) = block.value.free_ordinal() else {
+                self.bump_handle(handle, cidr, -1).await?;
+                return Ok(Try::Full);
+            };
+            let mut b = block.value.clone();
+            b.allocations.insert(
+                ord,
+                Allocation {
+                    handle_id: handle.to_string(),
+                    attrs: attrs.clone(),
+                },
+            );
+            match self
+                .store
+                .update_json(&block.key, &b, block.mod_revision)
+                .await
+            {
+                Ok(_) => return Ok(Try::Got(b.addr(ord))),
+                Err(e) if e.is_conflict() => {
+                    jitter(attempt).await;
+                    match self.store.get_json::<Block>(&block.key).await? {
+                        Some(fresh) => block = fresh,
+                        None => {
+                            self.bump_handle(handle, cidr, -1).await?;
+                            return Ok(Try::Full);
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.bump_handle(handle, cidr, -1).await?;
+                    return Err(e.into());
+                }
+            }
+        }
+        self.bump_handle(handle, cidr, -1).await?;
+        Err(IpamError::Contention(block.key))
+    }
+
+    /// Assigns the given address to `handle` (a tunnel address, or a pod asking for a fixed
+    /// IP). The block is claimed for `node` if nobody has claimed it yet.
+    pub async fn assign_ip(
+        &self,
+        addr: IpAddr,
+        handle: &str,
+        node: &str,
+        attrs: &BTreeMap<String, String>,
+    ) -> Result<(), IpamError> {
+        let _serial = self.serial.lock().await;
+        let (pools, _) = self.store.list::<IpPoolSpec>().await?;
+        let (pool, prefix) = pools
+            .iter()
+            .filter_map(|p| Some((p.spec.net()?, p.spec.block_prefix())))
+            .find(|(n, _)| n.contains(&addr))
+            .ok_or(IpamError::NotInPool(addr))?;
+        let cidr = IpNet::new(addr, prefix)
+            .map_err(|_| IpamError::NotInPool(addr))?
+            .trunc();
+        debug_assert!(pool.contains(&cidr));
+        let key = block_key(&cidr);
+        for attempt in 0..MAX_RETRIES {
+            let block = match self.store.get_json::<Block>(&key).await? {
+                Some(b) => b,
+                None => {
+                    self.claim(cidr, node).await?;
+                    continue;
+                }
+            };
+            let ord = block
+                .value
+                .ordinal(addr)
+                .ok_or(IpamError::NotInPool(addr))?;
+            if let Some(a) = block.value.allocations.get(&ord) {
+                return Err(IpamError::AlreadyAllocated {
+                    addr,
+                    handle: a.handle_id.clone(),
+                });
+            }
+            self.bump_handle(handle, cidr, 1).await?;
+            let mut b = block.value.clone();
+            b.allocations.insert(
+                ord,
+                Allocation {
+                    handle_id: handle.to_string(),
+                    attrs: attrs.clone(),
+                },
+            );
+            match self.store.update_json(&key, &b, block.mod_revision).await {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    self.bump_handle(handle, cidr, -1).await?;
+                    if !e.is_conflict() {
+                        return Err(e.into());
+                    }
+                    jitter(attempt).await;
+                }
+            }
+        }
+        Err(IpamError::Contention(key))
+    }
+}
+
+/// The first block of the pools that does not exist yet.
+fn first_free_block(pools: &[(IpNet, u8)], existing: &BTreeSet<IpNet>) -> Option<IpNet> {
+    for (pool, prefix) in pools {
+        let n = block_count(pool, *prefix);
+        // An IPv6 pool has astronomically many blocks; the first free one is always among the
+        // first (existing + 1).
+        let limit = n.min(existing.len() as u128 + 1);
+        for i in 0..limit {
+            let c = nth_block(pool, *prefix, i)?;
+            if !existing.contains(&c) {
+                return Some(c);
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,359 @@
+//! BGPConfiguration (cluster-wide or per-node BGP settings) and BGPPeer (sessions beyond the
+//! node-to-node mesh).
+
+use super::validate::duration;
+use super::{REDACTED, Spec, Validator};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::net::IpAddr;
+
+/// Calico's default AS for the cluster.
+pub const DEFAULT_AS: u32 = 64512;
+/// The BGP port.
+pub const DEFAULT_LISTEN_PORT: u16 = 179;
+
+/// An AS number: written as an integer, a decimal string, or asdot (`1.10`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AsNumber(pub u32);
+
+impl fmt::Display for AsNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl AsNumber {
+    /// Parses decimal or asdot notation.
+    pub fn parse(s: &str) -> Option<AsNumber> {
+        if let Some((hi, lo)) = s.split_once('.') {
+            let hi: u16 = hi.parse().ok()?;
+            let lo: u16 = lo.parse().ok()?;
+            return Some(AsNumber((u32::from(hi) << 16) | u32::from(lo)));
+        }
+        s.parse().ok().map(AsNumber)
+    }
+}
+
+impl Serialize for AsNumber {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for AsNumber {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Num(n) => u32::try_from(n)
+                .map(AsNumber)
+                .map_err(|_| serde::de::Error::custom(format!("{n} is not an AS number"))),
+            Raw::Text(t) => AsNumber::parse(&t)
+                .ok_or_else(|| serde::de::Error::custom(format!("'{t}' is not an AS number"))),
+        }
+    }
+}
+
+/// `{cidr: ...}` entries of `serviceClusterIPs` and friends.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CidrEntry {
+    pub cidr: String,
+}
+
+/// `bindMode`: where bgpd listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BindMode {
+    /// Every address (Calico's default).
+    None,
+    /// Only the node's BGP address.
+    NodeIP,
+}
+
+/// `BGPConfiguration.spec`. Absent fields take Calico's defaults through the accessors.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BgpConfigurationSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_severity_screen: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_to_node_mesh_enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_number: Option<AsNumber>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_port: Option<u16>,
+    #[serde(
+        default,
+        rename = "serviceClusterIPs",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub service_cluster_ips: Vec<CidrEntry>,
+    #[serde(
+        default,
+        rename = "serviceExternalIPs",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub service_external_ips: Vec<CidrEntry>,
+    #[serde(
+        default,
+        rename = "serviceLoadBalancerIPs",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub service_load_balancer_ips: Vec<CidrEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_mode: Option<BindMode>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub communities: Vec<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefix_advertisements: Vec<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_mesh_password: Option<BgpPassword>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_mesh_max_restart_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored_interfaces: Vec<String>,
+}
+
+impl BgpConfigurationSpec {
+    /// Whether the node-to-node mesh is on (default true).
+    pub fn mesh_enabled(&self) -> bool {
+        self.node_to_node_mesh_enabled.unwrap_or(true)
+    }
+    /// The cluster AS (default 64512).
+    pub fn as_number(&self) -> AsNumber {
+        self.as_number.unwrap_or(AsNumber(DEFAULT_AS))
+    }
+    /// The BGP listen port (default 179).
+    pub fn listen_port(&self) -> u16 {
+        self.listen_port.unwrap_or(DEFAULT_LISTEN_PORT)
+    }
+    /// The log level (default `Info`).
+    pub fn log_severity(&self) -> &str {
+        self.log_severity_screen.as_deref().unwrap_or("Info")
+    }
+}
+
+const SEVERITIES: [&str; 6] = ["Trace", "Debug", "Info", "Warning", "Error", "Fatal"];
+
+impl Spec for BgpConfigurationSpec {
+    const KIND: &'static str = "BGPConfiguration";
+    const PLURAL: &'static str = "bgpconfigurations";
+
+    fn validate(&self, v: &mut Validator) {
+        if let Some(s) = &self.log_severity_screen
+            && !SEVERITIES.contains(&s.as_str())
+        {
+            v.problem(
+                "spec.logSeverityScreen",
+                format!("'{s}' is not one of {}", SEVERITIES.join(", ")),
+            );
+        }
+        if self.listen_port == Some(0) {
+            v.problem("spec.listenPort", "0 is not a port");
+        }
+        for (field, list) in [
+            ("spec.serviceClusterIPs", &self.service_cluster_ips),
+            ("spec.serviceExternalIPs", &self.service_external_ips),
+            (
+                "spec.serviceLoadBalancerIPs",
+                &self.service_load_balancer_ips,
+            ),
+        ] {
+            for (i, e) in list.iter().enumerate() {
+                v.cidr(&format!("{field}[{i}].cidr"), &e.cidr);
+            }
+        }
+        if let Some(p) = &self.node_mesh_password {
+            p.validate(v, "spec.nodeMeshPassword");
+        }
+        if let Some(d) = &self.node_mesh_max_restart_time {
+            duration(v, "spec.nodeMeshMaxRestartTime", d);
+        }
+    }
+
+    fn redact(&mut self) {
+        if let Some(p) = &mut self.node_mesh_password {
+            p.redact();
+        }
+    }
+
+    fn restore_secrets(&mut self, stored: &Self) {
+        if let (Some(p), Some(old)) = (&mut self.node_mesh_password, &stored.node_mesh_password) {
+            p.restore(old);
+        }
+    }
+}
+
+/// Calico's reference to a Kubernetes secret key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretKeyRef {
+    pub name: String,
+    pub key: String,
+}
+
+/// A BGP password (TCP MD5): Calico's `secretKeyRef`, or margay's inline `value`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BgpPassword {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeyRef>,
+    /// margay's inline form: the password itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+impl BgpPassword {
+    fn validate(&self, v: &mut Validator, field: &str) {
+        match (&self.secret_key_ref, &self.value) {
+            (Some(_), Some(_)) => v.problem(field, "set either secretKeyRef or value, not both"),
+            (None, None) => v.problem(field, "needs secretKeyRef or value"),
+            (Some(r), None) if r.name.is_empty() || r.key.is_empty() => {
+                v.problem(format!("{field}.secretKeyRef"), "needs both name and key")
+            }
+            _ => {}
+        }
+    }
+
+    fn redact(&mut self) {
+        if self.value.is_some() {
+            self.value = Some(REDACTED.to_string());
+        }
+    }
+
+    /// A redacted value written back (`get -o yaml` then `apply`) keeps the stored password.
+    fn restore(&mut self, stored: &BgpPassword) {
+        if self.value.as_deref() == Some(REDACTED) {
+            self.value = stored.value.clone();
+        }
+    }
+}
+
+/// `sourceAddress`: whether the session is sourced from the node's BGP address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SourceAddress {
+    UseNodeIP,
+    None,
+}
+
+/// `BGPPeer.spec`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BgpPeerSpec {
+    /// Only this node peers (global peer when absent and no nodeSelector).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The nodes that peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<String>,
+    /// The peer's address, with an optional port (`10.0.0.1:1790`, `[fd00::1]:1790`).
+    #[serde(default, rename = "peerIP", skip_serializing_if = "Option::is_none")]
+    pub peer_ip: Option<String>,
+    /// Peer with the nodes this selects (instead of peerIP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_selector: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_number: Option<AsNumber>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<BgpPassword>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_original_next_hop: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_restart_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_address: Option<SourceAddress>,
+    /// GTSM: the number of hops the peer may be away (RFC 5082).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_security: Option<u8>,
+    #[serde(
+        default,
+        rename = "numAllowedLocalASNumbers",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub num_allowed_local_as_numbers: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachable_by: Option<String>,
+}
+
+impl BgpPeerSpec {
+    /// `peerIP` split into address and optional port.
+    pub fn peer_addr(&self) -> Option<(IpAddr, Option<u16>)> {
+        parse_peer_ip(self.peer_ip.as_deref()?)
+    }
+
+    /// Whether every node peers (no node, no nodeSelector).
+    pub fn is_global(&self) -> bool {
+        self.node.is_none() && self.node_selector.is_none()
+    }
+}
+
+/// Parses `IP`, `IPv4:port` or `[IPv6]:port`.
+pub fn parse_peer_ip(s: &str) -> Option<(IpAddr, Option<u16>)> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some((ip, None));
+    }
+    let sa: std::net::SocketAddr = s.parse().ok()?;
+    Some((sa.ip(), Some(sa.port())))
+}
+
+impl Spec for BgpPeerSpec {
+    const KIND: &'static str = "BGPPeer";
+    const PLURAL: &'static str = "bgppeers";
+
+    fn validate(&self, v: &mut Validator) {
+        if self.node.is_some() && self.node_selector.is_some() {
+            v.problem("spec.node", "cannot be set together with spec.nodeSelector");
+        }
+        if let Some(s) = &self.node_selector {
+            v.selector("spec.nodeSelector", s);
+        }
+        if let Some(s) = &self.peer_selector {
+            v.selector("spec.peerSelector", s);
+        }
+        match (&self.peer_ip, &self.peer_selector) {
+            (Some(_), Some(_)) => v.problem(
+                "spec.peerIP",
+                "cannot be set together with spec.peerSelector",
+            ),
+            (None, None) => v.problem("spec.peerIP", "is required unless spec.peerSelector is set"),
+            (Some(ip), None) => {
+                match parse_peer_ip(ip) {
+                    None => v.problem("spec.peerIP", format!("'{ip}' is not an IP address")),
+                    Some((_, Some(0))) => v.problem("spec.peerIP", format!("'{ip}': port 0")),
+                    Some(_) => {}
+                }
+                if self.as_number.is_none() {
+                    v.problem("spec.asNumber", "is required with spec.peerIP");
+                }
+            }
+            (None, Some(_)) => {}
+        }
+        if let Some(p) = &self.password {
+            p.validate(v, "spec.password");
+        }
+        if let Some(d) = &self.max_restart_time {
+            duration(v, "spec.maxRestartTime", d);
+        }
+        if self.ttl_security == Some(0) {
+            v.problem("spec.ttlSecurity", "must be 1 to 255 hops");
+        }
+    }
+
+    fn redact(&mut self) {
+        if let Some(p) = &mut self.password {
+            p.redact();
+        }
+    }
+
+    fn restore_secrets(&mut self, stored: &Self) {
+        if let (Some(p), Some(old)) = (&mut self.password, &stored.password) {
+            p.restore(old);
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! Calico's label selector language (`nodeSelector`, `peerSelector`): parsing with nom and
+//! evaluation against a label map.
+//!
+//! Grammar (whitespace allowed between tokens):
+//!
+//! ```text
+//! expr    := and ( "||" and )*
+//! and     := unary ( "&&" unary )*
+//! unary   := "!" unary | primary
+//! primary := "(" expr ")" | "all()" | "has(" key ")"
+//!          | key "==" value | key "!=" value
+//!          | key "in" set | key "not in" set
+//! set     := "{" [ value ( "," value )* ] "}"
+//! value   := "'" chars "'" | '"' chars '"'
+//! key     := [A-Za-z0-9_./-]+
+//! ```
+//!
+//! The empty selector selects nothing when used as a peer selector in Calico; callers decide what
+//! an absent selector means, `Selector::parse("")` is an error.
+
+use nom::branch::alt;
+use nom::bytes::complete::{tag, take_while, take_while1};
+use nom::character::complete::{char, multispace0};
+use nom::combinator::{all_consuming, map, value};
+use nom::multi::separated_list0;
+use nom::sequence::{delimited, preceded};
+use nom::{IResult, Parser};
+use std::collections::BTreeMap;
+
+/// A parsed selector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// `all()`: every label set.
+    All,
+    /// `has(key)`.
+    Has(String),
+    /// `key == 'value'`.
+    Eq(String, String),
+    /// `key != 'value'` (also true when the key is absent).
+    Ne(String, String),
+    /// `key in {'a', 'b'}`.
+    In(String, Vec<String>),
+    /// `key not in {'a', 'b'}`.
+    NotIn(String, Vec<String>),
+    /// `!expr`.
+    Not(Box<Selector>),
+    /// `a && b`.
+    And(Box<Selector>, Box<Selector>),
+    /// `a || b`.
+    Or(Box<Selector>, Box<Selector>),
+}
+
+/// The selector text could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid selector {text:?}: cannot parse at {rest:?}")]
+pub struct SelectorError {
+    /// The whole selector.
+    pub text: String,
+    /// Where parsing stopped.
+    pub rest: String,
+}
+
+impl Selector {
+    /// Parses a selector expression.
+    pub fn parse(text: &str) -> Result<Selector, SelectorError> {
+        match all_consuming(delimited(multispace0, expr, multispace0)).parse(text) {
+            Ok((_, s)) => Ok(s),
+            Err(e) => {
+                let rest = match e {
+                    nom::Err::Error(e) | nom::Err::Failure(e) => e.input.to_string(),
+                    nom::Err::Incomplete(_) => String::new(),
+                };
+                Err(SelectorError {
+                    text: text.to_string(),
+                    rest,
+                })
+            }
+        }
+    }
+
+    /// Whether a label set matches.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        match self {
+            Selector::All => true,
+            Selector::Has(k) => labels.contains_key(k),
+            Selector::Eq(k, v) => labels.get(k) == Some(v),
+            Selector::Ne(k, v) => labels.get(k) != Some(v),
+            Selector::In(k, vs) => labels.get(k).is_some_and(|l| vs.contains(l)),
+            Selector::NotIn(k, vs) => !labels.get(k).is_some_and(|l| vs.contains(l)),
+            Selector::Not(s) => !s.matches(labels),
+            Selector::And(a, b) => a.matches(labels) && b.matches(labels),
+            Selector::Or(a, b) => a.matches(labels) || b.matches(labels),
+        }
+    }
+}
+
+fn ws<'a, O>(
+    p: impl Parser<&'a str, Output = O, Error = nom::error::Error<&'a str>>,
+) -> impl Parser<&'a str, Output = O, Error = nom::error::Error<&'a str>> {
+    delimited(multispace0, p, multispace0)
+}
+
+fn expr(i: &str) -> IResult<&str, Selector> {
+    let (mut i, mut acc) = and_expr(i)?;
+    while let Ok((rest, rhs)) = preceded(ws(tag("||")), and_expr).parse(i) {
+        acc = Selector::Or(Box::new(acc), Box::new(rhs));
+        i = rest;
+    }
+    Ok((i, acc))
+}
+
+fn and_expr(i: &str) -> IResult<&str, Selector> {
+    let (mut i, mut acc) = unary(i)?;
+    while let Ok((rest, rhs)) = preceded(ws(tag("&&")), unary).parse(i) {
+        acc = Selector::And(Box::new(acc), Box::new(rhs));
+        i = rest;
+    }
+    Ok((i, acc))
+}
+
+fn unary(i: &str) -> IResult<&str, Selector> {
+    alt((
+        map(preceded(ws(char('!')), unary), |s| {
+            Selector::Not(Box::new(s))
+        }),
+        ws(primary),
+    ))
+    .parse(i)
+}
+
+fn primary(i: &str) -> IResult<&str, Selector> {
+    alt((
+        delimited(char('('), ws(expr), char(')')),
+        value(Selector::All, (tag("all"), ws(char('(')), char(')'))),
+        map(
+            (tag("has"), ws(char('(')), ws(key), char(')')),
+            |(_, _, k, _)| Selector::Has(k.to_string()),
+        ),
+        comparison,
+    ))
+    .parse(i)
+}
+
+fn comparison(i: &str) -> IResult<&str, Selector> {
+    let (i, k) = key(i)?;
+    let k = k.to_string();
+    alt((
+        map(preceded(ws(tag("==")), quoted), {
+            let k = k.clone();
+            move |v| Selector::Eq(k.clone(), v.to_string())
+        }),
+        map(preceded(ws(tag("!=")), quoted), {
+            let k = k.clone();
+            move |v| Selector::Ne(k.clone(), v.to_string())
+        }),
+        map(preceded((ws(tag("not")), ws(tag("in"))), set), {
+            let k = k.clone();
+            move |vs| Selector::NotIn(k.clone(), vs)
+        }),
+        map(preceded(ws(tag("in")), set), move |vs| {
+            Selector::In(k.clone(), vs)
+        }),
+    ))
+    .parse(i)
+}
+
+fn set(i: &str) -> IResult<&str, Vec<String>> {
+    map(
+        delimited(
+            ws(char('{')),
+            separated_list0(ws(char(',')), ws(quoted)),
+            ws(char('}')),
+        ),
+        |vs| vs.into_iter().map(str::to_string).collect(),
+    )
+    .parse(i)
+}
+
+fn key(i: &str) -> IResult<&str, &str> {
+    take_while1(|c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | '-')).parse(i)
+}
+
+fn quoted(i: &str) -> IResult<&str, &str> {
+    alt((
+        delimited(char('\''), take_while(|c| c != '\''), char('\'')),
+        delimited(char('"'), take_while(|c| c != '"'), char('"')),
+    ))
+    .parse(i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn sel(s: &str) -> Selector {
+        Selector::parse(s).unwrap()
+    }
+
+    #[test]
+    fn all_matches_empty_and_nonempty_labels() {
+        assert!(sel("all()").matches(&labels(&[])));
+        assert!(sel(" all( ) ").matches(&labels(&[("a", "b")])));
+    }
+
+    #[test]
+    fn has_checks_key_presence_only() {
+        let s = sel("has(route-reflector)");
+        assert!(s.matches(&labels(&[("route-reflector", "")])));
+        assert!(!s.matches(&labels(&[("rack", "a")])));
+    }
+
+    #[test]
+    fn equality_and_inequality_with_both_quote_styles() {
+        let l = labels(&[("rack", "r1")]);
+        assert!(sel("rack == 'r1'").matches(&l));
+        assert!(sel("rack==\"r1\"").matches(&l));
+        assert!(!sel("rack == 'r2'").matches(&l));
+        assert!(sel("rack != 'r2'").matches(&l));
+        assert!(sel("zone != 'x'").matches(&l), "absent key is != anything");
+        assert!(!sel("rack != 'r1'").matches(&l));
+    }
+
+    #[test]
+    fn set_membership_and_negated_membership() {
+        let l = labels(&[("zone", "b")]);
+        assert!(sel("zone in {'a', 'b'}").matches(&l));
+        assert!(!sel("zone in {'a','c'}").matches(&l));
+        assert!(sel("zone not in {'a','c'}").matches(&l));
+        assert!(!sel("zone not in {'b'}").matches(&l));
+        assert!(!sel("rack in {}").matches(&l));
+        assert!(sel("rack not in {'x'}").matches(&l));
+    }
+
+    #[test]
+    fn and_binds_tighter_than_or() {
+        // a || b && c  ==  a || (b && c)
+        let s = sel("has(a) || has(b) && has(c)");
+        assert!(s.matches(&labels(&[("a", "")])));
+        assert!(!s.matches(&labels(&[("b", "")])));
+        assert!(s.matches(&labels(&[("b", ""), ("c", "")])));
+    }
+
+    #[test]
+    fn parentheses_and_negation_change_grouping() {
+        let s = sel("(has(a) || has(b)) && !has(c)");
+        assert!(s.matches(&labels(&[("b", "")])));
+        assert!(!s.matches(&labels(&[("b", ""), ("c", "")])));
+        assert!(sel("!(rack == 'r1')").matches(&labels(&[("rack", "r2")])));
+        assert!(sel("!!has(a)").matches(&labels(&[("a", "")])));
+    }
+
+    #[test]
+    fn keys_with_domain_prefix_parse() {
+        let s = sel("kubernetes.io/hostname == 'node-1'");
+        assert!(s.matches(&labels(&[("kubernetes.io/hostname", "node-1")])));
+    }
+
+    #[test]
+    fn malformed_selectors_are_errors_naming_the_rest() {
+        for bad in [
+            "",
+            "rack == r1",
+            "has(a",
+            "a &&",
+            "rack = 'x'",
+            "zone in {'a'",
+            "all() extra",
+        ] {
+            let e = Selector::parse(bad).unwrap_err();
+            assert_eq!(e.text, bad);
+        }
+        assert_eq!(
+            Selector::parse("has(a) &&& has(b)")
+                .unwrap_err()
+                .rest
+                .trim_start()
+                .chars()
+                .next(),
+            Some('&')
+        );
+    }
+}

@@ -1,0 +1,264 @@
+//! The etcd backend against a real etcd: CRUD, compare-and-swap, watches through compaction
+//! and restarts, TLS client certificates.
+
+use margay_datastore::resources::{
+    AsNumber, BgpPeer, BgpPeerSpec, Node, NodeBgpSpec, NodeSpec, Resource,
+};
+use margay_datastore::testing::EtcdServer;
+use margay_datastore::{Store, StoreError, WatchEvent};
+use std::time::Duration;
+
+fn node(name: &str, ip: &str) -> Node {
+    Resource::new(
+        name,
+        NodeSpec {
+            bgp: Some(NodeBgpSpec {
+                ipv4_address: Some(format!("{ip}/24")),
+                ..NodeBgpSpec::default()
+            }),
+            ..NodeSpec::default()
+        },
+    )
+}
+
+async fn next<T>(w: &mut margay_datastore::Watch<T>) -> WatchEvent<T> {
+    tokio::time::timeout(Duration::from_secs(20), w.next())
+        .await
+        .expect("no watch event within 20 s")
+}
+
+#[tokio::test]
+async fn create_get_update_delete_with_compare_and_swap() {
+    let etcd = EtcdServer::start();
+    let store = etcd.store().await;
+
+    let created = store.create(&node("n1", "10.0.0.1")).await.unwrap();
+    let rev = created.revision().expect("create stamps the revision");
+    assert!(matches!(
+        store.create(&node("n1", "10.0.0.9")).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+
+    let got = store.get::<NodeSpec>("n1").await.unwrap().unwrap();
+    assert_eq!(got.revision(), Some(rev));
+    assert_eq!(got.spec, created.spec);
+
+    // Two writers read the same revision; the second one's CAS fails.
+    let mut a = got.clone();
+    a.spec.bgp.as_mut().unwrap().as_number = Some(AsNumber(65001));
+    let mut b = got.clone();
+    b.spec.bgp.as_mut().unwrap().as_number = Some(AsNumber(65002));
+    let a = store.update(&a).await.unwrap();
+    assert!(a.revision().unwrap() > rev);
+    let err = store.update(&b).await.unwrap_err();
+    assert!(err.is_conflict(), "{err}");
+    let now = store.get::<NodeSpec>("n1").await.unwrap().unwrap();
+    assert_eq!(
+        now.spec.bgp.unwrap().as_number,
+        Some(AsNumber(65001)),
+        "the losing write left no trace"
+    );
+
+    // Update of a missing resource without a revision is NotFound.
+    assert!(matches!(
+        store.update(&node("ghost", "10.0.0.2")).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    // Delete with a stale revision fails, with the current one succeeds.
+    let err = store
+        .delete::<NodeSpec>(None, "n1", Some(rev))
+        .await
+        .unwrap_err();
+    assert!(err.is_conflict());
+    store
+        .delete::<NodeSpec>(None, "n1", a.revision())
+        .await
+        .unwrap();
+    assert!(store.get::<NodeSpec>("n1").await.unwrap().is_none());
+    assert!(matches!(
+        store.delete::<NodeSpec>(None, "n1", None).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn invalid_resources_are_not_written() {
+    let etcd = EtcdServer::start();
+    let store = etcd.store().await;
+    let peer: BgpPeer = Resource::new(
+        "tor1",
+        BgpPeerSpec {
+            peer_ip: Some("10.0.0.300".into()),
+            as_number: Some(AsNumber(65001)),
+            ..BgpPeerSpec::default()
+        },
+    );
+    let err = store.create(&peer).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "BGPPeer 'tor1': spec.peerIP: '10.0.0.300' is not an IP address"
+    );
+    assert!(store.list::<BgpPeerSpec>().await.unwrap().0.is_empty());
+}
+
+#[tokio::test]
+async fn watch_sees_create_update_and_delete_in_order() {
+    let etcd = EtcdServer::start();
+    let store = etcd.store().await;
+    store.create(&node("before", "10.0.0.1")).await.unwrap();
+    let (nodes, rev) = store.list::<NodeSpec>().await.unwrap();
+    assert_eq!(nodes.len(), 1);
+    let mut w = store.watch::<NodeSpec>(rev + 1);
+
+    let c = store.create(&node("n2", "10.0.0.2")).await.unwrap();
+    let mut changed = c.clone();
+    changed
+        .spec
+        .bgp
+        .as_mut()
+        .unwrap()
+        .route_reflector_cluster_id = Some("1.1.1.1".into());
+    let u = store.update(&changed).await.unwrap();
+    store.delete::<NodeSpec>(None, "n2", None).await.unwrap();
+
+    match next(&mut w).await {
+        WatchEvent::Put(n) => {
+            assert_eq!(n.name(), "n2");
+            assert_eq!(n.revision(), c.revision());
+        }
+        e => panic!("expected the create, got {e:?}"),
+    }
+    match next(&mut w).await {
+        WatchEvent::Put(n) => {
+            assert_eq!(n.revision(), u.revision());
+            assert_eq!(
+                n.spec.bgp.unwrap().route_reflector_cluster_id.as_deref(),
+                Some("1.1.1.1")
+            );
+        }
+        e => panic!("expected the update, got {e:?}"),
+    }
+    match next(&mut w).await {
+        WatchEvent::Delete { name, revision, .. } => {
+            assert_eq!(name, "n2");
+            assert!(revision > u.revision().unwrap());
+        }
+        e => panic!("expected the delete, got {e:?}"),
+    }
+}
+
+#[tokio::test]
+async fn watch_from_compacted_revision_relists_then_continues() {
+    let etcd = EtcdServer::start();
+    let store = etcd.store().await;
+    let (_, start) = store.list::<NodeSpec>().await.unwrap();
+    for i in 1..=3 {
+        store
+            .create(&node(&format!("n{i}"), &format!("10.0.0.{i}")))
+            .await
+            .unwrap();
+    }
+    store.delete::<NodeSpec>(None, "n1", None).await.unwrap();
+    let compacted_at = etcd.compact(&store).await;
+
+    // This watcher starts before the compaction point: its history is gone.
+    let mut w = store.watch::<NodeSpec>(start + 1);
+    match next(&mut w).await {
+        WatchEvent::Resync { items, revision } => {
+            let mut names: Vec<_> = items.iter().map(|n| n.name().to_string()).collect();
+            names.sort();
+            assert_eq!(names, ["n2", "n3"]);
+            assert!(revision >= compacted_at);
+        }
+        e => panic!("expected a resync, got {e:?}"),
+    }
+    store.create(&node("n4", "10.0.0.4")).await.unwrap();
+    match next(&mut w).await {
+        WatchEvent::Put(n) => assert_eq!(n.name(), "n4"),
+        e => panic!("expected n4 after the resync, got {e:?}"),
+    }
+}
+
+#[tokio::test]
+async fn watch_and_client_survive_an_etcd_restart() {
+    let mut etcd = EtcdServer::start();
+    let store = etcd.store().await;
+    let (_, rev) = store.list::<NodeSpec>().await.unwrap();
+    let mut w = store.watch::<NodeSpec>(rev + 1);
+    store.create(&node("n1", "10.0.0.1")).await.unwrap();
+    assert!(matches!(next(&mut w).await, WatchEvent::Put(n) if n.name() == "n1"));
+
+    etcd.stop();
+    // The watcher is waiting while etcd is down; a write from another client happens after
+    // the restart, and must still be seen.
+    let waiter = tokio::spawn(async move {
+        let e = next(&mut w).await;
+        (e, w)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    etcd.start_again();
+
+    let store2 = Store::connect(&etcd.args()).await.unwrap();
+    store2.create(&node("n2", "10.0.0.2")).await.unwrap();
+    let (e, _w) = waiter.await.unwrap();
+    assert!(
+        matches!(e, WatchEvent::Put(ref n) if n.name() == "n2"),
+        "{e:?}"
+    );
+
+    // The first client reconnects too.
+    let got = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match store.get::<NodeSpec>("n2").await {
+                Ok(Some(n)) => return n,
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await
+    .expect("the old client did not reconnect");
+    assert_eq!(got.name(), "n2");
+}
+
+#[tokio::test]
+async fn tls_client_certificate_is_required_and_accepted() {
+    let etcd = EtcdServer::start_tls();
+    let store = etcd.store().await;
+    store.create(&node("n1", "10.0.0.1")).await.unwrap();
+    assert!(store.get::<NodeSpec>("n1").await.unwrap().is_some());
+
+    // Without the client certificate the server refuses.
+    let mut no_cert = etcd.args();
+    no_cert.cert = None;
+    no_cert.key = None;
+    let res = async {
+        let s = Store::connect(&no_cert).await?;
+        s.get::<NodeSpec>("n1").await
+    }
+    .await;
+    assert!(res.is_err(), "a client without a certificate was served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_modify_loses_no_write() {
+    let etcd = EtcdServer::start();
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let store = etcd.store().await;
+        tasks.push(tokio::spawn(async move {
+            store
+                .modify::<NodeSpec>("n1", |n| {
+                    n.metadata.labels.insert(format!("k{i}"), "v".into());
+                })
+                .await
+                .unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let store = etcd.store().await;
+    let n = store.get::<NodeSpec>("n1").await.unwrap().unwrap();
+    assert_eq!(n.metadata.labels.len(), 10, "{:?}", n.metadata.labels);
+}
