@@ -134,12 +134,43 @@ pub struct Neighbor {
     pub source_address: Option<IpAddr>,
     #[serde(default)]
     pub description: Option<String>,
+    /// Address families the session carries: `ipv4`, `ipv6`. By default the family of the
+    /// neighbour's address only, as Calico runs one BIRD session per family: an IPv6 route
+    /// over an IPv4 session could only carry an IPv4-mapped next hop, which no kernel forwards to.
+    #[serde(default)]
+    pub families: Option<Vec<AddressFamily>>,
     /// Label for `node status`; by default derived from the session (see [`Neighbor::peer_type`]).
     #[serde(default, rename = "type")]
     pub peer_type: Option<PeerType>,
 }
 
+/// An address family as the configuration names it.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum AddressFamily {
+    Ipv4,
+    Ipv6,
+}
+
 impl Neighbor {
+    /// The families the session offers: the configured ones, else the address's own.
+    pub fn families(&self) -> Vec<crate::wire::Family> {
+        use crate::wire::Family;
+        match &self.families {
+            Some(list) => list
+                .iter()
+                .map(|f| match f {
+                    AddressFamily::Ipv4 => Family::Ipv4Unicast,
+                    AddressFamily::Ipv6 => Family::Ipv6Unicast,
+                })
+                .collect(),
+            None => match self.address.get_ref() {
+                IpAddr::V4(_) => vec![Family::Ipv4Unicast],
+                IpAddr::V6(_) => vec![Family::Ipv6Unicast],
+            },
+        }
+    }
+
     /// The label shown in `node status`: the configured one, else route reflector client, else
     /// node-to-node mesh for an iBGP peer and global for an eBGP one.
     pub fn peer_type(&self, local_asn: u32) -> PeerType {
@@ -275,6 +306,13 @@ impl Config {
                     n.address.span(),
                     &field("password"),
                     "must be 1 to 80 characters (TCP-MD5 key limit)".into(),
+                ));
+            }
+            if n.families.as_ref().is_some_and(|f| f.is_empty()) {
+                return Err(at(
+                    n.address.span(),
+                    &field("families"),
+                    "lists no family: use ipv4, ipv6 or both".into(),
                 ));
             }
             if n.route_reflector_client && n.asn != *self.asn.get_ref() {
@@ -414,6 +452,24 @@ description = "tor"
             err.contains("line 3: originate: 10.1.0.1/26 has host bits set"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_session_carries_its_address_family_unless_told_otherwise() {
+        use crate::wire::Family;
+        let text = "router-id = \"10.0.0.1\"\nasn = 1\n[[neighbors]]\naddress = \"10.0.0.2\"\nasn = 1\n\
+                    [[neighbors]]\naddress = \"fd00::2\"\nasn = 1\n\
+                    [[neighbors]]\naddress = \"10.0.0.3\"\nasn = 1\nfamilies = [\"ipv4\", \"ipv6\"]\n";
+        let c = Config::parse(text).unwrap();
+        assert_eq!(c.neighbors[0].families(), vec![Family::Ipv4Unicast]);
+        assert_eq!(c.neighbors[1].families(), vec![Family::Ipv6Unicast]);
+        assert_eq!(
+            c.neighbors[2].families(),
+            vec![Family::Ipv4Unicast, Family::Ipv6Unicast]
+        );
+        let bad = "router-id = \"10.0.0.1\"\nasn = 1\n[[neighbors]]\naddress = \"10.0.0.2\"\nasn = 1\nfamilies = [\"ipv5\"]\n";
+        let err = Config::parse(bad).unwrap_err();
+        assert!(err.starts_with("line 6:") && err.contains("ipv5"), "{err}");
     }
 
     #[test]

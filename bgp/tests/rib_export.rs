@@ -220,6 +220,28 @@ mod rib {
         assert_eq!(ex[0].announce[0].2, Family::Ipv6Unicast);
     }
 
+    /// An IPv4 and an IPv6 local route share one attribute set; each must still leave with a
+    /// next hop of its own family (found by the lab: the IPv6 route went out with the IPv4
+    /// next hop cached for the set, and the peer reset the session).
+    #[test]
+    fn ipv4_and_ipv6_local_routes_sharing_attributes_get_next_hops_of_their_family() {
+        let mut rib = Rib::new(local());
+        rib.peer_up(2, ibgp(2));
+        let ex = rib.originate(p4("10.244.7.0/26"), None);
+        let (_, nh) = only_announcement(&ex, 2, "10.244.7.0/26");
+        assert_eq!(nh, MpNextHop::V4(v4("10.0.0.1")));
+        let ex = rib.originate(p4("fd00:244::/122"), None);
+        let (_, nh) = only_announcement(&ex, 2, "fd00:244::/122");
+        assert_eq!(
+            nh,
+            MpNextHop::V6 {
+                global: v4("10.0.0.1").to_ipv6_mapped(),
+                link_local: None
+            },
+            "an IPv4 session carries IPv6 routes with an IPv4-mapped next hop"
+        );
+    }
+
     #[test]
     fn ipv6_routes_are_reflected_with_their_global_next_hop() {
         let mut rib = reflector();

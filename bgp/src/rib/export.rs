@@ -205,8 +205,9 @@ pub struct UpdateGroup {
     /// Sorted.
     pub members: Vec<PeerId>,
     /// Outgoing attributes by incoming `StoredAttrs` pointer, then by source peer (the
-    /// ORIGINATOR_ID of a reflected path depends on it).
-    cache: HashMap<usize, Vec<(PeerId, Option<OutAttrs>)>>,
+    /// ORIGINATOR_ID of a reflected path depends on it) and family (an IPv4 and an IPv6 route
+    /// may share one attribute set, and their next hops differ in form).
+    cache: HashMap<usize, Vec<(PeerId, Family, Option<OutAttrs>)>>,
     out: Interner<PathAttributes>,
 }
 
@@ -247,12 +248,15 @@ impl UpdateGroup {
     ) -> Option<OutAttrs> {
         let ptr = Arc::as_ptr(&path.attrs) as usize;
         let per_source = self.cache.entry(ptr).or_default();
-        if let Some((_, out)) = per_source.iter().find(|(p, _)| *p == path.peer) {
+        if let Some((_, _, out)) = per_source
+            .iter()
+            .find(|(p, f, _)| *p == path.peer && *f == family)
+        {
             return out.clone();
         }
         let out = outgoing_attrs(local, src, &path.attrs, family, &self.key)
             .map(|(attrs, nh)| (self.out.intern(attrs), nh));
-        per_source.push((path.peer, out.clone()));
+        per_source.push((path.peer, family, out.clone()));
         out
     }
 
@@ -260,7 +264,7 @@ impl UpdateGroup {
     pub fn forget_attrs(&mut self, stored: &Arc<StoredAttrs>) {
         let ptr = Arc::as_ptr(stored) as usize;
         if let Some(entries) = self.cache.remove(&ptr) {
-            for (_, out) in entries {
+            for (_, _, out) in entries {
                 if let Some((attrs, _)) = out {
                     self.out.release(&attrs);
                 }
@@ -273,7 +277,7 @@ impl UpdateGroup {
     pub fn forget_peer(&mut self, peer: PeerId) {
         let out = &mut self.out;
         self.cache.retain(|_, entries| {
-            entries.retain(|(p, o)| {
+            entries.retain(|(p, _, o)| {
                 if *p == peer {
                     if let Some((attrs, _)) = o {
                         out.release(attrs);

@@ -108,7 +108,11 @@ pub(super) async fn finish_connect(
 pub(super) fn decode_guarded(frame: &[u8], ctx: &CodecContext) -> Result<Message, Event> {
     match catch_unwind(AssertUnwindSafe(|| wire::decode(frame, ctx))) {
         Ok(Ok(msg)) => Ok(msg),
-        Ok(Err(e)) => Err(error_event(&e)),
+        Ok(Err(e)) => {
+            // The NOTIFICATION's code says which kind of error; this says which octets.
+            tracing::warn!(error = %e, len = frame.len(), message = %hex_prefix(frame), "malformed message received");
+            Err(error_event(&e))
+        }
         Err(_) => {
             tracing::error!(len = frame.len(), "decoder panicked on a received message");
             Err(Event::BgpHeaderErr(Notification::new(
@@ -118,6 +122,19 @@ pub(super) fn decode_guarded(frame: &[u8], ctx: &CodecContext) -> Result<Message
             )))
         }
     }
+}
+
+/// The first octets of a message in hex, enough to see the offending attribute in a log.
+fn hex_prefix(frame: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(2 * frame.len().min(128));
+    for b in frame.iter().take(128) {
+        let _ = write!(out, "{b:02x}");
+    }
+    if frame.len() > 128 {
+        out.push_str("...");
+    }
+    out
 }
 
 /// The FSM event for a decoding error, carrying the NOTIFICATION it calls for.

@@ -158,7 +158,7 @@ impl Speaker {
             ttl_security: n.ttl_security.as_ref().map(|v| *v.get_ref()),
             multihop: n.multihop.as_ref().map(|v| *v.get_ref()),
             source_address: n.source_address,
-            families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
+            families: n.families(),
             description: n.description.clone(),
         }
     }

@@ -141,18 +141,24 @@ impl Plan {
             c = c.cluster_id(CLUSTER_ID);
         }
         for other in self.nodes.iter().filter(|o| o.index != node.index) {
-            let n =
-                BgpdNeighbor::new(IpAddr::V4(other.addrs.ip4()), NODE_AS).description(&other.name);
-            let n = match self.spec.mode {
-                Mode::Mesh => n.peer_type(BgpdPeerType::Mesh),
-                Mode::RouteReflectors if self.is_reflector(node) => n.rr_client(),
-                Mode::RouteReflectors if self.is_reflector(other) => {
-                    n.peer_type(BgpdPeerType::RouteReflector)
-                }
-                // Clients of the same reflector do not peer.
-                Mode::RouteReflectors => continue,
-            };
-            c = c.neighbor(n);
+            // One session per family, as Calico runs them.
+            let mut addrs = vec![IpAddr::V4(other.addrs.ip4())];
+            if self.spec.ipv6 {
+                addrs.push(IpAddr::V6(other.addrs.ip6()));
+            }
+            for addr in addrs {
+                let n = BgpdNeighbor::new(addr, NODE_AS).description(&other.name);
+                let n = match self.spec.mode {
+                    Mode::Mesh => n.peer_type(BgpdPeerType::Mesh),
+                    Mode::RouteReflectors if self.is_reflector(node) => n.rr_client(),
+                    Mode::RouteReflectors if self.is_reflector(other) => {
+                        n.peer_type(BgpdPeerType::RouteReflector)
+                    }
+                    // Clients of the same reflector do not peer.
+                    Mode::RouteReflectors => continue,
+                };
+                c = c.neighbor(n);
+            }
         }
         c = c.neighbor(
             BgpdNeighbor::new(IpAddr::V4(self.tor.addrs.ip4()), TOR_AS).description("tor"),
@@ -198,7 +204,7 @@ impl Plan {
             Mode::RouteReflectors => n - 1,
         };
         let families = if self.spec.ipv6 { 2 } else { 1 };
-        among_nodes + n * families
+        (among_nodes + n) * families
     }
 }
 
@@ -312,7 +318,7 @@ mod tests {
             c.neighbors.last().unwrap().address.to_string(),
             "fd00:99:7::3"
         );
-        assert_eq!(p.session_count(), 1 + 4);
+        assert_eq!(p.session_count(), 2 * (1 + 2), "node-node and node-ToR, once per family");
     }
 
     #[test]
