@@ -2,4 +2,6 @@
 //! the model ([`model`] → [`desired`]); the [`reconcile`] loop makes the kernel match it through
 //! the [`netlink`] handle, and [`health`] holds what /liveness, /readiness and /metrics serve.
 
+pub mod desired;
+pub mod model;
 pub mod netlink;
