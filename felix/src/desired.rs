@@ -129,6 +129,8 @@ pub struct Vtep {
 /// The whole desired dataplane.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Desired {
+    /// This node's underlay address (its interface's MTU is the base of tunnel MTUs).
+    pub node_address: Option<Ipv4Addr>,
     pub routes: BTreeMap<IpNet, DesiredRoute>,
     pub vxlan: Option<VxlanDevice>,
     pub ipip: Option<IpipDevice>,
@@ -143,7 +145,10 @@ pub struct Desired {
 
 /// Computes the desired dataplane for `model`.
 pub fn compute(model: &Model) -> Desired {
-    let mut d = Desired::default();
+    let mut d = Desired {
+        node_address: Some(model.node.address.addr()),
+        ..Desired::default()
+    };
     let enabled = model.pools.iter().filter(|p| !p.disabled);
     let wants_vxlan = enabled.clone().any(|p| p.vxlan_mode != EncapMode::Never);
     let wants_ipip = enabled
@@ -265,11 +270,9 @@ fn remote_route(
         if !encap(pool.vxlan_mode) {
             return Ok(direct);
         }
-        let vtep = d
-            .vteps
-            .iter()
-            .find(|v| v.node_ip == nh4)
-            .ok_or_else(|| format!("route {prefix} via {nh4}: no VXLAN tunnel endpoint known for that node"))?;
+        let vtep = d.vteps.iter().find(|v| v.node_ip == nh4).ok_or_else(|| {
+            format!("route {prefix} via {nh4}: no VXLAN tunnel endpoint known for that node")
+        })?;
         return Ok(DesiredRoute {
             dst: prefix,
             class: RouteClass::Vxlan,

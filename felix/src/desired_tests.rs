@@ -162,7 +162,11 @@ fn vxlan_route_without_known_vtep_is_left_out_with_a_reason() {
     m.vteps.retain(|v| v.node != "n3");
     let d = compute(&m);
     assert!(!d.routes.contains_key(&net("10.244.2.0/26")));
-    assert!(d.problems.iter().any(|p| p.contains("10.1.0.2")), "{:?}", d.problems);
+    assert!(
+        d.problems.iter().any(|p| p.contains("10.1.0.2")),
+        "{:?}",
+        d.problems
+    );
 }
 
 #[test]
@@ -182,7 +186,10 @@ fn prefix_outside_every_pool_routes_direct() {
         next_hop: ip("10.1.0.9"),
     });
     let d = compute(&m);
-    assert_eq!(target_of(&d, "192.168.50.0/24"), via("10.1.0.9", None, false));
+    assert_eq!(
+        target_of(&d, "192.168.50.0/24"),
+        via("10.1.0.9", None, false)
+    );
 }
 
 #[test]

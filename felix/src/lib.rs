@@ -2,6 +2,9 @@
 //! the model ([`model`] → [`desired`]); the [`reconcile`] loop makes the kernel match it through
 //! the [`netlink`] handle, and [`health`] holds what /liveness, /readiness and /metrics serve.
 
+pub mod agent;
 pub mod desired;
+pub mod health;
 pub mod model;
 pub mod netlink;
+pub mod reconcile;

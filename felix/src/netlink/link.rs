@@ -5,9 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{
-    LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
-};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{LinkIpIp, LinkUnspec, LinkVeth, LinkVxlan};
 
@@ -164,5 +162,8 @@ pub(crate) fn address_of(msg: &AddressMessage) -> Option<(u32, IpNet)> {
             _ => None,
         })
     })?;
-    Some((msg.header.index, IpNet::new(ip, msg.header.prefix_len).ok()?))
+    Some((
+        msg.header.index,
+        IpNet::new(ip, msg.header.prefix_len).ok()?,
+    ))
 }

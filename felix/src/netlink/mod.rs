@@ -225,12 +225,14 @@ impl Dataplane {
 
     /// Sets the MTU of link `index`.
     pub fn set_mtu(&mut self, index: u32, mtu: u32) -> Result<(), NetlinkError> {
-        self.sock.request(link::set(index, None, Some(mtu), None), 0)
+        self.sock
+            .request(link::set(index, None, Some(mtu), None), 0)
     }
 
     /// Sets the MAC address of link `index`.
     pub fn set_mac(&mut self, index: u32, mac: Mac) -> Result<(), NetlinkError> {
-        self.sock.request(link::set(index, None, None, Some(mac)), 0)
+        self.sock
+            .request(link::set(index, None, None, Some(mac)), 0)
     }
 
     /// Addresses of link `index`.
@@ -245,6 +247,19 @@ impl Dataplane {
             })
             .filter(|(i, _)| *i == index)
             .map(|(_, a)| a)
+            .collect())
+    }
+
+    /// Every address of the namespace, with its link index.
+    pub fn all_addresses(&mut self) -> Result<Vec<(u32, IpNet)>, NetlinkError> {
+        Ok(self
+            .sock
+            .dump(link::address_dump_request())?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => link::address_of(&a),
+                _ => None,
+            })
             .collect())
     }
 
@@ -316,7 +331,9 @@ impl Dataplane {
 fn unsupported(e: NetlinkError, kind: &'static str, name: &str) -> NetlinkError {
     match e {
         NetlinkError::Kernel { errno }
-            if errno == libc::EOPNOTSUPP || errno == libc::ENODEV || errno == libc::EAFNOSUPPORT =>
+            if errno == libc::EOPNOTSUPP
+                || errno == libc::ENODEV
+                || errno == libc::EAFNOSUPPORT =>
         {
             NetlinkError::Unsupported {
                 kind,

@@ -11,8 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol,
-    RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
@@ -132,9 +132,10 @@ impl KernelRoute {
             protocol: RouteProtocol::from(self.protocol),
             ..RouteHeader::default()
         };
-        msg.attributes.push(RouteAttribute::Destination(RouteAddress::from(
-            self.dst.network(),
-        )));
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(
+                self.dst.network(),
+            )));
         msg
     }
 
@@ -234,7 +235,8 @@ mod tests {
         0x05, 0x06, // NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE
         0x96, 0xb1, 0x06, 0x6b, // seq 1795600790
         0x00, 0x00, 0x00, 0x00, // pid
-        0x02, 0x1a, 0x00, 0x00, 0xfe, 0x51, 0x00, 0x01, // inet /26 tos0 main proto81 universe unicast
+        0x02, 0x1a, 0x00, 0x00, 0xfe, 0x51, 0x00,
+        0x01, // inet /26 tos0 main proto81 universe unicast
         0x04, 0x00, 0x00, 0x00, // RTNH_F_ONLINK
         0x08, 0x00, 0x01, 0x00, 0x0a, 0x01, 0x00, 0x00, // RTA_DST 10.1.0.0
         0x08, 0x00, 0x05, 0x00, 0x0a, 0x00, 0x00, 0x02, // RTA_GATEWAY 10.0.0.2

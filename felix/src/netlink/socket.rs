@@ -35,7 +35,8 @@ impl NlSocket {
     /// Opens a request socket (no multicast groups).
     pub(crate) fn open() -> Result<NlSocket, NetlinkError> {
         let mut sock = Socket::new(NETLINK_ROUTE).map_err(NetlinkError::io("opening socket"))?;
-        sock.bind_auto().map_err(NetlinkError::io("binding socket"))?;
+        sock.bind_auto()
+            .map_err(NetlinkError::io("binding socket"))?;
         sock.connect(&SocketAddr::new(0, 0))
             .map_err(NetlinkError::io("connecting socket"))?;
         // Small ACKs (no copy of our request in them) and error strings from the kernel.
@@ -52,7 +53,8 @@ impl NlSocket {
     /// Opens a socket that receives the multicast groups `groups` (RTNLGRP_* numbers).
     pub(crate) fn subscribe(groups: &[u32]) -> Result<NlSocket, NetlinkError> {
         let mut sock = Socket::new(NETLINK_ROUTE).map_err(NetlinkError::io("opening socket"))?;
-        sock.bind_auto().map_err(NetlinkError::io("binding socket"))?;
+        sock.bind_auto()
+            .map_err(NetlinkError::io("binding socket"))?;
         for &g in groups {
             sock.add_membership(g)
                 .map_err(NetlinkError::io(format!("joining group {g}")))?;
@@ -105,9 +107,7 @@ impl NlSocket {
                     if let NetlinkPayload::Error(e) = msg.payload {
                         results[base + idx] = match e.code {
                             None => Ok(()),
-                            Some(code) => Err(NetlinkError::Kernel {
-                                errno: -code.get(),
-                            }),
+                            Some(code) => Err(NetlinkError::Kernel { errno: -code.get() }),
                         };
                         acked += 1;
                     }
@@ -158,9 +158,7 @@ impl NlSocket {
                         }
                         NetlinkPayload::Error(e) => {
                             if let Some(code) = e.code {
-                                return Err(NetlinkError::Kernel {
-                                    errno: -code.get(),
-                                });
+                                return Err(NetlinkError::Kernel { errno: -code.get() });
                             }
                         }
                         NetlinkPayload::InnerMessage(inner) => replies.push(inner),
@@ -225,7 +223,9 @@ impl NlSocket {
             let seq = buf.sequence_number();
             match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[off..off + len]) {
                 Ok(m) => msgs.push((seq, m)),
-                Err(e) => tracing::debug!(error = %e, "skipping a netlink message we cannot decode"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "skipping a netlink message we cannot decode")
+                }
             }
             off += (len + 3) & !3;
         }
