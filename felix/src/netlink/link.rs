@@ -1,7 +1,7 @@
 //! Links and their addresses: what felix reads ([`Link`]) and the messages that create veth,
 //! VXLAN and IPIP devices, set MTU, state and MAC, and add or remove addresses.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
@@ -135,7 +135,7 @@ pub(crate) fn address(index: u32, addr: IpNet, add: bool) -> RouteNetlinkMessage
         IpNet::V6(_) => AddressFamily::Inet6,
     };
     let ip = addr.addr();
-    if let IpAddr::V4(_) = ip {
+    if ip.is_ipv4() {
         msg.attributes.push(AddressAttribute::Local(ip));
     }
     msg.attributes.push(AddressAttribute::Address(ip));
