@@ -120,8 +120,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("margay_felix");
         let routes = Family::<KindLabel, Gauge>::default();
-        let resync_seconds =
-            Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0]);
+        let resync_seconds = Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0]);
         let netlink_errors = Counter::default();
         let route_writes = Family::<OpLabel, Counter>::default();
         let route_conflicts = Counter::default();

@@ -46,7 +46,14 @@ fn host(block: Ipv4Net, i: u32) -> String {
     std::net::Ipv4Addr::from(u32::from(block.network()) + i).to_string()
 }
 
-fn model(node: &Node, pool_mode: (&str, &str), endpoints: Value, blocks: Value, remote: Value, vteps: Value) -> Value {
+fn model(
+    node: &Node,
+    pool_mode: (&str, &str),
+    endpoints: Value,
+    blocks: Value,
+    remote: Value,
+    vteps: Value,
+) -> Value {
     json!({
         "node": {
             "name": "node1",
@@ -138,12 +145,26 @@ fn never_mode_programs_workload_blackhole_and_direct_routes() {
     let n = node(&lab);
     let s = scene(&lab, &n);
     let felix = start_felix(&lab, &n.ns, "node1", &never_model(&n, &s), "a");
-    let all = wait_routes(&n.ns, &felix, "Never-mode routes", |all| never_routes_ok(&n, &s, all));
-    assert_eq!(felix_routes(&n.ns).len(), 4, "exactly felix's four routes:\n{}", show(&all));
-    assert_eq!(n.ns.exec("sysctl", &["-n", "net.ipv4.ip_forward"]).unwrap().trim(), "1");
-    let proxy = n
-        .ns
-        .exec("cat", &[&format!("/proc/sys/net/ipv4/conf/{}/proxy_arp", s.cali)])
+    let all = wait_routes(&n.ns, &felix, "Never-mode routes", |all| {
+        never_routes_ok(&n, &s, all)
+    });
+    assert_eq!(
+        felix_routes(&n.ns).len(),
+        4,
+        "exactly felix's four routes:\n{}",
+        show(&all)
+    );
+    assert_eq!(
+        n.ns.exec("sysctl", &["-n", "net.ipv4.ip_forward"])
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    let proxy =
+        n.ns.exec(
+            "cat",
+            &[&format!("/proc/sys/net/ipv4/conf/{}/proxy_arp", s.cali)],
+        )
         .unwrap();
     assert_eq!(proxy.trim(), "1");
     let metrics = wait_for("metrics", Duration::from_secs(5), &[&felix.proc], || {
@@ -153,8 +174,14 @@ fn never_mode_programs_workload_blackhole_and_direct_routes() {
             .ok_or(body)
     })
     .unwrap();
-    assert!(metrics.contains("margay_felix_routes{kind=\"workload\"} 1"), "{metrics}");
-    assert!(metrics.contains("margay_felix_routes{kind=\"blackhole\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("margay_felix_routes{kind=\"workload\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("margay_felix_routes{kind=\"blackhole\"} 1"),
+        "{metrics}"
+    );
     let (code, body) = http_get(&n.ns, felix.port, "/readiness").unwrap();
     assert_eq!((code, body.trim()), (200, "ready"));
 }
@@ -191,8 +218,13 @@ fn vxlan_mode_programs_device_routes_neighbours_and_fdb() {
     assert_eq!(info["learning"], false, "{link}");
     assert_eq!(link["mtu"], 1450, "uplink MTU 1500 minus 50: {link}");
     assert_eq!(link["address"], "66:00:00:00:00:01", "{link}");
-    let addrs = n.ns.ip(&["-4", "addr", "show", "dev", "vxlan.margay"]).unwrap();
-    assert!(addrs.contains(&format!("{}/32", s.block.network())), "{addrs}");
+    let addrs =
+        n.ns.ip(&["-4", "addr", "show", "dev", "vxlan.margay"])
+            .unwrap();
+    assert!(
+        addrs.contains(&format!("{}/32", s.block.network())),
+        "{addrs}"
+    );
     let neigh = ip_json(&n.ns, &["neigh", "show", "dev", "vxlan.margay"]);
     assert!(
         neigh.iter().any(|e| e["dst"] == s.r1.network().to_string()
@@ -200,19 +232,27 @@ fn vxlan_mode_programs_device_routes_neighbours_and_fdb() {
             && e["state"][0] == "PERMANENT"),
         "{neigh:?}"
     );
-    let fdb = n.ns.exec("bridge", &["fdb", "show", "dev", "vxlan.margay"]).unwrap();
-    assert!(fdb.contains(&format!("66:00:00:00:00:02 dst {}", n.gw())), "{fdb}");
+    let fdb =
+        n.ns.exec("bridge", &["fdb", "show", "dev", "vxlan.margay"])
+            .unwrap();
+    assert!(
+        fdb.contains(&format!("66:00:00:00:00:02 dst {}", n.gw())),
+        "{fdb}"
+    );
 }
 
 /// Whether this kernel can make an ipip device (it cannot on the development machine).
 fn kernel_has_ipip(lab: &Lab) -> bool {
     let probe = lab.netns("probe").unwrap();
-    probe.ip(&["link", "add", "ipprobe", "type", "ipip"]).is_ok()
+    probe
+        .ip(&["link", "add", "ipprobe", "type", "ipip"])
+        .is_ok()
 }
 
 #[test]
 fn ipip_mode_without_kernel_support_is_not_ready_and_programs_the_rest() {
-    let lab = Lab::new("ipip_mode_without_kernel_support_is_not_ready_and_programs_the_rest").unwrap();
+    let lab =
+        Lab::new("ipip_mode_without_kernel_support_is_not_ready_and_programs_the_rest").unwrap();
     let supported = kernel_has_ipip(&lab);
     let n = node(&lab);
     let s = scene(&lab, &n);
@@ -229,16 +269,28 @@ fn ipip_mode_without_kernel_support_is_not_ready_and_programs_the_rest() {
         });
         return;
     }
-    let body = wait_for("not ready because of ipip", Duration::from_secs(5), &[&felix.proc], || {
-        let (code, body) = http_get(&n.ns, felix.port, "/readiness")?;
-        (code == 503 && body.contains("cannot create ipip devices (tunl0)"))
-            .then_some(body.clone())
-            .ok_or(format!("{code} {body}"))
-    })
+    let body = wait_for(
+        "not ready because of ipip",
+        Duration::from_secs(5),
+        &[&felix.proc],
+        || {
+            let (code, body) = http_get(&n.ns, felix.port, "/readiness")?;
+            (code == 503 && body.contains("cannot create ipip devices (tunl0)"))
+                .then_some(body.clone())
+                .ok_or(format!("{code} {body}"))
+        },
+    )
     .unwrap();
-    assert!(body.contains("routes through tunl0 are not programmed"), "{body}");
+    assert!(
+        body.contains("routes through tunl0 are not programmed"),
+        "{body}"
+    );
     let routes = felix_routes(&n.ns);
-    assert!(route_to(&routes, &s.r1.to_string()).is_none(), "{}", show(&routes));
+    assert!(
+        route_to(&routes, &s.r1.to_string()).is_none(),
+        "{}",
+        show(&routes)
+    );
     let (_, stderr) = felix.proc.log_paths();
     let log = std::fs::read_to_string(stderr).unwrap();
     assert!(log.contains("cannot create ipip devices"), "{log}");
@@ -248,46 +300,88 @@ fn ipip_mode_without_kernel_support_is_not_ready_and_programs_the_rest() {
 
 #[test]
 fn restores_deleted_and_changed_routes_and_never_touches_other_protocols() {
-    let lab = Lab::new("restores_deleted_and_changed_routes_and_never_touches_other_protocols").unwrap();
+    let lab =
+        Lab::new("restores_deleted_and_changed_routes_and_never_touches_other_protocols").unwrap();
     let n = node(&lab);
     let s = scene(&lab, &n);
     // A static route elsewhere in the table, and one holding a destination felix wants.
     let other = block4().to_string();
-    n.ns.ip(&["route", "add", &other, "via", &n.gw(), "proto", "static"]).unwrap();
+    n.ns.ip(&["route", "add", &other, "via", &n.gw(), "proto", "static"])
+        .unwrap();
     let taken = block4();
-    n.ns.ip(&["route", "add", &taken.to_string(), "via", &n.neighbour(7), "proto", "static"]).unwrap();
+    n.ns.ip(&[
+        "route",
+        "add",
+        &taken.to_string(),
+        "via",
+        &n.neighbour(7),
+        "proto",
+        "static",
+    ])
+    .unwrap();
     let mut m = never_model(&n, &s);
-    m["remoteRoutes"].as_array_mut().unwrap().push(remote(taken, &n.gw()));
+    m["remoteRoutes"]
+        .as_array_mut()
+        .unwrap()
+        .push(remote(taken, &n.gw()));
     let statics = || ip_json(&n.ns, &["route", "show", "proto", "static"]);
     let before = statics();
     assert_eq!(before.len(), 2);
 
     let felix = start_felix(&lab, &n.ns, "node1", &m, "a");
-    wait_routes(&n.ns, &felix, "Never-mode routes", |all| never_routes_ok(&n, &s, all));
+    wait_routes(&n.ns, &felix, "Never-mode routes", |all| {
+        never_routes_ok(&n, &s, all)
+    });
 
     n.ns.ip(&["route", "del", &s.pod]).unwrap();
     wait_routes(&n.ns, &felix, "the deleted pod route back", |all| {
         is(route_to(all, &s.pod), "dev", &s.cali)
     });
 
-    n.ns.ip(&["route", "replace", &s.block.to_string(), "via", &n.gw(), "proto", PROTO]).unwrap();
+    n.ns.ip(&[
+        "route",
+        "replace",
+        &s.block.to_string(),
+        "via",
+        &n.gw(),
+        "proto",
+        PROTO,
+    ])
+    .unwrap();
     wait_routes(&n.ns, &felix, "the blackhole restored", |all| {
         is(route_to(all, &s.block.to_string()), "type", "blackhole")
     });
 
-    n.ns.ip(&["route", "replace", &s.r1.to_string(), "via", &n.neighbour(9), "proto", PROTO]).unwrap();
+    n.ns.ip(&[
+        "route",
+        "replace",
+        &s.r1.to_string(),
+        "via",
+        &n.neighbour(9),
+        "proto",
+        PROTO,
+    ])
+    .unwrap();
     wait_routes(&n.ns, &felix, "the changed gateway restored", |all| {
         is(route_to(all, &s.r1.to_string()), "gateway", &n.gw())
     });
 
     // Over several periodic resyncs, the static routes stay exactly as they were.
-    holds_for("static routes untouched", Duration::from_secs(3), &[&felix.proc], || {
-        let now = statics();
-        (now == before).then_some(()).ok_or(show(&now))
-    })
+    holds_for(
+        "static routes untouched",
+        Duration::from_secs(3),
+        &[&felix.proc],
+        || {
+            let now = statics();
+            (now == before).then_some(()).ok_or(show(&now))
+        },
+    )
     .unwrap();
     let metrics = http_get(&n.ns, felix.port, "/metrics").unwrap().1;
-    assert!(!metrics.contains("margay_felix_route_conflicts_total 0\n"), "{metrics}");
+    assert!(
+        !metrics.contains("margay_felix_route_conflicts_total 0\n"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -296,20 +390,33 @@ fn restart_with_nothing_changed_makes_no_route_changes() {
     let n = node(&lab);
     let s = scene(&lab, &n);
     let mut felix = start_felix(&lab, &n.ns, "node1", &never_model(&n, &s), "a");
-    wait_routes(&n.ns, &felix, "Never-mode routes", |all| never_routes_ok(&n, &s, all));
+    wait_routes(&n.ns, &felix, "Never-mode routes", |all| {
+        never_routes_ok(&n, &s, all)
+    });
     let state = felix.state.clone();
     felix.proc.stop();
 
     // IPv4 only: felix programs IPv4 here, and IPv6 link-local routes come and go on their own
     // as the veths finish DAD.
-    let mut monitor =
-        Process::spawn(&n.ns, "monitor", "ip", ["-4", "monitor", "route"], lab.dir()).unwrap();
+    let mut monitor = Process::spawn(
+        &n.ns,
+        "monitor",
+        "ip",
+        ["-4", "monitor", "route"],
+        lab.dir(),
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let felix = spawn_felix(&lab, &n.ns, "node1", state, "b", "1");
-    wait_for("second felix ready", Duration::from_secs(10), &[&felix.proc], || {
-        let (code, body) = http_get(&n.ns, felix.port, "/readiness")?;
-        (code == 200).then_some(()).ok_or(body)
-    })
+    wait_for(
+        "second felix ready",
+        Duration::from_secs(10),
+        &[&felix.proc],
+        || {
+            let (code, body) = http_get(&n.ns, felix.port, "/readiness")?;
+            (code == 200).then_some(()).ok_or(body)
+        },
+    )
     .unwrap();
     // Two more periodic resyncs.
     std::thread::sleep(Duration::from_millis(2500));
@@ -317,11 +424,17 @@ fn restart_with_nothing_changed_makes_no_route_changes() {
     let seen = std::fs::read_to_string(stdout).unwrap();
 
     // The monitor does see changes (so the empty log above means something).
-    n.ns.ip(&["route", "add", "10.250.0.0/24", "via", &n.gw()]).unwrap();
-    wait_for("monitor sees a change", Duration::from_secs(5), &[&monitor], || {
-        let text = std::fs::read_to_string(stdout).map_err(|e| e.to_string())?;
-        text.contains("10.250.0.0/24").then_some(()).ok_or(text)
-    })
+    n.ns.ip(&["route", "add", "10.250.0.0/24", "via", &n.gw()])
+        .unwrap();
+    wait_for(
+        "monitor sees a change",
+        Duration::from_secs(5),
+        &[&monitor],
+        || {
+            let text = std::fs::read_to_string(stdout).map_err(|e| e.to_string())?;
+            text.contains("10.250.0.0/24").then_some(()).ok_or(text)
+        },
+    )
     .unwrap();
     monitor.stop();
     assert_eq!(seen, "", "route events during the restart");
@@ -330,25 +443,34 @@ fn restart_with_nothing_changed_makes_no_route_changes() {
 
 #[test]
 fn removes_its_stale_routes_when_an_endpoint_or_remote_block_goes_away() {
-    let lab = Lab::new("removes_its_stale_routes_when_an_endpoint_or_remote_block_goes_away").unwrap();
+    let lab =
+        Lab::new("removes_its_stale_routes_when_an_endpoint_or_remote_block_goes_away").unwrap();
     let n = node(&lab);
     let s = scene(&lab, &n);
     let cali2 = format!("cali{}0000002", lab.tag());
     veth(&n.ns, &cali2, "pod2", None);
     let pod2 = host(s.block, 6);
     let mut m = never_model(&n, &s);
-    m["endpoints"].as_array_mut().unwrap().push(endpoint(&cali2, &pod2));
+    m["endpoints"]
+        .as_array_mut()
+        .unwrap()
+        .push(endpoint(&cali2, &pod2));
     let felix = start_felix(&lab, &n.ns, "node1", &m, "a");
     wait_routes(&n.ns, &felix, "all routes", |all| {
         never_routes_ok(&n, &s, all)?;
         is(route_to(all, &pod2), "dev", &cali2)
     });
 
-    felix.update(&never_model(&n, &s).as_object().map(|o| {
-        let mut o = o.clone();
-        o["remoteRoutes"] = json!([remote(s.r1, &n.gw())]);
-        Value::Object(o)
-    }).unwrap());
+    felix.update(
+        &never_model(&n, &s)
+            .as_object()
+            .map(|o| {
+                let mut o = o.clone();
+                o["remoteRoutes"] = json!([remote(s.r1, &n.gw())]);
+                Value::Object(o)
+            })
+            .unwrap(),
+    );
     wait_routes(&n.ns, &felix, "pod2 and r2 gone", |all| {
         if route_to(all, &pod2).is_some() {
             return Err("pod2 still routed".into());

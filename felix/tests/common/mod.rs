@@ -56,7 +56,16 @@ pub fn veth(ns: &Netns, host: &str, peer: &str, peer_ns: Option<&Netns>) {
     match peer_ns {
         Some(p) => ns
             .ip(&[
-                "link", "add", host, "type", "veth", "peer", "name", peer, "netns", p.name(),
+                "link",
+                "add",
+                host,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                peer,
+                "netns",
+                p.name(),
             ])
             .expect("veth"),
         None => ns
