@@ -18,7 +18,9 @@ use margay_felix::netlink::Dataplane;
 use margay_felix::reconcile::{ReconcileConfig, Reconciler};
 
 fn arg(i: usize, default: &str) -> String {
-    std::env::args().nth(i).unwrap_or_else(|| default.to_string())
+    std::env::args()
+        .nth(i)
+        .unwrap_or_else(|| default.to_string())
 }
 
 fn workload(i: u32, veths: u32) -> WorkloadEndpoint {

@@ -125,3 +125,40 @@ fn creating_ipip_on_a_kernel_without_it_is_unsupported() {
         );
     }
 }
+
+#[test]
+fn creates_veth_sets_mtu_and_address_and_deletes_it() {
+    let lab = Lab::new("creates_veth_sets_mtu_and_address_and_deletes_it").unwrap();
+    let ns = lab.netns("n").unwrap();
+    let (link, addrs, after) = in_netns(ns.name(), |dp| {
+        dp.create_veth("calitest0", "peertest0").unwrap();
+        let l = dp.link("calitest0").unwrap();
+        dp.set_mtu(l.index, 1400).unwrap();
+        dp.set_mac(l.index, [0xee; 6]).unwrap();
+        dp.set_link_up(l.index, true).unwrap();
+        dp.add_address(l.index, "10.79.0.1/32".parse().unwrap())
+            .unwrap();
+        let link = dp.link("calitest0").unwrap();
+        let addrs = dp.addresses(l.index).unwrap();
+        dp.delete_link(l.index).unwrap();
+        let after = dp
+            .links()
+            .unwrap()
+            .into_iter()
+            .map(|l| l.name)
+            .collect::<Vec<_>>();
+        (link, addrs, after)
+    });
+    assert_eq!(link.mtu, 1400);
+    assert_eq!(link.mac, Some([0xee; 6]));
+    assert!(link.up);
+    assert_eq!(link.kind.as_deref(), Some("veth"));
+    assert!(
+        addrs.contains(&"10.79.0.1/32".parse().unwrap()),
+        "{addrs:?}"
+    );
+    assert!(
+        !after.iter().any(|n| n == "calitest0" || n == "peertest0"),
+        "{after:?}"
+    );
+}
