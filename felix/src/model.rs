@@ -166,6 +166,19 @@ mod tests {
     }
 
     #[test]
+    fn readme_example_state_parses() {
+        let readme = include_str!("../README.md");
+        let yaml = readme
+            .split("```yaml\n")
+            .nth(1)
+            .and_then(|r| r.split("```").next())
+            .unwrap();
+        let m = Model::from_text(yaml).unwrap();
+        assert_eq!(m.vteps[0].tunnel_ip.to_string(), "10.244.1.0");
+        assert_eq!(m.endpoints[0].interface, "cali1234567890a");
+    }
+
+    #[test]
     fn rejects_short_mac() {
         assert!(parse_mac("ee:ee:ee:ee:ee").is_err());
         assert_eq!(parse_mac("ee:ee:ee:ee:ee:0a").unwrap()[5], 0x0a);
