@@ -15,8 +15,6 @@ pub struct HostInterface {
     pub index: u32,
     /// Administratively up (`IFF_UP`).
     pub up: bool,
-    /// Up with a carrier (`IFF_RUNNING`).
-    pub running: bool,
     /// The addresses with the interface's prefix length, in the kernel's order.
     pub addresses: Vec<IpNet>,
 }
@@ -92,7 +90,6 @@ impl IfAddrs {
                         name: name.to_string(),
                         index: 0,
                         up: flags & libc::IFF_UP as u32 != 0,
-                        running: flags & libc::IFF_RUNNING as u32 != 0,
                         addresses: Vec::new(),
                     });
                     list.len() - 1

@@ -15,8 +15,10 @@
 //! - `can-reach` takes the source address the kernel would use towards the destination (host
 //!   names resolved, A records for IPv4 and AAAA for IPv6), then the interface that holds it.
 //!
-//! One addition to calico-node, which looks at no interface flags: interfaces that are down or
-//! have no carrier are skipped (their addresses could not carry a BGP session).
+//! One addition to calico-node, which looks at no interface flags: interfaces that are
+//! administratively down are skipped (their addresses could not carry a BGP session). The carrier
+//! is not looked at: the kernel reports it up to a second after a link comes up, and a node's
+//! address must not depend on that race at boot.
 //!
 //! Everything is read in the network namespace of the calling thread.
 
@@ -223,10 +225,6 @@ fn select(
         }
         if !iface.up {
             notes.push(format!("{} is down", iface.name));
-            continue;
-        }
-        if !iface.running {
-            notes.push(format!("{} has no carrier", iface.name));
             continue;
         }
         let of_version: Vec<&IpNet> = iface
