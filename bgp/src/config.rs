@@ -478,9 +478,13 @@ description = "tor"
         let readme = include_str!("../../README.md");
         let start = readme.find("```toml\n").expect("README has a toml example") + 8;
         let end = start + readme[start..].find("```").expect("the example ends");
-        let c = Config::parse(&readme[start..end]).unwrap_or_else(|e| panic!("README example: {e}"));
+        let c =
+            Config::parse(&readme[start..end]).unwrap_or_else(|e| panic!("README example: {e}"));
         assert_eq!(c.neighbors.len(), 1);
-        assert_eq!(c.neighbors[0].multihop.as_ref().map(|m| *m.get_ref()), Some(2));
+        assert_eq!(
+            c.neighbors[0].multihop.as_ref().map(|m| *m.get_ref()),
+            Some(2)
+        );
     }
 
     #[test]

@@ -114,6 +114,56 @@ mod rib {
         assert!(announced_to(&ex, 9).is_empty(), "never back to the source");
     }
 
+    /// RFC 4271 §5.1.3 (2), as BIRD does: towards an eBGP peer on our subnet, a route whose
+    /// next hop is on that subnet keeps it, so the ToR forwards to the node owning the block.
+    #[test]
+    fn ebgp_peer_on_the_shared_subnet_gets_the_third_party_next_hop() {
+        let mut rib = Rib::new(local());
+        rib.peer_up(2, ibgp(2));
+        let mut tor = ebgp(9, 65009);
+        tor.shared_subnet = Some("10.0.0.0/24".parse().unwrap());
+        rib.peer_up(9, tor);
+        let mut far = ebgp(8, 65008);
+        far.address = IpAddr::V4(v4("192.0.2.8"));
+        rib.peer_up(8, far);
+        let ex = rib.apply_update(2, &announce4(attrs(&[], "10.0.0.2"), &["10.244.2.0/26"]));
+        let (_, nh) = only_announcement(&ex, 9, "10.244.2.0/26");
+        assert_eq!(
+            nh,
+            MpNextHop::V4(v4("10.0.0.2")),
+            "the owner's address, on the ToR's subnet"
+        );
+        let (_, nh) = only_announcement(&ex, 8, "10.244.2.0/26");
+        assert_eq!(
+            nh,
+            MpNextHop::V4(v4("10.0.0.1")),
+            "a peer off the subnet gets next-hop-self"
+        );
+        let ex = rib.apply_update(
+            2,
+            &announce4(attrs(&[], "198.51.100.7"), &["10.244.3.0/26"]),
+        );
+        let (_, nh) = only_announcement(&ex, 9, "10.244.3.0/26");
+        assert_eq!(
+            nh,
+            MpNextHop::V4(v4("10.0.0.1")),
+            "a next hop off the subnet is replaced by ours"
+        );
+    }
+
+    #[test]
+    fn explicit_next_hop_self_overrides_the_third_party_next_hop() {
+        let mut rib = Rib::new(local());
+        rib.peer_up(2, ibgp(2));
+        let mut tor = ebgp(9, 65009);
+        tor.shared_subnet = Some("10.0.0.0/24".parse().unwrap());
+        tor.next_hop = NextHopMode::SelfAddr;
+        rib.peer_up(9, tor);
+        let ex = rib.apply_update(2, &announce4(attrs(&[], "10.0.0.2"), &["10.244.2.0/26"]));
+        let (_, nh) = only_announcement(&ex, 9, "10.244.2.0/26");
+        assert_eq!(nh, MpNextHop::V4(v4("10.0.0.1")));
+    }
+
     #[test]
     fn ebgp_export_prepends_own_as_and_sets_next_hop_self() {
         let mut rib = Rib::new(local());

@@ -69,6 +69,8 @@ pub struct GroupKey {
     /// Negotiated families, sorted.
     pub families: Vec<Family>,
     pub ctx: CodecContext,
+    /// The subnet shared with the peer, for third-party next hops towards eBGP peers.
+    pub shared_subnet: Option<ipnet::IpNet>,
 }
 
 impl GroupKey {
@@ -83,11 +85,20 @@ impl GroupKey {
             local_address: info.local_address,
             families,
             ctx: info.ctx,
+            shared_subnet: info.shared_subnet,
         }
     }
 
     pub fn has_family(&self, family: Family) -> bool {
         self.families.contains(&family)
+    }
+
+    /// RFC 4271 §5.1.3 (2): towards an eBGP peer on a shared subnet, a next hop on that same
+    /// subnet is kept, unless next-hop-self was asked for explicitly.
+    fn third_party(&self, nh: &MpNextHop) -> bool {
+        self.kind == PeerKind::Ebgp
+            && self.next_hop == NextHopMode::Auto
+            && self.shared_subnet.is_some_and(|s| s.contains(&nh.addr()))
     }
 
     /// Whether paths of this family go to next-hop-self on this group's sessions.
@@ -122,7 +133,7 @@ fn next_hop_for(address: IpAddr, family: Family) -> Option<MpNextHop> {
 /// meaningful on the link it came from.
 pub fn out_next_hop(stored: &StoredAttrs, family: Family, key: &GroupKey) -> Option<MpNextHop> {
     match stored.next_hop {
-        Some(nh) if !key.next_hop_self() => Some(match nh {
+        Some(nh) if !key.next_hop_self() || key.third_party(&nh) => Some(match nh {
             MpNextHop::V6 { global, .. } => MpNextHop::V6 {
                 global,
                 link_local: None,

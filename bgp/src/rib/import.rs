@@ -92,6 +92,7 @@ mod tests {
             next_hop: NextHopMode::Auto,
             families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
             local_address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            shared_subnet: None,
             router_id: Ipv4Addr::new(10, 0, 0, 2),
             ctx: CodecContext::default(),
         }

@@ -70,6 +70,10 @@ pub struct PeerInfo {
     pub families: Vec<Family>,
     /// Our end of the session, for next-hop-self.
     pub local_address: IpAddr,
+    /// The subnet our end of the session sits on, when the peer's address is inside it too:
+    /// next hops on it are passed on to an eBGP peer unchanged (RFC 4271 §5.1.3, as BIRD does),
+    /// so a ToR forwards straight to the node that owns a block.
+    pub shared_subnet: Option<ipnet::IpNet>,
     /// The BGP Identifier from its OPEN.
     pub router_id: Ipv4Addr,
     /// Opaque to the RIB: part of the update-group key.

@@ -45,6 +45,24 @@ const WATCH_QUEUE: usize = 16384;
 /// Where inbound connections for a configured peer go; shared with the listener.
 type Dispatch = Arc<RwLock<HashMap<IpAddr, session::SessionHandle>>>;
 
+/// The subnet of the interface holding `local`, if `remote` is inside it (a directly
+/// connected peer). Read from the kernel when a session comes up.
+fn shared_subnet(local: IpAddr, remote: IpAddr) -> Option<ipnet::IpNet> {
+    let interfaces = match crate::autodetect::host::interfaces() {
+        Ok(i) => i,
+        Err(e) => {
+            warn!(error = %e, "cannot read interface addresses; next hops to eBGP peers will be our own");
+            return None;
+        }
+    };
+    interfaces
+        .iter()
+        .flat_map(|i| i.addresses.iter())
+        .find(|a| a.addr() == local)
+        .map(|a| a.trunc())
+        .filter(|net| net.prefix_len() < net.max_prefix_len() && net.contains(&remote))
+}
+
 /// The speaker task's state.
 pub struct Speaker {
     config: Config,
@@ -241,6 +259,7 @@ impl Speaker {
                     },
                     families: families.clone(),
                     local_address: local_addr.ip(),
+                    shared_subnet: shared_subnet(local_addr.ip(), remote_addr.ip()),
                     router_id: negotiated.peer_router_id,
                     ctx,
                 };

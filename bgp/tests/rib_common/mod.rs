@@ -28,6 +28,7 @@ pub fn peer(n: u8, asn: u32, rr_client: bool) -> PeerInfo {
         next_hop: NextHopMode::Auto,
         families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
         local_address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+        shared_subnet: None,
         router_id: Ipv4Addr::new(10, 0, 0, n),
         ctx: CodecContext {
             four_octet_as: true,
