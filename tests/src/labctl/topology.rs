@@ -318,7 +318,11 @@ mod tests {
             c.neighbors.last().unwrap().address.to_string(),
             "fd00:99:7::3"
         );
-        assert_eq!(p.session_count(), 2 * (1 + 2), "node-node and node-ToR, once per family");
+        assert_eq!(
+            p.session_count(),
+            2 * (1 + 2),
+            "node-node and node-ToR, once per family"
+        );
     }
 
     #[test]

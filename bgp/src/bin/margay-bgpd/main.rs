@@ -1,0 +1,249 @@
+//! `margay-bgpd`: the BGP-4 speaker daemon. Parses flags, loads the configuration, and wires the
+//! speaker, the gRPC API and the health server together; SIGHUP reloads, SIGTERM closes sessions
+//! with a Cease NOTIFICATION and removes the socket.
+
+use anyhow::Context;
+use clap::Parser;
+use margay_bgp::config::Config;
+use margay_bgp::speaker::Speaker;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+/// How long API and HTTP clients get to finish when the daemon stops.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "margay-bgpd",
+    version,
+    about = "margay's BGP-4 speaker: node mesh, route reflection, external peers",
+    long_about = "margay's BGP-4 speaker: node mesh, route reflection, external peers.\n\n\
+        Two modes: with --config FILE it runs the sessions the TOML file lists (SIGHUP reloads \
+        it); with --datastore etcd --node NAME it registers the node's address in its Node \
+        resource and builds its sessions from the cluster model (Nodes, BGPPeers, \
+        BGPConfiguration), following every change live. Flags that calico-node users know \
+        (NODENAME, IP, IP_AUTODETECTION_METHOD, AS) are read from the same environment variables."
+)]
+struct Args {
+    /// The TOML configuration file (router-id, asn, neighbors, ...).
+    #[arg(
+        long,
+        env = "MARGAY_BGPD_CONFIG",
+        required_unless_present = "datastore",
+        conflicts_with = "datastore"
+    )]
+    config: Option<PathBuf>,
+    /// Check the configuration file and exit: 0 when valid, 2 with the line and field at fault.
+    #[arg(long, requires = "config")]
+    check: bool,
+    /// Build sessions from the cluster model in this datastore (cluster mode).
+    #[arg(long, env = "MARGAY_DATASTORE", value_parser = ["etcd"])]
+    datastore: Option<String>,
+    /// This node's name: its Node resource (cluster mode).
+    #[arg(long, env = "NODENAME", required_if_eq("datastore", "etcd"))]
+    node: Option<String>,
+    /// This node's IPv4 BGP address: ADDR/LEN, ADDR, `autodetect` or `none` (cluster mode).
+    #[arg(long, env = "IP", default_value = "autodetect")]
+    ip: String,
+    /// How `--ip autodetect` chooses: first-found, can-reach=DEST, interface=REGEX,
+    /// skip-interface=REGEX, cidr=CIDR[,CIDR].
+    #[arg(long, env = "IP_AUTODETECTION_METHOD", default_value = "first-found")]
+    ip_autodetection_method: String,
+    /// This node's IPv6 BGP address: ADDR/LEN, ADDR, `autodetect` or `none` (cluster mode).
+    #[arg(long, env = "IP6", default_value = "none")]
+    ip6: String,
+    /// How `--ip6 autodetect` chooses (same methods as for IPv4).
+    #[arg(long, env = "IP6_AUTODETECTION_METHOD", default_value = "first-found")]
+    ip6_autodetection_method: String,
+    /// This node's AS, written into its Node resource (cluster mode; the cluster's otherwise).
+    #[arg(long = "as", env = "AS")]
+    asn: Option<u32>,
+    #[command(flatten)]
+    etcd: margay_datastore::EtcdArgs,
+    /// The gRPC unix socket (overrides the file's `socket`).
+    #[arg(long, env = "MARGAY_BGPD_SOCKET")]
+    socket: Option<PathBuf>,
+    /// Address BGP connections are accepted on (cluster mode; `::` is IPv4 and IPv6).
+    #[arg(long, env = "MARGAY_BGPD_LISTEN_ADDRESS", default_value = "::")]
+    listen_address: std::net::IpAddr,
+    /// Port of /liveness, /readiness and /metrics on 127.0.0.1 (cluster mode; 0 turns it off).
+    #[arg(long, env = "MARGAY_BGPD_HTTP_PORT", default_value_t = 9179)]
+    http_port: u16,
+    /// Log format: text or json.
+    #[arg(long, env = "MARGAY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    /// Log filter (tracing's env-filter syntax), e.g. info or margay_bgp=debug.
+    #[arg(long, env = "MARGAY_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+fn init_logging(format: &str, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| "info".into());
+    // Colours only for a person at a terminal; a log file or a container log gets plain text.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load(args: &Args) -> anyhow::Result<Config> {
+    let path = args.config.as_ref().context("no --config file")?;
+    let mut config = Config::load(path)?;
+    if let Some(s) = &args.socket {
+        config.socket = s.clone();
+    }
+    Ok(config)
+}
+
+fn main() {
+    let args = Args::parse();
+    let config = match &args.config {
+        Some(path) => match load(&args) {
+            Ok(c) => {
+                if args.check {
+                    println!(
+                        "{}: configuration is valid ({} neighbors)",
+                        path.display(),
+                        c.neighbors.len()
+                    );
+                    return;
+                }
+                Some(c)
+            }
+            Err(e) => {
+                eprintln!("margay-bgpd: {e:#}");
+                std::process::exit(2);
+            }
+        },
+        None => None,
+    };
+    init_logging(&args.log_format, &args.log_level);
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("margay-bgpd: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(run(args, config)) {
+        error!("{e:#}");
+        eprintln!("margay-bgpd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Cluster mode's settings from the flags.
+fn cluster_options(args: &Args) -> anyhow::Result<margay_bgp::cluster::Options> {
+    use margay_bgp::cluster::{AddressSource, Local, Options};
+    Ok(Options {
+        local: Local {
+            node: args
+                .node
+                .clone()
+                .context("--node (or NODENAME) is required in cluster mode")?,
+            socket: args
+                .socket
+                .clone()
+                .unwrap_or_else(|| margay_bgp::config::DEFAULT_SOCKET.into()),
+            http_address: std::net::Ipv4Addr::LOCALHOST.into(),
+            http_port: args.http_port,
+            listen_address: args.listen_address,
+            connect_retry: 5,
+            hold_time: 90,
+        },
+        etcd: args.etcd.clone(),
+        ipv4: AddressSource::parse(&args.ip, &args.ip_autodetection_method)?,
+        ipv6: AddressSource::parse(&args.ip6, &args.ip6_autodetection_method)?,
+        asn: args.asn,
+    })
+}
+
+async fn run(args: Args, config: Option<Config>) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let (config, cluster) = match config {
+        Some(c) => (c, None),
+        None => {
+            let (c, follow) = margay_bgp::cluster::start(cluster_options(&args)?).await?;
+            (c, Some(follow))
+        }
+    };
+    info!(router_id = %config.router_id(), asn = config.asn(), neighbors = config.neighbors.len(), "starting margay-bgpd");
+    let socket = config.socket.clone();
+    let http =
+        (config.http_port != 0).then(|| SocketAddr::new(config.http_address, config.http_port));
+    let (speaker, task) = Speaker::start(config.clone()).await?;
+    let follower = cluster.map(|f| {
+        let speaker = speaker.clone();
+        let shutdown = stopped(stop_rx.clone());
+        tokio::spawn(f.run(speaker, config, shutdown))
+    });
+
+    let api = tokio::spawn({
+        let speaker = speaker.clone();
+        let shutdown = stopped(stop_rx.clone());
+        let socket = socket.clone();
+        async move { margay_bgp::api::serve(&socket, speaker, shutdown).await }
+    });
+    info!(socket = %socket.display(), "gRPC API listening");
+    let http_task = http.map(|addr| {
+        let speaker = speaker.clone();
+        let shutdown = stopped(stop_rx.clone());
+        info!(%addr, "health and metrics listening");
+        tokio::spawn(async move {
+            if let Err(e) = margay_bgp::http::serve(addr, speaker, shutdown).await {
+                error!(%addr, error = %e, "health and metrics server failed");
+            }
+        })
+    });
+
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => if args.config.is_none() {
+                info!("SIGHUP: in cluster mode the sessions follow the datastore; nothing to reload");
+            } else { match load(&args) {
+                Ok(new) => match speaker.reload(new).await {
+                    Ok(s) => info!(added = ?s.added, removed = ?s.removed, restarted = ?s.restarted, unchanged = s.unchanged, "configuration file reloaded"),
+                    Err(e) => error!("reload failed: {e}"),
+                },
+                Err(e) => warn!("configuration not reloaded, keeping the running one: {e:#}"),
+            }},
+            _ = term.recv() => { info!("SIGTERM: closing sessions"); break; }
+            _ = int.recv() => { info!("SIGINT: closing sessions"); break; }
+        }
+    }
+    let _ = stop_tx.send(true);
+    if let Some(f) = follower {
+        let _ = f.await;
+    }
+    let _ = speaker.shutdown().await;
+    let _ = task.await;
+    // In-flight API calls get a moment to finish; an idle or stuck client connection must not
+    // hold the daemon (and a DaemonSet pod's termination) open.
+    match tokio::time::timeout(DRAIN, api).await {
+        Ok(Ok(Err(e))) => warn!("gRPC API: {e}"),
+        Ok(_) => {}
+        Err(_) => warn!("gRPC clients still connected after {DRAIN:?}; closing anyway"),
+    }
+    if let Some(h) = http_task
+        && tokio::time::timeout(DRAIN, h).await.is_err()
+    {
+        warn!("HTTP clients still connected after {DRAIN:?}; closing anyway");
+    }
+    let _ = std::fs::remove_file(&socket);
+    info!("margay-bgpd stopped");
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! The datastore edge of cluster mode: registering this node, reading the model, and following
+//! it with watches that survive compaction and etcd restarts.
+
+use super::peerings::{Local, Model, desired_config};
+use crate::config::Config;
+use crate::speaker::SpeakerHandle;
+use margay_datastore::resources::{
+    AsNumber, BgpConfigurationSpec, BgpPeerSpec, NodeSpec, Resource,
+};
+use margay_datastore::{Store, StoreError, WatchEvent};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Changes arriving within this window are applied together.
+const SETTLE: Duration = Duration::from_millis(20);
+
+/// Writes this node's BGP address (and AS, when given) into its Node resource, creating it if
+/// needed; other fields are left as they are.
+pub async fn register(
+    store: &Store,
+    node: &str,
+    ipv4: Option<ipnet::IpNet>,
+    ipv6: Option<ipnet::IpNet>,
+    asn: Option<u32>,
+) -> Result<(), StoreError> {
+    store
+        .modify::<NodeSpec>(node, |n| {
+            let bgp = n.spec.bgp.get_or_insert_with(Default::default);
+            if let Some(a) = ipv4 {
+                bgp.ipv4_address = Some(a.to_string());
+            }
+            if let Some(a) = ipv6 {
+                bgp.ipv6_address = Some(a.to_string());
+            }
+            if let Some(a) = asn {
+                bgp.as_number = Some(AsNumber(a));
+            }
+        })
+        .await?;
+    info!(node, ipv4 = ?ipv4, ipv6 = ?ipv6, asn = ?asn, "registered this node's BGP address");
+    Ok(())
+}
+
+/// The revision each kind was listed at; watches start after it.
+#[derive(Debug, Clone, Copy)]
+pub struct Revisions {
+    pub nodes: i64,
+    pub peers: i64,
+    pub bgp: i64,
+}
+
+fn by_name<S>(items: Vec<Resource<S>>) -> BTreeMap<String, Resource<S>> {
+    items
+        .into_iter()
+        .map(|r| (r.metadata.name.clone(), r))
+        .collect()
+}
+
+fn default_bgp(items: Vec<Resource<BgpConfigurationSpec>>) -> Option<BgpConfigurationSpec> {
+    items
+        .into_iter()
+        .find(|c| c.metadata.name == "default")
+        .map(|c| c.spec)
+}
+
+/// Lists everything bgpd follows.
+pub async fn load(store: &Store) -> Result<(Model, Revisions), StoreError> {
+    let (nodes, n) = store.list::<NodeSpec>().await?;
+    let (peers, p) = store.list::<BgpPeerSpec>().await?;
+    let (configs, b) = store.list::<BgpConfigurationSpec>().await?;
+    let model = Model {
+        nodes: by_name(nodes),
+        peers: by_name(peers),
+        bgp: default_bgp(configs),
+    };
+    Ok((
+        model,
+        Revisions {
+            nodes: n,
+            peers: p,
+            bgp: b,
+        },
+    ))
+}
+
+fn apply<S>(map: &mut BTreeMap<String, Resource<S>>, ev: WatchEvent<Resource<S>>) {
+    match ev {
+        WatchEvent::Put(r) => {
+            map.insert(r.metadata.name.clone(), r);
+        }
+        WatchEvent::Delete { name, .. } => {
+            map.remove(&name);
+        }
+        WatchEvent::Resync { items, .. } => *map = by_name(items),
+    }
+}
+
+/// Follows the model until `shutdown` resolves, reloading the speaker whenever this node's
+/// peerings change. `applied` is the configuration the speaker runs now.
+pub async fn follow(
+    store: Store,
+    local: Local,
+    speaker: SpeakerHandle,
+    mut model: Model,
+    revs: Revisions,
+    mut applied: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let mut nodes = store.watch::<NodeSpec>(revs.nodes + 1);
+    let mut peers = store.watch::<BgpPeerSpec>(revs.peers + 1);
+    let mut configs = store.watch::<BgpConfigurationSpec>(revs.bgp + 1);
+    let mut bgp_items: BTreeMap<String, Resource<BgpConfigurationSpec>> = BTreeMap::new();
+    tokio::pin!(shutdown);
+    let mut last_problem: Option<String> = None;
+    loop {
+        // Wait for one change, then take whatever else arrives within SETTLE.
+        let mut changed = false;
+        let settle = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(settle);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                ev = nodes.next() => { apply(&mut model.nodes, ev); }
+                ev = peers.next() => { apply(&mut model.peers, ev); }
+                ev = configs.next() => {
+                    apply(&mut bgp_items, ev);
+                    model.bgp = bgp_items.get("default").map(|c| c.spec.clone());
+                }
+                _ = &mut settle, if changed => break,
+            }
+            if !changed {
+                changed = true;
+                settle.as_mut().reset(tokio::time::Instant::now() + SETTLE);
+            }
+        }
+        match desired_config(&model, &local) {
+            Ok(config) if config == applied => {}
+            Ok(config) => match speaker.reload(config.clone()).await {
+                Ok(s) => {
+                    info!(added = ?s.added, removed = ?s.removed, restarted = ?s.restarted, unchanged = s.unchanged, "peerings follow the datastore");
+                    applied = config;
+                    last_problem = None;
+                }
+                Err(e) => {
+                    warn!("{e}");
+                    return;
+                }
+            },
+            Err(e) => {
+                let text = e.to_string();
+                if last_problem.as_deref() != Some(&text) {
+                    warn!("keeping the current sessions: {text}");
+                    last_problem = Some(text);
+                }
+            }
+        }
+    }
+}

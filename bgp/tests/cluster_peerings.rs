@@ -1,0 +1,208 @@
+//! The peering rules of cluster mode, from manifests in the shapes a Calico operator writes.
+
+use margay_bgp::cluster::{Local, Model, PeeringError, desired_config};
+use margay_bgp::config::{Config, Neighbor, NextHop, PeerType};
+use margay_datastore::resources::{AnyResource, parse_documents};
+use std::net::IpAddr;
+
+fn model(yaml: &str) -> Model {
+    let mut m = Model::default();
+    for r in parse_documents(yaml).expect("test manifests parse") {
+        match r {
+            AnyResource::Node(n) => {
+                m.nodes.insert(n.name().to_string(), n);
+            }
+            AnyResource::BgpPeer(p) => {
+                m.peers.insert(p.name().to_string(), p);
+            }
+            AnyResource::BgpConfiguration(c) if c.name() == "default" => m.bgp = Some(c.spec),
+            other => panic!("unexpected resource {other:?}"),
+        }
+    }
+    m
+}
+
+fn local(node: &str) -> Local {
+    Local {
+        node: node.into(),
+        socket: "/tmp/x.sock".into(),
+        http_address: "127.0.0.1".parse().unwrap(),
+        http_port: 0,
+        listen_address: "::".parse().unwrap(),
+        connect_retry: 1,
+        hold_time: 30,
+    }
+}
+
+fn node(name: &str, ip: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: {name}\n{extra}spec:\n  bgp:\n    ipv4Address: {ip}/24\n---\n"
+    )
+}
+
+fn neighbor<'a>(c: &'a Config, addr: &str) -> Option<&'a Neighbor> {
+    let a: IpAddr = addr.parse().unwrap();
+    c.neighbors.iter().find(|n| *n.address.get_ref() == a)
+}
+
+fn addresses(c: &Config) -> Vec<String> {
+    let mut v: Vec<String> = c
+        .neighbors
+        .iter()
+        .map(|n| n.address.get_ref().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn three_nodes() -> String {
+    format!(
+        "{}{}{}",
+        node("n1", "10.0.0.1", ""),
+        node("n2", "10.0.0.2", ""),
+        node("n3", "10.0.0.3", "")
+    )
+}
+
+#[test]
+fn mesh_peers_every_other_node_from_the_node_address() {
+    let m = model(&three_nodes());
+    let c = desired_config(&m, &local("n2")).unwrap();
+    assert_eq!(
+        c.router_id(),
+        "10.0.0.2".parse::<std::net::Ipv4Addr>().unwrap()
+    );
+    assert_eq!(c.asn(), 64512, "Calico's default AS");
+    assert_eq!(addresses(&c), ["10.0.0.1", "10.0.0.3"]);
+    let n1 = neighbor(&c, "10.0.0.1").unwrap();
+    let n3 = neighbor(&c, "10.0.0.3").unwrap();
+    assert_eq!(n1.peer_type, Some(PeerType::Mesh));
+    assert!(
+        !n1.passive && !n3.passive,
+        "both ends connect; collision detection keeps one"
+    );
+    assert_eq!(n1.asn, 64512);
+    assert_eq!(
+        n1.source_address,
+        Some("10.0.0.2".parse().unwrap()),
+        "sessions leave from the node's address"
+    );
+}
+
+#[test]
+fn mesh_off_leaves_no_node_sessions() {
+    let yaml = three_nodes()
+        + "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  nodeToNodeMeshEnabled: false\n  asNumber: 65010\n";
+    let c = desired_config(&model(&yaml), &local("n1")).unwrap();
+    assert!(c.neighbors.is_empty(), "{:?}", addresses(&c));
+    assert_eq!(c.asn(), 65010, "the cluster AS from BGPConfiguration");
+}
+
+#[test]
+fn global_peer_applies_to_every_node_and_node_specific_only_to_its_node() {
+    let yaml = three_nodes()
+        + "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 10.0.0.254\n  asNumber: 65000\n  password:\n    value: s3cret\n---\n"
+        + "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: n3-border\nspec:\n  node: n3\n  peerIP: '192.0.2.1:1790'\n  asNumber: 65001\n  keepOriginalNextHop: true\n";
+    let m = model(&yaml);
+    let c1 = desired_config(&m, &local("n1")).unwrap();
+    let tor = neighbor(&c1, "10.0.0.254").unwrap();
+    assert_eq!(
+        (tor.asn, tor.peer_type, tor.passive),
+        (65000, Some(PeerType::Global), false)
+    );
+    assert_eq!(tor.password.as_deref(), Some("s3cret"));
+    assert!(
+        neighbor(&c1, "192.0.2.1").is_none(),
+        "n3's peer is not n1's"
+    );
+    let c3 = desired_config(&m, &local("n3")).unwrap();
+    let b = neighbor(&c3, "192.0.2.1").unwrap();
+    assert_eq!(
+        (b.port, b.peer_type, b.next_hop),
+        (1790, Some(PeerType::NodeSpecific), Some(NextHop::Keep))
+    );
+}
+
+fn rr_cluster() -> String {
+    let rr = "  labels:\n    route-reflector: 'true'\n";
+    format!(
+        "{}{}{}{}",
+        node("n1", "10.0.0.1", rr),
+        node("n2", "10.0.0.2", rr),
+        node("n3", "10.0.0.3", ""),
+        node("n4", "10.0.0.4", "")
+    )
+    .replace(
+        "name: n1\n  labels:\n    route-reflector: 'true'\nspec:\n  bgp:\n",
+        "name: n1\n  labels:\n    route-reflector: 'true'\nspec:\n  bgp:\n    routeReflectorClusterID: 244.0.0.1\n",
+    )
+    .replace(
+        "name: n2\n  labels:\n    route-reflector: 'true'\nspec:\n  bgp:\n",
+        "name: n2\n  labels:\n    route-reflector: 'true'\nspec:\n  bgp:\n    routeReflectorClusterID: 244.0.0.1\n",
+    ) + "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: peer-with-rrs\nspec:\n  nodeSelector: all()\n  peerSelector: route-reflector == 'true'\n"
+}
+
+#[test]
+fn route_reflector_clients_leave_the_mesh_and_peer_only_with_reflectors() {
+    let m = model(&rr_cluster());
+    let c3 = desired_config(&m, &local("n3")).unwrap();
+    assert_eq!(
+        addresses(&c3),
+        ["10.0.0.1", "10.0.0.2"],
+        "a client peers with the reflectors only"
+    );
+    for rr in ["10.0.0.1", "10.0.0.2"] {
+        let n = neighbor(&c3, rr).unwrap();
+        assert_eq!(n.peer_type, Some(PeerType::RouteReflector));
+        assert!(!n.route_reflector_client);
+    }
+    let c1 = desired_config(&m, &local("n1")).unwrap();
+    assert_eq!(c1.cluster_id(), Some("244.0.0.1".parse().unwrap()));
+    assert_eq!(addresses(&c1), ["10.0.0.2", "10.0.0.3", "10.0.0.4"]);
+    let client = neighbor(&c1, "10.0.0.3").unwrap();
+    assert_eq!(client.peer_type, Some(PeerType::RouteReflectorClient));
+    assert!(client.route_reflector_client);
+    let other_rr = neighbor(&c1, "10.0.0.2").unwrap();
+    assert!(
+        !other_rr.route_reflector_client,
+        "reflectors of one cluster are not each other's clients"
+    );
+}
+
+#[test]
+fn a_node_without_address_or_resource_cannot_peer_and_says_why() {
+    let yaml = "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: bare\nspec: {}\n";
+    let m = model(yaml);
+    assert_eq!(
+        desired_config(&m, &local("bare")).unwrap_err(),
+        PeeringError::NoAddress("bare".into())
+    );
+    assert_eq!(
+        desired_config(&m, &local("ghost")).unwrap_err(),
+        PeeringError::NoNode("ghost".into())
+    );
+    let err = desired_config(&m, &local("bare")).unwrap_err().to_string();
+    assert!(err.contains("spec.bgp.ipv4Address"), "{err}");
+}
+
+#[test]
+fn nodes_without_address_are_left_out_of_the_mesh() {
+    let yaml = three_nodes()
+        + "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: n4\nspec: {}\n";
+    let c = desired_config(&model(&yaml), &local("n1")).unwrap();
+    assert_eq!(addresses(&c), ["10.0.0.2", "10.0.0.3"]);
+}
+
+#[test]
+fn ipv6_addresses_give_a_second_mesh_session() {
+    let yaml = node("n1", "10.0.0.1", "").replace(
+        "ipv4Address: 10.0.0.1/24\n",
+        "ipv4Address: 10.0.0.1/24\n    ipv6Address: fd00::1/64\n",
+    ) + &node("n2", "10.0.0.2", "").replace(
+        "ipv4Address: 10.0.0.2/24\n",
+        "ipv4Address: 10.0.0.2/24\n    ipv6Address: fd00::2/64\n",
+    );
+    let c = desired_config(&model(&yaml), &local("n1")).unwrap();
+    assert_eq!(addresses(&c), ["10.0.0.2", "fd00::2"]);
+    assert!(!neighbor(&c, "fd00::2").unwrap().passive);
+}
