@@ -225,13 +225,28 @@ fn tor_peer_yaml(ip: IpAddr) -> String {
 
 /// BIRD as the rack's router: one eBGP session per node, learning only.
 fn start_tor(c: &Cluster, ns: &Netns, me: &Addrs) -> Result<Bird> {
+    start_tor_with(c, ns, me, None)
+}
+
+/// [`start_tor`], with a TCP-MD5 password on every session when `password` is set.
+fn start_tor_with(c: &Cluster, ns: &Netns, me: &Addrs, password: Option<&str>) -> Result<Bird> {
     let mut conf = BirdConfig::new(me.ip4());
     for h in &c.hosts {
-        conf = conf.neighbor(
-            BirdNeighbor::new(&h.name, h.ip(), TOR_AS, CLUSTER_AS).export(ExportPolicy::None),
-        );
+        let mut n =
+            BirdNeighbor::new(&h.name, h.ip(), TOR_AS, CLUSTER_AS).export(ExportPolicy::None);
+        if let Some(p) = password {
+            n = n.password(p);
+        }
+        conf = conf.neighbor(n);
     }
     Bird::start(&c.lab, ns, "tor", conf)
+}
+
+/// A ToR namespace on the cluster's switch, with its address.
+fn tor_host(c: &Cluster) -> Result<(Netns, Addrs)> {
+    let ns = c.lab.netns("tor")?;
+    let addrs = c.sw.attach(&ns)?;
+    Ok((ns, addrs))
 }
 
 /// Waits until the ToR holds a path for `block` learned on its session with `node` (a BIRD
@@ -474,6 +489,106 @@ fn bird_tor_as_global_peer_learns_every_node_prefix() -> Result<()> {
     }
     for (i, block) in (1..=4).zip(&blocks) {
         wait_tor_path(&tor, *block, &c.host(i).name, c.ip(i))?;
+    }
+
+    // `margayctl node status` labels each session with where it comes from.
+    let socket = c.bgpd(1).config().socket.to_string_lossy().into_owned();
+    let table = c.etcd.margayctl(&["node", "status", "--socket", &socket])?;
+    for (ip, label) in [
+        (c.ip(2), "node-to-node mesh"),
+        (c.ip(3), "node-to-node mesh"),
+        (c.ip(4), "node-to-node mesh"),
+        (tor_ip, "global"),
+    ] {
+        let row = table
+            .lines()
+            .find(|l| l.split('|').any(|cell| cell.trim() == ip.to_string()));
+        assert!(
+            row.is_some_and(|r| r.split('|').any(|cell| cell.trim() == label)),
+            "node status has no {label:?} row for {ip}:\n{table}"
+        );
+    }
+    Ok(())
+}
+
+/// §5 next-hop mode: with `keepOriginalNextHop`, a node passes its mesh peers' blocks to the
+/// ToR with the originator's address, so every path the ToR holds for a block points at the
+/// node that owns it.
+#[test]
+fn global_peer_with_keep_original_next_hop_gets_the_originators_address() -> Result<()> {
+    let mut c = Cluster::new(
+        "global_peer_with_keep_original_next_hop_gets_the_originators_address",
+        4,
+    )?;
+    let (tor_ns, tor_addrs) = tor_host(&c)?;
+    let tor_ip = IpAddr::V4(tor_addrs.ip4());
+    let tor = start_tor(&c, &tor_ns, &tor_addrs)?;
+    c.etcd.apply(&format!(
+        "{}  keepOriginalNextHop: true\n",
+        tor_peer_yaml(tor_ip)
+    ))?;
+    c.start_all()?;
+    c.wait_mesh_and(&[1, 2, 3, 4], &[(tor_ip, PeerType::Global)])?;
+    let blocks: Vec<IpNet> = (0..4).map(|_| IpNet::V4(block4())).collect();
+    for (i, block) in (1..=4).zip(&blocks) {
+        c.bgpd(i).originate(&[*block])?;
+    }
+    for (i, block) in (1..=4).zip(&blocks) {
+        let owner = c.ip(i);
+        wait_for(
+            &format!("tor: every path for {block} via {owner}, from all 4 nodes"),
+            UP,
+            &[&tor],
+            || {
+                let paths = tor.route(*block).map_err(|e| e.to_string())?;
+                if paths.len() == 4 && paths.iter().all(|r| r.gateway == Some(owner)) {
+                    Ok(())
+                } else {
+                    Err(format!("paths {paths:?}"))
+                }
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// §5 node-specific peers: a BGPPeer with `node` peers only that node, with the password from
+/// the resource (TCP-MD5, RFC 2385); the other nodes have no session to it.
+#[test]
+fn node_specific_peer_with_password_peers_only_that_node() -> Result<()> {
+    let mut c = Cluster::new("node_specific_peer_with_password_peers_only_that_node", 4)?;
+    let (tor_ns, tor_addrs) = tor_host(&c)?;
+    let tor_ip = IpAddr::V4(tor_addrs.ip4());
+    let tor = start_tor_with(&c, &tor_ns, &tor_addrs, Some("rack-s3cret"))?;
+    c.start_all()?;
+    c.wait_mesh(&[1, 2, 3, 4])?;
+    c.etcd.apply(&format!(
+        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: node2-tor\nspec:\n  \
+         node: node2\n  peerIP: {tor_ip}\n  asNumber: {TOR_AS}\n  password:\n    value: \
+         rack-s3cret\n"
+    ))?;
+    let mut expected: Vec<(IpAddr, PeerType)> = [1, 3, 4]
+        .iter()
+        .map(|&j| (c.ip(j), PeerType::NodeMesh))
+        .collect();
+    expected.push((tor_ip, PeerType::NodeSpecific));
+    c.wait_sessions(2, &expected)?;
+    tor.wait_established("node2", UP)?;
+    let block = IpNet::V4(block4());
+    c.bgpd(2).originate(&[block])?;
+    wait_tor_path(&tor, block, "node2", c.ip(2))?;
+    for i in [1, 3, 4] {
+        holds_for(
+            &format!("node{i} has no session to the ToR"),
+            STAYS,
+            &[c.bgpd(i)],
+            || match c.bgpd(i).peer(tor_ip) {
+                Ok(None) => Ok(()),
+                Ok(Some(p)) => Err(format!("{p:?}")),
+                Err(e) => Err(e.to_string()),
+            },
+        )?;
+        tor.never_established(&c.host(i).name, Duration::from_secs(1))?;
     }
     Ok(())
 }
