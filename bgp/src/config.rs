@@ -472,6 +472,17 @@ description = "tor"
         assert!(err.starts_with("line 6:") && err.contains("ipv5"), "{err}");
     }
 
+    /// The README's example is the reference operators copy: it must be a valid file.
+    #[test]
+    fn the_readme_example_is_a_valid_file() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("```toml\n").expect("README has a toml example") + 8;
+        let end = start + readme[start..].find("```").expect("the example ends");
+        let c = Config::parse(&readme[start..end]).unwrap_or_else(|e| panic!("README example: {e}"));
+        assert_eq!(c.neighbors.len(), 1);
+        assert_eq!(c.neighbors[0].multihop.as_ref().map(|m| *m.get_ref()), Some(2));
+    }
+
     #[test]
     fn rejects_missing_router_id() {
         let err = Config::parse("asn = 1\n").unwrap_err();

@@ -11,6 +11,7 @@
 //!   faces.
 
 pub mod api;
+pub mod autodetect;
 pub mod cluster;
 pub mod config;
 pub mod fsm;

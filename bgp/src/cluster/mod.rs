@@ -114,9 +114,16 @@ fn resolve(source: &AddressSource, v6: bool) -> Result<Option<IpNet>, ClusterErr
             Err(ClusterError::BadAddress(n.to_string()))
         }
         AddressSource::Given(n) => Ok(Some(*n)),
-        AddressSource::Autodetect(method) => Err(ClusterError::Autodetect(format!(
-            "method '{method}' is not available in this build: give the address with --ip ADDR/LEN"
-        ))),
+        AddressSource::Autodetect(method) => {
+            use crate::autodetect::{IpVersion, Method, detect};
+            let m: Method = method
+                .parse()
+                .map_err(|e| ClusterError::Autodetect(format!("{e}")))?;
+            let version = if v6 { IpVersion::V6 } else { IpVersion::V4 };
+            let d = detect(&m, version).map_err(|e| ClusterError::Autodetect(e.to_string()))?;
+            info!(address = %d.address, interface = %d.interface, reason = %d.reason, "autodetected this node's {version} address");
+            Ok(Some(d.address))
+        }
     }
 }
 

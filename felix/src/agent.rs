@@ -1,0 +1,221 @@
+//! The dataplane loop: one thread owns the [`Reconciler`]; model updates, kernel notifications
+//! (from a monitor thread) and the resync timer arrive on one channel and are coalesced, so a
+//! burst of changes costs one batched flush.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::desired;
+use crate::health::{Health, Metrics};
+use crate::model::Model;
+use crate::netlink::{Dataplane, Event, NetlinkError, enter_netns};
+use crate::reconcile::{ReconcileConfig, Reconciler};
+
+/// Longest the loop sleeps without beating the liveness heart.
+const BEAT: Duration = Duration::from_secs(2);
+
+/// What the loop reacts to.
+#[derive(Debug)]
+pub enum Input {
+    /// A new model (replaces the previous one entirely).
+    Model(Box<Model>),
+    /// Kernel notifications.
+    Netlink(Vec<Event>),
+    /// Stop the loop; felix's routes stay in the kernel (a restart re-adopts them).
+    Shutdown,
+}
+
+/// How the loop runs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub reconcile: ReconcileConfig,
+    /// Time between full resyncs.
+    pub resync_interval: Duration,
+    /// Enter this network namespace (`/var/run/netns/NAME`) before opening netlink sockets;
+    /// `None` to stay in the process's namespace (the daemon under `ip netns exec`).
+    pub netns: Option<String>,
+}
+
+/// A running dataplane loop.
+pub struct Agent {
+    tx: Sender<Input>,
+    thread: Option<JoinHandle<Result<(), NetlinkError>>>,
+}
+
+impl Agent {
+    /// Starts the loop on its own thread. It programs nothing until the first model arrives.
+    pub fn spawn(
+        cfg: AgentConfig,
+        health: Arc<Health>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Agent, NetlinkError> {
+        let (tx, rx) = mpsc::channel();
+        let loop_tx = tx.clone();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("dataplane".into())
+            .spawn(move || run(cfg, rx, loop_tx, health, metrics, ready_tx))
+            .map_err(NetlinkError::io("starting the dataplane thread"))?;
+        // Wait until its sockets are open (or it failed to open them).
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Agent {
+                tx,
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(thread
+                .join()
+                .ok()
+                .and_then(|r| r.err())
+                .unwrap_or(NetlinkError::NoAck)),
+        }
+    }
+
+    /// Hands the loop a new model.
+    pub fn update(&self, model: Model) {
+        let _ = self.tx.send(Input::Model(Box::new(model)));
+    }
+
+    /// Stops the loop and waits for it.
+    pub fn stop(mut self) -> Result<(), NetlinkError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), NetlinkError> {
+        let _ = self.tx.send(Input::Shutdown);
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(NetlinkError::Io {
+                context: "dataplane thread panicked".into(),
+                source: std::io::Error::other("panic"),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+fn run(
+    cfg: AgentConfig,
+    rx: Receiver<Input>,
+    tx: Sender<Input>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    ready: Sender<Result<(), NetlinkError>>,
+) -> Result<(), NetlinkError> {
+    let opened = (|| {
+        if let Some(ns) = &cfg.netns {
+            enter_netns(ns)?;
+        }
+        // The monitor first, so no change between the first dump and now is missed.
+        let monitor = Dataplane::monitor()?;
+        let dp = Dataplane::new()?;
+        Ok((monitor, dp))
+    })();
+    let (mut monitor, dp) = match opened {
+        Ok(v) => {
+            let _ = ready.send(Ok(()));
+            v
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return Ok(());
+        }
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let monitor_stop = stop.clone();
+    let monitor_metrics = metrics.clone();
+    let monitor_thread = std::thread::Builder::new()
+        .name("netlink-monitor".into())
+        .spawn(move || {
+            while !monitor_stop.load(Ordering::Relaxed) {
+                match monitor.next(Duration::from_millis(200)) {
+                    Ok(evs) if evs.is_empty() => {}
+                    Ok(evs) => {
+                        if tx.send(Input::Netlink(evs)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        monitor_metrics.netlink_errors.inc();
+                        tracing::warn!(error = %e, "netlink monitor");
+                        let _ = tx.send(Input::Netlink(vec![Event::Overrun]));
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                }
+            }
+        })
+        .map_err(NetlinkError::io("starting the monitor thread"))?;
+
+    let mut rec = Reconciler::new(dp, cfg.reconcile, health.clone(), metrics.clone());
+    let mut have_model = false;
+    let mut next_resync = Instant::now();
+    let mut need_resync = true;
+    'outer: loop {
+        let wait = next_resync
+            .saturating_duration_since(Instant::now())
+            .min(BEAT);
+        let first = match rx.recv_timeout(wait) {
+            Ok(i) => Some(i),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut inputs: Vec<Input> = first.into_iter().collect();
+        inputs.extend(rx.try_iter());
+        for input in inputs {
+            match input {
+                Input::Shutdown => break 'outer,
+                Input::Model(m) => {
+                    rec.set_desired(desired::compute(&m));
+                    have_model = true;
+                }
+                Input::Netlink(evs) => {
+                    for ev in evs {
+                        if ev == Event::Overrun {
+                            need_resync = true;
+                        } else {
+                            rec.handle_event(ev);
+                        }
+                    }
+                }
+            }
+        }
+        if Instant::now() >= next_resync {
+            need_resync = true;
+        }
+        health.beat();
+        if !have_model {
+            continue;
+        }
+        let result = if need_resync {
+            next_resync = Instant::now() + cfg.resync_interval;
+            need_resync = false;
+            rec.resync()
+        } else {
+            rec.flush()
+        };
+        match result {
+            Ok(report) if report != Default::default() => {
+                tracing::info!(?report, "dataplane updated")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                metrics.netlink_errors.inc();
+                tracing::warn!(error = %e, "dataplane update failed; resyncing");
+                need_resync = true;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = monitor_thread.join();
+    Ok(())
+}

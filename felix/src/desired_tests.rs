@@ -1,0 +1,229 @@
+//! Unit tests of the desired-state computation, one per pool mode and per override rule.
+
+use super::*;
+use crate::model::{IpPool, NodeInfo, RemoteRoute, RemoteVtep, WorkloadEndpoint};
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// Node 10.0.0.1/24, pool 10.244.0.0/16 in the given modes, one remote block on a node in the
+/// same subnet (10.0.0.2) and one on a node in another subnet (10.1.0.2).
+fn model(ipip: EncapMode, vxlan: EncapMode) -> Model {
+    Model {
+        node: NodeInfo {
+            name: "n1".into(),
+            address: "10.0.0.1/24".parse().unwrap(),
+            vxlan_tunnel_addr: Some("10.244.0.0".parse().unwrap()),
+            vxlan_tunnel_mac: Some("66:00:00:00:00:01".into()),
+            ipip_tunnel_addr: None,
+            mtu: None,
+        },
+        pools: vec![IpPool {
+            cidr: net("10.244.0.0/16"),
+            ipip_mode: ipip,
+            vxlan_mode: vxlan,
+            disabled: false,
+        }],
+        endpoints: vec![WorkloadEndpoint {
+            name: "default/a".into(),
+            interface: "cali0123456789a".into(),
+            ips: vec![net("10.244.0.5/32")],
+        }],
+        affine_blocks: vec![net("10.244.0.0/26")],
+        remote_routes: vec![
+            RemoteRoute {
+                prefix: net("10.244.1.0/26"),
+                next_hop: ip("10.0.0.2"),
+            },
+            RemoteRoute {
+                prefix: net("10.244.2.0/26"),
+                next_hop: ip("10.1.0.2"),
+            },
+        ],
+        vteps: vec![
+            RemoteVtep {
+                node: "n2".into(),
+                node_ip: "10.0.0.2".parse().unwrap(),
+                tunnel_ip: "10.244.1.0".parse().unwrap(),
+                mac: "66:00:00:00:00:02".into(),
+            },
+            RemoteVtep {
+                node: "n3".into(),
+                node_ip: "10.1.0.2".parse().unwrap(),
+                tunnel_ip: "10.244.2.0".parse().unwrap(),
+                mac: "66:00:00:00:00:03".into(),
+            },
+        ],
+    }
+}
+
+fn via(gw: &str, dev: Option<&str>, onlink: bool) -> Target {
+    Target::Gateway {
+        via: ip(gw),
+        dev: dev.map(str::to_string),
+        onlink,
+    }
+}
+
+fn target_of(d: &Desired, dst: &str) -> Target {
+    d.routes[&net(dst)].target.clone()
+}
+
+#[test]
+fn local_workload_gets_device_route_and_block_a_blackhole() {
+    let d = compute(&model(EncapMode::Never, EncapMode::Never));
+    assert_eq!(
+        target_of(&d, "10.244.0.5/32"),
+        Target::Device {
+            ifname: "cali0123456789a".into()
+        }
+    );
+    assert_eq!(d.routes[&net("10.244.0.5/32")].class, RouteClass::Workload);
+    assert_eq!(target_of(&d, "10.244.0.0/26"), Target::Blackhole);
+    assert_eq!(
+        d.originate.iter().copied().collect::<Vec<_>>(),
+        vec![net("10.244.0.0/26")]
+    );
+    assert!(d.workload_interfaces.contains("cali0123456789a"));
+}
+
+#[test]
+fn never_mode_routes_via_node_address_without_devices() {
+    let d = compute(&model(EncapMode::Never, EncapMode::Never));
+    assert_eq!(target_of(&d, "10.244.1.0/26"), via("10.0.0.2", None, false));
+    assert_eq!(target_of(&d, "10.244.2.0/26"), via("10.1.0.2", None, false));
+    assert_eq!(d.vxlan, None);
+    assert_eq!(d.ipip, None);
+}
+
+#[test]
+fn ipip_always_routes_every_remote_block_through_tunl0_onlink() {
+    let d = compute(&model(EncapMode::Always, EncapMode::Never));
+    assert_eq!(
+        target_of(&d, "10.244.1.0/26"),
+        via("10.0.0.2", Some("tunl0"), true)
+    );
+    assert_eq!(
+        target_of(&d, "10.244.2.0/26"),
+        via("10.1.0.2", Some("tunl0"), true)
+    );
+    assert_eq!(d.routes[&net("10.244.2.0/26")].class, RouteClass::Ipip);
+    assert!(d.ipip.is_some());
+    assert_eq!(d.vxlan, None);
+}
+
+#[test]
+fn ipip_cross_subnet_encapsulates_only_outside_the_node_subnet() {
+    let d = compute(&model(EncapMode::CrossSubnet, EncapMode::Never));
+    assert_eq!(target_of(&d, "10.244.1.0/26"), via("10.0.0.2", None, false));
+    assert_eq!(
+        target_of(&d, "10.244.2.0/26"),
+        via("10.1.0.2", Some("tunl0"), true)
+    );
+}
+
+#[test]
+fn vxlan_always_routes_via_remote_vtep_with_neighbour_and_fdb() {
+    let d = compute(&model(EncapMode::Never, EncapMode::Always));
+    assert_eq!(
+        target_of(&d, "10.244.1.0/26"),
+        via("10.244.1.0", Some("vxlan.margay"), true)
+    );
+    assert_eq!(
+        target_of(&d, "10.244.2.0/26"),
+        via("10.244.2.0", Some("vxlan.margay"), true)
+    );
+    let dev = d.vxlan.as_ref().unwrap();
+    assert_eq!(dev.local, "10.0.0.1".parse::<Ipv4Addr>().unwrap());
+    assert_eq!(dev.mac, Some([0x66, 0, 0, 0, 0, 1]));
+    assert_eq!(d.vteps.len(), 2);
+    assert_eq!(d.vteps[0].mac, [0x66, 0, 0, 0, 0, 2]);
+    assert_eq!(d.vteps[0].node_ip, "10.0.0.2".parse::<Ipv4Addr>().unwrap());
+}
+
+#[test]
+fn vxlan_cross_subnet_goes_direct_inside_the_subnet() {
+    let d = compute(&model(EncapMode::Never, EncapMode::CrossSubnet));
+    assert_eq!(target_of(&d, "10.244.1.0/26"), via("10.0.0.2", None, false));
+    assert_eq!(
+        target_of(&d, "10.244.2.0/26"),
+        via("10.244.2.0", Some("vxlan.margay"), true)
+    );
+}
+
+#[test]
+fn vxlan_route_without_known_vtep_is_left_out_with_a_reason() {
+    let mut m = model(EncapMode::Never, EncapMode::Always);
+    m.vteps.retain(|v| v.node != "n3");
+    let d = compute(&m);
+    assert!(!d.routes.contains_key(&net("10.244.2.0/26")));
+    assert!(
+        d.problems.iter().any(|p| p.contains("10.1.0.2")),
+        "{:?}",
+        d.problems
+    );
+}
+
+#[test]
+fn disabled_pool_needs_no_device() {
+    let mut m = model(EncapMode::Always, EncapMode::Never);
+    m.pools[0].disabled = true;
+    let d = compute(&m);
+    assert_eq!(d.ipip, None);
+    assert_eq!(target_of(&d, "10.244.2.0/26"), via("10.1.0.2", None, false));
+}
+
+#[test]
+fn prefix_outside_every_pool_routes_direct() {
+    let mut m = model(EncapMode::Always, EncapMode::Never);
+    m.remote_routes.push(RemoteRoute {
+        prefix: net("192.168.50.0/24"),
+        next_hop: ip("10.1.0.9"),
+    });
+    let d = compute(&m);
+    assert_eq!(
+        target_of(&d, "192.168.50.0/24"),
+        via("10.1.0.9", None, false)
+    );
+}
+
+#[test]
+fn local_block_and_pod_win_over_a_remote_announcement() {
+    let mut m = model(EncapMode::Never, EncapMode::Never);
+    m.remote_routes.push(RemoteRoute {
+        prefix: net("10.244.0.0/26"),
+        next_hop: ip("10.0.0.2"),
+    });
+    m.remote_routes.push(RemoteRoute {
+        prefix: net("10.244.0.5/32"),
+        next_hop: ip("10.0.0.2"),
+    });
+    let d = compute(&m);
+    assert_eq!(target_of(&d, "10.244.0.0/26"), Target::Blackhole);
+    assert_eq!(d.routes[&net("10.244.0.5/32")].class, RouteClass::Workload);
+}
+
+#[test]
+fn borrowed_address_is_originated_as_a_host_route() {
+    let mut m = model(EncapMode::Never, EncapMode::Never);
+    m.endpoints[0].ips.push(net("10.244.9.7/32"));
+    let d = compute(&m);
+    assert!(d.originate.contains(&net("10.244.9.7/32")));
+    assert!(!d.originate.contains(&net("10.244.0.5/32")));
+}
+
+#[test]
+fn route_through_own_address_is_ignored() {
+    let mut m = model(EncapMode::Never, EncapMode::Never);
+    m.remote_routes.push(RemoteRoute {
+        prefix: net("10.244.7.0/26"),
+        next_hop: ip("10.0.0.1"),
+    });
+    let d = compute(&m);
+    assert!(!d.routes.contains_key(&net("10.244.7.0/26")));
+}

@@ -1,0 +1,136 @@
+//! `margay-felix`: parses flags, reads the model, and wires the dataplane loop, the HTTP
+//! server and the signals together.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use margay_felix::agent::{Agent, AgentConfig};
+use margay_felix::health::{Health, Metrics, router};
+use margay_felix::model::Model;
+use margay_felix::reconcile::{DEFAULT_PROTOCOL, ReconcileConfig};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// margay's node agent (route programmer).
+///
+/// STANDALONE MODE: this build reads its inputs (this node, IP pools, local workload
+/// endpoints, affine blocks, routes learned by bgpd, remote VXLAN endpoints) from the file
+/// given with --state (JSON or YAML) and re-reads it on SIGHUP. The etcd datastore and bgpd
+/// feeds are not wired in yet. Run it inside the node's network namespace.
+#[derive(Debug, Parser)]
+#[command(name = "margay-felix", version)]
+struct Args {
+    /// This node's name (must match `node.name` in the state file).
+    #[arg(long)]
+    node: String,
+    /// The model file (JSON or YAML), re-read on SIGHUP.
+    #[arg(long)]
+    state: PathBuf,
+    /// Port of the /liveness, /readiness and /metrics server (0: no server).
+    #[arg(long, default_value_t = 9099)]
+    http_port: u16,
+    /// Address the HTTP server listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    http_addr: std::net::IpAddr,
+    /// Route protocol number felix marks (and only ever touches) its routes with.
+    #[arg(long, default_value_t = DEFAULT_PROTOCOL)]
+    route_protocol: u8,
+    /// Routing table felix programs.
+    #[arg(long, default_value_t = 254)]
+    route_table: u32,
+    /// Seconds between full resyncs with the kernel.
+    #[arg(long, default_value_t = 30)]
+    resync_interval: u64,
+    /// Log format.
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
+}
+
+fn read_model(path: &Path, node: &str) -> anyhow::Result<Model> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path:?}"))?;
+    let model = Model::from_text(&text).with_context(|| format!("parsing {path:?}"))?;
+    anyhow::ensure!(
+        model.node.name == node,
+        "{path:?} describes node {:?}, not {node:?}",
+        model.node.name
+    );
+    Ok(model)
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging(&args.log_format);
+    let model = read_model(&args.state, &args.node)?;
+
+    let health = Arc::new(Health::new(Duration::from_secs(10)));
+    let metrics = Arc::new(Metrics::new());
+    let agent = Agent::spawn(
+        AgentConfig {
+            reconcile: ReconcileConfig {
+                protocol: args.route_protocol,
+                table: args.route_table,
+            },
+            resync_interval: Duration::from_secs(args.resync_interval.max(1)),
+            netns: None,
+        },
+        health.clone(),
+        metrics.clone(),
+    )
+    .context("opening netlink")?;
+    agent.update(model);
+    tracing::info!(node = args.node, state = ?args.state, "margay-felix started (standalone mode)");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async {
+        if args.http_port != 0 {
+            let addr = std::net::SocketAddr::new(args.http_addr, args.http_port);
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr}"))?;
+            let app = router(health.clone(), metrics.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "HTTP server stopped");
+                }
+            });
+        }
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        loop {
+            tokio::select! {
+                _ = hup.recv() => match read_model(&args.state, &args.node) {
+                    Ok(m) => {
+                        tracing::info!("SIGHUP: model re-read");
+                        agent.update(m);
+                    }
+                    Err(e) => tracing::error!(error = %format!("{e:#}"), "SIGHUP: keeping the previous model"),
+                },
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    tracing::info!("stopping; routes stay in place");
+    agent.stop().context("stopping the dataplane loop")?;
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! Links and their addresses: what felix reads ([`Link`]) and the messages that create veth,
+//! VXLAN and IPIP devices, set MTU, state and MAC, and add or remove addresses.
+
+use std::net::Ipv4Addr;
+
+use ipnet::IpNet;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::{LinkIpIp, LinkUnspec, LinkVeth, LinkVxlan};
+
+/// A 48-bit Ethernet address.
+pub type Mac = [u8; 6];
+
+/// A network interface as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    /// `IFLA_INFO_KIND` ("veth", "vxlan", "ipip", "bridge"...), if any.
+    pub kind: Option<String>,
+    pub mtu: u32,
+    /// Administratively up (IFF_UP).
+    pub up: bool,
+    pub mac: Option<Mac>,
+}
+
+impl Link {
+    pub(crate) fn from_message(msg: &LinkMessage) -> Option<Link> {
+        let mut name = None;
+        let mut mtu = 0;
+        let mut kind = None;
+        let mut mac = None;
+        for attr in &msg.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => name = Some(n.clone()),
+                LinkAttribute::Mtu(m) => mtu = *m,
+                LinkAttribute::Address(a) if a.len() == 6 => {
+                    let mut m = [0u8; 6];
+                    m.copy_from_slice(a);
+                    mac = Some(m);
+                }
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        if let LinkInfo::Kind(k) = info {
+                            kind = Some(k.to_string());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Some(Link {
+            index: msg.header.index,
+            name: name?,
+            kind,
+            mtu,
+            up: msg.header.flags.contains(LinkFlags::Up),
+            mac,
+        })
+    }
+}
+
+/// What the VXLAN device looks like (`ip link add NAME type vxlan id VNI dstport PORT local
+/// LOCAL nolearning`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanSpec {
+    pub name: String,
+    pub vni: u32,
+    pub port: u16,
+    pub local: Ipv4Addr,
+    pub mac: Option<Mac>,
+    pub mtu: Option<u32>,
+}
+
+pub(crate) fn dump_request() -> RouteNetlinkMessage {
+    RouteNetlinkMessage::GetLink(LinkMessage::default())
+}
+
+pub(crate) fn veth(name: &str, peer: &str) -> RouteNetlinkMessage {
+    RouteNetlinkMessage::NewLink(LinkVeth::new(name, peer).build())
+}
+
+pub(crate) fn vxlan(spec: &VxlanSpec) -> RouteNetlinkMessage {
+    let mut b = LinkVxlan::new(&spec.name, spec.vni)
+        .port(spec.port)
+        .local(spec.local)
+        .learning(false);
+    if let Some(mac) = spec.mac {
+        b = b.address(mac.to_vec());
+    }
+    if let Some(mtu) = spec.mtu {
+        b = b.mtu(mtu);
+    }
+    RouteNetlinkMessage::NewLink(b.build())
+}
+
+pub(crate) fn ipip(name: &str) -> RouteNetlinkMessage {
+    RouteNetlinkMessage::NewLink(LinkIpIp::new(name).build())
+}
+
+pub(crate) fn delete(index: u32) -> RouteNetlinkMessage {
+    RouteNetlinkMessage::DelLink(LinkUnspec::new_with_index(index).build())
+}
+
+/// Sets state, MTU and MAC of link `index` (each only when given).
+pub(crate) fn set(
+    index: u32,
+    up: Option<bool>,
+    mtu: Option<u32>,
+    mac: Option<Mac>,
+) -> RouteNetlinkMessage {
+    let mut b = LinkUnspec::new_with_index(index);
+    match up {
+        Some(true) => b = b.up(),
+        Some(false) => b = b.down(),
+        None => {}
+    }
+    if let Some(mtu) = mtu {
+        b = b.mtu(mtu);
+    }
+    if let Some(mac) = mac {
+        b = b.address(mac.to_vec());
+    }
+    RouteNetlinkMessage::SetLink(b.build())
+}
+
+/// RTM_NEWADDR / RTM_DELADDR for `addr` on link `index` (IPv4: local = address).
+pub(crate) fn address(index: u32, addr: IpNet, add: bool) -> RouteNetlinkMessage {
+    let mut msg = AddressMessage::default();
+    msg.header.index = index;
+    msg.header.prefix_len = addr.prefix_len();
+    msg.header.family = match addr {
+        IpNet::V4(_) => AddressFamily::Inet,
+        IpNet::V6(_) => AddressFamily::Inet6,
+    };
+    let ip = addr.addr();
+    if ip.is_ipv4() {
+        msg.attributes.push(AddressAttribute::Local(ip));
+    }
+    msg.attributes.push(AddressAttribute::Address(ip));
+    if add {
+        RouteNetlinkMessage::NewAddress(msg)
+    } else {
+        RouteNetlinkMessage::DelAddress(msg)
+    }
+}
+
+pub(crate) fn address_dump_request() -> RouteNetlinkMessage {
+    RouteNetlinkMessage::GetAddress(AddressMessage::default())
+}
+
+/// Reads (link index, address) from an RTM_NEWADDR message.
+pub(crate) fn address_of(msg: &AddressMessage) -> Option<(u32, IpNet)> {
+    let ip = msg.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(ip) => Some(*ip),
+        _ => None,
+    });
+    let ip = ip.or_else(|| {
+        msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(ip) => Some(*ip),
+            _ => None,
+        })
+    })?;
+    Some((
+        msg.header.index,
+        IpNet::new(ip, msg.header.prefix_len).ok()?,
+    ))
+}

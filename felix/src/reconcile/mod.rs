@@ -1,0 +1,447 @@
+//! The reconciler: makes the kernel's routes match the [`Desired`] set, and keeps them so.
+//!
+//! Ownership: felix's routes carry its own protocol number ([`DEFAULT_PROTOCOL`], 81; 80 is
+//! Calico's felix, so routes a Calico install left behind are neither ours nor touched). A
+//! route of any other protocol is never replaced or deleted: a desired route whose key holds a
+//! foreign route is reported as a conflict and left out. Deletes name our protocol, so even a
+//! stale cache cannot make the kernel delete someone else's route.
+//!
+//! Cost: a cached view of the managed table (one entry per destination) is kept current from
+//! netlink notifications; a change to the model or a notification marks destinations dirty, and
+//! [`Reconciler::flush`] only looks at those. A full dump happens at [`Reconciler::resync`]
+//! (start, periodically, and after a notification overrun).
+//!
+//! Zero churn: at start the dump is compared with the desired set field by field (type, scope,
+//! gateway, onlink, device when we name one); a route already right is left as it is.
+
+mod devices;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ipnet::IpNet;
+
+use crate::desired::{Desired, DesiredRoute, RouteClass, Target};
+use crate::health::{Health, KindLabel, Metrics};
+use crate::netlink::{
+    Dataplane, Event, KernelRoute, Link, NetlinkError, RouteKind, RouteOp, SCOPE_LINK,
+    SCOPE_UNIVERSE, TABLE_MAIN,
+};
+
+/// felix's route protocol number (not in /etc/iproute2/rt_protos; Calico's felix uses 80).
+pub const DEFAULT_PROTOCOL: u8 = 81;
+
+/// How the reconciler marks and places its routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconcileConfig {
+    /// rtm_protocol of felix's routes.
+    pub protocol: u8,
+    /// The routing table felix manages.
+    pub table: u32,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            protocol: DEFAULT_PROTOCOL,
+            table: TABLE_MAIN,
+        }
+    }
+}
+
+/// What one flush or resync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub created: usize,
+    pub replaced: usize,
+    pub deleted: usize,
+    /// Desired routes held back because their key holds another protocol's route.
+    pub conflicts: usize,
+    /// Desired routes waiting for their device (missing or down).
+    pub pending: usize,
+    pub errors: usize,
+}
+
+/// The reconciler. Lives on a thread inside the node's network namespace.
+pub struct Reconciler {
+    dp: Dataplane,
+    cfg: ReconcileConfig,
+    desired: Desired,
+    /// Desired destinations by the device their route names.
+    by_device: HashMap<String, BTreeSet<IpNet>>,
+    /// The kernel's routes of the managed table with metric 0, by destination (any protocol).
+    kernel: HashMap<IpNet, KernelRoute>,
+    links: HashMap<String, Link>,
+    dirty: BTreeSet<IpNet>,
+    devices_dirty: bool,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    /// Conflicts already logged (so a standing conflict logs once).
+    logged_conflicts: BTreeSet<IpNet>,
+}
+
+impl Reconciler {
+    /// A reconciler with an empty desired set; call [`Reconciler::set_desired`] and
+    /// [`Reconciler::resync`] next.
+    pub fn new(
+        dp: Dataplane,
+        cfg: ReconcileConfig,
+        health: Arc<Health>,
+        metrics: Arc<Metrics>,
+    ) -> Reconciler {
+        Reconciler {
+            dp,
+            cfg,
+            desired: Desired::default(),
+            by_device: HashMap::new(),
+            kernel: HashMap::new(),
+            links: HashMap::new(),
+            dirty: BTreeSet::new(),
+            devices_dirty: true,
+            health,
+            metrics,
+            logged_conflicts: BTreeSet::new(),
+        }
+    }
+
+    /// The current desired set.
+    pub fn desired(&self) -> &Desired {
+        &self.desired
+    }
+
+    /// The prefixes this node originates (for bgpd).
+    pub fn originate(&self) -> &BTreeSet<IpNet> {
+        &self.desired.originate
+    }
+
+    /// Replaces the desired set; marks exactly the destinations whose route changed.
+    pub fn set_desired(&mut self, new: Desired) {
+        for (dst, r) in &new.routes {
+            if self.desired.routes.get(dst) != Some(r) {
+                self.dirty.insert(*dst);
+            }
+        }
+        for dst in self.desired.routes.keys() {
+            if !new.routes.contains_key(dst) {
+                self.dirty.insert(*dst);
+            }
+        }
+        if new.vxlan != self.desired.vxlan
+            || new.ipip != self.desired.ipip
+            || new.vteps != self.desired.vteps
+            || new.node_address != self.desired.node_address
+        {
+            self.devices_dirty = true;
+        }
+        let new_ifaces: Vec<String> = new
+            .workload_interfaces
+            .difference(&self.desired.workload_interfaces)
+            .cloned()
+            .collect();
+        for p in &new.problems {
+            tracing::warn!(problem = %p, "input left out");
+        }
+        self.by_device.clear();
+        for (dst, r) in &new.routes {
+            if let Some(dev) = r.target.device() {
+                self.by_device
+                    .entry(dev.to_string())
+                    .or_default()
+                    .insert(*dst);
+            }
+        }
+        self.desired = new;
+        for ifname in new_ifaces {
+            self.workload_sysctls(&ifname);
+        }
+    }
+
+    /// Full resync: re-reads links and routes, fixes devices, then every destination.
+    pub fn resync(&mut self) -> Result<Report, NetlinkError> {
+        let start = Instant::now();
+        self.reload_links()?;
+        self.devices_dirty = true;
+        self.ensure_devices();
+        if let Err(e) = crate::netlink::sysctl::enable_forwarding() {
+            tracing::warn!(error = %e, "cannot enable IPv4 forwarding");
+        }
+        let ifaces: Vec<String> = self.desired.workload_interfaces.iter().cloned().collect();
+        for ifname in ifaces {
+            self.workload_sysctls(&ifname);
+        }
+        self.kernel = self
+            .dp
+            .routes(Some(self.cfg.table), None)?
+            .into_iter()
+            .filter(|r| r.priority == 0)
+            .map(|r| (r.dst, r))
+            .collect();
+        self.dirty.extend(self.desired.routes.keys().copied());
+        let ours: Vec<IpNet> = self
+            .kernel
+            .values()
+            .filter(|r| r.protocol == self.cfg.protocol)
+            .map(|r| r.dst)
+            .collect();
+        self.dirty.extend(ours);
+        let report = self.flush()?;
+        self.metrics
+            .resync_seconds
+            .observe(start.elapsed().as_secs_f64());
+        self.health.set_synced();
+        tracing::debug!(?report, elapsed = ?start.elapsed(), "resync done");
+        Ok(report)
+    }
+
+    /// Takes one kernel notification into the cached view and marks what it affects.
+    pub fn handle_event(&mut self, ev: Event) {
+        match ev {
+            Event::RouteAdded(r) => {
+                if r.table == self.cfg.table && r.priority == 0 {
+                    self.dirty.insert(r.dst);
+                    self.kernel.insert(r.dst, r);
+                }
+            }
+            Event::RouteDeleted(r) => {
+                if r.table == self.cfg.table && r.priority == 0 {
+                    self.dirty.insert(r.dst);
+                    if self
+                        .kernel
+                        .get(&r.dst)
+                        .is_some_and(|k| k.protocol == r.protocol && k.kind == r.kind)
+                    {
+                        self.kernel.remove(&r.dst);
+                    }
+                }
+            }
+            Event::LinkChanged(l) => self.link_changed(l),
+            Event::LinkDeleted(l) => {
+                self.links.remove(&l.name);
+                self.forget_routes_on(l.index);
+                self.mark_device(&l.name);
+                if self.is_tunnel(&l.name) {
+                    self.devices_dirty = true;
+                }
+            }
+            // The caller resyncs on overrun.
+            Event::Overrun => {}
+        }
+    }
+
+    /// Programs every dirty destination (and devices, if they changed), in batches.
+    pub fn flush(&mut self) -> Result<Report, NetlinkError> {
+        if self.devices_dirty {
+            self.ensure_devices();
+        }
+        let mut report = Report::default();
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut ops = Vec::new();
+        for dst in dirty {
+            if let Some(op) = self.plan(dst, &mut report) {
+                ops.push(op);
+            }
+        }
+        if !ops.is_empty() {
+            let results = self.dp.apply_routes(&ops)?;
+            for (op, res) in ops.into_iter().zip(results) {
+                self.record(op, res, &mut report);
+            }
+        }
+        self.update_route_gauges();
+        Ok(report)
+    }
+
+    /// What to do at `dst`, if anything.
+    fn plan(&mut self, dst: IpNet, report: &mut Report) -> Option<RouteOp> {
+        let want = self.desired.routes.get(&dst);
+        let have = self.kernel.get(&dst);
+        let ours = have.is_some_and(|h| h.protocol == self.cfg.protocol);
+        let Some(want) = want else {
+            self.logged_conflicts.remove(&dst);
+            return ours.then(|| RouteOp::Delete(have.cloned().expect("ours implies present")));
+        };
+        let Some(kr) = self.to_kernel(want) else {
+            report.pending += 1;
+            // Its device is gone: a route of ours still there is stale.
+            return ours.then(|| RouteOp::Delete(have.cloned().expect("ours implies present")));
+        };
+        match have {
+            None => Some(RouteOp::Create(kr)),
+            Some(h) if ours => (!satisfies(h, &kr)).then_some(RouteOp::Replace(kr)),
+            Some(h) => {
+                report.conflicts += 1;
+                self.metrics.route_conflicts.inc();
+                if self.logged_conflicts.insert(dst) {
+                    tracing::warn!(
+                        %dst, protocol = h.protocol,
+                        "a route of another protocol holds this destination; leaving it alone"
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// Takes the kernel's answer to one write into the cached view.
+    fn record(&mut self, op: RouteOp, res: Result<(), NetlinkError>, report: &mut Report) {
+        let errno = res.as_ref().err().and_then(NetlinkError::errno);
+        match (op, res) {
+            (RouteOp::Create(r), Ok(())) => {
+                report.created += 1;
+                self.metrics.wrote("create");
+                self.kernel.insert(r.dst, r);
+            }
+            (RouteOp::Replace(r), Ok(())) => {
+                report.replaced += 1;
+                self.metrics.wrote("replace");
+                self.kernel.insert(r.dst, r);
+            }
+            (RouteOp::Delete(r), Ok(())) => {
+                report.deleted += 1;
+                self.metrics.wrote("delete");
+                self.kernel.remove(&r.dst);
+            }
+            (RouteOp::Delete(r), Err(_)) if errno == Some(libc::ESRCH) => {
+                // Already gone (a stale notification told us otherwise).
+                self.kernel.remove(&r.dst);
+            }
+            (RouteOp::Create(r), Err(_)) if errno == Some(libc::EEXIST) => {
+                // Our view was behind; the notification for that route is on its way.
+                tracing::debug!(dst = %r.dst, "route already present; waiting for its notification");
+            }
+            (op, Err(_)) if errno == Some(libc::ENETDOWN) || errno == Some(libc::ENODEV) => {
+                report.pending += 1;
+                tracing::debug!(?op, "device not ready; retried when it changes");
+            }
+            (op, Err(e)) => {
+                report.errors += 1;
+                self.metrics.netlink_errors.inc();
+                tracing::warn!(?op, error = %e, "route write failed");
+            }
+        }
+    }
+
+    /// The kernel route for a desired route, with devices resolved; `None` while a device it
+    /// names is missing or down.
+    fn to_kernel(&self, r: &DesiredRoute) -> Option<KernelRoute> {
+        let mut k = KernelRoute {
+            dst: r.dst,
+            table: self.cfg.table,
+            protocol: self.cfg.protocol,
+            kind: RouteKind::Unicast,
+            scope: SCOPE_UNIVERSE,
+            gateway: None,
+            oif: None,
+            onlink: false,
+            priority: 0,
+        };
+        match &r.target {
+            Target::Blackhole => k.kind = RouteKind::Blackhole,
+            Target::Device { ifname } => {
+                k.scope = SCOPE_LINK;
+                k.oif = Some(self.usable_link(ifname)?);
+            }
+            Target::Gateway { via, dev, onlink } => {
+                k.gateway = Some(*via);
+                k.onlink = *onlink;
+                if let Some(dev) = dev {
+                    k.oif = Some(self.usable_link(dev)?);
+                }
+            }
+        }
+        Some(k)
+    }
+
+    fn usable_link(&self, name: &str) -> Option<u32> {
+        self.links.get(name).filter(|l| l.up).map(|l| l.index)
+    }
+
+    fn reload_links(&mut self) -> Result<(), NetlinkError> {
+        self.links = self
+            .dp
+            .links()?
+            .into_iter()
+            .map(|l| (l.name.clone(), l))
+            .collect();
+        Ok(())
+    }
+
+    fn link_changed(&mut self, l: Link) {
+        let old = self.links.insert(l.name.clone(), l.clone());
+        let changed = old
+            .as_ref()
+            .is_none_or(|o| o.index != l.index || o.up != l.up);
+        if !changed {
+            return;
+        }
+        if let Some(o) = old.filter(|o| o.up && (!l.up || o.index != l.index)) {
+            // IPv4 drops routes through a device going down without telling anyone.
+            self.forget_routes_on(o.index);
+        }
+        self.mark_device(&l.name);
+        if self.desired.workload_interfaces.contains(&l.name) {
+            self.workload_sysctls(&l.name);
+        }
+        if self.is_tunnel(&l.name) {
+            self.devices_dirty = true;
+        }
+    }
+
+    /// Drops cached routes through link `index` and marks their destinations.
+    fn forget_routes_on(&mut self, index: u32) {
+        let gone: Vec<IpNet> = self
+            .kernel
+            .values()
+            .filter(|r| r.oif == Some(index) && r.kind == RouteKind::Unicast)
+            .map(|r| r.dst)
+            .collect();
+        for dst in gone {
+            self.kernel.remove(&dst);
+            self.dirty.insert(dst);
+        }
+    }
+
+    fn mark_device(&mut self, name: &str) {
+        if let Some(dsts) = self.by_device.get(name) {
+            self.dirty.extend(dsts.iter().copied());
+        }
+    }
+
+    fn update_route_gauges(&self) {
+        let mut counts: BTreeMap<RouteClass, i64> = BTreeMap::new();
+        for r in self.desired.routes.values() {
+            if self
+                .kernel
+                .get(&r.dst)
+                .is_some_and(|k| k.protocol == self.cfg.protocol)
+            {
+                *counts.entry(r.class).or_default() += 1;
+            }
+        }
+        for class in RouteClass::ALL {
+            self.metrics
+                .routes
+                .get_or_create(&KindLabel {
+                    kind: class.as_str().to_string(),
+                })
+                .set(counts.get(&class).copied().unwrap_or(0));
+        }
+    }
+
+    fn node_address(&self) -> Option<Ipv4Addr> {
+        self.desired.node_address
+    }
+}
+
+/// Whether the kernel's route `have` already does what `want` asks (the device only counts
+/// when `want` names one: the kernel fills it in for a plain `via`).
+fn satisfies(have: &KernelRoute, want: &KernelRoute) -> bool {
+    have.protocol == want.protocol
+        && have.kind == want.kind
+        && have.scope == want.scope
+        && have.gateway == want.gateway
+        && have.onlink == want.onlink
+        && (want.oif.is_none() || have.oif == want.oif)
+}

@@ -1,0 +1,172 @@
+//! Shared helpers of felix's namespace tests: a "node" namespace with an uplink and cali veths,
+//! felix started in it from a state file, and readers of `ip -j` output.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use margay_tests::{Lab, Netns, Process, wait_for};
+use serde_json::Value;
+
+/// The protocol number felix marks its routes with.
+pub const PROTO: &str = "81";
+
+/// The margay-felix binary cargo built for these tests.
+pub fn felix_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_margay-felix"))
+}
+
+/// Runs `ip -n NS -j ARGS` and parses its JSON (an empty array when it prints nothing).
+pub fn ip_json(ns: &Netns, args: &[&str]) -> Vec<Value> {
+    let mut full = vec!["-j"];
+    full.extend_from_slice(args);
+    let out = ns.ip(&full).expect("ip -j");
+    if out.trim().is_empty() {
+        return Vec::new();
+    }
+    serde_json::from_str::<Value>(&out)
+        .expect("ip -j prints JSON")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// felix's routes in the main table, as `ip -j route show proto 81` prints them.
+pub fn felix_routes(ns: &Netns) -> Vec<Value> {
+    ip_json(ns, &["route", "show", "proto", PROTO])
+}
+
+/// The route to `dst` among `routes` (any protocol), if present.
+pub fn route_to<'a>(routes: &'a [Value], dst: &str) -> Option<&'a Value> {
+    routes.iter().find(|r| r["dst"] == dst)
+}
+
+/// A short text of routes for failure messages.
+pub fn show(routes: &[Value]) -> String {
+    routes
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Creates veth `host` (up, in `ns`) whose peer `peer` is in `peer_ns` (or `ns`), both up.
+pub fn veth(ns: &Netns, host: &str, peer: &str, peer_ns: Option<&Netns>) {
+    match peer_ns {
+        Some(p) => ns
+            .ip(&[
+                "link",
+                "add",
+                host,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                peer,
+                "netns",
+                p.name(),
+            ])
+            .expect("veth"),
+        None => ns
+            .ip(&["link", "add", host, "type", "veth", "peer", "name", peer])
+            .expect("veth"),
+    };
+    ns.ip(&["link", "set", host, "up"]).expect("up");
+    match peer_ns {
+        Some(p) => p.ip(&["link", "set", peer, "up"]).expect("up"),
+        None => ns.ip(&["link", "set", peer, "up"]).expect("up"),
+    };
+}
+
+/// felix running in a namespace from a state file in the lab directory.
+pub struct Felix {
+    pub proc: Process,
+    pub state: PathBuf,
+    pub port: u16,
+}
+
+/// Writes `state` (JSON) for node `name` and starts felix in `ns` with a 1 s resync.
+pub fn start_felix(lab: &Lab, ns: &Netns, name: &str, state: &Value, tag: &str) -> Felix {
+    let path = lab.dir().join(format!("{name}.state.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(state).unwrap()).unwrap();
+    spawn_felix(lab, ns, name, path, tag, "1")
+}
+
+/// Starts felix on an existing state file, with `resync` seconds between resyncs.
+pub fn spawn_felix(
+    lab: &Lab,
+    ns: &Netns,
+    name: &str,
+    state: PathBuf,
+    tag: &str,
+    resync: &str,
+) -> Felix {
+    let port = 9099;
+    let proc = Process::spawn(
+        ns,
+        &format!("felix-{name}-{tag}"),
+        felix_bin(),
+        [
+            "--node",
+            name,
+            "--state",
+            state.to_str().unwrap(),
+            "--http-port",
+            &port.to_string(),
+            "--resync-interval",
+            resync,
+        ],
+        lab.dir(),
+    )
+    .expect("start felix");
+    Felix { proc, state, port }
+}
+
+impl Felix {
+    /// Rewrites the state file and tells felix to re-read it.
+    pub fn update(&self, state: &Value) {
+        std::fs::write(&self.state, serde_json::to_string_pretty(state).unwrap()).unwrap();
+        // SAFETY: kill(2) on the PID of a child we started and have not reaped.
+        unsafe { libc::kill(self.proc.pid() as i32, libc::SIGHUP) };
+    }
+}
+
+/// `GET path` on felix's HTTP port inside `ns`: (status, body).
+pub fn http_get(ns: &Netns, port: u16, path: &str) -> Result<(u16, String), String> {
+    let nspath = format!("/var/run/netns/{}", ns.name());
+    let path = path.to_string();
+    std::thread::spawn(move || -> Result<(u16, String), String> {
+        use std::io::{Read, Write};
+        margay_felix::netlink::enter_netns(&nspath).map_err(|e| e.to_string())?;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: felix\r\n\r\n").map_err(|e| e.to_string())?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| format!("no status in {text:?}"))?;
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        Ok((status, body))
+    })
+    .join()
+    .map_err(|_| "http thread panicked".to_string())?
+}
+
+/// Waits until felix's routes satisfy `check` (which returns Err(what is missing)).
+pub fn wait_routes(
+    ns: &Netns,
+    felix: &Felix,
+    what: &str,
+    check: impl Fn(&[Value]) -> Result<(), String>,
+) -> Vec<Value> {
+    wait_for(what, Duration::from_secs(10), &[&felix.proc], || {
+        let all = ip_json(ns, &["route", "show", "table", "main"]);
+        check(&all).map_err(|e| format!("{e}\nroutes:\n{}", show(&all)))?;
+        Ok(all)
+    })
+    .unwrap_or_else(|e| panic!("{e:?}"))
+}
