@@ -14,7 +14,8 @@ use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use margay_proto::bgp::v1::bgp_client::BgpClient;
 use margay_proto::bgp::v1::{
-    GetInfoRequest, Info, ListPeersRequest, ListRoutesRequest, Peer, Route,
+    GetInfoRequest, Info, ListPeersRequest, ListRoutesRequest, OriginateRequest, Peer, PeerType,
+    Route, WithdrawRequest,
 };
 use serde::Serialize;
 use tokio::net::UnixStream;
@@ -232,11 +233,76 @@ pub fn margay_binary(name: &str, build: &str) -> Result<PathBuf> {
     }
 }
 
+/// The command line of margay-bgpd in cluster mode (`--datastore etcd`): everything else comes
+/// from the datastore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterArgs {
+    /// `--node`: this node's name (its Node resource).
+    pub node: String,
+    /// `--etcd-endpoints`, comma separated.
+    pub etcd: String,
+    /// `--ip`: `ADDR/LEN` or `autodetect`; the daemon's default when `None`.
+    pub ip: Option<String>,
+    /// `--ip-autodetection-method` (`first-found`, `can-reach=DEST`, `interface=REGEX`, ...).
+    pub ip_autodetection_method: Option<String>,
+    /// `--as`: this node's AS, written to its Node.
+    pub asn: Option<u32>,
+    /// `--http-port` (0 = off, the default here).
+    pub http_port: u16,
+}
+
+impl ClusterArgs {
+    /// Node `node` using etcd at `etcd`, with the BGP address `ip` (`ADDR/LEN`).
+    pub fn new(node: &str, etcd: &str, ip: IpNet) -> ClusterArgs {
+        ClusterArgs {
+            node: node.to_string(),
+            etcd: etcd.to_string(),
+            ip: Some(ip.to_string()),
+            ip_autodetection_method: None,
+            asn: None,
+            http_port: 0,
+        }
+    }
+
+    /// Sets `--as`.
+    pub fn asn(mut self, asn: u32) -> Self {
+        self.asn = Some(asn);
+        self
+    }
+
+    /// The arguments after the binary's name, with the gRPC socket `socket`.
+    pub fn to_args(&self, socket: &Path) -> Vec<String> {
+        let mut a = vec![
+            "--datastore".to_string(),
+            "etcd".to_string(),
+            "--node".to_string(),
+            self.node.clone(),
+            "--etcd-endpoints".to_string(),
+            self.etcd.clone(),
+            "--socket".to_string(),
+            socket.display().to_string(),
+            "--http-port".to_string(),
+            self.http_port.to_string(),
+        ];
+        if let Some(ip) = &self.ip {
+            a.extend(["--ip".to_string(), ip.clone()]);
+        }
+        if let Some(m) = &self.ip_autodetection_method {
+            a.extend(["--ip-autodetection-method".to_string(), m.clone()]);
+        }
+        if let Some(asn) = self.asn {
+            a.extend(["--as".to_string(), asn.to_string()]);
+        }
+        a
+    }
+}
+
 /// A running margay-bgpd. Dropping it stops it.
 #[derive(Debug)]
 pub struct Bgpd {
     name: String,
     config: BgpdConfig,
+    cluster: Option<ClusterArgs>,
     process: Process,
 }
 
@@ -261,13 +327,40 @@ impl Bgpd {
         let mut bgpd = Bgpd {
             name: name.to_string(),
             config,
+            cluster: None,
             process,
         };
-        bgpd.wait_ready(&conf_path)?;
+        bgpd.wait_ready(&format!("margay-bgpd --config {}", conf_path.display()))?;
         Ok(bgpd)
     }
 
-    fn wait_ready(&mut self, conf_path: &Path) -> Result<()> {
+    /// Starts margay-bgpd in cluster mode in `ns` (`--datastore etcd`, socket
+    /// `LABDIR/NAME.sock`) and returns once its socket answers `GetInfo`. Its sessions come
+    /// from the datastore; [`Bgpd::config`] then holds only the socket and the address.
+    pub fn start_cluster(lab: &Lab, ns: &Netns, name: &str, args: ClusterArgs) -> Result<Bgpd> {
+        let binary = bgpd_binary()?;
+        let socket = lab.dir().join(format!("{name}.sock"));
+        let argv = args.to_args(&socket);
+        let process = Process::spawn(ns, name, &binary, &argv, lab.dir())?;
+        let router_id = args
+            .ip
+            .as_deref()
+            .and_then(|ip| ip.parse::<ipnet::Ipv4Net>().ok())
+            .map(|n| n.addr())
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let mut config = BgpdConfig::new(router_id, args.asn.unwrap_or(0));
+        config.socket = socket;
+        let mut bgpd = Bgpd {
+            name: name.to_string(),
+            config,
+            cluster: Some(args),
+            process,
+        };
+        bgpd.wait_ready(&format!("margay-bgpd {}", argv.join(" ")))?;
+        Ok(bgpd)
+    }
+
+    fn wait_ready(&mut self, command: &str) -> Result<()> {
         let mut exited = None;
         let what = format!(
             "margay-bgpd {} to answer on {:?}",
@@ -282,7 +375,7 @@ impl Bgpd {
         });
         if let Some(status) = exited {
             return Err(LabError::Command {
-                command: format!("margay-bgpd --config {}", conf_path.display()),
+                command: command.to_string(),
                 status: format!("{status} before answering on its socket"),
                 stderr: self.process.log_tail(30),
             });
@@ -310,9 +403,19 @@ impl Bgpd {
         &self.config
     }
 
+    /// The cluster-mode command line, when started with [`Bgpd::start_cluster`].
+    pub fn cluster(&self) -> Option<&ClusterArgs> {
+        self.cluster.as_ref()
+    }
+
     /// The daemon's process.
     pub fn process(&mut self) -> &mut Process {
         &mut self.process
+    }
+
+    /// The daemon's PID.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
     }
 
     /// Stops the daemon (SIGTERM, then SIGKILL); idempotent.
@@ -361,6 +464,33 @@ impl Bgpd {
             c.list_peers(ListPeersRequest {}).await
         })?;
         Ok(r.peers)
+    }
+
+    /// `Originate`: adds `prefixes` to what this node originates.
+    pub fn originate(&self, prefixes: &[IpNet]) -> Result<()> {
+        let req = OriginateRequest {
+            prefixes: prefixes.iter().map(IpNet::to_string).collect(),
+        };
+        self.call("Originate", |mut c| async move { c.originate(req).await })
+            .map(|_| ())
+    }
+
+    /// `Withdraw`: stops originating `prefixes`.
+    pub fn withdraw(&self, prefixes: &[IpNet]) -> Result<()> {
+        let req = WithdrawRequest {
+            prefixes: prefixes.iter().map(IpNet::to_string).collect(),
+        };
+        self.call("Withdraw", |mut c| async move { c.withdraw(req).await })
+            .map(|_| ())
+    }
+
+    /// The peers of type `t` (`ListPeers` filtered).
+    pub fn peers_of_type(&self, t: PeerType) -> Result<Vec<Peer>> {
+        Ok(self
+            .peers()?
+            .into_iter()
+            .filter(|p| p.r#type() == t)
+            .collect())
     }
 
     /// The peer at `address`, if configured.

@@ -10,16 +10,19 @@
 pub mod bgpd;
 pub mod bird;
 pub mod error;
+pub mod etcd;
 pub mod lab;
 pub mod labctl;
 pub mod netns;
 pub mod process;
 
 pub use bgpd::{
-    Bgpd, BgpdConfig, BgpdNeighbor, BgpdPeerType, NextHopMode, bgpd_binary, margay_binary,
+    Bgpd, BgpdConfig, BgpdNeighbor, BgpdPeerType, ClusterArgs, NextHopMode, bgpd_binary,
+    margay_binary,
 };
 pub use bird::{Bird, BirdConfig, BirdNeighbor, BirdProtocol, BirdRoute, Channel, ExportPolicy};
 pub use error::LabError;
+pub use etcd::{Etcd, yaml_scalar};
 pub use lab::{Addrs, Lab, LabSwitch, LinkAddrs, Subnet, block4, block6};
 pub use netns::{Netns, Switch, list_namespaces};
 pub use process::{HasLogs, Process, holds_for, wait_for};

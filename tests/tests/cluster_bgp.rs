@@ -1,0 +1,639 @@
+//! margay-bgpd in cluster mode (issue 3 §5-6): a 4-node lab on one switch with a real etcd,
+//! each node's bgpd started with only its name and address; its sessions come from the
+//! datastore, which the test changes with the real `margayctl`. One test per behaviour; each
+//! builds its own lab (namespaces, addresses, etcd), so they run in parallel.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use margay_proto::bgp::v1::{Peer, PeerType};
+use margay_tests::{
+    Addrs, Bgpd, Bird, BirdConfig, BirdNeighbor, ClusterArgs, Etcd, ExportPolicy, HasLogs, Lab,
+    LabSwitch, Netns, Result, block4, holds_for, wait_for, yaml_scalar,
+};
+
+/// Time for sessions to come up and routes to travel.
+const UP: Duration = Duration::from_secs(45);
+/// How long a removed session must stay removed.
+const STAYS: Duration = Duration::from_secs(3);
+/// How soon every node must have a new Node's peer configured (the issue asks for 1 s; the
+/// slack covers the 200 ms polls and a loaded 2-core machine running the suites in parallel).
+const LIVE: Duration = Duration::from_secs(3);
+/// The cluster's AS (Calico's default, from BGPConfiguration).
+const CLUSTER_AS: u32 = 64512;
+/// The top-of-rack router's AS.
+const TOR_AS: u32 = 65000;
+/// The CLUSTER_ID of the route reflectors.
+const RR_CLUSTER_ID: &str = "244.0.0.1";
+
+/// One lab host that may run a node's bgpd. Fields drop in order: the daemon, then its
+/// namespace.
+struct Host {
+    name: String,
+    bgpd: Option<Bgpd>,
+    ns: Netns,
+    addrs: Addrs,
+}
+
+impl Host {
+    fn ip(&self) -> IpAddr {
+        IpAddr::V4(self.addrs.ip4())
+    }
+
+    fn bgpd(&self) -> &Bgpd {
+        self.bgpd
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}'s bgpd is not running", self.name))
+    }
+}
+
+/// etcd and `n` hosts (`node1`..) on one switch. Fields drop in order: the daemons and their
+/// namespaces, etcd, the switch, and the lab (its directory) last.
+struct Cluster {
+    hosts: Vec<Host>,
+    etcd: Etcd,
+    sw: LabSwitch,
+    lab: Lab,
+}
+
+impl Cluster {
+    /// The lab, etcd, and `n` host namespaces attached to the switch; no bgpd yet.
+    fn new(test: &str, n: usize) -> Result<Cluster> {
+        let lab = Lab::new(test)?;
+        let sw = lab.switch("sw")?;
+        let etcd = Etcd::on_switch(&lab, &sw)?;
+        let mut hosts = Vec::new();
+        for i in 1..=n {
+            let ns = lab.netns(&format!("n{i}"))?;
+            let addrs = sw.attach(&ns)?;
+            hosts.push(Host {
+                name: format!("node{i}"),
+                bgpd: None,
+                ns,
+                addrs,
+            });
+        }
+        Ok(Cluster {
+            hosts,
+            etcd,
+            sw,
+            lab,
+        })
+    }
+
+    /// Host `i` (1-based, as in its name).
+    fn host(&self, i: usize) -> &Host {
+        &self.hosts[i - 1]
+    }
+
+    fn bgpd(&self, i: usize) -> &Bgpd {
+        self.host(i).bgpd()
+    }
+
+    fn ip(&self, i: usize) -> IpAddr {
+        self.host(i).ip()
+    }
+
+    /// Starts node `i`'s bgpd with only its name, etcd and `--ip ADDR/LEN`.
+    fn start(&mut self, i: usize) -> Result<()> {
+        let h = &self.hosts[i - 1];
+        let args = ClusterArgs::new(&h.name, &self.etcd.endpoint(), IpNet::V4(h.addrs.v4));
+        let bgpd = Bgpd::start_cluster(&self.lab, &h.ns, &h.name, args)?;
+        self.hosts[i - 1].bgpd = Some(bgpd);
+        Ok(())
+    }
+
+    fn start_all(&mut self) -> Result<()> {
+        for i in 1..=self.hosts.len() {
+            self.start(i)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until node `i`'s peers are exactly `expected` (address → type), all Established.
+    fn wait_sessions(&self, i: usize, expected: &[(IpAddr, PeerType)]) -> Result<Vec<Peer>> {
+        let bgpd = self.bgpd(i);
+        let want: BTreeMap<IpAddr, PeerType> = expected.iter().copied().collect();
+        wait_for(
+            &format!("{}: Established sessions {want:?}", self.host(i).name),
+            UP,
+            &[bgpd, &self.etcd],
+            || {
+                let peers = bgpd.peers().map_err(|e| e.to_string())?;
+                let seen = describe(&peers);
+                let got: BTreeMap<IpAddr, PeerType> = peers
+                    .iter()
+                    .filter_map(|p| Some((peer_ip(p)?, p.r#type())))
+                    .collect();
+                if got != want {
+                    return Err(format!("peers {seen}"));
+                }
+                if peers.iter().all(|p| p.state == "Established") {
+                    Ok(peers)
+                } else {
+                    Err(format!("not all Established: {seen}"))
+                }
+            },
+        )
+    }
+
+    /// Waits for the full mesh among `nodes`: each has exactly the others as NODE_MESH peers.
+    fn wait_mesh(&self, nodes: &[usize]) -> Result<()> {
+        self.wait_mesh_and(nodes, &[])
+    }
+
+    /// Waits until each of `nodes` has exactly the others as NODE_MESH peers, plus `extra`.
+    fn wait_mesh_and(&self, nodes: &[usize], extra: &[(IpAddr, PeerType)]) -> Result<()> {
+        for &i in nodes {
+            let mut expected: Vec<(IpAddr, PeerType)> = nodes
+                .iter()
+                .filter(|&&j| j != i)
+                .map(|&j| (self.ip(j), PeerType::NodeMesh))
+                .collect();
+            expected.extend_from_slice(extra);
+            self.wait_sessions(i, &expected)?;
+        }
+        Ok(())
+    }
+
+    /// `(pid, since of each peer)` of node `i`: what a restart or a reset would change.
+    fn fingerprint(&self, i: usize) -> Result<(u32, BTreeMap<IpAddr, i64>)> {
+        let bgpd = self.bgpd(i);
+        let since = bgpd
+            .peers()?
+            .iter()
+            .filter_map(|p| Some((peer_ip(p)?, p.since)))
+            .collect();
+        Ok((bgpd.pid(), since))
+    }
+
+    /// Waits until node `i` has no peer at `gone` at all, then checks that it stays so.
+    fn wait_peer_removed(&self, i: usize, gone: IpAddr) -> Result<()> {
+        let bgpd = self.bgpd(i);
+        let absent = || match bgpd.peer(gone) {
+            Ok(None) => Ok(()),
+            Ok(Some(p)) => Err(format!("still has {p:?}")),
+            Err(e) => Err(e.to_string()),
+        };
+        let what = format!("{}: no peer {gone}", self.host(i).name);
+        wait_for(&what, UP, &[bgpd], absent)?;
+        holds_for(&what, STAYS, &[bgpd], absent)
+    }
+}
+
+fn peer_ip(p: &Peer) -> Option<IpAddr> {
+    p.address.parse().ok()
+}
+
+/// `address type state` of each peer, for failure messages.
+fn describe(peers: &[Peer]) -> String {
+    let parts: Vec<String> = peers
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {:?} {} ({})",
+                p.address,
+                p.r#type(),
+                p.state,
+                p.last_error
+            )
+        })
+        .collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// A Node as an operator applies it over the one bgpd wrote: same name and address, plus the
+/// route reflector's cluster id and label.
+fn rr_node_yaml(name: &str, addr: &Addrs) -> String {
+    format!(
+        "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: {name}\n  labels:\n    \
+         route-reflector: \"true\"\nspec:\n  bgp:\n    ipv4Address: {}\n    \
+         routeReflectorClusterID: {RR_CLUSTER_ID}\n",
+        addr.v4
+    )
+}
+
+/// The ToR as a global BGPPeer.
+fn tor_peer_yaml(ip: IpAddr) -> String {
+    format!(
+        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  \
+         peerIP: {ip}\n  asNumber: {TOR_AS}\n"
+    )
+}
+
+/// BIRD as the rack's router: one eBGP session per node, learning only.
+fn start_tor(c: &Cluster, ns: &Netns, me: &Addrs) -> Result<Bird> {
+    start_tor_with(c, ns, me, None)
+}
+
+/// [`start_tor`], with a TCP-MD5 password on every session when `password` is set.
+fn start_tor_with(c: &Cluster, ns: &Netns, me: &Addrs, password: Option<&str>) -> Result<Bird> {
+    let mut conf = BirdConfig::new(me.ip4());
+    for h in &c.hosts {
+        let mut n =
+            BirdNeighbor::new(&h.name, h.ip(), TOR_AS, CLUSTER_AS).export(ExportPolicy::None);
+        if let Some(p) = password {
+            n = n.password(p);
+        }
+        conf = conf.neighbor(n);
+    }
+    Bird::start(&c.lab, ns, "tor", conf)
+}
+
+/// A ToR namespace on the cluster's switch, with its address.
+fn tor_host(c: &Cluster) -> Result<(Netns, Addrs)> {
+    let ns = c.lab.netns("tor")?;
+    let addrs = c.sw.attach(&ns)?;
+    Ok((ns, addrs))
+}
+
+/// Waits until the ToR holds a path for `block` learned on its session with `node` (a BIRD
+/// protocol named after the node), with that node's address as next hop and the cluster's AS
+/// as AS path. Every node re-advertises its mesh peers' blocks to the ToR with itself as next
+/// hop (Calico's default for eBGP peers without `keepOriginalNextHop`), so the ToR's best path
+/// may be any node's; the originator's own path is the one that must be there.
+fn wait_tor_path(tor: &Bird, block: IpNet, node: &str, ip: IpAddr) -> Result<()> {
+    wait_for(
+        &format!("tor: {block} from {node} via {ip}"),
+        UP,
+        &[tor],
+        || {
+            let paths = tor.route(block).map_err(|e| e.to_string())?;
+            let ok = paths.iter().any(|r| {
+                r.is_bgp()
+                    && r.protocol == node
+                    && r.gateway == Some(ip)
+                    && r.bgp.as_path == vec![CLUSTER_AS]
+            });
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("paths {paths:?}"))
+            }
+        },
+    )
+}
+
+/// §5 mesh: four nodes started with only a name and an address find each other through etcd
+/// and build the full node-to-node mesh; each wrote its address into its Node.
+#[test]
+fn mesh_comes_up_from_the_datastore_alone() -> Result<()> {
+    let mut c = Cluster::new("mesh_comes_up_from_the_datastore_alone", 4)?;
+    c.start_all()?;
+    c.wait_mesh(&[1, 2, 3, 4])?;
+    for h in &c.hosts {
+        let yaml = c.etcd.get_yaml("node", &h.name)?;
+        assert_eq!(
+            yaml_scalar(&yaml, "ipv4Address"),
+            Some(h.addrs.v4.to_string()),
+            "{}'s Node:\n{yaml}",
+            h.name
+        );
+    }
+    Ok(())
+}
+
+/// §5 live changes: a node that starts later joins the mesh without restarting or resetting
+/// anyone; deleting its Node removes its sessions everywhere, again resetting nothing else.
+#[test]
+fn new_node_sessions_come_up_live_and_deleted_node_sessions_go() -> Result<()> {
+    let mut c = Cluster::new(
+        "new_node_sessions_come_up_live_and_deleted_node_sessions_go",
+        4,
+    )?;
+    for i in 1..=3 {
+        c.start(i)?;
+    }
+    c.wait_mesh(&[1, 2, 3])?;
+    let before: Vec<_> = (1..=3).map(|i| c.fingerprint(i)).collect::<Result<_>>()?;
+
+    c.start(4)?;
+    // From the moment node4's Node exists, every node must have it as a peer within LIVE.
+    let appeared = wait_for("node4's Node in etcd", UP, &[c.bgpd(4)], || {
+        c.etcd
+            .get_yaml("node", "node4")
+            .map(|_| Instant::now())
+            .map_err(|e| e.to_string())
+    })?;
+    let n4 = c.ip(4);
+    for i in 1..=3 {
+        let bgpd = c.bgpd(i);
+        wait_for(&format!("node{i}: peer {n4}"), UP, &[bgpd], || {
+            match bgpd.peer(n4) {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => Err("no peer".into()),
+                Err(e) => Err(e.to_string()),
+            }
+        })?;
+    }
+    let took = appeared.elapsed();
+    assert!(
+        took <= LIVE,
+        "node4's sessions were configured {:.1}s after its Node appeared",
+        took.as_secs_f64()
+    );
+    c.wait_mesh(&[1, 2, 3, 4])?;
+    for (i, (pid, since)) in (1..=3).zip(&before) {
+        let (now_pid, now_since) = c.fingerprint(i)?;
+        assert_eq!(now_pid, *pid, "node{i}'s bgpd restarted");
+        for (addr, t) in since {
+            assert_eq!(
+                now_since.get(addr),
+                Some(t),
+                "node{i}'s session to {addr} was reset when node4 joined"
+            );
+        }
+    }
+    let joined: Vec<_> = (1..=3).map(|i| c.fingerprint(i)).collect::<Result<_>>()?;
+
+    c.etcd.delete("node", "node4")?;
+    for i in 1..=3 {
+        c.wait_peer_removed(i, n4)?;
+    }
+    for (i, (pid, since)) in (1..=3).zip(&joined) {
+        let (now_pid, now_since) = c.fingerprint(i)?;
+        assert_eq!(now_pid, *pid, "node{i}'s bgpd restarted");
+        for (addr, t) in since.iter().filter(|(a, _)| **a != n4) {
+            assert_eq!(
+                now_since.get(addr),
+                Some(t),
+                "node{i}'s session to {addr} was reset when node4 was deleted"
+            );
+        }
+        c.wait_sessions(
+            i,
+            &(1..=3)
+                .filter(|&j| j != i)
+                .map(|j| (c.ip(j), PeerType::NodeMesh))
+                .collect::<Vec<_>>(),
+        )?;
+    }
+    Ok(())
+}
+
+/// §5 route reflectors: two nodes become reflectors (cluster id, label), a BGPPeer makes every
+/// node peer with them, and the mesh is turned off: the mesh sessions go, clients keep only
+/// their reflectors, and a client's prefix reaches another client reflected (RFC 4456).
+#[test]
+fn route_reflectors_replace_the_mesh() -> Result<()> {
+    let mut c = Cluster::new("route_reflectors_replace_the_mesh", 4)?;
+    c.start_all()?;
+    c.wait_mesh(&[1, 2, 3, 4])?;
+
+    for i in [1, 2] {
+        let h = c.host(i);
+        c.etcd.apply(&rr_node_yaml(&h.name, &h.addrs))?;
+    }
+    c.etcd.apply(
+        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: peer-with-rrs\n\
+         spec:\n  nodeSelector: all()\n  peerSelector: route-reflector == 'true'\n",
+    )?;
+    c.etcd.apply(
+        "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\n\
+         spec:\n  nodeToNodeMeshEnabled: false\n",
+    )?;
+
+    let (rr1, rr2) = (c.ip(1), c.ip(2));
+    for client in [3, 4] {
+        c.wait_sessions(
+            client,
+            &[
+                (rr1, PeerType::RouteReflector),
+                (rr2, PeerType::RouteReflector),
+            ],
+        )?;
+    }
+    for (rr, other) in [(1, 2), (2, 1)] {
+        let bgpd = c.bgpd(rr);
+        wait_for(
+            &format!("node{rr}: clients node3 and node4, reflector node{other}"),
+            UP,
+            &[bgpd],
+            || {
+                let peers = bgpd.peers().map_err(|e| e.to_string())?;
+                let seen = describe(&peers);
+                let find = |ip| peers.iter().find(|p| peer_ip(p) == Some(ip));
+                let ok = peers.len() == 3
+                    && [3, 4].iter().all(|&j| {
+                        find(c.ip(j)).is_some_and(|p| {
+                            p.r#type() == PeerType::RouteReflectorClient && p.state == "Established"
+                        })
+                    })
+                    && find(c.ip(other)).is_some_and(|p| p.state == "Established");
+                if ok { Ok(()) } else { Err(seen) }
+            },
+        )?;
+    }
+    // The operator's Node kept the address bgpd wrote, and bgpd kept the operator's fields.
+    let yaml = c.etcd.get_yaml("node", "node1")?;
+    assert_eq!(
+        yaml_scalar(&yaml, "ipv4Address"),
+        Some(c.host(1).addrs.v4.to_string())
+    );
+    assert_eq!(
+        yaml_scalar(&yaml, "routeReflectorClusterID").as_deref(),
+        Some(RR_CLUSTER_ID)
+    );
+
+    let block = IpNet::V4(block4());
+    c.bgpd(3).originate(&[block])?;
+    let r = c.bgpd(4).wait_route_via(block, c.ip(3), UP)?;
+    let from: Option<IpAddr> = r.peer.parse().ok();
+    assert!(
+        from == Some(rr1) || from == Some(rr2),
+        "node4 learned {block} from {from:?}, not from a reflector: {r:?}"
+    );
+    assert!(
+        !r.cluster_list.is_empty(),
+        "a reflected route carries a CLUSTER_LIST: {r:?}"
+    );
+    assert_eq!(
+        r.originator_id,
+        c.ip(3).to_string(),
+        "ORIGINATOR_ID is node3's router id: {r:?}"
+    );
+    // Still no session between the two clients, now that routes flow.
+    holds_for(
+        "node3 and node4 not peering",
+        STAYS,
+        &[c.bgpd(3)],
+        || match c.bgpd(3).peer(c.ip(4)) {
+            Ok(None) => Ok(()),
+            Ok(Some(p)) => Err(format!("{p:?}")),
+            Err(e) => Err(e.to_string()),
+        },
+    )?;
+    Ok(())
+}
+
+/// §5 global peers: a BIRD ToR defined once as a global BGPPeer peers with every node and
+/// learns each node's block (originated through bgpd's API, as felix does) via that node.
+#[test]
+fn bird_tor_as_global_peer_learns_every_node_prefix() -> Result<()> {
+    let mut c = Cluster::new("bird_tor_as_global_peer_learns_every_node_prefix", 4)?;
+    let tor_ns = c.lab.netns("tor")?;
+    let tor_addrs = c.sw.attach(&tor_ns)?;
+    let tor_ip = IpAddr::V4(tor_addrs.ip4());
+    let tor = start_tor(&c, &tor_ns, &tor_addrs)?;
+    c.start_all()?;
+    c.wait_mesh(&[1, 2, 3, 4])?;
+
+    c.etcd.apply(&tor_peer_yaml(tor_ip))?;
+    c.wait_mesh_and(&[1, 2, 3, 4], &[(tor_ip, PeerType::Global)])?;
+    let blocks: Vec<IpNet> = (0..4).map(|_| IpNet::V4(block4())).collect();
+    for i in 1..=4 {
+        tor.wait_established(&c.host(i).name, UP)?;
+        c.bgpd(i).originate(&[blocks[i - 1]])?;
+    }
+    for (i, block) in (1..=4).zip(&blocks) {
+        wait_tor_path(&tor, *block, &c.host(i).name, c.ip(i))?;
+    }
+
+    // `margayctl node status` labels each session with where it comes from.
+    let socket = c.bgpd(1).config().socket.to_string_lossy().into_owned();
+    let table = c.etcd.margayctl(&["node", "status", "--socket", &socket])?;
+    for (ip, label) in [
+        (c.ip(2), "node-to-node mesh"),
+        (c.ip(3), "node-to-node mesh"),
+        (c.ip(4), "node-to-node mesh"),
+        (tor_ip, "global"),
+    ] {
+        let row = table
+            .lines()
+            .find(|l| l.split('|').any(|cell| cell.trim() == ip.to_string()));
+        assert!(
+            row.is_some_and(|r| r.split('|').any(|cell| cell.trim() == label)),
+            "node status has no {label:?} row for {ip}:\n{table}"
+        );
+    }
+    Ok(())
+}
+
+/// §5 next-hop mode: with `keepOriginalNextHop`, a node passes its mesh peers' blocks to the
+/// ToR with the originator's address, so every path the ToR holds for a block points at the
+/// node that owns it.
+#[test]
+fn global_peer_with_keep_original_next_hop_gets_the_originators_address() -> Result<()> {
+    let mut c = Cluster::new(
+        "global_peer_with_keep_original_next_hop_gets_the_originators_address",
+        4,
+    )?;
+    let (tor_ns, tor_addrs) = tor_host(&c)?;
+    let tor_ip = IpAddr::V4(tor_addrs.ip4());
+    let tor = start_tor(&c, &tor_ns, &tor_addrs)?;
+    c.etcd.apply(&format!(
+        "{}  keepOriginalNextHop: true\n",
+        tor_peer_yaml(tor_ip)
+    ))?;
+    c.start_all()?;
+    c.wait_mesh_and(&[1, 2, 3, 4], &[(tor_ip, PeerType::Global)])?;
+    let blocks: Vec<IpNet> = (0..4).map(|_| IpNet::V4(block4())).collect();
+    for (i, block) in (1..=4).zip(&blocks) {
+        c.bgpd(i).originate(&[*block])?;
+    }
+    for (i, block) in (1..=4).zip(&blocks) {
+        let owner = c.ip(i);
+        wait_for(
+            &format!("tor: every path for {block} via {owner}, from all 4 nodes"),
+            UP,
+            &[&tor],
+            || {
+                let paths = tor.route(*block).map_err(|e| e.to_string())?;
+                if paths.len() == 4 && paths.iter().all(|r| r.gateway == Some(owner)) {
+                    Ok(())
+                } else {
+                    Err(format!("paths {paths:?}"))
+                }
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// §5 node-specific peers: a BGPPeer with `node` peers only that node, with the password from
+/// the resource (TCP-MD5, RFC 2385); the other nodes have no session to it.
+#[test]
+fn node_specific_peer_with_password_peers_only_that_node() -> Result<()> {
+    let mut c = Cluster::new("node_specific_peer_with_password_peers_only_that_node", 4)?;
+    let (tor_ns, tor_addrs) = tor_host(&c)?;
+    let tor_ip = IpAddr::V4(tor_addrs.ip4());
+    let tor = start_tor_with(&c, &tor_ns, &tor_addrs, Some("rack-s3cret"))?;
+    c.start_all()?;
+    c.wait_mesh(&[1, 2, 3, 4])?;
+    c.etcd.apply(&format!(
+        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: node2-tor\nspec:\n  \
+         node: node2\n  peerIP: {tor_ip}\n  asNumber: {TOR_AS}\n  password:\n    value: \
+         rack-s3cret\n"
+    ))?;
+    let mut expected: Vec<(IpAddr, PeerType)> = [1, 3, 4]
+        .iter()
+        .map(|&j| (c.ip(j), PeerType::NodeMesh))
+        .collect();
+    expected.push((tor_ip, PeerType::NodeSpecific));
+    c.wait_sessions(2, &expected)?;
+    tor.wait_established("node2", UP)?;
+    let block = IpNet::V4(block4());
+    c.bgpd(2).originate(&[block])?;
+    wait_tor_path(&tor, block, "node2", c.ip(2))?;
+    for i in [1, 3, 4] {
+        holds_for(
+            &format!("node{i} has no session to the ToR"),
+            STAYS,
+            &[c.bgpd(i)],
+            || match c.bgpd(i).peer(tor_ip) {
+                Ok(None) => Ok(()),
+                Ok(Some(p)) => Err(format!("{p:?}")),
+                Err(e) => Err(e.to_string()),
+            },
+        )?;
+        tor.never_established(&c.host(i).name, Duration::from_secs(1))?;
+    }
+    Ok(())
+}
+
+/// §6: a node that goes away (bgpd stopped, Node deleted) takes its block with it, from every
+/// other node and from the ToR; its sessions are gone too.
+#[test]
+fn deleting_a_node_withdraws_its_prefix_everywhere() -> Result<()> {
+    let mut c = Cluster::new("deleting_a_node_withdraws_its_prefix_everywhere", 4)?;
+    let tor_ns = c.lab.netns("tor")?;
+    let tor_addrs = c.sw.attach(&tor_ns)?;
+    let tor_ip = IpAddr::V4(tor_addrs.ip4());
+    let tor = start_tor(&c, &tor_ns, &tor_addrs)?;
+    c.etcd.apply(&tor_peer_yaml(tor_ip))?;
+    c.start_all()?;
+    c.wait_mesh_and(&[1, 2, 3, 4], &[(tor_ip, PeerType::Global)])?;
+
+    let block = IpNet::V4(block4());
+    let n4 = c.ip(4);
+    c.bgpd(4).originate(&[block])?;
+    for i in 1..=3 {
+        c.bgpd(i).wait_route_via(block, n4, UP)?;
+    }
+    tor.wait_established("node4", UP)?;
+    wait_tor_path(&tor, block, "node4", n4)?;
+
+    if let Some(b) = c.hosts[3].bgpd.as_mut() {
+        b.stop();
+    }
+    c.etcd.delete("node", "node4")?;
+    for i in 1..=3 {
+        c.bgpd(i).wait_no_route(block, UP)?;
+        c.wait_peer_removed(i, n4)?;
+    }
+    tor.wait_no_route(block, UP)?;
+    let logs: [&dyn HasLogs; 1] = [&tor];
+    holds_for(
+        "the ToR has no route to node4's block",
+        STAYS,
+        &logs,
+        || match tor.route(block) {
+            Ok(r) if r.is_empty() => Ok(()),
+            Ok(r) => Err(format!("{r:?}")),
+            Err(e) => Err(e.to_string()),
+        },
+    )?;
+    Ok(())
+}
