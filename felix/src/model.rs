@@ -179,6 +179,7 @@ mod tests {
         let m = Model::from_text(yaml).unwrap();
         assert_eq!(m.vteps[0].tunnel_ip.to_string(), "10.244.1.0");
         assert_eq!(m.endpoints[0].interface, "cali1234567890a");
+        assert!(m.pools[0].nat_outgoing);
     }
 
     #[test]
