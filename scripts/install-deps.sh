@@ -13,6 +13,7 @@ PACKAGES=(
   bird2               # BIRD 2: interop peer and benchmark reference
   etcd-server         # the datastore the tests start on loopback
   tcpdump             # capturing golden bytes from BIRD
+  nftables            # nft: felix programs natOutgoing with it (and its tests read it back)
   procps              # ps / pgrep used by diagnostics
   psmisc
   jq

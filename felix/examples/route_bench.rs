@@ -67,6 +67,7 @@ fn main() -> anyhow::Result<()> {
             ipip_mode: EncapMode::Never,
             vxlan_mode: EncapMode::Never,
             disabled: false,
+            nat_outgoing: false,
         }],
         endpoints: (0..workloads).map(|i| workload(i, veths)).collect(),
         affine_blocks: Vec::new(),

@@ -141,12 +141,15 @@ pub struct Desired {
     pub originate: BTreeSet<IpNet>,
     /// Inputs left out, and why (shown in logs and /readiness).
     pub problems: Vec<String>,
+    /// The natOutgoing tables.
+    pub nat: crate::nat::DesiredNat,
 }
 
 /// Computes the desired dataplane for `model`.
 pub fn compute(model: &Model) -> Desired {
     let mut d = Desired {
         node_address: Some(model.node.address.addr()),
+        nat: crate::nat::desired(&model.pools),
         ..Desired::default()
     };
     let enabled = model.pools.iter().filter(|p| !p.disabled);

@@ -28,6 +28,7 @@ fn model(ipip: EncapMode, vxlan: EncapMode) -> Model {
             ipip_mode: ipip,
             vxlan_mode: vxlan,
             disabled: false,
+            nat_outgoing: false,
         }],
         endpoints: vec![WorkloadEndpoint {
             name: "default/a".into(),

@@ -6,5 +6,6 @@ pub mod agent;
 pub mod desired;
 pub mod health;
 pub mod model;
+pub mod nat;
 pub mod netlink;
 pub mod reconcile;

@@ -31,6 +31,9 @@ pub struct IpPool {
     pub vxlan_mode: EncapMode,
     #[serde(default)]
     pub disabled: bool,
+    /// Masquerade traffic from this pool to destinations outside every pool.
+    #[serde(default)]
+    pub nat_outgoing: bool,
 }
 
 /// This node.
@@ -176,6 +179,7 @@ mod tests {
         let m = Model::from_text(yaml).unwrap();
         assert_eq!(m.vteps[0].tunnel_ip.to_string(), "10.244.1.0");
         assert_eq!(m.endpoints[0].interface, "cali1234567890a");
+        assert!(m.pools[0].nat_outgoing);
     }
 
     #[test]
@@ -193,12 +197,14 @@ mod tests {
                 ipip_mode: EncapMode::Always,
                 vxlan_mode: EncapMode::Never,
                 disabled: false,
+                nat_outgoing: false,
             },
             IpPool {
                 cidr: "10.244.0.0/16".parse().unwrap(),
                 ipip_mode: EncapMode::Never,
                 vxlan_mode: EncapMode::Always,
                 disabled: false,
+                nat_outgoing: false,
             },
         ];
         let p = m.pool_of(&"10.244.1.0/26".parse().unwrap()).unwrap();

@@ -80,6 +80,8 @@ pub struct Reconciler {
     metrics: Arc<Metrics>,
     /// Conflicts already logged (so a standing conflict logs once).
     logged_conflicts: BTreeSet<IpNet>,
+    /// The natOutgoing tables (nftables; its errors never stop the routes).
+    nat: crate::nat::NatKeeper,
 }
 
 impl Reconciler {
@@ -100,6 +102,7 @@ impl Reconciler {
             links: HashMap::new(),
             dirty: BTreeSet::new(),
             devices_dirty: true,
+            nat: crate::nat::NatKeeper::new(crate::nat::Nft::new(), health.clone()),
             health,
             metrics,
             logged_conflicts: BTreeSet::new(),
@@ -161,6 +164,7 @@ impl Reconciler {
     /// Full resync: re-reads links and routes, fixes devices, then every destination.
     pub fn resync(&mut self) -> Result<Report, NetlinkError> {
         let start = Instant::now();
+        self.nat.resync(&self.desired.nat);
         self.reload_links()?;
         self.devices_dirty = true;
         self.ensure_devices();
@@ -232,6 +236,7 @@ impl Reconciler {
 
     /// Programs every dirty destination (and devices, if they changed), in batches.
     pub fn flush(&mut self) -> Result<Report, NetlinkError> {
+        self.nat.flush(&self.desired.nat);
         if self.devices_dirty {
             self.ensure_devices();
         }
