@@ -579,9 +579,27 @@ fn restarting_felix_or_bgpd_changes_no_route() {
         || routes_ok(&ip_json(&c.nodes[0].ns, &["route", "show"])),
     )
     .unwrap();
+    // bgpd comes back before it can reach n2 (a blackhole for n2's address, not felix's), so
+    // its first table lacks n2's block: felix holds the route as stale until the session is up.
+    let n2_host = format!("{ip2}/32");
+    c.nodes[0]
+        .ns
+        .ip(&["route", "add", "blackhole", &n2_host])
+        .unwrap();
     c.start_bgpd(&lab, 0);
     holds_for(
-        "n1 keeps its routes as bgpd comes back",
+        "n1 keeps its routes while bgpd has no session",
+        Duration::from_secs(4),
+        &c.logs(),
+        || routes_ok(&ip_json(&c.nodes[0].ns, &["route", "show"])),
+    )
+    .unwrap();
+    c.nodes[0]
+        .ns
+        .ip(&["route", "del", "blackhole", &n2_host])
+        .unwrap();
+    holds_for(
+        "n1 keeps its routes as bgpd's session returns",
         Duration::from_secs(8),
         &c.logs(),
         || routes_ok(&ip_json(&c.nodes[0].ns, &["route", "show"])),
