@@ -496,6 +496,52 @@ fn two_nodes_route_pods_in_never_then_vxlan_mode_and_drop_stale_routes() {
     ping(&p1, &p2, &c.logs());
     ping(&p2, &p1, &c.logs());
 
+    // Back to Never: the tunnel addresses are released and the routes go direct again.
+    c.apply_pool(&lab, "Never");
+    wait_for("n1's VTEP cleared from its Node", WAIT, &c.logs(), || {
+        let s = c.node_spec("n1");
+        match (&s.ipv4_vxlan_tunnel_addr, &s.vxlan_tunnel_mac_addr) {
+            (None, None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .unwrap();
+    c.wait_routes(0, "n1: route to n2's block via n2 again", |all| {
+        let r = find(all, &b2)?;
+        field(r, "gateway", &ip2)?;
+        if r.get("dev").is_some_and(|d| d == "vxlan.margay") {
+            return Err(format!("still through VXLAN: {r}"));
+        }
+        Ok(())
+    });
+    ping(&p1, &p2, &c.logs());
+    wait_for("n1's vxlan.margay removed", WAIT, &c.logs(), || {
+        let links = ip_json(&c.nodes[0].ns, &["link", "show"]);
+        match links.iter().any(|l| l["ifname"] == "vxlan.margay") {
+            true => Err("vxlan.margay still there".to_string()),
+            false => Ok(()),
+        }
+    })
+    .unwrap();
+    wait_for("both VXLAN handles released", WAIT, &c.logs(), || {
+        let held = ds(&c.etcd_ns, &c.url, |s| async move {
+            Ipam::new(s)
+                .handles()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|h| h.value.handle_id)
+                .filter(|h| h.starts_with("vxlan-tunnel-addr-"))
+                .collect::<Vec<_>>()
+        });
+        if held.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{held:?}"))
+        }
+    })
+    .unwrap();
+
     // Deleting pod b's endpoint removes its /32 on n2.
     let wep = p2.wep.clone();
     ds(&c.etcd_ns, &c.url, move |s| async move {
