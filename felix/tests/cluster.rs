@@ -95,6 +95,18 @@ where
 
 impl Cluster {
     fn start(lab: &Lab) -> Cluster {
+        let mut c = Cluster::create(lab);
+        for i in 0..2 {
+            c.start_bgpd(lab, i);
+        }
+        for i in 0..2 {
+            c.start_felix(lab, i);
+        }
+        c
+    }
+
+    /// etcd and the two node namespaces, no daemon on the nodes yet.
+    fn create(lab: &Lab) -> Cluster {
         let sw = lab.switch("sw").unwrap();
         let etcd_ns = lab.netns("etcd").unwrap();
         let eaddr = sw.attach(&etcd_ns).unwrap();
@@ -152,20 +164,13 @@ impl Cluster {
                 starts: 0,
             });
         }
-        let mut c = Cluster {
+        Cluster {
             nodes,
             etcd,
             etcd_ns,
             url,
             _sw: sw,
-        };
-        for i in 0..2 {
-            c.start_bgpd(lab, i);
         }
-        for i in 0..2 {
-            c.start_felix(lab, i);
-        }
-        c
     }
 
     fn start_bgpd(&mut self, lab: &Lab, i: usize) {
@@ -656,4 +661,45 @@ fn restarting_felix_or_bgpd_changes_no_route() {
     let ours: Vec<&str> = seen.lines().filter(|l| l.contains("proto 81")).collect();
     assert!(ours.is_empty(), "felix's routes changed: {ours:?}");
     ping(&p1, &p2, &c.logs());
+}
+
+#[test]
+fn not_ready_until_datastore_and_bgpd_have_synced() {
+    let lab = Lab::new("not_ready_until_datastore_and_bgpd_have_synced").unwrap();
+    let mut c = Cluster::create(&lab);
+    c.apply_pool(&lab, "Never");
+    c.start_felix(&lab, 0);
+    let ns = &c.nodes[0].ns;
+    let body = wait_for("felix answers /readiness", WAIT, &c.logs(), || {
+        let (code, body) = http_get(ns, 9099, "/readiness")?;
+        match code {
+            503 if body.contains("bgpd") => Ok(body),
+            _ => Err(format!("{code}: {body}")),
+        }
+    })
+    .unwrap();
+    assert!(
+        body.contains("bgpd: route table not received yet"),
+        "reasons: {body}"
+    );
+    assert!(
+        body.contains("Node n1"),
+        "reasons name the missing Node: {body}"
+    );
+    holds_for(
+        "no route programmed without bgpd",
+        Duration::from_secs(2),
+        &c.logs(),
+        || {
+            let ours = common::felix_routes(ns);
+            if ours.is_empty() {
+                Ok(())
+            } else {
+                Err(show(&ours))
+            }
+        },
+    )
+    .unwrap();
+    c.start_bgpd(&lab, 0);
+    c.wait_ready(0);
 }
