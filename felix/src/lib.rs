@@ -1,8 +1,11 @@
 //! margay-felix: the node agent's dataplane. A pure core computes the desired kernel state from
 //! the model ([`model`] → [`desired`]); the [`reconcile`] loop makes the kernel match it through
 //! the [`netlink`] handle, and [`health`] holds what /liveness, /readiness and /metrics serve.
+//! In [`cluster`] mode the model is assembled from the datastore and bgpd; standalone, it is
+//! read from a file.
 
 pub mod agent;
+pub mod cluster;
 pub mod desired;
 pub mod health;
 pub mod model;

@@ -1,5 +1,5 @@
-//! `margay-felix`: parses flags, reads the model, and wires the dataplane loop, the HTTP
-//! server and the signals together.
+//! `margay-felix`: parses flags, and wires the dataplane loop, the model's source (cluster
+//! mode: datastore + bgpd; standalone: a state file), the HTTP server and the signals together.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use margay_felix::agent::{Agent, AgentConfig};
+use margay_felix::cluster;
 use margay_felix::health::{Health, Metrics, router};
 use margay_felix::model::Model;
 use margay_felix::reconcile::{DEFAULT_PROTOCOL, ReconcileConfig};
@@ -15,19 +16,37 @@ use tokio::signal::unix::{SignalKind, signal};
 
 /// margay's node agent (route programmer).
 ///
-/// STANDALONE MODE: this build reads its inputs (this node, IP pools, local workload
-/// endpoints, affine blocks, routes learned by bgpd, remote VXLAN endpoints) from the file
-/// given with --state (JSON or YAML) and re-reads it on SIGHUP. The etcd datastore and bgpd
-/// feeds are not wired in yet. Run it inside the node's network namespace.
+/// CLUSTER MODE (default): the inputs come from etcd (IP pools, Nodes, this node's workload
+/// endpoints and block affinities) and from margay-bgpd over its socket (learned routes);
+/// felix tells bgpd which prefixes this node originates and manages its tunnel addresses.
+///
+/// STANDALONE MODE (--state FILE): the inputs are read from a JSON or YAML file, re-read on
+/// SIGHUP (tests and the lab). Run felix inside the node's network namespace.
 #[derive(Debug, Parser)]
 #[command(name = "margay-felix", version)]
 struct Args {
-    /// This node's name (must match `node.name` in the state file).
-    #[arg(long)]
+    /// This node's name: its Node resource (must match `node.name` in a state file).
+    #[arg(long, env = "NODENAME")]
     node: String,
-    /// The model file (JSON or YAML), re-read on SIGHUP.
+    /// Standalone mode: the model file (JSON or YAML), re-read on SIGHUP.
     #[arg(long)]
-    state: PathBuf,
+    state: Option<PathBuf>,
+    #[command(flatten)]
+    etcd: margay_datastore::EtcdArgs,
+    /// felix's own gRPC socket (the CNI plugin's API; reserved, not served yet).
+    #[arg(
+        long,
+        env = "MARGAY_FELIX_SOCKET",
+        default_value = "/var/run/margay/felix.sock"
+    )]
+    socket: PathBuf,
+    /// margay-bgpd's gRPC socket (cluster mode).
+    #[arg(
+        long,
+        env = "MARGAY_BGPD_SOCKET",
+        default_value = "/var/run/margay/bgpd.sock"
+    )]
+    bgpd_socket: PathBuf,
     /// Port of the /liveness, /readiness and /metrics server (0: no server).
     #[arg(long, default_value_t = 9099)]
     http_port: u16,
@@ -75,7 +94,10 @@ fn init_logging(format: &str) {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(&args.log_format);
-    let model = read_model(&args.state, &args.node)?;
+    let model = match &args.state {
+        Some(path) => Some(read_model(path, &args.node)?),
+        None => None,
+    };
 
     let health = Arc::new(Health::new(Duration::from_secs(10)));
     let metrics = Arc::new(Metrics::new());
@@ -92,10 +114,22 @@ fn main() -> anyhow::Result<()> {
         metrics.clone(),
     )
     .context("opening netlink")?;
-    agent.update(model);
-    tracing::info!(node = args.node, state = ?args.state, "margay-felix started (standalone mode)");
+    match (&model, &args.state) {
+        (Some(m), Some(path)) => {
+            agent.update(m.clone());
+            tracing::info!(node = args.node, state = ?path, "margay-felix started (standalone mode)");
+        }
+        _ => tracing::info!(
+            node = args.node,
+            etcd = ?args.etcd.endpoints,
+            bgpd = ?args.bgpd_socket,
+            api_socket = ?args.socket,
+            "margay-felix started (cluster mode)"
+        ),
+    }
 
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the runtime")?;
@@ -115,9 +149,24 @@ fn main() -> anyhow::Result<()> {
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        let Some(state) = args.state.clone() else {
+            let opts = cluster::Options {
+                node: args.node.clone(),
+                etcd: args.etcd.clone(),
+                bgpd_socket: args.bgpd_socket.clone(),
+            };
+            let stop = async {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
+            };
+            cluster::run(opts, &agent, health.clone(), stop).await;
+            return anyhow::Ok(());
+        };
         loop {
             tokio::select! {
-                _ = hup.recv() => match read_model(&args.state, &args.node) {
+                _ = hup.recv() => match read_model(&state, &args.node) {
                     Ok(m) => {
                         tracing::info!("SIGHUP: model re-read");
                         agent.update(m);
@@ -130,6 +179,8 @@ fn main() -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })?;
+    // Stop the feeds before the dataplane loop.
+    drop(rt);
     tracing::info!("stopping; routes stay in place");
     agent.stop().context("stopping the dataplane loop")?;
     Ok(())

@@ -1,0 +1,204 @@
+//! The datastore feed: lists IPPools, Nodes, WorkloadEndpoints and this node's block
+//! affinities, then follows them with watches that survive compaction (a `Resync` replaces
+//! the kind's state) and etcd restarts. Every settled batch of changes is published as a new
+//! [`ClusterState`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use margay_datastore::ipam::{Affinity, records::node_affinities};
+use margay_datastore::resources::{IpPoolSpec, NodeSpec, Resource, WorkloadEndpointSpec};
+use margay_datastore::{Store, StoreError, Versioned, WatchEvent};
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use super::state::ClusterState;
+
+/// Changes arriving within this window are published together.
+const SETTLE: Duration = Duration::from_millis(20);
+
+/// The revision each kind was listed at.
+struct Revisions {
+    nodes: i64,
+    pools: i64,
+    endpoints: i64,
+    affinities: i64,
+}
+
+fn ep_key(r: &Resource<WorkloadEndpointSpec>) -> String {
+    match &r.metadata.namespace {
+        Some(ns) => format!("{ns}/{}", r.metadata.name),
+        None => r.metadata.name.clone(),
+    }
+}
+
+fn affinity_of(v: &Versioned<Vec<u8>>) -> Option<IpNet> {
+    match serde_json::from_slice::<Affinity>(&v.value) {
+        Ok(a) => Some(a.cidr),
+        Err(e) => {
+            warn!(key = %v.key, error = %e, "skipping an affinity record that does not decode");
+            None
+        }
+    }
+}
+
+/// Lists everything felix follows.
+async fn load(store: &Store, node: &str) -> Result<(ClusterState, Revisions), StoreError> {
+    let (nodes, n) = store.list::<NodeSpec>().await?;
+    let (pools, p) = store.list::<IpPoolSpec>().await?;
+    let (eps, e) = store.list::<WorkloadEndpointSpec>().await?;
+    let (affs, a) = store.list_raw(&node_affinities(node)).await?;
+    let mut s = ClusterState::new(node);
+    s.nodes = nodes
+        .into_iter()
+        .map(|r| (r.metadata.name, r.spec))
+        .collect();
+    s.pools = pools
+        .into_iter()
+        .map(|r| (r.metadata.name, r.spec))
+        .collect();
+    s.endpoints = eps
+        .into_iter()
+        .filter(|r| r.spec.node == node)
+        .map(|r| (ep_key(&r), r.spec))
+        .collect();
+    s.affinities = affs
+        .iter()
+        .filter_map(|v| Some((v.key.clone(), affinity_of(v)?)))
+        .collect();
+    Ok((
+        s,
+        Revisions {
+            nodes: n,
+            pools: p,
+            endpoints: e,
+            affinities: a,
+        },
+    ))
+}
+
+fn apply_named<S>(map: &mut BTreeMap<String, S>, ev: WatchEvent<Resource<S>>) {
+    match ev {
+        WatchEvent::Put(r) => {
+            map.insert(r.metadata.name, r.spec);
+        }
+        WatchEvent::Delete { name, .. } => {
+            map.remove(&name);
+        }
+        WatchEvent::Resync { items, .. } => {
+            *map = items
+                .into_iter()
+                .map(|r| (r.metadata.name, r.spec))
+                .collect()
+        }
+    }
+}
+
+fn apply_endpoints(
+    map: &mut BTreeMap<String, WorkloadEndpointSpec>,
+    node: &str,
+    ev: WatchEvent<Resource<WorkloadEndpointSpec>>,
+) {
+    match ev {
+        WatchEvent::Put(r) => {
+            let key = ep_key(&r);
+            if r.spec.node == node {
+                map.insert(key, r.spec);
+            } else {
+                // Moved to another node (or never ours).
+                map.remove(&key);
+            }
+        }
+        WatchEvent::Delete { name, .. } => {
+            map.remove(&name);
+        }
+        WatchEvent::Resync { items, .. } => {
+            *map = items
+                .into_iter()
+                .filter(|r| r.spec.node == node)
+                .map(|r| (ep_key(&r), r.spec))
+                .collect()
+        }
+    }
+}
+
+fn apply_affinities(map: &mut BTreeMap<String, IpNet>, ev: WatchEvent<Versioned<Vec<u8>>>) {
+    match ev {
+        WatchEvent::Put(v) => match affinity_of(&v) {
+            Some(c) => {
+                map.insert(v.key, c);
+            }
+            None => {
+                map.remove(&v.key);
+            }
+        },
+        WatchEvent::Delete { key, .. } => {
+            map.remove(&key);
+        }
+        WatchEvent::Resync { items, .. } => {
+            *map = items
+                .iter()
+                .filter_map(|v| Some((v.key.clone(), affinity_of(v)?)))
+                .collect()
+        }
+    }
+}
+
+/// Lists (retrying until etcd answers), publishes the first full state, then follows every
+/// change until the receiver side is gone.
+pub async fn follow(store: Store, node: String, tx: watch::Sender<Option<ClusterState>>) {
+    let mut backoff = Duration::from_millis(100);
+    let (mut state, revs) = loop {
+        match load(&store, &node).await {
+            Ok(v) => break v,
+            Err(e) => {
+                warn!(error = %e, "datastore: cannot list the model yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    debug!(
+        nodes = state.nodes.len(),
+        pools = state.pools.len(),
+        endpoints = state.endpoints.len(),
+        blocks = state.affinities.len(),
+        "datastore: first full sync"
+    );
+    if tx.send(Some(state.clone())).is_err() {
+        return;
+    }
+    let mut nodes = store.watch::<NodeSpec>(revs.nodes + 1);
+    let mut pools = store.watch::<IpPoolSpec>(revs.pools + 1);
+    let mut eps = store.watch::<WorkloadEndpointSpec>(revs.endpoints + 1);
+    let mut affs = store.watch_raw(&node_affinities(&node), revs.affinities + 1);
+    loop {
+        let mut changed = false;
+        let settle = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(settle);
+        loop {
+            tokio::select! {
+                ev = nodes.next() => apply_named(&mut state.nodes, ev),
+                ev = pools.next() => apply_named(&mut state.pools, ev),
+                ev = eps.next() => apply_endpoints(&mut state.endpoints, &node, ev),
+                ev = affs.next() => apply_affinities(&mut state.affinities, ev),
+                _ = &mut settle, if changed => break,
+                _ = tx.closed() => return,
+            }
+            if !changed {
+                changed = true;
+                settle.as_mut().reset(tokio::time::Instant::now() + SETTLE);
+            }
+        }
+        let new = state.clone();
+        tx.send_if_modified(|cur| {
+            if cur.as_ref() == Some(&new) {
+                false
+            } else {
+                *cur = Some(new);
+                true
+            }
+        });
+    }
+}

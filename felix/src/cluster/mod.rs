@@ -1,0 +1,200 @@
+//! Cluster mode: felix fed by the datastore and by bgpd instead of a state file.
+//!
+//! Three tasks and one coordinator:
+//! - [`datastore::follow`] lists and watches IPPools, Nodes, this node's WorkloadEndpoints and
+//!   block affinities, and publishes a [`ClusterState`];
+//! - [`bgpd::follow`] streams the routes bgpd learned and sends it the originated set;
+//! - the tunnel task assigns / releases this node's VXLAN and IPIP tunnel addresses;
+//! - the coordinator ([`run`]) assembles a [`crate::model::Model`] from the latest of both
+//!   feeds and hands it to the dataplane loop, and the prefixes to originate to bgpd.
+//!
+//! The dataplane gets its first model only once both feeds have synced in full, so a felix
+//! restart never removes a remote route it would add back a moment later. /readiness lists
+//! what is still missing.
+
+pub mod bgpd;
+pub mod datastore;
+pub mod state;
+pub mod tunnel;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use margay_datastore::ipam::Ipam;
+use margay_datastore::{EtcdArgs, Store};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::agent::Agent;
+use crate::desired;
+use crate::health::Health;
+use crate::model::Model;
+pub use bgpd::BgpView;
+pub use state::{AssembleError, ClusterState, assemble, vtep_mac};
+pub use tunnel::{TunnelKind, Tunnels};
+
+/// Default directory of margay's sockets.
+pub const RUN_DIR: &str = "/var/run/margay";
+
+/// Cluster mode's settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// This node's name (its Node resource).
+    pub node: String,
+    pub etcd: EtcdArgs,
+    /// bgpd's gRPC socket.
+    pub bgpd_socket: PathBuf,
+}
+
+/// Readiness keys this module sets.
+const R_DATASTORE: &str = "datastore";
+const R_BGPD: &str = "bgpd";
+const R_NODE: &str = "node";
+const R_TUNNEL: &str = "tunnel";
+
+async fn connect_store(opts: &Options, health: &Health) -> Store {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match Store::connect(&opts.etcd).await {
+            Ok(s) => return s,
+            Err(e) => {
+                let reason = format!("datastore: cannot connect: {e}");
+                warn!("{reason}; retrying");
+                health.set_reason(R_DATASTORE, reason);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Keeps the tunnel addresses in line with every new state; retries after a failure.
+async fn tunnel_loop(
+    tunnels: Tunnels,
+    mut rx: watch::Receiver<Option<ClusterState>>,
+    health: Arc<Health>,
+) {
+    loop {
+        let state = rx.borrow_and_update().clone();
+        if let Some(state) = state {
+            match tunnels.reconcile(&state).await {
+                Ok(()) => health.clear_reason(R_TUNNEL),
+                Err(e) => {
+                    warn!(error = %e, "tunnel address: retrying in 1 s");
+                    health.set_reason(R_TUNNEL, format!("tunnel address: {e}"));
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        r = rx.changed() => if r.is_err() { return } else { continue },
+                    }
+                }
+            }
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs cluster mode until `shutdown` resolves: feeds `agent` with models and bgpd with the
+/// originated set. felix's routes stay in the kernel when it returns.
+pub async fn run(
+    opts: Options,
+    agent: &Agent,
+    health: Arc<Health>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    health.set_reason(R_DATASTORE, "datastore: first full sync not done yet");
+    health.set_reason(
+        R_BGPD,
+        format!(
+            "bgpd: route table not received yet ({})",
+            opts.bgpd_socket.display()
+        ),
+    );
+    let store = tokio::select! {
+        s = connect_store(&opts, &health) => s,
+        _ = &mut shutdown => return,
+    };
+
+    let (ds_tx, mut ds_rx) = watch::channel::<Option<ClusterState>>(None);
+    let (orig_tx, orig_rx) = watch::channel::<Option<BTreeSet<IpNet>>>(None);
+    let (bgp_tx, mut bgp_rx) = watch::channel(BgpView::default());
+    let ds_task = tokio::spawn(datastore::follow(store.clone(), opts.node.clone(), ds_tx));
+    let bgp_task = tokio::spawn(bgpd::follow(opts.bgpd_socket.clone(), orig_rx, bgp_tx));
+    let tunnel_task = tokio::spawn(tunnel_loop(
+        Tunnels::new(Ipam::new(store), &opts.node),
+        ds_rx.clone(),
+        health.clone(),
+    ));
+
+    let mut last_model: Option<Model> = None;
+    let mut last_problems: Vec<String> = Vec::new();
+    let mut last_error: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            r = ds_rx.changed() => if r.is_err() { break },
+            r = bgp_rx.changed() => if r.is_err() { break },
+        }
+        let state = ds_rx.borrow_and_update().clone();
+        let bgp = bgp_rx.borrow_and_update().clone();
+        let Some(state) = state else { continue };
+        health.clear_reason(R_DATASTORE);
+        if bgp.synced {
+            health.clear_reason(R_BGPD);
+        }
+        let (model, problems) = match assemble(&state, &bgp.routes) {
+            Ok(v) => v,
+            Err(e) => {
+                let text = e.to_string();
+                if last_error.as_deref() != Some(&text) {
+                    warn!("{text}; waiting");
+                    last_error = Some(text.clone());
+                }
+                health.set_reason(R_NODE, text);
+                continue;
+            }
+        };
+        last_error = None;
+        health.clear_reason(R_NODE);
+        if problems != last_problems {
+            for p in &problems {
+                warn!(problem = %p, "input left out");
+            }
+            last_problems = problems;
+        }
+        // bgpd originates this node's affine blocks and borrowed /32s as soon as the datastore
+        // is known; the set does not depend on the routes bgpd learned.
+        let originate = desired::compute(&model).originate;
+        orig_tx.send_if_modified(|cur| {
+            if cur.as_ref() == Some(&originate) {
+                false
+            } else {
+                *cur = Some(originate);
+                true
+            }
+        });
+        // NAT hook: `state.nat_outgoing_pools()` (masquerade their traffic) and
+        // `state.all_pool_cidrs()` (destinations left alone) are what crate::nat applies; call
+        // it here, beside the dataplane update, when it lands.
+        if bgp.synced && last_model.as_ref() != Some(&model) {
+            if last_model.is_none() {
+                info!(
+                    endpoints = model.endpoints.len(),
+                    blocks = model.affine_blocks.len(),
+                    remote_routes = model.remote_routes.len(),
+                    "datastore and bgpd synced; programming the dataplane"
+                );
+            }
+            agent.update(model.clone());
+            last_model = Some(model);
+        }
+    }
+    ds_task.abort();
+    bgp_task.abort();
+    tunnel_task.abort();
+}

@@ -1,0 +1,395 @@
+//! The cluster's view as felix needs it (IP pools, Nodes, this node's workload endpoints and
+//! block affinities) and the pure assembly of a [`Model`] from it and the routes bgpd learned.
+//! No I/O: the datastore and bgpd feeds fill the inputs, the dataplane loop takes the model.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::IpNet;
+use margay_datastore::resources::{self as res, IpPoolSpec, NodeSpec, WorkloadEndpointSpec};
+
+use crate::model::{EncapMode, IpPool, Model, NodeInfo, RemoteRoute, RemoteVtep, WorkloadEndpoint};
+
+/// What the datastore says, reduced to felix's inputs. Keys are etcd names.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterState {
+    /// This node's name.
+    pub node: String,
+    /// Every Node, by name.
+    pub nodes: BTreeMap<String, NodeSpec>,
+    /// Every IPPool, by name.
+    pub pools: BTreeMap<String, IpPoolSpec>,
+    /// WorkloadEndpoints whose `spec.node` is this node, by `namespace/name`.
+    pub endpoints: BTreeMap<String, WorkloadEndpointSpec>,
+    /// This node's block affinities, by affinity key.
+    pub affinities: BTreeMap<String, IpNet>,
+}
+
+/// Which tunnel a pool set calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TunnelNeeds {
+    pub vxlan: bool,
+    pub ipip: bool,
+}
+
+fn encap(m: res::EncapMode) -> EncapMode {
+    match m {
+        res::EncapMode::Never => EncapMode::Never,
+        res::EncapMode::Always => EncapMode::Always,
+        res::EncapMode::CrossSubnet => EncapMode::CrossSubnet,
+    }
+}
+
+/// An address written `A.B.C.D/N` or bare (taken as a host address).
+fn parse_net(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+impl ClusterState {
+    /// An empty view for node `node`.
+    pub fn new(node: &str) -> ClusterState {
+        ClusterState {
+            node: node.to_string(),
+            ..ClusterState::default()
+        }
+    }
+
+    /// This node's Node spec, if it exists.
+    pub fn own_node(&self) -> Option<&NodeSpec> {
+        self.nodes.get(&self.node)
+    }
+
+    /// Enabled IPv4 pools (the ones tunnels are for).
+    fn enabled_v4_pools(&self) -> impl Iterator<Item = (&String, &IpPoolSpec)> {
+        self.pools
+            .iter()
+            .filter(|(_, p)| !p.disabled && matches!(p.net(), Some(IpNet::V4(_))))
+    }
+
+    /// Whether any enabled pool needs VXLAN or IP-in-IP (VXLAN wins when a pool names both).
+    pub fn tunnel_needs(&self) -> TunnelNeeds {
+        let mut n = TunnelNeeds::default();
+        for (_, p) in self.enabled_v4_pools() {
+            if p.vxlan() != res::EncapMode::Never {
+                n.vxlan = true;
+            } else if p.ipip() != res::EncapMode::Never {
+                n.ipip = true;
+            }
+        }
+        n
+    }
+
+    /// Names of the enabled IPv4 pools using VXLAN (`vxlan`) or IP-in-IP: where a tunnel
+    /// address is taken from.
+    pub fn tunnel_pools(&self, vxlan: bool) -> Vec<String> {
+        self.enabled_v4_pools()
+            .filter(|(_, p)| {
+                if vxlan {
+                    p.vxlan() != res::EncapMode::Never
+                } else {
+                    p.vxlan() == res::EncapMode::Never && p.ipip() != res::EncapMode::Never
+                }
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// NAT hook: the enabled pools with `natOutgoing` (their traffic to destinations outside
+    /// every pool is masqueraded). The NAT module (`crate::nat`) programs its rules from
+    /// these; nothing else uses them yet.
+    pub fn nat_outgoing_pools(&self) -> Vec<IpNet> {
+        self.pools
+            .values()
+            .filter(|p| !p.disabled && p.nat_outgoing)
+            .filter_map(|p| p.net())
+            .collect()
+    }
+
+    /// Every pool's CIDR (enabled or not): the "inside" of natOutgoing.
+    pub fn all_pool_cidrs(&self) -> Vec<IpNet> {
+        self.pools.values().filter_map(|p| p.net()).collect()
+    }
+}
+
+/// Why no model can be built yet.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssembleError {
+    #[error("Node {0} does not exist yet (margay-bgpd registers it)")]
+    NoNode(String),
+    #[error("Node {0} has no IPv4 BGP address yet (spec.bgp.ipv4Address)")]
+    NoAddress(String),
+}
+
+/// Builds the dataplane model from the datastore view and bgpd's routes (best paths by prefix).
+/// Inputs that do not parse are left out and listed in the second value.
+pub fn assemble(
+    state: &ClusterState,
+    routes: &BTreeMap<IpNet, IpAddr>,
+) -> Result<(Model, Vec<String>), AssembleError> {
+    let mut problems = Vec::new();
+    let own = state
+        .own_node()
+        .ok_or_else(|| AssembleError::NoNode(state.node.clone()))?;
+    let address = own
+        .bgp
+        .as_ref()
+        .and_then(|b| b.ipv4_net())
+        .ok_or_else(|| AssembleError::NoAddress(state.node.clone()))?;
+    let ipv4 = |s: &Option<String>| s.as_deref().and_then(|a| a.parse::<Ipv4Addr>().ok());
+    let node = NodeInfo {
+        name: state.node.clone(),
+        address,
+        vxlan_tunnel_addr: ipv4(&own.ipv4_vxlan_tunnel_addr),
+        vxlan_tunnel_mac: own.vxlan_tunnel_mac_addr.clone(),
+        ipip_tunnel_addr: ipv4(
+            &own.bgp
+                .as_ref()
+                .and_then(|b| b.ipv4_ipip_tunnel_addr.clone()),
+        ),
+        mtu: None,
+    };
+
+    let pools = state
+        .pools
+        .iter()
+        .filter_map(|(name, p)| match p.net() {
+            Some(cidr) => Some(IpPool {
+                cidr,
+                ipip_mode: encap(p.ipip()),
+                vxlan_mode: encap(p.vxlan()),
+                disabled: p.disabled,
+            }),
+            None => {
+                problems.push(format!("IPPool {name}: cidr {:?} does not parse", p.cidr));
+                None
+            }
+        })
+        .collect();
+
+    let mut endpoints = Vec::new();
+    for (name, ep) in &state.endpoints {
+        if ep.interface_name.is_empty() {
+            problems.push(format!("WorkloadEndpoint {name}: no interfaceName"));
+            continue;
+        }
+        let mut ips = Vec::new();
+        for s in &ep.ip_networks {
+            match parse_net(s) {
+                Some(n) => ips.push(n),
+                None => problems.push(format!("WorkloadEndpoint {name}: {s:?} is not an address")),
+            }
+        }
+        endpoints.push(WorkloadEndpoint {
+            name: name.clone(),
+            interface: ep.interface_name.clone(),
+            ips,
+        });
+    }
+
+    let affine: BTreeSet<IpNet> = state.affinities.values().map(|c| c.trunc()).collect();
+
+    let mut vteps = Vec::new();
+    for (name, n) in &state.nodes {
+        if *name == state.node {
+            continue;
+        }
+        let (Some(node_ip), Some(tunnel_ip), Some(mac)) = (
+            n.bgp.as_ref().and_then(|b| b.ipv4()),
+            ipv4(&n.ipv4_vxlan_tunnel_addr),
+            n.vxlan_tunnel_mac_addr.clone(),
+        ) else {
+            continue;
+        };
+        vteps.push(RemoteVtep {
+            node: name.clone(),
+            node_ip,
+            tunnel_ip,
+            mac,
+        });
+    }
+
+    let remote_routes = routes
+        .iter()
+        .map(|(prefix, next_hop)| RemoteRoute {
+            prefix: *prefix,
+            next_hop: *next_hop,
+        })
+        .collect();
+
+    Ok((
+        Model {
+            node,
+            pools,
+            endpoints,
+            affine_blocks: affine.into_iter().collect(),
+            remote_routes,
+            vteps,
+        },
+        problems,
+    ))
+}
+
+/// A stable, locally administered unicast MAC for node `name`'s VXLAN device (FNV-1a of the
+/// name; the same name always gives the same MAC, so a restarted node keeps its VTEP).
+pub fn vtep_mac(name: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    // Bit 1 of the first octet: locally administered; bit 0 clear: unicast.
+    let first = (b[0] & 0xfc) | 0x02;
+    format!(
+        "{first:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        b[1], b[2], b[3], b[4], b[5]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use margay_datastore::resources::NodeBgpSpec;
+
+    fn node(addr: &str, vtep: Option<(&str, &str)>) -> NodeSpec {
+        NodeSpec {
+            bgp: Some(NodeBgpSpec {
+                ipv4_address: Some(addr.into()),
+                ..Default::default()
+            }),
+            ipv4_vxlan_tunnel_addr: vtep.map(|v| v.0.to_string()),
+            vxlan_tunnel_mac_addr: vtep.map(|v| v.1.to_string()),
+            ..Default::default()
+        }
+    }
+
+    fn pool(cidr: &str, vxlan: res::EncapMode, ipip: res::EncapMode) -> IpPoolSpec {
+        IpPoolSpec {
+            cidr: cidr.into(),
+            vxlan_mode: Some(vxlan),
+            ipip_mode: Some(ipip),
+            ..Default::default()
+        }
+    }
+
+    fn state() -> ClusterState {
+        let mut s = ClusterState::new("n1");
+        s.nodes.insert("n1".into(), node("10.0.0.1/24", None));
+        s.nodes.insert(
+            "n2".into(),
+            node("10.0.0.2/24", Some(("10.244.1.0", "66:00:00:00:00:02"))),
+        );
+        s.nodes.insert("n3".into(), node("10.0.0.3/24", None));
+        s.pools.insert(
+            "p".into(),
+            pool(
+                "10.244.0.0/16",
+                res::EncapMode::Never,
+                res::EncapMode::Never,
+            ),
+        );
+        s.endpoints.insert(
+            "default/web".into(),
+            WorkloadEndpointSpec {
+                node: "n1".into(),
+                interface_name: "cali0123456789a".into(),
+                ip_networks: vec!["10.244.0.5/32".into(), "10.244.9.9".into()],
+                ..Default::default()
+            },
+        );
+        s.affinities.insert(
+            "/margay/ipam/v1/affinities/n1/10.244.0.0-26".into(),
+            "10.244.0.0/26".parse().unwrap(),
+        );
+        s
+    }
+
+    #[test]
+    fn builds_model_from_nodes_pools_endpoints_affinities_and_routes() {
+        let s = state();
+        let mut routes = BTreeMap::new();
+        routes.insert(
+            "10.244.1.0/26".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+        );
+        let (m, problems) = assemble(&s, &routes).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(m.node.address.to_string(), "10.0.0.1/24");
+        assert_eq!(m.affine_blocks, vec!["10.244.0.0/26".parse().unwrap()]);
+        assert_eq!(m.endpoints[0].ips[1].to_string(), "10.244.9.9/32");
+        // Only nodes with a full VTEP (address and MAC) count.
+        assert_eq!(m.vteps.len(), 1);
+        assert_eq!(m.vteps[0].tunnel_ip.to_string(), "10.244.1.0");
+        assert_eq!(m.remote_routes[0].next_hop.to_string(), "10.0.0.2");
+        let d = crate::desired::compute(&m);
+        // The borrowed address is originated as a /32 beside the affine block.
+        assert!(d.originate.contains(&"10.244.9.9/32".parse().unwrap()));
+        assert!(d.originate.contains(&"10.244.0.0/26".parse().unwrap()));
+    }
+
+    #[test]
+    fn waits_for_its_node_and_its_address() {
+        let mut s = state();
+        s.nodes.get_mut("n1").unwrap().bgp = None;
+        assert_eq!(
+            assemble(&s, &BTreeMap::new()).unwrap_err(),
+            AssembleError::NoAddress("n1".into())
+        );
+        s.nodes.remove("n1");
+        assert_eq!(
+            assemble(&s, &BTreeMap::new()).unwrap_err(),
+            AssembleError::NoNode("n1".into())
+        );
+    }
+
+    #[test]
+    fn tunnel_needs_follow_enabled_pools() {
+        let mut s = state();
+        assert_eq!(s.tunnel_needs(), TunnelNeeds::default());
+        s.pools.insert(
+            "v".into(),
+            pool(
+                "10.245.0.0/16",
+                res::EncapMode::CrossSubnet,
+                res::EncapMode::Never,
+            ),
+        );
+        assert!(s.tunnel_needs().vxlan && !s.tunnel_needs().ipip);
+        assert_eq!(s.tunnel_pools(true), vec!["v".to_string()]);
+        s.pools.get_mut("v").unwrap().disabled = true;
+        assert!(!s.tunnel_needs().vxlan);
+        s.pools.insert(
+            "i".into(),
+            pool(
+                "10.246.0.0/16",
+                res::EncapMode::Never,
+                res::EncapMode::Always,
+            ),
+        );
+        assert!(s.tunnel_needs().ipip);
+        assert_eq!(s.tunnel_pools(false), vec!["i".to_string()]);
+    }
+
+    #[test]
+    fn vtep_mac_is_stable_local_and_unicast() {
+        let a = vtep_mac("node-1");
+        assert_eq!(a, vtep_mac("node-1"));
+        assert_ne!(a, vtep_mac("node-2"));
+        let first = u8::from_str_radix(&a[..2], 16).unwrap();
+        assert_eq!(first & 0x03, 0x02, "{a}");
+        assert!(crate::model::parse_mac(&a).is_ok());
+    }
+
+    #[test]
+    fn nat_hook_lists_enabled_nat_pools() {
+        let mut s = state();
+        assert!(s.nat_outgoing_pools().is_empty());
+        s.pools.get_mut("p").unwrap().nat_outgoing = true;
+        assert_eq!(
+            s.nat_outgoing_pools(),
+            vec!["10.244.0.0/16".parse().unwrap()]
+        );
+    }
+}

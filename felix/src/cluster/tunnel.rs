@@ -1,0 +1,199 @@
+//! This node's tunnel addresses: when an enabled pool needs VXLAN (or IP-in-IP), an address
+//! is taken through IPAM from one of this node's blocks in such a pool (handle
+//! `vxlan-tunnel-addr-<node>` / `ipip-tunnel-addr-<node>`) and recorded in the Node resource
+//! with, for VXLAN, the VTEP MAC derived from the node name. When no pool needs it any more,
+//! the address is released and the fields cleared.
+//!
+//! Crash safety: assigning writes IPAM first and the Node second; a restart between the two
+//! finds the handle's address and records it. Releasing runs the other way round only as far
+//! as the Node still names the address, so a release cut short is finished next time.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use margay_datastore::ipam::records::{block_key, handle_key};
+use margay_datastore::ipam::{
+    Block, Handle, IPIP_HANDLE_PREFIX, Ipam, IpamError, VXLAN_HANDLE_PREFIX,
+};
+use margay_datastore::resources::NodeSpec;
+use tracing::info;
+
+use super::state::{ClusterState, vtep_mac};
+
+/// Which tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelKind {
+    Vxlan,
+    Ipip,
+}
+
+impl TunnelKind {
+    fn handle(self, node: &str) -> String {
+        match self {
+            TunnelKind::Vxlan => format!("{VXLAN_HANDLE_PREFIX}{node}"),
+            TunnelKind::Ipip => format!("{IPIP_HANDLE_PREFIX}{node}"),
+        }
+    }
+
+    fn attr_type(self) -> &'static str {
+        match self {
+            TunnelKind::Vxlan => "vxlanTunnelAddress",
+            TunnelKind::Ipip => "ipipTunnelAddress",
+        }
+    }
+
+    /// The address the Node records now.
+    fn recorded(self, n: &NodeSpec) -> Option<Ipv4Addr> {
+        let s = match self {
+            TunnelKind::Vxlan => n.ipv4_vxlan_tunnel_addr.clone(),
+            TunnelKind::Ipip => n.bgp.as_ref().and_then(|b| b.ipv4_ipip_tunnel_addr.clone()),
+        };
+        s?.parse().ok()
+    }
+
+    /// Writes (or clears) the address (and the VTEP MAC) into the Node.
+    fn record(self, n: &mut NodeSpec, node: &str, addr: Option<Ipv4Addr>) {
+        match self {
+            TunnelKind::Vxlan => {
+                n.ipv4_vxlan_tunnel_addr = addr.map(|a| a.to_string());
+                n.vxlan_tunnel_mac_addr = match addr {
+                    Some(_) => n
+                        .vxlan_tunnel_mac_addr
+                        .clone()
+                        .or_else(|| Some(vtep_mac(node))),
+                    None => None,
+                };
+            }
+            TunnelKind::Ipip => {
+                let bgp = n.bgp.get_or_insert_with(Default::default);
+                bgp.ipv4_ipip_tunnel_addr = addr.map(|a| a.to_string());
+            }
+        }
+    }
+}
+
+/// Keeps this node's tunnel addresses in line with the pools.
+pub struct Tunnels {
+    ipam: Ipam,
+    node: String,
+}
+
+impl Tunnels {
+    pub fn new(ipam: Ipam, node: &str) -> Tunnels {
+        Tunnels {
+            ipam,
+            node: node.to_string(),
+        }
+    }
+
+    /// Assigns or releases tunnel addresses as `state`'s pools call for. Does nothing until
+    /// this node's Node exists (bgpd creates it).
+    pub async fn reconcile(&self, state: &ClusterState) -> Result<(), IpamError> {
+        let Some(own) = state.own_node() else {
+            return Ok(());
+        };
+        let needs = state.tunnel_needs();
+        for (kind, needed) in [
+            (TunnelKind::Vxlan, needs.vxlan),
+            (TunnelKind::Ipip, needs.ipip),
+        ] {
+            let pools = state.tunnel_pools(kind == TunnelKind::Vxlan);
+            let in_pools = |a: Ipv4Addr| {
+                pools.iter().any(|name| {
+                    state
+                        .pools
+                        .get(name)
+                        .and_then(|p| p.net())
+                        .is_some_and(|n| n.contains(&IpAddr::V4(a)))
+                })
+            };
+            let recorded = kind.recorded(own);
+            let mac_missing = kind == TunnelKind::Vxlan && own.vxlan_tunnel_mac_addr.is_none();
+            match (needed, recorded) {
+                (true, Some(a)) if in_pools(a) && !mac_missing => {}
+                (true, _) => {
+                    let addr = self.ensure_address(kind, &pools, &in_pools).await?;
+                    self.write_node(kind, Some(addr)).await?;
+                    info!(?kind, %addr, "tunnel address assigned and recorded in the Node");
+                }
+                (false, Some(a)) => {
+                    match self.ipam.release_by_handle(&kind.handle(&self.node)).await {
+                        Ok(_) | Err(IpamError::HandleNotFound(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                    self.write_node(kind, None).await?;
+                    info!(?kind, addr = %a, "no pool needs the tunnel any more: address released");
+                }
+                (false, None) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The handle's address if it already holds one in a tunnel pool, else a new one.
+    async fn ensure_address(
+        &self,
+        kind: TunnelKind,
+        pools: &[String],
+        in_pools: &impl Fn(Ipv4Addr) -> bool,
+    ) -> Result<Ipv4Addr, IpamError> {
+        let handle = kind.handle(&self.node);
+        if let Some(a) = self.held_by(&handle).await? {
+            if in_pools(a) {
+                return Ok(a);
+            }
+            // Left from a pool that no longer uses this tunnel.
+            match self.ipam.release_by_handle(&handle).await {
+                Ok(_) | Err(IpamError::HandleNotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let attrs = BTreeMap::from([
+            ("node".to_string(), self.node.clone()),
+            ("type".to_string(), kind.attr_type().to_string()),
+        ]);
+        let got = self
+            .ipam
+            .auto_assign(&handle, &self.node, &attrs, 1, 0, pools)
+            .await?;
+        match got.v4.first() {
+            Some(IpAddr::V4(a)) => Ok(*a),
+            _ => Err(IpamError::Exhausted {
+                family: 4,
+                node: self.node.clone(),
+            }),
+        }
+    }
+
+    /// The IPv4 address `handle` holds, if any.
+    async fn held_by(&self, handle: &str) -> Result<Option<Ipv4Addr>, IpamError> {
+        let store = self.ipam.store();
+        let Some(h) = store.get_json::<Handle>(&handle_key(handle)).await? else {
+            return Ok(None);
+        };
+        for cidr in h.value.blocks.keys() {
+            let Some(b) = store.get_json::<Block>(&block_key(cidr)).await? else {
+                continue;
+            };
+            let found = b
+                .value
+                .allocations
+                .iter()
+                .find(|(_, a)| a.handle_id == handle)
+                .map(|(o, _)| b.value.addr(*o));
+            if let Some(IpAddr::V4(a)) = found {
+                return Ok(Some(a));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn write_node(&self, kind: TunnelKind, addr: Option<Ipv4Addr>) -> Result<(), IpamError> {
+        let node = self.node.clone();
+        self.ipam
+            .store()
+            .modify::<NodeSpec>(&self.node, |n| kind.record(&mut n.spec, &node, addr))
+            .await?;
+        Ok(())
+    }
+}
