@@ -178,9 +178,8 @@ pub async fn run(
                 true
             }
         });
-        // NAT hook: `state.nat_outgoing_pools()` (masquerade their traffic) and
-        // `state.all_pool_cidrs()` (destinations left alone) are what crate::nat applies; call
-        // it here, beside the dataplane update, when it lands.
+        // natOutgoing rides in the model's pools: the reconciler derives the nftables table
+        // from them (crate::nat) on the same update.
         if bgp.synced && last_model.as_ref() != Some(&model) {
             if last_model.is_none() {
                 info!(

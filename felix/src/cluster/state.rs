@@ -95,22 +95,6 @@ impl ClusterState {
             .map(|(n, _)| n.clone())
             .collect()
     }
-
-    /// NAT hook: the enabled pools with `natOutgoing` (their traffic to destinations outside
-    /// every pool is masqueraded). The NAT module (`crate::nat`) programs its rules from
-    /// these; nothing else uses them yet.
-    pub fn nat_outgoing_pools(&self) -> Vec<IpNet> {
-        self.pools
-            .values()
-            .filter(|p| !p.disabled && p.nat_outgoing)
-            .filter_map(|p| p.net())
-            .collect()
-    }
-
-    /// Every pool's CIDR (enabled or not): the "inside" of natOutgoing.
-    pub fn all_pool_cidrs(&self) -> Vec<IpNet> {
-        self.pools.values().filter_map(|p| p.net()).collect()
-    }
 }
 
 /// Why no model can be built yet.
@@ -160,6 +144,7 @@ pub fn assemble(
                 ipip_mode: encap(p.ipip()),
                 vxlan_mode: encap(p.vxlan()),
                 disabled: p.disabled,
+                nat_outgoing: p.nat_outgoing,
             }),
             None => {
                 problems.push(format!("IPPool {name}: cidr {:?} does not parse", p.cidr));
@@ -383,13 +368,18 @@ mod tests {
     }
 
     #[test]
-    fn nat_hook_lists_enabled_nat_pools() {
+    fn assembled_pools_carry_nat_outgoing_to_the_dataplane() {
         let mut s = state();
-        assert!(s.nat_outgoing_pools().is_empty());
         s.pools.get_mut("p").unwrap().nat_outgoing = true;
-        assert_eq!(
-            s.nat_outgoing_pools(),
-            vec!["10.244.0.0/16".parse().unwrap()]
+        let (model, _) = assemble(&s, &BTreeMap::new()).expect("the fixture assembles");
+        assert!(
+            model.pools.iter().all(|p| p.nat_outgoing),
+            "{:?}",
+            model.pools
+        );
+        assert!(
+            crate::desired::compute(&model).nat.v4.is_some(),
+            "felix's NAT table follows the pool"
         );
     }
 }
