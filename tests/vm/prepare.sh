@@ -41,6 +41,8 @@ kdir=$cache/$pkg
 if [ ! -e "$kdir/.unpacked" ]; then
   echo "prepare.sh: fetching $pkg into $kdir" >&2
   rm -rf "$kdir" && mkdir -p "$kdir/deb"
+  # apt fetches as the _apt user where it can write.
+  chown _apt "$kdir/deb" 2>/dev/null || true
   (cd "$kdir/deb" && apt-get download -q "$pkg" >&2) ||
     die "apt-get download $pkg failed (network or package lists?)"
   dpkg-deb -x "$kdir"/deb/*.deb "$kdir"
@@ -95,6 +97,8 @@ if [ ! -f "$initrd" ]; then
   done
   (cd "$stage" && find . -print0 | cpio --null -o -H newc --quiet) | gzip -1 > "$initrd.tmp"
   mv "$initrd.tmp" "$initrd"
+  # Initramfs images of older inputs are not used again.
+  find "$kdir" -maxdepth 1 -name 'initrd-*.cpio.gz' ! -path "$initrd" -delete
 fi
 
 echo "KERNEL=$kernel"
