@@ -120,7 +120,7 @@ run_phase() {
       [ $SECONDS -ge $deadline ] && break
     done
     before=$(tunl0_tx "$src")
-    ip netns exec "${src}p" ping -c 3 -i 0.2 -W 1 "$ip" > "$phase/ping-$src-$dst.txt" 2>&1
+    ip netns exec "${src}p" ping -c 3 -i 0.2 -W 5 "$ip" > "$phase/ping-$src-$dst.txt" 2>&1
     rc=$?
     after=$(tunl0_tx "$src")
     echo "$src $dst $rc $before $after" >> "$phase/pings.txt"
