@@ -14,6 +14,7 @@ PACKAGES=(
   etcd-server         # the datastore the tests start on loopback
   tcpdump             # capturing golden bytes from BIRD
   nftables            # nft: felix programs natOutgoing with it (and its tests read it back)
+  containernetworking-plugins  # reference CNI plugins in /usr/lib/cni: host-local (delegated IPAM tests), portmap, ptp
   procps              # ps / pgrep used by diagnostics
   psmisc
   jq

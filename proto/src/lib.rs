@@ -6,3 +6,10 @@ pub mod bgp {
         tonic::include_proto!("margay.bgp.v1");
     }
 }
+
+/// `margay.felix.v1`: felix's endpoint service for the CNI plugin (add, delete, check, GC, status).
+pub mod felix {
+    pub mod v1 {
+        tonic::include_proto!("margay.felix.v1");
+    }
+}
