@@ -19,6 +19,7 @@ PACKAGES=(
   jq
   curl                # HTTP health and metrics checks in the daemon suites
   bc                  # arithmetic in bench scripts
+  python3-venv        # scripts/python-tools.sh: kubernetes-validate for the deploy/ manifest test
 )
 
 missing=()
