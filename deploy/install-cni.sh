@@ -39,8 +39,10 @@ PORTMAP_PLUGIN=${PORTMAP_PLUGIN:-/usr/lib/cni/portmap}
 
 # A node name is a DNS subdomain (RFC 1123): lower-case letters, digits, '-' and '.'. Checking
 # it here also keeps it safe to put into sed's replacement and into a JSON string.
-printf '%s\n' "$NODENAME" | grep -Eq '^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$' ||
-  fail "NODENAME '$NODENAME' is not a valid node name"
+case $NODENAME in
+  *[!a-z0-9.-]* | [!a-z0-9]* | *[!a-z0-9]) fail "NODENAME '$NODENAME' is not a valid node name" ;;
+esac
+[ "${#NODENAME}" -le 253 ] || fail "NODENAME is longer than 253 characters"
 case $CNI_MTU in
   '' | *[!0-9]*) fail "CNI_MTU '$CNI_MTU' is not a number" ;;
 esac

@@ -695,6 +695,7 @@ fn install_cni_refuses_a_bad_node_name_or_mtu_and_writes_nothing() {
     for (name, mtu, says) in [
         ("Node_A", "1440", "not a valid node name"),
         ("n1/../../x", "1440", "not a valid node name"),
+        ("n1\nn2", "1440", "not a valid node name"),
         ("", "1440", "NODENAME is not set"),
         ("n1", "14x0", "not a number"),
         ("n1", "70000", "outside"),
