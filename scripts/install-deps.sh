@@ -24,6 +24,7 @@ PACKAGES=(
   busybox-static      # PID 1 and tools of that VM's initramfs
   cpio                # packs the initramfs
   kmod                # modinfo: module dependencies of the VM's kernel
+  python3-venv        # scripts/python-tools.sh: kubernetes-validate for the deploy/ manifest test
 )
 
 missing=()
