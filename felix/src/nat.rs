@@ -484,8 +484,11 @@ impl NatKeeper {
             let w = want.table(family);
             let live = match self.nft.list_table(family) {
                 Ok(live) => live,
-                Err(NatError::NftMissing(_)) if w.is_none() => {
-                    // No table wanted in this family, and no nft that could have made one.
+                Err(e) if w.is_none() => {
+                    // No table wanted in this family, and nft cannot read the kernel's (no nft
+                    // binary, or a kernel without nf_tables): nothing of ours can be there
+                    // either, so there is nothing to remove and nothing to report.
+                    tracing::debug!(family = family.keyword(), error = %e, "nftables unavailable; no NAT table wanted");
                     self.applied.insert(family, None);
                     continue;
                 }
