@@ -539,6 +539,31 @@ description = "tor"
     }
 
     #[test]
+    fn graceful_restart_is_on_by_default_and_set_per_neighbor() {
+        let text = "router-id = \"10.0.0.1\"\nasn = 1\nrestart-time = 90\n\
+                    [[neighbors]]\naddress = \"10.0.0.2\"\nasn = 1\n\
+                    [[neighbors]]\naddress = \"10.0.0.3\"\nasn = 1\ngraceful-restart = false\nrestart-time = 30\n";
+        let c = Config::parse(text).unwrap();
+        assert!(c.graceful_restart);
+        assert!(c.graceful_restart_for(&c.neighbors[0]));
+        assert_eq!(c.restart_time_for(&c.neighbors[0]), 90);
+        assert!(!c.graceful_restart_for(&c.neighbors[1]));
+        assert_eq!(c.restart_time_for(&c.neighbors[1]), 30);
+        let plain = Config::parse("router-id = \"10.0.0.1\"\nasn = 1\n").unwrap();
+        assert_eq!(*plain.restart_time.get_ref(), 120);
+    }
+
+    #[test]
+    fn rejects_restart_time_over_twelve_bits() {
+        let text = "router-id = \"10.0.0.1\"\nasn = 1\n[[neighbors]]\naddress = \"10.0.0.2\"\nasn = 1\nrestart-time = 5000\n";
+        let err = Config::parse(text).unwrap_err();
+        assert!(
+            err.starts_with("line 6: neighbors[0].restart-time"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn rejects_missing_router_id() {
         let err = Config::parse("asn = 1\n").unwrap_err();
         assert!(err.contains("router-id"), "{err}");
