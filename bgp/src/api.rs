@@ -1,7 +1,7 @@
 //! The `margay.bgp.v1` gRPC service, served on a unix socket that only root can open (0600).
 
 use crate::config::PeerType;
-use crate::speaker::{PeerStatus, RouteInfo, SpeakerGone, SpeakerHandle};
+use crate::speaker::{PeerStatus, RouteInfo, SpeakerGone, SpeakerHandle, WatchEvent};
 use crate::wire::{Family, Origin, Prefix};
 use margay_proto::bgp::v1 as pb;
 use std::os::unix::fs::PermissionsExt;
@@ -215,8 +215,17 @@ impl pb::bgp_server::Bgp for Api {
         req: Request<pb::WatchRoutesRequest>,
     ) -> Result<Response<Self::WatchRoutesStream>, Status> {
         let family = parse_family(&req.into_inner().family)?;
-        let (snapshot, rx) = self.speaker.watch(family).await.map_err(unavailable)?;
-        let initial = snapshot
+        let start = self.speaker.watch(family).await.map_err(unavailable)?;
+        let synced = || {
+            Ok(pb::RouteEvent {
+                kind: pb::route_event::Kind::Synced as i32,
+                route: None,
+            })
+        };
+        // SYNCED follows the table at once when it is complete; otherwise it comes on the
+        // event stream once every peer delivered its routes (graceful restart's deferral).
+        let initial = start
+            .routes
             .iter()
             .map(|r| {
                 Ok(pb::RouteEvent {
@@ -224,15 +233,15 @@ impl pb::bgp_server::Bgp for Api {
                     route: Some(route_to_pb(r)),
                 })
             })
-            .chain(std::iter::once(Ok(pb::RouteEvent {
-                kind: pb::route_event::Kind::Synced as i32,
-                route: None,
-            })))
+            .chain(start.synced.then(synced))
             .collect::<Vec<_>>();
-        let changes =
-            tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |c| match c {
-                Ok(c) if family.is_some_and(|f| f != Family::of(&c.prefix)) => None,
-                Ok(c) => Some(Ok(match &c.route {
+        let changes = tokio_stream::wrappers::BroadcastStream::new(start.events).filter_map(
+            move |c| match c {
+                Ok(WatchEvent::Synced) => Some(synced()),
+                Ok(WatchEvent::Change(c)) if family.is_some_and(|f| f != Family::of(&c.prefix)) => {
+                    None
+                }
+                Ok(WatchEvent::Change(c)) => Some(Ok(match &c.route {
                     Some(r) => pb::RouteEvent {
                         kind: pb::route_event::Kind::Add as i32,
                         route: Some(route_to_pb(r)),
@@ -249,7 +258,8 @@ impl pb::bgp_server::Bgp for Api {
                 Err(_) => Some(Err(Status::data_loss(
                     "route watch lagged behind; watch again",
                 ))),
-            });
+            },
+        );
         let stream = tokio_stream::iter(initial).chain(changes);
         Ok(Response::new(Box::pin(stream)))
     }

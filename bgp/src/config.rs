@@ -54,6 +54,13 @@ pub struct Config {
     /// Prefixes this speaker originates.
     #[serde(default)]
     pub originate: Vec<Spanned<IpNet>>,
+    /// Offer graceful restart (RFC 4724) to every neighbour unless it says otherwise: peers keep
+    /// our routes while we restart, and we keep theirs while they do.
+    #[serde(default = "default_true")]
+    pub graceful_restart: bool,
+    /// Seconds our peers keep our routes while we restart (at most 4095).
+    #[serde(default = "default_restart_time")]
+    pub restart_time: Spanned<u16>,
     /// The BGP neighbours.
     #[serde(default)]
     pub neighbors: Vec<Neighbor>,
@@ -142,6 +149,12 @@ pub struct Neighbor {
     /// Label for `node status`; by default derived from the session (see [`Neighbor::peer_type`]).
     #[serde(default, rename = "type")]
     pub peer_type: Option<PeerType>,
+    /// Graceful restart with this neighbour; the file's `graceful-restart` by default.
+    #[serde(default)]
+    pub graceful_restart: Option<bool>,
+    /// Restart time offered to this neighbour; the file's `restart-time` by default.
+    #[serde(default)]
+    pub restart_time: Option<Spanned<u16>>,
 }
 
 /// An address family as the configuration names it.
@@ -198,6 +211,12 @@ fn default_socket() -> PathBuf {
 fn default_http_address() -> IpAddr {
     IpAddr::V4(Ipv4Addr::LOCALHOST)
 }
+fn default_true() -> bool {
+    true
+}
+fn default_restart_time() -> Spanned<u16> {
+    Spanned::new(0..0, 120)
+}
 fn default_http_port() -> u16 {
     9179
 }
@@ -244,6 +263,21 @@ impl Config {
                 "router-id",
                 "must not be 0.0.0.0".into(),
             ));
+        }
+        let too_long = |t: &Spanned<u16>, field: &str| {
+            (*t.get_ref() > 4095).then(|| {
+                at(
+                    t.span(),
+                    field,
+                    format!(
+                        "{} is over 4095 s (a 12-bit field, RFC 4724 §3)",
+                        t.get_ref()
+                    ),
+                )
+            })
+        };
+        if let Some(e) = too_long(&self.restart_time, "restart-time") {
+            return Err(e);
         }
         let mut seen = std::collections::HashSet::new();
         for (i, n) in self.neighbors.iter().enumerate() {
@@ -308,6 +342,13 @@ impl Config {
                     "must be 1 to 80 characters (TCP-MD5 key limit)".into(),
                 ));
             }
+            if let Some(e) = n
+                .restart_time
+                .as_ref()
+                .and_then(|t| too_long(t, &field("restart-time")))
+            {
+                return Err(e);
+            }
             if n.families.as_ref().is_some_and(|f| f.is_empty()) {
                 return Err(at(
                     n.address.span(),
@@ -344,6 +385,16 @@ impl Config {
     }
     pub fn cluster_id(&self) -> Option<Ipv4Addr> {
         self.cluster_id.as_ref().map(|c| *c.get_ref())
+    }
+    /// Whether graceful restart is offered to `n`.
+    pub fn graceful_restart_for(&self, n: &Neighbor) -> bool {
+        n.graceful_restart.unwrap_or(self.graceful_restart)
+    }
+    /// The restart time offered to `n`, in seconds.
+    pub fn restart_time_for(&self, n: &Neighbor) -> u16 {
+        n.restart_time
+            .as_ref()
+            .map_or(*self.restart_time.get_ref(), |t| *t.get_ref())
     }
     pub fn originated(&self) -> Vec<IpNet> {
         self.originate.iter().map(|p| *p.get_ref()).collect()
@@ -484,6 +535,31 @@ description = "tor"
         assert_eq!(
             c.neighbors[0].multihop.as_ref().map(|m| *m.get_ref()),
             Some(2)
+        );
+    }
+
+    #[test]
+    fn graceful_restart_is_on_by_default_and_set_per_neighbor() {
+        let text = "router-id = \"10.0.0.1\"\nasn = 1\nrestart-time = 90\n\
+                    [[neighbors]]\naddress = \"10.0.0.2\"\nasn = 1\n\
+                    [[neighbors]]\naddress = \"10.0.0.3\"\nasn = 1\ngraceful-restart = false\nrestart-time = 30\n";
+        let c = Config::parse(text).unwrap();
+        assert!(c.graceful_restart);
+        assert!(c.graceful_restart_for(&c.neighbors[0]));
+        assert_eq!(c.restart_time_for(&c.neighbors[0]), 90);
+        assert!(!c.graceful_restart_for(&c.neighbors[1]));
+        assert_eq!(c.restart_time_for(&c.neighbors[1]), 30);
+        let plain = Config::parse("router-id = \"10.0.0.1\"\nasn = 1\n").unwrap();
+        assert_eq!(*plain.restart_time.get_ref(), 120);
+    }
+
+    #[test]
+    fn rejects_restart_time_over_twelve_bits() {
+        let text = "router-id = \"10.0.0.1\"\nasn = 1\n[[neighbors]]\naddress = \"10.0.0.2\"\nasn = 1\nrestart-time = 5000\n";
+        let err = Config::parse(text).unwrap_err();
+        assert!(
+            err.starts_with("line 6: neighbors[0].restart-time"),
+            "{err}"
         );
     }
 

@@ -418,8 +418,23 @@ impl Bgpd {
         self.process.pid()
     }
 
-    /// Stops the daemon (SIGTERM, then SIGKILL); idempotent.
+    /// Stops the daemon (SIGTERM, then SIGKILL); idempotent. SIGTERM is graceful restart's
+    /// stop: peers that negotiated graceful restart keep its routes for the restart time.
     pub fn stop(&mut self) {
+        self.process.stop();
+    }
+
+    /// Stops the daemon for good: SIGINT, which sends Cease to every peer, so they drop its
+    /// routes at once (then as [`Bgpd::stop`]).
+    pub fn stop_with_cease(&mut self) {
+        if self.process.is_running() {
+            // SAFETY: kill(2) on the PID of our own child, which we have not reaped yet.
+            unsafe { libc::kill(self.process.pid() as i32, libc::SIGINT) };
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while self.process.is_running() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         self.process.stop();
     }
 

@@ -78,7 +78,9 @@ fn ibgp_full_mesh_with_bird_learns_every_block_and_withdraws_stopped_node() -> R
     let r = m2.wait_route_via(k3, v4(a3.ip4()), UP)?;
     assert!(r.as_path.is_empty(), "iBGP adds no AS: {r:?}");
 
-    m1.stop();
+    // A node that goes away for good (SIGINT: Cease to everyone); SIGTERM would be a
+    // graceful restart, and m2 would keep k1 for the restart time (tests/graceful_restart.rs).
+    m1.stop_with_cease();
     bird.wait_no_route(k1, UP)?;
     m2.wait_no_route(k1, UP)?;
 

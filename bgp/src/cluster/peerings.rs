@@ -321,6 +321,8 @@ pub fn desired_config(model: &Model, local: &Local) -> Result<Config, PeeringErr
         http_address: local.http_address,
         http_port: local.http_port,
         originate: Vec::new(),
+        graceful_restart: true,
+        restart_time: Spanned::new(0..0, 120),
         neighbors,
     })
 }
@@ -359,5 +361,7 @@ fn neighbor(w: Want, local: &Local) -> Neighbor {
         description: Some(w.description),
         families: None,
         peer_type: Some(w.peer_type),
+        graceful_restart: None,
+        restart_time: None,
     }
 }

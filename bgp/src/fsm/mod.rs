@@ -71,6 +71,10 @@ pub enum Event {
     ManualStartPassive,
     /// Event 2 (RFC: ManualStop), optionally with the Cease to send.
     ManualStop(Option<Notification>),
+    /// ManualStop of a restarting speaker (RFC 4724 §4.1): an Established session's
+    /// connection just closes, without a NOTIFICATION, so a peer that negotiated graceful
+    /// restart keeps our routes. In any other state it is a plain ManualStop.
+    GracefulStop,
     /// Event 3: restart after the idle hold back-off.
     AutomaticStart,
     /// Event 9.
@@ -117,9 +121,13 @@ pub enum Action {
     SendNotification(Notification),
     /// The session reached Established.
     Established(Box<Negotiated>),
-    /// The session left Established: routes learned from it must be flushed.
+    /// The session left Established: routes learned from it must be flushed, unless `retain`
+    /// and graceful restart was negotiated.
     Down {
         reason: String,
+        /// It ended without a NOTIFICATION (the connection failed or was closed) or by hold
+        /// timer expiry: RFC 4724 §4.2 lets a helper keep the peer's routes as stale.
+        retain: bool,
     },
 }
 
@@ -130,6 +138,8 @@ pub struct Fsm {
     state: State,
     /// Cleared by ManualStop: no automatic restart.
     started: bool,
+    /// The failure being handled was a NOTIFICATION from the peer.
+    notified: bool,
     connect_retry: Option<Instant>,
     hold: Option<Instant>,
     keepalive: Option<Instant>,
@@ -149,6 +159,7 @@ impl Fsm {
             config,
             state: State::Idle,
             started: false,
+            notified: false,
             connect_retry: None,
             hold: None,
             keepalive: None,
@@ -190,8 +201,8 @@ impl Fsm {
     }
 
     /// The OPEN this side sends.
-    pub fn open_message(&self) -> Open {
-        self.config.open()
+    pub fn open_message(&self, now: Instant) -> Open {
+        self.config.open_at(now)
     }
 
     /// The earliest running timer's deadline.
@@ -240,6 +251,18 @@ impl Fsm {
     /// Processes one event.
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
+        let event = match event {
+            Event::GracefulStop if self.state == State::Established => {
+                self.stop(&mut out);
+                out.push(Action::Down {
+                    reason: "Graceful restart: closed without NOTIFICATION".into(),
+                    retain: true,
+                });
+                return out;
+            }
+            Event::GracefulStop => Event::ManualStop(None),
+            e => e,
+        };
         match self.state {
             State::Idle => self.idle(event, now, &mut out),
             State::Connect | State::Active => self.connecting(event, now, &mut out),
@@ -300,7 +323,7 @@ impl Fsm {
             Event::TcpCrAcked | Event::TcpConnectionConfirmed => {
                 self.connect_retry = None;
                 self.hold = Some(now + self.config.open_hold_time);
-                out.push(Action::SendOpen(self.config.open()));
+                out.push(Action::SendOpen(self.config.open_at(now)));
                 self.state = State::OpenSent;
             }
             Event::TcpConnectionFails(reason) => {
@@ -390,14 +413,20 @@ impl Fsm {
                 let n = n.unwrap_or_else(admin_shutdown);
                 let reason = describe(&n);
                 self.stop_with_notification(Some(n), out);
-                out.push(Action::Down { reason });
+                out.push(Action::Down {
+                    reason,
+                    retain: false,
+                });
             }
             Event::HoldTimerExpires => self.hold_expired(now, out),
             Event::KeepaliveTimerExpires => self.send_keepalive(now, out),
             Event::UpdateSent => self.restart_keepalive(now),
             Event::KeepAliveMsg | Event::UpdateMsg => self.restart_hold(now),
             Event::TcpConnectionFails(reason) => self.fail(now, None, reason, out),
-            Event::NotifMsg(n) => self.fail(now, None, received(&n), out),
+            Event::NotifMsg(n) => {
+                self.notified = true;
+                self.fail(now, None, received(&n), out)
+            }
             Event::UpdateMsgErr(n) | Event::BgpHeaderErr(n) | Event::BgpOpenMsgErr(n) => {
                 let text = describe(&n);
                 self.fail(now, Some(n), text, out)
@@ -470,6 +499,12 @@ impl Fsm {
         text: String,
         out: &mut Vec<Action>,
     ) {
+        // RFC 4724 §4.2: graceful restart survives a lost connection and hold timer expiry,
+        // not an exchanged NOTIFICATION (the N bit of RFC 8538 is not implemented).
+        let retain = !std::mem::take(&mut self.notified)
+            && notification
+                .as_ref()
+                .is_none_or(|n| n.code == notif::HOLD_TIMER_EXPIRED);
         if let Some(n) = notification {
             out.push(Action::SendNotification(n));
         }
@@ -477,6 +512,7 @@ impl Fsm {
         if self.state == State::Established {
             out.push(Action::Down {
                 reason: text.clone(),
+                retain,
             });
         }
         self.last_error = Some(text);

@@ -5,7 +5,7 @@ use crate::wire::{
     AS_TRANS, Capability, CodecContext, Family, GracefulRestart, Notification, Open, notif,
 };
 use std::net::Ipv4Addr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What the local side of a session is configured to be and to offer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +25,9 @@ pub struct FsmConfig {
     pub extended_message: bool,
     /// Graceful restart capability to offer, if any (RFC 4724).
     pub graceful_restart: Option<GracefulRestart>,
+    /// OPENs sent before this instant set the Restart State bit of the graceful restart
+    /// capability (RFC 4724 §3: we restarted and our peers should not wait for our End-of-RIB).
+    pub restarting_until: Option<Instant>,
     /// Hold timer while waiting for the peer's OPEN (RFC 4271 §8.2.2 suggests 4 minutes).
     pub open_hold_time: Duration,
     /// First back-off before an automatic restart after an error.
@@ -48,6 +51,7 @@ impl FsmConfig {
             families: vec![Family::Ipv4Unicast],
             extended_message: true,
             graceful_restart: None,
+            restarting_until: None,
             open_hold_time: Duration::from_secs(240),
             idle_hold_time: Duration::from_secs(5),
             idle_hold_max: Duration::from_secs(120),
@@ -60,7 +64,20 @@ impl FsmConfig {
         self.local_as == self.remote_as
     }
 
-    /// The OPEN this side sends.
+    /// The OPEN this side sends at `now`: the Restart State bit is set while
+    /// `restarting_until` lies ahead.
+    pub fn open_at(&self, now: Instant) -> Open {
+        let mut open = self.open();
+        let restarting = self.restarting_until.is_some_and(|t| now < t);
+        for c in &mut open.capabilities {
+            if let Capability::GracefulRestart(gr) = c {
+                gr.restart_state = restarting;
+            }
+        }
+        open
+    }
+
+    /// The OPEN this side sends, with the graceful restart capability as configured.
     pub fn open(&self) -> Open {
         let mut capabilities: Vec<Capability> = self
             .families

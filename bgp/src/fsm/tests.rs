@@ -391,7 +391,8 @@ fn established_hold_timer_expiry_goes_down() {
     }
     assert!(has_notification(&all, notif::HOLD_TIMER_EXPIRED, 0));
     assert!(all.contains(&Action::Down {
-        reason: "Hold timer expired".into()
+        reason: "Hold timer expired".into(),
+        retain: true,
     }));
     assert_eq!(fsm.state(), State::Idle);
 }
@@ -443,7 +444,9 @@ fn update_error_sends_its_notification_and_goes_down() {
     let actions = fsm.handle(Event::UpdateMsgErr(n.clone()), clock.now());
     assert_eq!(actions[0], Action::SendNotification(n));
     assert_eq!(actions[1], Action::DropConnection);
-    assert!(matches!(&actions[2], Action::Down { reason } if reason.contains("Malformed AS_PATH")));
+    assert!(
+        matches!(&actions[2], Action::Down { reason, retain: false } if reason.contains("Malformed AS_PATH"))
+    );
 }
 
 #[test]
@@ -471,7 +474,8 @@ fn manual_stop_in_established_sends_cease_and_goes_down() {
         notif::ADMINISTRATIVE_SHUTDOWN
     ));
     assert!(actions.contains(&Action::Down {
-        reason: "Cease / Administrative shutdown".into()
+        reason: "Cease / Administrative shutdown".into(),
+        retain: false,
     }));
     assert_eq!(fsm.state(), State::Idle);
     assert_eq!(
@@ -573,7 +577,8 @@ fn connection_loss_in_established_goes_down_with_socket_text() {
         vec![
             Action::DropConnection,
             Action::Down {
-                reason: "Connection closed".into()
+                reason: "Connection closed".into(),
+                retain: true,
             }
         ]
     );
@@ -603,4 +608,86 @@ fn describes_notifications_in_operator_words() {
         describe(&Notification::new(6, 2, Vec::new())),
         "Cease / Administrative shutdown"
     );
+}
+
+#[test]
+fn graceful_stop_in_established_closes_without_notification_and_retains() {
+    let clock = Clock::new();
+    let mut fsm = fsm_in(State::Established, &clock);
+    let actions = fsm.handle(Event::GracefulStop, clock.now());
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::SendNotification(_))),
+        "{actions:?}"
+    );
+    assert!(actions.contains(&Action::DropConnection));
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Down { retain: true, .. }))
+    );
+    assert_eq!(fsm.state(), State::Idle);
+    assert_eq!(fsm.poll_timeout(), None, "stopped for good");
+}
+
+#[test]
+fn graceful_stop_before_established_is_a_plain_stop() {
+    let clock = Clock::new();
+    let mut fsm = fsm_in(State::OpenConfirm, &clock);
+    let actions = fsm.handle(Event::GracefulStop, clock.now());
+    assert!(has_notification(
+        &actions,
+        notif::CEASE,
+        notif::ADMINISTRATIVE_SHUTDOWN
+    ));
+    assert_eq!(fsm.state(), State::Idle);
+}
+
+#[test]
+fn received_notification_ends_graceful_restart() {
+    let clock = Clock::new();
+    let mut fsm = fsm_in(State::Established, &clock);
+    let actions = fsm.handle(Event::NotifMsg(admin_shutdown()), clock.now());
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Down { retain: false, .. })),
+        "{actions:?}"
+    );
+    // The flag does not leak into the next session's failure.
+    let mut fsm = fsm_in(State::Established, &clock);
+    let actions = fsm.handle(Event::TcpConnectionFails("reset".into()), clock.now());
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Down { retain: true, .. }))
+    );
+}
+
+#[test]
+fn restart_state_bit_is_set_only_inside_the_restart_window() {
+    use crate::wire::{Capability, GracefulRestart};
+    let clock = Clock::new();
+    let mut c = config();
+    c.graceful_restart = Some(GracefulRestart {
+        restart_state: false,
+        notification: false,
+        restart_time: 120,
+        families: vec![],
+    });
+    c.restarting_until = Some(clock.now() + Duration::from_secs(120));
+    let r_bit = |open: Open| {
+        open.capabilities.iter().find_map(|cap| match cap {
+            Capability::GracefulRestart(gr) => Some(gr.restart_state),
+            _ => None,
+        })
+    };
+    assert_eq!(r_bit(c.open_at(clock.now())), Some(true));
+    assert_eq!(
+        r_bit(c.open_at(clock.now() + Duration::from_secs(121))),
+        Some(false)
+    );
+    c.restarting_until = None;
+    assert_eq!(r_bit(c.open_at(clock.now())), Some(false));
 }

@@ -7,12 +7,14 @@
 //! - [`table`]: the paths of each prefix, best first;
 //! - [`decision`]: which path is best;
 //! - [`import`]: checks on receipt;
-//! - [`export`]: outgoing attributes, reflection rules and update groups.
+//! - [`export`]: outgoing attributes, reflection rules and update groups;
+//! - [`stale`]: graceful restart's stale paths (RFC 4724 §4.2), kept when a session is lost.
 
 pub mod decision;
 pub mod export;
 pub mod import;
 pub mod intern;
+mod stale;
 pub mod table;
 
 use crate::wire::{CodecContext, Family, MpNextHop, Origin, PathAttributes, Prefix, Update};
@@ -131,6 +133,13 @@ struct PeerState {
     /// until withdrawn).
     rejected: HashSet<Prefix>,
     advertised: u64,
+    /// Bumped each time the session is lost with its paths kept: paths of older epochs are
+    /// stale.
+    epoch: u32,
+    /// The session is Established (false while its stale paths wait for it to come back).
+    up: bool,
+    /// Paths of older epochs still held.
+    stale: u64,
 }
 
 /// Prefixes touched by one operation, each with the best path it had before: exports are
@@ -246,12 +255,18 @@ impl Rib {
 
     /// A session came up: joins the peer to its update group and returns the current table
     /// for it. End-of-RIB is the caller's to send.
+    ///
+    /// A peer whose paths were kept stale ([`Rib::peer_lost`]) keeps them: they stay until
+    /// [`Rib::sweep_stale`] (End-of-RIB or the stale timer). If the peer comes back as another
+    /// kind of peer (iBGP/eBGP, client), they are flushed first.
     pub fn peer_up(&mut self, id: PeerId, info: PeerInfo) -> Vec<Export> {
-        let mut exports = if self.peers.contains_key(&id) {
-            self.peer_down(id)
-        } else {
-            Vec::new()
-        };
+        let mut exports = Vec::new();
+        if let Some(state) = self.peers.get(&id) {
+            if !state.up && state.kind == PeerKind::of(&self.local, &info) {
+                return self.rejoin(id, info);
+            }
+            exports = self.peer_down(id);
+        }
         if id == LOCAL_PEER {
             tracing::warn!(id, "peer id reserved for local routes");
             return exports;
@@ -276,6 +291,9 @@ impl Rib {
                 accepted: 0,
                 rejected: HashSet::new(),
                 advertised: 0,
+                epoch: 0,
+                up: true,
+                stale: 0,
             },
         );
         if let Some(group) = self.groups.get_mut(&gid) {
@@ -289,8 +307,8 @@ impl Rib {
     /// peer should have it, for it alone.
     pub fn refresh(&mut self, id: PeerId) -> Vec<Export> {
         match self.peers.get_mut(&id) {
-            Some(state) => state.advertised = 0,
-            None => return Vec::new(),
+            Some(state) if state.up => state.advertised = 0,
+            _ => return Vec::new(),
         }
         self.table_for(id)
     }
@@ -336,8 +354,7 @@ impl Rib {
         let Some(state) = self.peers.get(&id) else {
             return Vec::new();
         };
-        let gid = state.group;
-        if let Some(g) = self.groups.get_mut(&gid) {
+        if let Some(g) = self.groups.get_mut(&state.group) {
             g.remove(id);
         }
         let mut prefixes: Vec<Prefix> = self
@@ -357,20 +374,31 @@ impl Rib {
             self.remove_path(prefix, id, &mut touched);
         }
         let exports = self.finish(touched);
-        self.peers.remove(&id);
+        self.forget(id);
+        exports
+    }
+
+    /// Drops the state of a peer whose paths are gone.
+    fn forget(&mut self, id: PeerId) {
+        let Some(state) = self.peers.remove(&id) else {
+            return;
+        };
         for g in self.groups.values_mut() {
             g.forget_peer(id);
         }
-        if self.groups.get(&gid).is_some_and(|g| g.members.is_empty()) {
-            self.groups.remove(&gid);
+        if self
+            .groups
+            .get(&state.group)
+            .is_some_and(|g| g.members.is_empty())
+        {
+            self.groups.remove(&state.group);
         }
-        exports
     }
 
     /// Applies an UPDATE from `id`: withdrawals (treat-as-withdraw included) first, then
     /// announcements.
     pub fn apply_update(&mut self, id: PeerId, update: &Update) -> Vec<Export> {
-        if !self.peers.contains_key(&id) {
+        if !self.peers.get(&id).is_some_and(|s| s.up) {
             tracing::warn!(id, "UPDATE from a peer that is not up");
             return Vec::new();
         }
@@ -439,6 +467,7 @@ impl Rib {
         let path = Path {
             attrs: Arc::clone(&stored),
             peer: LOCAL_PEER,
+            epoch: 0,
         };
         self.insert_path(prefix, path, &mut touched);
         self.release_stored(&stored);
@@ -595,7 +624,10 @@ impl Rib {
             Prefix::V6(p) => self.v6.insert(p, path),
         };
         match replaced {
-            Some(old) => self.release_stored(&old.attrs),
+            Some(old) => {
+                self.note_stale_gone(peer, old.epoch);
+                self.release_stored(&old.attrs);
+            }
             None => {
                 if let Some(s) = self.peers.get_mut(&peer) {
                     s.accepted += 1;
@@ -618,6 +650,7 @@ impl Rib {
             Prefix::V6(p) => self.v6.remove(&p, peer),
         };
         if let Some(old) = removed {
+            self.note_stale_gone(peer, old.epoch);
             self.release_stored(&old.attrs);
             if let Some(s) = self.peers.get_mut(&peer) {
                 s.accepted = s.accepted.saturating_sub(1);
@@ -639,6 +672,7 @@ impl Rib {
         let Some(state) = self.peers.get(&id) else {
             return;
         };
+        let epoch = state.epoch;
         if !state.info.families.contains(&family) {
             tracing::debug!(id, %family, "announcement for a family not negotiated, ignored");
             return;
@@ -661,6 +695,7 @@ impl Rib {
                     let path = Path {
                         attrs: Arc::clone(&stored),
                         peer: id,
+                        epoch,
                     };
                     self.insert_path(prefix, path, touched);
                     if let Some(s) = self.peers.get_mut(&id)

@@ -18,6 +18,9 @@ pub const LOCAL_PEER: PeerId = PeerId::MAX;
 pub struct Path {
     pub attrs: Arc<StoredAttrs>,
     pub peer: PeerId,
+    /// The sender's session epoch when the path arrived: a path from an earlier epoch than
+    /// its peer's current one is stale (graceful restart, RFC 4724 §4.2). It fills padding.
+    pub epoch: u32,
 }
 
 impl Path {
@@ -188,6 +191,7 @@ mod tests {
                 next_hop: None,
             }),
             peer,
+            epoch: 0,
         }
     }
 

@@ -2,9 +2,9 @@
 
 use crate::fsm::FsmConfig;
 use crate::transport::{self, ConnectOptions, TtlMode};
-use crate::wire::Family;
+use crate::wire::{Family, GracefulRestart};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One peer as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +29,10 @@ pub struct PeerConfig {
     pub source_address: Option<IpAddr>,
     pub families: Vec<Family>,
     pub description: Option<String>,
+    /// The graceful restart capability we offer (RFC 4724); none when off.
+    pub graceful_restart: Option<GracefulRestart>,
+    /// OPENs before this instant carry the Restart State bit.
+    pub restarting_until: Option<Instant>,
 }
 
 impl PeerConfig {
@@ -54,6 +58,8 @@ impl PeerConfig {
             source_address: None,
             families,
             description: None,
+            graceful_restart: None,
+            restarting_until: None,
         }
     }
 
@@ -66,6 +72,8 @@ impl PeerConfig {
         c.passive = self.passive;
         c.families = self.families.clone();
         c.idle_hold_time = self.connect_retry.min(Duration::from_secs(5));
+        c.graceful_restart = self.graceful_restart.clone();
+        c.restarting_until = self.restarting_until;
         c
     }
 

@@ -51,10 +51,13 @@ pub enum SessionEvent {
         peer: PeerId,
         refresh: RouteRefresh,
     },
-    /// The session left Established: routes learned from it must be flushed.
+    /// The session left Established: routes learned from it must be flushed, unless
+    /// `retain` and graceful restart was negotiated (RFC 4724 §4.2).
     Down {
         peer: PeerId,
         reason: String,
+        /// No NOTIFICATION was exchanged (or the hold timer expired).
+        retain: bool,
     },
 }
 
@@ -77,6 +80,7 @@ struct Snapshot {
 enum Command {
     Accept(TcpStream),
     Shutdown(Option<Notification>, oneshot::Sender<()>),
+    GracefulStop(oneshot::Sender<()>),
 }
 
 /// The speaker's side of a session task.
@@ -93,6 +97,7 @@ impl std::fmt::Debug for Command {
         match self {
             Command::Accept(s) => write!(f, "Accept({:?})", s.peer_addr().ok()),
             Command::Shutdown(n, _) => write!(f, "Shutdown({n:?})"),
+            Command::GracefulStop(_) => write!(f, "GracefulStop"),
         }
     }
 }
@@ -149,6 +154,16 @@ impl SessionHandle {
             .send(Command::Shutdown(notification, tx))
             .is_ok()
         {
+            let _ = rx.await;
+        }
+    }
+
+    /// Closes an Established session's connection without a NOTIFICATION, so a peer that
+    /// negotiated graceful restart keeps our routes (RFC 4724 §4.1), and ends the task. Any
+    /// other connection gets the default Cease.
+    pub async fn graceful_shutdown(self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::GracefulStop(tx)).is_ok() {
             let _ = rx.await;
         }
     }

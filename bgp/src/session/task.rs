@@ -8,7 +8,7 @@ use super::conn::{
 use super::{Command, PeerConfig, PeerId, SessionEvent, Snapshot};
 use crate::fsm::{Action, Direction, Event, Fsm, Negotiated, State, collision_winner, describe};
 use crate::transport::{self, os_text};
-use crate::wire::{self, CodecContext, Message, Notification, Open, notif};
+use crate::wire::{self, CodecContext, Message, Open, notif};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::io;
@@ -91,12 +91,17 @@ impl Task {
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Accept(stream)) => self.on_inbound(stream).await,
                     Some(Command::Shutdown(n, done)) => {
-                        self.stop(n).await;
+                        self.stop(Event::ManualStop(n)).await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(Command::GracefulStop(done)) => {
+                        self.stop(Event::GracefulStop).await;
                         let _ = done.send(());
                         return;
                     }
                     None => {
-                        self.stop(None).await;
+                        self.stop(Event::ManualStop(None)).await;
                         return;
                     }
                 },
@@ -210,13 +215,14 @@ impl Task {
                     self.write(Message::Notification(n)).await;
                 }
                 Action::Established(neg) => self.on_established(*neg).await,
-                Action::Down { reason } => {
+                Action::Down { reason, retain } => {
                     tracing::info!(peer = self.id, %reason, "session down");
                     self.publish();
                     while self.outbound.try_recv().is_ok() {}
                     self.emit(SessionEvent::Down {
                         peer: self.id,
                         reason,
+                        retain,
                     })
                     .await;
                 }
@@ -435,7 +441,7 @@ impl Task {
             State::Idle | State::Connect | State::Active => self.adopt(conn, None).await,
             State::OpenSent | State::OpenConfirm if self.pending.is_none() => {
                 // A collision: exchange OPENs on the new connection aside, then decide.
-                let open = Message::Open(self.fsm.open_message());
+                let open = Message::Open(self.fsm.open_message(now()));
                 if conn
                     .write_message(&open, &CodecContext::default())
                     .await
@@ -554,8 +560,8 @@ impl Task {
         }
     }
 
-    async fn stop(&mut self, notification: Option<Notification>) {
-        self.dispatch(Event::ManualStop(notification)).await;
+    async fn stop(&mut self, stop: Event) {
+        self.dispatch(stop).await;
         if let Some(p) = self.pending.take() {
             p.close();
         }

@@ -59,6 +59,25 @@ impl RouteInfo {
     }
 }
 
+/// What a route watcher receives after the table.
+#[derive(Debug, Clone)]
+pub enum WatchEvent {
+    Change(RouteChange),
+    /// The table is complete: every peer sent its End-of-RIB or timed out (RFC 4724 §4.1's
+    /// deferral, so a restarted node's FIB is not pruned of routes still on their way).
+    Synced,
+}
+
+/// What `watch` answers: the current best routes, whether they are complete already, and
+/// every event after them.
+#[derive(Debug)]
+pub struct WatchStart {
+    pub routes: Vec<RouteInfo>,
+    /// When false, a [`WatchEvent::Synced`] follows on `events` once they are.
+    pub synced: bool,
+    pub events: broadcast::Receiver<WatchEvent>,
+}
+
 /// A best-path change: the new best route, or `None` when the prefix is gone.
 #[derive(Debug, Clone)]
 pub struct RouteChange {
@@ -96,7 +115,7 @@ pub(crate) enum Request {
     },
     Watch {
         family: Option<Family>,
-        reply: oneshot::Sender<(Vec<RouteInfo>, broadcast::Receiver<RouteChange>)>,
+        reply: oneshot::Sender<WatchStart>,
     },
     Originate {
         prefixes: Vec<Prefix>,
@@ -115,6 +134,7 @@ pub(crate) enum Request {
         reply: oneshot::Sender<ReloadSummary>,
     },
     Shutdown {
+        graceful: bool,
         reply: oneshot::Sender<()>,
     },
 }
@@ -155,10 +175,7 @@ impl SpeakerHandle {
             .await
     }
     /// The current best routes and a receiver of every change after them.
-    pub async fn watch(
-        &self,
-        family: Option<Family>,
-    ) -> Result<(Vec<RouteInfo>, broadcast::Receiver<RouteChange>), SpeakerGone> {
+    pub async fn watch(&self, family: Option<Family>) -> Result<WatchStart, SpeakerGone> {
         self.ask(|reply| Request::Watch { family, reply }).await
     }
     pub async fn originate(&self, prefixes: Vec<Prefix>) -> Result<(), SpeakerGone> {
@@ -182,6 +199,21 @@ impl SpeakerHandle {
     }
     /// Closes every session with a Cease NOTIFICATION and ends the speaker task.
     pub async fn shutdown(&self) -> Result<(), SpeakerGone> {
-        self.ask(|reply| Request::Shutdown { reply }).await
+        self.ask(|reply| Request::Shutdown {
+            graceful: false,
+            reply,
+        })
+        .await
+    }
+
+    /// Graceful restart's stop (RFC 4724 §4.1): sessions whose peer negotiated graceful
+    /// restart are closed without a NOTIFICATION, so it keeps our routes while we are away;
+    /// the others get Cease. Leaves the restart marker for the next start.
+    pub async fn graceful_shutdown(&self) -> Result<(), SpeakerGone> {
+        self.ask(|reply| Request::Shutdown {
+            graceful: true,
+            reply,
+        })
+        .await
     }
 }

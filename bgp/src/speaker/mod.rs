@@ -4,11 +4,13 @@
 //! Single owner, no locks around the RIB: a session event is applied to the RIB, the resulting
 //! exports are encoded once per update group and handed to each member's session queue.
 
+mod graceful;
 mod handle;
 mod peers;
 
 pub use handle::{
     PeerStatus, ReloadSummary, RouteChange, RouteInfo, SpeakerGone, SpeakerHandle, SpeakerInfo,
+    WatchEvent, WatchStart,
 };
 
 use crate::config::{Config, NextHop};
@@ -22,8 +24,9 @@ use handle::Request;
 use peers::PeerSlot;
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, warn};
 
@@ -72,10 +75,17 @@ pub struct Speaker {
     next_id: PeerId,
     originated: BTreeSet<Prefix>,
     events_tx: mpsc::Sender<SessionEvent>,
-    changes: broadcast::Sender<RouteChange>,
+    changes: broadcast::Sender<WatchEvent>,
     dispatch: Dispatch,
     listener: Option<Arc<Listener>>,
     started_at: SystemTime,
+    started: Instant,
+    /// Every configured peer delivered its table (or timed out): see [`graceful`].
+    synced: bool,
+    /// Set after a graceful stop: OPENs carry the Restart State bit until then.
+    restarting_until: Option<Instant>,
+    /// The graceful restart marker file (`<socket>.gr`).
+    marker: PathBuf,
 }
 
 impl Speaker {
@@ -115,6 +125,16 @@ impl Speaker {
             router_id: config.router_id(),
             cluster_id: config.cluster_id(),
         });
+        let marker = graceful::marker_path(&config.socket);
+        let restart_time = *config.restart_time.get_ref();
+        let restarting_until = graceful::restarted_gracefully(&marker, restart_time)
+            .then(|| Instant::now() + Duration::from_secs(u64::from(restart_time)));
+        if restarting_until.is_some() {
+            info!(
+                restart_time,
+                "restarting after a graceful stop: OPENs carry the Restart State bit"
+            );
+        }
         let mut speaker = Speaker {
             rib,
             peers: HashMap::new(),
@@ -126,6 +146,10 @@ impl Speaker {
             dispatch,
             listener,
             started_at: SystemTime::now(),
+            started: Instant::now(),
+            synced: false,
+            restarting_until,
+            marker,
             config: config.clone(),
         };
         for n in &config.neighbors {
@@ -133,6 +157,7 @@ impl Speaker {
         }
         let prefixes = config.originated();
         speaker.originate(&prefixes).await;
+        speaker.check_synced();
         let task = tokio::spawn(speaker.run(events_rx, req_rx));
         Ok((SpeakerHandle { tx: req_tx }, task))
     }
@@ -142,18 +167,21 @@ impl Speaker {
         mut events: mpsc::Receiver<SessionEvent>,
         mut requests: mpsc::Receiver<Request>,
     ) {
+        let mut tick = tokio::time::interval(graceful::TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 req = requests.recv() => match req {
-                    Some(Request::Shutdown { reply }) => {
-                        self.shutdown().await;
+                    Some(Request::Shutdown { graceful, reply }) => {
+                        self.shutdown(graceful).await;
                         let _ = reply.send(());
                         return;
                     }
                     Some(req) => self.serve(req).await,
-                    None => { self.shutdown().await; return; }
+                    None => { self.shutdown(false).await; return; }
                 },
+                _ = tick.tick() => self.gr_tick().await,
                 ev = events.recv() => match ev {
                     Some(ev) => self.on_event(ev).await,
                     None => return,
@@ -178,6 +206,11 @@ impl Speaker {
             source_address: n.source_address,
             families: n.families(),
             description: n.description.clone(),
+            graceful_restart: self
+                .config
+                .graceful_restart_for(n)
+                .then(|| graceful::capability(self.config.restart_time_for(n), &n.families())),
+            restarting_until: self.restarting_until,
         }
     }
 
@@ -265,6 +298,7 @@ impl Speaker {
                 };
                 let exports = self.rib.peer_up(peer, info);
                 self.send_exports(exports).await;
+                self.gr_session_up(peer, &negotiated).await;
                 // End-of-RIB (RFC 4724 §2) once the initial table is sent.
                 for f in families {
                     if let Ok(b) = Message::Update(Update::end_of_rib(f)).to_bytes(&ctx) {
@@ -279,6 +313,7 @@ impl Speaker {
                 }
                 if let Some(family) = update.end_of_rib_family() {
                     debug!(peer, %family, "End-of-RIB received");
+                    self.gr_end_of_rib(peer, family).await;
                     return;
                 }
                 if let Some(reason) = &update.treat_as_withdraw {
@@ -296,14 +331,16 @@ impl Speaker {
                 let exports = self.rib.refresh(peer);
                 self.send_exports(exports).await;
             }
-            SessionEvent::Down { peer, reason } => {
+            SessionEvent::Down {
+                peer,
+                reason,
+                retain,
+            } => {
                 if let Some(slot) = self.peers.get_mut(&peer) {
                     info!(peer = %slot.address(), %reason, "session down");
                     slot.router_id = None;
                 }
-                let exports = self.rib.peer_down(peer);
-                self.send_exports(exports).await;
-                self.publish_changes();
+                self.gr_session_down(peer, retain).await;
             }
         }
     }
@@ -350,10 +387,10 @@ impl Speaker {
         let changes = self.rib.take_best_changes();
         for c in changes {
             let route = c.route.map(|v| self.route_info(v));
-            let _ = self.changes.send(RouteChange {
+            let _ = self.changes.send(WatchEvent::Change(RouteChange {
                 prefix: c.prefix,
                 route,
-            });
+            }));
         }
     }
 
@@ -408,7 +445,13 @@ impl Speaker {
                 let mut out: Vec<PeerStatus> = self
                     .peers
                     .iter()
-                    .map(|(id, slot)| slot.status(self.rib.counters(*id)))
+                    .map(|(id, slot)| {
+                        let mut s = slot.status(self.rib.counters(*id));
+                        if let Some(gr) = self.gr_status(*id) {
+                            s.last_error = Some(gr);
+                        }
+                        s
+                    })
                     .collect();
                 out.sort_by_key(|p| p.address);
                 let _ = reply.send(out);
@@ -418,8 +461,12 @@ impl Speaker {
             }
             Request::Watch { family, reply } => {
                 self.rib.set_track_best_changes(true);
-                let rx = self.changes.subscribe();
-                let _ = reply.send((self.routes(family, false), rx));
+                let events = self.changes.subscribe();
+                let _ = reply.send(WatchStart {
+                    routes: self.routes(family, false),
+                    synced: self.synced,
+                    events,
+                });
             }
             Request::Originate { prefixes, reply } => {
                 self.originate(&prefixes).await;
@@ -539,19 +586,35 @@ impl Speaker {
         summary
     }
 
-    async fn shutdown(&mut self) {
+    /// Closes every session. `graceful`: those whose peer negotiated graceful restart close
+    /// without a NOTIFICATION (the peer keeps our routes), and the restart marker is left.
+    async fn shutdown(&mut self, graceful: bool) {
         let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        let mut kept = 0;
         for id in ids {
             if let Some(slot) = self.peers.remove(&id) {
-                slot.handle
-                    .shutdown(Some(Notification::new(
-                        notif::CEASE,
-                        notif::ADMINISTRATIVE_SHUTDOWN,
-                        Bytes::new(),
-                    )))
-                    .await;
+                if graceful && slot.gr.peer_cap.is_some() && slot.state == State::Established {
+                    kept += 1;
+                    slot.handle.graceful_shutdown().await;
+                } else {
+                    slot.handle
+                        .shutdown(Some(Notification::new(
+                            notif::CEASE,
+                            notif::ADMINISTRATIVE_SHUTDOWN,
+                            Bytes::new(),
+                        )))
+                        .await;
+                }
             }
         }
-        info!("all sessions closed");
+        if graceful {
+            graceful::write_marker(&self.marker);
+            info!(
+                graceful_restart_peers = kept,
+                "all sessions closed; peers with graceful restart keep our routes"
+            );
+        } else {
+            info!("all sessions closed");
+        }
     }
 }

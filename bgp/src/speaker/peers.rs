@@ -5,8 +5,9 @@ use crate::config::{Neighbor, PeerType};
 use crate::fsm::State;
 use crate::rib::PeerCounters;
 use crate::session::SessionHandle;
+use crate::wire::{Family, GracefulRestart};
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 pub(crate) struct PeerSlot {
     pub neighbor: Neighbor,
@@ -20,6 +21,24 @@ pub(crate) struct PeerSlot {
     pub local_port: Option<u16>,
     pub updates_received: u64,
     pub updates_sent: u64,
+    /// Graceful restart state of this peer (both roles).
+    pub gr: GrState,
+}
+
+/// What graceful restart tracks for one peer.
+#[derive(Debug, Default)]
+pub(crate) struct GrState {
+    /// The peer's graceful restart capability on the current (or last) session, when we offered
+    /// ours too.
+    pub peer_cap: Option<GracefulRestart>,
+    /// When the current session reached Established.
+    pub established_at: Option<Instant>,
+    /// Families of the current session whose End-of-RIB has not arrived yet.
+    pub eor_pending: Vec<Family>,
+    /// Families whose stale paths we hold, and when they go if not refreshed: the peer's
+    /// restart time while it is down, the stale timer once it is back.
+    pub stale: Vec<Family>,
+    pub stale_deadline: Option<Instant>,
 }
 
 impl PeerSlot {
@@ -36,6 +55,7 @@ impl PeerSlot {
             local_port: None,
             updates_received: 0,
             updates_sent: 0,
+            gr: GrState::default(),
         }
     }
 
@@ -63,6 +83,9 @@ impl PeerSlot {
             n.hold_time = toml::Spanned::new(0..0, *n.hold_time.get_ref());
             n.connect_retry = toml::Spanned::new(0..0, *n.connect_retry.get_ref());
             n.multihop = n.multihop.map(|v| toml::Spanned::new(0..0, *v.get_ref()));
+            n.restart_time = n
+                .restart_time
+                .map(|v| toml::Spanned::new(0..0, *v.get_ref()));
             n.ttl_security = n
                 .ttl_security
                 .map(|v| toml::Spanned::new(0..0, *v.get_ref()));

@@ -75,6 +75,9 @@ pub struct BirdNeighbor {
     pub ipv4: Option<Channel>,
     pub ipv6: Option<Channel>,
     pub graceful_restart: bool,
+    /// `graceful restart time N;`: how long BIRD keeps the peer's routes while it restarts
+    /// (BIRD's default 120 s when unset).
+    pub graceful_restart_time: Option<u16>,
     pub hold_time: u16,
     pub connect_retry: u16,
     /// Non-standard neighbour port (margay-bgpd on another port).
@@ -103,6 +106,7 @@ impl BirdNeighbor {
             ipv4,
             ipv6,
             graceful_restart: false,
+            graceful_restart_time: None,
             hold_time: 9,
             connect_retry: 1,
             port: None,
@@ -122,6 +126,13 @@ impl BirdNeighbor {
         for ch in [&mut self.ipv4, &mut self.ipv6].into_iter().flatten() {
             ch.next_hop = mode;
         }
+        self
+    }
+
+    /// Turns graceful restart on (RFC 4724), with restart time `time` (BIRD's default if None).
+    pub fn graceful_restart(mut self, time: Option<u16>) -> Self {
+        self.graceful_restart = true;
+        self.graceful_restart_time = time;
         self
     }
 
@@ -255,6 +266,9 @@ fn render_neighbor(s: &mut String, n: &BirdNeighbor) {
         "  graceful restart {};",
         if n.graceful_restart { "on" } else { "off" }
     );
+    if let Some(t) = n.graceful_restart_time {
+        let _ = writeln!(s, "  graceful restart time {t};");
+    }
     let _ = writeln!(s, "  hold time {};", n.hold_time);
     let _ = writeln!(s, "  connect retry time {};", n.connect_retry);
     // Retry fast after a failed attempt or an error, so a restarted peer comes back in seconds.

@@ -36,26 +36,40 @@ pub struct Bird {
 impl Bird {
     /// Writes `LABDIR/NAME.conf` and starts `bird -f` in `ns`; returns once birdc answers.
     pub fn start(lab: &Lab, ns: &Netns, name: &str, config: BirdConfig) -> Result<Bird> {
+        Bird::start_with(lab, ns, name, config, false)
+    }
+
+    /// Like [`Bird::start`], as a restart after a crash: `bird -R` (graceful restart recovery,
+    /// RFC 4724: its OPENs carry the Restart State and Forwarding State bits).
+    pub fn start_recovering(lab: &Lab, ns: &Netns, name: &str, config: BirdConfig) -> Result<Bird> {
+        Bird::start_with(lab, ns, name, config, true)
+    }
+
+    fn start_with(
+        lab: &Lab,
+        ns: &Netns,
+        name: &str,
+        config: BirdConfig,
+        recovering: bool,
+    ) -> Result<Bird> {
         let conf_path = lab.dir().join(format!("{name}.conf"));
         let socket = lab.dir().join(format!("{name}.ctl"));
         let pid_file = lab.dir().join(format!("{name}.pid"));
         std::fs::write(&conf_path, config.render())
             .map_err(LabError::io(format!("writing {conf_path:?}")))?;
-        let process = Process::spawn(
-            ns,
-            name,
-            "bird",
-            [
-                "-f".as_ref(),
-                "-c".as_ref(),
-                conf_path.as_os_str(),
-                "-s".as_ref(),
-                socket.as_os_str(),
-                "-P".as_ref(),
-                pid_file.as_os_str(),
-            ],
-            lab.dir(),
-        )?;
+        let mut args = vec![
+            "-f".as_ref(),
+            "-c".as_ref(),
+            conf_path.as_os_str(),
+            "-s".as_ref(),
+            socket.as_os_str(),
+            "-P".as_ref(),
+            pid_file.as_os_str(),
+        ];
+        if recovering {
+            args.push("-R".as_ref());
+        }
+        let process = Process::spawn(ns, name, "bird", args, lab.dir())?;
         let mut bird = Bird {
             name: name.to_string(),
             config,
@@ -268,6 +282,16 @@ impl Bird {
 
     /// Stops the daemon (SIGTERM: BIRD sends Cease to its peers); idempotent.
     pub fn stop(&mut self) {
+        self.process.stop();
+    }
+
+    /// Kills the daemon abruptly (SIGKILL: no NOTIFICATION, the kernel closes its sockets), as
+    /// a crash would, and reaps it.
+    pub fn kill(&mut self) {
+        if self.process.is_running() {
+            // SAFETY: kill(2) on the PID of our own child, which we have not reaped yet.
+            unsafe { libc::kill(self.process.pid() as i32, libc::SIGKILL) };
+        }
         self.process.stop();
     }
 }

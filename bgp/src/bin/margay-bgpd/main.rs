@@ -1,6 +1,7 @@
 //! `margay-bgpd`: the BGP-4 speaker daemon. Parses flags, loads the configuration, and wires the
-//! speaker, the gRPC API and the health server together; SIGHUP reloads, SIGTERM closes sessions
-//! with a Cease NOTIFICATION and removes the socket.
+//! speaker, the gRPC API and the health server together; SIGHUP reloads; SIGTERM stops
+//! gracefully (RFC 4724: peers that negotiated graceful restart keep our routes, the others get
+//! Cease); SIGINT, or SIGTERM with `--no-graceful-stop`, sends Cease to every peer.
 
 use anyhow::Context;
 use clap::Parser;
@@ -72,6 +73,10 @@ struct Args {
     /// Port of /liveness, /readiness and /metrics on 127.0.0.1 (cluster mode; 0 turns it off).
     #[arg(long, env = "MARGAY_BGPD_HTTP_PORT", default_value_t = 9179)]
     http_port: u16,
+    /// On SIGTERM, send Cease to every peer (peers drop our routes at once) instead of a
+    /// graceful restart's stop. SIGINT always does this.
+    #[arg(long, env = "MARGAY_BGPD_NO_GRACEFUL_STOP")]
+    no_graceful_stop: bool,
     /// Log format: text or json.
     #[arg(long, env = "MARGAY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -210,7 +215,7 @@ async fn run(args: Args, config: Option<Config>) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    loop {
+    let graceful = loop {
         tokio::select! {
             _ = hup.recv() => if args.config.is_none() {
                 info!("SIGHUP: in cluster mode the sessions follow the datastore; nothing to reload");
@@ -221,15 +226,26 @@ async fn run(args: Args, config: Option<Config>) -> anyhow::Result<()> {
                 },
                 Err(e) => warn!("configuration not reloaded, keeping the running one: {e:#}"),
             }},
-            _ = term.recv() => { info!("SIGTERM: closing sessions"); break; }
-            _ = int.recv() => { info!("SIGINT: closing sessions"); break; }
+            _ = term.recv() => {
+                if args.no_graceful_stop {
+                    info!("SIGTERM: closing sessions with Cease (--no-graceful-stop)");
+                    break false;
+                }
+                info!("SIGTERM: graceful restart stop; peers with graceful restart keep our routes");
+                break true;
+            }
+            _ = int.recv() => { info!("SIGINT: closing sessions with Cease"); break false; }
         }
-    }
+    };
     let _ = stop_tx.send(true);
     if let Some(f) = follower {
         let _ = f.await;
     }
-    let _ = speaker.shutdown().await;
+    let _ = if graceful {
+        speaker.graceful_shutdown().await
+    } else {
+        speaker.shutdown().await
+    };
     let _ = task.await;
     // In-flight API calls get a moment to finish; an idle or stuck client connection must not
     // hold the daemon (and a DaemonSet pod's termination) open.
