@@ -32,6 +32,7 @@ cd "$work" || exit 1
 
 url="http://${ETCD_ADDR%/*}:2379"
 ctl() { ip netns exec e "$CTL" "$@" --etcd-endpoints "$url"; }
+node_json() { ctl get node "$1" -o json; }
 
 make_router
 make_host e "$ETCD_ADDR" "$ETCD_SUBNET" "$ETCD_GW"
@@ -56,21 +57,28 @@ for n in $NODES; do
     --bgpd-socket "/run/bgpd-$n.sock" --socket "/run/felix-$n.sock" \
     --http-port 9099 --resync-interval 1
 done
-# felix takes its tunnel address first: the pods' addresses then come from the same block.
+# felix takes its tunnel address first (IPAM, then the Node, then tunl0 from the Node), so the
+# pods' addresses come from the same block.
 deadline=$((SECONDS + 60))
 for n in $NODES; do
-  until [ "$(ctl get node "$n" -o json 2>/dev/null | jq -r '.spec.bgp.ipv4IPIPTunnelAddr // empty')" ]; do
+  until ip -n "$n" -j addr show dev tunl0 2>/dev/null | jq -e '.[0].addr_info[0].local' > /dev/null; do
     check_daemons
-    [ $SECONDS -ge $deadline ] && fail "no IPIP tunnel address in Node $n within 60 s"
-    sleep 0.5
+    [ $SECONDS -ge $deadline ] && fail "no IPIP tunnel address on $n's tunl0 within 60 s"
+    sleep 0.3
   done
 done
-log "tunnel addresses recorded in the Nodes"
+log "tunnel addresses on tunl0"
 : > pods.env
+pids=()
 for n in $NODES; do
   ip netns exec e env MARGAY_VM_ETCD="$url" MARGAY_VM_NODE="$n" MARGAY_VM_CALI="$(var "$n" CALI)" \
-    MARGAY_VM_OUT="$work/pod-$n.env" $POD_HELPER > "pod-$n.txt" 2>&1 ||
-    fail "the pod helper failed for $n: $(tail -20 "pod-$n.txt")"
+    MARGAY_VM_OUT="$work/pod-$n.env" $POD_HELPER > "pod-$n.txt" 2>&1 &
+  pids+=($!)
+done
+i=0
+for n in $NODES; do
+  wait "${pids[$i]}" || fail "the pod helper failed for $n: $(tail -20 "pod-$n.txt")"
+  i=$((i + 1))
   cat "pod-$n.env" >> pods.env
   # shellcheck source=/dev/null
   . "./pod-$n.env"
@@ -97,10 +105,7 @@ run_phase() {
   wait_routes "$phase/expect"
   log "phase $phase: routes programmed after ${SECONDS} s"
   ping_pods "$phase"
-  record_nodes "$phase"
-  for n in $NODES; do
-    ctl get node "$n" -o json > "$phase/node-$n.json" 2>&1
-  done
+  record_nodes "$phase" node_json
 }
 
 run_phase always

@@ -127,13 +127,19 @@ ping_pods() {
   done
 }
 
-# record_nodes PHASE: every node's main table, tunl0 and felix's readiness (port 9099).
+# record_nodes PHASE [COMMAND]: every node's main table, tunl0 and felix's readiness (port
+# 9099), and what COMMAND N prints into PHASE/node-<N>.json; nodes in parallel.
 record_nodes() {
-  local phase=$1 n
+  local phase=$1 extra=${2:-} n pids=()
   for n in $NODES; do
-    ip -n "$n" -j route show table main > "$phase/routes-$n.json"
-    ip -n "$n" -j addr show dev tunl0 > "$phase/tunl0-$n.json"
-    ip netns exec "$n" curl -s -m 5 -w '\n%{http_code}\n' http://127.0.0.1:9099/readiness \
-      > "$phase/readiness-$n.txt" 2>&1
+    (
+      ip -n "$n" -j route show table main > "$phase/routes-$n.json"
+      ip -n "$n" -j addr show dev tunl0 > "$phase/tunl0-$n.json"
+      ip netns exec "$n" curl -s -m 5 -w '\n%{http_code}\n' http://127.0.0.1:9099/readiness \
+        > "$phase/readiness-$n.txt" 2>&1
+      [ -z "$extra" ] || $extra "$n" > "$phase/node-$n.json" 2>&1
+    ) &
+    pids+=($!)
   done
+  wait "${pids[@]}"
 }
