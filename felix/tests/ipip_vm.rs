@@ -6,11 +6,12 @@
 //! only n2 through tunl0. The scenario (tests/vm/ipip-scenario.sh) records routes, tunl0
 //! counters and ping results; this test writes its inputs and checks what it recorded.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod vm;
+
+use std::time::Duration;
 
 use serde_json::{Value, json};
+use vm::{WorkDir, check_pings, check_route, up_with_addr};
 
 /// The whole VM run (boot, two phases, power off; 30-40 s with TCG on 2 cores) must end within
 /// this.
@@ -113,70 +114,6 @@ fn node(name: &str) -> &'static VmNode {
 /// The phases the scenario runs, in order: (directory, pool ipipMode).
 const PHASES: [(&str, &str); 2] = [("always", "Always"), ("crosssubnet", "CrossSubnet")];
 
-/// A directory shared into the VM; kept (and named in the failure) when the test fails.
-struct WorkDir(PathBuf);
-
-impl WorkDir {
-    fn new() -> WorkDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let path =
-            std::env::temp_dir().join(format!("margay-ipipvm.{}.{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path).expect("creating the VM work directory");
-        WorkDir(path)
-    }
-
-    fn read(&self, rel: &str) -> String {
-        std::fs::read_to_string(self.0.join(rel)).unwrap_or_else(|e| format!("<{rel}: {e}>"))
-    }
-
-    fn write(&self, rel: &str, text: &str) {
-        let path = self.0.join(rel);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).expect("creating a phase directory");
-        }
-        std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {path:?}: {e}"));
-    }
-
-    /// The serial console and felix's logs, for failure messages.
-    fn diagnostics(&self) -> String {
-        let console = self.read("console.log");
-        let lines: Vec<&str> = console.lines().collect();
-        let tail = lines[lines.len().saturating_sub(150)..].join("\n");
-        let mut text = format!(
-            "work directory (kept): {}\n---- serial console (last 150 lines) ----\n{tail}\n",
-            self.0.display()
-        );
-        for n in &NODES {
-            let log = self.read(&format!("felix-{}.log", n.name));
-            let lines: Vec<&str> = log.lines().collect();
-            text += &format!(
-                "---- felix-{}.log (last 20 lines) ----\n{}\n",
-                n.name,
-                lines[lines.len().saturating_sub(20)..].join("\n")
-            );
-        }
-        text
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("felix/ sits in the workspace")
-        .to_path_buf()
-}
-
 /// Writes topology.env and each phase's felix states and route expectations.
 fn write_inputs(work: &WorkDir) {
     let felix = env!("CARGO_BIN_EXE_margay-felix");
@@ -217,109 +154,11 @@ fn write_inputs(work: &WorkDir) {
     }
 }
 
-/// Runs tests/vm/prepare.sh: the kernel and initramfs must be had, or the test fails saying why.
-fn prepare_vm(repo: &Path) {
-    let out = Command::new(repo.join("tests/vm/prepare.sh"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("running tests/vm/prepare.sh");
-    assert!(
-        out.status.success(),
-        "cannot prepare the IPIP test VM (Debian's kernel package, busybox-static; see \
-         scripts/install-deps.sh): {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let qemu = Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output();
-    assert!(
-        qemu.as_ref().is_ok_and(|o| o.status.success()),
-        "qemu-system-x86_64 cannot run (Debian package qemu-system-x86; see \
-         scripts/install-deps.sh): {qemu:?}"
-    );
-}
-
-/// Boots the VM on the scenario and waits for it to power off; kills qemu on timeout.
-fn run_vm(repo: &Path, work: &WorkDir) -> Duration {
-    let console = std::fs::File::create(work.0.join("console.log")).expect("console.log");
-    let start = Instant::now();
-    let mut qemu = Command::new(repo.join("tests/vm/run.sh"))
-        .arg(repo.join("tests/vm/ipip-scenario.sh"))
-        .arg(&work.0)
-        .stdin(Stdio::null())
-        .stdout(console.try_clone().expect("console.log"))
-        .stderr(console)
-        .spawn()
-        .expect("starting tests/vm/run.sh");
-    loop {
-        match qemu.try_wait().expect("waiting for qemu") {
-            Some(status) => {
-                assert!(
-                    status.success(),
-                    "qemu failed: {status}\n{}",
-                    work.diagnostics()
-                );
-                return start.elapsed();
-            }
-            None if start.elapsed() > VM_TIMEOUT => {
-                // run.sh execs qemu, so this PID is qemu's.
-                let _ = qemu.kill();
-                let _ = qemu.wait();
-                panic!(
-                    "the VM did not power off within {VM_TIMEOUT:?}\n{}",
-                    work.diagnostics()
-                );
-            }
-            None => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
-}
-
-fn json_file(work: &WorkDir, rel: &str) -> Vec<Value> {
-    let text = work.read(rel);
-    serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_else(|| {
-            panic!(
-                "{rel} is not `ip -j` output: {text}\n{}",
-                work.diagnostics()
-            )
-        })
-}
-
-/// One line of pings.txt: status of `ping -c 3` and the source node's tunl0 tx packets.
-struct Ping {
-    status: i32,
-    tx_before: u64,
-    tx_after: u64,
-}
-
-fn pings(work: &WorkDir, phase: &str) -> Vec<(String, String, Ping)> {
-    work.read(&format!("{phase}/pings.txt"))
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            Some((
-                f.first()?.to_string(),
-                f.get(1)?.to_string(),
-                Ping {
-                    status: f.get(2)?.parse().ok()?,
-                    tx_before: f.get(3)?.parse().ok()?,
-                    tx_after: f.get(4)?.parse().ok()?,
-                },
-            ))
-        })
-        .collect()
-}
-
 /// Checks one phase's routes, tunnel device, readiness and pings against the pool's mode.
 fn check_phase(work: &WorkDir, phase: &str, mode: &str) {
     let diag = || work.diagnostics();
     for n in &NODES {
-        let routes = json_file(work, &format!("{phase}/routes-{}.json", n.name));
+        let routes = work.json_array(&format!("{phase}/routes-{}.json", n.name));
         let shown = routes
             .iter()
             .map(|r| r.to_string())
@@ -338,33 +177,19 @@ fn check_phase(work: &WorkDir, phase: &str, mode: &str) {
                         diag()
                     )
                 });
-            let dev = n.expected_dev(m, mode);
-            let onlink = r["flags"]
-                .as_array()
-                .is_some_and(|f| f.iter().any(|f| f == "onlink"));
-            assert!(
-                r["gateway"] == m.ip()
-                    && r["dev"] == dev
-                    && r["protocol"].to_string().contains("81")
-                    && (dev != "tunl0" || onlink),
-                "{phase}: {}'s route to {} must be `via {} dev {dev}{}` proto 81, is {r}\n{}",
-                n.name,
-                m.block,
-                m.ip(),
-                if dev == "tunl0" { " onlink" } else { "" },
-                diag()
-            );
+            if let Err(e) = check_route(r, m.ip(), n.expected_dev(m, mode)) {
+                panic!(
+                    "{phase}: {}'s route to {}: {e}\n{}",
+                    n.name,
+                    m.block,
+                    diag()
+                );
+            }
         }
-        let tunl0 = json_file(work, &format!("{phase}/tunl0-{}.json", n.name));
+        let tunl0 = work.json_array(&format!("{phase}/tunl0-{}.json", n.name));
         let dev = &tunl0[0];
-        let up = dev["flags"]
-            .as_array()
-            .is_some_and(|f| f.iter().any(|f| f == "UP"));
-        let has_addr = dev["addr_info"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|a| a["local"] == n.tunnel));
         assert!(
-            up && has_addr,
+            up_with_addr(dev, n.tunnel),
             "{phase}: {}'s tunl0 must be up with {}: {dev}\n{}",
             n.name,
             n.tunnel,
@@ -378,65 +203,20 @@ fn check_phase(work: &WorkDir, phase: &str, mode: &str) {
             diag()
         );
     }
-
-    let results = pings(work, phase);
-    assert_eq!(
-        results.len(),
-        PINGS.len(),
-        "{phase}: pings.txt: {}\n{}",
-        work.read(&format!("{phase}/pings.txt")),
-        diag()
-    );
-    for (src, dst, p) in results {
-        let out = work.read(&format!("{phase}/ping-{src}-{dst}.txt"));
-        assert!(
-            p.status == 0 && out.contains("3 received"),
-            "{phase}: pod on {src} cannot ping the pod on {dst}:\n{out}\n{}",
-            diag()
-        );
-        let tunnelled = p.tx_after.saturating_sub(p.tx_before);
-        match node(&src).expected_dev(node(&dst), mode) {
-            "tunl0" => assert!(
-                tunnelled >= 3,
-                "{phase}: {src} -> {dst} must cross tunl0, but {src}'s tunl0 sent {tunnelled} \
-                 packets during the ping\n{}",
-                diag()
-            ),
-            _ => assert_eq!(
-                tunnelled,
-                0,
-                "{phase}: {src} -> {dst} must go direct, but {src}'s tunl0 sent {tunnelled} \
-                 packets during the ping\n{}",
-                diag()
-            ),
-        }
-    }
+    check_pings(work, phase, PINGS.len(), |src, dst| {
+        node(src).expected_dev(node(dst), mode) == "tunl0"
+    });
 }
 
 #[test]
 fn ipip_pods_ping_across_tunl0_in_a_vm() {
-    let repo = repo_root();
-    prepare_vm(&repo);
-    let work = WorkDir::new();
+    let repo = vm::repo_root();
+    vm::prepare_vm(&repo);
+    let work = WorkDir::new("ipipvm");
     write_inputs(&work);
-    let took = run_vm(&repo, &work);
-    let status = work.read("status");
-    assert_eq!(
-        status.trim(),
-        "done",
-        "the scenario did not finish\n{}",
-        work.diagnostics()
-    );
+    let took = vm::run_vm(&repo, "ipip-scenario.sh", &work, VM_TIMEOUT);
+    vm::assert_scenario_done(&work, took);
     for (dir, mode) in PHASES {
         check_phase(&work, dir, mode);
     }
-    let console = work.read("console.log");
-    eprintln!(
-        "VM ran for {took:?}; {}",
-        console
-            .lines()
-            .filter(|l| l.starts_with("init:") || l.starts_with("scenario:"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
 }

@@ -1,0 +1,281 @@
+//! What the VM tests share: the work directory shared into the VM, preparing and booting the VM
+//! on a scenario script (tests/vm/), and readers of what a scenario recorded (`ip -j` files,
+//! pings with tunl0 counters), with the checks both scenarios make on them.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A directory shared into the VM; kept (and named in the failure) when the test fails.
+pub struct WorkDir(pub PathBuf);
+
+impl WorkDir {
+    /// A new directory under the temp dir, named after `tag`, this process and the clock.
+    pub fn new(tag: &str) -> WorkDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path =
+            std::env::temp_dir().join(format!("margay-{tag}.{}.{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("creating the VM work directory");
+        WorkDir(path)
+    }
+
+    /// The file's text, or a marker saying why there is none.
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.0.join(rel)).unwrap_or_else(|e| format!("<{rel}: {e}>"))
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let path = self.0.join(rel);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).expect("creating a phase directory");
+        }
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {path:?}: {e}"));
+    }
+
+    /// The serial console and the tail of every daemon log (`*.log` at the top), for failure
+    /// messages.
+    pub fn diagnostics(&self) -> String {
+        let console = self.read("console.log");
+        let lines: Vec<&str> = console.lines().collect();
+        let tail = lines[lines.len().saturating_sub(150)..].join("\n");
+        let mut text = format!(
+            "work directory (kept): {}\n---- serial console (last 150 lines) ----\n{tail}\n",
+            self.0.display()
+        );
+        let mut logs: Vec<String> = std::fs::read_dir(&self.0)
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|n| n.ends_with(".log") && n != "console.log")
+                    .collect()
+            })
+            .unwrap_or_default();
+        logs.sort();
+        for name in logs {
+            let log = self.read(&name);
+            let lines: Vec<&str> = log.lines().collect();
+            text += &format!(
+                "---- {name} (last 20 lines) ----\n{}\n",
+                lines[lines.len().saturating_sub(20)..].join("\n")
+            );
+        }
+        text
+    }
+
+    /// `rel` parsed as `ip -j` output (a JSON array).
+    pub fn json_array(&self, rel: &str) -> Vec<Value> {
+        let text = self.read(rel);
+        serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_else(|| {
+                panic!(
+                    "{rel} is not `ip -j` output: {text}\n{}",
+                    self.diagnostics()
+                )
+            })
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("felix/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// Runs tests/vm/prepare.sh: the kernel and initramfs must be had, or the test fails saying why.
+pub fn prepare_vm(repo: &Path) {
+    let out = Command::new(repo.join("tests/vm/prepare.sh"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("running tests/vm/prepare.sh");
+    assert!(
+        out.status.success(),
+        "cannot prepare the IPIP test VM (Debian's kernel package, busybox-static; see \
+         scripts/install-deps.sh): {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let qemu = Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output();
+    assert!(
+        qemu.as_ref().is_ok_and(|o| o.status.success()),
+        "qemu-system-x86_64 cannot run (Debian package qemu-system-x86; see \
+         scripts/install-deps.sh): {qemu:?}"
+    );
+}
+
+/// Boots the VM on `scenario` (a script under tests/vm/) with `work` shared into it, and waits
+/// for it to power off; kills qemu after `timeout`. The console goes to `console.log`.
+pub fn run_vm(repo: &Path, scenario: &str, work: &WorkDir, timeout: Duration) -> Duration {
+    let console = std::fs::File::create(work.0.join("console.log")).expect("console.log");
+    let start = Instant::now();
+    let mut qemu = Command::new(repo.join("tests/vm/run.sh"))
+        .arg(repo.join("tests/vm").join(scenario))
+        .arg(&work.0)
+        .stdin(Stdio::null())
+        .stdout(console.try_clone().expect("console.log"))
+        .stderr(console)
+        .spawn()
+        .expect("starting tests/vm/run.sh");
+    loop {
+        match qemu.try_wait().expect("waiting for qemu") {
+            Some(status) => {
+                assert!(
+                    status.success(),
+                    "qemu failed: {status}\n{}",
+                    work.diagnostics()
+                );
+                return start.elapsed();
+            }
+            None if start.elapsed() > timeout => {
+                // run.sh execs qemu, so this PID is qemu's.
+                let _ = qemu.kill();
+                let _ = qemu.wait();
+                panic!(
+                    "the VM did not power off within {timeout:?}\n{}",
+                    work.diagnostics()
+                );
+            }
+            None => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// Fails unless the scenario wrote `done` to `status`; else prints the timeline.
+pub fn assert_scenario_done(work: &WorkDir, took: Duration) {
+    let status = work.read("status");
+    assert_eq!(
+        status.trim(),
+        "done",
+        "the scenario did not finish\n{}",
+        work.diagnostics()
+    );
+    let console = work.read("console.log");
+    eprintln!(
+        "VM ran for {took:?}; {}",
+        console
+            .lines()
+            .filter(|l| l.starts_with("init:") || l.starts_with("scenario:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// Checks that `route` is `via gateway dev dev` (onlink when through tunl0) and felix's
+/// (protocol 81).
+pub fn check_route(route: &Value, gateway: &str, dev: &str) -> Result<(), String> {
+    let onlink = route["flags"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|f| f == "onlink"));
+    if route["gateway"] == gateway
+        && route["dev"] == dev
+        && route["protocol"].to_string().contains("81")
+        && (dev != "tunl0" || onlink)
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be `via {gateway} dev {dev}{}` proto 81, is {route}",
+            if dev == "tunl0" { " onlink" } else { "" }
+        ))
+    }
+}
+
+/// Whether the link (one element of `ip -j link/addr show`) is up and holds `addr`.
+pub fn up_with_addr(link: &Value, addr: &str) -> bool {
+    let up = link["flags"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|f| f == "UP"));
+    let has = link["addr_info"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|a| a["local"] == addr));
+    up && has
+}
+
+/// One line of pings.txt: status of `ping -c 3` and the source node's tunl0 tx packets.
+pub struct Ping {
+    pub src: String,
+    pub dst: String,
+    pub status: i32,
+    pub tx_before: u64,
+    pub tx_after: u64,
+}
+
+pub fn pings(work: &WorkDir, phase: &str) -> Vec<Ping> {
+    work.read(&format!("{phase}/pings.txt"))
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some(Ping {
+                src: f.first()?.to_string(),
+                dst: f.get(1)?.to_string(),
+                status: f.get(2)?.parse().ok()?,
+                tx_before: f.get(3)?.parse().ok()?,
+                tx_after: f.get(4)?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Checks the phase's pings: `count` of them, each answered three times, and crossing tunl0
+/// exactly when `via_tunl0(src, dst)` says so (by the source's tunl0 tx counter).
+pub fn check_pings(
+    work: &WorkDir,
+    phase: &str,
+    count: usize,
+    via_tunl0: impl Fn(&str, &str) -> bool,
+) {
+    let diag = || work.diagnostics();
+    let results = pings(work, phase);
+    assert_eq!(
+        results.len(),
+        count,
+        "{phase}: pings.txt: {}\n{}",
+        work.read(&format!("{phase}/pings.txt")),
+        diag()
+    );
+    for p in results {
+        let (src, dst) = (&p.src, &p.dst);
+        let out = work.read(&format!("{phase}/ping-{src}-{dst}.txt"));
+        assert!(
+            p.status == 0 && out.contains("3 received"),
+            "{phase}: pod on {src} cannot ping the pod on {dst}:\n{out}\n{}",
+            diag()
+        );
+        let tunnelled = p.tx_after.saturating_sub(p.tx_before);
+        if via_tunl0(src, dst) {
+            assert!(
+                tunnelled >= 3,
+                "{phase}: {src} -> {dst} must cross tunl0, but {src}'s tunl0 sent {tunnelled} \
+                 packets during the ping\n{}",
+                diag()
+            );
+        } else {
+            assert_eq!(
+                tunnelled,
+                0,
+                "{phase}: {src} -> {dst} must go direct, but {src}'s tunl0 sent {tunnelled} \
+                 packets during the ping\n{}",
+                diag()
+            );
+        }
+    }
+}
