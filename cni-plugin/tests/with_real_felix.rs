@@ -459,9 +459,8 @@ fn hundred_concurrent_adds_get_distinct_addresses_and_thousand_cycles_leave_noth
     // 1,000 ADD/DEL cycles, four at a time, each worker on its own pod namespace.
     let start = Instant::now();
     std::thread::scope(|s| {
-        for w in 0..4 {
+        for (w, p) in paths.iter().take(4).enumerate() {
             let conf = &conf;
-            let p = &paths[w];
             s.spawn(move || {
                 for n in 0..250 {
                     let container = format!("cy-{w}-{n}");
