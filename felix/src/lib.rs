@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod cluster;
 pub mod desired;
+pub mod endpoints;
 pub mod health;
 pub mod model;
 pub mod nat;

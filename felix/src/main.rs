@@ -8,10 +8,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use margay_felix::agent::{Agent, AgentConfig};
-use margay_felix::cluster;
 use margay_felix::health::{Health, Metrics, router};
 use margay_felix::model::Model;
 use margay_felix::reconcile::{DEFAULT_PROTOCOL, ReconcileConfig};
+use margay_felix::{cluster, endpoints};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// margay's node agent (route programmer).
@@ -33,7 +33,8 @@ struct Args {
     state: Option<PathBuf>,
     #[command(flatten)]
     etcd: margay_datastore::EtcdArgs,
-    /// felix's own gRPC socket (the CNI plugin's API; reserved, not served yet).
+    /// felix's own gRPC socket: the CNI plugin's API (`margay.felix.v1`, cluster mode), mode
+    /// 0600, removed on exit.
     #[arg(
         long,
         env = "MARGAY_FELIX_SOCKET",
@@ -62,6 +63,9 @@ struct Args {
     /// Seconds between full resyncs with the kernel.
     #[arg(long, default_value_t = 30)]
     resync_interval: u64,
+    /// MTU of a pod's interface when the CNI configuration names none.
+    #[arg(long, default_value_t = margay_felix::endpoints::DEFAULT_MTU)]
+    workload_mtu: u32,
     /// Log format.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -157,6 +161,25 @@ fn main() -> anyhow::Result<()> {
                 etcd: args.etcd.clone(),
                 bgpd_socket: args.bgpd_socket.clone(),
             };
+            let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+            let service = endpoints::EndpointService::new(
+                endpoints::Config {
+                    node: args.node.clone(),
+                    etcd: args.etcd.clone(),
+                    protocol: args.route_protocol,
+                    default_mtu: args.workload_mtu,
+                },
+                health.clone(),
+            );
+            let socket = args.socket.clone();
+            let api = tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                };
+                if let Err(e) = endpoints::serve(&socket, service, stopped).await {
+                    tracing::error!(error = %e, "CNI API stopped");
+                }
+            });
             let stop = async {
                 tokio::select! {
                     _ = term.recv() => {},
@@ -164,6 +187,9 @@ fn main() -> anyhow::Result<()> {
                 }
             };
             cluster::run(opts, &agent, health.clone(), stop).await;
+            let _ = stop_tx.send(true);
+            // In-flight requests finish; the socket file is removed.
+            let _ = tokio::time::timeout(Duration::from_secs(10), api).await;
             return anyhow::Ok(());
         };
         loop {

@@ -5,7 +5,9 @@ use std::net::Ipv4Addr;
 
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{LinkIpIp, LinkUnspec, LinkVeth, LinkVxlan};
 
@@ -79,6 +81,28 @@ pub(crate) fn dump_request() -> RouteNetlinkMessage {
 
 pub(crate) fn veth(name: &str, peer: &str) -> RouteNetlinkMessage {
     RouteNetlinkMessage::NewLink(LinkVeth::new(name, peer).build())
+}
+
+/// A veth pair whose host side `name` stays here (with `mac` and `mtu`) and whose peer `peer`
+/// is created directly in the namespace of `peer_netns_fd` with the same MTU
+/// (`ip link add NAME mtu M address MAC type veth peer name PEER mtu M netns NS`).
+pub(crate) fn veth_into_netns(
+    name: &str,
+    mac: Mac,
+    mtu: u32,
+    peer: &str,
+    peer_netns_fd: i32,
+) -> RouteNetlinkMessage {
+    let peer_msg = LinkUnspec::new_with_name(peer)
+        .mtu(mtu)
+        .setns_by_fd(peer_netns_fd)
+        .build();
+    let msg = LinkVeth::new(name, peer)
+        .mtu(mtu)
+        .address(mac.to_vec())
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+        .build();
+    RouteNetlinkMessage::NewLink(msg)
 }
 
 pub(crate) fn vxlan(spec: &VxlanSpec) -> RouteNetlinkMessage {

@@ -198,6 +198,25 @@ impl Dataplane {
             .map_err(|e| unsupported(e, "veth", name))
     }
 
+    /// Creates a workload veth: host side `name` here (MAC `mac`, MTU `mtu`), its peer `peer`
+    /// directly inside the namespace open at `peer_netns` (same MTU). Both start down.
+    pub fn create_veth_into_netns(
+        &mut self,
+        name: &str,
+        mac: Mac,
+        mtu: u32,
+        peer: &str,
+        peer_netns: &std::fs::File,
+    ) -> Result<(), NetlinkError> {
+        use std::os::fd::AsRawFd;
+        self.sock
+            .request(
+                link::veth_into_netns(name, mac, mtu, peer, peer_netns.as_raw_fd()),
+                NLM_F_CREATE | NLM_F_EXCL,
+            )
+            .map_err(|e| unsupported(e, "veth", name))
+    }
+
     /// Creates the VXLAN device described by `spec` (learning off).
     pub fn create_vxlan(&mut self, spec: &VxlanSpec) -> Result<(), NetlinkError> {
         self.sock
@@ -343,6 +362,37 @@ fn unsupported(e: NetlinkError, kind: &'static str, name: &str) -> NetlinkError 
         }
         other => other,
     }
+}
+
+/// Opens the network namespace file at `path` (to hand its descriptor to the kernel).
+pub fn open_netns(path: &str) -> Result<std::fs::File, NetlinkError> {
+    std::fs::File::open(path).map_err(|source| NetlinkError::Netns {
+        path: path.to_string(),
+        source,
+    })
+}
+
+/// Runs `f` on a dedicated thread inside the network namespace at `path` and returns what it
+/// returns: a [`Dataplane`] or sysctl opened in `f` belongs to that namespace. The thread ends
+/// with `f`, so no other work ever runs in the wrong namespace.
+pub fn in_netns<T, F>(path: &str, f: F) -> Result<T, NetlinkError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, NetlinkError> + Send + 'static,
+{
+    let path = path.to_string();
+    std::thread::Builder::new()
+        .name("netns".into())
+        .spawn(move || {
+            enter_netns(&path)?;
+            f()
+        })
+        .map_err(NetlinkError::io("starting a namespace thread"))?
+        .join()
+        .map_err(|_| NetlinkError::Io {
+            context: "namespace thread panicked".into(),
+            source: std::io::Error::other("panic"),
+        })?
 }
 
 /// Moves the calling thread into the network namespace at `path` (`/var/run/netns/NAME` or

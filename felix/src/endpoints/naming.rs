@@ -1,0 +1,81 @@
+//! Names an endpoint gets: the host side of its veth, its WorkloadEndpoint, its IPAM handle.
+//! Pure functions, the same on every node and every restart.
+
+/// The pod (namespace, name), or `None` for a container that is not a pod.
+pub fn pod_of(namespace: &str, name: &str) -> Option<(String, String)> {
+    (!namespace.is_empty() && !name.is_empty()).then(|| (namespace.to_string(), name.to_string()))
+}
+
+/// The host side of the veth: `cali` + the first 11 hex characters of sha1("namespace.pod")
+/// (Calico's naming, so an operator's tooling finds it); sha1 of the container id for a
+/// container that is not a pod.
+pub fn host_ifname(pod: Option<&(String, String)>, container_id: &str) -> String {
+    let key = match pod {
+        Some((ns, name)) => format!("{ns}.{name}"),
+        None => container_id.to_string(),
+    };
+    let digest = sha1_smol::Sha1::from(key.as_bytes()).digest().to_string();
+    format!("cali{}", &digest[..11])
+}
+
+/// Calico's escaping inside WorkloadEndpoint names: a '-' in a part is doubled.
+fn escape(part: &str) -> String {
+    part.replace('-', "--")
+}
+
+/// The WorkloadEndpoint's (namespace, name): `<node>-k8s-<pod>-<ifname>` in the pod's
+/// namespace, or `<node>-cni-<container>-<ifname>` in `default` for a plain container.
+pub fn endpoint_name(
+    node: &str,
+    pod: Option<&(String, String)>,
+    container_id: &str,
+    ifname: &str,
+) -> (String, String) {
+    match pod {
+        Some((ns, name)) => (
+            ns.clone(),
+            format!("{}-k8s-{}-{}", escape(node), escape(name), escape(ifname)),
+        ),
+        None => (
+            "default".to_string(),
+            format!(
+                "{}-cni-{}-{}",
+                escape(node),
+                escape(container_id),
+                escape(ifname)
+            ),
+        ),
+    }
+}
+
+/// The IPAM handle of an attachment's addresses: `<network_name>.<container_id>`.
+pub fn handle(network_name: &str, container_id: &str) -> String {
+    format!("{network_name}.{container_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_ifname_is_cali_and_sha1_of_namespace_dot_pod() {
+        // `echo -n default.web-0 | sha1sum` = 0d7763386da219ddff1f...
+        let pod = ("default".to_string(), "web-0".to_string());
+        assert_eq!(host_ifname(Some(&pod), "ctr"), "cali0d7763386da");
+        assert_ne!(host_ifname(Some(&pod), "ctr"), host_ifname(None, "ctr"));
+    }
+
+    #[test]
+    fn endpoint_names_escape_dashes() {
+        let pod = ("kube-system".to_string(), "dns-1".to_string());
+        assert_eq!(
+            endpoint_name("node-1", Some(&pod), "c", "eth0"),
+            ("kube-system".into(), "node--1-k8s-dns--1-eth0".into())
+        );
+        assert_eq!(
+            endpoint_name("n1", None, "abc", "eth0"),
+            ("default".into(), "n1-cni-abc-eth0".into())
+        );
+        assert_eq!(handle("k8s-pod-network", "abc"), "k8s-pod-network.abc");
+    }
+}

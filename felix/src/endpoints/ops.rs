@@ -1,0 +1,568 @@
+//! ADD, DEL and GC: IPAM through the datastore, the kernel through [`plumbing`], the
+//! WorkloadEndpoint in between. A failed ADD undoes what it did, in reverse order.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use margay_datastore::ipam::IpamError;
+use margay_datastore::resources::{IpPoolSpec, Resource, WorkloadEndpointSpec};
+use margay_datastore::{Store, StoreError};
+use margay_proto::felix::v1 as pb;
+use tonic::Status;
+
+use super::plumbing::{self, GATEWAY_V4, GATEWAY_V6, HOST_MAC, Plan};
+use super::{EndpointService, ipam_status, naming, store_status};
+use crate::netlink::NetlinkError;
+
+/// Annotations felix keeps on the WorkloadEndpoints it writes.
+pub const ANN_NETWORK: &str = "margay.io/network";
+pub const ANN_IPAM: &str = "margay.io/ipam";
+pub const ANN_NETNS: &str = "margay.io/netns";
+pub const ANN_CONTAINER_MAC: &str = "margay.io/container-mac";
+/// `ANN_IPAM` of addresses from margay's own IPAM.
+pub const MARGAY_IPAM: &str = "margay-ipam";
+/// How long ADD waits for the reconciler to program the host route before doing it itself.
+const RECONCILER_WAIT: Duration = Duration::from_millis(1500);
+
+/// The attachment's identity as felix keys it.
+pub(crate) struct Target {
+    pub container_id: String,
+    pub ifname: String,
+    pub pod: Option<(String, String)>,
+    /// WorkloadEndpoint namespace and name.
+    pub wep_ns: String,
+    pub wep_name: String,
+    pub host_ifname: String,
+}
+
+impl Target {
+    pub(crate) fn new(
+        svc: &EndpointService,
+        a: Option<&pb::Attachment>,
+        w: Option<&pb::Workload>,
+    ) -> Result<Target, Status> {
+        let a = a.ok_or_else(|| Status::invalid_argument("no attachment"))?;
+        if a.container_id.is_empty() || a.interface_name.is_empty() {
+            return Err(Status::invalid_argument(
+                "attachment needs a container id and an interface name",
+            ));
+        }
+        let w = w.cloned().unwrap_or_default();
+        let pod = naming::pod_of(&w.namespace, &w.name);
+        let (wep_ns, wep_name) = naming::endpoint_name(
+            &svc.cfg().node,
+            pod.as_ref(),
+            &a.container_id,
+            &a.interface_name,
+        );
+        Ok(Target {
+            host_ifname: naming::host_ifname(pod.as_ref(), &a.container_id),
+            container_id: a.container_id.clone(),
+            ifname: a.interface_name.clone(),
+            pod,
+            wep_ns,
+            wep_name,
+        })
+    }
+
+    pub(crate) fn lock_key(&self) -> String {
+        format!("{}/{}", self.wep_ns, self.wep_name)
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, NetlinkError> + Send + 'static,
+) -> Result<T, NetlinkError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|_| {
+        Err(NetlinkError::Io {
+            context: "dataplane task panicked".into(),
+            source: std::io::Error::other("panic"),
+        })
+    })
+}
+
+fn host_prefix(ip: IpAddr) -> IpNet {
+    IpNet::from(ip)
+}
+
+/// The CNI result for an endpoint.
+fn result(
+    t: &Target,
+    netns: &str,
+    mtu: u32,
+    container_mac: &str,
+    addrs: &[IpNet],
+) -> pb::EndpointResult {
+    let mut routes = Vec::new();
+    if addrs.iter().any(|a| a.addr().is_ipv4()) {
+        routes.push(pb::Route {
+            dst: "0.0.0.0/0".into(),
+            gw: GATEWAY_V4.to_string(),
+        });
+    }
+    if addrs.iter().any(|a| a.addr().is_ipv6()) {
+        routes.push(pb::Route {
+            dst: "::/0".into(),
+            gw: GATEWAY_V6.to_string(),
+        });
+    }
+    pb::EndpointResult {
+        interfaces: vec![
+            pb::Interface {
+                name: t.host_ifname.clone(),
+                mac: plumbing::mac_string(&HOST_MAC),
+                sandbox: String::new(),
+                mtu,
+            },
+            pb::Interface {
+                name: t.ifname.clone(),
+                mac: container_mac.to_string(),
+                sandbox: netns.to_string(),
+                mtu,
+            },
+        ],
+        ips: addrs
+            .iter()
+            .map(|a| pb::IpConfig {
+                interface: Some(1),
+                address: a.to_string(),
+                gateway: match a.addr() {
+                    IpAddr::V4(_) => GATEWAY_V4.to_string(),
+                    IpAddr::V6(_) => GATEWAY_V6.to_string(),
+                },
+            })
+            .collect(),
+        routes,
+        dns: None,
+    }
+}
+
+async fn get_wep(
+    store: &Store,
+    t: &Target,
+) -> Result<Option<Resource<WorkloadEndpointSpec>>, Status> {
+    store
+        .get_ns::<WorkloadEndpointSpec>(Some(&t.wep_ns), &t.wep_name)
+        .await
+        .map_err(|e| store_status("reading the WorkloadEndpoint", &e))
+}
+
+fn wep_addresses(w: &WorkloadEndpointSpec) -> Vec<IpNet> {
+    w.ip_networks
+        .iter()
+        .filter_map(|s| {
+            s.parse::<IpNet>()
+                .ok()
+                .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+        })
+        .collect()
+}
+
+/// Pool names for CIDRs (or names) the plugin gave.
+async fn pool_names(store: &Store, wanted: &[String]) -> Result<Vec<String>, Status> {
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (pools, _) = store
+        .list::<IpPoolSpec>()
+        .await
+        .map_err(|e| store_status("listing IP pools", &e))?;
+    wanted
+        .iter()
+        .map(|w| {
+            let net = w.parse::<IpNet>().ok();
+            pools
+                .iter()
+                .find(|p| p.name() == w || (net.is_some() && p.spec.net() == net))
+                .map(|p| p.name().to_string())
+                .ok_or_else(|| Status::invalid_argument(format!("no IP pool {w}")))
+        })
+        .collect()
+}
+
+/// Assigns the attachment's addresses (margay IPAM) or takes the delegated ones.
+async fn assign(
+    svc: &EndpointService,
+    req: &pb::AddEndpointRequest,
+    t: &Target,
+    handle: &str,
+) -> Result<(Vec<IpNet>, String), Status> {
+    let (store, ipam) = svc.datastore().await?;
+    let node = &svc.cfg().node;
+    let mut attrs = BTreeMap::new();
+    attrs.insert("node".to_string(), node.clone());
+    if let Some((ns, name)) = &t.pod {
+        attrs.insert("namespace".to_string(), ns.clone());
+        attrs.insert("pod".to_string(), name.clone());
+    }
+    match &req.ipam {
+        Some(pb::add_endpoint_request::Ipam::Margay(m)) => {
+            if !m.requested_addresses.is_empty() {
+                let mut got = Vec::new();
+                for a in &m.requested_addresses {
+                    let ip: IpAddr = a.parse().map_err(|_| {
+                        Status::invalid_argument(format!("requested address {a:?} is not an IP"))
+                    })?;
+                    if let Err(e) = ipam.assign_ip(ip, handle, node, &attrs).await {
+                        release(svc, handle).await;
+                        return Err(ipam_status(&e));
+                    }
+                    got.push(host_prefix(ip));
+                }
+                return Ok((got, MARGAY_IPAM.into()));
+            }
+            if !m.assign_ipv4 && !m.assign_ipv6 {
+                return Err(Status::invalid_argument(
+                    "assign_ipv4 and assign_ipv6 are both false",
+                ));
+            }
+            let mut pools = pool_names(store, &m.ipv4_pools).await?;
+            pools.extend(pool_names(store, &m.ipv6_pools).await?);
+            let assigned = ipam
+                .auto_assign(
+                    handle,
+                    node,
+                    &attrs,
+                    usize::from(m.assign_ipv4),
+                    usize::from(m.assign_ipv6),
+                    &pools,
+                )
+                .await;
+            match assigned {
+                Ok(a) => Ok((
+                    a.v4.into_iter().chain(a.v6).map(host_prefix).collect(),
+                    MARGAY_IPAM.into(),
+                )),
+                Err(e) => {
+                    // Anything half-assigned goes back.
+                    release(svc, handle).await;
+                    Err(ipam_status(&e))
+                }
+            }
+        }
+        Some(pb::add_endpoint_request::Ipam::Delegated(d)) => {
+            let mut got = Vec::new();
+            for ip in &d.ips {
+                let net: IpNet = ip.address.parse().map_err(|_| {
+                    Status::invalid_argument(format!(
+                        "delegated address {:?} is not ADDR/LEN",
+                        ip.address
+                    ))
+                })?;
+                got.push(host_prefix(net.addr()));
+            }
+            if got.is_empty() {
+                return Err(Status::invalid_argument("delegated IPAM gave no address"));
+            }
+            Ok((got, d.plugin.clone()))
+        }
+        None => Err(Status::invalid_argument("no ipam in the request")),
+    }
+}
+
+/// Releases a handle, logging (not failing) on error: used on the way out of a failed ADD.
+async fn release(svc: &EndpointService, handle: &str) {
+    if let Ok((_, ipam)) = svc.datastore().await {
+        match ipam.release_by_handle(handle).await {
+            Ok(_) | Err(IpamError::HandleNotFound(_)) => {}
+            Err(e) => tracing::warn!(handle, error = %e, "releasing after a failed ADD"),
+        }
+    }
+}
+
+/// CNI ADD.
+pub async fn add(
+    svc: &EndpointService,
+    req: pb::AddEndpointRequest,
+) -> Result<pb::AddEndpointResponse, Status> {
+    let cfg = svc.cfg().clone();
+    if !req.node_name.is_empty() && req.node_name != cfg.node {
+        return Err(Status::failed_precondition(format!(
+            "the plugin is configured for node {:?} but this felix is node {:?}",
+            req.node_name, cfg.node
+        )));
+    }
+    let t = Target::new(svc, req.attachment.as_ref(), req.workload.as_ref())?;
+    if req.netns.is_empty() {
+        return Err(Status::invalid_argument("no netns"));
+    }
+    if !std::path::Path::new(&req.netns).exists() {
+        return Err(Status::not_found(format!(
+            "netns {}: no such file",
+            req.netns
+        )));
+    }
+    svc.require_synced()?;
+    let (store, _) = svc.datastore().await?;
+    let _guard = svc.lock(&t.lock_key()).await;
+    let mtu = if req.mtu == 0 {
+        cfg.default_mtu
+    } else {
+        req.mtu
+    };
+
+    // The same attachment again: its current result.
+    if let Some(w) = get_wep(store, &t).await? {
+        if w.spec.container_id == t.container_id {
+            let mac = w
+                .metadata
+                .annotations
+                .get(ANN_CONTAINER_MAC)
+                .cloned()
+                .unwrap_or_default();
+            return Ok(pb::AddEndpointResponse {
+                result: Some(result(&t, &req.netns, mtu, &mac, &wep_addresses(&w.spec))),
+                endpoint: format!("{}/{}", t.wep_ns, t.wep_name),
+            });
+        }
+        // A new container of the same pod: the old one's veth and endpoint go first.
+        tracing::info!(endpoint = %t.wep_name, old = %w.spec.container_id, new = %t.container_id, "replacing the endpoint of an earlier container");
+    }
+
+    let network = if req.network_name.is_empty() {
+        "k8s-pod-network".to_string()
+    } else {
+        req.network_name.clone()
+    };
+    let handle = naming::handle(&network, &t.container_id);
+    let (addresses, ipam_kind) = assign(svc, &req, &t, &handle).await?;
+    let margay_ipam = ipam_kind == MARGAY_IPAM;
+    let undo_ipam = || async {
+        if margay_ipam {
+            release(svc, &handle).await;
+        }
+    };
+
+    let plan = Plan {
+        netns: req.netns.clone(),
+        host_ifname: t.host_ifname.clone(),
+        container_ifname: t.ifname.clone(),
+        mtu,
+        addresses: addresses.clone(),
+        protocol: cfg.protocol,
+    };
+    let p = plan.clone();
+    let built = blocking(move || {
+        // A veth left by an earlier container of this pod (or a crash) is in the way.
+        plumbing::remove_host_side(&p.host_ifname)?;
+        plumbing::build_container_side(&p)
+    })
+    .await;
+    let mac = match built {
+        Ok(m) => plumbing::mac_string(&m),
+        Err(e) => {
+            undo_ipam().await;
+            let (ns, ifname) = (plan.netns.clone(), plan.container_ifname.clone());
+            let _ = blocking(move || plumbing::remove_container_side(&ns, &ifname)).await;
+            return Err(Status::internal(format!(
+                "creating the veth {} / {} in {}: {e}",
+                plan.host_ifname, plan.container_ifname, plan.netns
+            )));
+        }
+    };
+
+    let mut wep = Resource::new(
+        t.wep_name.clone(),
+        WorkloadEndpointSpec {
+            orchestrator: Some(if t.pod.is_some() { "k8s" } else { "cni" }.into()),
+            workload: None,
+            node: cfg.node.clone(),
+            container_id: t.container_id.clone(),
+            pod: t.pod.as_ref().map(|(_, n)| n.clone()),
+            endpoint: Some(t.ifname.clone()),
+            ip_networks: addresses.iter().map(|a| a.to_string()).collect(),
+            interface_name: t.host_ifname.clone(),
+            mac: Some(mac.clone()),
+            ..Default::default()
+        },
+    );
+    wep.metadata.namespace = Some(t.wep_ns.clone());
+    if let Some((ns, _)) = &t.pod {
+        wep.metadata
+            .labels
+            .insert("projectcalico.org/namespace".into(), ns.clone());
+    }
+    wep.metadata.labels.insert(
+        "projectcalico.org/orchestrator".into(),
+        wep.spec.orchestrator.clone().unwrap_or_default(),
+    );
+    let ann = &mut wep.metadata.annotations;
+    ann.insert(ANN_NETWORK.into(), network.clone());
+    ann.insert(ANN_IPAM.into(), ipam_kind.clone());
+    ann.insert(ANN_NETNS.into(), req.netns.clone());
+    ann.insert(ANN_CONTAINER_MAC.into(), mac.clone());
+    if let Err(e) = put_wep(store, &wep).await {
+        let host = plan.host_ifname.clone();
+        let _ = blocking(move || plumbing::remove_host_side(&host)).await;
+        undo_ipam().await;
+        return Err(store_status("writing the WorkloadEndpoint", &e));
+    }
+
+    // The reconciler programs the host route once the endpoint is in its model; if that
+    // takes too long, program it now (the reconciler adopts it: same key, same protocol).
+    let p = plan.clone();
+    let routed = blocking(move || {
+        let deadline = Instant::now() + RECONCILER_WAIT;
+        while Instant::now() < deadline {
+            if plumbing::host_routes_present(&p)? {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        tracing::debug!(ifname = %p.host_ifname, "reconciler slow; programming the host route");
+        plumbing::program_host_routes(&p)
+    })
+    .await;
+    if let Err(e) = routed {
+        let _ = store
+            .delete::<WorkloadEndpointSpec>(Some(&t.wep_ns), &t.wep_name, None)
+            .await;
+        let host = plan.host_ifname.clone();
+        let _ = blocking(move || plumbing::remove_host_side(&host)).await;
+        undo_ipam().await;
+        return Err(Status::internal(format!(
+            "programming the host route on {}: {e}",
+            plan.host_ifname
+        )));
+    }
+    tracing::info!(endpoint = %t.wep_name, container = %t.container_id, ips = ?addresses, ifname = %t.host_ifname, "endpoint added");
+    Ok(pb::AddEndpointResponse {
+        result: Some(result(&t, &req.netns, mtu, &mac, &addresses)),
+        endpoint: format!("{}/{}", t.wep_ns, t.wep_name),
+    })
+}
+
+/// Creates or overwrites the WorkloadEndpoint.
+async fn put_wep(store: &Store, wep: &Resource<WorkloadEndpointSpec>) -> Result<(), StoreError> {
+    match store.create(wep).await {
+        Ok(_) => Ok(()),
+        Err(StoreError::AlreadyExists { .. }) => store.apply(wep).await.map(|_| ()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes one attachment: WorkloadEndpoint (if it is this container's), veth, addresses.
+/// Returns whether anything existed and the addresses released.
+async fn remove(
+    svc: &EndpointService,
+    t: &Target,
+    network: &str,
+    release_ipam: bool,
+) -> Result<(bool, Vec<String>), Status> {
+    let (store, ipam) = svc.datastore().await?;
+    let mut existed = false;
+    let mut ours = true;
+    if let Some(w) = get_wep(store, t).await? {
+        if w.spec.container_id == t.container_id {
+            existed = true;
+            match store
+                .delete::<WorkloadEndpointSpec>(Some(&t.wep_ns), &t.wep_name, None)
+                .await
+            {
+                Ok(()) | Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(store_status("deleting the WorkloadEndpoint", &e)),
+            }
+        } else {
+            // The pod's endpoint belongs to a newer container: leave its veth alone.
+            ours = false;
+        }
+    }
+    if ours {
+        let host = t.host_ifname.clone();
+        existed |= blocking(move || plumbing::remove_host_side(&host))
+            .await
+            .map_err(|e| Status::internal(format!("removing {}: {e}", t.host_ifname)))?;
+    }
+    let mut released = Vec::new();
+    if release_ipam {
+        match ipam
+            .release_by_handle(&naming::handle(network, &t.container_id))
+            .await
+        {
+            Ok(ips) => {
+                existed |= !ips.is_empty();
+                released = ips.iter().map(|ip| ip.to_string()).collect();
+            }
+            Err(IpamError::HandleNotFound(_)) => {}
+            Err(e) => return Err(ipam_status(&e)),
+        }
+    }
+    Ok((existed, released))
+}
+
+/// CNI DEL: idempotent.
+pub async fn delete(
+    svc: &EndpointService,
+    req: pb::DeleteEndpointRequest,
+) -> Result<pb::DeleteEndpointResponse, Status> {
+    let t = Target::new(svc, req.attachment.as_ref(), req.workload.as_ref())?;
+    let network = if req.network_name.is_empty() {
+        "k8s-pod-network"
+    } else {
+        &req.network_name
+    };
+    let _guard = svc.lock(&t.lock_key()).await;
+    let (existed, released_addresses) = remove(svc, &t, network, !req.delegated_ipam).await?;
+    tracing::info!(endpoint = %t.wep_name, container = %t.container_id, existed, released = ?released_addresses, "endpoint deleted");
+    Ok(pb::DeleteEndpointResponse {
+        existed,
+        released_addresses,
+    })
+}
+
+/// CNI GC: every endpoint of the network on this node whose attachment the runtime no
+/// longer has is removed, with its addresses.
+pub async fn garbage_collect(
+    svc: &EndpointService,
+    req: pb::GarbageCollectRequest,
+) -> Result<pb::GarbageCollectResponse, Status> {
+    let (store, _) = svc.datastore().await?;
+    let valid: BTreeSet<(String, String)> = req
+        .valid_attachments
+        .iter()
+        .map(|a| (a.container_id.clone(), a.interface_name.clone()))
+        .collect();
+    let (weps, _) = store
+        .list::<WorkloadEndpointSpec>()
+        .await
+        .map_err(|e| store_status("listing WorkloadEndpoints", &e))?;
+    let mut released = Vec::new();
+    for w in weps {
+        let a = &w.metadata.annotations;
+        if w.spec.node != svc.cfg().node
+            || a.get(ANN_NETWORK).map(String::as_str) != Some(req.network_name.as_str())
+        {
+            continue;
+        }
+        let ifname = w.spec.endpoint.clone().unwrap_or_default();
+        if valid.contains(&(w.spec.container_id.clone(), ifname.clone())) {
+            continue;
+        }
+        let t = Target {
+            container_id: w.spec.container_id.clone(),
+            ifname: ifname.clone(),
+            pod: None,
+            wep_ns: w.metadata.namespace.clone().unwrap_or_default(),
+            wep_name: w.metadata.name.clone(),
+            host_ifname: w.spec.interface_name.clone(),
+        };
+        let margay_ipam = a.get(ANN_IPAM).map(String::as_str) == Some(MARGAY_IPAM);
+        let _guard = svc.lock(&t.lock_key()).await;
+        let (_, addrs) = remove(svc, &t, &req.network_name, margay_ipam).await?;
+        tracing::info!(endpoint = %t.wep_name, container = %t.container_id, "GC released a stale endpoint");
+        released.push(pb::Released {
+            attachment: Some(pb::Attachment {
+                container_id: t.container_id,
+                interface_name: ifname,
+            }),
+            addresses: if margay_ipam {
+                addrs
+            } else {
+                w.spec.ip_networks
+            },
+        });
+    }
+    Ok(pb::GarbageCollectResponse { released })
+}

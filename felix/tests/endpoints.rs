@@ -1,0 +1,262 @@
+//! felix's endpoint service (`margay.felix.v1`) over its socket, with felix in cluster mode
+//! (etcd and margay-bgpd in namespaces): a failed ADD leaves nothing behind, GC releases the
+//! attachments the runtime no longer has, STATUS reports ready. The CNI binary's own suite
+//! against this service is `cni-plugin/tests/with_real_felix.rs`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use margay_proto::felix::v1 as pb;
+use margay_tests::{
+    Bgpd, ClusterArgs, Etcd, Lab, LabSwitch, Netns, Process, margay_binary, wait_for,
+};
+use serde_json::Value;
+use tonic::transport::Endpoint;
+
+type Client = pb::endpoints_client::EndpointsClient<tonic::transport::Channel>;
+
+struct Node {
+    _felix: Process,
+    _bgpd: Bgpd,
+    ns: Netns,
+    socket: PathBuf,
+    etcd: Etcd,
+    _sw: LabSwitch,
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn client(socket: &Path) -> Result<Client, String> {
+    let path = socket.to_path_buf();
+    let ch = Endpoint::from_static("http://felix.invalid")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
+        }))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(pb::endpoints_client::EndpointsClient::new(ch))
+}
+
+impl Node {
+    fn start(lab: &Lab) -> Node {
+        let sw = lab.switch("sw").unwrap();
+        let etcd = Etcd::on_switch(lab, &sw).unwrap();
+        etcd.apply(
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pool1}\n\
+             spec: {cidr: 10.103.0.0/16, ipipMode: Never, vxlanMode: Never}\n",
+        )
+        .unwrap();
+        let ns = lab.netns("n1").unwrap();
+        let addr = sw.attach(&ns).unwrap();
+        let bgpd = Bgpd::start_cluster(
+            lab,
+            &ns,
+            "bgpd-n1",
+            ClusterArgs::new("n1", &etcd.endpoint(), ipnet::IpNet::V4(addr.v4)),
+        )
+        .unwrap();
+        let socket = lab.dir().join("felix.sock");
+        let felix = Process::spawn(
+            &ns,
+            "felix-n1",
+            margay_binary("margay-felix", "cargo build -p margay-felix").unwrap(),
+            [
+                "--node",
+                "n1",
+                "--etcd-endpoints",
+                &etcd.endpoint(),
+                "--bgpd-socket",
+                lab.dir().join("bgpd-n1.sock").to_str().unwrap(),
+                "--socket",
+                socket.to_str().unwrap(),
+                "--http-port",
+                "0",
+            ],
+            lab.dir(),
+        )
+        .unwrap();
+        let s = socket.clone();
+        wait_for(
+            "felix STATUS ready",
+            Duration::from_secs(60),
+            &[&felix],
+            || {
+                rt().block_on(async {
+                    let mut c = client(&s).await?;
+                    let st = c
+                        .status(pb::StatusRequest {})
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .into_inner();
+                    if st.ready && st.felix_synced && st.etcd_reachable {
+                        Ok(())
+                    } else {
+                        Err(format!("{st:?}"))
+                    }
+                })
+            },
+        )
+        .unwrap();
+        Node {
+            _felix: felix,
+            _bgpd: bgpd,
+            ns,
+            socket,
+            etcd,
+            _sw: sw,
+        }
+    }
+
+    fn add(
+        &self,
+        container: &str,
+        pod: &str,
+        netns: &str,
+        requested: &[&str],
+    ) -> Result<pb::AddEndpointResponse, tonic::Status> {
+        let req = pb::AddEndpointRequest {
+            attachment: Some(pb::Attachment {
+                container_id: container.into(),
+                interface_name: "eth0".into(),
+            }),
+            netns: netns.into(),
+            workload: Some(pb::Workload {
+                namespace: "default".into(),
+                name: pod.into(),
+            }),
+            network_name: "margay-pod-network".into(),
+            mtu: 1400,
+            node_name: "n1".into(),
+            ipam: Some(pb::add_endpoint_request::Ipam::Margay(pb::MargayIpam {
+                requested_addresses: requested.iter().map(|s| s.to_string()).collect(),
+                assign_ipv4: true,
+                ..Default::default()
+            })),
+        };
+        rt().block_on(async { client(&self.socket).await.unwrap().add_endpoint(req).await })
+            .map(tonic::Response::into_inner)
+    }
+
+    fn ipam_check(&self) -> Value {
+        serde_json::from_str(&self.etcd.margayctl(&["ipam", "check", "--json"]).unwrap()).unwrap()
+    }
+
+    fn cali_links(&self) -> Vec<String> {
+        let out = self.ns.ip(&["-j", "link", "show"]).unwrap();
+        serde_json::from_str::<Vec<Value>>(&out)
+            .unwrap()
+            .iter()
+            .filter_map(|l| l["ifname"].as_str().map(String::from))
+            .filter(|n| n.starts_with("cali"))
+            .collect()
+    }
+}
+
+fn netns_path(ns: &Netns) -> String {
+    format!("/var/run/netns/{}", ns.name())
+}
+
+#[test]
+fn failed_add_leaves_no_veth_route_address_or_endpoint() {
+    let lab = Lab::new("failed_add_leaves_no_veth_route_address_or_endpoint").unwrap();
+    let node = Node::start(&lab);
+    // A namespace that already has an eth0: the veth cannot be made after IPAM assigned.
+    let busy = lab.netns("busy").unwrap();
+    busy.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "x0"])
+        .unwrap();
+    let e = node
+        .add("ctr-busy", "busy", &netns_path(&busy), &[])
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Internal, "{e:?}");
+    assert!(node.cali_links().is_empty(), "{:?}", node.cali_links());
+    let report = node.ipam_check();
+    assert_eq!(report["addresses_in_use"], 0, "{report}");
+    assert_eq!(report["handles"], 0, "{report}");
+    let weps = node
+        .etcd
+        .margayctl(&["get", "workloadendpoints", "-o", "yaml"])
+        .unwrap();
+    assert!(!weps.contains("ctr-busy"), "{weps}");
+
+    // A netns that does not exist: NOT_FOUND, nothing assigned.
+    let e = node
+        .add("ctr-gone", "gone", "/var/run/netns/mg-no-such-ns", &[])
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+
+    // A requested address already in use: ALREADY_EXISTS, the first pod keeps it.
+    let a = lab.netns("pa").unwrap();
+    let first = node
+        .add("ctr-a", "a", &netns_path(&a), &["10.103.0.7"])
+        .unwrap();
+    assert_eq!(first.result.unwrap().ips[0].address, "10.103.0.7/32");
+    let b = lab.netns("pb").unwrap();
+    let e = node
+        .add("ctr-b", "b", &netns_path(&b), &["10.103.0.7"])
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+    assert_eq!(
+        node.cali_links().len(),
+        1,
+        "only pod a's veth: {:?}",
+        node.cali_links()
+    );
+    let report = node.ipam_check();
+    assert_eq!(report["addresses_in_use"], 1, "{report}");
+    assert_eq!(report["handles"], 1, "{report}");
+}
+
+#[test]
+fn gc_releases_attachments_not_in_the_valid_list() {
+    let lab = Lab::new("gc_releases_attachments_not_in_the_valid_list").unwrap();
+    let node = Node::start(&lab);
+    let keep = lab.netns("keep").unwrap();
+    let gone = lab.netns("gone").unwrap();
+    node.add("ctr-keep", "keep", &netns_path(&keep), &[])
+        .unwrap();
+    let stale = node
+        .add("ctr-gone", "gone", &netns_path(&gone), &[])
+        .unwrap();
+    let stale_ip = stale.result.unwrap().ips[0].address.clone();
+    let req = pb::GarbageCollectRequest {
+        network_name: "margay-pod-network".into(),
+        valid_attachments: vec![pb::Attachment {
+            container_id: "ctr-keep".into(),
+            interface_name: "eth0".into(),
+        }],
+    };
+    let answer = rt()
+        .block_on(async {
+            client(&node.socket)
+                .await
+                .unwrap()
+                .garbage_collect(req)
+                .await
+        })
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.released.len(), 1, "{answer:?}");
+    assert_eq!(
+        answer.released[0].attachment.as_ref().unwrap().container_id,
+        "ctr-gone"
+    );
+    assert_eq!(
+        answer.released[0].addresses,
+        vec![stale_ip.trim_end_matches("/32").to_string()]
+    );
+    assert_eq!(node.cali_links().len(), 1, "{:?}", node.cali_links());
+    assert!(gone.ip(&["link", "show", "dev", "eth0"]).is_err());
+    assert!(keep.ip(&["link", "show", "dev", "eth0"]).is_ok());
+    let report = node.ipam_check();
+    assert_eq!(report["addresses_in_use"], 1, "{report}");
+    assert_eq!(report["problems"], Value::Null);
+}
