@@ -148,11 +148,13 @@ impl Rig {
     }
 }
 
+/// One case: its name (with the RFC section) and its check, given the rig and its index.
+type Case<'a> = (&'a str, Box<dyn Fn(&Rig, usize) -> Result<(), String> + 'a>);
+/// Builds case `i`'s message (or attribute list) for the rig.
+type Make = Box<dyn Fn(&Rig, usize) -> Vec<u8>>;
+
 /// Runs each case, collecting failures; fails listing all of them.
-fn run_cases(
-    rig: &mut Rig,
-    cases: Vec<(&str, Box<dyn Fn(&Rig, usize) -> Result<(), String> + '_>)>,
-) {
+fn run_cases(rig: &mut Rig, cases: Vec<Case<'_>>) {
     let mut failed = Vec::new();
     for (i, (name, case)) in cases.iter().enumerate() {
         match case(rig, i) {
@@ -172,8 +174,6 @@ fn run_cases(
         failed.join("\n")
     );
 }
-
-type Case<'a> = (&'a str, Box<dyn Fn(&Rig, usize) -> Result<(), String> + 'a>);
 
 fn s(e: impl std::fmt::Display) -> String {
     e.to_string()
@@ -436,7 +436,7 @@ fn announce(rig: &Rig, p: &mut RawPeer, i: usize, asn: u32) -> Result<(), String
 #[test]
 fn update_errors_that_reset_the_session() -> Result<()> {
     let mut rig = Rig::new("update_errors_that_reset_the_session", &[RAW_AS; 7])?;
-    let reset = |make: Box<dyn Fn(&Rig, usize) -> Vec<u8>>, sub: u8, data: bool| {
+    let reset = |make: Make, sub: u8, data: bool| {
         move |rig: &Rig, i: usize| -> Result<(), String> {
             let mut p = rig.session(i, RAW_AS).map_err(s)?;
             announce(rig, &mut p, i, RAW_AS)?;
@@ -576,10 +576,10 @@ fn make_attr_data(update: &[u8], wanted: bool) -> Option<Vec<u8>> {
 /// comes, the session stays Established and a following valid UPDATE is accepted.
 #[test]
 fn update_errors_treated_as_withdraw() -> Result<()> {
-    let mut raws = vec![RAW_AS; 14];
+    let mut raws = vec![RAW_AS; 13];
     raws.push(AS);
     let mut rig = Rig::new("update_errors_treated_as_withdraw", &raws)?;
-    let withdraw = |asn: u32, make: Box<dyn Fn(&Rig, usize) -> Vec<u8>>| {
+    let withdraw = |asn: u32, make: Make| {
         move |rig: &Rig, i: usize| -> Result<(), String> {
             let mut p = rig.session(i, asn).map_err(s)?;
             announce(rig, &mut p, i, asn)?;
@@ -615,8 +615,9 @@ fn update_errors_treated_as_withdraw() -> Result<()> {
             v
         }
     };
-    let extra =
-        |a: Vec<u8>| move |rig: &Rig, i: usize| valid_attrs(RAW_AS, rig.raw[i], &[a.clone()]);
+    let extra = |a: Vec<u8>| {
+        move |rig: &Rig, i: usize| valid_attrs(RAW_AS, rig.raw[i], std::slice::from_ref(&a))
+    };
     let cases: Vec<Case> = vec![
         (
             "RFC 7606 §7.1 ORIGIN value 3",
@@ -726,25 +727,6 @@ fn update_errors_treated_as_withdraw() -> Result<()> {
             )),
         ),
         (
-            "RFC 4271 §6.3 NEXT_HOP equal to the receiver's own address: the route is ignored \
-             (never installed via margay itself), no NOTIFICATION",
-            Box::new(|rig: &Rig, i: usize| {
-                let own = rig.am.ip4();
-                let mut p = rig.session(i, RAW_AS).map_err(s)?;
-                announce(rig, &mut p, i, RAW_AS)?;
-                p.send(&build::update(&[], &with_nh(own)(rig, i), &nlri(i)))
-                    .map_err(s)?;
-                p.stays_up_for(Duration::from_secs(2))
-                    .map_err(|e| format!("the session did not stay up: {e}"))?;
-                match rig.m.best_route(IpNet::V4(prefix(i))).map_err(s)? {
-                    Some(r) if r.next_hop == own.to_string() => Err(format!(
-                        "margay accepted a route whose next hop is its own address: {r:?}"
-                    )),
-                    _ => Ok(()),
-                }
-            }),
-        ),
-        (
             "RFC 7606 §7.3 NEXT_HOP of 5 octets",
             Box::new(withdraw(
                 RAW_AS,
@@ -776,6 +758,41 @@ fn update_errors_treated_as_withdraw() -> Result<()> {
     Ok(())
 }
 
+/// RFC 4271 §6.3: a NEXT_HOP equal to the receiving speaker's own address is semantically
+/// incorrect; the route is to be ignored (logged, no NOTIFICATION, session kept). margay must
+/// never hold a best path through itself (felix would install a route looping back to this
+/// node).
+#[test]
+fn ignores_route_whose_next_hop_is_the_receivers_own_address() -> Result<()> {
+    let mut rig = Rig::new(
+        "ignores_route_whose_next_hop_is_the_receivers_own_address",
+        &[RAW_AS],
+    )?;
+    let cases: Vec<Case> = vec![(
+        "RFC 4271 §6.3 NEXT_HOP equal to the receiver's own address: the route is ignored \
+         (never installed via margay itself), no NOTIFICATION",
+        Box::new(|rig: &Rig, i: usize| {
+            let own = rig.am.ip4();
+            let mut p = rig.session(i, RAW_AS).map_err(s)?;
+            announce(rig, &mut p, i, RAW_AS)?;
+            let mut attrs = origin();
+            attrs.extend(as_path(&[RAW_AS]));
+            attrs.extend(next_hop(own));
+            p.send(&build::update(&[], &attrs, &nlri(i))).map_err(s)?;
+            p.stays_up_for(Duration::from_secs(2))
+                .map_err(|e| format!("the session did not stay up: {e}"))?;
+            match rig.m.best_route(IpNet::V4(prefix(i))).map_err(s)? {
+                Some(r) if r.next_hop == own.to_string() => Err(format!(
+                    "margay accepted a route whose next hop is its own address: {r:?}"
+                )),
+                _ => Ok(()),
+            }
+        }),
+    )];
+    run_cases(&mut rig, cases);
+    Ok(())
+}
+
 /// RFC 7606 attribute discard: the route is accepted without the attribute. BIRD, margay's
 /// iBGP peer, shows what margay passes on: a control route with the well-formed attribute
 /// carries it, the route with the malformed one does not.
@@ -786,10 +803,10 @@ fn malformed_optional_attributes_are_discarded() -> Result<()> {
         move |rig: &Rig, i: usize| -> Result<(), String> {
             let mut p = rig.session(i, RAW_AS).map_err(s)?;
             let control = Ipv4Net::new(Ipv4Addr::new(10, 202, i as u8, 0), 24).expect("len");
-            let attrs = valid_attrs(RAW_AS, rig.raw[i], &[good.clone()]);
+            let attrs = valid_attrs(RAW_AS, rig.raw[i], std::slice::from_ref(&good));
             let u = build::update(&[], &attrs, &build::prefix4(control.network(), 24));
             p.send(&u).map_err(s)?;
-            let attrs = valid_attrs(RAW_AS, rig.raw[i], &[bad.clone()]);
+            let attrs = valid_attrs(RAW_AS, rig.raw[i], std::slice::from_ref(&bad));
             p.send(&build::update(&[], &attrs, &nlri(i))).map_err(s)?;
             p.stays_up_for(Duration::from_secs(1))
                 .map_err(|e| format!("the session did not stay up: {e}"))?;
