@@ -15,6 +15,7 @@ pub mod lab;
 pub mod labctl;
 pub mod netns;
 pub mod process;
+pub mod rawpeer;
 
 pub use bgpd::{
     Bgpd, BgpdConfig, BgpdNeighbor, BgpdPeerType, ClusterArgs, NextHopMode, bgpd_binary,
@@ -26,6 +27,7 @@ pub use etcd::{Etcd, yaml_scalar};
 pub use lab::{Addrs, Lab, LabSwitch, LinkAddrs, Subnet, block4, block6};
 pub use netns::{Netns, Switch, list_namespaces};
 pub use process::{HasLogs, Process, holds_for, wait_for};
+pub use rawpeer::{RawNotification, RawPeer, Reply};
 
 /// The lab's result type.
 pub type Result<T, E = LabError> = std::result::Result<T, E>;
