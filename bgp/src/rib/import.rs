@@ -22,6 +22,10 @@ pub enum ImportError {
     /// No usable next hop for the family (NEXT_HOP for IPv4, MP_REACH_NLRI for IPv6).
     #[error("no next hop for {0}")]
     MissingNextHop(Family),
+    /// RFC 4271 §6.3 (kept by RFC 7606 §7.3): a next hop that is the receiving speaker's own
+    /// address is semantically incorrect; the route is ignored (it would loop back here).
+    #[error("NEXT_HOP {0} is our own address")]
+    NextHopIsSelf(std::net::IpAddr),
 }
 
 /// Checks a path received from `peer` and returns the attributes to store for it:
@@ -54,6 +58,9 @@ pub fn import(
         (Family::Ipv6Unicast, Some(nh @ MpNextHop::V6 { .. })) => nh,
         _ => return Err(ImportError::MissingNextHop(family)),
     };
+    if next_hop.addr() == peer.local_address {
+        return Err(ImportError::NextHopIsSelf(peer.local_address));
+    }
     let mut attrs = received.clone();
     if ebgp {
         attrs.local_pref = Some(DEFAULT_LOCAL_PREF);
@@ -206,5 +213,29 @@ mod tests {
             nh4(),
         );
         assert_eq!(r, Err(ImportError::MissingNextHop(Family::Ipv6Unicast)));
+    }
+
+    #[test]
+    fn ignores_a_route_whose_next_hop_is_our_own_address() {
+        let local = LocalConfig {
+            asn: 64512,
+            router_id: "10.0.0.1".parse().unwrap(),
+            cluster_id: None,
+        };
+        let mut p = peer(65001);
+        p.local_address = "10.0.0.1".parse().unwrap();
+        let attrs = PathAttributes {
+            as_path: crate::wire::AsPath {
+                segments: vec![crate::wire::AsSegment::Sequence(vec![65001])],
+            },
+            ..Default::default()
+        };
+        let own = Some(MpNextHop::V4("10.0.0.1".parse().unwrap()));
+        assert_eq!(
+            import(&local, &p, &attrs, Family::Ipv4Unicast, own).unwrap_err(),
+            ImportError::NextHopIsSelf("10.0.0.1".parse().unwrap())
+        );
+        let other = Some(MpNextHop::V4("10.0.0.7".parse().unwrap()));
+        assert!(import(&local, &p, &attrs, Family::Ipv4Unicast, other).is_ok());
     }
 }
