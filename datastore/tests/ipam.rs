@@ -1,7 +1,9 @@
 //! IPAM against a real etcd: concurrent assignment, borrowing, release, leak checks.
 
 use margay_datastore::ipam::records::{block_key, handle_key};
-use margay_datastore::ipam::{Block, Handle, Ipam, IpamError, handle_for_container};
+use margay_datastore::ipam::{
+    ANN_IPAM, ANN_NETWORK, Block, Handle, Ipam, IpamError, MARGAY_IPAM, handle_for_container,
+};
 use margay_datastore::resources::{
     IpPool, IpPoolSpec, Node, NodeSpec, Resource, Spec, WorkloadEndpoint, WorkloadEndpointSpec,
 };
@@ -389,4 +391,67 @@ async fn claim_or_release_cut_short_is_reported_then_healed_by_the_node() {
         "no new block claimed"
     );
     assert!(ipam.check().await.unwrap().affinity_mismatches.is_empty());
+}
+
+/// felix names a container's handle `<network>.<containerID>` for whatever CNI network the pod
+/// is on, and records the network on the endpoint; check must pair them for any network name,
+/// and leave endpoints of a delegated IPAM plugin (no handle here) alone.
+#[tokio::test]
+async fn check_pairs_handles_and_endpoints_of_any_network_name() {
+    let etcd = EtcdServer::start();
+    let store = etcd.store().await;
+    pool(&store, "p", "10.41.0.0/24").await;
+    node(&store, "n1").await;
+    let ipam = Ipam::new(store.clone());
+    let wep =
+        |container: &str, ip: IpAddr, network: Option<&str>, ipam_kind: &str| -> WorkloadEndpoint {
+            let mut w: WorkloadEndpoint = Resource::new(
+                format!("n1-k8s-{container}-eth0"),
+                WorkloadEndpointSpec {
+                    node: "n1".into(),
+                    container_id: container.into(),
+                    interface_name: "cali0".into(),
+                    ip_networks: vec![format!("{ip}/32")],
+                    ..WorkloadEndpointSpec::default()
+                },
+            );
+            w.metadata.namespace = Some("default".into());
+            if let Some(n) = network {
+                w.metadata.annotations.insert(ANN_NETWORK.into(), n.into());
+            }
+            w.metadata
+                .annotations
+                .insert(ANN_IPAM.into(), ipam_kind.into());
+            w
+        };
+    let ip = one_v4(&ipam, "k8s-pod-network.c1", "n1").await;
+    store
+        .create(&wep("c1", ip, Some("k8s-pod-network"), MARGAY_IPAM))
+        .await
+        .unwrap();
+    // A pod whose address came from host-local: no handle in margay's IPAM, and none expected.
+    store
+        .create(&wep(
+            "c2",
+            "10.99.0.7".parse().unwrap(),
+            Some("k8s-pod-network"),
+            "host-local",
+        ))
+        .await
+        .unwrap();
+    let report = ipam.check().await.unwrap();
+    assert!(report.is_clean(), "{report:#?}");
+
+    // The endpoint goes, its handle stays: a leak, found under the network's own name.
+    store
+        .delete::<WorkloadEndpointSpec>(Some("default"), "n1-k8s-c1-eth0", None)
+        .await
+        .unwrap();
+    let report = ipam.check().await.unwrap();
+    assert_eq!(
+        report.handles_without_endpoint,
+        vec!["k8s-pod-network.c1".to_string()],
+        "{report:#?}"
+    );
+    assert!(report.endpoints_without_handle.is_empty(), "{report:#?}");
 }

@@ -94,8 +94,7 @@ impl Ipam {
             .collect();
         let endpoint_handles: BTreeSet<String> = endpoints
             .iter()
-            .filter(|e| !e.spec.container_id.is_empty())
-            .map(|e| handle_for_container(&e.spec.container_id))
+            .filter_map(|e| endpoint_handle(&e.spec, &e.metadata.annotations))
             .collect();
 
         let mut r = CheckReport {
@@ -106,10 +105,11 @@ impl Ipam {
         };
 
         for id in handle_ids.keys() {
-            let orphan = if id.starts_with(POD_HANDLE_PREFIX) {
-                !endpoint_handles.contains(*id)
-            } else if let Some(node) = tunnel_node(id) {
+            // Container handles are `<network>.<containerID>` for any CNI network name.
+            let orphan = if let Some(node) = tunnel_node(id) {
                 !node_names.contains(node)
+            } else if !is_tunnel_handle(id) {
+                !endpoint_handles.contains(*id)
             } else {
                 false
             };
@@ -119,10 +119,9 @@ impl Ipam {
         }
 
         for e in &endpoints {
-            if e.spec.container_id.is_empty() {
+            let Some(h) = endpoint_handle(&e.spec, &e.metadata.annotations) else {
                 continue;
-            }
-            let h = handle_for_container(&e.spec.container_id);
+            };
             if !handle_ids.contains_key(h.as_str()) {
                 r.endpoints_without_handle.push(EndpointLeak {
                     endpoint: format!(

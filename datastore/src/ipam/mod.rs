@@ -31,8 +31,9 @@ mod release;
 
 pub use check::{CheckReport, HandleMismatch};
 pub use records::{
-    Affinity, Allocation, Block, Handle, IPIP_HANDLE_PREFIX, POD_HANDLE_PREFIX,
-    VXLAN_HANDLE_PREFIX, handle_for_container,
+    ANN_IPAM, ANN_NETWORK, Affinity, Allocation, Block, Handle, IPIP_HANDLE_PREFIX, MARGAY_IPAM,
+    POD_HANDLE_PREFIX, VXLAN_HANDLE_PREFIX, endpoint_handle, handle_for_container,
+    is_tunnel_handle,
 };
 
 use crate::resources::{IpPool, IpPoolSpec, NodeSpec};

@@ -20,9 +20,41 @@ pub const IPIP_HANDLE_PREFIX: &str = "ipip-tunnel-addr-";
 /// Handles of a node's VXLAN tunnel address are `vxlan-tunnel-addr-<node>`.
 pub const VXLAN_HANDLE_PREFIX: &str = "vxlan-tunnel-addr-";
 
-/// The handle of a container's addresses.
+/// The handle of a container's addresses on the default network.
 pub fn handle_for_container(container_id: &str) -> String {
     format!("{POD_HANDLE_PREFIX}{container_id}")
+}
+
+/// The network a WorkloadEndpoint belongs to (its CNI network name), as felix records it.
+pub const ANN_NETWORK: &str = "margay.io/network";
+/// Which IPAM gave a WorkloadEndpoint its addresses, as felix records it.
+pub const ANN_IPAM: &str = "margay.io/ipam";
+/// [`ANN_IPAM`]'s value for addresses from margay's own IPAM (anything else: a delegated IPAM
+/// plugin, which keeps no handle here).
+pub const MARGAY_IPAM: &str = "margay-ipam";
+
+/// The handle of a WorkloadEndpoint's addresses: `<network>.<containerID>` (the network from
+/// [`ANN_NETWORK`], `margay-pod-network` when absent); `None` for an endpoint whose addresses
+/// come from a delegated IPAM plugin, or that has no container id.
+pub fn endpoint_handle(
+    spec: &crate::resources::WorkloadEndpointSpec,
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Option<String> {
+    if spec.container_id.is_empty() {
+        return None;
+    }
+    if annotations.get(ANN_IPAM).is_some_and(|i| i != MARGAY_IPAM) {
+        return None;
+    }
+    Some(match annotations.get(ANN_NETWORK) {
+        Some(network) => format!("{network}.{}", spec.container_id),
+        None => handle_for_container(&spec.container_id),
+    })
+}
+
+/// Whether a handle id names a node's tunnel address (every other handle is a container's).
+pub fn is_tunnel_handle(id: &str) -> bool {
+    id.starts_with(IPIP_HANDLE_PREFIX) || id.starts_with(VXLAN_HANDLE_PREFIX)
 }
 
 fn cidr_key_part(cidr: &IpNet) -> String {

@@ -17,12 +17,9 @@ use super::{EndpointService, ipam_status, naming, store_status};
 use crate::netlink::NetlinkError;
 
 /// Annotations felix keeps on the WorkloadEndpoints it writes.
-pub const ANN_NETWORK: &str = "margay.io/network";
-pub const ANN_IPAM: &str = "margay.io/ipam";
+pub use margay_datastore::ipam::{ANN_IPAM, ANN_NETWORK, MARGAY_IPAM};
 pub const ANN_NETNS: &str = "margay.io/netns";
 pub const ANN_CONTAINER_MAC: &str = "margay.io/container-mac";
-/// `ANN_IPAM` of addresses from margay's own IPAM.
-pub const MARGAY_IPAM: &str = "margay-ipam";
 /// How long ADD waits for the reconciler to program the host route before doing it itself.
 const RECONCILER_WAIT: Duration = Duration::from_millis(1500);
 
