@@ -226,6 +226,28 @@ No IPv6 peers found.
     }
 
     #[test]
+    fn local_routes_show_self_as_next_hop() {
+        let local = pb::Route {
+            prefix: "10.244.1.0/26".into(),
+            next_hop: "0.0.0.0".into(),
+            local: true,
+            ..Default::default()
+        };
+        let learned = pb::Route {
+            prefix: "10.244.2.0/26".into(),
+            next_hop: "10.0.0.2".into(),
+            peer: "10.0.0.2".into(),
+            ..Default::default()
+        };
+        let rows = route_rows(&[local, learned]);
+        assert_eq!(
+            (rows[0].next_hop.as_str(), rows[0].from.as_str()),
+            ("self", "local")
+        );
+        assert_eq!(rows[1].next_hop, "10.0.0.2");
+    }
+
+    #[test]
     fn shows_state_and_last_error_when_not_established() {
         let now = Local.with_ymd_and_hms(2026, 11, 25, 10, 0, 0).unwrap();
         let since = Local
@@ -273,7 +295,12 @@ pub fn route_rows(routes: &[pb::Route]) -> Vec<RouteRow> {
         .iter()
         .map(|r| RouteRow {
             prefix: r.prefix.clone(),
-            next_hop: r.next_hop.clone(),
+            // A route this node originates has no next hop of its own: each session gets ours.
+            next_hop: if r.local {
+                "self".into()
+            } else {
+                r.next_hop.clone()
+            },
             as_path: r.as_path_text.clone(),
             from: if r.local {
                 "local".into()
