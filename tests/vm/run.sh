@@ -21,6 +21,22 @@ command -v qemu-system-x86_64 >/dev/null ||
 [ -d "$work" ] || { echo "run.sh: no directory $work" >&2; exit 1; }
 case "$script$work" in *' '*) echo "run.sh: paths with spaces are not supported" >&2; exit 1 ;; esac
 
+# Directories the VM must see at their own paths even where its tmpfs hides the host's (a
+# checkout or a target dir under /tmp): the repository, plus MARGAY_VM_SHARES (space-separated).
+repo=$(cd "$here/../.." && pwd)
+shares=()
+for d in "$repo" ${MARGAY_VM_SHARES:-}; do
+  case "$d" in /*) ;; *) echo "run.sh: share $d is not an absolute path" >&2; exit 1 ;; esac
+  case "$d" in *,*) echo "run.sh: share $d has a comma" >&2; exit 1 ;; esac
+  [ -d "$d" ] || { echo "run.sh: no directory $d to share" >&2; exit 1; }
+  case " ${shares[*]:-} " in *" $d "*) ;; *) shares+=("$d") ;; esac
+done
+share_args=()
+for i in "${!shares[@]}"; do
+  share_args+=(-virtfs "local,path=${shares[$i]},mount_tag=ro$i,security_model=none,readonly=on,multidevs=remap")
+done
+share_list=$(IFS=,; echo "${shares[*]}")
+
 paths=$("$here/prepare.sh")
 kernel=$(sed -n 's/^KERNEL=//p' <<<"$paths")
 initrd=$(sed -n 's/^INITRD=//p' <<<"$paths")
@@ -39,7 +55,8 @@ exec qemu-system-x86_64 \
   -m "${MARGAY_VM_MEM:-1024}" -smp "${MARGAY_VM_CPUS:-2}" \
   -nodefaults -no-user-config -display none -serial stdio -monitor none -no-reboot \
   -kernel "$kernel" -initrd "$initrd" \
-  -append "console=ttyS0 panic=-1 quiet loglevel=4 margay.work=$work margay.run=$script" \
+  -append "console=ttyS0 panic=-1 quiet loglevel=4 margay.work=$work margay.run=$script margay.shares=$share_list" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
   -virtfs local,path="$work",mount_tag=work,security_model=none,multidevs=remap \
+  "${share_args[@]}" \
   </dev/null
