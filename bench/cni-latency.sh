@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# CNI ADD/DEL latency: the `margay` plugin (→ margay-felix over its socket → IPAM in etcd, veth,
+# routes, WorkloadEndpoint) against the reference `ptp` + `host-local` plugins from Debian's
+# containernetworking-plugins, on the same node namespace, in the same run.
+#
+# Topology: namespace E runs etcd on 198.18.7.1 (RFC 2544 benchmarking range, never routed);
+# namespace N, the node, is joined to it by a veth (198.18.7.2/24, default route via .1) and runs
+# margay-bgpd and margay-felix in cluster mode (IPPool 10.104.0.0/16, default block size /26).
+# Both plugins run from N (`margay-cni-bench` is started there and spawns them), so their host
+# sides land in N: margay's `cali*` veths with a /32 route each, ptp's `veth*` with a /32 route
+# each from host-local's 10.105.0.0/16 (data in the work directory). MTU 1450 for both.
+#
+# For each parallelism in PARALLELS, margay-cni-bench adds PODS pods per implementation in rounds
+# of ROUND (the implementation going first alternates per round), then deletes them the same way,
+# and prints p50/p99 per implementation and command; pod namespaces are reused across
+# parallelisms. After each pass the node must hold no pod veth, route, IPAM address or
+# host-local lease. Everything made here (namespaces, daemons, etcd data, files) goes on exit,
+# also on failure.
+#
+# Usage: bench/cni-latency.sh [PODS] [PARALLELS] [ROUND]   (as root; e.g. 200 "1 4" 10)
+set -euo pipefail
+PODS=${1:-200}
+PARALLELS=${2:-1 4}
+ROUND=${3:-10}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+TAG="mgcb$$"
+NODE="${TAG}n"
+ETCDNS="${TAG}e"
+WORK=$(mktemp -d /tmp/mgcnibench.XXXXXX)
+PIDS=()
+NODENAME=bench
+POOL=10.104.0.0/16
+PTP_SUBNET=10.105.0.0/16
+
+cleanup() {
+  local rc=$?
+  if [ "$rc" != 0 ]; then
+    for f in "$WORK"/*.log; do
+      [ -f "$f" ] && { echo "--- $f (tail)" >&2; tail -n 20 "$f" >&2; }
+    done
+  fi
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    local alive=0
+    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.2
+  done
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
+  for ns in $(ip netns list | awk '{print $1}' | grep "^${TAG}" || true); do
+    ip netns del "$ns" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+[ "$(id -u)" = 0 ] || { echo "cni-latency: run as root (it creates network namespaces)" >&2; exit 1; }
+"$ROOT/scripts/install-deps.sh" >/dev/null
+(cd "$ROOT" && cargo build --release -q -p margay-bgp --bin margay-bgpd -p margay-felix --bin margay-felix \
+  -p margay-cni --bin margay -p margay-ctl --bin margayctl -p margay-bench --bin margay-cni-bench)
+BIN="$CARGO_TARGET_DIR/release"
+
+# --- the node and etcd ---
+ip netns add "$ETCDNS"
+ip netns add "$NODE"
+ip -n "$ETCDNS" link set lo up
+ip -n "$NODE" link set lo up
+ip -n "$ETCDNS" link add up0 type veth peer name up0 netns "$NODE"
+ip -n "$ETCDNS" addr add 198.18.7.1/24 dev up0
+ip -n "$NODE" addr add 198.18.7.2/24 dev up0
+ip -n "$ETCDNS" link set up0 up
+ip -n "$NODE" link set up0 up
+ip -n "$NODE" route add default via 198.18.7.1
+ETCD=http://198.18.7.1:2379
+
+ip netns exec "$ETCDNS" /usr/bin/etcd --name=bench --data-dir="$WORK/etcd.data" \
+  --listen-client-urls=$ETCD --advertise-client-urls=$ETCD \
+  --listen-peer-urls=http://198.18.7.1:2380 --initial-advertise-peer-urls=http://198.18.7.1:2380 \
+  --initial-cluster=bench=http://198.18.7.1:2380 --initial-cluster-state=new \
+  --logger=zap --log-level=warn >"$WORK/etcd.log" 2>&1 &
+PIDS+=($!)
+wait_until() { # what, seconds, command...
+  local what=$1 secs=$2; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || { echo "cni-latency: timed out waiting for $what" >&2; return 1; }
+    sleep 0.2
+  done
+}
+wait_until "etcd /health" 30 sh -c "ip netns exec $ETCDNS curl -s --max-time 1 $ETCD/health | grep -q '\"health\":\"true\"'"
+
+ctl() { ip netns exec "$NODE" "$BIN/margayctl" --etcd-endpoints "$ETCD" "$@"; }
+cat >"$WORK/pool.yaml" <<YAML
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: benchpool}
+spec: {cidr: $POOL, ipipMode: Never, vxlanMode: Never}
+YAML
+ctl apply -f "$WORK/pool.yaml" >/dev/null
+
+ip netns exec "$NODE" env MARGAY_LOG_LEVEL=warn "$BIN/margay-bgpd" --datastore etcd --node "$NODENAME" \
+  --etcd-endpoints "$ETCD" --socket "$WORK/bgpd.sock" --http-port 0 --ip 198.18.7.2/24 \
+  >"$WORK/bgpd.log" 2>&1 &
+PIDS+=($!)
+wait_until "margay-bgpd's socket" 30 test -S "$WORK/bgpd.sock"
+ip netns exec "$NODE" env MARGAY_LOG_LEVEL=warn "$BIN/margay-felix" --node "$NODENAME" \
+  --etcd-endpoints "$ETCD" --bgpd-socket "$WORK/bgpd.sock" --socket "$WORK/felix.sock" \
+  --http-port 0 >"$WORK/felix.log" 2>&1 &
+PIDS+=($!)
+
+cat >"$WORK/margay.conf" <<JSON
+{"cniVersion": "1.0.0", "name": "bench-margay", "type": "margay", "mtu": 1450,
+ "ipam": {"type": "margay-ipam"}, "felix_socket": "$WORK/felix.sock", "nodename": "$NODENAME",
+ "log_level": "warn"}
+JSON
+cat >"$WORK/ptp.conf" <<JSON
+{"cniVersion": "1.0.0", "name": "bench-ptp", "type": "ptp", "mtu": 1450, "ipMasq": false,
+ "ipam": {"type": "host-local", "ranges": [[{"subnet": "$PTP_SUBNET"}]],
+          "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "$WORK/host-local"}}
+JSON
+sed 's/"1.0.0"/"1.1.0"/' "$WORK/margay.conf" >"$WORK/margay-status.conf"
+felix_ready() {
+  env -i CNI_COMMAND=STATUS PATH=/usr/bin:/bin "$BIN/margay" <"$WORK/margay-status.conf"
+}
+wait_until "felix ready (CNI STATUS)" 60 felix_ready
+
+# --- pod namespaces, made once, outside the timing ---
+for impl in margay ptp; do
+  for i in $(seq 0 $((PODS - 1))); do echo "netns add ${TAG}-${impl}-$i"; done
+done >"$WORK/netns.batch"
+ip -batch "$WORK/netns.batch"
+
+# Nothing of any pod left on the node.
+assert_clean() {
+  local links routes leases report
+  links=$(ip -n "$NODE" -o link show | grep -cE ': (cali|veth)' || true)
+  routes=$(ip -n "$NODE" route show | grep -cE "dev (cali|veth)" || true)
+  leases=$(find "$WORK/host-local" -type f -name '10.*' 2>/dev/null | wc -l)
+  report=$(ctl ipam check --json)
+  if [ "$links" != 0 ] || [ "$routes" != 0 ] || [ "$leases" != 0 ] \
+     || [ "$(jq .addresses_in_use <<<"$report")" != 0 ] || [ "$(jq .handles <<<"$report")" != 0 ]; then
+    echo "cni-latency: left behind: $links veths, $routes routes, $leases host-local leases, IPAM $report" >&2
+    return 1
+  fi
+}
+
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r), $(. /etc/os-release; echo "$PRETTY_NAME"), containernetworking-plugins $(dpkg-query -W -f='${Version}' containernetworking-plugins), etcd $(/usr/bin/etcd --version | awk '/etcd Version/ {print $3}')"
+echo "command: bench/cni-latency.sh $PODS \"$PARALLELS\" $ROUND"
+echo "date: $(date -u +%Y-%m-%d)"
+for par in $PARALLELS; do
+  echo "== $PODS pods each, $par at a time, rounds of $ROUND"
+  ip netns exec "$NODE" "$BIN/margay-cni-bench" \
+    --impl "margay=$BIN/margay=$WORK/margay.conf" --impl "ptp=/usr/lib/cni/ptp=$WORK/ptp.conf" \
+    --pods "$PODS" --round "$ROUND" --parallel "$par" --netns-prefix "$TAG" \
+    --samples "$WORK/samples-$par.txt" | tee "$WORK/summary-$par.txt"
+  assert_clean
+  for cmd in ADD DEL; do
+    m50=$(awk -v c=$cmd '$1=="margay" && $2==c {sub("p50_ms=","",$4); print $4}' "$WORK/summary-$par.txt")
+    p50=$(awk -v c=$cmd '$1=="ptp" && $2==c {sub("p50_ms=","",$4); print $4}' "$WORK/summary-$par.txt")
+    m99=$(awk -v c=$cmd '$1=="margay" && $2==c {sub("p99_ms=","",$5); print $5}' "$WORK/summary-$par.txt")
+    p99=$(awk -v c=$cmd '$1=="ptp" && $2==c {sub("p99_ms=","",$5); print $5}' "$WORK/summary-$par.txt")
+    printf 'ratio margay/ptp %s: p50 %.2f, p99 %.2f\n' "$cmd" "$(echo "$m50/$p50" | bc -l)" "$(echo "$m99/$p99" | bc -l)"
+  done
+  if [ -n "${KEEP_SAMPLES:-}" ]; then cp "$WORK/samples-$par.txt" "$KEEP_SAMPLES-$par.txt"; fi
+done
