@@ -130,8 +130,12 @@ pub fn run_vm(repo: &Path, scenario: &str, work: &WorkDir, timeout: Duration) ->
     // The binaries the scenario runs must be visible in the VM at their own paths, wherever the
     // target directory is (run.sh shares the repository itself).
     let mut shares: Vec<PathBuf> = Vec::new();
-    let felix_dir = Path::new(env!("CARGO_BIN_EXE_margay-felix")).parent().map(Path::to_path_buf);
-    let test_dir = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf));
+    let felix_dir = Path::new(env!("CARGO_BIN_EXE_margay-felix"))
+        .parent()
+        .map(Path::to_path_buf);
+    let test_dir = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf));
     let bin_dir = std::env::var_os("MARGAY_BIN_DIR").map(PathBuf::from);
     for d in [felix_dir, test_dir, bin_dir].into_iter().flatten() {
         if let Ok(d) = d.canonicalize() {
@@ -140,7 +144,11 @@ pub fn run_vm(repo: &Path, scenario: &str, work: &WorkDir, timeout: Duration) ->
             }
         }
     }
-    let shares = shares.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(" ");
+    let shares = shares
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
     let mut qemu = Command::new(repo.join("tests/vm/run.sh"))
         .arg(repo.join("tests/vm").join(scenario))
         .arg(&work.0)
