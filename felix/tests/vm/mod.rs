@@ -138,10 +138,10 @@ pub fn run_vm(repo: &Path, scenario: &str, work: &WorkDir, timeout: Duration) ->
         .and_then(|e| e.parent().map(Path::to_path_buf));
     let bin_dir = std::env::var_os("MARGAY_BIN_DIR").map(PathBuf::from);
     for d in [felix_dir, test_dir, bin_dir].into_iter().flatten() {
-        if let Ok(d) = d.canonicalize() {
-            if !shares.contains(&d) {
-                shares.push(d);
-            }
+        if let Ok(d) = d.canonicalize()
+            && !shares.contains(&d)
+        {
+            shares.push(d);
         }
     }
     let shares = shares
