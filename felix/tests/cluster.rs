@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{felix_bin, http_get, ip_json, show};
+use common::{felix_bin, http_get, ip_json, show, wire_pod};
 use ipnet::Ipv4Net;
 use margay_datastore::ipam::{Ipam, handle_for_container};
 use margay_datastore::resources::{NodeSpec, Resource, WorkloadEndpointSpec};
@@ -290,45 +290,7 @@ impl Cluster {
         let ns = lab.netns(role).unwrap();
         let cali = format!("cali{}{:0>7}", lab.tag(), role);
         let host = &self.nodes[i].ns;
-        host.ip(&[
-            "link",
-            "add",
-            &cali,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns.name(),
-        ])
-        .unwrap();
-        host.ip(&["link", "set", &cali, "address", "ee:ee:ee:ee:ee:ee"])
-            .unwrap();
-        host.ip(&["link", "set", &cali, "up"]).unwrap();
-        ns.ip(&["addr", "add", &format!("{ip}/32"), "dev", "eth0"])
-            .unwrap();
-        ns.ip(&["link", "set", "eth0", "up"]).unwrap();
-        ns.ip(&[
-            "route",
-            "add",
-            "169.254.1.1",
-            "dev",
-            "eth0",
-            "scope",
-            "link",
-        ])
-        .unwrap();
-        ns.ip(&[
-            "route",
-            "add",
-            "default",
-            "via",
-            "169.254.1.1",
-            "dev",
-            "eth0",
-        ])
-        .unwrap();
+        wire_pod(host, &ns, &cali, &ip.to_string());
         let wep = format!("{node}-k8s-{role}-eth0");
         let mut r = Resource::new(
             wep.clone(),

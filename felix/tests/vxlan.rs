@@ -17,50 +17,11 @@ struct Pod {
     cali: String,
 }
 
-/// A pod the way Calico wires one: host side `cali...` with MAC ee:ee:ee:ee:ee:ee, container
-/// side eth0 with the /32, a link route to 169.254.1.1 and the default route through it.
+/// A pod behind `node`, wired as [`wire_pod`] does.
 fn pod(lab: &Lab, node: &Netns, role: &str, ip: &str, index: u8) -> Pod {
     let ns = lab.netns(role).unwrap();
     let cali = format!("cali{}{:07}", lab.tag(), index);
-    node.ip(&[
-        "link",
-        "add",
-        &cali,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        ns.name(),
-    ])
-    .unwrap();
-    node.ip(&["link", "set", &cali, "address", "ee:ee:ee:ee:ee:ee"])
-        .unwrap();
-    node.ip(&["link", "set", &cali, "up"]).unwrap();
-    ns.ip(&["addr", "add", &format!("{ip}/32"), "dev", "eth0"])
-        .unwrap();
-    ns.ip(&["link", "set", "eth0", "up"]).unwrap();
-    ns.ip(&[
-        "route",
-        "add",
-        "169.254.1.1",
-        "dev",
-        "eth0",
-        "scope",
-        "link",
-    ])
-    .unwrap();
-    ns.ip(&[
-        "route",
-        "add",
-        "default",
-        "via",
-        "169.254.1.1",
-        "dev",
-        "eth0",
-    ])
-    .unwrap();
+    wire_pod(node, &ns, &cali, ip);
     Pod {
         ns,
         ip: ip.to_string(),

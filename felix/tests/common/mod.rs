@@ -170,3 +170,48 @@ pub fn wait_routes(
     })
     .unwrap_or_else(|e| panic!("{e:?}"))
 }
+
+/// A pod the way Calico wires one: host side `cali` on `node` with MAC ee:ee:ee:ee:ee:ee,
+/// container side `eth0` in `pod` with `ip`/32, a link route to 169.254.1.1 and the default
+/// route through it.
+pub fn wire_pod(node: &Netns, pod: &Netns, cali: &str, ip: &str) {
+    node.ip(&[
+        "link",
+        "add",
+        cali,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        pod.name(),
+    ])
+    .unwrap();
+    node.ip(&["link", "set", cali, "address", "ee:ee:ee:ee:ee:ee"])
+        .unwrap();
+    node.ip(&["link", "set", cali, "up"]).unwrap();
+    pod.ip(&["addr", "add", &format!("{ip}/32"), "dev", "eth0"])
+        .unwrap();
+    pod.ip(&["link", "set", "eth0", "up"]).unwrap();
+    pod.ip(&[
+        "route",
+        "add",
+        "169.254.1.1",
+        "dev",
+        "eth0",
+        "scope",
+        "link",
+    ])
+    .unwrap();
+    pod.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "169.254.1.1",
+        "dev",
+        "eth0",
+    ])
+    .unwrap();
+}
