@@ -24,7 +24,7 @@ use tower::service_fn;
 
 use crate::lab::Lab;
 use crate::netns::Netns;
-use crate::process::{HasLogs, Process, holds_for, wait_for};
+use crate::process::{HasLogs, Process, holds_for, wait_for, wait_for_no_route, wait_for_route};
 use crate::{LabError, Result};
 
 /// How long the daemon gets to answer on its socket.
@@ -576,19 +576,14 @@ impl Bgpd {
         &self,
         prefix: IpNet,
         timeout: Duration,
-        mut check: impl FnMut(&Route) -> Result<(), String>,
+        check: impl FnMut(&Route) -> Result<(), String>,
     ) -> Result<Route> {
-        wait_for(
+        wait_for_route(
             &format!("margay-bgpd {}: route {prefix}", self.name),
             timeout,
             &[self],
-            || match self.best_route(prefix) {
-                Ok(Some(r)) => check(&r)
-                    .map(|_| r.clone())
-                    .map_err(|e| format!("{e}: {r:?}")),
-                Ok(None) => Err("no route".into()),
-                Err(e) => Err(e.to_string()),
-            },
+            || self.best_route(prefix),
+            check,
         )
     }
 
@@ -612,15 +607,11 @@ impl Bgpd {
 
     /// Waits until it has no path for `prefix`.
     pub fn wait_no_route(&self, prefix: IpNet, timeout: Duration) -> Result<()> {
-        wait_for(
+        wait_for_no_route(
             &format!("margay-bgpd {}: no route {prefix}", self.name),
             timeout,
             &[self],
-            || match self.best_route(prefix) {
-                Ok(None) => Ok(()),
-                Ok(Some(r)) => Err(format!("still has {r:?}")),
-                Err(e) => Err(e.to_string()),
-            },
+            || self.best_route(prefix),
         )
     }
 }

@@ -26,7 +26,7 @@ pub use error::LabError;
 pub use etcd::{Etcd, yaml_scalar};
 pub use lab::{Addrs, Lab, LabSwitch, LinkAddrs, Subnet, block4, block6};
 pub use netns::{Netns, Switch, list_namespaces};
-pub use process::{HasLogs, Process, holds_for, wait_for};
+pub use process::{HasLogs, Process, holds_for, wait_for, wait_for_no_route, wait_for_route};
 pub use rawpeer::{RawNotification, RawPeer, Reply};
 
 /// The lab's result type.

@@ -188,6 +188,38 @@ pub fn wait_for<T>(
     }
 }
 
+/// Waits until `best` finds a route that passes `check` (which says what is wrong); for any
+/// daemon's driver: `best` reads its best path for one prefix.
+pub fn wait_for_route<R: Clone + std::fmt::Debug>(
+    what: &str,
+    timeout: Duration,
+    logs: &[&dyn HasLogs],
+    mut best: impl FnMut() -> Result<Option<R>>,
+    mut check: impl FnMut(&R) -> std::result::Result<(), String>,
+) -> Result<R> {
+    wait_for(what, timeout, logs, || match best() {
+        Ok(Some(r)) => check(&r)
+            .map(|_| r.clone())
+            .map_err(|e| format!("{e}: {r:?}")),
+        Ok(None) => Err("no route".into()),
+        Err(e) => Err(e.to_string()),
+    })
+}
+
+/// Waits until `routes` finds none (`None`) for the prefix it reads.
+pub fn wait_for_no_route<R: std::fmt::Debug>(
+    what: &str,
+    timeout: Duration,
+    logs: &[&dyn HasLogs],
+    mut routes: impl FnMut() -> Result<Option<R>>,
+) -> Result<()> {
+    wait_for(what, timeout, logs, || match routes() {
+        Ok(None) => Ok(()),
+        Ok(Some(r)) => Err(format!("still has {r:?}")),
+        Err(e) => Err(e.to_string()),
+    })
+}
+
 /// Checks that `condition` holds (returns `Ok`) at every poll for the whole of `period`;
 /// fails at the first poll where it does not, with the logs.
 pub fn holds_for(

@@ -17,7 +17,7 @@ pub use parse::{
 
 use crate::lab::Lab;
 use crate::netns::Netns;
-use crate::process::{HasLogs, Process, holds_for, wait_for};
+use crate::process::{HasLogs, Process, holds_for, wait_for, wait_for_no_route, wait_for_route};
 use crate::{LabError, Result};
 
 /// How long BIRD gets to open its control socket.
@@ -232,19 +232,14 @@ impl Bird {
         &self,
         prefix: IpNet,
         timeout: Duration,
-        mut check: impl FnMut(&BirdRoute) -> Result<(), String>,
+        check: impl FnMut(&BirdRoute) -> Result<(), String>,
     ) -> Result<BirdRoute> {
-        wait_for(
+        wait_for_route(
             &format!("bird {}: route {prefix}", self.name),
             timeout,
             &[self],
-            || match self.best_route(prefix) {
-                Ok(Some(r)) => check(&r)
-                    .map(|_| r.clone())
-                    .map_err(|e| format!("{e}: {r:?}")),
-                Ok(None) => Err("no route".into()),
-                Err(e) => Err(e.to_string()),
-            },
+            || self.best_route(prefix),
+            check,
         )
     }
 
@@ -268,15 +263,11 @@ impl Bird {
 
     /// Waits until BIRD has no route for `prefix` at all.
     pub fn wait_no_route(&self, prefix: IpNet, timeout: Duration) -> Result<()> {
-        wait_for(
+        wait_for_no_route(
             &format!("bird {}: no route {prefix}", self.name),
             timeout,
             &[self],
-            || match self.route(prefix) {
-                Ok(r) if r.is_empty() => Ok(()),
-                Ok(r) => Err(format!("still has {r:?}")),
-                Err(e) => Err(e.to_string()),
-            },
+            || self.route(prefix).map(|r| (!r.is_empty()).then_some(r)),
         )
     }
 
