@@ -14,6 +14,7 @@ pub mod decision;
 pub mod export;
 pub mod import;
 pub mod intern;
+mod refresh;
 mod stale;
 pub mod table;
 
@@ -140,6 +141,9 @@ struct PeerState {
     up: bool,
     /// Paths of older epochs still held.
     stale: u64,
+    /// Families in an enhanced route refresh (RFC 7313) from this peer, each with the prefixes
+    /// it held at Begin-of-RR that it has not re-sent since.
+    refreshing: Vec<(Family, HashSet<Prefix>)>,
 }
 
 /// Prefixes touched by one operation, each with the best path it had before: exports are
@@ -294,27 +298,19 @@ impl Rib {
                 epoch: 0,
                 up: true,
                 stale: 0,
+                refreshing: Vec::new(),
             },
         );
         if let Some(group) = self.groups.get_mut(&gid) {
             group.add(id);
         }
-        exports.extend(self.table_for(id));
+        exports.extend(self.table_for(id, None));
         exports
     }
 
-    /// The peer asked for our routes again (ROUTE-REFRESH, RFC 2918): the whole table as that
-    /// peer should have it, for it alone.
-    pub fn refresh(&mut self, id: PeerId) -> Vec<Export> {
-        match self.peers.get_mut(&id) {
-            Some(state) if state.up => state.advertised = 0,
-            _ => return Vec::new(),
-        }
-        self.table_for(id)
-    }
-
-    /// Every best route the export rules give peer `id`, addressed to it alone.
-    fn table_for(&mut self, id: PeerId) -> Vec<Export> {
+    /// Every best route the export rules give peer `id`, addressed to it alone: of one family,
+    /// or of every family its update group carries.
+    fn table_for(&mut self, id: PeerId, only: Option<Family>) -> Vec<Export> {
         let Some(gid) = self.peers.get(&id).map(|p| p.group) else {
             return Vec::new();
         };
@@ -334,12 +330,13 @@ impl Rib {
                 batch.added += 1;
             }
         };
-        if key.has_family(Family::Ipv4Unicast) {
+        let wanted = |f: Family| key.has_family(f) && only.is_none_or(|o| o == f);
+        if wanted(Family::Ipv4Unicast) {
             for (k, paths) in self.v4.iter() {
                 offer(Prefix::V4(*k), paths, Family::Ipv4Unicast);
             }
         }
-        if key.has_family(Family::Ipv6Unicast) {
+        if wanted(Family::Ipv6Unicast) {
             for (k, paths) in self.v6.iter() {
                 offer(Prefix::V6(*k), paths, Family::Ipv6Unicast);
             }
@@ -402,6 +399,7 @@ impl Rib {
             tracing::warn!(id, "UPDATE from a peer that is not up");
             return Vec::new();
         }
+        self.note_refreshed(id, update);
         let mut touched = Touched::default();
         for prefix in update.all_withdrawn() {
             let prefix = prefix.trunc();

@@ -51,6 +51,7 @@ impl Rib {
         }
         if let Some(state) = self.peers.get_mut(&id) {
             state.stale = state.accepted;
+            state.refreshing.clear();
         }
         exports
     }
@@ -144,12 +145,22 @@ impl Rib {
         if let Some(g) = self.groups.get_mut(&gid) {
             g.add(id);
         }
-        self.table_for(id)
+        self.table_for(id, None)
     }
 
     /// Removes every path of `id` in `family`, stale or not.
     fn flush_family(&mut self, id: PeerId, family: Family) -> Vec<Export> {
-        let prefixes: Vec<Prefix> = match family {
+        let prefixes = self.peer_prefixes(id, family);
+        let mut touched = Touched::default();
+        for prefix in prefixes {
+            self.remove_path(prefix, id, &mut touched);
+        }
+        self.finish(touched)
+    }
+
+    /// The prefixes of `family` holding a path from `id`, stale or not.
+    pub(super) fn peer_prefixes(&self, id: PeerId, family: Family) -> Vec<Prefix> {
+        match family {
             Family::Ipv4Unicast => self
                 .v4
                 .iter()
@@ -162,11 +173,6 @@ impl Rib {
                 .filter(|(_, ps)| ps.from_peer(id).is_some())
                 .map(|(k, _)| Prefix::V6(*k))
                 .collect(),
-        };
-        let mut touched = Touched::default();
-        for prefix in prefixes {
-            self.remove_path(prefix, id, &mut touched);
         }
-        self.finish(touched)
     }
 }

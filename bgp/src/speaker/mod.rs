@@ -7,6 +7,7 @@
 mod graceful;
 mod handle;
 mod peers;
+mod refresh;
 
 pub use handle::{
     PeerStatus, ReloadSummary, RouteChange, RouteInfo, SpeakerGone, SpeakerHandle, SpeakerInfo,
@@ -279,6 +280,7 @@ impl Speaker {
                 slot.set_state(State::Established, None);
                 slot.router_id = Some(negotiated.peer_router_id);
                 slot.hold_time = negotiated.hold_time;
+                slot.enhanced_route_refresh = negotiated.enhanced_route_refresh;
                 slot.local_port = Some(local_addr.port());
                 let families = negotiated.families.clone();
                 let info = PeerInfo {
@@ -327,9 +329,7 @@ impl Speaker {
                 self.publish_changes();
             }
             SessionEvent::RouteRefresh { peer, refresh } => {
-                debug!(peer, ?refresh, "route refresh requested");
-                let exports = self.rib.refresh(peer);
-                self.send_exports(exports).await;
+                self.on_route_refresh(peer, refresh).await;
             }
             SessionEvent::Down {
                 peer,

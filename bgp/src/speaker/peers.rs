@@ -21,6 +21,8 @@ pub(crate) struct PeerSlot {
     pub local_port: Option<u16>,
     pub updates_received: u64,
     pub updates_sent: u64,
+    /// The current session negotiated enhanced route refresh (RFC 7313).
+    pub enhanced_route_refresh: bool,
     /// Graceful restart state of this peer (both roles).
     pub gr: GrState,
 }
@@ -55,6 +57,7 @@ impl PeerSlot {
             local_port: None,
             updates_received: 0,
             updates_sent: 0,
+            enhanced_route_refresh: false,
             gr: GrState::default(),
         }
     }
