@@ -179,7 +179,7 @@ impl Cluster {
         Ok(())
     }
 
-    /// Starts etcd in its own namespace on rack a.
+    /// Starts etcd in its own namespace on rack a, routed through the ToR.
     pub fn start_etcd(&mut self) -> Result<(), LabCtlError> {
         let etcd = Etcd::on_switch(&self.lab, &self.switches[0])?;
         let want = std::net::IpAddr::V4(self.plan.etcd.ip4());
@@ -189,6 +189,9 @@ impl Cluster {
                 etcd.ip()
             )));
         }
+        // Nodes of the other rack reach etcd through the ToR, and its answers go back that way.
+        let gw = self.plan.tor.addrs[0].ip4().to_string();
+        etcd.netns().ip(&["route", "add", "default", "via", &gw])?;
         self.etcd = Some(etcd);
         Ok(())
     }
@@ -509,6 +512,11 @@ impl Cluster {
             },
             created,
         }
+    }
+
+    /// Writes what the lab is so far to the state file at `path` (`up` does after every step).
+    pub fn record(&mut self, path: &Path) -> Result<(), LabCtlError> {
+        self.state().save(path)
     }
 
     /// Records the lab in the state file at `path`, then lets every namespace, daemon and the

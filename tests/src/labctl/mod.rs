@@ -89,9 +89,7 @@ pub fn up(opts: &UpOptions) -> Result<(), LabCtlError> {
         )));
     }
     let tools = Tools::locate()?;
-    if opts.keep
-        && let Some(s) = LabState::load(&opts.state_file)?
-    {
+    if let Some(s) = LabState::load(&opts.state_file)? {
         return Err(LabCtlError::AlreadyRunning {
             tag: s.name_prefix(),
             path: opts.state_file.clone(),
@@ -124,14 +122,21 @@ pub fn up(opts: &UpOptions) -> Result<(), LabCtlError> {
         cluster.tag(),
         cluster.dir().display()
     );
-    match build(&mut progress, &mut cluster, opts, &tools) {
+    // Recorded from the start and after every step, so `margay-lab down` removes what a
+    // crashed `up` left behind.
+    let built = cluster
+        .record(&opts.state_file)
+        .and_then(|()| build(&mut progress, &mut cluster, opts, &tools));
+    match built {
         Ok(()) => {}
         Err(e @ LabCtlError::Interrupted) => {
             cluster.teardown();
+            LabState::remove(&opts.state_file)?;
             return Err(e);
         }
         Err(e) => {
             let dir = cluster.teardown_keeping_logs();
+            LabState::remove(&opts.state_file)?;
             eprintln!(
                 "margay-lab: removed the lab; its configs and logs are in {}",
                 dir.display()
@@ -151,7 +156,7 @@ pub fn up(opts: &UpOptions) -> Result<(), LabCtlError> {
     } else {
         progress.step("tearing down (use --keep to leave it running)", || {
             cluster.teardown();
-            Ok::<_, LabCtlError>(())
+            LabState::remove(&opts.state_file)
         })?;
     }
     Ok(())
@@ -184,10 +189,12 @@ fn build(
         subnets.join(", ")
     );
     progress.step(&wiring, || cluster.wire())?;
+    cluster.record(&opts.state_file)?;
     let etcd_at = cluster.plan().etcd.ip4();
     progress.step(&format!("starting etcd on {etcd_at}"), || {
         cluster.start_etcd()
     })?;
+    cluster.record(&opts.state_file)?;
     let model = match spec.mode {
         Mode::Mesh => "IPPool, BGPConfiguration, BGPPeer for the ToR",
         Mode::RouteReflectors => {
@@ -200,10 +207,12 @@ fn build(
     progress.step(&format!("starting BIRD on the ToR (AS {TOR_AS})"), || {
         cluster.start_tor()
     })?;
+    cluster.record(&opts.state_file)?;
     progress.step(
         &format!("starting {} margay-bgpd (--datastore etcd)", spec.nodes),
         || cluster.start_bgpds(),
     )?;
+    cluster.record(&opts.state_file)?;
     let labels = match spec.mode {
         Mode::Mesh => "margayctl apply: Nodes with their rack label",
         Mode::RouteReflectors => {
@@ -211,10 +220,12 @@ fn build(
         }
     };
     progress.step(labels, || cluster.label_nodes())?;
+    cluster.record(&opts.state_file)?;
     progress.step(
         &format!("starting {} margay-felix (--etcd-endpoints)", spec.nodes),
         || cluster.start_felixes(),
     )?;
+    cluster.record(&opts.state_file)?;
     let waiting = format!(
         "waiting for {} BGP sessions and {} felix ready (up to {} s)",
         cluster.plan().session_count(),
@@ -231,6 +242,7 @@ fn build(
                 ),
                 || cluster.create_pods(),
             )?;
+            cluster.record(&opts.state_file)?;
             let waiting = format!(
                 "waiting for routes to every pod and every ping to answer (up to {} s)",
                 opts.timeout.as_secs()
