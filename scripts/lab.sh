@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The local lab: a margay cluster in network namespaces on this machine. Installs the system
-# packages, builds margay-bgpd, margayctl and margay-lab (release), then runs margay-lab.
-# Needs root (it creates network namespaces). For now the lab is BGP only: a margay-bgpd per
-# node and a BIRD ToR.
+# packages, builds every binary the lab runs (margay-bgpd, margay-felix, the CNI plugin margay,
+# margayctl, margay-lab; release), then runs margay-lab: etcd, margay-bgpd and margay-felix per
+# node, a BIRD ToR, two pods per node through the CNI plugin, and a ping matrix.
+# Needs root (it creates network namespaces).
 #
 #   sudo scripts/lab.sh                      # = up: build a 3-node mesh, report, remove it
-#   sudo scripts/lab.sh up --nodes 5 --mode route-reflectors
+#   sudo scripts/lab.sh up --nodes 5 --mode route-reflectors --pool-mode vxlan
 #   sudo scripts/lab.sh up --keep            # leave it running, then:
 #   sudo scripts/lab.sh status               # report on it again
 #   sudo scripts/lab.sh down                 # remove it
@@ -32,8 +33,8 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-echo "lab.sh: building margay-bgpd, margayctl and margay-lab (release)"
-cargo build --release -p margay-bgp -p margay-ctl -p margay-tests
+echo "lab.sh: building margay-bgpd, margay-felix, margay (CNI), margayctl and margay-lab (release)"
+cargo build --release -p margay-bgp -p margay-felix -p margay-cni -p margay-ctl -p margay-tests
 
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 case "$target_dir" in

@@ -150,6 +150,13 @@ impl Etcd {
         &mut self.process
     }
 
+    /// Lets etcd and its namespace outlive this guard (a kept lab); returns etcd's PID.
+    pub fn into_kept(self) -> u32 {
+        let Etcd { process, ns, .. } = self;
+        ns.into_kept();
+        process.into_kept()
+    }
+
     /// Runs `margayctl --etcd-endpoints URL ARGS...` in etcd's namespace; returns its stdout,
     /// or an error with its stderr when it exits non-zero.
     pub fn margayctl(&self, args: &[&str]) -> Result<String> {

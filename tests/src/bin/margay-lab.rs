@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use margay_tests::labctl::{self, Mode, Spec, UpOptions};
+use margay_tests::labctl::{self, Mode, PoolMode, Spec, UpOptions};
 
 #[derive(Parser)]
 #[command(
@@ -35,10 +35,24 @@ enum ModeArg {
     RouteReflectors,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum PoolModeArg {
+    /// No encapsulation: routes to other nodes' blocks go via the node's address.
+    Never,
+    /// VXLAN between nodes (vxlanMode: Always).
+    Vxlan,
+    /// IP-in-IP between nodes (ipipMode: Always); needs the kernel's ipip module.
+    Ipip,
+    /// Two racks routed by the ToR: direct within a rack, VXLAN between racks
+    /// (vxlanMode: CrossSubnet).
+    CrossSubnet,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Build the lab, wait for BGP to converge, print every node's view; then remove it
-    /// (or keep it with --keep).
+    /// Build the lab (etcd, margay-bgpd and margay-felix per node, a BIRD ToR, pods through
+    /// the CNI plugin), wait for it to converge, print every node's view and a ping matrix;
+    /// then remove it (or keep it with --keep).
     Up {
         /// Number of nodes.
         #[arg(long, default_value_t = 3)]
@@ -46,19 +60,22 @@ enum Command {
         /// How the nodes peer.
         #[arg(long, value_enum, default_value = "mesh")]
         mode: ModeArg,
-        /// Also IPv6: a block per node and an IPv6 session to the ToR.
-        #[arg(long)]
-        ipv6: bool,
+        /// How pod traffic crosses between nodes (the IPPool's ipipMode / vxlanMode). The
+        /// default, never, is plain routing on the shared segment: what BGP announces is
+        /// exactly what the kernel forwards, and it needs no kernel module.
+        #[arg(long, value_enum, default_value = "never")]
+        pool_mode: PoolModeArg,
         /// Leave the lab running (`margay-lab status`, `margay-lab down`).
         #[arg(long)]
         keep: bool,
-        /// Seconds to wait for every session and route.
-        #[arg(long, default_value_t = 60)]
+        /// Seconds to wait for the sessions, then again for the routes and pings.
+        #[arg(long, default_value_t = 90)]
         timeout: u64,
     },
     /// Report on the kept lab again (exit status 1 unless it has converged).
     Status,
-    /// Remove the kept lab: processes, namespaces, directory, state file.
+    /// Remove the kept lab: processes, namespaces (with their links), the directory (logs,
+    /// etcd's data), the state file.
     Down,
 }
 
@@ -68,7 +85,7 @@ fn main() -> ExitCode {
         Command::Up {
             nodes,
             mode,
-            ipv6,
+            pool_mode,
             keep,
             timeout,
         } => labctl::up(&UpOptions {
@@ -78,7 +95,12 @@ fn main() -> ExitCode {
                     ModeArg::Mesh => Mode::Mesh,
                     ModeArg::RouteReflectors => Mode::RouteReflectors,
                 },
-                ipv6,
+                pool_mode: match pool_mode {
+                    PoolModeArg::Never => PoolMode::Never,
+                    PoolModeArg::Vxlan => PoolMode::Vxlan,
+                    PoolModeArg::Ipip => PoolMode::Ipip,
+                    PoolModeArg::CrossSubnet => PoolMode::CrossSubnet,
+                },
             },
             keep,
             timeout: Duration::from_secs(timeout),

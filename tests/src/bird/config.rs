@@ -1,6 +1,7 @@
 //! BIRD 2 configuration as a small struct, rendered to `bird.conf` text.
 //!
-//! No kernel protocol: BIRD never touches the namespace's FIB, routes stay in its tables where
+//! No kernel protocol unless asked ([`BirdConfig::program_kernel`], the lab's ToR that routes
+//! packets): otherwise BIRD never touches the namespace's FIB, routes stay in its tables where
 //! birdc shows them. Originated prefixes are static blackhole routes. iBGP sessions without
 //! multihop are marked `direct`, so next hops on the shared segment resolve without an IGP.
 
@@ -16,6 +17,8 @@ pub struct BirdConfig {
     /// Prefixes to originate (static blackhole routes, exported by `ExportPolicy::Static`).
     pub originate: Vec<IpNet>,
     pub neighbors: Vec<BirdNeighbor>,
+    /// Export the best routes into the namespace's kernel table (a kernel protocol).
+    pub kernel: bool,
 }
 
 /// Which routes a channel exports.
@@ -180,6 +183,7 @@ impl BirdConfig {
             router_id,
             originate: Vec::new(),
             neighbors: Vec::new(),
+            kernel: false,
         }
     }
 
@@ -195,6 +199,12 @@ impl BirdConfig {
         self
     }
 
+    /// Installs the best routes in the kernel, so the namespace forwards along them.
+    pub fn program_kernel(mut self) -> Self {
+        self.kernel = true;
+        self
+    }
+
     /// The `bird.conf` text.
     pub fn render(&self) -> String {
         let mut s = String::new();
@@ -204,6 +214,10 @@ impl BirdConfig {
         let _ = writeln!(s, "log stderr all;");
         let _ = writeln!(s, "debug protocols {{ states, events }};");
         let _ = writeln!(s, "protocol device {{ }}");
+        if self.kernel {
+            let _ = writeln!(s, "protocol kernel kernel4 {{ ipv4 {{ export all; }}; }}");
+            let _ = writeln!(s, "protocol kernel kernel6 {{ ipv6 {{ export all; }}; }}");
+        }
         for (name, v4) in [("static4", true), ("static6", false)] {
             let routes: Vec<&IpNet> = self
                 .originate

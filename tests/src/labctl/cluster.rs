@@ -1,60 +1,122 @@
-//! A running lab, built one step at a time: namespaces, the switch, the ToR's BIRD, a
-//! margay-bgpd per node; then either torn down or kept running with its state recorded.
+//! A running lab, built one step at a time: namespaces, the switches, etcd and the cluster
+//! model, the ToR's BIRD, margay-bgpd and margay-felix per node in cluster mode, and pods made
+//! through the CNI plugin; then either torn down or kept running with its state recorded.
 //!
 //! Every part is a guard of the lab library, so a failure (or a signal) at any step removes
-//! what the earlier steps made. Fields are declared in drop order: daemons, hosts, switch, and
-//! the directory last. Later issues add steps here (etcd, felix, pods).
+//! what the earlier steps made. Fields are declared in drop order: pods, daemons, etcd, hosts,
+//! switches, and the directory last.
+//!
+//! The same type is the API a Rust test drives a lab with: [`Cluster::build`] brings one up,
+//! [`Cluster::pods`] lists the pods with their namespaces and addresses, [`Cluster::ping`]
+//! pings from a pod's namespace, [`Cluster::restart_bgpd`] and [`Cluster::restart_felix`]
+//! restart one node's daemon gracefully (SIGTERM) or abruptly (SIGKILL).
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use ipnet::IpNet;
+
 use super::LabCtlError;
 use super::health::{self, Health};
+use super::ping::{self, PingResult};
+use super::pods::{self, Added, Sandbox};
 use super::progress::interrupted;
-use super::state::{LabState, NodeState, TorState};
-use super::topology::{NODE_AS, Plan, Spec, TOR_AS};
-use crate::bgpd::Bgpd;
+use super::state::{EtcdState, LabState, NodeState, PodState, TorState};
+use super::topology::{NODE_AS, Plan, PodPlan, Spec, TOR_AS};
+use crate::bgpd::{Bgpd, ClusterArgs};
 use crate::bird::Bird;
+use crate::etcd::Etcd;
+use crate::felix::{Felix, FelixArgs};
 use crate::lab::{Lab, LabSwitch};
 use crate::netns::Netns;
 use crate::process::wait_for;
 
+/// How a daemon is stopped before it starts again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM: the daemon shuts down cleanly (bgpd's graceful restart: its peers keep its
+    /// routes for the restart time).
+    Graceful,
+    /// SIGKILL: no goodbye; the kernel closes its sockets.
+    Kill,
+}
+
+/// A pod this process made.
+#[derive(Debug)]
+struct Pod {
+    plan: PodPlan,
+    added: Added,
+    ns: Netns,
+}
+
 /// The lab while this process owns it.
 #[derive(Debug)]
 pub struct Cluster {
-    /// margay-bgpd of node k at index k-1 (filled by [`Cluster::start_nodes`]).
-    nodes: Vec<Bgpd>,
+    pods: Vec<Pod>,
+    /// margay-felix of node k at index k-1.
+    felixes: Vec<Felix>,
+    /// margay-bgpd of node k at index k-1.
+    bgpds: Vec<Bgpd>,
     tor: Option<Bird>,
+    etcd: Option<Etcd>,
     /// Node k's namespace at index k-1, then the ToR's.
     hosts: Vec<Netns>,
-    switch: LabSwitch,
+    /// One per rack.
+    switches: Vec<LabSwitch>,
+    /// How many times each daemon (by process name) has been restarted, for its log names.
+    restarts: Vec<(String, u32)>,
     plan: Plan,
     lab: Lab,
 }
 
 impl Cluster {
-    /// Creates the lab directory, the switch and one namespace per host (nodes, then the ToR).
+    /// Creates the lab directory, a switch per rack and a namespace per node and the ToR.
     pub fn create(spec: Spec) -> Result<Cluster, LabCtlError> {
         let lab = Lab::new("margay-lab")?;
-        let switch = lab.switch("sw")?;
-        let plan = Plan::new(spec, switch.subnet());
+        let mut switches = Vec::new();
+        for r in 0..spec.pool_mode.racks() {
+            switches.push(lab.switch(&format!("sw{r}"))?);
+        }
+        let plan = Plan::new(spec, switches.iter().map(LabSwitch::subnet).collect());
         let mut hosts = Vec::with_capacity(plan.nodes.len() + 1);
         for role in plan.nodes.iter().map(|n| &n.role).chain([&plan.tor.role]) {
             hosts.push(lab.netns(role)?);
         }
         Ok(Cluster {
-            nodes: Vec::new(),
+            pods: Vec::new(),
+            felixes: Vec::new(),
+            bgpds: Vec::new(),
             tor: None,
+            etcd: None,
             hosts,
-            switch,
+            switches,
+            restarts: Vec::new(),
             plan,
             lab,
         })
     }
 
+    /// Every step of `margay-lab up` without the progress lines, up to a converged lab
+    /// (sessions, routes, every ping answered): for tests that drive a lab from Rust.
+    pub fn build(spec: Spec, timeout: Duration) -> Result<Cluster, LabCtlError> {
+        let mut c = Cluster::create(spec)?;
+        c.wire()?;
+        c.start_etcd()?;
+        c.apply_model()?;
+        c.start_tor()?;
+        c.start_bgpds()?;
+        c.label_nodes()?;
+        c.start_felixes()?;
+        c.wait_sessions(timeout)?;
+        c.create_pods()?;
+        c.wait_converged(timeout)?;
+        Ok(c)
+    }
+
     /// How many namespaces [`Cluster::create`] makes for `spec`.
     pub fn namespace_count(spec: &Spec) -> usize {
-        spec.nodes + 2
+        spec.nodes + 1 + spec.pool_mode.racks()
     }
 
     /// The plan the lab follows.
@@ -72,30 +134,77 @@ impl Cluster {
         self.lab.dir()
     }
 
-    /// The switch's namespace.
-    pub fn switch_name(&self) -> &str {
-        self.switch.switch().netns().name()
+    /// The switches' namespaces.
+    pub fn switch_names(&self) -> Vec<String> {
+        self.switches
+            .iter()
+            .map(|s| s.switch().netns().name().to_string())
+            .collect()
     }
 
-    /// Plugs every host into the switch, in plan order, and checks each got its planned address.
+    /// Node `i`'s namespace (0-based).
+    pub fn node_netns(&self, i: usize) -> &Netns {
+        &self.hosts[i]
+    }
+
+    /// The ToR's namespace.
+    pub fn tor_netns(&self) -> &Netns {
+        &self.hosts[self.plan.nodes.len()]
+    }
+
+    /// etcd, once started.
+    pub fn etcd(&self) -> Option<&Etcd> {
+        self.etcd.as_ref()
+    }
+
+    /// Plugs every node into its rack's switch and the ToR into every switch, in plan order,
+    /// checks each got its planned address, makes the ToR a router and gives every node a
+    /// default route through it (proxy ARP answers the pods' 169.254.1.1 only when the node
+    /// routes it).
     pub fn wire(&mut self) -> Result<(), LabCtlError> {
-        let planned = self
-            .plan
-            .nodes
-            .iter()
-            .map(|n| &n.addrs)
-            .chain([&self.plan.tor.addrs]);
-        for (host, want) in self.hosts.iter().zip(planned) {
-            let got = self.switch.attach(host)?;
-            if (got.v4, got.v6) != (want.v4, want.v6) {
-                return Err(LabCtlError::Usage(format!(
-                    "{} got {} on the switch, the plan says {}",
-                    host.name(),
-                    got.v4,
-                    want.v4
-                )));
-            }
+        for (node, host) in self.plan.nodes.iter().zip(&self.hosts) {
+            let got = self.switches[node.rack].attach(host)?;
+            check_address(host, got.ip4(), node.addrs.ip4())?;
         }
+        let tor = &self.hosts[self.plan.nodes.len()];
+        for (sw, want) in self.switches.iter().zip(&self.plan.tor.addrs) {
+            let got = sw.attach(tor)?;
+            check_address(tor, got.ip4(), want.ip4())?;
+        }
+        tor.exec("sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"])?;
+        for (node, host) in self.plan.nodes.iter().zip(&self.hosts) {
+            let gw = self.plan.tor_for(node).to_string();
+            host.ip(&["route", "add", "default", "via", &gw])?;
+        }
+        Ok(())
+    }
+
+    /// Starts etcd in its own namespace on rack a, routed through the ToR.
+    pub fn start_etcd(&mut self) -> Result<(), LabCtlError> {
+        let etcd = Etcd::on_switch(&self.lab, &self.switches[0])?;
+        let want = std::net::IpAddr::V4(self.plan.etcd.ip4());
+        if etcd.ip() != want {
+            return Err(LabCtlError::Usage(format!(
+                "etcd got {} on the switch, the plan says {want}",
+                etcd.ip()
+            )));
+        }
+        // Nodes of the other rack reach etcd through the ToR, and its answers go back that way.
+        let gw = self.plan.tor.addrs[0].ip4().to_string();
+        etcd.netns().ip(&["route", "add", "default", "via", &gw])?;
+        self.etcd = Some(etcd);
+        Ok(())
+    }
+
+    fn etcd_ref(&self) -> Result<&Etcd, LabCtlError> {
+        self.etcd
+            .as_ref()
+            .ok_or_else(|| LabCtlError::Usage("etcd is not running".into()))
+    }
+
+    /// `margayctl apply` of the IPPool, BGPConfiguration and BGPPeers.
+    pub fn apply_model(&mut self) -> Result<(), LabCtlError> {
+        self.etcd_ref()?.apply(&self.plan.model_yaml())?;
         Ok(())
     }
 
@@ -107,16 +216,227 @@ impl Cluster {
         Ok(())
     }
 
-    /// Starts margay-bgpd on every node, one after the other (each answers on its socket
-    /// before the next starts).
-    pub fn start_nodes(&mut self) -> Result<(), LabCtlError> {
-        for (node, ns) in self.plan.nodes.iter().zip(&self.hosts) {
+    fn bgpd_args(&self, i: usize) -> Result<ClusterArgs, LabCtlError> {
+        let node = &self.plan.nodes[i];
+        Ok(ClusterArgs::new(
+            &node.name,
+            &self.etcd_ref()?.endpoint(),
+            IpNet::V4(node.addrs.v4),
+        )
+        .asn(NODE_AS))
+    }
+
+    /// Starts margay-bgpd in cluster mode on every node, one after the other (each answers on
+    /// its socket before the next starts).
+    pub fn start_bgpds(&mut self) -> Result<(), LabCtlError> {
+        for i in 0..self.plan.nodes.len() {
             if interrupted() {
                 return Err(LabCtlError::Interrupted);
             }
-            let bgpd = Bgpd::start(&self.lab, ns, &node.name, self.plan.bgpd_config(node))?;
-            self.nodes.push(bgpd);
+            let args = self.bgpd_args(i)?;
+            let name = format!("{}-bgpd", self.plan.nodes[i].name);
+            let bgpd = Bgpd::start_cluster(&self.lab, &self.hosts[i], &name, args)?;
+            self.bgpds.push(bgpd);
         }
+        Ok(())
+    }
+
+    /// Applies every Node over the one its margay-bgpd wrote, adding its rack label and, on the
+    /// reflector, its cluster id and label.
+    pub fn label_nodes(&mut self) -> Result<(), LabCtlError> {
+        let etcd = self.etcd_ref()?;
+        let docs: Vec<String> = self
+            .plan
+            .nodes
+            .iter()
+            .map(|n| self.plan.node_yaml(n))
+            .collect();
+        etcd.apply(&docs.join("---\n"))?;
+        Ok(())
+    }
+
+    fn felix_args(&self, i: usize) -> Result<FelixArgs, LabCtlError> {
+        let node = &self.plan.nodes[i];
+        let bgpd_socket = self.lab.dir().join(format!("{}-bgpd.sock", node.name));
+        let socket = self.lab.dir().join(format!("{}-felix.sock", node.name));
+        Ok(FelixArgs::new(
+            &node.name,
+            &self.etcd_ref()?.endpoint(),
+            &bgpd_socket,
+            &socket,
+        ))
+    }
+
+    fn conflist_path(&self, i: usize) -> PathBuf {
+        self.lab
+            .dir()
+            .join(format!("{}.conflist", self.plan.nodes[i].name))
+    }
+
+    /// Starts margay-felix in cluster mode on every node and writes each node's CNI conflist.
+    pub fn start_felixes(&mut self) -> Result<(), LabCtlError> {
+        for i in 0..self.plan.nodes.len() {
+            if interrupted() {
+                return Err(LabCtlError::Interrupted);
+            }
+            let args = self.felix_args(i)?;
+            let list = pods::conflist(
+                &self.plan.nodes[i].name,
+                &args.socket,
+                self.plan.spec.pool_mode.mtu(),
+            );
+            let path = self.conflist_path(i);
+            let text =
+                serde_json::to_string_pretty(&list).map_err(|e| LabCtlError::state(&path, e))?;
+            std::fs::write(&path, text).map_err(|e| LabCtlError::state(&path, e))?;
+            let name = format!("{}-felix", self.plan.nodes[i].name);
+            let felix = Felix::start_cluster(&self.lab, &self.hosts[i], &name, args)?;
+            self.felixes.push(felix);
+        }
+        Ok(())
+    }
+
+    /// Creates every pod: its namespace, then CNI ADD through the plugin against its node's
+    /// felix.
+    pub fn create_pods(&mut self) -> Result<(), LabCtlError> {
+        let plugin = pods::plugin_binary()?;
+        for plan in self.plan.pods.clone() {
+            if interrupted() {
+                return Err(LabCtlError::Interrupted);
+            }
+            let ns = self.lab.netns(&plan.role)?;
+            let sandbox = Sandbox {
+                pod: &plan.name,
+                container_id: &plan.container_id,
+                netns: ns.name(),
+            };
+            let added = pods::add(&plugin, &self.conflist_path(plan.node), &sandbox)?;
+            self.pods.push(Pod { plan, added, ns });
+        }
+        Ok(())
+    }
+
+    /// Waits until every session is Established and every felix ready.
+    pub fn wait_sessions(&mut self, timeout: Duration) -> Result<Health, LabCtlError> {
+        let state = self.state();
+        let what = format!(
+            "{} BGP sessions Established and every felix ready",
+            self.plan.session_count()
+        );
+        wait_healthy(&what, &state, timeout, |_| Ok(()))
+    }
+
+    /// Waits until every session is Established, every pod's address is routed at every
+    /// other node and the ToR, and every pod answers a ping from every other pod and the ToR;
+    /// on timeout the error lists what is still missing (the daemons' logs stay in the lab
+    /// directory, which `up` keeps after a failure).
+    pub fn wait_converged(&mut self, timeout: Duration) -> Result<Health, LabCtlError> {
+        let state = self.state();
+        let what = format!(
+            "{} BGP sessions, routes to {} pods everywhere, every ping answered",
+            self.plan.session_count(),
+            state.pods.len()
+        );
+        wait_healthy(&what, &state, timeout, |_| {
+            let failed: Vec<String> = ping::matrix(&state, 1)
+                .into_iter()
+                .filter(|r| !r.reached())
+                .map(|r| format!("ping {} -> {} ({}) got no reply", r.from, r.to, r.dst))
+                .collect();
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(failed)
+            }
+        })
+    }
+
+    /// Every pod: its name, node, namespace and address.
+    pub fn pods(&self) -> Vec<PodState> {
+        self.pods
+            .iter()
+            .map(|p| PodState {
+                name: p.plan.name.clone(),
+                node: self.plan.nodes[p.plan.node].name.clone(),
+                netns: p.ns.name().to_string(),
+                container_id: p.plan.container_id.clone(),
+                ip: p.added.ip,
+                interface: p.added.interface.clone(),
+            })
+            .collect()
+    }
+
+    /// Pings `dst` `count` times from the namespace of pod `pod` (by name).
+    pub fn ping(&self, pod: &str, dst: Ipv4Addr, count: u32) -> Result<PingResult, LabCtlError> {
+        let p = self
+            .pods
+            .iter()
+            .find(|p| p.plan.name == pod)
+            .ok_or_else(|| LabCtlError::Usage(format!("no pod {pod}")))?;
+        let pair = (
+            pod.to_string(),
+            p.ns.name().to_string(),
+            dst.to_string(),
+            dst,
+        );
+        Ok(ping::run(&[pair], count).remove(0))
+    }
+
+    /// Keeps the previous run's logs of process `name` (`NAME.stdout` → `NAME.N.stdout`)
+    /// before it starts again.
+    fn rotate_logs(&mut self, name: &str) {
+        let n = match self.restarts.iter_mut().find(|(p, _)| p == name) {
+            Some((_, n)) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                self.restarts.push((name.to_string(), 1));
+                1
+            }
+        };
+        for kind in ["stdout", "stderr"] {
+            let from = self.lab.dir().join(format!("{name}.{kind}"));
+            let to = self.lab.dir().join(format!("{name}.{n}.{kind}"));
+            let _ = std::fs::rename(from, to);
+        }
+    }
+
+    /// Stops node `i`'s (0-based) margay-bgpd as `stop` says and starts it again with the same
+    /// command line; returns once it answers on its socket.
+    pub fn restart_bgpd(&mut self, i: usize, stop: Stop) -> Result<(), LabCtlError> {
+        let bgpd = self
+            .bgpds
+            .get_mut(i)
+            .ok_or_else(|| LabCtlError::Usage(format!("no node {i}")))?;
+        if stop == Stop::Kill {
+            // SAFETY: kill(2) on the PID of our own child, which `stop` below reaps.
+            unsafe { libc::kill(bgpd.pid() as i32, libc::SIGKILL) };
+        }
+        bgpd.stop();
+        let name = bgpd.name().to_string();
+        self.rotate_logs(&name);
+        let args = self.bgpd_args(i)?;
+        self.bgpds[i] = Bgpd::start_cluster(&self.lab, &self.hosts[i], &name, args)?;
+        Ok(())
+    }
+
+    /// Stops node `i`'s (0-based) margay-felix as `stop` says and starts it again; returns
+    /// once it is ready.
+    pub fn restart_felix(&mut self, i: usize, stop: Stop) -> Result<(), LabCtlError> {
+        let felix = self
+            .felixes
+            .get_mut(i)
+            .ok_or_else(|| LabCtlError::Usage(format!("no node {i}")))?;
+        if stop == Stop::Kill {
+            // SAFETY: kill(2) on the PID of our own child, which `stop` below reaps.
+            unsafe { libc::kill(felix.pid() as i32, libc::SIGKILL) };
+        }
+        felix.stop();
+        let name = format!("{}-felix", self.plan.nodes[i].name);
+        self.rotate_logs(&name);
+        let args = self.felix_args(i)?;
+        self.felixes[i] = Felix::start_cluster(&self.lab, &self.hosts[i], &name, args)?;
         Ok(())
     }
 
@@ -126,51 +446,63 @@ impl Cluster {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let tor_pid = self.tor.as_mut().map(|b| b.process().pid()).unwrap_or(0);
-        let tor_socket = self
-            .tor
-            .as_ref()
-            .map(|b| b.socket().to_path_buf())
-            .unwrap_or_default();
+        let dir = self.lab.dir().to_path_buf();
         let nodes = self
             .plan
             .nodes
             .iter()
-            .zip(&self.hosts)
-            .zip(self.nodes.iter_mut())
-            .map(|((plan, ns), bgpd)| NodeState {
+            .enumerate()
+            .map(|(i, plan)| NodeState {
                 name: plan.name.clone(),
-                netns: ns.name().to_string(),
-                pid: bgpd.process().pid(),
-                socket: bgpd.config().socket.clone(),
-                config: self.lab.dir().join(format!("{}.toml", plan.name)),
+                netns: self.hosts[i].name().to_string(),
+                rack: Plan::rack_name(plan.rack),
+                pid: self.bgpds.get(i).map(Bgpd::pid).unwrap_or(0),
+                socket: dir.join(format!("{}-bgpd.sock", plan.name)),
+                felix_pid: self.felixes.get(i).map(Felix::pid).unwrap_or(0),
+                felix_socket: dir.join(format!("{}-felix.sock", plan.name)),
+                conflist: self.conflist_path(i),
                 address4: plan.addrs.ip4(),
-                address6: self.plan.spec.ipv6.then(|| plan.addrs.ip6()),
                 asn: NODE_AS,
-                block4: plan.block4,
-                block6: plan.block6,
-                peers: bgpd.config().neighbors.iter().map(|n| n.address).collect(),
+                peers: self.plan.expected_peers(plan),
                 reflector: self.plan.is_reflector(plan),
             })
             .collect();
+        let etcd = match &mut self.etcd {
+            Some(e) => EtcdState {
+                netns: e.netns().name().to_string(),
+                pid: e.process().pid(),
+                endpoint: e.endpoint(),
+                data_dir: e.data_dir().to_path_buf(),
+            },
+            None => EtcdState {
+                netns: self.lab.name("etcd").unwrap_or_default(),
+                pid: 0,
+                endpoint: String::new(),
+                data_dir: dir.join("etcd.data"),
+            },
+        };
         let tor_config = self.plan.tor_config();
         LabState {
             tag: self.lab.tag().to_string(),
-            dir: self.lab.dir().to_path_buf(),
+            dir: dir.clone(),
             mode: self.plan.spec.mode,
-            ipv6: self.plan.spec.ipv6,
-            switch: self.switch_name().to_string(),
-            subnet4: self.plan.subnet.v4,
-            subnet6: self.plan.subnet.v6,
+            pool_mode: self.plan.spec.pool_mode,
+            switches: self.switch_names(),
+            subnets: self.plan.racks.iter().map(|s| s.v4).collect(),
+            etcd,
             nodes,
+            pods: self.pods(),
             tor: TorState {
                 name: self.plan.tor.name.clone(),
                 netns: self.hosts[self.plan.nodes.len()].name().to_string(),
-                pid: tor_pid,
-                socket: tor_socket,
-                config: self.lab.dir().join(format!("{}.conf", self.plan.tor.name)),
-                address4: self.plan.tor.addrs.ip4(),
-                address6: self.plan.spec.ipv6.then(|| self.plan.tor.addrs.ip6()),
+                pid: self.tor.as_mut().map(|b| b.process().pid()).unwrap_or(0),
+                socket: self
+                    .tor
+                    .as_ref()
+                    .map(|b| b.socket().to_path_buf())
+                    .unwrap_or_default(),
+                config: dir.join(format!("{}.conf", self.plan.tor.name)),
+                addresses: self.plan.tor.addrs.iter().map(|a| a.ip4()).collect(),
                 asn: TOR_AS,
                 protocols: tor_config
                     .neighbors
@@ -182,52 +514,49 @@ impl Cluster {
         }
     }
 
-    /// Waits until every session is Established and every block is everywhere it should be;
-    /// on timeout the error lists what is still missing (the daemons' logs stay in the lab
-    /// directory, which `up` keeps after a failure).
-    pub fn wait_converged(&mut self, timeout: Duration) -> Result<Health, LabCtlError> {
-        let state = self.state();
-        let what = format!(
-            "{} BGP sessions Established and every block at every node and the ToR",
-            self.plan.session_count()
-        );
-        let h = wait_for(&what, timeout, &[], || {
-            if interrupted() {
-                return Ok(None);
-            }
-            match health::check(&state) {
-                Ok(h) if h.converged() => Ok(Some(h)),
-                Ok(h) => Err(h.problems.join("\n  ")),
-                Err(e) => Err(e.to_string()),
-            }
-        })?;
-        h.ok_or(LabCtlError::Interrupted)
+    /// Writes what the lab is so far to the state file at `path` (`up` does after every step).
+    pub fn record(&mut self, path: &Path) -> Result<(), LabCtlError> {
+        self.state().save(path)
     }
 
     /// Records the lab in the state file at `path`, then lets every namespace, daemon and the
-    /// directory outlive this process. Returns the recorded state.
+    /// directory outlive this process.
     pub fn into_kept(mut self, path: &Path) -> Result<LabState, LabCtlError> {
         let state = self.state();
         // Written first: if it fails, the guards still remove everything.
         state.save(path)?;
         let Cluster {
-            nodes,
+            pods,
+            felixes,
+            bgpds,
             tor,
+            etcd,
             hosts,
-            switch,
-            plan: _,
+            switches,
             lab,
+            ..
         } = self;
-        for bgpd in nodes {
-            bgpd.into_kept();
+        for p in pods {
+            p.ns.into_kept();
+        }
+        for f in felixes {
+            f.into_kept();
+        }
+        for b in bgpds {
+            b.into_kept();
         }
         if let Some(bird) = tor {
             bird.into_kept();
         }
+        if let Some(e) = etcd {
+            e.into_kept();
+        }
         for ns in hosts {
             ns.into_kept();
         }
-        switch.into_kept();
+        for sw in switches {
+            sw.into_kept();
+        }
         lab.into_kept();
         Ok(state)
     }
@@ -241,17 +570,59 @@ impl Cluster {
     /// the directory.
     pub fn teardown_keeping_logs(self) -> PathBuf {
         let Cluster {
-            nodes,
+            pods,
+            felixes,
+            bgpds,
             tor,
+            etcd,
             hosts,
-            switch,
-            plan: _,
+            switches,
             lab,
+            ..
         } = self;
-        drop(nodes);
+        drop(pods);
+        drop(felixes);
+        drop(bgpds);
         drop(tor);
+        drop(etcd);
         drop(hosts);
-        drop(switch);
+        drop(switches);
         lab.into_kept()
     }
+}
+
+/// Fails unless `host` got the address the plan gave it.
+fn check_address(host: &Netns, got: Ipv4Addr, want: Ipv4Addr) -> Result<(), LabCtlError> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(LabCtlError::Usage(format!(
+            "{} got {got} on the switch, the plan says {want}",
+            host.name()
+        )))
+    }
+}
+
+/// Polls [`health::check`] plus `more` (further problems, one line each) until both find
+/// nothing missing.
+fn wait_healthy(
+    what: &str,
+    state: &LabState,
+    timeout: Duration,
+    mut more: impl FnMut(&Health) -> Result<(), Vec<String>>,
+) -> Result<Health, LabCtlError> {
+    let h = wait_for(what, timeout, &[], || {
+        if interrupted() {
+            return Ok(None);
+        }
+        match health::check(state) {
+            Ok(h) if h.converged() => match more(&h) {
+                Ok(()) => Ok(Some(h)),
+                Err(problems) => Err(problems.join("\n  ")),
+            },
+            Ok(h) => Err(h.problems.join("\n  ")),
+            Err(e) => Err(e.to_string()),
+        }
+    })?;
+    h.ok_or(LabCtlError::Interrupted)
 }

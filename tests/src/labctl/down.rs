@@ -63,13 +63,24 @@ pub fn stop_processes(state: &LabState) -> usize {
     running.len()
 }
 
-/// Deletes the lab's namespaces that still exist (ending anything left inside); fails if any
-/// namespace with the lab's prefix remains.
+/// Deletes the lab's namespaces that still exist (ending anything left inside): those recorded,
+/// then any other carrying the lab's unique prefix (a pod's namespace made by an `up` that
+/// crashed before recording it); fails if any namespace with the prefix remains.
 pub fn delete_namespaces(state: &LabState) -> Result<usize, LabCtlError> {
     let prefix = state.name_prefix();
     let existing = list_namespaces()?;
     let mut deleted = 0;
-    for name in state.namespaces() {
+    let mut names = state.namespaces();
+    names.extend(
+        existing
+            .iter()
+            .filter(|n| n.starts_with(&prefix) && !names.contains(n))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    // Pods and hosts before the switches, which come last in the record.
+    names.sort_by_key(|n| state.switches.contains(n));
+    for name in names {
         if name.starts_with(&prefix) && existing.contains(&name) {
             // Dropping the adopted guard kills what is inside and deletes the namespace.
             drop(Netns::adopt(&name)?);

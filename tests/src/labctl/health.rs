@@ -1,6 +1,7 @@
-//! Whether a lab has converged: every configured session Established at both ends, every node
-//! holding every other node's block, the ToR holding every block. Asks the daemons themselves
-//! (margay-bgpd over gRPC, BIRD through birdc) and names everything that is missing.
+//! Whether a lab has converged: every expected session Established at both ends, every felix
+//! ready, every pod's address routed at every other node and at the ToR. Asks the daemons
+//! themselves (margay-bgpd over gRPC, felix's /readiness, BIRD through birdc) and names
+//! everything that is missing.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -13,7 +14,11 @@ use margay_proto::bgp::v1::{ListPeersRequest, ListRoutesRequest, Peer, Route};
 use super::state::LabState;
 use crate::bgpd::connect_unix;
 use crate::bird::{birdc, parse_protocols, parse_routes};
+use crate::felix::readiness;
 use crate::{LabError, Result};
+
+/// The port of every felix's /readiness (on its node's loopback).
+pub const FELIX_HTTP_PORT: u16 = 9099;
 
 /// What a probe of the whole lab found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,11 +43,11 @@ impl Health {
         let n = state.nodes.len();
         if self.converged() {
             format!(
-                "all {} BGP sessions Established; every node holds the other {} node block(s), \
-                 the ToR all {}",
+                "all {} BGP sessions Established, {n} felix ready; every pod's address is routed \
+                 at the other {} node(s) and the ToR ({} pods)",
                 self.ends / 2,
                 n.saturating_sub(1),
-                state.blocks().len()
+                state.pods.len()
             )
         } else {
             format!(
@@ -98,15 +103,14 @@ pub fn check(state: &LabState) -> Result<Health> {
     let names: HashMap<IpAddr, String> = state
         .nodes
         .iter()
-        .flat_map(|n| {
-            std::iter::once((IpAddr::V4(n.address4), n.name.clone()))
-                .chain(n.address6.map(|a| (IpAddr::V6(a), n.name.clone())))
-        })
-        .chain(std::iter::once((
-            IpAddr::V4(state.tor.address4),
-            "tor".into(),
-        )))
-        .chain(state.tor.address6.map(|a| (IpAddr::V6(a), "tor".into())))
+        .flat_map(|n| std::iter::once((IpAddr::V4(n.address4), n.name.clone())))
+        .chain(
+            state
+                .tor
+                .addresses
+                .iter()
+                .map(|a| (IpAddr::V4(*a), state.tor.name.clone())),
+        )
         .collect();
     let name_of = |a: &IpAddr| names.get(a).cloned().unwrap_or_else(|| "?".into());
     let mut h = Health {
@@ -156,14 +160,17 @@ pub fn check(state: &LabState) -> Result<Health> {
             .filter(|r| !r.local)
             .filter_map(|r| r.prefix.parse().ok())
             .collect();
-        for other in state.nodes.iter().filter(|o| o.name != node.name) {
-            let block = IpNet::V4(other.block4);
-            if !held.contains(&block) {
+        for pod in state.pods.iter().filter(|p| p.node != node.name) {
+            if !held.iter().any(|p| p.contains(&IpAddr::V4(pod.ip))) {
                 h.problems.push(format!(
-                    "{}: no route to {}'s block {block}",
-                    node.name, other.name
+                    "{}: no route to pod {} ({}) on {}",
+                    node.name, pod.name, pod.ip, pod.node
                 ));
             }
+        }
+        if let Err(e) = readiness(&node.netns, FELIX_HTTP_PORT) {
+            h.problems
+                .push(format!("{}: margay-felix is not ready: {e}", node.name));
         }
     }
 
@@ -184,14 +191,13 @@ pub fn check(state: &LabState) -> Result<Health> {
     }
     match birdc(&state.tor.socket, &["show", "route", "all"]).and_then(|t| parse_routes(&t)) {
         Ok(routes) => {
-            for node in &state.nodes {
-                let blocks =
-                    std::iter::once(IpNet::V4(node.block4)).chain(node.block6.map(IpNet::V6));
-                for block in blocks {
-                    if !routes.iter().any(|r| r.prefix == block && r.is_bgp()) {
-                        h.problems
-                            .push(format!("tor: no route to {}'s block {block}", node.name));
-                    }
+            for pod in &state.pods {
+                let ip = IpAddr::V4(pod.ip);
+                if !routes.iter().any(|r| r.prefix.contains(&ip) && r.is_bgp()) {
+                    h.problems.push(format!(
+                        "tor: no route to pod {} ({}) on {}",
+                        pod.name, pod.ip, pod.node
+                    ));
                 }
             }
         }

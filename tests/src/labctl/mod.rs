@@ -1,14 +1,14 @@
-//! `margay-lab`, the local lab command: `up` builds a cluster of nodes in network namespaces
-//! (margay-bgpd on each, a BIRD ToR) and reports on it, `status` reports on a kept lab again,
-//! `down` removes it. The binary only parses flags; everything it does is here.
-//!
-//! For now the lab is BGP only (issue 2); felix, etcd and pods become further steps of
-//! [`cluster::Cluster`].
+//! `margay-lab`, the local lab command: `up` builds a cluster in network namespaces (etcd,
+//! margay-bgpd and margay-felix on every node from the datastore, a BIRD ToR, pods made through
+//! the CNI plugin) and reports on it, `status` reports on a kept lab again, `down` removes it.
+//! The binary only parses flags; everything it does is here.
 
 pub mod cluster;
 pub mod down;
 pub mod error;
 pub mod health;
+pub mod ping;
+pub mod pods;
 pub mod progress;
 pub mod report;
 pub mod state;
@@ -17,14 +17,14 @@ pub mod topology;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use cluster::{Cluster, Stop};
 pub use error::LabCtlError;
 pub use state::{LabState, state_path};
-pub use topology::{Mode, Spec};
+pub use topology::{Mode, PoolMode, Spec};
 
-use cluster::Cluster;
 use progress::{Progress, catch_interrupts};
 use report::Tools;
-use topology::{NODE_AS, TOR_AS};
+use topology::{NODE_AS, PODS_PER_NODE, TOR_AS};
 
 /// What `margay-lab up` was asked to do.
 #[derive(Debug, Clone)]
@@ -49,20 +49,47 @@ fn require_program(program: &str) -> Result<(), LabCtlError> {
     }
 }
 
+/// Fails up front when the pool mode needs a kernel module this machine cannot load (IPIP's
+/// `ipip`), instead of half-building a lab whose pods cannot reach each other.
+fn require_kernel_support(pool_mode: PoolMode) -> Result<(), LabCtlError> {
+    if pool_mode != PoolMode::Ipip {
+        return Ok(());
+    }
+    let out = std::process::Command::new("modprobe").arg("ipip").output();
+    match out {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(LabCtlError::Usage(format!(
+            "--pool-mode ipip needs the kernel's ipip module, and `modprobe ipip` failed: {}; \
+             use --pool-mode vxlan (or cross-subnet), which need no module beyond vxlan",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))),
+        Err(e) => Err(LabCtlError::Usage(format!(
+            "--pool-mode ipip needs the kernel's ipip module; could not run modprobe: {e}"
+        ))),
+    }
+}
+
 /// `margay-lab up`: build, wait, report, then tear down or keep.
 pub fn up(opts: &UpOptions) -> Result<(), LabCtlError> {
     catch_interrupts();
     let spec = opts.spec;
     spec.validate()?;
     crate::netns::require_root()?;
-    for p in ["ip", "bird", "birdc"] {
+    for p in ["ip", "bird", "birdc", "ping", "curl", "sysctl"] {
         require_program(p)?;
     }
+    require_kernel_support(spec.pool_mode)?;
     crate::bgpd::bgpd_binary()?;
+    crate::felix::felix_binary()?;
+    pods::plugin_binary()?;
+    if !std::path::Path::new(crate::etcd::ETCD_BINARY).is_file() {
+        return Err(LabCtlError::Usage(format!(
+            "etcd is not at {}; install the lab's packages with scripts/install-deps.sh",
+            crate::etcd::ETCD_BINARY
+        )));
+    }
     let tools = Tools::locate()?;
-    if opts.keep
-        && let Some(s) = LabState::load(&opts.state_file)?
-    {
+    if let Some(s) = LabState::load(&opts.state_file)? {
         return Err(LabCtlError::AlreadyRunning {
             tag: s.name_prefix(),
             path: opts.state_file.clone(),
@@ -70,15 +97,22 @@ pub fn up(opts: &UpOptions) -> Result<(), LabCtlError> {
     }
 
     println!(
-        "margay-lab: {} node(s) in AS {NODE_AS} ({}), a BIRD ToR in AS {TOR_AS}{}",
+        "margay-lab: {} node(s) in AS {NODE_AS} ({}), pool {} ({}), a BIRD ToR in AS {TOR_AS}, \
+         {PODS_PER_NODE} pods per node",
         spec.nodes,
         match spec.mode {
             Mode::Mesh => "node-to-node mesh",
             Mode::RouteReflectors => "node1 is the route reflector",
         },
-        if spec.ipv6 { ", IPv4 and IPv6" } else { "" }
+        topology::POOL_CIDR,
+        match spec.pool_mode {
+            PoolMode::Never => "no encapsulation",
+            PoolMode::Vxlan => "VXLAN",
+            PoolMode::Ipip => "IP-in-IP",
+            PoolMode::CrossSubnet => "VXLAN across racks only, two racks routed by the ToR",
+        }
     );
-    let mut progress = Progress::new(6);
+    let mut progress = Progress::new(14);
     let mut cluster = progress.step(
         &format!("creating {} namespaces", Cluster::namespace_count(&spec)),
         || Cluster::create(spec),
@@ -88,14 +122,21 @@ pub fn up(opts: &UpOptions) -> Result<(), LabCtlError> {
         cluster.tag(),
         cluster.dir().display()
     );
-    match build(&mut progress, &mut cluster, opts, &tools) {
+    // Recorded from the start and after every step, so `margay-lab down` removes what a
+    // crashed `up` left behind.
+    let built = cluster
+        .record(&opts.state_file)
+        .and_then(|()| build(&mut progress, &mut cluster, opts, &tools));
+    match built {
         Ok(()) => {}
         Err(e @ LabCtlError::Interrupted) => {
             cluster.teardown();
+            LabState::remove(&opts.state_file)?;
             return Err(e);
         }
         Err(e) => {
             let dir = cluster.teardown_keeping_logs();
+            LabState::remove(&opts.state_file)?;
             eprintln!(
                 "margay-lab: removed the lab; its configs and logs are in {}",
                 dir.display()
@@ -115,14 +156,15 @@ pub fn up(opts: &UpOptions) -> Result<(), LabCtlError> {
     } else {
         progress.step("tearing down (use --keep to leave it running)", || {
             cluster.teardown();
-            Ok::<_, LabCtlError>(())
+            LabState::remove(&opts.state_file)
         })?;
     }
     Ok(())
 }
 
-/// The steps of `up` after the namespaces exist: wiring, daemons, convergence, the report.
-/// The report is printed also when convergence fails, to show what each daemon sees.
+/// The steps of `up` after the namespaces exist: wiring, etcd and the model, daemons, pods,
+/// convergence, the report. The report is printed also when convergence fails, to show what
+/// each daemon sees.
 fn build(
     progress: &mut Progress,
     cluster: &mut Cluster,
@@ -130,41 +172,101 @@ fn build(
     tools: &Tools,
 ) -> Result<(), LabCtlError> {
     let spec = opts.spec;
+    let subnets: Vec<String> = cluster
+        .plan()
+        .racks
+        .iter()
+        .map(|s| s.v4.to_string())
+        .collect();
     let wiring = format!(
-        "connecting {} hosts to switch {} ({}, {})",
-        spec.nodes + 1,
-        cluster.switch_name(),
-        cluster.plan().subnet.v4,
-        cluster.plan().subnet.v6
+        "connecting {} nodes and the ToR to {} ({})",
+        spec.nodes,
+        if subnets.len() == 1 {
+            "the switch"
+        } else {
+            "two racks"
+        },
+        subnets.join(", ")
     );
     progress.step(&wiring, || cluster.wire())?;
+    cluster.record(&opts.state_file)?;
+    let etcd_at = cluster.plan().etcd.ip4();
+    progress.step(&format!("starting etcd on {etcd_at}"), || {
+        cluster.start_etcd()
+    })?;
+    cluster.record(&opts.state_file)?;
+    let model = match spec.mode {
+        Mode::Mesh => "IPPool, BGPConfiguration, BGPPeer for the ToR",
+        Mode::RouteReflectors => {
+            "IPPool, BGPConfiguration (no mesh), BGPPeers for the ToR and the reflector"
+        }
+    };
+    progress.step(&format!("margayctl apply: {model}"), || {
+        cluster.apply_model()
+    })?;
     progress.step(&format!("starting BIRD on the ToR (AS {TOR_AS})"), || {
         cluster.start_tor()
     })?;
+    cluster.record(&opts.state_file)?;
     progress.step(
-        &format!(
-            "starting {} margay-bgpd (AS {NODE_AS}, {})",
-            spec.nodes, spec.mode
-        ),
-        || cluster.start_nodes(),
+        &format!("starting {} margay-bgpd (--datastore etcd)", spec.nodes),
+        || cluster.start_bgpds(),
     )?;
+    cluster.record(&opts.state_file)?;
+    let labels = match spec.mode {
+        Mode::Mesh => "margayctl apply: Nodes with their rack label",
+        Mode::RouteReflectors => {
+            "margayctl apply: Nodes with their rack label, node1 with its cluster id"
+        }
+    };
+    progress.step(labels, || cluster.label_nodes())?;
+    cluster.record(&opts.state_file)?;
+    progress.step(
+        &format!("starting {} margay-felix (--etcd-endpoints)", spec.nodes),
+        || cluster.start_felixes(),
+    )?;
+    cluster.record(&opts.state_file)?;
     let waiting = format!(
-        "waiting for {} BGP sessions and {} pod blocks (up to {} s)",
+        "waiting for {} BGP sessions and {} felix ready (up to {} s)",
         cluster.plan().session_count(),
-        cluster.plan().nodes.len() * if spec.ipv6 { 2 } else { 1 },
+        spec.nodes,
         opts.timeout.as_secs()
     );
-    let converged = progress.step(&waiting, || cluster.wait_converged(opts.timeout));
+    let sessions = progress.step(&waiting, || cluster.wait_sessions(opts.timeout));
+    let converged = match sessions {
+        Ok(_) => {
+            progress.step(
+                &format!(
+                    "creating {} pods through the CNI plugin (CNI_COMMAND=ADD)",
+                    cluster.plan().pods.len()
+                ),
+                || cluster.create_pods(),
+            )?;
+            cluster.record(&opts.state_file)?;
+            let waiting = format!(
+                "waiting for routes to every pod and every ping to answer (up to {} s)",
+                opts.timeout.as_secs()
+            );
+            progress.step(&waiting, || cluster.wait_converged(opts.timeout))
+        }
+        Err(e) => Err(e),
+    };
     let state = cluster.state();
+    let report = progress.step("gathering the report", || {
+        Ok::<_, LabCtlError>(report::render(&state, tools))
+    })?;
+    print!("{report}");
+    let matrix = progress.step("ping matrix (3 pings per pair, all at once)", || {
+        Ok::<_, LabCtlError>(ping::matrix(&state, 3))
+    })?;
+    println!("\n==== ping matrix ====");
+    print!("{}", ping::render(&state, &matrix));
     match converged {
         Ok(health) => {
-            print!("{}", report::render(&state, tools));
             println!("\n{}\n", health.summary(&state));
             Ok(())
         }
-        Err(e @ LabCtlError::Interrupted) => Err(e),
         Err(e) => {
-            print!("{}", report::render(&state, tools));
             println!();
             Err(e)
         }
@@ -183,10 +285,11 @@ pub fn status(state_file: &std::path::Path) -> Result<bool, LabCtlError> {
     };
     let tools = Tools::locate()?;
     println!(
-        "margay-lab: lab {} ({} node(s), {}), configs and logs in {}",
+        "margay-lab: lab {} ({} node(s), {}, pool mode {}), configs and logs in {}",
         state.name_prefix(),
         state.nodes.len(),
         state.mode,
+        state.pool_mode,
         state.dir.display()
     );
     let dead: Vec<String> = state
@@ -199,9 +302,12 @@ pub fn status(state_file: &std::path::Path) -> Result<bool, LabCtlError> {
         println!("not running: {}", dead.join(", "));
     }
     print!("{}", report::render(&state, &tools));
+    let matrix = ping::matrix(&state, 3);
+    println!("\n==== ping matrix ====");
+    print!("{}", ping::render(&state, &matrix));
     let health = health::check(&state)?;
     println!("\n{}", health.summary(&state));
-    Ok(health.converged() && dead.is_empty())
+    Ok(health.converged() && dead.is_empty() && matrix.iter().all(|r| r.reached()))
 }
 
 /// `margay-lab down`: removes a kept lab; with none recorded, says so and succeeds.

@@ -1,15 +1,21 @@
 //! The lab's report, as an operator would gather it by hand: for every node `margayctl node
-//! status` and `margayctl node routes` run inside its namespace, then the ToR's `birdc show
-//! protocols` and `birdc show route`. Each block starts with the command line that produced it.
+//! status` run inside its namespace and the kernel routes felix programmed there (`ip route
+//! show proto 81`), then the ToR's `birdc show protocols` and `birdc show route`, then the
+//! pods. Each block starts with the command line that produced it. The ping matrix is
+//! [`super::ping`]'s.
 
 use std::ffi::OsStr;
 use std::fmt::Write;
 use std::path::PathBuf;
 use std::process::Command;
 
+use super::pods::POD_NAMESPACE;
 use super::state::{LabState, NodeState};
 use crate::Result;
 use crate::bgpd::margay_binary;
+
+/// The route protocol felix marks its routes with (its default).
+pub const FELIX_PROTOCOL: &str = "81";
 
 /// The programs the report runs.
 #[derive(Debug, Clone)]
@@ -71,6 +77,18 @@ fn birdc(out: &mut String, state: &LabState, args: &[&str]) {
     out.push_str(&output_of(&mut cmd));
 }
 
+/// The kernel routes felix programmed in `node`'s namespace (its own route protocol).
+fn felix_routes(out: &mut String, node: &NodeState) {
+    let _ = writeln!(
+        out,
+        "$ ip -n {} route show proto {FELIX_PROTOCOL}",
+        node.netns
+    );
+    let mut cmd = Command::new("ip");
+    cmd.args(["-n", &node.netns, "route", "show", "proto", FELIX_PROTOCOL]);
+    out.push_str(&output_of(&mut cmd));
+}
+
 /// The header line of a node's section.
 fn node_header(node: &NodeState) -> String {
     let role = if node.reflector {
@@ -78,30 +96,51 @@ fn node_header(node: &NodeState) -> String {
     } else {
         ""
     };
-    let mut blocks = node.block4.to_string();
-    if let Some(b) = node.block6 {
-        let _ = write!(blocks, ", {b}");
-    }
     format!(
-        "==== {}{role}: netns {}, {}, AS {}, block {blocks} ====",
-        node.name, node.netns, node.address4, node.asn
+        "==== {}{role}: netns {}, rack {}, {}, AS {} ====",
+        node.name, node.netns, node.rack, node.address4, node.asn
     )
 }
 
-/// The whole report.
+/// The pods, one line each.
+fn pods_table(out: &mut String, state: &LabState) {
+    let _ = writeln!(
+        out,
+        "\n==== pods: created by the CNI plugin, namespace {POD_NAMESPACE} ===="
+    );
+    let _ = writeln!(
+        out,
+        "{:<10} {:<8} {:<15} {:<16} {:<15}",
+        "POD", "NODE", "IP", "NETNS", "HOST VETH"
+    );
+    for p in &state.pods {
+        let _ = writeln!(
+            out,
+            "{:<10} {:<8} {:<15} {:<16} {:<15}",
+            p.name, p.node, p.ip, p.netns, p.interface
+        );
+    }
+}
+
+/// The whole report (without the ping matrix).
 pub fn render(state: &LabState, tools: &Tools) -> String {
     let mut out = String::new();
     for node in &state.nodes {
         let _ = writeln!(out, "\n{}", node_header(node));
         margayctl(&mut out, tools, node, &["node", "status"]);
-        margayctl(&mut out, tools, node, &["node", "routes"]);
+        felix_routes(&mut out, node);
     }
+    let addrs: Vec<String> = state.tor.addresses.iter().map(|a| a.to_string()).collect();
     let _ = writeln!(
         out,
         "\n==== {} (BIRD): netns {}, {}, AS {} ====",
-        state.tor.name, state.tor.netns, state.tor.address4, state.tor.asn
+        state.tor.name,
+        state.tor.netns,
+        addrs.join(", "),
+        state.tor.asn
     );
     birdc(&mut out, state, &["show", "protocols"]);
     birdc(&mut out, state, &["show", "route"]);
+    pods_table(&mut out, state);
     out
 }

@@ -2,14 +2,14 @@
 //! namespace, process (PID), socket and directory it made, so that `status` can report on it
 //! and `down` can remove all of it from another process.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use super::LabCtlError;
-use super::topology::Mode;
+use super::topology::{Mode, PoolMode};
 
 /// Where the state file lives unless `MARGAY_LAB_STATE` says otherwise.
 pub const DEFAULT_STATE_FILE: &str = "/run/margay-lab/state.json";
@@ -28,19 +28,39 @@ pub fn state_path() -> PathBuf {
 pub struct NodeState {
     pub name: String,
     pub netns: String,
+    /// Its rack (switch), `a` or `b`.
+    pub rack: char,
     /// margay-bgpd's PID.
     pub pid: u32,
     /// margay-bgpd's gRPC socket.
     pub socket: PathBuf,
-    pub config: PathBuf,
+    /// margay-felix's PID.
+    pub felix_pid: u32,
+    /// margay-felix's API socket (the CNI plugin's).
+    pub felix_socket: PathBuf,
+    /// The CNI network configuration list of this node.
+    pub conflist: PathBuf,
     pub address4: Ipv4Addr,
-    pub address6: Option<Ipv6Addr>,
     pub asn: u32,
-    pub block4: Ipv4Net,
-    pub block6: Option<Ipv6Net>,
-    /// Every neighbour it is configured with.
+    /// Every neighbour it should have a session with.
     pub peers: Vec<IpAddr>,
     pub reflector: bool,
+}
+
+/// One pod, created through the CNI plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodState {
+    /// The Kubernetes name (namespace `default`).
+    pub name: String,
+    /// The node it runs on.
+    pub node: String,
+    /// Its network namespace (`ip netns` name; the path is `/var/run/netns/NAME`).
+    pub netns: String,
+    pub container_id: String,
+    /// Its address (from the plugin's result).
+    pub ip: Ipv4Addr,
+    /// The host side of its veth (`cali...`), in the node's namespace.
+    pub interface: String,
 }
 
 /// The top-of-rack BIRD.
@@ -52,11 +72,21 @@ pub struct TorState {
     /// BIRD's control socket (for `birdc -s`).
     pub socket: PathBuf,
     pub config: PathBuf,
-    pub address4: Ipv4Addr,
-    pub address6: Option<Ipv6Addr>,
+    /// Its address on each rack.
+    pub addresses: Vec<Ipv4Addr>,
     pub asn: u32,
-    /// Its BGP protocols (one per node and family), as `birdc show protocols` names them.
+    /// Its BGP protocols (one per node), as `birdc show protocols` names them.
     pub protocols: Vec<String>,
+}
+
+/// The lab's etcd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EtcdState {
+    pub netns: String,
+    pub pid: u32,
+    /// The client URL (`http://ADDR:2379`).
+    pub endpoint: String,
+    pub data_dir: PathBuf,
 }
 
 /// A whole lab.
@@ -64,15 +94,16 @@ pub struct TorState {
 pub struct LabState {
     /// The tag in every name the lab made (`mg` + tag + role).
     pub tag: String,
-    /// Configs, sockets and logs.
+    /// Configs, sockets, logs and etcd's data.
     pub dir: PathBuf,
     pub mode: Mode,
-    pub ipv6: bool,
-    /// The switch's namespace (bridge `br0`).
-    pub switch: String,
-    pub subnet4: Ipv4Net,
-    pub subnet6: Ipv6Net,
+    pub pool_mode: PoolMode,
+    /// The switches' namespaces (bridge `br0` in each), one per rack.
+    pub switches: Vec<String>,
+    pub subnets: Vec<Ipv4Net>,
+    pub etcd: EtcdState,
     pub nodes: Vec<NodeState>,
+    pub pods: Vec<PodState>,
     pub tor: TorState,
     /// Seconds since the epoch when `up` finished.
     pub created: u64,
@@ -92,39 +123,44 @@ impl LabState {
         format!("mg{}", self.tag)
     }
 
-    /// Every namespace, hosts first, the switch last.
+    /// Every namespace: pods, nodes, the ToR, etcd, the switches last.
     pub fn namespaces(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.nodes.iter().map(|n| n.netns.clone()).collect();
+        let mut v: Vec<String> = self.pods.iter().map(|p| p.netns.clone()).collect();
+        v.extend(self.nodes.iter().map(|n| n.netns.clone()));
         v.push(self.tor.netns.clone());
-        v.push(self.switch.clone());
+        v.push(self.etcd.netns.clone());
+        v.extend(self.switches.iter().cloned());
         v
     }
 
-    /// Every daemon the lab started.
+    /// Every daemon the lab started: felix and bgpd per node, BIRD, etcd last.
     pub fn processes(&self) -> Vec<ProcessRecord> {
-        let mut v: Vec<ProcessRecord> = self
-            .nodes
-            .iter()
-            .map(|n| ProcessRecord {
-                name: n.name.clone(),
-                netns: n.netns.clone(),
-                pid: n.pid,
-            })
-            .collect();
+        let mut v = Vec::new();
+        for n in &self.nodes {
+            for (daemon, pid) in [("felix", n.felix_pid), ("bgpd", n.pid)] {
+                v.push(ProcessRecord {
+                    name: format!("{}-{daemon}", n.name),
+                    netns: n.netns.clone(),
+                    pid,
+                });
+            }
+        }
         v.push(ProcessRecord {
             name: self.tor.name.clone(),
             netns: self.tor.netns.clone(),
             pid: self.tor.pid,
         });
+        v.push(ProcessRecord {
+            name: "etcd".into(),
+            netns: self.etcd.netns.clone(),
+            pid: self.etcd.pid,
+        });
         v
     }
 
-    /// Every node's IPv4 and IPv6 blocks.
-    pub fn blocks(&self) -> Vec<ipnet::IpNet> {
-        self.nodes
-            .iter()
-            .flat_map(|n| std::iter::once(n.block4.into()).chain(n.block6.map(ipnet::IpNet::from)))
-            .collect()
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Option<&NodeState> {
+        self.nodes.iter().find(|n| n.name == name)
     }
 
     /// Writes the state to `path` (creating its directory), readable by root only.
@@ -185,23 +221,36 @@ mod tests {
             tag: "ab12".into(),
             dir: "/tmp/mgab12-x".into(),
             mode: Mode::RouteReflectors,
-            ipv6: true,
-            switch: "mgab12sw".into(),
-            subnet4: "10.99.1.0/24".parse().unwrap(),
-            subnet6: "fd00:99:1::/64".parse().unwrap(),
+            pool_mode: PoolMode::Vxlan,
+            switches: vec!["mgab12sw0".into()],
+            subnets: vec!["10.99.1.0/24".parse().unwrap()],
+            etcd: EtcdState {
+                netns: "mgab12etcd".into(),
+                pid: 44,
+                endpoint: "http://10.99.1.3:2379".into(),
+                data_dir: "/tmp/mgab12-x/etcd.data".into(),
+            },
             nodes: vec![NodeState {
                 name: "node1".into(),
                 netns: "mgab12n1".into(),
+                rack: 'a',
                 pid: 42,
                 socket: "/tmp/mgab12-x/node1.sock".into(),
-                config: "/tmp/mgab12-x/node1.toml".into(),
+                felix_pid: 45,
+                felix_socket: "/tmp/mgab12-x/node1-felix.sock".into(),
+                conflist: "/tmp/mgab12-x/node1.conflist".into(),
                 address4: "10.99.1.1".parse().unwrap(),
-                address6: Some("fd00:99:1::1".parse().unwrap()),
                 asn: 64512,
-                block4: "10.100.1.0/26".parse().unwrap(),
-                block6: Some("fd00:100::1:0/122".parse().unwrap()),
                 peers: vec!["10.99.1.2".parse().unwrap()],
                 reflector: true,
+            }],
+            pods: vec![PodState {
+                name: "web-1-1".into(),
+                node: "node1".into(),
+                netns: "mgab12n1p1".into(),
+                container_id: "lab00000101".into(),
+                ip: "10.100.3.65".parse().unwrap(),
+                interface: "cali0123456789a".into(),
             }],
             tor: TorState {
                 name: "tor".into(),
@@ -209,8 +258,7 @@ mod tests {
                 pid: 43,
                 socket: "/tmp/mgab12-x/tor.ctl".into(),
                 config: "/tmp/mgab12-x/tor.conf".into(),
-                address4: "10.99.1.2".parse().unwrap(),
-                address6: None,
+                addresses: vec!["10.99.1.2".parse().unwrap()],
                 asn: 65000,
                 protocols: vec!["node1".into()],
             },
@@ -228,10 +276,19 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("\"mode\": \"route-reflectors\""), "{text}");
         assert_eq!(LabState::load(&path).unwrap(), Some(s.clone()));
-        assert_eq!(s.namespaces(), vec!["mgab12n1", "mgab12tor", "mgab12sw"]);
+        assert_eq!(
+            s.namespaces(),
+            vec![
+                "mgab12n1p1",
+                "mgab12n1",
+                "mgab12tor",
+                "mgab12etcd",
+                "mgab12sw0"
+            ]
+        );
         assert_eq!(
             s.processes().iter().map(|p| p.pid).collect::<Vec<_>>(),
-            vec![42, 43]
+            vec![45, 42, 43, 44]
         );
         LabState::remove(&path).unwrap();
         assert!(!path.exists());

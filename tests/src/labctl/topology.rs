@@ -1,17 +1,17 @@
-//! The lab's plan, computed before anything is created: which hosts sit on the switch, their
-//! addresses and pod blocks, and every daemon's configuration for the chosen peering mode.
+//! The lab's plan, computed before anything is created: which hosts sit on which switch, their
+//! addresses, the pods, the cluster model applied through `margayctl apply`, and the ToR's BIRD
+//! configuration. Pure: no namespace, no process.
 //!
-//! Node `k` (1-based) is host `k` of the switch's subnet and originates `10.100.k.0/26` (and
-//! `fd00:100::k:0/122` with IPv6); the ToR is the host after the last node. Nodes are in AS
-//! 64512 (Calico's default), the ToR in AS 65000. Pure: no namespace, no process.
+//! One switch ("rack a") carries every node, the ToR and etcd; with `--pool-mode cross-subnet`
+//! the second half of the nodes sits on a second switch ("rack b") and the ToR routes between
+//! the two. On each switch the nodes attach first, then the ToR, then (rack a) etcd, so host
+//! numbers are known in advance. Nodes are in AS 64512 (Calico's default), the ToR in AS 65000.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use super::LabCtlError;
-use crate::bgpd::{BgpdConfig, BgpdNeighbor, BgpdPeerType};
 use crate::bird::{BirdConfig, BirdNeighbor, ExportPolicy};
 use crate::lab::{Addrs, Subnet};
 
@@ -21,8 +21,15 @@ pub const NODE_AS: u32 = 64512;
 pub const TOR_AS: u32 = 65000;
 /// The cluster id of the reflector in route-reflector mode (Calico's documented example).
 pub const CLUSTER_ID: Ipv4Addr = Ipv4Addr::new(244, 0, 0, 1);
-/// Most nodes one lab runs (blocks are `10.100.k.0/26`, and the ToR needs a host number).
+/// Most nodes one lab runs (a switch is a /24 that also holds the ToR and etcd).
 pub const MAX_NODES: usize = 100;
+/// The pod network (Calico's default pool is 192.168.0.0/16; ours stays in 10.100/16, the
+/// lab's private range).
+pub const POOL_CIDR: &str = "10.100.0.0/16";
+/// Pods per node.
+pub const PODS_PER_NODE: usize = 2;
+/// The label that names a node's rack (its switch), for the ToR's BGPPeers.
+pub const RACK_LABEL: &str = "margay-lab/rack";
 
 /// How the nodes peer with each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,23 +50,78 @@ impl std::fmt::Display for Mode {
     }
 }
 
+/// How pod traffic between nodes travels: the IPPool's `ipipMode` / `vxlanMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PoolMode {
+    /// Plain routing: `via <node IP>` (both modes Never).
+    Never,
+    /// `vxlanMode: Always`.
+    Vxlan,
+    /// `ipipMode: Always` (needs the kernel's ipip module).
+    Ipip,
+    /// `vxlanMode: CrossSubnet`: direct within a rack, VXLAN between the two racks.
+    CrossSubnet,
+}
+
+impl PoolMode {
+    /// The IPPool's `(ipipMode, vxlanMode)`.
+    pub fn encapsulation(self) -> (&'static str, &'static str) {
+        match self {
+            PoolMode::Never => ("Never", "Never"),
+            PoolMode::Vxlan => ("Never", "Always"),
+            PoolMode::Ipip => ("Always", "Never"),
+            PoolMode::CrossSubnet => ("Never", "CrossSubnet"),
+        }
+    }
+
+    /// The pods' MTU: the switch's 1500 less the encapsulation's overhead.
+    pub fn mtu(self) -> u32 {
+        match self {
+            PoolMode::Never => 1500,
+            PoolMode::Ipip => 1480,
+            PoolMode::Vxlan | PoolMode::CrossSubnet => 1450,
+        }
+    }
+
+    /// How many switches (racks) the lab has.
+    pub fn racks(self) -> usize {
+        if self == PoolMode::CrossSubnet { 2 } else { 1 }
+    }
+}
+
+impl std::fmt::Display for PoolMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PoolMode::Never => "never",
+            PoolMode::Vxlan => "vxlan",
+            PoolMode::Ipip => "ipip",
+            PoolMode::CrossSubnet => "cross-subnet",
+        })
+    }
+}
+
 /// What the operator asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Spec {
     pub nodes: usize,
     pub mode: Mode,
-    /// Also give every node an IPv6 block and an IPv6 session to the ToR.
-    pub ipv6: bool,
+    pub pool_mode: PoolMode,
 }
 
 impl Spec {
-    /// Checks the node count.
+    /// Checks the node count (cross-subnet needs a node in each rack).
     pub fn validate(&self) -> Result<(), LabCtlError> {
         if self.nodes == 0 || self.nodes > MAX_NODES {
             return Err(LabCtlError::Usage(format!(
                 "--nodes must be between 1 and {MAX_NODES}, not {}",
                 self.nodes
             )));
+        }
+        if self.pool_mode == PoolMode::CrossSubnet && self.nodes < 2 {
+            return Err(LabCtlError::Usage(
+                "--pool-mode cross-subnet needs at least 2 nodes (one per rack)".into(),
+            ));
         }
         Ok(())
     }
@@ -70,59 +132,106 @@ impl Spec {
 pub struct NodePlan {
     /// 1-based.
     pub index: usize,
-    /// `node1`, ...: daemon, log and BIRD protocol names.
+    /// `node1`, ...: the Node resource's name.
     pub name: String,
     /// The namespace role (`n1`): the namespace is `mg` + tag + role.
     pub role: String,
-    /// Its addresses on the switch (interface name not yet known).
+    /// Its rack (switch), 0 or 1.
+    pub rack: usize,
+    /// Its address on its rack's switch.
     pub addrs: Addrs,
-    pub block4: Ipv4Net,
-    pub block6: Option<Ipv6Net>,
 }
 
-/// The top-of-rack router.
+/// One pod of the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodPlan {
+    /// The Kubernetes pod name (`web-1-2`: node 1's second pod), in namespace `default`.
+    pub name: String,
+    /// The namespace role (`n1p2`).
+    pub role: String,
+    /// Index into [`Plan::nodes`] of the node it runs on.
+    pub node: usize,
+    /// The container id the runtime passes (`CNI_CONTAINERID`).
+    pub container_id: String,
+}
+
+/// The top-of-rack router: one address per rack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TorPlan {
     pub name: String,
     pub role: String,
-    pub addrs: Addrs,
+    pub addrs: Vec<Addrs>,
 }
 
 /// The whole lab.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     pub spec: Spec,
-    pub subnet: Subnet,
+    /// One subnet per rack.
+    pub racks: Vec<Subnet>,
     pub nodes: Vec<NodePlan>,
+    pub pods: Vec<PodPlan>,
     pub tor: TorPlan,
+    /// etcd's address on rack a.
+    pub etcd: Addrs,
 }
 
 impl Plan {
-    /// The plan for `spec` on the switch subnet `subnet` (hosts attach in plan order).
-    pub fn new(spec: Spec, subnet: Subnet) -> Plan {
-        let nodes = (1..=spec.nodes)
-            .map(|k| NodePlan {
+    /// The plan for `spec` on the rack subnets `racks` (one per [`PoolMode::racks`]).
+    pub fn new(spec: Spec, racks: Vec<Subnet>) -> Plan {
+        // Rack a holds the first half (rounded up) of the nodes when there are two racks.
+        let in_a = if racks.len() > 1 {
+            spec.nodes.div_ceil(2)
+        } else {
+            spec.nodes
+        };
+        let mut next_host = vec![1u8; racks.len()];
+        let mut nodes = Vec::with_capacity(spec.nodes);
+        for k in 1..=spec.nodes {
+            let rack = usize::from(k > in_a);
+            let addrs = racks[rack].host(next_host[rack]);
+            next_host[rack] += 1;
+            nodes.push(NodePlan {
                 index: k,
                 name: format!("node{k}"),
                 role: format!("n{k}"),
-                addrs: subnet.host(k as u8),
-                block4: Ipv4Net::new(Ipv4Addr::new(10, 100, k as u8, 0), 26)
-                    .expect("26 is a valid length"),
-                block6: spec.ipv6.then(|| {
-                    Ipv6Net::new(Ipv6Addr::new(0xfd00, 0x100, 0, 0, 0, 0, k as u16, 0), 122)
-                        .expect("122 is a valid length")
-                }),
+                rack,
+                addrs,
+            });
+        }
+        let tor_addrs: Vec<Addrs> = racks
+            .iter()
+            .zip(&mut next_host)
+            .map(|(subnet, h)| {
+                let a = subnet.host(*h);
+                *h += 1;
+                a
+            })
+            .collect();
+        let etcd = racks[0].host(next_host[0]);
+        let pods = nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| {
+                (1..=PODS_PER_NODE).map(move |j| PodPlan {
+                    name: format!("web-{}-{j}", n.index),
+                    role: format!("{}p{j}", n.role),
+                    node: i,
+                    container_id: format!("lab{:0>6}{j:0>2}", n.index),
+                })
             })
             .collect();
         Plan {
             spec,
-            subnet,
+            racks,
             nodes,
+            pods,
             tor: TorPlan {
                 name: "tor".into(),
                 role: "tor".into(),
-                addrs: subnet.host(spec.nodes as u8 + 1),
+                addrs: tor_addrs,
             },
+            etcd,
         }
     }
 
@@ -131,67 +240,103 @@ impl Plan {
         self.spec.mode == Mode::RouteReflectors && node.index == 1
     }
 
-    /// margay-bgpd's configuration on `node` (the socket is filled in when it starts).
-    pub fn bgpd_config(&self, node: &NodePlan) -> BgpdConfig {
-        let mut c = BgpdConfig::new(node.addrs.ip4(), NODE_AS).originate(node.block4.into());
-        if let Some(b) = node.block6 {
-            c = c.originate(b.into());
-        }
-        if self.is_reflector(node) {
-            c = c.cluster_id(CLUSTER_ID);
-        }
-        for other in self.nodes.iter().filter(|o| o.index != node.index) {
-            // One session per family, as Calico runs them.
-            let mut addrs = vec![IpAddr::V4(other.addrs.ip4())];
-            if self.spec.ipv6 {
-                addrs.push(IpAddr::V6(other.addrs.ip6()));
-            }
-            for addr in addrs {
-                let n = BgpdNeighbor::new(addr, NODE_AS).description(&other.name);
-                let n = match self.spec.mode {
-                    Mode::Mesh => n.peer_type(BgpdPeerType::Mesh),
-                    Mode::RouteReflectors if self.is_reflector(node) => n.rr_client(),
-                    Mode::RouteReflectors if self.is_reflector(other) => {
-                        n.peer_type(BgpdPeerType::RouteReflector)
-                    }
-                    // Clients of the same reflector do not peer.
-                    Mode::RouteReflectors => continue,
-                };
-                c = c.neighbor(n);
-            }
-        }
-        c = c.neighbor(
-            BgpdNeighbor::new(IpAddr::V4(self.tor.addrs.ip4()), TOR_AS).description("tor"),
-        );
-        if self.spec.ipv6 {
-            c = c.neighbor(
-                BgpdNeighbor::new(IpAddr::V6(self.tor.addrs.ip6()), TOR_AS).description("tor"),
-            );
-        }
-        c
+    /// The rack's name in labels and messages (`a`, `b`).
+    pub fn rack_name(rack: usize) -> char {
+        char::from(b'a' + rack as u8)
     }
 
-    /// The ToR's BIRD configuration: one eBGP session per node and family. It exports
-    /// nothing: the nodes learn each other's blocks from each other, and the ToR shows what
-    /// the cluster announces.
+    /// The ToR's address on `node`'s rack: the node's BGP peer and default gateway.
+    pub fn tor_for(&self, node: &NodePlan) -> Ipv4Addr {
+        self.tor.addrs[node.rack].ip4()
+    }
+
+    /// Every peer address `node`'s margay-bgpd should have a session with.
+    pub fn expected_peers(&self, node: &NodePlan) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = self
+            .nodes
+            .iter()
+            .filter(|o| o.index != node.index)
+            .filter(|o| match self.spec.mode {
+                Mode::Mesh => true,
+                Mode::RouteReflectors => self.is_reflector(node) || self.is_reflector(o),
+            })
+            .map(|o| IpAddr::V4(o.addrs.ip4()))
+            .collect();
+        v.push(IpAddr::V4(self.tor_for(node)));
+        v
+    }
+
+    /// The cluster model, as `margayctl apply` takes it: the IPPool, BGPConfiguration and the
+    /// ToR's BGPPeer(s), and in route-reflector mode the BGPPeer that makes every node peer
+    /// with the reflectors. Applied before any daemon starts.
+    pub fn model_yaml(&self) -> String {
+        let (ipip, vxlan) = self.spec.pool_mode.encapsulation();
+        let mut docs = vec![
+            format!(
+                "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: \
+                 default-ipv4-ippool\nspec:\n  cidr: {POOL_CIDR}\n  blockSize: 26\n  ipipMode: \
+                 {ipip}\n  vxlanMode: {vxlan}\n  natOutgoing: false\n  nodeSelector: all()\n"
+            ),
+            format!(
+                "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: \
+                 default\nspec:\n  asNumber: {NODE_AS}\n  nodeToNodeMeshEnabled: {}\n  \
+                 logSeverityScreen: Info\n",
+                self.spec.mode == Mode::Mesh
+            ),
+        ];
+        if self.racks.len() == 1 {
+            docs.push(format!(
+                "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  \
+                 peerIP: {}\n  asNumber: {TOR_AS}\n",
+                self.tor.addrs[0].ip4()
+            ));
+        } else {
+            for (rack, addrs) in self.tor.addrs.iter().enumerate() {
+                let r = Plan::rack_name(rack);
+                docs.push(format!(
+                    "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: \
+                     tor-rack-{r}\nspec:\n  nodeSelector: {RACK_LABEL} == '{r}'\n  peerIP: {}\n  \
+                     asNumber: {TOR_AS}\n",
+                    addrs.ip4()
+                ));
+            }
+        }
+        if self.spec.mode == Mode::RouteReflectors {
+            docs.push(
+                "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: \
+                 peer-with-route-reflectors\nspec:\n  nodeSelector: all()\n  peerSelector: \
+                 route-reflector == 'true'\n"
+                    .to_string(),
+            );
+        }
+        docs.join("---\n")
+    }
+
+    /// `node`'s Node resource as the lab applies it over the one margay-bgpd wrote: the same
+    /// address and AS, its rack label, and on the reflector its cluster id and label.
+    pub fn node_yaml(&self, node: &NodePlan) -> String {
+        let mut labels = format!("    {RACK_LABEL}: {}\n", Plan::rack_name(node.rack));
+        let mut rr = String::new();
+        if self.is_reflector(node) {
+            labels.push_str("    route-reflector: \"true\"\n");
+            rr = format!("    routeReflectorClusterID: {CLUSTER_ID}\n");
+        }
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: {}\n  labels:\n\
+             {labels}spec:\n  bgp:\n    ipv4Address: {}\n    asNumber: {NODE_AS}\n{rr}",
+            node.name, node.addrs.v4
+        )
+    }
+
+    /// The ToR's BIRD configuration: one eBGP session per node, learning only, with the
+    /// learned routes in its kernel so it forwards to the pods (and between racks).
     pub fn tor_config(&self) -> BirdConfig {
-        let mut c = BirdConfig::new(self.tor.addrs.ip4());
+        let mut c = BirdConfig::new(self.tor.addrs[0].ip4()).program_kernel();
         for node in &self.nodes {
             c = c.neighbor(
                 BirdNeighbor::new(&node.name, IpAddr::V4(node.addrs.ip4()), TOR_AS, NODE_AS)
                     .export(ExportPolicy::None),
             );
-            if self.spec.ipv6 {
-                c = c.neighbor(
-                    BirdNeighbor::new(
-                        &format!("{}v6", node.name),
-                        IpAddr::V6(node.addrs.ip6()),
-                        TOR_AS,
-                        NODE_AS,
-                    )
-                    .export(ExportPolicy::None),
-                );
-            }
         }
         c
     }
@@ -203,8 +348,7 @@ impl Plan {
             Mode::Mesh => n * (n - 1) / 2,
             Mode::RouteReflectors => n - 1,
         };
-        let families = if self.spec.ipv6 { 2 } else { 1 };
-        (among_nodes + n) * families
+        among_nodes + n
     }
 }
 
@@ -212,128 +356,116 @@ impl Plan {
 mod tests {
     use super::*;
 
-    fn plan(nodes: usize, mode: Mode, ipv6: bool) -> Plan {
-        let subnet = Subnet {
-            v4: "10.99.7.0/24".parse().unwrap(),
-            v6: "fd00:99:7::/64".parse().unwrap(),
-        };
-        Plan::new(Spec { nodes, mode, ipv6 }, subnet)
+    fn subnet(n: u8) -> Subnet {
+        Subnet {
+            v4: format!("10.99.{n}.0/24").parse().unwrap(),
+            v6: format!("fd00:99:{n}::/64").parse().unwrap(),
+        }
     }
 
-    fn peers(c: &BgpdConfig) -> Vec<(String, u32, bool, Option<BgpdPeerType>)> {
-        c.neighbors
-            .iter()
-            .map(|n| {
-                (
-                    n.address.to_string(),
-                    n.asn,
-                    n.route_reflector_client,
-                    n.peer_type,
-                )
-            })
-            .collect()
+    fn plan(nodes: usize, mode: Mode, pool_mode: PoolMode) -> Plan {
+        let racks = (0..pool_mode.racks())
+            .map(|r| subnet(7 + r as u8))
+            .collect();
+        Plan::new(
+            Spec {
+                nodes,
+                mode,
+                pool_mode,
+            },
+            racks,
+        )
+    }
+
+    fn ips(v: &[IpAddr]) -> Vec<String> {
+        v.iter().map(|a| a.to_string()).collect()
     }
 
     #[test]
-    fn mesh_node_peers_with_every_other_node_and_the_tor() {
-        let p = plan(3, Mode::Mesh, false);
-        let c = p.bgpd_config(&p.nodes[1]);
-        assert_eq!(c.router_id, "10.99.7.2".parse::<Ipv4Addr>().unwrap());
-        assert_eq!(c.asn, NODE_AS);
-        assert_eq!(c.cluster_id, None);
-        assert_eq!(c.originate, vec!["10.100.2.0/26".parse().unwrap()]);
-        let mesh = Some(BgpdPeerType::Mesh);
+    fn mesh_node_expects_every_other_node_and_the_tor_and_hosts_attach_in_order() {
+        let p = plan(3, Mode::Mesh, PoolMode::Never);
         assert_eq!(
-            peers(&c),
-            vec![
-                ("10.99.7.1".into(), NODE_AS, false, mesh),
-                ("10.99.7.3".into(), NODE_AS, false, mesh),
-                ("10.99.7.4".into(), TOR_AS, false, None),
-            ]
+            ips(&p.expected_peers(&p.nodes[1])),
+            ["10.99.7.1", "10.99.7.3", "10.99.7.4"]
         );
+        assert_eq!(p.etcd.ip4().to_string(), "10.99.7.5");
         assert_eq!(p.session_count(), 3 + 3);
+        assert_eq!(p.pods.len(), 6);
+        assert_eq!(p.pods[3].name, "web-2-2");
+        assert_eq!(p.pods[3].role, "n2p2");
+        assert_eq!(p.pods[3].node, 1);
+        let model = p.model_yaml();
+        assert!(model.contains("nodeToNodeMeshEnabled: true"), "{model}");
+        assert!(
+            model.contains("peerIP: 10.99.7.4\n  asNumber: 65000"),
+            "{model}"
+        );
+        assert!(
+            model.contains("ipipMode: Never\n  vxlanMode: Never"),
+            "{model}"
+        );
+        assert!(!model.contains("peerSelector"), "{model}");
     }
 
     #[test]
-    fn reflector_has_clients_and_clients_peer_only_with_reflector_and_tor() {
-        let p = plan(4, Mode::RouteReflectors, false);
-        let rr = p.bgpd_config(&p.nodes[0]);
-        assert_eq!(rr.cluster_id, Some(CLUSTER_ID));
+    fn reflector_expects_every_client_and_clients_only_the_reflector_and_tor() {
+        let p = plan(4, Mode::RouteReflectors, PoolMode::Vxlan);
         assert_eq!(
-            peers(&rr),
-            vec![
-                ("10.99.7.2".into(), NODE_AS, true, None),
-                ("10.99.7.3".into(), NODE_AS, true, None),
-                ("10.99.7.4".into(), NODE_AS, true, None),
-                ("10.99.7.5".into(), TOR_AS, false, None),
-            ]
+            ips(&p.expected_peers(&p.nodes[0])),
+            ["10.99.7.2", "10.99.7.3", "10.99.7.4", "10.99.7.5"]
         );
-        let client = p.bgpd_config(&p.nodes[2]);
-        assert_eq!(client.cluster_id, None);
         assert_eq!(
-            peers(&client),
-            vec![
-                (
-                    "10.99.7.1".into(),
-                    NODE_AS,
-                    false,
-                    Some(BgpdPeerType::RouteReflector)
-                ),
-                ("10.99.7.5".into(), TOR_AS, false, None),
-            ]
+            ips(&p.expected_peers(&p.nodes[2])),
+            ["10.99.7.1", "10.99.7.5"]
         );
         assert_eq!(p.session_count(), 3 + 4);
-        let text = client.render().unwrap();
-        assert!(text.contains("type = \"route-reflector\""), "{text}");
+        let model = p.model_yaml();
+        assert!(model.contains("nodeToNodeMeshEnabled: false"), "{model}");
+        assert!(
+            model.contains("peerSelector: route-reflector == 'true'"),
+            "{model}"
+        );
+        assert!(model.contains("vxlanMode: Always"), "{model}");
+        let rr = p.node_yaml(&p.nodes[0]);
+        assert!(rr.contains("routeReflectorClusterID: 244.0.0.1"), "{rr}");
+        assert!(rr.contains("ipv4Address: 10.99.7.1/24"), "{rr}");
+        assert!(!p.node_yaml(&p.nodes[1]).contains("route-reflector"));
     }
 
     #[test]
-    fn tor_peers_with_every_node_in_both_families_and_exports_nothing() {
-        let p = plan(2, Mode::Mesh, true);
+    fn cross_subnet_splits_nodes_over_two_racks_with_a_tor_peer_per_rack() {
+        let p = plan(3, Mode::Mesh, PoolMode::CrossSubnet);
+        let racks: Vec<usize> = p.nodes.iter().map(|n| n.rack).collect();
+        assert_eq!(racks, [0, 0, 1]);
+        assert_eq!(p.nodes[2].addrs.ip4().to_string(), "10.99.8.1");
+        assert_eq!(p.tor_for(&p.nodes[2]).to_string(), "10.99.8.2");
+        assert_eq!(p.tor_for(&p.nodes[0]).to_string(), "10.99.7.3");
+        assert_eq!(p.etcd.ip4().to_string(), "10.99.7.4");
+        let model = p.model_yaml();
+        assert!(model.contains("vxlanMode: CrossSubnet"), "{model}");
+        assert!(
+            model.contains("name: tor-rack-b\nspec:\n  nodeSelector: margay-lab/rack == 'b'\n  peerIP: 10.99.8.2"),
+            "{model}"
+        );
+        assert!(p.node_yaml(&p.nodes[2]).contains("margay-lab/rack: b"));
         let conf = p.tor_config().render();
-        assert!(conf.contains("router id 10.99.7.3;"), "{conf}");
-        for (name, addr) in [
-            ("node1", "10.99.7.1"),
-            ("node2", "10.99.7.2"),
-            ("node1v6", "fd00:99:7::1"),
-            ("node2v6", "fd00:99:7::2"),
-        ] {
-            assert!(
-                conf.contains(&format!(
-                    "protocol bgp {name} {{\n  local as {TOR_AS};\n  neighbor {addr} as {NODE_AS};"
-                )),
-                "{conf}"
-            );
-        }
-        assert_eq!(conf.matches("export none;").count(), 4, "{conf}");
-        let c = p.bgpd_config(&p.nodes[1]);
-        assert_eq!(
-            c.originate,
-            vec![
-                "10.100.2.0/26".parse().unwrap(),
-                "fd00:100::2:0/122".parse().unwrap()
-            ]
-        );
-        assert_eq!(
-            c.neighbors.last().unwrap().address.to_string(),
-            "fd00:99:7::3"
-        );
-        assert_eq!(
-            p.session_count(),
-            2 * (1 + 2),
-            "node-node and node-ToR, once per family"
-        );
+        assert!(conf.contains("neighbor 10.99.8.1 as 64512;"), "{conf}");
+        assert!(conf.contains("protocol kernel kernel4"), "{conf}");
     }
 
     #[test]
-    fn rejects_zero_and_too_many_nodes() {
-        for nodes in [0, MAX_NODES + 1] {
+    fn rejects_zero_and_too_many_nodes_and_a_lone_cross_subnet_node() {
+        for (nodes, pool_mode) in [
+            (0, PoolMode::Never),
+            (MAX_NODES + 1, PoolMode::Never),
+            (1, PoolMode::CrossSubnet),
+        ] {
             let spec = Spec {
                 nodes,
                 mode: Mode::Mesh,
-                ipv6: false,
+                pool_mode,
             };
-            assert!(spec.validate().is_err());
+            assert!(spec.validate().is_err(), "{nodes} {pool_mode}");
         }
     }
 }

@@ -1,0 +1,189 @@
+//! The margay-felix driver for cluster mode (`--etcd-endpoints`): start it in a node's
+//! namespace beside that node's margay-bgpd, wait until it reports ready, stop or kill it.
+//!
+//! felix's HTTP server listens on the namespace's loopback, so readiness is asked with `curl`
+//! run inside the namespace (each node namespace has its own 127.0.0.1).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::bgpd::margay_binary;
+use crate::lab::Lab;
+use crate::netns::Netns;
+use crate::process::{HasLogs, Process, wait_for};
+use crate::{LabError, Result};
+
+/// How long felix gets to report itself ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where margay-felix is (`$MARGAY_BIN_DIR`, else the cargo target dir).
+pub fn felix_binary() -> Result<PathBuf> {
+    margay_binary(
+        "margay-felix",
+        "`cargo build -p margay-felix --bin margay-felix`, or `scripts/lab.sh` builds it",
+    )
+}
+
+/// felix's cluster-mode command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FelixArgs {
+    /// `--node`: this node's name.
+    pub node: String,
+    /// `--etcd-endpoints`, comma separated.
+    pub etcd: String,
+    /// `--bgpd-socket`: the node's margay-bgpd.
+    pub bgpd_socket: PathBuf,
+    /// `--socket`: felix's own API socket, the one the CNI plugin calls.
+    pub socket: PathBuf,
+    /// `--http-port` of /liveness, /readiness and /metrics on the namespace's loopback.
+    pub http_port: u16,
+    /// `--resync-interval` in seconds.
+    pub resync_interval: u64,
+}
+
+impl FelixArgs {
+    /// Node `node` using etcd at `etcd` and bgpd at `bgpd_socket`; felix's socket is
+    /// `socket`, HTTP on port 9099, a 5 s resync.
+    pub fn new(node: &str, etcd: &str, bgpd_socket: &Path, socket: &Path) -> FelixArgs {
+        FelixArgs {
+            node: node.to_string(),
+            etcd: etcd.to_string(),
+            bgpd_socket: bgpd_socket.to_path_buf(),
+            socket: socket.to_path_buf(),
+            http_port: 9099,
+            resync_interval: 5,
+        }
+    }
+
+    /// The arguments after the binary's name.
+    pub fn to_args(&self) -> Vec<String> {
+        vec![
+            "--node".into(),
+            self.node.clone(),
+            "--etcd-endpoints".into(),
+            self.etcd.clone(),
+            "--bgpd-socket".into(),
+            self.bgpd_socket.display().to_string(),
+            "--socket".into(),
+            self.socket.display().to_string(),
+            "--http-port".into(),
+            self.http_port.to_string(),
+            "--resync-interval".into(),
+            self.resync_interval.to_string(),
+        ]
+    }
+}
+
+/// A running margay-felix. Dropping it stops it.
+#[derive(Debug)]
+pub struct Felix {
+    args: FelixArgs,
+    netns: String,
+    process: Process,
+}
+
+impl Felix {
+    /// Starts felix in `ns` as process `name` (its logs `LABDIR/NAME.std{out,err}`) and returns
+    /// once `/readiness` answers 200 and its API socket exists.
+    pub fn start_cluster(lab: &Lab, ns: &Netns, name: &str, args: FelixArgs) -> Result<Felix> {
+        Felix::start_in(lab.dir(), ns, name, args)
+    }
+
+    /// As [`Felix::start_cluster`], with the logs in `log_dir` (a kept lab's directory).
+    pub fn start_in(log_dir: &Path, ns: &Netns, name: &str, args: FelixArgs) -> Result<Felix> {
+        let binary = felix_binary()?;
+        let process = Process::spawn(ns, name, &binary, args.to_args(), log_dir)?;
+        let mut felix = Felix {
+            args,
+            netns: ns.name().to_string(),
+            process,
+        };
+        felix.wait_ready()?;
+        Ok(felix)
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let mut exited = None;
+        let what = format!("margay-felix {} to be ready", self.args.node);
+        let res = wait_for(&what, READY_TIMEOUT, &[], || {
+            if let Some(status) = self.process.exit_status() {
+                exited = Some(status);
+                return Ok(());
+            }
+            readiness(&self.netns, self.args.http_port)?;
+            if self.args.socket.exists() {
+                Ok(())
+            } else {
+                Err(format!("ready, but no socket {:?} yet", self.args.socket))
+            }
+        });
+        if let Some(status) = exited {
+            return Err(LabError::Command {
+                command: format!("margay-felix {}", self.args.to_args().join(" ")),
+                status: format!("{status} before it was ready"),
+                stderr: self.process.log_tail(30),
+            });
+        }
+        res.map_err(|e| match e {
+            LabError::Timeout {
+                what, waited, last, ..
+            } => LabError::Timeout {
+                what,
+                waited,
+                last,
+                logs: self.process.log_tails(),
+            },
+            e => e,
+        })
+    }
+
+    /// Its command line.
+    pub fn args(&self) -> &FelixArgs {
+        &self.args
+    }
+
+    /// The daemon's process.
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
+    }
+
+    /// The daemon's PID.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// Stops it (SIGTERM, then SIGKILL); idempotent.
+    pub fn stop(&mut self) {
+        self.process.stop();
+    }
+
+    /// Lets the daemon outlive this guard (see [`Process::into_kept`]); returns its PID.
+    pub fn into_kept(self) -> u32 {
+        self.process.into_kept()
+    }
+}
+
+impl HasLogs for Felix {
+    fn log_tails(&self) -> String {
+        self.process.log_tails()
+    }
+}
+
+/// Asks felix's `/readiness` in namespace `netns`: `Ok(())` on 200, else what it said.
+pub fn readiness(netns: &str, port: u16) -> std::result::Result<(), String> {
+    let url = format!("http://127.0.0.1:{port}/readiness");
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", netns, "curl", "-s", "--max-time", "2"])
+        .args(["-o", "/dev/stderr", "-w", "%{http_code}", &url])
+        .output()
+        .map_err(|e| format!("running curl: {e}"))?;
+    let code = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if code == "200" {
+        Ok(())
+    } else {
+        Err(format!(
+            "/readiness answered {code}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
