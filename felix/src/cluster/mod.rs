@@ -5,6 +5,7 @@
 //!   block affinities, and publishes a [`ClusterState`];
 //! - [`bgpd::follow`] streams the routes bgpd learned and sends it the originated set;
 //! - the tunnel task assigns / releases this node's VXLAN and IPIP tunnel addresses;
+//! - [`etcd_probe::run`] puts "etcd unreachable" in readiness while etcd does not answer;
 //! - the coordinator ([`run`]) assembles a [`crate::model::Model`] from the latest of both
 //!   feeds and hands it to the dataplane loop, and the prefixes to originate to bgpd.
 //!
@@ -14,6 +15,7 @@
 
 pub mod bgpd;
 pub mod datastore;
+pub mod etcd_probe;
 pub mod state;
 pub mod tunnel;
 
@@ -125,6 +127,11 @@ pub async fn run(
     let (bgp_tx, mut bgp_rx) = watch::channel(BgpView::default());
     let ds_task = tokio::spawn(datastore::follow(store.clone(), opts.node.clone(), ds_tx));
     let bgp_task = tokio::spawn(bgpd::follow(opts.bgpd_socket.clone(), orig_rx, bgp_tx));
+    let probe_task = tokio::spawn(etcd_probe::run(
+        store.clone(),
+        opts.etcd.endpoints.join(","),
+        health.clone(),
+    ));
     let tunnel_task = tokio::spawn(tunnel_loop(
         Tunnels::new(Ipam::new(store), &opts.node),
         ds_rx.clone(),
@@ -196,4 +203,5 @@ pub async fn run(
     ds_task.abort();
     bgp_task.abort();
     tunnel_task.abort();
+    probe_task.abort();
 }
