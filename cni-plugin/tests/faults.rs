@@ -447,3 +447,153 @@ fn etcd_outage_keeps_pods_routes_and_sessions_and_cni_says_try_again_later() {
         }
     }
 }
+
+/// The `cali*` veths in a node.
+fn cali_links(ns: &Netns) -> Vec<String> {
+    let out = ns.ip(&["-j", "link", "show"]).unwrap();
+    serde_json::from_str::<Value>(&out)
+        .unwrap()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|l| l["ifname"].as_str().map(str::to_string))
+        .filter(|n| n.starts_with("cali"))
+        .collect()
+}
+
+#[test]
+fn felix_killed_mid_add_then_del_and_readd_leaves_nothing_leaked() {
+    const PODS: usize = 20;
+    let lab = Lab::new("felix_killed_mid_add_then_del_and_readd").unwrap();
+    let mut c = Cluster::start(&lab, 1);
+    let nss: Vec<Netns> = (0..PODS)
+        .map(|i| lab.netns(&format!("k{i}")).unwrap())
+        .collect();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Run> = std::thread::scope(|s| {
+        let node = &c.nodes[0];
+        let handles: Vec<_> = nss
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| {
+                let done = &done;
+                s.spawn(move || {
+                    let r = cni(
+                        node,
+                        "ADD",
+                        &format!("ctr-k{i}"),
+                        &netns_path(ns),
+                        &format!("k{i}"),
+                    );
+                    if r.code == 0 {
+                        done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    r
+                })
+            })
+            .collect();
+        wait_for("the first ADDs to complete", WAIT, &[], || {
+            match done.load(std::sync::atomic::Ordering::SeqCst) {
+                n if n >= 3 => Ok(()),
+                n => Err(format!("{n} done")),
+            }
+        })
+        .unwrap();
+        // Not through `c`: the scope borrows the node; kill by PID as a crash would.
+        let pid = node.felix.as_ref().unwrap().pid();
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let failed: Vec<usize> = (0..PODS).filter(|&i| results[i].code != 0).collect();
+    eprintln!(
+        "felix killed after {} of {PODS} ADDs succeeded; {} failed",
+        PODS - failed.len(),
+        failed.len()
+    );
+    assert!(!failed.is_empty(), "the kill came after every ADD");
+    let codes: Vec<u64> = failed.iter().map(|&i| results[i].error_code()).collect();
+    eprintln!("codes of the ADDs cut short: {codes:?}");
+    assert!(codes.iter().all(|&c| c == 11), "try again later: {codes:?}");
+    // A veth of an ADD cut short that no DEL will name (its pod is gone): felix's start-up
+    // sweep removes it.
+    c.nodes[0]
+        .ns
+        .ip(&[
+            "link",
+            "add",
+            "calideadbeef000",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "tmpdead0",
+        ])
+        .unwrap();
+    c.nodes[0].felix.as_mut().unwrap().kill();
+    c.start_felix(&lab, 0);
+    wait_for("the orphan veth is removed", WAIT, &c.logs(), || {
+        let links = cali_links(&c.nodes[0].ns);
+        if links.iter().any(|l| l == "calideadbeef000") {
+            Err(format!("{links:?}"))
+        } else {
+            Ok(())
+        }
+    })
+    .unwrap();
+
+    // As kubelet: DEL every ADD that did not succeed, then ADD it again.
+    let node = &c.nodes[0];
+    let mut ips = vec![String::new(); PODS];
+    for i in 0..PODS {
+        let (ctr, path, pod) = (format!("ctr-k{i}"), netns_path(&nss[i]), format!("k{i}"));
+        if failed.contains(&i) {
+            cni(node, "DEL", &ctr, &path, &pod).assert_ok();
+            let again = cni(node, "ADD", &ctr, &path, &pod);
+            again.assert_ok();
+            ips[i] = address_of(&again.json());
+        } else {
+            ips[i] = address_of(&results[i].json());
+        }
+    }
+    let pods: Vec<Pod> = nss
+        .into_iter()
+        .zip(ips)
+        .enumerate()
+        .map(|(i, (ns, ip))| Pod {
+            ns,
+            container: format!("ctr-k{i}"),
+            name: format!("k{i}"),
+            ip,
+        })
+        .collect();
+    let refs: Vec<&Pod> = pods.iter().collect();
+    c.assert_ipam_matches(&refs);
+    let links = cali_links(&node.ns);
+    assert_eq!(links.len(), PODS, "veths: {links:?}");
+    let routes: Vec<Value> = felix_routes(&node.ns)
+        .into_iter()
+        .filter(|r| r["dev"].as_str().is_some_and(|d| d.starts_with("cali")))
+        .collect();
+    assert_eq!(routes.len(), PODS, "pod routes: {routes:?}");
+    for p in &pods {
+        assert!(
+            routes.iter().any(|r| r["dst"] == p.ip.as_str()),
+            "no route to {}: {routes:?}",
+            p.ip
+        );
+        let a = p.ns.ip(&["-j", "addr", "show", "dev", "eth0"]).unwrap();
+        let v4 = a.matches("\"family\":\"inet\"").count();
+        assert_eq!(v4, 1, "{}: exactly one address: {a}", p.name);
+        ping(&p.ns, &node.ip).unwrap_or_else(|e| panic!("{} ({}): {e}", p.name, p.ip));
+    }
+    // Every pod removed: nothing left.
+    for p in &pods {
+        del_pod(node, p).assert_ok();
+    }
+    c.assert_ipam_matches(&[]);
+    assert_eq!(cali_links(&node.ns), Vec::<String>::new());
+}

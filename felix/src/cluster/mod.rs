@@ -6,6 +6,7 @@
 //! - [`bgpd::follow`] streams the routes bgpd learned and sends it the originated set;
 //! - the tunnel task assigns / releases this node's VXLAN and IPIP tunnel addresses;
 //! - [`etcd_probe::run`] puts "etcd unreachable" in readiness while etcd does not answer;
+//! - before the first model, [`orphans`] removes pod veths no WorkloadEndpoint owns;
 //! - the coordinator ([`run`]) assembles a [`crate::model::Model`] from the latest of both
 //!   feeds and hands it to the dataplane loop, and the prefixes to originate to bgpd.
 //!
@@ -16,6 +17,7 @@
 pub mod bgpd;
 pub mod datastore;
 pub mod etcd_probe;
+pub mod orphans;
 pub mod state;
 pub mod tunnel;
 
@@ -97,6 +99,19 @@ async fn tunnel_loop(
         if rx.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// Removes the veths of ADDs cut short before felix last stopped (see [`orphans`]).
+async fn sweep_orphans(state: &ClusterState) {
+    let state = state.clone();
+    match tokio::task::spawn_blocking(move || orphans::remove_orphan_veths(&state)).await {
+        Ok(Ok(removed)) if !removed.is_empty() => {
+            info!(?removed, "removed pod veths no WorkloadEndpoint owns")
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => warn!(error = %e, "removing orphan pod veths"),
+        Err(e) => warn!(error = %e, "orphan veth sweep panicked"),
     }
 }
 
@@ -189,6 +204,7 @@ pub async fn run(
         // from them (crate::nat) on the same update.
         if bgp.synced && last_model.as_ref() != Some(&model) {
             if last_model.is_none() {
+                sweep_orphans(&state).await;
                 info!(
                     endpoints = model.endpoints.len(),
                     blocks = model.affine_blocks.len(),
