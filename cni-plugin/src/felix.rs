@@ -49,7 +49,11 @@ pub async fn connect(socket: &Path) -> Result<Client, CniError> {
 pub fn status_to_cni(what: &str, s: &tonic::Status) -> CniError {
     use tonic::Code;
     let c = match s.code() {
-        Code::Unavailable | Code::DeadlineExceeded => code::TRY_AGAIN_LATER,
+        // Unknown and Cancelled are what a connection cut mid-request gives (felix killed or
+        // restarting); felix itself never answers them, so they mean "try again later" too.
+        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => {
+            code::TRY_AGAIN_LATER
+        }
         Code::NotFound => code::UNKNOWN_CONTAINER,
         Code::ResourceExhausted => code::NO_FREE_ADDRESS,
         Code::AlreadyExists => code::ADDRESS_IN_USE,
@@ -200,6 +204,8 @@ mod tests {
         let cases = [
             (tonic::Code::Unavailable, code::TRY_AGAIN_LATER),
             (tonic::Code::DeadlineExceeded, code::TRY_AGAIN_LATER),
+            (tonic::Code::Unknown, code::TRY_AGAIN_LATER),
+            (tonic::Code::Cancelled, code::TRY_AGAIN_LATER),
             (tonic::Code::NotFound, code::UNKNOWN_CONTAINER),
             (tonic::Code::ResourceExhausted, code::NO_FREE_ADDRESS),
             (tonic::Code::AlreadyExists, code::ADDRESS_IN_USE),

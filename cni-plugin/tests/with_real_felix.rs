@@ -112,17 +112,7 @@ impl Node {
             "felix ready (CNI STATUS)",
             Duration::from_secs(60),
             &[self.felix.as_ref().unwrap()],
-            || {
-                let r = run_plugin(
-                    &[("CNI_COMMAND", "STATUS"), ("PATH", "/usr/bin:/bin")],
-                    &conf,
-                );
-                if r.code == 0 {
-                    Ok(())
-                } else {
-                    Err(format!("{r:?}"))
-                }
-            },
+            || common::status_ok(&conf),
         )
         .unwrap();
     }
@@ -310,16 +300,7 @@ fn add_check_del_configure_the_pod_in_each_spec_version_and_felix_down_is_11() {
 fn assert_clean(node: &Node) {
     let report: Value =
         serde_json::from_str(&node.etcd.margayctl(&["ipam", "check", "--json"]).unwrap()).unwrap();
-    assert_eq!(report["addresses_in_use"], 0, "{report}");
-    assert_eq!(report["handles"], 0, "{report}");
-    for k in [
-        "handles_without_endpoint",
-        "endpoints_without_handle",
-        "allocations_without_handle",
-        "handle_mismatches",
-    ] {
-        assert_eq!(report[k], json!([]), "{k}: {report}");
-    }
+    common::assert_ipam_report(&report, 0);
     let weps = node
         .etcd
         .margayctl(&["get", "workloadendpoints", "-o", "yaml"])

@@ -70,6 +70,11 @@ impl Health {
         self.lock().reasons.remove(key);
     }
 
+    /// The reason recorded under `key`, if any.
+    pub fn reason(&self, key: &str) -> Option<String> {
+        self.lock().reasons.get(key).cloned()
+    }
+
     /// Whether the loop has beaten recently.
     pub fn is_live(&self) -> bool {
         self.lock().last_beat.elapsed() <= self.max_silence

@@ -59,21 +59,8 @@ impl Etcd {
                 hint: "run scripts/install-deps.sh (Debian package etcd-server)".into(),
             });
         }
-        let ip = addrs.ip4();
-        let client = format!("http://{ip}:{CLIENT_PORT}");
-        let peer = format!("http://{ip}:{PEER_PORT}");
         let data_dir = lab.dir().join("etcd.data");
-        let args = [
-            "--name=lab".to_string(),
-            format!("--data-dir={}", data_dir.display()),
-            format!("--listen-client-urls={client}"),
-            format!("--advertise-client-urls={client}"),
-            format!("--listen-peer-urls={peer}"),
-            format!("--initial-advertise-peer-urls={peer}"),
-            format!("--initial-cluster=lab={peer}"),
-            "--initial-cluster-state=new".to_string(),
-            "--logger=zap".to_string(),
-        ];
+        let args = etcd_args(addrs.ip4(), &data_dir);
         let process = Process::spawn(&ns, "etcd", ETCD_BINARY, &args, lab.dir())?;
         let mut etcd = Etcd {
             process,
@@ -157,6 +144,15 @@ impl Etcd {
         process.into_kept()
     }
 
+    /// Kills etcd (SIGKILL, as a crash) and starts it again on the same data dir, address and
+    /// name; returns once it is healthy. The cluster's data survives; clients must reconnect.
+    pub fn restart(&mut self, lab: &Lab) -> Result<()> {
+        self.process.kill();
+        let args = etcd_args(self.addrs.ip4(), &self.data_dir);
+        self.process = Process::spawn(&self.ns, "etcd-restarted", ETCD_BINARY, &args, lab.dir())?;
+        self.wait_healthy()
+    }
+
     /// Runs `margayctl --etcd-endpoints URL ARGS...` in etcd's namespace; returns its stdout,
     /// or an error with its stderr when it exits non-zero.
     pub fn margayctl(&self, args: &[&str]) -> Result<String> {
@@ -187,6 +183,24 @@ impl Etcd {
     pub fn delete(&self, kind: &str, name: &str) -> Result<String> {
         self.margayctl(&["delete", kind, name])
     }
+}
+
+/// etcd's command line: one member named `lab` on `ip`, its data in `data_dir` (a restart on
+/// the same dir keeps the data; the `--initial-*` flags only matter the first time).
+fn etcd_args(ip: std::net::Ipv4Addr, data_dir: &Path) -> Vec<String> {
+    let client = format!("http://{ip}:{CLIENT_PORT}");
+    let peer = format!("http://{ip}:{PEER_PORT}");
+    vec![
+        "--name=lab".to_string(),
+        format!("--data-dir={}", data_dir.display()),
+        format!("--listen-client-urls={client}"),
+        format!("--advertise-client-urls={client}"),
+        format!("--listen-peer-urls={peer}"),
+        format!("--initial-advertise-peer-urls={peer}"),
+        format!("--initial-cluster=lab={peer}"),
+        "--initial-cluster-state=new".to_string(),
+        "--logger=zap".to_string(),
+    ]
 }
 
 impl HasLogs for Etcd {

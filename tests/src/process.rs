@@ -91,8 +91,12 @@ impl Process {
             return;
         };
         if matches!(child.try_wait(), Ok(None)) {
-            // SAFETY: kill(2) on the PID of our own child, which we have not reaped yet.
-            unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+            // SAFETY: kill(2) on the PID of our own child, which we have not reaped yet. A
+            // paused process needs SIGCONT to act on SIGTERM.
+            unsafe {
+                libc::kill(self.pid as i32, libc::SIGTERM);
+                libc::kill(self.pid as i32, libc::SIGCONT);
+            };
             let deadline = Instant::now() + Duration::from_secs(3);
             while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
                 std::thread::sleep(Duration::from_millis(20));
@@ -103,6 +107,33 @@ impl Process {
         }
         let _ = child.wait();
         tracing::debug!(name = self.name, pid = self.pid, "stopped");
+    }
+
+    /// Freezes it (SIGSTOP): its sockets stay open but nothing answers, as a hung daemon.
+    pub fn pause(&mut self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&mut self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&mut self, signal: i32) {
+        if self.is_running() {
+            // SAFETY: kill(2) on the PID of our own child, which we have not reaped yet.
+            unsafe { libc::kill(self.pid as i32, signal) };
+        }
+    }
+
+    /// Kills it with SIGKILL (no chance to clean up, as a crash) and reaps it. Idempotent.
+    pub fn kill(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        tracing::debug!(name = self.name, pid = self.pid, "killed");
     }
 
     /// The last `lines` lines of its stdout and stderr, labelled.

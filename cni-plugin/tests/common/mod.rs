@@ -103,3 +103,32 @@ pub fn netconf(version: &str, socket: &Path) -> serde_json::Value {
         "log_level": "debug",
     })
 }
+
+/// CNI STATUS with netconf `conf`: `Ok` when the plugin says ADDs can be served, else what it
+/// printed (for `wait_for`).
+pub fn status_ok(conf: &str) -> Result<(), String> {
+    let r = run_plugin(
+        &[("CNI_COMMAND", "STATUS"), ("PATH", "/usr/bin:/bin")],
+        conf,
+    );
+    if r.code == 0 {
+        Ok(())
+    } else {
+        Err(format!("{r:?}"))
+    }
+}
+
+/// Asserts that a `margayctl ipam check --json` report counts `in_use` addresses and handles
+/// and lists no leaked handle, endpoint or allocation.
+pub fn assert_ipam_report(report: &serde_json::Value, in_use: usize) {
+    assert_eq!(report["addresses_in_use"], in_use, "{report}");
+    assert_eq!(report["handles"], in_use, "{report}");
+    for k in [
+        "handles_without_endpoint",
+        "endpoints_without_handle",
+        "allocations_without_handle",
+        "handle_mismatches",
+    ] {
+        assert_eq!(report[k], serde_json::json!([]), "{k}: {report}");
+    }
+}

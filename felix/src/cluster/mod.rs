@@ -5,6 +5,8 @@
 //!   block affinities, and publishes a [`ClusterState`];
 //! - [`bgpd::follow`] streams the routes bgpd learned and sends it the originated set;
 //! - the tunnel task assigns / releases this node's VXLAN and IPIP tunnel addresses;
+//! - [`etcd_probe::run`] puts "etcd unreachable" in readiness while etcd does not answer;
+//! - before the first model, [`orphans`] removes pod veths no WorkloadEndpoint owns;
 //! - the coordinator ([`run`]) assembles a [`crate::model::Model`] from the latest of both
 //!   feeds and hands it to the dataplane loop, and the prefixes to originate to bgpd.
 //!
@@ -14,6 +16,8 @@
 
 pub mod bgpd;
 pub mod datastore;
+pub mod etcd_probe;
+pub mod orphans;
 pub mod state;
 pub mod tunnel;
 
@@ -98,6 +102,19 @@ async fn tunnel_loop(
     }
 }
 
+/// Removes the veths of ADDs cut short before felix last stopped (see [`orphans`]).
+async fn sweep_orphans(state: &ClusterState) {
+    let state = state.clone();
+    match tokio::task::spawn_blocking(move || orphans::remove_orphan_veths(&state)).await {
+        Ok(Ok(removed)) if !removed.is_empty() => {
+            info!(?removed, "removed pod veths no WorkloadEndpoint owns")
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => warn!(error = %e, "removing orphan pod veths"),
+        Err(e) => warn!(error = %e, "orphan veth sweep panicked"),
+    }
+}
+
 /// Runs cluster mode until `shutdown` resolves: feeds `agent` with models and bgpd with the
 /// originated set. felix's routes stay in the kernel when it returns.
 pub async fn run(
@@ -125,6 +142,11 @@ pub async fn run(
     let (bgp_tx, mut bgp_rx) = watch::channel(BgpView::default());
     let ds_task = tokio::spawn(datastore::follow(store.clone(), opts.node.clone(), ds_tx));
     let bgp_task = tokio::spawn(bgpd::follow(opts.bgpd_socket.clone(), orig_rx, bgp_tx));
+    let probe_task = tokio::spawn(etcd_probe::run(
+        store.clone(),
+        opts.etcd.endpoints.join(","),
+        health.clone(),
+    ));
     let tunnel_task = tokio::spawn(tunnel_loop(
         Tunnels::new(Ipam::new(store), &opts.node),
         ds_rx.clone(),
@@ -182,6 +204,7 @@ pub async fn run(
         // from them (crate::nat) on the same update.
         if bgp.synced && last_model.as_ref() != Some(&model) {
             if last_model.is_none() {
+                sweep_orphans(&state).await;
                 info!(
                     endpoints = model.endpoints.len(),
                     blocks = model.affine_blocks.len(),
@@ -196,4 +219,5 @@ pub async fn run(
     ds_task.abort();
     bgp_task.abort();
     tunnel_task.abort();
+    probe_task.abort();
 }

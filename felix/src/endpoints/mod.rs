@@ -134,6 +134,15 @@ impl EndpointService {
         })
     }
 
+    /// UNAVAILABLE at once while the etcd probe finds etcd unreachable: DEL (and GC) then
+    /// change nothing and the runtime retries, rather than each waiting out etcd's timeout.
+    pub(crate) fn require_etcd(&self) -> Result<(), Status> {
+        match self.inner.health.reason(crate::cluster::etcd_probe::R_ETCD) {
+            Some(reason) => Err(Status::unavailable(reason)),
+            None => Ok(()),
+        }
+    }
+
     /// The lock of one WorkloadEndpoint.
     pub(crate) async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let m = {

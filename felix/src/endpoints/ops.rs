@@ -500,6 +500,7 @@ pub async fn delete(
     } else {
         &req.network_name
     };
+    svc.require_etcd()?;
     let _guard = svc.lock(&t.lock_key()).await;
     let (existed, released_addresses) = remove(svc, &t, network, !req.delegated_ipam).await?;
     tracing::info!(endpoint = %t.wep_name, container = %t.container_id, existed, released = ?released_addresses, "endpoint deleted");

@@ -1,0 +1,90 @@
+//! felix's start-up clean-up of endpoints left half-made: a `cali*` veth that no
+//! WorkloadEndpoint of this node names is what an ADD cut short (felix killed between creating
+//! the veth and writing the endpoint) leaves behind. It holds no address anyone owns, so it
+//! goes before the first dataplane update, while no ADD can be running (ADD waits for
+//! readiness, which needs that update).
+//!
+//! An allocation whose handle has no endpoint is not removed here: the runtime's DEL for the
+//! failed ADD releases it by handle, and `margayctl ipam check` reports any left.
+
+use std::collections::BTreeSet;
+
+use crate::netlink::{Dataplane, Link, NetlinkError};
+
+use super::ClusterState;
+
+/// The prefix of the host side of every pod's veth.
+const HOST_PREFIX: &str = "cali";
+
+/// The links that are pod veths with no endpoint of `state` naming them (pure).
+pub fn orphan_veths<'a>(links: &'a [Link], state: &ClusterState) -> Vec<&'a Link> {
+    let owned: BTreeSet<&str> = state
+        .endpoints
+        .values()
+        .map(|e| e.interface_name.as_str())
+        .collect();
+    links
+        .iter()
+        .filter(|l| {
+            l.kind.as_deref() == Some("veth")
+                && l.name.starts_with(HOST_PREFIX)
+                && !owned.contains(l.name.as_str())
+        })
+        .collect()
+}
+
+/// Deletes every orphan veth in felix's namespace; returns their names. Blocking (netlink).
+pub fn remove_orphan_veths(state: &ClusterState) -> Result<Vec<String>, NetlinkError> {
+    let mut dp = Dataplane::new()?;
+    let links = dp.links()?;
+    let mut removed = Vec::new();
+    for l in orphan_veths(&links, state) {
+        match dp.delete_link(l.index) {
+            Ok(()) => removed.push(l.name.clone()),
+            // Gone meanwhile (a DEL of the same pod).
+            Err(e) if e.errno() == Some(libc::ENODEV) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use margay_datastore::resources::WorkloadEndpointSpec;
+
+    fn link(name: &str, kind: &str) -> Link {
+        Link {
+            index: 1,
+            name: name.into(),
+            kind: Some(kind.into()),
+            mtu: 1500,
+            up: true,
+            mac: None,
+        }
+    }
+
+    #[test]
+    fn only_pod_veths_without_an_endpoint_are_orphans() {
+        let mut state = ClusterState::new("n1");
+        state.endpoints.insert(
+            "default/n1-k8s-web-eth0".into(),
+            WorkloadEndpointSpec {
+                interface_name: "cali0123456789a".into(),
+                ..Default::default()
+            },
+        );
+        let links = [
+            link("cali0123456789a", "veth"),
+            link("calibbbbbbbbbbb", "veth"),
+            link("calinotaveth", "dummy"),
+            link("eth0", "veth"),
+        ];
+        let names: Vec<&str> = orphan_veths(&links, &state)
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect();
+        assert_eq!(names, ["calibbbbbbbbbbb"]);
+    }
+}
