@@ -17,17 +17,28 @@ use crate::health::Health;
 pub const R_ETCD: &str = "etcd";
 /// How often etcd is asked.
 const INTERVAL: Duration = Duration::from_secs(1);
-/// How long one answer may take before etcd counts as unreachable.
+/// How long one answer may take before it counts as missing.
 const ANSWER_WITHIN: Duration = Duration::from_secs(2);
+/// Missing answers in a row before etcd counts as unreachable: one slow answer on a loaded
+/// node must not turn every ADD away. An error (connection refused) counts at once.
+const MISSED_IN_A_ROW: u32 = 2;
 
 /// Probes `store` until the task is dropped; `endpoints` name etcd in the reason.
 pub async fn run(store: Store, endpoints: String, health: Arc<Health>) {
     let mut down = false;
+    let mut missed = 0;
     loop {
         let failure = match tokio::time::timeout(ANSWER_WITHIN, store.revision()).await {
-            Ok(Ok(_)) => None,
+            Ok(Ok(_)) => {
+                missed = 0;
+                None
+            }
             Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some(format!("no answer within {ANSWER_WITHIN:?}")),
+            Err(_) => {
+                missed += 1;
+                (missed >= MISSED_IN_A_ROW)
+                    .then(|| format!("no answer within {ANSWER_WITHIN:?}, {missed} times in a row"))
+            }
         };
         match failure {
             Some(why) => {
@@ -40,6 +51,7 @@ pub async fn run(store: Store, endpoints: String, health: Arc<Health>) {
                 health.set_reason(R_ETCD, reason);
                 down = true;
             }
+            None if missed > 0 => {}
             None => {
                 if down {
                     info!(endpoints, "etcd answers again");
