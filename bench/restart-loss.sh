@@ -25,7 +25,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 [ "$(id -u)" = 0 ] || { echo "restart-loss: run as root (it creates network namespaces)" >&2; exit 1; }
 cd "$ROOT"
-cargo build -q -p margay-bgp -p margay-felix -p margay-cni --bins
+cargo build -q -p margay-bgp -p margay-felix -p margay-cni -p margay-ctl --bins
+export MARGAY_BIN_DIR="$CARGO_TARGET_DIR/debug"
 cargo build -q -p margay-tests --bins --example restart_loss
 echo "# $(uname -srm), $(nproc) cores, $(bird --version 2>&1 | head -1); rounds=$ROUNDS"
 # The lab removes its namespaces and processes itself, also when a step fails.
