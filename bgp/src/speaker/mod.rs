@@ -4,6 +4,7 @@
 //! Single owner, no locks around the RIB: a session event is applied to the RIB, the resulting
 //! exports are encoded once per update group and handed to each member's session queue.
 
+mod eor;
 mod graceful;
 mod handle;
 mod peers;
@@ -19,7 +20,7 @@ use crate::fsm::State;
 use crate::rib::{Export, LocalConfig, NextHopMode, PeerInfo, Rib, RouteView};
 use crate::session::{self, PeerConfig, PeerId, SessionEvent};
 use crate::transport::Listener;
-use crate::wire::{self, Family, Message, Notification, Prefix, Update, notif};
+use crate::wire::{self, Family, Notification, Prefix, notif};
 use bytes::Bytes;
 use handle::Request;
 use peers::PeerSlot;
@@ -87,6 +88,10 @@ pub struct Speaker {
     restarting_until: Option<Instant>,
     /// The graceful restart marker file (`<socket>.gr`).
     marker: PathBuf,
+    /// The originator has set this node's prefixes, or the wait ran out: see [`eor`].
+    origination_settled: bool,
+    /// End-of-RIBs waiting for that.
+    deferred_eor: Vec<eor::DeferredEor>,
 }
 
 impl Speaker {
@@ -151,6 +156,8 @@ impl Speaker {
             synced: false,
             restarting_until,
             marker,
+            origination_settled: false,
+            deferred_eor: Vec::new(),
             config: config.clone(),
         };
         for n in &config.neighbors {
@@ -182,7 +189,10 @@ impl Speaker {
                     Some(req) => self.serve(req).await,
                     None => { self.shutdown(false).await; return; }
                 },
-                _ = tick.tick() => self.gr_tick().await,
+                _ = tick.tick() => {
+                    self.gr_tick().await;
+                    self.eor_tick().await;
+                }
                 ev = events.recv() => match ev {
                     Some(ev) => self.on_event(ev).await,
                     None => return,
@@ -301,12 +311,9 @@ impl Speaker {
                 let exports = self.rib.peer_up(peer, info);
                 self.send_exports(exports).await;
                 self.gr_session_up(peer, &negotiated).await;
-                // End-of-RIB (RFC 4724 §2) once the initial table is sent.
-                for f in families {
-                    if let Ok(b) = Message::Update(Update::end_of_rib(f)).to_bytes(&ctx) {
-                        self.send_to(peer, b).await;
-                    }
-                }
+                // End-of-RIB (RFC 4724 §2) once the initial table is sent and what this node
+                // originates is known.
+                self.end_of_rib(peer, families, ctx).await;
                 self.publish_changes();
             }
             SessionEvent::Update { peer, update } => {
@@ -470,6 +477,7 @@ impl Speaker {
             }
             Request::Originate { prefixes, reply } => {
                 self.originate(&prefixes).await;
+                self.settle_origination("Originate").await;
                 let _ = reply.send(());
             }
             Request::Withdraw { prefixes, reply } => {
@@ -482,6 +490,7 @@ impl Speaker {
                 let new: Vec<Prefix> = wanted.difference(&self.originated).copied().collect();
                 self.withdraw(&gone).await;
                 self.originate(&new).await;
+                self.settle_origination("SetOriginated").await;
                 let _ = reply.send(());
             }
             Request::Reload { config, reply } => {

@@ -19,6 +19,10 @@ pub struct BirdConfig {
     pub neighbors: Vec<BirdNeighbor>,
     /// Export the best routes into the namespace's kernel table (a kernel protocol).
     pub kernel: bool,
+    /// The kernel protocols take part in graceful restart recovery (`bird -R`): they leave the
+    /// kernel table alone until every BGP peer has sent End-of-RIB, so a restarted BIRD does
+    /// not flush the routes it left behind.
+    pub kernel_graceful_restart: bool,
 }
 
 /// Which routes a channel exports.
@@ -184,6 +188,7 @@ impl BirdConfig {
             originate: Vec::new(),
             neighbors: Vec::new(),
             kernel: false,
+            kernel_graceful_restart: false,
         }
     }
 
@@ -205,6 +210,13 @@ impl BirdConfig {
         self
     }
 
+    /// Lets the kernel protocols wait for graceful restart recovery (see
+    /// [`BirdConfig::kernel_graceful_restart`]).
+    pub fn kernel_graceful_restart(mut self) -> Self {
+        self.kernel_graceful_restart = true;
+        self
+    }
+
     /// The `bird.conf` text.
     pub fn render(&self) -> String {
         let mut s = String::new();
@@ -215,8 +227,19 @@ impl BirdConfig {
         let _ = writeln!(s, "debug protocols {{ states, events }};");
         let _ = writeln!(s, "protocol device {{ }}");
         if self.kernel {
-            let _ = writeln!(s, "protocol kernel kernel4 {{ ipv4 {{ export all; }}; }}");
-            let _ = writeln!(s, "protocol kernel kernel6 {{ ipv6 {{ export all; }}; }}");
+            let gr = if self.kernel_graceful_restart {
+                " graceful restart on;"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                s,
+                "protocol kernel kernel4 {{ ipv4 {{ export all; }};{gr} }}"
+            );
+            let _ = writeln!(
+                s,
+                "protocol kernel kernel6 {{ ipv6 {{ export all; }};{gr} }}"
+            );
         }
         for (name, v4) in [("static4", true), ("static6", false)] {
             let routes: Vec<&IpNet> = self

@@ -40,6 +40,10 @@ pub enum Stop {
     Graceful,
     /// SIGKILL: no goodbye; the kernel closes its sockets.
     Kill,
+    /// A stop without graceful restart: margay-bgpd gets SIGINT and BIRD SIGTERM, both send
+    /// Cease, so their peers flush their routes at once; BIRD then starts without `-R` and
+    /// syncs its kernel table from scratch. The peer graceful restart is measured against.
+    Cease,
 }
 
 /// A pod this process made.
@@ -409,15 +413,43 @@ impl Cluster {
             .bgpds
             .get_mut(i)
             .ok_or_else(|| LabCtlError::Usage(format!("no node {i}")))?;
-        if stop == Stop::Kill {
-            // SAFETY: kill(2) on the PID of our own child, which `stop` below reaps.
-            unsafe { libc::kill(bgpd.pid() as i32, libc::SIGKILL) };
+        match stop {
+            Stop::Graceful => bgpd.stop(),
+            Stop::Kill => {
+                // SAFETY: kill(2) on the PID of our own child, which `stop` below reaps.
+                unsafe { libc::kill(bgpd.pid() as i32, libc::SIGKILL) };
+                bgpd.stop();
+            }
+            Stop::Cease => bgpd.stop_with_cease(),
         }
-        bgpd.stop();
         let name = bgpd.name().to_string();
         self.rotate_logs(&name);
         let args = self.bgpd_args(i)?;
         self.bgpds[i] = Bgpd::start_cluster(&self.lab, &self.hosts[i], &name, args)?;
+        Ok(())
+    }
+
+    /// Stops the ToR's BIRD as `stop` says and starts it again; returns once birdc answers.
+    /// [`Stop::Graceful`] and [`Stop::Kill`] both kill it (no NOTIFICATION; its kernel routes
+    /// stay) and start it with `-R`, graceful restart recovery, as calico-node runs BIRD.
+    pub fn restart_tor(&mut self, stop: Stop) -> Result<(), LabCtlError> {
+        let mut bird = self
+            .tor
+            .take()
+            .ok_or_else(|| LabCtlError::Usage("the ToR is not running".into()))?;
+        match stop {
+            Stop::Graceful | Stop::Kill => bird.kill(),
+            Stop::Cease => bird.stop(),
+        }
+        drop(bird);
+        let name = self.plan.tor.name.clone();
+        self.rotate_logs(&name);
+        let ns = &self.hosts[self.plan.nodes.len()];
+        let config = self.plan.tor_config();
+        self.tor = Some(match stop {
+            Stop::Graceful | Stop::Kill => Bird::start_recovering(&self.lab, ns, &name, config)?,
+            Stop::Cease => Bird::start(&self.lab, ns, &name, config)?,
+        });
         Ok(())
     }
 

@@ -23,6 +23,10 @@ pub enum LabCtlError {
     /// An option out of range.
     #[error("{0}")]
     Usage(String),
+    /// A restart under traffic did not come back as it should (sessions, routes, or a window
+    /// too short to see it end).
+    #[error("restart: {0}")]
+    Restart(String),
 }
 
 impl LabCtlError {

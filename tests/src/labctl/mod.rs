@@ -11,6 +11,7 @@ pub mod ping;
 pub mod pods;
 pub mod progress;
 pub mod report;
+pub mod restart;
 pub mod state;
 pub mod topology;
 

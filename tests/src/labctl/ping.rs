@@ -47,9 +47,14 @@ pub fn parse_summary(text: &str) -> Option<(u32, u32)> {
 
 /// Starts `ping -c COUNT` to `dst` in namespace `netns` (0.2 s apart, 1 s to wait for each).
 fn spawn(netns: &str, dst: Ipv4Addr, count: u32) -> std::io::Result<Child> {
+    spawn_every(netns, dst, count, "0.2")
+}
+
+/// Starts `ping -c COUNT -i INTERVAL` to `dst` in namespace `netns` (1 s to wait for each).
+fn spawn_every(netns: &str, dst: Ipv4Addr, count: u32, interval: &str) -> std::io::Result<Child> {
     Command::new("ip")
         .args([
-            "netns", "exec", netns, "ping", "-n", "-q", "-i", "0.2", "-W", "1",
+            "netns", "exec", netns, "ping", "-n", "-q", "-i", interval, "-W", "1",
         ])
         .args(["-c", &count.to_string(), &dst.to_string()])
         .stdin(Stdio::null())
@@ -65,6 +70,61 @@ pub fn run(pairs: &[(String, String, String, Ipv4Addr)], count: u32) -> Vec<Ping
         .iter()
         .map(|(_, netns, _, dst)| spawn(netns, *dst, count))
         .collect();
+    collect(pairs, children, count)
+}
+
+/// Pings running in the background, one process per pair: a steady stream whose lost replies
+/// [`Stream::finish`] counts.
+#[derive(Debug)]
+pub struct Stream {
+    pairs: Vec<(String, String, String, Ipv4Addr)>,
+    children: Vec<std::io::Result<Child>>,
+    count: u32,
+}
+
+impl Stream {
+    /// Starts `count` pings `interval_ms` apart for every pair of `pairs`.
+    pub fn start(
+        pairs: Vec<(String, String, String, Ipv4Addr)>,
+        count: u32,
+        interval_ms: u32,
+    ) -> Stream {
+        let interval = format!("{}.{:03}", interval_ms / 1000, interval_ms % 1000);
+        let children = pairs
+            .iter()
+            .map(|(_, netns, _, dst)| spawn_every(netns, *dst, count, &interval))
+            .collect();
+        Stream {
+            pairs,
+            children,
+            count,
+        }
+    }
+
+    /// Waits for every ping to send its last packet and wait for its reply; their results in
+    /// the order of the pairs.
+    pub fn finish(mut self) -> Vec<PingResult> {
+        let children = std::mem::take(&mut self.children);
+        collect(&self.pairs, children, self.count)
+    }
+}
+
+impl Drop for Stream {
+    /// A stream given up on (a failed step) stops its pings.
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits for the pings of `pairs` and reads their summaries.
+fn collect(
+    pairs: &[(String, String, String, Ipv4Addr)],
+    children: Vec<std::io::Result<Child>>,
+    count: u32,
+) -> Vec<PingResult> {
     pairs
         .iter()
         .zip(children)

@@ -329,13 +329,18 @@ impl Plan {
     }
 
     /// The ToR's BIRD configuration: one eBGP session per node, learning only, with the
-    /// learned routes in its kernel so it forwards to the pods (and between racks).
+    /// learned routes in its kernel so it forwards to the pods (and between racks). Graceful
+    /// restart is on, as in calico-node's BIRD: the ToR keeps a restarting node's routes, and
+    /// a ToR restarted with `bird -R` keeps forwarding on the kernel routes it left behind.
     pub fn tor_config(&self) -> BirdConfig {
-        let mut c = BirdConfig::new(self.tor.addrs[0].ip4()).program_kernel();
+        let mut c = BirdConfig::new(self.tor.addrs[0].ip4())
+            .program_kernel()
+            .kernel_graceful_restart();
         for node in &self.nodes {
             c = c.neighbor(
                 BirdNeighbor::new(&node.name, IpAddr::V4(node.addrs.ip4()), TOR_AS, NODE_AS)
-                    .export(ExportPolicy::None),
+                    .export(ExportPolicy::None)
+                    .graceful_restart(None),
             );
         }
         c
