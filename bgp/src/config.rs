@@ -64,6 +64,11 @@ pub struct Config {
     /// The BGP neighbours.
     #[serde(default)]
     pub neighbors: Vec<Neighbor>,
+    /// Whether an API client (felix) sets what this node originates, so End-of-RIB waits for
+    /// it after start (`speaker::eor`). Set by cluster mode; a configuration file originates
+    /// its own prefixes and sends End-of-RIB at once.
+    #[serde(skip)]
+    pub await_originator: bool,
 }
 
 /// How a neighbour appears in `margayctl node status` (Calico's peer types).

@@ -324,6 +324,7 @@ pub fn desired_config(model: &Model, local: &Local) -> Result<Config, PeeringErr
         graceful_restart: true,
         restart_time: Spanned::new(0..0, 120),
         neighbors,
+        await_originator: true,
     })
 }
 

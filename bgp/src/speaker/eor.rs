@@ -1,6 +1,7 @@
-//! When this speaker sends End-of-RIB (RFC 4724 §2): after a session's initial table, and not
-//! before this node's originator (felix, over the API) has said what the node originates, or
-//! [`ORIGINATE_WAIT`] after start, whichever comes first.
+//! When this speaker sends End-of-RIB (RFC 4724 §2): after a session's initial table; in
+//! cluster mode (`Config::await_originator`) not before this node's originator (felix, over the
+//! API) has said what the node originates, or [`ORIGINATE_WAIT`] after start, whichever comes
+//! first.
 //!
 //! Peers that kept our routes as stale while we restarted (gracefully or after a crash) sweep,
 //! on our End-of-RIB, whatever it did not refresh. Sent before felix told the new process the

@@ -156,7 +156,7 @@ impl Speaker {
             synced: false,
             restarting_until,
             marker,
-            origination_settled: false,
+            origination_settled: !config.await_originator,
             deferred_eor: Vec::new(),
             config: config.clone(),
         };
