@@ -324,7 +324,10 @@ pub async fn add(
         req.network_name.clone()
     };
     let handle = naming::handle(&network, &t.container_id);
+    // Phase times, logged with the result: where an ADD's time goes.
+    let started = std::time::Instant::now();
     let (addresses, ipam_kind) = assign(svc, &req, &t, &handle).await?;
+    let assigned = started.elapsed();
     let margay_ipam = ipam_kind == MARGAY_IPAM;
     let undo_ipam = || async {
         if margay_ipam {
@@ -357,6 +360,7 @@ pub async fn add(
         plumbing::build_container_side(&p)
     });
     let (built, written) = tokio::join!(build, put_wep(store, &wep));
+    let wired = started.elapsed();
     let failed = match (&built, &written) {
         (Ok(()), Ok(())) => None,
         (Err(e), _) => Some(Status::internal(format!(
@@ -401,7 +405,15 @@ pub async fn add(
             plan.host_ifname
         )));
     }
-    tracing::info!(endpoint = %t.wep_name, container = %t.container_id, ips = ?addresses, ifname = %t.host_ifname, "endpoint added");
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    tracing::info!(
+        endpoint = %t.wep_name, container = %t.container_id, ips = ?addresses,
+        ifname = %t.host_ifname,
+        ipam_ms = ms(assigned),
+        wire_ms = ms(wired - assigned),
+        route_ms = ms(started.elapsed() - wired),
+        "endpoint added"
+    );
     Ok(pb::AddEndpointResponse {
         result: Some(result(&t, &req.netns, mtu, &mac, &addresses)),
         endpoint: format!("{}/{}", t.wep_ns, t.wep_name),
