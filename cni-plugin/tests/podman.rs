@@ -1,7 +1,7 @@
 //! The `margay` plugin under a real container runtime: Debian's podman 4.3 with its CNI
 //! network backend, runc and cgroupfs, on two lab nodes (namespaces on a switch, etcd,
 //! margay-bgpd and margay-felix in cluster mode on each). A container on each node, started
-//! with `podman run` inside its node's namespace, pings the other across the nodes; `podman
+//! with `podman run` inside its node's network namespace, pings the other across the nodes; `podman
 //! rm` then leaves no address, handle, WorkloadEndpoint, veth or pod route behind.
 //!
 //! podman runs with a private `containers.conf` (`CONTAINERS_CONF`), private storage (`--root`,
@@ -99,9 +99,14 @@ impl Podman {
         }
     }
 
+    /// podman in the node's network namespace. `nsenter --net`, not `ip netns exec`: the
+    /// latter also gives podman a private mount namespace, and the bind mount of the
+    /// container's network namespace file made there would never reach felix (which then
+    /// opens an empty file where the namespace should be).
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns_name, "podman"])
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/var/run/netns/{}", self.ns_name))
+            .arg("podman")
             .arg("--root")
             .arg(&self.root)
             .arg("--runroot")
@@ -117,7 +122,7 @@ impl Podman {
         let out = self
             .command(args)
             .output()
-            .map_err(|e| format!("podman {args:?}: cannot run ip netns exec podman: {e}"))?;
+            .map_err(|e| format!("podman {args:?}: cannot run nsenter podman: {e}"))?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
         } else {
@@ -312,7 +317,7 @@ fn pod_routes(node: &Node) -> Vec<Value> {
 
 #[test]
 fn podman_containers_on_two_nodes_ping_each_other_and_rm_leaves_nothing() {
-    for tool in ["podman", "runc", "conmon", "tar"] {
+    for tool in ["podman", "runc", "conmon", "tar", "nsenter"] {
         require(tool);
     }
     let lab = Lab::new("podman_containers_on_two_nodes_ping_each_other_and_rm_leaves_nothing")
