@@ -429,8 +429,11 @@ async fn await_host_routes(svc: &EndpointService, plan: &Plan) -> Result<(), Net
         // Mark the generation seen before looking, so a flush after the look wakes us.
         programmed.borrow_and_update();
         let p = plan.clone();
-        if blocking(move || plumbing::host_routes_present(&p)).await? {
-            return Ok(());
+        match blocking(move || plumbing::host_routes_present(&p)).await {
+            Ok(true) => return Ok(()),
+            // Other pods' veths coming and going: look again on the next notification.
+            Ok(false) | Err(NetlinkError::DumpInterrupted) => {}
+            Err(e) => return Err(e),
         }
         match tokio::time::timeout_at(deadline, programmed.changed()).await {
             Ok(Ok(())) => {}
