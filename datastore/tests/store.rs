@@ -263,67 +263,46 @@ async fn concurrent_modify_loses_no_write() {
     assert_eq!(n.metadata.labels.len(), 10, "{:?}", n.metadata.labels);
 }
 
+/// The record at `key` with its revision, or `None`.
+async fn record(store: &Store, key: &str) -> Option<(u32, i64)> {
+    store
+        .get_json::<u32>(key)
+        .await
+        .unwrap()
+        .map(|v| (v.value, v.mod_revision))
+}
+
 #[tokio::test]
 async fn put_json_all_writes_every_key_or_none() {
     use margay_datastore::CasWrite;
     let etcd = EtcdServer::start();
     let store = etcd.store().await;
-    let a_rev = store.create_json("/margay/test/a", &1u32).await.unwrap();
+    let (a, b) = ("/margay/test/a", "/margay/test/b");
+    let a_rev = store.create_json(a, &1u32).await.unwrap();
 
     // One stale revision: neither key is written.
     let stale = [
-        CasWrite::json("/margay/test/a", &2u32, Some(a_rev - 1)),
-        CasWrite::json("/margay/test/b", &2u32, None),
+        CasWrite::json(a, &2u32, Some(a_rev - 1)),
+        CasWrite::json(b, &2u32, None),
     ];
-    let err = store.put_json_all(&stale).await.unwrap_err();
-    assert!(err.is_conflict(), "{err}");
-    assert_eq!(
-        store
-            .get_json::<u32>("/margay/test/a")
-            .await
-            .unwrap()
-            .unwrap()
-            .value,
-        1
-    );
-    assert!(
-        store
-            .get_json::<u32>("/margay/test/b")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.put_json_all(&stale).await.unwrap_err().is_conflict());
+    assert_eq!(record(&store, a).await, Some((1, a_rev)));
+    assert_eq!(record(&store, b).await, None);
 
     // A key that must not exist but does: neither is written either.
     let exists = [
-        CasWrite::json("/margay/test/b", &3u32, None),
-        CasWrite::json("/margay/test/a", &3u32, None),
+        CasWrite::json(b, &3u32, None),
+        CasWrite::json(a, &3u32, None),
     ];
     assert!(store.put_json_all(&exists).await.unwrap_err().is_conflict());
-    assert!(
-        store
-            .get_json::<u32>("/margay/test/b")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert_eq!(record(&store, b).await, None);
 
     // Every comparison holds: both are written in one revision.
     let ok = [
-        CasWrite::json("/margay/test/a", &4u32, Some(a_rev)),
-        CasWrite::json("/margay/test/b", &4u32, None),
+        CasWrite::json(a, &4u32, Some(a_rev)),
+        CasWrite::json(b, &4u32, None),
     ];
     let rev = store.put_json_all(&ok).await.unwrap();
-    let a = store
-        .get_json::<u32>("/margay/test/a")
-        .await
-        .unwrap()
-        .unwrap();
-    let b = store
-        .get_json::<u32>("/margay/test/b")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!((a.value, b.value), (4, 4));
-    assert_eq!((a.mod_revision, b.mod_revision), (rev, rev));
+    assert_eq!(record(&store, a).await, Some((4, rev)));
+    assert_eq!(record(&store, b).await, Some((4, rev)));
 }
