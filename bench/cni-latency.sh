@@ -150,13 +150,24 @@ assert_clean() {
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r), $(. /etc/os-release; echo "$PRETTY_NAME"), containernetworking-plugins $(dpkg-query -W -f='${Version}' containernetworking-plugins), etcd $(/usr/bin/etcd --version | awk '/etcd Version/ {print $3}')"
 echo "command: bench/cni-latency.sh $PODS \"$PARALLELS\" $ROUND"
 echo "date: $(date -u +%Y-%m-%d)"
+# Medians of felix's ADD phases (its "endpoint added" log lines after line $1): IPAM, veth +
+# WorkloadEndpoint (built at once), and the wait for the host route.
+phase_medians() {
+  local k
+  for k in ipam wire route; do
+    tail -n +"$(($1 + 1))" "$WORK/felix.log" | grep 'endpoint added' | grep -oE "${k}_ms=[0-9.]+" \
+      | cut -d= -f2 | sort -n | awk -v k="$k" '{v[NR]=$1} END {if (NR) printf "felix ADD phase %s_ms p50=%.2f\n", k, v[int((NR+1)/2)]}'
+  done
+}
 for par in $PARALLELS; do
   echo "== $PODS pods each, $par at a time, rounds of $ROUND"
+  log_lines=$(wc -l <"$WORK/felix.log")
   ip netns exec "$NODE" "$BIN/margay-cni-bench" \
     --impl "margay=$BIN/margay=$WORK/margay.conf" --impl "ptp=/usr/lib/cni/ptp=$WORK/ptp.conf" \
     --pods "$PODS" --round "$ROUND" --parallel "$par" --netns-prefix "$TAG" \
     --samples "$WORK/samples-$par.txt" | tee "$WORK/summary-$par.txt"
   assert_clean
+  phase_medians "$log_lines"
   for cmd in ADD DEL; do
     m50=$(awk -v c=$cmd '$1=="margay" && $2==c {sub("p50_ms=","",$4); print $4}' "$WORK/summary-$par.txt")
     p50=$(awk -v c=$cmd '$1=="ptp" && $2==c {sub("p50_ms=","",$4); print $4}' "$WORK/summary-$par.txt")

@@ -26,6 +26,9 @@ PACKAGES=(
   cpio                # packs the initramfs
   kmod                # modinfo: module dependencies of the VM's kernel
   python3-venv        # scripts/python-tools.sh: kubernetes-validate for the deploy/ manifest test
+  podman              # the container runtime of the CNI plugin's podman test (4.3: CNI network backend)
+  runc                # the OCI runtime that test's containers.conf names
+  conmon              # podman's container monitor
 )
 
 missing=()

@@ -40,5 +40,5 @@ pub mod watch;
 pub mod testing;
 
 pub use args::EtcdArgs;
-pub use store::{Store, StoreError, Versioned};
+pub use store::{CasWrite, Store, StoreError, Versioned};
 pub use watch::{Watch, WatchEvent};

@@ -66,6 +66,26 @@ impl StoreError {
     }
 }
 
+/// One write of [`Store::put_json_all`]: the key, its encoded value ([`CasWrite::json`]) and
+/// the revision the key must still be at (`None`: must not exist).
+#[derive(Debug, Clone)]
+pub struct CasWrite<'a> {
+    pub key: &'a str,
+    pub value: Vec<u8>,
+    pub expected: Option<i64>,
+}
+
+impl<'a> CasWrite<'a> {
+    /// A JSON record's write.
+    pub fn json<T: Serialize>(key: &'a str, value: &T, expected: Option<i64>) -> CasWrite<'a> {
+        CasWrite {
+            key,
+            value: encode(value),
+            expected,
+        }
+    }
+}
+
 /// A value read from etcd with the key's revisions.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Versioned<T> {
@@ -310,6 +330,45 @@ impl Store {
         expected: i64,
     ) -> Result<i64, StoreError> {
         self.update_raw(key, encode(value), expected).await
+    }
+
+    /// Writes several JSON records in one transaction, each only if its key is still at the
+    /// given revision (`None`: the key must not exist). All or nothing: a lost race on any
+    /// key is a [`StoreError::Conflict`] (or `AlreadyExists`) naming the first such key.
+    pub async fn put_json_all(&self, writes: &[CasWrite<'_>]) -> Result<i64, StoreError> {
+        let compares: Vec<Compare> = writes
+            .iter()
+            .map(|w| match w.expected {
+                None => Compare::create_revision(w.key, CompareOp::Equal, 0),
+                Some(r) => Compare::mod_revision(w.key, CompareOp::Equal, r),
+            })
+            .collect();
+        let ops: Vec<TxnOp> = writes
+            .iter()
+            .map(|w| TxnOp::put(w.key, w.value.clone(), None))
+            .collect();
+        let resp = self
+            .client
+            .kv_client()
+            .txn(Txn::new().when(compares).and_then(ops))
+            .await?;
+        if !resp.succeeded() {
+            let first = writes.first();
+            return Err(match first {
+                Some(CasWrite {
+                    key,
+                    expected: Some(r),
+                    ..
+                }) => StoreError::Conflict {
+                    key: key.to_string(),
+                    expected: *r,
+                },
+                _ => StoreError::AlreadyExists {
+                    key: first.map(|w| w.key.to_string()).unwrap_or_default(),
+                },
+            });
+        }
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
     }
 
     // ---- typed resources -----------------------------------------------------------------

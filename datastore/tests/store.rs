@@ -262,3 +262,47 @@ async fn concurrent_modify_loses_no_write() {
     let n = store.get::<NodeSpec>("n1").await.unwrap().unwrap();
     assert_eq!(n.metadata.labels.len(), 10, "{:?}", n.metadata.labels);
 }
+
+/// The record at `key` with its revision, or `None`.
+async fn record(store: &Store, key: &str) -> Option<(u32, i64)> {
+    store
+        .get_json::<u32>(key)
+        .await
+        .unwrap()
+        .map(|v| (v.value, v.mod_revision))
+}
+
+#[tokio::test]
+async fn put_json_all_writes_every_key_or_none() {
+    use margay_datastore::CasWrite;
+    let etcd = EtcdServer::start();
+    let store = etcd.store().await;
+    let (a, b) = ("/margay/test/a", "/margay/test/b");
+    let a_rev = store.create_json(a, &1u32).await.unwrap();
+
+    // One stale revision: neither key is written.
+    let stale = [
+        CasWrite::json(a, &2u32, Some(a_rev - 1)),
+        CasWrite::json(b, &2u32, None),
+    ];
+    assert!(store.put_json_all(&stale).await.unwrap_err().is_conflict());
+    assert_eq!(record(&store, a).await, Some((1, a_rev)));
+    assert_eq!(record(&store, b).await, None);
+
+    // A key that must not exist but does: neither is written either.
+    let exists = [
+        CasWrite::json(b, &3u32, None),
+        CasWrite::json(a, &3u32, None),
+    ];
+    assert!(store.put_json_all(&exists).await.unwrap_err().is_conflict());
+    assert_eq!(record(&store, b).await, None);
+
+    // Every comparison holds: both are written in one revision.
+    let ok = [
+        CasWrite::json(a, &4u32, Some(a_rev)),
+        CasWrite::json(b, &4u32, None),
+    ];
+    let rev = store.put_json_all(&ok).await.unwrap();
+    assert_eq!(record(&store, a).await, Some((4, rev)));
+    assert_eq!(record(&store, b).await, Some((4, rev)));
+}

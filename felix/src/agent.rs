@@ -1,6 +1,8 @@
 //! The dataplane loop: one thread owns the [`Reconciler`]; model updates, kernel notifications
 //! (from a monitor thread) and the resync timer arrive on one channel and are coalesced, so a
-//! burst of changes costs one batched flush.
+//! burst of changes costs one batched flush. Every flush that changed the kernel bumps a
+//! generation on a watch channel ([`Agent::programmed`]), so async callers (a CNI ADD waiting
+//! for its pod's host route) wait on a notification instead of polling the kernel.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +44,7 @@ pub struct AgentConfig {
 /// A running dataplane loop.
 pub struct Agent {
     tx: Sender<Input>,
+    programmed: tokio::sync::watch::Receiver<u64>,
     thread: Option<JoinHandle<Result<(), NetlinkError>>>,
 }
 
@@ -55,14 +58,24 @@ impl Agent {
         let (tx, rx) = mpsc::channel();
         let loop_tx = tx.clone();
         let (ready_tx, ready_rx) = mpsc::channel();
+        let (programmed_tx, programmed) = tokio::sync::watch::channel(0u64);
         let thread = std::thread::Builder::new()
             .name("dataplane".into())
-            .spawn(move || run(cfg, rx, loop_tx, health, metrics, ready_tx))
+            .spawn(move || {
+                let io = Io {
+                    rx,
+                    tx: loop_tx,
+                    ready: ready_tx,
+                    programmed: programmed_tx,
+                };
+                run(cfg, io, health, metrics)
+            })
             .map_err(NetlinkError::io("starting the dataplane thread"))?;
         // Wait until its sockets are open (or it failed to open them).
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(Agent {
                 tx,
+                programmed,
                 thread: Some(thread),
             }),
             Ok(Err(e)) => Err(e),
@@ -77,6 +90,11 @@ impl Agent {
     /// Hands the loop a new model.
     pub fn update(&self, model: Model) {
         let _ = self.tx.send(Input::Model(Box::new(model)));
+    }
+
+    /// A generation bumped after every flush or resync that changed the kernel.
+    pub fn programmed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.programmed.clone()
     }
 
     /// Stops the loop and waits for it.
@@ -103,14 +121,29 @@ impl Drop for Agent {
     }
 }
 
+/// The loop's channels.
+struct Io {
+    rx: Receiver<Input>,
+    /// For the monitor thread.
+    tx: Sender<Input>,
+    /// Whether the sockets opened.
+    ready: Sender<Result<(), NetlinkError>>,
+    /// Bumped after a flush that changed the kernel.
+    programmed: tokio::sync::watch::Sender<u64>,
+}
+
 fn run(
     cfg: AgentConfig,
-    rx: Receiver<Input>,
-    tx: Sender<Input>,
+    io: Io,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
-    ready: Sender<Result<(), NetlinkError>>,
 ) -> Result<(), NetlinkError> {
+    let Io {
+        rx,
+        tx,
+        ready,
+        programmed,
+    } = io;
     let opened = (|| {
         if let Some(ns) = &cfg.netns {
             enter_netns(ns)?;
@@ -205,6 +238,7 @@ fn run(
         };
         match result {
             Ok(report) if report != Default::default() => {
+                programmed.send_modify(|g| *g = g.wrapping_add(1));
                 tracing::info!(?report, "dataplane updated")
             }
             Ok(_) => {}

@@ -170,6 +170,7 @@ fn main() -> anyhow::Result<()> {
                     default_mtu: args.workload_mtu,
                 },
                 health.clone(),
+                agent.programmed(),
             );
             let socket = args.socket.clone();
             let api = tokio::spawn(async move {

@@ -162,3 +162,29 @@ fn creates_veth_sets_mtu_and_address_and_deletes_it() {
         "{after:?}"
     );
 }
+
+#[test]
+fn link_is_found_by_name_and_a_missing_one_is_no_such_link() {
+    let lab = Lab::new("link_is_found_by_name_and_a_missing_one_is_no_such_link").unwrap();
+    let ns = lab.netns("n").unwrap();
+    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"])
+        .unwrap();
+    let shown: serde_json::Value =
+        serde_json::from_str(&ns.ip(&["-j", "link", "show", "v1"]).unwrap()).unwrap();
+    let want = shown[0]["ifindex"].as_u64().expect("ifindex") as u32;
+    let (v1, missing) = in_netns(ns.name(), |dp| {
+        (
+            dp.link("v1").map(|l| (l.name, l.index)),
+            dp.link("v9").map(|l| l.name),
+        )
+    });
+    let (name, index) = v1.unwrap();
+    assert_eq!((name.as_str(), index), ("v1", want));
+    assert!(
+        matches!(
+            missing,
+            Err(margay_felix::netlink::NetlinkError::NoSuchLink(ref n)) if n == "v9"
+        ),
+        "{missing:?}"
+    );
+}

@@ -9,10 +9,12 @@
 //! ordered so that a writer dying between two of them leaves a state [`Ipam::check`] reports
 //! and [`Ipam::release_by_handle`] / [`Ipam::release_ips`] / [`Ipam::release_affinity`] repair:
 //!
-//! - assign: the handle's count for the block is raised first, then the block gets the
-//!   allocation. Dying in between leaves a handle that claims more than the block holds
-//!   (`HandleMismatch`); releasing the handle clears it. An address is never in a block
-//!   without a handle that accounts for it.
+//! - auto-assign: the block's allocation and the handle's raised count are one etcd
+//!   transaction (both compared on their revisions): nothing to repair, one write round trip.
+//! - assign of a given address: the handle's count for the block is raised first, then the
+//!   block gets the allocation. Dying in between leaves a handle that claims more than the
+//!   block holds (`HandleMismatch`); releasing the handle clears it. An address is never in a
+//!   block without a handle that accounts for it.
 //! - release: the block drops the allocation first, then the handle's count is lowered;
 //!   dying in between leaves the same, repairable, over-count.
 //! - claim: the block is created with its affinity (the create is the lock: one winner), then
@@ -38,7 +40,7 @@ pub use records::{
 
 use crate::resources::{IpPool, IpPoolSpec, NodeSpec};
 use crate::selector::Selector;
-use crate::store::{Store, StoreError, Versioned};
+use crate::store::{CasWrite, Store, StoreError, Versioned};
 use ipnet::IpNet;
 use rand::Rng;
 use records::*;
@@ -143,9 +145,9 @@ impl Ipam {
         fam: u8,
         names: &[String],
     ) -> Result<Vec<IpPool>, IpamError> {
-        let (all, _) = self.store.list::<IpPoolSpec>().await?;
         let family_of = |p: &IpPool| p.spec.net().map(|n| family(&n));
         if !names.is_empty() {
+            let (all, _) = self.store.list::<IpPoolSpec>().await?;
             let mut out = Vec::new();
             for n in names {
                 let p = all
@@ -158,12 +160,13 @@ impl Ipam {
             }
             return Ok(out);
         }
-        let labels = self
-            .store
-            .get::<NodeSpec>(node)
-            .await?
-            .map(|n| n.metadata.labels)
-            .unwrap_or_default();
+        // Two independent reads: one round trip of waiting, not two.
+        let (all, node) = tokio::join!(
+            self.store.list::<IpPoolSpec>(),
+            self.store.get::<NodeSpec>(node)
+        );
+        let (all, _) = all?;
+        let labels = node?.map(|n| n.metadata.labels).unwrap_or_default();
         Ok(all
             .into_iter()
             .filter(|p| !p.spec.disabled && family_of(p) == Some(fam))
@@ -377,24 +380,32 @@ impl Ipam {
         Err(IpamError::Contention(key))
     }
 
-    /// Takes a free address of `block` for `handle`: handle first, then the block (CAS,
-    /// re-read on conflict). Gives the handle count back if the block filled up meanwhile.
+    /// Takes a free address of `block` for `handle`: the block's allocation and the handle's
+    /// count are written in one etcd transaction, each compared on its revision, so neither is
+    /// ever written without the other; a lost race re-reads both and tries again.
     async fn allocate_in(
         &self,
         mut block: Versioned<Block>,
         handle: &str,
         attrs: &BTreeMap<String, String>,
     ) -> Result<Try, IpamError> {
-        if block.value.free_ordinal().is_none() {
-            return Ok(Try::Full);
-        }
         let cidr = block.value.cidr;
-        self.bump_handle(handle, cidr, 1).await?;
+        let hkey = handle_key(handle);
         for attempt in 0..MAX_RETRIES {
             let Some(ord) = block.value.free_ordinal() else {
-                self.bump_handle(handle, cidr, -1).await?;
                 return Ok(Try::Full);
             };
+            let (mut h, hrev) = match self.store.get_json::<Handle>(&hkey).await? {
+                Some(v) => (v.value, Some(v.mod_revision)),
+                None => (
+                    Handle {
+                        handle_id: handle.to_string(),
+                        blocks: BTreeMap::new(),
+                    },
+                    None,
+                ),
+            };
+            *h.blocks.entry(cidr).or_insert(0) += 1;
             let mut b = block.value.clone();
             b.allocations.insert(
                 ord,
@@ -403,29 +414,22 @@ impl Ipam {
                     attrs: attrs.clone(),
                 },
             );
-            match self
-                .store
-                .update_json(&block.key, &b, block.mod_revision)
-                .await
-            {
+            let writes = [
+                CasWrite::json(&block.key, &b, Some(block.mod_revision)),
+                CasWrite::json(&hkey, &h, hrev),
+            ];
+            match self.store.put_json_all(&writes).await {
                 Ok(_) => return Ok(Try::Got(b.addr(ord))),
                 Err(e) if e.is_conflict() => {
                     jitter(attempt).await;
                     match self.store.get_json::<Block>(&block.key).await? {
                         Some(fresh) => block = fresh,
-                        None => {
-                            self.bump_handle(handle, cidr, -1).await?;
-                            return Ok(Try::Full);
-                        }
+                        None => return Ok(Try::Full),
                     }
                 }
-                Err(e) => {
-                    self.bump_handle(handle, cidr, -1).await?;
-                    return Err(e.into());
-                }
+                Err(e) => return Err(e.into()),
             }
         }
-        self.bump_handle(handle, cidr, -1).await?;
         Err(IpamError::Contention(block.key))
     }
 

@@ -2,6 +2,10 @@
 //! affinities, then follows them with watches that survive compaction (a `Resync` replaces
 //! the kind's state) and etcd restarts. Every settled batch of changes is published as a new
 //! [`ClusterState`].
+//!
+//! Settling coalesces bursts (a pool edit, a node joining, a compaction resync), but a change
+//! to one of this node's WorkloadEndpoints is published at once: a CNI ADD waits for the
+//! reconciler to program the pod's host route, and the pod's start waits for the ADD.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -95,30 +99,32 @@ fn apply_named<S>(map: &mut BTreeMap<String, S>, ev: WatchEvent<Resource<S>>) {
     }
 }
 
+/// Applies one endpoint event; returns whether this node's endpoints changed by a single
+/// Put or Delete (published without settling; a resync settles like any other burst).
 fn apply_endpoints(
     map: &mut BTreeMap<String, WorkloadEndpointSpec>,
     node: &str,
     ev: WatchEvent<Resource<WorkloadEndpointSpec>>,
-) {
+) -> bool {
     match ev {
         WatchEvent::Put(r) => {
             let key = ep_key(&r);
             if r.spec.node == node {
                 map.insert(key, r.spec);
+                true
             } else {
                 // Moved to another node (or never ours).
-                map.remove(&key);
+                map.remove(&key).is_some()
             }
         }
-        WatchEvent::Delete { name, .. } => {
-            map.remove(&name);
-        }
+        WatchEvent::Delete { name, .. } => map.remove(&name).is_some(),
         WatchEvent::Resync { items, .. } => {
             *map = items
                 .into_iter()
                 .filter(|r| r.spec.node == node)
                 .map(|r| (ep_key(&r), r.spec))
-                .collect()
+                .collect();
+            false
         }
     }
 }
@@ -178,13 +184,17 @@ pub async fn follow(store: Store, node: String, tx: watch::Sender<Option<Cluster
         let settle = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(settle);
         loop {
-            tokio::select! {
-                ev = nodes.next() => apply_named(&mut state.nodes, ev),
-                ev = pools.next() => apply_named(&mut state.pools, ev),
+            let local = tokio::select! {
+                ev = nodes.next() => { apply_named(&mut state.nodes, ev); false }
+                ev = pools.next() => { apply_named(&mut state.pools, ev); false }
                 ev = eps.next() => apply_endpoints(&mut state.endpoints, &node, ev),
-                ev = affs.next() => apply_affinities(&mut state.affinities, ev),
+                ev = affs.next() => { apply_affinities(&mut state.affinities, ev); false }
                 _ = &mut settle, if changed => break,
                 _ = tx.closed() => return,
+            };
+            if local {
+                // This node's own pod: no settling (what else arrived goes along).
+                break;
             }
             if !changed {
                 changed = true;

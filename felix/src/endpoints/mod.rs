@@ -10,8 +10,9 @@
 //! - [`check`]: CHECK's comparison.
 //!
 //! The host /32 route belongs to the reconciler: ADD writes the WorkloadEndpoint (so the
-//! model carries the route) and waits briefly for the reconciler to program it, programming it
-//! itself if that takes too long, so ADD returns with the route in place either way.
+//! model carries the route; the datastore feed publishes this node's endpoints without
+//! settling) and waits for the dataplane loop's "programmed" notification, programming the
+//! route itself if that takes too long, so ADD returns with the route in place either way.
 
 pub mod check;
 pub mod naming;
@@ -68,6 +69,8 @@ struct Inner {
     ds: tokio::sync::OnceCell<Datastore>,
     /// One lock per WorkloadEndpoint: ADD, DEL and GC of the same pod never interleave.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The dataplane loop's generation, bumped whenever it changed the kernel.
+    programmed: tokio::sync::watch::Receiver<u64>,
 }
 
 /// A datastore failure as the gRPC status the plugin maps to CNI codes.
@@ -93,15 +96,26 @@ pub(crate) fn ipam_status(e: &IpamError) -> Status {
 }
 
 impl EndpointService {
-    pub fn new(cfg: Config, health: Arc<Health>) -> EndpointService {
+    /// `programmed` is the dataplane loop's notification ([`crate::agent::Agent::programmed`]).
+    pub fn new(
+        cfg: Config,
+        health: Arc<Health>,
+        programmed: tokio::sync::watch::Receiver<u64>,
+    ) -> EndpointService {
         EndpointService {
             inner: Arc::new(Inner {
                 cfg,
                 health,
                 ds: tokio::sync::OnceCell::new(),
                 locks: Mutex::new(HashMap::new()),
+                programmed,
             }),
         }
+    }
+
+    /// A receiver of the dataplane loop's generation.
+    pub(crate) fn programmed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.programmed.clone()
     }
 
     pub(crate) fn cfg(&self) -> &Config {

@@ -1,5 +1,7 @@
-//! Names an endpoint gets: the host side of its veth, its WorkloadEndpoint, its IPAM handle.
-//! Pure functions, the same on every node and every restart.
+//! Names an endpoint gets: the host side of its veth, its WorkloadEndpoint, its IPAM handle,
+//! its container interface's MAC. Pure functions, the same on every node and every restart.
+
+use crate::netlink::Mac;
 
 /// The pod (namespace, name), or `None` for a container that is not a pod.
 pub fn pod_of(namespace: &str, name: &str) -> Option<(String, String)> {
@@ -53,9 +55,27 @@ pub fn handle(network_name: &str, container_id: &str) -> String {
     format!("{network_name}.{container_id}")
 }
 
+/// The container interface's MAC: locally administered unicast, from sha1 of the container
+/// id and interface name. Known before the veth exists, so the WorkloadEndpoint (which
+/// carries it) is written while the veth is being built.
+pub fn container_mac(container_id: &str, ifname: &str) -> Mac {
+    let digest = sha1_smol::Sha1::from(format!("{container_id}/{ifname}").as_bytes()).digest();
+    let b = digest.bytes();
+    [(b[0] & 0xfe) | 0x02, b[1], b[2], b[3], b[4], b[5]]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn container_mac_is_locally_administered_unicast_and_per_attachment() {
+        let m = container_mac("ctr", "eth0");
+        assert_eq!(m[0] & 0x03, 0x02, "{m:x?}");
+        assert_eq!(m, container_mac("ctr", "eth0"));
+        assert_ne!(m, container_mac("ctr", "eth1"));
+        assert_ne!(m, container_mac("ctr2", "eth0"));
+    }
 
     #[test]
     fn host_ifname_is_cali_and_sha1_of_namespace_dot_pod() {

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ipnet::IpNet;
 use margay_datastore::ipam::IpamError;
@@ -324,7 +324,10 @@ pub async fn add(
         req.network_name.clone()
     };
     let handle = naming::handle(&network, &t.container_id);
+    // Phase times, logged with the result: where an ADD's time goes.
+    let started = std::time::Instant::now();
     let (addresses, ipam_kind) = assign(svc, &req, &t, &handle).await?;
+    let assigned = started.elapsed();
     let margay_ipam = ipam_kind == MARGAY_IPAM;
     let undo_ipam = || async {
         if margay_ipam {
@@ -332,46 +335,139 @@ pub async fn add(
         }
     };
 
+    let mac_bytes = naming::container_mac(&t.container_id, &t.ifname);
+    let mac = plumbing::mac_string(&mac_bytes);
     let plan = Plan {
         netns: req.netns.clone(),
         host_ifname: t.host_ifname.clone(),
         container_ifname: t.ifname.clone(),
+        container_mac: mac_bytes,
         mtu,
         addresses: addresses.clone(),
         protocol: cfg.protocol,
     };
+    let wep = endpoint_resource(
+        &t, &cfg.node, &network, &ipam_kind, &req.netns, &addresses, &mac,
+    );
+
+    // The veth and the WorkloadEndpoint at the same time: the reconciler holds the pod's
+    // route until its device is up, so either may land first. IPAM came first, so a crash
+    // here leaves addresses `margayctl ipam check` finds without an endpoint.
     let p = plan.clone();
-    let built = blocking(move || {
+    let build = blocking(move || {
         // A veth left by an earlier container of this pod (or a crash) is in the way.
         plumbing::remove_host_side(&p.host_ifname)?;
         plumbing::build_container_side(&p)
-    })
-    .await;
-    let mac = match built {
-        Ok(m) => plumbing::mac_string(&m),
-        Err(e) => {
-            undo_ipam().await;
-            let (ns, ifname) = (plan.netns.clone(), plan.container_ifname.clone());
-            let _ = blocking(move || plumbing::remove_container_side(&ns, &ifname)).await;
-            return Err(Status::internal(format!(
-                "creating the veth {} / {} in {}: {e}",
-                plan.host_ifname, plan.container_ifname, plan.netns
-            )));
-        }
+    });
+    let (built, written) = tokio::join!(build, put_wep(store, &wep));
+    let wired = started.elapsed();
+    let failed = match (&built, &written) {
+        (Ok(()), Ok(())) => None,
+        (Err(e), _) => Some(Status::internal(format!(
+            "creating the veth {} / {} in {}: {e}",
+            plan.host_ifname, plan.container_ifname, plan.netns
+        ))),
+        (Ok(()), Err(e)) => Some(store_status("writing the WorkloadEndpoint", e)),
     };
+    if let Some(status) = failed {
+        if written.is_ok() {
+            let _ = store
+                .delete::<WorkloadEndpointSpec>(Some(&t.wep_ns), &t.wep_name, None)
+                .await;
+        }
+        let (ns, ifname, host) = (
+            plan.netns.clone(),
+            plan.container_ifname.clone(),
+            plan.host_ifname.clone(),
+        );
+        let _ = blocking(move || {
+            let host_removed = plumbing::remove_host_side(&host);
+            plumbing::remove_container_side(&ns, &ifname)?;
+            host_removed.map(|_| ())
+        })
+        .await;
+        undo_ipam().await;
+        return Err(status);
+    }
 
+    // The reconciler programs the host route once the endpoint is in its model; if that
+    // takes too long, program it now (the reconciler adopts it: same key, same protocol).
+    let routed = await_host_routes(svc, &plan).await;
+    if let Err(e) = routed {
+        let _ = store
+            .delete::<WorkloadEndpointSpec>(Some(&t.wep_ns), &t.wep_name, None)
+            .await;
+        let host = plan.host_ifname.clone();
+        let _ = blocking(move || plumbing::remove_host_side(&host)).await;
+        undo_ipam().await;
+        return Err(Status::internal(format!(
+            "programming the host route on {}: {e}",
+            plan.host_ifname
+        )));
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    tracing::info!(
+        endpoint = %t.wep_name, container = %t.container_id, ips = ?addresses,
+        ifname = %t.host_ifname,
+        ipam_ms = ms(assigned),
+        wire_ms = ms(wired - assigned),
+        route_ms = ms(started.elapsed() - wired),
+        "endpoint added"
+    );
+    Ok(pb::AddEndpointResponse {
+        result: Some(result(&t, &req.netns, mtu, &mac, &addresses)),
+        endpoint: format!("{}/{}", t.wep_ns, t.wep_name),
+    })
+}
+
+/// Waits until the dataplane loop has programmed `plan`'s host routes: checks the kernel
+/// after each of its notifications, and programs the routes itself after [`RECONCILER_WAIT`].
+async fn await_host_routes(svc: &EndpointService, plan: &Plan) -> Result<(), NetlinkError> {
+    let mut programmed = svc.programmed();
+    let deadline = tokio::time::Instant::now() + RECONCILER_WAIT;
+    loop {
+        // Mark the generation seen before looking, so a flush after the look wakes us.
+        programmed.borrow_and_update();
+        let p = plan.clone();
+        match blocking(move || plumbing::host_routes_present(&p)).await {
+            Ok(true) => return Ok(()),
+            // Other pods' veths coming and going: look again on the next notification.
+            Ok(false) | Err(NetlinkError::DumpInterrupted) => {}
+            Err(e) => return Err(e),
+        }
+        match tokio::time::timeout_at(deadline, programmed.changed()).await {
+            Ok(Ok(())) => {}
+            // The loop is gone, or slow: program the routes here.
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    tracing::debug!(ifname = %plan.host_ifname, "reconciler slow; programming the host route");
+    let p = plan.clone();
+    blocking(move || plumbing::program_host_routes(&p)).await
+}
+
+/// The WorkloadEndpoint ADD writes.
+fn endpoint_resource(
+    t: &Target,
+    node: &str,
+    network: &str,
+    ipam_kind: &str,
+    netns: &str,
+    addresses: &[IpNet],
+    mac: &str,
+) -> Resource<WorkloadEndpointSpec> {
     let mut wep = Resource::new(
         t.wep_name.clone(),
         WorkloadEndpointSpec {
             orchestrator: Some(if t.pod.is_some() { "k8s" } else { "cni" }.into()),
             workload: None,
-            node: cfg.node.clone(),
+            node: node.to_string(),
             container_id: t.container_id.clone(),
             pod: t.pod.as_ref().map(|(_, n)| n.clone()),
             endpoint: Some(t.ifname.clone()),
             ip_networks: addresses.iter().map(|a| a.to_string()).collect(),
             interface_name: t.host_ifname.clone(),
-            mac: Some(mac.clone()),
+            mac: Some(mac.to_string()),
             ..Default::default()
         },
     );
@@ -386,49 +482,11 @@ pub async fn add(
         wep.spec.orchestrator.clone().unwrap_or_default(),
     );
     let ann = &mut wep.metadata.annotations;
-    ann.insert(ANN_NETWORK.into(), network.clone());
-    ann.insert(ANN_IPAM.into(), ipam_kind.clone());
-    ann.insert(ANN_NETNS.into(), req.netns.clone());
-    ann.insert(ANN_CONTAINER_MAC.into(), mac.clone());
-    if let Err(e) = put_wep(store, &wep).await {
-        let host = plan.host_ifname.clone();
-        let _ = blocking(move || plumbing::remove_host_side(&host)).await;
-        undo_ipam().await;
-        return Err(store_status("writing the WorkloadEndpoint", &e));
-    }
-
-    // The reconciler programs the host route once the endpoint is in its model; if that
-    // takes too long, program it now (the reconciler adopts it: same key, same protocol).
-    let p = plan.clone();
-    let routed = blocking(move || {
-        let deadline = Instant::now() + RECONCILER_WAIT;
-        while Instant::now() < deadline {
-            if plumbing::host_routes_present(&p)? {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(3));
-        }
-        tracing::debug!(ifname = %p.host_ifname, "reconciler slow; programming the host route");
-        plumbing::program_host_routes(&p)
-    })
-    .await;
-    if let Err(e) = routed {
-        let _ = store
-            .delete::<WorkloadEndpointSpec>(Some(&t.wep_ns), &t.wep_name, None)
-            .await;
-        let host = plan.host_ifname.clone();
-        let _ = blocking(move || plumbing::remove_host_side(&host)).await;
-        undo_ipam().await;
-        return Err(Status::internal(format!(
-            "programming the host route on {}: {e}",
-            plan.host_ifname
-        )));
-    }
-    tracing::info!(endpoint = %t.wep_name, container = %t.container_id, ips = ?addresses, ifname = %t.host_ifname, "endpoint added");
-    Ok(pb::AddEndpointResponse {
-        result: Some(result(&t, &req.netns, mtu, &mac, &addresses)),
-        endpoint: format!("{}/{}", t.wep_ns, t.wep_name),
-    })
+    ann.insert(ANN_NETWORK.into(), network.to_string());
+    ann.insert(ANN_IPAM.into(), ipam_kind.to_string());
+    ann.insert(ANN_NETNS.into(), netns.to_string());
+    ann.insert(ANN_CONTAINER_MAC.into(), mac.to_string());
+    wep
 }
 
 /// Creates or overwrites the WorkloadEndpoint.

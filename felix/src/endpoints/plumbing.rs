@@ -27,6 +27,8 @@ pub struct Plan {
     pub netns: String,
     pub host_ifname: String,
     pub container_ifname: String,
+    /// The container end's MAC.
+    pub container_mac: Mac,
     pub mtu: u32,
     /// The pod's addresses as host prefixes (/32, /128).
     pub addresses: Vec<IpNet>,
@@ -81,9 +83,9 @@ pub fn host_route(addr: IpNet, oif: u32, protocol: u8) -> KernelRoute {
     }
 }
 
-/// Creates the veth and configures the container end; returns the container end's MAC.
+/// Creates the veth and configures the container end (with the plan's MAC).
 /// On failure the host side is removed again (which removes the peer too).
-pub fn build_container_side(plan: &Plan) -> Result<Mac, NetlinkError> {
+pub fn build_container_side(plan: &Plan) -> Result<(), NetlinkError> {
     let ns = netlink::open_netns(&plan.netns)?;
     let mut dp = Dataplane::new()?;
     dp.create_veth_into_netns(
@@ -108,6 +110,7 @@ pub fn build_container_side(plan: &Plan) -> Result<Mac, NetlinkError> {
         netlink::in_netns(&plan.netns, move || {
             let mut c = Dataplane::new()?;
             let link = c.link(&p.container_ifname)?;
+            c.set_mac(link.index, p.container_mac)?;
             for a in &p.addresses {
                 c.add_address(link.index, *a)?;
             }
@@ -115,10 +118,7 @@ pub fn build_container_side(plan: &Plan) -> Result<Mac, NetlinkError> {
             for r in container_routes(&p.addresses, link.index) {
                 c.add_route(&r)?;
             }
-            link.mac.ok_or(NetlinkError::NoSuchLink(format!(
-                "{} has no MAC",
-                p.container_ifname
-            )))
+            Ok(())
         })
     })();
     if configured.is_err() {

@@ -79,6 +79,13 @@ pub(crate) fn dump_request() -> RouteNetlinkMessage {
     RouteNetlinkMessage::GetLink(LinkMessage::default())
 }
 
+/// `RTM_GETLINK` of one link by name (`ip link show NAME`).
+pub(crate) fn get_by_name(name: &str) -> RouteNetlinkMessage {
+    let mut m = LinkMessage::default();
+    m.attributes.push(LinkAttribute::IfName(name.to_string()));
+    RouteNetlinkMessage::GetLink(m)
+}
+
 pub(crate) fn veth(name: &str, peer: &str) -> RouteNetlinkMessage {
     RouteNetlinkMessage::NewLink(LinkVeth::new(name, peer).build())
 }

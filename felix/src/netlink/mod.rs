@@ -183,12 +183,18 @@ impl Dataplane {
             .collect())
     }
 
-    /// The link called `name`.
+    /// The link called `name`, asked of the kernel by name (no dump: with hundreds of pod
+    /// veths a dump is slow, and interrupted again and again while pods come and go).
     pub fn link(&mut self, name: &str) -> Result<Link, NetlinkError> {
-        self.links()?
-            .into_iter()
-            .find(|l| l.name == name)
-            .ok_or_else(|| NetlinkError::NoSuchLink(name.to_string()))
+        let missing = || NetlinkError::NoSuchLink(name.to_string());
+        match self.sock.get(link::get_by_name(name)) {
+            Ok(RouteNetlinkMessage::NewLink(l)) => Link::from_message(&l)
+                .filter(|l| l.name == name)
+                .ok_or_else(missing),
+            Ok(_) => Err(missing()),
+            Err(e) if e.errno() == Some(libc::ENODEV) => Err(missing()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Creates a veth pair `name` / `peer` in this namespace.

@@ -128,6 +128,35 @@ impl NlSocket {
             .unwrap_or(Err(NetlinkError::NoAck))
     }
 
+    /// One `RTM_GET*` request without DUMP, answered by one message: the reply, or the
+    /// kernel's errno (a lookup by key costs one message, not a dump of the whole table).
+    pub(crate) fn get(
+        &mut self,
+        msg: RouteNetlinkMessage,
+    ) -> Result<RouteNetlinkMessage, NetlinkError> {
+        let seq = self.next_seq();
+        let mut out = Vec::new();
+        encode(&mut out, msg, NLM_F_REQUEST, seq);
+        self.send(&out)?;
+        loop {
+            for (s, m) in self.recv_batch()? {
+                if s != seq {
+                    continue;
+                }
+                match m.payload {
+                    NetlinkPayload::InnerMessage(inner) => return Ok(inner),
+                    NetlinkPayload::Error(e) => {
+                        return Err(match e.code {
+                            Some(code) => NetlinkError::Kernel { errno: -code.get() },
+                            None => NetlinkError::NoAck,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
     /// Dumps with `msg` as the filter; returns every reply message. Retried when the kernel
     /// says the dump was interrupted by a change.
     pub(crate) fn dump(
