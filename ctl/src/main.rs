@@ -19,6 +19,8 @@ use std::time::Duration;
 struct Cli {
     #[command(flatten)]
     etcd: EtcdArgs,
+    #[command(flatten)]
+    log: margay_common::LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -148,6 +150,11 @@ enum NodeCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Logs go to stderr and default to warnings only: stdout is the command's output.
+    if let Err(e) = cli.log.init("warn") {
+        eprintln!("margayctl: {e}");
+        return ExitCode::from(2);
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
