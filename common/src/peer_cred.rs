@@ -53,7 +53,10 @@ impl AuthorizedIncoming {
         }
         let (uid, pid) = (cred.uid(), cred.pid());
         if self.refused.insert(uid) {
-            warn!(uid, pid, "unix socket client refused: only root (or --socket-allowed-uid) may connect");
+            warn!(
+                uid,
+                pid, "unix socket client refused: only root (or --socket-allowed-uid) may connect"
+            );
         } else {
             debug!(uid, pid, "unix socket client refused again");
         }

@@ -56,7 +56,10 @@ mod tests {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?} {s}"), "<redacted> <redacted>");
         assert_eq!(format!("{:?}", Some(s.clone())), "Some(<redacted>)");
-        assert_eq!(serde_json::to_string(&s).expect("serialises"), "\"hunter2\"");
+        assert_eq!(
+            serde_json::to_string(&s).expect("serialises"),
+            "\"hunter2\""
+        );
         let back: Secret = serde_json::from_str("\"hunter2\"").expect("parses");
         assert_eq!(back.expose(), "hunter2");
     }
