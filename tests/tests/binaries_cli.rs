@@ -4,6 +4,8 @@
 //! where the flags say, and SIGTERM removes their sockets and closes BGP sessions with a
 //! NOTIFICATION under the N bit of RFC 8538. Real binaries, real namespaces, real etcd.
 
+mod daemons;
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -520,31 +522,7 @@ fn sigterm_removes_felix_socket_and_exits_cleanly() -> Result<()> {
     let ns = lab.netns("n1")?;
     sw.attach(&ns)?;
     let socket = lab.dir().join("felix.sock");
-    let mut felix = Process::spawn(
-        &ns,
-        "felix",
-        felix_binary(),
-        [
-            "--node".to_string(),
-            "n1".into(),
-            "--etcd-endpoints".into(),
-            etcd.endpoint(),
-            "--socket".into(),
-            socket.display().to_string(),
-            "--bgpd-socket".into(),
-            lab.dir().join("no-bgpd.sock").display().to_string(),
-            "--http-port".into(),
-            "0".into(),
-        ],
-        lab.dir(),
-    )?;
-    wait_for("felix's socket", UP, &[&felix], || {
-        if socket.exists() {
-            Ok(())
-        } else {
-            Err("no socket yet".into())
-        }
-    })?;
+    let mut felix = daemons::cluster_felix(&lab, &ns, &etcd.endpoint(), &socket)?;
     let status = signal_and_wait(&mut felix, libc::SIGTERM);
     assert!(
         status.contains("exit status: 0"),
