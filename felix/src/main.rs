@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use margay_felix::agent::{Agent, AgentConfig};
 use margay_felix::health::{Health, Metrics, router};
 use margay_felix::model::Model;
@@ -95,7 +95,15 @@ fn read_model(path: &Path, node: &str) -> anyhow::Result<Model> {
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
+    let matches = Args::command().get_matches();
+    let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    args.etcd.apply_calico_env(&matches);
+    if args.state.is_none()
+        && let Err(e) = args.etcd.check_files()
+    {
+        eprintln!("margay-felix: {e}");
+        return std::process::ExitCode::from(2);
+    }
     if let Err(e) = args.log.init("info") {
         eprintln!("margay-felix: {e}");
         return std::process::ExitCode::from(2);

@@ -293,6 +293,30 @@ fn unreadable_files_and_unreachable_etcd_end_with_a_message_not_a_panic() {
         let (code, _, err) = run(clean(program).args(&args));
         assert_refused(&format!("{program:?} {args:?}"), code, &err, says);
     }
+    // The daemons check the TLS files at start (an unreachable etcd they wait for, a missing
+    // key is a mistake), here named by Calico's variables.
+    let calico_tls = [("ETCD_CERT_FILE", nowhere), ("ETCD_KEY_FILE", nowhere)];
+    let daemons: [(&PathBuf, Vec<&str>); 2] = [
+        (
+            &bgpd,
+            vec!["--datastore", "etcd", "--node", "n1", "--ip", "10.0.0.1/24"],
+        ),
+        (&felix, vec!["--node", "n1"]),
+    ];
+    for (program, args) in daemons {
+        let (code, _, err) = run(clean(program).args(&args).envs(calico_tls));
+        let what = format!("{program:?} {args:?} with ETCD_CERT_FILE and ETCD_KEY_FILE");
+        assert_refused(&what, code, &err, &format!("--etcd-cert-file {nowhere}"));
+    }
+    let (code, _, err) = run(clean(&ctl)
+        .args(["get", "nodes"])
+        .env("ETCD_ENDPOINTS", "http://127.0.0.1:1"));
+    assert_refused(
+        "margayctl with Calico's ETCD_ENDPOINTS",
+        code,
+        &err,
+        "connecting to etcd at http://127.0.0.1:1",
+    );
 }
 
 /// Every non-empty line of `text` is a JSON object with a level and fields.

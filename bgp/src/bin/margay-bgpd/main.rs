@@ -4,7 +4,7 @@
 //! Cease); SIGINT, or SIGTERM with `--no-graceful-stop`, sends Cease to every peer.
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use margay_bgp::config::Config;
 use margay_bgp::speaker::Speaker;
 use std::net::SocketAddr;
@@ -110,8 +110,22 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// The command line, with Calico's etcd variables filling what it left unset.
+fn parse_args() -> Args {
+    let matches = Args::command().get_matches();
+    let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    args.etcd.apply_calico_env(&matches);
+    args
+}
+
 fn main() {
-    let args = Args::parse();
+    let args = parse_args();
+    if args.datastore.is_some()
+        && let Err(e) = args.etcd.check_files()
+    {
+        eprintln!("margay-bgpd: {e}");
+        std::process::exit(2);
+    }
     let config = match &args.config {
         Some(path) => match load(&args) {
             Ok(c) => {
