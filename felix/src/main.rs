@@ -57,8 +57,8 @@ struct Args {
     http_port: u16,
     /// Address the HTTP server listens on.
     #[arg(
-        long,
-        alias = "http-address",
+        long = "http-address",
+        alias = "http-addr",
         env = "MARGAY_FELIX_HTTP_ADDRESS",
         default_value = "127.0.0.1"
     )]

@@ -44,6 +44,17 @@ pub fn hard_reset(n: Notification) -> Notification {
     Notification::new(notif::CEASE, notif::HARD_RESET, data)
 }
 
+/// The NOTIFICATION to send for `n` on a session with the N bit: a Cease for reaching the
+/// maximum number of prefixes MUST go as a Hard Reset (RFC 8538 §5), or the peer would keep
+/// the very routes that were too many; the others go as they are.
+pub(super) fn to_send(n: Notification, n_bit: bool) -> Notification {
+    if n_bit && n.code == notif::CEASE && n.subcode == notif::MAX_PREFIXES_REACHED {
+        hard_reset(n)
+    } else {
+        n
+    }
+}
+
 /// Whether the routes of a session that ended with `n` (sent or received) may be kept as
 /// stale: without the N bit only after hold timer expiry (RFC 4724 §4.2), with it after any
 /// NOTIFICATION but a Hard Reset (RFC 8538 §4).
@@ -199,6 +210,15 @@ mod tests {
         let mut fsm = established(true, false, now);
         let actions = fsm.handle(Event::NotifMsg(admin_shutdown()), now);
         assert_eq!(retained(&actions), Some(false));
+    }
+
+    #[test]
+    fn max_prefix_cease_goes_as_a_hard_reset_under_the_n_bit() {
+        let max = Notification::new(notif::CEASE, notif::MAX_PREFIXES_REACHED, vec![0, 1]);
+        assert!(is_hard_reset(&to_send(max.clone(), true)));
+        assert_eq!(to_send(max.clone(), false), max);
+        let admin = admin_shutdown();
+        assert_eq!(to_send(admin.clone(), true), admin);
     }
 
     #[test]

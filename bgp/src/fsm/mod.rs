@@ -521,6 +521,7 @@ impl Fsm {
         // RFC 4724 §4.2: graceful restart survives a lost connection and hold timer expiry;
         // with the N bit of RFC 8538 also any NOTIFICATION but a Hard Reset.
         let n_bit = self.graceful_notification();
+        let notification = notification.map(|n| graceful_notification::to_send(n, n_bit));
         let retain = !std::mem::take(&mut self.notified)
             && notification
                 .as_ref()
