@@ -1,7 +1,9 @@
 //! `margay-bgpd`: the BGP-4 speaker daemon. Parses flags, loads the configuration, and wires the
 //! speaker, the gRPC API and the health server together; SIGHUP reloads; SIGTERM stops
-//! gracefully (RFC 4724: peers that negotiated graceful restart keep our routes, the others get
-//! Cease); SIGINT, or SIGTERM with `--no-graceful-stop`, sends Cease to every peer.
+//! gracefully (RFC 4724: peers that negotiated graceful restart keep our routes; those with the
+//! N bit of RFC 8538 get a Cease and still keep them, the others without graceful restart get
+//! Cease); SIGINT, or SIGTERM with `--no-graceful-stop`, sends a final Cease (a Hard Reset to
+//! N-bit peers) to every peer.
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser};
