@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::UNIX_EPOCH;
 use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 use tracing::warn;
@@ -29,11 +28,13 @@ pub enum ApiError {
     },
 }
 
-/// Binds the socket (replacing a stale one), restricts it to root, and serves until `shutdown`
-/// resolves; the socket file is removed on the way out.
+/// Binds the socket (replacing a stale one), restricts it to root (mode 0600 and each client's
+/// uid checked against `access`), and serves until `shutdown` resolves; the socket file is
+/// removed on the way out.
 pub async fn serve(
     path: &Path,
     speaker: SpeakerHandle,
+    access: margay_common::SocketAccess,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ApiError> {
     if let Some(dir) = path.parent() {
@@ -53,7 +54,7 @@ pub async fn serve(
             source,
         }
     })?;
-    let stream = UnixListenerStream::new(listener);
+    let stream = margay_common::AuthorizedIncoming::new(listener, access);
     let result = tonic::transport::Server::builder()
         .add_service(pb::bgp_server::BgpServer::new(Api { speaker }))
         .serve_with_incoming_shutdown(stream, shutdown)

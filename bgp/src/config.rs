@@ -124,7 +124,7 @@ pub struct Neighbor {
     pub passive: bool,
     /// TCP-MD5 password (RFC 2385).
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<margay_common::Secret>,
     #[serde(default)]
     pub route_reflector_client: bool,
     #[serde(default)]
@@ -339,7 +339,7 @@ impl Config {
                 }
             }
             if let Some(p) = &n.password
-                && (p.is_empty() || p.len() > 80)
+                && (p.expose().is_empty() || p.expose().len() > 80)
             {
                 return Err(at(
                     n.address.span(),

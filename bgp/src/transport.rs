@@ -50,7 +50,7 @@ pub enum TtlMode {
 pub struct ConnectOptions {
     pub remote: SocketAddr,
     pub source: Option<IpAddr>,
-    pub password: Option<String>,
+    pub password: Option<margay_common::Secret>,
     pub ttl: TtlMode,
     pub timeout: Duration,
 }
@@ -78,7 +78,7 @@ pub async fn connect(opts: &ConnectOptions) -> Result<TcpStream, TransportError>
         socket.bind(&SockAddr::from(SocketAddr::new(src, 0)))?;
     }
     if let Some(pw) = &opts.password {
-        set_md5_key(&socket, remote.ip(), Some(pw.as_bytes()))?;
+        set_md5_key(&socket, remote.ip(), Some(pw.expose().as_bytes()))?;
     }
     apply_ttl_socket(&socket, opts.ttl)?;
     let std_stream: std::net::TcpStream = socket.into();

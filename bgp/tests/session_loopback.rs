@@ -55,7 +55,7 @@ fn side_with_queue(id: u32, config: PeerConfig, listen_port: Option<u16>, queue:
     if let Some(port) = listen_port {
         let listener = Listener::bind(SocketAddr::new(local, port)).expect("bind listener");
         listener
-            .set_md5(peer, password.as_deref())
+            .set_md5(peer, password.as_ref().map(margay_common::Secret::expose))
             .expect("listener key");
         let h = handle.clone();
         tokio::spawn(async move {

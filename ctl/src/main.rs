@@ -1,7 +1,7 @@
 //! `margayctl`: the operator's command line for margay.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use margay_ctl::connect::unix_channel;
 use margay_ctl::get::GetOutput;
 use margay_ctl::ipam::ReleaseTarget;
@@ -19,6 +19,8 @@ use std::time::Duration;
 struct Cli {
     #[command(flatten)]
     etcd: EtcdArgs,
+    #[command(flatten)]
+    log: margay_common::LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -147,7 +149,14 @@ enum NodeCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    cli.etcd.apply_calico_env(&matches);
+    // Logs go to stderr and default to warnings only: stdout is the command's output.
+    if let Err(e) = cli.log.init("warn") {
+        eprintln!("margayctl: {e}");
+        return ExitCode::from(2);
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -110,7 +110,13 @@ fn apply_get_create_replace_delete_bgp_peers() {
         store.get::<BgpPeerSpec>("tor1").await.unwrap().unwrap()
     });
     assert_eq!(
-        stored.spec.password.unwrap().value.as_deref(),
+        stored
+            .spec
+            .password
+            .unwrap()
+            .value
+            .as_ref()
+            .map(margay_common::Secret::expose),
         Some("hunter2-secret")
     );
 

@@ -39,6 +39,6 @@ pub mod watch;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use args::EtcdArgs;
+pub use args::{EtcdArgs, EtcdArgsError};
 pub use store::{CasWrite, Store, StoreError, Versioned};
 pub use watch::{Watch, WatchEvent};

@@ -20,8 +20,8 @@ pub struct TlsFiles {
     pub ca: PathBuf,
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
 }
 
 /// A running etcd owned by a test.
@@ -55,7 +55,9 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-fn make_certs(dir: &Path) -> TlsFiles {
+/// A fresh test CA in `dir` with a server certificate (for 127.0.0.1 and localhost) and a client
+/// certificate signed by it, made by `openssl`.
+pub fn make_certs(dir: &Path) -> TlsFiles {
     let ec = [
         "-newkey",
         "ec",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use margay_felix::agent::{Agent, AgentConfig};
 use margay_felix::health::{Health, Metrics, router};
 use margay_felix::model::Model;
@@ -29,7 +29,7 @@ struct Args {
     #[arg(long, env = "NODENAME")]
     node: String,
     /// Standalone mode: the model file (JSON or YAML), re-read on SIGHUP.
-    #[arg(long)]
+    #[arg(long, env = "MARGAY_FELIX_STATE")]
     state: Option<PathBuf>,
     #[command(flatten)]
     etcd: margay_datastore::EtcdArgs,
@@ -48,27 +48,39 @@ struct Args {
         default_value = "/var/run/margay/bgpd.sock"
     )]
     bgpd_socket: PathBuf,
+    /// A uid besides root allowed to use felix's socket (checked on every connection with the
+    /// client's peer credentials).
+    #[arg(long, env = "MARGAY_SOCKET_ALLOWED_UID")]
+    socket_allowed_uid: Option<u32>,
     /// Port of the /liveness, /readiness and /metrics server (0: no server).
-    #[arg(long, default_value_t = 9099)]
+    #[arg(long, env = "MARGAY_FELIX_HTTP_PORT", default_value_t = 9099)]
     http_port: u16,
     /// Address the HTTP server listens on.
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(
+        long = "http-address",
+        alias = "http-addr",
+        env = "MARGAY_FELIX_HTTP_ADDRESS",
+        default_value = "127.0.0.1"
+    )]
     http_addr: std::net::IpAddr,
     /// Route protocol number felix marks (and only ever touches) its routes with.
-    #[arg(long, default_value_t = DEFAULT_PROTOCOL)]
+    #[arg(long, env = "MARGAY_FELIX_ROUTE_PROTOCOL", default_value_t = DEFAULT_PROTOCOL)]
     route_protocol: u8,
     /// Routing table felix programs.
-    #[arg(long, default_value_t = 254)]
+    #[arg(long, env = "MARGAY_FELIX_ROUTE_TABLE", default_value_t = 254)]
     route_table: u32,
     /// Seconds between full resyncs with the kernel.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, env = "MARGAY_FELIX_RESYNC_INTERVAL", default_value_t = 30)]
     resync_interval: u64,
     /// MTU of a pod's interface when the CNI configuration names none.
-    #[arg(long, default_value_t = margay_felix::endpoints::DEFAULT_MTU)]
+    #[arg(
+        long,
+        env = "MARGAY_FELIX_WORKLOAD_MTU",
+        default_value_t = margay_felix::endpoints::DEFAULT_MTU
+    )]
     workload_mtu: u32,
-    /// Log format.
-    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
-    log_format: String,
+    #[command(flatten)]
+    log: margay_common::LogArgs,
 }
 
 fn read_model(path: &Path, node: &str) -> anyhow::Result<Model> {
@@ -82,24 +94,31 @@ fn read_model(path: &Path, node: &str) -> anyhow::Result<Model> {
     Ok(model)
 }
 
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only for a person at a terminal; a log file or a container log gets plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
+fn main() -> std::process::ExitCode {
+    let matches = Args::command().get_matches();
+    let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    args.etcd.apply_calico_env(&matches);
+    if args.state.is_none()
+        && let Err(e) = args.etcd.check_files()
+    {
+        eprintln!("margay-felix: {e}");
+        return std::process::ExitCode::from(2);
+    }
+    if let Err(e) = args.log.init("info") {
+        eprintln!("margay-felix: {e}");
+        return std::process::ExitCode::from(2);
+    }
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("margay-felix: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    init_logging(&args.log_format);
+fn run(args: Args) -> anyhow::Result<()> {
     let model = match &args.state {
         Some(path) => Some(read_model(path, &args.node)?),
         None => None,
@@ -173,11 +192,14 @@ fn main() -> anyhow::Result<()> {
                 agent.programmed(),
             );
             let socket = args.socket.clone();
+            let access = margay_common::SocketAccess {
+                allowed_uid: args.socket_allowed_uid,
+            };
             let api = tokio::spawn(async move {
                 let stopped = async move {
                     let _ = stop_rx.wait_for(|s| *s).await;
                 };
-                if let Err(e) = endpoints::serve(&socket, service, stopped).await {
+                if let Err(e) = endpoints::serve(&socket, service, access, stopped).await {
                     tracing::error!(error = %e, "CNI API stopped");
                 }
             });

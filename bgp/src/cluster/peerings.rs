@@ -117,7 +117,7 @@ struct Want {
     peer_type: PeerType,
     rr_client: bool,
     passive: bool,
-    password: Option<String>,
+    password: Option<margay_common::Secret>,
     next_hop_keep: bool,
     ttl_security: Option<u8>,
     source_address: Option<IpAddr>,

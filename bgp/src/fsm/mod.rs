@@ -15,6 +15,7 @@
 //!   with the surviving connection at once.
 
 mod collision;
+pub mod graceful_notification;
 mod negotiate;
 #[cfg(test)]
 mod tests;
@@ -138,7 +139,8 @@ pub struct Fsm {
     state: State,
     /// Cleared by ManualStop: no automatic restart.
     started: bool,
-    /// The failure being handled was a NOTIFICATION from the peer.
+    /// The failure being handled was a NOTIFICATION from the peer after which its routes go
+    /// (any NOTIFICATION without the N bit of RFC 8538; a Hard Reset with it).
     notified: bool,
     connect_retry: Option<Instant>,
     hold: Option<Instant>,
@@ -252,6 +254,18 @@ impl Fsm {
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         let event = match event {
+            Event::GracefulStop
+                if self.state == State::Established && self.graceful_notification() =>
+            {
+                // RFC 8538: with the N bit both ways, the session closes with a Cease and the
+                // peer still keeps our routes as stale until we return.
+                self.stop_with_notification(Some(admin_shutdown()), &mut out);
+                out.push(Action::Down {
+                    reason: "Graceful restart: Cease sent under the N bit (RFC 8538)".into(),
+                    retain: true,
+                });
+                return out;
+            }
             Event::GracefulStop if self.state == State::Established => {
                 self.stop(&mut out);
                 out.push(Action::Down {
@@ -410,7 +424,11 @@ impl Fsm {
         match event {
             Event::ManualStart | Event::ManualStartPassive | Event::AutomaticStart => {}
             Event::ManualStop(n) => {
-                let n = n.unwrap_or_else(admin_shutdown);
+                let mut n = n.unwrap_or_else(admin_shutdown);
+                if self.graceful_notification() {
+                    // A final stop must not read as a graceful restart to an N-bit peer.
+                    n = graceful_notification::hard_reset(n);
+                }
                 let reason = describe(&n);
                 self.stop_with_notification(Some(n), out);
                 out.push(Action::Down {
@@ -424,7 +442,8 @@ impl Fsm {
             Event::KeepAliveMsg | Event::UpdateMsg => self.restart_hold(now),
             Event::TcpConnectionFails(reason) => self.fail(now, None, reason, out),
             Event::NotifMsg(n) => {
-                self.notified = true;
+                self.notified =
+                    !self.graceful_notification() || graceful_notification::is_hard_reset(&n);
                 self.fail(now, None, received(&n), out)
             }
             Event::UpdateMsgErr(n) | Event::BgpHeaderErr(n) | Event::BgpOpenMsgErr(n) => {
@@ -499,12 +518,14 @@ impl Fsm {
         text: String,
         out: &mut Vec<Action>,
     ) {
-        // RFC 4724 §4.2: graceful restart survives a lost connection and hold timer expiry,
-        // not an exchanged NOTIFICATION (the N bit of RFC 8538 is not implemented).
+        // RFC 4724 §4.2: graceful restart survives a lost connection and hold timer expiry;
+        // with the N bit of RFC 8538 also any NOTIFICATION but a Hard Reset.
+        let n_bit = self.graceful_notification();
+        let notification = notification.map(|n| graceful_notification::to_send(n, n_bit));
         let retain = !std::mem::take(&mut self.notified)
             && notification
                 .as_ref()
-                .is_none_or(|n| n.code == notif::HOLD_TIMER_EXPIRED);
+                .is_none_or(|n| graceful_notification::keeps_routes(n, n_bit));
         if let Some(n) = notification {
             out.push(Action::SendNotification(n));
         }
@@ -529,6 +550,11 @@ impl Fsm {
             self.idle_hold = Some(now + self.backoff);
             self.backoff = (self.backoff * 2).min(self.config.idle_hold_max);
         }
+    }
+
+    /// Whether this session negotiated the N bit of RFC 8538 both ways.
+    fn graceful_notification(&self) -> bool {
+        graceful_notification::negotiated(&self.config, self.negotiated.as_ref())
     }
 
     fn stop_with_notification(&mut self, n: Option<Notification>, out: &mut Vec<Action>) {

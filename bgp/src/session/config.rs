@@ -21,7 +21,7 @@ pub struct PeerConfig {
     /// Only accept connections from the peer, never connect.
     pub passive: bool,
     /// TCP-MD5 password (RFC 2385).
-    pub password: Option<String>,
+    pub password: Option<margay_common::Secret>,
     /// GTSM (RFC 5082): the peer is at most this many hops away.
     pub ttl_security: Option<u8>,
     /// eBGP multihop: send with this TTL.

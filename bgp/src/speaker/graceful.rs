@@ -70,11 +70,12 @@ pub(super) fn write_marker(marker: &Path) {
 }
 
 /// The graceful restart capability we offer: every family of the session, forwarding state
-/// preserved (felix keeps the kernel routes while bgpd is away).
+/// preserved (felix keeps the kernel routes while bgpd is away), and the N bit (RFC 8538: a
+/// session closed with a NOTIFICATION other than Hard Reset keeps the routes both ways).
 pub(super) fn capability(restart_time: u16, families: &[Family]) -> GracefulRestart {
     GracefulRestart {
         restart_state: false,
-        notification: false,
+        notification: true,
         restart_time: restart_time.min(4095),
         families: families
             .iter()

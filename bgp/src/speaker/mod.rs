@@ -230,7 +230,7 @@ impl Speaker {
         self.next_id += 1;
         let addr = *n.address.get_ref();
         if let Some(l) = &self.listener
-            && let Err(e) = l.set_md5(addr, n.password.as_deref())
+            && let Err(e) = l.set_md5(addr, n.password.as_ref().map(margay_common::Secret::expose))
         {
             warn!(peer = %addr, error = %e, "cannot set the TCP-MD5 key on the listener");
         }

@@ -3,6 +3,7 @@
 
 use super::validate::duration;
 use super::{REDACTED, Spec, Validator};
+use margay_common::Secret;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::net::IpAddr;
@@ -204,7 +205,7 @@ pub struct BgpPassword {
     pub secret_key_ref: Option<SecretKeyRef>,
     /// margay's inline form: the password itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
+    pub value: Option<Secret>,
 }
 
 impl BgpPassword {
@@ -221,13 +222,13 @@ impl BgpPassword {
 
     fn redact(&mut self) {
         if self.value.is_some() {
-            self.value = Some(REDACTED.to_string());
+            self.value = Some(Secret::new(REDACTED));
         }
     }
 
     /// A redacted value written back (`get -o yaml` then `apply`) keeps the stored password.
     fn restore(&mut self, stored: &BgpPassword) {
-        if self.value.as_deref() == Some(REDACTED) {
+        if self.value.as_ref().map(Secret::expose) == Some(REDACTED) {
             self.value = stored.value.clone();
         }
     }

@@ -253,11 +253,13 @@ pub enum ServeError {
     },
 }
 
-/// Serves `service` on the unix socket `path` (mode 0600, a stale file replaced) until
-/// `shutdown` resolves; the socket file is removed on the way out.
+/// Serves `service` on the unix socket `path` (mode 0600, each client's uid checked against
+/// `access`, a stale file replaced) until `shutdown` resolves; the socket file is removed on the
+/// way out.
 pub async fn serve(
     path: &Path,
     service: EndpointService,
+    access: margay_common::SocketAccess,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     use std::os::unix::fs::PermissionsExt;
@@ -279,7 +281,7 @@ pub async fn serve(
     let res = tonic::transport::Server::builder()
         .add_service(EndpointsServer::new(service))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            margay_common::AuthorizedIncoming::new(listener, access),
             shutdown,
         )
         .await;

@@ -1,10 +1,12 @@
 //! `margay-bgpd`: the BGP-4 speaker daemon. Parses flags, loads the configuration, and wires the
 //! speaker, the gRPC API and the health server together; SIGHUP reloads; SIGTERM stops
-//! gracefully (RFC 4724: peers that negotiated graceful restart keep our routes, the others get
-//! Cease); SIGINT, or SIGTERM with `--no-graceful-stop`, sends Cease to every peer.
+//! gracefully (RFC 4724: peers that negotiated graceful restart keep our routes; those with the
+//! N bit of RFC 8538 get a Cease and still keep them, the others without graceful restart get
+//! Cease); SIGINT, or SIGTERM with `--no-graceful-stop`, sends a final Cease (a Hard Reset to
+//! N-bit peers) to every peer.
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use margay_bgp::config::Config;
 use margay_bgp::speaker::Speaker;
 use std::net::SocketAddr;
@@ -15,6 +17,10 @@ use tracing::{error, info, warn};
 
 /// How long API and HTTP clients get to finish when the daemon stops.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The health and metrics port in cluster mode when no flag names one (calico-node's BIRD
+/// exporter's neighbour).
+const DEFAULT_HTTP_PORT: u16 = 9179;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -64,39 +70,31 @@ struct Args {
     asn: Option<u32>,
     #[command(flatten)]
     etcd: margay_datastore::EtcdArgs,
-    /// The gRPC unix socket (overrides the file's `socket`).
+    /// The gRPC unix socket (overrides the file's `socket`; default /var/run/margay/bgpd.sock).
+    /// Mode 0600; only root connects, whatever the file's mode.
     #[arg(long, env = "MARGAY_BGPD_SOCKET")]
     socket: Option<PathBuf>,
+    /// A uid besides root allowed to use the gRPC socket (checked on every connection with the
+    /// client's peer credentials).
+    #[arg(long, env = "MARGAY_SOCKET_ALLOWED_UID")]
+    socket_allowed_uid: Option<u32>,
     /// Address BGP connections are accepted on (cluster mode; `::` is IPv4 and IPv6).
     #[arg(long, env = "MARGAY_BGPD_LISTEN_ADDRESS", default_value = "::")]
     listen_address: std::net::IpAddr,
-    /// Port of /liveness, /readiness and /metrics on 127.0.0.1 (cluster mode; 0 turns it off).
-    #[arg(long, env = "MARGAY_BGPD_HTTP_PORT", default_value_t = 9179)]
-    http_port: u16,
+    /// Address of the /liveness, /readiness and /metrics server (overrides the file's
+    /// `http_address`; default 127.0.0.1).
+    #[arg(long, env = "MARGAY_BGPD_HTTP_ADDRESS")]
+    http_address: Option<std::net::IpAddr>,
+    /// Port of the /liveness, /readiness and /metrics server, 0 for none (overrides the file's
+    /// `http_port`; default 9179).
+    #[arg(long, env = "MARGAY_BGPD_HTTP_PORT")]
+    http_port: Option<u16>,
     /// On SIGTERM, send Cease to every peer (peers drop our routes at once) instead of a
     /// graceful restart's stop. SIGINT always does this.
     #[arg(long, env = "MARGAY_BGPD_NO_GRACEFUL_STOP")]
     no_graceful_stop: bool,
-    /// Log format: text or json.
-    #[arg(long, env = "MARGAY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
-    log_format: String,
-    /// Log filter (tracing's env-filter syntax), e.g. info or margay_bgp=debug.
-    #[arg(long, env = "MARGAY_LOG_LEVEL", default_value = "info")]
-    log_level: String,
-}
-
-fn init_logging(format: &str, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| "info".into());
-    // Colours only for a person at a terminal; a log file or a container log gets plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    #[command(flatten)]
+    log: margay_common::LogArgs,
 }
 
 fn load(args: &Args) -> anyhow::Result<Config> {
@@ -105,11 +103,31 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     if let Some(s) = &args.socket {
         config.socket = s.clone();
     }
+    if let Some(a) = args.http_address {
+        config.http_address = a;
+    }
+    if let Some(p) = args.http_port {
+        config.http_port = p;
+    }
     Ok(config)
 }
 
+/// The command line, with Calico's etcd variables filling what it left unset.
+fn parse_args() -> Args {
+    let matches = Args::command().get_matches();
+    let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    args.etcd.apply_calico_env(&matches);
+    args
+}
+
 fn main() {
-    let args = Args::parse();
+    let args = parse_args();
+    if args.datastore.is_some()
+        && let Err(e) = args.etcd.check_files()
+    {
+        eprintln!("margay-bgpd: {e}");
+        std::process::exit(2);
+    }
     let config = match &args.config {
         Some(path) => match load(&args) {
             Ok(c) => {
@@ -130,7 +148,10 @@ fn main() {
         },
         None => None,
     };
-    init_logging(&args.log_format, &args.log_level);
+    if let Err(e) = args.log.init("info") {
+        eprintln!("margay-bgpd: {e}");
+        std::process::exit(2);
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -158,8 +179,10 @@ fn cluster_options(args: &Args) -> anyhow::Result<margay_bgp::cluster::Options> 
                 .socket
                 .clone()
                 .unwrap_or_else(|| margay_bgp::config::DEFAULT_SOCKET.into()),
-            http_address: std::net::Ipv4Addr::LOCALHOST.into(),
-            http_port: args.http_port,
+            http_address: args
+                .http_address
+                .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+            http_port: args.http_port.unwrap_or(DEFAULT_HTTP_PORT),
             listen_address: args.listen_address,
             connect_retry: 5,
             hold_time: 90,
@@ -198,7 +221,10 @@ async fn run(args: Args, config: Option<Config>) -> anyhow::Result<()> {
         let speaker = speaker.clone();
         let shutdown = stopped(stop_rx.clone());
         let socket = socket.clone();
-        async move { margay_bgp::api::serve(&socket, speaker, shutdown).await }
+        let access = margay_common::SocketAccess {
+            allowed_uid: args.socket_allowed_uid,
+        };
+        async move { margay_bgp::api::serve(&socket, speaker, access, shutdown).await }
     });
     info!(socket = %socket.display(), "gRPC API listening");
     let http_task = http.map(|addr| {
