@@ -80,6 +80,8 @@ struct Args {
     )]
     workload_mtu: u32,
     #[command(flatten)]
+    default_pool: margay_felix::cluster::default_pool::DefaultPoolArgs,
+    #[command(flatten)]
     log: margay_common::LogArgs,
 }
 
@@ -108,7 +110,14 @@ fn main() -> std::process::ExitCode {
         eprintln!("margay-felix: {e}");
         return std::process::ExitCode::from(2);
     }
-    match run(args) {
+    let default_pool = match args.default_pool.resource() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("margay-felix: --default-ipv4-pool-* (MARGAY_IPV4POOL_*): {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match run(args, default_pool) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -118,7 +127,10 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+fn run(
+    args: Args,
+    default_pool: Option<margay_datastore::resources::IpPool>,
+) -> anyhow::Result<()> {
     let model = match &args.state {
         Some(path) => Some(read_model(path, &args.node)?),
         None => None,
@@ -179,6 +191,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 node: args.node.clone(),
                 etcd: args.etcd.clone(),
                 bgpd_socket: args.bgpd_socket.clone(),
+                default_pool,
             };
             let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
             let service = endpoints::EndpointService::new(

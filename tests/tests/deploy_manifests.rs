@@ -329,6 +329,10 @@ fn daemons_read_datastore_and_address_settings_from_config_and_secret() {
         env(felix, "MARGAY_IPV4POOL_CIDR")["valueFrom"]["configMapKeyRef"]["key"],
         "default_ipv4_pool_cidr"
     );
+    assert_eq!(
+        env(felix, "MARGAY_IPV4POOL_IPIP")["valueFrom"]["configMapKeyRef"]["key"],
+        "default_ipv4_pool_ipip"
+    );
     for c in [bgpd, felix] {
         assert_eq!(mount(c, "etcd-tls")["mountPath"], "/etc/margay/etcd-tls");
         for var in [
@@ -544,7 +548,12 @@ fn default_ippool_is_one_margayctl_applies_and_matches_the_config() {
     let [AnyResource::IpPool(pool)] = resources.as_slice() else {
         panic!("ippool-default.yaml must hold one IPPool: {resources:?}");
     };
+    // felix creates the same pool from the ConfigMap when the cluster has none.
     assert_eq!(pool.spec.cidr, config_key("default_ipv4_pool_cidr"));
+    assert_eq!(
+        format!("{:?}", pool.spec.ipip()),
+        config_key("default_ipv4_pool_ipip")
+    );
 }
 
 // ---- deploy/install-cni.sh, run for real ---------------------------------------------------

@@ -5,6 +5,7 @@
 //!   block affinities, and publishes a [`ClusterState`];
 //! - [`bgpd::follow`] streams the routes bgpd learned and sends it the originated set;
 //! - the tunnel task assigns / releases this node's VXLAN and IPIP tunnel addresses;
+//! - [`default_pool::ensure`] creates the default IPPool once, when the cluster has none;
 //! - [`etcd_probe::run`] puts "etcd unreachable" in readiness while etcd does not answer;
 //! - before the first model, [`orphans`] removes pod veths no WorkloadEndpoint owns;
 //! - the coordinator ([`run`]) assembles a [`crate::model::Model`] from the latest of both
@@ -16,6 +17,7 @@
 
 pub mod bgpd;
 pub mod datastore;
+pub mod default_pool;
 pub mod etcd_probe;
 pub mod orphans;
 pub mod state;
@@ -51,6 +53,8 @@ pub struct Options {
     pub etcd: EtcdArgs,
     /// bgpd's gRPC socket.
     pub bgpd_socket: PathBuf,
+    /// The IPPool to create when the cluster has none (checked already).
+    pub default_pool: Option<margay_datastore::resources::IpPool>,
 }
 
 /// Readiness keys this module sets.
@@ -102,6 +106,28 @@ async fn tunnel_loop(
     }
 }
 
+/// Creates the default IPPool unless the cluster has one, retrying while etcd fails.
+async fn create_default_pool(store: &Store, pool: &margay_datastore::resources::IpPool) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match default_pool::ensure(store, pool).await {
+            Ok(default_pool::Outcome::Created) => {
+                info!(name = default_pool::NAME, cidr = %pool.spec.cidr, "created the default IPPool: the cluster had none");
+                return;
+            }
+            Ok(default_pool::Outcome::Exists(names)) => {
+                info!(pools = ?names, "the cluster has IPPools: no default pool created");
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "creating the default IPPool failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 /// Removes the veths of ADDs cut short before felix last stopped (see [`orphans`]).
 async fn sweep_orphans(state: &ClusterState) {
     let state = state.clone();
@@ -136,6 +162,13 @@ pub async fn run(
         s = connect_store(&opts, &health) => s,
         _ = &mut shutdown => return,
     };
+
+    if let Some(pool) = &opts.default_pool {
+        tokio::select! {
+            _ = create_default_pool(&store, pool) => {}
+            _ = &mut shutdown => return,
+        }
+    }
 
     let (ds_tx, mut ds_rx) = watch::channel::<Option<ClusterState>>(None);
     let (orig_tx, orig_rx) = watch::channel::<Option<BTreeSet<IpNet>>>(None);
