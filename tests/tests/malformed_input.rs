@@ -81,7 +81,7 @@ impl Rig {
         bird.wait_established("m", UP)?;
         let peer = m.wait_established(v4(ab.ip4()), UP)?;
         m.wait_route_via(bird_block, v4(ab.ip4()), UP)?;
-        let since_bird = bird.protocol("m")?.expect("BIRD protocol m").since;
+        let since_bird = bird.settled_since("m", Duration::from_millis(300))?;
         let pid = m.pid();
         Ok(Rig {
             m,

@@ -266,7 +266,7 @@ fn begin_and_end_of_rr_remove_what_the_peer_did_not_resend() -> Result<()> {
 fn bird_reload_in_and_out_keep_routes_and_session() -> Result<()> {
     let rig = Rig::new("rr-bird")?;
     let own: IpNet = OWN.parse().expect("valid prefix");
-    let since = rig.bird.protocol("m")?.expect("protocol m").since;
+    let since = rig.bird.settled_since("m", Duration::from_millis(300))?;
     let peer_since = rig.m.peer(v4(rig.ab.ip4()))?.expect("BIRD is a peer").since;
     // `reload in` makes BIRD ask margay for its routes; `reload out` re-sends BIRD's.
     for cmd in [["reload", "in", "m"], ["reload", "out", "m"]] {

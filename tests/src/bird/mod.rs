@@ -212,6 +212,38 @@ impl Bird {
         )
     }
 
+    /// The `since` of Established protocol `proto` once it has stayed the same for `quiet`:
+    /// BIRD stamps it again as the protocol finishes coming up (channels feeding), a
+    /// millisecond or so after Established, so a test that checks later that the session was
+    /// never reset must take its reference from here.
+    pub fn settled_since(&self, proto: &str, quiet: Duration) -> Result<String> {
+        let mut last = self.wait_established(proto, quiet * 20)?.since;
+        let mut stable_from = std::time::Instant::now();
+        wait_for(
+            &format!("bird {}: protocol {proto} settled", self.name),
+            quiet * 20,
+            &[self],
+            || {
+                let now = self
+                    .protocol(proto)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("no protocol {proto}"))?;
+                if now.since != last || !now.is_established() {
+                    last = now.since;
+                    stable_from = std::time::Instant::now();
+                }
+                if stable_from.elapsed() >= quiet {
+                    Ok(last.clone())
+                } else {
+                    Err(format!(
+                        "since {last}, stable for {:?}",
+                        stable_from.elapsed()
+                    ))
+                }
+            },
+        )
+    }
+
     /// Checks that protocol `proto` never reaches Established during `period`.
     pub fn never_established(&self, proto: &str, period: Duration) -> Result<()> {
         holds_for(
