@@ -6,13 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use margay_proto::felix::v1 as pb;
 use margay_tests::{
     Bgpd, ClusterArgs, Etcd, Lab, LabSwitch, Netns, Process, margay_binary, wait_for,
 };
 use serde_json::Value;
-use tonic::transport::Endpoint;
 
 type Client = pb::endpoints_client::EndpointsClient<tonic::transport::Channel>;
 
@@ -33,14 +31,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 async fn client(socket: &Path) -> Result<Client, String> {
-    let path = socket.to_path_buf();
-    let ch = Endpoint::from_static("http://felix.invalid")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-            }
-        }))
+    let ch = margay_common::uds::channel(socket, Duration::from_secs(5))
         .await
         .map_err(|e| e.to_string())?;
     Ok(pb::endpoints_client::EndpointsClient::new(ch))
