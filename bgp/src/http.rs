@@ -1,7 +1,8 @@
 //! The health and metrics HTTP server: `/liveness`, `/readiness`, and Prometheus `/metrics`.
 //!
 //! Liveness: the speaker task answers a request within a second. Readiness, as calico-node's
-//! BIRD check: every configured peer is Established (a node with no peers is ready).
+//! BIRD check: every configured peer is Established (a node with no peers is ready), and in
+//! cluster mode etcd answers (the probe's reason is named while it does not).
 
 use crate::fsm::State;
 use crate::speaker::SpeakerHandle;
@@ -28,17 +29,30 @@ struct PeerLabels {
     peer: String,
 }
 
+/// What `/readiness` looks at besides the speaker.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    /// In cluster mode: why etcd counts as unreachable, while it does
+    /// ([`crate::cluster::Follower::etcd_down`]).
+    pub etcd_down: Option<tokio::sync::watch::Receiver<Option<String>>>,
+}
+
 /// Serves until `shutdown` resolves.
 pub async fn serve(
     addr: SocketAddr,
     speaker: SpeakerHandle,
+    ready: Readiness,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = axum::Router::new()
         .route("/liveness", get(liveness))
-        .route("/readiness", get(readiness))
         .route("/metrics", get(metrics))
-        .with_state(speaker);
+        .with_state(speaker.clone())
+        .merge(
+            axum::Router::new()
+                .route("/readiness", get(readiness))
+                .with_state((speaker, ready)),
+        );
     let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -56,7 +70,10 @@ async fn liveness(AxState(speaker): AxState<SpeakerHandle>) -> impl IntoResponse
     }
 }
 
-async fn readiness(AxState(speaker): AxState<SpeakerHandle>) -> impl IntoResponse {
+async fn readiness(
+    AxState((speaker, ready)): AxState<(SpeakerHandle, Readiness)>,
+) -> impl IntoResponse {
+    let etcd = ready.etcd_down.as_ref().and_then(|rx| rx.borrow().clone());
     let peers = match tokio::time::timeout(Duration::from_secs(1), speaker.peers()).await {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
@@ -72,13 +89,17 @@ async fn readiness(AxState(speaker): AxState<SpeakerHandle>) -> impl IntoRespons
         .filter(|p| p.state != State::Established)
         .map(|p| format!("{} ({})", p.address, p.state))
         .collect();
-    if down.is_empty() {
+    let mut reasons = Vec::new();
+    if !down.is_empty() {
+        reasons.push(format!("BGP not established with {}\n", down.join(", ")));
+    }
+    if let Some(why) = etcd {
+        reasons.push(format!("{why}\n"));
+    }
+    if reasons.is_empty() {
         (StatusCode::OK, "ready\n".to_string())
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("BGP not established with {}\n", down.join(", ")),
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, reasons.concat())
     }
 }
 

@@ -3,11 +3,10 @@
 
 use crate::error::{CniError, code};
 use crate::result::{CniResult, Dns, Interface, IpConfig, Route};
-use hyper_util::rt::TokioIo;
 use margay_proto::felix::v1 as pb;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// How long the plugin waits to connect to felix.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -18,30 +17,15 @@ pub type Client = pb::endpoints_client::EndpointsClient<Channel>;
 
 /// Connects to felix's socket; an unreachable felix is "try again later" (11).
 pub async fn connect(socket: &Path) -> Result<Client, CniError> {
-    let unreachable = |reason: String| {
-        CniError::new(
-            code::TRY_AGAIN_LATER,
-            format!("felix is unreachable at {}: {reason}", socket.display()),
-        )
-    };
-    // Connect once directly so a missing or refused socket gives the OS's words.
-    tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::UnixStream::connect(socket))
-        .await
-        .map_err(|_| unreachable("timed out".into()))?
-        .map_err(|e| unreachable(os_reason(&e)))?;
-    let path: PathBuf = socket.to_path_buf();
-    // tonic wants a URI; every connection goes to the socket.
-    let channel = Endpoint::from_static("http://felix.invalid")
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT)
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-            }
-        }))
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
+    let channel =
+        margay_common::uds::channel_with_request_timeout(socket, CONNECT_TIMEOUT, REQUEST_TIMEOUT)
+            .await
+            .map_err(|e| {
+                CniError::new(
+                    code::TRY_AGAIN_LATER,
+                    format!("felix is unreachable at {}: {}", socket.display(), e.reason),
+                )
+            })?;
     Ok(pb::endpoints_client::EndpointsClient::new(channel))
 }
 
@@ -184,15 +168,6 @@ fn opt_ip(s: &str) -> Result<Option<std::net::IpAddr>, String> {
     s.parse()
         .map(Some)
         .map_err(|_| format!("{s:?} is not an IP address"))
-}
-
-/// "No such file or directory" rather than "No such file or directory (os error 2)".
-fn os_reason(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    match s.find(" (os error") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    }
 }
 
 #[cfg(test)]

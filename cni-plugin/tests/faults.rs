@@ -4,8 +4,9 @@
 //!
 //! - etcd frozen (SIGSTOP) and etcd killed and restarted on its data dir: pods keep pinging
 //!   across nodes, felix's routes and the BGP session stay, ADD and DEL answer "try again
-//!   later" (11) within seconds naming etcd, readiness says why, and when etcd is back a new
-//!   ADD works with no address lost or given twice.
+//!   later" (11) within seconds naming etcd (the first one, before felix's probe noticed,
+//!   within felix's own etcd deadline), felix's and bgpd's readiness say why and clear when
+//!   etcd is back, and then a new ADD works with no address lost or given twice.
 //! - felix killed (SIGKILL) during 20 concurrent ADDs and restarted: the runtime DELs every
 //!   ADD that did not succeed and ADDs it again; nothing leaks and every pod works. felix's
 //!   startup clean-up removes a `cali*` veth no WorkloadEndpoint owns.
@@ -27,11 +28,13 @@ const POOL: &str = "10.103.0.0/16";
 const NETWORK: &str = "k8s-pod-network";
 const WAIT: Duration = Duration::from_secs(60);
 /// felix's HTTP port inside each node namespace.
-const FELIX_HTTP: &str = "9099";
-/// The bound on an ADD or DEL while etcd is down: well under a runtime's own timeout
-/// (kubelet: 4 min), and above etcd's request timeout, which an ADD can meet before felix's
-/// probe has noticed the outage.
-const FAIL_FAST: Duration = Duration::from_secs(15);
+const FELIX_HTTP: u16 = 9099;
+/// The bound on the first ADD of an outage, which can arrive before felix's probe has noticed
+/// it: felix's own etcd deadline for the request (4 s) plus the plugin's start and a loaded
+/// machine's slack, and well under etcd's 10 s request timeout it used to wait for.
+const FAIL_FAST: Duration = Duration::from_secs(8);
+/// margay-bgpd's HTTP port inside each node namespace.
+const BGPD_HTTP: u16 = 9179;
 
 struct Node {
     name: String,
@@ -78,7 +81,10 @@ impl Cluster {
                 lab,
                 &ns,
                 &format!("bgpd-{name}"),
-                ClusterArgs::new(&name, &etcd.endpoint(), ipnet::IpNet::V4(addr.v4)),
+                ClusterArgs {
+                    http_port: BGPD_HTTP,
+                    ..ClusterArgs::new(&name, &etcd.endpoint(), ipnet::IpNet::V4(addr.v4))
+                },
             )
             .unwrap();
             nodes.push(Node {
@@ -121,7 +127,7 @@ impl Cluster {
                 "--socket",
                 n.socket.to_str().unwrap(),
                 "--http-port",
-                FELIX_HTTP,
+                &FELIX_HTTP.to_string(),
                 "--resync-interval",
                 "1",
             ],
@@ -259,8 +265,8 @@ fn felix_routes(ns: &Netns) -> Vec<Value> {
     v
 }
 
-/// felix's `/readiness` answer in its node.
-fn readiness(node: &Node) -> String {
+/// The `/readiness` answer of the daemon serving HTTP on `port` in `node`'s namespace.
+fn readiness_on(node: &Node, port: u16) -> String {
     node.ns
         .exec(
             "curl",
@@ -268,10 +274,20 @@ fn readiness(node: &Node) -> String {
                 "-s",
                 "--max-time",
                 "2",
-                &format!("http://127.0.0.1:{FELIX_HTTP}/readiness"),
+                &format!("http://127.0.0.1:{port}/readiness"),
             ],
         )
         .unwrap_or_else(|e| format!("curl failed: {e}"))
+}
+
+/// felix's `/readiness` answer in its node.
+fn readiness(node: &Node) -> String {
+    readiness_on(node, FELIX_HTTP)
+}
+
+/// margay-bgpd's `/readiness` answer in its node.
+fn bgpd_readiness(node: &Node) -> String {
+    readiness_on(node, BGPD_HTTP)
 }
 
 /// The mesh session of `node` with `other`: its state and when it last changed.
@@ -325,7 +341,7 @@ fn etcd_outage_keeps_pods_routes_and_sessions_and_cni_says_try_again_later() {
             Outage::Killed => c.etcd.process().kill(),
         }
 
-        // An ADD right away: it may meet etcd's request timeout before felix's probe notices.
+        // An ADD right away, before felix's probe notices: felix's own etcd deadline ends it.
         let newcomer = lab.netns(&format!("new{round}")).unwrap();
         let container = format!("ctr-new{round}");
         let t = Instant::now();
@@ -360,6 +376,24 @@ fn etcd_outage_keeps_pods_routes_and_sessions_and_cni_says_try_again_later() {
         )
         .unwrap();
         eprintln!("{outage:?}: first ADD failed after {first_took:?}; readiness: {why}");
+        // bgpd's readiness names etcd too, on every node (its sessions stay: checked below).
+        for n in &c.nodes {
+            let why = wait_for(
+                &format!("bgpd readiness on {} names etcd", n.name),
+                Duration::from_secs(10),
+                &c.logs(),
+                || {
+                    let r = bgpd_readiness(n);
+                    if r.contains("etcd unreachable") {
+                        Ok(r)
+                    } else {
+                        Err(r)
+                    }
+                },
+            )
+            .unwrap();
+            eprintln!("{outage:?}: bgpd on {}: {}", n.name, why.trim());
+        }
 
         // Once felix knows, ADD and DEL answer at once, and DEL changes nothing.
         let t = Instant::now();
@@ -421,6 +455,18 @@ fn etcd_outage_keeps_pods_routes_and_sessions_and_cni_says_try_again_later() {
             c.wait_ready(i, Duration::from_secs(30));
         }
         assert_eq!(readiness(&c.nodes[0]).trim(), "ready");
+        for n in &c.nodes {
+            wait_for(
+                &format!("bgpd readiness on {} clears", n.name),
+                Duration::from_secs(10),
+                &c.logs(),
+                || match bgpd_readiness(n).trim() {
+                    "ready" => Ok(()),
+                    r => Err(r.to_string()),
+                },
+            )
+            .unwrap();
+        }
         // The runtime retries: DEL of the failed ADD, DEL of the pod it could not remove.
         cni(
             &c.nodes[0],

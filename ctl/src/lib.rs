@@ -1,8 +1,7 @@
-//! margayctl's library: talking to the daemons over their unix sockets, reading and writing
-//! the cluster's resources and IPAM in etcd, and rendering it all the way operators know it
-//! from calicoctl.
+//! margayctl's library: reading and writing the cluster's resources and IPAM in etcd, and
+//! rendering them and the daemons' answers the way operators know it from calicoctl (the
+//! channel to the daemons' sockets is `margay_common::uds`).
 
-pub mod connect;
 pub mod get;
 pub mod ipam;
 pub mod resources;

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use margay_ctl::connect::unix_channel;
+use margay_common::uds::channel as unix_channel;
 use margay_ctl::get::GetOutput;
 use margay_ctl::ipam::ReleaseTarget;
 use margay_ctl::resources::Action;

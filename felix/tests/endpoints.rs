@@ -1,18 +1,17 @@
 //! felix's endpoint service (`margay.felix.v1`) over its socket, with felix in cluster mode
 //! (etcd and margay-bgpd in namespaces): a failed ADD leaves nothing behind, GC releases the
-//! attachments the runtime no longer has, STATUS reports ready. The CNI binary's own suite
-//! against this service is `cni-plugin/tests/with_real_felix.rs`.
+//! attachments the runtime no longer has, STATUS reports ready, an ADD while etcd is frozen
+//! answers UNAVAILABLE within felix's etcd deadline and leaves nothing once etcd is back. The
+//! CNI binary's own suite against this service is `cni-plugin/tests/with_real_felix.rs`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use margay_proto::felix::v1 as pb;
 use margay_tests::{
     Bgpd, ClusterArgs, Etcd, Lab, LabSwitch, Netns, Process, margay_binary, wait_for,
 };
 use serde_json::Value;
-use tonic::transport::Endpoint;
 
 type Client = pb::endpoints_client::EndpointsClient<tonic::transport::Channel>;
 
@@ -33,14 +32,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 async fn client(socket: &Path) -> Result<Client, String> {
-    let path = socket.to_path_buf();
-    let ch = Endpoint::from_static("http://felix.invalid")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-            }
-        }))
+    let ch = margay_common::uds::channel(socket, Duration::from_secs(5))
         .await
         .map_err(|e| e.to_string())?;
     Ok(pb::endpoints_client::EndpointsClient::new(ch))
@@ -259,4 +251,58 @@ fn gc_releases_attachments_not_in_the_valid_list() {
     let report = node.ipam_check();
     assert_eq!(report["addresses_in_use"], 1, "{report}");
     assert_eq!(report["problems"], Value::Null);
+}
+
+#[test]
+fn add_while_etcd_is_frozen_answers_unavailable_within_its_deadline_and_leaves_nothing() {
+    let lab = Lab::new("add_while_etcd_is_frozen_answers_unavailable").unwrap();
+    let mut node = Node::start(&lab);
+    let pod = lab.netns("frozen").unwrap();
+    // Frozen, etcd keeps its connections and answers nothing: only felix's deadline ends the
+    // ADD (its probe has not noticed yet).
+    node.etcd.process().pause();
+    let t = std::time::Instant::now();
+    let e = node
+        .add("ctr-frozen", "frozen", &netns_path(&pod), &[])
+        .unwrap_err();
+    let took = t.elapsed();
+    node.etcd.process().resume();
+    eprintln!(
+        "ADD with etcd frozen answered {:?} after {took:?}",
+        e.code()
+    );
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("etcd unreachable"), "{e:?}");
+    // felix's deadline (4 s), not etcd's 10 s request timeout; generous for a loaded machine.
+    assert!(took < Duration::from_secs(8), "{took:?}");
+
+    // No DEL: whatever the ADD wrote is taken back by felix itself once etcd answers.
+    wait_for(
+        "the failed ADD leaves no address, handle, endpoint or veth",
+        Duration::from_secs(30),
+        &[],
+        || {
+            let report = node.ipam_check();
+            let weps = node
+                .etcd
+                .margayctl(&["get", "workloadendpoints", "-o", "yaml"])
+                .map_err(|e| e.to_string())?;
+            if report["addresses_in_use"] != 0 || report["handles"] != 0 {
+                return Err(format!("{report}"));
+            }
+            if weps.contains("ctr-frozen") {
+                return Err(weps);
+            }
+            if !node.cali_links().is_empty() {
+                return Err(format!("{:?}", node.cali_links()));
+            }
+            Ok(())
+        },
+    )
+    .unwrap();
+    // And the pod can be added now.
+    let r = node
+        .add("ctr-frozen", "frozen", &netns_path(&pod), &[])
+        .unwrap();
+    assert_eq!(r.result.unwrap().ips.len(), 1);
 }

@@ -10,7 +10,6 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use margay_proto::bgp::v1::bgp_client::BgpClient;
 use margay_proto::bgp::v1::{
@@ -18,9 +17,7 @@ use margay_proto::bgp::v1::{
     Route, WithdrawRequest,
 };
 use serde::Serialize;
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
-use tower::service_fn;
+use tonic::transport::Channel;
 
 use crate::lab::Lab;
 use crate::netns::Netns;
@@ -622,23 +619,9 @@ impl HasLogs for Bgpd {
     }
 }
 
-/// A tonic channel over the unix socket at `path` (the URI is a placeholder tonic requires).
+/// A tonic channel over margay-bgpd's unix socket.
 pub async fn connect_unix(path: &Path) -> Result<Channel> {
-    let socket = path.to_path_buf();
-    let endpoint = Endpoint::try_from("http://[::]:50051").map_err(|e| LabError::Connect {
-        socket: socket.clone(),
-        source: e,
-    })?;
-    endpoint
-        .connect_with_connector(service_fn(move |_: Uri| {
-            let socket = socket.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(socket).await?)) }
-        }))
-        .await
-        .map_err(|e| LabError::Connect {
-            socket: path.to_path_buf(),
-            source: e,
-        })
+    Ok(margay_common::uds::channel(path, Duration::from_secs(5)).await?)
 }
 
 #[cfg(test)]

@@ -56,11 +56,8 @@ pub enum LabError {
         status: Box<tonic::Status>,
     },
     /// Connecting to margay-bgpd's socket failed.
-    #[error("connecting to {socket}: {source}")]
-    Connect {
-        socket: PathBuf,
-        source: tonic::transport::Error,
-    },
+    #[error(transparent)]
+    Connect(#[from] margay_common::uds::UdsError),
     /// Rendering a config failed.
     #[error("rendering config: {0}")]
     Render(String),

@@ -3,7 +3,8 @@
 //! At start it writes its own Node resource (address, AS) as calico-node does, lists Nodes,
 //! BGPPeers and BGPConfigurations, and starts the speaker with the peerings they imply; then it
 //! watches all three and hands every change to the speaker as a reload, which touches only the
-//! sessions whose settings changed.
+//! sessions whose settings changed. Meanwhile it probes etcd ([`margay_datastore::probe`]) so
+//! `/readiness` names an outage, during which the sessions and routes run on what bgpd knows.
 
 pub mod follow;
 pub mod peerings;
@@ -75,9 +76,19 @@ pub struct Follower {
     ipv4: Option<IpNet>,
     ipv6: Option<IpNet>,
     asn: Option<u32>,
+    /// etcd's endpoints, as the probe names them.
+    endpoints: String,
+    /// Why etcd counts as unreachable now, if it does.
+    etcd_down: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl Follower {
+    /// Why etcd counts as unreachable, while it does (`None` while it answers); updated by
+    /// [`Follower::run`]'s probe, for `/readiness`.
+    pub fn etcd_down(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.etcd_down.subscribe()
+    }
+
     /// Registers this node (now that the speaker accepts connections, peers that react to the
     /// new Node find it listening), then follows the datastore until `shutdown`, reloading
     /// `speaker` (which runs `applied`).
@@ -87,6 +98,22 @@ impl Follower {
         applied: Config,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
+        let probe = tokio::spawn(margay_datastore::probe::run(
+            self.store.clone(),
+            self.endpoints.clone(),
+            {
+                let tx = self.etcd_down.clone();
+                move |down| {
+                    let reason =
+                        down.map(|r| format!("{r}; BGP keeps the sessions and routes it has"));
+                    tx.send_if_modified(|now| {
+                        let changed = *now != reason;
+                        *now = reason;
+                        changed
+                    });
+                }
+            },
+        ));
         let node = self.local.node.clone();
         let mut wait = Duration::from_millis(200);
         while let Err(e) = register(&self.store, &node, self.ipv4, self.ipv6, self.asn).await {
@@ -103,7 +130,8 @@ impl Follower {
             applied,
             shutdown,
         )
-        .await
+        .await;
+        probe.abort();
     }
 }
 
@@ -193,6 +221,8 @@ pub async fn start(opts: Options) -> Result<(Config, Follower), ClusterError> {
             ipv4,
             ipv6,
             asn: opts.asn,
+            endpoints: opts.etcd.endpoints.join(","),
+            etcd_down: tokio::sync::watch::channel(None).0,
         },
     ))
 }

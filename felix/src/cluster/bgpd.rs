@@ -14,7 +14,6 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use margay_proto::bgp::v1::bgp_client::BgpClient;
 use margay_proto::bgp::v1::route_event::Kind;
@@ -22,7 +21,7 @@ use margay_proto::bgp::v1::{
     ListPeersRequest, RouteEvent, SetOriginatedRequest, WatchRoutesRequest,
 };
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
 /// Backoff between reconnects: from MIN to MAX, doubling.
@@ -49,8 +48,8 @@ pub struct BgpView {
 /// Why a session with bgpd ended.
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
-    #[error("cannot connect to {path}: {reason}")]
-    Connect { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Connect(#[from] margay_common::uds::UdsError),
     #[error("{call}: {status}")]
     Rpc {
         call: &'static str,
@@ -60,32 +59,8 @@ pub enum FeedError {
     Ended,
 }
 
-/// A channel to bgpd's unix socket.
-async fn connect(path: &Path) -> Result<Channel, FeedError> {
-    let err = |reason: String| FeedError::Connect {
-        path: path.to_path_buf(),
-        reason,
-    };
-    // Fail fast (and with the OS's words) when the socket is not there.
-    tokio::net::UnixStream::connect(path)
-        .await
-        .map_err(|e| err(e.to_string()))?;
-    let socket = path.to_path_buf();
-    // tonic wants a URI; every connection goes to the socket.
-    Endpoint::try_from("http://[::1]:50051")
-        .map_err(|e| err(e.to_string()))?
-        .connect_timeout(Duration::from_secs(3))
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
-        .await
-        .map_err(|e| err(e.to_string()))
-}
+/// How long felix waits to connect to bgpd's socket.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A route event as (prefix, Some(next hop)) for an add, (prefix, None) for a withdraw;
 /// `None` for what felix ignores (locally originated routes, SYNCED, unparsable input).
@@ -174,7 +149,7 @@ async fn session(
     view: &watch::Sender<BgpView>,
     backoff: &mut Duration,
 ) -> Result<(), FeedError> {
-    let channel = connect(socket).await?;
+    let channel = margay_common::uds::channel(socket, CONNECT_TIMEOUT).await?;
     let mut client = BgpClient::new(channel);
     let mut stream = client
         .watch_routes(WatchRoutesRequest {

@@ -7,7 +7,8 @@
 //! - [`naming`]: host interface, WorkloadEndpoint and handle names (pure);
 //! - [`plumbing`]: the kernel side (blocking netlink, container work on a namespace thread);
 //! - [`ops`]: ADD / DEL / GC against the datastore and the kernel;
-//! - [`check`]: CHECK's comparison.
+//! - [`check`]: CHECK's comparison;
+//! - [`deadline`]: the bound on an ADD's or DEL's etcd work, and the undo of a timed-out ADD.
 //!
 //! The host /32 route belongs to the reconciler: ADD writes the WorkloadEndpoint (so the
 //! model carries the route; the datastore feed publishes this node's endpoints without
@@ -15,6 +16,7 @@
 //! route itself if that takes too long, so ADD returns with the route in place either way.
 
 pub mod check;
+pub mod deadline;
 pub mod naming;
 pub mod ops;
 pub mod plumbing;

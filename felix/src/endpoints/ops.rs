@@ -12,6 +12,7 @@ use margay_datastore::{Store, StoreError};
 use margay_proto::felix::v1 as pb;
 use tonic::Status;
 
+use super::deadline::{EtcdDeadline, expired, undo_add};
 use super::plumbing::{self, GATEWAY_V4, GATEWAY_V6, HOST_MAC, Plan};
 use super::{EndpointService, ipam_status, naming, store_status};
 use crate::netlink::NetlinkError;
@@ -136,7 +137,7 @@ fn result(
     }
 }
 
-async fn get_wep(
+pub(crate) async fn get_wep(
     store: &Store,
     t: &Target,
 ) -> Result<Option<Resource<WorkloadEndpointSpec>>, Status> {
@@ -292,8 +293,9 @@ pub async fn add(
         )));
     }
     svc.require_synced()?;
-    let (store, _) = svc.datastore().await?;
-    let _guard = svc.lock(&t.lock_key()).await;
+    let deadline = EtcdDeadline::start();
+    let (store, _) = deadline.within("connecting", svc.datastore()).await?;
+    let guard = deadline.lock(svc, &t.lock_key()).await?;
     let mtu = if req.mtu == 0 {
         cfg.default_mtu
     } else {
@@ -301,7 +303,10 @@ pub async fn add(
     };
 
     // The same attachment again: its current result.
-    if let Some(w) = get_wep(store, &t).await? {
+    let current = deadline
+        .within("reading the WorkloadEndpoint", get_wep(store, &t))
+        .await?;
+    if let Some(w) = current {
         if w.spec.container_id == t.container_id {
             let mac = w
                 .metadata
@@ -326,14 +331,18 @@ pub async fn add(
     let handle = naming::handle(&network, &t.container_id);
     // Phase times, logged with the result: where an ADD's time goes.
     let started = std::time::Instant::now();
-    let (addresses, ipam_kind) = assign(svc, &req, &t, &handle).await?;
-    let assigned = started.elapsed();
-    let margay_ipam = ipam_kind == MARGAY_IPAM;
-    let undo_ipam = || async {
-        if margay_ipam {
-            release(svc, &handle).await;
+    let margay_ipam = matches!(req.ipam, Some(pb::add_endpoint_request::Ipam::Margay(_)));
+    // What a failed ADD takes back in etcd: the handle only if margay's IPAM assigned it.
+    let ours = margay_ipam.then(|| handle.clone());
+    let (addresses, ipam_kind) = match deadline.bound(assign(svc, &req, &t, &handle)).await {
+        Some(r) => r?,
+        None => {
+            // The assignment may still land when etcd answers again.
+            undo_add(svc, guard, &t, ours, deadline).await;
+            return Err(expired("assigning addresses"));
         }
     };
+    let assigned = started.elapsed();
 
     let mac_bytes = naming::container_mac(&t.container_id, &t.ifname);
     let mac = plumbing::mac_string(&mac_bytes);
@@ -359,22 +368,18 @@ pub async fn add(
         plumbing::remove_host_side(&p.host_ifname)?;
         plumbing::build_container_side(&p)
     });
-    let (built, written) = tokio::join!(build, put_wep(store, &wep));
+    let (built, written) = tokio::join!(build, deadline.bound(put_wep(store, &wep)));
     let wired = started.elapsed();
     let failed = match (&built, &written) {
-        (Ok(()), Ok(())) => None,
+        (Ok(()), Some(Ok(()))) => None,
         (Err(e), _) => Some(Status::internal(format!(
             "creating the veth {} / {} in {}: {e}",
             plan.host_ifname, plan.container_ifname, plan.netns
         ))),
-        (Ok(()), Err(e)) => Some(store_status("writing the WorkloadEndpoint", e)),
+        (Ok(()), Some(Err(e))) => Some(store_status("writing the WorkloadEndpoint", e)),
+        (Ok(()), None) => Some(expired("writing the WorkloadEndpoint")),
     };
     if let Some(status) = failed {
-        if written.is_ok() {
-            let _ = store
-                .delete::<WorkloadEndpointSpec>(Some(&t.wep_ns), &t.wep_name, None)
-                .await;
-        }
         let (ns, ifname, host) = (
             plan.netns.clone(),
             plan.container_ifname.clone(),
@@ -386,7 +391,7 @@ pub async fn add(
             host_removed.map(|_| ())
         })
         .await;
-        undo_ipam().await;
+        undo_add(svc, guard, &t, ours, deadline).await;
         return Err(status);
     }
 
@@ -394,12 +399,9 @@ pub async fn add(
     // takes too long, program it now (the reconciler adopts it: same key, same protocol).
     let routed = await_host_routes(svc, &plan).await;
     if let Err(e) = routed {
-        let _ = store
-            .delete::<WorkloadEndpointSpec>(Some(&t.wep_ns), &t.wep_name, None)
-            .await;
         let host = plan.host_ifname.clone();
         let _ = blocking(move || plumbing::remove_host_side(&host)).await;
-        undo_ipam().await;
+        undo_add(svc, guard, &t, ours, EtcdDeadline::start()).await;
         return Err(Status::internal(format!(
             "programming the host route on {}: {e}",
             plan.host_ifname
@@ -559,8 +561,16 @@ pub async fn delete(
         &req.network_name
     };
     svc.require_etcd()?;
-    let _guard = svc.lock(&t.lock_key()).await;
-    let (existed, released_addresses) = remove(svc, &t, network, !req.delegated_ipam).await?;
+    // Past the deadline DEL changes nothing more and answers UNAVAILABLE; it is idempotent,
+    // so the runtime's retry finishes what this one began.
+    let deadline = EtcdDeadline::start();
+    let _guard = deadline.lock(svc, &t.lock_key()).await?;
+    let (existed, released_addresses) = deadline
+        .within(
+            "removing the endpoint",
+            remove(svc, &t, network, !req.delegated_ipam),
+        )
+        .await?;
     tracing::info!(endpoint = %t.wep_name, container = %t.container_id, existed, released = ?released_addresses, "endpoint deleted");
     Ok(pb::DeleteEndpointResponse {
         existed,

@@ -211,6 +211,9 @@ async fn run(args: Args, config: Option<Config>) -> anyhow::Result<()> {
     let http =
         (config.http_port != 0).then(|| SocketAddr::new(config.http_address, config.http_port));
     let (speaker, task) = Speaker::start(config.clone()).await?;
+    let ready = margay_bgp::http::Readiness {
+        etcd_down: cluster.as_ref().map(|f| f.etcd_down()),
+    };
     let follower = cluster.map(|f| {
         let speaker = speaker.clone();
         let shutdown = stopped(stop_rx.clone());
@@ -232,7 +235,7 @@ async fn run(args: Args, config: Option<Config>) -> anyhow::Result<()> {
         let shutdown = stopped(stop_rx.clone());
         info!(%addr, "health and metrics listening");
         tokio::spawn(async move {
-            if let Err(e) = margay_bgp::http::serve(addr, speaker, shutdown).await {
+            if let Err(e) = margay_bgp::http::serve(addr, speaker, ready, shutdown).await {
                 error!(%addr, error = %e, "health and metrics server failed");
             }
         })
