@@ -564,20 +564,18 @@ fn felix_killed_mid_add_then_del_and_readd_leaves_nothing_leaked() {
     let codes: Vec<u64> = failed.iter().map(|&i| results[i].error_code()).collect();
     eprintln!("codes of the ADDs cut short: {codes:?}");
     assert!(codes.iter().all(|&c| c == 11), "try again later: {codes:?}");
-    // A veth of an ADD cut short that no DEL will name (its pod is gone): felix's start-up
-    // sweep removes it.
-    c.nodes[0]
-        .ns
-        .ip(&[
-            "link",
-            "add",
-            "calideadbeef000",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "tmpdead0",
-        ])
+    // A veth of an ADD cut short that no DEL will name (its pod is gone), marked as felix's
+    // ADD marks its veths: felix's start-up sweep removes it. A `cali*` veth someone else made
+    // (Calico's, before a migration) carries no mark and stays.
+    let ns = &c.nodes[0].ns;
+    for (name, peer) in [
+        ("calideadbeef000", "tmpdead0"),
+        ("calif0reign0000", "tmpforeign0"),
+    ] {
+        ns.ip(&["link", "add", name, "type", "veth", "peer", "name", peer])
+            .unwrap();
+    }
+    ns.ip(&["link", "set", "calideadbeef000", "alias", "margay-endpoint"])
         .unwrap();
     c.nodes[0].felix.as_mut().unwrap().kill();
     c.start_felix(&lab, 0);
@@ -590,6 +588,16 @@ fn felix_killed_mid_add_then_del_and_readd_leaves_nothing_leaked() {
         }
     })
     .unwrap();
+    assert!(
+        cali_links(&c.nodes[0].ns)
+            .iter()
+            .any(|l| l == "calif0reign0000"),
+        "felix removed a veth it did not make"
+    );
+    c.nodes[0]
+        .ns
+        .ip(&["link", "del", "calif0reign0000"])
+        .unwrap();
 
     // As kubelet: DEL every ADD that did not succeed, then ADD it again.
     let node = &c.nodes[0];

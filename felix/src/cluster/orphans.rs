@@ -1,5 +1,5 @@
-//! felix's start-up clean-up of endpoints left half-made: a `cali*` veth that no
-//! WorkloadEndpoint of this node names is what an ADD cut short (felix killed between creating
+//! felix's start-up clean-up of endpoints left half-made: a `cali*` veth felix made (it carries
+//! [`ENDPOINT_ALIAS`]) that no WorkloadEndpoint of this node names is what an ADD cut short (felix killed between creating
 //! the veth and writing the endpoint) leaves behind. It holds no address anyone owns, so it
 //! goes before the first dataplane update, while no ADD can be running (ADD waits for
 //! readiness, which needs that update).
@@ -15,6 +15,10 @@ use super::ClusterState;
 
 /// The prefix of the host side of every pod's veth.
 const HOST_PREFIX: &str = "cali";
+/// The alias felix's ADD gives the host side of every veth it makes. Only veths with it are
+/// ever swept: a `cali*` veth someone else made (Calico's, before a migration, or an
+/// operator's) is left alone.
+pub const ENDPOINT_ALIAS: &str = "margay-endpoint";
 
 /// The links that are pod veths with no endpoint of `state` naming them (pure).
 pub fn orphan_veths<'a>(links: &'a [Link], state: &ClusterState) -> Vec<&'a Link> {
@@ -27,6 +31,7 @@ pub fn orphan_veths<'a>(links: &'a [Link], state: &ClusterState) -> Vec<&'a Link
         .iter()
         .filter(|l| {
             l.kind.as_deref() == Some("veth")
+                && l.alias.as_deref() == Some(ENDPOINT_ALIAS)
                 && l.name.starts_with(HOST_PREFIX)
                 && !owned.contains(l.name.as_str())
         })
@@ -54,6 +59,7 @@ mod tests {
     use super::*;
     use margay_datastore::resources::WorkloadEndpointSpec;
 
+    /// A link with felix's endpoint mark.
     fn link(name: &str, kind: &str) -> Link {
         Link {
             index: 1,
@@ -62,6 +68,7 @@ mod tests {
             mtu: 1500,
             up: true,
             mac: None,
+            alias: Some(ENDPOINT_ALIAS.into()),
         }
     }
 
@@ -80,11 +87,19 @@ mod tests {
             link("calibbbbbbbbbbb", "veth"),
             link("calinotaveth", "dummy"),
             link("eth0", "veth"),
+            Link {
+                alias: None,
+                ..link("calicccccccccccc", "veth")
+            },
         ];
         let names: Vec<&str> = orphan_veths(&links, &state)
             .iter()
             .map(|l| l.name.as_str())
             .collect();
-        assert_eq!(names, ["calibbbbbbbbbbb"]);
+        assert_eq!(
+            names,
+            ["calibbbbbbbbbbb"],
+            "a veth felix did not make is left alone"
+        );
     }
 }

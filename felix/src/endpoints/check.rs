@@ -223,6 +223,7 @@ mod tests {
                 mtu: 1450,
                 up: true,
                 mac: Some([2, 0, 0, 0, 0, 1]),
+                alias: None,
             }),
             addresses: addrs.iter().map(|a| a.parse().unwrap()).collect(),
             routes,

@@ -97,6 +97,7 @@ pub fn build_container_side(plan: &Plan) -> Result<(), NetlinkError> {
     )?;
     let configured = (|| {
         let host = dp.link(&plan.host_ifname)?;
+        dp.set_alias(host.index, crate::cluster::orphans::ENDPOINT_ALIAS)?;
         sysctl::workload_interface(&plan.host_ifname)?;
         if plan.addresses.iter().any(|a| a.addr().is_ipv6()) {
             // Best effort: a kernel with IPv6 disabled has no such file.

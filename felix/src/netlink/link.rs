@@ -25,6 +25,8 @@ pub struct Link {
     /// Administratively up (IFF_UP).
     pub up: bool,
     pub mac: Option<Mac>,
+    /// `IFLA_IFALIAS` (`ip link set NAME alias TEXT`), if set.
+    pub alias: Option<String>,
 }
 
 impl Link {
@@ -33,9 +35,11 @@ impl Link {
         let mut mtu = 0;
         let mut kind = None;
         let mut mac = None;
+        let mut alias = None;
         for attr in &msg.attributes {
             match attr {
                 LinkAttribute::IfName(n) => name = Some(n.clone()),
+                LinkAttribute::IfAlias(a) => alias = Some(a.clone()),
                 LinkAttribute::Mtu(m) => mtu = *m,
                 LinkAttribute::Address(a) if a.len() == 6 => {
                     let mut m = [0u8; 6];
@@ -59,6 +63,7 @@ impl Link {
             mtu,
             up: msg.header.flags.contains(LinkFlags::Up),
             mac,
+            alias,
         })
     }
 }
@@ -154,6 +159,14 @@ pub(crate) fn set(
         b = b.address(mac.to_vec());
     }
     RouteNetlinkMessage::SetLink(b.build())
+}
+
+/// Sets the alias of link `index` (`ip link set dev NAME alias TEXT`).
+pub(crate) fn set_alias(index: u32, alias: &str) -> RouteNetlinkMessage {
+    let mut msg = LinkUnspec::new_with_index(index).build();
+    msg.attributes
+        .push(LinkAttribute::IfAlias(alias.to_string()));
+    RouteNetlinkMessage::SetLink(msg)
 }
 
 /// RTM_NEWADDR / RTM_DELADDR for `addr` on link `index` (IPv4: local = address).

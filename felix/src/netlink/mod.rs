@@ -248,6 +248,11 @@ impl Dataplane {
         self.sock.request(link::set(index, Some(up), None, None), 0)
     }
 
+    /// Sets the alias of link `index`: a mark the kernel keeps with the link.
+    pub fn set_alias(&mut self, index: u32, alias: &str) -> Result<(), NetlinkError> {
+        self.sock.request(link::set_alias(index, alias), 0)
+    }
+
     /// Sets the MTU of link `index`.
     pub fn set_mtu(&mut self, index: u32, mtu: u32) -> Result<(), NetlinkError> {
         self.sock
