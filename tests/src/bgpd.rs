@@ -78,6 +78,13 @@ pub struct BgpdNeighbor {
     pub description: Option<String>,
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub peer_type: Option<BgpdPeerType>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_prefixes: Option<u32>,
+    /// `warn` or `cease`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_prefix_action: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_prefix_restart: Option<u16>,
 }
 
 impl BgpdNeighbor {
@@ -95,7 +102,19 @@ impl BgpdNeighbor {
             connect_retry: 1,
             description: None,
             peer_type: None,
+            max_prefixes: None,
+            max_prefix_action: None,
+            max_prefix_restart: None,
         }
+    }
+
+    /// A prefix limit: `max` per family, `action` `warn` or `cease`, `restart` seconds after a
+    /// Cease.
+    pub fn max_prefixes(mut self, max: u32, action: &str, restart: u16) -> Self {
+        self.max_prefixes = Some(max);
+        self.max_prefix_action = Some(action.to_string());
+        self.max_prefix_restart = Some(restart);
+        self
     }
 
     /// Marks the neighbour a route reflector client.

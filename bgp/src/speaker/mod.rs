@@ -6,6 +6,7 @@
 
 mod graceful;
 mod handle;
+mod limits;
 mod peers;
 
 pub use handle::{
@@ -181,7 +182,10 @@ impl Speaker {
                     Some(req) => self.serve(req).await,
                     None => { self.shutdown(false).await; return; }
                 },
-                _ = tick.tick() => self.gr_tick().await,
+                _ = tick.tick() => {
+                    self.gr_tick().await;
+                    self.limit_tick();
+                }
                 ev = events.recv() => match ev {
                     Some(ev) => self.on_event(ev).await,
                     None => return,
@@ -262,7 +266,9 @@ impl Speaker {
                 last_error,
             } => {
                 if let Some(slot) = self.peers.get_mut(&peer) {
-                    slot.set_state(state, last_error);
+                    // A session closed by its prefix limit keeps saying why.
+                    let held = slot.limit.held_until.is_some();
+                    slot.set_state(state, if held { None } else { last_error });
                 }
             }
             SessionEvent::Established {
@@ -308,6 +314,9 @@ impl Speaker {
                 self.publish_changes();
             }
             SessionEvent::Update { peer, update } => {
+                if self.held_by_limit(peer) {
+                    return;
+                }
                 if let Some(slot) = self.peers.get_mut(&peer) {
                     slot.updates_received += 1;
                 }
@@ -325,6 +334,7 @@ impl Speaker {
                 let exports = self.rib.apply_update(peer, &update);
                 self.send_exports(exports).await;
                 self.publish_changes();
+                self.check_prefix_limit(peer).await;
             }
             SessionEvent::RouteRefresh { peer, refresh } => {
                 debug!(peer, ?refresh, "route refresh requested");
