@@ -98,7 +98,7 @@ if [ "${FUZZ_CMIN:-0}" = 1 ]; then
   "${fuzz[@]}" cmin "${build_flags[@]}" "$target" "$corpus" -- -max_len="$max_len" >>"$log" 2>&1
 fi
 after=$(find "$corpus" -maxdepth 1 -type f | wc -l)
-size=$(du -sk "$corpus" | awk '{print $1}')
+size=$(find "$corpus" -maxdepth 1 -type f -exec cat {} + | wc -c)
 
-echo "fuzz.sh: PASS: ${runs:-?} executions in ${seconds}s, no crash; corpus $before -> $after inputs (${size} KiB)"
+echo "fuzz.sh: PASS: ${runs:-?} executions in ${seconds}s, no crash; corpus $before -> $after inputs ($size bytes)"
 rm -rf "$work"

@@ -474,7 +474,8 @@ impl Bgpd {
             .map_err(LabError::io("building the gRPC client runtime"))?;
         rt.block_on(async {
             let channel = connect_unix(&socket).await?;
-            f(BgpClient::new(channel))
+            // A 100k-route table is over tonic's default 4 MiB message limit.
+            f(BgpClient::new(channel).max_decoding_message_size(256 << 20))
                 .await
                 .map(tonic::Response::into_inner)
                 .map_err(|status| LabError::Rpc {
