@@ -22,6 +22,8 @@ const UP: Duration = Duration::from_secs(45);
 const AS: u32 = 64512;
 /// The raw peers' AS (eBGP).
 const RAW_AS: u32 = 65001;
+/// margay's health and metrics port (on 127.0.0.1 in its namespace).
+const METRICS_PORT: u16 = 9179;
 
 fn v4(a: Ipv4Addr) -> IpAddr {
     IpAddr::V4(a)
@@ -58,7 +60,7 @@ struct Rig {
     m: Bgpd,
     bird: Bird,
     nr: Netns,
-    _nm: Netns,
+    nm: Netns,
     _nb: Netns,
     _sw: LabSwitch,
     am: Addrs,
@@ -91,6 +93,7 @@ impl Rig {
             config = config.neighbor(n);
             raw.push(a.ip4());
         }
+        config.http_port = Some(METRICS_PORT);
         let bird_block = IpNet::V4(block4());
         let bird = Bird::start(
             &lab,
@@ -111,7 +114,7 @@ impl Rig {
             m,
             bird,
             nr,
-            _nm: nm,
+            nm,
             _nb: nb,
             _sw: sw,
             am,
@@ -137,6 +140,14 @@ impl Rig {
             &build::default_capabilities(RAW_AS),
         );
         RawPeer::session(&self.nr, self.raw[i], self.margay(), &open, timeout)
+    }
+
+    /// margay's Prometheus metrics (fetched with curl inside its namespace).
+    fn metrics(&self) -> Result<String> {
+        self.nm.exec(
+            "curl",
+            &["-sf", &format!("http://127.0.0.1:{METRICS_PORT}/metrics")],
+        )
     }
 
     /// margay's best IPv4 prefixes.
@@ -251,6 +262,12 @@ fn max_prefixes_cease_sends_rfc4486_data_and_warn_keeps_the_session() -> Result<
         "last error: {:?}",
         peer.last_error
     );
+
+    let metrics = rig.metrics()?;
+    for raw in &rig.raw {
+        let line = format!("margay_bgp_prefix_limit_exceeded_total{{peer=\"{raw}\"}} 1");
+        assert!(metrics.contains(&line), "no `{line}` in\n{metrics}");
+    }
 
     // After the restart delay the neighbour is accepted again.
     let again = rig.session(0, 90, UP)?;
