@@ -82,7 +82,8 @@ if [ "$status" -ne 0 ] || [ -n "$crash" ]; then
   tail -n 60 "$log" >&2
   if [ -n "$crash" ]; then
     echo "fuzz.sh: CRASH: input kept at $crash" >&2
-    echo "fuzz.sh: reproduce: (cd bgp && RUSTC_BOOTSTRAP=1 cargo fuzz run $target $crash)" >&2
+    echo "fuzz.sh: reproduce: (cd bgp && RUSTC_BOOTSTRAP=1 $tools/bin/cargo-fuzz run" \
+      "--sanitizer $sanitizer --debug-assertions $target $crash)" >&2
   fi
   echo "fuzz.sh: FAIL: $target exited with status $status after ${runs:-?} executions" >&2
   exit 1
