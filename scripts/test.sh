@@ -48,6 +48,20 @@ if [ $# -eq 0 ]; then
   cargo test --workspace --doc --no-fail-fast 2>&1 | tee -a "$test_log" || status=1
 fi
 
+# The BGP decoder's fuzz target, for a bounded time on the kept corpus (scripts/fuzz.sh).
+fuzz_result="not run (a partial run: arguments were given)"
+if [ $# -eq 0 ]; then
+  fuzz_seconds=${MARGAY_FUZZ_SECONDS:-90}
+  fuzz_log="$log_dir/fuzz.log"
+  echo "test.sh: fuzzing the BGP decoder for ${fuzz_seconds}s"
+  if scripts/fuzz.sh "$fuzz_seconds" 2>&1 | tee "$fuzz_log"; then
+    fuzz_result=$(grep '^fuzz.sh: PASS' "$fuzz_log" | sed 's/^fuzz.sh: //')
+  else
+    fuzz_result="FAIL: $(grep -E '^fuzz.sh: (CRASH|FAIL)' "$fuzz_log" | sed 's/^fuzz.sh: //' | tr '\n' ' ')"
+    status=1
+  fi
+fi
+
 elapsed=$(( $(date +%s) - start ))
 summary=$(awk '
   /^ *Running / { target = $2 }
@@ -71,6 +85,7 @@ leaked=$(comm -13 <(echo "$namespaces_before") <(echo "$namespaces_after") | gre
 echo
 echo "================ margay test summary ================"
 echo "$summary"
+echo "fuzz (bgp decode_message): ${fuzz_result:-FAIL: no result line}"
 if [ -n "$leaked" ]; then
   echo "namespaces created during the run and still present (a leak, or another user's):"
   echo "$leaked" | sed 's/^/  /'

@@ -160,7 +160,41 @@ pub struct Neighbor {
     /// Restart time offered to this neighbour; the file's `restart-time` by default.
     #[serde(default)]
     pub restart_time: Option<Spanned<u16>>,
+    /// Most prefixes accepted from the neighbour in each address family of the session
+    /// (counted separately per family); no limit by default.
+    #[serde(default)]
+    pub max_prefixes: Option<Spanned<u32>>,
+    /// What exceeding `max-prefixes` does: `warn` (log and count, keep the session) or `cease`.
+    #[serde(default)]
+    pub max_prefix_action: Option<Spanned<MaxPrefixAction>>,
+    /// After a `cease` for too many prefixes, seconds before the session may start again.
+    #[serde(default)]
+    pub max_prefix_restart: Option<Spanned<u16>>,
 }
+
+/// What the speaker does when a neighbour sends more prefixes than `max-prefixes`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MaxPrefixAction {
+    /// Log a warning and count it in the metrics; the session stays up.
+    Warn,
+    /// Close the session with Cease / Maximum Number of Prefixes Reached (RFC 4486) and drop
+    /// its routes; it starts again after `max-prefix-restart` seconds.
+    Cease,
+}
+
+/// A neighbour's prefix limit, as the speaker applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefixLimit {
+    /// Most prefixes per address family.
+    pub max: u32,
+    pub action: MaxPrefixAction,
+    /// Delay before a session closed by the limit starts again.
+    pub restart: std::time::Duration,
+}
+
+/// Seconds a session closed by the prefix limit waits before starting again, by default.
+pub const DEFAULT_MAX_PREFIX_RESTART: u16 = 60;
 
 /// An address family as the configuration names it.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -171,6 +205,24 @@ pub enum AddressFamily {
 }
 
 impl Neighbor {
+    /// The prefix limit, if `max-prefixes` is set (`cease` by default, as BIRD's `import limit`
+    /// defaults to disabling the session).
+    pub fn prefix_limit(&self) -> Option<PrefixLimit> {
+        let max = *self.max_prefixes.as_ref()?.get_ref();
+        Some(PrefixLimit {
+            max,
+            action: self
+                .max_prefix_action
+                .as_ref()
+                .map_or(MaxPrefixAction::Cease, |a| *a.get_ref()),
+            restart: std::time::Duration::from_secs(u64::from(
+                self.max_prefix_restart
+                    .as_ref()
+                    .map_or(DEFAULT_MAX_PREFIX_RESTART, |r| *r.get_ref()),
+            )),
+        })
+    }
+
     /// The families the session offers: the configured ones, else the address's own.
     pub fn families(&self) -> Vec<crate::wire::Family> {
         use crate::wire::Family;
@@ -359,6 +411,41 @@ impl Config {
                     n.address.span(),
                     &field("families"),
                     "lists no family: use ipv4, ipv6 or both".into(),
+                ));
+            }
+            if let Some(m) = &n.max_prefixes
+                && *m.get_ref() == 0
+            {
+                return Err(at(
+                    m.span(),
+                    &field("max-prefixes"),
+                    "must be at least 1 (leave it out for no limit)".into(),
+                ));
+            }
+            let needs_limit = [
+                (
+                    "max-prefix-action",
+                    n.max_prefix_action.as_ref().map(|v| v.span()),
+                ),
+                (
+                    "max-prefix-restart",
+                    n.max_prefix_restart.as_ref().map(|v| v.span()),
+                ),
+            ];
+            for (name, span) in needs_limit {
+                if let Some(span) = span
+                    && n.max_prefixes.is_none()
+                {
+                    return Err(at(span, &field(name), "needs max-prefixes".into()));
+                }
+            }
+            if let Some(r) = &n.max_prefix_restart
+                && *r.get_ref() == 0
+            {
+                return Err(at(
+                    r.span(),
+                    &field("max-prefix-restart"),
+                    "must be at least 1 second".into(),
                 ));
             }
             if n.route_reflector_client && n.asn != *self.asn.get_ref() {
@@ -572,6 +659,53 @@ description = "tor"
     fn rejects_missing_router_id() {
         let err = Config::parse("asn = 1\n").unwrap_err();
         assert!(err.contains("router-id"), "{err}");
+    }
+
+    #[test]
+    fn max_prefixes_defaults_to_cease_with_a_restart_delay() {
+        let text = "router-id = \"10.0.0.1\"\nasn = 1\n\
+                    [[neighbors]]\naddress = \"10.0.0.2\"\nasn = 2\nmax-prefixes = 100\n\
+                    [[neighbors]]\naddress = \"10.0.0.3\"\nasn = 2\nmax-prefixes = 5\n\
+                    max-prefix-action = \"warn\"\nmax-prefix-restart = 10\n\
+                    [[neighbors]]\naddress = \"10.0.0.4\"\nasn = 2\n";
+        let c = Config::parse(text).unwrap();
+        let first = c.neighbors[0].prefix_limit().unwrap();
+        assert_eq!(first.max, 100);
+        assert_eq!(first.action, MaxPrefixAction::Cease);
+        assert_eq!(
+            first.restart,
+            std::time::Duration::from_secs(u64::from(DEFAULT_MAX_PREFIX_RESTART))
+        );
+        let second = c.neighbors[1].prefix_limit().unwrap();
+        assert_eq!(second.action, MaxPrefixAction::Warn);
+        assert_eq!(second.restart, std::time::Duration::from_secs(10));
+        assert_eq!(c.neighbors[2].prefix_limit(), None);
+    }
+
+    #[test]
+    fn rejects_bad_max_prefix_settings_with_line_and_field() {
+        let base =
+            "router-id = \"10.0.0.1\"\nasn = 1\n[[neighbors]]\naddress = \"10.0.0.2\"\nasn = 2\n";
+        let cases = [
+            ("max-prefixes = 0\n", "line 6: neighbors[0].max-prefixes"),
+            (
+                "max-prefix-action = \"warn\"\n",
+                "line 6: neighbors[0].max-prefix-action: needs max-prefixes",
+            ),
+            (
+                "max-prefixes = 3\nmax-prefix-restart = 0\n",
+                "line 7: neighbors[0].max-prefix-restart",
+            ),
+            (
+                "max-prefixes = 3\nmax-prefix-action = \"drop\"\n",
+                "line 7:",
+            ),
+            ("max-prefixes = -1\n", "line 6:"),
+        ];
+        for (extra, want) in cases {
+            let err = Config::parse(&format!("{base}{extra}")).unwrap_err();
+            assert!(err.starts_with(want), "{extra:?}: {err}");
+        }
     }
 
     #[test]

@@ -117,6 +117,7 @@ async fn metrics(AxState(speaker): AxState<SpeakerHandle>) -> impl IntoResponse 
     let advertised = Family::<PeerLabels, Gauge>::default();
     let updates_in = Family::<PeerLabels, Counter>::default();
     let updates_out = Family::<PeerLabels, Counter>::default();
+    let limit_exceeded = Family::<PeerLabels, Counter>::default();
     for s in State::ALL {
         sessions
             .get_or_create(&StateLabels {
@@ -140,6 +141,9 @@ async fn metrics(AxState(speaker): AxState<SpeakerHandle>) -> impl IntoResponse 
             .set(p.prefixes_advertised as i64);
         updates_in.get_or_create(&l).inc_by(p.updates_received);
         updates_out.get_or_create(&l).inc_by(p.updates_sent);
+        limit_exceeded
+            .get_or_create(&l)
+            .inc_by(p.prefix_limit_exceeded);
     }
     registry.register("sessions", "BGP sessions by FSM state", sessions);
     registry.register(
@@ -166,6 +170,11 @@ async fn metrics(AxState(speaker): AxState<SpeakerHandle>) -> impl IntoResponse 
         "updates_sent",
         "UPDATE messages sent to the peer",
         updates_out,
+    );
+    registry.register(
+        "prefix_limit_exceeded",
+        "Times the peer sent more prefixes than its max-prefixes",
+        limit_exceeded,
     );
     let mut out = String::new();
     match encode(&mut out, &registry) {

@@ -30,6 +30,38 @@ mod rib {
         assert_eq!(rib.counters(9).received, 0);
     }
 
+    /// What `max-prefixes` counts: per family, accepted or not, down again on withdrawal.
+    #[test]
+    fn counts_received_prefixes_per_family_for_prefix_limits() {
+        let mut rib = Rib::new(local());
+        rib.peer_up(9, ebgp(9, 65009));
+        rib.apply_update(
+            9,
+            &announce4(
+                attrs(&[65009], "10.0.0.9"),
+                &["192.0.2.0/24", "198.51.100.0/24"],
+            ),
+        );
+        rib.apply_update(
+            9,
+            &announce4(attrs(&[65009, LOCAL_AS], "10.0.0.9"), &["203.0.113.0/24"]),
+        );
+        let nh = MpNextHop::V6 {
+            global: Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 9),
+            link_local: None,
+        };
+        rib.apply_update(
+            9,
+            &announce6(attrs(&[65009], "10.0.0.9"), nh, &["fd00:244::/122"]),
+        );
+        assert_eq!(rib.received_in(9, Family::Ipv4Unicast), 3);
+        assert_eq!(rib.received_in(9, Family::Ipv6Unicast), 1);
+        rib.apply_update(9, &withdraw4(&["192.0.2.0/24", "203.0.113.0/24"]));
+        assert_eq!(rib.received_in(9, Family::Ipv4Unicast), 1);
+        assert_eq!(rib.received_in(9, Family::Ipv6Unicast), 1);
+        assert_eq!(rib.received_in(8, Family::Ipv4Unicast), 0);
+    }
+
     #[test]
     fn unacceptable_reannouncement_replaces_the_previous_path() {
         let mut rib = Rib::new(local());

@@ -75,6 +75,13 @@ pub struct BgpdNeighbor {
     pub description: Option<String>,
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub peer_type: Option<BgpdPeerType>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_prefixes: Option<u32>,
+    /// `warn` or `cease`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_prefix_action: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_prefix_restart: Option<u16>,
 }
 
 impl BgpdNeighbor {
@@ -92,7 +99,19 @@ impl BgpdNeighbor {
             connect_retry: 1,
             description: None,
             peer_type: None,
+            max_prefixes: None,
+            max_prefix_action: None,
+            max_prefix_restart: None,
         }
+    }
+
+    /// A prefix limit: `max` per family, `action` `warn` or `cease`, `restart` seconds after a
+    /// Cease.
+    pub fn max_prefixes(mut self, max: u32, action: &str, restart: u16) -> Self {
+        self.max_prefixes = Some(max);
+        self.max_prefix_action = Some(action.to_string());
+        self.max_prefix_restart = Some(restart);
+        self
     }
 
     /// Marks the neighbour a route reflector client.
@@ -452,7 +471,8 @@ impl Bgpd {
             .map_err(LabError::io("building the gRPC client runtime"))?;
         rt.block_on(async {
             let channel = connect_unix(&socket).await?;
-            f(BgpClient::new(channel))
+            // A 100k-route table is over tonic's default 4 MiB message limit.
+            f(BgpClient::new(channel).max_decoding_message_size(256 << 20))
                 .await
                 .map(tonic::Response::into_inner)
                 .map_err(|status| LabError::Rpc {

@@ -162,6 +162,37 @@ pub mod build {
         v
     }
 
+    /// UPDATEs announcing `prefixes` from `asn` (a 4-octet AS_PATH: the default capabilities
+    /// offer it) with next hop `next_hop`, as many prefixes per message as fit in 4096 octets.
+    pub fn announcements(
+        asn: u32,
+        next_hop: Ipv4Addr,
+        prefixes: &[ipnet::Ipv4Net],
+    ) -> Vec<Vec<u8>> {
+        use super::attr_code as code;
+        use super::flag;
+        let mut attrs = attr(flag::TRANSITIVE, code::ORIGIN, &[0]);
+        let mut path = vec![2, 1];
+        path.extend_from_slice(&asn.to_be_bytes());
+        attrs.extend(attr(flag::TRANSITIVE, code::AS_PATH, &path));
+        attrs.extend(attr(flag::TRANSITIVE, code::NEXT_HOP, &next_hop.octets()));
+        let room = 4096 - super::HEADER_LEN - 4 - attrs.len();
+        let mut out = Vec::new();
+        let mut nlri = Vec::new();
+        for p in prefixes {
+            let one = prefix4(p.network(), p.prefix_len());
+            if nlri.len() + one.len() > room {
+                out.push(update(&[], &attrs, &nlri));
+                nlri.clear();
+            }
+            nlri.extend(one);
+        }
+        if !nlri.is_empty() {
+            out.push(update(&[], &attrs, &nlri));
+        }
+        out
+    }
+
     /// An UPDATE (RFC 4271 §4.3) from its three raw fields.
     pub fn update(withdrawn: &[u8], attrs: &[u8], nlri: &[u8]) -> Vec<u8> {
         let mut b = Vec::with_capacity(4 + withdrawn.len() + attrs.len() + nlri.len());
@@ -281,6 +312,45 @@ impl RawPeer {
     pub fn send(&mut self, bytes: &[u8]) -> Result<()> {
         let ctx = self.context("writing");
         self.stream.write_all(bytes).map_err(LabError::io(ctx))
+    }
+
+    /// Announces `prefixes` (see [`build::announcements`]).
+    pub fn announce(
+        &mut self,
+        asn: u32,
+        next_hop: Ipv4Addr,
+        prefixes: &[ipnet::Ipv4Net],
+    ) -> Result<()> {
+        for m in build::announcements(asn, next_hop, prefixes) {
+            self.send(&m)?;
+        }
+        Ok(())
+    }
+
+    /// Closes the connection with a TCP reset (SO_LINGER 0): no NOTIFICATION, no FIN, as a
+    /// crashed host or a middlebox would.
+    pub fn reset(self) -> Result<()> {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt(2) on the socket we own, with a value of the type SO_LINGER takes.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(LabError::io(self.context("SO_LINGER 0"))(
+                io::Error::last_os_error(),
+            ));
+        }
+        drop(self.stream);
+        Ok(())
     }
 
     /// Sends a KEEPALIVE.
@@ -494,6 +564,22 @@ mod tests {
         assert_eq!(&m[21..23], &[0, 4]);
         assert_eq!(&m[23..27], &[0x40, 1, 1, 0]);
         assert_eq!(&m[27..], &[24, 10, 1, 2]);
+    }
+
+    #[test]
+    fn splits_many_announcements_into_messages_of_at_most_4096_octets() {
+        let prefixes: Vec<ipnet::Ipv4Net> = (0..3000u32)
+            .map(|i| ipnet::Ipv4Net::new((0x0a00_0000 + (i << 8)).into(), 24).unwrap())
+            .collect();
+        let ms = build::announcements(65001, "10.0.0.9".parse().unwrap(), &prefixes);
+        assert!(ms.len() > 1);
+        let mut carried = 0;
+        for m in &ms {
+            assert!(m.len() <= 4096, "{}", m.len());
+            let attrs_len = usize::from(u16::from_be_bytes([m[21], m[22]]));
+            carried += (m.len() - 23 - attrs_len) / 4;
+        }
+        assert_eq!(carried, prefixes.len());
     }
 
     #[test]

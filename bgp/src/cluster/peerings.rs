@@ -364,5 +364,9 @@ fn neighbor(w: Want, local: &Local) -> Neighbor {
         peer_type: Some(w.peer_type),
         graceful_restart: None,
         restart_time: None,
+        // Calico's BGPPeer has no prefix limit.
+        max_prefixes: None,
+        max_prefix_action: None,
+        max_prefix_restart: None,
     }
 }

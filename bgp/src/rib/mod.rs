@@ -130,6 +130,8 @@ struct PeerState {
     kind: PeerKind,
     group: u32,
     accepted: u64,
+    /// The IPv6 part of `accepted` (per-family counts serve prefix limits).
+    accepted_v6: u64,
     /// Prefixes held from the peer that failed the import checks (so they count as received
     /// until withdrawn).
     rejected: HashSet<Prefix>,
@@ -293,6 +295,7 @@ impl Rib {
                 kind,
                 group: gid,
                 accepted: 0,
+                accepted_v6: 0,
                 rejected: HashSet::new(),
                 advertised: 0,
                 epoch: 0,
@@ -518,6 +521,23 @@ impl Rib {
         self.iter_paths(family).filter(move |r| r.peer == Some(id))
     }
 
+    /// Prefixes of `family` currently held from the peer, accepted or not (what a prefix
+    /// limit counts).
+    pub fn received_in(&self, id: PeerId, family: Family) -> u64 {
+        self.peers.get(&id).map_or(0, |s| {
+            let accepted = match family {
+                Family::Ipv4Unicast => s.accepted.saturating_sub(s.accepted_v6),
+                Family::Ipv6Unicast => s.accepted_v6,
+            };
+            let rejected = s
+                .rejected
+                .iter()
+                .filter(|p| Family::of(p) == family)
+                .count();
+            accepted + rejected as u64
+        })
+    }
+
     pub fn counters(&self, id: PeerId) -> PeerCounters {
         self.peers
             .get(&id)
@@ -629,6 +649,7 @@ impl Rib {
             None => {
                 if let Some(s) = self.peers.get_mut(&peer) {
                     s.accepted += 1;
+                    s.accepted_v6 += u64::from(matches!(prefix, Prefix::V6(_)));
                 }
             }
         }
@@ -652,6 +673,9 @@ impl Rib {
             self.release_stored(&old.attrs);
             if let Some(s) = self.peers.get_mut(&peer) {
                 s.accepted = s.accepted.saturating_sub(1);
+                if matches!(prefix, Prefix::V6(_)) {
+                    s.accepted_v6 = s.accepted_v6.saturating_sub(1);
+                }
             }
         }
         self.reselect(&prefix);

@@ -29,6 +29,8 @@ pub struct PeerStatus {
     pub updates_received: u64,
     pub updates_sent: u64,
     pub local_port: Option<u16>,
+    /// Times the peer went over its `max-prefixes` limit.
+    pub prefix_limit_exceeded: u64,
 }
 
 /// A route as the API shows it.

@@ -7,6 +7,7 @@
 mod eor;
 mod graceful;
 mod handle;
+mod limits;
 mod peers;
 mod refresh;
 
@@ -192,6 +193,7 @@ impl Speaker {
                 _ = tick.tick() => {
                     self.gr_tick().await;
                     self.eor_tick().await;
+                    self.limit_tick();
                 }
                 ev = events.recv() => match ev {
                     Some(ev) => self.on_event(ev).await,
@@ -273,7 +275,9 @@ impl Speaker {
                 last_error,
             } => {
                 if let Some(slot) = self.peers.get_mut(&peer) {
-                    slot.set_state(state, last_error);
+                    // A session closed by its prefix limit keeps saying why.
+                    let held = slot.limit.held_until.is_some();
+                    slot.set_state(state, if held { None } else { last_error });
                 }
             }
             SessionEvent::Established {
@@ -317,6 +321,9 @@ impl Speaker {
                 self.publish_changes();
             }
             SessionEvent::Update { peer, update } => {
+                if self.held_by_limit(peer) {
+                    return;
+                }
                 if let Some(slot) = self.peers.get_mut(&peer) {
                     slot.updates_received += 1;
                 }
@@ -334,6 +341,7 @@ impl Speaker {
                 let exports = self.rib.apply_update(peer, &update);
                 self.send_exports(exports).await;
                 self.publish_changes();
+                self.check_prefix_limit(peer).await;
             }
             SessionEvent::RouteRefresh { peer, refresh } => {
                 self.on_route_refresh(peer, refresh).await;

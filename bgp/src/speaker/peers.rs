@@ -1,6 +1,7 @@
 //! The speaker's record of one configured peer: its settings, session handle and status.
 
 use super::handle::PeerStatus;
+use super::limits::LimitState;
 use crate::config::{Neighbor, PeerType};
 use crate::fsm::State;
 use crate::rib::PeerCounters;
@@ -25,6 +26,8 @@ pub(crate) struct PeerSlot {
     pub enhanced_route_refresh: bool,
     /// Graceful restart state of this peer (both roles).
     pub gr: GrState,
+    /// Prefix limit state (`max-prefixes`).
+    pub limit: LimitState,
 }
 
 /// What graceful restart tracks for one peer.
@@ -59,6 +62,7 @@ impl PeerSlot {
             updates_sent: 0,
             enhanced_route_refresh: false,
             gr: GrState::default(),
+            limit: LimitState::default(),
         }
     }
 
@@ -80,18 +84,20 @@ impl PeerSlot {
     /// Whether a reload with `n` can leave this session untouched.
     pub fn same_settings(&self, n: &Neighbor) -> bool {
         // Spans differ when lines move; compare values only.
+        fn bare<T: Clone>(v: &toml::Spanned<T>) -> toml::Spanned<T> {
+            toml::Spanned::new(0..0, v.get_ref().clone())
+        }
         let strip = |n: &Neighbor| {
             let mut n = n.clone();
-            n.address = toml::Spanned::new(0..0, *n.address.get_ref());
-            n.hold_time = toml::Spanned::new(0..0, *n.hold_time.get_ref());
-            n.connect_retry = toml::Spanned::new(0..0, *n.connect_retry.get_ref());
-            n.multihop = n.multihop.map(|v| toml::Spanned::new(0..0, *v.get_ref()));
-            n.restart_time = n
-                .restart_time
-                .map(|v| toml::Spanned::new(0..0, *v.get_ref()));
-            n.ttl_security = n
-                .ttl_security
-                .map(|v| toml::Spanned::new(0..0, *v.get_ref()));
+            n.address = bare(&n.address);
+            n.hold_time = bare(&n.hold_time);
+            n.connect_retry = bare(&n.connect_retry);
+            n.multihop = n.multihop.as_ref().map(bare);
+            n.restart_time = n.restart_time.as_ref().map(bare);
+            n.ttl_security = n.ttl_security.as_ref().map(bare);
+            n.max_prefixes = n.max_prefixes.as_ref().map(bare);
+            n.max_prefix_action = n.max_prefix_action.as_ref().map(bare);
+            n.max_prefix_restart = n.max_prefix_restart.as_ref().map(bare);
             n
         };
         strip(&self.neighbor) == strip(n)
@@ -116,6 +122,7 @@ impl PeerSlot {
             updates_received: self.updates_received,
             updates_sent: self.updates_sent,
             local_port: self.local_port,
+            prefix_limit_exceeded: self.limit.exceeded,
         }
     }
 }
