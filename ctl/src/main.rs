@@ -14,6 +14,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// The largest ListRoutes answer `node routes` reads: room for several full Internet tables.
+const ROUTES_MESSAGE_LIMIT: usize = 1 << 30;
+
 #[derive(Parser)]
 #[command(name = "margayctl", version, about = "Inspect and configure margay")]
 struct Cli {
@@ -223,7 +226,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let channel = unix_channel(&socket, Duration::from_secs(3))
                 .await
                 .map_err(|e| anyhow::anyhow!("margay-bgpd is not running ({e})"))?;
-            let mut client = pb::bgp_client::BgpClient::new(channel);
+            // ListRoutes answers with the whole RIB in one message: ~55 bytes a route, so
+            // tonic's default 4 MiB limit failed from ~80,000 routes.
+            let mut client = pb::bgp_client::BgpClient::new(channel)
+                .max_decoding_message_size(ROUTES_MESSAGE_LIMIT);
             let routes = client
                 .list_routes(pb::ListRoutesRequest { family, all })
                 .await?

@@ -518,6 +518,15 @@ fn bgpd_killed_mid_table_converges_after_restart() -> Result<()> {
         n.hold_time = 90;
         BgpdConfig::new(am.ip4(), AS).originate(k).neighbor(n)
     };
+    // BIRD's side of the link sends at 2 Mbit/s, so the ~0.5 MB table takes seconds to cross
+    // and the kill lands in the middle of it however idle the machine is.
+    tc(
+        &nb,
+        &[
+            "qdisc", "add", "dev", &ab.ifname, "root", "tbf", "rate", "2mbit", "burst", "16kb",
+            "latency", "5s",
+        ],
+    )?;
     let mut m = Bgpd::start(&lab, &nm, "m", config(old))?;
     bird.wait_bgp_route_via(old, v4(am.ip4()), UP)?;
     let at_kill = wait_for("the table to start arriving", UP, &[&m, &bird], || {
@@ -536,6 +545,7 @@ fn bgpd_killed_mid_table_converges_after_restart() -> Result<()> {
         at_kill < u64::from(TABLE),
         "the whole table had arrived before the kill; the test needs a larger table"
     );
+    tc(&nb, &["qdisc", "del", "dev", &ab.ifname, "root"])?;
 
     let started = Instant::now();
     let m = Bgpd::start(&lab, &nm, "m", config(new))?;
@@ -577,6 +587,26 @@ fn bgpd_killed_mid_table_converges_after_restart() -> Result<()> {
         .take(5)
         .collect();
     assert!(wrong.is_empty(), "routes not via BIRD: {wrong:?}");
+    // An operator's view of the same table: `margayctl node routes` reads all of it.
+    let ctl = margay_tests::bgpd::margay_binary("margayctl", "cargo build -p margay-ctl")?;
+    let out = nm
+        .command(&ctl)
+        .args(["node", "routes", "--all", "-o", "json", "--socket"])
+        .arg(&m.config().socket)
+        .output()
+        .map_err(margay_tests::LabError::io("running margayctl node routes"))?;
+    assert!(
+        out.status.success(),
+        "margayctl node routes: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("margayctl node routes -o json");
+    assert_eq!(
+        listed.as_array().map(Vec::len),
+        Some(want.len()),
+        "margayctl node routes lists the whole table"
+    );
     bird.wait_bgp_route_via(new, v4(am.ip4()), UP)?;
     bird.wait_no_route(old, UP)?;
     let from_margay: Vec<IpNet> =
@@ -586,5 +616,20 @@ fn bgpd_killed_mid_table_converges_after_restart() -> Result<()> {
             .collect();
     assert_eq!(from_margay, vec![new], "BIRD's routes from margay");
     drop(nm);
+    Ok(())
+}
+
+/// Runs `tc ARGS` in `ns`.
+fn tc(ns: &Netns, args: &[&str]) -> Result<()> {
+    let out = ns
+        .command("tc")
+        .args(args)
+        .output()
+        .map_err(margay_tests::LabError::io("running tc"))?;
+    assert!(
+        out.status.success(),
+        "tc {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
