@@ -7,9 +7,10 @@
 //!   later" (11) within seconds naming etcd (the first one, before felix's probe noticed,
 //!   within felix's own etcd deadline), felix's and bgpd's readiness say why and clear when
 //!   etcd is back, and then a new ADD works with no address lost or given twice.
-//! - felix killed (SIGKILL) during 20 concurrent ADDs and restarted: the runtime DELs every
-//!   ADD that did not succeed and ADDs it again; nothing leaks and every pod works. felix's
-//!   startup clean-up removes a `cali*` veth no WorkloadEndpoint owns.
+//! - felix killed (SIGKILL) with 17 concurrent ADDs inside it (held there by a frozen etcd)
+//!   and restarted: the runtime DELs every ADD that did not succeed and ADDs it again; nothing
+//!   leaks and every pod works. felix's startup clean-up removes a veth of its own that no
+//!   WorkloadEndpoint owns, and leaves a `cali*` veth it did not make.
 
 mod common;
 
@@ -516,51 +517,59 @@ fn felix_killed_mid_add_then_del_and_readd_leaves_nothing_leaked() {
     let nss: Vec<Netns> = (0..PODS)
         .map(|i| lab.netns(&format!("k{i}")).unwrap())
         .collect();
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<Run> = std::thread::scope(|s| {
-        let node = &c.nodes[0];
-        let handles: Vec<_> = nss
-            .iter()
-            .enumerate()
-            .map(|(i, ns)| {
-                let done = &done;
-                s.spawn(move || {
-                    let r = cni(
-                        node,
-                        "ADD",
-                        &format!("ctr-k{i}"),
-                        &netns_path(ns),
-                        &format!("k{i}"),
-                    );
-                    if r.code == 0 {
-                        done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    }
-                    r
-                })
-            })
-            .collect();
-        wait_for("the first ADDs to complete", WAIT, &[], || {
-            match done.load(std::sync::atomic::Ordering::SeqCst) {
-                n if n >= 3 => Ok(()),
-                n => Err(format!("{n} done")),
-            }
-        })
-        .unwrap();
-        // Not through `c`: the scope borrows the node; kill by PID as a crash would.
-        let pid = node.felix.as_ref().unwrap().pid();
-        std::process::Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
+    // Three ADDs complete; then etcd is frozen so the other ADDs are certainly inside felix
+    // (waiting on IPAM, some with their requests already sent) when it is killed, however fast
+    // the machine is.
+    const DONE_BEFORE: usize = 3;
+    let add = |node: &Node, i: usize| {
+        cni(
+            node,
+            "ADD",
+            &format!("ctr-k{i}"),
+            &netns_path(&nss[i]),
+            &format!("k{i}"),
+        )
+    };
+    let mut results: Vec<Run> = (0..DONE_BEFORE).map(|i| add(&c.nodes[0], i)).collect();
+    for r in &results {
+        r.assert_ok();
+    }
+    let etcd_pid = c.etcd.process().pid().to_string();
+    let signal = |sig: &str, pid: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, pid])
             .status()
-            .unwrap();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP", &etcd_pid);
+    results.extend(std::thread::scope(|s| {
+        let node = &c.nodes[0];
+        let handles: Vec<_> = (DONE_BEFORE..PODS)
+            .map(|i| s.spawn(move || add(node, i)))
+            .collect();
+        // Well inside felix's 4 s etcd deadline: every one of them is still in felix.
+        std::thread::sleep(Duration::from_millis(1500));
+        // Not through `c`: the scope borrows the node; kill by PID as a crash would.
+        signal("-KILL", &node.felix.as_ref().unwrap().pid().to_string());
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<Run>>()
+    }));
+    signal("-CONT", &etcd_pid);
     let failed: Vec<usize> = (0..PODS).filter(|&i| results[i].code != 0).collect();
     eprintln!(
         "felix killed after {} of {PODS} ADDs succeeded; {} failed",
         PODS - failed.len(),
         failed.len()
     );
-    assert!(!failed.is_empty(), "the kill came after every ADD");
+    assert_eq!(
+        failed.len(),
+        PODS - DONE_BEFORE,
+        "every ADD in felix at the kill fails"
+    );
     let codes: Vec<u64> = failed.iter().map(|&i| results[i].error_code()).collect();
     eprintln!("codes of the ADDs cut short: {codes:?}");
     assert!(codes.iter().all(|&c| c == 11), "try again later: {codes:?}");

@@ -228,7 +228,7 @@ impl Bird {
                     .protocol(proto)
                     .map_err(|e| e.to_string())?
                     .ok_or_else(|| format!("no protocol {proto}"))?;
-                if now.since != last || !now.is_established() {
+                if !now.same_session_since(&last) || !now.is_established() {
                     last = now.since;
                     stable_from = std::time::Instant::now();
                 }

@@ -268,6 +268,29 @@ impl BirdProtocol {
     pub fn is_established(&self) -> bool {
         self.state == "up" && self.bgp_state() == "Established"
     }
+
+    /// Whether this is still the session whose `since` was `earlier`. BIRD derives the wall
+    /// time it prints from a monotonic stamp, so the same state change can print a
+    /// millisecond apart from one `show protocols` to the next; a reset moves it by far more.
+    pub fn same_session_since(&self, earlier: &str) -> bool {
+        match (millis_of_day(&self.since), millis_of_day(earlier)) {
+            (Some(a), Some(b)) => a.abs_diff(b) <= SINCE_JITTER_MS,
+            _ => self.since == earlier,
+        }
+    }
+}
+
+/// How far BIRD's printed `since` of one state change may wander (see
+/// [`BirdProtocol::same_session_since`]).
+const SINCE_JITTER_MS: u64 = 20;
+
+/// `HH:MM:SS.mmm` (or `HH:MM:SS`) as milliseconds of the day.
+fn millis_of_day(t: &str) -> Option<u64> {
+    let (hms, frac) = t.split_once('.').unwrap_or((t, "0"));
+    let mut parts = hms.split(':').map(|p| p.parse::<u64>().ok());
+    let (h, m, s) = (parts.next()??, parts.next()??, parts.next()??);
+    let ms: u64 = format!("{frac:0<3}").get(..3)?.parse().ok()?;
+    Some(((h * 60 + m) * 60 + s) * 1000 + ms)
 }
 
 fn looks_like_time(w: &str) -> bool {
@@ -507,5 +530,29 @@ mod tests {
         assert_eq!(s.version, "2.0.12");
         assert_eq!(s.router_id, Ipv4Addr::new(10, 99, 200, 4));
         assert!(s.running);
+    }
+}
+
+#[cfg(test)]
+mod since_tests {
+    use super::*;
+
+    fn proto(since: &str) -> BirdProtocol {
+        BirdProtocol {
+            name: "m".into(),
+            proto: "BGP".into(),
+            table: "---".into(),
+            state: "up".into(),
+            since: since.into(),
+            info: "Established".into(),
+        }
+    }
+
+    #[test]
+    fn since_a_millisecond_apart_is_the_same_session_and_seconds_apart_is_not() {
+        assert!(proto("13:41:50.592").same_session_since("13:41:50.593"));
+        assert!(!proto("13:41:51.592").same_session_since("13:41:50.593"));
+        assert!(proto("2026-11-25").same_session_since("2026-11-25"));
+        assert_eq!(millis_of_day("01:00:00.5"), Some(3_600_500));
     }
 }
