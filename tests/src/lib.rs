@@ -16,6 +16,7 @@ pub mod lab;
 pub mod labctl;
 pub mod netns;
 pub mod process;
+pub mod raw_rig;
 pub mod rawpeer;
 
 pub use bgpd::{
@@ -29,6 +30,7 @@ pub use felix::{Felix, FelixArgs, felix_binary};
 pub use lab::{Addrs, Lab, LabSwitch, LinkAddrs, Subnet, block4, block6};
 pub use netns::{Netns, Switch, list_namespaces};
 pub use process::{HasLogs, Process, holds_for, wait_for, wait_for_no_route, wait_for_route};
+pub use raw_rig::{RIG_AS, RawRig};
 pub use rawpeer::{RawNotification, RawPeer, Reply};
 
 /// The lab's result type.

@@ -5,7 +5,7 @@
 //! to do with the fault stays Established with its route and its `since` unchanged.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv4Net};
@@ -13,13 +13,11 @@ use margay_proto::bgp::v1::Peer;
 use margay_tests::bird::parse_routes;
 use margay_tests::rawpeer::build;
 use margay_tests::{
-    Addrs, Bgpd, BgpdConfig, BgpdNeighbor, Bird, BirdConfig, BirdNeighbor, ExportPolicy, Lab,
-    LabSwitch, Netns, RawPeer, Result, block4, wait_for,
+    Bgpd, BgpdConfig, BgpdNeighbor, Bird, BirdConfig, BirdNeighbor, ExportPolicy, Lab, Netns,
+    RIG_AS as AS, RawPeer, RawRig, Result, wait_for,
 };
 
 const UP: Duration = Duration::from_secs(45);
-/// margay's and BIRD's AS (iBGP between them).
-const AS: u32 = 64512;
 /// The raw peers' AS (eBGP).
 const RAW_AS: u32 = 65001;
 /// margay's health and metrics port (on 127.0.0.1 in its namespace).
@@ -54,81 +52,41 @@ impl RawNeighbor {
     }
 }
 
-/// margay, a BIRD peer (its own neighbour settings), and raw peers in a namespace of their own,
-/// on one switch. Fields drop in order: daemons, then namespaces, then the lab.
-struct Rig {
-    m: Bgpd,
-    bird: Bird,
-    nr: Netns,
-    nm: Netns,
-    _nb: Netns,
-    _sw: LabSwitch,
-    am: Addrs,
-    ab: Addrs,
-    raw: Vec<Ipv4Addr>,
-    bird_block: IpNet,
-    since_margay: i64,
-    since_bird: String,
-    _lab: Lab,
+/// The shared rig ([`RawRig`]) with this suite's raw neighbours (hold times, prefix limits) and
+/// margay's metrics on [`METRICS_PORT`].
+struct Rig(RawRig);
+
+impl std::ops::Deref for Rig {
+    type Target = RawRig;
+    fn deref(&self) -> &RawRig {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Rig {
+    fn deref_mut(&mut self) -> &mut RawRig {
+        &mut self.0
+    }
 }
 
 impl Rig {
     fn new(test: &str, bird_peer: BgpdNeighbor, raws: &[RawNeighbor]) -> Result<Rig> {
-        let lab = Lab::new(test)?;
-        let sw = lab.switch("sw")?;
-        let (nm, nb, nr) = (lab.netns("m")?, lab.netns("b")?, lab.netns("r")?);
-        let (am, ab, ar) = (sw.attach(&nm)?, sw.attach(&nb)?, sw.attach(&nr)?);
-        let mut bird_peer = bird_peer;
-        bird_peer.address = v4(ab.ip4());
-        let mut config = BgpdConfig::new(am.ip4(), AS).neighbor(bird_peer);
-        let mut raw = Vec::new();
-        for (i, r) in raws.iter().enumerate() {
-            let a = sw.subnet().host(100 + i as u8);
-            nr.add_addr(&ar.ifname, IpNet::V4(a.v4))?;
-            let mut n = BgpdNeighbor::new(v4(a.ip4()), RAW_AS).passive();
-            n.hold_time = r.hold_time;
-            if let Some((max, action, restart)) = r.limit {
-                n = n.max_prefixes(max, action, restart);
-            }
-            config = config.neighbor(n);
-            raw.push(a.ip4());
-        }
-        config.http_port = Some(METRICS_PORT);
-        let bird_block = IpNet::V4(block4());
-        let bird = Bird::start(
-            &lab,
-            &nb,
-            "b",
-            BirdConfig::new(ab.ip4()).originate(bird_block).neighbor(
-                BirdNeighbor::new("m", v4(am.ip4()), AS, AS).export(ExportPolicy::Static),
-            ),
-        )?;
-        let m = Bgpd::start(&lab, &nm, "m", config)?;
-        bird.wait_established("m", UP)?;
-        let peer = m.wait_established(v4(ab.ip4()), UP)?;
-        m.wait_route_via(bird_block, v4(ab.ip4()), UP)?;
-        // BIRD moves `since` once more within a few milliseconds of Established; read it after.
-        std::thread::sleep(Duration::from_secs(1));
-        let since_bird = bird.protocol("m")?.expect("BIRD protocol m").since;
-        Ok(Rig {
-            m,
-            bird,
-            nr,
-            nm,
-            _nb: nb,
-            _sw: sw,
-            am,
-            ab,
-            raw,
-            bird_block,
-            since_margay: peer.since,
-            since_bird,
-            _lab: lab,
-        })
-    }
-
-    fn margay(&self) -> SocketAddr {
-        SocketAddr::new(v4(self.am.ip4()), 179)
+        let raws = raws
+            .iter()
+            .map(|r| {
+                let mut n = BgpdNeighbor::new(v4(Ipv4Addr::UNSPECIFIED), RAW_AS);
+                n.hold_time = r.hold_time;
+                match r.limit {
+                    Some((max, action, restart)) => n.max_prefixes(max, action, restart),
+                    None => n,
+                }
+            })
+            .collect();
+        let rig = RawRig::start(test, bird_peer, raws, |mut c| {
+            c.http_port = Some(METRICS_PORT);
+            c
+        })?;
+        Ok(Rig(rig))
     }
 
     /// An Established session from raw peer `i`, offering hold time `hold`.
@@ -139,7 +97,7 @@ impl Rig {
             self.raw[i],
             &build::default_capabilities(RAW_AS),
         );
-        RawPeer::session(&self.nr, self.raw[i], self.margay(), &open, timeout)
+        self.0.session(i, &open, timeout)
     }
 
     /// margay's Prometheus metrics (fetched with curl inside its namespace).
@@ -160,36 +118,9 @@ impl Rig {
             .collect())
     }
 
-    /// The BIRD session is untouched: Established on both sides since the start, its route
-    /// in margay's RIB, margay still running.
+    /// The BIRD session is untouched (see [`RawRig::assert_bird_undisturbed`]).
     fn assert_bird_undisturbed(&mut self) {
-        assert!(
-            self.m.process().is_running(),
-            "margay-bgpd exited: {:?}\n{}",
-            self.m.process().exit_status(),
-            self.m.process().log_tail(60)
-        );
-        let p = self
-            .m
-            .peer(v4(self.ab.ip4()))
-            .expect("ListPeers")
-            .expect("BIRD is a peer");
-        assert_eq!(p.state, "Established", "the BIRD session went down: {p:?}");
-        assert_eq!(p.since, self.since_margay, "margay reset the BIRD session");
-        let b = self.bird.protocol("m").expect("birdc").expect("protocol m");
-        assert!(b.is_established(), "BIRD's session went down: {b:?}");
-        assert!(
-            b.same_session_since(&self.since_bird),
-            "BIRD saw its session reset: since {}, now {}",
-            b.since,
-            self.since_bird
-        );
-        let r = self
-            .m
-            .best_route(self.bird_block)
-            .expect("ListRoutes")
-            .expect("BIRD's route is still there");
-        assert_eq!(r.next_hop, self.ab.ip4().to_string());
+        self.0.assert_bird_undisturbed();
     }
 }
 

@@ -8,19 +8,14 @@
 //! so one case's failure (and the idle hold time margay waits after an error) does not reach
 //! the next. A group runs every case and then fails listing each case that did not hold.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net};
 use margay_tests::rawpeer::{attr_code as code, build, flag};
-use margay_tests::{
-    Addrs, Bgpd, BgpdConfig, BgpdNeighbor, Bird, BirdConfig, BirdNeighbor, ExportPolicy, Lab,
-    LabSwitch, Netns, RawNotification, RawPeer, Result, block4,
-};
+use margay_tests::{BgpdNeighbor, RIG_AS as AS, RawNotification, RawPeer, RawRig, Result};
 
 const UP: Duration = Duration::from_secs(45);
-/// margay's and BIRD's AS (iBGP between them).
-const AS: u32 = 64512;
 /// The raw peers' AS (eBGP).
 const RAW_AS: u32 = 65001;
 const WK: u8 = flag::TRANSITIVE;
@@ -31,78 +26,29 @@ fn v4(a: Ipv4Addr) -> IpAddr {
     IpAddr::V4(a)
 }
 
-/// margay, a BIRD peer with one route, and a namespace for raw peers, on one switch.
-/// Fields drop in order: daemons, then namespaces, then the lab.
-struct Rig {
-    m: Bgpd,
-    bird: Bird,
-    nr: Netns,
-    _nm: Netns,
-    _nb: Netns,
-    _sw: LabSwitch,
-    am: Addrs,
-    ab: Addrs,
-    raw: Vec<Ipv4Addr>,
-    bird_block: IpNet,
-    pid: u32,
-    since_margay: i64,
-    since_bird: String,
-    lab: Lab,
+/// The shared rig ([`RawRig`]) with this suite's raw peers: one per case, each with its AS,
+/// hold time 90 s.
+struct Rig(RawRig);
+
+impl std::ops::Deref for Rig {
+    type Target = RawRig;
+    fn deref(&self) -> &RawRig {
+        &self.0
+    }
 }
 
 impl Rig {
-    /// `raws` raw neighbours: (asn) each, passive on margay's side, hold time 90 s.
     fn new(test: &str, raws: &[u32]) -> Result<Rig> {
-        let lab = Lab::new(test)?;
-        let sw = lab.switch("sw")?;
-        let (nm, nb, nr) = (lab.netns("m")?, lab.netns("b")?, lab.netns("r")?);
-        let (am, ab, ar) = (sw.attach(&nm)?, sw.attach(&nb)?, sw.attach(&nr)?);
-        let mut raw = Vec::new();
-        let mut config =
-            BgpdConfig::new(am.ip4(), AS).neighbor(BgpdNeighbor::new(v4(ab.ip4()), AS));
-        for (i, asn) in raws.iter().enumerate() {
-            let a = sw.subnet().host(100 + i as u8);
-            nr.add_addr(&ar.ifname, IpNet::V4(a.v4))?;
-            let mut n = BgpdNeighbor::new(v4(a.ip4()), *asn).passive();
-            n.hold_time = 90;
-            config = config.neighbor(n);
-            raw.push(a.ip4());
-        }
-        let bird_block = IpNet::V4(block4());
-        let bird = Bird::start(
-            &lab,
-            &nb,
-            "b",
-            BirdConfig::new(ab.ip4()).originate(bird_block).neighbor(
-                BirdNeighbor::new("m", v4(am.ip4()), AS, AS).export(ExportPolicy::Static),
-            ),
-        )?;
-        let m = Bgpd::start(&lab, &nm, "m", config)?;
-        bird.wait_established("m", UP)?;
-        let peer = m.wait_established(v4(ab.ip4()), UP)?;
-        m.wait_route_via(bird_block, v4(ab.ip4()), UP)?;
-        let since_bird = bird.settled_since("m", Duration::from_millis(300))?;
-        let pid = m.pid();
-        Ok(Rig {
-            m,
-            bird,
-            nr,
-            _nm: nm,
-            _nb: nb,
-            _sw: sw,
-            am,
-            ab,
-            raw,
-            bird_block,
-            pid,
-            since_margay: peer.since,
-            since_bird,
-            lab,
-        })
-    }
-
-    fn margay(&self) -> SocketAddr {
-        SocketAddr::new(v4(self.am.ip4()), 179)
+        let raws = raws
+            .iter()
+            .map(|asn| {
+                let mut n = BgpdNeighbor::new(v4(Ipv4Addr::UNSPECIFIED), *asn);
+                n.hold_time = 90;
+                n
+            })
+            .collect();
+        let bird = BgpdNeighbor::new(v4(Ipv4Addr::UNSPECIFIED), AS);
+        Ok(Rig(RawRig::start(test, bird, raws, |c| c)?))
     }
 
     /// The OPEN raw peer `i` sends: its AS, hold time 90, its address as identifier.
@@ -110,46 +56,14 @@ impl Rig {
         build::open(asn, 90, self.raw[i], &build::default_capabilities(asn))
     }
 
-    /// A TCP connection from raw peer `i`, no OPEN sent yet.
-    fn connect(&self, i: usize) -> Result<RawPeer> {
-        RawPeer::connect(&self.nr, self.raw[i], self.margay())
-    }
-
     /// An Established session from raw peer `i`.
     fn session(&self, i: usize, asn: u32) -> Result<RawPeer> {
-        RawPeer::session(&self.nr, self.raw[i], self.margay(), &self.open(i, asn), UP)
+        self.0.session(i, &self.open(i, asn), UP)
     }
 
     /// The other session is untouched and the daemon is the same process.
     fn assert_isolated(&mut self) {
-        assert!(
-            self.m.process().is_running(),
-            "margay-bgpd exited: {:?}\n{}",
-            self.m.process().exit_status(),
-            self.m.process().log_tail(60)
-        );
-        assert_eq!(self.m.pid(), self.pid, "margay-bgpd's PID changed");
-        let p = self
-            .m
-            .peer(v4(self.ab.ip4()))
-            .expect("ListPeers")
-            .expect("BIRD is a peer");
-        assert_eq!(p.state, "Established", "the BIRD session went down: {p:?}");
-        assert_eq!(p.since, self.since_margay, "margay reset the BIRD session");
-        let b = self.bird.protocol("m").expect("birdc").expect("protocol m");
-        assert!(b.is_established(), "BIRD's session went down: {b:?}");
-        assert!(
-            b.same_session_since(&self.since_bird),
-            "BIRD saw its session reset: since {}, now {}",
-            b.since,
-            self.since_bird
-        );
-        let r = self
-            .m
-            .best_route(self.bird_block)
-            .expect("ListRoutes")
-            .expect("BIRD's route is still there");
-        assert_eq!(r.next_hop, self.ab.ip4().to_string());
+        self.0.assert_bird_undisturbed();
     }
 }
 

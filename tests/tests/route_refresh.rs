@@ -3,18 +3,14 @@
 //! End-of-RR on margay's RIB; BIRD checks that `reload in` and `reload out` leave both sides'
 //! routes and the session alone.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv4Net};
 use margay_tests::rawpeer::{attr_code as code, build, flag};
-use margay_tests::{
-    Addrs, Bgpd, BgpdConfig, BgpdNeighbor, Bird, BirdConfig, BirdNeighbor, ExportPolicy, Lab,
-    LabSwitch, Netns, RawPeer, Reply, Result, block4, holds_for,
-};
+use margay_tests::{Bgpd, BgpdNeighbor, RIG_AS as AS, RawPeer, RawRig, Reply, Result, holds_for};
 
 const UP: Duration = Duration::from_secs(45);
-const AS: u32 = 64512;
 const RAW_AS: u32 = 65001;
 /// What margay originates itself.
 const OWN: &str = "10.77.0.0/24";
@@ -28,71 +24,31 @@ fn v4(a: Ipv4Addr) -> IpAddr {
     IpAddr::V4(a)
 }
 
-/// margay, a BIRD peer (iBGP, one route each way) and two raw eBGP peers in a namespace of
-/// their own. Fields drop in order: daemons, namespaces, the lab.
-struct Rig {
-    m: Bgpd,
-    bird: Bird,
-    nr: Netns,
-    _nm: Netns,
-    _nb: Netns,
-    _sw: LabSwitch,
-    am: Addrs,
-    ab: Addrs,
-    raw: Vec<Ipv4Addr>,
-    /// BIRD's route.
-    block: Ipv4Net,
-    _lab: Lab,
+/// The shared rig ([`RawRig`]): margay originating [`OWN`], BIRD, and two raw eBGP peers.
+struct Rig(RawRig);
+
+impl std::ops::Deref for Rig {
+    type Target = RawRig;
+    fn deref(&self) -> &RawRig {
+        &self.0
+    }
 }
 
 impl Rig {
     fn new(test: &str) -> Result<Rig> {
-        let lab = Lab::new(test)?;
-        let sw = lab.switch("sw")?;
-        let (nm, nb, nr) = (lab.netns("m")?, lab.netns("b")?, lab.netns("r")?);
-        let (am, ab, ar) = (sw.attach(&nm)?, sw.attach(&nb)?, sw.attach(&nr)?);
         let own: IpNet = OWN.parse().expect("valid prefix");
-        let mut config = BgpdConfig::new(am.ip4(), AS)
-            .originate(own)
-            .neighbor(BgpdNeighbor::new(v4(ab.ip4()), AS));
-        let mut raw = Vec::new();
-        for i in 0..2u8 {
-            let a = sw.subnet().host(100 + i);
-            nr.add_addr(&ar.ifname, IpNet::V4(a.v4))?;
-            let mut n = BgpdNeighbor::new(v4(a.ip4()), RAW_AS).passive();
-            n.hold_time = 90;
-            config = config.neighbor(n);
-            raw.push(a.ip4());
-        }
-        let block = block4();
-        let bird = Bird::start(
-            &lab,
-            &nb,
-            "b",
-            BirdConfig::new(ab.ip4())
-                .originate(IpNet::V4(block))
-                .neighbor(
-                    BirdNeighbor::new("m", v4(am.ip4()), AS, AS).export(ExportPolicy::Static),
-                ),
-        )?;
-        let m = Bgpd::start(&lab, &nm, "m", config)?;
-        bird.wait_established("m", UP)?;
-        m.wait_established(v4(ab.ip4()), UP)?;
-        m.wait_route_via(IpNet::V4(block), v4(ab.ip4()), UP)?;
-        bird.wait_bgp_route_via(own, v4(am.ip4()), UP)?;
-        Ok(Rig {
-            m,
-            bird,
-            nr,
-            _nm: nm,
-            _nb: nb,
-            _sw: sw,
-            am,
-            ab,
-            raw,
-            block,
-            _lab: lab,
-        })
+        let raws = (0..2)
+            .map(|_| {
+                let mut n = BgpdNeighbor::new(v4(Ipv4Addr::UNSPECIFIED), RAW_AS);
+                n.hold_time = 90;
+                n
+            })
+            .collect();
+        let bird = BgpdNeighbor::new(v4(Ipv4Addr::UNSPECIFIED), AS);
+        let rig = RawRig::start(test, bird, raws, |c| c.originate(own))?;
+        rig.bird
+            .wait_bgp_route_via(own, v4(rig.am.ip4()), Duration::from_secs(45))?;
+        Ok(Rig(rig))
     }
 
     /// An Established session from raw peer `i`, with enhanced route refresh offered or not;
@@ -103,8 +59,7 @@ impl Rig {
             caps.push(build::capability(70, &[]));
         }
         let open = build::open(RAW_AS, 90, self.raw[i], &caps);
-        let remote = SocketAddr::new(v4(self.am.ip4()), 179);
-        let mut p = RawPeer::session(&self.nr, self.raw[i], remote, &open, UP)?;
+        let mut p = self.0.session(i, &open, UP)?;
         let initial = until(&mut p, |r| *r == Reply::Update(vec![0, 0, 0, 0]))?;
         assert!(
             initial.iter().any(|r| announces(r, OWN)),
@@ -204,7 +159,7 @@ fn answers_a_request_between_begin_and_end_of_rr_when_enhanced() -> Result<()> {
     let mut plain = rig.session(1, false)?;
     plain.send(&refresh(REQUEST))?;
     let reply = plain.stays_up_for(Duration::from_secs(2))?;
-    let block = rig.block.to_string();
+    let block = rig.bird_block.to_string();
     for prefix in [OWN, block.as_str()] {
         let copies = reply.iter().filter(|r| announces(r, prefix)).count();
         assert_eq!(
@@ -285,7 +240,10 @@ fn bird_reload_in_and_out_keep_routes_and_session() -> Result<()> {
             if bird_has.is_none() {
                 return Err(format!("BIRD lost {own}"));
             }
-            present(&rig.m, &[rig.block])
+            let IpNet::V4(block) = rig.bird_block else {
+                return Err(format!("BIRD's block {} is not IPv4", rig.bird_block));
+            };
+            present(&rig.m, &[block])
         },
     )?;
     let p = rig.bird.protocol("m")?.expect("protocol m");
