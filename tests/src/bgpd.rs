@@ -389,24 +389,9 @@ impl Bgpd {
             }
             self.info().map(|_| ()).map_err(|e| e.to_string())
         });
-        if let Some(status) = exited {
-            return Err(LabError::Command {
-                command: command.to_string(),
-                status: format!("{status} before answering on its socket"),
-                stderr: self.process.log_tail(30),
-            });
-        }
-        res.map_err(|e| match e {
-            LabError::Timeout {
-                what, waited, last, ..
-            } => LabError::Timeout {
-                what,
-                waited,
-                last,
-                logs: self.process.log_tails(),
-            },
-            e => e,
-        })
+        let command = command.to_string();
+        self.process
+            .start_outcome(res, exited, command, "before answering on its socket")
     }
 
     /// Its name in this test.

@@ -92,24 +92,9 @@ impl Etcd {
                 Err(format!("/health answered {body:?}"))
             }
         });
-        if let Some(status) = exited {
-            return Err(LabError::Command {
-                command: format!("{ETCD_BINARY} --listen-client-urls {}", self.endpoint()),
-                status: format!("{status} before it was healthy"),
-                stderr: self.process.log_tail(30),
-            });
-        }
-        res.map_err(|e| match e {
-            LabError::Timeout {
-                what, waited, last, ..
-            } => LabError::Timeout {
-                what,
-                waited,
-                last,
-                logs: self.process.log_tails(),
-            },
-            e => e,
-        })
+        let command = format!("{ETCD_BINARY} --listen-client-urls {}", self.endpoint());
+        self.process
+            .start_outcome(res, exited, command, "before it was healthy")
     }
 
     /// The client URL daemons on the segment use (`http://10.99.N.I:2379`).

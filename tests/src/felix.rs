@@ -7,11 +7,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::Result;
 use crate::bgpd::margay_binary;
 use crate::lab::Lab;
 use crate::netns::Netns;
 use crate::process::{HasLogs, Process, wait_for};
-use crate::{LabError, Result};
 
 /// How long felix gets to report itself ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -117,24 +117,9 @@ impl Felix {
                 Err(format!("ready, but no socket {:?} yet", self.args.socket))
             }
         });
-        if let Some(status) = exited {
-            return Err(LabError::Command {
-                command: format!("margay-felix {}", self.args.to_args().join(" ")),
-                status: format!("{status} before it was ready"),
-                stderr: self.process.log_tail(30),
-            });
-        }
-        res.map_err(|e| match e {
-            LabError::Timeout {
-                what, waited, last, ..
-            } => LabError::Timeout {
-                what,
-                waited,
-                last,
-                logs: self.process.log_tails(),
-            },
-            e => e,
-        })
+        let command = format!("margay-felix {}", self.args.to_args().join(" "));
+        self.process
+            .start_outcome(res, exited, command, "before it was ready")
     }
 
     /// Its command line.

@@ -185,6 +185,42 @@ pub trait HasLogs {
     fn log_tails(&self) -> String;
 }
 
+impl Process {
+    /// What waiting for this process to start came to: if it exited first (`exited`), an
+    /// error naming `command`, its exit status (`when`: "before it was ready", ...) and its
+    /// stderr; otherwise `waited`, with the process's logs added to a timeout.
+    pub fn start_outcome(
+        &self,
+        waited: Result<()>,
+        exited: Option<String>,
+        command: impl Into<String>,
+        when: &str,
+    ) -> Result<()> {
+        if let Some(status) = exited {
+            return Err(LabError::Command {
+                command: command.into(),
+                status: if when.is_empty() {
+                    status
+                } else {
+                    format!("{status} {when}")
+                },
+                stderr: self.log_tail(30),
+            });
+        }
+        waited.map_err(|e| match e {
+            LabError::Timeout {
+                what, waited, last, ..
+            } => LabError::Timeout {
+                what,
+                waited,
+                last,
+                logs: self.log_tails(),
+            },
+            e => e,
+        })
+    }
+}
+
 impl HasLogs for Process {
     fn log_tails(&self) -> String {
         self.log_tail(TAIL_LINES)

@@ -105,24 +105,8 @@ impl Bird {
                     })
             },
         );
-        if let Some(status) = exited {
-            return Err(LabError::Command {
-                command: format!("bird -c {}", self.conf_path.display()),
-                status,
-                stderr: self.process.log_tail(30),
-            });
-        }
-        res.map_err(|e| match e {
-            LabError::Timeout {
-                what, waited, last, ..
-            } => LabError::Timeout {
-                what,
-                waited,
-                last,
-                logs: self.process.log_tails(),
-            },
-            e => e,
-        })
+        let command = format!("bird -c {}", self.conf_path.display());
+        self.process.start_outcome(res, exited, command, "")
     }
 
     /// Its name in this test.
