@@ -497,12 +497,7 @@ fn etcd_outage_keeps_pods_routes_and_sessions_and_cni_says_try_again_later() {
 
 /// The `cali*` veths in a node.
 fn cali_links(ns: &Netns) -> Vec<String> {
-    let out = ns.ip(&["-j", "link", "show"]).unwrap();
-    serde_json::from_str::<Value>(&out)
-        .unwrap()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    common::ip_json(ns, &["link", "show"])
         .iter()
         .filter_map(|l| l["ifname"].as_str().map(str::to_string))
         .filter(|n| n.starts_with("cali"))

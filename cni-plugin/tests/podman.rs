@@ -198,20 +198,6 @@ fn busybox_rootfs(dir: &Path) -> PathBuf {
     tar
 }
 
-fn ip_json(ns: &Netns, args: &[&str]) -> Vec<Value> {
-    let mut full = vec!["-j"];
-    full.extend_from_slice(args);
-    let out = ns.ip(&full).expect("ip -j");
-    if out.trim().is_empty() {
-        return Vec::new();
-    }
-    serde_json::from_str::<Value>(&out)
-        .expect("JSON")
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 /// Starts margay-bgpd and margay-felix in cluster mode on `ns`, and waits until felix is
 /// ready for CNI requests.
 fn start_node(lab: &Lab, sw: &LabSwitch, etcd: &Etcd, name: &str) -> Node {
@@ -300,7 +286,7 @@ fn container_ip(node: &Node, container: &str) -> String {
 }
 
 fn pod_links(node: &Node) -> Vec<String> {
-    ip_json(&node.ns, &["link", "show"])
+    common::ip_json(&node.ns, &["link", "show"])
         .iter()
         .filter_map(|l| l["ifname"].as_str())
         .filter(|n| n.starts_with("cali"))
@@ -309,7 +295,7 @@ fn pod_links(node: &Node) -> Vec<String> {
 }
 
 fn pod_routes(node: &Node) -> Vec<Value> {
-    ip_json(&node.ns, &["route", "show", "table", "main"])
+    common::ip_json(&node.ns, &["route", "show", "table", "main"])
         .into_iter()
         .filter(|r| r["dev"].as_str().is_some_and(|d| d.starts_with("cali")))
         .collect()

@@ -30,20 +30,6 @@ struct Node {
     _sw: LabSwitch,
 }
 
-fn ip_json(ns: &Netns, args: &[&str]) -> Vec<Value> {
-    let mut full = vec!["-j"];
-    full.extend_from_slice(args);
-    let out = ns.ip(&full).expect("ip -j");
-    if out.trim().is_empty() {
-        return Vec::new();
-    }
-    serde_json::from_str::<Value>(&out)
-        .expect("JSON")
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 fn netns_path(ns: &Netns) -> String {
     format!("/var/run/netns/{}", ns.name())
 }
@@ -131,7 +117,7 @@ impl Node {
     }
 
     fn routes(&self) -> Vec<Value> {
-        ip_json(&self.ns, &["route", "show", "table", "main"])
+        common::ip_json(&self.ns, &["route", "show", "table", "main"])
     }
 }
 
@@ -192,7 +178,7 @@ fn add_check_del_configure_the_pod_in_each_spec_version_and_felix_down_is_11() {
         assert_eq!(ifs[1]["sandbox"], netns.as_str());
 
         // The pod's namespace really holds eth0 with its /32, MTU, and both routes.
-        let links = ip_json(&pod_ns, &["addr", "show", "dev", "eth0"]);
+        let links = common::ip_json(&pod_ns, &["addr", "show", "dev", "eth0"]);
         assert_eq!(links[0]["mtu"], 1450, "{links:?}");
         assert_eq!(links[0]["address"], ifs[1]["mac"], "{links:?}");
         assert!(
@@ -203,7 +189,7 @@ fn add_check_del_configure_the_pod_in_each_spec_version_and_felix_down_is_11() {
                 .any(|a| a["local"] == ip.as_str() && a["prefixlen"] == 32),
             "{links:?}"
         );
-        let routes = ip_json(&pod_ns, &["route", "show"]);
+        let routes = common::ip_json(&pod_ns, &["route", "show"]);
         assert!(
             routes.iter().any(|r| r["dst"] == "default"
                 && r["gateway"] == "169.254.1.1"
@@ -217,7 +203,7 @@ fn add_check_del_configure_the_pod_in_each_spec_version_and_felix_down_is_11() {
             "{routes:?}"
         );
         // The node: the host side with the fixed MAC and proxy ARP, and the /32 to the pod.
-        let host = ip_json(&node.ns, &["link", "show", "dev", &cali]);
+        let host = common::ip_json(&node.ns, &["link", "show", "dev", &cali]);
         assert_eq!(host[0]["address"], "ee:ee:ee:ee:ee:ee");
         assert_eq!(
             node.ns
@@ -309,7 +295,7 @@ fn assert_clean(node: &Node) {
         !weps.contains("containerID"),
         "WorkloadEndpoints left: {weps}"
     );
-    let links = ip_json(&node.ns, &["link", "show"]);
+    let links = common::ip_json(&node.ns, &["link", "show"]);
     let cali: Vec<&Value> = links
         .iter()
         .filter(|l| l["ifname"].as_str().is_some_and(|n| n.starts_with("cali")))

@@ -114,6 +114,23 @@ impl Netns {
         run(Command::new("ip").arg("-n").arg(&self.name).args(args))
     }
 
+    /// Runs `ip -n NAME -j ARGS...` and parses its JSON array (empty when it prints nothing).
+    pub fn ip_json(&self, args: &[&str]) -> Result<Vec<serde_json::Value>> {
+        let mut full = vec!["-j"];
+        full.extend_from_slice(args);
+        let out = self.ip(&full)?;
+        if out.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        match serde_json::from_str::<serde_json::Value>(&out) {
+            Ok(serde_json::Value::Array(items)) => Ok(items),
+            _ => Err(LabError::Parse {
+                what: format!("ip -j {} in {}", args.join(" "), self.name),
+                line: out,
+            }),
+        }
+    }
+
     /// A command that runs `program` inside the namespace (`ip netns exec NAME program`).
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut cmd = Command::new("ip");

@@ -19,17 +19,7 @@ pub fn felix_bin() -> PathBuf {
 
 /// Runs `ip -n NS -j ARGS` and parses its JSON (an empty array when it prints nothing).
 pub fn ip_json(ns: &Netns, args: &[&str]) -> Vec<Value> {
-    let mut full = vec!["-j"];
-    full.extend_from_slice(args);
-    let out = ns.ip(&full).expect("ip -j");
-    if out.trim().is_empty() {
-        return Vec::new();
-    }
-    serde_json::from_str::<Value>(&out)
-        .expect("ip -j prints JSON")
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    ns.ip_json(args).expect("ip -j")
 }
 
 /// felix's routes in the main table, as `ip -j route show proto 81` prints them.
