@@ -27,7 +27,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 cd "$ROOT"
 cargo build -q -p margay-bgp -p margay-felix -p margay-cni -p margay-ctl --bins
 export MARGAY_BIN_DIR="$CARGO_TARGET_DIR/debug"
-cargo build -q -p margay-tests --bins --example restart_loss
+cargo build -q -p margay-lab --bins --example restart_loss
 echo "# $(uname -srm), $(nproc) cores, $(bird --version 2>&1 | head -1); rounds=$ROUNDS"
 # The lab removes its namespaces and processes itself, also when a step fails.
 exec "$CARGO_TARGET_DIR/debug/examples/restart_loss" "$ROUNDS"

@@ -34,7 +34,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 echo "lab.sh: building margay-bgpd, margay-felix, margay (CNI), margayctl and margay-lab (release)"
-cargo build --release -p margay-bgp -p margay-felix -p margay-cni -p margay-ctl -p margay-tests
+cargo build --release -p margay-bgp -p margay-felix -p margay-cni -p margay-ctl -p margay-lab
 
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 case "$target_dir" in

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{Run, run_plugin};
-use margay_tests::{
+use margay_lab::{
     Bgpd, ClusterArgs, Etcd, HasLogs, Lab, LabSwitch, Netns, Process, holds_for, margay_binary,
     wait_for,
 };

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use margay_tests::{
+use margay_lab::{
     Bgpd, ClusterArgs, Etcd, Lab, LabSwitch, Netns, Process, margay_binary, wait_for,
 };
 use serde_json::{Value, json};
@@ -347,7 +347,7 @@ fn podman_containers_on_two_nodes_ping_each_other_and_rm_leaves_nothing() {
 
     // Across the nodes: c0 on n1 reaches c1 on n2 once n1 has learned n2's block over BGP,
     // and back.
-    let logs: Vec<&dyn margay_tests::HasLogs> = vec![
+    let logs: Vec<&dyn margay_lab::HasLogs> = vec![
         &nodes[0].felix,
         &nodes[1].felix,
         &nodes[0].bgpd,

@@ -15,7 +15,7 @@ use ipnet::Ipv4Net;
 use margay_datastore::ipam::{Ipam, handle_for_container};
 use margay_datastore::resources::{NodeSpec, Resource, WorkloadEndpointSpec};
 use margay_datastore::{EtcdArgs, Store};
-use margay_tests::{
+use margay_lab::{
     Addrs, Lab, LabSwitch, Netns, Process, bgpd_binary, holds_for, margay_binary, wait_for,
 };
 use serde_json::Value;
@@ -233,8 +233,8 @@ impl Cluster {
         n.felix = Some(p);
     }
 
-    fn logs(&self) -> Vec<&dyn margay_tests::HasLogs> {
-        let mut v: Vec<&dyn margay_tests::HasLogs> = vec![&self.etcd];
+    fn logs(&self) -> Vec<&dyn margay_lab::HasLogs> {
+        let mut v: Vec<&dyn margay_lab::HasLogs> = vec![&self.etcd];
         for n in &self.nodes {
             if let Some(p) = &n.bgpd {
                 v.push(p);
@@ -372,7 +372,7 @@ fn local_ok(all: &[Value], pod: &Pod) -> Result<(), String> {
     field(p, "dev", &pod.cali)
 }
 
-fn ping(from: &Pod, to: &Pod, logs: &[&dyn margay_tests::HasLogs]) {
+fn ping(from: &Pod, to: &Pod, logs: &[&dyn margay_lab::HasLogs]) {
     let dst = to.ip.to_string();
     wait_for(&format!("ping {} -> {dst}", from.ip), WAIT, logs, || {
         from.ns

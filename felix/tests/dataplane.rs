@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use ipnet::Ipv4Net;
-use margay_tests::{Lab, LinkAddrs, Netns, Process, block4, holds_for, wait_for};
+use margay_lab::{Lab, LinkAddrs, Netns, Process, block4, holds_for, wait_for};
 use serde_json::{Value, json};
 
 struct Node {

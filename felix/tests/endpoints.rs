@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use margay_proto::felix::v1 as pb;
-use margay_tests::{
+use margay_lab::{
     Bgpd, ClusterArgs, Etcd, Lab, LabSwitch, Netns, Process, margay_binary, wait_for,
 };
 use serde_json::Value;

@@ -103,9 +103,9 @@ fn node(name: &str) -> &'static VmNode {
 /// Writes topology.env and each phase's pool.
 fn write_inputs(work: &WorkDir) {
     let exe = std::env::current_exe().expect("the test binary's path");
-    let ctl = margay_tests::margay_binary("margayctl", "cargo build -p margay-ctl")
+    let ctl = margay_lab::margay_binary("margayctl", "cargo build -p margay-ctl")
         .expect("margayctl (cargo build --workspace builds it)");
-    let bgpd = margay_tests::bgpd_binary().expect("margay-bgpd");
+    let bgpd = margay_lab::bgpd_binary().expect("margay-bgpd");
     let mut env = format!(
         "FELIX={}\nBGPD={}\nCTL={}\nETCD=/usr/bin/etcd\n\
          POD_HELPER=\"{} --exact {TEST_NAME} --nocapture --test-threads 1\"\n\

@@ -15,7 +15,7 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use common::*;
-use margay_tests::{Lab, Netns, Process, holds_for, wait_for};
+use margay_lab::{Lab, Netns, Process, holds_for, wait_for};
 use serde_json::{Value, json};
 
 const POD_IP: &str = "10.244.1.2";

@@ -4,7 +4,7 @@
 use margay_felix::netlink::{
     Dataplane, KernelRoute, RouteKind, RouteOp, SCOPE_LINK, SCOPE_UNIVERSE, TABLE_MAIN, enter_netns,
 };
-use margay_tests::Lab;
+use margay_lab::Lab;
 
 /// Runs `f` with a dataplane handle opened inside namespace `ns`.
 fn in_netns<T: Send + 'static>(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use ipnet::Ipv4Net;
-use margay_tests::{Lab, Netns, block4, wait_for};
+use margay_lab::{Lab, Netns, block4, wait_for};
 use serde_json::json;
 
 struct Pod {

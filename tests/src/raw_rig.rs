@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::Result;
-use crate::bgpd::{Bgpd, BgpdConfig, BgpdNeighbor};
-use crate::bird::{Bird, BirdConfig, BirdNeighbor, ExportPolicy};
-use crate::lab::{Addrs, Lab, LabSwitch, block4};
-use crate::netns::Netns;
+use margay_lab::Result;
+use margay_lab::bgpd::{Bgpd, BgpdConfig, BgpdNeighbor};
+use margay_lab::bird::{Bird, BirdConfig, BirdNeighbor, ExportPolicy};
+use margay_lab::lab::{Addrs, Lab, LabSwitch, block4};
+use margay_lab::netns::Netns;
 use crate::rawpeer::RawPeer;
 
 /// margay's and BIRD's AS (iBGP between them).

@@ -14,8 +14,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use crate::netns::Netns;
-use crate::{LabError, Result};
+use margay_lab::netns::Netns;
+use margay_lab::{LabError, Result};
 
 /// Length of the fixed header (RFC 4271 §4.1).
 pub const HEADER_LEN: usize = 19;

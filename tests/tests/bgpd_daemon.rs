@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use margay_tests::{
+use margay_lab::{
     Bgpd, BgpdConfig, BgpdNeighbor, Bird, BirdConfig, BirdNeighbor, ExportPolicy, Lab, Result,
     bgpd_binary, block4, margay_binary, wait_for,
 };
@@ -23,7 +23,7 @@ fn v4(a: Ipv4Addr) -> IpAddr {
 /// A BIRD peer `b` (iBGP, exporting its static routes) for margay `m` at `margay_addr`.
 fn bird_peer(
     lab: &Lab,
-    ns: &margay_tests::Netns,
+    ns: &margay_lab::Netns,
     me: Ipv4Addr,
     margay_addr: Ipv4Addr,
     originate: &[IpNet],
@@ -40,7 +40,7 @@ fn bird_peer(
 /// margay `m` with one iBGP neighbour.
 fn margay_with(
     lab: &Lab,
-    ns: &margay_tests::Netns,
+    ns: &margay_lab::Netns,
     me: Ipv4Addr,
     neighbor: Ipv4Addr,
 ) -> Result<Bgpd> {
@@ -455,7 +455,7 @@ fn route_watch_and_origination_api_drive_what_peers_see() -> Result<()> {
         .unwrap();
     let socket = m.config().socket.clone();
     rt.block_on(async {
-        let channel = margay_tests::bgpd::connect_unix(&socket).await?;
+        let channel = margay_lab::bgpd::connect_unix(&socket).await?;
         let mut client = pb::bgp_client::BgpClient::new(channel);
         let mut stream = client
             .watch_routes(pb::WatchRoutesRequest {

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use margay_tests::{
+use margay_lab::{
     Bgpd, BgpdConfig, BgpdNeighbor, Etcd, HasLogs, Lab, Netns, Process, Result, bgpd_binary,
     block4, holds_for, margay_binary, wait_for,
 };
@@ -564,7 +564,7 @@ struct TwoSpeakers {
     b: Bgpd,
     a_addr: Ipv4Addr,
     block: IpNet,
-    _namespaces: (margay_tests::LabSwitch, Netns, Netns),
+    _namespaces: (margay_lab::LabSwitch, Netns, Netns),
 }
 
 fn two_speakers(lab: &Lab) -> Result<TwoSpeakers> {

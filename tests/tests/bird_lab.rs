@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use margay_tests::{
+use margay_lab::{
     Bird, BirdConfig, BirdNeighbor, ExportPolicy, Lab, Netns, Result, block4, block6, holds_for,
     list_namespaces,
 };

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use margay_proto::bgp::v1::{Peer, PeerType};
-use margay_tests::{
+use margay_lab::{
     Addrs, Bgpd, Bird, BirdConfig, BirdNeighbor, ClusterArgs, Etcd, ExportPolicy, HasLogs, Lab,
     LabSwitch, Netns, Result, block4, holds_for, wait_for, yaml_scalar,
 };

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use margay_tests::{Etcd, Lab, Process, Result, felix_binary, wait_for};
+use margay_lab::{Etcd, Lab, Process, Result, felix_binary, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -12,7 +12,7 @@ const WAIT: Duration = Duration::from_secs(30);
 /// bgpd socket does not exist, which only keeps it not ready.
 fn felix(
     lab: &Lab,
-    ns: &margay_tests::Netns,
+    ns: &margay_lab::Netns,
     node: &str,
     etcd: &Etcd,
     extra: &[&str],
@@ -137,7 +137,7 @@ fn a_bad_default_pool_setting_stops_felix_naming_the_field() -> Result<()> {
             "12",
         ])
         .output()
-        .map_err(margay_tests::LabError::io("running margay-felix"))?;
+        .map_err(margay_lab::LabError::io("running margay-felix"))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("spec.blockSize"), "{stderr}");

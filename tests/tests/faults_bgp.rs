@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv4Net};
 use margay_proto::bgp::v1::Peer;
-use margay_tests::bird::parse_routes;
-use margay_tests::rawpeer::build;
-use margay_tests::{
-    Bgpd, BgpdConfig, BgpdNeighbor, Bird, BirdConfig, BirdNeighbor, ExportPolicy, Lab, Netns,
-    RIG_AS as AS, RawPeer, RawRig, Result, wait_for,
+use margay_lab::bird::parse_routes;
+use margay_lab::{
+    Bgpd, BgpdConfig, BgpdNeighbor, Bird, BirdConfig, BirdNeighbor, ExportPolicy, Lab, Netns, Result,
+    wait_for,
 };
+use margay_tests::rawpeer::build;
+use margay_tests::{RIG_AS as AS, RawPeer, RawRig};
 
 const UP: Duration = Duration::from_secs(45);
 /// The raw peers' AS (eBGP).
@@ -524,13 +525,13 @@ fn bgpd_killed_mid_table_converges_after_restart() -> Result<()> {
         .collect();
     assert!(wrong.is_empty(), "routes not via BIRD: {wrong:?}");
     // An operator's view of the same table: `margayctl node routes` reads all of it.
-    let ctl = margay_tests::bgpd::margay_binary("margayctl", "cargo build -p margay-ctl")?;
+    let ctl = margay_lab::bgpd::margay_binary("margayctl", "cargo build -p margay-ctl")?;
     let out = nm
         .command(&ctl)
         .args(["node", "routes", "--all", "-o", "json", "--socket"])
         .arg(&m.config().socket)
         .output()
-        .map_err(margay_tests::LabError::io("running margayctl node routes"))?;
+        .map_err(margay_lab::LabError::io("running margayctl node routes"))?;
     assert!(
         out.status.success(),
         "margayctl node routes: {}",
@@ -561,7 +562,7 @@ fn tc(ns: &Netns, args: &[&str]) -> Result<()> {
         .command("tc")
         .args(args)
         .output()
-        .map_err(margay_tests::LabError::io("running tc"))?;
+        .map_err(margay_lab::LabError::io("running tc"))?;
     assert!(
         out.status.success(),
         "tc {args:?}: {}",

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use margay_proto::bgp::v1 as pb;
-use margay_tests::bird::{birdc, parse_routes};
-use margay_tests::{
+use margay_lab::bird::{birdc, parse_routes};
+use margay_lab::{
     Bgpd, BgpdConfig, BgpdNeighbor, Bird, BirdConfig, BirdNeighbor, ExportPolicy, Lab, LabSwitch,
     Netns, Result, block4, wait_for,
 };
@@ -68,7 +68,7 @@ fn margay_has(socket: &Path, prefix: IpNet) -> std::result::Result<bool, String>
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
-        let channel = margay_tests::bgpd::connect_unix(socket)
+        let channel = margay_lab::bgpd::connect_unix(socket)
             .await
             .map_err(|e| e.to_string())?;
         let routes = pb::bgp_client::BgpClient::new(channel)
@@ -356,7 +356,7 @@ fn watch_does_not_report_synced_until_peers_are_back() -> Result<()> {
         .build()
         .expect("runtime");
     let mut stream = rt.block_on(async {
-        let channel = margay_tests::bgpd::connect_unix(&socket).await?;
+        let channel = margay_lab::bgpd::connect_unix(&socket).await?;
         let stream = pb::bgp_client::BgpClient::new(channel)
             .watch_routes(pb::WatchRoutesRequest {
                 family: "ipv4".into(),
@@ -364,7 +364,7 @@ fn watch_does_not_report_synced_until_peers_are_back() -> Result<()> {
             .await
             .expect("WatchRoutes")
             .into_inner();
-        Ok::<_, margay_tests::LabError>(stream)
+        Ok::<_, margay_lab::LabError>(stream)
     })?;
     let t0 = Instant::now();
     // Nothing but the (empty) table may arrive while BIRD is away.

@@ -12,8 +12,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net};
+use margay_lab::{BgpdNeighbor, Result};
 use margay_tests::rawpeer::{attr_code as code, build, flag};
-use margay_tests::{BgpdNeighbor, RIG_AS as AS, RawNotification, RawPeer, RawRig, Result};
+use margay_tests::{RIG_AS as AS, RawNotification, RawPeer, RawRig};
 
 const UP: Duration = Duration::from_secs(45);
 /// The raw peers' AS (eBGP).

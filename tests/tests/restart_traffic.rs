@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use margay_tests::labctl::restart::{self, Mode, Outcome, Scenario};
-use margay_tests::labctl::{Cluster, Mode as Topology, PoolMode, Spec};
+use margay_lab::labctl::restart::{self, Mode, Outcome, Scenario};
+use margay_lab::labctl::{Cluster, Mode as Topology, PoolMode, Spec};
 
 /// How long the lab gets to come up and to settle between scenarios.
 const SETTLE: Duration = Duration::from_secs(60);

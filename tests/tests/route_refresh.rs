@@ -7,8 +7,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv4Net};
+use margay_lab::{Bgpd, BgpdNeighbor, Result, holds_for};
 use margay_tests::rawpeer::{attr_code as code, build, flag};
-use margay_tests::{Bgpd, BgpdNeighbor, RIG_AS as AS, RawPeer, RawRig, Reply, Result, holds_for};
+use margay_tests::{RIG_AS as AS, RawPeer, RawRig, Reply};
 
 const UP: Duration = Duration::from_secs(45);
 const RAW_AS: u32 = 65001;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use margay_tests::{
+use margay_lab::{
     BgpdConfig, BgpdNeighbor, Etcd, Lab, Netns, Process, Result, bgpd_binary, margay_binary,
     wait_for,
 };

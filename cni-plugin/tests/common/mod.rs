@@ -134,6 +134,6 @@ pub fn assert_ipam_report(report: &serde_json::Value, in_use: usize) {
 }
 
 /// Runs `ip -n NS -j ARGS` and parses its JSON (an empty array when it prints nothing).
-pub fn ip_json(ns: &margay_tests::Netns, args: &[&str]) -> Vec<serde_json::Value> {
+pub fn ip_json(ns: &margay_lab::Netns, args: &[&str]) -> Vec<serde_json::Value> {
     ns.ip_json(args).expect("ip -j")
 }

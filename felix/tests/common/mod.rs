@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use margay_tests::{Lab, Netns, Process, wait_for};
+use margay_lab::{Lab, Netns, Process, wait_for};
 use serde_json::Value;
 
 /// The protocol number felix marks its routes with.

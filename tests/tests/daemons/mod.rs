@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use margay_tests::{Lab, Netns, Process, Result, margay_binary, wait_for};
+use margay_lab::{Lab, Netns, Process, Result, margay_binary, wait_for};
 
 /// How long a daemon gets to create its socket.
 const SOCKET_WAIT: Duration = Duration::from_secs(45);

@@ -9,11 +9,11 @@ use std::process::{Command, Output};
 
 use std::time::{Duration, Instant};
 
-use margay_tests::labctl::PoolMode;
-use margay_tests::labctl::down::alive;
-use margay_tests::labctl::ping;
-use margay_tests::labctl::state::{LabState, NodeState, PodState, STATE_ENV};
-use margay_tests::{BirdProtocol, list_namespaces};
+use margay_lab::labctl::PoolMode;
+use margay_lab::labctl::down::alive;
+use margay_lab::labctl::ping;
+use margay_lab::labctl::state::{LabState, NodeState, PodState, STATE_ENV};
+use margay_lab::{BirdProtocol, list_namespaces};
 
 const LAB: &str = env!("CARGO_BIN_EXE_margay-lab");
 
@@ -116,7 +116,7 @@ fn peer_rows(status: &str) -> Vec<PeerRow> {
 
 fn tor_protocols(s: &BTreeMap<String, BTreeMap<String, String>>) -> Vec<BirdProtocol> {
     let text = command_output(s, "tor", "show protocols");
-    margay_tests::bird::parse_protocols(text).expect("birdc show protocols in the report")
+    margay_lab::bird::parse_protocols(text).expect("birdc show protocols in the report")
 }
 
 /// Asserts a node's table: every row `up`/Established, and the peer types expected.
@@ -152,7 +152,7 @@ fn namespaces_with(prefix: &str) -> Vec<String> {
 /// operator would: every peer the plan expects is there and Established, with the given
 /// peer-type labels per node.
 fn assert_every_peer_established(state: &LabState, types: &[(&str, &[&str])]) {
-    let ctl = margay_tests::margay_binary("margayctl", "cargo build -p margay-ctl").unwrap();
+    let ctl = margay_lab::margay_binary("margayctl", "cargo build -p margay-ctl").unwrap();
     for node in &state.nodes {
         let out = Command::new("ip")
             .args(["netns", "exec", &node.netns])

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use margay_tests::labctl::restart::{self, Mode, Scenario};
-use margay_tests::labctl::{Cluster, Mode as Topology, PoolMode, Spec};
+use margay_lab::labctl::restart::{self, Mode, Scenario};
+use margay_lab::labctl::{Cluster, Mode as Topology, PoolMode, Spec};
 
 fn main() -> anyhow::Result<()> {
     let rounds: usize = std::env::args()

@@ -1,12 +1,12 @@
 //! `margay-lab`: the local lab (`up`, `status`, `down`). Parses flags; the work is in
-//! `margay_tests::labctl`.
+//! `margay_lab::labctl`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use margay_tests::labctl::{self, Mode, PoolMode, Spec, UpOptions};
+use margay_lab::labctl::{self, Mode, PoolMode, Spec, UpOptions};
 
 #[derive(Parser)]
 #[command(

@@ -221,7 +221,7 @@ impl BirdConfig {
     pub fn render(&self) -> String {
         let mut s = String::new();
         // Writing into a String cannot fail; `let _ =` keeps the template readable.
-        let _ = writeln!(s, "# rendered by margay-tests");
+        let _ = writeln!(s, "# rendered by margay-lab");
         let _ = writeln!(s, "router id {};", self.router_id);
         let _ = writeln!(s, "log stderr all;");
         let _ = writeln!(s, "debug protocols {{ states, events }};");

@@ -1,6 +1,6 @@
 //! Parsers for birdc's text: `show route all`, `show protocols`, `show status` (BIRD 2.0).
 //!
-//! The shapes were read off the real birdc; the samples in `tests/testdata/birdc/` are what
+//! The shapes were read off the real birdc; the samples in `lab/testdata/birdc/` are what
 //! the unit tests below parse.
 
 use std::collections::BTreeMap;
