@@ -7,10 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use margay_proto::felix::v1 as pb;
 use margay_lab::{
     Bgpd, ClusterArgs, Etcd, Lab, LabSwitch, Netns, Process, margay_binary, wait_for,
 };
+use margay_proto::felix::v1 as pb;
 use serde_json::Value;
 
 type Client = pb::endpoints_client::EndpointsClient<tonic::transport::Channel>;

@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::rawpeer::RawPeer;
 use margay_lab::Result;
 use margay_lab::bgpd::{Bgpd, BgpdConfig, BgpdNeighbor};
 use margay_lab::bird::{Bird, BirdConfig, BirdNeighbor, ExportPolicy};
 use margay_lab::lab::{Addrs, Lab, LabSwitch, block4};
 use margay_lab::netns::Netns;
-use crate::rawpeer::RawPeer;
 
 /// margay's and BIRD's AS (iBGP between them).
 pub const RIG_AS: u32 = 64512;

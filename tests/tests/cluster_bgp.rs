@@ -8,11 +8,11 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use margay_proto::bgp::v1::{Peer, PeerType};
 use margay_lab::{
     Addrs, Bgpd, Bird, BirdConfig, BirdNeighbor, ClusterArgs, Etcd, ExportPolicy, HasLogs, Lab,
     LabSwitch, Netns, Result, block4, holds_for, wait_for, yaml_scalar,
 };
+use margay_proto::bgp::v1::{Peer, PeerType};
 
 /// Time for sessions to come up and routes to travel.
 const UP: Duration = Duration::from_secs(45);

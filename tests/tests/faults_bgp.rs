@@ -9,12 +9,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv4Net};
-use margay_proto::bgp::v1::Peer;
 use margay_lab::bird::parse_routes;
 use margay_lab::{
-    Bgpd, BgpdConfig, BgpdNeighbor, Bird, BirdConfig, BirdNeighbor, ExportPolicy, Lab, Netns, Result,
-    wait_for,
+    Bgpd, BgpdConfig, BgpdNeighbor, Bird, BirdConfig, BirdNeighbor, ExportPolicy, Lab, Netns,
+    Result, wait_for,
 };
+use margay_proto::bgp::v1::Peer;
 use margay_tests::rawpeer::build;
 use margay_tests::{RIG_AS as AS, RawPeer, RawRig};
 

@@ -9,12 +9,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use margay_proto::bgp::v1 as pb;
 use margay_lab::bird::{birdc, parse_routes};
 use margay_lab::{
     Bgpd, BgpdConfig, BgpdNeighbor, Bird, BirdConfig, BirdNeighbor, ExportPolicy, Lab, LabSwitch,
     Netns, Result, block4, wait_for,
 };
+use margay_proto::bgp::v1 as pb;
 use tokio_stream::StreamExt;
 
 const UP: Duration = Duration::from_secs(45);
