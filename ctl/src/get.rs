@@ -1,5 +1,6 @@
 //! `margayctl get KIND [NAME] [-o wide|yaml|json]`: calicoctl's columns in kubectl-style
-//! aligned tables, or the resources themselves (secrets redacted).
+//! aligned tables, or the resources themselves (secrets redacted). BGPFilter's table counts
+//! the rules of each list.
 
 use crate::resources::lookup;
 use anyhow::bail;
@@ -65,6 +66,7 @@ pub fn table(info: KindInfo, items: &[AnyResource], wide: bool) -> String {
         "Node" if wide => vec!["NAME", "ASN", "IPV4", "IPV6"],
         "Node" => vec!["NAME"],
         "BGPPeer" => vec!["NAME", "PEERIP", "NODE", "ASN"],
+        "BGPFilter" => vec!["NAME", "EXPORTV4", "IMPORTV4", "EXPORTV6", "IMPORTV6"],
         "BGPConfiguration" => vec!["NAME", "LOGSEVERITY", "MESHENABLED", "ASNUMBER"],
         "WorkloadEndpoint" => vec!["NAMESPACE", "WORKLOAD", "NODE", "NETWORKS", "INTERFACE"],
         _ => vec!["NAME"],
@@ -114,6 +116,16 @@ pub fn table(info: KindInfo, items: &[AnyResource], wide: bool) -> String {
                         .unwrap_or_else(|| "(global)".into()),
                     s.as_number.map(|a| a.to_string()).unwrap_or_default(),
                 ]
+            }
+            AnyResource::BgpFilter(f) => {
+                let mut v = vec![f.name().to_string()];
+                v.extend(
+                    f.spec
+                        .lists()
+                        .iter()
+                        .map(|(_, _, rules)| rules.len().to_string()),
+                );
+                v
             }
             AnyResource::BgpConfiguration(c) => vec![
                 c.name().to_string(),

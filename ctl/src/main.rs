@@ -65,8 +65,8 @@ enum Command {
     },
     /// List resources of a kind, or show one.
     Get {
-        /// Kind: nodes, bgpconfigurations, bgppeers, ippools, workloadendpoints,
-        /// felixconfigurations (singular and CamelCase also accepted).
+        /// Kind: nodes, bgpconfigurations, bgppeers, bgpfilters, ippools, workloadendpoints,
+        /// felixconfigurations (singular, CamelCase and calicoctl's short names also accepted).
         kind: String,
         name: Option<String>,
         /// ps (default table), wide, yaml or json.

@@ -2,7 +2,7 @@
 //! reporting as calicoctl does (`Successfully applied 2 'BGPPeer' resource(s)`).
 
 use anyhow::{Context, bail};
-use margay_datastore::resources::{AnyResource, KindInfo, parse_documents};
+use margay_datastore::resources::{AnyResource, KindInfo, not_acted, parse_documents};
 use margay_datastore::store::WriteMode;
 use margay_datastore::{Store, StoreError};
 use std::io::Read;
@@ -78,10 +78,26 @@ fn explain(e: &StoreError, r: &AnyResource) -> String {
     }
 }
 
+/// One `warning: ...` line per field set in `resources` that margay accepts but does not act
+/// on (the field registry's verdict).
+pub fn warnings(resources: &[AnyResource]) -> Vec<String> {
+    resources
+        .iter()
+        .flat_map(not_acted)
+        .map(|n| format!("warning: {n}"))
+        .collect()
+}
+
 /// Applies `action` to every resource, stopping at the first failure. Prints the summary
-/// line; returns an error naming the resource that failed.
+/// line, after a warning on stderr for each field written that margay does not act on;
+/// returns an error naming the resource that failed.
 pub async fn run(store: &Store, action: Action, resources: &[AnyResource]) -> anyhow::Result<()> {
     let (verb, done_verb) = action.verb();
+    if action != Action::Delete {
+        for w in warnings(resources) {
+            eprintln!("{w}");
+        }
+    }
     let mut done: Vec<&AnyResource> = Vec::new();
     for r in resources {
         let res = match action {

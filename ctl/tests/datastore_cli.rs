@@ -238,6 +238,149 @@ fn invalid_file_is_rejected_with_resource_field_and_cause() {
     );
 }
 
+const FILTERS: &str = r#"
+apiVersion: projectcalico.org/v3
+kind: BGPFilter
+metadata:
+  name: tor-out
+spec:
+  exportV4:
+    - action: Accept
+      matchOperator: In
+      cidr: 10.244.0.0/16
+      prefixLength: {min: 24, max: 32}
+    - action: Accept
+      source: RemotePeers
+      matchOperator: Equal
+      cidr: 0.0.0.0/0
+    - action: Reject
+      interface: "eth*"
+  importV6:
+    - action: Reject
+      matchOperator: NotIn
+      cidr: "fd00::/48"
+"#;
+
+#[test]
+fn apply_get_round_trip_and_delete_bgp_filters() {
+    let etcd = EtcdServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let f = file(&dir, "filters.yaml", FILTERS);
+
+    let o = ctl(&etcd, &["apply", "-f", &f], None);
+    assert!(o.ok, "{}", o.stderr);
+    assert_eq!(o.stdout, "Successfully applied 1 'BGPFilter' resource(s)\n");
+    assert_eq!(
+        o.stderr, "",
+        "every BGPFilter field is acted on: no warning"
+    );
+
+    // calicoctl's names for the kind all work; the table counts each list's rules.
+    for kind in ["bgpfilters", "bgpfilter", "BGPFilter", "bgpf"] {
+        let o = ctl(&etcd, &["get", kind], None);
+        assert!(o.ok, "{kind}: {}", o.stderr);
+        let rows: Vec<Vec<&str>> = o
+            .stdout
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                vec!["NAME", "EXPORTV4", "IMPORTV4", "EXPORTV6", "IMPORTV6"],
+                vec!["tor-out", "3", "0", "0", "1"]
+            ],
+            "{kind}"
+        );
+    }
+
+    // get -o yaml prints what apply takes back unchanged.
+    let printed = ctl(&etcd, &["get", "bgpfilter", "tor-out", "-o", "yaml"], None);
+    assert!(printed.ok, "{}", printed.stderr);
+    let want: serde_json::Value = serde_norway::from_str(FILTERS).unwrap();
+    let got: serde_json::Value = serde_norway::from_str(&printed.stdout).unwrap();
+    assert_eq!(got["spec"], want["spec"], "{}", printed.stdout);
+    let o = ctl(&etcd, &["apply", "-f", "-"], Some(&printed.stdout));
+    assert!(o.ok, "{}", o.stderr);
+    let again = ctl(&etcd, &["get", "bgpfilter", "tor-out", "-o", "json"], None);
+    let again: serde_json::Value = serde_json::from_str(&again.stdout).unwrap();
+    assert_eq!(again["spec"], want["spec"]);
+
+    let o = ctl(&etcd, &["delete", "bgpfilter", "tor-out"], None);
+    assert!(o.ok, "{}", o.stderr);
+    assert_eq!(o.stdout, "Successfully deleted 1 'BGPFilter' resource(s)\n");
+    let o = ctl(&etcd, &["get", "bgpfilters"], None);
+    assert_eq!(o.stdout.lines().count(), 1, "only the header: {}", o.stdout);
+}
+
+#[test]
+fn bad_bgp_filter_is_rejected_naming_rule_index_and_field() {
+    let etcd = EtcdServer::start();
+    let bad = FILTERS.replace("cidr: 0.0.0.0/0", "cidr: 10.0.0.0/33");
+    let o = ctl(&etcd, &["apply", "-f", "-"], Some(&bad));
+    assert!(!o.ok);
+    assert!(
+        o.stderr.contains(
+            "BGPFilter 'tor-out': spec.exportV4[1].cidr: '10.0.0.0/33' is not an IPv4 CIDR"
+        ),
+        "{}",
+        o.stderr
+    );
+    let bad = FILTERS.replace("cidr: \"fd00::/48\"", "cidr: 10.0.0.0/8");
+    let o = ctl(&etcd, &["apply", "-f", "-"], Some(&bad));
+    assert!(!o.ok);
+    assert!(
+        o.stderr
+            .contains("spec.importV6[0].cidr: '10.0.0.0/8' is not an IPv6 CIDR"),
+        "{}",
+        o.stderr
+    );
+    let o = ctl(&etcd, &["get", "bgpfilters"], None);
+    assert_eq!(o.stdout.lines().count(), 1, "nothing was written");
+}
+
+#[test]
+fn apply_warns_once_per_field_that_is_accepted_but_not_acted_on() {
+    let etcd = EtcdServer::start();
+    let text = r#"
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec:
+  asNumber: 64513
+  localWorkloadPeeringIPV4: 169.254.0.179
+  programClusterRoutes: Enabled
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: tor}
+spec: {peerIP: 192.0.2.1, asNumber: 65001, keepaliveTime: 20s}
+"#;
+    let o = ctl(&etcd, &["apply", "-f", "-"], Some(text));
+    assert!(o.ok, "{}", o.stderr);
+    assert_eq!(o.stdout, "Successfully applied 2 resource(s)\n");
+    let warnings: Vec<&str> = o.stderr.lines().collect();
+    assert_eq!(warnings.len(), 3, "{}", o.stderr);
+    assert!(warnings[0].starts_with(
+        "warning: BGPConfiguration 'default': spec.localWorkloadPeeringIPV4 is accepted but not acted on: "
+    ));
+    assert!(warnings[1].starts_with(
+        "warning: BGPConfiguration 'default': spec.programClusterRoutes is accepted but not acted on: "
+    ));
+    assert!(
+        warnings[2].starts_with(
+            "warning: BGPPeer 'tor': spec.keepaliveTime is accepted but not acted on: "
+        )
+    );
+    // The fields are stored as written.
+    let o = ctl(&etcd, &["get", "bgpconfig", "default", "-o", "yaml"], None);
+    assert!(
+        o.stdout.contains("localWorkloadPeeringIPV4: 169.254.0.179"),
+        "{}",
+        o.stdout
+    );
+}
+
 #[test]
 fn unreachable_etcd_exits_nonzero_with_the_cause() {
     let o = Command::new(env!("CARGO_BIN_EXE_margayctl"))

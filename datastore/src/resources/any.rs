@@ -8,6 +8,7 @@ pub enum AnyResource {
     Node(Node),
     BgpConfiguration(BgpConfiguration),
     BgpPeer(BgpPeer),
+    BgpFilter(BgpFilter),
     IpPool(IpPool),
     WorkloadEndpoint(WorkloadEndpoint),
     FelixConfiguration(FelixConfiguration),
@@ -30,10 +31,11 @@ const fn info<S: Spec>() -> KindInfo {
 }
 
 /// Every kind, in the order `margayctl` lists them.
-pub const KINDS: [KindInfo; 6] = [
+pub const KINDS: [KindInfo; 7] = [
     info::<NodeSpec>(),
     info::<BgpConfigurationSpec>(),
     info::<BgpPeerSpec>(),
+    info::<BgpFilterSpec>(),
     info::<IpPoolSpec>(),
     info::<WorkloadEndpointSpec>(),
     info::<FelixConfigurationSpec>(),
@@ -48,6 +50,7 @@ impl KindInfo {
             "no" => "nodes",
             "bgpconfig" | "bgpconfigs" | "bgpc" => "bgpconfigurations",
             "bgpp" => "bgppeers",
+            "bgpf" | "bgpfs" => "bgpfilters",
             "ipp" => "ippools",
             "wep" | "weps" => "workloadendpoints",
             "felixconfig" | "felixconfigs" | "fc" => "felixconfigurations",
@@ -68,6 +71,7 @@ macro_rules! each {
             AnyResource::Node($r) => $e,
             AnyResource::BgpConfiguration($r) => $e,
             AnyResource::BgpPeer($r) => $e,
+            AnyResource::BgpFilter($r) => $e,
             AnyResource::IpPool($r) => $e,
             AnyResource::WorkloadEndpoint($r) => $e,
             AnyResource::FelixConfiguration($r) => $e,
@@ -100,6 +104,7 @@ impl AnyResource {
             "Node" => typed(value, AnyResource::Node),
             "BGPConfiguration" => typed(value, AnyResource::BgpConfiguration),
             "BGPPeer" => typed(value, AnyResource::BgpPeer),
+            "BGPFilter" => typed(value, AnyResource::BgpFilter),
             "IPPool" => typed(value, AnyResource::IpPool),
             "WorkloadEndpoint" => typed(value, AnyResource::WorkloadEndpoint),
             "FelixConfiguration" => typed(value, AnyResource::FelixConfiguration),
@@ -116,9 +121,10 @@ impl AnyResource {
             AnyResource::Node(_) => KINDS[0],
             AnyResource::BgpConfiguration(_) => KINDS[1],
             AnyResource::BgpPeer(_) => KINDS[2],
-            AnyResource::IpPool(_) => KINDS[3],
-            AnyResource::WorkloadEndpoint(_) => KINDS[4],
-            AnyResource::FelixConfiguration(_) => KINDS[5],
+            AnyResource::BgpFilter(_) => KINDS[3],
+            AnyResource::IpPool(_) => KINDS[4],
+            AnyResource::WorkloadEndpoint(_) => KINDS[5],
+            AnyResource::FelixConfiguration(_) => KINDS[6],
         }
     }
 
@@ -144,14 +150,9 @@ impl AnyResource {
 
     /// A copy with secrets hidden.
     pub fn redacted(&self) -> AnyResource {
-        match self {
-            AnyResource::Node(r) => AnyResource::Node(r.redacted()),
-            AnyResource::BgpConfiguration(r) => AnyResource::BgpConfiguration(r.redacted()),
-            AnyResource::BgpPeer(r) => AnyResource::BgpPeer(r.redacted()),
-            AnyResource::IpPool(r) => AnyResource::IpPool(r.redacted()),
-            AnyResource::WorkloadEndpoint(r) => AnyResource::WorkloadEndpoint(r.redacted()),
-            AnyResource::FelixConfiguration(r) => AnyResource::FelixConfiguration(r.redacted()),
-        }
+        let mut r = self.clone();
+        each!(&mut r, x => x.spec.redact());
+        r
     }
 
     /// Puts back redacted secrets from the stored copy of the same resource.

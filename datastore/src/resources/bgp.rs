@@ -1,6 +1,7 @@
 //! BGPConfiguration (cluster-wide or per-node BGP settings) and BGPPeer (sessions beyond the
 //! node-to-node mesh).
 
+use super::communities::{Community, CommunityValue, PrefixAdvertisement};
 use super::validate::duration;
 use super::{REDACTED, Spec, Validator};
 use margay_common::Secret;
@@ -107,16 +108,45 @@ pub struct BgpConfigurationSpec {
     pub service_load_balancer_ips: Vec<CidrEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind_mode: Option<BindMode>,
+    /// Named community values, used by `prefixAdvertisements`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub communities: Vec<serde_json::Value>,
+    pub communities: Vec<Community>,
+    /// Communities attached to the routes announced inside a CIDR.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub prefix_advertisements: Vec<serde_json::Value>,
+    pub prefix_advertisements: Vec<PrefixAdvertisement>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_mesh_password: Option<BgpPassword>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_mesh_max_restart_time: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignored_interfaces: Vec<String>,
+    #[serde(
+        default,
+        rename = "localWorkloadPeeringIPV4",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub local_workload_peering_ipv4: Option<String>,
+    #[serde(
+        default,
+        rename = "localWorkloadPeeringIPV6",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub local_workload_peering_ipv6: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_load_balancer_aggregation: Option<EnabledDisabled>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program_cluster_routes: Option<EnabledDisabled>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4_normal_route_priority: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_normal_route_priority: Option<u32>,
+}
+
+/// Calico's two-valued switches (`serviceLoadBalancerAggregation`, `programClusterRoutes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EnabledDisabled {
+    Enabled,
+    Disabled,
 }
 
 impl BgpConfigurationSpec {
@@ -135,6 +165,11 @@ impl BgpConfigurationSpec {
     /// The log level (default `Info`).
     pub fn log_severity(&self) -> &str {
         self.log_severity_screen.as_deref().unwrap_or("Info")
+    }
+    /// What `prefixAdvertisements` asks for: each CIDR with its community values, names
+    /// resolved through `communities`.
+    pub fn prefix_communities(&self) -> Vec<(ipnet::IpNet, Vec<CommunityValue>)> {
+        super::communities::prefix_communities(&self.communities, &self.prefix_advertisements)
     }
 }
 
@@ -174,6 +209,51 @@ impl Spec for BgpConfigurationSpec {
         if let Some(d) = &self.node_mesh_max_restart_time {
             duration(v, "spec.nodeMeshMaxRestartTime", d);
         }
+        super::communities::validate(v, &self.communities, &self.prefix_advertisements);
+        for (i, name) in self.ignored_interfaces.iter().enumerate() {
+            if !super::validate::is_interface_pattern(name) || name == "*" {
+                v.problem(
+                    format!("spec.ignoredInterfaces[{i}]"),
+                    format!("'{name}' is not an interface name or pattern (1 to 15 of a-z A-Z 0-9 _ . - *, not '*' alone)"),
+                );
+            }
+        }
+        for (field, addr, want_v4) in [
+            (
+                "spec.localWorkloadPeeringIPV4",
+                &self.local_workload_peering_ipv4,
+                true,
+            ),
+            (
+                "spec.localWorkloadPeeringIPV6",
+                &self.local_workload_peering_ipv6,
+                false,
+            ),
+        ] {
+            if let Some(a) = addr
+                && let Some(ip) = v.ip(field, a)
+                && ip.is_ipv4() != want_v4
+            {
+                v.problem(
+                    field,
+                    format!("'{a}' is not an IPv{} address", if want_v4 { 4 } else { 6 }),
+                );
+            }
+        }
+        for (field, p) in [
+            (
+                "spec.ipv4NormalRoutePriority",
+                self.ipv4_normal_route_priority,
+            ),
+            (
+                "spec.ipv6NormalRoutePriority",
+                self.ipv6_normal_route_priority,
+            ),
+        ] {
+            if p.is_some_and(|p| !(1..=2_147_483_646).contains(&p)) {
+                v.problem(field, "must be 1 to 2147483646");
+            }
+        }
     }
 
     fn redact(&mut self) {
@@ -193,8 +273,12 @@ impl Spec for BgpConfigurationSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretKeyRef {
+    #[serde(default)]
     pub name: String,
     pub key: String,
+    /// Kubernetes' "the Secret or its key may be missing".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
 }
 
 /// A BGP password (TCP MD5): Calico's `secretKeyRef`, or margay's inline `value`.
@@ -241,6 +325,22 @@ pub enum SourceAddress {
     None,
 }
 
+/// `nextHopMode`: how the next hop is set on routes sent to the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NextHopMode {
+    Auto,
+    #[serde(rename = "Self")]
+    NextHopSelf,
+    Keep,
+}
+
+/// `reversePeering`: whether a peerSelector peering is also set up from the other end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReversePeering {
+    Auto,
+    Manual,
+}
+
 /// `BGPPeer.spec`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -278,8 +378,24 @@ pub struct BgpPeerSpec {
     pub num_allowed_local_as_numbers: Option<u32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<String>,
+    /// The gateway the peer is reached through (a /32 or /128 static route is added).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reachable_by: Option<String>,
+    /// The AS this node presents on the session (instead of its own).
+    #[serde(
+        default,
+        rename = "localASNumber",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub local_as_number: Option<AsNumber>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_hop_mode: Option<NextHopMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverse_peering: Option<ReversePeering>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_workload_selector: Option<String>,
 }
 
 impl BgpPeerSpec {
@@ -343,6 +459,33 @@ impl Spec for BgpPeerSpec {
         }
         if self.ttl_security == Some(0) {
             v.problem("spec.ttlSecurity", "must be 1 to 255 hops");
+        }
+        if let Some(d) = &self.keepalive_time {
+            duration(v, "spec.keepaliveTime", d);
+        }
+        if let Some(s) = &self.local_workload_selector {
+            v.selector("spec.localWorkloadSelector", s);
+        }
+        if self.keep_original_next_hop && self.next_hop_mode.is_some() {
+            v.problem(
+                "spec.nextHopMode",
+                "cannot be set together with spec.keepOriginalNextHop (use nextHopMode: Keep)",
+            );
+        }
+        if let Some(gw) = &self.reachable_by {
+            match (v.ip("spec.reachableBy", gw), self.peer_addr()) {
+                (Some(_), None) if self.peer_ip.is_none() => {
+                    v.problem("spec.reachableBy", "needs spec.peerIP")
+                }
+                (Some(g), Some((peer, _))) if g.is_ipv4() != peer.is_ipv4() => v.problem(
+                    "spec.reachableBy",
+                    format!("'{gw}' is not of spec.peerIP's address family"),
+                ),
+                _ => {}
+            }
+        }
+        for (i, f) in self.filters.iter().enumerate() {
+            super::validate::name(v, &format!("spec.filters[{i}]"), f);
         }
     }
 

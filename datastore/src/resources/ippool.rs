@@ -20,6 +20,14 @@ pub enum AllowedUse {
     LoadBalancer,
 }
 
+/// `assignmentMode`: whether IPAM picks the pool by itself or only when it is asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AssignmentMode {
+    #[default]
+    Automatic,
+    Manual,
+}
+
 /// `IPPool.spec`. `apply_defaults` fills Calico's defaults, which are stored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -42,6 +50,11 @@ pub struct IpPoolSpec {
     pub node_selector: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_uses: Vec<AllowedUse>,
+    /// Manual: IPAM uses the pool only when a request names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment_mode: Option<AssignmentMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<String>,
 }
 
 impl IpPoolSpec {
@@ -71,6 +84,19 @@ impl IpPoolSpec {
     /// VXLAN mode (default Never).
     pub fn vxlan(&self) -> EncapMode {
         self.vxlan_mode.unwrap_or_default()
+    }
+
+    /// Assignment mode (default Automatic).
+    pub fn assignment(&self) -> AssignmentMode {
+        self.assignment_mode.unwrap_or_default()
+    }
+
+    /// Whether the pool's addresses may be used for `u` (Workload and Tunnel when unset).
+    pub fn allows(&self, u: AllowedUse) -> bool {
+        if self.allowed_uses.is_empty() {
+            return matches!(u, AllowedUse::Workload | AllowedUse::Tunnel);
+        }
+        self.allowed_uses.contains(&u)
     }
 }
 
@@ -130,6 +156,23 @@ impl Spec for IpPoolSpec {
         }
         if let Some(s) = &self.node_selector {
             v.selector("spec.nodeSelector", s);
+        }
+        if let Some(s) = &self.namespace_selector {
+            v.selector("spec.namespaceSelector", s);
+            if self.allows(AllowedUse::Tunnel) {
+                v.problem(
+                    "spec.namespaceSelector",
+                    "cannot be set on a pool allowed for Tunnel addresses",
+                );
+            }
+        }
+        if self.allows(AllowedUse::LoadBalancer)
+            && (self.allows(AllowedUse::Workload) || self.allows(AllowedUse::Tunnel))
+        {
+            v.problem(
+                "spec.allowedUses",
+                "LoadBalancer cannot be combined with Workload or Tunnel",
+            );
         }
     }
 }

@@ -4,15 +4,20 @@
 //! `projectcalico.org/v3` (so operators' Calico manifests apply unchanged) and margay's own
 //! [`MARGAY_API_VERSION`] (`margay.io/v1`), which has the same shapes.
 //!
-//! Unknown fields: Node, BGPConfiguration, BGPPeer, IPPool and WorkloadEndpoint are strict, as
-//! calicoctl is: an unknown field is rejected with its path (`spec.peerIp: unknown field`).
+//! Unknown fields: Node, BGPConfiguration, BGPPeer, BGPFilter, IPPool and WorkloadEndpoint are
+//! strict, as calicoctl is: an unknown field is rejected with its path (`spec.peerIp: unknown
+//! field`). Every field of Calico 3.32's spec of these kinds is accepted; [`FIELDS`] says which
+//! ones margay acts on, and [`not_acted`] names those set in a resource that it does not.
 //! FelixConfiguration keeps unknown fields (Felix has many options margay does not implement;
 //! they are stored and printed back unchanged). Unknown `metadata` fields (Kubernetes
 //! `ObjectMeta` has many) are kept.
 
 mod any;
 mod bgp;
+mod bgpfilter;
+mod communities;
 mod felix;
+mod fields;
 mod ippool;
 mod node;
 mod parse;
@@ -20,12 +25,20 @@ mod validate;
 
 pub use any::{AnyResource, KINDS, KindInfo};
 pub use bgp::{
-    AsNumber, BgpConfigurationSpec, BgpPassword, BgpPeerSpec, BindMode, CidrEntry, SecretKeyRef,
-    SourceAddress,
+    AsNumber, BgpConfigurationSpec, BgpPassword, BgpPeerSpec, BindMode, CidrEntry, EnabledDisabled,
+    NextHopMode, ReversePeering, SecretKeyRef, SourceAddress,
 };
+pub use bgpfilter::{
+    BgpFilterRule, BgpFilterSpec, FilterAction, FilterFamily, MatchOperator, MatchSource,
+    PrefixLength,
+};
+pub use communities::{Community, CommunityError, CommunityValue, PrefixAdvertisement};
 pub use felix::{FelixConfigurationSpec, WorkloadEndpointSpec};
-pub use ippool::{AllowedUse, EncapMode, IpPoolSpec};
-pub use node::{NodeAddress, NodeBgpSpec, NodeSpec};
+pub use fields::{
+    FIELDS, FieldInfo, FieldStatus, UnactedField, leaf_paths, log_not_acted_once, not_acted,
+};
+pub use ippool::{AllowedUse, AssignmentMode, EncapMode, IpPoolSpec};
+pub use node::{NodeAddress, NodeBgpSpec, NodeSpec, NodeWireguardSpec, OrchRef};
 pub use parse::parse_documents;
 pub use validate::{FieldProblem, Validator};
 
@@ -134,6 +147,7 @@ pub type Node = Resource<NodeSpec>;
 pub type BgpConfiguration = Resource<BgpConfigurationSpec>;
 pub type BgpPeer = Resource<BgpPeerSpec>;
 pub type IpPool = Resource<IpPoolSpec>;
+pub type BgpFilter = Resource<BgpFilterSpec>;
 pub type WorkloadEndpoint = Resource<WorkloadEndpointSpec>;
 pub type FelixConfiguration = Resource<FelixConfigurationSpec>;
 

@@ -38,9 +38,37 @@ pub struct NodeSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<NodeAddress>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub orch_refs: Vec<serde_json::Value>,
+    pub orch_refs: Vec<OrchRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wireguard: Option<serde_json::Value>,
+    pub wireguard: Option<NodeWireguardSpec>,
+}
+
+/// One of `Node.spec.orchRefs`: the node's name in an orchestrator.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrchRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    #[serde(default)]
+    pub orchestrator: String,
+}
+
+/// `Node.spec.wireguard`: the WireGuard interface addresses.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeWireguardSpec {
+    #[serde(
+        default,
+        rename = "interfaceIPv4Address",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub interface_ipv4_address: Option<String>,
+    #[serde(
+        default,
+        rename = "interfaceIPv6Address",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub interface_ipv6_address: Option<String>,
 }
 
 /// `Node.spec.bgp`.
@@ -165,6 +193,30 @@ impl Spec for NodeSpec {
         }
         for (i, a) in self.addresses.iter().enumerate() {
             v.ip_or_cidr(&format!("spec.addresses[{i}].address"), &a.address);
+            if let Some(t) = &a.kind
+                && !["CalicoNodeIP", "InternalIP", "ExternalIP"].contains(&t.as_str())
+            {
+                v.problem(
+                    format!("spec.addresses[{i}].type"),
+                    format!("'{t}' is not CalicoNodeIP, InternalIP or ExternalIP"),
+                );
+            }
+        }
+        if let Some(w) = &self.wireguard {
+            for (field, a) in [
+                (
+                    "spec.wireguard.interfaceIPv4Address",
+                    &w.interface_ipv4_address,
+                ),
+                (
+                    "spec.wireguard.interfaceIPv6Address",
+                    &w.interface_ipv6_address,
+                ),
+            ] {
+                if let Some(a) = a {
+                    v.ip(field, a);
+                }
+            }
         }
     }
 }

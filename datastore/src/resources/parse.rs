@@ -284,4 +284,123 @@ spec:
         };
         assert_eq!(p.spec.as_number, Some(AsNumber(65546)), "asdot 1.10");
     }
+
+    #[test]
+    fn ippool_written_by_current_calico_parses() {
+        let rs = parse_documents(
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: lb}\nspec: {cidr: 203.0.113.0/24, allowedUses: [LoadBalancer], assignmentMode: Manual}\n---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.0.0.0/16, assignmentMode: Automatic, allowedUses: [Workload, Tunnel]}\n",
+        )
+        .unwrap();
+        let AnyResource::IpPool(lb) = &rs[0] else {
+            panic!()
+        };
+        assert_eq!(lb.spec.assignment(), AssignmentMode::Manual);
+        assert!(lb.spec.allows(AllowedUse::LoadBalancer));
+        assert!(!lb.spec.allows(AllowedUse::Workload));
+        let e = parse_documents(
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.0.0.0/16, allowedUses: [Workload, LoadBalancer], assignmentMode: Sometimes}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("spec.assignmentMode: unknown variant `Sometimes`"),
+            "{e}"
+        );
+        let e = parse_documents(
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.0.0.0/16, allowedUses: [Workload, LoadBalancer]}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("spec.allowedUses: LoadBalancer cannot be combined"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn communities_are_checked_as_calico_does() {
+        let doc = |spec: &str| {
+            format!(
+                "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {spec}\n"
+            )
+        };
+        let e = parse_documents(&doc(
+            "{communities: [{name: a, value: '65536:1'}, {name: a, value: '1:2:3'}], prefixAdvertisements: [{cidr: 10.0.0.0/8, communities: [b, '1:x']}]}",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("spec.communities[0].value: '65536:1': each part of a standard community (aa:nn) is a 16-bit number"), "{e}");
+        assert!(
+            e.contains("spec.communities[1].name: 'a' is defined twice"),
+            "{e}"
+        );
+        assert!(
+            e.contains("spec.prefixAdvertisements[0].communities[0]: 'b' is neither a name"),
+            "{e}"
+        );
+        assert!(
+            e.contains("spec.prefixAdvertisements[0].communities[1]: '1:x' is neither"),
+            "{e}"
+        );
+        let e = parse_documents(&doc("{communities: [{name: a, value: '1:2'}]}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("spec.communities: defined but not used"), "{e}");
+        let e = parse_documents(&doc(
+            "{prefixAdvertisements: [{cidr: 10.0.0.0/33, communities: ['1:2']}]}",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("spec.prefixAdvertisements[0].cidr: '10.0.0.0/33' is not a CIDR"),
+            "{e}"
+        );
+        let rs = parse_documents(&doc(
+            "{communities: [{name: a, value: '65000:1'}], prefixAdvertisements: [{cidr: 'fd00::/48', communities: [a, '1:2:3']}]}",
+        ))
+        .unwrap();
+        let AnyResource::BgpConfiguration(c) = &rs[0] else {
+            panic!()
+        };
+        assert_eq!(
+            c.spec.prefix_communities(),
+            vec![(
+                "fd00::/48".parse().unwrap(),
+                vec![
+                    CommunityValue::Standard(65000, 1),
+                    CommunityValue::Large(1, 2, 3)
+                ]
+            )]
+        );
+    }
+
+    #[test]
+    fn newer_bgp_peer_fields_are_accepted_and_checked() {
+        let doc = |spec: &str| {
+            format!(
+                "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: p}}\nspec: {spec}\n"
+            )
+        };
+        parse_documents(&doc(
+            "{peerIP: 10.0.0.1, asNumber: 65001, localASNumber: 65010, keepaliveTime: 10s, nextHopMode: Keep, reversePeering: Auto, reachableBy: 10.0.0.254, ttlSecurity: 2, password: {secretKeyRef: {name: s, key: k, optional: true}}}",
+        ))
+        .unwrap();
+        let e = parse_documents(&doc(
+            "{peerIP: 10.0.0.1, asNumber: 65001, keepOriginalNextHop: true, nextHopMode: Self, reachableBy: 'fd00::1', keepaliveTime: soon}",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("spec.nextHopMode: cannot be set together with spec.keepOriginalNextHop"),
+            "{e}"
+        );
+        assert!(
+            e.contains("spec.reachableBy: 'fd00::1' is not of spec.peerIP's address family"),
+            "{e}"
+        );
+        assert!(
+            e.contains("spec.keepaliveTime: 'soon' is not a duration"),
+            "{e}"
+        );
+    }
 }

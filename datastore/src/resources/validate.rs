@@ -154,3 +154,11 @@ pub fn parse_duration(value: &str) -> Option<f64> {
     }
     Some(total)
 }
+
+/// Calico's interface name patterns (`eth0`, `*.calico`, `cali*`): 1 to 15 of letters, digits,
+/// `_`, `.`, `-` and the wildcard `*`.
+pub fn is_interface_pattern(s: &str) -> bool {
+    (1..=15).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '*'))
+}

@@ -1,0 +1,301 @@
+//! The field registry: every spec field of Calico 3.32's BGPConfiguration, BGPPeer, BGPFilter,
+//! IPPool and Node (plus margay's own `password.value`), each marked acted on by margay or
+//! accepted-but-not-acted with the reason. `margayctl apply` warns about, and the daemons log
+//! once, each not-acted field set in a resource: no field is ever silently ignored.
+//!
+//! To change a field's status, change its line in [`FIELDS`]; the README's list is checked
+//! against it by a test.
+
+use super::AnyResource;
+use serde_json::Value;
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::sync::{Mutex, OnceLock};
+
+/// Whether margay does what a field asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldStatus {
+    Acted,
+    /// Accepted and stored, but margay does not act on it; the text says why.
+    NotActed(&'static str),
+}
+
+/// One spec field of a kind: its path (`spec.exportV4[].cidr`; `[]` is every list element).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldInfo {
+    pub kind: &'static str,
+    pub path: &'static str,
+    pub status: FieldStatus,
+}
+
+use FieldStatus::{Acted, NotActed};
+
+const fn f(kind: &'static str, path: &'static str, status: FieldStatus) -> FieldInfo {
+    FieldInfo { kind, path, status }
+}
+
+const BGPC: &str = "BGPConfiguration";
+const PEER: &str = "BGPPeer";
+const FILTER: &str = "BGPFilter";
+const POOL: &str = "IPPool";
+const NODE: &str = "Node";
+
+const NO_OPTIONAL: FieldStatus = NotActed(
+    "margay reads the mounted Secret key and reports a missing one; 'optional' is not consulted",
+);
+
+const WORKLOAD_PEERING: FieldStatus =
+    NotActed("peering with local workloads (BGP from pods) is not implemented");
+const ROUTE_PRIORITY: FieldStatus = NotActed(
+    "workload route metrics are fixed; live-migration route priorities are not implemented",
+);
+const VXLAN_V4: FieldStatus = NotActed("VXLAN is IPv4 only in margay");
+const NODE_ADDRESSES: FieldStatus =
+    NotActed("the BGP address (spec.bgp) is the node's address for margay");
+const ORCH_REFS: FieldStatus =
+    NotActed("margay names nodes itself; orchestrator references are kept, not used");
+const WIREGUARD: FieldStatus = NotActed("WireGuard encryption is not implemented");
+
+/// Every field, kind by kind, with its status.
+pub const FIELDS: &[FieldInfo] = &[
+    // BGPConfiguration
+    f(BGPC, "spec.logSeverityScreen", Acted),
+    f(BGPC, "spec.nodeToNodeMeshEnabled", Acted),
+    f(BGPC, "spec.asNumber", Acted),
+    f(BGPC, "spec.listenPort", Acted),
+    f(BGPC, "spec.bindMode", Acted),
+    f(BGPC, "spec.serviceClusterIPs[].cidr", Acted),
+    f(BGPC, "spec.serviceExternalIPs[].cidr", Acted),
+    f(BGPC, "spec.serviceLoadBalancerIPs[].cidr", Acted),
+    f(BGPC, "spec.communities[].name", Acted),
+    f(BGPC, "spec.communities[].value", Acted),
+    f(BGPC, "spec.prefixAdvertisements[].cidr", Acted),
+    f(BGPC, "spec.prefixAdvertisements[].communities", Acted),
+    f(BGPC, "spec.nodeMeshPassword.secretKeyRef.name", Acted),
+    f(BGPC, "spec.nodeMeshPassword.secretKeyRef.key", Acted),
+    f(
+        BGPC,
+        "spec.nodeMeshPassword.secretKeyRef.optional",
+        NO_OPTIONAL,
+    ),
+    f(BGPC, "spec.nodeMeshPassword.value", Acted),
+    f(BGPC, "spec.nodeMeshMaxRestartTime", Acted),
+    f(BGPC, "spec.ignoredInterfaces", Acted),
+    f(BGPC, "spec.localWorkloadPeeringIPV4", WORKLOAD_PEERING),
+    f(BGPC, "spec.localWorkloadPeeringIPV6", WORKLOAD_PEERING),
+    f(
+        BGPC,
+        "spec.serviceLoadBalancerAggregation",
+        NotActed(
+            "margay always announces the whole serviceLoadBalancerIPs CIDRs (Enabled); \
+             per-Service /32s need Service objects",
+        ),
+    ),
+    f(
+        BGPC,
+        "spec.programClusterRoutes",
+        NotActed("margay's split is fixed: bgpd learns the routes, felix programs them"),
+    ),
+    f(BGPC, "spec.ipv4NormalRoutePriority", ROUTE_PRIORITY),
+    f(BGPC, "spec.ipv6NormalRoutePriority", ROUTE_PRIORITY),
+    // BGPPeer
+    f(PEER, "spec.node", Acted),
+    f(PEER, "spec.nodeSelector", Acted),
+    f(PEER, "spec.peerIP", Acted),
+    f(PEER, "spec.asNumber", Acted),
+    f(PEER, "spec.peerSelector", Acted),
+    f(PEER, "spec.keepOriginalNextHop", Acted),
+    f(PEER, "spec.password.secretKeyRef.name", Acted),
+    f(PEER, "spec.password.secretKeyRef.key", Acted),
+    f(PEER, "spec.password.secretKeyRef.optional", NO_OPTIONAL),
+    f(PEER, "spec.password.value", Acted),
+    f(PEER, "spec.sourceAddress", Acted),
+    f(PEER, "spec.maxRestartTime", Acted),
+    f(PEER, "spec.numAllowedLocalASNumbers", Acted),
+    f(PEER, "spec.ttlSecurity", Acted),
+    f(PEER, "spec.filters", Acted),
+    f(PEER, "spec.reachableBy", Acted),
+    f(PEER, "spec.localASNumber", Acted),
+    f(
+        PEER,
+        "spec.keepaliveTime",
+        NotActed("the keepalive interval is fixed at a third of the negotiated hold time"),
+    ),
+    f(
+        PEER,
+        "spec.nextHopMode",
+        NotActed("next hop is self, or kept with keepOriginalNextHop; nextHopMode is not read"),
+    ),
+    f(
+        PEER,
+        "spec.reversePeering",
+        NotActed("peerSelector peerings are always set up from both ends (Auto)"),
+    ),
+    f(PEER, "spec.localWorkloadSelector", WORKLOAD_PEERING),
+    // BGPFilter
+    f(FILTER, "spec.exportV4[].action", Acted),
+    f(FILTER, "spec.exportV4[].matchOperator", Acted),
+    f(FILTER, "spec.exportV4[].cidr", Acted),
+    f(FILTER, "spec.exportV4[].prefixLength.min", Acted),
+    f(FILTER, "spec.exportV4[].prefixLength.max", Acted),
+    f(FILTER, "spec.exportV4[].source", Acted),
+    f(FILTER, "spec.exportV4[].interface", Acted),
+    f(FILTER, "spec.importV4[].action", Acted),
+    f(FILTER, "spec.importV4[].matchOperator", Acted),
+    f(FILTER, "spec.importV4[].cidr", Acted),
+    f(FILTER, "spec.importV4[].prefixLength.min", Acted),
+    f(FILTER, "spec.importV4[].prefixLength.max", Acted),
+    f(FILTER, "spec.importV4[].source", Acted),
+    f(FILTER, "spec.importV4[].interface", Acted),
+    f(FILTER, "spec.exportV6[].action", Acted),
+    f(FILTER, "spec.exportV6[].matchOperator", Acted),
+    f(FILTER, "spec.exportV6[].cidr", Acted),
+    f(FILTER, "spec.exportV6[].prefixLength.min", Acted),
+    f(FILTER, "spec.exportV6[].prefixLength.max", Acted),
+    f(FILTER, "spec.exportV6[].source", Acted),
+    f(FILTER, "spec.exportV6[].interface", Acted),
+    f(FILTER, "spec.importV6[].action", Acted),
+    f(FILTER, "spec.importV6[].matchOperator", Acted),
+    f(FILTER, "spec.importV6[].cidr", Acted),
+    f(FILTER, "spec.importV6[].prefixLength.min", Acted),
+    f(FILTER, "spec.importV6[].prefixLength.max", Acted),
+    f(FILTER, "spec.importV6[].source", Acted),
+    f(FILTER, "spec.importV6[].interface", Acted),
+    // IPPool
+    f(POOL, "spec.cidr", Acted),
+    f(POOL, "spec.blockSize", Acted),
+    f(POOL, "spec.ipipMode", Acted),
+    f(POOL, "spec.vxlanMode", Acted),
+    f(POOL, "spec.natOutgoing", Acted),
+    f(POOL, "spec.disabled", Acted),
+    f(POOL, "spec.disableBGPExport", Acted),
+    f(POOL, "spec.nodeSelector", Acted),
+    f(POOL, "spec.allowedUses", Acted),
+    f(POOL, "spec.assignmentMode", Acted),
+    f(
+        POOL,
+        "spec.namespaceSelector",
+        NotActed("IPAM does not read pod namespaces' labels (no Kubernetes API)"),
+    ),
+    // Node
+    f(NODE, "spec.bgp.asNumber", Acted),
+    f(NODE, "spec.bgp.ipv4Address", Acted),
+    f(NODE, "spec.bgp.ipv6Address", Acted),
+    f(NODE, "spec.bgp.ipv4IPIPTunnelAddr", Acted),
+    f(NODE, "spec.bgp.routeReflectorClusterID", Acted),
+    f(NODE, "spec.ipv4VXLANTunnelAddr", Acted),
+    f(NODE, "spec.vxlanTunnelMACAddr", Acted),
+    f(NODE, "spec.ipv6VXLANTunnelAddr", VXLAN_V4),
+    f(NODE, "spec.vxlanTunnelMACAddrV6", VXLAN_V4),
+    f(NODE, "spec.addresses[].address", NODE_ADDRESSES),
+    f(NODE, "spec.addresses[].type", NODE_ADDRESSES),
+    f(NODE, "spec.orchRefs[].nodeName", ORCH_REFS),
+    f(NODE, "spec.orchRefs[].orchestrator", ORCH_REFS),
+    f(NODE, "spec.wireguard.interfaceIPv4Address", WIREGUARD),
+    f(NODE, "spec.wireguard.interfaceIPv6Address", WIREGUARD),
+];
+
+/// A not-acted field set in a resource.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UnactedField {
+    pub kind: &'static str,
+    pub name: String,
+    pub field: &'static str,
+    pub reason: &'static str,
+}
+
+impl fmt::Display for UnactedField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} '{}': {} is accepted but not acted on: {}",
+            self.kind, self.name, self.field, self.reason
+        )
+    }
+}
+
+/// Whether `path` (below `spec.`) holds a value in `v`: present, not null, and for `[]` in
+/// at least one element.
+fn is_set(v: &Value, path: &str) -> bool {
+    let Some((head, rest)) = path
+        .split_once('.')
+        .map(|(h, r)| (h, Some(r)))
+        .or(Some((path, None)))
+    else {
+        return false;
+    };
+    let (name, each) = match head.strip_suffix("[]") {
+        Some(n) => (n, true),
+        None => (head, false),
+    };
+    let Some(x) = v.get(name).filter(|x| !x.is_null()) else {
+        return false;
+    };
+    match (each, rest) {
+        (true, rest) => x
+            .as_array()
+            .is_some_and(|items| items.iter().any(|i| rest.is_none_or(|r| is_set(i, r)))),
+        (false, Some(r)) => is_set(x, r),
+        (false, None) => true,
+    }
+}
+
+/// The not-acted fields that are set in `r`, in registry order.
+pub fn not_acted(r: &AnyResource) -> Vec<UnactedField> {
+    let kind = r.info().kind;
+    let value = r.to_value();
+    let Some(spec) = value.get("spec") else {
+        return Vec::new();
+    };
+    FIELDS
+        .iter()
+        .filter(|fi| fi.kind == kind)
+        .filter_map(|fi| match fi.status {
+            NotActed(reason) => {
+                let below = fi.path.strip_prefix("spec.")?;
+                is_set(spec, below).then(|| UnactedField {
+                    kind: fi.kind,
+                    name: r.name().to_string(),
+                    field: fi.path,
+                    reason,
+                })
+            }
+            Acted => None,
+        })
+        .collect()
+}
+
+/// Logs each not-acted field set in `r` as a warning, once per (kind, name, field) for the
+/// life of the process; for the daemons, called on every resource they read.
+pub fn log_not_acted_once(r: &AnyResource) {
+    static SEEN: OnceLock<Mutex<HashSet<UnactedField>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(Default::default);
+    for n in not_acted(r) {
+        let fresh = seen.lock().map(|mut s| s.insert(n.clone())).unwrap_or(true);
+        if fresh {
+            tracing::warn!(kind = n.kind, name = %n.name, field = n.field, "{n}");
+        }
+    }
+}
+
+/// The leaf paths of a spec value, in the registry's notation (for the completeness test).
+pub fn leaf_paths(v: &Value, prefix: &str, out: &mut BTreeSet<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                leaf_paths(x, &format!("{prefix}.{k}"), out);
+            }
+        }
+        Value::Array(items) if items.iter().any(Value::is_object) => {
+            for x in items {
+                leaf_paths(x, &format!("{prefix}[]"), out);
+            }
+        }
+        _ => {
+            out.insert(prefix.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
