@@ -2,10 +2,11 @@
 
 use margay_datastore::ipam::records::{block_key, handle_key};
 use margay_datastore::ipam::{
-    ANN_IPAM, ANN_NETWORK, Block, Handle, Ipam, IpamError, MARGAY_IPAM, handle_for_container,
+    ANN_IPAM, ANN_NETWORK, Block, Handle, Ipam, IpamError, MARGAY_IPAM, Want, handle_for_container,
 };
 use margay_datastore::resources::{
-    IpPool, IpPoolSpec, Node, NodeSpec, Resource, Spec, WorkloadEndpoint, WorkloadEndpointSpec,
+    AllowedUse, AssignmentMode, IpPool, IpPoolSpec, Node, NodeSpec, Resource, Spec,
+    WorkloadEndpoint, WorkloadEndpointSpec,
 };
 use margay_datastore::testing::EtcdServer;
 use margay_datastore::{Store, Versioned};
@@ -454,4 +455,120 @@ async fn check_pairs_handles_and_endpoints_of_any_network_name() {
         "{report:#?}"
     );
     assert!(report.endpoints_without_handle.is_empty(), "{report:#?}");
+}
+
+async fn pool_with(store: &Store, name: &str, cidr: &str, shape: impl FnOnce(&mut IpPoolSpec)) {
+    let mut spec = IpPoolSpec {
+        cidr: cidr.into(),
+        ..IpPoolSpec::default()
+    };
+    shape(&mut spec);
+    spec.apply_defaults();
+    let p: IpPool = Resource::new(name, spec);
+    store.create(&p).await.unwrap();
+}
+
+fn in_net(ip: IpAddr, net: &str) -> bool {
+    net.parse::<ipnet::IpNet>().unwrap().contains(&ip)
+}
+
+#[tokio::test]
+async fn allowed_uses_keep_pods_out_of_tunnel_only_pools() {
+    let etcd = EtcdServer::start();
+    let store = etcd.store().await;
+    pool_with(&store, "tunnels", "10.40.0.0/24", |s| {
+        s.allowed_uses = vec![AllowedUse::Tunnel]
+    })
+    .await;
+    node(&store, "n").await;
+    let ipam = Ipam::new(store.clone());
+    let got = ipam.auto_assign("h0", "n", &no_attrs(), 1, 0, &[]).await;
+    assert!(
+        matches!(got, Err(IpamError::NoPool { family: 4, .. })),
+        "a Tunnel-only pool gives no pod address: {got:?}"
+    );
+
+    pool(&store, "pods", "10.41.0.0/24").await;
+    for i in 0..5 {
+        let a = one_v4(&ipam, &format!("h{i}"), "n").await;
+        assert!(in_net(a, "10.41.0.0/24"), "{a} from the Workload pool");
+    }
+    let tunnel = ipam
+        .auto_assign_for(
+            Want {
+                usage: AllowedUse::Tunnel,
+                num_v4: 1,
+                num_v6: 0,
+            },
+            "tun",
+            "n",
+            &no_attrs(),
+            &["tunnels".to_string()],
+        )
+        .await
+        .unwrap();
+    assert!(in_net(tunnel.v4[0], "10.40.0.0/24"), "{:?}", tunnel.v4);
+    let named = ipam
+        .auto_assign("h9", "n", &no_attrs(), 1, 0, &["tunnels".to_string()])
+        .await;
+    assert!(
+        matches!(named, Err(IpamError::PoolNotAllowed { ref pool, usage: AllowedUse::Workload }) if pool == "tunnels"),
+        "{named:?}"
+    );
+}
+
+#[tokio::test]
+async fn manual_pools_serve_only_requests_that_name_them() {
+    let etcd = EtcdServer::start();
+    let store = etcd.store().await;
+    pool_with(&store, "manual", "10.42.0.0/24", |s| {
+        s.assignment_mode = Some(AssignmentMode::Manual)
+    })
+    .await;
+    node(&store, "n").await;
+    let ipam = Ipam::new(store.clone());
+    let got = ipam.auto_assign("h0", "n", &no_attrs(), 1, 0, &[]).await;
+    assert!(matches!(got, Err(IpamError::NoPool { .. })), "{got:?}");
+
+    pool(&store, "auto", "10.43.0.0/24").await;
+    for i in 0..3 {
+        let a = one_v4(&ipam, &format!("a{i}"), "n").await;
+        assert!(in_net(a, "10.43.0.0/24"), "{a} from the Automatic pool");
+    }
+    let named = ipam
+        .auto_assign("m", "n", &no_attrs(), 1, 0, &["manual".to_string()])
+        .await
+        .unwrap();
+    assert!(in_net(named.v4[0], "10.42.0.0/24"), "{:?}", named.v4);
+}
+
+#[tokio::test]
+async fn node_selector_gives_each_node_its_own_pool() {
+    let etcd = EtcdServer::start();
+    let store = etcd.store().await;
+    pool_with(&store, "rack-a", "10.44.0.0/24", |s| {
+        s.node_selector = Some("rack == 'a'".into())
+    })
+    .await;
+    pool_with(&store, "rack-b", "10.45.0.0/24", |s| {
+        s.node_selector = Some("rack == 'b'".into())
+    })
+    .await;
+    for (name, rack) in [("na", "a"), ("nb", "b"), ("nc", "c")] {
+        let mut n: Node = Resource::new(name, NodeSpec::default());
+        n.metadata.labels = BTreeMap::from([("rack".to_string(), rack.to_string())]);
+        store.create(&n).await.unwrap();
+    }
+    let ipam = Ipam::new(store.clone());
+    for i in 0..3 {
+        let a = one_v4(&ipam, &format!("a{i}"), "na").await;
+        assert!(in_net(a, "10.44.0.0/24"), "{a} for rack a");
+        let b = one_v4(&ipam, &format!("b{i}"), "nb").await;
+        assert!(in_net(b, "10.45.0.0/24"), "{b} for rack b");
+    }
+    let c = ipam.auto_assign("c", "nc", &no_attrs(), 1, 0, &[]).await;
+    assert!(
+        matches!(c, Err(IpamError::NoPool { ref node, .. }) if node == "nc"),
+        "no pool selects rack c: {c:?}"
+    );
 }

@@ -3,6 +3,10 @@
 //! another node's block only when the pool has no unclaimed block left (Calico with
 //! `StrictAffinity` off; the lender keeps its block).
 //!
+//! Which pools: an enabled pool whose `nodeSelector` selects the node, whose `allowedUses`
+//! has the use asked for (Workload for pods, Tunnel for tunnel devices) and whose
+//! `assignmentMode` is Automatic; a Manual pool only when the request names it.
+//!
 //! # Consistency
 //!
 //! Every write is a compare-and-swap on the record's revision, retried on conflict. Writes are
@@ -38,7 +42,7 @@ pub use records::{
     is_tunnel_handle,
 };
 
-use crate::resources::{IpPool, IpPoolSpec, NodeSpec};
+use crate::resources::{AllowedUse, AssignmentMode, IpPool, IpPoolSpec, NodeSpec};
 use crate::selector::Selector;
 use crate::store::{CasWrite, Store, StoreError, Versioned};
 use ipnet::IpNet;
@@ -63,6 +67,8 @@ pub enum IpamError {
     Exhausted { family: u8, node: String },
     #[error("IP pool '{0}' does not exist")]
     PoolNotFound(String),
+    #[error("IP pool '{pool}' is not for {usage:?} addresses (its allowedUses)")]
+    PoolNotAllowed { pool: String, usage: AllowedUse },
     #[error("{0} is not in any IP pool")]
     NotInPool(IpAddr),
     #[error("{addr} is already allocated (handle '{handle}')")]
@@ -73,6 +79,14 @@ pub enum IpamError {
     HandleNotFound(String),
     #[error("gave up after {MAX_RETRIES} update conflicts on {0}")]
     Contention(String),
+}
+
+/// What an assignment asks for: how many addresses of each family, and for what use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Want {
+    pub usage: AllowedUse,
+    pub num_v4: usize,
+    pub num_v6: usize,
 }
 
 /// The addresses `auto_assign` handed out.
@@ -137,10 +151,12 @@ impl Ipam {
         Ok(self.store.list_json::<Affinity>(AFFINITIES).await?.0)
     }
 
-    /// The pools addresses for `node` of family `fam` come from: the named ones, or every
-    /// enabled pool whose nodeSelector selects the node.
+    /// The pools addresses for `usage` on `node` of family `fam` come from: the named ones
+    /// (which must allow `usage`; Manual pools only this way), or every enabled, Automatic pool
+    /// allowing `usage` whose nodeSelector selects the node.
     async fn pools_for(
         &self,
+        usage: AllowedUse,
         node: &str,
         fam: u8,
         names: &[String],
@@ -154,6 +170,12 @@ impl Ipam {
                     .iter()
                     .find(|p| p.name() == n)
                     .ok_or_else(|| IpamError::PoolNotFound(n.clone()))?;
+                if !p.spec.allows(usage) {
+                    return Err(IpamError::PoolNotAllowed {
+                        pool: n.clone(),
+                        usage,
+                    });
+                }
                 if family_of(p) == Some(fam) {
                     out.push(p.clone());
                 }
@@ -170,12 +192,13 @@ impl Ipam {
         Ok(all
             .into_iter()
             .filter(|p| !p.spec.disabled && family_of(p) == Some(fam))
+            .filter(|p| p.spec.allows(usage) && p.spec.assignment() == AssignmentMode::Automatic)
             .filter(|p| Selector::parse(p.spec.node_selector()).is_ok_and(|s| s.matches(&labels)))
             .collect())
     }
 
-    /// Assigns `num_v4` IPv4 and `num_v6` IPv6 addresses to `handle` for a workload on
-    /// `node`, from `pools` (pool names; empty: every pool that applies to the node).
+    /// Assigns `num_v4` IPv4 and `num_v6` IPv6 workload addresses to `handle` for a workload
+    /// on `node`, from `pools` (pool names; empty: every pool that applies to the node).
     pub async fn auto_assign(
         &self,
         handle: &str,
@@ -185,13 +208,32 @@ impl Ipam {
         num_v6: usize,
         pools: &[String],
     ) -> Result<Assigned, IpamError> {
+        let want = Want {
+            usage: AllowedUse::Workload,
+            num_v4,
+            num_v6,
+        };
+        self.auto_assign_for(want, handle, node, attrs, pools).await
+    }
+
+    /// Assigns addresses for `want.usage` (pool `allowedUses`: Workload for pods, Tunnel for
+    /// tunnel devices) to `handle` on `node`, from `pools` (names; empty: every Automatic pool
+    /// allowing the use that applies to the node).
+    pub async fn auto_assign_for(
+        &self,
+        want: Want,
+        handle: &str,
+        node: &str,
+        attrs: &BTreeMap<String, String>,
+        pools: &[String],
+    ) -> Result<Assigned, IpamError> {
         let _serial = self.serial.lock().await;
         let mut out = Assigned::default();
-        for (fam, num) in [(4u8, num_v4), (6u8, num_v6)] {
+        for (fam, num) in [(4u8, want.num_v4), (6u8, want.num_v6)] {
             if num == 0 {
                 continue;
             }
-            let candidates = self.pools_for(node, fam, pools).await?;
+            let candidates = self.pools_for(want.usage, node, fam, pools).await?;
             if candidates.is_empty() {
                 return Err(IpamError::NoPool {
                     family: fam,
