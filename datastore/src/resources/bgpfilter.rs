@@ -56,10 +56,17 @@ pub struct BgpFilterRule {
 }
 
 impl BgpFilterRule {
-    /// The rule's network, when `cidr` is set and parses.
+    /// The rule's network, when `cidr` is set and parses (a bare address is its /32 or /128,
+    /// as Calico reads it).
     pub fn net(&self) -> Option<ipnet::IpNet> {
-        self.cidr.as_deref()?.parse::<ipnet::IpNet>().ok()
+        cidr_or_ip(self.cidr.as_deref()?)
     }
+}
+
+fn cidr_or_ip(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 /// `BGPFilter.spec`.
@@ -111,20 +118,19 @@ impl BgpFilterSpec {
 }
 
 /// Calico's rules for one rule: `cidr` of the list's family and set together with
-/// `matchOperator`; `prefixLength` only with a `cidr`, within the family's bits, min <= max and
-/// not shorter than the cidr's own length; `interface` a name or pattern.
+/// `matchOperator`; `prefixLength` only with a `cidr`, within the family's bits and min <= max
+/// (a min below the cidr's own length is allowed, as BIRD's `net ~ [a/l{min,max}]` allows it);
+/// `interface` a name or pattern.
 fn validate_rule(v: &mut Validator, at: &str, fam: FilterFamily, r: &BgpFilterRule) {
-    let mut cidr_len = None;
     if let Some(c) = &r.cidr {
-        match c.parse::<ipnet::IpNet>() {
-            Ok(n) if (fam == FilterFamily::V4) == matches!(n, ipnet::IpNet::V4(_)) => {
+        match cidr_or_ip(c) {
+            Some(n) if (fam == FilterFamily::V4) == matches!(n, ipnet::IpNet::V4(_)) => {
                 if n.trunc() != n {
                     v.problem(
                         format!("{at}.cidr"),
                         format!("'{c}' has host bits set (the network is {})", n.trunc()),
                     );
                 }
-                cidr_len = Some(i32::from(n.prefix_len()));
             }
             _ => v.problem(
                 format!("{at}.cidr"),
@@ -161,14 +167,6 @@ fn validate_rule(v: &mut Validator, at: &str, fam: FilterFamily, r: &BgpFilterRu
             v.problem(
                 format!("{at}.prefixLength"),
                 format!("min {lo} is larger than max {hi}"),
-            );
-        }
-        if let (Some(len), Some(lo)) = (cidr_len, pl.min)
-            && lo < len
-        {
-            v.problem(
-                format!("{at}.prefixLength.min"),
-                format!("{lo} is shorter than the cidr's own /{len}"),
             );
         }
     }
@@ -241,10 +239,6 @@ mod tests {
         );
         assert!(
             e.contains("spec.exportV6[0].prefixLength.max: 129 is outside 0..128"),
-            "{e}"
-        );
-        assert!(
-            e.contains("spec.exportV6[0].prefixLength.min: 48 is shorter than the cidr's own /64"),
             "{e}"
         );
         let e = err(

@@ -6,7 +6,7 @@
 //! To change a field's status, change its line in [`FIELDS`]; the README's list is checked
 //! against it by a test.
 
-use super::AnyResource;
+use super::{AnyResource, Resource, Spec};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
@@ -242,11 +242,13 @@ fn is_set(v: &Value, path: &str) -> bool {
 
 /// The not-acted fields that are set in `r`, in registry order.
 pub fn not_acted(r: &AnyResource) -> Vec<UnactedField> {
-    let kind = r.info().kind;
     let value = r.to_value();
-    let Some(spec) = value.get("spec") else {
-        return Vec::new();
-    };
+    let spec = value.get("spec").unwrap_or(&Value::Null);
+    not_acted_in(r.info().kind, r.name(), spec)
+}
+
+/// The not-acted fields set in the spec (as JSON) of the `kind` resource `name`.
+fn not_acted_in(kind: &str, name: &str, spec: &Value) -> Vec<UnactedField> {
     FIELDS
         .iter()
         .filter(|fi| fi.kind == kind)
@@ -255,7 +257,7 @@ pub fn not_acted(r: &AnyResource) -> Vec<UnactedField> {
                 let below = fi.path.strip_prefix("spec.")?;
                 is_set(spec, below).then(|| UnactedField {
                     kind: fi.kind,
-                    name: r.name().to_string(),
+                    name: name.to_string(),
                     field: fi.path,
                     reason,
                 })
@@ -265,17 +267,38 @@ pub fn not_acted(r: &AnyResource) -> Vec<UnactedField> {
         .collect()
 }
 
-/// Logs each not-acted field set in `r` as a warning, once per (kind, name, field) for the
-/// life of the process; for the daemons, called on every resource they read.
-pub fn log_not_acted_once(r: &AnyResource) {
+impl<S: Spec> Resource<S> {
+    /// The not-acted fields set in this resource (see [`not_acted`]).
+    pub fn not_acted(&self) -> Vec<UnactedField> {
+        let spec = serde_json::to_value(&self.spec).unwrap_or(Value::Null);
+        not_acted_in(S::KIND, self.name(), &spec)
+    }
+
+    /// Logs each not-acted field set in this resource as a warning, once per (kind, name,
+    /// field) for the life of the process: for the daemons, on every resource they read.
+    /// Returns how many warnings were new.
+    pub fn log_not_acted_once(&self) -> usize {
+        log_once(self.not_acted())
+    }
+}
+
+/// [`Resource::log_not_acted_once`] for a resource of any kind.
+pub fn log_not_acted_once(r: &AnyResource) -> usize {
+    log_once(not_acted(r))
+}
+
+fn log_once(fields: Vec<UnactedField>) -> usize {
     static SEEN: OnceLock<Mutex<HashSet<UnactedField>>> = OnceLock::new();
     let seen = SEEN.get_or_init(Default::default);
-    for n in not_acted(r) {
+    let mut logged = 0;
+    for n in fields {
         let fresh = seen.lock().map(|mut s| s.insert(n.clone())).unwrap_or(true);
         if fresh {
             tracing::warn!(kind = n.kind, name = %n.name, field = n.field, "{n}");
+            logged += 1;
         }
     }
+    logged
 }
 
 /// The leaf paths of a spec value, in the registry's notation (for the completeness test).

@@ -118,3 +118,22 @@ fn is_set_walks_lists_and_ignores_null() {
     assert!(is_set(&v, "e.f"));
     assert!(!is_set(&v, "x"));
 }
+
+#[test]
+fn typed_resources_report_the_same_as_any() {
+    let rs = parse_documents(FIXTURE).unwrap();
+    for r in &rs {
+        let typed = match r {
+            AnyResource::BgpConfiguration(x) => x.not_acted(),
+            AnyResource::BgpPeer(x) => x.not_acted(),
+            AnyResource::BgpFilter(x) => x.not_acted(),
+            AnyResource::IpPool(x) => x.not_acted(),
+            AnyResource::Node(x) => x.not_acted(),
+            _ => continue,
+        };
+        assert_eq!(typed, not_acted(r));
+        // The first read logs each field once; the same fields read again log nothing.
+        assert_eq!(log_not_acted_once(r), typed.len(), "{}", r.name());
+        assert_eq!(log_not_acted_once(r), 0);
+    }
+}
