@@ -84,11 +84,11 @@ impl FromStr for CommunityValue {
     }
 }
 
-/// Looks a community up by name, else reads it as a literal value.
+/// Reads a word as a literal value, else looks it up by name (Calico's order).
 fn resolve(word: &str, named: &[Community]) -> Option<CommunityValue> {
-    match named.iter().find(|c| c.name == word) {
-        Some(c) => c.value.parse().ok(),
-        None => word.parse().ok(),
+    match word.parse() {
+        Ok(v) => Some(v),
+        Err(_) => named.iter().find(|c| c.name == word)?.value.parse().ok(),
     }
 }
 
@@ -108,7 +108,7 @@ pub fn prefix_communities(
 }
 
 /// Calico's rules: values well formed, names unique, communities used somewhere, every word
-/// of a prefixAdvertisement a defined name or a literal value, every cidr a CIDR.
+/// of a prefixAdvertisement a literal value or else a defined name, every cidr a CIDR.
 pub fn validate(v: &mut Validator, named: &[Community], ads: &[PrefixAdvertisement]) {
     for (i, c) in named.iter().enumerate() {
         if c.name.is_empty() {
@@ -139,12 +139,10 @@ pub fn validate(v: &mut Validator, named: &[Community], ads: &[PrefixAdvertiseme
             v.cidr(&format!("spec.prefixAdvertisements[{i}].cidr"), &a.cidr);
         }
         for (j, w) in a.communities.iter().enumerate() {
-            if named.iter().any(|c| &c.name == w) {
-                continue;
-            }
             let field = format!("spec.prefixAdvertisements[{i}].communities[{j}]");
             match w.parse::<CommunityValue>() {
                 Ok(_) => {}
+                Err(CommunityError::Shape(_)) if named.iter().any(|c| &c.name == w) => {}
                 Err(CommunityError::Shape(_)) => v.problem(
                     field,
                     format!("'{w}' is neither a name from spec.communities nor aa:nn or aa:nn:mm"),
