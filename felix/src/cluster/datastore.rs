@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use margay_datastore::ipam::{Affinity, records::node_affinities};
-use margay_datastore::resources::{IpPoolSpec, NodeSpec, Resource, WorkloadEndpointSpec};
+use margay_datastore::resources::{IpPoolSpec, NodeSpec, Resource, Spec, WorkloadEndpointSpec};
 use margay_datastore::{Store, StoreError, Versioned, WatchEvent};
 use tokio::sync::watch;
 use tracing::{debug, warn};
@@ -60,6 +60,9 @@ async fn load(store: &Store, node: &str) -> Result<(ClusterState, Revisions), St
         .collect();
     s.pools = pools
         .into_iter()
+        .inspect(|r| {
+            r.log_not_acted_once();
+        })
         .map(|r| (r.metadata.name, r.spec))
         .collect();
     s.endpoints = eps
@@ -82,9 +85,11 @@ async fn load(store: &Store, node: &str) -> Result<(ClusterState, Revisions), St
     ))
 }
 
-fn apply_named<S>(map: &mut BTreeMap<String, S>, ev: WatchEvent<Resource<S>>) {
+/// Applies one event of a named kind; a field felix does not act on is logged once.
+fn apply_named<S: Spec>(map: &mut BTreeMap<String, S>, ev: WatchEvent<Resource<S>>) {
     match ev {
         WatchEvent::Put(r) => {
+            r.log_not_acted_once();
             map.insert(r.metadata.name, r.spec);
         }
         WatchEvent::Delete { name, .. } => {

@@ -81,10 +81,11 @@ impl ClusterState {
         n
     }
 
-    /// Names of the enabled IPv4 pools using VXLAN (`vxlan`) or IP-in-IP: where a tunnel
-    /// address is taken from.
+    /// Names of the enabled IPv4 pools using VXLAN (`vxlan`) or IP-in-IP whose `allowedUses`
+    /// admit tunnel addresses: where a tunnel address is taken from.
     pub fn tunnel_pools(&self, vxlan: bool) -> Vec<String> {
         self.enabled_v4_pools()
+            .filter(|(_, p)| p.allows(res::AllowedUse::Tunnel))
             .filter(|(_, p)| {
                 if vxlan {
                     p.vxlan() != res::EncapMode::Never
@@ -354,6 +355,11 @@ mod tests {
             ),
         );
         assert!(s.tunnel_needs().ipip);
+        assert_eq!(s.tunnel_pools(false), vec!["i".to_string()]);
+        // A pool whose allowedUses leave out Tunnel gives no tunnel address.
+        s.pools.get_mut("i").unwrap().allowed_uses = vec![res::AllowedUse::Workload];
+        assert!(s.tunnel_pools(false).is_empty());
+        s.pools.get_mut("i").unwrap().allowed_uses = vec![res::AllowedUse::Tunnel];
         assert_eq!(s.tunnel_pools(false), vec!["i".to_string()]);
     }
 

@@ -13,9 +13,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use margay_datastore::ipam::records::{block_key, handle_key};
 use margay_datastore::ipam::{
-    Block, Handle, IPIP_HANDLE_PREFIX, Ipam, IpamError, VXLAN_HANDLE_PREFIX,
+    Block, Handle, IPIP_HANDLE_PREFIX, Ipam, IpamError, VXLAN_HANDLE_PREFIX, Want,
 };
-use margay_datastore::resources::NodeSpec;
+use margay_datastore::resources::{AllowedUse, NodeSpec};
 use tracing::info;
 
 use super::state::{ClusterState, vtep_mac};
@@ -154,7 +154,17 @@ impl Tunnels {
         ]);
         let got = self
             .ipam
-            .auto_assign(&handle, &self.node, &attrs, 1, 0, pools)
+            .auto_assign_for(
+                Want {
+                    usage: AllowedUse::Tunnel,
+                    num_v4: 1,
+                    num_v6: 0,
+                },
+                &handle,
+                &self.node,
+                &attrs,
+                pools,
+            )
             .await?;
         match got.v4.first() {
             Some(IpAddr::V4(a)) => Ok(*a),
