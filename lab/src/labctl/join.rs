@@ -37,6 +37,9 @@ pub struct JoinTimings {
     pub bgpd_answers: Duration,
     /// margay-bgpd started → margay-felix ready (both daemons started from nothing).
     pub ready: Duration,
+    /// margay-bgpd started → the first route to another node's pods in the node's kernel
+    /// (`None` if none came within the timeout).
+    pub first_remote_route: Option<Duration>,
     /// The first pod's CNI ADD, from its start until it returned.
     pub first_add: Duration,
     /// The first pod's ADD returned → its address routed in every other node's kernel and the
@@ -142,6 +145,29 @@ fn kernel_routes(netns: &str, ip: Ipv4Addr) -> bool {
     }
 }
 
+/// Watches namespace `netns` from `t0` for the first route of felix's (protocol 81) through a
+/// gateway, a route to another node's pods; the thread ends with when it came, or `None`.
+fn watch_first_remote_route(
+    netns: String,
+    t0: Instant,
+    timeout: Duration,
+) -> std::thread::JoinHandle<Option<Duration>> {
+    std::thread::spawn(move || {
+        while t0.elapsed() < timeout {
+            let out = Command::new("ip")
+                .args(["-n", &netns, "-4", "route", "show", "proto", "81"])
+                .output();
+            if let Ok(o) = out
+                && String::from_utf8_lossy(&o.stdout).contains(" via ")
+            {
+                return Some(t0.elapsed());
+            }
+            std::thread::sleep(POLL);
+        }
+        None
+    })
+}
+
 /// The namespaces whose kernels route to other nodes' pods: every node but `except`, and the
 /// ToR.
 fn observers(state: &LabState, except: &str) -> Vec<String> {
@@ -240,6 +266,7 @@ pub fn node_add(
 
     // The daemons, as `up` starts them; the clock runs from bgpd's start.
     let t0 = Instant::now();
+    let first_remote = watch_first_remote_route(ns.name().to_string(), t0, timeout);
     let args = ClusterArgs::new(&name, &endpoint, IpNet::V4(addr)).asn(NODE_AS);
     let bgpd = Bgpd::start_cluster_in(&dir, &ns, &format!("{name}-bgpd"), args)?;
     let bgpd_answers = t0.elapsed();
@@ -319,6 +346,13 @@ pub fn node_add(
         || tor_session_of(&state.tor.socket, addr.addr()),
     )?;
 
+    // Remote routes came long before; a lab with no other pods has none to wait for.
+    let first_remote_route = if first_remote.is_finished() {
+        first_remote.join().unwrap_or(None)
+    } else {
+        None
+    };
+
     // Record it: its peers, and it as a peer of the nodes that peer with it.
     let tor_ip = IpAddr::V4(state.tor.addresses[rack]);
     let new_ip = IpAddr::V4(addr.addr());
@@ -363,6 +397,7 @@ pub fn node_add(
         timings: JoinTimings {
             bgpd_answers,
             ready,
+            first_remote_route,
             first_add,
             first_pod_routed,
         },
