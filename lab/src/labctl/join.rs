@@ -87,8 +87,8 @@ fn next_index(state: &LabState, existing: &[String]) -> usize {
         .expect("an unused index")
 }
 
-/// The lowest host address on `subnet` that no node, ToR port or etcd holds.
-fn free_address(state: &LabState, subnet: Ipv4Net) -> Result<Ipv4Net, LabCtlError> {
+/// The lowest host address on `subnet` that no node, ToR port or etcd of the lab holds.
+pub fn free_address(state: &LabState, subnet: Ipv4Net) -> Result<Ipv4Net, LabCtlError> {
     let etcd: Option<Ipv4Addr> = state
         .etcd
         .endpoint
@@ -110,8 +110,8 @@ fn free_address(state: &LabState, subnet: Ipv4Net) -> Result<Ipv4Net, LabCtlErro
         .ok_or_else(|| LabCtlError::Usage(format!("no free address left on {subnet}")))
 }
 
-/// Runs margayctl against the lab's etcd from namespace `ns`.
-fn margayctl(ns: &Netns, endpoint: &str, args: &[&str]) -> Result<String, LabCtlError> {
+/// Runs margayctl against the lab's etcd (`endpoint`) from namespace `ns`; its stdout.
+pub fn margayctl(ns: &Netns, endpoint: &str, args: &[&str]) -> Result<String, LabCtlError> {
     let ctl = margay_binary("margayctl", "cargo build -p margay-ctl --bin margayctl")?;
     let out = ns
         .command(&ctl)
