@@ -186,7 +186,7 @@ fn bird_joins(state: &LabState, rounds: usize) -> anyhow::Result<()> {
     config = config
         .neighbor(BirdNeighbor::new("tor", IpAddr::V4(tor), NODE_AS, TOR_AS))
         .neighbor(BirdNeighbor::new(
-            "dead",
+            "deadpeer",
             IpAddr::V4(dead_peer(state.subnets[0])),
             NODE_AS,
             DEAD_AS,

@@ -346,7 +346,12 @@ pub fn node_add(
         || tor_session_of(&state.tor.socket, addr.addr()),
     )?;
 
-    // Remote routes came long before; a lab with no other pods has none to wait for.
+    // Remote routes most likely came long before; a lab with no other pods has none to wait
+    // for, so the watch gets a few seconds more at most.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !first_remote.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(POLL);
+    }
     let first_remote_route = if first_remote.is_finished() {
         first_remote.join().unwrap_or(None)
     } else {
