@@ -66,20 +66,20 @@ fn remote_routes_the_model_lacks_stay_until_the_table_is_complete() {
     .unwrap();
     agent.update(model.clone());
     let name = ns.name().to_string();
-    let has = |what: String| {
-        let name = name.clone();
-        move || {
+    let remote_route = format!("{remote} via {remote_nh}");
+    // Until felix's routes contain `want` (or, with `present` false, no longer do).
+    let until = |what: &str, want: &str, present: bool| {
+        wait_for(what, Duration::from_secs(5), &[], || {
             let r = felix_routes(&name);
-            if r.contains(&what) { Ok(()) } else { Err(r) }
-        }
+            if r.contains(want) == present {
+                Ok(())
+            } else {
+                Err(r)
+            }
+        })
+        .unwrap()
     };
-    wait_for(
-        "the remote route",
-        Duration::from_secs(5),
-        &[],
-        has(format!("{remote} via {remote_nh}")),
-    )
-    .unwrap();
+    until("the remote route", &remote_route, true);
 
     // A restarted felix's view: the table is coming in again, without that route yet, and
     // this node's block moved on.
@@ -88,37 +88,34 @@ fn remote_routes_the_model_lacks_stay_until_the_table_is_complete() {
     model.remote_routes.clear();
     model.affine_blocks = vec![other_block.into()];
     agent.update(model.clone());
-    wait_for(
+    until(
         "the new local block",
-        Duration::from_secs(5),
-        &[],
-        has(format!("blackhole {other_block}")),
-    )
-    .unwrap();
-    let own_gone = felix_routes(&name);
-    assert!(
-        !own_gone.contains(&format!("blackhole {own}")),
-        "a local route goes at once: {own_gone}"
+        &format!("blackhole {other_block}"),
+        true,
+    );
+    until(
+        "the old local block gone",
+        &format!("blackhole {own}"),
+        false,
     );
     holds_for(
         "the remote route kept while held",
         Duration::from_secs(1),
         &[],
-        has(format!("{remote} via {remote_nh}")),
+        || {
+            let r = felix_routes(&name);
+            if r.contains(&remote_route) {
+                Ok(())
+            } else {
+                Err(r)
+            }
+        },
     )
     .unwrap();
 
     // The table is complete: what it lacks goes.
     agent.hold_stale_remote(false);
     agent.update(model);
-    wait_for("the remote route gone", Duration::from_secs(5), &[], || {
-        let r = felix_routes(&name);
-        if r.contains(&remote.to_string()) {
-            Err(r)
-        } else {
-            Ok(())
-        }
-    })
-    .unwrap();
+    until("the remote route gone", &remote.to_string(), false);
     agent.stop().unwrap();
 }
