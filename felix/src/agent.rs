@@ -26,6 +26,9 @@ pub enum Input {
     Model(Box<Model>),
     /// Kernel notifications.
     Netlink(Vec<Event>),
+    /// Whether felix's remote routes missing from the model stay (until the remote table is
+    /// complete) or go.
+    HoldStaleRemote(bool),
     /// Stop the loop; felix's routes stay in the kernel (a restart re-adopts them).
     Shutdown,
 }
@@ -90,6 +93,13 @@ impl Agent {
     /// Hands the loop a new model.
     pub fn update(&self, model: Model) {
         let _ = self.tx.send(Input::Model(Box::new(model)));
+    }
+
+    /// While `hold` is true, felix's routes to remote blocks that the model lacks stay in the
+    /// kernel (the remote table is still coming in); set to false once it is complete, and
+    /// those stale routes go at the next flush. Everything else is programmed either way.
+    pub fn hold_stale_remote(&self, hold: bool) {
+        let _ = self.tx.send(Input::HoldStaleRemote(hold));
     }
 
     /// A generation bumped after every flush or resync that changed the kernel.
@@ -211,6 +221,7 @@ fn run(
                     rec.set_desired(desired::compute(&m));
                     have_model = true;
                 }
+                Input::HoldStaleRemote(hold) => rec.hold_stale_remote(hold),
                 Input::Netlink(evs) => {
                     for ev in evs {
                         if ev == Event::Overrun {

@@ -626,8 +626,8 @@ fn restarting_felix_or_bgpd_changes_no_route() {
 }
 
 #[test]
-fn not_ready_until_datastore_and_bgpd_have_synced() {
-    let lab = Lab::new("not_ready_until_datastore_and_bgpd_have_synced").unwrap();
+fn not_ready_until_the_datastore_has_synced_and_bgpd_answers() {
+    let lab = Lab::new("not_ready_until_the_datastore_has_synced_and_bgpd_answers").unwrap();
     let mut c = Cluster::create(&lab);
     c.apply_pool(&lab, "Never");
     c.start_felix(&lab, 0);
@@ -641,7 +641,7 @@ fn not_ready_until_datastore_and_bgpd_have_synced() {
     })
     .unwrap();
     assert!(
-        body.contains("bgpd: route table not received yet"),
+        body.contains("bgpd: not reached yet"),
         "reasons: {body}"
     );
     assert!(

@@ -21,11 +21,15 @@ use tonic::transport::Channel;
 
 use crate::lab::Lab;
 use crate::netns::Netns;
-use crate::process::{HasLogs, Process, holds_for, wait_for, wait_for_no_route, wait_for_route};
+use crate::process::{
+    HasLogs, Process, holds_for, wait_for, wait_for_every, wait_for_no_route, wait_for_route,
+};
 use crate::{LabError, Result};
 
 /// How long the daemon gets to answer on its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often a starting margay-bgpd is asked whether it answers.
+const START_POLL: Duration = Duration::from_millis(20);
 /// Environment variable naming the directory that holds margay's binaries.
 pub const BIN_DIR_ENV: &str = "MARGAY_BIN_DIR";
 
@@ -354,10 +358,15 @@ impl Bgpd {
     /// `LABDIR/NAME.sock`) and returns once its socket answers `GetInfo`. Its sessions come
     /// from the datastore; [`Bgpd::config`] then holds only the socket and the address.
     pub fn start_cluster(lab: &Lab, ns: &Netns, name: &str, args: ClusterArgs) -> Result<Bgpd> {
+        Bgpd::start_cluster_in(lab.dir(), ns, name, args)
+    }
+
+    /// As [`Bgpd::start_cluster`], with the socket and logs in `dir` (a kept lab's directory).
+    pub fn start_cluster_in(dir: &Path, ns: &Netns, name: &str, args: ClusterArgs) -> Result<Bgpd> {
         let binary = bgpd_binary()?;
-        let socket = lab.dir().join(format!("{name}.sock"));
+        let socket = dir.join(format!("{name}.sock"));
         let argv = args.to_args(&socket);
-        let process = Process::spawn(ns, name, &binary, &argv, lab.dir())?;
+        let process = Process::spawn(ns, name, &binary, &argv, dir)?;
         let router_id = args
             .ip
             .as_deref()
@@ -382,7 +391,8 @@ impl Bgpd {
             "margay-bgpd {} to answer on {:?}",
             self.name, self.config.socket
         );
-        let res = wait_for(&what, START_TIMEOUT, &[], || {
+        // Polled often: how long a start takes is what the lab measures.
+        let res = wait_for_every(&what, START_TIMEOUT, START_POLL, &[], || {
             if let Some(status) = self.process.exit_status() {
                 exited = Some(status);
                 return Ok(());

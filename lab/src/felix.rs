@@ -11,10 +11,12 @@ use crate::Result;
 use crate::bgpd::margay_binary;
 use crate::lab::Lab;
 use crate::netns::Netns;
-use crate::process::{HasLogs, Process, wait_for};
+use crate::process::{HasLogs, Process, wait_for_every};
 
 /// How long felix gets to report itself ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a starting felix's readiness is asked.
+const READY_POLL: Duration = Duration::from_millis(20);
 
 /// Where margay-felix is (`$MARGAY_BIN_DIR`, else the cargo target dir).
 pub fn felix_binary() -> Result<PathBuf> {
@@ -105,7 +107,8 @@ impl Felix {
     fn wait_ready(&mut self) -> Result<()> {
         let mut exited = None;
         let what = format!("margay-felix {} to be ready", self.args.node);
-        let res = wait_for(&what, READY_TIMEOUT, &[], || {
+        // Polled often: how long a start takes is what the lab measures.
+        let res = wait_for_every(&what, READY_TIMEOUT, READY_POLL, &[], || {
             if let Some(status) = self.process.exit_status() {
                 exited = Some(status);
                 return Ok(());

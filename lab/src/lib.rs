@@ -27,7 +27,9 @@ pub use etcd::{Etcd, yaml_scalar};
 pub use felix::{Felix, FelixArgs, felix_binary};
 pub use lab::{Addrs, Lab, LabSwitch, LinkAddrs, Subnet, block4, block6};
 pub use netns::{Netns, Switch, list_namespaces};
-pub use process::{HasLogs, Process, holds_for, wait_for, wait_for_no_route, wait_for_route};
+pub use process::{
+    HasLogs, Process, holds_for, wait_for, wait_for_every, wait_for_no_route, wait_for_route,
+};
 
 /// The lab's result type.
 pub type Result<T, E = LabError> = std::result::Result<T, E>;

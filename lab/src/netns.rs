@@ -153,9 +153,24 @@ impl Netns {
         Ok(())
     }
 
-    /// The next free interface name in this namespace (`eth0`, `eth1`, ...).
+    /// The next free interface name in this namespace (`eth0`, `eth1`, ...); in an adopted
+    /// namespace, past the names its links already have.
     pub fn next_ifname(&self) -> String {
-        format!("eth{}", self.next_if.fetch_add(1, Ordering::Relaxed))
+        let taken: Vec<String> = if self.next_if.load(Ordering::Relaxed) == 0 {
+            self.ip_json(&["link", "show"])
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|l| l["ifname"].as_str().map(str::to_string))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        loop {
+            let name = format!("eth{}", self.next_if.fetch_add(1, Ordering::Relaxed));
+            if !taken.contains(&name) {
+                return name;
+            }
+        }
     }
 
     /// Creates a veth pair between this namespace and `peer`, gives each end its addresses and
@@ -234,6 +249,14 @@ impl Switch {
         ns.ip(&["link", "add", "br0", "type", "bridge"])?;
         ns.ip(&["link", "set", "br0", "up"])?;
         Ok(Switch { ns })
+    }
+
+    /// Takes charge of the switch namespace `name` a kept lab left behind (see
+    /// [`Netns::adopt`]: dropping the guard deletes it; [`Switch::into_kept`] lets it be).
+    pub fn adopt(name: &str) -> Result<Switch> {
+        Ok(Switch {
+            ns: Netns::adopt(name)?,
+        })
     }
 
     /// The switch's own namespace.

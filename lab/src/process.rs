@@ -235,6 +235,17 @@ pub fn wait_for<T>(
     what: &str,
     timeout: Duration,
     logs: &[&dyn HasLogs],
+    condition: impl FnMut() -> Result<T, String>,
+) -> Result<T> {
+    wait_for_every(what, timeout, POLL, logs, condition)
+}
+
+/// As [`wait_for`], polling every `poll`: for waits whose length is measured.
+pub fn wait_for_every<T>(
+    what: &str,
+    timeout: Duration,
+    poll: Duration,
+    logs: &[&dyn HasLogs],
     mut condition: impl FnMut() -> Result<T, String>,
 ) -> Result<T> {
     let start = Instant::now();
@@ -250,7 +261,7 @@ pub fn wait_for<T>(
                     logs,
                 });
             }
-            Err(_) => std::thread::sleep(POLL),
+            Err(_) => std::thread::sleep(poll),
         }
     }
 }

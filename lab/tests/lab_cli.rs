@@ -467,3 +467,179 @@ fn down_and_status_without_a_lab_say_so() {
         shown(&status)
     );
 }
+
+/// The milliseconds a line of `node add`'s report starting with `label` shows.
+fn report_ms(text: &str, label: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(label))
+        .and_then(|rest| rest.trim().strip_suffix(" ms"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {label:?} in {text}"))
+}
+
+/// `margayctl node status -o json` of `node`, run in its namespace.
+fn node_status(node: &NodeState) -> serde_json::Value {
+    let ctl = margay_lab::margay_binary("margayctl", "cargo build -p margay-ctl").unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &node.netns])
+        .arg(&ctl)
+        .args(["node", "status", "-o", "json", "--socket"])
+        .arg(&node.socket)
+        .output()
+        .expect("margayctl");
+    assert!(out.status.success(), "{}: {}", node.name, shown(&out));
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+/// A node joins a running lab whose nodes all have a BGPPeer that never answers (a ToR under
+/// maintenance), then leaves. The joining node is ready without waiting for that peer, the
+/// ToR takes it from its listen range, its pods reach every other pod; every node's status
+/// says why the dead peer is not up and that it holds nothing back. After `node remove`, no
+/// kernel routes to its pods, no node lists it, its namespaces are gone, the rest converges.
+#[test]
+fn a_node_joins_and_leaves_a_running_lab_with_a_dead_peer_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_file = dir.path().join("state.json");
+    let _down = DownOnDrop(state_file.clone());
+    let up = lab(&state_file, &["up", "--keep"]);
+    assert!(up.status.success(), "{}", shown(&up));
+    let state = LabState::load(&state_file).unwrap().expect("state");
+
+    // A global BGPPeer on the rack's subnet that nobody answers.
+    let dead: std::net::Ipv4Addr = {
+        let o = state.subnets[0].network().octets();
+        std::net::Ipv4Addr::new(o[0], o[1], o[2], 250)
+    };
+    let yaml = dir.path().join("dead.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: dead-peer\n\
+             spec:\n  peerIP: {dead}\n  asNumber: 65010\n"
+        ),
+    )
+    .unwrap();
+    let ctl = margay_lab::margay_binary("margayctl", "cargo build -p margay-ctl").unwrap();
+    let applied = Command::new("ip")
+        .args(["netns", "exec", &state.etcd.netns])
+        .arg(&ctl)
+        .args(["--etcd-endpoints", &state.etcd.endpoint, "apply", "-f"])
+        .arg(&yaml)
+        .output()
+        .unwrap();
+    assert!(applied.status.success(), "{}", shown(&applied));
+
+    let add = lab(&state_file, &["node", "add"]);
+    assert!(add.status.success(), "{}", shown(&add));
+    let text = stdout(&add);
+    // Not the 10 s a configured peer that never comes up used to cost.
+    let ready = report_ms(&text, "margay-bgpd start -> margay-felix ready");
+    assert!(ready < 5000, "{text}");
+    report_ms(&text, "first pod ADD returned -> routed in every kernel");
+
+    let joined = LabState::load(&state_file).unwrap().expect("state");
+    assert_eq!(joined.nodes.len(), 4);
+    assert_eq!(joined.pods.len(), 8);
+    let new = joined.node("node4").expect("node4 recorded").clone();
+    assert!(
+        text.contains(&format!("Neighbor address: {}", new.address4))
+            && text.contains("listen range, as session joined_a"),
+        "{text}"
+    );
+    let tor = margay_lab::bird::birdc(&joined.tor.socket, &["show", "protocols"]).unwrap();
+    let tor = margay_lab::bird::parse_protocols(&tor).unwrap();
+    assert!(
+        tor.iter()
+            .any(|p| p.name.starts_with("joined_a") && p.is_established()),
+        "{tor:?}"
+    );
+
+    // Every node: the peers it should have up, the dead one down and, once the joining node's
+    // first attempt to reach it is over (within a second), holding nothing back.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for node in &joined.nodes {
+        loop {
+            let v = node_status(node);
+            let peers = v["ipv4_peers"].as_array().expect("ipv4_peers").clone();
+            for want in &node.peers {
+                let p = peers
+                    .iter()
+                    .find(|p| p["peer_address"] == want.to_string())
+                    .unwrap_or_else(|| panic!("{}: no peer {want}: {v}", node.name));
+                assert_eq!(p["info"], "Established", "{}: {p}", node.name);
+            }
+            let d = peers
+                .iter()
+                .find(|p| p["peer_address"] == dead.to_string())
+                .unwrap_or_else(|| panic!("{}: no dead peer: {v}", node.name));
+            assert_eq!(d["state"], "start", "{}: {d}", node.name);
+            if d["info"]
+                .as_str()
+                .is_some_and(|i| i.contains("holds nothing back"))
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{}: {d}", node.name);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert_every_ping_answered(&joined);
+    let r = block_route(&new, &joined.pods[0]);
+    assert_eq!(r["gateway"], joined.nodes[0].address4.to_string(), "{r}");
+    let status = lab(&state_file, &["status"]);
+    assert!(status.status.success(), "{}", shown(&status));
+    assert!(
+        stdout(&status).contains("64 of 64 reached"),
+        "{}",
+        shown(&status)
+    );
+
+    let remove = lab(&state_file, &["node", "remove", "node4"]);
+    assert!(remove.status.success(), "{}", shown(&remove));
+    assert!(
+        stdout(&remove).contains("Node deleted -> gone from every kernel"),
+        "{}",
+        shown(&remove)
+    );
+    let left = LabState::load(&state_file).unwrap().expect("state");
+    assert_eq!(left.nodes.len(), 3);
+    assert_eq!(left.pods.len(), 6);
+    let gone: Vec<&PodState> = joined.pods.iter().filter(|p| p.node == "node4").collect();
+    assert_eq!(gone.len(), 2);
+    for node in &left.nodes {
+        let routes = felix_routes(node);
+        for p in &gone {
+            assert!(
+                !routes.iter().any(|r| r["dst"]
+                    .as_str()
+                    .and_then(|d| d.parse::<ipnet::Ipv4Net>().ok())
+                    .is_some_and(|n| n.contains(&p.ip))),
+                "{}: still routes {}: {routes:?}",
+                node.name,
+                p.ip
+            );
+        }
+        let v = node_status(node);
+        assert!(
+            !v.to_string().contains(&format!("\"{}\"", new.address4)),
+            "{}: still lists node4: {v}",
+            node.name
+        );
+    }
+    let prefix = left.name_prefix();
+    let names = namespaces_with(&prefix);
+    assert!(
+        !names
+            .iter()
+            .any(|n| *n == new.netns || n.starts_with(&format!("{}p", new.netns))),
+        "{names:?}"
+    );
+    assert!(!alive(new.pid) && !alive(new.felix_pid));
+    assert_every_ping_answered(&left);
+    let status = lab(&state_file, &["status"]);
+    assert!(status.status.success(), "{}", shown(&status));
+
+    let down = lab(&state_file, &["down"]);
+    assert!(down.status.success(), "{}", shown(&down));
+    assert_nothing_left(&left, &state_file);
+}

@@ -8,14 +8,19 @@
 //!   marker file, `<socket>.gr`, holding the stop time. The next start within the restart
 //!   time sets the Restart State bit in its OPENs for one restart time, and removes the marker
 //!   once the table is complete.
-//! - Either way, the table is complete ("synced", RFC 4724 §4.1's deferral) once every
-//!   configured peer sent End-of-RIB for its families, or did not come up within
-//!   [`UP_WAIT`] (capped by the restart time), or is up without graceful restart for
-//!   [`NO_EOR_WAIT`]. Route watchers get SYNCED only then, so a restarted node does not prune
-//!   kernel routes whose BGP sessions are still coming up.
+//! - The table is complete ("synced", RFC 4724 §4.1's deferral) once no configured peer
+//!   holds it (see [`Completeness`]): a peer that is up holds it until its End-of-RIB for
+//!   every family, or for [`NO_EOR_WAIT`] without graceful restart. A peer that is not up
+//!   holds it only after a restart (marker present), for [`UP_WAIT`] (capped by the restart
+//!   time): a restarted node does not prune kernel routes whose sessions are still coming up.
+//!   On a fresh start (no marker) there is nothing to prune, so a peer that is not up holds
+//!   nothing back: only its first connection attempt is awaited, for at most
+//!   [`FIRST_ATTEMPT_WAIT`]. A dead ToR or a BGPPeer that does not reach this rack no longer
+//!   delays a joining node.
 
 use super::Speaker;
 use super::handle::WatchEvent;
+use super::peers::PeerSlot;
 use crate::fsm::{Negotiated, State};
 use crate::session::PeerId;
 use crate::wire::{Family, GracefulRestart, GracefulRestartFamily};
@@ -27,6 +32,8 @@ use tracing::{debug, info, warn};
 pub(super) const STALE_TIME: Duration = Duration::from_secs(360);
 /// How long the table waits at start for a peer that is not Established.
 pub(super) const UP_WAIT: Duration = Duration::from_secs(10);
+/// On a fresh start, how long the table waits for a peer's first connection attempt.
+pub(super) const FIRST_ATTEMPT_WAIT: Duration = Duration::from_secs(1);
 /// How long the table waits for End-of-RIB from a peer without graceful restart.
 pub(super) const NO_EOR_WAIT: Duration = Duration::from_secs(1);
 /// How often the speaker looks at its graceful restart timers.
@@ -217,18 +224,34 @@ impl Speaker {
         self.check_synced();
     }
 
-    /// Whether every configured peer has delivered its table, or will not in time.
+    /// The completeness rule of this start.
+    fn completeness(&self) -> Completeness {
+        Completeness {
+            restarted: self.restarting_until.is_some(),
+            restart_time: Duration::from_secs(u64::from(*self.config.restart_time.get_ref())),
+        }
+    }
+
+    /// How `slot` stands, for the completeness rule.
+    fn progress(slot: &PeerSlot) -> PeerProgress {
+        PeerProgress {
+            established_at: slot
+                .gr
+                .established_at
+                .filter(|_| slot.state == State::Established),
+            eor_pending: !slot.gr.eor_pending.is_empty(),
+            graceful: slot.gr.peer_cap.is_some(),
+            failed: slot.last_error.is_some(),
+        }
+    }
+
+    /// Whether every configured peer has delivered its table, or holds nothing back.
     fn peers_complete(&self, now: Instant) -> bool {
-        let restart = Duration::from_secs(u64::from(*self.config.restart_time.get_ref()));
-        let up_wait = UP_WAIT.min(restart);
+        let rule = self.completeness();
         let since_start = now.saturating_duration_since(self.started);
-        self.peers.values().all(|s| match s.gr.established_at {
-            _ if since_start >= restart.max(up_wait) => true,
-            Some(_) if s.state == State::Established && s.gr.eor_pending.is_empty() => true,
-            Some(up) if s.gr.peer_cap.is_none() => now.saturating_duration_since(up) >= NO_EOR_WAIT,
-            Some(_) => false,
-            None => since_start >= up_wait,
-        })
+        self.peers
+            .values()
+            .all(|s| !rule.holds(&Self::progress(s), since_start, now))
     }
 
     /// Marks the table complete once it is: watchers get SYNCED, the restart marker goes.
@@ -243,21 +266,158 @@ impl Speaker {
         }
         info!(
             after_ms = self.started.elapsed().as_millis() as u64,
-            "routing table complete (every peer sent End-of-RIB or timed out)"
+            "routing table complete (every peer that is up sent End-of-RIB, or timed out)"
         );
     }
 
-    /// `last_error` for `node status` while a peer's stale routes are kept.
+    /// `last_error` for `node status`: while a peer's stale routes are kept, that; for a peer
+    /// that is not up, why (its last error) and whether it still holds the routing table back.
     pub(super) fn gr_status(&self, peer: PeerId) -> Option<String> {
         let slot = self.peers.get(&peer)?;
-        slot.gr.stale_deadline?;
         let n = self.rib.stale_count(peer);
-        (n > 0).then(|| {
-            if slot.state == State::Established {
+        if slot.gr.stale_deadline.is_some() && n > 0 {
+            return Some(if slot.state == State::Established {
                 format!("Graceful restart: keeping {n} stale routes until End-of-RIB")
             } else {
                 format!("Graceful restart: keeping {n} stale routes")
-            }
+            });
+        }
+        if slot.state == State::Established {
+            return None;
+        }
+        let why = slot
+            .last_error
+            .clone()
+            .unwrap_or_else(|| "no connection yet".to_string());
+        let now = Instant::now();
+        let holding = !self.synced
+            && self.completeness().holds(
+                &Self::progress(slot),
+                now.saturating_duration_since(self.started),
+                now,
+            );
+        Some(if holding {
+            format!("{why}; holding the routing table until it is up or times out")
+        } else {
+            format!("{why}; not up, holds nothing back")
         })
+    }
+}
+
+/// How one peer stands, for [`Completeness::holds`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PeerProgress {
+    /// When its session reached Established, while it is.
+    established_at: Option<Instant>,
+    /// Some family of the session has not sent End-of-RIB yet.
+    eor_pending: bool,
+    /// The session negotiated graceful restart (so End-of-RIB will come).
+    graceful: bool,
+    /// A connection attempt failed since the speaker started.
+    failed: bool,
+}
+
+/// When the routing table is complete: the rule of one start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Completeness {
+    /// Started within the restart time of a graceful stop (the marker was there).
+    restarted: bool,
+    /// The configured restart time: nothing holds the table longer.
+    restart_time: Duration,
+}
+
+impl Completeness {
+    /// Whether a peer standing as `p` still holds the table, `since_start` after the start.
+    fn holds(&self, p: &PeerProgress, since_start: Duration, now: Instant) -> bool {
+        let up_wait = UP_WAIT.min(self.restart_time);
+        if since_start >= self.restart_time.max(up_wait) {
+            return false;
+        }
+        match p.established_at {
+            Some(_) if !p.eor_pending => false,
+            Some(up) if !p.graceful => now.saturating_duration_since(up) < NO_EOR_WAIT,
+            Some(_) => true,
+            // After a restart the old dataplane stays until the peer is back (zero churn).
+            None if self.restarted => since_start < up_wait,
+            // A fresh start waits only for a first attempt still under way.
+            None => !p.failed && since_start < FIRST_ATTEMPT_WAIT.min(up_wait),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FRESH: Completeness = Completeness {
+        restarted: false,
+        restart_time: Duration::from_secs(120),
+    };
+    const RESTARTED: Completeness = Completeness {
+        restarted: true,
+        restart_time: Duration::from_secs(120),
+    };
+
+    fn down(failed: bool) -> PeerProgress {
+        PeerProgress {
+            established_at: None,
+            eor_pending: false,
+            graceful: false,
+            failed,
+        }
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn a_fresh_start_does_not_wait_for_a_peer_that_is_not_up() {
+        let now = Instant::now();
+        // Its connection failed: it holds nothing back, even right after the start.
+        assert!(!FRESH.holds(&down(true), Duration::ZERO, now));
+        // A first attempt still under way is awaited, briefly.
+        assert!(FRESH.holds(&down(false), Duration::from_millis(200), now));
+        assert!(!FRESH.holds(&down(false), FIRST_ATTEMPT_WAIT, now));
+    }
+
+    #[test]
+    fn a_restart_keeps_waiting_for_a_peer_that_is_not_up() {
+        let now = Instant::now();
+        assert!(RESTARTED.holds(&down(true), secs(5), now));
+        assert!(!RESTARTED.holds(&down(true), UP_WAIT, now));
+        // Capped by a short restart time.
+        let short = Completeness {
+            restart_time: secs(3),
+            ..RESTARTED
+        };
+        assert!(!short.holds(&down(true), secs(3), now));
+    }
+
+    #[test]
+    fn a_peer_that_is_up_holds_until_end_of_rib_either_way() {
+        let up = Instant::now();
+        let pending = PeerProgress {
+            established_at: Some(up),
+            eor_pending: true,
+            graceful: true,
+            failed: true,
+        };
+        for rule in [FRESH, RESTARTED] {
+            assert!(rule.holds(&pending, secs(30), up + secs(30)));
+            let done = PeerProgress {
+                eor_pending: false,
+                ..pending
+            };
+            assert!(!rule.holds(&done, secs(1), up));
+            let no_gr = PeerProgress {
+                graceful: false,
+                ..pending
+            };
+            assert!(rule.holds(&no_gr, secs(1), up));
+            assert!(!rule.holds(&no_gr, secs(1), up + NO_EOR_WAIT));
+            // Never longer than the restart time.
+            assert!(!rule.holds(&pending, secs(120), up + secs(120)));
+        }
     }
 }

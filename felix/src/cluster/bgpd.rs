@@ -39,7 +39,8 @@ const STALE_POLL: Duration = Duration::from_millis(500);
 pub struct BgpView {
     /// A full table has been received at least once.
     pub synced: bool,
-    /// Connected now (the routes are live, not kept from a lost stream).
+    /// Connected now: the route stream is open and bgpd has this node's originated set (the
+    /// routes are bgpd's complete table only once `synced`).
     pub connected: bool,
     /// Best paths learned from peers: prefix → next hop.
     pub routes: BTreeMap<IpNet, IpAddr>,
@@ -166,9 +167,12 @@ async fn session(
         set_originated(&mut client, &set).await?;
     }
     info!(socket = %socket.display(), "bgpd: connected");
+    view.send_if_modified(|v| !std::mem::replace(&mut v.connected, true));
     *backoff = MIN_BACKOFF;
-    // The table being received; replaces the published one at SYNCED.
-    let mut fresh: Option<BTreeMap<IpNet, IpAddr>> = Some(BTreeMap::new());
+    // The table being received; replaces the published one at SYNCED. On the first connection
+    // there is no published table to protect: routes go live as they come (felix keeps the
+    // remote routes they lack in the kernel until SYNCED).
+    let mut fresh: Option<BTreeMap<IpNet, IpAddr>> = view.borrow().synced.then(BTreeMap::new);
     // Routes kept from before the reconnect that the fresh table lacks.
     let mut stale: BTreeSet<IpNet> = BTreeSet::new();
     let mut stale_deadline = tokio::time::Instant::now();
@@ -211,6 +215,9 @@ async fn session(
                             v.synced = true;
                             v.connected = true;
                         });
+                    } else if !view.borrow().synced {
+                        info!(routes = view.borrow().routes.len(), "bgpd: route table complete");
+                        view.send_modify(|v| v.synced = true);
                     }
                     continue;
                 }

@@ -11,9 +11,12 @@
 //! - the coordinator ([`run`]) assembles a [`crate::model::Model`] from the latest of both
 //!   feeds and hands it to the dataplane loop, and the prefixes to originate to bgpd.
 //!
-//! The dataplane gets its first model only once both feeds have synced in full, so a felix
-//! restart never removes a remote route it would add back a moment later. /readiness lists
-//! what is still missing.
+//! The dataplane gets its first model as soon as the datastore has synced: local pods (veths,
+//! /32s, this node's blocks) are wired before bgpd's table is complete. Until bgpd says its
+//! table is complete (SYNCED) the dataplane keeps every remote route of felix's it does not
+//! know yet ([`Agent::hold_stale_remote`]), so a felix restart never removes a remote route it
+//! would add back a moment later. /readiness lists what is still missing: the datastore, and
+//! bgpd until felix has reached it once; a BGP peer that is down never makes felix unready.
 
 pub mod bgpd;
 pub mod datastore;
@@ -153,11 +156,10 @@ pub async fn run(
     health.set_reason(R_DATASTORE, "datastore: first full sync not done yet");
     health.set_reason(
         R_BGPD,
-        format!(
-            "bgpd: route table not received yet ({})",
-            opts.bgpd_socket.display()
-        ),
+        format!("bgpd: not reached yet ({})", opts.bgpd_socket.display()),
     );
+    // Remote routes not in the table yet stay until bgpd's table is complete.
+    agent.hold_stale_remote(true);
     let store = tokio::select! {
         s = connect_store(&opts, &health) => s,
         _ = &mut shutdown => return,
@@ -189,6 +191,7 @@ pub async fn run(
     let mut last_model: Option<Model> = None;
     let mut last_problems: Vec<String> = Vec::new();
     let mut last_error: Option<String> = None;
+    let mut remote_complete = false;
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -199,7 +202,7 @@ pub async fn run(
         let bgp = bgp_rx.borrow_and_update().clone();
         let Some(state) = state else { continue };
         health.clear_reason(R_DATASTORE);
-        if bgp.synced {
+        if bgp.connected || bgp.synced {
             health.clear_reason(R_BGPD);
         }
         let (model, problems) = match assemble(&state, &bgp.routes) {
@@ -235,18 +238,27 @@ pub async fn run(
         });
         // natOutgoing rides in the model's pools: the reconciler derives the nftables table
         // from them (crate::nat) on the same update.
-        if bgp.synced && last_model.as_ref() != Some(&model) {
+        if last_model.as_ref() != Some(&model) {
             if last_model.is_none() {
                 sweep_orphans(&state).await;
                 info!(
                     endpoints = model.endpoints.len(),
                     blocks = model.affine_blocks.len(),
                     remote_routes = model.remote_routes.len(),
-                    "datastore and bgpd synced; programming the dataplane"
+                    bgpd_synced = bgp.synced,
+                    "datastore synced; programming the dataplane"
                 );
             }
             agent.update(model.clone());
             last_model = Some(model);
+        }
+        if bgp.synced && !remote_complete {
+            remote_complete = true;
+            info!(
+                remote_routes = bgp.routes.len(),
+                "bgpd's table is complete: remote routes it lacks may go now"
+            );
+            agent.hold_stale_remote(false);
         }
     }
     ds_task.abort();

@@ -12,7 +12,9 @@
 //! (start, periodically, and after a notification overrun).
 //!
 //! Zero churn: at start the dump is compared with the desired set field by field (type, scope,
-//! gateway, onlink, device when we name one); a route already right is left as it is.
+//! gateway, onlink, device when we name one); a route already right is left as it is. While
+//! the remote table is incomplete ([`Reconciler::hold_stale_remote`]), a route of ours through
+//! a gateway that the desired set lacks is kept: it is a remote route still on its way.
 
 mod devices;
 
@@ -82,6 +84,10 @@ pub struct Reconciler {
     logged_conflicts: BTreeSet<IpNet>,
     /// The natOutgoing tables (nftables; its errors never stop the routes).
     nat: crate::nat::NatKeeper,
+    /// Keep our gateway routes the desired set lacks (the remote table is incomplete).
+    hold_stale_remote: bool,
+    /// Such routes kept at the last flush.
+    held: BTreeSet<IpNet>,
 }
 
 impl Reconciler {
@@ -106,6 +112,25 @@ impl Reconciler {
             health,
             metrics,
             logged_conflicts: BTreeSet::new(),
+            hold_stale_remote: false,
+            held: BTreeSet::new(),
+        }
+    }
+
+    /// Keeps (true) or lets go (false) our routes through a gateway that the desired set lacks:
+    /// remote routes whose table is still coming in. Letting go marks the kept ones, so the
+    /// next flush removes those still missing.
+    pub fn hold_stale_remote(&mut self, hold: bool) {
+        self.hold_stale_remote = hold;
+        if !hold {
+            let held = std::mem::take(&mut self.held);
+            if !held.is_empty() {
+                tracing::info!(
+                    routes = held.len(),
+                    "remote table complete: removing the remote routes it lacks"
+                );
+            }
+            self.dirty.extend(held);
         }
     }
 
@@ -265,8 +290,14 @@ impl Reconciler {
         let ours = have.is_some_and(|h| h.protocol == self.cfg.protocol);
         let Some(want) = want else {
             self.logged_conflicts.remove(&dst);
+            if ours && self.hold_stale_remote && have.is_some_and(|h| h.gateway.is_some()) {
+                self.held.insert(dst);
+                return None;
+            }
+            self.held.remove(&dst);
             return ours.then(|| RouteOp::Delete(have.cloned().expect("ours implies present")));
         };
+        self.held.remove(&dst);
         let Some(kr) = self.to_kernel(want) else {
             report.pending += 1;
             // Its device is gone: a route of ours still there is stale.

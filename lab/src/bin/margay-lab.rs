@@ -1,5 +1,5 @@
-//! `margay-lab`: the local lab (`up`, `status`, `down`). Parses flags; the work is in
-//! `margay_lab::labctl`.
+//! `margay-lab`: the local lab (`up`, `status`, `node add|remove`, `down`). Parses flags; the
+//! work is in `margay_lab::labctl`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,9 +74,36 @@ enum Command {
     },
     /// Report on the kept lab again (exit status 1 unless it has converged).
     Status,
+    /// Add a node to the kept lab, or remove one, while it runs.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
     /// Remove the kept lab: processes, namespaces (with their links), the directory (logs,
     /// etcd's data), the state file.
     Down,
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// A node joins: its namespace on rack a, margay-bgpd and margay-felix, its Node and its
+    /// pods; prints start -> ready, first pod -> routed everywhere, and the ToR's session with
+    /// it (from the ToR's BGP listen range).
+    Add {
+        /// Its name (default: the next free nodeN).
+        name: Option<String>,
+        /// Seconds to wait for its pods to be routed everywhere.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// A node leaves: its Node is deleted, its daemons stop, its pods and namespaces go;
+    /// prints Node deletion -> gone everywhere.
+    Remove {
+        name: String,
+        /// Seconds to wait until no kernel routes to it.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -108,6 +135,25 @@ fn main() -> ExitCode {
         })
         .map(|()| true),
         Command::Status => labctl::status(&cli.state_file),
+        Command::Node {
+            command: NodeCommand::Add { name, timeout },
+        } => labctl::join::node_add(
+            &cli.state_file,
+            name.as_deref(),
+            Duration::from_secs(timeout),
+        )
+        .map(|j| {
+            print!("{}", labctl::join::render_joined(&j));
+            true
+        }),
+        Command::Node {
+            command: NodeCommand::Remove { name, timeout },
+        } => labctl::join::node_remove(&cli.state_file, &name, Duration::from_secs(timeout)).map(
+            |l| {
+                print!("{}", labctl::join::render_left(&l));
+                true
+            },
+        ),
         Command::Down => labctl::down(&cli.state_file).map(|()| true),
     };
     match res {

@@ -89,6 +89,12 @@ pub struct BirdNeighbor {
     pub connect_retry: u16,
     /// Non-standard neighbour port (margay-bgpd on another port).
     pub port: Option<u16>,
+    /// A listen range instead of one address (BIRD 2's dynamic BGP: `neighbor range P as N;`):
+    /// any router connecting from `P` gets a session of its own, spawned from this protocol
+    /// and named `dynamic_name` + a number. Passive by nature.
+    pub range: Option<IpNet>,
+    /// The name stem of the sessions a listen range spawns (`dynamic name "...";`).
+    pub dynamic_name: Option<String>,
 }
 
 impl BirdNeighbor {
@@ -117,7 +123,24 @@ impl BirdNeighbor {
             hold_time: 9,
             connect_retry: 1,
             port: None,
+            range: None,
+            dynamic_name: None,
         }
+    }
+
+    /// A listen range: sessions with any router that connects from `range` (BIRD 2's dynamic
+    /// BGP), spawned as `stem1`, `stem2`, ...; otherwise as [`BirdNeighbor::new`].
+    pub fn listen_range(
+        name: &str,
+        range: IpNet,
+        stem: &str,
+        local_as: u32,
+        neighbor_as: u32,
+    ) -> BirdNeighbor {
+        let mut n = BirdNeighbor::new(name, range.network(), local_as, neighbor_as);
+        n.range = Some(range);
+        n.dynamic_name = Some(stem.to_string());
+        n
     }
 
     /// Sets the export policy of every channel.
@@ -273,9 +296,15 @@ fn render_neighbor(s: &mut String, n: &BirdNeighbor) {
         Some(a) => _ = writeln!(s, "  local {a} as {};", n.local_as),
         None => _ = writeln!(s, "  local as {};", n.local_as),
     }
-    match n.port {
-        Some(p) => _ = writeln!(s, "  neighbor {} port {p} as {};", n.address, n.neighbor_as),
-        None => _ = writeln!(s, "  neighbor {} as {};", n.address, n.neighbor_as),
+    match (n.range, n.port) {
+        (Some(r), _) => _ = writeln!(s, "  neighbor range {r} as {};", n.neighbor_as),
+        (None, Some(p)) => {
+            _ = writeln!(s, "  neighbor {} port {p} as {};", n.address, n.neighbor_as)
+        }
+        (None, None) => _ = writeln!(s, "  neighbor {} as {};", n.address, n.neighbor_as),
+    }
+    if let Some(stem) = &n.dynamic_name {
+        let _ = writeln!(s, "  dynamic name \"{stem}\";");
     }
     match n.multihop {
         Some(h) => _ = writeln!(s, "  multihop {h};"),
@@ -381,5 +410,22 @@ mod tests {
         assert!(conf.contains("  ipv4 { import all; export all; };"));
         assert!(conf.contains("  ipv6 { import all; export all; };"));
         assert!(conf.contains("  graceful restart off;"));
+    }
+
+    #[test]
+    fn renders_a_listen_range_as_dynamic_bgp() {
+        let conf = BirdConfig::new("10.99.1.1".parse().unwrap())
+            .neighbor(BirdNeighbor::listen_range(
+                "joiners_a",
+                "10.99.1.0/24".parse().unwrap(),
+                "joined",
+                65100,
+                64512,
+            ))
+            .render();
+        assert!(
+            conf.contains("  neighbor range 10.99.1.0/24 as 64512;\n  dynamic name \"joined\";\n"),
+            "{conf}"
+        );
     }
 }

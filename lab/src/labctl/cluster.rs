@@ -536,9 +536,11 @@ impl Cluster {
                 config: dir.join(format!("{}.conf", self.plan.tor.name)),
                 addresses: self.plan.tor.addrs.iter().map(|a| a.ip4()).collect(),
                 asn: TOR_AS,
+                // The listen ranges only spawn sessions; a joined node adds its own.
                 protocols: tor_config
                     .neighbors
                     .iter()
+                    .filter(|n| n.range.is_none())
                     .map(|n| n.name.clone())
                     .collect(),
             },

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod down;
 pub mod error;
 pub mod health;
+pub mod join;
 pub mod ping;
 pub mod pods;
 pub mod progress;

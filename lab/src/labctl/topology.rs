@@ -9,6 +9,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use ipnet::IpNet;
+
 use serde::{Deserialize, Serialize};
 
 use super::LabCtlError;
@@ -28,6 +30,10 @@ pub const MAX_NODES: usize = 100;
 pub const POOL_CIDR: &str = "10.100.0.0/16";
 /// Pods per node.
 pub const PODS_PER_NODE: usize = 2;
+/// The ToR's listen-range protocol of a rack: `joiners_` + the rack's letter.
+pub const JOIN_RANGE_PREFIX: &str = "joiners_";
+/// The sessions a listen range spawns: `joined_` + rack letter + a number (`joined_a1`).
+pub const JOINED_PREFIX: &str = "joined_";
 /// The label that names a node's rack (its switch), for the ToR's BGPPeers.
 pub const RACK_LABEL: &str = "margay-lab/rack";
 
@@ -332,6 +338,9 @@ impl Plan {
     /// learned routes in its kernel so it forwards to the pods (and between racks). Graceful
     /// restart is on, as in calico-node's BIRD: the ToR keeps a restarting node's routes, and
     /// a ToR restarted with `bird -R` keeps forwarding on the kernel routes it left behind.
+    /// Besides, a BGP listen range per rack (BIRD 2's dynamic BGP, `neighbor range`), as a
+    /// fabric takes the nodes an autoscaler adds: a node that joins later (`margay-lab node
+    /// add`) gets a session `joined_<rack>N` without any change to the ToR.
     pub fn tor_config(&self) -> BirdConfig {
         let mut c = BirdConfig::new(self.tor.addrs[0].ip4())
             .program_kernel()
@@ -341,6 +350,20 @@ impl Plan {
                 BirdNeighbor::new(&node.name, IpAddr::V4(node.addrs.ip4()), TOR_AS, NODE_AS)
                     .export(ExportPolicy::None)
                     .graceful_restart(None),
+            );
+        }
+        for (rack, subnet) in self.racks.iter().enumerate() {
+            let r = Plan::rack_name(rack);
+            c = c.neighbor(
+                BirdNeighbor::listen_range(
+                    &format!("{JOIN_RANGE_PREFIX}{r}"),
+                    IpNet::V4(subnet.v4),
+                    &format!("{JOINED_PREFIX}{r}"),
+                    TOR_AS,
+                    NODE_AS,
+                )
+                .export(ExportPolicy::None)
+                .graceful_restart(None),
             );
         }
         c

@@ -1,0 +1,603 @@
+//! `margay-lab node add [NAME]` and `margay-lab node remove NAME` on a kept lab: a node joins
+//! the running cluster (its namespace on rack a's switch, margay-bgpd and margay-felix with the
+//! flags every lab node gets, its Node resource, its pods through the CNI plugin) or leaves it
+//! (Node deleted, daemons stopped, pods and namespaces gone), and the command reports how long
+//! each step took as the rest of the cluster sees it.
+//!
+//! The ToR learns a joining node the way a fabric learns an autoscaled one: from the BGP listen
+//! range of the node's rack (BIRD 2's `neighbor range`, see [`super::topology::Plan::tor_config`]),
+//! without a change to its configuration; the report names the session BIRD spawned.
+
+use std::fmt::Write;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ipnet::{IpNet, Ipv4Net};
+
+use super::LabCtlError;
+use super::down::alive;
+use super::pods::{self, Sandbox};
+use super::state::{LabState, NodeState, PodState};
+use super::topology::{JOINED_PREFIX, Mode, NODE_AS, PODS_PER_NODE, Plan, RACK_LABEL};
+use crate::bgpd::{Bgpd, ClusterArgs, margay_binary};
+use crate::bird::birdc;
+use crate::felix::{Felix, FelixArgs};
+use crate::netns::{Netns, Switch, list_namespaces, require_root};
+use crate::process::wait_for_every;
+
+/// How often the kernels are looked at while a timing runs.
+const POLL: Duration = Duration::from_millis(5);
+
+/// How long each step of a join took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinTimings {
+    /// margay-bgpd started → it answers on its socket.
+    pub bgpd_answers: Duration,
+    /// margay-bgpd started → margay-felix ready (both daemons started from nothing).
+    pub ready: Duration,
+    /// margay-bgpd started → the first route to another node's pods in the node's kernel
+    /// (`None` if none came within the timeout).
+    pub first_remote_route: Option<Duration>,
+    /// The first pod's CNI ADD, from its start until it returned.
+    pub first_add: Duration,
+    /// The first pod's ADD returned → its address routed in every other node's kernel and the
+    /// ToR's.
+    pub first_pod_routed: Duration,
+}
+
+/// What `node add` did.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    pub node: NodeState,
+    pub pods: Vec<PodState>,
+    /// The ToR's session with the node, spawned from its listen range.
+    pub tor_protocol: String,
+    /// `birdc show protocols all` of that session.
+    pub tor_session: String,
+    pub timings: JoinTimings,
+}
+
+/// What `node remove` did.
+#[derive(Debug, Clone)]
+pub struct Left {
+    pub node: String,
+    /// The Node resource deleted → no kernel of the lab (other nodes, the ToR) routes to the
+    /// node's pods any more and no other margay-bgpd lists it as a peer.
+    pub gone_everywhere: Duration,
+}
+
+fn no_lab(state_file: &Path) -> LabCtlError {
+    LabCtlError::Usage(format!(
+        "no lab is running (no {}); start one with `margay-lab up --keep`",
+        state_file.display()
+    ))
+}
+
+/// The lowest `k` whose `node{k}` name and `n{k}` namespace the lab does not use yet.
+fn next_index(state: &LabState, existing: &[String]) -> usize {
+    let prefix = state.name_prefix();
+    (1..)
+        .find(|k| {
+            let name = format!("node{k}");
+            let ns = format!("{prefix}n{k}");
+            state.node(&name).is_none() && !existing.contains(&ns)
+        })
+        .expect("an unused index")
+}
+
+/// The lowest host address on `subnet` that no node, ToR port or etcd of the lab holds.
+pub fn free_address(state: &LabState, subnet: Ipv4Net) -> Result<Ipv4Net, LabCtlError> {
+    let etcd: Option<Ipv4Addr> = state
+        .etcd
+        .endpoint
+        .trim_start_matches("http://")
+        .split(':')
+        .next()
+        .and_then(|a| a.parse().ok());
+    let used: Vec<Ipv4Addr> = state
+        .nodes
+        .iter()
+        .map(|n| n.address4)
+        .chain(state.tor.addresses.iter().copied())
+        .chain(etcd)
+        .collect();
+    subnet
+        .hosts()
+        .find(|a| !used.contains(a))
+        .map(|a| Ipv4Net::new(a, subnet.prefix_len()).expect("the subnet's length"))
+        .ok_or_else(|| LabCtlError::Usage(format!("no free address left on {subnet}")))
+}
+
+/// Runs margayctl against the lab's etcd (`endpoint`) from namespace `ns`; its stdout.
+pub fn margayctl(ns: &Netns, endpoint: &str, args: &[&str]) -> Result<String, LabCtlError> {
+    let ctl = margay_binary("margayctl", "cargo build -p margay-ctl --bin margayctl")?;
+    let out = ns
+        .command(&ctl)
+        .arg("--etcd-endpoints")
+        .arg(endpoint)
+        .args(args)
+        .env_remove("MARGAY_ETCD_ENDPOINTS")
+        .output()
+        .map_err(|e| LabCtlError::Usage(format!("running margayctl: {e}")))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(LabCtlError::Usage(format!(
+            "margayctl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Whether the kernel of namespace `netns` has a route (other than a default) covering `ip`.
+fn kernel_routes(netns: &str, ip: Ipv4Addr) -> bool {
+    let out = Command::new("ip")
+        .args(["-n", netns, "-4", "route", "show", "match", &ip.to_string()])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .any(|l| !l.starts_with("default") && !l.trim().is_empty()),
+        _ => false,
+    }
+}
+
+/// Watches namespace `netns` from `t0` for the first route of felix's (protocol 81) through a
+/// gateway, a route to another node's pods; the thread ends with when it came, or `None`.
+fn watch_first_remote_route(
+    netns: String,
+    t0: Instant,
+    timeout: Duration,
+) -> std::thread::JoinHandle<Option<Duration>> {
+    std::thread::spawn(move || {
+        while t0.elapsed() < timeout {
+            let out = Command::new("ip")
+                .args(["-n", &netns, "-4", "route", "show", "proto", "81"])
+                .output();
+            if let Ok(o) = out
+                && String::from_utf8_lossy(&o.stdout).contains(" via ")
+            {
+                return Some(t0.elapsed());
+            }
+            std::thread::sleep(POLL);
+        }
+        None
+    })
+}
+
+/// The namespaces whose kernels route to other nodes' pods: every node but `except`, and the
+/// ToR.
+fn observers(state: &LabState, except: &str) -> Vec<String> {
+    state
+        .nodes
+        .iter()
+        .filter(|n| n.name != except)
+        .map(|n| n.netns.clone())
+        .chain([state.tor.netns.clone()])
+        .collect()
+}
+
+/// In `birdc show protocols all` output, the protocol whose neighbour is `addr`: its name
+/// and its block of lines.
+fn session_with(text: &str, addr: Ipv4Addr) -> Option<(String, String)> {
+    let want = format!("Neighbor address: {addr}");
+    let mut name = None;
+    let mut block = String::new();
+    for line in text.lines() {
+        let starts_block = line
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+            && !line.starts_with("BIRD ")
+            && !line.starts_with("Name ");
+        if starts_block {
+            if name.is_some() {
+                break;
+            }
+            block.clear();
+        }
+        block.push_str(line);
+        block.push('\n');
+        if line.trim() == want {
+            name = block.split_whitespace().next().map(str::to_string);
+        }
+    }
+    name.map(|n| (n, block))
+}
+
+/// The ToR's Established session with `addr` that its listen range spawned, and its
+/// `show protocols all` text.
+fn tor_session_of(socket: &Path, addr: Ipv4Addr) -> Result<(String, String), String> {
+    let text = birdc(socket, &["show", "protocols", "all"]).map_err(|e| e.to_string())?;
+    match session_with(&text, addr) {
+        Some((n, block)) if n.starts_with(JOINED_PREFIX) && block.contains("Established") => {
+            Ok((n, block))
+        }
+        Some((n, _)) => Err(format!(
+            "the ToR's session {n} with {addr} is not Established"
+        )),
+        None => Err(format!("the ToR has no session with {addr} yet")),
+    }
+}
+
+/// `margay-lab node add [NAME]`: a node joins the kept lab on rack a, with its pods. Returns
+/// once its pods are routed everywhere and the ToR has a session with it.
+pub fn node_add(
+    state_file: &Path,
+    name: Option<&str>,
+    timeout: Duration,
+) -> Result<Joined, LabCtlError> {
+    require_root()?;
+    let mut state = LabState::load(state_file)?.ok_or_else(|| no_lab(state_file))?;
+    let existing = list_namespaces()?;
+    let k = next_index(&state, &existing);
+    let name = name.map_or_else(|| format!("node{k}"), str::to_string);
+    if state.node(&name).is_some() {
+        return Err(LabCtlError::Usage(format!(
+            "the lab has a node {name} already"
+        )));
+    }
+    let prefix = state.name_prefix();
+    let role = format!("n{k}");
+    let rack = 0;
+    let subnet = state.subnets[rack];
+    let addr = free_address(&state, subnet)?;
+    let endpoint = state.etcd.endpoint.clone();
+    let dir = state.dir.clone();
+
+    // The host: its namespace on the rack's switch, routed through the ToR.
+    let ns = Netns::create(&format!("{prefix}{role}"))?;
+    let switch = Switch::adopt(&state.switches[rack])?;
+    let attached = switch.attach(&ns, &[IpNet::V4(addr)]);
+    switch.into_kept();
+    attached?;
+    let gw = state.tor.addresses[rack].to_string();
+    ns.ip(&["route", "add", "default", "via", &gw])?;
+
+    let bgpd_socket = dir.join(format!("{name}-bgpd.sock"));
+    let felix_socket = dir.join(format!("{name}-felix.sock"));
+    let conflist = dir.join(format!("{name}.conflist"));
+    let list = pods::conflist(&name, &felix_socket, state.pool_mode.mtu());
+    let text = serde_json::to_string_pretty(&list).map_err(|e| LabCtlError::state(&conflist, e))?;
+    std::fs::write(&conflist, text).map_err(|e| LabCtlError::state(&conflist, e))?;
+
+    // The daemons, as `up` starts them; the clock runs from bgpd's start.
+    let t0 = Instant::now();
+    let first_remote = watch_first_remote_route(ns.name().to_string(), t0, timeout);
+    let args = ClusterArgs::new(&name, &endpoint, IpNet::V4(addr)).asn(NODE_AS);
+    let bgpd = Bgpd::start_cluster_in(&dir, &ns, &format!("{name}-bgpd"), args)?;
+    let bgpd_answers = t0.elapsed();
+    let node_yaml = format!(
+        "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: {name}\n  labels:\n    \
+         {RACK_LABEL}: {}\nspec:\n  bgp:\n    ipv4Address: {addr}\n    asNumber: {NODE_AS}\n",
+        Plan::rack_name(rack)
+    );
+    let yaml_path = dir.join(format!("{name}-node.yaml"));
+    std::fs::write(&yaml_path, node_yaml).map_err(|e| LabCtlError::state(&yaml_path, e))?;
+    margayctl(
+        &ns,
+        &endpoint,
+        &["apply", "-f", &yaml_path.to_string_lossy()],
+    )?;
+    let fargs = FelixArgs::new(&name, &endpoint, &bgpd_socket, &felix_socket);
+    let felix = Felix::start_in(&dir, &ns, &format!("{name}-felix"), fargs)?;
+    let ready = t0.elapsed();
+
+    // Its pods, through the plugin; the first one is timed until every kernel routes it.
+    let plugin = pods::plugin_binary()?;
+    let watchers = observers(&state, &name);
+    let mut pod_guards = Vec::new();
+    let mut pod_states = Vec::new();
+    let mut first_add = Duration::ZERO;
+    let mut first_pod_routed = Duration::ZERO;
+    for j in 1..=PODS_PER_NODE {
+        let pod_ns = Netns::create(&format!("{prefix}{role}p{j}"))?;
+        let pod = format!("web-{k}-{j}");
+        let container_id = format!("lab{k:0>6}{j:0>2}");
+        let sandbox = Sandbox {
+            pod: &pod,
+            container_id: &container_id,
+            netns: pod_ns.name(),
+        };
+        let t_add = Instant::now();
+        let added = pods::add(&plugin, &conflist, &sandbox)?;
+        if j == 1 {
+            first_add = t_add.elapsed();
+            let t_routed = Instant::now();
+            wait_for_every(
+                &format!("pod {pod} ({}) routed in every kernel", added.ip),
+                timeout,
+                POLL,
+                &[],
+                || {
+                    let missing: Vec<&String> = watchers
+                        .iter()
+                        .filter(|w| !kernel_routes(w, added.ip))
+                        .collect();
+                    if missing.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(format!("no route in {missing:?}"))
+                    }
+                },
+            )?;
+            first_pod_routed = t_routed.elapsed();
+        }
+        pod_states.push(PodState {
+            name: pod,
+            node: name.clone(),
+            netns: pod_ns.name().to_string(),
+            container_id,
+            ip: added.ip,
+            interface: added.interface,
+        });
+        pod_guards.push(pod_ns);
+    }
+
+    // The ToR took the node from its listen range.
+    let (tor_protocol, tor_session) = wait_for_every(
+        &format!("the ToR's session with {name} ({})", addr.addr()),
+        timeout,
+        Duration::from_millis(50),
+        &[],
+        || tor_session_of(&state.tor.socket, addr.addr()),
+    )?;
+
+    // Remote routes most likely came long before; a lab with no other pods has none to wait
+    // for, so the watch gets a few seconds more at most.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !first_remote.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(POLL);
+    }
+    let first_remote_route = if first_remote.is_finished() {
+        first_remote.join().unwrap_or(None)
+    } else {
+        None
+    };
+
+    // Record it: its peers, and it as a peer of the nodes that peer with it.
+    let tor_ip = IpAddr::V4(state.tor.addresses[rack]);
+    let new_ip = IpAddr::V4(addr.addr());
+    let mut peers: Vec<IpAddr> = Vec::new();
+    for other in &mut state.nodes {
+        let peers_with = state.mode == Mode::Mesh || other.reflector;
+        if peers_with {
+            peers.push(IpAddr::V4(other.address4));
+            other.peers.push(new_ip);
+        }
+    }
+    peers.push(tor_ip);
+    let node = NodeState {
+        name: name.clone(),
+        netns: ns.name().to_string(),
+        rack: Plan::rack_name(rack),
+        pid: bgpd.pid(),
+        socket: bgpd_socket,
+        felix_pid: felix.pid(),
+        felix_socket,
+        conflist,
+        address4: addr.addr(),
+        asn: NODE_AS,
+        peers,
+        reflector: false,
+    };
+    state.nodes.push(node.clone());
+    state.pods.extend(pod_states.iter().cloned());
+    state.tor.protocols.push(tor_protocol.clone());
+    state.save(state_file)?;
+    bgpd.into_kept();
+    felix.into_kept();
+    ns.into_kept();
+    for p in pod_guards {
+        p.into_kept();
+    }
+    Ok(Joined {
+        node,
+        pods: pod_states,
+        tor_protocol,
+        tor_session,
+        timings: JoinTimings {
+            bgpd_answers,
+            ready,
+            first_remote_route,
+            first_add,
+            first_pod_routed,
+        },
+    })
+}
+
+/// Sends `signal` to a recorded daemon that still runs, and waits up to 5 s for it to end.
+fn stop_daemon(pid: u32, signal: i32) {
+    if pid == 0 || !alive(pid) {
+        return;
+    }
+    // SAFETY: kill(2) on a PID the lab's state file records for this node's daemon.
+    unsafe { libc::kill(pid as i32, signal) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if alive(pid) {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+}
+
+/// Every peer address the margay-bgpd at `socket` lists (`margayctl node status -o json`).
+fn listed_peers(socket: &Path) -> Result<Vec<IpAddr>, String> {
+    let ctl = margay_binary("margayctl", "cargo build -p margay-ctl").map_err(|e| e.to_string())?;
+    let out = Command::new(ctl)
+        .args(["node", "status", "-o", "json", "--socket"])
+        .arg(socket)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("node status of {}: {e}", socket.display()))?;
+    Ok(["ipv4_peers", "ipv6_peers"]
+        .iter()
+        .filter_map(|k| v[k].as_array())
+        .flatten()
+        .filter_map(|p| p["peer_address"].as_str()?.parse().ok())
+        .collect())
+}
+
+/// `margay-lab node remove NAME`: the node leaves the kept lab. Its Node resource is deleted
+/// first (as `kubectl delete node` does), then its daemons stop (bgpd with a Cease, leaving
+/// for good), its pods and namespaces go. Returns once nothing in the lab routes to it.
+pub fn node_remove(state_file: &Path, name: &str, timeout: Duration) -> Result<Left, LabCtlError> {
+    require_root()?;
+    let mut state = LabState::load(state_file)?.ok_or_else(|| no_lab(state_file))?;
+    let node = state
+        .node(name)
+        .cloned()
+        .ok_or_else(|| LabCtlError::Usage(format!("the lab has no node {name}")))?;
+    let pods: Vec<PodState> = state
+        .pods
+        .iter()
+        .filter(|p| p.node == name)
+        .cloned()
+        .collect();
+    // The ToR's session with it, named before it goes down.
+    let tor_protocol = birdc(&state.tor.socket, &["show", "protocols", "all"])
+        .ok()
+        .and_then(|t| session_with(&t, node.address4))
+        .map(|(n, _)| n);
+    let etcd_ns = Netns::adopt(&state.etcd.netns)?;
+    let t0 = Instant::now();
+    let deleted = margayctl(&etcd_ns, &state.etcd.endpoint, &["delete", "node", name]);
+    etcd_ns.into_kept();
+    deleted?;
+    stop_daemon(node.felix_pid, libc::SIGTERM);
+    stop_daemon(node.pid, libc::SIGINT);
+    let watchers = observers(&state, name);
+    let others: Vec<PathBuf> = state
+        .nodes
+        .iter()
+        .filter(|n| n.name != name)
+        .map(|n| n.socket.clone())
+        .collect();
+    let addr = IpAddr::V4(node.address4);
+    wait_for_every(
+        &format!("{name} gone from every kernel and every peer list"),
+        timeout,
+        POLL,
+        &[],
+        || {
+            let mut left = String::new();
+            for p in &pods {
+                for w in watchers.iter().filter(|w| kernel_routes(w, p.ip)) {
+                    let _ = write!(left, "{w} routes {}; ", p.ip);
+                }
+            }
+            for s in &others {
+                if listed_peers(s)?.contains(&addr) {
+                    let _ = write!(left, "{} lists {addr}; ", s.display());
+                }
+            }
+            if left.is_empty() { Ok(()) } else { Err(left) }
+        },
+    )?;
+    let gone_everywhere = t0.elapsed();
+
+    for p in &pods {
+        drop(Netns::adopt(&p.netns));
+    }
+    drop(Netns::adopt(&node.netns));
+    for other in &mut state.nodes {
+        other.peers.retain(|p| *p != addr);
+    }
+    state.nodes.retain(|n| n.name != name);
+    state.pods.retain(|p| p.node != name);
+    state
+        .tor
+        .protocols
+        .retain(|p| p != name && Some(p) != tor_protocol.as_ref());
+    state.save(state_file)?;
+    Ok(Left {
+        node: name.to_string(),
+        gone_everywhere,
+    })
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// The report of a join.
+pub fn render_joined(j: &Joined) -> String {
+    let mut s = String::new();
+    let t = &j.timings;
+    let _ = writeln!(
+        s,
+        "node {} joined at {} (namespace {})",
+        j.node.name, j.node.address4, j.node.netns
+    );
+    let _ = writeln!(
+        s,
+        "  margay-bgpd start -> answering        {}",
+        ms(t.bgpd_answers)
+    );
+    let _ = writeln!(
+        s,
+        "  margay-bgpd start -> margay-felix ready {}",
+        ms(t.ready)
+    );
+    let _ = writeln!(
+        s,
+        "  first pod CNI ADD                     {}",
+        ms(t.first_add)
+    );
+    let _ = writeln!(
+        s,
+        "  first pod ADD returned -> routed in every kernel {}",
+        ms(t.first_pod_routed)
+    );
+    for p in &j.pods {
+        let _ = writeln!(s, "  pod {} {} ({})", p.name, p.ip, p.interface);
+    }
+    let _ = writeln!(
+        s,
+        "the ToR learned it from its listen range, as session {}:",
+        j.tor_protocol
+    );
+    for line in j.tor_session.lines().take(8) {
+        let _ = writeln!(s, "  {line}");
+    }
+    s
+}
+
+/// The report of a leave.
+pub fn render_left(l: &Left) -> String {
+    format!(
+        "node {} left: Node deleted -> gone from every kernel and peer list in {}\n",
+        l.node,
+        ms(l.gone_everywhere)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_session_a_listen_range_spawned() {
+        let text = "BIRD 2.0.12 ready.\n\
+            Name       Proto      Table      State  Since         Info\n\
+            node1      BGP        ---        up     20:50:01.123  Established\n\
+            \x20 BGP state:          Established\n\
+            \x20   Neighbor address: 10.99.1.1\n\
+            joined_a1  BGP        ---        up     20:51:02.456  Established\n\
+            \x20 BGP state:          Established\n\
+            \x20   Neighbor address: 10.99.1.7\n\
+            \x20   Neighbor AS:      64512\n\
+            joined_a2  BGP        ---        start  20:51:03.000  Active\n";
+        let (name, block) = session_with(text, "10.99.1.7".parse().unwrap()).unwrap();
+        assert_eq!(name, "joined_a1");
+        assert!(block.contains("Neighbor AS:      64512"), "{block}");
+        assert!(!block.contains("joined_a2"), "{block}");
+        assert!(session_with(text, "10.99.1.9".parse().unwrap()).is_none());
+    }
+}
