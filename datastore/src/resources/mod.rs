@@ -27,6 +27,8 @@ pub use felix::{FelixConfigurationSpec, WorkloadEndpointSpec};
 pub use ippool::{AllowedUse, EncapMode, IpPoolSpec};
 pub use node::{NodeAddress, NodeBgpSpec, NodeSpec};
 pub use parse::parse_documents;
+/// Go-style durations (`120s`, `2m`) in seconds, as Calico's fields write them.
+pub use validate::parse_duration;
 pub use validate::{FieldProblem, Validator};
 
 use serde::de::DeserializeOwned;
