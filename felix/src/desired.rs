@@ -232,6 +232,23 @@ pub fn compute(model: &Model) -> Desired {
         }
     }
 
+    // BGPPeer `reachableBy`: the peer's address through the given gateway, as Calico's static
+    // route; it takes the place of a learned route for the same prefix, not of our own.
+    for r in &model.peer_routes {
+        d.routes.insert(
+            r.prefix,
+            DesiredRoute {
+                dst: r.prefix,
+                class: RouteClass::Direct,
+                target: Target::Gateway {
+                    via: r.next_hop,
+                    dev: None,
+                    onlink: false,
+                },
+            },
+        );
+    }
+
     for block in &model.affine_blocks {
         d.originate.insert(*block);
         d.routes.insert(

@@ -252,6 +252,23 @@ fn a_learned_route_never_takes_the_place_of_a_local_workload_or_an_own_block() {
 }
 
 #[test]
+fn a_bgp_peer_reachable_by_a_gateway_gets_its_host_route() {
+    let lab = Lab::new("a_bgp_peer_reachable_by_a_gateway_gets_its_host_route").unwrap();
+    let n = node(&lab);
+    let s = scene(&lab, &n);
+    let mut m = never_model(&n, &s);
+    // BGPPeer `peerIP: 192.0.2.77`, `reachableBy: <the uplink's gateway>`.
+    m["peerRoutes"] = json!([{"prefix": "192.0.2.77/32", "nextHop": n.gw()}]);
+    let felix = start_felix(&lab, &n.ns, "node1", &m, "a");
+    wait_routes(&n.ns, &felix, "peer host route via the gateway", |all| {
+        never_routes_ok(&n, &s, all)?;
+        let r = route_to(all, "192.0.2.77");
+        is(r, "gateway", &n.gw())?;
+        is(r, "protocol", PROTO)
+    });
+}
+
+#[test]
 fn vxlan_mode_programs_device_routes_neighbours_and_fdb() {
     let lab = Lab::new("vxlan_mode_programs_device_routes_neighbours_and_fdb").unwrap();
     let n = node(&lab);
