@@ -833,3 +833,35 @@ fn password_from_a_mounted_secret_reaches_the_session() -> Result<()> {
     bgpd.wait_established(tor_ip, UP)?;
     Ok(())
 }
+
+/// Issue 11 §4 BGPConfiguration `listenPort` and `bindMode: NodeIP`: every node listens on the
+/// port, only on its own address, and connects to the other nodes on that port, so the mesh
+/// comes up on it.
+#[test]
+fn listen_port_and_bind_mode_apply_to_the_listener_and_the_mesh() -> Result<()> {
+    let mut c = Cluster::new(
+        "listen_port_and_bind_mode_apply_to_the_listener_and_the_mesh",
+        2,
+    )?;
+    c.etcd.apply(
+        "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\n\
+         spec:\n  listenPort: 1791\n  bindMode: NodeIP\n",
+    )?;
+    c.start_all()?;
+    c.wait_mesh(&[1, 2])?;
+    for (i, other) in [(1, 2), (2, 1)] {
+        let p = c.bgpd(i).peer(c.ip(other))?.expect("the mesh peer");
+        assert_eq!(p.port, 1791, "node{i} reaches node{other} on listenPort");
+        let listening = c.host(i).ns.exec("ss", &["-Hltn", "sport", "= :1791"])?;
+        let want = format!("{}:1791", c.ip(i));
+        assert!(
+            listening.split_whitespace().any(|w| w == want),
+            "node{i} listens on {want} only:\n{listening}"
+        );
+        assert!(
+            !listening.contains("*:1791") && !listening.contains("[::]:1791"),
+            "node{i} listens on every address:\n{listening}"
+        );
+    }
+    Ok(())
+}
