@@ -98,8 +98,21 @@ impl Cluster {
 
     /// Starts node `i`'s bgpd with only its name, etcd and `--ip ADDR/LEN`.
     fn start(&mut self, i: usize) -> Result<()> {
+        self.start_with(i, |a| a)
+    }
+
+    /// [`Cluster::start`], with more arguments.
+    fn start_with(
+        &mut self,
+        i: usize,
+        more: impl FnOnce(ClusterArgs) -> ClusterArgs,
+    ) -> Result<()> {
         let h = &self.hosts[i - 1];
-        let args = ClusterArgs::new(&h.name, &self.etcd.endpoint(), IpNet::V4(h.addrs.v4));
+        let args = more(ClusterArgs::new(
+            &h.name,
+            &self.etcd.endpoint(),
+            IpNet::V4(h.addrs.v4),
+        ));
         let bgpd = Bgpd::start_cluster(&self.lab, &h.ns, &h.name, args)?;
         self.hosts[i - 1].bgpd = Some(bgpd);
         Ok(())
@@ -821,10 +834,7 @@ fn password_from_a_mounted_secret_reaches_the_session() -> Result<()> {
         "{}  password:\n    secretKeyRef:\n      name: bgp-passwords\n      key: tor\n",
         tor_peer_yaml(tor_ip)
     ))?;
-    let h = &c.hosts[0];
-    let args =
-        ClusterArgs::new(&h.name, &c.etcd.endpoint(), IpNet::V4(h.addrs.v4)).secrets_dir(&secrets);
-    c.hosts[0].bgpd = Some(Bgpd::start_cluster(&c.lab, &h.ns, &h.name, args)?);
+    c.start_with(1, |a| a.secrets_dir(&secrets))?;
     c.wait_peer_configured(1, tor_ip)?;
     let bgpd = c.bgpd(1);
     tor.never_established("node1", Duration::from_secs(3))?;
@@ -863,5 +873,33 @@ fn listen_port_and_bind_mode_apply_to_the_listener_and_the_mesh() -> Result<()> 
             "node{i} listens on every address:\n{listening}"
         );
     }
+    Ok(())
+}
+
+/// Issue 11 §4 `nodeMeshPassword` from a Secret: the mesh sessions carry it (TCP-MD5), so
+/// two nodes whose mounted Secrets differ do not peer, and do once the Secret agrees.
+#[test]
+fn node_mesh_password_from_a_secret_protects_the_mesh() -> Result<()> {
+    let mut c = Cluster::new("node_mesh_password_from_a_secret_protects_the_mesh", 2)?;
+    c.etcd.apply(
+        "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\n\
+         spec:\n  nodeMeshPassword:\n    secretKeyRef:\n      name: mesh\n      key: password\n",
+    )?;
+    let dirs: Vec<std::path::PathBuf> = (1..=2)
+        .map(|i| c.lab.dir().join(format!("secrets-{i}")))
+        .collect();
+    for (dir, pw) in dirs.iter().zip(["same-for-all", "a-different-one"]) {
+        std::fs::create_dir_all(dir.join("mesh")).expect("secrets dir");
+        std::fs::write(dir.join("mesh/password"), pw).expect("write secret");
+    }
+    for i in 1..=2 {
+        let dir = dirs[i - 1].clone();
+        c.start_with(i, |a| a.secrets_dir(&dir))?;
+    }
+    c.wait_peer_configured(1, c.ip(2))?;
+    c.bgpd(1)
+        .never_established(c.ip(2), Duration::from_secs(3))?;
+    std::fs::write(dirs[1].join("mesh/password"), "same-for-all").expect("write secret");
+    c.wait_mesh(&[1, 2])?;
     Ok(())
 }
