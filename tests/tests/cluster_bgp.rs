@@ -903,3 +903,42 @@ fn node_mesh_password_from_a_secret_protects_the_mesh() -> Result<()> {
     c.wait_mesh(&[1, 2])?;
     Ok(())
 }
+
+/// Issue 11 §4 `maxRestartTime`: the graceful restart time bgpd announces on that session
+/// (RFC 4724's Restart Time), as BIRD sees it; other sessions keep bgpd's default.
+#[test]
+fn max_restart_time_is_the_restart_time_announced_to_the_peer() -> Result<()> {
+    let mut c = Cluster::new(
+        "max_restart_time_is_the_restart_time_announced_to_the_peer",
+        1,
+    )?;
+    let (tor_ns, tor_addrs) = tor_host(&c)?;
+    let tor_ip = IpAddr::V4(tor_addrs.ip4());
+    let tor = Bird::start(
+        &c.lab,
+        &tor_ns,
+        "tor",
+        BirdConfig::new(tor_addrs.ip4()).neighbor(
+            BirdNeighbor::new("node1", c.ip(1), TOR_AS, CLUSTER_AS)
+                .graceful_restart(None)
+                .export(ExportPolicy::None),
+        ),
+    )?;
+    c.etcd.apply(&format!(
+        "{}  maxRestartTime: 2m30s\n",
+        tor_peer_yaml(tor_ip)
+    ))?;
+    c.start(1)?;
+    tor.wait_established("node1", UP)?;
+    let all = tor.birdc(&["show", "protocols", "all", "node1"])?;
+    let neighbor_caps = all
+        .split("Neighbor capabilities")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no neighbor capabilities:\n{all}"));
+    let restart = neighbor_caps
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Restart time:"))
+        .map(str::trim);
+    assert_eq!(restart, Some("150"), "BIRD's view of node1:\n{all}");
+    Ok(())
+}
