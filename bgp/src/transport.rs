@@ -109,6 +109,47 @@ fn apply_ttl_socket(sock: &Socket, ttl: TtlMode) -> Result<(), TransportError> {
     }
 }
 
+/// Whether an accepted connection may go on under `ttl`: with GTSM, the TTL (hop limit) its
+/// SYN arrived with must be at least `256 - hops`. The minimum TTL set after accepting guards
+/// the rest of the connection, but the handshake and the first segments arrived before it;
+/// the SYN the listener saved (`TCP_SAVE_SYN`) tells how far away the peer really is.
+/// `true` when the SYN was not saved (nothing to judge by).
+pub fn gtsm_admits(stream: &TcpStream, ttl: TtlMode) -> bool {
+    let TtlMode::Security(hops) = ttl else {
+        return true;
+    };
+    match saved_syn_ttl(stream) {
+        Some(t) => u32::from(t) >= 256 - u32::from(hops.max(1)),
+        None => true,
+    }
+}
+
+/// The TTL (IPv4) or hop limit (IPv6) of the SYN that opened an accepted connection.
+fn saved_syn_ttl(stream: &TcpStream) -> Option<u8> {
+    let sock = socket2::SockRef::from(stream);
+    let mut buf = [0u8; 512];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: the pointer and length describe `buf`, alive for the duration of the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_SAVED_SYN,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    let header = &buf[..(len as usize).min(buf.len())];
+    match header.first()? >> 4 {
+        4 => header.get(8).copied(),
+        6 => header.get(7).copied(),
+        _ => None,
+    }
+}
+
 fn set_send_ttl(sock: &Socket, v6: bool, ttl: u32) -> Result<(), TransportError> {
     if v6 {
         sock.set_unicast_hops_v6(ttl)?;
@@ -229,7 +270,7 @@ pub struct Listener {
 
 impl Listener {
     /// Binds `addr` (`[::]:179` listens on IPv4 and IPv6). The socket sends with TTL 255 so
-    /// that GTSM peers accept its SYN-ACKs.
+    /// that GTSM peers accept its SYN-ACKs, and saves each SYN for [`gtsm_admits`].
     pub fn bind(addr: SocketAddr) -> Result<Listener, TransportError> {
         let domain = Domain::for_address(addr);
         let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
@@ -240,6 +281,10 @@ impl Listener {
         socket.set_nonblocking(true)?;
         socket.set_tcp_nodelay(true)?;
         set_send_ttl(&socket, domain == Domain::IPV6, 255)?;
+        // Keep each SYN, so GTSM can judge an accepted connection by it (`gtsm_admits`).
+        if let Err(e) = setsockopt_int(&socket, libc::IPPROTO_TCP, libc::TCP_SAVE_SYN, 1) {
+            tracing::warn!(error = %e, "cannot save SYNs: GTSM judges inbound connections only after accepting them");
+        }
         socket.bind(&SockAddr::from(addr))?;
         socket.listen(128)?;
         let listener = TcpListener::from_std(socket.into())?;

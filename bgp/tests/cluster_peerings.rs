@@ -31,6 +31,7 @@ fn local(node: &str) -> Local {
         listen_address: "::".parse().unwrap(),
         connect_retry: 1,
         hold_time: 30,
+        secrets_dir: std::env::temp_dir().join("margay-no-secrets"),
     }
 }
 
@@ -146,13 +147,17 @@ fn rr_cluster() -> String {
 }
 
 #[test]
-fn route_reflector_clients_leave_the_mesh_and_peer_only_with_reflectors() {
+fn reflector_clients_stay_in_the_mesh_and_reflectors_leave_it() {
     let m = model(&rr_cluster());
     let c3 = desired_config(&m, &local("n3")).unwrap();
     assert_eq!(
         addresses(&c3),
-        ["10.0.0.1", "10.0.0.2"],
-        "a client peers with the reflectors only"
+        ["10.0.0.1", "10.0.0.2", "10.0.0.4"],
+        "a client meshes with the other non-reflector while the mesh is on, as Calico"
+    );
+    assert_eq!(
+        neighbor(&c3, "10.0.0.4").unwrap().peer_type,
+        Some(PeerType::Mesh)
     );
     for rr in ["10.0.0.1", "10.0.0.2"] {
         let n = neighbor(&c3, rr).unwrap();
@@ -161,7 +166,11 @@ fn route_reflector_clients_leave_the_mesh_and_peer_only_with_reflectors() {
     }
     let c1 = desired_config(&m, &local("n1")).unwrap();
     assert_eq!(c1.cluster_id(), Some("244.0.0.1".parse().unwrap()));
-    assert_eq!(addresses(&c1), ["10.0.0.2", "10.0.0.3", "10.0.0.4"]);
+    assert_eq!(
+        addresses(&c1),
+        ["10.0.0.2", "10.0.0.3", "10.0.0.4"],
+        "a reflector ignores the mesh: only its BGPPeer sessions"
+    );
     let client = neighbor(&c1, "10.0.0.3").unwrap();
     assert_eq!(client.peer_type, Some(PeerType::RouteReflectorClient));
     assert!(client.route_reflector_client);
@@ -170,6 +179,153 @@ fn route_reflector_clients_leave_the_mesh_and_peer_only_with_reflectors() {
         !other_rr.route_reflector_client,
         "reflectors of one cluster are not each other's clients"
     );
+    assert_ne!(other_rr.peer_type, Some(PeerType::Mesh));
+}
+
+#[test]
+fn without_a_peer_selector_a_reflector_has_no_sessions_and_the_rest_mesh_without_it() {
+    let yaml = rr_cluster()
+        .split("apiVersion: projectcalico.org/v3\nkind: BGPPeer")
+        .next()
+        .unwrap()
+        .to_string();
+    let m = model(&yaml);
+    assert!(
+        desired_config(&m, &local("n1"))
+            .unwrap()
+            .neighbors
+            .is_empty()
+    );
+    assert_eq!(
+        addresses(&desired_config(&m, &local("n4")).unwrap()),
+        ["10.0.0.3"]
+    );
+}
+
+#[test]
+fn an_external_ibgp_peer_of_a_reflector_is_its_client_with_the_cluster_id() {
+    let yaml = rr_cluster()
+        + "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: ibgp-box\nspec:\n  node: n1\n  peerIP: 192.0.2.9\n  asNumber: 64512\n---\n"
+        + "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: ebgp-box\nspec:\n  node: n1\n  peerIP: 192.0.2.10\n  asNumber: 65000\n";
+    let c1 = desired_config(&model(&yaml), &local("n1")).unwrap();
+    assert!(neighbor(&c1, "192.0.2.9").unwrap().route_reflector_client);
+    assert!(
+        !neighbor(&c1, "192.0.2.10").unwrap().route_reflector_client,
+        "rr client only in the reflector's own AS"
+    );
+}
+
+fn with(yaml: &str) -> Model {
+    model(&(three_nodes() + yaml))
+}
+
+#[test]
+fn a_global_peer_at_a_calico_node_is_one_way_and_reaches_its_listen_port() {
+    let m = with(
+        "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  nodeToNodeMeshEnabled: false\n  listenPort: 1790\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: to-n2\nspec:\n  peerIP: 10.0.0.2\n  asNumber: 64512\n",
+    );
+    let c1 = desired_config(&m, &local("n1")).unwrap();
+    assert_eq!(c1.listen_port, 1790);
+    let n2 = neighbor(&c1, "10.0.0.2").unwrap();
+    assert_eq!(n2.port, 1790, "a Calico node's listen port");
+    assert!(
+        n2.passive,
+        "10.0.0.2 > 10.0.0.1: the higher address connects"
+    );
+    // The reverse peering: n2 peers with every node the global BGPPeer applies to.
+    let c2 = desired_config(&m, &local("n2")).unwrap();
+    assert_eq!(addresses(&c2), ["10.0.0.1", "10.0.0.3"]);
+    let back = neighbor(&c2, "10.0.0.1").unwrap();
+    assert!(!back.passive);
+    assert_eq!(back.port, 1790);
+    assert_eq!(back.peer_type, Some(PeerType::NodeSpecific));
+}
+
+fn secrets_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("margay-peerings-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(d.join("bgp-passwords")).unwrap();
+    d
+}
+
+#[test]
+fn bgp_peer_fields_map_to_the_session() {
+    let dir = secrets_dir("fields");
+    std::fs::write(dir.join("bgp-passwords/tor"), "from-secret").unwrap();
+    let m = with(
+        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 192.0.2.1\n  asNumber: 65000\n  maxRestartTime: 2m30s\n  keepOriginalNextHop: true\n  ttlSecurity: 2\n  password:\n    secretKeyRef:\n      name: bgp-passwords\n      key: tor\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: ibgp\nspec:\n  peerIP: 192.0.2.2\n  asNumber: 64512\n  keepOriginalNextHop: true\n  sourceAddress: None\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: lost\nspec:\n  peerIP: 192.0.2.3\n  asNumber: 65000\n  password:\n    secretKeyRef:\n      name: bgp-passwords\n      key: missing\n",
+    );
+    let mut l = local("n1");
+    l.secrets_dir = dir.clone();
+    let plan = margay_bgp::cluster::plan(&m, &l).unwrap();
+    let c = &plan.config;
+    let tor = neighbor(c, "192.0.2.1").unwrap();
+    assert_eq!(tor.restart_time.as_ref().map(|t| *t.get_ref()), Some(150));
+    assert_eq!(tor.next_hop, Some(NextHop::Keep));
+    assert_eq!(tor.ttl_security.as_ref().map(|t| *t.get_ref()), Some(2));
+    assert_eq!(
+        tor.password.as_ref().map(margay_common::Secret::expose),
+        Some("from-secret")
+    );
+    assert_eq!(
+        tor.source_address,
+        Some("10.0.0.1".parse().unwrap()),
+        "sourceAddress defaults to UseNodeIP"
+    );
+    let ibgp = neighbor(c, "192.0.2.2").unwrap();
+    assert_eq!(ibgp.next_hop, None, "next hop keep is for eBGP peers only");
+    assert_eq!(ibgp.source_address, None, "sourceAddress: None");
+    assert_eq!(ibgp.restart_time, None);
+    let lost = neighbor(c, "192.0.2.3").unwrap();
+    assert!(lost.password.is_none());
+    assert!(
+        plan.notes
+            .iter()
+            .any(|n| n.contains("bgp-passwords/missing")),
+        "{:?}",
+        plan.notes
+    );
+    // A rotated Secret is read on the next computation.
+    std::fs::write(dir.join("bgp-passwords/tor"), "rotated").unwrap();
+    let c = desired_config(&m, &l).unwrap();
+    assert_eq!(
+        neighbor(&c, "192.0.2.1")
+            .unwrap()
+            .password
+            .as_ref()
+            .map(margay_common::Secret::expose),
+        Some("rotated")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bgp_configuration_fields_map_to_mesh_listener_and_origination() {
+    let dir = secrets_dir("config");
+    std::fs::write(dir.join("bgp-passwords/mesh"), "mesh-pw").unwrap();
+    let m = with(
+        "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  nodeMeshMaxRestartTime: 90s\n  nodeMeshPassword:\n    secretKeyRef:\n      name: bgp-passwords\n      key: mesh\n  listenPort: 1791\n  bindMode: NodeIP\n  serviceClusterIPs:\n  - cidr: 10.96.0.0/12\n  serviceExternalIPs:\n  - cidr: 192.0.2.0/24\n  serviceLoadBalancerIPs:\n  - cidr: 198.51.100.0/24\n  - cidr: 10.96.0.0/12\n",
+    );
+    let mut l = local("n1");
+    l.secrets_dir = dir.clone();
+    let c = desired_config(&m, &l).unwrap();
+    assert_eq!(c.listen_address, "10.0.0.1".parse::<IpAddr>().unwrap());
+    assert_eq!(c.listen_port, 1791);
+    let mut orig: Vec<String> = c.originated().iter().map(|n| n.to_string()).collect();
+    orig.sort();
+    assert_eq!(orig, ["10.96.0.0/12", "192.0.2.0/24", "198.51.100.0/24"]);
+    for peer in ["10.0.0.2", "10.0.0.3"] {
+        let n = neighbor(&c, peer).unwrap();
+        assert_eq!(n.port, 1791, "other nodes listen on listenPort too");
+        assert_eq!(n.restart_time.as_ref().map(|t| *t.get_ref()), Some(90));
+        assert_eq!(
+            n.password.as_ref().map(margay_common::Secret::expose),
+            Some("mesh-pw")
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

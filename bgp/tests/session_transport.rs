@@ -187,3 +187,32 @@ async fn ipv6_loopback_connects() {
     let client = connect(&o).await.expect("connect v6");
     exchange(client, &mut rx).await;
 }
+
+#[tokio::test]
+async fn gtsm_judges_an_accepted_connection_by_its_saved_syn() {
+    // The listener keeps no minimum TTL (it serves GTSM and other peers alike): the accepted
+    // stream is judged by the TTL its SYN arrived with.
+    let listener = Listener::bind(addr(37, 17937)).expect("bind");
+    let mut rx = serve(listener, "127.0.0.38".parse().unwrap());
+    for (send_ttl, admitted) in [
+        (TtlMode::Multihop(254), false),
+        (TtlMode::Security(1), true),
+    ] {
+        let mut o = options(addr(37, 17937), 38);
+        o.ttl = send_ttl;
+        let _client = connect(&o).await.expect("connect");
+        let stream = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("accepted in time")
+            .expect("a stream");
+        assert_eq!(
+            margay_bgp::transport::gtsm_admits(&stream, TtlMode::Security(1)),
+            admitted,
+            "SYN sent with {send_ttl:?}"
+        );
+        assert!(
+            margay_bgp::transport::gtsm_admits(&stream, TtlMode::Default),
+            "without GTSM every connection is admitted"
+        );
+    }
+}

@@ -73,6 +73,7 @@ fn main() -> anyhow::Result<()> {
         affine_blocks: Vec::new(),
         remote_routes: (0..remotes).map(|i| remote(i, gw2)).collect(),
         vteps: Vec::new(),
+        peer_routes: Vec::new(),
     };
 
     let health = Arc::new(Health::new(Duration::from_secs(60)));

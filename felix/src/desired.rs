@@ -8,6 +8,11 @@
 //! - a remote block, by its pool's mode: Never → `via NODE`; IPIP Always → `via NODE dev tunl0
 //!   onlink`; VXLAN Always → `via VTEP dev vxlan.margay onlink`; CrossSubnet → encapsulated only
 //!   when the next hop is outside this node's subnet, `via NODE` otherwise.
+//!
+//! A route learned from BGP never takes the place of what is this node's own: one for exactly a
+//! local workload's address or exactly a block affine to this node is left out (and listed in
+//! [`Desired::shadowed`]); a more specific one inside an own block (an address another node
+//! borrowed from it) is programmed as any remote route.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -141,6 +146,9 @@ pub struct Desired {
     pub originate: BTreeSet<IpNet>,
     /// Inputs left out, and why (shown in logs and /readiness).
     pub problems: Vec<String>,
+    /// Routes learned from BGP left out because they are exactly a local workload's address
+    /// or a block affine to this node.
+    pub shadowed: BTreeSet<IpNet>,
     /// The natOutgoing tables.
     pub nat: crate::nat::DesiredNat,
 }
@@ -196,9 +204,24 @@ pub fn compute(model: &Model) -> Desired {
         });
     }
 
-    // Remote blocks first; local blackholes and workloads override them below.
+    // Remote blocks, except what is this node's own: its blocks and its workloads' addresses.
+    let own: BTreeSet<IpNet> = model
+        .affine_blocks
+        .iter()
+        .copied()
+        .chain(
+            model
+                .endpoints
+                .iter()
+                .flat_map(|ep| ep.ips.iter().map(host_of)),
+        )
+        .collect();
     for r in &model.remote_routes {
         if r.next_hop == IpAddr::V4(model.node.address.addr()) {
+            continue;
+        }
+        if own.contains(&r.prefix.trunc()) {
+            d.shadowed.insert(r.prefix);
             continue;
         }
         match remote_route(model, &d, r.prefix, r.next_hop) {
@@ -207,6 +230,23 @@ pub fn compute(model: &Model) -> Desired {
             }
             Err(why) => d.problems.push(why),
         }
+    }
+
+    // BGPPeer `reachableBy`: the peer's address through the given gateway, as Calico's static
+    // route; it takes the place of a learned route for the same prefix, not of our own.
+    for r in &model.peer_routes {
+        d.routes.insert(
+            r.prefix,
+            DesiredRoute {
+                dst: r.prefix,
+                class: RouteClass::Direct,
+                target: Target::Gateway {
+                    via: r.next_hop,
+                    dev: None,
+                    onlink: false,
+                },
+            },
+        );
     }
 
     for block in &model.affine_blocks {
@@ -224,7 +264,7 @@ pub fn compute(model: &Model) -> Desired {
     for ep in &model.endpoints {
         d.workload_interfaces.insert(ep.interface.clone());
         for ip in &ep.ips {
-            let host = IpNet::new(ip.addr(), ip.max_prefix_len()).unwrap_or(*ip);
+            let host = host_of(ip);
             if !model.affine_blocks.iter().any(|b| b.contains(&host)) {
                 // A borrowed address: the /32 is ours to originate.
                 d.originate.insert(host);
@@ -242,6 +282,11 @@ pub fn compute(model: &Model) -> Desired {
         }
     }
     d
+}
+
+/// The host route of an endpoint address (`/32`, `/128`).
+fn host_of(ip: &IpNet) -> IpNet {
+    IpNet::new(ip.addr(), ip.max_prefix_len()).unwrap_or(*ip)
 }
 
 /// The route to a remote prefix through `next_hop`, by its pool's mode.

@@ -60,6 +60,7 @@ fn model(ipip: EncapMode, vxlan: EncapMode) -> Model {
                 mac: "66:00:00:00:00:03".into(),
             },
         ],
+        peer_routes: vec![],
     }
 }
 
@@ -227,4 +228,58 @@ fn route_through_own_address_is_ignored() {
     });
     let d = compute(&m);
     assert!(!d.routes.contains_key(&net("10.244.7.0/26")));
+}
+
+#[test]
+fn a_peer_reachable_by_a_gateway_gets_a_host_route_through_it_but_never_over_our_own() {
+    let mut m = model(EncapMode::Never, EncapMode::Never);
+    m.peer_routes = vec![
+        RemoteRoute {
+            prefix: net("192.0.2.1/32"),
+            next_hop: ip("10.0.0.254"),
+        },
+        // A learned route for the same prefix loses to the static one, as in Calico's BIRD.
+        RemoteRoute {
+            prefix: net("10.244.2.0/26"),
+            next_hop: ip("10.0.0.253"),
+        },
+    ];
+    let d = compute(&m);
+    assert_eq!(
+        target_of(&d, "192.0.2.1/32"),
+        via("10.0.0.254", None, false)
+    );
+    assert_eq!(
+        target_of(&d, "10.244.2.0/26"),
+        via("10.0.0.253", None, false)
+    );
+}
+
+#[test]
+fn learned_routes_equal_to_own_workloads_or_blocks_are_shadowed_and_borrowed_32s_kept() {
+    let mut m = model(EncapMode::Never, EncapMode::Never);
+    m.remote_routes.extend([
+        RemoteRoute {
+            prefix: net("10.244.0.5/32"),
+            next_hop: ip("10.0.0.2"),
+        },
+        RemoteRoute {
+            prefix: net("10.244.0.0/26"),
+            next_hop: ip("10.0.0.2"),
+        },
+        RemoteRoute {
+            prefix: net("10.244.0.9/32"),
+            next_hop: ip("10.0.0.2"),
+        },
+    ]);
+    let d = compute(&m);
+    assert_eq!(
+        d.shadowed,
+        [net("10.244.0.0/26"), net("10.244.0.5/32")]
+            .into_iter()
+            .collect()
+    );
+    assert_eq!(d.routes[&net("10.244.0.0/26")].class, RouteClass::Blackhole);
+    assert_eq!(d.routes[&net("10.244.0.5/32")].class, RouteClass::Workload);
+    assert_eq!(target_of(&d, "10.244.0.9/32"), via("10.0.0.2", None, false));
 }

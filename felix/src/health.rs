@@ -119,6 +119,9 @@ pub struct Metrics {
     pub route_writes: Family<OpLabel, Counter>,
     /// Desired routes whose key holds another protocol's route (left alone).
     pub route_conflicts: Counter,
+    /// Routes learned from BGP left out because they are exactly a local workload's address
+    /// or one of this node's blocks.
+    pub shadowed_routes: Gauge,
 }
 
 impl Metrics {
@@ -129,6 +132,7 @@ impl Metrics {
         let netlink_errors = Counter::default();
         let route_writes = Family::<OpLabel, Counter>::default();
         let route_conflicts = Counter::default();
+        let shadowed_routes = Gauge::default();
         registry.register("routes", "Routes programmed, by kind", routes.clone());
         registry.register(
             "resync_duration_seconds",
@@ -150,8 +154,14 @@ impl Metrics {
             "Desired routes blocked by another protocol's route",
             route_conflicts.clone(),
         );
+        registry.register(
+            "shadowed_routes",
+            "Routes learned from BGP not programmed: they are a local workload's address or this node's block",
+            shadowed_routes.clone(),
+        );
         Metrics {
             registry,
+            shadowed_routes,
             routes,
             resync_seconds,
             netlink_errors,

@@ -105,6 +105,10 @@ pub struct Model {
     pub remote_routes: Vec<RemoteRoute>,
     #[serde(default)]
     pub vteps: Vec<RemoteVtep>,
+    /// Host routes to BGP peers through a gateway (BGPPeer `reachableBy`): `prefix` is the
+    /// peer's address, `next_hop` the gateway.
+    #[serde(default)]
+    pub peer_routes: Vec<RemoteRoute>,
 }
 
 /// A bad input: felix leaves the affected item out and says why.

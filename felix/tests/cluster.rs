@@ -13,7 +13,9 @@ use std::time::Duration;
 use common::{felix_bin, http_get, ip_json, show, wire_pod};
 use ipnet::Ipv4Net;
 use margay_datastore::ipam::{Ipam, handle_for_container};
-use margay_datastore::resources::{NodeSpec, Resource, WorkloadEndpointSpec};
+use margay_datastore::resources::{
+    AsNumber, BgpPeerSpec, NodeSpec, Resource, WorkloadEndpointSpec,
+};
 use margay_datastore::{EtcdArgs, Store};
 use margay_lab::{
     Addrs, Lab, LabSwitch, Netns, Process, bgpd_binary, holds_for, margay_binary, wait_for,
@@ -640,10 +642,7 @@ fn not_ready_until_the_datastore_has_synced_and_bgpd_answers() {
         }
     })
     .unwrap();
-    assert!(
-        body.contains("bgpd: not reached yet"),
-        "reasons: {body}"
-    );
+    assert!(body.contains("bgpd: not reached yet"), "reasons: {body}");
     assert!(
         body.contains("Node n1"),
         "reasons name the missing Node: {body}"
@@ -664,4 +663,76 @@ fn not_ready_until_the_datastore_has_synced_and_bgpd_answers() {
     .unwrap();
     c.start_bgpd(&lab, 0);
     c.wait_ready(0);
+}
+
+/// Issue 11, BGPPeer `reachableBy` (as Calico: a host route to the peer through the given
+/// gateway): felix follows the BGPPeers, programs the route on the nodes each peer applies to,
+/// and removes it when the BGPPeer goes.
+#[test]
+fn a_bgp_peer_reachable_by_a_gateway_gets_a_host_route_on_its_nodes() {
+    let lab = Lab::new("a_bgp_peer_reachable_by_a_gateway_gets_a_host_route").unwrap();
+    let c = Cluster::start(&lab);
+    c.apply_pool(&lab, "Never");
+    c.wait_ready(0);
+    c.wait_ready(1);
+    // The gateway must be on the nodes' segment: etcd's address is.
+    let gw = c
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches(":2379")
+        .to_string();
+    let n2 = c.nodes[1].name.clone();
+    let peer = |name: &str, node: Option<String>, ip: &str| {
+        Resource::new(
+            name.to_string(),
+            BgpPeerSpec {
+                node,
+                peer_ip: Some(ip.to_string()),
+                as_number: Some(AsNumber(65077)),
+                reachable_by: Some(gw.clone()),
+                ..Default::default()
+            },
+        )
+    };
+    let (global, only_n2) = (
+        peer("far-global", None, "192.0.2.77"),
+        peer("far-n2", Some(n2), "192.0.2.78"),
+    );
+    ds(&c.etcd_ns, &c.url, move |s| async move {
+        s.create(&global).await.unwrap();
+        s.create(&only_n2).await.unwrap();
+    });
+    let has = |all: &[Value], dst: &str| -> Result<(), String> {
+        let r = all
+            .iter()
+            .find(|r| r["dst"] == dst)
+            .ok_or(format!("no route to {dst}"))?;
+        (r["gateway"] == gw.as_str())
+            .then_some(())
+            .ok_or(format!("{r}"))
+    };
+    let lacks = |all: &[Value], dst: &str| -> Result<(), String> {
+        match all.iter().find(|r| r["dst"] == dst) {
+            None => Ok(()),
+            Some(r) => Err(format!("unexpected {r}")),
+        }
+    };
+    c.wait_routes(0, "n1: the global peer's host route only", |all| {
+        has(all, "192.0.2.77")?;
+        lacks(all, "192.0.2.78")
+    });
+    c.wait_routes(1, "n2: both peers' host routes", |all| {
+        has(all, "192.0.2.77")?;
+        has(all, "192.0.2.78")
+    });
+    ds(&c.etcd_ns, &c.url, |s| async move {
+        s.delete::<BgpPeerSpec>(None, "far-global", None)
+            .await
+            .unwrap();
+    });
+    for i in 0..2 {
+        c.wait_routes(i, "the deleted peer's route is gone", |all| {
+            lacks(all, "192.0.2.77")
+        });
+    }
 }

@@ -187,6 +187,88 @@ fn never_mode_programs_workload_blackhole_and_direct_routes() {
 }
 
 #[test]
+fn a_learned_route_never_takes_the_place_of_a_local_workload_or_an_own_block() {
+    let lab = Lab::new("a_learned_route_never_takes_the_place_of_a_local_workload").unwrap();
+    let n = node(&lab);
+    let s = scene(&lab, &n);
+    let pod32: Ipv4Net = format!("{}/32", s.pod).parse().unwrap();
+    let borrowed = host(s.block, 9);
+    let borrowed32: Ipv4Net = format!("{borrowed}/32").parse().unwrap();
+    let mut m = never_model(&n, &s);
+    let remote_routes = m["remoteRoutes"].as_array_mut().unwrap();
+    // A peer announces exactly the pod's /32 and exactly this node's block: both are ours.
+    remote_routes.push(remote(pod32, &n.gw()));
+    remote_routes.push(remote(s.block, &n.neighbour(3)));
+    // An address of our block that another node borrowed: its /32 is that node's.
+    remote_routes.push(remote(borrowed32, &n.neighbour(4)));
+    let felix = start_felix(&lab, &n.ns, "node1", &m, "a");
+    let all = wait_routes(
+        &n.ns,
+        &felix,
+        "own routes kept, borrowed /32 programmed",
+        |all| {
+            never_routes_ok(&n, &s, all)?;
+            is(route_to(all, &borrowed), "gateway", &n.neighbour(4))
+        },
+    );
+    assert_eq!(
+        felix_routes(&n.ns).len(),
+        5,
+        "workload, blackhole, two remote blocks and the borrowed /32:\n{}",
+        show(&all)
+    );
+    wait_for(
+        "shadowed metric",
+        Duration::from_secs(5),
+        &[&felix.proc],
+        || {
+            let (code, body) = http_get(&n.ns, felix.port, "/metrics")?;
+            (code == 200 && body.contains("margay_felix_shadowed_routes 2"))
+                .then_some(())
+                .ok_or(body)
+        },
+    )
+    .unwrap();
+    // Over several periodic resyncs (1 s) the learned routes stay out, and the skip was
+    // logged once for each.
+    holds_for(
+        "own routes kept",
+        Duration::from_secs(3),
+        &[&felix.proc],
+        || never_routes_ok(&n, &s, &ip_json(&n.ns, &["route", "show", "table", "main"])),
+    )
+    .unwrap();
+    let log = felix.proc.log_tail(400);
+    for p in [pod32, s.block] {
+        let needle = format!("route={p}");
+        assert_eq!(
+            log.lines()
+                .filter(|l| l.contains("not programmed") && l.trim_end().ends_with(&needle))
+                .count(),
+            1,
+            "one log line for {p}:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn a_bgp_peer_reachable_by_a_gateway_gets_its_host_route() {
+    let lab = Lab::new("a_bgp_peer_reachable_by_a_gateway_gets_its_host_route").unwrap();
+    let n = node(&lab);
+    let s = scene(&lab, &n);
+    let mut m = never_model(&n, &s);
+    // BGPPeer `peerIP: 192.0.2.77`, `reachableBy: <the uplink's gateway>`.
+    m["peerRoutes"] = json!([{"prefix": "192.0.2.77/32", "nextHop": n.gw()}]);
+    let felix = start_felix(&lab, &n.ns, "node1", &m, "a");
+    wait_routes(&n.ns, &felix, "peer host route via the gateway", |all| {
+        never_routes_ok(&n, &s, all)?;
+        let r = route_to(all, "192.0.2.77");
+        is(r, "gateway", &n.gw())?;
+        is(r, "protocol", PROTO)
+    });
+}
+
+#[test]
 fn vxlan_mode_programs_device_routes_neighbours_and_fdb() {
     let lab = Lab::new("vxlan_mode_programs_device_routes_neighbours_and_fdb").unwrap();
     let n = node(&lab);

@@ -53,6 +53,7 @@ fn remote_routes_the_model_lacks_stay_until_the_table_is_complete() {
             next_hop: remote_nh,
         }],
         vteps: vec![],
+        peer_routes: vec![],
     };
     let agent = Agent::spawn(
         AgentConfig {

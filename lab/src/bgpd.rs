@@ -269,6 +269,8 @@ pub struct ClusterArgs {
     pub asn: Option<u32>,
     /// `--http-port` (0 = off, the default here).
     pub http_port: u16,
+    /// `--secrets-dir`: where Secrets named by `secretKeyRef` are mounted.
+    pub secrets_dir: Option<PathBuf>,
 }
 
 impl ClusterArgs {
@@ -281,7 +283,14 @@ impl ClusterArgs {
             ip_autodetection_method: None,
             asn: None,
             http_port: 0,
+            secrets_dir: None,
         }
+    }
+
+    /// Sets `--secrets-dir`.
+    pub fn secrets_dir(mut self, dir: &Path) -> Self {
+        self.secrets_dir = Some(dir.to_path_buf());
+        self
     }
 
     /// Sets `--as`.
@@ -312,6 +321,9 @@ impl ClusterArgs {
         }
         if let Some(asn) = self.asn {
             a.extend(["--as".to_string(), asn.to_string()]);
+        }
+        if let Some(d) = &self.secrets_dir {
+            a.extend(["--secrets-dir".to_string(), d.display().to_string()]);
         }
         a
     }

@@ -98,8 +98,21 @@ impl Cluster {
 
     /// Starts node `i`'s bgpd with only its name, etcd and `--ip ADDR/LEN`.
     fn start(&mut self, i: usize) -> Result<()> {
+        self.start_with(i, |a| a)
+    }
+
+    /// [`Cluster::start`], with more arguments.
+    fn start_with(
+        &mut self,
+        i: usize,
+        more: impl FnOnce(ClusterArgs) -> ClusterArgs,
+    ) -> Result<()> {
         let h = &self.hosts[i - 1];
-        let args = ClusterArgs::new(&h.name, &self.etcd.endpoint(), IpNet::V4(h.addrs.v4));
+        let args = more(ClusterArgs::new(
+            &h.name,
+            &self.etcd.endpoint(),
+            IpNet::V4(h.addrs.v4),
+        ));
         let bgpd = Bgpd::start_cluster(&self.lab, &h.ns, &h.name, args)?;
         self.hosts[i - 1].bgpd = Some(bgpd);
         Ok(())
@@ -167,6 +180,21 @@ impl Cluster {
             .filter_map(|p| Some((peer_ip(p)?, p.since)))
             .collect();
         Ok((bgpd.pid(), since))
+    }
+
+    /// Waits until node `i` has a peer at `addr` configured (in any state).
+    fn wait_peer_configured(&self, i: usize, addr: IpAddr) -> Result<()> {
+        let bgpd = self.bgpd(i);
+        wait_for(
+            &format!("{}: peer {addr}", self.host(i).name),
+            UP,
+            &[bgpd],
+            || match bgpd.peer(addr) {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => Err("no peer".into()),
+                Err(e) => Err(e.to_string()),
+            },
+        )
     }
 
     /// Waits until node `i` has no peer at `gone` at all, then checks that it stays so.
@@ -319,14 +347,7 @@ fn new_node_sessions_come_up_live_and_deleted_node_sessions_go() -> Result<()> {
     })?;
     let n4 = c.ip(4);
     for i in 1..=3 {
-        let bgpd = c.bgpd(i);
-        wait_for(&format!("node{i}: peer {n4}"), UP, &[bgpd], || {
-            match bgpd.peer(n4) {
-                Ok(Some(_)) => Ok(()),
-                Ok(None) => Err("no peer".into()),
-                Err(e) => Err(e.to_string()),
-            }
-        })?;
+        c.wait_peer_configured(i, n4)?;
     }
     let took = appeared.elapsed();
     assert!(
@@ -635,5 +656,289 @@ fn deleting_a_node_withdraws_its_prefix_everywhere() -> Result<()> {
             Err(e) => Err(e.to_string()),
         },
     )?;
+    Ok(())
+}
+
+/// Issue 11, peerings as Calico computes them: with the mesh still on, a node that becomes a
+/// route reflector leaves the mesh, while its clients keep meshing with each other; routes
+/// between clients go over the mesh directly, not reflected.
+#[test]
+fn reflector_clients_keep_the_mesh_while_it_is_on() -> Result<()> {
+    let mut c = Cluster::new("reflector_clients_keep_the_mesh_while_it_is_on", 4)?;
+    c.start_all()?;
+    c.wait_mesh(&[1, 2, 3, 4])?;
+    let h = c.host(1);
+    c.etcd.apply(&rr_node_yaml(&h.name, &h.addrs))?;
+    c.etcd.apply(
+        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: peer-with-rrs\n\
+         spec:\n  nodeSelector: all()\n  peerSelector: route-reflector == 'true'\n",
+    )?;
+    let rr = c.ip(1);
+    c.wait_mesh_and(&[2, 3, 4], &[(rr, PeerType::RouteReflector)])?;
+    c.wait_sessions(
+        1,
+        &[2, 3, 4]
+            .iter()
+            .map(|&j| (c.ip(j), PeerType::RouteReflectorClient))
+            .collect::<Vec<_>>(),
+    )?;
+    let block = IpNet::V4(block4());
+    c.bgpd(3).originate(&[block])?;
+    let n4 = c.bgpd(4);
+    wait_for(
+        "node4: best path from node3 over the mesh",
+        UP,
+        &[n4],
+        || match n4.best_route(block) {
+            Ok(Some(r)) if r.peer == c.ip(3).to_string() => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )?;
+    // The reflector has it from its client and reflects it (node4 holds both paths).
+    c.bgpd(1).wait_route_via(block, c.ip(3), UP)?;
+    Ok(())
+}
+
+/// Issue 11 §3: `serviceClusterIPs`, `serviceExternalIPs` and `serviceLoadBalancerIPs` are
+/// announced by every node, and a CIDR removed from the BGPConfiguration is withdrawn live.
+#[test]
+fn service_cidrs_are_announced_by_every_node_and_follow_the_configuration() -> Result<()> {
+    let mut c = Cluster::new(
+        "service_cidrs_are_announced_by_every_node_and_follow_the_configuration",
+        3,
+    )?;
+    let (tor_ns, tor_addrs) = tor_host(&c)?;
+    let tor_ip = IpAddr::V4(tor_addrs.ip4());
+    let tor = start_tor(&c, &tor_ns, &tor_addrs)?;
+    c.etcd.apply(&tor_peer_yaml(tor_ip))?;
+    c.start_all()?;
+    c.wait_mesh_and(&[1, 2, 3], &[(tor_ip, PeerType::Global)])?;
+    let (cluster_ips, external, lb): (IpNet, IpNet, IpNet) = (
+        "10.96.0.0/12".parse().unwrap(),
+        "192.0.2.0/24".parse().unwrap(),
+        "198.51.100.0/26".parse().unwrap(),
+    );
+    let config = |with_external: bool| {
+        let ext = if with_external {
+            format!("  serviceExternalIPs:\n  - cidr: {external}\n")
+        } else {
+            String::new()
+        };
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\n\
+             spec:\n  serviceClusterIPs:\n  - cidr: {cluster_ips}\n{ext}  serviceLoadBalancerIPs:\n  \
+             - cidr: {lb}\n"
+        )
+    };
+    c.etcd.apply(&config(true))?;
+    for cidr in [cluster_ips, external, lb] {
+        for i in 1..=3 {
+            wait_tor_path(&tor, cidr, &c.host(i).name, c.ip(i))?;
+        }
+    }
+    c.etcd.apply(&config(false))?;
+    tor.wait_no_route(external, UP)?;
+    for i in 1..=3 {
+        c.bgpd(i).wait_no_route(external, UP)?;
+        wait_tor_path(&tor, cluster_ips, &c.host(i).name, c.ip(i))?;
+    }
+    Ok(())
+}
+
+/// Issue 11 §4 `ttlSecurity` (GTSM, RFC 5082), against BIRD's `ttl security on`: a peer two
+/// hops away (behind a router namespace) does not come up while the BGPPeer allows one hop,
+/// and comes up once it allows two.
+#[test]
+fn ttl_security_admits_a_peer_only_within_its_hops() -> Result<()> {
+    let mut c = Cluster::new("ttl_security_admits_a_peer_only_within_its_hops", 1)?;
+    // node1 -- switch -- router -- far (BIRD)
+    let rt = c.lab.netns("rt")?;
+    let rt_sw = c.sw.attach(&rt)?;
+    let far = c.lab.netns("far")?;
+    let link = c.lab.link(&rt, &far)?;
+    let far_ip = IpAddr::V4(link.b.ip4());
+    rt.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+    c.host(1).ns.exec(
+        "ip",
+        &[
+            "route",
+            "add",
+            &format!("{far_ip}/32"),
+            "via",
+            &rt_sw.ip4().to_string(),
+        ],
+    )?;
+    far.exec(
+        "ip",
+        &[
+            "route",
+            "add",
+            &format!("{}/32", c.ip(1)),
+            "via",
+            &link.a.ip4().to_string(),
+        ],
+    )?;
+    let bird = Bird::start(
+        &c.lab,
+        &far,
+        "far",
+        BirdConfig::new(link.b.ip4()).neighbor(
+            BirdNeighbor::new("node1", c.ip(1), TOR_AS, CLUSTER_AS)
+                .ttl_security(2)
+                .export(ExportPolicy::None),
+        ),
+    )?;
+    let peer = |hops: u8| {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: far\nspec:\n  \
+             peerIP: {far_ip}\n  asNumber: {TOR_AS}\n  ttlSecurity: {hops}\n"
+        )
+    };
+    c.etcd.apply(&peer(1))?;
+    c.start(1)?;
+    c.wait_peer_configured(1, far_ip)?;
+    let bgpd = c.bgpd(1);
+    bgpd.never_established(far_ip, Duration::from_secs(6))?;
+    bird.never_established("node1", Duration::from_secs(1))?;
+
+    c.etcd.apply(&peer(2))?;
+    bgpd.wait_established(far_ip, UP)?;
+    bird.wait_established("node1", UP)?;
+    let block = IpNet::V4(block4());
+    bgpd.originate(&[block])?;
+    // Two hops away BIRD has no route to resolve the next hop by (no IGP here): the path
+    // itself, with node1's address as NEXT_HOP, is what must arrive.
+    wait_for(&format!("far: {block} from node1"), UP, &[&bird], || {
+        let paths = bird.route(block).map_err(|e| e.to_string())?;
+        paths
+            .iter()
+            .any(|r| r.protocol == "node1" && r.bgp.next_hop == vec![c.ip(1)])
+            .then_some(())
+            .ok_or(format!("paths {paths:?}"))
+    })?;
+    Ok(())
+}
+
+/// Issue 11 §4 `password.secretKeyRef`: bgpd reads the key from the Secret mounted under
+/// `--secrets-dir` (`DIR/NAME/KEY`), and reads it again while it runs: with the file absent
+/// the password-protected BIRD refuses the session; once the file appears it comes up.
+#[test]
+fn password_from_a_mounted_secret_reaches_the_session() -> Result<()> {
+    let mut c = Cluster::new("password_from_a_mounted_secret_reaches_the_session", 1)?;
+    let (tor_ns, tor_addrs) = tor_host(&c)?;
+    let tor_ip = IpAddr::V4(tor_addrs.ip4());
+    let tor = start_tor_with(&c, &tor_ns, &tor_addrs, Some("from-a-secret"))?;
+    let secrets = c.lab.dir().join("secrets");
+    std::fs::create_dir_all(secrets.join("bgp-passwords")).expect("secrets dir");
+    c.etcd.apply(&format!(
+        "{}  password:\n    secretKeyRef:\n      name: bgp-passwords\n      key: tor\n",
+        tor_peer_yaml(tor_ip)
+    ))?;
+    c.start_with(1, |a| a.secrets_dir(&secrets))?;
+    c.wait_peer_configured(1, tor_ip)?;
+    let bgpd = c.bgpd(1);
+    tor.never_established("node1", Duration::from_secs(3))?;
+    std::fs::write(secrets.join("bgp-passwords/tor"), "from-a-secret").expect("write secret");
+    tor.wait_established("node1", UP)?;
+    bgpd.wait_established(tor_ip, UP)?;
+    Ok(())
+}
+
+/// Issue 11 §4 BGPConfiguration `listenPort` and `bindMode: NodeIP`: every node listens on the
+/// port, only on its own address, and connects to the other nodes on that port, so the mesh
+/// comes up on it.
+#[test]
+fn listen_port_and_bind_mode_apply_to_the_listener_and_the_mesh() -> Result<()> {
+    let mut c = Cluster::new(
+        "listen_port_and_bind_mode_apply_to_the_listener_and_the_mesh",
+        2,
+    )?;
+    c.etcd.apply(
+        "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\n\
+         spec:\n  listenPort: 1791\n  bindMode: NodeIP\n",
+    )?;
+    c.start_all()?;
+    c.wait_mesh(&[1, 2])?;
+    for (i, other) in [(1, 2), (2, 1)] {
+        let p = c.bgpd(i).peer(c.ip(other))?.expect("the mesh peer");
+        assert_eq!(p.port, 1791, "node{i} reaches node{other} on listenPort");
+        let listening = c.host(i).ns.exec("ss", &["-Hltn", "sport", "= :1791"])?;
+        let want = format!("{}:1791", c.ip(i));
+        assert!(
+            listening.split_whitespace().any(|w| w == want),
+            "node{i} listens on {want} only:\n{listening}"
+        );
+        assert!(
+            !listening.contains("*:1791") && !listening.contains("[::]:1791"),
+            "node{i} listens on every address:\n{listening}"
+        );
+    }
+    Ok(())
+}
+
+/// Issue 11 §4 `nodeMeshPassword` from a Secret: the mesh sessions carry it (TCP-MD5), so
+/// two nodes whose mounted Secrets differ do not peer, and do once the Secret agrees.
+#[test]
+fn node_mesh_password_from_a_secret_protects_the_mesh() -> Result<()> {
+    let mut c = Cluster::new("node_mesh_password_from_a_secret_protects_the_mesh", 2)?;
+    c.etcd.apply(
+        "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\n\
+         spec:\n  nodeMeshPassword:\n    secretKeyRef:\n      name: mesh\n      key: password\n",
+    )?;
+    let dirs: Vec<std::path::PathBuf> = (1..=2)
+        .map(|i| c.lab.dir().join(format!("secrets-{i}")))
+        .collect();
+    for (dir, pw) in dirs.iter().zip(["same-for-all", "a-different-one"]) {
+        std::fs::create_dir_all(dir.join("mesh")).expect("secrets dir");
+        std::fs::write(dir.join("mesh/password"), pw).expect("write secret");
+    }
+    for i in 1..=2 {
+        let dir = dirs[i - 1].clone();
+        c.start_with(i, |a| a.secrets_dir(&dir))?;
+    }
+    c.wait_peer_configured(1, c.ip(2))?;
+    c.bgpd(1)
+        .never_established(c.ip(2), Duration::from_secs(3))?;
+    std::fs::write(dirs[1].join("mesh/password"), "same-for-all").expect("write secret");
+    c.wait_mesh(&[1, 2])?;
+    Ok(())
+}
+
+/// Issue 11 §4 `maxRestartTime`: the graceful restart time bgpd announces on that session
+/// (RFC 4724's Restart Time), as BIRD sees it; other sessions keep bgpd's default.
+#[test]
+fn max_restart_time_is_the_restart_time_announced_to_the_peer() -> Result<()> {
+    let mut c = Cluster::new(
+        "max_restart_time_is_the_restart_time_announced_to_the_peer",
+        1,
+    )?;
+    let (tor_ns, tor_addrs) = tor_host(&c)?;
+    let tor_ip = IpAddr::V4(tor_addrs.ip4());
+    let tor = Bird::start(
+        &c.lab,
+        &tor_ns,
+        "tor",
+        BirdConfig::new(tor_addrs.ip4()).neighbor(
+            BirdNeighbor::new("node1", c.ip(1), TOR_AS, CLUSTER_AS)
+                .graceful_restart(None)
+                .export(ExportPolicy::None),
+        ),
+    )?;
+    c.etcd.apply(&format!(
+        "{}  maxRestartTime: 2m30s\n",
+        tor_peer_yaml(tor_ip)
+    ))?;
+    c.start(1)?;
+    tor.wait_established("node1", UP)?;
+    let all = tor.birdc(&["show", "protocols", "all", "node1"])?;
+    let neighbor_caps = all
+        .split("Neighbor capabilities")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no neighbor capabilities:\n{all}"));
+    let restart = neighbor_caps
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Restart time:"))
+        .map(str::trim);
+    assert_eq!(restart, Some("150"), "BIRD's view of node1:\n{all}");
     Ok(())
 }

@@ -760,3 +760,19 @@ fn install_cni_refuses_a_template_with_an_unknown_placeholder() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// bgpd finds Secrets named by `secretKeyRef` under its default `--secrets-dir`, one
+/// directory per Secret, and the Secret is optional so a cluster without BGP passwords starts.
+#[test]
+fn bgpd_mounts_the_bgp_password_secret_under_its_secrets_dir() {
+    let ds = daemonset();
+    let bgpd = container(&pod_spec(&ds)["containers"], "bgpd");
+    let m = mount(bgpd, "bgp-passwords");
+    // margay-bgpd's default --secrets-dir (bgp/src/cluster/secrets.rs).
+    let dir = "/etc/margay/secrets";
+    let v = volume(&ds, "bgp-passwords");
+    let name = v["secret"]["secretName"].as_str().expect("a secret volume");
+    assert_eq!(m["mountPath"], format!("{dir}/{name}"));
+    assert_eq!(m["readOnly"], true);
+    assert_eq!(v["secret"]["optional"], true);
+}

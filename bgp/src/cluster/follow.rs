@@ -1,19 +1,23 @@
 //! The datastore edge of cluster mode: registering this node, reading the model, and following
 //! it with watches that survive compaction and etcd restarts.
 
-use super::peerings::{Local, Model, desired_config};
+use super::peerings::{Local, Model, plan};
 use crate::config::Config;
 use crate::speaker::SpeakerHandle;
 use margay_datastore::resources::{
     AsNumber, BgpConfigurationSpec, BgpPeerSpec, NodeSpec, Resource,
 };
 use margay_datastore::{Store, StoreError, WatchEvent};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tracing::{info, warn};
 
 /// Changes arriving within this window are applied together.
 const SETTLE: Duration = Duration::from_millis(20);
+
+/// How often the peerings are recomputed without a datastore change, so that a password in a
+/// mounted Secret that changed reaches its session (the files are read, not watched).
+pub const SECRET_POLL: Duration = Duration::from_secs(5);
 
 /// Writes this node's BGP address (and AS, when given) into its Node resource, creating it if
 /// needed; other fields are left as they are.
@@ -97,13 +101,16 @@ fn apply<S>(map: &mut BTreeMap<String, Resource<S>>, ev: WatchEvent<Resource<S>>
 }
 
 /// Follows the model until `shutdown` resolves, reloading the speaker whenever this node's
-/// peerings change. `applied` is the configuration the speaker runs now.
+/// peerings change (and every [`SECRET_POLL`], for mounted passwords). `applied` is the
+/// configuration the speaker runs now; `notes` what its plan said, already logged.
+#[allow(clippy::too_many_arguments)]
 pub async fn follow(
     store: Store,
     local: Local,
     speaker: SpeakerHandle,
     mut model: Model,
     revs: Revisions,
+    mut notes: BTreeSet<String>,
     mut applied: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -113,6 +120,12 @@ pub async fn follow(
     let mut bgp_items: BTreeMap<String, Resource<BgpConfigurationSpec>> = BTreeMap::new();
     tokio::pin!(shutdown);
     let mut last_problem: Option<String> = None;
+    // The listener is bound once, at start.
+    let bound = (applied.listen_address, applied.listen_port);
+    let mut warned_listen = None;
+    let mut poll = tokio::time::interval(SECRET_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    poll.reset();
     loop {
         // Wait for one change, then take whatever else arrives within SETTLE.
         let mut changed = false;
@@ -128,13 +141,32 @@ pub async fn follow(
                     model.bgp = bgp_items.get("default").map(|c| c.spec.clone());
                 }
                 _ = &mut settle, if changed => break,
+                _ = poll.tick(), if !changed => break,
             }
             if !changed {
                 changed = true;
                 settle.as_mut().reset(tokio::time::Instant::now() + SETTLE);
             }
         }
-        match desired_config(&model, &local) {
+        let planned = plan(&model, &local).map(|p| {
+            for n in p.notes.difference(&notes) {
+                warn!("{n}");
+            }
+            notes = p.notes;
+            p.config
+        });
+        if let Ok(c) = &planned
+            && (c.listen_address, c.listen_port) != bound
+            && warned_listen != Some((c.listen_address, c.listen_port))
+        {
+            warned_listen = Some((c.listen_address, c.listen_port));
+            warn!(
+                listening = %format!("{}:{}", bound.0, bound.1),
+                wanted = %format!("{}:{}", c.listen_address, c.listen_port),
+                "BGPConfiguration listenPort or bindMode changed: bgpd keeps its listener until it restarts"
+            );
+        }
+        match planned {
             Ok(config) if config == applied => {}
             Ok(config) => match speaker.reload(config.clone()).await {
                 Ok(s) => {

@@ -8,9 +8,11 @@
 
 pub mod follow;
 pub mod peerings;
+pub mod secrets;
 
 pub use follow::{Revisions, follow, load, register};
-pub use peerings::{Local, Model, PeeringError, desired_config};
+pub use peerings::{Local, Model, PeeringError, Plan, desired_config, plan};
+pub use secrets::DEFAULT_SECRETS_DIR;
 
 use crate::config::Config;
 use crate::speaker::SpeakerHandle;
@@ -73,6 +75,8 @@ pub struct Follower {
     local: Local,
     model: Model,
     revisions: Revisions,
+    /// What the first plan said, already logged.
+    notes: std::collections::BTreeSet<String>,
     ipv4: Option<IpNet>,
     ipv6: Option<IpNet>,
     asn: Option<u32>,
@@ -127,6 +131,7 @@ impl Follower {
             speaker,
             self.model,
             self.revisions,
+            self.notes,
             applied,
             shutdown,
         )
@@ -203,7 +208,10 @@ pub async fn start(opts: Options) -> Result<(Config, Follower), ClusterError> {
         }
     };
     registered(&mut model, &node, ipv4, ipv6, opts.asn);
-    let config = desired_config(&model, &opts.local)?;
+    let Plan { config, notes } = plan(&model, &opts.local)?;
+    for n in &notes {
+        warn!("{n}");
+    }
     info!(
         node,
         nodes = model.nodes.len(),
@@ -218,6 +226,7 @@ pub async fn start(opts: Options) -> Result<(Config, Follower), ClusterError> {
             local: opts.local,
             model,
             revisions,
+            notes,
             ipv4,
             ipv6,
             asn: opts.asn,

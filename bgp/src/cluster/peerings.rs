@@ -1,22 +1,34 @@
 //! Who this node peers with, computed from the cluster model: the pure heart of cluster mode.
 //!
-//! Calico's rules, from the Node, BGPConfiguration and BGPPeer resources:
-//! - the node-to-node mesh joins every node with a BGP address while `nodeToNodeMeshEnabled`,
-//!   except route reflector clients;
+//! Calico's rules (confd's peer computation and its BIRD configuration), from the Node,
+//! BGPConfiguration and BGPPeer resources:
+//! - the node-to-node mesh, while `nodeToNodeMeshEnabled`: a node that is a route reflector (has
+//!   `routeReflectorClusterID`) takes no part in it; every other node meshes with every node
+//!   that is not a reflector. Reflector clients stay in the mesh; mesh sessions carry
+//!   `nodeMeshPassword` and `nodeMeshMaxRestartTime`;
 //! - a BGPPeer with `peerIP` applies to every node (global), to `spec.node`, or to the nodes
-//!   `nodeSelector` picks; one with `peerSelector` peers the nodes `nodeSelector` picks with the
-//!   nodes `peerSelector` picks, in both directions;
-//! - a node with `routeReflectorClusterID` reflects for the nodes it peers with that are not
-//!   reflectors of the same cluster: they are its clients, and clients leave the mesh.
+//!   `nodeSelector` picks; when `peerIP` is a Calico node's address, that node peers back with
+//!   those nodes, the global session is passive on the node with the lower address (as text),
+//!   and without a port the session goes to that node's listen port. One with `peerSelector`
+//!   peers the nodes `nodeSelector` picks with the nodes `peerSelector` picks, both directions;
+//! - on a node with `routeReflectorClusterID`, every session in its own AS to a peer that is not
+//!   a reflector of the same cluster is a reflector client;
+//! - an explicit peering wins over the mesh for the same address, a global one over a
+//!   node-specific one, a forward one over the reverse one.
 //!
-//! Both ends of a node-to-node session connect, so a node that starts reaches its peers at
-//! once instead of waiting for their retry timers; when both connections arrive, collision
-//! detection (RFC 4271 §6.8) keeps the one the higher BGP identifier opened, on both sides.
+//! Both ends of a mesh session connect, so a node that starts reaches its peers at once
+//! instead of waiting for their retry timers (Calico makes the mesh one-way instead); when both
+//! connections arrive, collision detection (RFC 4271 §6.8) keeps the one the higher BGP
+//! identifier opened, on both sides.
 
+use super::secrets;
 use crate::config::{Config, Neighbor, NextHop, PeerType};
-use margay_datastore::resources::{BgpConfigurationSpec, BgpPeer, Node, SourceAddress};
+use ipnet::IpNet;
+use margay_datastore::resources::{
+    BgpConfigurationSpec, BgpPassword, BgpPeer, BindMode, Node, SourceAddress, parse_duration,
+};
 use margay_datastore::selector::Selector;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use toml::Spanned;
@@ -44,6 +56,8 @@ pub struct Local {
     /// Seconds between connection attempts.
     pub connect_retry: u16,
     pub hold_time: u16,
+    /// Where Secrets named by `secretKeyRef` are mounted ([`secrets`]).
+    pub secrets_dir: PathBuf,
 }
 
 /// Why this node cannot peer yet.
@@ -57,13 +71,28 @@ pub enum PeeringError {
     BadClusterId { node: String, value: String },
 }
 
+/// The speaker configuration, with what the operator should hear about it (a password that
+/// cannot be read, a CIDR that does not parse); the caller logs each once.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub config: Config,
+    pub notes: BTreeSet<String>,
+}
+
 fn node_as(model: &Model, node: &Node) -> u32 {
     node.spec
         .bgp
         .as_ref()
         .and_then(|b| b.as_number)
         .map(|a| a.0)
-        .or_else(|| model.bgp.as_ref().map(|b| b.as_number().0))
+        .unwrap_or_else(|| global_as(model))
+}
+
+fn global_as(model: &Model) -> u32 {
+    model
+        .bgp
+        .as_ref()
+        .map(|b| b.as_number().0)
         .unwrap_or(DEFAULT_AS)
 }
 
@@ -73,6 +102,7 @@ fn cluster_id(node: &Node) -> Option<&str> {
         .as_ref()?
         .route_reflector_cluster_id
         .as_deref()
+        .filter(|c| !c.is_empty())
 }
 
 fn addrs(node: &Node) -> Vec<IpAddr> {
@@ -108,9 +138,26 @@ fn applies_to(peer: &BgpPeer, node: &Node) -> bool {
     }
 }
 
+/// Seconds of a Calico duration, rounded, as BIRD's `graceful restart time` takes them (at most
+/// the 12-bit field's 4095).
+fn restart_secs(value: &str) -> Option<u16> {
+    parse_duration(value).map(|s| s.round().clamp(0.0, 4095.0) as u16)
+}
+
+/// Which peering an address comes from; the lower wins when several give one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Source {
+    Global,
+    NodeSpecific,
+    Selector,
+    Reverse,
+    Mesh,
+}
+
 /// One session this node wants, before it becomes a [`Neighbor`].
 #[derive(Debug, Clone)]
 struct Want {
+    source: Source,
     address: IpAddr,
     port: Option<u16>,
     asn: u32,
@@ -121,6 +168,7 @@ struct Want {
     next_hop_keep: bool,
     ttl_security: Option<u8>,
     source_address: Option<IpAddr>,
+    restart_time: Option<u16>,
     description: String,
 }
 
@@ -144,29 +192,62 @@ fn selector_pairs(model: &Model) -> Vec<(String, String, String)> {
     out
 }
 
-/// Whether `a` reflects for `b`: `a` is a reflector and `b` is not one of its cluster.
-fn reflects_for(a: &Node, b: &Node) -> bool {
-    match (cluster_id(a), cluster_id(b)) {
-        (Some(ca), Some(cb)) => ca != cb,
-        (Some(_), None) => true,
-        _ => false,
+/// What the whole computation needs to know about this node.
+struct Me<'a> {
+    node: &'a Node,
+    asn: u32,
+    cluster: Option<&'a str>,
+    /// The port every node listens on (the BGPConfiguration's `listenPort`).
+    listen_port: u16,
+    secrets_dir: &'a std::path::Path,
+}
+
+impl Me<'_> {
+    /// This node's address of `peer`'s family: the source of sessions, as Calico's `UseNodeIP`.
+    fn address_for(&self, peer: IpAddr) -> Option<IpAddr> {
+        addrs(self.node)
+            .into_iter()
+            .find(|a| a.is_ipv4() == peer.is_ipv4())
+    }
+
+    /// Whether a session in `peer_as` to a peer of reflector cluster `peer_cluster` is one of
+    /// this node's reflector clients: same AS, this node reflects, the peer is not a reflector
+    /// of the same cluster.
+    fn reflects_for(&self, peer_as: u32, peer_cluster: Option<&str>) -> bool {
+        peer_as == self.asn && self.cluster.is_some() && peer_cluster != self.cluster
+    }
+
+    /// The port other nodes listen on, when not BGP's own.
+    fn node_port(&self) -> Option<u16> {
+        (self.listen_port != 179).then_some(self.listen_port)
     }
 }
 
-/// The node's speaker configuration: identity, listen port and every neighbour.
+/// The node whose address is `addr`, if any.
+fn node_at(model: &Model, addr: IpAddr) -> Option<&Node> {
+    model.nodes.values().find(|n| addrs(n).contains(&addr))
+}
+
+/// The node's speaker configuration: identity, listen address and port, originated service
+/// CIDRs, and every neighbour.
 pub fn desired_config(model: &Model, local: &Local) -> Result<Config, PeeringError> {
-    let me = model
+    plan(model, local).map(|p| p.config)
+}
+
+/// [`desired_config`], with the notes the operator should see.
+pub fn plan(model: &Model, local: &Local) -> Result<Plan, PeeringError> {
+    let mut notes = BTreeSet::new();
+    let node = model
         .nodes
         .get(&local.node)
         .ok_or_else(|| PeeringError::NoNode(local.node.clone()))?;
-    let my_v4 = me
+    let v4 = node
         .spec
         .bgp
         .as_ref()
         .and_then(|b| b.ipv4())
         .ok_or_else(|| PeeringError::NoAddress(local.node.clone()))?;
-    let my_as = node_as(model, me);
-    let my_cluster = match cluster_id(me) {
+    let my_cluster = match cluster_id(node) {
         Some(c) => Some(
             c.parse::<Ipv4Addr>()
                 .map_err(|_| PeeringError::BadClusterId {
@@ -176,172 +257,315 @@ pub fn desired_config(model: &Model, local: &Local) -> Result<Config, PeeringErr
         ),
         None => None,
     };
-
-    // Node pairs from selector-based BGPPeers, in both directions.
-    let pairs = selector_pairs(model);
-    let rr_clients: HashSet<&str> = pairs
-        .iter()
-        .filter_map(|(a, b, _)| {
-            let (na, nb) = (model.nodes.get(a)?, model.nodes.get(b)?);
-            if reflects_for(na, nb) {
-                Some(b.as_str())
-            } else if reflects_for(nb, na) {
-                Some(a.as_str())
-            } else {
-                None
-            }
-        })
-        .collect();
+    let bgp = model.bgp.clone().unwrap_or_default();
+    let me = Me {
+        node,
+        asn: node_as(model, node),
+        cluster: cluster_id(node),
+        listen_port: bgp.listen_port(),
+        secrets_dir: &local.secrets_dir,
+    };
 
     let mut wants: Vec<Want> = Vec::new();
-    let node_session =
-        |other: &Node, addr: IpAddr, peer_type: PeerType, rr_client: bool, description: String| {
-            let mine = addrs(me)
-                .into_iter()
-                .find(|a| a.is_ipv4() == addr.is_ipv4());
-            Want {
-                address: addr,
-                port: None,
-                asn: node_as(model, other),
-                peer_type,
-                rr_client,
-                passive: false,
-                password: model
-                    .bgp
-                    .as_ref()
-                    .and_then(|b| b.node_mesh_password.as_ref())
-                    .and_then(|p| p.value.clone()),
-                next_hop_keep: false,
-                ttl_security: None,
-                // From the node's own address, as Calico's BIRD config does: the peer expects it.
-                source_address: mine,
-                description,
-            }
-        };
+    mesh(model, &me, &bgp, &mut notes, &mut wants);
+    selector_sessions(model, &me, &mut notes, &mut wants);
+    ip_sessions(model, &me, &mut notes, &mut wants);
+    reverse_sessions(model, &me, &mut notes, &mut wants);
 
-    // The mesh.
-    let mesh = model.bgp.as_ref().is_none_or(|b| b.mesh_enabled());
-    if mesh && !rr_clients.contains(local.node.as_str()) {
-        for other in model.nodes.values() {
-            if other.name() == local.node || rr_clients.contains(other.name()) {
-                continue;
+    // One session per address: global, node-specific, selector, reverse, then mesh.
+    let mut seen = HashSet::new();
+    let mine = addrs(node);
+    wants.sort_by_key(|w| (w.address, w.source));
+    wants.retain(|w| !mine.contains(&w.address) && seen.insert(w.address));
+
+    let listen_address = match bgp.bind_mode {
+        Some(BindMode::NodeIP) => {
+            if node.spec.bgp.as_ref().and_then(|b| b.ipv6()).is_some() {
+                notes.insert(
+                    "bindMode NodeIP: bgpd listens on the node's IPv4 address only, so IPv6 peers cannot connect in (bgpd connects out to them)".to_string(),
+                );
             }
-            for addr in addrs(other) {
-                wants.push(node_session(
-                    other,
-                    addr,
-                    PeerType::Mesh,
-                    false,
-                    format!("mesh: {}", other.name()),
-                ));
+            IpAddr::V4(v4)
+        }
+        _ => local.listen_address,
+    };
+
+    let neighbors = wants.into_iter().map(|w| neighbor(w, local)).collect();
+    Ok(Plan {
+        config: Config {
+            router_id: Spanned::new(0..0, v4),
+            asn: Spanned::new(0..0, me.asn),
+            listen_address,
+            listen_port: me.listen_port,
+            socket: local.socket.clone(),
+            cluster_id: my_cluster.map(|c| Spanned::new(0..0, c)),
+            http_address: local.http_address,
+            http_port: local.http_port,
+            originate: service_cidrs(&bgp, &mut notes),
+            graceful_restart: true,
+            restart_time: Spanned::new(0..0, 120),
+            neighbors,
+            await_originator: true,
+        },
+        notes,
+    })
+}
+
+/// `serviceClusterIPs`, `serviceExternalIPs` and `serviceLoadBalancerIPs`: every node
+/// originates each CIDR, as calico-node does without reading Services.
+fn service_cidrs(bgp: &BgpConfigurationSpec, notes: &mut BTreeSet<String>) -> Vec<Spanned<IpNet>> {
+    let mut out = BTreeSet::new();
+    for (field, list) in [
+        ("serviceClusterIPs", &bgp.service_cluster_ips),
+        ("serviceExternalIPs", &bgp.service_external_ips),
+        ("serviceLoadBalancerIPs", &bgp.service_load_balancer_ips),
+    ] {
+        for e in list {
+            match e.cidr.parse::<IpNet>() {
+                Ok(n) => {
+                    out.insert(n.trunc());
+                }
+                Err(_) => {
+                    notes.insert(format!(
+                        "BGPConfiguration {field}: '{}' is not a CIDR; not announced",
+                        e.cidr
+                    ));
+                }
             }
         }
     }
+    out.into_iter().map(|n| Spanned::new(0..0, n)).collect()
+}
 
-    // Node-to-node sessions from selector-based BGPPeers.
-    for (a, b, pname) in &pairs {
-        let other_name = if a == &local.node {
+/// A password, inline or from a mounted Secret; an unreadable one becomes a note and no
+/// password (the peer that expects one refuses the session, which names the problem).
+fn resolve_password(
+    me: &Me,
+    p: &BgpPassword,
+    what: &str,
+    notes: &mut BTreeSet<String>,
+) -> Option<margay_common::Secret> {
+    match secrets::password(me.secrets_dir, p) {
+        Ok(s) => s,
+        Err(e) => {
+            notes.insert(format!("{what}: {e}; the session runs without a password"));
+            None
+        }
+    }
+}
+
+/// The node-to-node mesh.
+fn mesh(
+    model: &Model,
+    me: &Me,
+    bgp: &BgpConfigurationSpec,
+    notes: &mut BTreeSet<String>,
+    wants: &mut Vec<Want>,
+) {
+    if !bgp.mesh_enabled() || me.cluster.is_some() {
+        return;
+    }
+    let password = bgp
+        .node_mesh_password
+        .as_ref()
+        .and_then(|p| resolve_password(me, p, "BGPConfiguration default nodeMeshPassword", notes));
+    let restart_time = bgp
+        .node_mesh_max_restart_time
+        .as_deref()
+        .and_then(restart_secs);
+    for other in model.nodes.values() {
+        if other.name() == me.node.name() || cluster_id(other).is_some() {
+            continue;
+        }
+        for addr in addrs(other) {
+            wants.push(Want {
+                source: Source::Mesh,
+                address: addr,
+                port: me.node_port(),
+                asn: node_as(model, other),
+                peer_type: PeerType::Mesh,
+                rr_client: false,
+                passive: false,
+                password: password.clone(),
+                next_hop_keep: false,
+                ttl_security: None,
+                source_address: me.address_for(addr),
+                restart_time,
+                description: format!("mesh: {}", other.name()),
+            });
+        }
+    }
+}
+
+/// A session to another node, by a BGPPeer (selector or reverse).
+fn node_session(
+    model: &Model,
+    me: &Me,
+    other: &Node,
+    addr: IpAddr,
+    source: Source,
+    p: &BgpPeer,
+    notes: &mut BTreeSet<String>,
+) -> Want {
+    let asn = node_as(model, other);
+    let rr_client = me.reflects_for(asn, cluster_id(other));
+    let peer_type = if rr_client {
+        PeerType::RouteReflectorClient
+    } else if cluster_id(other).is_some() && me.cluster.is_none() && asn == me.asn {
+        PeerType::RouteReflector
+    } else {
+        PeerType::NodeSpecific
+    };
+    let mut w = Want {
+        source,
+        address: addr,
+        port: me.node_port(),
+        asn,
+        peer_type,
+        rr_client,
+        passive: false,
+        password: None,
+        next_hop_keep: false,
+        ttl_security: None,
+        source_address: None,
+        restart_time: None,
+        description: format!("{}: {}", p.name(), other.name()),
+    };
+    apply_peer_options(&mut w, p, me, notes);
+    w
+}
+
+/// Node-to-node sessions from BGPPeers with `peerSelector`.
+fn selector_sessions(model: &Model, me: &Me, notes: &mut BTreeSet<String>, wants: &mut Vec<Want>) {
+    let my_name = me.node.name();
+    for (a, b, pname) in selector_pairs(model) {
+        let other_name = if a == my_name {
             b
-        } else if b == &local.node {
+        } else if b == my_name {
             a
         } else {
             continue;
         };
-        let Some(other) = model.nodes.get(other_name) else {
+        let (Some(other), Some(p)) = (model.nodes.get(&other_name), model.peers.get(&pname)) else {
             continue;
         };
-        let (peer_type, rr_client) = if reflects_for(me, other) {
-            (PeerType::RouteReflectorClient, true)
-        } else if reflects_for(other, me) {
-            (PeerType::RouteReflector, false)
-        } else {
-            (PeerType::NodeSpecific, false)
-        };
         for addr in addrs(other) {
-            let mut w = node_session(
+            wants.push(node_session(
+                model,
+                me,
                 other,
                 addr,
-                peer_type,
-                rr_client,
-                format!("{pname}: {other_name}"),
-            );
-            if let Some(p) = model.peers.get(pname) {
-                apply_peer_options(&mut w, p, my_v4);
-            }
-            wants.push(w);
+                Source::Selector,
+                p,
+                notes,
+            ));
         }
     }
+}
 
-    // Sessions to routers outside the cluster (peerIP).
+/// Sessions from BGPPeers with `peerIP` that apply to this node.
+fn ip_sessions(model: &Model, me: &Me, notes: &mut BTreeSet<String>, wants: &mut Vec<Want>) {
     for (pname, p) in &model.peers {
         let Some((address, port)) = p.spec.peer_addr() else {
             continue;
         };
-        if !applies_to(p, me) {
+        if !applies_to(p, me.node) {
             continue;
         }
+        let asn = p.spec.as_number.map(|a| a.0).unwrap_or(me.asn);
+        // A peerIP that is a Calico node's address: that node's listen port, its cluster id,
+        // and (global peers) the session is one-way, from the higher address to the lower.
+        let calico_node = node_at(model, address);
+        let port = port.or_else(|| {
+            calico_node
+                .filter(|n| node_as(model, n) == asn)
+                .and_then(|_| me.node_port())
+        });
+        let passive = p.spec.is_global()
+            && calico_node.is_some()
+            && me
+                .address_for(address)
+                .is_some_and(|mine| address.to_string() > mine.to_string());
+        let rr_client = me.reflects_for(asn, calico_node.and_then(cluster_id));
         let mut w = Want {
+            source: if p.spec.is_global() {
+                Source::Global
+            } else {
+                Source::NodeSpecific
+            },
             address,
             port,
-            asn: p.spec.as_number.map(|a| a.0).unwrap_or(my_as),
+            asn,
             peer_type: if p.spec.is_global() {
                 PeerType::Global
             } else {
                 PeerType::NodeSpecific
             },
-            rr_client: false,
-            passive: false,
+            rr_client,
+            passive,
             password: None,
             next_hop_keep: false,
             ttl_security: None,
             source_address: None,
+            restart_time: None,
             description: pname.clone(),
         };
-        apply_peer_options(&mut w, p, my_v4);
+        apply_peer_options(&mut w, p, me, notes);
         wants.push(w);
     }
-
-    // One session per address: explicit peerings win over the mesh, the first of equals stays.
-    let mut seen = HashSet::new();
-    wants.sort_by_key(|w| (w.address, w.peer_type == PeerType::Mesh));
-    wants.retain(|w| {
-        w.address != IpAddr::V4(my_v4)
-            && addrs(me).iter().all(|a| *a != w.address)
-            && seen.insert(w.address)
-    });
-
-    let neighbors = wants.into_iter().map(|w| neighbor(w, local)).collect();
-    Ok(Config {
-        router_id: Spanned::new(0..0, my_v4),
-        asn: Spanned::new(0..0, my_as),
-        listen_address: local.listen_address,
-        listen_port: model.bgp.as_ref().map(|b| b.listen_port()).unwrap_or(179),
-        socket: local.socket.clone(),
-        cluster_id: my_cluster.map(|c| Spanned::new(0..0, c)),
-        http_address: local.http_address,
-        http_port: local.http_port,
-        originate: Vec::new(),
-        graceful_restart: true,
-        restart_time: Spanned::new(0..0, 120),
-        neighbors,
-        await_originator: true,
-    })
 }
 
-fn apply_peer_options(w: &mut Want, p: &BgpPeer, my_v4: Ipv4Addr) {
-    if let Some(pw) = &p.spec.password {
-        match &pw.value {
-            Some(v) => w.password = Some(v.clone()),
-            None => tracing::warn!(
-                peer = p.name(),
-                "BGPPeer password from a Kubernetes secret is not read by margay: set spec.password.value"
-            ),
+/// Calico's reverse peerings: a BGPPeer whose `peerIP` is this node (address and AS, and port
+/// when given) makes this node peer with every node the BGPPeer applies to.
+fn reverse_sessions(model: &Model, me: &Me, notes: &mut BTreeSet<String>, wants: &mut Vec<Want>) {
+    for p in model.peers.values() {
+        let Some((address, port)) = p.spec.peer_addr() else {
+            continue;
+        };
+        let asn = p.spec.as_number.map(|a| a.0).unwrap_or(me.asn);
+        if !addrs(me.node).contains(&address)
+            || asn != me.asn
+            || port.is_some_and(|port| port != me.listen_port)
+        {
+            continue;
+        }
+        for other in model.nodes.values() {
+            if other.name() == me.node.name() || !applies_to(p, other) {
+                continue;
+            }
+            for addr in addrs(other)
+                .into_iter()
+                .filter(|a| a.is_ipv4() == address.is_ipv4())
+            {
+                wants.push(node_session(
+                    model,
+                    me,
+                    other,
+                    addr,
+                    Source::Reverse,
+                    p,
+                    notes,
+                ));
+            }
         }
     }
-    w.next_hop_keep = p.spec.keep_original_next_hop;
+}
+
+/// A BGPPeer's session settings, as Calico's BIRD configuration applies them.
+fn apply_peer_options(w: &mut Want, p: &BgpPeer, me: &Me, notes: &mut BTreeSet<String>) {
+    if let Some(pw) = &p.spec.password {
+        w.password = resolve_password(me, pw, &format!("BGPPeer {} password", p.name()), notes);
+    }
+    // `next hop keep` only towards eBGP peers, as the template writes it.
+    w.next_hop_keep = p.spec.keep_original_next_hop && w.asn != me.asn;
     w.ttl_security = p.spec.ttl_security.filter(|t| *t > 0);
-    if matches!(p.spec.source_address, Some(SourceAddress::UseNodeIP)) && w.address.is_ipv4() {
-        w.source_address = Some(IpAddr::V4(my_v4));
+    // sourceAddress defaults to UseNodeIP.
+    w.source_address = match p.spec.source_address {
+        Some(SourceAddress::None) => None,
+        Some(SourceAddress::UseNodeIP) | None => me.address_for(w.address),
+    };
+    if let Some(t) = &p.spec.max_restart_time {
+        w.restart_time = restart_secs(t);
     }
 }
 
@@ -363,7 +587,7 @@ fn neighbor(w: Want, local: &Local) -> Neighbor {
         families: None,
         peer_type: Some(w.peer_type),
         graceful_restart: None,
-        restart_time: None,
+        restart_time: w.restart_time.map(|t| Spanned::new(0..0, t)),
         // Calico's BGPPeer has no prefix limit.
         max_prefixes: None,
         max_prefix_action: None,

@@ -422,6 +422,13 @@ impl Task {
 
     /// An inbound connection from the listener.
     async fn on_inbound(&mut self, stream: TcpStream) {
+        if !transport::gtsm_admits(&stream, self.config.ttl_mode()) {
+            tracing::info!(
+                peer = self.id,
+                "refusing connection: its SYN came from further away than ttl-security allows"
+            );
+            return;
+        }
         if let Err(e) = transport::apply_ttl(&stream, self.config.ttl_mode()) {
             tracing::warn!(peer = self.id, error = %e, "cannot set TTL on inbound connection");
         }

@@ -77,6 +77,9 @@ pub struct Speaker {
     by_addr: HashMap<IpAddr, PeerId>,
     next_id: PeerId,
     originated: BTreeSet<Prefix>,
+    /// What API clients (felix) asked to originate; the rest of `originated` is the
+    /// configuration's (`originate`, cluster mode's service CIDRs), kept through SetOriginated.
+    api_originated: BTreeSet<Prefix>,
     events_tx: mpsc::Sender<SessionEvent>,
     changes: broadcast::Sender<WatchEvent>,
     dispatch: Dispatch,
@@ -148,6 +151,7 @@ impl Speaker {
             by_addr: HashMap::new(),
             next_id: 1,
             originated: BTreeSet::new(),
+            api_originated: BTreeSet::new(),
             events_tx,
             changes,
             dispatch,
@@ -484,16 +488,33 @@ impl Speaker {
                 });
             }
             Request::Originate { prefixes, reply } => {
+                self.api_originated
+                    .extend(prefixes.iter().map(|p| p.trunc()));
                 self.originate(&prefixes).await;
                 self.settle_origination("Originate").await;
                 let _ = reply.send(());
             }
             Request::Withdraw { prefixes, reply } => {
+                let file: BTreeSet<Prefix> = self.config.originated().into_iter().collect();
+                let prefixes: Vec<Prefix> = prefixes
+                    .iter()
+                    .map(|p| p.trunc())
+                    .filter(|p| {
+                        self.api_originated.remove(p);
+                        !file.contains(p)
+                    })
+                    .collect();
                 self.withdraw(&prefixes).await;
                 let _ = reply.send(());
             }
             Request::SetOriginated { prefixes, reply } => {
-                let wanted: BTreeSet<Prefix> = prefixes.iter().map(|p| p.trunc()).collect();
+                self.api_originated = prefixes.iter().map(|p| p.trunc()).collect();
+                let wanted: BTreeSet<Prefix> = self
+                    .api_originated
+                    .iter()
+                    .copied()
+                    .chain(self.config.originated().into_iter().map(|p| p.trunc()))
+                    .collect();
                 let gone: Vec<Prefix> = self.originated.difference(&wanted).copied().collect();
                 let new: Vec<Prefix> = wanted.difference(&self.originated).copied().collect();
                 self.withdraw(&gone).await;
@@ -529,6 +550,7 @@ impl Speaker {
     /// Applies a new configuration: sessions whose settings did not change are left alone.
     async fn reload(&mut self, new: Config) -> ReloadSummary {
         let mut summary = ReloadSummary::default();
+        let old_file: BTreeSet<Prefix> = self.config.originated().into_iter().collect();
         let identity_changed = new.router_id() != self.config.router_id()
             || new.asn() != self.config.asn()
             || new.cluster_id() != self.config.cluster_id();
@@ -591,6 +613,12 @@ impl Speaker {
         }
         // Originated prefixes follow the file; those added over the API stay.
         let file: BTreeSet<Prefix> = self.config.originated().into_iter().collect();
+        let gone: Vec<Prefix> = old_file
+            .difference(&file)
+            .filter(|p| !self.api_originated.contains(&p.trunc()))
+            .copied()
+            .collect();
+        self.withdraw(&gone).await;
         let add: Vec<Prefix> = file.difference(&self.originated).copied().collect();
         self.originate(&add).await;
         info!(

@@ -40,6 +40,8 @@ pub use fields::{
 pub use ippool::{AllowedUse, AssignmentMode, EncapMode, IpPoolSpec};
 pub use node::{NodeAddress, NodeBgpSpec, NodeSpec, NodeWireguardSpec, OrchRef};
 pub use parse::parse_documents;
+/// Go-style durations (`120s`, `2m`) in seconds, as Calico's fields write them.
+pub use validate::parse_duration;
 pub use validate::{FieldProblem, Validator};
 
 use serde::de::DeserializeOwned;

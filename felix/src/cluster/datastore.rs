@@ -1,5 +1,5 @@
-//! The datastore feed: lists IPPools, Nodes, WorkloadEndpoints and this node's block
-//! affinities, then follows them with watches that survive compaction (a `Resync` replaces
+//! The datastore feed: lists IPPools, Nodes, WorkloadEndpoints, BGPPeers (for `reachableBy`)
+//! and this node's block affinities, then follows them with watches that survive compaction (a `Resync` replaces
 //! the kind's state) and etcd restarts. Every settled batch of changes is published as a new
 //! [`ClusterState`].
 //!
@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use margay_datastore::ipam::{Affinity, records::node_affinities};
-use margay_datastore::resources::{IpPoolSpec, NodeSpec, Resource, Spec, WorkloadEndpointSpec};
+use margay_datastore::resources::{
+    BgpPeerSpec, IpPoolSpec, NodeSpec, Resource, Spec, WorkloadEndpointSpec,
+};
 use margay_datastore::{Store, StoreError, Versioned, WatchEvent};
 use tokio::sync::watch;
 use tracing::{debug, warn};
@@ -28,6 +30,7 @@ struct Revisions {
     pools: i64,
     endpoints: i64,
     affinities: i64,
+    peers: i64,
 }
 
 fn ep_key(r: &Resource<WorkloadEndpointSpec>) -> String {
@@ -53,8 +56,16 @@ async fn load(store: &Store, node: &str) -> Result<(ClusterState, Revisions), St
     let (pools, p) = store.list::<IpPoolSpec>().await?;
     let (eps, e) = store.list::<WorkloadEndpointSpec>().await?;
     let (affs, a) = store.list_raw(&node_affinities(node)).await?;
+    let (peers, b) = store.list::<BgpPeerSpec>().await?;
     let mut s = ClusterState::new(node);
+    if let Some(me) = nodes.iter().find(|r| r.metadata.name == node) {
+        s.labels = me.metadata.labels.clone();
+    }
     s.nodes = nodes
+        .into_iter()
+        .map(|r| (r.metadata.name, r.spec))
+        .collect();
+    s.peers = peers
         .into_iter()
         .map(|r| (r.metadata.name, r.spec))
         .collect();
@@ -81,8 +92,27 @@ async fn load(store: &Store, node: &str) -> Result<(ClusterState, Revisions), St
             pools: p,
             endpoints: e,
             affinities: a,
+            peers: b,
         },
     ))
+}
+
+/// Applies one Node event, keeping this node's labels.
+fn apply_nodes(state: &mut ClusterState, ev: WatchEvent<Resource<NodeSpec>>) {
+    match &ev {
+        WatchEvent::Put(r) if r.metadata.name == state.node => {
+            state.labels = r.metadata.labels.clone();
+        }
+        WatchEvent::Resync { items, .. } => {
+            state.labels = items
+                .iter()
+                .find(|r| r.metadata.name == state.node)
+                .map(|r| r.metadata.labels.clone())
+                .unwrap_or_default();
+        }
+        _ => {}
+    }
+    apply_named(&mut state.nodes, ev);
 }
 
 /// Applies one event of a named kind; a field felix does not act on is logged once.
@@ -184,13 +214,15 @@ pub async fn follow(store: Store, node: String, tx: watch::Sender<Option<Cluster
     let mut pools = store.watch::<IpPoolSpec>(revs.pools + 1);
     let mut eps = store.watch::<WorkloadEndpointSpec>(revs.endpoints + 1);
     let mut affs = store.watch_raw(&node_affinities(&node), revs.affinities + 1);
+    let mut peers = store.watch::<BgpPeerSpec>(revs.peers + 1);
     loop {
         let mut changed = false;
         let settle = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(settle);
         loop {
             let local = tokio::select! {
-                ev = nodes.next() => { apply_named(&mut state.nodes, ev); false }
+                ev = nodes.next() => { apply_nodes(&mut state, ev); false }
+                ev = peers.next() => { apply_named(&mut state.peers, ev); false }
                 ev = pools.next() => { apply_named(&mut state.pools, ev); false }
                 ev = eps.next() => apply_endpoints(&mut state.endpoints, &node, ev),
                 ev = affs.next() => { apply_affinities(&mut state.affinities, ev); false }

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
-use margay_datastore::resources::{self as res, IpPoolSpec, NodeSpec, WorkloadEndpointSpec};
+use margay_datastore::resources::{
+    self as res, BgpPeerSpec, IpPoolSpec, NodeSpec, WorkloadEndpointSpec,
+};
 
 use crate::model::{EncapMode, IpPool, Model, NodeInfo, RemoteRoute, RemoteVtep, WorkloadEndpoint};
 
@@ -23,6 +25,10 @@ pub struct ClusterState {
     pub endpoints: BTreeMap<String, WorkloadEndpointSpec>,
     /// This node's block affinities, by affinity key.
     pub affinities: BTreeMap<String, IpNet>,
+    /// This node's labels (what BGPPeer `nodeSelector`s match).
+    pub labels: BTreeMap<String, String>,
+    /// Every BGPPeer, by name (for `reachableBy`).
+    pub peers: BTreeMap<String, BgpPeerSpec>,
 }
 
 /// Which tunnel a pool set calls for.
@@ -196,6 +202,7 @@ pub fn assemble(
         });
     }
 
+    let peer_routes = peer_routes(state, &mut problems);
     let remote_routes = routes
         .iter()
         .map(|(prefix, next_hop)| RemoteRoute {
@@ -212,9 +219,42 @@ pub fn assemble(
             affine_blocks: affine.into_iter().collect(),
             remote_routes,
             vteps,
+            peer_routes,
         },
         problems,
     ))
+}
+
+/// Calico's BGPPeer `reachableBy`: for each peer (`peerIP`) that applies to this node, a host
+/// route to it through the given gateway.
+fn peer_routes(state: &ClusterState, problems: &mut Vec<String>) -> Vec<RemoteRoute> {
+    let mut out = Vec::new();
+    for (name, p) in &state.peers {
+        let (Some(gw), Some((peer, _))) = (p.reachable_by.as_deref(), p.peer_addr()) else {
+            continue;
+        };
+        let applies = match (&p.node, &p.node_selector) {
+            (None, None) => true,
+            (Some(n), _) => *n == state.node,
+            (None, Some(sel)) => match margay_datastore::selector::Selector::parse(sel) {
+                Ok(s) => s.matches(&state.labels),
+                Err(_) => false,
+            },
+        };
+        if !applies {
+            continue;
+        }
+        match gw.parse::<IpAddr>() {
+            Ok(gw) if gw.is_ipv4() == peer.is_ipv4() => out.push(RemoteRoute {
+                prefix: IpNet::from(peer),
+                next_hop: gw,
+            }),
+            _ => problems.push(format!(
+                "BGPPeer {name}: reachableBy {gw:?} is not an address of the peer's family"
+            )),
+        }
+    }
+    out
 }
 
 /// A stable, locally administered unicast MAC for node `name`'s VXLAN device (FNV-1a of the
@@ -290,6 +330,58 @@ mod tests {
             "10.244.0.0/26".parse().unwrap(),
         );
         s
+    }
+
+    #[test]
+    fn reachable_by_gives_a_host_route_for_the_peers_of_this_node_only() {
+        let mut s = state();
+        s.labels.insert("rack".into(), "a".into());
+        let peer = |node: Option<&str>, sel: Option<&str>, ip: &str, gw: &str| BgpPeerSpec {
+            node: node.map(str::to_string),
+            node_selector: sel.map(str::to_string),
+            peer_ip: Some(ip.into()),
+            reachable_by: Some(gw.into()),
+            ..Default::default()
+        };
+        s.peers
+            .insert("global".into(), peer(None, None, "192.0.2.1", "10.0.0.254"));
+        s.peers.insert(
+            "mine".into(),
+            peer(Some("n1"), None, "192.0.2.2:1790", "10.0.0.253"),
+        );
+        s.peers.insert(
+            "other".into(),
+            peer(Some("n2"), None, "192.0.2.3", "10.0.0.252"),
+        );
+        s.peers.insert(
+            "rack-a".into(),
+            peer(None, Some("rack == 'a'"), "192.0.2.4", "10.0.0.251"),
+        );
+        s.peers.insert(
+            "rack-b".into(),
+            peer(None, Some("rack == 'b'"), "192.0.2.5", "10.0.0.250"),
+        );
+        s.peers
+            .insert("bad".into(), peer(None, None, "192.0.2.6", "fd00::1"));
+        let (m, problems) = assemble(&s, &BTreeMap::new()).unwrap();
+        let got: Vec<(String, String)> = m
+            .peer_routes
+            .iter()
+            .map(|r| (r.prefix.to_string(), r.next_hop.to_string()))
+            .collect();
+        let want: Vec<(String, String)> = [
+            ("192.0.2.1/32", "10.0.0.254"),
+            ("192.0.2.2/32", "10.0.0.253"),
+            ("192.0.2.4/32", "10.0.0.251"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        assert_eq!(got, want);
+        assert!(
+            problems.iter().any(|p| p.contains("BGPPeer bad")),
+            "{problems:?}"
+        );
     }
 
     #[test]

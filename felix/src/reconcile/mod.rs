@@ -171,6 +171,10 @@ impl Reconciler {
         for p in &new.problems {
             tracing::warn!(problem = %p, "input left out");
         }
+        for dst in new.shadowed.difference(&self.desired.shadowed) {
+            tracing::warn!(route = %dst, "a route learned from BGP is this node's own workload address or block: not programmed");
+        }
+        self.metrics.shadowed_routes.set(new.shadowed.len() as i64);
         self.by_device.clear();
         for (dst, r) in &new.routes {
             if let Some(dev) = r.target.device() {

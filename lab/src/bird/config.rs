@@ -79,6 +79,9 @@ pub struct BirdNeighbor {
     pub password: Option<String>,
     /// `multihop N;` when set; otherwise the session is direct.
     pub multihop: Option<u8>,
+    /// `ttl security on;` (GTSM, RFC 5082): BIRD sends with TTL 255 and accepts only packets
+    /// at most `multihop` hops away (1 when direct).
+    pub ttl_security: bool,
     pub ipv4: Option<Channel>,
     pub ipv6: Option<Channel>,
     pub graceful_restart: bool,
@@ -116,6 +119,7 @@ impl BirdNeighbor {
             rr_cluster_id: None,
             password: None,
             multihop: None,
+            ttl_security: false,
             ipv4,
             ipv6,
             graceful_restart: false,
@@ -141,6 +145,14 @@ impl BirdNeighbor {
         n.range = Some(range);
         n.dynamic_name = Some(stem.to_string());
         n
+    }
+
+    /// GTSM with a peer `hops` away: `ttl security on; multihop HOPS;`, as Calico's BIRD
+    /// configuration writes a BGPPeer's `ttlSecurity`.
+    pub fn ttl_security(mut self, hops: u8) -> Self {
+        self.ttl_security = true;
+        self.multihop = Some(hops);
+        self
     }
 
     /// Sets the export policy of every channel.
@@ -310,6 +322,9 @@ fn render_neighbor(s: &mut String, n: &BirdNeighbor) {
         Some(h) => _ = writeln!(s, "  multihop {h};"),
         None if n.is_ibgp() => _ = writeln!(s, "  direct;"),
         None => {}
+    }
+    if n.ttl_security {
+        let _ = writeln!(s, "  ttl security on;");
     }
     if n.passive {
         let _ = writeln!(s, "  passive on;");

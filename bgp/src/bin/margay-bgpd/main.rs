@@ -81,6 +81,10 @@ struct Args {
     /// Address BGP connections are accepted on (cluster mode; `::` is IPv4 and IPv6).
     #[arg(long, env = "MARGAY_BGPD_LISTEN_ADDRESS", default_value = "::")]
     listen_address: std::net::IpAddr,
+    /// Cluster mode: where the Secrets that BGP passwords name by `secretKeyRef` are mounted,
+    /// Secret NAME at DIR/NAME/ (its key KEY is the file DIR/NAME/KEY).
+    #[arg(long, env = "MARGAY_SECRETS_DIR", default_value = margay_bgp::cluster::DEFAULT_SECRETS_DIR)]
+    secrets_dir: PathBuf,
     /// Address of the /liveness, /readiness and /metrics server (overrides the file's
     /// `http_address`; default 127.0.0.1).
     #[arg(long, env = "MARGAY_BGPD_HTTP_ADDRESS")]
@@ -184,6 +188,7 @@ fn cluster_options(args: &Args) -> anyhow::Result<margay_bgp::cluster::Options> 
                 .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
             http_port: args.http_port.unwrap_or(DEFAULT_HTTP_PORT),
             listen_address: args.listen_address,
+            secrets_dir: args.secrets_dir.clone(),
             connect_retry: 5,
             hold_time: 90,
         },
