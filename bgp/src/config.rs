@@ -4,10 +4,13 @@
 //! the TOML parser with their span; semantic checks (duplicate neighbours, hold times, a
 //! password on a passive-less ...) carry the span of the offending value.
 
+use crate::policy::config::{AdvertiseConfig, FilterConfig, Invalid, PoolConfig};
+use crate::policy::{ExportPolicy, Filter, FilterChain, Role};
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use toml::Spanned;
 
 /// Default path of the gRPC unix socket.
@@ -64,6 +67,16 @@ pub struct Config {
     /// The BGP neighbours.
     #[serde(default)]
     pub neighbors: Vec<Neighbor>,
+    /// The cluster's IP pools: Calico's default export policy announces learned cluster routes
+    /// inside them, and nothing inside a pool with `export = false`.
+    #[serde(default)]
+    pub pools: Vec<PoolConfig>,
+    /// Communities attached to every announced route inside a cidr.
+    #[serde(default)]
+    pub advertise: Vec<AdvertiseConfig>,
+    /// BGP filters, applied to the neighbours that name them in `filters`.
+    #[serde(default)]
+    pub filters: Vec<FilterConfig>,
     /// Whether an API client (felix) sets what this node originates, so End-of-RIB waits for
     /// it after start (`speaker::eor`). Set by cluster mode; a configuration file originates
     /// its own prefixes and sends End-of-RIB at once.
@@ -170,6 +183,18 @@ pub struct Neighbor {
     /// After a `cease` for too many prefixes, seconds before the session may start again.
     #[serde(default)]
     pub max_prefix_restart: Option<Spanned<u16>>,
+    /// Names of `[[filters]]` applied to this neighbour, in order (first match wins).
+    #[serde(default)]
+    pub filters: Vec<Spanned<String>>,
+    /// `cluster` or `external`; by default cluster for iBGP (same asn), external for eBGP.
+    #[serde(default)]
+    pub role: Option<Role>,
+    /// The AS presented to this neighbour instead of `asn` (Calico's `localASNumber`).
+    #[serde(default)]
+    pub local_asn: Option<Spanned<u32>>,
+    /// How often our own AS may appear in a received AS_PATH (allowas-in).
+    #[serde(default)]
+    pub allow_own_as: Option<Spanned<u8>>,
 }
 
 /// What the speaker does when a neighbour sends more prefixes than `max-prefixes`.
@@ -239,6 +264,27 @@ impl Neighbor {
                 IpAddr::V6(_) => vec![Family::Ipv6Unicast],
             },
         }
+    }
+
+    /// The neighbour's role: the configured one, else cluster when it is in our AS (as
+    /// presented on this session) and external otherwise.
+    pub fn role(&self, local_asn: u32) -> Role {
+        self.role
+            .unwrap_or(if self.asn == self.local_asn(local_asn) {
+                Role::Cluster
+            } else {
+                Role::External
+            })
+    }
+
+    /// The AS presented on this session.
+    pub fn local_asn(&self, local_asn: u32) -> u32 {
+        self.local_asn.as_ref().map_or(local_asn, |a| *a.get_ref())
+    }
+
+    /// How often our AS may appear in a received AS_PATH (0: never).
+    pub fn allow_own_as(&self) -> u8 {
+        self.allow_own_as.as_ref().map_or(0, |a| *a.get_ref())
     }
 
     /// The label shown in `node status`: the configured one, else route reflector client, else
@@ -456,6 +502,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_policy(text)?;
         for p in &self.originate {
             let net = *p.get_ref();
             if net != net.trunc() {
@@ -467,6 +514,97 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Checks pools, advertisements, filters and the neighbours' references to filters.
+    fn validate_policy(&self, text: &str) -> Result<(), String> {
+        let at = |e: Invalid| format!("line {}: {}: {}", line_of(text, e.at), e.field, e.message);
+        for (i, p) in self.pools.iter().enumerate() {
+            p.check(i).map_err(at)?;
+        }
+        for (i, a) in self.advertise.iter().enumerate() {
+            a.check(i).map_err(at)?;
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, f) in self.filters.iter().enumerate() {
+            f.check(i).map_err(at)?;
+            if !names.insert(f.name.get_ref().as_str()) {
+                return Err(format!(
+                    "line {}: filters[{i}].name: {:?} is defined twice",
+                    line_of(text, f.name.span().start),
+                    f.name.get_ref()
+                ));
+            }
+        }
+        for (i, n) in self.neighbors.iter().enumerate() {
+            for f in &n.filters {
+                if !names.contains(f.get_ref().as_str()) {
+                    return Err(format!(
+                        "line {}: neighbors[{i}].filters: no [[filters]] named {:?}",
+                        line_of(text, f.span().start),
+                        f.get_ref()
+                    ));
+                }
+            }
+            if let Some(a) = &n.local_asn
+                && *a.get_ref() == 0
+            {
+                return Err(format!(
+                    "line {}: neighbors[{i}].local-asn: must not be 0",
+                    line_of(text, a.span().start)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The filters by name (the file is valid: every check passed).
+    fn filters_by_name(&self) -> std::collections::HashMap<&str, Arc<Filter>> {
+        self.filters
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| Some((f.name.get_ref().as_str(), Arc::new(f.check(i).ok()?))))
+            .collect()
+    }
+
+    /// The filters `n` names, in order.
+    fn chain_for(&self, n: &Neighbor) -> FilterChain {
+        let by_name = self.filters_by_name();
+        FilterChain::new(
+            n.filters
+                .iter()
+                .filter_map(|f| by_name.get(f.get_ref().as_str()).cloned())
+                .collect(),
+        )
+    }
+
+    /// What decides the routes announced to `n`.
+    pub fn export_policy(&self, n: &Neighbor) -> ExportPolicy {
+        ExportPolicy {
+            pools: self
+                .pools
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.check(i).ok())
+                .collect(),
+            services: self.originated(),
+            advertise: self
+                .advertise
+                .iter()
+                .enumerate()
+                .filter_map(|(i, a)| a.check(i).ok())
+                .collect(),
+            chain: self.chain_for(n),
+        }
+    }
+
+    /// The filters whose import rules decide what is accepted from `n`.
+    pub fn import_chain(&self, n: &Neighbor) -> FilterChain {
+        let mut chain = self.chain_for(n);
+        chain
+            .filters
+            .retain(|f| !f.import_v4.is_empty() || !f.import_v6.is_empty());
+        chain
     }
 
     pub fn router_id(&self) -> Ipv4Addr {

@@ -324,6 +324,9 @@ pub fn desired_config(model: &Model, local: &Local) -> Result<Config, PeeringErr
         graceful_restart: true,
         restart_time: Spanned::new(0..0, 120),
         neighbors,
+        pools: Vec::new(),
+        advertise: Vec::new(),
+        filters: Vec::new(),
         await_originator: true,
     })
 }
@@ -368,5 +371,9 @@ fn neighbor(w: Want, local: &Local) -> Neighbor {
         max_prefixes: None,
         max_prefix_action: None,
         max_prefix_restart: None,
+        filters: Vec::new(),
+        role: None,
+        local_asn: None,
+        allow_own_as: None,
     }
 }

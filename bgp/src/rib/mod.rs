@@ -14,10 +14,12 @@ pub mod decision;
 pub mod export;
 pub mod import;
 pub mod intern;
+mod policy;
 mod refresh;
 mod stale;
 pub mod table;
 
+use crate::policy::{ExportPolicy, FilterChain, Role, RouteFacts, RouteSource};
 use crate::wire::{CodecContext, Family, MpNextHop, Origin, PathAttributes, Prefix, Update};
 use decision::{Candidate, DEFAULT_LOCAL_PREF};
 use export::{Audience, Batch, ExportBuilder, GroupKey, PeerKind, Source, UpdateGroup};
@@ -81,6 +83,49 @@ pub struct PeerInfo {
     pub router_id: Ipv4Addr,
     /// Opaque to the RIB: part of the update-group key.
     pub ctx: CodecContext,
+    /// Cluster node or external router: whether its routes are the cluster's own.
+    pub role: Role,
+    /// The interface the session runs over (what a rule's `interface` matches).
+    pub interface: Option<Arc<str>>,
+    /// What the peer is sent (part of the update-group key).
+    pub export: Arc<ExportPolicy>,
+    /// What is accepted from the peer.
+    pub import: Arc<FilterChain>,
+    /// How often our AS may appear in a received AS_PATH (allowas-in).
+    pub allow_own_as: u8,
+}
+
+impl PeerInfo {
+    /// A peer with the neutral policy: the role its AS gives, no filter, no pool.
+    pub fn new(
+        local: &LocalConfig,
+        address: IpAddr,
+        asn: u32,
+        local_address: IpAddr,
+        router_id: Ipv4Addr,
+        families: Vec<Family>,
+    ) -> PeerInfo {
+        PeerInfo {
+            address,
+            asn,
+            rr_client: false,
+            next_hop: NextHopMode::Auto,
+            families,
+            local_address,
+            shared_subnet: None,
+            router_id,
+            ctx: CodecContext::default(),
+            role: if asn == local.asn {
+                Role::Cluster
+            } else {
+                Role::External
+            },
+            interface: None,
+            export: Arc::default(),
+            import: Arc::default(),
+            allow_own_as: 0,
+        }
+    }
 }
 
 /// Prefix counts for one peer.
@@ -171,15 +216,23 @@ pub struct Rib {
     track_best_changes: bool,
 }
 
-fn source(local: &LocalConfig, peers: &HashMap<PeerId, PeerState>, peer: PeerId) -> Source {
+fn source<'a>(
+    local: &LocalConfig,
+    peers: &'a HashMap<PeerId, PeerState>,
+    peer: PeerId,
+) -> Source<'a> {
     match peers.get(&peer) {
         Some(s) => Source {
             kind: Some(s.kind),
             router_id: s.info.router_id,
+            role: Some(s.info.role),
+            interface: s.info.interface.as_deref(),
         },
         None => Source {
             kind: None,
             router_id: local.router_id,
+            role: None,
+            interface: None,
         },
     }
 }
@@ -327,7 +380,7 @@ impl Rib {
             let best = paths.best();
             let src = source(local, peers, best.peer);
             if best.peer != id
-                && let Some(out) = group.outgoing(local, &src, best, family)
+                && let Some(out) = group.outgoing(local, &src, best, family, prefix)
             {
                 batch.announce(&out, family, prefix);
                 batch.added += 1;
@@ -699,6 +752,8 @@ impl Rib {
             tracing::debug!(id, %family, "announcement for a family not negotiated, ignored");
             return;
         }
+        let (import_chain, interface) =
+            (Arc::clone(&state.info.import), state.info.interface.clone());
         match import::import(&self.local, &state.info, received, family, next_hop) {
             Err(e) => {
                 tracing::debug!(id, error = %e, "path not accepted");
@@ -713,6 +768,19 @@ impl Rib {
             Ok((attrs, next_hop)) => {
                 let stored = self.intern_stored(attrs, Some(next_hop));
                 for prefix in prefixes.filter(|p| Family::of(p) == family) {
+                    let facts = RouteFacts {
+                        prefix,
+                        source: RouteSource::Peer(Role::External),
+                        interface: interface.as_deref(),
+                    };
+                    if !import_chain.accepts_import(&facts) {
+                        // Rejected by an import filter: held as received, not accepted.
+                        self.remove_path(prefix, id, touched);
+                        if let Some(s) = self.peers.get_mut(&id) {
+                            s.rejected.insert(prefix);
+                        }
+                        continue;
+                    }
                     self.stored.acquire(&stored);
                     let path = Path {
                         attrs: Arc::clone(&stored),
@@ -764,11 +832,11 @@ impl Rib {
                 }
                 let had = old
                     .as_ref()
-                    .filter(|(p, s)| export::exportable(s, &p.attrs, family, &g.key))
+                    .filter(|(p, s)| g.key.admits(s, &p.attrs, family, prefix))
                     .map(|(p, _)| p.peer);
-                let out = new
-                    .as_ref()
-                    .and_then(|(p, s)| g.outgoing(local, s, p, family).map(|o| (p.peer, o)));
+                let out = new.as_ref().and_then(|(p, s)| {
+                    g.outgoing(local, s, p, family, prefix).map(|o| (p.peer, o))
+                });
                 match (had, out) {
                     (had, Some((new_peer, out))) => {
                         let new_in = g.has(new_peer);
