@@ -852,4 +852,130 @@ description = "tor"
         let err = Config::parse(text).unwrap_err();
         assert!(err.contains("route-reflector-client"), "{err}");
     }
+
+    const POLICY: &str = r#"
+router-id = "10.0.0.1"
+asn = 64512
+originate = ["10.96.0.0/12"]
+
+[[neighbors]]
+address = "10.0.0.2"
+asn = 65000
+filters = ["tor", "v6"]
+allow-own-as = 1
+
+[[neighbors]]
+address = "10.0.0.3"
+asn = 64512
+role = "external"
+
+[[pools]]
+cidr = "10.244.0.0/16"
+
+[[pools]]
+cidr = "10.99.0.0/16"
+export = false
+
+[[advertise]]
+cidr = "10.244.0.0/16"
+communities = ["65000:100", "65000:1:2"]
+
+[[filters]]
+name = "tor"
+  [[filters.export-v4]]
+  action = "accept"
+  match-operator = "in"
+  cidr = "10.0.0.0/8"
+  prefix-length = { min = 24, max = 32 }
+  source = "remote-peers"
+  interface = "eth*"
+  [[filters.import-v4]]
+  action = "reject"
+  match-operator = "equal"
+  cidr = "0.0.0.0/0"
+
+[[filters]]
+name = "v6"
+  [[filters.export-v6]]
+  action = "reject"
+  match-operator = "not-in"
+  cidr = "fd00::/8"
+"#;
+
+    #[test]
+    fn policy_tables_parse_into_each_neighbours_policy() {
+        use crate::policy::{Action, MatchOperator, RuleSource};
+        let c = Config::parse(POLICY).unwrap();
+        let tor = &c.neighbors[0];
+        assert_eq!(tor.role(c.asn()), Role::External);
+        assert_eq!(c.neighbors[1].role(c.asn()), Role::External);
+        assert_eq!(tor.allow_own_as(), 1);
+        let p = c.export_policy(tor);
+        assert_eq!(p.pools.len(), 2);
+        assert!(!p.pools[1].export);
+        assert_eq!(p.services, vec!["10.96.0.0/12".parse::<IpNet>().unwrap()]);
+        assert_eq!(p.advertise[0].communities.len(), 2);
+        assert_eq!(p.chain.filters.len(), 2);
+        let r = &p.chain.filters[0].export_v4[0];
+        assert_eq!(r.action, Action::Accept);
+        assert_eq!(
+            r.cidr,
+            Some((MatchOperator::In, "10.0.0.0/8".parse().unwrap()))
+        );
+        assert_eq!(r.prefix_length, Some((24, 32)));
+        assert_eq!(r.source, Some(RuleSource::RemotePeers));
+        assert_eq!(r.interface.as_deref(), Some("eth*"));
+        // Only filters with import rules make up the import chain.
+        assert_eq!(c.import_chain(tor).filters.len(), 1);
+        assert!(c.export_policy(&c.neighbors[1]).chain.filters.is_empty());
+    }
+
+    #[test]
+    fn rejects_bad_policy_with_line_and_field() {
+        let cases = [
+            (
+                "match-operator = \"in\"\n",
+                "is needed with match-operator",
+                "filters[0].export-v4[0].cidr",
+            ),
+            (
+                "cidr = \"10.0.0.0/8\"\n",
+                "is needed with cidr",
+                "filters[0].export-v4[0].match-operator",
+            ),
+            (
+                "match-operator = \"in\"\ncidr = \"fd00::/8\"\n",
+                "not an IPv4",
+                "filters[0].export-v4[0].cidr",
+            ),
+            (
+                "prefix-length = { min = 30, max = 24 }\n",
+                "min <= max",
+                "filters[0].export-v4[0].prefix-length",
+            ),
+        ];
+        for (extra, want, field) in cases {
+            let text = format!(
+                "router-id = \"10.0.0.1\"\nasn = 1\n[[filters]]\nname = \"f\"\n[[filters.export-v4]]\naction = \"accept\"\n{extra}"
+            );
+            let err = Config::parse(&text).unwrap_err();
+            assert!(err.contains(field), "{extra:?}: {err}");
+            assert!(err.starts_with("line ") && err.contains(want), "{err}");
+        }
+        let unknown = "router-id = \"10.0.0.1\"\nasn = 1\n[[neighbors]]\naddress = \"10.0.0.2\"\nasn = 2\nfilters = [\"nope\"]\n";
+        let err = Config::parse(unknown).unwrap_err();
+        assert!(
+            err.starts_with("line 6: neighbors[0].filters: no [[filters]] named \"nope\""),
+            "{err}"
+        );
+        let bad = "router-id = \"10.0.0.1\"\nasn = 1\n[[advertise]]\ncidr = \"10.0.0.0/8\"\ncommunities = [\"70000:1\"]\n";
+        let err = Config::parse(bad).unwrap_err();
+        assert!(err.starts_with("line 5: advertise[0].communities"), "{err}");
+        let twice = "router-id = \"10.0.0.1\"\nasn = 1\n[[filters]]\nname = \"f\"\n[[filters]]\nname = \"f\"\n";
+        let err = Config::parse(twice).unwrap_err();
+        assert!(err.starts_with("line 6: filters[1].name"), "{err}");
+        let act = "router-id = \"10.0.0.1\"\nasn = 1\n[[filters]]\nname = \"f\"\n[[filters.import-v6]]\naction = \"drop\"\n";
+        let err = Config::parse(act).unwrap_err();
+        assert!(err.starts_with("line 6:") && err.contains("drop"), "{err}");
+    }
 }

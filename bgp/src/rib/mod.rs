@@ -331,15 +331,7 @@ impl Rib {
             return exports;
         }
         let key = GroupKey::of(&self.local, &info);
-        let gid = match self.groups.iter().find(|(_, g)| g.key == key) {
-            Some((&gid, _)) => gid,
-            None => {
-                let gid = self.next_group;
-                self.next_group += 1;
-                self.groups.insert(gid, UpdateGroup::new(key.clone()));
-                gid
-            }
-        };
+        let gid = self.group_for(key);
         let kind = PeerKind::of(&self.local, &info);
         self.peers.insert(
             id,
@@ -362,6 +354,17 @@ impl Rib {
         }
         exports.extend(self.table_for(id, None));
         exports
+    }
+
+    /// The update group of `key`, created when no group has it yet.
+    fn group_for(&mut self, key: GroupKey) -> u32 {
+        if let Some((&gid, _)) = self.groups.iter().find(|(_, g)| g.key == key) {
+            return gid;
+        }
+        let gid = self.next_group;
+        self.next_group += 1;
+        self.groups.insert(gid, UpdateGroup::new(key));
+        gid
     }
 
     /// Every best route the export rules give peer `id`, addressed to it alone: of one family,

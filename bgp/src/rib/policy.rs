@@ -2,7 +2,7 @@
 //! of its new key and sends it only the difference; a new import policy drops what it now
 //! rejects (the speaker then asks the peer for a route refresh to get what it now accepts).
 
-use super::export::{Audience, Batch, ExportBuilder, GroupKey, UpdateGroup};
+use super::export::{Audience, Batch, ExportBuilder, GroupKey};
 use super::table::Paths;
 use super::{Export, PeerId, Rib, Touched, source};
 use crate::policy::{ExportPolicy, FilterChain, Role, RouteFacts, RouteSource};
@@ -10,6 +10,20 @@ use crate::wire::{Family, Prefix};
 use std::sync::Arc;
 
 impl Rib {
+    /// The import filters of peer `id`, if it is known.
+    pub fn import_policy(&self, id: PeerId) -> Option<&FilterChain> {
+        self.peers.get(&id).map(|s| &*s.info.import)
+    }
+
+    /// The families negotiated with peer `id` while it is up.
+    pub fn families_of(&self, id: PeerId) -> Vec<Family> {
+        self.peers
+            .get(&id)
+            .filter(|s| s.up)
+            .map(|s| s.info.families.clone())
+            .unwrap_or_default()
+    }
+
     /// Changes the export policy of peer `id`: it joins the update group of its new key and
     /// is sent what it should now have and did not, and withdrawn what it should no longer
     /// have. Nothing is sent when the policy is the same.
@@ -27,15 +41,7 @@ impl Rib {
         }
         let old_gid = state.group;
         let key = GroupKey::of(&self.local, &state.info);
-        let new_gid = match self.groups.iter().find(|(_, g)| g.key == key) {
-            Some((&gid, _)) => gid,
-            None => {
-                let gid = self.next_group;
-                self.next_group += 1;
-                self.groups.insert(gid, UpdateGroup::new(key.clone()));
-                gid
-            }
-        };
+        let new_gid = self.group_for(key.clone());
         if new_gid == old_gid {
             return Vec::new();
         }

@@ -9,6 +9,7 @@ mod graceful;
 mod handle;
 mod limits;
 mod peers;
+mod policy;
 mod refresh;
 
 pub use handle::{
@@ -299,6 +300,7 @@ impl Speaker {
                 slot.router_id = Some(negotiated.peer_router_id);
                 slot.hold_time = negotiated.hold_time;
                 slot.enhanced_route_refresh = negotiated.enhanced_route_refresh;
+                slot.route_refresh = negotiated.route_refresh || negotiated.enhanced_route_refresh;
                 slot.local_port = Some(local_addr.port());
                 let families = negotiated.families.clone();
                 let (interface, shared_subnet) = session_link(local_addr.ip(), remote_addr.ip());
@@ -588,7 +590,13 @@ impl Speaker {
                         self.add_peer((*n).clone());
                         summary.restarted.push(addr);
                     }
-                    Some(_) => summary.unchanged += 1,
+                    Some(n) => {
+                        // Same session; its filters may have changed.
+                        if let Some(slot) = self.peers.get_mut(&id) {
+                            slot.neighbor = (*n).clone();
+                        }
+                        summary.unchanged += 1;
+                    }
                 }
             }
             for n in &new.neighbors {
@@ -604,6 +612,7 @@ impl Speaker {
         let file: BTreeSet<Prefix> = self.config.originated().into_iter().collect();
         let add: Vec<Prefix> = file.difference(&self.originated).copied().collect();
         self.originate(&add).await;
+        self.apply_policy().await;
         info!(
             added = summary.added.len(),
             removed = summary.removed.len(),
