@@ -294,7 +294,7 @@ impl Neighbor {
             t
         } else if self.route_reflector_client {
             PeerType::RouteReflectorClient
-        } else if self.asn == local_asn {
+        } else if self.asn == self.local_asn(local_asn) {
             PeerType::Mesh
         } else {
             PeerType::Global
@@ -494,7 +494,7 @@ impl Config {
                     "must be at least 1 second".into(),
                 ));
             }
-            if n.route_reflector_client && n.asn != *self.asn.get_ref() {
+            if n.route_reflector_client && n.asn != n.local_asn(*self.asn.get_ref()) {
                 return Err(at(
                     n.address.span(),
                     &field("route-reflector-client"),

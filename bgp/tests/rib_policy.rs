@@ -293,6 +293,24 @@ mod rib {
     }
 
     #[test]
+    fn local_asn_decides_ibgp_or_ebgp_and_is_the_as_prepended() {
+        let mut rib = Rib::new(local());
+        let mut tor = external(2, 65100);
+        tor.local_asn = 65010;
+        let mut same = external(3, 65010);
+        same.local_asn = 65010;
+        rib.peer_up(2, tor);
+        rib.peer_up(3, same);
+        let ex = rib.originate(p4("10.244.1.0/26"), None);
+        let (a, _) = only_announcement(&ex, 2, "10.244.1.0/26");
+        assert_eq!(a.as_path.to_string(), "65010");
+        assert_eq!(a.local_pref, None);
+        let (a, _) = only_announcement(&ex, 3, "10.244.1.0/26");
+        assert!(a.as_path.is_empty(), "iBGP in the presented AS: {a:?}");
+        assert_eq!(a.local_pref, Some(100));
+    }
+
+    #[test]
     fn a_received_route_never_displaces_a_local_one() {
         let mut rib = Rib::new(local());
         rib.peer_up(2, ibgp(2));

@@ -88,6 +88,9 @@ pub struct BgpdNeighbor {
     /// `cluster` or `external`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// The AS presented on this session instead of the speaker's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_asn: Option<u32>,
 }
 
 impl BgpdNeighbor {
@@ -110,12 +113,19 @@ impl BgpdNeighbor {
             max_prefix_restart: None,
             filters: Vec::new(),
             role: None,
+            local_asn: None,
         }
     }
 
     /// Applies the named `[[filters]]`, in order.
     pub fn filters(mut self, names: &[&str]) -> Self {
         self.filters = names.iter().map(|n| n.to_string()).collect();
+        self
+    }
+
+    /// Presents `asn` on this session instead of the speaker's AS.
+    pub fn local_asn(mut self, asn: u32) -> Self {
+        self.local_asn = Some(asn);
         self
     }
 

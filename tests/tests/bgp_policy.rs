@@ -307,3 +307,32 @@ fn filter_and_pool_changes_take_effect_live_without_a_reset() -> Result<()> {
     assert!(has(&rig.t2, pool.1)?, "the v6 pool stays");
     Ok(())
 }
+
+/// `local-asn`: margay (AS 64512) presents AS 65010 to a BIRD that expects 65010; the session
+/// comes up and margay's route reaches BIRD with 65010 as its AS_PATH.
+#[test]
+fn local_asn_is_the_as_a_bird_neighbour_sees() -> Result<()> {
+    let lab = Lab::new("local_asn_is_the_as_a_bird_neighbour_sees")?;
+    let (nm, nt) = (lab.netns("m")?, lab.netns("tor")?);
+    let link = lab.link(&nm, &nt)?;
+    let (m, t) = (&link.a, &link.b);
+    let block = IpNet::V4(block4());
+    let tor = Bird::start(
+        &lab,
+        &nt,
+        "tor",
+        BirdConfig::new(t.ip4()).neighbor(BirdNeighbor::new("m", v4(m), T1_AS, 65010)),
+    )?;
+    let _m = Bgpd::start(
+        &lab,
+        &nm,
+        "m",
+        BgpdConfig::new(m.ip4(), CLUSTER_AS)
+            .originate(block)
+            .neighbor(BgpdNeighbor::new(v4(t), T1_AS).local_asn(65010)),
+    )?;
+    tor.wait_established("m", UP)?;
+    let r = tor.wait_route(block, UP, |_| Ok(()))?;
+    assert_eq!(r.bgp.as_path, vec![65010], "{r:?}");
+    Ok(())
+}

@@ -25,8 +25,9 @@ pub enum PeerKind {
 }
 
 impl PeerKind {
-    pub fn of(local: &LocalConfig, info: &PeerInfo) -> PeerKind {
-        if info.asn != local.asn {
+    /// iBGP or eBGP against the AS presented on the session (`local-asn`).
+    pub fn of(info: &PeerInfo) -> PeerKind {
+        if info.asn != info.local_asn {
             PeerKind::Ebgp
         } else if info.rr_client {
             PeerKind::IbgpClient
@@ -78,6 +79,8 @@ pub struct GroupKey {
     pub kind: PeerKind,
     /// The peer's AS (ours for iBGP).
     pub remote_as: u32,
+    /// The AS we present on the session (prepended towards eBGP peers).
+    pub local_asn: u32,
     pub next_hop: NextHopMode,
     /// Our end of the session: the next hop of next-hop-self and of local routes. Always part
     /// of the key, since locally originated routes use it on every kind of session.
@@ -92,13 +95,14 @@ pub struct GroupKey {
 }
 
 impl GroupKey {
-    pub fn of(local: &LocalConfig, info: &PeerInfo) -> GroupKey {
+    pub fn of(info: &PeerInfo) -> GroupKey {
         let mut families = info.families.clone();
         families.sort();
         families.dedup();
         GroupKey {
-            kind: PeerKind::of(local, info),
+            kind: PeerKind::of(info),
             remote_as: info.asn,
+            local_asn: info.local_asn,
             next_hop: info.next_hop,
             local_address: info.local_address,
             families,
@@ -218,7 +222,7 @@ pub fn outgoing_attrs(
             .collect(),
     };
     if key.kind == PeerKind::Ebgp {
-        out.as_path = a.as_path.prepended(local.asn);
+        out.as_path = a.as_path.prepended(key.local_asn);
         // A MED received from a neighbouring AS is not passed to another one (§5.1.4).
         if !a.as_path.is_empty() {
             out.med = None;

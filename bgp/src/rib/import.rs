@@ -41,9 +41,9 @@ pub fn import(
     family: Family,
     next_hop: Option<MpNextHop>,
 ) -> Result<(PathAttributes, MpNextHop), ImportError> {
-    let ebgp = peer.asn != local.asn;
-    if ebgp && received.as_path.count(local.asn) > usize::from(peer.allow_own_as) {
-        return Err(ImportError::AsLoop(local.asn));
+    let ebgp = peer.asn != peer.local_asn;
+    if ebgp && received.as_path.count(peer.local_asn) > usize::from(peer.allow_own_as) {
+        return Err(ImportError::AsLoop(peer.local_asn));
     }
     if !ebgp {
         if received.originator_id == Some(local.router_id) {
@@ -127,6 +127,24 @@ mod tests {
             nh4(),
         );
         assert_eq!(r, Err(ImportError::AsLoop(64500)));
+    }
+
+    #[test]
+    fn the_loop_check_uses_the_as_presented_on_the_session() {
+        let mut p = peer(65001);
+        p.local_asn = 65010;
+        let through_us = attrs(&[65001, 65010, 7]);
+        assert_eq!(
+            import(&local(), &p, &through_us, Family::Ipv4Unicast, nh4()),
+            Err(ImportError::AsLoop(65010))
+        );
+        // Towards a neighbour in the presented AS the session is iBGP: LOCAL_PREF is kept.
+        let mut ibgp = peer(65010);
+        ibgp.local_asn = 65010;
+        let mut a = attrs(&[7]);
+        a.local_pref = Some(300);
+        let (stored, _) = import(&local(), &ibgp, &a, Family::Ipv4Unicast, nh4()).unwrap();
+        assert_eq!(stored.local_pref, Some(300));
     }
 
     #[test]

@@ -93,6 +93,10 @@ pub struct PeerInfo {
     pub import: Arc<FilterChain>,
     /// How often our AS may appear in a received AS_PATH (allowas-in).
     pub allow_own_as: u8,
+    /// The AS we present on this session (`local-asn`; our AS by default): iBGP or eBGP is
+    /// decided against it, eBGP routes leave with it prepended, and it is the AS of the loop
+    /// check (as BIRD's `local as`).
+    pub local_asn: u32,
 }
 
 impl PeerInfo {
@@ -124,6 +128,7 @@ impl PeerInfo {
             export: Arc::default(),
             import: Arc::default(),
             allow_own_as: 0,
+            local_asn: local.asn,
         }
     }
 }
@@ -321,7 +326,7 @@ impl Rib {
     pub fn peer_up(&mut self, id: PeerId, info: PeerInfo) -> Vec<Export> {
         let mut exports = Vec::new();
         if let Some(state) = self.peers.get(&id) {
-            if !state.up && state.kind == PeerKind::of(&self.local, &info) {
+            if !state.up && state.kind == PeerKind::of(&info) {
                 return self.rejoin(id, info);
             }
             exports = self.peer_down(id);
@@ -330,9 +335,9 @@ impl Rib {
             tracing::warn!(id, "peer id reserved for local routes");
             return exports;
         }
-        let key = GroupKey::of(&self.local, &info);
+        let key = GroupKey::of(&info);
         let gid = self.group_for(key);
-        let kind = PeerKind::of(&self.local, &info);
+        let kind = PeerKind::of(&info);
         self.peers.insert(
             id,
             PeerState {

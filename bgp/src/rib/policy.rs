@@ -40,7 +40,7 @@ impl Rib {
             return Vec::new();
         }
         let old_gid = state.group;
-        let key = GroupKey::of(&self.local, &state.info);
+        let key = GroupKey::of(&state.info);
         let new_gid = self.group_for(key.clone());
         if new_gid == old_gid {
             return Vec::new();

@@ -212,7 +212,7 @@ impl Speaker {
         PeerConfig {
             address: *n.address.get_ref(),
             port: n.port,
-            local_as: self.config.asn(),
+            local_as: n.local_asn(self.config.asn()),
             remote_as: n.asn,
             router_id: self.config.router_id(),
             hold_time: *n.hold_time.get_ref(),
@@ -324,6 +324,7 @@ impl Speaker {
                     export: Arc::new(self.config.export_policy(&neighbor)),
                     import: Arc::new(self.config.import_chain(&neighbor)),
                     allow_own_as: neighbor.allow_own_as(),
+                    local_asn: neighbor.local_asn(self.config.asn()),
                 };
                 let exports = self.rib.peer_up(peer, info);
                 self.send_exports(exports).await;
