@@ -600,11 +600,15 @@ impl Config {
 
     /// The filters whose import rules decide what is accepted from `n`.
     pub fn import_chain(&self, n: &Neighbor) -> FilterChain {
-        let mut chain = self.chain_for(n);
-        chain
-            .filters
-            .retain(|f| !f.import_v4.is_empty() || !f.import_v6.is_empty());
-        chain
+        let chain = self.chain_for(n);
+        FilterChain::new(
+            chain
+                .filters()
+                .iter()
+                .filter(|f| f.has(crate::policy::Direction::Import))
+                .cloned()
+                .collect(),
+        )
     }
 
     pub fn router_id(&self) -> Ipv4Addr {
@@ -915,8 +919,8 @@ name = "v6"
         assert!(!p.pools[1].export);
         assert_eq!(p.services, vec!["10.96.0.0/12".parse::<IpNet>().unwrap()]);
         assert_eq!(p.advertise[0].communities.len(), 2);
-        assert_eq!(p.chain.filters.len(), 2);
-        let r = &p.chain.filters[0].export_v4[0];
+        assert_eq!(p.chain.filters().len(), 2);
+        let r = &p.chain.filters()[0].export_v4[0];
         assert_eq!(r.action, Action::Accept);
         assert_eq!(
             r.cidr,
@@ -926,8 +930,8 @@ name = "v6"
         assert_eq!(r.source, Some(RuleSource::RemotePeers));
         assert_eq!(r.interface.as_deref(), Some("eth*"));
         // Only filters with import rules make up the import chain.
-        assert_eq!(c.import_chain(tor).filters.len(), 1);
-        assert!(c.export_policy(&c.neighbors[1]).chain.filters.is_empty());
+        assert_eq!(c.import_chain(tor).filters().len(), 1);
+        assert!(c.export_policy(&c.neighbors[1]).chain.filters().is_empty());
     }
 
     #[test]

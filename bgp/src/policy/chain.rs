@@ -3,6 +3,7 @@
 //! (Calico's default export policy, or accept on import).
 
 use super::RouteFacts;
+use super::index::RuleIndex;
 use super::rule::{Action, Rule};
 use ipnet::IpNet;
 use std::sync::Arc;
@@ -44,42 +45,68 @@ impl Filter {
     }
 }
 
-/// A neighbour's filters, in the order its `filters` list names them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+/// A neighbour's filters, in the order its `filters` list names them, with their rules indexed
+/// (equal chains compare equal whatever their index).
+#[derive(Debug, Clone, Default)]
 pub struct FilterChain {
-    pub filters: Vec<Arc<Filter>>,
+    filters: Vec<Arc<Filter>>,
+    /// Export v4, export v6, import v4, import v6.
+    index: Arc<[RuleIndex; 4]>,
+}
+
+impl PartialEq for FilterChain {
+    fn eq(&self, other: &FilterChain) -> bool {
+        self.filters == other.filters
+    }
+}
+impl Eq for FilterChain {}
+impl std::hash::Hash for FilterChain {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.filters.hash(state);
+    }
 }
 
 impl FilterChain {
     pub fn new(filters: Vec<Arc<Filter>>) -> FilterChain {
-        FilterChain { filters }
+        let v4: IpNet = IpNet::V4(Default::default());
+        let v6: IpNet = IpNet::V6(Default::default());
+        let list = |d: Direction, p: &IpNet| {
+            RuleIndex::new(filters.iter().flat_map(move |f| f.rules(d, p).iter()))
+        };
+        let index = [
+            list(Direction::Export, &v4),
+            list(Direction::Export, &v6),
+            list(Direction::Import, &v4),
+            list(Direction::Import, &v6),
+        ];
+        FilterChain {
+            index: Arc::new(index),
+            filters,
+        }
+    }
+
+    /// The filters, in order.
+    pub fn filters(&self) -> &[Arc<Filter>] {
+        &self.filters
     }
 
     /// The action of the first matching rule, or None when no rule matches.
     pub fn decide(&self, direction: Direction, route: &RouteFacts<'_>) -> Option<Action> {
-        self.filters
-            .iter()
-            .flat_map(|f| f.rules(direction, &route.prefix))
-            .find(|r| match direction {
-                Direction::Export => r.matches_export(route),
-                Direction::Import => r.matches_import(route),
-            })
-            .map(|r| r.action)
+        let at = match (direction, route.prefix) {
+            (Direction::Export, IpNet::V4(_)) => 0,
+            (Direction::Export, IpNet::V6(_)) => 1,
+            (Direction::Import, IpNet::V4(_)) => 2,
+            (Direction::Import, IpNet::V6(_)) => 3,
+        };
+        self.index[at].decide(route, |r, f| match direction {
+            Direction::Export => r.matches_export(f),
+            Direction::Import => r.matches_import(f),
+        })
     }
 
     /// Import: the first matching rule decides; no match accepts (Calico's default).
     pub fn accepts_import(&self, route: &RouteFacts<'_>) -> bool {
         self.decide(Direction::Import, route) != Some(Action::Reject)
-    }
-
-    /// The part of the chain that acts in one direction (to tell whether a change of the
-    /// filters matters for import, export or both).
-    pub fn only(&self, direction: Direction) -> Vec<&Filter> {
-        self.filters
-            .iter()
-            .map(|f| &**f)
-            .filter(|f| f.has(direction))
-            .collect()
     }
 }
 
@@ -141,8 +168,8 @@ mod tests {
         assert_eq!(chain.decide(ex, &route("fd00::/64")), None);
         assert!(!chain.accepts_import(&route("fd00::/64")));
         assert!(chain.accepts_import(&route("10.1.2.0/24")));
-        assert_eq!(chain.only(Direction::Import).len(), 1);
-        assert_eq!(chain.only(Direction::Export).len(), 2);
+        assert!(chain.filters()[1].has(Direction::Import));
+        assert!(!chain.filters()[0].has(Direction::Import));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`chain`]: a filter's rule lists and a neighbour's filters in order, first match wins;
 //! - [`export`]: Calico's default export policy around the chain;
 //! - [`community`]: communities attached by prefix (RFC 1997 and RFC 8092);
+//! - [`index`]: a chain's rules indexed by cidr, so a route meets only those that can match;
 //! - [`glob`]: the interface name pattern of a rule;
 //! - [`config`]: the TOML tables that configure all of it.
 
@@ -14,6 +15,7 @@ pub mod community;
 pub mod config;
 pub mod export;
 pub mod glob;
+pub mod index;
 pub mod rule;
 
 pub use chain::{Direction, Filter, FilterChain};

@@ -760,8 +760,11 @@ impl Rib {
             tracing::debug!(id, %family, "announcement for a family not negotiated, ignored");
             return;
         }
-        let (import_chain, interface) =
-            (Arc::clone(&state.info.import), state.info.interface.clone());
+        let (import_chain, interface, role) = (
+            Arc::clone(&state.info.import),
+            state.info.interface.clone(),
+            state.info.role,
+        );
         match import::import(&self.local, &state.info, received, family, next_hop) {
             Err(e) => {
                 tracing::debug!(id, error = %e, "path not accepted");
@@ -778,7 +781,7 @@ impl Rib {
                 for prefix in prefixes.filter(|p| Family::of(p) == family) {
                     let facts = RouteFacts {
                         prefix,
-                        source: RouteSource::Peer(Role::External),
+                        source: RouteSource::Peer(role),
                         interface: interface.as_deref(),
                     };
                     if !import_chain.accepts_import(&facts) {

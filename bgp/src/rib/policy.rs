@@ -5,7 +5,7 @@
 use super::export::{Audience, Batch, ExportBuilder, GroupKey};
 use super::table::Paths;
 use super::{Export, PeerId, Rib, Touched, source};
-use crate::policy::{ExportPolicy, FilterChain, Role, RouteFacts, RouteSource};
+use crate::policy::{ExportPolicy, FilterChain, RouteFacts, RouteSource};
 use crate::wire::{Family, Prefix};
 use std::sync::Arc;
 
@@ -112,13 +112,13 @@ impl Rib {
             return Vec::new();
         }
         state.info.import = Arc::clone(&policy);
-        let interface = state.info.interface.clone();
+        let (interface, role) = (state.info.interface.clone(), state.info.role);
         let mut dropped = Vec::new();
         for family in [Family::Ipv4Unicast, Family::Ipv6Unicast] {
             for prefix in self.peer_prefixes(id, family) {
                 let facts = RouteFacts {
                     prefix,
-                    source: RouteSource::Peer(Role::External),
+                    source: RouteSource::Peer(role),
                     interface: interface.as_deref(),
                 };
                 if !policy.accepts_import(&facts) {
