@@ -270,26 +270,41 @@ mod rib {
         let c = rib.counters(2);
         assert_eq!((c.received, c.accepted), (2, 1));
         assert!(rib.best(&p4("192.0.2.0/25")).is_none());
-        // Now reject 198.51.100.0/24 instead: it is dropped at once.
+        // Now reject 198.51.100.0/24 instead: it is dropped at once, and 192.0.2.0/25 comes
+        // back from what was held, without the peer sending it again.
+        let transit = ExportPolicy {
+            chain: chain(vec![remote_peers_accept()], vec![]),
+            ..ExportPolicy::default()
+        };
+        rib.peer_up(3, with_export(external(3, 65003), transit));
         let now = Arc::new(chain(
             vec![],
             vec![rule(Action::Reject, MatchOperator::In, "198.51.100.0/24")],
         ));
-        rib.set_import_policy(2, now);
+        let ex = rib.set_import_policy(2, now);
         assert!(rib.best(&p4("198.51.100.0/24")).is_none());
+        let back = rib.best(&p4("192.0.2.0/25")).expect("accepted now");
+        assert_eq!(back.peer, Some(2));
+        assert_eq!(back.attrs.as_path.to_string(), "65002");
+        assert_eq!(withdrawn_from(&ex, 3), vec![p4("198.51.100.0/24")]);
+        only_announcement(&ex, 3, "192.0.2.0/25");
         let c = rib.counters(2);
-        assert_eq!((c.received, c.accepted), (2, 0));
-        // The peer re-sends (route refresh): what is now accepted comes in.
-        rib.apply_update(
+        assert_eq!((c.received, c.accepted), (2, 1));
+        // The peer re-sends (route refresh): nothing changes.
+        let ex = rib.apply_update(
             2,
             &announce4(
                 attrs(&[65002], "10.0.0.2"),
                 &["192.0.2.0/25", "198.51.100.0/24"],
             ),
         );
-        assert!(rib.best(&p4("192.0.2.0/25")).is_some());
+        assert!(ex.is_empty(), "{ex:?}");
         let c = rib.counters(2);
         assert_eq!((c.received, c.accepted), (2, 1));
+        // What was held is freed with the session.
+        rib.peer_down(2);
+        rib.peer_down(3);
+        assert_eq!(rib.attr_sets(), 0, "no attribute set left behind");
     }
 
     #[test]

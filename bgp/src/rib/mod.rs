@@ -185,6 +185,9 @@ struct PeerState {
     /// Prefixes held from the peer that failed the import checks (so they count as received
     /// until withdrawn).
     rejected: HashSet<Prefix>,
+    /// The prefixes of `rejected` that only an import filter turned away, with their
+    /// attributes (one interner user each): an import change re-evaluates them at once.
+    filtered: HashMap<Prefix, Arc<StoredAttrs>>,
     advertised: u64,
     /// Bumped each time the session is lost with its paths kept: paths of older epochs are
     /// stale.
@@ -347,6 +350,7 @@ impl Rib {
                 accepted: 0,
                 accepted_v6: 0,
                 rejected: HashSet::new(),
+                filtered: HashMap::new(),
                 advertised: 0,
                 epoch: 0,
                 up: true,
@@ -412,6 +416,7 @@ impl Rib {
 
     /// A session went down: flushes the peer's paths and exports the consequences.
     pub fn peer_down(&mut self, id: PeerId) -> Vec<Export> {
+        self.clear_filtered(id);
         let Some(state) = self.peers.get(&id) else {
             return Vec::new();
         };
@@ -471,6 +476,7 @@ impl Rib {
             if let Some(s) = self.peers.get_mut(&id) {
                 s.rejected.remove(&prefix);
             }
+            self.drop_filtered(id, prefix);
         }
         if let Some(reason) = &update.treat_as_withdraw {
             tracing::debug!(id, reason, "UPDATE treated as withdraw");
@@ -774,6 +780,7 @@ impl Rib {
                     if let Some(s) = self.peers.get_mut(&id) {
                         s.rejected.insert(prefix);
                     }
+                    self.drop_filtered(id, prefix);
                 }
             }
             Ok((attrs, next_hop)) => {
@@ -787,9 +794,7 @@ impl Rib {
                     if !import_chain.accepts_import(&facts) {
                         // Rejected by an import filter: held as received, not accepted.
                         self.remove_path(prefix, id, touched);
-                        if let Some(s) = self.peers.get_mut(&id) {
-                            s.rejected.insert(prefix);
-                        }
+                        self.hold_filtered(id, prefix, &stored);
                         continue;
                     }
                     self.stored.acquire(&stored);
@@ -803,6 +808,7 @@ impl Rib {
                         && !s.rejected.is_empty()
                     {
                         s.rejected.remove(&prefix);
+                        self.drop_filtered(id, prefix);
                     }
                 }
                 self.release_stored(&stored);

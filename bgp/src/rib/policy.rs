@@ -1,9 +1,12 @@
 //! Policy changes on a live session: a new export policy moves the peer to the update group
 //! of its new key and sends it only the difference; a new import policy drops what it now
-//! rejects (the speaker then asks the peer for a route refresh to get what it now accepts).
+//! rejects and takes back what an import filter turned away and it now accepts (paths turned
+//! away are held with their attributes for that; the speaker also asks the peer for a route
+//! refresh, for paths that failed the import checks).
 
 use super::export::{Audience, Batch, ExportBuilder, GroupKey};
-use super::table::Paths;
+use super::intern::StoredAttrs;
+use super::table::{Path, Paths};
 use super::{Export, PeerId, Rib, Touched, source};
 use crate::policy::{ExportPolicy, FilterChain, RouteFacts, RouteSource};
 use crate::wire::{Family, Prefix};
@@ -100,10 +103,11 @@ impl Rib {
         self.finish_exports(builder)
     }
 
-    /// Changes the import policy of peer `id`: its accepted paths that the new policy rejects
-    /// are dropped (they stay counted as received). Paths it rejected before and now accepts
-    /// are not held: the caller asks the peer for a route refresh. Returns the exports of the
-    /// dropped paths.
+    /// Changes the import policy of peer `id` and re-evaluates what it sent: its accepted
+    /// paths that the new policy rejects are dropped (held as filtered, counted as received);
+    /// the paths an import filter turned away before and the new policy accepts come back.
+    /// Paths that failed the import checks are not held: the caller also asks the peer for a
+    /// route refresh. A peer that is down keeps its stale paths as they are.
     pub fn set_import_policy(&mut self, id: PeerId, policy: Arc<FilterChain>) -> Vec<Export> {
         let Some(state) = self.peers.get_mut(&id) else {
             return Vec::new();
@@ -112,27 +116,99 @@ impl Rib {
             return Vec::new();
         }
         state.info.import = Arc::clone(&policy);
-        let (interface, role) = (state.info.interface.clone(), state.info.role);
+        if !state.up {
+            return Vec::new();
+        }
+        let (interface, role, epoch) = (state.info.interface.clone(), state.info.role, state.epoch);
+        let accepts = |prefix: Prefix| {
+            policy.accepts_import(&RouteFacts {
+                prefix,
+                source: RouteSource::Peer(role),
+                interface: interface.as_deref(),
+            })
+        };
+        let back: Vec<Prefix> = state
+            .filtered
+            .keys()
+            .copied()
+            .filter(|p| accepts(*p))
+            .collect();
         let mut dropped = Vec::new();
         for family in [Family::Ipv4Unicast, Family::Ipv6Unicast] {
-            for prefix in self.peer_prefixes(id, family) {
-                let facts = RouteFacts {
-                    prefix,
-                    source: RouteSource::Peer(role),
-                    interface: interface.as_deref(),
-                };
-                if !policy.accepts_import(&facts) {
-                    dropped.push(prefix);
-                }
-            }
+            dropped.extend(
+                self.peer_prefixes(id, family)
+                    .into_iter()
+                    .filter(|p| !accepts(*p)),
+            );
         }
         let mut touched = Touched::default();
         for prefix in dropped {
-            self.remove_path(prefix, id, &mut touched);
-            if let Some(s) = self.peers.get_mut(&id) {
-                s.rejected.insert(prefix);
+            let held = self
+                .paths(&prefix)
+                .and_then(|ps| ps.from_peer(id))
+                .map(|p| Arc::clone(&p.attrs));
+            if let Some(attrs) = held {
+                self.hold_filtered(id, prefix, &attrs);
             }
+            self.remove_path(prefix, id, &mut touched);
+        }
+        for prefix in back {
+            let Some(attrs) = self.peers.get_mut(&id).and_then(|s| {
+                s.rejected.remove(&prefix);
+                s.filtered.remove(&prefix)
+            }) else {
+                continue;
+            };
+            // The filtered entry's interner user becomes the path's.
+            let path = Path {
+                attrs,
+                peer: id,
+                epoch,
+            };
+            self.insert_path(prefix, path, &mut touched);
         }
         self.finish(touched)
+    }
+
+    /// Holds the attributes of a path an import filter turned away (one more interner user).
+    pub(super) fn hold_filtered(&mut self, id: PeerId, prefix: Prefix, stored: &Arc<StoredAttrs>) {
+        self.stored.acquire(stored);
+        let replaced = match self.peers.get_mut(&id) {
+            Some(s) => {
+                s.rejected.insert(prefix);
+                s.filtered.insert(prefix, Arc::clone(stored))
+            }
+            None => Some(Arc::clone(stored)),
+        };
+        if let Some(old) = replaced {
+            self.release_stored(&old);
+        }
+    }
+
+    /// Forgets the held attributes of a filtered path, if any.
+    pub(super) fn drop_filtered(&mut self, id: PeerId, prefix: Prefix) {
+        let held = self
+            .peers
+            .get_mut(&id)
+            .filter(|s| !s.filtered.is_empty())
+            .and_then(|s| s.filtered.remove(&prefix));
+        if let Some(old) = held {
+            self.release_stored(&old);
+        }
+    }
+
+    /// Forgets every filtered path of the peer (its session is gone).
+    pub(super) fn clear_filtered(&mut self, id: PeerId) {
+        let held = self
+            .peers
+            .get_mut(&id)
+            .map(|s| std::mem::take(&mut s.filtered))
+            .unwrap_or_default();
+        for (prefix, old) in held {
+            if let Some(s) = self.peers.get_mut(&id) {
+                s.rejected.remove(&prefix);
+            }
+            self.release_stored(&old);
+        }
     }
 }

@@ -29,12 +29,13 @@ impl Rib {
         if keep.is_empty() {
             return self.peer_down(id);
         }
+        if !self.peers.get(&id).is_some_and(|s| s.up) {
+            return Vec::new();
+        }
+        self.clear_filtered(id);
         let Some(state) = self.peers.get_mut(&id) else {
             return Vec::new();
         };
-        if !state.up {
-            return Vec::new();
-        }
         state.up = false;
         state.advertised = 0;
         state.rejected.clear();
