@@ -7,10 +7,16 @@
 # reports the time from its first UPDATE to both clients holding every prefix. The reflector's
 # peak RSS (VmHWM) is read from /proc before it is stopped.
 #
-# Usage: bench/rr-throughput.sh [COUNT] [which: both|bird|margay]   (as root)
+# With RULES > 0, every session's export runs through a filter of RULES rules that never match
+# (`reject` of 100.64.0.0/24, 100.64.1.0/24, ...; the injected prefixes are 1.0.0.0/24 onwards),
+# so each route is checked against all of them: a BGPFilter `[[filters]]` table in margay, the
+# equivalent `if net ~ ... then reject;` lines in BIRD.
+#
+# Usage: bench/rr-throughput.sh [COUNT] [which: both|bird|margay] [RULES]   (as root)
 set -euo pipefail
 COUNT=${1:-1000000}
 WHICH=${2:-both}
+RULES=${3:-0}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 NS="mgbench-$$"
@@ -42,6 +48,9 @@ for a in 2 3 4; do ip -n "$NS" addr add 198.18.0.$a/24 dev mgbB; done
 ip -n "$NS" link set mgbA up
 ip -n "$NS" link set mgbB up
 
+# The i-th never-matching rule's cidr.
+rule_cidr() { echo "100.$((64 + $1 / 256)).$(($1 % 256)).0/24"; }
+
 peak_rss_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 
 # Runs the blaster against the reflector with PID $1; prints "seconds peak_rss_kib".
@@ -56,8 +65,20 @@ measure() {
 }
 
 run_bird() {
+  local export="export all;"
+  : > "$WORK/bird-filter.conf"
+  if [ "$RULES" -gt 0 ]; then
+    {
+      echo "filter bench_rules {"
+      for ((i = 0; i < RULES; i++)); do echo "  if net ~ $(rule_cidr $i) then reject;"; done
+      echo "  accept;"
+      echo "}"
+    } > "$WORK/bird-filter.conf"
+    export="export filter bench_rules;"
+  fi
   cat > "$WORK/bird.conf" <<CONF
 router id 198.18.0.1;
+include "$WORK/bird-filter.conf";
 protocol device { }
 protocol direct { ipv4; interface "mgbA"; }
 template bgp rrc {
@@ -66,7 +87,7 @@ template bgp rrc {
   rr cluster id 198.18.0.1;
   passive;
   hold time 240;
-  ipv4 { import all; export all; };
+  ipv4 { import all; $export };
 }
 protocol bgp inj from rrc { neighbor 198.18.0.2 as 64512; }
 protocol bgp c1 from rrc { neighbor 198.18.0.3 as 64512; }
@@ -99,7 +120,15 @@ passive = true
 route-reflector-client = true
 hold-time = 240
 CONF
+    [ "$RULES" -gt 0 ] && echo 'filters = ["bench"]' >> "$WORK/bgpd.toml"
   done
+  if [ "$RULES" -gt 0 ]; then
+    echo '[[filters]]' >> "$WORK/bgpd.toml"
+    echo 'name = "bench"' >> "$WORK/bgpd.toml"
+    for ((i = 0; i < RULES; i++)); do
+      printf '[[filters.export-v4]]\naction = "reject"\nmatch-operator = "in"\ncidr = "%s"\n' "$(rule_cidr $i)"
+    done >> "$WORK/bgpd.toml"
+  fi
   ip netns exec "$NS" env MARGAY_LOG_LEVEL=warn "$BGPD" --config "$WORK/bgpd.toml" >"$WORK/bgpd.log" 2>&1 &
   local pid=$!
   PIDS+=("$pid")
@@ -110,7 +139,7 @@ CONF
 }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), $(bird --version 2>&1 | head -1)"
-echo "command: bench/rr-throughput.sh $COUNT $WHICH"
+echo "command: bench/rr-throughput.sh $COUNT $WHICH $RULES"
 if [ "$WHICH" = both ] || [ "$WHICH" = bird ]; then
   read -r bs br < <(run_bird)
   printf 'BIRD 2        time %8.3f s   peak RSS %8.1f MiB   %6.1f bytes/route\n' "$bs" "$(echo "$br/1024" | bc -l)" "$(echo "$br*1024/$COUNT" | bc -l)"

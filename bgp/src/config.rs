@@ -4,10 +4,13 @@
 //! the TOML parser with their span; semantic checks (duplicate neighbours, hold times, a
 //! password on a passive-less ...) carry the span of the offending value.
 
+use crate::policy::config::{AdvertiseConfig, FilterConfig, Invalid, PoolConfig};
+use crate::policy::{ExportPolicy, Filter, FilterChain, Role};
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use toml::Spanned;
 
 /// Default path of the gRPC unix socket.
@@ -64,6 +67,16 @@ pub struct Config {
     /// The BGP neighbours.
     #[serde(default)]
     pub neighbors: Vec<Neighbor>,
+    /// The cluster's IP pools: Calico's default export policy announces learned cluster routes
+    /// inside them, and nothing inside a pool with `export = false`.
+    #[serde(default)]
+    pub pools: Vec<PoolConfig>,
+    /// Communities attached to every announced route inside a cidr.
+    #[serde(default)]
+    pub advertise: Vec<AdvertiseConfig>,
+    /// BGP filters, applied to the neighbours that name them in `filters`.
+    #[serde(default)]
+    pub filters: Vec<FilterConfig>,
     /// Whether an API client (felix) sets what this node originates, so End-of-RIB waits for
     /// it after start (`speaker::eor`). Set by cluster mode; a configuration file originates
     /// its own prefixes and sends End-of-RIB at once.
@@ -170,6 +183,18 @@ pub struct Neighbor {
     /// After a `cease` for too many prefixes, seconds before the session may start again.
     #[serde(default)]
     pub max_prefix_restart: Option<Spanned<u16>>,
+    /// Names of `[[filters]]` applied to this neighbour, in order (first match wins).
+    #[serde(default)]
+    pub filters: Vec<Spanned<String>>,
+    /// `cluster` or `external`; by default cluster for iBGP (same asn), external for eBGP.
+    #[serde(default)]
+    pub role: Option<Role>,
+    /// The AS presented to this neighbour instead of `asn` (Calico's `localASNumber`).
+    #[serde(default)]
+    pub local_asn: Option<Spanned<u32>>,
+    /// How often our own AS may appear in a received AS_PATH (allowas-in).
+    #[serde(default)]
+    pub allow_own_as: Option<Spanned<u8>>,
 }
 
 /// What the speaker does when a neighbour sends more prefixes than `max-prefixes`.
@@ -241,6 +266,27 @@ impl Neighbor {
         }
     }
 
+    /// The neighbour's role: the configured one, else cluster when it is in our AS (as
+    /// presented on this session) and external otherwise.
+    pub fn role(&self, local_asn: u32) -> Role {
+        self.role
+            .unwrap_or(if self.asn == self.local_asn(local_asn) {
+                Role::Cluster
+            } else {
+                Role::External
+            })
+    }
+
+    /// The AS presented on this session.
+    pub fn local_asn(&self, local_asn: u32) -> u32 {
+        self.local_asn.as_ref().map_or(local_asn, |a| *a.get_ref())
+    }
+
+    /// How often our AS may appear in a received AS_PATH (0: never).
+    pub fn allow_own_as(&self) -> u8 {
+        self.allow_own_as.as_ref().map_or(0, |a| *a.get_ref())
+    }
+
     /// The label shown in `node status`: the configured one, else route reflector client, else
     /// node-to-node mesh for an iBGP peer and global for an eBGP one.
     pub fn peer_type(&self, local_asn: u32) -> PeerType {
@@ -248,7 +294,7 @@ impl Neighbor {
             t
         } else if self.route_reflector_client {
             PeerType::RouteReflectorClient
-        } else if self.asn == local_asn {
+        } else if self.asn == self.local_asn(local_asn) {
             PeerType::Mesh
         } else {
             PeerType::Global
@@ -448,7 +494,7 @@ impl Config {
                     "must be at least 1 second".into(),
                 ));
             }
-            if n.route_reflector_client && n.asn != *self.asn.get_ref() {
+            if n.route_reflector_client && n.asn != n.local_asn(*self.asn.get_ref()) {
                 return Err(at(
                     n.address.span(),
                     &field("route-reflector-client"),
@@ -456,6 +502,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_policy(text)?;
         for p in &self.originate {
             let net = *p.get_ref();
             if net != net.trunc() {
@@ -467,6 +514,101 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Checks pools, advertisements, filters and the neighbours' references to filters.
+    fn validate_policy(&self, text: &str) -> Result<(), String> {
+        let at = |e: Invalid| format!("line {}: {}: {}", line_of(text, e.at), e.field, e.message);
+        for (i, p) in self.pools.iter().enumerate() {
+            p.check(i).map_err(at)?;
+        }
+        for (i, a) in self.advertise.iter().enumerate() {
+            a.check(i).map_err(at)?;
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, f) in self.filters.iter().enumerate() {
+            f.check(i).map_err(at)?;
+            if !names.insert(f.name.get_ref().as_str()) {
+                return Err(format!(
+                    "line {}: filters[{i}].name: {:?} is defined twice",
+                    line_of(text, f.name.span().start),
+                    f.name.get_ref()
+                ));
+            }
+        }
+        for (i, n) in self.neighbors.iter().enumerate() {
+            for f in &n.filters {
+                if !names.contains(f.get_ref().as_str()) {
+                    return Err(format!(
+                        "line {}: neighbors[{i}].filters: no [[filters]] named {:?}",
+                        line_of(text, f.span().start),
+                        f.get_ref()
+                    ));
+                }
+            }
+            if let Some(a) = &n.local_asn
+                && *a.get_ref() == 0
+            {
+                return Err(format!(
+                    "line {}: neighbors[{i}].local-asn: must not be 0",
+                    line_of(text, a.span().start)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The filters by name (the file is valid: every check passed).
+    fn filters_by_name(&self) -> std::collections::HashMap<&str, Arc<Filter>> {
+        self.filters
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| Some((f.name.get_ref().as_str(), Arc::new(f.check(i).ok()?))))
+            .collect()
+    }
+
+    /// The filters `n` names, in order.
+    fn chain_for(&self, n: &Neighbor) -> FilterChain {
+        let by_name = self.filters_by_name();
+        FilterChain::new(
+            n.filters
+                .iter()
+                .filter_map(|f| by_name.get(f.get_ref().as_str()).cloned())
+                .collect(),
+        )
+    }
+
+    /// What decides the routes announced to `n`.
+    pub fn export_policy(&self, n: &Neighbor) -> ExportPolicy {
+        ExportPolicy {
+            pools: self
+                .pools
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.check(i).ok())
+                .collect(),
+            services: self.originated(),
+            advertise: self
+                .advertise
+                .iter()
+                .enumerate()
+                .filter_map(|(i, a)| a.check(i).ok())
+                .collect(),
+            chain: self.chain_for(n),
+        }
+    }
+
+    /// The filters whose import rules decide what is accepted from `n`.
+    pub fn import_chain(&self, n: &Neighbor) -> FilterChain {
+        let chain = self.chain_for(n);
+        FilterChain::new(
+            chain
+                .filters()
+                .iter()
+                .filter(|f| f.has(crate::policy::Direction::Import))
+                .cloned()
+                .collect(),
+        )
     }
 
     pub fn router_id(&self) -> Ipv4Addr {
@@ -713,5 +855,131 @@ description = "tor"
         let text = "router-id = \"10.0.0.1\"\nasn = 1\n[[neighbors]]\naddress = \"10.0.0.2\"\nasn = 2\nroute-reflector-client = true\n";
         let err = Config::parse(text).unwrap_err();
         assert!(err.contains("route-reflector-client"), "{err}");
+    }
+
+    const POLICY: &str = r#"
+router-id = "10.0.0.1"
+asn = 64512
+originate = ["10.96.0.0/12"]
+
+[[neighbors]]
+address = "10.0.0.2"
+asn = 65000
+filters = ["tor", "v6"]
+allow-own-as = 1
+
+[[neighbors]]
+address = "10.0.0.3"
+asn = 64512
+role = "external"
+
+[[pools]]
+cidr = "10.244.0.0/16"
+
+[[pools]]
+cidr = "10.99.0.0/16"
+export = false
+
+[[advertise]]
+cidr = "10.244.0.0/16"
+communities = ["65000:100", "65000:1:2"]
+
+[[filters]]
+name = "tor"
+  [[filters.export-v4]]
+  action = "accept"
+  match-operator = "in"
+  cidr = "10.0.0.0/8"
+  prefix-length = { min = 24, max = 32 }
+  source = "remote-peers"
+  interface = "eth*"
+  [[filters.import-v4]]
+  action = "reject"
+  match-operator = "equal"
+  cidr = "0.0.0.0/0"
+
+[[filters]]
+name = "v6"
+  [[filters.export-v6]]
+  action = "reject"
+  match-operator = "not-in"
+  cidr = "fd00::/8"
+"#;
+
+    #[test]
+    fn policy_tables_parse_into_each_neighbours_policy() {
+        use crate::policy::{Action, MatchOperator, RuleSource};
+        let c = Config::parse(POLICY).unwrap();
+        let tor = &c.neighbors[0];
+        assert_eq!(tor.role(c.asn()), Role::External);
+        assert_eq!(c.neighbors[1].role(c.asn()), Role::External);
+        assert_eq!(tor.allow_own_as(), 1);
+        let p = c.export_policy(tor);
+        assert_eq!(p.pools.len(), 2);
+        assert!(!p.pools[1].export);
+        assert_eq!(p.services, vec!["10.96.0.0/12".parse::<IpNet>().unwrap()]);
+        assert_eq!(p.advertise[0].communities.len(), 2);
+        assert_eq!(p.chain.filters().len(), 2);
+        let r = &p.chain.filters()[0].export_v4[0];
+        assert_eq!(r.action, Action::Accept);
+        assert_eq!(
+            r.cidr,
+            Some((MatchOperator::In, "10.0.0.0/8".parse().unwrap()))
+        );
+        assert_eq!(r.prefix_length, Some((24, 32)));
+        assert_eq!(r.source, Some(RuleSource::RemotePeers));
+        assert_eq!(r.interface.as_deref(), Some("eth*"));
+        // Only filters with import rules make up the import chain.
+        assert_eq!(c.import_chain(tor).filters().len(), 1);
+        assert!(c.export_policy(&c.neighbors[1]).chain.filters().is_empty());
+    }
+
+    #[test]
+    fn rejects_bad_policy_with_line_and_field() {
+        let cases = [
+            (
+                "match-operator = \"in\"\n",
+                "is needed with match-operator",
+                "filters[0].export-v4[0].cidr",
+            ),
+            (
+                "cidr = \"10.0.0.0/8\"\n",
+                "is needed with cidr",
+                "filters[0].export-v4[0].match-operator",
+            ),
+            (
+                "match-operator = \"in\"\ncidr = \"fd00::/8\"\n",
+                "not an IPv4",
+                "filters[0].export-v4[0].cidr",
+            ),
+            (
+                "prefix-length = { min = 30, max = 24 }\n",
+                "min <= max",
+                "filters[0].export-v4[0].prefix-length",
+            ),
+        ];
+        for (extra, want, field) in cases {
+            let text = format!(
+                "router-id = \"10.0.0.1\"\nasn = 1\n[[filters]]\nname = \"f\"\n[[filters.export-v4]]\naction = \"accept\"\n{extra}"
+            );
+            let err = Config::parse(&text).unwrap_err();
+            assert!(err.contains(field), "{extra:?}: {err}");
+            assert!(err.starts_with("line ") && err.contains(want), "{err}");
+        }
+        let unknown = "router-id = \"10.0.0.1\"\nasn = 1\n[[neighbors]]\naddress = \"10.0.0.2\"\nasn = 2\nfilters = [\"nope\"]\n";
+        let err = Config::parse(unknown).unwrap_err();
+        assert!(
+            err.starts_with("line 6: neighbors[0].filters: no [[filters]] named \"nope\""),
+            "{err}"
+        );
+        let bad = "router-id = \"10.0.0.1\"\nasn = 1\n[[advertise]]\ncidr = \"10.0.0.0/8\"\ncommunities = [\"70000:1\"]\n";
+        let err = Config::parse(bad).unwrap_err();
+        assert!(err.starts_with("line 5: advertise[0].communities"), "{err}");
+        let twice = "router-id = \"10.0.0.1\"\nasn = 1\n[[filters]]\nname = \"f\"\n[[filters]]\nname = \"f\"\n";
+        let err = Config::parse(twice).unwrap_err();
+        assert!(err.starts_with("line 6: filters[1].name"), "{err}");
+        let act = "router-id = \"10.0.0.1\"\nasn = 1\n[[filters]]\nname = \"f\"\n[[filters.import-v6]]\naction = \"drop\"\n";
+        let err = Config::parse(act).unwrap_err();
+        assert!(err.starts_with("line 6:") && err.contains("drop"), "{err}");
     }
 }

@@ -6,6 +6,7 @@
 //! - [`fsm`]: the session state machine of RFC 4271 §8, pure: events and a clock in, actions out;
 //! - [`rib`]: Adj-RIB-In, Loc-RIB, the decision process, route reflection and export, pure;
 //! - [`transport`] and [`session`]: the I/O edges that drive one peer over TCP;
+//! - [`policy`]: Calico's export policy, BGP filters and communities, pure;
 //! - [`speaker`]: the task that owns the RIB and the sessions;
 //! - [`config`], [`api`] (gRPC on a unix socket) and [`http`] (health and metrics): the daemon's
 //!   faces.
@@ -16,6 +17,7 @@ pub mod cluster;
 pub mod config;
 pub mod fsm;
 pub mod http;
+pub mod policy;
 pub mod rib;
 pub mod session;
 pub mod speaker;

@@ -86,6 +86,15 @@ pub struct BgpdNeighbor {
     pub max_prefix_action: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_prefix_restart: Option<u16>,
+    /// Names of `[[filters]]` applied to this neighbour, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<String>,
+    /// `cluster` or `external`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The AS presented on this session instead of the speaker's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_asn: Option<u32>,
 }
 
 impl BgpdNeighbor {
@@ -106,7 +115,28 @@ impl BgpdNeighbor {
             max_prefixes: None,
             max_prefix_action: None,
             max_prefix_restart: None,
+            filters: Vec::new(),
+            role: None,
+            local_asn: None,
         }
+    }
+
+    /// Applies the named `[[filters]]`, in order.
+    pub fn filters(mut self, names: &[&str]) -> Self {
+        self.filters = names.iter().map(|n| n.to_string()).collect();
+        self
+    }
+
+    /// Presents `asn` on this session instead of the speaker's AS.
+    pub fn local_asn(mut self, asn: u32) -> Self {
+        self.local_asn = Some(asn);
+        self
+    }
+
+    /// Sets the neighbour's role: `cluster` or `external`.
+    pub fn role(mut self, role: &str) -> Self {
+        self.role = Some(role.to_string());
+        self
     }
 
     /// A prefix limit: `max` per family, `action` `warn` or `cease`, `restart` seconds after a
@@ -172,6 +202,10 @@ pub struct BgpdConfig {
     pub http_port: Option<u16>,
     pub originate: Vec<IpNet>,
     pub neighbors: Vec<BgpdNeighbor>,
+    /// Policy tables (`[[pools]]`, `[[advertise]]`, `[[filters]]`) as TOML text, appended to
+    /// the rendered file.
+    #[serde(skip)]
+    pub policy: String,
 }
 
 impl BgpdConfig {
@@ -187,7 +221,14 @@ impl BgpdConfig {
             http_port: None,
             originate: Vec::new(),
             neighbors: Vec::new(),
+            policy: String::new(),
         }
+    }
+
+    /// Sets the policy tables (TOML text: `[[pools]]`, `[[advertise]]`, `[[filters]]`).
+    pub fn policy(mut self, toml: &str) -> Self {
+        self.policy = toml.to_string();
+        self
     }
 
     /// Adds a prefix to originate.
@@ -210,7 +251,12 @@ impl BgpdConfig {
 
     /// The TOML text.
     pub fn render(&self) -> Result<String> {
-        toml::to_string(self).map_err(|e| LabError::Render(e.to_string()))
+        let mut text = toml::to_string(self).map_err(|e| LabError::Render(e.to_string()))?;
+        if !self.policy.is_empty() {
+            text.push('\n');
+            text.push_str(&self.policy);
+        }
+        Ok(text)
     }
 }
 
@@ -459,6 +505,19 @@ impl Bgpd {
             }
         }
         self.process.stop();
+    }
+
+    /// Writes `config` to the daemon's file and sends SIGHUP, which applies it (a daemon
+    /// started with [`Bgpd::start`]).
+    pub fn reload(&mut self, lab: &Lab, mut config: BgpdConfig) -> Result<()> {
+        config.socket = self.config.socket.clone();
+        let conf_path = lab.dir().join(format!("{}.toml", self.name));
+        std::fs::write(&conf_path, config.render()?)
+            .map_err(LabError::io(format!("writing {conf_path:?}")))?;
+        self.config = config;
+        // SAFETY: kill(2) on the PID of our own child, which we have not reaped yet.
+        unsafe { libc::kill(self.process.pid() as i32, libc::SIGHUP) };
+        Ok(())
     }
 
     /// Lets the daemon outlive this guard (see [`Process::into_kept`]); returns its PID.

@@ -305,6 +305,9 @@ pub fn plan(model: &Model, local: &Local) -> Result<Plan, PeeringError> {
             graceful_restart: true,
             restart_time: Spanned::new(0..0, 120),
             neighbors,
+            pools: Vec::new(),
+            advertise: Vec::new(),
+            filters: Vec::new(),
             await_originator: true,
         },
         notes,
@@ -592,5 +595,9 @@ fn neighbor(w: Want, local: &Local) -> Neighbor {
         max_prefixes: None,
         max_prefix_action: None,
         max_prefix_restart: None,
+        filters: Vec::new(),
+        role: None,
+        local_asn: None,
+        allow_own_as: None,
     }
 }

@@ -72,7 +72,9 @@ pub fn best_index(candidates: &[Candidate<'_>], local_asn: u32) -> usize {
     }
     let c = candidates;
     let mut alive: Vec<usize> = (0..c.len()).collect();
-    // Locally originated routes first.
+    // Locally originated routes first, before any attribute is compared: a route received from
+    // a peer never takes the place of one this node originates (its workloads' blocks), whatever
+    // LOCAL_PREF or AS_PATH the peer sends (import protection).
     prefer(&mut alive, |i| c[i].local);
     // §9.1.1: highest degree of preference (LOCAL_PREF).
     keep_min(&mut alive, |i| std::cmp::Reverse(c[i].local_pref()));

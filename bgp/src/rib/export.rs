@@ -10,6 +10,7 @@ use super::decision::DEFAULT_LOCAL_PREF;
 use super::intern::{Interner, StoredAttrs};
 use super::table::Path;
 use super::{Export, LocalConfig, NextHopMode, PeerId, PeerInfo};
+use crate::policy::{ExportPolicy, Role, RouteFacts, RouteSource};
 use crate::wire::{CodecContext, Family, MpNextHop, PathAttributes, Prefix, flag};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
@@ -24,8 +25,9 @@ pub enum PeerKind {
 }
 
 impl PeerKind {
-    pub fn of(local: &LocalConfig, info: &PeerInfo) -> PeerKind {
-        if info.asn != local.asn {
+    /// iBGP or eBGP against the AS presented on the session (`local-asn`).
+    pub fn of(info: &PeerInfo) -> PeerKind {
+        if info.asn != info.local_asn {
             PeerKind::Ebgp
         } else if info.rr_client {
             PeerKind::IbgpClient
@@ -41,10 +43,25 @@ impl PeerKind {
 
 /// Where a path came from, for export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Source {
+pub struct Source<'a> {
     /// None for a locally originated path.
     pub kind: Option<PeerKind>,
     pub router_id: Ipv4Addr,
+    /// The role of the peer it came from (None: local).
+    pub role: Option<Role>,
+    /// The interface of that peer's session.
+    pub interface: Option<&'a str>,
+}
+
+impl Source<'_> {
+    /// The facts policy rules match on, for a route to `prefix`.
+    pub fn facts(&self, prefix: Prefix) -> RouteFacts<'_> {
+        RouteFacts {
+            prefix,
+            source: self.role.map_or(RouteSource::Local, RouteSource::Peer),
+            interface: self.interface,
+        }
+    }
 }
 
 /// RFC 4456 §6 (and RFC 4271 §9.2 for a speaker with no clients): may a path from `from` be
@@ -62,6 +79,8 @@ pub struct GroupKey {
     pub kind: PeerKind,
     /// The peer's AS (ours for iBGP).
     pub remote_as: u32,
+    /// The AS we present on the session (prepended towards eBGP peers).
+    pub local_asn: u32,
     pub next_hop: NextHopMode,
     /// Our end of the session: the next hop of next-hop-self and of local routes. Always part
     /// of the key, since locally originated routes use it on every kind of session.
@@ -71,22 +90,37 @@ pub struct GroupKey {
     pub ctx: CodecContext,
     /// The subnet shared with the peer, for third-party next hops towards eBGP peers.
     pub shared_subnet: Option<ipnet::IpNet>,
+    /// The export policy (pools, filters, communities): compared by value.
+    pub export: Arc<ExportPolicy>,
 }
 
 impl GroupKey {
-    pub fn of(local: &LocalConfig, info: &PeerInfo) -> GroupKey {
+    pub fn of(info: &PeerInfo) -> GroupKey {
         let mut families = info.families.clone();
         families.sort();
         families.dedup();
         GroupKey {
-            kind: PeerKind::of(local, info),
+            kind: PeerKind::of(info),
             remote_as: info.asn,
+            local_asn: info.local_asn,
             next_hop: info.next_hop,
             local_address: info.local_address,
             families,
             ctx: info.ctx,
             shared_subnet: info.shared_subnet,
+            export: Arc::clone(&info.export),
         }
+    }
+
+    /// Whether a path goes to the group at all: the RFC rules and the export policy.
+    pub fn admits(
+        &self,
+        src: &Source<'_>,
+        stored: &StoredAttrs,
+        family: Family,
+        prefix: Prefix,
+    ) -> bool {
+        exportable(src, stored, family, self) && self.export.accepts(&src.facts(prefix))
     }
 
     pub fn has_family(&self, family: Family) -> bool {
@@ -145,7 +179,7 @@ pub fn out_next_hop(stored: &StoredAttrs, family: Family, key: &GroupKey) -> Opt
 }
 
 /// Whether a path from `src` goes to the group at all (before excluding its source peer).
-pub fn exportable(src: &Source, stored: &StoredAttrs, family: Family, key: &GroupKey) -> bool {
+pub fn exportable(src: &Source<'_>, stored: &StoredAttrs, family: Family, key: &GroupKey) -> bool {
     key.has_family(family)
         && may_export(src.kind, key.kind)
         && out_next_hop(stored, family, key).is_some()
@@ -154,7 +188,7 @@ pub fn exportable(src: &Source, stored: &StoredAttrs, family: Family, key: &Grou
 /// The attributes a path leaves with towards the group (RFC 4271 §5.1, RFC 4456 §8).
 pub fn outgoing_attrs(
     local: &LocalConfig,
-    src: &Source,
+    src: &Source<'_>,
     stored: &StoredAttrs,
     family: Family,
     key: &GroupKey,
@@ -188,7 +222,7 @@ pub fn outgoing_attrs(
             .collect(),
     };
     if key.kind == PeerKind::Ebgp {
-        out.as_path = a.as_path.prepended(local.asn);
+        out.as_path = a.as_path.prepended(key.local_asn);
         // A MED received from a neighbouring AS is not passed to another one (§5.1.4).
         if !a.as_path.is_empty() {
             out.med = None;
@@ -209,6 +243,9 @@ pub fn outgoing_attrs(
 /// Outgoing attributes as handed to the speaker.
 pub type OutAttrs = (Arc<PathAttributes>, MpNextHop);
 
+/// One cached outgoing attribute set: source peer, family, advertisement indices, result.
+type CacheEntry = (PeerId, Family, Vec<u16>, Option<OutAttrs>);
+
 /// Peers that share an export policy, and the outgoing attributes computed for them.
 #[derive(Debug)]
 pub struct UpdateGroup {
@@ -216,9 +253,11 @@ pub struct UpdateGroup {
     /// Sorted.
     pub members: Vec<PeerId>,
     /// Outgoing attributes by incoming `StoredAttrs` pointer, then by source peer (the
-    /// ORIGINATOR_ID of a reflected path depends on it) and family (an IPv4 and an IPv6 route
-    /// may share one attribute set, and their next hops differ in form).
-    cache: HashMap<usize, Vec<(PeerId, Family, Option<OutAttrs>)>>,
+    /// ORIGINATOR_ID of a reflected path depends on it), family (an IPv4 and an IPv6 route
+    /// may share one attribute set, and their next hops differ in form) and the
+    /// advertisements whose communities the prefix gets (prefixes of one attribute set may get
+    /// different ones). Whether a prefix is exported at all is decided before the cache.
+    cache: HashMap<usize, Vec<CacheEntry>>,
     out: Interner<PathAttributes>,
 }
 
@@ -250,24 +289,39 @@ impl UpdateGroup {
 
     /// The outgoing attributes of `path` for this group (cached). `path.attrs` must be live in
     /// the RIB's interner: the cache is keyed by its address and purged when it is freed.
+    /// `prefix` is the route's: the export policy decides per prefix, and the communities
+    /// added depend on it.
     pub fn outgoing(
         &mut self,
         local: &LocalConfig,
-        src: &Source,
+        src: &Source<'_>,
         path: &Path,
         family: Family,
+        prefix: Prefix,
     ) -> Option<OutAttrs> {
+        if !self.key.export.accepts(&src.facts(prefix)) {
+            return None;
+        }
+        let adds = self.key.export.communities_key(&prefix);
         let ptr = Arc::as_ptr(&path.attrs) as usize;
         let per_source = self.cache.entry(ptr).or_default();
-        if let Some((_, _, out)) = per_source
+        if let Some((_, _, _, out)) = per_source
             .iter()
-            .find(|(p, f, _)| *p == path.peer && *f == family)
+            .find(|(p, f, a, _)| *p == path.peer && *f == family && *a == adds)
         {
             return out.clone();
         }
-        let out = outgoing_attrs(local, src, &path.attrs, family, &self.key)
-            .map(|(attrs, nh)| (self.out.intern(attrs), nh));
-        per_source.push((path.peer, family, out.clone()));
+        let out =
+            outgoing_attrs(local, src, &path.attrs, family, &self.key).map(|(mut attrs, nh)| {
+                if !adds.is_empty() {
+                    self.key
+                        .export
+                        .communities(&adds)
+                        .add_to(&mut attrs.communities, &mut attrs.large_communities);
+                }
+                (self.out.intern(attrs), nh)
+            });
+        per_source.push((path.peer, family, adds, out.clone()));
         out
     }
 
@@ -275,7 +329,7 @@ impl UpdateGroup {
     pub fn forget_attrs(&mut self, stored: &Arc<StoredAttrs>) {
         let ptr = Arc::as_ptr(stored) as usize;
         if let Some(entries) = self.cache.remove(&ptr) {
-            for (_, _, out) in entries {
+            for (_, _, _, out) in entries {
                 if let Some((attrs, _)) = out {
                     self.out.release(&attrs);
                 }
@@ -288,7 +342,7 @@ impl UpdateGroup {
     pub fn forget_peer(&mut self, peer: PeerId) {
         let out = &mut self.out;
         self.cache.retain(|_, entries| {
-            entries.retain(|(p, _, o)| {
+            entries.retain(|(p, _, _, o)| {
                 if *p == peer {
                     if let Some((attrs, _)) = o {
                         out.release(attrs);

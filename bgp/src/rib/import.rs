@@ -10,7 +10,8 @@ use thiserror::Error;
 /// Why a received path was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ImportError {
-    /// RFC 4271 §9.1.2: our AS already appears in the AS_PATH of an external route.
+    /// RFC 4271 §9.1.2: our AS already appears in the AS_PATH of an external route (more
+    /// often than the peer's `allow-own-as` permits).
     #[error("AS_PATH contains our AS {0}")]
     AsLoop(u32),
     /// RFC 4456 §8: the route was originated by this speaker.
@@ -40,9 +41,9 @@ pub fn import(
     family: Family,
     next_hop: Option<MpNextHop>,
 ) -> Result<(PathAttributes, MpNextHop), ImportError> {
-    let ebgp = peer.asn != local.asn;
-    if ebgp && received.as_path.contains(local.asn) {
-        return Err(ImportError::AsLoop(local.asn));
+    let ebgp = peer.asn != peer.local_asn;
+    if ebgp && received.as_path.count(peer.local_asn) > usize::from(peer.allow_own_as) {
+        return Err(ImportError::AsLoop(peer.local_asn));
     }
     if !ebgp {
         if received.originator_id == Some(local.router_id) {
@@ -79,8 +80,7 @@ pub fn import(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rib::NextHopMode;
-    use crate::wire::{AsPath, AsSegment, CodecContext, Origin};
+    use crate::wire::{AsPath, AsSegment, Origin};
     use std::net::{IpAddr, Ipv6Addr};
 
     fn local() -> LocalConfig {
@@ -92,17 +92,14 @@ mod tests {
     }
 
     fn peer(asn: u32) -> PeerInfo {
-        PeerInfo {
-            address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+        PeerInfo::new(
+            &local(),
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
             asn,
-            rr_client: false,
-            next_hop: NextHopMode::Auto,
-            families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
-            local_address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
-            shared_subnet: None,
-            router_id: Ipv4Addr::new(10, 0, 0, 2),
-            ctx: CodecContext::default(),
-        }
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            Ipv4Addr::new(10, 0, 0, 2),
+            vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
+        )
     }
 
     fn attrs(path: &[u32]) -> PathAttributes {
@@ -130,6 +127,39 @@ mod tests {
             nh4(),
         );
         assert_eq!(r, Err(ImportError::AsLoop(64500)));
+    }
+
+    #[test]
+    fn the_loop_check_uses_the_as_presented_on_the_session() {
+        let mut p = peer(65001);
+        p.local_asn = 65010;
+        let through_us = attrs(&[65001, 65010, 7]);
+        assert_eq!(
+            import(&local(), &p, &through_us, Family::Ipv4Unicast, nh4()),
+            Err(ImportError::AsLoop(65010))
+        );
+        // Towards a neighbour in the presented AS the session is iBGP: LOCAL_PREF is kept.
+        let mut ibgp = peer(65010);
+        ibgp.local_asn = 65010;
+        let mut a = attrs(&[7]);
+        a.local_pref = Some(300);
+        let (stored, _) = import(&local(), &ibgp, &a, Family::Ipv4Unicast, nh4()).unwrap();
+        assert_eq!(stored.local_pref, Some(300));
+    }
+
+    #[test]
+    fn allow_own_as_accepts_our_as_up_to_the_count() {
+        let mut p = peer(65001);
+        p.allow_own_as = 1;
+        let once = attrs(&[65001, 64500, 7]);
+        assert!(import(&local(), &p, &once, Family::Ipv4Unicast, nh4()).is_ok());
+        let twice = attrs(&[65001, 64500, 64500, 7]);
+        assert_eq!(
+            import(&local(), &p, &twice, Family::Ipv4Unicast, nh4()),
+            Err(ImportError::AsLoop(64500))
+        );
+        p.allow_own_as = 2;
+        assert!(import(&local(), &p, &twice, Family::Ipv4Unicast, nh4()).is_ok());
     }
 
     #[test]

@@ -14,10 +14,12 @@ pub mod decision;
 pub mod export;
 pub mod import;
 pub mod intern;
+mod policy;
 mod refresh;
 mod stale;
 pub mod table;
 
+use crate::policy::{ExportPolicy, FilterChain, Role, RouteFacts, RouteSource};
 use crate::wire::{CodecContext, Family, MpNextHop, Origin, PathAttributes, Prefix, Update};
 use decision::{Candidate, DEFAULT_LOCAL_PREF};
 use export::{Audience, Batch, ExportBuilder, GroupKey, PeerKind, Source, UpdateGroup};
@@ -81,6 +83,54 @@ pub struct PeerInfo {
     pub router_id: Ipv4Addr,
     /// Opaque to the RIB: part of the update-group key.
     pub ctx: CodecContext,
+    /// Cluster node or external router: whether its routes are the cluster's own.
+    pub role: Role,
+    /// The interface the session runs over (what a rule's `interface` matches).
+    pub interface: Option<Arc<str>>,
+    /// What the peer is sent (part of the update-group key).
+    pub export: Arc<ExportPolicy>,
+    /// What is accepted from the peer.
+    pub import: Arc<FilterChain>,
+    /// How often our AS may appear in a received AS_PATH (allowas-in).
+    pub allow_own_as: u8,
+    /// The AS we present on this session (`local-asn`; our AS by default): iBGP or eBGP is
+    /// decided against it, eBGP routes leave with it prepended, and it is the AS of the loop
+    /// check (as BIRD's `local as`).
+    pub local_asn: u32,
+}
+
+impl PeerInfo {
+    /// A peer with the neutral policy: the role its AS gives, no filter, no pool.
+    pub fn new(
+        local: &LocalConfig,
+        address: IpAddr,
+        asn: u32,
+        local_address: IpAddr,
+        router_id: Ipv4Addr,
+        families: Vec<Family>,
+    ) -> PeerInfo {
+        PeerInfo {
+            address,
+            asn,
+            rr_client: false,
+            next_hop: NextHopMode::Auto,
+            families,
+            local_address,
+            shared_subnet: None,
+            router_id,
+            ctx: CodecContext::default(),
+            role: if asn == local.asn {
+                Role::Cluster
+            } else {
+                Role::External
+            },
+            interface: None,
+            export: Arc::default(),
+            import: Arc::default(),
+            allow_own_as: 0,
+            local_asn: local.asn,
+        }
+    }
 }
 
 /// Prefix counts for one peer.
@@ -135,6 +185,9 @@ struct PeerState {
     /// Prefixes held from the peer that failed the import checks (so they count as received
     /// until withdrawn).
     rejected: HashSet<Prefix>,
+    /// The prefixes of `rejected` that only an import filter turned away, with their
+    /// attributes (one interner user each): an import change re-evaluates them at once.
+    filtered: HashMap<Prefix, Arc<StoredAttrs>>,
     advertised: u64,
     /// Bumped each time the session is lost with its paths kept: paths of older epochs are
     /// stale.
@@ -171,15 +224,23 @@ pub struct Rib {
     track_best_changes: bool,
 }
 
-fn source(local: &LocalConfig, peers: &HashMap<PeerId, PeerState>, peer: PeerId) -> Source {
+fn source<'a>(
+    local: &LocalConfig,
+    peers: &'a HashMap<PeerId, PeerState>,
+    peer: PeerId,
+) -> Source<'a> {
     match peers.get(&peer) {
         Some(s) => Source {
             kind: Some(s.kind),
             router_id: s.info.router_id,
+            role: Some(s.info.role),
+            interface: s.info.interface.as_deref(),
         },
         None => Source {
             kind: None,
             router_id: local.router_id,
+            role: None,
+            interface: None,
         },
     }
 }
@@ -268,7 +329,7 @@ impl Rib {
     pub fn peer_up(&mut self, id: PeerId, info: PeerInfo) -> Vec<Export> {
         let mut exports = Vec::new();
         if let Some(state) = self.peers.get(&id) {
-            if !state.up && state.kind == PeerKind::of(&self.local, &info) {
+            if !state.up && state.kind == PeerKind::of(&info) {
                 return self.rejoin(id, info);
             }
             exports = self.peer_down(id);
@@ -277,17 +338,9 @@ impl Rib {
             tracing::warn!(id, "peer id reserved for local routes");
             return exports;
         }
-        let key = GroupKey::of(&self.local, &info);
-        let gid = match self.groups.iter().find(|(_, g)| g.key == key) {
-            Some((&gid, _)) => gid,
-            None => {
-                let gid = self.next_group;
-                self.next_group += 1;
-                self.groups.insert(gid, UpdateGroup::new(key.clone()));
-                gid
-            }
-        };
-        let kind = PeerKind::of(&self.local, &info);
+        let key = GroupKey::of(&info);
+        let gid = self.group_for(key);
+        let kind = PeerKind::of(&info);
         self.peers.insert(
             id,
             PeerState {
@@ -297,6 +350,7 @@ impl Rib {
                 accepted: 0,
                 accepted_v6: 0,
                 rejected: HashSet::new(),
+                filtered: HashMap::new(),
                 advertised: 0,
                 epoch: 0,
                 up: true,
@@ -309,6 +363,17 @@ impl Rib {
         }
         exports.extend(self.table_for(id, None));
         exports
+    }
+
+    /// The update group of `key`, created when no group has it yet.
+    fn group_for(&mut self, key: GroupKey) -> u32 {
+        if let Some((&gid, _)) = self.groups.iter().find(|(_, g)| g.key == key) {
+            return gid;
+        }
+        let gid = self.next_group;
+        self.next_group += 1;
+        self.groups.insert(gid, UpdateGroup::new(key));
+        gid
     }
 
     /// Every best route the export rules give peer `id`, addressed to it alone: of one family,
@@ -327,7 +392,7 @@ impl Rib {
             let best = paths.best();
             let src = source(local, peers, best.peer);
             if best.peer != id
-                && let Some(out) = group.outgoing(local, &src, best, family)
+                && let Some(out) = group.outgoing(local, &src, best, family, prefix)
             {
                 batch.announce(&out, family, prefix);
                 batch.added += 1;
@@ -351,6 +416,7 @@ impl Rib {
 
     /// A session went down: flushes the peer's paths and exports the consequences.
     pub fn peer_down(&mut self, id: PeerId) -> Vec<Export> {
+        self.clear_filtered(id);
         let Some(state) = self.peers.get(&id) else {
             return Vec::new();
         };
@@ -410,6 +476,7 @@ impl Rib {
             if let Some(s) = self.peers.get_mut(&id) {
                 s.rejected.remove(&prefix);
             }
+            self.drop_filtered(id, prefix);
         }
         if let Some(reason) = &update.treat_as_withdraw {
             tracing::debug!(id, reason, "UPDATE treated as withdraw");
@@ -699,6 +766,11 @@ impl Rib {
             tracing::debug!(id, %family, "announcement for a family not negotiated, ignored");
             return;
         }
+        let (import_chain, interface, role) = (
+            Arc::clone(&state.info.import),
+            state.info.interface.clone(),
+            state.info.role,
+        );
         match import::import(&self.local, &state.info, received, family, next_hop) {
             Err(e) => {
                 tracing::debug!(id, error = %e, "path not accepted");
@@ -708,11 +780,23 @@ impl Rib {
                     if let Some(s) = self.peers.get_mut(&id) {
                         s.rejected.insert(prefix);
                     }
+                    self.drop_filtered(id, prefix);
                 }
             }
             Ok((attrs, next_hop)) => {
                 let stored = self.intern_stored(attrs, Some(next_hop));
                 for prefix in prefixes.filter(|p| Family::of(p) == family) {
+                    let facts = RouteFacts {
+                        prefix,
+                        source: RouteSource::Peer(role),
+                        interface: interface.as_deref(),
+                    };
+                    if !import_chain.accepts_import(&facts) {
+                        // Rejected by an import filter: held as received, not accepted.
+                        self.remove_path(prefix, id, touched);
+                        self.hold_filtered(id, prefix, &stored);
+                        continue;
+                    }
                     self.stored.acquire(&stored);
                     let path = Path {
                         attrs: Arc::clone(&stored),
@@ -724,6 +808,7 @@ impl Rib {
                         && !s.rejected.is_empty()
                     {
                         s.rejected.remove(&prefix);
+                        self.drop_filtered(id, prefix);
                     }
                 }
                 self.release_stored(&stored);
@@ -764,11 +849,11 @@ impl Rib {
                 }
                 let had = old
                     .as_ref()
-                    .filter(|(p, s)| export::exportable(s, &p.attrs, family, &g.key))
+                    .filter(|(p, s)| g.key.admits(s, &p.attrs, family, prefix))
                     .map(|(p, _)| p.peer);
-                let out = new
-                    .as_ref()
-                    .and_then(|(p, s)| g.outgoing(local, s, p, family).map(|o| (p.peer, o)));
+                let out = new.as_ref().and_then(|(p, s)| {
+                    g.outgoing(local, s, p, family, prefix).map(|o| (p.peer, o))
+                });
                 match (had, out) {
                     (had, Some((new_peer, out))) => {
                         let new_in = g.has(new_peer);

@@ -57,6 +57,7 @@ impl Rib {
         }
         let mut touched = Touched::default();
         for prefix in left {
+            self.drop_filtered(id, prefix);
             self.remove_path(prefix, id, &mut touched);
         }
         Some(self.finish(touched))

@@ -29,12 +29,13 @@ impl Rib {
         if keep.is_empty() {
             return self.peer_down(id);
         }
+        if !self.peers.get(&id).is_some_and(|s| s.up) {
+            return Vec::new();
+        }
+        self.clear_filtered(id);
         let Some(state) = self.peers.get_mut(&id) else {
             return Vec::new();
         };
-        if !state.up {
-            return Vec::new();
-        }
         state.up = false;
         state.advertised = 0;
         state.rejected.clear();
@@ -116,7 +117,7 @@ impl Rib {
     /// A peer with stale paths came back as the same kind of peer: it rejoins an update group
     /// and gets our table; its stale paths wait for its End-of-RIB.
     pub(super) fn rejoin(&mut self, id: PeerId, info: PeerInfo) -> Vec<Export> {
-        let key = super::export::GroupKey::of(&self.local, &info);
+        let key = super::export::GroupKey::of(&info);
         let gid = match self.groups.iter().find(|(_, g)| g.key == key) {
             Some((&gid, _)) => gid,
             None => {
@@ -134,7 +135,7 @@ impl Rib {
         {
             self.groups.remove(&old);
         }
-        let kind = PeerKind::of(&self.local, &info);
+        let kind = PeerKind::of(&info);
         if let Some(state) = self.peers.get_mut(&id) {
             state.info = info;
             state.kind = kind;

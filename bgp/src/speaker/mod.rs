@@ -9,6 +9,7 @@ mod graceful;
 mod handle;
 mod limits;
 mod peers;
+mod policy;
 mod refresh;
 
 pub use handle::{
@@ -51,22 +52,26 @@ const WATCH_QUEUE: usize = 16384;
 /// Where inbound connections for a configured peer go; shared with the listener.
 type Dispatch = Arc<RwLock<HashMap<IpAddr, session::SessionHandle>>>;
 
-/// The subnet of the interface holding `local`, if `remote` is inside it (a directly
+/// The interface holding `local`, and its subnet if `remote` is inside it (a directly
 /// connected peer). Read from the kernel when a session comes up.
-fn shared_subnet(local: IpAddr, remote: IpAddr) -> Option<ipnet::IpNet> {
+fn session_link(local: IpAddr, remote: IpAddr) -> (Option<Arc<str>>, Option<ipnet::IpNet>) {
     let interfaces = match crate::autodetect::host::interfaces() {
         Ok(i) => i,
         Err(e) => {
             warn!(error = %e, "cannot read interface addresses; next hops to eBGP peers will be our own");
-            return None;
+            return (None, None);
         }
     };
-    interfaces
-        .iter()
-        .flat_map(|i| i.addresses.iter())
-        .find(|a| a.addr() == local)
-        .map(|a| a.trunc())
-        .filter(|net| net.prefix_len() < net.max_prefix_len() && net.contains(&remote))
+    let Some((name, net)) = interfaces.iter().find_map(|i| {
+        i.addresses
+            .iter()
+            .find(|a| a.addr() == local)
+            .map(|a| (i.name.as_str(), a.trunc()))
+    }) else {
+        return (None, None);
+    };
+    let shared = Some(net).filter(|n| n.prefix_len() < n.max_prefix_len() && n.contains(&remote));
+    (Some(Arc::from(name)), shared)
 }
 
 /// The speaker task's state.
@@ -211,7 +216,7 @@ impl Speaker {
         PeerConfig {
             address: *n.address.get_ref(),
             port: n.port,
-            local_as: self.config.asn(),
+            local_as: n.local_asn(self.config.asn()),
             remote_as: n.asn,
             router_id: self.config.router_id(),
             hold_time: *n.hold_time.get_ref(),
@@ -299,8 +304,11 @@ impl Speaker {
                 slot.router_id = Some(negotiated.peer_router_id);
                 slot.hold_time = negotiated.hold_time;
                 slot.enhanced_route_refresh = negotiated.enhanced_route_refresh;
+                slot.route_refresh = negotiated.route_refresh || negotiated.enhanced_route_refresh;
                 slot.local_port = Some(local_addr.port());
                 let families = negotiated.families.clone();
+                let (interface, shared_subnet) = session_link(local_addr.ip(), remote_addr.ip());
+                let neighbor = slot.neighbor.clone();
                 let info = PeerInfo {
                     address: remote_addr.ip(),
                     asn: negotiated.peer_asn,
@@ -312,9 +320,15 @@ impl Speaker {
                     },
                     families: families.clone(),
                     local_address: local_addr.ip(),
-                    shared_subnet: shared_subnet(local_addr.ip(), remote_addr.ip()),
+                    shared_subnet,
                     router_id: negotiated.peer_router_id,
                     ctx,
+                    role: neighbor.role(self.config.asn()),
+                    interface,
+                    export: Arc::new(self.config.export_policy(&neighbor)),
+                    import: Arc::new(self.config.import_chain(&neighbor)),
+                    allow_own_as: neighbor.allow_own_as(),
+                    local_asn: neighbor.local_asn(self.config.asn()),
                 };
                 let exports = self.rib.peer_up(peer, info);
                 self.send_exports(exports).await;
@@ -599,7 +613,13 @@ impl Speaker {
                         self.add_peer((*n).clone());
                         summary.restarted.push(addr);
                     }
-                    Some(_) => summary.unchanged += 1,
+                    Some(n) => {
+                        // Same session; its filters may have changed.
+                        if let Some(slot) = self.peers.get_mut(&id) {
+                            slot.neighbor = (*n).clone();
+                        }
+                        summary.unchanged += 1;
+                    }
                 }
             }
             for n in &new.neighbors {
@@ -621,6 +641,7 @@ impl Speaker {
         self.withdraw(&gone).await;
         let add: Vec<Prefix> = file.difference(&self.originated).copied().collect();
         self.originate(&add).await;
+        self.apply_policy().await;
         info!(
             added = summary.added.len(),
             removed = summary.removed.len(),

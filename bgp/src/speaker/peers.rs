@@ -24,6 +24,8 @@ pub(crate) struct PeerSlot {
     pub updates_sent: u64,
     /// The current session negotiated enhanced route refresh (RFC 7313).
     pub enhanced_route_refresh: bool,
+    /// The peer offered route refresh (RFC 2918): it re-sends its routes when asked.
+    pub route_refresh: bool,
     /// Graceful restart state of this peer (both roles).
     pub gr: GrState,
     /// Prefix limit state (`max-prefixes`).
@@ -61,6 +63,7 @@ impl PeerSlot {
             updates_received: 0,
             updates_sent: 0,
             enhanced_route_refresh: false,
+            route_refresh: false,
             gr: GrState::default(),
             limit: LimitState::default(),
         }
@@ -98,6 +101,10 @@ impl PeerSlot {
             n.max_prefixes = n.max_prefixes.as_ref().map(bare);
             n.max_prefix_action = n.max_prefix_action.as_ref().map(bare);
             n.max_prefix_restart = n.max_prefix_restart.as_ref().map(bare);
+            n.local_asn = n.local_asn.as_ref().map(bare);
+            n.allow_own_as = n.allow_own_as.as_ref().map(bare);
+            // Filters change on a live session (see `Speaker::apply_policy`).
+            n.filters = Vec::new();
             n
         };
         strip(&self.neighbor) == strip(n)

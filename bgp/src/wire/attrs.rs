@@ -87,6 +87,19 @@ impl AsPath {
         })
     }
 
+    /// How many times `asn` appears in the path (allowas-in counts them).
+    pub fn count(&self, asn: u32) -> usize {
+        self.segments
+            .iter()
+            .map(|s| match s {
+                AsSegment::Sequence(v)
+                | AsSegment::Set(v)
+                | AsSegment::ConfedSequence(v)
+                | AsSegment::ConfedSet(v) => v.iter().filter(|a| **a == asn).count(),
+            })
+            .sum()
+    }
+
     /// The neighbouring AS: the first AS of the leading AS_SEQUENCE (used for MED comparison).
     pub fn neighbor_as(&self) -> Option<u32> {
         match self.segments.first() {

@@ -1,6 +1,7 @@
 //! Helpers shared by the RIB integration tests: peers, UPDATEs, and what an export sent.
 #![allow(dead_code)]
 
+use margay_bgp::policy::Role;
 use margay_bgp::rib::{Export, LocalConfig, NextHopMode, PeerId, PeerInfo};
 use margay_bgp::wire::{
     AsPath, AsSegment, CodecContext, Family, MpNextHop, MpReach, Origin, PathAttributes, Prefix,
@@ -20,22 +21,35 @@ pub fn local() -> LocalConfig {
 }
 
 /// A peer at 10.0.0.`n` with router id 10.0.0.`n`, speaking IPv4 and IPv6.
+///
+/// Its role is `cluster` whatever its AS: these suites test the RFC's export rules (transit
+/// between eBGP peers, reflection), which Calico's default export policy lets through only for
+/// the cluster's own routes. [`external`] gives a peer outside the cluster.
 pub fn peer(n: u8, asn: u32, rr_client: bool) -> PeerInfo {
-    PeerInfo {
-        address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, n)),
+    let mut info = PeerInfo::new(
+        &local(),
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, n)),
         asn,
-        rr_client,
-        next_hop: NextHopMode::Auto,
-        families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
-        local_address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
-        shared_subnet: None,
-        router_id: Ipv4Addr::new(10, 0, 0, n),
-        ctx: CodecContext {
-            four_octet_as: true,
-            extended_message: false,
-            ibgp: asn == LOCAL_AS,
-        },
-    }
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+        Ipv4Addr::new(10, 0, 0, n),
+        vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
+    );
+    info.rr_client = rr_client;
+    info.next_hop = NextHopMode::Auto;
+    info.role = Role::Cluster;
+    info.ctx = CodecContext {
+        four_octet_as: true,
+        extended_message: false,
+        ibgp: asn == LOCAL_AS,
+    };
+    info
+}
+
+/// An eBGP peer outside the cluster (`role = "external"`).
+pub fn external(n: u8, asn: u32) -> PeerInfo {
+    let mut info = peer(n, asn, false);
+    info.role = Role::External;
+    info
 }
 
 pub fn ibgp(n: u8) -> PeerInfo {
