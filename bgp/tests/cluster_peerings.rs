@@ -1,7 +1,8 @@
 //! The peering rules of cluster mode, from manifests in the shapes a Calico operator writes.
 
-use margay_bgp::cluster::{Local, Model, PeeringError, desired_config};
+use margay_bgp::cluster::{Local, Model, PeeringError, desired_config, plan};
 use margay_bgp::config::{Config, Neighbor, NextHop, PeerType};
+use margay_bgp::policy::Role;
 use margay_datastore::resources::{AnyResource, parse_documents};
 use std::net::IpAddr;
 
@@ -16,6 +17,12 @@ fn model(yaml: &str) -> Model {
                 m.peers.insert(p.name().to_string(), p);
             }
             AnyResource::BgpConfiguration(c) if c.name() == "default" => m.bgp = Some(c.spec),
+            AnyResource::BgpFilter(f) => {
+                m.filters.insert(f.name().to_string(), f);
+            }
+            AnyResource::IpPool(p) => {
+                m.pools.insert(p.name().to_string(), p);
+            }
             other => panic!("unexpected resource {other:?}"),
         }
     }
@@ -364,4 +371,49 @@ fn ipv6_addresses_give_a_second_mesh_session() {
     let c = desired_config(&model(&yaml), &local("n1")).unwrap();
     assert_eq!(addresses(&c), ["10.0.0.2", "fd00::2"]);
     assert!(!neighbor(&c, "fd00::2").unwrap().passive);
+}
+
+/// Roles: mesh, selector and reverse peerings and a `peerIP` at a node are the cluster's; any
+/// other `peerIP` is external, whatever its AS. A BGPPeer's `filters`, `localASNumber` and
+/// `numAllowedLocalASNumbers` reach its session; a filter that does not exist is left out, with
+/// a note naming the peer and the filter. IPPools and prefixAdvertisements become the policy
+/// tables.
+#[test]
+fn roles_filters_and_policy_tables_follow_the_model() {
+    let m = with(
+        "apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata:\n  name: transit\nspec:\n  exportV4:\n  - action: Accept\n    source: RemotePeers\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 192.0.2.1\n  asNumber: 64512\n  filters: [transit, missing]\n  localASNumber: 65010\n  numAllowedLocalASNumbers: 2\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: to-n3\nspec:\n  node: n1\n  peerIP: 10.0.0.3\n  asNumber: 64512\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p\nspec:\n  cidr: 10.244.0.0/16\n  disableBGPExport: true\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  communities:\n  - name: c\n    value: '65000:7'\n  prefixAdvertisements:\n  - cidr: 10.244.0.0/16\n    communities: [c]\n",
+    );
+    let p = plan(&m, &local("n1")).unwrap();
+    let c = &p.config;
+    let tor = neighbor(c, "192.0.2.1").unwrap();
+    assert_eq!(
+        tor.role,
+        Some(Role::External),
+        "same AS, yet no node's address"
+    );
+    let names: Vec<&str> = tor.filters.iter().map(|f| f.get_ref().as_str()).collect();
+    assert_eq!(names, ["transit"]);
+    assert_eq!(tor.local_asn.as_ref().map(|a| *a.get_ref()), Some(65010));
+    assert_eq!(tor.allow_own_as.as_ref().map(|a| *a.get_ref()), Some(2));
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("BGPPeer 'tor'") && n.contains("BGPFilter 'missing'")),
+        "{:?}",
+        p.notes
+    );
+    assert_eq!(neighbor(c, "10.0.0.3").unwrap().role, Some(Role::Cluster));
+    assert_eq!(neighbor(c, "10.0.0.2").unwrap().role, Some(Role::Cluster));
+    assert_eq!(c.filters.len(), 1);
+    assert_eq!(c.pools.len(), 1);
+    assert!(!c.pools[0].export);
+    assert_eq!(c.advertise.len(), 1);
+    assert_eq!(c.advertise[0].communities[0].get_ref(), "65000:7");
+    // Reverse: n3 peers back with n1 as the cluster's.
+    let c3 = desired_config(&m, &local("n3")).unwrap();
+    assert_eq!(neighbor(&c3, "10.0.0.1").unwrap().role, Some(Role::Cluster));
 }

@@ -5,7 +5,8 @@ use super::peerings::{Local, Model, plan};
 use crate::config::Config;
 use crate::speaker::SpeakerHandle;
 use margay_datastore::resources::{
-    AsNumber, BgpConfigurationSpec, BgpPeerSpec, NodeSpec, Resource,
+    AsNumber, BgpConfigurationSpec, BgpFilterSpec, BgpPeerSpec, IpPoolSpec, NodeSpec, Resource,
+    Spec,
 };
 use margay_datastore::{Store, StoreError, WatchEvent};
 use std::collections::{BTreeMap, BTreeSet};
@@ -52,12 +53,19 @@ pub struct Revisions {
     pub nodes: i64,
     pub peers: i64,
     pub bgp: i64,
+    pub filters: i64,
+    pub pools: i64,
 }
 
-fn by_name<S>(items: Vec<Resource<S>>) -> BTreeMap<String, Resource<S>> {
+/// The resources by name; each one's fields that bgpd does not act on are logged, once per
+/// process (the field registry's rule: no field is silently ignored).
+fn by_name<S: Spec>(items: Vec<Resource<S>>) -> BTreeMap<String, Resource<S>> {
     items
         .into_iter()
-        .map(|r| (r.metadata.name.clone(), r))
+        .map(|r| {
+            r.log_not_acted_once();
+            (r.metadata.name.clone(), r)
+        })
         .collect()
 }
 
@@ -73,10 +81,17 @@ pub async fn load(store: &Store) -> Result<(Model, Revisions), StoreError> {
     let (nodes, n) = store.list::<NodeSpec>().await?;
     let (peers, p) = store.list::<BgpPeerSpec>().await?;
     let (configs, b) = store.list::<BgpConfigurationSpec>().await?;
+    let (filters, f) = store.list::<BgpFilterSpec>().await?;
+    let (pools, i) = store.list::<IpPoolSpec>().await?;
+    for c in &configs {
+        c.log_not_acted_once();
+    }
     let model = Model {
         nodes: by_name(nodes),
         peers: by_name(peers),
         bgp: default_bgp(configs),
+        filters: by_name(filters),
+        pools: by_name(pools),
     };
     Ok((
         model,
@@ -84,13 +99,16 @@ pub async fn load(store: &Store) -> Result<(Model, Revisions), StoreError> {
             nodes: n,
             peers: p,
             bgp: b,
+            filters: f,
+            pools: i,
         },
     ))
 }
 
-fn apply<S>(map: &mut BTreeMap<String, Resource<S>>, ev: WatchEvent<Resource<S>>) {
+fn apply<S: Spec>(map: &mut BTreeMap<String, Resource<S>>, ev: WatchEvent<Resource<S>>) {
     match ev {
         WatchEvent::Put(r) => {
+            r.log_not_acted_once();
             map.insert(r.metadata.name.clone(), r);
         }
         WatchEvent::Delete { name, .. } => {
@@ -100,8 +118,32 @@ fn apply<S>(map: &mut BTreeMap<String, Resource<S>>, ev: WatchEvent<Resource<S>>
     }
 }
 
+/// A BGPConfiguration event: only `default` is the cluster's (the others are logged for their
+/// unacted fields and otherwise left alone).
+fn apply_default(
+    bgp: &mut Option<BgpConfigurationSpec>,
+    ev: WatchEvent<Resource<BgpConfigurationSpec>>,
+) {
+    match ev {
+        WatchEvent::Put(r) => {
+            r.log_not_acted_once();
+            if r.metadata.name == "default" {
+                *bgp = Some(r.spec);
+            }
+        }
+        WatchEvent::Delete { name, .. } if name == "default" => *bgp = None,
+        WatchEvent::Delete { .. } => {}
+        WatchEvent::Resync { items, .. } => {
+            for r in &items {
+                r.log_not_acted_once();
+            }
+            *bgp = default_bgp(items);
+        }
+    }
+}
+
 /// Follows the model until `shutdown` resolves, reloading the speaker whenever this node's
-/// peerings change (and every [`SECRET_POLL`], for mounted passwords). `applied` is the
+/// peerings or policy change (and every [`SECRET_POLL`], for mounted passwords). `applied` is the
 /// configuration the speaker runs now; `notes` what its plan said, already logged.
 #[allow(clippy::too_many_arguments)]
 pub async fn follow(
@@ -117,7 +159,8 @@ pub async fn follow(
     let mut nodes = store.watch::<NodeSpec>(revs.nodes + 1);
     let mut peers = store.watch::<BgpPeerSpec>(revs.peers + 1);
     let mut configs = store.watch::<BgpConfigurationSpec>(revs.bgp + 1);
-    let mut bgp_items: BTreeMap<String, Resource<BgpConfigurationSpec>> = BTreeMap::new();
+    let mut filters = store.watch::<BgpFilterSpec>(revs.filters + 1);
+    let mut pools = store.watch::<IpPoolSpec>(revs.pools + 1);
     tokio::pin!(shutdown);
     let mut last_problem: Option<String> = None;
     // The listener is bound once, at start.
@@ -136,10 +179,9 @@ pub async fn follow(
                 _ = &mut shutdown => return,
                 ev = nodes.next() => { apply(&mut model.nodes, ev); }
                 ev = peers.next() => { apply(&mut model.peers, ev); }
-                ev = configs.next() => {
-                    apply(&mut bgp_items, ev);
-                    model.bgp = bgp_items.get("default").map(|c| c.spec.clone());
-                }
+                ev = filters.next() => { apply(&mut model.filters, ev); }
+                ev = pools.next() => { apply(&mut model.pools, ev); }
+                ev = configs.next() => { apply_default(&mut model.bgp, ev); }
                 _ = &mut settle, if changed => break,
                 _ = poll.tick(), if !changed => break,
             }

@@ -1,13 +1,15 @@
 //! Cluster mode: bgpd builds its sessions from the datastore and follows it live.
 //!
 //! At start it writes its own Node resource (address, AS) as calico-node does, lists Nodes,
-//! BGPPeers and BGPConfigurations, and starts the speaker with the peerings they imply; then it
-//! watches all three and hands every change to the speaker as a reload, which touches only the
-//! sessions whose settings changed. Meanwhile it probes etcd ([`margay_datastore::probe`]) so
+//! BGPPeers, BGPConfigurations, BGPFilters and IPPools, and starts the speaker with the
+//! peerings and policy they imply; then it watches all five and hands every change to the
+//! speaker as a reload, which touches only the sessions whose settings changed (policy changes
+//! apply to live sessions without a reset). Meanwhile it probes etcd ([`margay_datastore::probe`]) so
 //! `/readiness` names an outage, during which the sessions and routes run on what bgpd knows.
 
 pub mod follow;
 pub mod peerings;
+pub mod policy;
 pub mod secrets;
 
 pub use follow::{Revisions, follow, load, register};

@@ -21,11 +21,13 @@
 //! connections arrive, collision detection (RFC 4271 §6.8) keeps the one the higher BGP
 //! identifier opened, on both sides.
 
-use super::secrets;
+use super::{policy, secrets};
 use crate::config::{Config, Neighbor, NextHop, PeerType};
+use crate::policy::Role;
 use ipnet::IpNet;
 use margay_datastore::resources::{
-    BgpConfigurationSpec, BgpPassword, BgpPeer, BindMode, Node, SourceAddress, parse_duration,
+    BgpConfigurationSpec, BgpFilter, BgpPassword, BgpPeer, BindMode, IpPool, Node, SourceAddress,
+    parse_duration,
 };
 use margay_datastore::selector::Selector;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -43,6 +45,8 @@ pub struct Model {
     pub peers: BTreeMap<String, BgpPeer>,
     /// The `default` BGPConfiguration, if there is one.
     pub bgp: Option<BgpConfigurationSpec>,
+    pub filters: BTreeMap<String, BgpFilter>,
+    pub pools: BTreeMap<String, IpPool>,
 }
 
 /// Settings of the daemon itself, not of the cluster.
@@ -170,6 +174,13 @@ struct Want {
     source_address: Option<IpAddr>,
     restart_time: Option<u16>,
     description: String,
+    /// Mesh, reflector and node-to-node peerings are the cluster's; a `peerIP` that is no
+    /// node's address is external.
+    role: Role,
+    /// The BGPPeer's `filters` that exist, in order.
+    filters: Vec<Spanned<String>>,
+    local_asn: Option<u32>,
+    allow_own_as: Option<u8>,
 }
 
 /// The session pairs between nodes that BGPPeers with `peerSelector` create, as (a, b) names.
@@ -200,6 +211,8 @@ struct Me<'a> {
     /// The port every node listens on (the BGPConfiguration's `listenPort`).
     listen_port: u16,
     secrets_dir: &'a std::path::Path,
+    /// The BGPFilters bgpd applies, by name.
+    filters: BTreeSet<String>,
 }
 
 impl Me<'_> {
@@ -264,6 +277,12 @@ pub fn plan(model: &Model, local: &Local) -> Result<Plan, PeeringError> {
         cluster: cluster_id(node),
         listen_port: bgp.listen_port(),
         secrets_dir: &local.secrets_dir,
+        filters: BTreeSet::new(),
+    };
+    let filters = policy::filters(model, &mut notes);
+    let me = Me {
+        filters: filters.iter().map(|f| f.name.get_ref().clone()).collect(),
+        ..me
     };
 
     let mut wants: Vec<Want> = Vec::new();
@@ -305,9 +324,9 @@ pub fn plan(model: &Model, local: &Local) -> Result<Plan, PeeringError> {
             graceful_restart: true,
             restart_time: Spanned::new(0..0, 120),
             neighbors,
-            pools: Vec::new(),
-            advertise: Vec::new(),
-            filters: Vec::new(),
+            pools: policy::pools(model, &mut notes),
+            advertise: policy::advertise(&bgp),
+            filters,
             await_originator: true,
         },
         notes,
@@ -395,6 +414,10 @@ fn mesh(
                 source_address: me.address_for(addr),
                 restart_time,
                 description: format!("mesh: {}", other.name()),
+                role: Role::Cluster,
+                filters: Vec::new(),
+                local_asn: None,
+                allow_own_as: None,
             });
         }
     }
@@ -433,6 +456,10 @@ fn node_session(
         source_address: None,
         restart_time: None,
         description: format!("{}: {}", p.name(), other.name()),
+        role: Role::Cluster,
+        filters: Vec::new(),
+        local_asn: None,
+        allow_own_as: None,
     };
     apply_peer_options(&mut w, p, me, notes);
     w
@@ -512,6 +539,14 @@ fn ip_sessions(model: &Model, me: &Me, notes: &mut BTreeSet<String>, wants: &mut
             source_address: None,
             restart_time: None,
             description: pname.clone(),
+            role: if calico_node.is_some() {
+                Role::Cluster
+            } else {
+                Role::External
+            },
+            filters: Vec::new(),
+            local_asn: None,
+            allow_own_as: None,
         };
         apply_peer_options(&mut w, p, me, notes);
         wants.push(w);
@@ -559,8 +594,13 @@ fn apply_peer_options(w: &mut Want, p: &BgpPeer, me: &Me, notes: &mut BTreeSet<S
     if let Some(pw) = &p.spec.password {
         w.password = resolve_password(me, pw, &format!("BGPPeer {} password", p.name()), notes);
     }
+    // The AS this session presents: `localASNumber`, else the node's.
+    w.local_asn = p.spec.local_as_number.map(|a| a.0).filter(|a| *a != 0);
+    let local_as = w.local_asn.unwrap_or(me.asn);
     // `next hop keep` only towards eBGP peers, as the template writes it.
-    w.next_hop_keep = p.spec.keep_original_next_hop && w.asn != me.asn;
+    w.next_hop_keep = p.spec.keep_original_next_hop && w.asn != local_as;
+    // A reflector's clients are iBGP as this session presents itself.
+    w.rr_client &= w.asn == local_as;
     w.ttl_security = p.spec.ttl_security.filter(|t| *t > 0);
     // sourceAddress defaults to UseNodeIP.
     w.source_address = match p.spec.source_address {
@@ -570,6 +610,12 @@ fn apply_peer_options(w: &mut Want, p: &BgpPeer, me: &Me, notes: &mut BTreeSet<S
     if let Some(t) = &p.spec.max_restart_time {
         w.restart_time = restart_secs(t);
     }
+    w.filters = policy::peer_filters(p.name(), &p.spec.filters, &me.filters, notes);
+    w.allow_own_as = p
+        .spec
+        .num_allowed_local_as_numbers
+        .filter(|n| *n > 0)
+        .map(|n| u8::try_from(n).unwrap_or(u8::MAX));
 }
 
 fn neighbor(w: Want, local: &Local) -> Neighbor {
@@ -595,9 +641,9 @@ fn neighbor(w: Want, local: &Local) -> Neighbor {
         max_prefixes: None,
         max_prefix_action: None,
         max_prefix_restart: None,
-        filters: Vec::new(),
-        role: None,
-        local_asn: None,
-        allow_own_as: None,
+        filters: w.filters,
+        role: Some(w.role),
+        local_asn: w.local_asn.map(|a| Spanned::new(0..0, a)),
+        allow_own_as: w.allow_own_as.map(|n| Spanned::new(0..0, n)),
     }
 }
