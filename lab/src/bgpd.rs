@@ -311,6 +311,8 @@ pub struct ClusterArgs {
     pub ip: Option<String>,
     /// `--ip-autodetection-method` (`first-found`, `can-reach=DEST`, `interface=REGEX`, ...).
     pub ip_autodetection_method: Option<String>,
+    /// `--ip6`: `ADDR/LEN`; none by default.
+    pub ip6: Option<String>,
     /// `--as`: this node's AS, written to its Node.
     pub asn: Option<u32>,
     /// `--http-port` (0 = off, the default here).
@@ -327,6 +329,7 @@ impl ClusterArgs {
             etcd: etcd.to_string(),
             ip: Some(ip.to_string()),
             ip_autodetection_method: None,
+            ip6: None,
             asn: None,
             http_port: 0,
             secrets_dir: None,
@@ -336,6 +339,12 @@ impl ClusterArgs {
     /// Sets `--secrets-dir`.
     pub fn secrets_dir(mut self, dir: &Path) -> Self {
         self.secrets_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Sets `--ip6`, this node's IPv6 BGP address.
+    pub fn ip6(mut self, ip: IpNet) -> Self {
+        self.ip6 = Some(ip.to_string());
         self
     }
 
@@ -364,6 +373,9 @@ impl ClusterArgs {
         }
         if let Some(m) = &self.ip_autodetection_method {
             a.extend(["--ip-autodetection-method".to_string(), m.clone()]);
+        }
+        if let Some(ip6) = &self.ip6 {
+            a.extend(["--ip6".to_string(), ip6.clone()]);
         }
         if let Some(asn) = self.asn {
             a.extend(["--as".to_string(), asn.to_string()]);

@@ -14,6 +14,7 @@ pub mod etcd;
 pub mod felix;
 pub mod lab;
 pub mod labctl;
+pub mod live;
 pub mod netns;
 pub mod process;
 

@@ -271,8 +271,30 @@ fn never_mode_mesh_lab_converges_reports_and_down_leaves_nothing() {
         );
         let routes = command_output(&s, node, "route show proto 81");
         assert!(routes.contains("blackhole 10.100."), "{node}: {routes}");
-        assert_eq!(routes.matches(" via 10.99.").count(), 2, "{node}: {routes}");
+        // The two other nodes' blocks, and the ToR's prefix.
+        assert_eq!(routes.matches(" via 10.99.").count(), 3, "{node}: {routes}");
+        assert!(
+            routes.contains("198.51.100.0/24 via 10.99."),
+            "{node}: {routes}"
+        );
     }
+    // The policy: the ToR holds the pool's blocks with the community, its own prefix only as
+    // its static route (no node sent it back), and node1 holds that prefix on one path only.
+    let pool = command_output(&s, "policy", "show route where net");
+    assert_eq!(
+        pool.matches("BGP.community: (64512,100)").count(),
+        pool.matches("BGP.as_path:").count(),
+        "every pool route the ToR holds carries the community:\n{pool}"
+    );
+    assert!(pool.matches("BGP.as_path:").count() >= 3, "{pool}");
+    let back = command_output(&s, "policy", "show route 198.51.100.0/24");
+    assert!(back.contains("static4"), "{back}");
+    assert!(
+        !back.contains("BGP.as_path"),
+        "a node sent the ToR's prefix back: {back}"
+    );
+    let held = command_output(&s, "policy", "node routes --all");
+    assert_eq!(held.matches("198.51.100.0/24").count(), 1, "{held}");
     let tor = tor_protocols(&s);
     assert_eq!(
         tor.iter().filter(|p| p.is_established()).count(),

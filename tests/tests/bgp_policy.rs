@@ -10,6 +10,7 @@ use ipnet::IpNet;
 use margay_lab::{
     Addrs, Bgpd, BgpdConfig, BgpdNeighbor, Bird, BirdConfig, BirdNeighbor, Lab, LabSwitch, Netns,
     Result, block4, block6, holds_for,
+    live::{Sessions, external_router, never_learned, seen_within},
 };
 
 /// Time for sessions to come up and first routes to arrive.
@@ -57,20 +58,8 @@ impl Rig {
         let k2 = (IpNet::V4(block4()), IpNet::V6(block6()));
         let pool = (IpNet::V4(block4()), IpNet::V6(block6()));
         let hidden = IpNet::V4(block4());
-        let bird = |ns, name: &str, me: &Addrs, asn, k: (IpNet, IpNet)| {
-            Bird::start(
-                &lab,
-                ns,
-                name,
-                BirdConfig::new(me.ip4())
-                    .originate(k.0)
-                    .originate(k.1)
-                    .neighbor(BirdNeighbor::new("m", v4(&am), asn, CLUSTER_AS))
-                    .neighbor(BirdNeighbor::new("m6", v6(&am), asn, CLUSTER_AS)),
-            )
-        };
-        let t1 = bird(&n1, "t1", &a1, T1_AS, k1)?;
-        let t2 = bird(&n2, "t2", &a2, T2_AS, k2)?;
+        let t1 = external_router(&lab, &n1, "t1", &a1, &am, T1_AS, CLUSTER_AS, &[k1.0, k1.1])?;
+        let t2 = external_router(&lab, &n2, "t2", &a2, &am, T2_AS, CLUSTER_AS, &[k2.0, k2.1])?;
         let mut rig = Rig {
             m: Bgpd::start(&lab, &nm, "m", BgpdConfig::new(am.ip4(), CLUSTER_AS))?,
             lab,
@@ -123,34 +112,6 @@ impl Rig {
             .policy(&policy)
     }
 
-    /// The sessions' `since` on both BIRDs (both families), to compare after a change.
-    fn sessions(&self) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        for t in [&self.t1, &self.t2] {
-            for p in ["m", "m6"] {
-                out.push(t.protocol(p)?.expect("protocol").since);
-            }
-        }
-        Ok(out)
-    }
-
-    fn assert_no_reset(&self, before: &[String]) -> Result<()> {
-        let mut i = 0;
-        for t in [&self.t1, &self.t2] {
-            for p in ["m", "m6"] {
-                let now = t.protocol(p)?.expect("protocol");
-                assert!(
-                    now.is_established() && now.same_session_since(&before[i]),
-                    "{} {p} was reset: since {}, now {now:?}",
-                    t.name(),
-                    before[i]
-                );
-                i += 1;
-            }
-        }
-        Ok(())
-    }
-
     /// Reloads margay with `config` and waits until `seen` holds on BIRD's side; fails if
     /// that takes [`LIVE`] or longer, and if any session was reset. Returns the time it took.
     fn live_change(
@@ -159,23 +120,16 @@ impl Rig {
         what: &str,
         mut seen: impl FnMut(&Rig) -> Result<bool>,
     ) -> Result<Duration> {
-        let before = self.sessions()?;
+        let before = Sessions::record(&[
+            (&self.t1, "m"),
+            (&self.t1, "m6"),
+            (&self.t2, "m"),
+            (&self.t2, "m6"),
+        ])?;
         let start = Instant::now();
         self.m.reload(&self.lab, config)?;
-        loop {
-            if seen(self)? {
-                break;
-            }
-            assert!(
-                start.elapsed() < LIVE,
-                "{what}: not seen within {LIVE:?}\n{}",
-                self.m.process().log_tail(40)
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let took = start.elapsed();
-        eprintln!("{what}: {took:?}");
-        self.assert_no_reset(&before)?;
+        let took = seen_within(what, start, LIVE, &self.m, || seen(self))?;
+        before.assert_not_reset()?;
         Ok(took)
     }
 }
@@ -191,23 +145,15 @@ fn has(t: &Bird, prefix: IpNet) -> Result<bool> {
 fn no_transit_between_external_peers_until_a_remote_peers_filter_accepts() -> Result<()> {
     let mut rig = Rig::start("no_transit_between_external_peers_until_a_remote_peers_filter")?;
     let (k1, k2) = (rig.k1, rig.k2);
-    holds_for(
+    never_learned(
         "no transit between t1 and t2",
         Duration::from_secs(3),
-        &[],
-        || {
-            for (t, k) in [
-                (&rig.t1, k2.0),
-                (&rig.t1, k2.1),
-                (&rig.t2, k1.0),
-                (&rig.t2, k1.1),
-            ] {
-                if has(t, k).map_err(|e| e.to_string())? {
-                    return Err(format!("{} learned {k}", t.name()));
-                }
-            }
-            Ok(())
-        },
+        &[
+            (&rig.t1, k2.0),
+            (&rig.t1, k2.1),
+            (&rig.t2, k1.0),
+            (&rig.t2, k1.1),
+        ],
     )?;
     assert!(
         !has(&rig.t1, rig.hidden)?,

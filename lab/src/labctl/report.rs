@@ -1,8 +1,8 @@
 //! The lab's report, as an operator would gather it by hand: for every node `margayctl node
 //! status` run inside its namespace and the kernel routes felix programmed there (`ip route
 //! show proto 81`), then the ToR's `birdc show protocols` and `birdc show route`, then the
-//! pods. Each block starts with the command line that produced it. The ping matrix is
-//! [`super::ping`]'s.
+//! BGP policy at work, then the pods. Each block starts with the command line that produced
+//! it. The ping matrix is [`super::ping`]'s.
 
 use std::ffi::OsStr;
 use std::fmt::Write;
@@ -11,6 +11,7 @@ use std::process::Command;
 
 use super::pods::POD_NAMESPACE;
 use super::state::{LabState, NodeState};
+use super::topology::{POOL_CIDR, POOL_COMMUNITY, TOR_FILTER, TOR_PREFIX};
 use crate::Result;
 use crate::bgpd::margay_binary;
 
@@ -102,6 +103,29 @@ fn node_header(node: &NodeState) -> String {
     )
 }
 
+/// The policy the lab applies, seen from both sides: the ToR holds the pool's routes with the
+/// prefixAdvertisement's community; a node holds the ToR's prefix (the only one the BGPFilter
+/// imports) on one path, from the ToR, because no node passes an external route on; and the
+/// ToR's own prefix comes back from no node.
+fn policy_section(out: &mut String, state: &LabState, tools: &Tools) {
+    let _ = writeln!(
+        out,
+        "\n==== policy: BGPFilter '{TOR_FILTER}' on the ToR's BGPPeers (import {TOR_PREFIX} only, \
+         export {POOL_CIDR}); community {POOL_COMMUNITY} on {POOL_CIDR}; routes from the ToR go \
+         back out to no one ===="
+    );
+    let pool = format!("[ {POOL_CIDR}+ ]");
+    birdc(
+        out,
+        state,
+        &["show", "route", "where", "net", "~", &pool, "all"],
+    );
+    birdc(out, state, &["show", "route", TOR_PREFIX, "all"]);
+    if let Some(node) = state.nodes.first() {
+        margayctl(out, tools, node, &["node", "routes", "--all"]);
+    }
+}
+
 /// The pods, one line each.
 fn pods_table(out: &mut String, state: &LabState) {
     let _ = writeln!(
@@ -141,6 +165,7 @@ pub fn render(state: &LabState, tools: &Tools) -> String {
     );
     birdc(&mut out, state, &["show", "protocols"]);
     birdc(&mut out, state, &["show", "route"]);
+    policy_section(&mut out, state, tools);
     pods_table(&mut out, state);
     out
 }

@@ -36,6 +36,14 @@ pub const JOIN_RANGE_PREFIX: &str = "joiners_";
 pub const JOINED_PREFIX: &str = "joined_";
 /// The label that names a node's rack (its switch), for the ToR's BGPPeers.
 pub const RACK_LABEL: &str = "margay-lab/rack";
+/// What the ToR announces to the nodes (TEST-NET-2), as a fabric announces its own routes:
+/// the nodes learn it and, by Calico's export policy, pass it on to no one.
+pub const TOR_PREFIX: &str = "198.51.100.0/24";
+/// The BGPFilter on the ToR's BGPPeers: import only [`TOR_PREFIX`], export the pool.
+pub const TOR_FILTER: &str = "tor";
+/// The community every route inside the pool carries (BGPConfiguration
+/// `prefixAdvertisements`).
+pub const POOL_COMMUNITY: &str = "64512:100";
 
 /// How the nodes peer with each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,8 +280,8 @@ impl Plan {
         v
     }
 
-    /// The cluster model, as `margayctl apply` takes it: the IPPool, BGPConfiguration and the
-    /// ToR's BGPPeer(s), and in route-reflector mode the BGPPeer that makes every node peer
+    /// The cluster model, as `margayctl apply` takes it: the IPPool, BGPConfiguration (with the
+    /// pool's community), the ToR's BGPFilter and BGPPeer(s), and in route-reflector mode the BGPPeer that makes every node peer
     /// with the reflectors. Applied before any daemon starts.
     pub fn model_yaml(&self) -> String {
         let (ipip, vxlan) = self.spec.pool_mode.encapsulation();
@@ -286,14 +294,22 @@ impl Plan {
             format!(
                 "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: \
                  default\nspec:\n  asNumber: {NODE_AS}\n  nodeToNodeMeshEnabled: {}\n  \
-                 logSeverityScreen: Info\n",
+                 logSeverityScreen: Info\n  communities:\n  - name: pods\n    value: \
+                 '{POOL_COMMUNITY}'\n  prefixAdvertisements:\n  - cidr: {POOL_CIDR}\n    \
+                 communities: [pods]\n",
                 self.spec.mode == Mode::Mesh
+            ),
+            format!(
+                "apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata:\n  name: \
+                 {TOR_FILTER}\nspec:\n  importV4:\n  - action: Accept\n    matchOperator: Equal\n    \
+                 cidr: {TOR_PREFIX}\n  - action: Reject\n  exportV4:\n  - action: Accept\n    \
+                 matchOperator: In\n    cidr: {POOL_CIDR}\n"
             ),
         ];
         if self.racks.len() == 1 {
             docs.push(format!(
                 "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  \
-                 peerIP: {}\n  asNumber: {TOR_AS}\n",
+                 peerIP: {}\n  asNumber: {TOR_AS}\n  filters: [{TOR_FILTER}]\n",
                 self.tor.addrs[0].ip4()
             ));
         } else {
@@ -302,7 +318,7 @@ impl Plan {
                 docs.push(format!(
                     "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: \
                      tor-rack-{r}\nspec:\n  nodeSelector: {RACK_LABEL} == '{r}'\n  peerIP: {}\n  \
-                     asNumber: {TOR_AS}\n",
+                     asNumber: {TOR_AS}\n  filters: [{TOR_FILTER}]\n",
                     addrs.ip4()
                 ));
             }
@@ -334,7 +350,7 @@ impl Plan {
         )
     }
 
-    /// The ToR's BIRD configuration: one eBGP session per node, learning only, with the
+    /// The ToR's BIRD configuration: one eBGP session per node, announcing only [`TOR_PREFIX`], with the
     /// learned routes in its kernel so it forwards to the pods (and between racks). Graceful
     /// restart is on, as in calico-node's BIRD: the ToR keeps a restarting node's routes, and
     /// a ToR restarted with `bird -R` keeps forwarding on the kernel routes it left behind.
@@ -342,13 +358,15 @@ impl Plan {
     /// fabric takes the nodes an autoscaler adds: a node that joins later (`margay-lab node
     /// add`) gets a session `joined_<rack>N` without any change to the ToR.
     pub fn tor_config(&self) -> BirdConfig {
+        let tor_prefix = TOR_PREFIX.parse().expect("TOR_PREFIX is a CIDR");
         let mut c = BirdConfig::new(self.tor.addrs[0].ip4())
             .program_kernel()
-            .kernel_graceful_restart();
+            .kernel_graceful_restart()
+            .originate(tor_prefix);
         for node in &self.nodes {
             c = c.neighbor(
                 BirdNeighbor::new(&node.name, IpAddr::V4(node.addrs.ip4()), TOR_AS, NODE_AS)
-                    .export(ExportPolicy::None)
+                    .export(ExportPolicy::Static)
                     .graceful_restart(None),
             );
         }
@@ -362,7 +380,7 @@ impl Plan {
                     TOR_AS,
                     NODE_AS,
                 )
-                .export(ExportPolicy::None)
+                .export(ExportPolicy::Static)
                 .graceful_restart(None),
             );
         }
