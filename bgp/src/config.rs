@@ -145,6 +145,10 @@ pub struct Neighbor {
     /// Proposed hold time in seconds: 0 (no keepalives) or at least 3.
     #[serde(default = "default_hold_time")]
     pub hold_time: Spanned<u16>,
+    /// Seconds between KEEPALIVEs (Calico's BGPPeer `keepaliveTime`); a third of the
+    /// negotiated hold time by default.
+    #[serde(default)]
+    pub keepalive_time: Option<Spanned<u16>>,
     /// Seconds between connection attempts.
     #[serde(default = "default_connect_retry")]
     pub connect_retry: Spanned<u16>,
@@ -409,6 +413,15 @@ impl Config {
                     n.hold_time.span(),
                     &field("hold-time"),
                     format!("{hold} is not allowed: use 0 or at least 3 seconds (RFC 4271 §4.2)"),
+                ));
+            }
+            if let Some(k) = &n.keepalive_time
+                && *k.get_ref() == 0
+            {
+                return Err(at(
+                    k.span(),
+                    &field("keepalive-time"),
+                    "must be at least 1 second (leave it out for a third of the hold time)".into(),
                 ));
             }
             if *n.connect_retry.get_ref() == 0 {

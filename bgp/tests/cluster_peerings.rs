@@ -382,7 +382,7 @@ fn ipv6_addresses_give_a_second_mesh_session() {
 fn roles_filters_and_policy_tables_follow_the_model() {
     let m = with(
         "apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata:\n  name: transit\nspec:\n  exportV4:\n  - action: Accept\n    source: RemotePeers\n---\n\
-         apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 192.0.2.1\n  asNumber: 64512\n  filters: [transit, missing]\n  localASNumber: 65010\n  numAllowedLocalASNumbers: 2\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 192.0.2.1\n  asNumber: 64512\n  filters: [transit, missing]\n  localASNumber: 65010\n  numAllowedLocalASNumbers: 2\n  keepaliveTime: 20s\n---\n\
          apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: to-n3\nspec:\n  node: n1\n  peerIP: 10.0.0.3\n  asNumber: 64512\n---\n\
          apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p\nspec:\n  cidr: 10.244.0.0/16\n  disableBGPExport: true\n---\n\
          apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  communities:\n  - name: c\n    value: '65000:7'\n  prefixAdvertisements:\n  - cidr: 10.244.0.0/16\n    communities: [c]\n",
@@ -399,6 +399,7 @@ fn roles_filters_and_policy_tables_follow_the_model() {
     assert_eq!(names, ["transit"]);
     assert_eq!(tor.local_asn.as_ref().map(|a| *a.get_ref()), Some(65010));
     assert_eq!(tor.allow_own_as.as_ref().map(|a| *a.get_ref()), Some(2));
+    assert_eq!(tor.keepalive_time.as_ref().map(|k| *k.get_ref()), Some(20));
     assert!(
         p.notes
             .iter()

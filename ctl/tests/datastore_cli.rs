@@ -354,7 +354,7 @@ spec:
 apiVersion: projectcalico.org/v3
 kind: BGPPeer
 metadata: {name: tor}
-spec: {peerIP: 192.0.2.1, asNumber: 65001, keepaliveTime: 20s}
+spec: {peerIP: 192.0.2.1, asNumber: 65001, keepaliveTime: 20s, nextHopMode: Keep}
 "#;
     let o = ctl(&etcd, &["apply", "-f", "-"], Some(text));
     assert!(o.ok, "{}", o.stderr);
@@ -369,7 +369,7 @@ spec: {peerIP: 192.0.2.1, asNumber: 65001, keepaliveTime: 20s}
     ));
     assert!(
         warnings[2].starts_with(
-            "warning: BGPPeer 'tor': spec.keepaliveTime is accepted but not acted on: "
+            "warning: BGPPeer 'tor': spec.nextHopMode is accepted but not acted on: "
         )
     );
     // The fields are stored as written.

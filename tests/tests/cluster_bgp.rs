@@ -270,6 +270,24 @@ fn start_tor_with(c: &Cluster, ns: &Netns, me: &Addrs, password: Option<&str>) -
     Bird::start(&c.lab, ns, "tor", conf)
 }
 
+/// A one-node cluster (node1 not started yet) and a ToR BIRD with one session to node1,
+/// learning only, shaped further by `neighbor`. Bound in this order, they drop the ToR first.
+fn node_and_tor(
+    test: &str,
+    neighbor: impl FnOnce(BirdNeighbor) -> BirdNeighbor,
+) -> Result<(Cluster, Netns, IpAddr, Bird)> {
+    let c = Cluster::new(test, 1)?;
+    let (tor_ns, tor_addrs) = tor_host(&c)?;
+    let n = BirdNeighbor::new("node1", c.ip(1), TOR_AS, CLUSTER_AS).export(ExportPolicy::None);
+    let tor = Bird::start(
+        &c.lab,
+        &tor_ns,
+        "tor",
+        BirdConfig::new(tor_addrs.ip4()).neighbor(neighbor(n)),
+    )?;
+    Ok((c, tor_ns, IpAddr::V4(tor_addrs.ip4()), tor))
+}
+
 /// A ToR namespace on the cluster's switch, with its address.
 fn tor_host(c: &Cluster) -> Result<(Netns, Addrs)> {
     let ns = c.lab.netns("tor")?;
@@ -908,21 +926,9 @@ fn node_mesh_password_from_a_secret_protects_the_mesh() -> Result<()> {
 /// (RFC 4724's Restart Time), as BIRD sees it; other sessions keep bgpd's default.
 #[test]
 fn max_restart_time_is_the_restart_time_announced_to_the_peer() -> Result<()> {
-    let mut c = Cluster::new(
+    let (mut c, _tor_ns, tor_ip, tor) = node_and_tor(
         "max_restart_time_is_the_restart_time_announced_to_the_peer",
-        1,
-    )?;
-    let (tor_ns, tor_addrs) = tor_host(&c)?;
-    let tor_ip = IpAddr::V4(tor_addrs.ip4());
-    let tor = Bird::start(
-        &c.lab,
-        &tor_ns,
-        "tor",
-        BirdConfig::new(tor_addrs.ip4()).neighbor(
-            BirdNeighbor::new("node1", c.ip(1), TOR_AS, CLUSTER_AS)
-                .graceful_restart(None)
-                .export(ExportPolicy::None),
-        ),
+        |n| n.graceful_restart(None),
     )?;
     c.etcd.apply(&format!(
         "{}  maxRestartTime: 2m30s\n",
@@ -940,5 +946,60 @@ fn max_restart_time_is_the_restart_time_announced_to_the_peer() -> Result<()> {
         .find_map(|l| l.trim().strip_prefix("Restart time:"))
         .map(str::trim);
     assert_eq!(restart, Some("150"), "BIRD's view of node1:\n{all}");
+    Ok(())
+}
+
+/// The lowest remaining time of BIRD's hold timer for `proto` over `period` (sampled every
+/// 100 ms): how long BIRD waits at most between two messages from its peer, less the hold time.
+fn lowest_hold_timer(tor: &Bird, proto: &str, period: Duration) -> Result<f64> {
+    let end = Instant::now() + period;
+    let mut lowest = f64::MAX;
+    while Instant::now() < end {
+        let all = tor.birdc(&["show", "protocols", "all", proto])?;
+        let left = all
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Hold timer:"))
+            .and_then(|t| t.trim().split('/').next()?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no hold timer:\n{all}"));
+        lowest = lowest.min(left);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(lowest)
+}
+
+/// BGPPeer `keepaliveTime` is how often the node sends KEEPALIVEs (BIRD's `keepalive time`).
+/// BIRD proposes a 30 s hold time and restarts its hold timer at 22.5 to 30 s on each message
+/// (RFC 4271 §10's jitter): with the default keepalive (10 s) the timer runs down to 20 s or
+/// less between messages; with `keepaliveTime: 1s` it never falls below 21.5 s.
+#[test]
+fn keepalive_time_is_how_often_the_peer_hears_from_the_node() -> Result<()> {
+    let (mut c, _tor_ns, tor_ip, tor) = node_and_tor(
+        "keepalive_time_is_how_often_the_peer_hears_from_the_node",
+        |mut n| {
+            n.hold_time = 30;
+            n
+        },
+    )?;
+    c.etcd.apply(&tor_peer_yaml(tor_ip))?;
+    c.start(1)?;
+    tor.wait_established("node1", UP)?;
+    let default = lowest_hold_timer(&tor, "node1", Duration::from_secs(11))?;
+    assert!(default < 21.0, "default keepalive (10 s): lowest {default}");
+
+    c.etcd
+        .apply(&format!("{}  keepaliveTime: 1s\n", tor_peer_yaml(tor_ip)))?;
+    // The session restarts with the new timer; wait until it is up again and settled.
+    let since = tor.protocol("node1")?.expect("protocol").since;
+    wait_for(
+        "node1's session restarted",
+        UP,
+        &[&tor, c.bgpd(1)],
+        || match tor.protocol("node1").map_err(|e| e.to_string())? {
+            Some(p) if p.is_established() && !p.same_session_since(&since) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )?;
+    let fast = lowest_hold_timer(&tor, "node1", Duration::from_secs(5))?;
+    assert!(fast >= 21.0, "keepaliveTime 1s: lowest {fast}");
     Ok(())
 }

@@ -181,6 +181,8 @@ struct Want {
     filters: Vec<Spanned<String>>,
     local_asn: Option<u32>,
     allow_own_as: Option<u8>,
+    /// BGPPeer `keepaliveTime`, in seconds.
+    keepalive: Option<u16>,
 }
 
 /// The session pairs between nodes that BGPPeers with `peerSelector` create, as (a, b) names.
@@ -418,6 +420,7 @@ fn mesh(
                 filters: Vec::new(),
                 local_asn: None,
                 allow_own_as: None,
+                keepalive: None,
             });
         }
     }
@@ -460,6 +463,7 @@ fn node_session(
         filters: Vec::new(),
         local_asn: None,
         allow_own_as: None,
+        keepalive: None,
     };
     apply_peer_options(&mut w, p, me, notes);
     w
@@ -547,6 +551,7 @@ fn ip_sessions(model: &Model, me: &Me, notes: &mut BTreeSet<String>, wants: &mut
             filters: Vec::new(),
             local_asn: None,
             allow_own_as: None,
+            keepalive: None,
         };
         apply_peer_options(&mut w, p, me, notes);
         wants.push(w);
@@ -610,6 +615,12 @@ fn apply_peer_options(w: &mut Want, p: &BgpPeer, me: &Me, notes: &mut BTreeSet<S
     if let Some(t) = &p.spec.max_restart_time {
         w.restart_time = restart_secs(t);
     }
+    w.keepalive = p
+        .spec
+        .keepalive_time
+        .as_deref()
+        .and_then(parse_duration)
+        .map(|s| s.round().clamp(1.0, f64::from(u16::MAX)) as u16);
     w.filters = policy::peer_filters(p.name(), &p.spec.filters, &me.filters, notes);
     w.allow_own_as = p
         .spec
@@ -628,6 +639,7 @@ fn neighbor(w: Want, local: &Local) -> Neighbor {
         route_reflector_client: w.rr_client,
         next_hop: w.next_hop_keep.then_some(NextHop::Keep),
         hold_time: Spanned::new(0..0, local.hold_time),
+        keepalive_time: w.keepalive.map(|k| Spanned::new(0..0, k)),
         connect_retry: Spanned::new(0..0, local.connect_retry),
         multihop: None,
         ttl_security: w.ttl_security.map(|t| Spanned::new(0..0, t)),

@@ -15,6 +15,8 @@ pub struct FsmConfig {
     pub router_id: Ipv4Addr,
     /// Hold Time we propose, in seconds (0 or >= 3).
     pub hold_time: u16,
+    /// Seconds between KEEPALIVEs; a third of the negotiated hold time when `None`.
+    pub keepalive_time: Option<u16>,
     /// ConnectRetryTimer (RFC 4271 §10 suggests 120 s).
     pub connect_retry: Duration,
     /// Never initiate a connection; wait for the peer to connect.
@@ -46,6 +48,7 @@ impl FsmConfig {
             remote_as,
             router_id,
             hold_time: 90,
+            keepalive_time: None,
             connect_retry: Duration::from_secs(120),
             passive: false,
             families: vec![Family::Ipv4Unicast],
@@ -106,12 +109,25 @@ impl FsmConfig {
     }
 }
 
+/// Seconds between KEEPALIVEs for a negotiated `hold_time`: the configured time, else a third
+/// of the hold time (as BIRD's `keepalive time`); a configured time not below the hold time
+/// would let the peer's hold timer expire, so a third is used then too. None at all with a
+/// hold time of 0 (RFC 4271 §4.4).
+pub fn keepalive(hold_time: u16, configured: Option<u16>) -> u16 {
+    match configured {
+        _ if hold_time == 0 => 0,
+        Some(k) if k < hold_time => k,
+        _ => hold_time / 3,
+    }
+}
+
 /// What both OPENs together decide for one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Negotiated {
     /// The smaller of both Hold Times, in seconds (0: no keepalives, no hold timer).
     pub hold_time: u16,
-    /// Hold time / 3, in seconds.
+    /// Seconds between KEEPALIVEs: the configured time, else hold time / 3 (as BIRD); 0 when
+    /// the hold time is 0 (RFC 4271 §4.4: no KEEPALIVEs then).
     pub keepalive: u16,
     /// Families both sides announced.
     pub families: Vec<Family>,
@@ -198,7 +214,7 @@ pub fn negotiate(config: &FsmConfig, open: &Open) -> Result<Negotiated, OpenErro
         .collect();
     Ok(Negotiated {
         hold_time,
-        keepalive: hold_time / 3,
+        keepalive: keepalive(hold_time, config.keepalive_time),
         families,
         four_octet_as,
         extended_message: config.extended_message

@@ -691,3 +691,26 @@ fn restart_state_bit_is_set_only_inside_the_restart_window() {
     c.restarting_until = None;
     assert_eq!(r_bit(c.open_at(clock.now())), Some(false));
 }
+
+#[test]
+fn a_configured_keepalive_time_sets_the_keepalive_timer() {
+    let clock = Clock::new();
+    let mut c = config();
+    c.keepalive_time = Some(10);
+    let mut fsm = Fsm::new(c);
+    fsm.handle(Event::ManualStart, clock.now());
+    fsm.handle(Event::TcpCrAcked, clock.now());
+    fsm.handle(Event::BgpOpen(peer_open(65001, 90, PEER_ID)), clock.now());
+    fsm.handle(Event::KeepAliveMsg, clock.now());
+    assert_eq!(fsm.state(), State::Established);
+    assert_eq!(
+        fsm.keepalive_deadline(),
+        Some(clock.now() + Duration::from_secs(10))
+    );
+    // As BIRD: the configured time, else a third of the hold time; never one that lets the
+    // peer's hold timer expire; none with a hold time of 0.
+    assert_eq!(negotiate::keepalive(90, Some(10)), 10);
+    assert_eq!(negotiate::keepalive(90, None), 30);
+    assert_eq!(negotiate::keepalive(9, Some(10)), 3);
+    assert_eq!(negotiate::keepalive(0, Some(10)), 0);
+}

@@ -17,6 +17,8 @@ pub struct PeerConfig {
     pub router_id: Ipv4Addr,
     /// Hold Time we propose (90).
     pub hold_time: u16,
+    /// Seconds between KEEPALIVEs; a third of the negotiated hold time when `None`.
+    pub keepalive_time: Option<u16>,
     pub connect_retry: Duration,
     /// Only accept connections from the peer, never connect.
     pub passive: bool,
@@ -50,6 +52,7 @@ impl PeerConfig {
             remote_as,
             router_id,
             hold_time: 90,
+            keepalive_time: None,
             connect_retry: Duration::from_secs(120),
             passive: false,
             password: None,
@@ -68,6 +71,7 @@ impl PeerConfig {
     pub fn fsm_config(&self) -> FsmConfig {
         let mut c = FsmConfig::new(self.local_as, self.remote_as, self.router_id);
         c.hold_time = self.hold_time;
+        c.keepalive_time = self.keepalive_time;
         c.connect_retry = self.connect_retry;
         c.passive = self.passive;
         c.families = self.families.clone();

@@ -243,6 +243,7 @@ impl Task {
             asn = neg.peer_asn,
             router_id = %neg.peer_router_id,
             hold_time = neg.hold_time,
+            keepalive = neg.keepalive,
             "session established"
         );
         let event = SessionEvent::Established {

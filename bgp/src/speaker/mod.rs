@@ -220,6 +220,7 @@ impl Speaker {
             remote_as: n.asn,
             router_id: self.config.router_id(),
             hold_time: *n.hold_time.get_ref(),
+            keepalive_time: n.keepalive_time.as_ref().map(|k| *k.get_ref()),
             connect_retry: Duration::from_secs(u64::from(*n.connect_retry.get_ref())),
             passive: n.passive,
             password: n.password.clone(),

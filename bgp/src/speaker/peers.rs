@@ -94,6 +94,7 @@ impl PeerSlot {
             let mut n = n.clone();
             n.address = bare(&n.address);
             n.hold_time = bare(&n.hold_time);
+            n.keepalive_time = n.keepalive_time.as_ref().map(bare);
             n.connect_retry = bare(&n.connect_retry);
             n.multihop = n.multihop.as_ref().map(bare);
             n.restart_time = n.restart_time.as_ref().map(bare);

@@ -116,11 +116,7 @@ pub const FIELDS: &[FieldInfo] = &[
     f(PEER, "spec.filters", Acted),
     f(PEER, "spec.reachableBy", Acted),
     f(PEER, "spec.localASNumber", Acted),
-    f(
-        PEER,
-        "spec.keepaliveTime",
-        NotActed("the keepalive interval is fixed at a third of the negotiated hold time"),
-    ),
+    f(PEER, "spec.keepaliveTime", Acted),
     f(
         PEER,
         "spec.nextHopMode",
