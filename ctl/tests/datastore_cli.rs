@@ -368,9 +368,8 @@ spec: {peerIP: 192.0.2.1, asNumber: 65001, keepaliveTime: 20s, nextHopMode: Keep
         "warning: BGPConfiguration 'default': spec.programClusterRoutes is accepted but not acted on: "
     ));
     assert!(
-        warnings[2].starts_with(
-            "warning: BGPPeer 'tor': spec.nextHopMode is accepted but not acted on: "
-        )
+        warnings[2]
+            .starts_with("warning: BGPPeer 'tor': spec.nextHopMode is accepted but not acted on: ")
     );
     // The fields are stored as written.
     let o = ctl(&etcd, &["get", "bgpconfig", "default", "-o", "yaml"], None);
