@@ -43,7 +43,9 @@ impl Rig {
         let raws = raws
             .iter()
             .map(|asn| {
-                let mut n = BgpdNeighbor::new(v4(Ipv4Addr::UNSPECIFIED), *asn);
+                // Role cluster: what a raw peer announces is passed on to BIRD, where each
+                // case reads what survived (an external peer's routes go nowhere by default).
+                let mut n = BgpdNeighbor::new(v4(Ipv4Addr::UNSPECIFIED), *asn).role("cluster");
                 n.hold_time = 90;
                 n
             })
