@@ -578,6 +578,9 @@ fn restarting_felix_or_bgpd_changes_no_route() {
     std::thread::sleep(Duration::from_millis(300));
     c.start_felix(&lab, 0);
     c.wait_ready(0);
+    // The pod's veth, wired as Calico wires it (unmarked), is felix's after the restart.
+    let link = ip_json(&c.nodes[0].ns, &["link", "show", "dev", &p1.cali]);
+    assert_eq!(link[0]["ifalias"], "margay-endpoint", "{link:?}");
     std::thread::sleep(Duration::from_millis(2500));
     let metrics = http_get(&c.nodes[0].ns, 9099, "/metrics").unwrap().1;
     assert!(
