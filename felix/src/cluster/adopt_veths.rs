@@ -4,42 +4,43 @@
 //! DEL removes it, the orphan sweep sees it). Veths no endpoint names stay unmarked and
 //! untouched.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 
 use crate::netlink::{Dataplane, Link, NetlinkError};
 
 use super::ClusterState;
 use super::orphans::ENDPOINT_ALIAS;
 
-/// Pod veths an endpoint of `state` names that lack felix's mark (pure).
+/// Pod veths an endpoint of `state` names that lack felix's mark (pure), in endpoint order.
 pub fn unmarked_endpoint_veths<'a>(links: &'a [Link], state: &ClusterState) -> Vec<&'a Link> {
-    let named: BTreeSet<&str> = state
+    let by_name: HashMap<&str, &Link> = links.iter().map(|l| (l.name.as_str(), l)).collect();
+    let unmarked = |l: &&Link| {
+        l.kind.as_deref() == Some("veth")
+            && l.name.starts_with("cali")
+            && l.alias.as_deref() != Some(ENDPOINT_ALIAS)
+    };
+    state
         .endpoints
         .values()
-        .map(|e| e.interface_name.as_str())
-        .collect();
-    links
-        .iter()
-        .filter(|l| {
-            l.kind.as_deref() == Some("veth")
-                && l.name.starts_with("cali")
-                && l.alias.as_deref() != Some(ENDPOINT_ALIAS)
-                && named.contains(l.name.as_str())
-        })
+        .filter_map(|e| by_name.get(e.interface_name.as_str()).copied())
+        .filter(unmarked)
         .collect()
 }
 
-/// Marks every such veth as felix's; returns their names. Blocking (netlink).
+/// Marks every such veth as felix's; returns their names (a veth gone meanwhile is skipped).
+/// Blocking (netlink).
 pub fn mark_endpoint_veths(state: &ClusterState) -> Result<Vec<String>, NetlinkError> {
     let mut dp = Dataplane::new()?;
     let links = dp.links()?;
-    let mut marked = Vec::new();
-    for l in unmarked_endpoint_veths(&links, state) {
-        match dp.set_alias(l.index, ENDPOINT_ALIAS) {
-            Ok(()) => marked.push(l.name.clone()),
-            Err(e) if e.errno() == Some(libc::ENODEV) => {}
-            Err(e) => return Err(e),
+    let todo = unmarked_endpoint_veths(&links, state);
+    let mut marked = Vec::with_capacity(todo.len());
+    for l in todo {
+        let res = dp.set_alias(l.index, ENDPOINT_ALIAS);
+        if res.as_ref().err().and_then(NetlinkError::errno) == Some(libc::ENODEV) {
+            continue;
         }
+        res?;
+        marked.push(l.name.clone());
     }
     Ok(marked)
 }
