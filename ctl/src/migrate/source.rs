@@ -4,8 +4,9 @@
 use margay_datastore::{EtcdArgs, Store, StoreError};
 use std::path::PathBuf;
 
-/// Keys read per etcd request (a Calico cluster of 50,000 pods is far above gRPC's default
-/// message size when read in one answer).
+/// Keys read per etcd request at first (a Calico cluster of 50,000 pods is far above gRPC's
+/// default message size of 4 MiB when read in one answer). A page whose answer is still too
+/// large (1,000 full /26 blocks are 10 MiB) is asked for again at half the size.
 const PAGE: i64 = 1000;
 
 /// Calico's etcd connection. (Their clap ids differ from [`EtcdArgs`]'s: margay's flags
@@ -83,15 +84,24 @@ pub async fn read_prefix(
     let end = prefix_end(prefix);
     let mut from = prefix.as_bytes().to_vec();
     let mut revision = 0;
+    let mut page = PAGE;
     let mut out = Vec::new();
     loop {
         let mut opts = etcd_client::GetOptions::new()
             .with_range(end.clone())
-            .with_limit(PAGE);
+            .with_limit(page);
         if revision != 0 {
             opts = opts.with_revision(revision);
         }
-        let resp = kv.get(from.clone(), Some(opts)).await?;
+        let resp = match kv.get(from.clone(), Some(opts)).await {
+            Err(etcd_client::Error::GRpcStatus(s))
+                if s.code() == tonic::Code::OutOfRange && page > 1 =>
+            {
+                page /= 2;
+                continue;
+            }
+            r => r?,
+        };
         if revision == 0 {
             revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         }

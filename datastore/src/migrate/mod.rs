@@ -6,6 +6,8 @@
 //! reading and writing around it.
 
 pub mod calico;
+#[cfg(feature = "testing")]
+pub mod fixture;
 pub mod translate;
 
 pub use translate::{Problem, Record, Skipped, Translation, translate};
