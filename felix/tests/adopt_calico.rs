@@ -36,25 +36,9 @@ fn felix_adopts_calicos_routes_in_place_without_losing_a_ping() {
     let other = block4();
     let pod_ip = host(block, 5);
     let cali = format!("cali{}0000001", lab.tag());
-    wire_pod(&node, &pod, &cali, &pod_ip);
-    node.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])
-        .unwrap();
-    node.exec(
-        "sysctl",
-        &["-qw", &format!("net.ipv4.conf.{cali}.proxy_arp=1")],
-    )
-    .unwrap();
+    calico_pod(&node, &pod, &cali, &pod_ip, &block.to_string());
     let pod32 = format!("{pod_ip}/32");
     for args in [
-        vec!["route", "add", &pod32, "dev", &cali, "scope", "link"],
-        vec![
-            "route",
-            "add",
-            "blackhole",
-            &block.to_string(),
-            "proto",
-            "bird",
-        ],
         vec![
             "route",
             "add",
