@@ -102,6 +102,8 @@ pub async fn from_calico(
             );
         }
     };
+    let calico_keys = calico.len();
+    drop(calico);
     let existing: BTreeMap<String, (Vec<u8>, i64)> =
         read_prefix(&target, ROOT, progress_every_thousand("read margay"))
             .await
@@ -129,7 +131,7 @@ pub async fn from_calico(
     };
 
     let mut summary = Summary {
-        calico_keys: calico.len(),
+        calico_keys,
         skipped: translation.skipped.len(),
         ..Summary::default()
     };
@@ -177,10 +179,16 @@ async fn write(store: &Store, steps: &[(Record, Action)]) -> anyhow::Result<usiz
         .iter()
         .filter_map(|(r, a)| match a {
             Action::Same => None,
-            Action::Create => Some(CasWrite::json(&r.key, &r.value, None)),
-            Action::Update { mod_revision } => {
-                Some(CasWrite::json(&r.key, &r.value, Some(*mod_revision)))
-            }
+            Action::Create => Some(CasWrite {
+                key: &r.key,
+                value: r.value.clone(),
+                expected: None,
+            }),
+            Action::Update { mod_revision } => Some(CasWrite {
+                key: &r.key,
+                value: r.value.clone(),
+                expected: Some(*mod_revision),
+            }),
         })
         .collect();
     let mut progress = progress_every_thousand("wrote");

@@ -62,8 +62,9 @@ pub fn plan(
         let action = match existing.get(&r.key) {
             None => Action::Create,
             Some((bytes, rev)) => {
-                let same =
-                    serde_json::from_slice::<serde_json::Value>(bytes).is_ok_and(|v| v == r.value);
+                let same = bytes == &r.value
+                    || serde_json::from_slice::<serde_json::Value>(bytes)
+                        .is_ok_and(|v| v == r.json());
                 match (same, overwrite) {
                     (true, _) => Action::Same,
                     (false, true) => Action::Update { mod_revision: *rev },

@@ -85,7 +85,7 @@ fn a_cluster_becomes_margays_records() {
     let block = record(&t, "IPAMBlock", "10.244.0.0/30");
     assert_eq!(block.key, "/margay/ipam/v1/blocks/10.244.0.0-30");
     assert_eq!(block.source, BLOCK);
-    let b: crate::ipam::Block = serde_json::from_value(block.value.clone()).unwrap();
+    let b: crate::ipam::Block = serde_json::from_slice(&block.value).unwrap();
     assert_eq!(b.affinity.as_deref(), Some("n1"));
     assert_eq!(b.allocations.len(), 2);
     assert_eq!(b.allocations[&0].handle_id, "ipip-tunnel-addr-n1");
@@ -93,12 +93,8 @@ fn a_cluster_becomes_margays_records() {
     assert_eq!(b.allocations[&1].handle_id, "k8s-pod-network.c0ffee");
     assert_eq!(b.allocations[&1].attrs["pod"], "web");
 
-    let h: crate::ipam::Handle = serde_json::from_value(
-        record(&t, "IPAMHandle", "k8s-pod-network.c0ffee")
-            .value
-            .clone(),
-    )
-    .unwrap();
+    let h: crate::ipam::Handle =
+        serde_json::from_slice(&record(&t, "IPAMHandle", "k8s-pod-network.c0ffee").value).unwrap();
     assert_eq!(h.total(), 1);
     assert_eq!(
         record(&t, "BlockAffinity", "n1/10.244.0.0/30").key,
@@ -107,8 +103,8 @@ fn a_cluster_becomes_margays_records() {
 
     let pool = record(&t, "IPPool", "default-ipv4-ippool");
     assert_eq!(pool.key, "/margay/resources/v1/ippools/default-ipv4-ippool");
-    assert!(pool.value["metadata"].get("resourceVersion").is_none());
-    assert_eq!(pool.value["spec"]["blockSize"], 30);
+    assert!(pool.json()["metadata"].get("resourceVersion").is_none());
+    assert_eq!(pool.json()["spec"]["blockSize"], 30);
 
     let wep = record(&t, "WorkloadEndpoint", "default/n1-k8s-web-eth0");
     assert_eq!(
@@ -116,13 +112,13 @@ fn a_cluster_becomes_margays_records() {
         "/margay/resources/v1/workloadendpoints/default/n1-k8s-web-eth0"
     );
     // felix finds the handle `k8s-pod-network.c0ffee` through the network annotation.
-    let w = crate::resources::AnyResource::from_value(wep.value.clone()).unwrap();
+    let w = crate::resources::AnyResource::from_value(wep.json()).unwrap();
     let AnyResourceWep(spec, ann) = wep_parts(&w);
     assert_eq!(
         crate::ipam::endpoint_handle(spec, ann).as_deref(),
         Some("k8s-pod-network.c0ffee")
     );
-    assert_eq!(record(&t, "Node", "n1").value["metadata"]["uid"], "u1");
+    assert_eq!(record(&t, "Node", "n1").json()["metadata"]["uid"], "u1");
 
     assert!(
         t.skipped
@@ -299,10 +295,7 @@ fn plan_tells_create_same_update_and_conflict() {
     let pool = record(&t, "IPPool", "default-ipv4-ippool").clone();
     let block = record(&t, "IPAMBlock", "10.244.0.0/30").clone();
     let mut existing = BTreeMap::new();
-    existing.insert(
-        pool.key.clone(),
-        (serde_json::to_vec(&pool.value).unwrap(), 5),
-    );
+    existing.insert(pool.key.clone(), (pool.value.clone(), 5));
     existing.insert(
         block.key.clone(),
         (b"{\"cidr\":\"10.244.0.0/30\"}".to_vec(), 9),

@@ -23,9 +23,18 @@ pub struct Record {
     pub kind: &'static str,
     /// The resource's (`namespace/`)name, the block's CIDR, the handle's id, `node/cidr`.
     pub name: String,
-    pub value: serde_json::Value,
+    /// The record's JSON, as written (bytes: a decoded `Value` of 100,000 records is several
+    /// times their size).
+    pub value: Vec<u8>,
     /// The Calico key it came from.
     pub source: String,
+}
+
+impl Record {
+    /// The record's JSON, decoded.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.value).unwrap_or_default()
+    }
 }
 
 /// A Calico key that is not migrated, and why.
@@ -367,7 +376,7 @@ pub fn translate(kvs: &[(String, Vec<u8>)]) -> Result<Translation, Vec<Problem>>
             key: Store::any_key(&r),
             kind: r.info().kind,
             name,
-            value,
+            value: json(&value),
             source: key,
         });
     }
@@ -411,8 +420,8 @@ pub fn translate(kvs: &[(String, Vec<u8>)]) -> Result<Translation, Vec<Problem>>
     Ok(out)
 }
 
-fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
-    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
 }
 
 /// A Calico v3 resource as margay's (`None`: a kind margay does not model).
