@@ -315,3 +315,35 @@ fn plan_tells_create_same_update_and_conflict() {
         t.records.len() - 2
     );
 }
+
+#[test]
+fn an_ipv6_block_keeps_its_allocations() {
+    let mut kvs = cluster();
+    let key = "/calico/ipam/v2/assignment/ipv6/block/fd00:10:244::40-122";
+    let mut allocations = vec![serde_json::Value::Null; 64];
+    allocations[3] = json!(0);
+    kvs.push(kv(
+        key,
+        json!({"cidr": "fd00:10:244::40/122", "affinity": "host:n1", "allocations": allocations,
+               "attributes": [{"handle_id": "k8s-pod-network.c0ffee",
+                               "secondary": {"pod": "web", "namespace": "default", "node": "n1"}}]}),
+    ));
+    replace(
+        &mut kvs,
+        HANDLE_POD,
+        json!({"block": {"10.244.0.0/30": 1, "fd00:10:244::40/122": 1}}),
+    );
+    let t = translate(&kvs).expect("clean data");
+    let rec = record(&t, "IPAMBlock", "fd00:10:244::40/122");
+    assert_eq!(rec.key, "/margay/ipam/v1/blocks/fd00:10:244::40-122");
+    let b: crate::ipam::Block = serde_json::from_slice(&rec.value).unwrap();
+    assert_eq!(
+        b.addr(3),
+        "fd00:10:244::43".parse::<std::net::IpAddr>().unwrap()
+    );
+    assert_eq!(b.allocations[&3].handle_id, "k8s-pod-network.c0ffee");
+    let h: crate::ipam::Handle =
+        serde_json::from_slice(&record(&t, "IPAMHandle", "k8s-pod-network.c0ffee").value).unwrap();
+    assert_eq!(h.total(), 2);
+    record(&t, "BlockAffinity", "n1/fd00:10:244::40/122");
+}
