@@ -4,5 +4,6 @@
 
 pub mod get;
 pub mod ipam;
+pub mod migrate;
 pub mod resources;
 pub mod status;

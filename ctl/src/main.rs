@@ -81,6 +81,26 @@ enum Command {
         #[command(subcommand)]
         command: IpamCommand,
     },
+    /// The datastore as a whole.
+    Datastore {
+        #[command(subcommand)]
+        command: DatastoreCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DatastoreCommand {
+    /// Import another datastore.
+    Migrate {
+        #[command(subcommand)]
+        command: MigrateCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MigrateCommand {
+    /// Import a Calico cluster's etcd datastore: its resources and IPAM, every address kept.
+    FromCalico(margay_ctl::migrate::FromCalicoArgs),
 }
 
 #[derive(Subcommand)]
@@ -154,7 +174,10 @@ enum NodeCommand {
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    cli.etcd.apply_calico_env(&matches);
+    // Migrating from Calico, its ETCD_* variables name Calico's etcd, not margay's.
+    if !matches!(cli.command, Command::Datastore { .. }) {
+        cli.etcd.apply_calico_env(&matches);
+    }
     // Logs go to stderr and default to warnings only: stdout is the command's output.
     if let Err(e) = cli.log.init("warn") {
         eprintln!("margayctl: {e}");
@@ -262,6 +285,14 @@ async fn run_datastore(etcd: &EtcdArgs, command: &Command) -> anyhow::Result<Opt
     };
     match command {
         Command::Node { .. } => return Ok(None),
+        Command::Datastore {
+            command:
+                DatastoreCommand::Migrate {
+                    command: MigrateCommand::FromCalico(args),
+                },
+        } => {
+            margay_ctl::migrate::from_calico(etcd, args, &mut std::io::stdout()).await?;
+        }
         Command::Apply { file } | Command::Create { file } | Command::Replace { file } => {
             let action = match command {
                 Command::Apply { .. } => Action::Apply,

@@ -8,6 +8,7 @@
 //!   revisions, and [`watch`]es that survive compaction and etcd restarts.
 //! - [`ipam`]: address blocks claimed by node affinity, handles, borrowing, leak checks.
 //! - [`args`]: the `--etcd-endpoints` / TLS flags every binary flattens in.
+//! - [`migrate`]: importing a Calico etcd datastore (key layout, record translation, plan).
 //! - [`probe`]: whether etcd answers now, for the daemons' readiness.
 //!
 //! # Key layout in etcd
@@ -32,6 +33,7 @@
 
 pub mod args;
 pub mod ipam;
+pub mod migrate;
 pub mod probe;
 pub mod resources;
 pub mod selector;

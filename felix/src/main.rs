@@ -66,6 +66,10 @@ struct Args {
     /// Route protocol number felix marks (and only ever touches) its routes with.
     #[arg(long, env = "MARGAY_FELIX_ROUTE_PROTOCOL", default_value_t = DEFAULT_PROTOCOL)]
     route_protocol: u8,
+    /// Route protocols whose routes felix takes over where it wants a route (`calico`: what
+    /// calico-node leaves, boot,bird,80; numbers or iproute2 names); none by default.
+    #[arg(long, env = "MARGAY_FELIX_ADOPT_ROUTE_PROTOCOLS", default_value = "")]
+    adopt_route_protocols: margay_felix::reconcile::adopt::ProtocolSet,
     /// Routing table felix programs.
     #[arg(long, env = "MARGAY_FELIX_ROUTE_TABLE", default_value_t = 254)]
     route_table: u32,
@@ -143,6 +147,7 @@ fn run(
             reconcile: ReconcileConfig {
                 protocol: args.route_protocol,
                 table: args.route_table,
+                adopt: args.adopt_route_protocols,
             },
             resync_interval: Duration::from_secs(args.resync_interval.max(1)),
             netns: None,

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{felix_bin, http_get, ip_json, show, wire_pod};
+use common::{calico_pod, felix_bin, http_get, ip_json, show, wire_pod};
 use ipnet::Ipv4Net;
 use margay_datastore::ipam::{Ipam, handle_for_container};
 use margay_datastore::resources::{
@@ -206,6 +206,11 @@ impl Cluster {
     }
 
     fn start_felix(&mut self, lab: &Lab, i: usize) {
+        self.start_felix_with(lab, i, &[]);
+    }
+
+    /// felix with `extra` flags.
+    fn start_felix_with(&mut self, lab: &Lab, i: usize, extra: &[&str]) {
         let url = self.url.clone();
         let n = &mut self.nodes[i];
         n.starts += 1;
@@ -228,7 +233,9 @@ impl Cluster {
                 "9099",
                 "--resync-interval",
                 "1",
-            ],
+            ]
+            .into_iter()
+            .chain(extra.iter().copied()),
             lab.dir(),
         )
         .unwrap();
@@ -578,6 +585,9 @@ fn restarting_felix_or_bgpd_changes_no_route() {
     std::thread::sleep(Duration::from_millis(300));
     c.start_felix(&lab, 0);
     c.wait_ready(0);
+    // The pod's veth, wired as Calico wires it (unmarked), is felix's after the restart.
+    let link = ip_json(&c.nodes[0].ns, &["link", "show", "dev", &p1.cali]);
+    assert_eq!(link[0]["ifalias"], "margay-endpoint", "{link:?}");
     std::thread::sleep(Duration::from_millis(2500));
     let metrics = http_get(&c.nodes[0].ns, 9099, "/metrics").unwrap().1;
     assert!(
@@ -735,4 +745,219 @@ fn a_bgp_peer_reachable_by_a_gateway_gets_a_host_route_on_its_nodes() {
             lacks(all, "192.0.2.77")
         });
     }
+}
+
+/// A node as calico-node left it: Calico's keys in etcd (libcalico-go's layout), the pod
+/// wired as Calico wires it, its `/32` (protocol boot), its block's blackhole and the other
+/// node's block (protocol bird).
+struct CalicoNode {
+    block: Ipv4Net,
+    pod: Netns,
+    ip: Ipv4Addr,
+}
+
+fn calico_resource(kind: &str, ns: Option<&str>, name: &str, spec: Value) -> Value {
+    let mut v = serde_json::json!({"kind": kind, "apiVersion": "projectcalico.org/v3",
+        "metadata": {"name": name}, "spec": spec});
+    if let Some(ns) = ns {
+        v["metadata"]["namespace"] = ns.into();
+    }
+    v
+}
+
+fn calico_keys(c: &Cluster, nodes: &[CalicoNode]) -> Vec<(String, Value)> {
+    let res = "/calico/resources/v3/projectcalico.org";
+    let mut kvs = vec![(
+        format!("{res}/ippools/pool1"),
+        calico_resource(
+            "IPPool",
+            None,
+            "pool1",
+            serde_json::json!({"cidr": POOL, "blockSize": 26, "ipipMode": "Never",
+                               "vxlanMode": "Never", "natOutgoing": true}),
+        ),
+    )];
+    for (n, cn) in c.nodes.iter().zip(nodes) {
+        let name = &n.name;
+        let container = format!("{name}c0ffee");
+        let handle = format!("k8s-pod-network.{container}");
+        let cidr = cn.block.to_string();
+        let key_cidr = cidr.replace('/', "-");
+        let mut allocations = vec![Value::Null; 64];
+        allocations[1] = 0.into();
+        let wep = format!("{name}-k8s-web-eth0");
+        kvs.extend([
+            (
+                format!("{res}/nodes/{name}"),
+                calico_resource(
+                    "Node",
+                    None,
+                    name,
+                    serde_json::json!({"bgp": {"ipv4Address": n.addr.v4.to_string()}}),
+                ),
+            ),
+            (
+                format!("{res}/workloadendpoints/default/{wep}"),
+                calico_resource(
+                    "WorkloadEndpoint",
+                    Some("default"),
+                    &wep,
+                    serde_json::json!({"orchestrator": "k8s", "node": name,
+                        "containerID": container, "pod": "web", "endpoint": "eth0",
+                        "ipNetworks": [format!("{}/32", cn.ip)],
+                        "interfaceName": format!("cali{}", &name), "mac": "ee:ee:ee:ee:ee:ee"}),
+                ),
+            ),
+            (
+                format!("/calico/ipam/v2/assignment/ipv4/block/{key_cidr}"),
+                serde_json::json!({"cidr": cidr, "affinity": format!("host:{name}"),
+                    "allocations": allocations,
+                    "attributes": [{"handle_id": handle,
+                        "secondary": {"namespace": "default", "node": name, "pod": "web"}}],
+                    "deleted": false}),
+            ),
+            (
+                format!("/calico/ipam/v2/handle/{handle}"),
+                serde_json::json!({"block": {cidr.clone(): 1}, "deleted": false}),
+            ),
+            (
+                format!("/calico/ipam/v2/host/{name}/ipv4/block/{key_cidr}"),
+                serde_json::json!({"state": "confirmed", "deleted": false}),
+            ),
+        ]);
+    }
+    kvs
+}
+
+/// On node `i`: every block's route and the local pod's `/32` are there with felix's protocol.
+fn all_adopted(ns: &Netns, i: usize, nodes: &[CalicoNode]) -> Result<(), String> {
+    let all = ip_json(ns, &["route", "show"]);
+    let mut want: Vec<String> = nodes.iter().map(|n| n.block.to_string()).collect();
+    want.push(nodes[i].ip.to_string());
+    for dst in want {
+        match all.iter().find(|r| r["dst"] == dst.as_str()) {
+            Some(r) if r["protocol"] == "81" => {}
+            _ => return Err(format!("{dst}: not felix's route yet\n{}", show(&all))),
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_calico_cluster_moves_to_margay_node_by_node_without_losing_a_ping() {
+    let lab = Lab::new("calico_cluster_moves_to_margay").unwrap();
+    let mut c = Cluster::create(&lab);
+    let pool: Ipv4Net = POOL.parse().unwrap();
+    let mut nodes = Vec::new();
+    for (i, n) in c.nodes.iter().enumerate() {
+        let block = Ipv4Net::new(
+            Ipv4Addr::from(u32::from(pool.network()) + 64 * i as u32),
+            26,
+        )
+        .unwrap();
+        let ip = Ipv4Addr::from(u32::from(block.network()) + 1);
+        let pod = lab.netns(&format!("pod{i}")).unwrap();
+        let cali = format!("cali{}", n.name);
+        calico_pod(&n.ns, &pod, &cali, &ip.to_string(), &block.to_string());
+        nodes.push(CalicoNode { block, pod, ip });
+    }
+    for (i, n) in c.nodes.iter().enumerate() {
+        let other = &c.nodes[1 - i];
+        n.ns.ip(&[
+            "route",
+            "add",
+            &nodes[1 - i].block.to_string(),
+            "via",
+            &other.addr.ip4().to_string(),
+            "proto",
+            "bird",
+        ])
+        .unwrap();
+    }
+    let kvs = calico_keys(&c, &nodes);
+    ds(&c.etcd_ns, &c.url, move |s| async move {
+        let mut kv = s.client().kv_client();
+        for (k, v) in kvs {
+            kv.put(k, serde_json::to_vec(&v).unwrap(), None)
+                .await
+                .unwrap();
+        }
+    });
+
+    // 100 pings a second from the pod on n1 to the pod on n2, from before the import to
+    // after both nodes run margay.
+    let ping = Process::spawn(
+        &nodes[0].pod,
+        "ping",
+        "ping",
+        ["-n", "-i", "0.01", "-W", "1", &nodes[1].ip.to_string()],
+        lab.dir(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let ctl = margay_binary("margayctl", "cargo build -p margay-ctl").unwrap();
+    let out = c
+        .etcd_ns
+        .exec(
+            ctl.to_str().unwrap(),
+            &[
+                "datastore",
+                "migrate",
+                "from-calico",
+                "--etcd-endpoints",
+                &c.url,
+            ],
+        )
+        .unwrap();
+    assert!(out.contains("0 updated"), "{out}");
+
+    // Node by node: bgpd, then felix adopting what calico-node left.
+    for i in 0..2 {
+        c.start_bgpd(&lab, i);
+        c.start_felix_with(&lab, i, &["--adopt-route-protocols", "calico"]);
+        c.wait_ready(i);
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    for i in 0..2 {
+        let ns = &c.nodes[i].ns;
+        wait_for("every pod route felix's", WAIT, &c.logs(), || {
+            all_adopted(ns, i, &nodes)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill(2) on the PID of a child we started and have not reaped.
+    unsafe { libc::kill(ping.pid() as i32, libc::SIGINT) };
+    let summary = wait_for("ping summary", Duration::from_secs(5), &[], || {
+        let text = std::fs::read_to_string(ping.log_paths().0).map_err(|e| e.to_string())?;
+        text.lines()
+            .find(|l| l.contains("packet loss"))
+            .map(str::to_string)
+            .ok_or(text)
+    })
+    .unwrap();
+    assert!(summary.contains(" 0% packet loss"), "{summary}");
+    let sent: u32 = summary.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(sent >= 200, "{summary}");
+
+    let out = c
+        .etcd_ns
+        .exec(
+            ctl.to_str().unwrap(),
+            &["ipam", "check", "--json", "--etcd-endpoints", &c.url],
+        )
+        .unwrap();
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["addresses_in_use"], 2, "{report}");
+    assert_eq!(
+        report["handles_without_endpoint"],
+        serde_json::json!([]),
+        "{report}"
+    );
+    assert_eq!(
+        report["endpoints_without_handle"],
+        serde_json::json!([]),
+        "{report}"
+    );
 }

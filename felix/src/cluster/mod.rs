@@ -18,6 +18,7 @@
 //! would add back a moment later. /readiness lists what is still missing: the datastore, and
 //! bgpd until felix has reached it once; a BGP peer that is down never makes felix unready.
 
+pub mod adopt_veths;
 pub mod bgpd;
 pub mod datastore;
 pub mod default_pool;
@@ -131,9 +132,20 @@ async fn create_default_pool(store: &Store, pool: &margay_datastore::resources::
     }
 }
 
-/// Removes the veths of ADDs cut short before felix last stopped (see [`orphans`]).
+/// Takes over the pod veths of this node's endpoints that another agent made
+/// ([`adopt_veths`]), then removes the veths of ADDs cut short before felix last stopped
+/// (see [`orphans`]).
 async fn sweep_orphans(state: &ClusterState) {
     let state = state.clone();
+    let named = state.clone();
+    match tokio::task::spawn_blocking(move || adopt_veths::mark_endpoint_veths(&named)).await {
+        Ok(Ok(marked)) if !marked.is_empty() => {
+            info!(?marked, "took over pod veths another agent made")
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => warn!(error = %e, "marking pod veths another agent made"),
+        Err(e) => warn!(error = %e, "pod veth take-over panicked"),
+    }
     match tokio::task::spawn_blocking(move || orphans::remove_orphan_veths(&state)).await {
         Ok(Ok(removed)) if !removed.is_empty() => {
             info!(?removed, "removed pod veths no WorkloadEndpoint owns")

@@ -87,7 +87,7 @@ impl NetlinkError {
 pub enum RouteOp {
     /// Create; fails with EEXIST if any route (ours or not) holds the key.
     Create(KernelRoute),
-    /// Replace the route at the key (only ever used on a key felix owns).
+    /// Replace the route at the key (only ever used on a key felix owns, or adopts).
     Replace(KernelRoute),
     /// Delete the route at the key if its protocol is the route's protocol.
     Delete(KernelRoute),

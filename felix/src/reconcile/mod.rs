@@ -3,8 +3,9 @@
 //! Ownership: felix's routes carry its own protocol number ([`DEFAULT_PROTOCOL`], 81; 80 is
 //! Calico's felix, so routes a Calico install left behind are neither ours nor touched). A
 //! route of any other protocol is never replaced or deleted: a desired route whose key holds a
-//! foreign route is reported as a conflict and left out. Deletes name our protocol, so even a
-//! stale cache cannot make the kernel delete someone else's route.
+//! foreign route is reported as a conflict and left out, unless its protocol is one felix was
+//! told to adopt ([`adopt`]: taking over a node calico-node wired). Deletes name our protocol,
+//! so even a stale cache cannot make the kernel delete someone else's route.
 //!
 //! Cost: a cached view of the managed table (one entry per destination) is kept current from
 //! netlink notifications; a change to the model or a notification marks destinations dirty, and
@@ -16,6 +17,7 @@
 //! the remote table is incomplete ([`Reconciler::hold_stale_remote`]), a route of ours through
 //! a gateway that the desired set lacks is kept: it is a remote route still on its way.
 
+pub mod adopt;
 mod devices;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -42,6 +44,8 @@ pub struct ReconcileConfig {
     pub protocol: u8,
     /// The routing table felix manages.
     pub table: u32,
+    /// Protocols whose routes at a desired destination felix replaces with its own.
+    pub adopt: adopt::ProtocolSet,
 }
 
 impl Default for ReconcileConfig {
@@ -49,6 +53,7 @@ impl Default for ReconcileConfig {
         ReconcileConfig {
             protocol: DEFAULT_PROTOCOL,
             table: TABLE_MAIN,
+            adopt: adopt::ProtocolSet::default(),
         }
     }
 }
@@ -310,6 +315,10 @@ impl Reconciler {
         match have {
             None => Some(RouteOp::Create(kr)),
             Some(h) if ours => (!satisfies(h, &kr)).then_some(RouteOp::Replace(kr)),
+            Some(h) if self.cfg.adopt.contains(h.protocol) => {
+                tracing::info!(%dst, protocol = h.protocol, "adopting the route (replaced in place)");
+                Some(RouteOp::Replace(kr))
+            }
             Some(h) => {
                 report.conflicts += 1;
                 self.metrics.route_conflicts.inc();

@@ -205,3 +205,19 @@ pub fn wire_pod(node: &Netns, pod: &Netns, cali: &str, ip: &str) {
     ])
     .unwrap();
 }
+
+/// A pod as calico-node leaves it on `node`: wired by [`wire_pod`], forwarding and proxy ARP
+/// on, its `/32` device route (protocol `boot`, Calico felix's default) and its block's
+/// blackhole (protocol `bird`, from Calico's BIRD).
+pub fn calico_pod(node: &Netns, pod: &Netns, cali: &str, ip: &str, block: &str) {
+    wire_pod(node, pod, cali, ip);
+    node.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])
+        .unwrap();
+    let proxy_arp = format!("net.ipv4.conf.{cali}.proxy_arp=1");
+    node.exec("sysctl", &["-qw", &proxy_arp]).unwrap();
+    let pod32 = format!("{ip}/32");
+    node.ip(&["route", "add", &pod32, "dev", cali, "scope", "link"])
+        .unwrap();
+    node.ip(&["route", "add", "blackhole", block, "proto", "bird"])
+        .unwrap();
+}

@@ -1,0 +1,92 @@
+//! Taking over a node another agent wired (calico-node): the route protocols whose routes
+//! felix may take over. A desired route whose destination holds a route of such a protocol
+//! is replaced in place (one RTM_NEWROUTE with NLM_F_REPLACE: the destination is never
+//! without a route) and is felix's from then on; a route of any other protocol stays a
+//! conflict, left alone.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Route protocols felix adopts routes of (empty by default: it adopts nothing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProtocolSet([u64; 4]);
+
+/// What calico-node leaves on a node: its felix's device routes (`boot`, Calico's
+/// `deviceRouteProtocol` default), its BIRD's routes and block blackholes (`bird`), and its
+/// felix's tunnel routes (80).
+pub const CALICO_PROTOCOLS: &str = "boot,bird,80";
+
+impl ProtocolSet {
+    pub fn insert(&mut self, p: u8) {
+        self.0[usize::from(p / 64)] |= 1 << (p % 64);
+    }
+
+    pub fn contains(&self, p: u8) -> bool {
+        self.0[usize::from(p / 64)] & (1 << (p % 64)) != 0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0 == [0; 4]
+    }
+}
+
+/// A protocol's number from its number or its iproute2 name.
+fn protocol(s: &str) -> Option<u8> {
+    Some(match s {
+        "redirect" => 1,
+        "kernel" => 2,
+        "boot" => 3,
+        "static" => 4,
+        "bird" => 12,
+        "calico" => return None,
+        n => return n.parse().ok(),
+    })
+}
+
+impl FromStr for ProtocolSet {
+    type Err = String;
+
+    /// `boot,bird,80`; `calico` stands for [`CALICO_PROTOCOLS`]; empty: none.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut set = ProtocolSet::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if part == "calico" {
+                for p in CALICO_PROTOCOLS.split(',') {
+                    set.insert(protocol(p).expect("known names"));
+                }
+                continue;
+            }
+            let p = protocol(part).ok_or_else(|| {
+                format!("'{part}' is not a route protocol (a number, boot, static, bird or calico)")
+            })?;
+            set.insert(p);
+        }
+        Ok(set)
+    }
+}
+
+impl fmt::Display for ProtocolSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let all: Vec<String> = (0..=255u8)
+            .filter(|p| self.contains(*p))
+            .map(|p| p.to_string())
+            .collect();
+        f.write_str(&all.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_numbers_parse() {
+        let s: ProtocolSet = "calico".parse().unwrap();
+        assert_eq!(s.to_string(), "3,12,80");
+        let s: ProtocolSet = "static, 200".parse().unwrap();
+        assert!(s.contains(4) && s.contains(200) && !s.contains(3));
+        assert!("".parse::<ProtocolSet>().unwrap().is_empty());
+        assert!("nonsense".parse::<ProtocolSet>().is_err());
+        assert!("256".parse::<ProtocolSet>().is_err());
+    }
+}
