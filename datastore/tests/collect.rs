@@ -4,7 +4,8 @@
 use margay_datastore::Store;
 use margay_datastore::ipam::gc::ATTR_NODE;
 use margay_datastore::ipam::{
-    ClusterCollector, Ipam, LocalCollector, VXLAN_HANDLE_PREFIX, handle_for_container,
+    Allocation, ClusterCollector, Ipam, LocalCollector, NodeProbe, VXLAN_HANDLE_PREFIX,
+    handle_for_container,
 };
 use margay_datastore::liveness::{self, COLLECTOR_ELECTION, Lease};
 use margay_datastore::resources::{
@@ -60,6 +61,20 @@ async fn pod(store: &Store, ipam: &Ipam, node: &str, container: &str, endpoint: 
     ip
 }
 
+/// What the node's kernel would say: the containers whose veth exists.
+struct Live(&'static [&'static str]);
+
+impl NodeProbe for Live {
+    fn allocation_live(&self, a: &Allocation) -> bool {
+        self.0
+            .iter()
+            .any(|c| a.handle_id.ends_with(&format!(".{c}")))
+    }
+    fn endpoint_live(&self, e: &WorkloadEndpoint) -> bool {
+        self.0.contains(&e.spec.container_id.as_str())
+    }
+}
+
 async fn short_grace(ipam: &Ipam, secs: u64) {
     ipam.configure(|c| {
         c.leak_grace_period_secs = secs;
@@ -90,22 +105,39 @@ async fn a_nodes_own_leak_goes_after_the_grace_period_and_nothing_else_does() {
 
     let mut c = LocalCollector::new("n1");
     // "adding" has its veth (an ADD in progress): it is no leak.
-    let live = |a: &margay_datastore::ipam::Allocation| a.handle_id.ends_with(".adding");
+    // "running" and "adding" (an ADD in progress) have their veths; "killed" had its pod
+    // and netns removed without a DEL.
+    let live = Live(&["running", "adding"]);
+    let killed = pod(&store, &ipam, "n1", "killed", true).await;
     let t0 = Instant::now();
-    assert!(c.pass(&ipam, live, t0).await.unwrap().is_empty());
-    assert_eq!(c.suspects(), 1);
+    assert!(c.pass(&ipam, &live, t0).await.unwrap().is_empty());
+    assert_eq!(c.suspects(), 2);
     assert!(
-        c.pass(&ipam, live, t0 + Duration::from_secs(59))
+        c.pass(&ipam, &live, t0 + Duration::from_secs(59))
             .await
             .unwrap()
             .is_empty(),
         "nothing goes before the grace period"
     );
     let gone = c
-        .pass(&ipam, live, t0 + Duration::from_secs(60))
+        .pass(&ipam, &live, t0 + Duration::from_secs(60))
         .await
         .unwrap();
-    assert_eq!(gone, [(handle_for_container("leaked"), vec![leaked])]);
+    assert_eq!(
+        gone,
+        [
+            (handle_for_container("killed"), vec![killed]),
+            (handle_for_container("leaked"), vec![leaked]),
+        ]
+    );
+    assert!(
+        store
+            .get_ns::<WorkloadEndpointSpec>(Some("default"), "n1-k8s-killed-eth0")
+            .await
+            .unwrap()
+            .is_none(),
+        "the gone pod's endpoint went with its addresses"
+    );
 
     // The ADD finishes (its endpoint appears); n2's leak is n2's to collect.
     let mut w: WorkloadEndpoint = Resource::new(
@@ -124,9 +156,9 @@ async fn a_nodes_own_leak_goes_after_the_grace_period_and_nothing_else_does() {
         [handle_for_container("othernode")]
     );
     let mut c2 = LocalCollector::new("n2");
-    c2.pass(&ipam, |_| false, t0).await.unwrap();
+    c2.pass(&ipam, &Live(&[]), t0).await.unwrap();
     let gone = c2
-        .pass(&ipam, |_| false, t0 + Duration::from_secs(61))
+        .pass(&ipam, &Live(&[]), t0 + Duration::from_secs(61))
         .await
         .unwrap();
     assert_eq!(gone.len(), 1);

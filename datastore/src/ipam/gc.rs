@@ -19,7 +19,7 @@ use super::grace::Grace;
 use super::records::*;
 use super::{Ipam, IpamError};
 use crate::liveness;
-use crate::resources::{NodeSpec, WorkloadEndpointSpec};
+use crate::resources::{NodeSpec, WorkloadEndpoint, WorkloadEndpointSpec};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -261,15 +261,28 @@ impl Ipam {
         }
         Ok(true)
     }
+}
 
-    /// The handles of every WorkloadEndpoint.
-    async fn endpoint_handles(&self) -> Result<BTreeSet<String>, IpamError> {
-        let (weps, _) = self.store.list::<WorkloadEndpointSpec>().await?;
-        Ok(weps
-            .iter()
-            .filter_map(|w| endpoint_handle(&w.spec, &w.metadata.annotations))
-            .collect())
-    }
+/// What a node's collector asks the node about its pods.
+pub trait NodeProbe {
+    /// Whether an allocation's pod has its veth on the node.
+    fn allocation_live(&self, a: &Allocation) -> bool;
+    /// Whether an endpoint's pod is still there (its veth, or its network namespace).
+    fn endpoint_live(&self, e: &WorkloadEndpoint) -> bool;
+}
+
+/// This node's endpoints (with a margay IPAM handle) whose pod is gone, by handle (pure):
+/// a DEL that never came (the runtime was killed with the pod).
+pub fn stale_endpoints<'a>(
+    node: &str,
+    endpoints: &'a [WorkloadEndpoint],
+    probe: &impl NodeProbe,
+) -> BTreeMap<String, &'a WorkloadEndpoint> {
+    endpoints
+        .iter()
+        .filter(|e| e.spec.node == node && !probe.endpoint_live(e))
+        .filter_map(|e| Some((endpoint_handle(&e.spec, &e.metadata.annotations)?, e)))
+        .collect()
 }
 
 /// One node's collector of its own leaked pod addresses.
@@ -291,33 +304,61 @@ impl LocalCollector {
         self.leaks.len()
     }
 
-    /// One pass at `now`: `is_live` says whether an allocation's veth exists on the node.
-    /// Returns the handles released, with their addresses.
+    /// One pass at `now`. A leak is a pod handle of this node with no endpoint and no veth,
+    /// or one whose endpoint's pod is gone (the endpoint goes with it). Returns the handles
+    /// released, with their addresses.
     pub async fn pass(
         &mut self,
         ipam: &Ipam,
-        is_live: impl Fn(&Allocation) -> bool,
+        probe: &impl NodeProbe,
         now: Instant,
     ) -> Result<Vec<(String, Vec<IpAddr>)>, IpamError> {
         let cfg = ipam.config().await?;
         let blocks: Vec<Block> = ipam.blocks().await?.into_iter().map(|b| b.value).collect();
-        let eps = ipam.endpoint_handles().await?;
-        let suspects = local_suspects(&self.node, &blocks, &eps, is_live);
+        let (eps, _) = ipam.store.list::<WorkloadEndpointSpec>().await?;
+        let handles: BTreeSet<String> = eps
+            .iter()
+            .filter_map(|w| endpoint_handle(&w.spec, &w.metadata.annotations))
+            .collect();
+        let mut suspects =
+            local_suspects(&self.node, &blocks, &handles, |a| probe.allocation_live(a));
+        suspects.extend(stale_endpoints(&self.node, &eps, probe).into_keys());
         let confirmed = self.leaks.pass(suspects, now, cfg.leak_grace_period());
         if confirmed.is_empty() {
             return Ok(Vec::new());
         }
         // Once more against the endpoints as they are now: an ADD may have finished.
-        let eps = ipam.endpoint_handles().await?;
+        let (eps, _) = ipam.store.list::<WorkloadEndpointSpec>().await?;
+        let stale = stale_endpoints(&self.node, &eps, probe);
+        let handles: BTreeSet<String> = eps
+            .iter()
+            .filter_map(|w| endpoint_handle(&w.spec, &w.metadata.annotations))
+            .collect();
         let mut out = Vec::new();
         for h in confirmed {
             self.leaks.forget(&h);
-            if eps.contains(&h) {
+            if let Some(e) = stale.get(&h) {
+                match ipam
+                    .store
+                    .delete::<WorkloadEndpointSpec>(
+                        e.metadata.namespace.as_deref(),
+                        e.name(),
+                        e.revision(),
+                    )
+                    .await
+                {
+                    Ok(()) | Err(crate::StoreError::NotFound { .. }) => {}
+                    // Changed meanwhile (a new ADD of the pod): leave it.
+                    Err(err) if err.is_conflict() => continue,
+                    Err(err) => return Err(err.into()),
+                }
+                info!(node = %self.node, endpoint = %e.name(), "removed the endpoint of a pod that is gone (its DEL never came)");
+            } else if handles.contains(&h) {
                 continue;
             }
             match ipam.release_by_handle(&h).await {
                 Ok(ips) => {
-                    info!(node = %self.node, handle = %h, addresses = ?ips, "released a leaked allocation (no endpoint, no veth, for the leak grace period)");
+                    info!(node = %self.node, handle = %h, addresses = ?ips, "released a leaked allocation (for the leak grace period: no live endpoint, no veth)");
                     out.push((h, ips));
                 }
                 Err(IpamError::HandleNotFound(_)) => {}
