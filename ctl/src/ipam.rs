@@ -1,10 +1,10 @@
-//! `margayctl ipam show | check | release`: address usage per pool and block, leak checks,
-//! and freeing what leaked.
+//! `margayctl ipam show | check | release | configure`: address usage per pool and block, leak
+//! checks, freeing what leaked, and the IPAM configuration.
 
 use anyhow::bail;
 use comfy_table::{CellAlignment, Table, presets};
 use margay_datastore::Store;
-use margay_datastore::ipam::{Block, CheckReport, Ipam};
+use margay_datastore::ipam::{Block, CheckReport, Ipam, IpamConfig};
 use margay_datastore::resources::IpPoolSpec;
 use std::net::IpAddr;
 
@@ -222,5 +222,87 @@ pub async fn release(store: &Store, target: ReleaseTarget) -> anyhow::Result<()>
             );
         }
     }
+    Ok(())
+}
+
+/// What `ipam configure` changes (unset: kept).
+#[derive(Debug, Clone, Default)]
+pub struct ConfigChange {
+    pub strict_affinity: Option<bool>,
+    pub max_blocks_per_host: Option<u32>,
+    pub auto_allocate_blocks: Option<bool>,
+    pub leak_grace_period: Option<String>,
+    pub empty_block_grace_period: Option<String>,
+    pub node_grace_period: Option<String>,
+}
+
+fn seconds(flag: &str, v: &Option<String>) -> anyhow::Result<Option<u64>> {
+    let Some(v) = v else { return Ok(None) };
+    match margay_datastore::resources::parse_duration(v) {
+        Some(s) if s >= 0.0 => Ok(Some(s.round() as u64)),
+        _ => bail!("--{flag}: '{v}' is not a duration (e.g. 90s, 15m, 1h)"),
+    }
+}
+
+impl ConfigChange {
+    /// Applies the change to `c`; fails on a bad duration before anything is written.
+    pub fn apply_to(&self, c: &mut IpamConfig) -> anyhow::Result<()> {
+        let leak = seconds("leak-grace-period", &self.leak_grace_period)?;
+        let empty = seconds("empty-block-grace-period", &self.empty_block_grace_period)?;
+        let node = seconds("node-grace-period", &self.node_grace_period)?;
+        if let Some(v) = self.strict_affinity {
+            c.strict_affinity = v;
+        }
+        if let Some(v) = self.max_blocks_per_host {
+            c.max_blocks_per_host = v;
+        }
+        if let Some(v) = self.auto_allocate_blocks {
+            c.auto_allocate_blocks = v;
+        }
+        if let Some(v) = leak {
+            c.leak_grace_period_secs = v;
+        }
+        if let Some(v) = empty {
+            c.empty_block_grace_period_secs = v;
+        }
+        if let Some(v) = node {
+            c.node_grace_period_secs = v;
+        }
+        Ok(())
+    }
+}
+
+/// The `ipam show --show-configuration` table.
+pub fn render_configuration(c: &IpamConfig) -> String {
+    let mut t = Table::new();
+    t.load_style(presets::ASCII_FULL_CONDENSED);
+    t.set_header(["PROPERTY", "VALUE"]);
+    for (k, v) in c.rows() {
+        t.add_row([k.to_string(), v]);
+    }
+    t.to_string() + "\n"
+}
+
+/// `ipam show --show-configuration`.
+pub async fn show_configuration(store: &Store, json: bool) -> anyhow::Result<()> {
+    let c = Ipam::new(store.clone()).config().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&c)?);
+    } else {
+        print!("{}", render_configuration(&c));
+    }
+    Ok(())
+}
+
+/// `ipam configure`.
+pub async fn configure(store: &Store, change: ConfigChange) -> anyhow::Result<()> {
+    // Check the values before the first write.
+    change.apply_to(&mut IpamConfig::default())?;
+    let c = Ipam::new(store.clone())
+        .configure(|c| {
+            let _ = change.apply_to(c);
+        })
+        .await?;
+    print!("{}", render_configuration(&c));
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! IPAM: pools carved into blocks that nodes claim by affinity; addresses handed out from a
 //! node's own blocks, a new block claimed when they are full, and an address borrowed from
-//! another node's block only when the pool has no unclaimed block left (Calico with
-//! `StrictAffinity` off; the lender keeps its block).
+//! another node's block only when the pool has no unclaimed block left (the lender keeps its
+//! block). The IPAM configuration ([`config`]) changes that as Calico's does: `strictAffinity`
+//! (never borrow: a full node's ADD fails naming the node and pools), `maxBlocksPerHost` and
+//! `autoAllocateBlocks` (no new block past the limit, or ever; borrow instead unless strict).
 //!
 //! Which pools: an enabled pool whose `nodeSelector` selects the node, whose `allowedUses`
 //! has the use asked for (Workload for pods, Tunnel for tunnel devices) and whose
@@ -70,6 +72,17 @@ pub enum IpamError {
     NoPool { family: u8, node: String },
     #[error("IPv{family} pools for node '{node}' are exhausted")]
     Exhausted { family: u8, node: String },
+    /// strictAffinity forbids borrowing and the node's own blocks are full.
+    #[error(
+        "node '{node}' has no free IPv{family} address in its own blocks of pool(s) {pools} and \
+         may not claim another ({why}); strictAffinity forbids borrowing from other nodes' blocks"
+    )]
+    StrictAffinity {
+        family: u8,
+        node: String,
+        pools: String,
+        why: String,
+    },
     #[error("IP pool '{0}' does not exist")]
     PoolNotFound(String),
     #[error("IP pool '{pool}' is not for {usage:?} addresses (its allowedUses)")]
@@ -233,6 +246,7 @@ impl Ipam {
         pools: &[String],
     ) -> Result<Assigned, IpamError> {
         let _serial = self.serial.lock().await;
+        let cfg = self.config().await?;
         let mut out = Assigned::default();
         for (fam, num) in [(4u8, want.num_v4), (6u8, want.num_v6)] {
             if num == 0 {
@@ -247,7 +261,7 @@ impl Ipam {
             }
             for _ in 0..num {
                 let addr = self
-                    .assign_one(handle, node, attrs, fam, &candidates)
+                    .assign_one(handle, node, attrs, fam, &candidates, &cfg)
                     .await?;
                 if fam == 4 {
                     out.v4.push(addr);
@@ -266,6 +280,7 @@ impl Ipam {
         attrs: &BTreeMap<String, String>,
         fam: u8,
         pools: &[IpPool],
+        cfg: &IpamConfig,
     ) -> Result<IpAddr, IpamError> {
         let pool_nets: Vec<(IpNet, u8)> = pools
             .iter()
@@ -314,9 +329,37 @@ impl Ipam {
                 continue;
             }
             let existing: BTreeSet<IpNet> = blocks.iter().map(|b| b.value.cidr).collect();
-            if let Some(cidr) = first_free_block(&pool_nets, &existing) {
-                self.claim(cidr, node).await?;
-                continue;
+            let held = blocks
+                .iter()
+                .filter(|b| b.value.affinity.as_deref() == Some(node))
+                .count();
+            let may_claim = match claim_limit(cfg, held) {
+                Ok(()) => true,
+                Err(why) => {
+                    if cfg.strict_affinity {
+                        return Err(IpamError::StrictAffinity {
+                            family: fam,
+                            node: node.to_string(),
+                            pools: pool_list(pools),
+                            why,
+                        });
+                    }
+                    false
+                }
+            };
+            if may_claim {
+                if let Some(cidr) = first_free_block(&pool_nets, &existing) {
+                    self.claim(cidr, node).await?;
+                    continue;
+                }
+                if cfg.strict_affinity {
+                    return Err(IpamError::StrictAffinity {
+                        family: fam,
+                        node: node.to_string(),
+                        pools: pool_list(pools),
+                        why: "every block of the pools is claimed".into(),
+                    });
+                }
             }
             // 3. Borrow from any block of the pools with room (the lender keeps it).
             let mut lenders: Vec<_> = blocks
@@ -541,6 +584,28 @@ impl Ipam {
         }
         Err(IpamError::Contention(key))
     }
+}
+
+/// Whether a node holding `held` blocks may claim another under `cfg`; why not.
+fn claim_limit(cfg: &IpamConfig, held: usize) -> Result<(), String> {
+    if !cfg.auto_allocate_blocks {
+        return Err("autoAllocateBlocks is false".into());
+    }
+    if cfg.max_blocks_per_host > 0 && held >= cfg.max_blocks_per_host as usize {
+        return Err(format!(
+            "it holds {held} block(s), maxBlocksPerHost is {}",
+            cfg.max_blocks_per_host
+        ));
+    }
+    Ok(())
+}
+
+fn pool_list(pools: &[IpPool]) -> String {
+    pools
+        .iter()
+        .map(|p| format!("'{}' ({})", p.name(), p.spec.cidr))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The first block of the pools that does not exist yet.

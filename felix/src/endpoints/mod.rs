@@ -86,7 +86,9 @@ pub(crate) fn store_status(what: &str, e: &StoreError) -> Status {
 pub(crate) fn ipam_status(e: &IpamError) -> Status {
     match e {
         IpamError::Store(s) => store_status("IPAM", s),
-        IpamError::Exhausted { .. } => Status::resource_exhausted(e.to_string()),
+        IpamError::Exhausted { .. } | IpamError::StrictAffinity { .. } => {
+            Status::resource_exhausted(e.to_string())
+        }
         IpamError::NoPool { .. } => Status::failed_precondition(e.to_string()),
         IpamError::AlreadyAllocated { .. } => Status::already_exists(e.to_string()),
         IpamError::PoolNotFound(_) | IpamError::NotInPool(_) => {
