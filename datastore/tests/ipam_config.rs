@@ -134,3 +134,44 @@ async fn without_auto_allocate_blocks_a_node_claims_none() {
     let e = add(&ipam, "n1", "a1").await.unwrap_err();
     assert!(e.to_string().contains("autoAllocateBlocks is false"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_addresses_are_never_auto_assigned_not_even_by_borrowing() {
+    let (_etcd, store, ipam) = setup().await;
+    let r: margay_datastore::resources::IpReservation = Resource::new(
+        "keep-out",
+        margay_datastore::resources::IpReservationSpec {
+            reserved_cidrs: vec!["10.30.0.0/30".into(), "10.30.0.5".into()],
+        },
+    );
+    store.create(&r).await.unwrap();
+    let reserved: Vec<ipnet::IpNet> = r.spec.nets();
+    // n1 takes everything it can: 16 addresses less the 5 reserved.
+    let mut got = Vec::new();
+    loop {
+        match add(&ipam, "n1", &format!("a{}", got.len())).await {
+            Ok(ip) => got.push(ip),
+            Err(IpamError::Exhausted { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(got.len() <= 11, "{got:?}");
+    }
+    assert_eq!(got.len(), 11);
+    assert!(
+        got.iter()
+            .all(|ip| !reserved.iter().any(|n| n.contains(ip))),
+        "{got:?}"
+    );
+    // n2 may only borrow, and finds nothing but reserved addresses.
+    let e = add(&ipam, "n2", "b0").await.unwrap_err();
+    assert!(matches!(e, IpamError::Exhausted { .. }), "{e:?}");
+    // Asked for by address, a reserved one is given (as Calico does).
+    ipam.assign_ip(
+        "10.30.0.5".parse().unwrap(),
+        "fixed",
+        "n2",
+        &BTreeMap::new(),
+    )
+    .await
+    .unwrap();
+}

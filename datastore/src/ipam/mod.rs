@@ -4,6 +4,8 @@
 //! block). The IPAM configuration ([`config`]) changes that as Calico's does: `strictAffinity`
 //! (never borrow: a full node's ADD fails naming the node and pools), `maxBlocksPerHost` and
 //! `autoAllocateBlocks` (no new block past the limit, or ever; borrow instead unless strict).
+//! An IPReservation's addresses are never auto-assigned, borrowed or not (a pod asking for one
+//! by address still gets it, as in Calico).
 //!
 //! Which pools: an enabled pool whose `nodeSelector` selects the node, whose `allowedUses`
 //! has the use asked for (Workload for pods, Tunnel for tunnel devices) and whose
@@ -49,7 +51,9 @@ pub use records::{
     is_tunnel_handle,
 };
 
-use crate::resources::{AllowedUse, AssignmentMode, IpPool, IpPoolSpec, NodeSpec};
+use crate::resources::{
+    AllowedUse, AssignmentMode, IpPool, IpPoolSpec, IpReservationSpec, NodeSpec,
+};
 use crate::selector::Selector;
 use crate::store::{CasWrite, Store, StoreError, Versioned};
 use ipnet::IpNet;
@@ -131,6 +135,13 @@ fn family(net: &IpNet) -> u8 {
         IpNet::V4(_) => 4,
         IpNet::V6(_) => 6,
     }
+}
+
+/// What an auto-assignment obeys besides the pools: the IPAM configuration and the
+/// reserved networks.
+struct Rules {
+    cfg: IpamConfig,
+    reserved: Vec<IpNet>,
 }
 
 /// Outcome of trying one block.
@@ -246,7 +257,12 @@ impl Ipam {
         pools: &[String],
     ) -> Result<Assigned, IpamError> {
         let _serial = self.serial.lock().await;
-        let cfg = self.config().await?;
+        let (cfg, reservations) =
+            tokio::join!(self.config(), self.store.list::<IpReservationSpec>());
+        let rules = Rules {
+            cfg: cfg?,
+            reserved: reservations?.0.iter().flat_map(|r| r.spec.nets()).collect(),
+        };
         let mut out = Assigned::default();
         for (fam, num) in [(4u8, want.num_v4), (6u8, want.num_v6)] {
             if num == 0 {
@@ -261,7 +277,7 @@ impl Ipam {
             }
             for _ in 0..num {
                 let addr = self
-                    .assign_one(handle, node, attrs, fam, &candidates, &cfg)
+                    .assign_one(handle, node, attrs, fam, &candidates, &rules)
                     .await?;
                 if fam == 4 {
                     out.v4.push(addr);
@@ -280,8 +296,9 @@ impl Ipam {
         attrs: &BTreeMap<String, String>,
         fam: u8,
         pools: &[IpPool],
-        cfg: &IpamConfig,
+        rules: &Rules,
     ) -> Result<IpAddr, IpamError> {
+        let (cfg, reserved) = (&rules.cfg, rules.reserved.as_slice());
         let pool_nets: Vec<(IpNet, u8)> = pools
             .iter()
             .filter_map(|p| Some((p.spec.net()?, p.spec.block_prefix())))
@@ -306,7 +323,7 @@ impl Ipam {
                     self.drop_stale_affinity(a).await?;
                     continue;
                 }
-                if let Try::Got(ip) = self.allocate_in(block, handle, attrs).await? {
+                if let Try::Got(ip) = self.allocate_in(block, handle, attrs, reserved).await? {
                     return Ok(ip);
                 }
             }
@@ -364,7 +381,9 @@ impl Ipam {
             // 3. Borrow from any block of the pools with room (the lender keeps it).
             let mut lenders: Vec<_> = blocks
                 .into_iter()
-                .filter(|b| in_pools(&b.value.cidr) && b.value.free_count() > 0)
+                .filter(|b| {
+                    in_pools(&b.value.cidr) && b.value.free_ordinal_except(reserved).is_some()
+                })
                 .collect();
             if lenders.is_empty() {
                 return Err(IpamError::Exhausted {
@@ -374,7 +393,7 @@ impl Ipam {
             }
             lenders.sort_by_key(|b| std::cmp::Reverse(b.value.free_count()));
             for b in lenders {
-                if let Try::Got(ip) = self.allocate_in(b, handle, attrs).await? {
+                if let Try::Got(ip) = self.allocate_in(b, handle, attrs, reserved).await? {
                     debug!(%ip, node, "borrowed an address from another node's block");
                     return Ok(ip);
                 }
@@ -478,11 +497,12 @@ impl Ipam {
         mut block: Versioned<Block>,
         handle: &str,
         attrs: &BTreeMap<String, String>,
+        reserved: &[IpNet],
     ) -> Result<Try, IpamError> {
         let cidr = block.value.cidr;
         let hkey = handle_key(handle);
         for attempt in 0..MAX_RETRIES {
-            let Some(ord) = block.value.free_ordinal() else {
+            let Some(ord) = block.value.free_ordinal_except(reserved) else {
                 return Ok(Try::Full);
             };
             let (mut h, hrev) = match self.store.get_json::<Handle>(&hkey).await? {
