@@ -3,9 +3,9 @@
 
 use anyhow::bail;
 use comfy_table::{CellAlignment, Table, presets};
-use margay_datastore::Store;
 use margay_datastore::ipam::{Block, CheckReport, Ipam, IpamConfig};
 use margay_datastore::resources::IpPoolSpec;
+use margay_datastore::{Store, liveness};
 use std::net::IpAddr;
 
 fn pct(part: u128, whole: u128) -> String {
@@ -272,24 +272,47 @@ impl ConfigChange {
     }
 }
 
-/// The `ipam show --show-configuration` table.
-pub fn render_configuration(c: &IpamConfig) -> String {
+/// Who collects leaks now: the elected collector and the nodes with a live lease.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Collection {
+    pub collector: Option<String>,
+    pub live_nodes: Vec<String>,
+}
+
+/// The `ipam show --show-configuration` table (with the collection rows when known).
+pub fn render_configuration(c: &IpamConfig, collection: Option<&Collection>) -> String {
     let mut t = Table::new();
     t.load_style(presets::ASCII_FULL_CONDENSED);
     t.set_header(["PROPERTY", "VALUE"]);
     for (k, v) in c.rows() {
         t.add_row([k.to_string(), v]);
     }
+    if let Some(col) = collection {
+        t.add_row([
+            "Collector".to_string(),
+            col.collector
+                .clone()
+                .unwrap_or_else(|| "(none elected)".into()),
+        ]);
+        t.add_row(["LiveNodes".to_string(), col.live_nodes.join(",")]);
+    }
     t.to_string() + "\n"
 }
 
-/// `ipam show --show-configuration`.
+/// `ipam show --show-configuration`: the configuration, the elected collector, the live nodes.
 pub async fn show_configuration(store: &Store, json: bool) -> anyhow::Result<()> {
     let c = Ipam::new(store.clone()).config().await?;
+    let col = Collection {
+        collector: liveness::leader(store, liveness::COLLECTOR_ELECTION).await?,
+        live_nodes: liveness::live_nodes(store).await?.into_iter().collect(),
+    };
     if json {
-        println!("{}", serde_json::to_string_pretty(&c)?);
+        let mut v = serde_json::to_value(&c)?;
+        v["collector"] = serde_json::to_value(&col.collector)?;
+        v["liveNodes"] = serde_json::to_value(&col.live_nodes)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print!("{}", render_configuration(&c));
+        print!("{}", render_configuration(&c, Some(&col)));
     }
     Ok(())
 }
@@ -303,6 +326,6 @@ pub async fn configure(store: &Store, change: ConfigChange) -> anyhow::Result<()
             let _ = change.apply_to(c);
         })
         .await?;
-    print!("{}", render_configuration(&c));
+    print!("{}", render_configuration(&c, None));
     Ok(())
 }
