@@ -238,7 +238,6 @@ impl Ipam {
     /// empty and still `node`'s (compare-and-swap), then its affinity record. Returns whether
     /// it went.
     pub async fn release_empty_block(&self, node: &str, cidr: IpNet) -> Result<bool, IpamError> {
-        let _serial = self.serial.lock().await;
         let key = block_key(&cidr);
         let Some(b) = self.store.get_json::<Block>(&key).await? else {
             return Ok(false);

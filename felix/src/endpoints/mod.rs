@@ -94,7 +94,10 @@ pub(crate) fn ipam_status(e: &IpamError) -> Status {
         IpamError::PoolNotFound(_) | IpamError::NotInPool(_) => {
             Status::invalid_argument(e.to_string())
         }
-        IpamError::Contention(_) => Status::unavailable(e.to_string()),
+        IpamError::Contention(_)
+        | IpamError::Batch {
+            unavailable: true, ..
+        } => Status::unavailable(e.to_string()),
         _ => Status::internal(e.to_string()),
     }
 }
