@@ -312,4 +312,21 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn metrics_text_counts_ipam_releases_by_reason() {
+        let m = Metrics::new();
+        m.released("leaked", 2);
+        m.released("deleted_node", 3);
+        m.ipam_collector_elected.set(1);
+        let text = m.encode();
+        for series in [
+            "margay_felix_ipam_released_addresses_total{reason=\"leaked\"} 2",
+            "margay_felix_ipam_released_addresses_total{reason=\"deleted_node\"} 3",
+            "margay_felix_ipam_collector_elected 1",
+            "margay_felix_ipam_empty_blocks_released_total 0",
+        ] {
+            assert!(text.contains(series), "{series} in {text}");
+        }
+    }
 }
