@@ -271,4 +271,24 @@ fn add_while_etcd_is_frozen_answers_unavailable_within_its_deadline_and_leaves_n
         .add("ctr-frozen", "frozen", &netns_path(&pod), &[])
         .unwrap();
     assert_eq!(r.result.unwrap().ips.len(), 1);
+
+    // GC with etcd frozen is bounded the same way, and removes nothing.
+    node.etcd.process().pause();
+    let t = std::time::Instant::now();
+    let gc = rt().block_on(async {
+        client(&node.socket)
+            .await
+            .unwrap()
+            .garbage_collect(pb::GarbageCollectRequest {
+                network_name: "margay-pod-network".into(),
+                valid_attachments: vec![],
+            })
+            .await
+    });
+    let took = t.elapsed();
+    node.etcd.process().resume();
+    let e = gc.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(took < Duration::from_secs(8), "GC took {took:?}");
+    assert_eq!(node.cali_links().len(), 1, "the pod's veth stays");
 }
