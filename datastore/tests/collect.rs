@@ -362,3 +362,90 @@ async fn the_election_has_one_leader_and_the_next_takes_over_when_it_dies() {
         Some("node-b")
     );
 }
+
+/// The kernels of four nodes as the collectors see them: the containers whose pods run.
+struct Running(std::sync::Mutex<std::collections::BTreeSet<String>>);
+
+impl NodeProbe for Running {
+    fn allocation_live(&self, a: &Allocation) -> bool {
+        let c = a.handle_id.rsplit_once('.').map_or("", |(_, c)| c);
+        self.0.lock().unwrap().contains(c)
+    }
+    fn endpoint_live(&self, e: &WorkloadEndpoint) -> bool {
+        self.0.lock().unwrap().contains(&e.spec.container_id)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_of_a_thousand_pods_with_a_tenth_of_dels_lost_ends_with_records_equal_to_pods() {
+    let etcd = EtcdServer::start();
+    let store = etcd.store().await;
+    let ipam = std::sync::Arc::new(Ipam::new(store.clone()));
+    pool(&store, "10.24.0.0/20", 26).await;
+    let nodes = ["n0", "n1", "n2", "n3"];
+    for n in nodes {
+        node(&store, n).await;
+    }
+    short_grace(&ipam, 0).await;
+    let running = std::sync::Arc::new(Running(Default::default()));
+    // 1,000 pods come, 16 at a time; every second one goes again, and of those DELs one in
+    // ten never arrives (the runtime died): the pod is gone, its endpoint and address stay.
+    let mut lost = 0;
+    for wave in 0..(1000 / 16 + 1) {
+        let tasks: Vec<_> = (0..16)
+            .map(|i| wave * 16 + i)
+            .filter(|i| *i < 1000)
+            .map(|i| {
+                let (store, ipam, running) = (store.clone(), ipam.clone(), running.clone());
+                tokio::spawn(async move {
+                    let n = nodes[i % 4];
+                    let c = format!("c{i}");
+                    pod(&store, &ipam, n, &c, true).await;
+                    running.0.lock().unwrap().insert(c);
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        for i in (wave * 16..(wave * 16 + 16).min(1000)).step_by(2) {
+            let c = format!("c{i}");
+            running.0.lock().unwrap().remove(&c);
+            if i % 20 == 0 {
+                lost += 1;
+                continue;
+            }
+            store
+                .delete::<WorkloadEndpointSpec>(
+                    Some("default"),
+                    &format!("{}-k8s-{c}-eth0", nodes[i % 4]),
+                    None,
+                )
+                .await
+                .unwrap();
+            ipam.release_by_handle(&handle_for_container(&c))
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(lost, 50);
+    let before = ipam.check().await.unwrap();
+    assert_eq!(before.addresses_in_use, 550);
+    // Each node's collector, one pass to start the clock and one to release (grace 0).
+    let now = Instant::now();
+    let mut released = 0;
+    for n in nodes {
+        let mut c = LocalCollector::new(n);
+        released += c.pass(&ipam, &*running, now).await.unwrap().len();
+        released += c.pass(&ipam, &*running, now).await.unwrap().len();
+    }
+    assert_eq!(released, 50);
+    let r = ipam.check().await.unwrap();
+    assert!(r.is_clean(), "{r:#?}");
+    let (weps, _) = store.list::<WorkloadEndpointSpec>().await.unwrap();
+    let live = running.0.lock().unwrap().len();
+    assert_eq!(live, 500);
+    assert_eq!(r.addresses_in_use, live);
+    assert_eq!(r.handles, live);
+    assert_eq!(weps.len(), live);
+}
