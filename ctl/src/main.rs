@@ -92,6 +92,9 @@ enum IpamCommand {
         /// The IPAM configuration (`ipam configure`) instead of usage.
         #[arg(long)]
         show_configuration: bool,
+        /// Addresses nodes borrowed from other nodes' blocks.
+        #[arg(long)]
+        show_borrowed: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -123,6 +126,9 @@ enum IpamCommand {
         #[arg(long)]
         node_grace_period: Option<String>,
     },
+    /// Split the IP pool with CIDR into NUMBER (a power of two) equal pools (`split-<name>-<i>`,
+    /// each keeping the pool's other fields); addresses in use stay.
+    Split { cidr: String, number: u32 },
     /// Free an address, a handle's addresses, or a deleted node's blocks.
     Release {
         #[arg(long, group = "what", required = true)]
@@ -335,8 +341,16 @@ async fn run_datastore(etcd: &EtcdArgs, command: &Command) -> anyhow::Result<Opt
                     ..
                 } => margay_ctl::ipam::show_configuration(&store, *json).await?,
                 IpamCommand::Show {
+                    show_borrowed: true,
+                    json,
+                    ..
+                } => margay_ctl::ipam::show_borrowed(&store, *json).await?,
+                IpamCommand::Show {
                     show_blocks, json, ..
                 } => margay_ctl::ipam::show(&store, *show_blocks, *json).await?,
+                IpamCommand::Split { cidr, number } => {
+                    margay_ctl::ipam::split(&store, cidr, *number).await?
+                }
                 IpamCommand::Configure {
                     strict_affinity,
                     max_blocks_per_host,
