@@ -97,6 +97,16 @@ pub fn render_usage(rows: &[UsageRow], show_blocks: bool) -> String {
     t.to_string() + "\n"
 }
 
+/// Every block record.
+async fn all_blocks(store: &Store) -> anyhow::Result<Vec<Block>> {
+    Ok(Ipam::new(store.clone())
+        .blocks()
+        .await?
+        .into_iter()
+        .map(|b| b.value)
+        .collect())
+}
+
 /// `ipam show`.
 pub async fn show(store: &Store, show_blocks: bool, json: bool) -> anyhow::Result<()> {
     let (pools, _) = store.list::<IpPoolSpec>().await?;
@@ -104,12 +114,7 @@ pub async fn show(store: &Store, show_blocks: bool, json: bool) -> anyhow::Resul
         .iter()
         .filter_map(|p| Some((p.name().to_string(), p.spec.net()?)))
         .collect();
-    let blocks: Vec<Block> = Ipam::new(store.clone())
-        .blocks()
-        .await?
-        .into_iter()
-        .map(|b| b.value)
-        .collect();
+    let blocks = all_blocks(store).await?;
     let rows = usage(&pools, &blocks, show_blocks);
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -452,12 +457,7 @@ pub fn render_borrowed(rows: &[Borrowed]) -> String {
 
 /// `ipam show --show-borrowed`.
 pub async fn show_borrowed(store: &Store, json: bool) -> anyhow::Result<()> {
-    let blocks: Vec<Block> = Ipam::new(store.clone())
-        .blocks()
-        .await?
-        .into_iter()
-        .map(|b| b.value)
-        .collect();
+    let blocks = all_blocks(store).await?;
     let rows = borrowed(&blocks);
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
