@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use margay_lab::{
     Bgpd, ClusterArgs, Etcd, Lab, LabSwitch, Netns, Process, margay_binary, wait_for,
+    wait_for_every,
 };
 use margay_proto::felix::v1 as pb;
 use serde_json::Value;
@@ -20,8 +21,47 @@ struct Node {
     name: String,
     felix: Process,
     bgpd: Bgpd,
-    _ns: Netns,
+    ns: Netns,
     socket: PathBuf,
+}
+
+/// Starts margay-felix for `name` in `ns` with short collector intervals, and waits until its
+/// CNI API is ready.
+fn spawn_felix(
+    lab: &Lab,
+    ns: &Netns,
+    etcd: &Etcd,
+    name: &str,
+    socket: &std::path::Path,
+) -> Process {
+    let felix = Process::spawn(
+        ns,
+        &format!("felix-{name}"),
+        margay_binary("margay-felix", "cargo build -p margay-felix").unwrap(),
+        [
+            "--node",
+            name,
+            "--etcd-endpoints",
+            &etcd.endpoint(),
+            "--bgpd-socket",
+            lab.dir()
+                .join(format!("bgpd-{name}.sock"))
+                .to_str()
+                .unwrap(),
+            "--socket",
+            socket.to_str().unwrap(),
+            "--http-port",
+            "0",
+            "--ipam-gc-interval",
+            "1",
+            "--lease-ttl",
+            "2",
+        ],
+        lab.dir(),
+    )
+    .unwrap();
+    common::wait_cni_ready(socket, &felix);
+    felix
 }
 
 impl Node {
@@ -36,43 +76,33 @@ impl Node {
         )
         .unwrap();
         let socket = lab.dir().join(format!("felix-{name}.sock"));
-        let felix = Process::spawn(
-            &ns,
-            &format!("felix-{name}"),
-            margay_binary("margay-felix", "cargo build -p margay-felix").unwrap(),
-            [
-                "--node",
-                name,
-                "--etcd-endpoints",
-                &etcd.endpoint(),
-                "--bgpd-socket",
-                lab.dir()
-                    .join(format!("bgpd-{name}.sock"))
-                    .to_str()
-                    .unwrap(),
-                "--socket",
-                socket.to_str().unwrap(),
-                "--http-port",
-                "0",
-                "--ipam-gc-interval",
-                "1",
-                "--lease-ttl",
-                "2",
-            ],
-            lab.dir(),
-        )
-        .unwrap();
-        common::wait_cni_ready(&socket, &felix);
+        let felix = spawn_felix(lab, &ns, etcd, name, &socket);
         Node {
             name: name.to_string(),
             felix,
             bgpd,
-            _ns: ns,
+            ns,
             socket,
         }
     }
 
     fn add(&self, container: &str, pod: &Netns) -> String {
+        self.try_add(container, pod).unwrap()
+    }
+
+    fn try_add(&self, container: &str, pod: &Netns) -> Result<String, tonic::Status> {
+        add_on(&self.socket, &self.name, container, pod)
+    }
+}
+
+/// CNI ADD of `container` in `pod` through the felix of `node` at `socket`.
+fn add_on(
+    socket: &std::path::Path,
+    node: &str,
+    container: &str,
+    pod: &Netns,
+) -> Result<String, tonic::Status> {
+    {
         let req = pb::AddEndpointRequest {
             attachment: Some(pb::Attachment {
                 container_id: container.into(),
@@ -85,17 +115,22 @@ impl Node {
             }),
             network_name: "margay-pod-network".into(),
             mtu: 1400,
-            node_name: self.name.clone(),
+            node_name: node.to_string(),
             ipam: Some(pb::add_endpoint_request::Ipam::Margay(pb::MargayIpam {
                 assign_ipv4: true,
                 ..Default::default()
             })),
         };
         let r = rt()
-            .block_on(async { client(&self.socket).await.unwrap().add_endpoint(req).await })
-            .unwrap()
+            .block_on(async {
+                client(socket)
+                    .await
+                    .map_err(tonic::Status::unavailable)?
+                    .add_endpoint(req)
+                    .await
+            })?
             .into_inner();
-        r.result.unwrap().ips[0].address.clone()
+        Ok(r.result.unwrap().ips[0].address.clone())
     }
 }
 
@@ -221,4 +256,120 @@ fn a_vanished_pod_and_a_deleted_node_are_collected_and_the_collector_survives_it
         metrics_released.contains("released the IPAM of a deleted node"),
         "n1's log says what it released"
     );
+}
+
+#[test]
+fn felix_killed_mid_add_and_a_node_gone_silent_leave_nothing_behind() {
+    let lab = Lab::new("ipam_gc_killed_silent").unwrap();
+    let sw = lab.switch("sw").unwrap();
+    let etcd = Etcd::on_switch(&lab, &sw).unwrap();
+    etcd.apply(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pool1}\n\
+         spec: {cidr: 10.106.0.0/16, ipipMode: Never, vxlanMode: Never}\n",
+    )
+    .unwrap();
+    etcd.margayctl(&[
+        "ipam",
+        "configure",
+        "--leak-grace-period",
+        "2s",
+        "--node-grace-period",
+        "3s",
+    ])
+    .unwrap();
+    let n1 = Node::start(&lab, &sw, &etcd, "n1");
+    let mut n2 = Node::start(&lab, &sw, &etcd, "n2");
+    let keep = lab.netns("pkeep").unwrap();
+    n1.add("ctr-keep", &keep);
+
+    // Sixteen ADDs at once on n2, and felix killed as soon as an address is in etcd. Whether
+    // an unanswered ADD had written anything by then is a race: the burst is repeated (felix
+    // restarted) until one kill leaves an address no answered ADD accounts for.
+    let mut kept_pods: Vec<Netns> = Vec::new();
+    let mut half_done = false;
+    for attempt in 0..8 {
+        let pods: Vec<Netns> = (0..16)
+            .map(|i| lab.netns(&format!("pk{attempt}x{i}")).unwrap())
+            .collect();
+        let before = check(&etcd)["addresses_in_use"].as_u64().unwrap();
+        let results: Vec<Result<String, tonic::Status>> = std::thread::scope(|s| {
+            let handles: Vec<_> = pods
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let socket = n2.socket.clone();
+                    s.spawn(move || add_on(&socket, "n2", &format!("ctr-{attempt}x{i}"), p))
+                })
+                .collect();
+            wait_for_every(
+                "an address of the burst",
+                Duration::from_secs(20),
+                Duration::from_millis(1),
+                &[],
+                || {
+                    let r = check(&etcd);
+                    (r["addresses_in_use"].as_u64() > Some(before))
+                        .then_some(())
+                        .ok_or(r.to_string())
+                },
+            )
+            .unwrap();
+            n2.felix.kill();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let answered = results.iter().filter(|r| r.is_ok()).count() as u64;
+        let now = check(&etcd)["addresses_in_use"].as_u64().unwrap();
+        eprintln!(
+            "attempt {attempt}: {answered} of 16 ADDs answered, {} addresses written",
+            now - before
+        );
+        // The runtime tears down the sandboxes whose ADD failed, without a DEL (felix is gone).
+        kept_pods.extend(
+            pods.into_iter()
+                .zip(&results)
+                .filter_map(|(p, r)| r.is_ok().then_some(p)),
+        );
+        n2.felix = spawn_felix(&lab, &n2.ns, &etcd, "n2", &n2.socket);
+        if now > before + answered {
+            half_done = true;
+            break;
+        }
+    }
+    assert!(half_done, "no kill landed mid-ADD in 8 bursts");
+    let ok = kept_pods.len();
+    let want = 1 + ok;
+    wait_for(
+        "what the killed ADDs left is collected",
+        Duration::from_secs(30),
+        &[&n2.felix],
+        || {
+            let r = check(&etcd);
+            (r["addresses_in_use"] == want && r["handles"] == want && problems(&r) == 0)
+                .then_some(())
+                .ok_or(r.to_string())
+        },
+    )
+    .unwrap();
+    let weps = etcd
+        .margayctl(&["get", "workloadendpoints", "-o", "yaml"])
+        .unwrap();
+    assert_eq!(weps.matches("containerID:").count(), want, "{weps}");
+
+    // n2 goes silent (felix frozen: no lease renewals). After its lease expires and the node
+    // grace period passes, n1's collector releases n2's pods; n1's pod stays.
+    n2.felix.pause();
+    wait_for(
+        "the silent node's IPAM released",
+        Duration::from_secs(30),
+        &[&n1.felix],
+        || {
+            let r = check(&etcd);
+            (r["addresses_in_use"] == 1 && problems(&r) == 0)
+                .then_some(())
+                .ok_or(r.to_string())
+        },
+    )
+    .unwrap();
+    n2.felix.resume();
+    drop(kept_pods);
 }
