@@ -161,15 +161,15 @@ fn collection(etcd: &Etcd) -> Value {
     .unwrap()
 }
 
-#[test]
-fn a_vanished_pod_and_a_deleted_node_are_collected_and_the_collector_survives_its_node() {
-    let lab = Lab::new("ipam_gc_collects").unwrap();
+/// A switch with etcd on it, an IPPool of `cidr`, and the IPAM configuration: a 2 s leak grace
+/// period and `node_grace` for silent nodes.
+fn cluster(lab: &Lab, cidr: &str, node_grace: &str) -> (LabSwitch, Etcd) {
     let sw = lab.switch("sw").unwrap();
-    let etcd = Etcd::on_switch(&lab, &sw).unwrap();
-    etcd.apply(
-        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pool1}\n\
-         spec: {cidr: 10.104.0.0/16, ipipMode: Never, vxlanMode: Never}\n",
-    )
+    let etcd = Etcd::on_switch(lab, &sw).unwrap();
+    etcd.apply(&format!(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: pool1}}\n\
+         spec: {{cidr: {cidr}, ipipMode: Never, vxlanMode: Never}}\n"
+    ))
     .unwrap();
     etcd.margayctl(&[
         "ipam",
@@ -177,9 +177,16 @@ fn a_vanished_pod_and_a_deleted_node_are_collected_and_the_collector_survives_it
         "--leak-grace-period",
         "2s",
         "--node-grace-period",
-        "60s",
+        node_grace,
     ])
     .unwrap();
+    (sw, etcd)
+}
+
+#[test]
+fn a_vanished_pod_and_a_deleted_node_are_collected_and_the_collector_survives_its_node() {
+    let lab = Lab::new("ipam_gc_collects").unwrap();
+    let (sw, etcd) = cluster(&lab, "10.104.0.0/16", "60s");
     // n2 first: it campaigns first and is elected.
     let mut n2 = Node::start(&lab, &sw, &etcd, "n2");
     wait_for("n2 elected", Duration::from_secs(20), &[&n2.felix], || {
@@ -261,22 +268,7 @@ fn a_vanished_pod_and_a_deleted_node_are_collected_and_the_collector_survives_it
 #[test]
 fn felix_killed_mid_add_and_a_node_gone_silent_leave_nothing_behind() {
     let lab = Lab::new("ipam_gc_killed_silent").unwrap();
-    let sw = lab.switch("sw").unwrap();
-    let etcd = Etcd::on_switch(&lab, &sw).unwrap();
-    etcd.apply(
-        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pool1}\n\
-         spec: {cidr: 10.106.0.0/16, ipipMode: Never, vxlanMode: Never}\n",
-    )
-    .unwrap();
-    etcd.margayctl(&[
-        "ipam",
-        "configure",
-        "--leak-grace-period",
-        "2s",
-        "--node-grace-period",
-        "3s",
-    ])
-    .unwrap();
+    let (sw, etcd) = cluster(&lab, "10.106.0.0/16", "3s");
     let n1 = Node::start(&lab, &sw, &etcd, "n1");
     let mut n2 = Node::start(&lab, &sw, &etcd, "n2");
     let keep = lab.netns("pkeep").unwrap();
