@@ -91,7 +91,7 @@ impl Node {
     }
 
     fn try_add(&self, container: &str, pod: &Netns) -> Result<String, tonic::Status> {
-        add_on(&self.socket, &self.name, container, pod)
+        add_on(&self.socket, &self.name, container, pod, &[])
     }
 }
 
@@ -101,6 +101,7 @@ fn add_on(
     node: &str,
     container: &str,
     pod: &Netns,
+    pools: &[&str],
 ) -> Result<String, tonic::Status> {
     {
         let req = pb::AddEndpointRequest {
@@ -118,6 +119,7 @@ fn add_on(
             node_name: node.to_string(),
             ipam: Some(pb::add_endpoint_request::Ipam::Margay(pb::MargayIpam {
                 assign_ipv4: true,
+                ipv4_pools: pools.iter().map(|p| p.to_string()).collect(),
                 ..Default::default()
             })),
         };
@@ -290,7 +292,7 @@ fn felix_killed_mid_add_and_a_node_gone_silent_leave_nothing_behind() {
                 .enumerate()
                 .map(|(i, p)| {
                     let socket = n2.socket.clone();
-                    s.spawn(move || add_on(&socket, "n2", &format!("ctr-{attempt}x{i}"), p))
+                    s.spawn(move || add_on(&socket, "n2", &format!("ctr-{attempt}x{i}"), p, &[]))
                 })
                 .collect();
             wait_for_every(
@@ -364,4 +366,51 @@ fn felix_killed_mid_add_and_a_node_gone_silent_leave_nothing_behind() {
     .unwrap();
     n2.felix.resume();
     drop(kept_pods);
+}
+
+/// strictAffinity, maxBlocksPerHost and an IPReservation, through real CNI ADDs: a pool of two
+/// /30 blocks, one address reserved; n1 may hold one block and may not borrow, so its fourth
+/// ADD fails with RESOURCE_EXHAUSTED naming the node, the pool and the limit, and no ADD gets
+/// the reserved address.
+#[test]
+fn strict_affinity_max_blocks_and_reservations_hold_for_real_adds() {
+    let lab = Lab::new("ipam_strict_adds").unwrap();
+    let (sw, etcd) = cluster(&lab, "10.107.0.0/16", "60s");
+    etcd.apply(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: tiny}\n\
+         spec: {cidr: 10.108.0.0/29, blockSize: 30, ipipMode: Never, vxlanMode: Never}\n\
+         ---\napiVersion: projectcalico.org/v3\nkind: IPReservation\nmetadata: {name: gw}\n\
+         spec: {reservedCIDRs: [10.108.0.1]}\n",
+    )
+    .unwrap();
+    etcd.margayctl(&[
+        "ipam",
+        "configure",
+        "--strictaffinity=true",
+        "--max-blocks-per-host",
+        "1",
+    ])
+    .unwrap();
+    let n1 = Node::start(&lab, &sw, &etcd, "n1");
+    let pods: Vec<Netns> = (0..4)
+        .map(|i| lab.netns(&format!("ps{i}")).unwrap())
+        .collect();
+    let mut got = Vec::new();
+    for (i, p) in pods.iter().enumerate().take(3) {
+        got.push(add_on(&n1.socket, "n1", &format!("ctr-s{i}"), p, &["tiny"]).unwrap());
+    }
+    assert_eq!(got, ["10.108.0.0/32", "10.108.0.2/32", "10.108.0.3/32"]);
+    let e = add_on(&n1.socket, "n1", "ctr-s3", &pods[3], &["tiny"]).unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    for part in [
+        "'n1'",
+        "'tiny' (10.108.0.0/29)",
+        "maxBlocksPerHost is 1",
+        "strictAffinity",
+    ] {
+        assert!(e.message().contains(part), "{part} in {}", e.message());
+    }
+    let r = check(&etcd);
+    assert_eq!(r["addresses_in_use"], 3, "{r}");
+    assert_eq!(problems(&r), 0, "the failed ADD left nothing: {r}");
 }
