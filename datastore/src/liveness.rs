@@ -6,7 +6,10 @@
 //!   that went silent from one that never ran felix (the lab's simulated nodes).
 //! - The collector is elected with etcd's election API (`campaign` on
 //!   [`COLLECTOR_ELECTION`]): exactly one campaigner holds the leadership key at a time, and
-//!   when its lease expires the next one in line takes over.
+//!   when its lease expires the next one in line takes over. A collector cut off from etcd
+//!   learns that it lost the lease only when a renewal is answered again; until then its passes
+//!   fail (etcd unreachable), and a pass racing the new collector's is harmless: every release
+//!   is a compare-and-swap that finds the work already done.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
