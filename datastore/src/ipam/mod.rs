@@ -257,18 +257,28 @@ impl Ipam {
         attrs: &BTreeMap<String, String>,
         pools: &[String],
     ) -> Result<Assigned, IpamError> {
-        let (cfg, reservations) =
-            tokio::join!(self.config(), self.store.list::<IpReservationSpec>());
+        let families: Vec<(u8, usize)> = [(4u8, want.num_v4), (6u8, want.num_v6)]
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        // The configuration, the reservations and the first family's pools in one round trip.
+        let first = families.first().map_or(4, |(f, _)| *f);
+        let (cfg, reservations, first_pools) = tokio::join!(
+            self.config(),
+            self.store.list::<IpReservationSpec>(),
+            self.pools_for(want.usage, node, first, pools)
+        );
         let rules = Rules {
             cfg: cfg?,
             reserved: reservations?.0.iter().flat_map(|r| r.spec.nets()).collect(),
         };
+        let mut first_pools = Some(first_pools?);
         let mut out = Assigned::default();
-        for (fam, num) in [(4u8, want.num_v4), (6u8, want.num_v6)] {
-            if num == 0 {
-                continue;
-            }
-            let candidates = self.pools_for(want.usage, node, fam, pools).await?;
+        for (fam, num) in families {
+            let candidates = match first_pools.take() {
+                Some(p) if fam == first => p,
+                _ => self.pools_for(want.usage, node, fam, pools).await?,
+            };
             if candidates.is_empty() {
                 return Err(IpamError::NoPool {
                     family: fam,
