@@ -106,7 +106,8 @@ ip netns exec "$NODE" env MARGAY_LOG_LEVEL=warn "$BIN/margay-bgpd" --datastore e
   >"$WORK/bgpd.log" 2>&1 &
 PIDS+=($!)
 wait_until "margay-bgpd's socket" 30 test -S "$WORK/bgpd.sock"
-ip netns exec "$NODE" env MARGAY_LOG_LEVEL=warn "$BIN/margay-felix" --node "$NODENAME" \
+# felix at warn, but its endpoint service at info: the "endpoint added" lines carry the ADD phases.
+ip netns exec "$NODE" env MARGAY_LOG_LEVEL=warn,margay_felix::endpoints=info "$BIN/margay-felix" --node "$NODENAME" \
   --etcd-endpoints "$ETCD" --bgpd-socket "$WORK/bgpd.sock" --socket "$WORK/felix.sock" \
   --http-port 0 >"$WORK/felix.log" 2>&1 &
 PIDS+=($!)
@@ -155,7 +156,7 @@ echo "date: $(date -u +%Y-%m-%d)"
 phase_medians() {
   local k
   for k in ipam wire route; do
-    tail -n +"$(($1 + 1))" "$WORK/felix.log" | grep 'endpoint added' | grep -oE "${k}_ms=[0-9.]+" \
+    { tail -n +"$(($1 + 1))" "$WORK/felix.log" | grep 'endpoint added' || true; } | grep -oE "${k}_ms=[0-9.]+" \
       | cut -d= -f2 | sort -n | awk -v k="$k" '{v[NR]=$1} END {if (NR) printf "felix ADD phase %s_ms p50=%.2f\n", k, v[int((NR+1)/2)]}'
   done
 }

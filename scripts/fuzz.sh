@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the BGP decoder's fuzz target (bgp/fuzz, target decode_message) for a bounded time on the
-# kept corpus, merges the inputs that reached new code back into it, and fails naming the crash
-# input when the decoder panics or the sanitizer reports an error.
+# kept corpus, and fails naming the crash input when the decoder panics or the sanitizer reports
+# an error. New inputs go to a scratch directory: the checkout is left as it was unless
+# FUZZ_KEEP=1 asks to merge the ones that reached new code into the kept corpus.
 #
 #   scripts/fuzz.sh [SECONDS]        # default 60
 #
@@ -12,6 +13,8 @@
 #
 # Environment:
 #   FUZZ_SANITIZER   address (default) or none
+#   FUZZ_KEEP=1      merge the new inputs that reach new code into bgp/fuzz/corpus (on purpose,
+#                    to commit them); without it the kept corpus is only read
 #   FUZZ_CMIN=1      after the run, minimise the whole corpus (may drop seeds that add nothing)
 #   FUZZ_MAX_LEN     longest input tried, in bytes (default 4096, the RFC 4271 message limit;
 #                    the extended-message context of the target decodes longer ones when found)
@@ -90,7 +93,7 @@ if [ "$status" -ne 0 ] || [ -n "$crash" ]; then
 fi
 
 found=$(find "$new_inputs" -maxdepth 1 -type f | wc -l)
-if [ "$found" -gt 0 ]; then
+if [ "$found" -gt 0 ] && [ "${FUZZ_KEEP:-0}" = 1 ]; then
   # -merge=1 adds to the first directory only the inputs of the others that reach new code.
   "${fuzz[@]}" run "${build_flags[@]}" "$target" "$corpus" "$new_inputs" -- \
     -merge=1 -max_len="$max_len" >>"$log" 2>&1
@@ -101,5 +104,10 @@ fi
 after=$(find "$corpus" -maxdepth 1 -type f | wc -l)
 size=$(find "$corpus" -maxdepth 1 -type f -exec cat {} + | wc -c)
 
-echo "fuzz.sh: PASS: ${runs:-?} executions in ${seconds}s, no crash; corpus $before -> $after inputs ($size bytes)"
+if [ "${FUZZ_KEEP:-0}" = 1 ]; then
+  kept="corpus $before -> $after inputs ($size bytes)"
+else
+  kept="$found new input(s) found and discarded with the scratch directory (FUZZ_KEEP=1 merges them); corpus unchanged ($after inputs)"
+fi
+echo "fuzz.sh: PASS: ${runs:-?} executions in ${seconds}s, no crash; $kept"
 rm -rf "$work"

@@ -69,6 +69,7 @@ pub fn table(info: KindInfo, items: &[AnyResource], wide: bool) -> String {
         "BGPFilter" => vec!["NAME", "EXPORTV4", "IMPORTV4", "EXPORTV6", "IMPORTV6"],
         "BGPConfiguration" => vec!["NAME", "LOGSEVERITY", "MESHENABLED", "ASNUMBER"],
         "WorkloadEndpoint" => vec!["NAMESPACE", "WORKLOAD", "NODE", "NETWORKS", "INTERFACE"],
+        "IPReservation" => vec!["NAME", "RESERVEDCIDRS"],
         _ => vec!["NAME"],
     };
     for r in items {
@@ -145,6 +146,9 @@ pub fn table(info: KindInfo, items: &[AnyResource], wide: bool) -> String {
                 w.spec.interface_name.clone(),
             ],
             AnyResource::FelixConfiguration(f) => vec![f.name().to_string()],
+            AnyResource::IpReservation(r) => {
+                vec![r.name().to_string(), r.spec.reserved_cidrs.join(",")]
+            }
         };
         rows.push(row);
     }

@@ -105,10 +105,16 @@ enum MigrateCommand {
 
 #[derive(Subcommand)]
 enum IpamCommand {
-    /// Address usage per pool (and per block).
+    /// Address usage per pool (and per block), or the IPAM configuration.
     Show {
         #[arg(long)]
         show_blocks: bool,
+        /// The IPAM configuration (`ipam configure`) instead of usage.
+        #[arg(long)]
+        show_configuration: bool,
+        /// Addresses nodes borrowed from other nodes' blocks.
+        #[arg(long)]
+        show_borrowed: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -118,6 +124,31 @@ enum IpamCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Change the IPAM configuration (as `calicoctl ipam configure`; the grace periods are
+    /// margay's: how long a leak, an empty block or a silent node waits before collection).
+    Configure {
+        /// No borrowing: a node's addresses come only from its own blocks.
+        #[arg(long = "strictaffinity", alias = "strict-affinity")]
+        strict_affinity: Option<bool>,
+        /// Most blocks one node may hold (0: no limit).
+        #[arg(long)]
+        max_blocks_per_host: Option<u32>,
+        /// Whether a node claims new blocks when its own are full.
+        #[arg(long)]
+        auto_allocate_blocks: Option<bool>,
+        /// e.g. 15m: how long an allocation must look leaked before felix releases it.
+        #[arg(long)]
+        leak_grace_period: Option<String>,
+        /// e.g. 15m: how long an empty block stays with its node (when it has room elsewhere).
+        #[arg(long)]
+        empty_block_grace_period: Option<String>,
+        /// e.g. 1h: how long a node's liveness lease must have expired before its IPAM goes.
+        #[arg(long)]
+        node_grace_period: Option<String>,
+    },
+    /// Split the IP pool with CIDR into NUMBER (a power of two) equal pools (`split-<name>-<i>`,
+    /// each keeping the pool's other fields); addresses in use stay.
+    Split { cidr: String, number: u32 },
     /// Free an address, a handle's addresses, or a deleted node's blocks.
     Release {
         #[arg(long, group = "what", required = true)]
@@ -335,8 +366,39 @@ async fn run_datastore(etcd: &EtcdArgs, command: &Command) -> anyhow::Result<Opt
         Command::Ipam { command } => {
             let store = connect().await?;
             match command {
-                IpamCommand::Show { show_blocks, json } => {
-                    margay_ctl::ipam::show(&store, *show_blocks, *json).await?
+                IpamCommand::Show {
+                    show_configuration: true,
+                    json,
+                    ..
+                } => margay_ctl::ipam::show_configuration(&store, *json).await?,
+                IpamCommand::Show {
+                    show_borrowed: true,
+                    json,
+                    ..
+                } => margay_ctl::ipam::show_borrowed(&store, *json).await?,
+                IpamCommand::Show {
+                    show_blocks, json, ..
+                } => margay_ctl::ipam::show(&store, *show_blocks, *json).await?,
+                IpamCommand::Split { cidr, number } => {
+                    margay_ctl::ipam::split(&store, cidr, *number).await?
+                }
+                IpamCommand::Configure {
+                    strict_affinity,
+                    max_blocks_per_host,
+                    auto_allocate_blocks,
+                    leak_grace_period,
+                    empty_block_grace_period,
+                    node_grace_period,
+                } => {
+                    let change = margay_ctl::ipam::ConfigChange {
+                        strict_affinity: *strict_affinity,
+                        max_blocks_per_host: *max_blocks_per_host,
+                        auto_allocate_blocks: *auto_allocate_blocks,
+                        leak_grace_period: leak_grace_period.clone(),
+                        empty_block_grace_period: empty_block_grace_period.clone(),
+                        node_grace_period: node_grace_period.clone(),
+                    };
+                    margay_ctl::ipam::configure(&store, change).await?
                 }
                 IpamCommand::Check { json } => margay_ctl::ipam::check(&store, *json).await?,
                 IpamCommand::Release { ip, handle, node } => {

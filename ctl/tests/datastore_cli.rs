@@ -482,3 +482,114 @@ fn ipam_show_check_and_release() {
     let o = ctl(&etcd, &["ipam", "release"], None);
     assert!(!o.ok, "release needs a target");
 }
+
+#[test]
+fn ipam_configure_split_and_show_borrowed() {
+    let etcd = EtcdServer::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let borrowed_ip = rt.block_on(async {
+        let store = etcd.store().await;
+        let mut spec = IpPoolSpec {
+            cidr: "10.60.0.0/29".into(),
+            block_size: Some(30),
+            nat_outgoing: true,
+            ..IpPoolSpec::default()
+        };
+        spec.apply_defaults();
+        let p: IpPool = Resource::new("small", spec);
+        store.create(&p).await.unwrap();
+        for n in ["n1", "n2"] {
+            let node: Node = Resource::new(n, NodeSpec::default());
+            store.create(&node).await.unwrap();
+        }
+        let ipam = Ipam::new(store);
+        let attrs = |n: &str| -> BTreeMap<String, String> { [("node".into(), n.into())].into() };
+        // n1 and n2 take a block each; n2's fifth address is borrowed from n1's block.
+        ipam.auto_assign(&handle_for_container("a"), "n1", &attrs("n1"), 1, 0, &[])
+            .await
+            .unwrap();
+        let mut last = None;
+        for i in 0..5 {
+            last = Some(
+                ipam.auto_assign(
+                    &handle_for_container(&format!("b{i}")),
+                    "n2",
+                    &attrs("n2"),
+                    1,
+                    0,
+                    &[],
+                )
+                .await
+                .unwrap()
+                .v4[0],
+            );
+        }
+        last.unwrap().to_string()
+    });
+
+    let o = ctl(&etcd, &["ipam", "show", "--show-borrowed"], None);
+    assert!(o.ok, "{}", o.stderr);
+    assert!(
+        o.stdout.contains(&borrowed_ip) && o.stdout.contains("n2") && o.stdout.contains("n1"),
+        "{}",
+        o.stdout
+    );
+
+    let o = ctl(
+        &etcd,
+        &[
+            "ipam",
+            "configure",
+            "--strictaffinity=true",
+            "--max-blocks-per-host",
+            "2",
+            "--leak-grace-period",
+            "90s",
+        ],
+        None,
+    );
+    assert!(o.ok, "{}", o.stderr);
+    let o = ctl(&etcd, &["ipam", "show", "--show-configuration"], None);
+    assert!(o.ok, "{}", o.stderr);
+    for row in [
+        "StrictAffinity",
+        "true",
+        "MaxBlocksPerHost",
+        "LeakGracePeriod",
+        "90s",
+        "Collector",
+        "(none elected)",
+    ] {
+        assert!(o.stdout.contains(row), "{row}: {}", o.stdout);
+    }
+    let o = ctl(
+        &etcd,
+        &["ipam", "configure", "--node-grace-period", "soon"],
+        None,
+    );
+    assert!(
+        !o.ok && o.stderr.contains("--node-grace-period"),
+        "{}",
+        o.stderr
+    );
+
+    // Split the /29 into two /30 pools; the addresses in use stay, each in its new pool.
+    let o = ctl(&etcd, &["ipam", "split", "10.60.0.0/29", "2"], None);
+    assert!(o.ok, "{}", o.stderr);
+    let o = ctl(&etcd, &["get", "ippools", "-o", "yaml"], None);
+    assert!(o.ok, "{}", o.stderr);
+    assert!(!o.stdout.contains("name: small\n"), "{}", o.stdout);
+    for want in [
+        "split-small-1",
+        "10.60.0.0/30",
+        "split-small-2",
+        "10.60.0.4/30",
+        "natOutgoing: true",
+    ] {
+        assert!(o.stdout.contains(want), "{want}: {}", o.stdout);
+    }
+    let o = ctl(&etcd, &["ipam", "check", "--json"], None);
+    assert!(o.stdout.contains("\"addresses_in_use\": 6"), "{}", o.stdout);
+    let o = ctl(&etcd, &["ipam", "split", "10.60.0.0/30", "2"], None);
+    assert!(!o.ok && o.stderr.contains("smaller than"), "{}", o.stderr);
+}

@@ -9,6 +9,7 @@
 //! - [`ipam`]: address blocks claimed by node affinity, handles, borrowing, leak checks.
 //! - [`args`]: the `--etcd-endpoints` / TLS flags every binary flattens in.
 //! - [`migrate`]: importing a Calico etcd datastore (key layout, record translation, plan).
+//! - [`liveness`]: node liveness leases and the election of the one IPAM collector.
 //! - [`probe`]: whether etcd answers now, for the daemons' readiness.
 //!
 //! # Key layout in etcd
@@ -26,6 +27,10 @@
 //! /margay/ipam/v1/blocks/<block cidr, '/' written '-'>  e.g. .../blocks/10.244.0.64-26
 //! /margay/ipam/v1/affinities/<node>/<block cidr>        one per block a node claimed
 //! /margay/ipam/v1/handles/<handle id>                   one per container
+//! /margay/ipam/v1/config                                the IPAM configuration
+//! /margay/ipam/v1/liveness/<node>                       leased: felix alive on the node
+//! /margay/ipam/v1/nodes-seen/<node>                     felix ran on the node once
+//! /margay/election/ipam-collector/...                   the collector's election
 //! ```
 //!
 //! A resource's `metadata.resourceVersion` is the key's etcd `mod_revision`; an update with
@@ -33,6 +38,7 @@
 
 pub mod args;
 pub mod ipam;
+pub mod liveness;
 pub mod migrate;
 pub mod probe;
 pub mod resources;

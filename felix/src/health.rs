@@ -122,6 +122,18 @@ pub struct Metrics {
     /// Routes learned from BGP left out because they are exactly a local workload's address
     /// or one of this node's blocks.
     pub shadowed_routes: Gauge,
+    /// Addresses the IPAM leak collectors released, by reason (leaked: this node's own leak;
+    /// deleted_node / silent_node: the elected collector's).
+    pub ipam_released: Family<ReasonLabel, Counter>,
+    /// Empty blocks the elected collector gave back to the pool.
+    pub ipam_empty_blocks_released: Counter,
+    /// 1 while this felix is the elected cluster-wide IPAM collector.
+    pub ipam_collector_elected: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
 }
 
 impl Metrics {
@@ -159,8 +171,29 @@ impl Metrics {
             "Routes learned from BGP not programmed: they are a local workload's address or this node's block",
             shadowed_routes.clone(),
         );
+        let ipam_released = Family::<ReasonLabel, Counter>::default();
+        let ipam_empty_blocks_released = Counter::default();
+        let ipam_collector_elected = Gauge::default();
+        registry.register(
+            "ipam_released_addresses",
+            "Addresses the IPAM leak collectors released, by reason",
+            ipam_released.clone(),
+        );
+        registry.register(
+            "ipam_empty_blocks_released",
+            "Empty affine blocks the elected collector gave back to the pool",
+            ipam_empty_blocks_released.clone(),
+        );
+        registry.register(
+            "ipam_collector_elected",
+            "1 while this felix is the elected cluster-wide IPAM collector",
+            ipam_collector_elected.clone(),
+        );
         Metrics {
             registry,
+            ipam_released,
+            ipam_empty_blocks_released,
+            ipam_collector_elected,
             shadowed_routes,
             routes,
             resync_seconds,
@@ -175,6 +208,15 @@ impl Metrics {
         self.route_writes
             .get_or_create(&OpLabel { op: op.to_string() })
             .inc();
+    }
+
+    /// Counts `n` addresses released by a leak collector for `reason`.
+    pub fn released(&self, reason: &str, n: usize) {
+        self.ipam_released
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc_by(n as u64);
     }
 
     /// The Prometheus text exposition.
@@ -269,5 +311,22 @@ mod tests {
             text.contains("margay_felix_netlink_errors_total 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn metrics_text_counts_ipam_releases_by_reason() {
+        let m = Metrics::new();
+        m.released("leaked", 2);
+        m.released("deleted_node", 3);
+        m.ipam_collector_elected.set(1);
+        let text = m.encode();
+        for series in [
+            "margay_felix_ipam_released_addresses_total{reason=\"leaked\"} 2",
+            "margay_felix_ipam_released_addresses_total{reason=\"deleted_node\"} 3",
+            "margay_felix_ipam_collector_elected 1",
+            "margay_felix_ipam_empty_blocks_released_total 0",
+        ] {
+            assert!(text.contains(series), "{series} in {text}");
+        }
     }
 }

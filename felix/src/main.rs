@@ -83,6 +83,14 @@ struct Args {
         default_value_t = margay_felix::endpoints::DEFAULT_MTU
     )]
     workload_mtu: u32,
+    /// Seconds between two passes of the IPAM leak collectors (this node's own, and the
+    /// cluster-wide one when this felix is elected). The grace periods are in the IPAM
+    /// configuration (`margayctl ipam configure`).
+    #[arg(long, env = "MARGAY_FELIX_IPAM_GC_INTERVAL", default_value_t = 60)]
+    ipam_gc_interval: u64,
+    /// Seconds of TTL of this node's liveness lease and of the collector's leadership lease.
+    #[arg(long, env = "MARGAY_FELIX_LEASE_TTL", default_value_t = 30)]
+    lease_ttl: u64,
     #[command(flatten)]
     default_pool: margay_felix::cluster::default_pool::DefaultPoolArgs,
     #[command(flatten)]
@@ -197,6 +205,11 @@ fn run(
                 etcd: args.etcd.clone(),
                 bgpd_socket: args.bgpd_socket.clone(),
                 default_pool,
+                gc: cluster::ipam_gc::GcTiming {
+                    interval: Duration::from_secs(args.ipam_gc_interval.max(1)),
+                    lease_ttl: Duration::from_secs(args.lease_ttl.max(2)),
+                },
+                metrics: metrics.clone(),
             };
             let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
             let service = endpoints::EndpointService::new(

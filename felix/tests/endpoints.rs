@@ -4,7 +4,7 @@
 //! answers UNAVAILABLE within felix's etcd deadline and leaves nothing once etcd is back. The
 //! CNI binary's own suite against this service is `cni-plugin/tests/with_real_felix.rs`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use margay_lab::{
@@ -13,7 +13,8 @@ use margay_lab::{
 use margay_proto::felix::v1 as pb;
 use serde_json::Value;
 
-type Client = pb::endpoints_client::EndpointsClient<tonic::transport::Channel>;
+mod common;
+use common::{cni_client as client, rt};
 
 struct Node {
     _felix: Process,
@@ -22,20 +23,6 @@ struct Node {
     socket: PathBuf,
     etcd: Etcd,
     _sw: LabSwitch,
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-async fn client(socket: &Path) -> Result<Client, String> {
-    let ch = margay_common::uds::channel(socket, Duration::from_secs(5))
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(pb::endpoints_client::EndpointsClient::new(ch))
 }
 
 impl Node {
@@ -76,28 +63,7 @@ impl Node {
             lab.dir(),
         )
         .unwrap();
-        let s = socket.clone();
-        wait_for(
-            "felix STATUS ready",
-            Duration::from_secs(60),
-            &[&felix],
-            || {
-                rt().block_on(async {
-                    let mut c = client(&s).await?;
-                    let st = c
-                        .status(pb::StatusRequest {})
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .into_inner();
-                    if st.ready && st.felix_synced && st.etcd_reachable {
-                        Ok(())
-                    } else {
-                        Err(format!("{st:?}"))
-                    }
-                })
-            },
-        )
-        .unwrap();
+        common::wait_cni_ready(&socket, &felix);
         Node {
             _felix: felix,
             _bgpd: bgpd,
@@ -305,4 +271,24 @@ fn add_while_etcd_is_frozen_answers_unavailable_within_its_deadline_and_leaves_n
         .add("ctr-frozen", "frozen", &netns_path(&pod), &[])
         .unwrap();
     assert_eq!(r.result.unwrap().ips.len(), 1);
+
+    // GC with etcd frozen is bounded the same way, and removes nothing.
+    node.etcd.process().pause();
+    let t = std::time::Instant::now();
+    let gc = rt().block_on(async {
+        client(&node.socket)
+            .await
+            .unwrap()
+            .garbage_collect(pb::GarbageCollectRequest {
+                network_name: "margay-pod-network".into(),
+                valid_attachments: vec![],
+            })
+            .await
+    });
+    let took = t.elapsed();
+    node.etcd.process().resume();
+    let e = gc.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(took < Duration::from_secs(8), "GC took {took:?}");
+    assert_eq!(node.cali_links().len(), 1, "the pod's veth stays");
 }

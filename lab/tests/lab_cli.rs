@@ -301,6 +301,18 @@ fn never_mode_mesh_lab_converges_reports_and_down_leaves_nothing() {
         3,
         "{tor:?}"
     );
+    // IPAM's leak collection: one felix elected, every node alive, nothing leaked.
+    let ipam = command_output(&s, "IPAM", "ipam show --show-configuration");
+    assert!(
+        ipam.contains("LiveNodes") && ipam.contains("node1,node2,node3"),
+        "{ipam}"
+    );
+    let elected = text
+        .lines()
+        .find_map(|l| l.strip_prefix("IPAM collector elected: "))
+        .unwrap_or_else(|| panic!("no collector line: {text}"));
+    assert!(elected.starts_with("node"), "{elected}");
+    assert!(ipam.contains(elected.split(';').next().unwrap()), "{ipam}");
 
     let state = LabState::load(&state_file)
         .unwrap()

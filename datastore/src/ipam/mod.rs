@@ -1,7 +1,11 @@
 //! IPAM: pools carved into blocks that nodes claim by affinity; addresses handed out from a
 //! node's own blocks, a new block claimed when they are full, and an address borrowed from
-//! another node's block only when the pool has no unclaimed block left (Calico with
-//! `StrictAffinity` off; the lender keeps its block).
+//! another node's block only when the pool has no unclaimed block left (the lender keeps its
+//! block). The IPAM configuration ([`config`]) changes that as Calico's does: `strictAffinity`
+//! (never borrow: a full node's ADD fails naming the node and pools), `maxBlocksPerHost` and
+//! `autoAllocateBlocks` (no new block past the limit, or ever; borrow instead unless strict).
+//! An IPReservation's addresses are never auto-assigned, borrowed or not (a pod asking for one
+//! by address still gets it, as in Calico).
 //!
 //! Which pools: an enabled pool whose `nodeSelector` selects the node, whose `allowedUses`
 //! has the use asked for (Workload for pods, Tunnel for tunnel devices) and whose
@@ -28,23 +32,35 @@
 //!   record); a record left behind is dropped on the node's next assignment. `check` reports
 //!   both as `affinity_mismatches`.
 //!
-//! Assignments through one [`Ipam`] value are serialized (felix holds one per node); two
-//! processes, or two values, race only through etcd's compare-and-swap.
+//! Nothing is serialized in the process: concurrent ADDs on one node (through felix's one
+//! [`Ipam`]) read in parallel and race only through etcd's compare-and-swap, as two processes
+//! do. Writes to one block are ordered by etcd; a lost race re-reads that block alone (not
+//! the whole assignment) after a short random wait that grows with the attempt, so a burst
+//! of sixteen settles in about sixteen write round trips instead of a retry storm.
 
+mod batch;
 pub mod check;
+pub mod config;
+pub mod gc;
+pub mod grace;
 pub mod records;
 mod release;
 
 pub use check::{CheckReport, HandleMismatch};
+pub use config::IpamConfig;
+pub use gc::{ClusterCollector, ClusterPass, LocalCollector, NodeProbe, NodeRelease};
 pub use records::{
     ANN_IPAM, ANN_NETWORK, Affinity, Allocation, Block, Handle, IPIP_HANDLE_PREFIX, MARGAY_IPAM,
     POD_HANDLE_PREFIX, VXLAN_HANDLE_PREFIX, endpoint_handle, handle_for_container,
     is_tunnel_handle,
 };
 
-use crate::resources::{AllowedUse, AssignmentMode, IpPool, IpPoolSpec, NodeSpec};
+use crate::resources::{
+    AllowedUse, AssignmentMode, IpPool, IpPoolSpec, IpReservationSpec, NodeSpec,
+};
 use crate::selector::Selector;
-use crate::store::{CasWrite, Store, StoreError, Versioned};
+use crate::store::{Store, StoreError, Versioned};
+use batch::Try;
 use ipnet::IpNet;
 use rand::Rng;
 use records::*;
@@ -65,6 +81,17 @@ pub enum IpamError {
     NoPool { family: u8, node: String },
     #[error("IPv{family} pools for node '{node}' are exhausted")]
     Exhausted { family: u8, node: String },
+    /// strictAffinity forbids borrowing and the node's own blocks are full.
+    #[error(
+        "node '{node}' has no free IPv{family} address in its own blocks of pool(s) {pools} and \
+         may not claim another ({why}); strictAffinity forbids borrowing from other nodes' blocks"
+    )]
+    StrictAffinity {
+        family: u8,
+        node: String,
+        pools: String,
+        why: String,
+    },
     #[error("IP pool '{0}' does not exist")]
     PoolNotFound(String),
     #[error("IP pool '{pool}' is not for {usage:?} addresses (its allowedUses)")]
@@ -79,6 +106,9 @@ pub enum IpamError {
     HandleNotFound(String),
     #[error("gave up after {MAX_RETRIES} update conflicts on {0}")]
     Contention(String),
+    /// A batched write failed for every request in it (`unavailable`: etcd did not answer).
+    #[error("{message}")]
+    Batch { message: String, unavailable: bool },
 }
 
 /// What an assignment asks for: how many addresses of each family, and for what use.
@@ -99,7 +129,7 @@ pub struct Assigned {
 /// The IPAM client.
 pub struct Ipam {
     store: Store,
-    serial: tokio::sync::Mutex<()>,
+    batcher: batch::Batcher,
 }
 
 async fn jitter(attempt: usize) {
@@ -115,11 +145,11 @@ fn family(net: &IpNet) -> u8 {
     }
 }
 
-/// Outcome of trying one block.
-enum Try {
-    Got(IpAddr),
-    /// The block had no room (or was taken meanwhile): try elsewhere.
-    Full,
+/// What an auto-assignment obeys besides the pools: the IPAM configuration and the
+/// reserved networks.
+struct Rules {
+    cfg: IpamConfig,
+    reserved: Vec<IpNet>,
 }
 
 impl Ipam {
@@ -127,7 +157,7 @@ impl Ipam {
     pub fn new(store: Store) -> Ipam {
         Ipam {
             store,
-            serial: tokio::sync::Mutex::new(()),
+            batcher: batch::Batcher::default(),
         }
     }
 
@@ -227,13 +257,28 @@ impl Ipam {
         attrs: &BTreeMap<String, String>,
         pools: &[String],
     ) -> Result<Assigned, IpamError> {
-        let _serial = self.serial.lock().await;
+        let families: Vec<(u8, usize)> = [(4u8, want.num_v4), (6u8, want.num_v6)]
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        // The configuration, the reservations and the first family's pools in one round trip.
+        let first = families.first().map_or(4, |(f, _)| *f);
+        let (cfg, reservations, first_pools) = tokio::join!(
+            self.config(),
+            self.store.list::<IpReservationSpec>(),
+            self.pools_for(want.usage, node, first, pools)
+        );
+        let rules = Rules {
+            cfg: cfg?,
+            reserved: reservations?.0.iter().flat_map(|r| r.spec.nets()).collect(),
+        };
+        let mut first_pools = Some(first_pools?);
         let mut out = Assigned::default();
-        for (fam, num) in [(4u8, want.num_v4), (6u8, want.num_v6)] {
-            if num == 0 {
-                continue;
-            }
-            let candidates = self.pools_for(want.usage, node, fam, pools).await?;
+        for (fam, num) in families {
+            let candidates = match first_pools.take() {
+                Some(p) if fam == first => p,
+                _ => self.pools_for(want.usage, node, fam, pools).await?,
+            };
             if candidates.is_empty() {
                 return Err(IpamError::NoPool {
                     family: fam,
@@ -242,7 +287,7 @@ impl Ipam {
             }
             for _ in 0..num {
                 let addr = self
-                    .assign_one(handle, node, attrs, fam, &candidates)
+                    .assign_one(handle, node, attrs, fam, &candidates, &rules)
                     .await?;
                 if fam == 4 {
                     out.v4.push(addr);
@@ -261,7 +306,9 @@ impl Ipam {
         attrs: &BTreeMap<String, String>,
         fam: u8,
         pools: &[IpPool],
+        rules: &Rules,
     ) -> Result<IpAddr, IpamError> {
+        let (cfg, reserved) = (&rules.cfg, rules.reserved.as_slice());
         let pool_nets: Vec<(IpNet, u8)> = pools
             .iter()
             .filter_map(|p| Some((p.spec.net()?, p.spec.block_prefix())))
@@ -286,7 +333,7 @@ impl Ipam {
                     self.drop_stale_affinity(a).await?;
                     continue;
                 }
-                if let Try::Got(ip) = self.allocate_in(block, handle, attrs).await? {
+                if let Try::Got(ip) = self.allocate_in(block, handle, attrs, reserved).await? {
                     return Ok(ip);
                 }
             }
@@ -309,14 +356,44 @@ impl Ipam {
                 continue;
             }
             let existing: BTreeSet<IpNet> = blocks.iter().map(|b| b.value.cidr).collect();
-            if let Some(cidr) = first_free_block(&pool_nets, &existing) {
-                self.claim(cidr, node).await?;
-                continue;
+            let held = blocks
+                .iter()
+                .filter(|b| b.value.affinity.as_deref() == Some(node))
+                .count();
+            let may_claim = match claim_limit(cfg, held) {
+                Ok(()) => true,
+                Err(why) => {
+                    if cfg.strict_affinity {
+                        return Err(IpamError::StrictAffinity {
+                            family: fam,
+                            node: node.to_string(),
+                            pools: pool_list(pools),
+                            why,
+                        });
+                    }
+                    false
+                }
+            };
+            if may_claim {
+                if let Some(cidr) = first_free_block(&pool_nets, &existing) {
+                    self.claim(cidr, node).await?;
+                    continue;
+                }
+                if cfg.strict_affinity {
+                    return Err(IpamError::StrictAffinity {
+                        family: fam,
+                        node: node.to_string(),
+                        pools: pool_list(pools),
+                        why: "every block of the pools is claimed".into(),
+                    });
+                }
             }
             // 3. Borrow from any block of the pools with room (the lender keeps it).
             let mut lenders: Vec<_> = blocks
                 .into_iter()
-                .filter(|b| in_pools(&b.value.cidr) && b.value.free_count() > 0)
+                .filter(|b| {
+                    in_pools(&b.value.cidr) && b.value.free_ordinal_except(reserved).is_some()
+                })
                 .collect();
             if lenders.is_empty() {
                 return Err(IpamError::Exhausted {
@@ -326,7 +403,7 @@ impl Ipam {
             }
             lenders.sort_by_key(|b| std::cmp::Reverse(b.value.free_count()));
             for b in lenders {
-                if let Try::Got(ip) = self.allocate_in(b, handle, attrs).await? {
+                if let Try::Got(ip) = self.allocate_in(b, handle, attrs, reserved).await? {
                     debug!(%ip, node, "borrowed an address from another node's block");
                     return Ok(ip);
                 }
@@ -422,59 +499,6 @@ impl Ipam {
         Err(IpamError::Contention(key))
     }
 
-    /// Takes a free address of `block` for `handle`: the block's allocation and the handle's
-    /// count are written in one etcd transaction, each compared on its revision, so neither is
-    /// ever written without the other; a lost race re-reads both and tries again.
-    async fn allocate_in(
-        &self,
-        mut block: Versioned<Block>,
-        handle: &str,
-        attrs: &BTreeMap<String, String>,
-    ) -> Result<Try, IpamError> {
-        let cidr = block.value.cidr;
-        let hkey = handle_key(handle);
-        for attempt in 0..MAX_RETRIES {
-            let Some(ord) = block.value.free_ordinal() else {
-                return Ok(Try::Full);
-            };
-            let (mut h, hrev) = match self.store.get_json::<Handle>(&hkey).await? {
-                Some(v) => (v.value, Some(v.mod_revision)),
-                None => (
-                    Handle {
-                        handle_id: handle.to_string(),
-                        blocks: BTreeMap::new(),
-                    },
-                    None,
-                ),
-            };
-            *h.blocks.entry(cidr).or_insert(0) += 1;
-            let mut b = block.value.clone();
-            b.allocations.insert(
-                ord,
-                Allocation {
-                    handle_id: handle.to_string(),
-                    attrs: attrs.clone(),
-                },
-            );
-            let writes = [
-                CasWrite::json(&block.key, &b, Some(block.mod_revision)),
-                CasWrite::json(&hkey, &h, hrev),
-            ];
-            match self.store.put_json_all(&writes).await {
-                Ok(_) => return Ok(Try::Got(b.addr(ord))),
-                Err(e) if e.is_conflict() => {
-                    jitter(attempt).await;
-                    match self.store.get_json::<Block>(&block.key).await? {
-                        Some(fresh) => block = fresh,
-                        None => return Ok(Try::Full),
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(IpamError::Contention(block.key))
-    }
-
     /// Assigns the given address to `handle` (a tunnel address, or a pod asking for a fixed
     /// IP). The block is claimed for `node` if nobody has claimed it yet.
     pub async fn assign_ip(
@@ -484,7 +508,6 @@ impl Ipam {
         node: &str,
         attrs: &BTreeMap<String, String>,
     ) -> Result<(), IpamError> {
-        let _serial = self.serial.lock().await;
         let (pools, _) = self.store.list::<IpPoolSpec>().await?;
         let (pool, prefix) = pools
             .iter()
@@ -536,6 +559,28 @@ impl Ipam {
         }
         Err(IpamError::Contention(key))
     }
+}
+
+/// Whether a node holding `held` blocks may claim another under `cfg`; why not.
+fn claim_limit(cfg: &IpamConfig, held: usize) -> Result<(), String> {
+    if !cfg.auto_allocate_blocks {
+        return Err("autoAllocateBlocks is false".into());
+    }
+    if cfg.max_blocks_per_host > 0 && held >= cfg.max_blocks_per_host as usize {
+        return Err(format!(
+            "it holds {held} block(s), maxBlocksPerHost is {}",
+            cfg.max_blocks_per_host
+        ));
+    }
+    Ok(())
+}
+
+fn pool_list(pools: &[IpPool]) -> String {
+    pools
+        .iter()
+        .map(|p| format!("'{}' ({})", p.name(), p.spec.cidr))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The first block of the pools that does not exist yet.

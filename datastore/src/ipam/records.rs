@@ -193,6 +193,22 @@ impl Block {
         (0..size).find(|o| !self.allocations.contains_key(o))
     }
 
+    /// The lowest free ordinal whose address no reserved network holds.
+    pub fn free_ordinal_except(&self, reserved: &[IpNet]) -> Option<u32> {
+        if reserved.is_empty() {
+            return self.free_ordinal();
+        }
+        let reserved: Vec<&IpNet> = reserved
+            .iter()
+            .filter(|r| r.contains(&self.cidr.network()) || self.cidr.contains(*r))
+            .collect();
+        let size = u32::try_from(self.size()).unwrap_or(u32::MAX);
+        (0..size).find(|o| {
+            !self.allocations.contains_key(o)
+                && !reserved.iter().any(|r| r.contains(&self.addr(*o)))
+        })
+    }
+
     /// Free addresses.
     pub fn free_count(&self) -> u128 {
         self.size() - self.allocations.len() as u128
@@ -246,6 +262,13 @@ mod tests {
             },
         );
         assert_eq!(b.free_ordinal(), Some(1));
+        let reserved: Vec<IpNet> = vec![
+            "10.0.0.65/32".parse().unwrap(),
+            "10.0.0.66/31".parse().unwrap(),
+        ];
+        assert_eq!(b.free_ordinal_except(&reserved), Some(4));
+        let all: Vec<IpNet> = vec!["10.0.0.0/24".parse().unwrap()];
+        assert_eq!(b.free_ordinal_except(&all), None);
         assert_eq!(b.free_count(), 63);
         assert_eq!(b.count_for("h"), 1);
     }

@@ -54,7 +54,6 @@ impl Ipam {
     /// Releases single addresses, whatever handle holds them. Returns the addresses that
     /// were not allocated.
     pub async fn release_ips(&self, addrs: &[IpAddr]) -> Result<Vec<IpAddr>, IpamError> {
-        let _serial = self.serial.lock().await;
         let blocks = self.blocks().await?;
         let mut unallocated = Vec::new();
         for &addr in addrs {
@@ -81,7 +80,6 @@ impl Ipam {
     /// Releases every address of `handle` and deletes the handle; also repairs a handle
     /// that claims more than its blocks hold. Returns the addresses released.
     pub async fn release_by_handle(&self, handle: &str) -> Result<Vec<IpAddr>, IpamError> {
-        let _serial = self.serial.lock().await;
         let key = handle_key(handle);
         let mut released = Vec::new();
         for attempt in 0..MAX_RETRIES {
@@ -113,7 +111,6 @@ impl Ipam {
     /// addresses lose their affinity (they are deleted when their last address goes), and
     /// its affinity records are removed. Returns the blocks released.
     pub async fn release_affinity(&self, node: &str) -> Result<Vec<IpNet>, IpamError> {
-        let _serial = self.serial.lock().await;
         let (affs, _) = self
             .store
             .list_json::<Affinity>(&node_affinities(node))

@@ -12,6 +12,7 @@ pub enum AnyResource {
     IpPool(IpPool),
     WorkloadEndpoint(WorkloadEndpoint),
     FelixConfiguration(FelixConfiguration),
+    IpReservation(IpReservation),
 }
 
 /// Names of a kind: how it is written in `kind`, stored, and asked for on the command line.
@@ -31,7 +32,7 @@ const fn info<S: Spec>() -> KindInfo {
 }
 
 /// Every kind, in the order `margayctl` lists them.
-pub const KINDS: [KindInfo; 7] = [
+pub const KINDS: [KindInfo; 8] = [
     info::<NodeSpec>(),
     info::<BgpConfigurationSpec>(),
     info::<BgpPeerSpec>(),
@@ -39,6 +40,7 @@ pub const KINDS: [KindInfo; 7] = [
     info::<IpPoolSpec>(),
     info::<WorkloadEndpointSpec>(),
     info::<FelixConfigurationSpec>(),
+    info::<IpReservationSpec>(),
 ];
 
 impl KindInfo {
@@ -54,6 +56,7 @@ impl KindInfo {
             "ipp" => "ippools",
             "wep" | "weps" => "workloadendpoints",
             "felixconfig" | "felixconfigs" | "fc" => "felixconfigurations",
+            "ipr" | "ipres" | "ipreservation" => "ipreservations",
             _ => "",
         };
         KINDS.iter().copied().find(|k| {
@@ -75,6 +78,7 @@ macro_rules! each {
             AnyResource::IpPool($r) => $e,
             AnyResource::WorkloadEndpoint($r) => $e,
             AnyResource::FelixConfiguration($r) => $e,
+            AnyResource::IpReservation($r) => $e,
         }
     };
 }
@@ -108,6 +112,7 @@ impl AnyResource {
             "IPPool" => typed(value, AnyResource::IpPool),
             "WorkloadEndpoint" => typed(value, AnyResource::WorkloadEndpoint),
             "FelixConfiguration" => typed(value, AnyResource::FelixConfiguration),
+            "IPReservation" => typed(value, AnyResource::IpReservation),
             other => Err(format!(
                 "kind: '{other}' is not a known kind ({})",
                 KINDS.iter().map(|k| k.kind).collect::<Vec<_>>().join(", ")
@@ -125,6 +130,7 @@ impl AnyResource {
             AnyResource::IpPool(_) => KINDS[4],
             AnyResource::WorkloadEndpoint(_) => KINDS[5],
             AnyResource::FelixConfiguration(_) => KINDS[6],
+            AnyResource::IpReservation(_) => KINDS[7],
         }
     }
 

@@ -19,6 +19,7 @@ mod communities;
 mod felix;
 mod fields;
 mod ippool;
+mod ipreservation;
 mod node;
 mod parse;
 mod validate;
@@ -38,6 +39,7 @@ pub use fields::{
     FIELDS, FieldInfo, FieldStatus, UnactedField, leaf_paths, log_not_acted_once, not_acted,
 };
 pub use ippool::{AllowedUse, AssignmentMode, EncapMode, IpPoolSpec};
+pub use ipreservation::{IpReservationSpec, parse_reserved};
 pub use node::{NodeAddress, NodeBgpSpec, NodeSpec, NodeWireguardSpec, OrchRef};
 pub use parse::parse_documents;
 /// Go-style durations (`120s`, `2m`) in seconds, as Calico's fields write them.
@@ -149,6 +151,7 @@ pub type Node = Resource<NodeSpec>;
 pub type BgpConfiguration = Resource<BgpConfigurationSpec>;
 pub type BgpPeer = Resource<BgpPeerSpec>;
 pub type IpPool = Resource<IpPoolSpec>;
+pub type IpReservation = Resource<IpReservationSpec>;
 pub type BgpFilter = Resource<BgpFilterSpec>;
 pub type WorkloadEndpoint = Resource<WorkloadEndpointSpec>;
 pub type FelixConfiguration = Resource<FelixConfigurationSpec>;

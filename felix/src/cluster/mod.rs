@@ -8,6 +8,8 @@
 //! - [`default_pool::ensure`] creates the default IPPool once, when the cluster has none;
 //! - [`etcd_probe::run`] puts "etcd unreachable" in readiness while etcd does not answer;
 //! - before the first model, [`orphans`] removes pod veths no WorkloadEndpoint owns;
+//! - [`ipam_gc`]: the node's liveness lease, its own leak collector, and the campaign for
+//!   the one cluster-wide IPAM collector;
 //! - the coordinator ([`run`]) assembles a [`crate::model::Model`] from the latest of both
 //!   feeds and hands it to the dataplane loop, and the prefixes to originate to bgpd.
 //!
@@ -23,6 +25,7 @@ pub mod bgpd;
 pub mod datastore;
 pub mod default_pool;
 pub mod etcd_probe;
+pub mod ipam_gc;
 pub mod orphans;
 pub mod state;
 pub mod tunnel;
@@ -59,6 +62,10 @@ pub struct Options {
     pub bgpd_socket: PathBuf,
     /// The IPPool to create when the cluster has none (checked already).
     pub default_pool: Option<margay_datastore::resources::IpPool>,
+    /// The IPAM collectors' pass interval and lease TTL.
+    pub gc: ipam_gc::GcTiming,
+    /// Where the collectors count what they release.
+    pub metrics: Arc<crate::health::Metrics>,
 }
 
 /// Readiness keys this module sets.
@@ -194,6 +201,25 @@ pub async fn run(
         opts.etcd.endpoints.join(","),
         health.clone(),
     ));
+    let gc_tasks = [
+        tokio::spawn(ipam_gc::liveness(
+            store.clone(),
+            opts.node.clone(),
+            opts.gc.lease_ttl,
+        )),
+        tokio::spawn(ipam_gc::local_gc(
+            Ipam::new(store.clone()),
+            opts.node.clone(),
+            opts.gc,
+            opts.metrics.clone(),
+        )),
+        tokio::spawn(ipam_gc::collector(
+            Ipam::new(store.clone()),
+            opts.node.clone(),
+            opts.gc,
+            opts.metrics.clone(),
+        )),
+    ];
     let tunnel_task = tokio::spawn(tunnel_loop(
         Tunnels::new(Ipam::new(store), &opts.node),
         ds_rx.clone(),
@@ -277,4 +303,7 @@ pub async fn run(
     bgp_task.abort();
     tunnel_task.abort();
     probe_task.abort();
+    for t in gc_tasks {
+        t.abort();
+    }
 }

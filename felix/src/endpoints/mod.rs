@@ -86,13 +86,18 @@ pub(crate) fn store_status(what: &str, e: &StoreError) -> Status {
 pub(crate) fn ipam_status(e: &IpamError) -> Status {
     match e {
         IpamError::Store(s) => store_status("IPAM", s),
-        IpamError::Exhausted { .. } => Status::resource_exhausted(e.to_string()),
+        IpamError::Exhausted { .. } | IpamError::StrictAffinity { .. } => {
+            Status::resource_exhausted(e.to_string())
+        }
         IpamError::NoPool { .. } => Status::failed_precondition(e.to_string()),
         IpamError::AlreadyAllocated { .. } => Status::already_exists(e.to_string()),
         IpamError::PoolNotFound(_) | IpamError::NotInPool(_) => {
             Status::invalid_argument(e.to_string())
         }
-        IpamError::Contention(_) => Status::unavailable(e.to_string()),
+        IpamError::Contention(_)
+        | IpamError::Batch {
+            unavailable: true, ..
+        } => Status::unavailable(e.to_string()),
         _ => Status::internal(e.to_string()),
     }
 }

@@ -579,21 +579,31 @@ pub async fn delete(
 }
 
 /// CNI GC: every endpoint of the network on this node whose attachment the runtime no
-/// longer has is removed, with its addresses.
+/// longer has is removed, with its addresses. Bounded as DEL is: UNAVAILABLE at once while the
+/// etcd probe finds etcd unreachable, and past [`super::deadline::ETCD_DEADLINE`] on the list
+/// or on any one endpoint's removal (each gets its own deadline, so a long GC of many
+/// endpoints is not cut short while etcd answers). GC is idempotent: the runtime's retry
+/// finishes what an interrupted one began.
 pub async fn garbage_collect(
     svc: &EndpointService,
     req: pb::GarbageCollectRequest,
 ) -> Result<pb::GarbageCollectResponse, Status> {
-    let (store, _) = svc.datastore().await?;
+    svc.require_etcd()?;
+    let deadline = EtcdDeadline::start();
+    let (store, _) = deadline.within("connecting", svc.datastore()).await?;
     let valid: BTreeSet<(String, String)> = req
         .valid_attachments
         .iter()
         .map(|a| (a.container_id.clone(), a.interface_name.clone()))
         .collect();
-    let (weps, _) = store
-        .list::<WorkloadEndpointSpec>()
-        .await
-        .map_err(|e| store_status("listing WorkloadEndpoints", &e))?;
+    let (weps, _) = deadline
+        .within("listing WorkloadEndpoints", async {
+            store
+                .list::<WorkloadEndpointSpec>()
+                .await
+                .map_err(|e| store_status("listing WorkloadEndpoints", &e))
+        })
+        .await?;
     let mut released = Vec::new();
     for w in weps {
         let a = &w.metadata.annotations;
@@ -615,8 +625,14 @@ pub async fn garbage_collect(
             host_ifname: w.spec.interface_name.clone(),
         };
         let margay_ipam = a.get(ANN_IPAM).map(String::as_str) == Some(MARGAY_IPAM);
-        let _guard = svc.lock(&t.lock_key()).await;
-        let (_, addrs) = remove(svc, &t, &req.network_name, margay_ipam).await?;
+        let one = EtcdDeadline::start();
+        let _guard = one.lock(svc, &t.lock_key()).await?;
+        let (_, addrs) = one
+            .within(
+                "removing a stale endpoint",
+                remove(svc, &t, &req.network_name, margay_ipam),
+            )
+            .await?;
         tracing::info!(endpoint = %t.wep_name, container = %t.container_id, "GC released a stale endpoint");
         released.push(pb::Released {
             attachment: Some(pb::Attachment {

@@ -221,3 +221,49 @@ pub fn calico_pod(node: &Netns, pod: &Netns, cali: &str, ip: &str, block: &str) 
     node.ip(&["route", "add", "blackhole", block, "proto", "bird"])
         .unwrap();
 }
+
+/// A current-thread runtime for one blocking call into felix's API.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A client of felix's CNI API (`margay.felix.v1`) on `socket`.
+pub async fn cni_client(
+    socket: &std::path::Path,
+) -> Result<
+    margay_proto::felix::v1::endpoints_client::EndpointsClient<tonic::transport::Channel>,
+    String,
+> {
+    let ch = margay_common::uds::channel(socket, Duration::from_secs(5))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(margay_proto::felix::v1::endpoints_client::EndpointsClient::new(ch))
+}
+
+/// Waits until felix's CNI API answers STATUS ready (synced, etcd reachable).
+pub fn wait_cni_ready(socket: &std::path::Path, felix: &Process) {
+    wait_for(
+        "felix STATUS ready",
+        Duration::from_secs(60),
+        &[felix],
+        || {
+            rt().block_on(async {
+                let st = cni_client(socket)
+                    .await?
+                    .status(margay_proto::felix::v1::StatusRequest {})
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .into_inner();
+                if st.ready && st.felix_synced && st.etcd_reachable {
+                    Ok(())
+                } else {
+                    Err(format!("{st:?}"))
+                }
+            })
+        },
+    )
+    .unwrap();
+}

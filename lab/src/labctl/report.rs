@@ -1,8 +1,9 @@
 //! The lab's report, as an operator would gather it by hand: for every node `margayctl node
 //! status` run inside its namespace and the kernel routes felix programmed there (`ip route
 //! show proto 81`), then the ToR's `birdc show protocols` and `birdc show route`, then the
-//! BGP policy at work, then the pods. Each block starts with the command line that produced
-//! it. The ping matrix is [`super::ping`]'s.
+//! BGP policy at work, then the pods, then IPAM's leak collection (the configuration with the
+//! elected collector, and what each felix's collectors released, from its /metrics). Each block
+//! starts with the command line that produced it. The ping matrix is [`super::ping`]'s.
 
 use std::ffi::OsStr;
 use std::fmt::Write;
@@ -146,6 +147,101 @@ fn pods_table(out: &mut String, state: &LabState) {
     }
 }
 
+/// What one felix's /metrics says about IPAM leak collection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CollectionMetrics {
+    /// It is the elected cluster-wide collector.
+    pub elected: bool,
+    /// Addresses released, by reason.
+    pub released: std::collections::BTreeMap<String, u64>,
+    pub empty_blocks: u64,
+}
+
+/// Reads the IPAM collection series out of felix's Prometheus text (pure).
+pub fn collection_metrics(text: &str) -> CollectionMetrics {
+    let mut m = CollectionMetrics::default();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let v: u64 = value.trim().parse::<f64>().map(|f| f as u64).unwrap_or(0);
+        if series == "margay_felix_ipam_collector_elected" {
+            m.elected = v == 1;
+        } else if series == "margay_felix_ipam_empty_blocks_released_total" {
+            m.empty_blocks = v;
+        } else if let Some(rest) =
+            series.strip_prefix("margay_felix_ipam_released_addresses_total{reason=\"")
+        {
+            let reason = rest.trim_end_matches("\"}").to_string();
+            *m.released.entry(reason).or_default() += v;
+        }
+    }
+    m
+}
+
+/// The IPAM section: the configuration and the elected collector, then one line per node of
+/// what its collectors released.
+fn ipam_collection(out: &mut String, state: &LabState, tools: &Tools) {
+    let _ = writeln!(out, "\n==== IPAM: leak collection ====");
+    let _ = writeln!(
+        out,
+        "$ ip netns exec {} margayctl ipam show --show-configuration --etcd-endpoints {}",
+        state.etcd.netns, state.etcd.endpoint
+    );
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &state.etcd.netns])
+        .arg(&tools.margayctl)
+        .args(["ipam", "show", "--show-configuration", "--etcd-endpoints"])
+        .arg(&state.etcd.endpoint);
+    out.push_str(&output_of(&mut cmd));
+    let mut collector = None;
+    let mut total = 0u64;
+    let mut empty = 0u64;
+    for node in &state.nodes {
+        let url = format!(
+            "http://127.0.0.1:{}/metrics",
+            super::health::FELIX_HTTP_PORT
+        );
+        let text = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &node.netns,
+                "curl",
+                "-s",
+                "--max-time",
+                "2",
+                &url,
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let m = collection_metrics(&text);
+        if m.elected {
+            collector = Some(node.name.clone());
+        }
+        total += m.released.values().sum::<u64>();
+        empty += m.empty_blocks;
+        let by: Vec<String> = m.released.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        let _ = writeln!(
+            out,
+            "{}: collector {}, released {}",
+            node.name,
+            if m.elected { "(elected)" } else { "-" },
+            if by.is_empty() {
+                "nothing".to_string()
+            } else {
+                by.join(", ")
+            }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "IPAM collector elected: {}; leaks released: {total} address(es), {empty} empty block(s)",
+        collector.as_deref().unwrap_or("none")
+    );
+}
+
 /// The whole report (without the ping matrix).
 pub fn render(state: &LabState, tools: &Tools) -> String {
     let mut out = String::new();
@@ -167,5 +263,25 @@ pub fn render(state: &LabState, tools: &Tools) -> String {
     birdc(&mut out, state, &["show", "route"]);
     policy_section(&mut out, state, tools);
     pods_table(&mut out, state);
+    ipam_collection(&mut out, state, tools);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collection_metrics_are_read_from_felix_text() {
+        let text = "# HELP margay_felix_ipam_collector_elected 1 while elected.\n\
+margay_felix_ipam_collector_elected 1\n\
+margay_felix_ipam_released_addresses_total{reason=\"leaked\"} 2\n\
+margay_felix_ipam_released_addresses_total{reason=\"deleted_node\"} 3\n\
+margay_felix_ipam_empty_blocks_released_total 1\n";
+        let m = collection_metrics(text);
+        assert!(m.elected);
+        assert_eq!(m.released["leaked"], 2);
+        assert_eq!(m.released["deleted_node"], 3);
+        assert_eq!(m.empty_blocks, 1);
+    }
 }
