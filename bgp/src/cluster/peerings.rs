@@ -318,6 +318,7 @@ pub fn plan(model: &Model, local: &Local) -> Result<Plan, PeeringError> {
             asn: Spanned::new(0..0, me.asn),
             listen_address,
             listen_port: me.listen_port,
+            bfd_port: crate::bfd::udp::CONTROL_PORT,
             socket: local.socket.clone(),
             cluster_id: my_cluster.map(|c| Spanned::new(0..0, c)),
             http_address: local.http_address,
@@ -657,5 +658,9 @@ fn neighbor(w: Want, local: &Local) -> Neighbor {
         role: Some(w.role),
         local_asn: w.local_asn.map(|a| Spanned::new(0..0, a)),
         allow_own_as: w.allow_own_as.map(|n| Spanned::new(0..0, n)),
+        bfd: false,
+        bfd_min_tx_ms: None,
+        bfd_min_rx_ms: None,
+        bfd_multiplier: None,
     }
 }
