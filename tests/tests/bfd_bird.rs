@@ -1,0 +1,175 @@
+//! BFD between margay-bgpd and BIRD 2 (issue 13 §1): real daemons in namespaces on one veth
+//! link, BFD at 3 × 100 ms both sides and a 90 s hold timer, so only BFD can close a session
+//! within a second. The link is made to drop everything one way with an nftables drop rule (no BGP message
+//! is exchanged about it): first BIRD's packets (margay must detect), then margay's (BIRD must
+//! detect). Each time the BGP session must leave Established well within a second, the
+//! routes go, and after the link heals everything comes back.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use margay_lab::{
+    Bgpd, BgpdConfig, BgpdNeighbor, Bird, BirdConfig, BirdNeighbor, ExportPolicy, Lab, Netns,
+    Result, block4, wait_for,
+};
+use margay_proto::bgp::v1::Peer;
+
+const UP: Duration = Duration::from_secs(45);
+/// Detection at 3 × 100 ms is 300 ms; the rest is polling and the session closing.
+const DETECT_LIMIT: Duration = Duration::from_millis(1000);
+const MARGAY_AS: u32 = 64512;
+const BIRD_AS: u32 = 65100;
+
+fn v4(a: Ipv4Addr) -> IpAddr {
+    IpAddr::V4(a)
+}
+
+/// Drops every packet leaving `ifname` in `ns` (an nftables output rule; this kernel has no
+/// netem) until dropped itself. Nothing tells either daemon: the link just goes silent.
+struct Blackhole<'a> {
+    ns: &'a Netns,
+}
+
+const CUT_TABLE: &str = "margay_bfd_cut";
+
+impl<'a> Blackhole<'a> {
+    fn on(ns: &'a Netns, ifname: &str) -> Result<Blackhole<'a>> {
+        let t = CUT_TABLE;
+        let rules = format!(
+            "add table inet {t}; add chain inet {t} out {{ type filter hook output priority 0; policy accept; }}; add rule inet {t} out oifname \"{ifname}\" drop"
+        );
+        ns.exec("nft", &[&rules])?;
+        Ok(Blackhole { ns })
+    }
+}
+
+impl Drop for Blackhole<'_> {
+    fn drop(&mut self) {
+        let _ = self.ns.exec("nft", &["delete", "table", "inet", CUT_TABLE]);
+    }
+}
+
+fn bfd_up(m: &Bgpd, peer: IpAddr) -> Result<Peer> {
+    wait_for("margay's BFD session Up", UP, &[m], || {
+        match m.peer(peer).map_err(|e| e.to_string())? {
+            Some(p) if p.bfd.as_ref().is_some_and(|b| b.state == "Up") => Ok(p),
+            other => Err(format!("{:?}", other.and_then(|p| p.bfd))),
+        }
+    })
+}
+
+fn bird_bfd_up(b: &Bird, peer: IpAddr) -> Result<String> {
+    wait_for("BIRD's BFD session Up", UP, &[b], || {
+        let out = b
+            .birdc(&["show", "bfd", "sessions"])
+            .map_err(|e| e.to_string())?;
+        let line = out.lines().find(|l| l.starts_with(&peer.to_string()));
+        match line {
+            Some(l) if l.split_whitespace().any(|w| w == "Up") => Ok(l.to_string()),
+            _ => Err(out),
+        }
+    })
+}
+
+/// Polls `done` every 10 ms from `start` until it holds; the time it took.
+fn time_until(start: Instant, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    while start.elapsed() < limit * 5 {
+        if done() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn bfd_with_bird_both_ways_closes_the_session_within_a_second_and_recovers() -> Result<()> {
+    let lab = Lab::new("bfd_with_bird_both_ways_closes_the_session_within_a_second_and_recovers")?;
+    let (nm, nb) = (lab.netns("m")?, lab.netns("b")?);
+    let link = lab.link(&nm, &nb)?;
+    let (am, ab) = (link.a.ip4(), link.b.ip4());
+    let (km, kb) = (IpNet::V4(block4()), IpNet::V4(block4()));
+
+    let mut tor = BirdNeighbor::new("m", v4(am), BIRD_AS, MARGAY_AS).export(ExportPolicy::Static);
+    tor.hold_time = 90;
+    tor.bfd = true;
+    let bird = Bird::start(
+        &lab,
+        &nb,
+        "b",
+        BirdConfig::new(ab)
+            .originate(kb)
+            .bfd(100, 100, 3)
+            .neighbor(tor),
+    )?;
+    let mut n = BgpdNeighbor::new(v4(ab), BIRD_AS).bfd(100, 100, 3);
+    n.hold_time = 90;
+    let m = Bgpd::start(
+        &lab,
+        &nm,
+        "m",
+        BgpdConfig::new(am, MARGAY_AS).originate(km).neighbor(n),
+    )?;
+
+    m.wait_established(v4(ab), UP)?;
+    bird.wait_established("m", UP)?;
+    let p = bfd_up(&m, v4(ab))?;
+    let b = p.bfd.expect("bfd status");
+    assert_eq!(b.tx_interval_us, 100_000, "{b:?}");
+    assert_eq!(b.detection_time_us, 300_000, "{b:?}");
+    assert_eq!(b.detect_multiplier, 3);
+    assert_ne!(b.remote_discriminator, 0);
+    let line = bird_bfd_up(&bird, v4(am))?;
+    eprintln!("BIRD: {line}");
+    m.wait_route_via(kb, v4(ab), UP)?;
+    bird.wait_bgp_route_via(km, v4(am), UP)?;
+
+    // 1. BIRD's packets are lost: margay's detection timer must fire.
+    {
+        let _cut = Blackhole::on(&nb, &link.b.ifname)?;
+        let t0 = Instant::now();
+        let took = time_until(t0, DETECT_LIMIT, || {
+            m.peer(v4(ab))
+                .ok()
+                .flatten()
+                .is_some_and(|p| p.state != "Established")
+        });
+        eprintln!("margay closed the session {took:?} after the cut");
+        assert!(took < DETECT_LIMIT, "margay took {took:?}");
+        let p = m.peer(v4(ab))?.expect("peer");
+        assert!(p.last_error.starts_with("BFD session down"), "{p:?}");
+        let b = p.bfd.expect("bfd status");
+        assert_eq!(
+            b.local_diagnostic, "Control Detection Time Expired",
+            "{b:?}"
+        );
+        assert_eq!(b.downs, 1);
+        m.wait_no_route(kb, Duration::from_secs(2))?;
+    }
+    m.wait_established(v4(ab), UP)?;
+    bfd_up(&m, v4(ab))?;
+    bird_bfd_up(&bird, v4(am))?;
+    m.wait_route_via(kb, v4(ab), UP)?;
+    bird.wait_bgp_route_via(km, v4(am), UP)?;
+
+    // 2. margay's packets are lost: BIRD's detection timer must fire.
+    {
+        let _cut = Blackhole::on(&nm, &link.a.ifname)?;
+        let t0 = Instant::now();
+        let took = time_until(t0, DETECT_LIMIT, || {
+            bird.protocol("m")
+                .ok()
+                .flatten()
+                .is_some_and(|p| !p.info.contains("Established"))
+        });
+        eprintln!("BIRD closed the session {took:?} after the cut");
+        assert!(took < DETECT_LIMIT, "BIRD took {took:?}");
+        let out = bird.birdc(&["show", "bfd", "sessions"])?;
+        assert!(!out.contains(" Up "), "{out}");
+    }
+    bird.wait_established("m", UP)?;
+    bird_bfd_up(&bird, v4(am))?;
+    bird.wait_bgp_route_via(km, v4(am), UP)?;
+    Ok(())
+}
