@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use margay_lab::{
-    Bgpd, BgpdConfig, BgpdNeighbor, Bird, BirdConfig, BirdNeighbor, ExportPolicy, Lab, Netns,
-    Result, block4, wait_for,
+    Bgpd, BgpdConfig, BgpdNeighbor, Bird, BirdConfig, BirdNeighbor, ExportPolicy, Lab, Result,
+    block4, wait_for,
 };
-use margay_proto::bgp::v1::Peer;
+use margay_tests::bfd::{Blackhole, bfd_settled, bfd_up, time_until};
 
 const UP: Duration = Duration::from_secs(45);
 /// Detection at 3 × 100 ms is 300 ms; the rest is polling and the session closing.
@@ -23,40 +23,6 @@ const BIRD_AS: u32 = 65100;
 
 fn v4(a: Ipv4Addr) -> IpAddr {
     IpAddr::V4(a)
-}
-
-/// Drops every packet leaving `ifname` in `ns` (an nftables output rule; this kernel has no
-/// netem) until dropped itself. Nothing tells either daemon: the link just goes silent.
-struct Blackhole<'a> {
-    ns: &'a Netns,
-}
-
-const CUT_TABLE: &str = "margay_bfd_cut";
-
-impl<'a> Blackhole<'a> {
-    fn on(ns: &'a Netns, ifname: &str) -> Result<Blackhole<'a>> {
-        let t = CUT_TABLE;
-        let rules = format!(
-            "add table inet {t}; add chain inet {t} out {{ type filter hook output priority 0; policy accept; }}; add rule inet {t} out oifname \"{ifname}\" drop"
-        );
-        ns.exec("nft", &[&rules])?;
-        Ok(Blackhole { ns })
-    }
-}
-
-impl Drop for Blackhole<'_> {
-    fn drop(&mut self) {
-        let _ = self.ns.exec("nft", &["delete", "table", "inet", CUT_TABLE]);
-    }
-}
-
-fn bfd_up(m: &Bgpd, peer: IpAddr) -> Result<Peer> {
-    wait_for("margay's BFD session Up", UP, &[m], || {
-        match m.peer(peer).map_err(|e| e.to_string())? {
-            Some(p) if p.bfd.as_ref().is_some_and(|b| b.state == "Up") => Ok(p),
-            other => Err(format!("{:?}", other.and_then(|p| p.bfd))),
-        }
-    })
 }
 
 fn bird_bfd_up(b: &Bird, peer: IpAddr) -> Result<String> {
@@ -70,17 +36,6 @@ fn bird_bfd_up(b: &Bird, peer: IpAddr) -> Result<String> {
             _ => Err(out),
         }
     })
-}
-
-/// Polls `done` every 10 ms from `start` until it holds; the time it took.
-fn time_until(start: Instant, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    while start.elapsed() < limit * 5 {
-        if done() {
-            return start.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    start.elapsed()
 }
 
 #[test]
@@ -114,7 +69,7 @@ fn bfd_with_bird_both_ways_closes_the_session_within_a_second_and_recovers() -> 
 
     m.wait_established(v4(ab), UP)?;
     bird.wait_established("m", UP)?;
-    let p = bfd_up(&m, v4(ab))?;
+    let p = bfd_settled(&m, v4(ab), Duration::from_millis(100), 3)?;
     let b = p.bfd.expect("bfd status");
     assert_eq!(b.tx_interval_us, 100_000, "{b:?}");
     assert_eq!(b.detection_time_us, 300_000, "{b:?}");

@@ -286,8 +286,10 @@ impl Service {
         let Some(e) = self.sessions.get_mut(&peer) else {
             return;
         };
-        if let Some(t) = e.session.receive(&p, Instant::now()) {
-            self.changed(peer, t);
+        match e.session.receive(&p, Instant::now()) {
+            Some(t) => self.changed(peer, t),
+            // Timing and the peer's state change without a transition of ours.
+            None => self.publish(peer, false),
         }
     }
 
@@ -340,6 +342,13 @@ impl Service {
         let Some(e) = self.sessions.get(&peer) else {
             return;
         };
+        let snapshot = e.session.snapshot();
+        if !changed
+            && let Ok(m) = self.status.read()
+            && m.get(&peer).is_some_and(|s| s.snapshot == snapshot)
+        {
+            return;
+        }
         let Ok(mut m) = self.status.write() else {
             return;
         };
@@ -351,7 +360,7 @@ impl Service {
             downs: 0,
         });
         s.timers = e.session.timers();
-        s.snapshot = e.session.snapshot();
+        s.snapshot = snapshot;
         if changed {
             s.since = SystemTime::now();
         }
