@@ -20,6 +20,8 @@ const UP: Duration = Duration::from_secs(45);
 const DETECT_LIMIT: Duration = Duration::from_millis(1000);
 const MARGAY_AS: u32 = 64512;
 const BIRD_AS: u32 = 65100;
+/// margay's health and metrics port (on 127.0.0.1 in its namespace).
+const METRICS_PORT: u16 = 9179;
 
 fn v4(a: Ipv4Addr) -> IpAddr {
     IpAddr::V4(a)
@@ -60,12 +62,9 @@ fn bfd_with_bird_both_ways_closes_the_session_within_a_second_and_recovers() -> 
     )?;
     let mut n = BgpdNeighbor::new(v4(ab), BIRD_AS).bfd(100, 100, 3);
     n.hold_time = 90;
-    let m = Bgpd::start(
-        &lab,
-        &nm,
-        "m",
-        BgpdConfig::new(am, MARGAY_AS).originate(km).neighbor(n),
-    )?;
+    let mut c = BgpdConfig::new(am, MARGAY_AS).originate(km).neighbor(n);
+    c.http_port = Some(METRICS_PORT);
+    let m = Bgpd::start(&lab, &nm, "m", c)?;
 
     m.wait_established(v4(ab), UP)?;
     bird.wait_established("m", UP)?;
@@ -101,6 +100,21 @@ fn bfd_with_bird_both_ways_closes_the_session_within_a_second_and_recovers() -> 
         );
         assert_eq!(b.downs, 1);
         m.wait_no_route(kb, Duration::from_secs(2))?;
+        let metrics = nm.exec(
+            "curl",
+            &["-sf", &format!("http://127.0.0.1:{METRICS_PORT}/metrics")],
+        )?;
+        let peer = format!("{{peer=\"{ab}\"}}");
+        assert!(
+            metrics.contains(&format!("margay_bgp_bfd_session_downs_total{peer} 1")),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(&format!(
+                "margay_bgp_bfd_detection_time_microseconds{peer} 300000"
+            )),
+            "{metrics}"
+        );
     }
     m.wait_established(v4(ab), UP)?;
     bfd_up(&m, v4(ab))?;
