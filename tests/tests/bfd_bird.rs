@@ -60,9 +60,26 @@ fn bfd_with_bird_both_ways_closes_the_session_within_a_second_and_recovers() -> 
             .bfd(100, 100, 3)
             .neighbor(tor),
     )?;
+    // The contrast: a second BIRD on a link of its own, the same session without BFD, hold
+    // time 9 s. Its link fails at the same moment; only the hold timer can notice.
+    let nh = lab.netns("h")?;
+    let hlink = lab.link(&nm, &nh)?;
+    let (amh, ah) = (hlink.a.ip4(), hlink.b.ip4());
+    let kh = IpNet::V4(block4());
+    let plain = Bird::start(
+        &lab,
+        &nh,
+        "h",
+        BirdConfig::new(ah).originate(kh).neighbor(
+            BirdNeighbor::new("m", v4(amh), BIRD_AS, MARGAY_AS).export(ExportPolicy::Static),
+        ),
+    )?;
     let mut n = BgpdNeighbor::new(v4(ab), BIRD_AS).bfd(100, 100, 3);
     n.hold_time = 90;
-    let mut c = BgpdConfig::new(am, MARGAY_AS).originate(km).neighbor(n);
+    let mut c = BgpdConfig::new(am, MARGAY_AS)
+        .originate(km)
+        .neighbor(n)
+        .neighbor(BgpdNeighbor::new(v4(ah), BIRD_AS));
     c.http_port = Some(METRICS_PORT);
     let m = Bgpd::start(&lab, &nm, "m", c)?;
 
@@ -78,10 +95,13 @@ fn bfd_with_bird_both_ways_closes_the_session_within_a_second_and_recovers() -> 
     eprintln!("BIRD: {line}");
     m.wait_route_via(kb, v4(ab), UP)?;
     bird.wait_bgp_route_via(km, v4(am), UP)?;
+    m.wait_route_via(kh, v4(ah), UP)?;
+    plain.wait_established("m", UP)?;
 
     // 1. BIRD's packets are lost: margay's detection timer must fire.
     {
         let _cut = Blackhole::on(&nb, &link.b.ifname)?;
+        let _contrast = Blackhole::on(&nh, &hlink.b.ifname)?;
         let t0 = Instant::now();
         let took = time_until(t0, DETECT_LIMIT, || {
             m.peer(v4(ab))
@@ -115,6 +135,22 @@ fn bfd_with_bird_both_ways_closes_the_session_within_a_second_and_recovers() -> 
             )),
             "{metrics}"
         );
+        // Without BFD: still Established long after BFD acted, down only at the hold timer
+        // (9 s after the last KEEPALIVE, which came at most 3 s before the cut).
+        let hold = Duration::from_secs(9);
+        let contrast = time_until(t0, hold * 2, || {
+            m.peer(v4(ah))
+                .ok()
+                .flatten()
+                .is_some_and(|p| p.state != "Established")
+        });
+        eprintln!("without BFD margay closed the session {contrast:?} after the cut");
+        assert!(
+            contrast >= hold * 2 / 3 - Duration::from_millis(500) && contrast < hold * 2,
+            "hold-timer detection took {contrast:?}"
+        );
+        let p = m.peer(v4(ah))?.expect("peer");
+        assert!(p.last_error.contains("Hold timer expired"), "{p:?}");
     }
     m.wait_established(v4(ab), UP)?;
     bfd_up(&m, v4(ab))?;
