@@ -1043,4 +1043,24 @@ name = "v6"
         let err = Config::parse(act).unwrap_err();
         assert!(err.starts_with("line 6:") && err.contains("drop"), "{err}");
     }
+
+    #[test]
+    fn bfd_keys_give_the_timers_with_defaults_and_are_checked() {
+        let text = format!("{GOOD}bfd = true\nbfd-min-tx-ms = 100\nbfd-multiplier = 5\n");
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.neighbors[0].bfd_timers(), None, "off by default");
+        let t = c.neighbors[1].bfd_timers().expect("on");
+        assert_eq!(t.desired_min_tx, Duration::from_millis(100));
+        assert_eq!(t.required_min_rx, Duration::from_millis(300));
+        assert_eq!(t.detect_mult, 5);
+        assert_eq!(c.bfd_port, 3784);
+        for bad in [
+            "bfd-min-rx-ms = 5",
+            "bfd-min-tx-ms = 70000",
+            "bfd-multiplier = 0",
+        ] {
+            let e = Config::parse(&format!("{GOOD}bfd = true\n{bad}\n")).unwrap_err();
+            assert!(e.contains("bfd"), "{bad}: {e}");
+        }
+    }
 }
