@@ -320,6 +320,14 @@ impl Service {
     }
 
     fn changed(&mut self, peer: IpAddr, t: Transition) {
+        // The status first: whoever the Down reaches sees it counted.
+        self.publish(peer, true);
+        if t.from == SessionState::Up
+            && let Ok(mut m) = self.status.write()
+            && let Some(s) = m.get_mut(&peer)
+        {
+            s.downs += 1;
+        }
         let Some(e) = self.sessions.get(&peer) else {
             return;
         };
@@ -328,13 +336,6 @@ impl Service {
             (e.on_down)(t);
         } else {
             info!(%peer, from = %t.from, to = %t.to, "BFD session state changed");
-        }
-        self.publish(peer, true);
-        if t.from == SessionState::Up
-            && let Ok(mut m) = self.status.write()
-            && let Some(s) = m.get_mut(&peer)
-        {
-            s.downs += 1;
         }
     }
 
