@@ -1,7 +1,7 @@
 //! Helpers of the BFD suites: a link made silent one way, waiting for margay's BFD session,
 //! timing a change.
 
-use margay_lab::{Bgpd, Netns, Result, wait_for};
+use margay_lab::{Bgpd, Bird, LabError, Netns, Result, wait_for};
 use margay_proto::bgp::v1::Peer;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -72,4 +72,14 @@ pub fn time_until(start: Instant, limit: Duration, mut done: impl FnMut() -> boo
         std::thread::sleep(Duration::from_millis(10));
     }
     start.elapsed()
+}
+
+/// BIRD's `show bfd sessions` row for `peer`: address, interface, state, since, interval,
+/// timeout.
+pub fn bird_bfd(bird: &Bird, peer: IpAddr) -> Result<Vec<String>> {
+    let out = bird.birdc(&["show", "bfd", "sessions"])?;
+    out.lines()
+        .find(|l| l.starts_with(&peer.to_string()))
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .ok_or_else(|| LabError::Render(format!("no BFD session with {peer}: {out}")))
 }

@@ -15,7 +15,7 @@ use margay_lab::{
     Bgpd, BgpdConfig, BgpdNeighbor, Bird, BirdConfig, BirdNeighbor, ExportPolicy, Lab, LabError,
     Result, block4, margay_binary,
 };
-use margay_tests::bfd::bfd_settled;
+use margay_tests::bfd::{bfd_settled, bird_bfd};
 
 const UP: Duration = Duration::from_secs(45);
 const AS: u32 = 64512;
@@ -27,15 +27,10 @@ fn v4(a: Ipv4Addr) -> IpAddr {
     IpAddr::V4(a)
 }
 
-/// BIRD's `show bfd sessions` line for `peer`: its state and since columns.
-fn bird_bfd(bird: &Bird, peer: Ipv4Addr) -> Result<(String, String)> {
-    let out = bird.birdc(&["show", "bfd", "sessions"])?;
-    let line = out
-        .lines()
-        .find(|l| l.starts_with(&peer.to_string()))
-        .ok_or_else(|| LabError::Render(format!("no BFD session with {peer}: {out}")))?;
-    let cols: Vec<&str> = line.split_whitespace().collect();
-    Ok((cols[2].to_string(), cols[3].to_string()))
+/// BIRD's BFD session with `peer`: its state and since columns.
+fn bird_bfd_state(bird: &Bird, peer: Ipv4Addr) -> Result<(String, String)> {
+    let cols = bird_bfd(bird, IpAddr::V4(peer))?;
+    Ok((cols[2].clone(), cols[3].clone()))
 }
 
 #[test]
@@ -82,7 +77,7 @@ fn a_million_routes_on_another_session_do_not_delay_bfd() -> Result<()> {
     m.wait_established(v4(ab), UP)?;
     bfd_settled(&m, v4(ab), Duration::from_millis(100), 3)?;
     let bgp_since = m.peer(v4(ab))?.expect("peer").since;
-    let (state, since) = bird_bfd(&bird, am)?;
+    let (state, since) = bird_bfd_state(&bird, am)?;
     assert_eq!(state, "Up");
 
     let mut child = nm
@@ -108,7 +103,7 @@ fn a_million_routes_on_another_session_do_not_delay_bfd() -> Result<()> {
             let _ = child.wait();
             panic!("the blaster did not finish in {BLAST_TIMEOUT:?}");
         }
-        let now = bird_bfd(&bird, am)?;
+        let now = bird_bfd_state(&bird, am)?;
         if now != (state.clone(), since.clone()) {
             let _ = child.kill();
             let _ = child.wait();

@@ -26,6 +26,8 @@ pub struct BirdConfig {
     /// `protocol bfd` with these timers on every interface (min rx ms, min tx ms, multiplier);
     /// sessions are those of neighbours with [`BirdNeighbor::bfd`].
     pub bfd: Option<(u32, u32, u8)>,
+    /// BFD sessions of their own (`neighbor A;` in `protocol bfd`), without a BGP session.
+    pub bfd_neighbors: Vec<IpAddr>,
 }
 
 /// Which routes a channel exports.
@@ -231,6 +233,7 @@ impl BirdConfig {
             kernel: false,
             kernel_graceful_restart: false,
             bfd: None,
+            bfd_neighbors: Vec::new(),
         }
     }
 
@@ -311,8 +314,12 @@ impl BirdConfig {
         if let Some((rx, tx, mult)) = self.bfd {
             let _ = writeln!(
                 s,
-                "protocol bfd {{ interface \"*\" {{ min rx interval {rx} ms; min tx interval {tx} ms; idle tx interval 1000 ms; multiplier {mult}; }}; }}"
+                "protocol bfd {{ interface \"*\" {{ min rx interval {rx} ms; min tx interval {tx} ms; idle tx interval 1000 ms; multiplier {mult}; }};"
             );
+            for n in &self.bfd_neighbors {
+                let _ = writeln!(s, "  neighbor {n};");
+            }
+            let _ = writeln!(s, "}}");
         }
         for n in &self.neighbors {
             render_neighbor(&mut s, n);
