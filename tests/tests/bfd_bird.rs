@@ -178,3 +178,44 @@ fn bfd_with_bird_both_ways_closes_the_session_within_a_second_and_recovers() -> 
     bird.wait_bgp_route_via(km, v4(am), UP)?;
     Ok(())
 }
+
+/// The same over IPv6: the session comes Up with BIRD (hop limit 255 both ways) and margay
+/// detects BIRD's silence.
+#[test]
+fn bfd_with_bird_over_ipv6() -> Result<()> {
+    let lab = Lab::new("bfd_with_bird_over_ipv6")?;
+    let (nm, nb) = (lab.netns("m")?, lab.netns("b")?);
+    let link = lab.link(&nm, &nb)?;
+    let (am, ab) = (IpAddr::V6(link.a.ip6()), IpAddr::V6(link.b.ip6()));
+    let mut tor = BirdNeighbor::new("m", am, BIRD_AS, MARGAY_AS).export(ExportPolicy::None);
+    tor.hold_time = 90;
+    tor.bfd = true;
+    let bird = Bird::start(
+        &lab,
+        &nb,
+        "b",
+        BirdConfig::new(link.b.ip4()).bfd(100, 100, 3).neighbor(tor),
+    )?;
+    let mut n = BgpdNeighbor::new(ab, BIRD_AS).bfd(100, 100, 3);
+    n.hold_time = 90;
+    let m = Bgpd::start(
+        &lab,
+        &nm,
+        "m",
+        BgpdConfig::new(link.a.ip4(), MARGAY_AS).neighbor(n),
+    )?;
+    m.wait_established(ab, UP)?;
+    bfd_settled(&m, ab, Duration::from_millis(100), 3)?;
+    bird_bfd_up(&bird, am)?;
+    let _cut = Blackhole::on(&nb, &link.b.ifname)?;
+    let t0 = Instant::now();
+    let took = time_until(t0, DETECT_LIMIT, || {
+        m.peer(ab)
+            .ok()
+            .flatten()
+            .is_some_and(|p| p.state != "Established")
+    });
+    eprintln!("margay closed the IPv6 session {took:?} after the cut");
+    assert!(took < DETECT_LIMIT, "margay took {took:?}");
+    Ok(())
+}
