@@ -219,3 +219,61 @@ fn bfd_with_bird_over_ipv6() -> Result<()> {
     assert!(took < DETECT_LIMIT, "margay took {took:?}");
     Ok(())
 }
+
+/// A graceful restart with BFD: margay's SIGTERM first takes its BFD sessions AdminDown
+/// (RFC 5882 §3.2: not a failed path). BIRD 2.0.12 still treats that as BFD down, so with
+/// `bfd on` it flushes our routes at once; with `bfd graceful` (what to configure on a BIRD
+/// ToR) it keeps them as stale, well past the detection time.
+#[test]
+fn graceful_stop_sends_admin_down_and_bird_keeps_the_routes() -> Result<()> {
+    let lab = Lab::new("graceful_stop_sends_admin_down_and_bird_keeps_the_routes")?;
+    let (nm, nb) = (lab.netns("m")?, lab.netns("b")?);
+    let link = lab.link(&nm, &nb)?;
+    let (am, ab) = (link.a.ip4(), link.b.ip4());
+    let km = IpNet::V4(block4());
+    let mut tor = BirdNeighbor::new("m", v4(am), BIRD_AS, MARGAY_AS)
+        .export(ExportPolicy::None)
+        .graceful_restart(Some(120));
+    tor.hold_time = 90;
+    tor.bfd = true;
+    tor.bfd_graceful = true;
+    let bird = Bird::start(
+        &lab,
+        &nb,
+        "b",
+        BirdConfig::new(ab).bfd(100, 100, 3).neighbor(tor),
+    )?;
+    let mut n = BgpdNeighbor::new(v4(ab), BIRD_AS).bfd(100, 100, 3);
+    n.hold_time = 90;
+    let mut m = Bgpd::start(
+        &lab,
+        &nm,
+        "m",
+        BgpdConfig::new(am, MARGAY_AS).originate(km).neighbor(n),
+    )?;
+    bird.wait_established("m", UP)?;
+    bfd_settled(&m, v4(ab), Duration::from_millis(100), 3)?;
+    bird_bfd_up(&bird, v4(am))?;
+    bird.wait_bgp_route_via(km, v4(am), UP)?;
+
+    m.stop();
+    let t0 = Instant::now();
+    // Silence would take BIRD at least 200 ms past our exit to notice; AdminDown is already in.
+    let state = margay_tests::bfd::bird_bfd(&bird, v4(am))?;
+    assert_eq!(
+        state[2], "Down",
+        "AdminDown received before margay exited: {state:?}"
+    );
+    while t0.elapsed() < Duration::from_secs(2) {
+        assert!(
+            !bird.route(km)?.is_empty(),
+            "BIRD dropped margay's route {:?} after its graceful stop",
+            t0.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = bird.birdc(&["show", "bfd", "sessions"])?;
+    eprintln!("BIRD after margay's stop: {out}");
+    assert!(!out.contains(" Up "), "BIRD's BFD session left Up: {out}");
+    Ok(())
+}

@@ -59,6 +59,8 @@ enum Command {
         on_down: OnDown,
     },
     Remove(IpAddr),
+    /// Every session AdminDown (told to the peers), then the service ends.
+    Shutdown(tokio::sync::oneshot::Sender<()>),
 }
 
 type StatusMap = Arc<RwLock<HashMap<IpAddr, PeerBfd>>>;
@@ -86,6 +88,15 @@ impl BfdHandle {
             timers,
             on_down,
         });
+    }
+
+    /// Tells every peer our sessions are AdminDown (RFC 5882 §3.2: not a path failure, so a
+    /// peer in graceful restart keeps our routes) and ends the service.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.commands.send(Command::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
     }
 
     pub fn remove(&self, peer: IpAddr) {
@@ -194,6 +205,11 @@ impl Service {
                 }
                 _ = tokio::time::sleep_until(next.into()) => {}
                 cmd = commands.recv() => match cmd {
+                    Some(Command::Shutdown(done)) => {
+                        self.admin_down_all().await;
+                        let _ = done.send(());
+                        return;
+                    }
                     Some(c) => self.command(c),
                     None => return,
                 },
@@ -242,6 +258,7 @@ impl Service {
                 );
                 self.publish(peer, true);
             }
+            Command::Shutdown(_) => {}
             Command::Remove(peer) => {
                 if let Some(e) = self.sessions.remove(&peer) {
                     self.by_discr.remove(&e.session.local_discr());
@@ -293,6 +310,27 @@ impl Service {
         }
     }
 
+    /// AdminDown to every peer, sent a few times (UDP may lose one).
+    async fn admin_down_all(&mut self) {
+        let port = self.port;
+        let mut packets = Vec::new();
+        for (peer, e) in &mut self.sessions {
+            packets.push((*peer, e.session.admin_down().encode()));
+        }
+        for _ in 0..3 {
+            for (peer, bytes) in &packets {
+                if let Some(e) = self.sessions.get(peer) {
+                    let _ = e.socket.try_send_to(bytes, SocketAddr::new(*peer, port));
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        info!(
+            sessions = packets.len(),
+            "BFD sessions administratively down"
+        );
+    }
+
     async fn poll_all(&mut self) {
         let now = Instant::now();
         let due: Vec<IpAddr> = self
@@ -331,7 +369,12 @@ impl Service {
         let Some(e) = self.sessions.get(&peer) else {
             return;
         };
-        if t.from == SessionState::Up {
+        if t.from == SessionState::Up
+            && e.session.snapshot().remote_state == SessionState::AdminDown
+        {
+            // RFC 5882 §3.2: the peer stopped BFD on purpose; not a failure of the path.
+            info!(%peer, "BFD session taken administratively down by the peer; BGP session kept");
+        } else if t.from == SessionState::Up {
             warn!(%peer, diag = %t.diag, "BFD session down");
             (e.on_down)(t);
         } else {

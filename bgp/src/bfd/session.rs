@@ -175,6 +175,18 @@ impl Session {
         self.start_poll();
     }
 
+    /// Takes the session administratively down (RFC 5880 §6.8.16): the peer is told at once
+    /// and must not treat it as a failure of the path (RFC 5882 §3.2). Returns the packet.
+    pub fn admin_down(&mut self) -> ControlPacket {
+        self.state = SessionState::AdminDown;
+        self.local_diag = Diagnostic::ADMINISTRATIVELY_DOWN;
+        self.polling = false;
+        self.final_due = false;
+        self.send_now = false;
+        self.detect_deadline = None;
+        self.packet()
+    }
+
     /// A packet that passed [`ControlPacket::decode`] and was matched to this session.
     pub fn receive(&mut self, p: &ControlPacket, now: Instant) -> Option<Transition> {
         if p.your_discr != 0 && p.your_discr != self.local_discr {

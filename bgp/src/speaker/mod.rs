@@ -664,6 +664,10 @@ impl Speaker {
     /// Closes every session. `graceful`: those whose peer negotiated graceful restart close
     /// without a NOTIFICATION (the peer keeps our routes), and the restart marker is left.
     async fn shutdown(&mut self, graceful: bool) {
+        // Before the sessions close: a peer then sees AdminDown, not a failed path.
+        if let Some(b) = &self.bfd {
+            b.shutdown().await;
+        }
         let ids: Vec<PeerId> = self.peers.keys().copied().collect();
         let mut kept = 0;
         for id in ids {

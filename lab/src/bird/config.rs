@@ -105,6 +105,8 @@ pub struct BirdNeighbor {
     pub dynamic_name: Option<String>,
     /// `bfd on;`: the session follows its BFD session (needs [`BirdConfig::bfd`]).
     pub bfd: bool,
+    /// `bfd graceful;` instead: a BFD Down is handled as a graceful restart of the peer.
+    pub bfd_graceful: bool,
 }
 
 impl BirdNeighbor {
@@ -137,6 +139,7 @@ impl BirdNeighbor {
             range: None,
             dynamic_name: None,
             bfd: false,
+            bfd_graceful: false,
         }
     }
 
@@ -352,7 +355,9 @@ fn render_neighbor(s: &mut String, n: &BirdNeighbor) {
     if n.ttl_security {
         let _ = writeln!(s, "  ttl security on;");
     }
-    if n.bfd {
+    if n.bfd_graceful {
+        let _ = writeln!(s, "  bfd graceful;");
+    } else if n.bfd {
         let _ = writeln!(s, "  bfd on;");
     }
     if n.passive {

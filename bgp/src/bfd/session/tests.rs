@@ -212,3 +212,21 @@ fn a_packet_for_another_discriminator_is_ignored() {
     assert_eq!(a.receive(&stray, t0), None);
     assert_eq!(a.state(), SessionState::Up);
 }
+
+#[test]
+fn admin_down_is_sent_and_keeps_the_session_quiet() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = up_pair(t0);
+    let p = a.admin_down();
+    assert_eq!(
+        (p.state, p.diag),
+        (SessionState::AdminDown, Diagnostic::ADMINISTRATIVELY_DOWN)
+    );
+    let t = b.receive(&p, t0).expect("b leaves Up");
+    assert_eq!(t.diag, Diagnostic::NEIGHBOR_SIGNALED_DOWN);
+    assert_eq!(b.snapshot().remote_state, SessionState::AdminDown);
+    // AdminDown never times out and ignores what arrives.
+    assert_eq!(a.poll(t0 + ms(5000), 0).1, None);
+    assert_eq!(a.receive(&b.packet(), t0), None);
+    assert_eq!(a.state(), SessionState::AdminDown);
+}
