@@ -71,7 +71,8 @@ fn two_services_come_up_and_silence_is_detected_in_time() {
     assert_eq!(s.tx_interval, Duration::from_millis(50));
     assert_eq!(s.detection_time, Duration::from_millis(150));
 
-    b.remove(lo(1));
+    // The whole service gone (its last handle dropped): silence, no AdminDown.
+    drop(b);
     let cut = Instant::now();
     let (at, t) = rx
         .recv_timeout(Duration::from_secs(2))
@@ -122,4 +123,41 @@ fn packets_without_ttl_255_are_dropped() {
         "the same packet with TTL 255 is accepted"
     );
     assert_eq!(c.status(lo(6)).unwrap().snapshot.remote_discr, 77);
+}
+
+#[test]
+fn a_removed_session_says_admin_down_and_the_peer_does_not_call_it_a_failure() {
+    let port = free_port();
+    let a = bfd::spawn_on(&[SocketAddr::new(lo(3), port)]).expect("service a");
+    let b = bfd::spawn_on(&[SocketAddr::new(lo(4), port)]).expect("service b");
+    let (tx, rx) = mpsc::channel();
+    a.add(
+        lo(4),
+        Some(lo(3)),
+        fast(),
+        Box::new(move |t| {
+            let _ = tx.send(t);
+        }),
+    );
+    b.add(lo(3), Some(lo(4)), fast(), Box::new(|_| {}));
+    assert!(wait_state(
+        &a,
+        lo(4),
+        SessionState::Up,
+        Duration::from_secs(5)
+    ));
+    b.remove(lo(3));
+    assert!(wait_state(
+        &a,
+        lo(4),
+        SessionState::Down,
+        Duration::from_secs(1)
+    ));
+    let s = a.status(lo(4)).unwrap().snapshot;
+    assert_eq!(s.remote_state, SessionState::AdminDown);
+    assert_eq!(s.local_diag, Diagnostic::NEIGHBOR_SIGNALED_DOWN);
+    assert!(
+        rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "AdminDown is not a path failure (RFC 5882 §3.2): the BGP session is not closed"
+    );
 }

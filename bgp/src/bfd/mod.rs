@@ -260,7 +260,10 @@ impl Service {
             }
             Command::Shutdown(_) => {}
             Command::Remove(peer) => {
-                if let Some(e) = self.sessions.remove(&peer) {
+                if let Some(mut e) = self.sessions.remove(&peer) {
+                    // Tell the peer: a session that just went silent would look like a failure.
+                    let p = e.session.admin_down().encode();
+                    let _ = e.socket.try_send_to(&p, SocketAddr::new(peer, self.port));
                     self.by_discr.remove(&e.session.local_discr());
                     info!(%peer, "BFD session removed");
                 }
