@@ -11,6 +11,7 @@ PACKAGES=(
   iproute2            # ip netns / link / route for the lab
   iputils-ping        # ping between lab namespaces (L2 checks in the lab self-test)
   bird2               # BIRD 2: interop peer and benchmark reference
+  frr                 # FRR: its bfdd is the second BFD interop peer (never started as a service)
   etcd-server         # the datastore the tests start on loopback
   tcpdump             # capturing golden bytes from BIRD
   nftables            # nft: felix programs natOutgoing with it (and its tests read it back)

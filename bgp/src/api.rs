@@ -130,6 +130,27 @@ fn peer_to_pb(p: PeerStatus) -> pb::Peer {
         updates_received: p.updates_received,
         updates_sent: p.updates_sent,
         local_port: p.local_port.map(u32::from).unwrap_or(0),
+        bfd: p.bfd.map(bfd_to_pb),
+    }
+}
+
+fn bfd_to_pb(b: crate::bfd::PeerBfd) -> pb::Bfd {
+    use crate::bfd::packet::micros;
+    let s = &b.snapshot;
+    pb::Bfd {
+        state: s.state.to_string(),
+        remote_state: s.remote_state.to_string(),
+        local_diagnostic: s.local_diag.to_string(),
+        remote_diagnostic: s.remote_diag.to_string(),
+        desired_min_tx_us: micros(b.timers.desired_min_tx),
+        required_min_rx_us: micros(b.timers.required_min_rx),
+        detect_multiplier: u32::from(b.timers.detect_mult),
+        tx_interval_us: micros(s.tx_interval),
+        detection_time_us: micros(s.detection_time),
+        since: unix_secs(b.since),
+        downs: b.downs,
+        local_discriminator: s.local_discr,
+        remote_discriminator: s.remote_discr,
     }
 }
 

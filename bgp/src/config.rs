@@ -11,6 +11,7 @@ use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use toml::Spanned;
 
 /// Default path of the gRPC unix socket.
@@ -42,6 +43,9 @@ pub struct Config {
     /// TCP port to accept BGP connections on (0: accept none, only connect out).
     #[serde(default = "default_listen_port")]
     pub listen_port: u16,
+    /// UDP port of single-hop BFD, ours and the peers' (3784, RFC 5881; tests change it).
+    #[serde(default = "default_bfd_port")]
+    pub bfd_port: u16,
     /// The `margay.bgp.v1` gRPC unix socket.
     #[serde(default = "default_socket")]
     pub socket: PathBuf,
@@ -199,6 +203,19 @@ pub struct Neighbor {
     /// How often our own AS may appear in a received AS_PATH (allowas-in).
     #[serde(default)]
     pub allow_own_as: Option<Spanned<u8>>,
+    /// BFD with this neighbour (RFC 5880/5881, single hop): when its session goes down, the
+    /// BGP session closes at once and its routes are withdrawn (RFC 5882).
+    #[serde(default)]
+    pub bfd: bool,
+    /// BFD desired min TX interval in milliseconds (300).
+    #[serde(default)]
+    pub bfd_min_tx_ms: Option<u32>,
+    /// BFD required min RX interval in milliseconds (300).
+    #[serde(default)]
+    pub bfd_min_rx_ms: Option<u32>,
+    /// BFD detect multiplier (3).
+    #[serde(default)]
+    pub bfd_multiplier: Option<u8>,
 }
 
 /// What the speaker does when a neighbour sends more prefixes than `max-prefixes`.
@@ -234,6 +251,30 @@ pub enum AddressFamily {
 }
 
 impl Neighbor {
+    /// The BFD timers when BFD is on.
+    pub fn bfd_timers(&self) -> Option<crate::bfd::Timers> {
+        let d = crate::bfd::Timers::default();
+        let ms = |v: Option<u32>, default: Duration| {
+            v.map_or(default, |v| Duration::from_millis(u64::from(v)))
+        };
+        self.bfd.then(|| crate::bfd::Timers {
+            desired_min_tx: ms(self.bfd_min_tx_ms, d.desired_min_tx),
+            required_min_rx: ms(self.bfd_min_rx_ms, d.required_min_rx),
+            detect_mult: self.bfd_multiplier.unwrap_or(d.detect_mult),
+        })
+    }
+
+    fn bfd_error(&self) -> Option<&'static str> {
+        let bad_ms = |v: Option<u32>| v.is_some_and(|v| !(10..=60_000).contains(&v));
+        if bad_ms(self.bfd_min_tx_ms) || bad_ms(self.bfd_min_rx_ms) {
+            Some("bfd-min-tx-ms and bfd-min-rx-ms must be 10 to 60000")
+        } else if self.bfd_multiplier == Some(0) {
+            Some("bfd-multiplier must be 1 to 255")
+        } else {
+            None
+        }
+    }
+
     /// The prefix limit, if `max-prefixes` is set (`cease` by default, as BIRD's `import limit`
     /// defaults to disabling the session).
     pub fn prefix_limit(&self) -> Option<PrefixLimit> {
@@ -309,6 +350,10 @@ impl Neighbor {
 fn default_listen_address() -> IpAddr {
     IpAddr::V6(Ipv6Addr::UNSPECIFIED)
 }
+fn default_bfd_port() -> u16 {
+    crate::bfd::udp::CONTROL_PORT
+}
+
 fn default_listen_port() -> u16 {
     179
 }
@@ -423,6 +468,9 @@ impl Config {
                     &field("keepalive-time"),
                     "must be at least 1 second (leave it out for a third of the hold time)".into(),
                 ));
+            }
+            if let Some(e) = n.bfd_error() {
+                return Err(at(n.address.span(), &field("bfd"), e.into()));
             }
             if *n.connect_retry.get_ref() == 0 {
                 return Err(at(
@@ -994,5 +1042,25 @@ name = "v6"
         let act = "router-id = \"10.0.0.1\"\nasn = 1\n[[filters]]\nname = \"f\"\n[[filters.import-v6]]\naction = \"drop\"\n";
         let err = Config::parse(act).unwrap_err();
         assert!(err.starts_with("line 6:") && err.contains("drop"), "{err}");
+    }
+
+    #[test]
+    fn bfd_keys_give_the_timers_with_defaults_and_are_checked() {
+        let text = format!("{GOOD}bfd = true\nbfd-min-tx-ms = 100\nbfd-multiplier = 5\n");
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.neighbors[0].bfd_timers(), None, "off by default");
+        let t = c.neighbors[1].bfd_timers().expect("on");
+        assert_eq!(t.desired_min_tx, Duration::from_millis(100));
+        assert_eq!(t.required_min_rx, Duration::from_millis(300));
+        assert_eq!(t.detect_mult, 5);
+        assert_eq!(c.bfd_port, 3784);
+        for bad in [
+            "bfd-min-rx-ms = 5",
+            "bfd-min-tx-ms = 70000",
+            "bfd-multiplier = 0",
+        ] {
+            let e = Config::parse(&format!("{GOOD}bfd = true\n{bad}\n")).unwrap_err();
+            assert!(e.contains("bfd"), "{bad}: {e}");
+        }
     }
 }

@@ -118,6 +118,10 @@ async fn metrics(AxState(speaker): AxState<SpeakerHandle>) -> impl IntoResponse 
     let updates_in = Family::<PeerLabels, Counter>::default();
     let updates_out = Family::<PeerLabels, Counter>::default();
     let limit_exceeded = Family::<PeerLabels, Counter>::default();
+    let bfd_up = Family::<PeerLabels, Gauge>::default();
+    let bfd_downs = Family::<PeerLabels, Counter>::default();
+    let bfd_detect = Family::<PeerLabels, Gauge>::default();
+    let bfd_tx = Family::<PeerLabels, Gauge>::default();
     for s in State::ALL {
         sessions
             .get_or_create(&StateLabels {
@@ -144,6 +148,17 @@ async fn metrics(AxState(speaker): AxState<SpeakerHandle>) -> impl IntoResponse 
         limit_exceeded
             .get_or_create(&l)
             .inc_by(p.prefix_limit_exceeded);
+        if let Some(b) = &p.bfd {
+            let up = b.snapshot.state == crate::bfd::SessionState::Up;
+            bfd_up.get_or_create(&l).set(i64::from(up));
+            bfd_downs.get_or_create(&l).inc_by(b.downs);
+            bfd_detect
+                .get_or_create(&l)
+                .set(b.snapshot.detection_time.as_micros() as i64);
+            bfd_tx
+                .get_or_create(&l)
+                .set(b.snapshot.tx_interval.as_micros() as i64);
+        }
     }
     registry.register("sessions", "BGP sessions by FSM state", sessions);
     registry.register(
@@ -175,6 +190,22 @@ async fn metrics(AxState(speaker): AxState<SpeakerHandle>) -> impl IntoResponse 
         "prefix_limit_exceeded",
         "Times the peer sent more prefixes than its max-prefixes",
         limit_exceeded,
+    );
+    registry.register("bfd_up", "1 while the peer's BFD session is Up", bfd_up);
+    registry.register(
+        "bfd_session_downs",
+        "Times the peer's BFD session went from Up to Down",
+        bfd_downs,
+    );
+    registry.register(
+        "bfd_detection_time_microseconds",
+        "The BFD session's negotiated detection time",
+        bfd_detect,
+    );
+    registry.register(
+        "bfd_tx_interval_microseconds",
+        "The BFD session's negotiated transmit interval",
+        bfd_tx,
     );
     let mut out = String::new();
     match encode(&mut out, &registry) {

@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod autodetect;
+pub mod bfd;
 pub mod cluster;
 pub mod config;
 pub mod fsm;

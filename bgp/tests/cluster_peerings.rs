@@ -418,3 +418,46 @@ fn roles_filters_and_policy_tables_follow_the_model() {
     let c3 = desired_config(&m, &local("n3")).unwrap();
     assert_eq!(neighbor(&c3, "10.0.0.1").unwrap().role, Some(Role::Cluster));
 }
+
+#[test]
+fn margay_bfd_fields_reach_peer_and_mesh_sessions() {
+    let m = with(
+        "apiVersion: margay.io/v1\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  bfd: {enabled: true, minTx: 200ms, multiplier: 5}\n---\n\
+         apiVersion: margay.io/v1\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 192.0.2.1\n  asNumber: 65100\n  bfd: {enabled: true, minTx: 100ms, minRx: 0.1s, multiplier: 3}\n---\n\
+         apiVersion: margay.io/v1\nkind: BGPPeer\nmetadata:\n  name: off\nspec:\n  peerIP: 192.0.2.2\n  asNumber: 65100\n  bfd: {enabled: false, minTx: 100ms}\n",
+    );
+    let c = desired_config(&m, &local("n1")).unwrap();
+    let tor = neighbor(&c, "192.0.2.1").unwrap();
+    assert!(tor.bfd);
+    assert_eq!(
+        (tor.bfd_min_tx_ms, tor.bfd_min_rx_ms, tor.bfd_multiplier),
+        (Some(100), Some(100), Some(3))
+    );
+    assert!(
+        !neighbor(&c, "192.0.2.2").unwrap().bfd,
+        "enabled: false is off"
+    );
+    let mesh = neighbor(&c, "10.0.0.2").unwrap();
+    assert!(mesh.bfd, "BGPConfiguration's bfd is the mesh's");
+    let t = mesh.bfd_timers().unwrap();
+    assert_eq!(t.desired_min_tx, std::time::Duration::from_millis(200));
+    assert_eq!(
+        t.required_min_rx,
+        std::time::Duration::from_millis(300),
+        "default"
+    );
+    assert_eq!(t.detect_mult, 5);
+}
+
+#[test]
+fn bfd_is_refused_under_calicos_api_group() {
+    let yaml = "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 192.0.2.1\n  asNumber: 65100\n  bfd: {enabled: true}\n";
+    let e = parse_documents(yaml).unwrap_err().to_string();
+    assert!(e.contains("spec.bfd") && e.contains("margay.io/v1"), "{e}");
+    let bad = "apiVersion: margay.io/v1\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  peerIP: 192.0.2.1\n  asNumber: 65100\n  bfd: {enabled: true, minTx: 1ms, multiplier: 0}\n";
+    let e = parse_documents(bad).unwrap_err().to_string();
+    assert!(
+        e.contains("spec.bfd.minTx") && e.contains("spec.bfd.multiplier"),
+        "{e}"
+    );
+}

@@ -17,6 +17,49 @@ pub struct PeerRow {
     pub prefixes_received: u64,
     pub prefixes_accepted: u64,
     pub prefixes_advertised: u64,
+    /// The BFD session, when the neighbour has BFD on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<BfdRow>,
+}
+
+/// A peer's BFD session: state, negotiated timing, last diagnostics.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BfdRow {
+    pub state: String,
+    pub remote_state: String,
+    /// The interval we send at, negotiated (ms).
+    pub tx_interval_ms: f64,
+    /// How long without a packet before the session goes Down (ms).
+    pub detection_time_ms: f64,
+    pub local_diagnostic: String,
+    pub remote_diagnostic: String,
+    /// Times the session went from Up to Down.
+    pub downs: u64,
+}
+
+impl BfdRow {
+    fn from_pb(b: &pb::Bfd) -> BfdRow {
+        BfdRow {
+            state: b.state.clone(),
+            remote_state: b.remote_state.clone(),
+            tx_interval_ms: f64::from(b.tx_interval_us) / 1000.0,
+            detection_time_ms: f64::from(b.detection_time_us) / 1000.0,
+            local_diagnostic: b.local_diagnostic.clone(),
+            remote_diagnostic: b.remote_diagnostic.clone(),
+            downs: b.downs,
+        }
+    }
+
+    /// The BFD column: `Up 100ms/300ms`, or the state and why it last went down.
+    fn cell(&self) -> String {
+        if self.state == "Up" {
+            format!("Up {}ms/{}ms", self.tx_interval_ms, self.detection_time_ms)
+        } else if self.local_diagnostic == "No Diagnostic" {
+            self.state.clone()
+        } else {
+            format!("{} ({})", self.state, self.local_diagnostic)
+        }
+    }
 }
 
 /// What `node status -o json|yaml` prints.
@@ -73,6 +116,7 @@ pub fn row(p: &pb::Peer, now: DateTime<Local>) -> PeerRow {
         prefixes_received: p.prefixes_received,
         prefixes_accepted: p.prefixes_accepted,
         prefixes_advertised: p.prefixes_advertised,
+        bfd: p.bfd.as_ref().map(BfdRow::from_pb),
     }
 }
 
@@ -106,17 +150,31 @@ const STYLE: TableStyle = TableStyle::new()
     .bottom_border(LineStyle::new('+', '-', '+', '+'));
 
 fn table(rows: &[PeerRow]) -> String {
-    let header = ["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"];
-    let cells: Vec<[&str; 5]> = rows
+    // The BFD column only when some peer has BFD: otherwise calicoctl's table, unchanged.
+    let with_bfd = rows.iter().any(|r| r.bfd.is_some());
+    let mut header = vec!["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"];
+    if with_bfd {
+        header.push("BFD");
+    }
+    let bfd: Vec<String> = rows
         .iter()
-        .map(|r| {
-            [
+        .map(|r| r.bfd.as_ref().map_or_else(|| "-".to_string(), BfdRow::cell))
+        .collect();
+    let cells: Vec<Vec<&str>> = rows
+        .iter()
+        .zip(&bfd)
+        .map(|(r, b)| {
+            let mut c = vec![
                 &r.peer_address[..],
                 &r.peer_type,
                 &r.state,
                 &r.since,
                 &r.info,
-            ]
+            ];
+            if with_bfd {
+                c.push(b);
+            }
+            c
         })
         .collect();
     // Headers centred with the odd space on the right, as calicoctl prints them.
@@ -145,7 +203,7 @@ fn table(rows: &[PeerRow]) -> String {
         c.set_cell_alignment(CellAlignment::Left);
     }
     for c in cells {
-        t.add_row(c.to_vec());
+        t.add_row(c);
     }
     t.to_string()
 }
@@ -275,6 +333,45 @@ No IPv6 peers found.
         );
         assert!(s.ipv4_peers.is_empty());
         assert_eq!(s.ipv6_peers.len(), 1);
+    }
+    #[test]
+    fn bfd_adds_a_column_and_json_fields_only_where_configured() {
+        let now = Local.with_ymd_and_hms(2026, 11, 25, 10, 0, 0).unwrap();
+        let info = pb::Info::default();
+        let mut a = peer("10.0.0.2", "Established", "", pb::PeerType::Global, 0);
+        a.bfd = Some(pb::Bfd {
+            state: "Up".into(),
+            local_diagnostic: "No Diagnostic".into(),
+            tx_interval_us: 100_000,
+            detection_time_us: 300_000,
+            ..Default::default()
+        });
+        let mut b = peer(
+            "10.0.0.3",
+            "Idle",
+            "BFD session down",
+            pb::PeerType::Global,
+            0,
+        );
+        b.bfd = Some(pb::Bfd {
+            state: "Down".into(),
+            local_diagnostic: "Control Detection Time Expired".into(),
+            downs: 1,
+            ..Default::default()
+        });
+        let c = peer("10.0.0.4", "Established", "", pb::PeerType::Global, 0);
+        let text = render_text(&build(&info, &[a.clone(), b, c.clone()], now));
+        assert!(text.contains("BFD"), "{text}");
+        assert!(text.contains("Up 100ms/300ms"), "{text}");
+        assert!(
+            text.contains("Down (Control Detection Time Expired)"),
+            "{text}"
+        );
+        let json = serde_json::to_value(build(&info, &[a, c.clone()], now)).unwrap();
+        assert_eq!(json["ipv4_peers"][0]["bfd"]["detection_time_ms"], 300.0);
+        assert!(json["ipv4_peers"][1].get("bfd").is_none());
+        let plain = render_text(&build(&info, &[c], now));
+        assert!(!plain.contains("BFD"), "no column without BFD: {plain}");
     }
 }
 

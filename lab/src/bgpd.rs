@@ -95,6 +95,14 @@ pub struct BgpdNeighbor {
     /// The AS presented on this session instead of the speaker's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_asn: Option<u32>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub bfd: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bfd_min_tx_ms: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bfd_min_rx_ms: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bfd_multiplier: Option<u8>,
 }
 
 impl BgpdNeighbor {
@@ -118,7 +126,20 @@ impl BgpdNeighbor {
             filters: Vec::new(),
             role: None,
             local_asn: None,
+            bfd: false,
+            bfd_min_tx_ms: None,
+            bfd_min_rx_ms: None,
+            bfd_multiplier: None,
         }
+    }
+
+    /// BFD with this neighbour at these timers.
+    pub fn bfd(mut self, min_tx_ms: u32, min_rx_ms: u32, multiplier: u8) -> Self {
+        self.bfd = true;
+        self.bfd_min_tx_ms = Some(min_tx_ms);
+        self.bfd_min_rx_ms = Some(min_rx_ms);
+        self.bfd_multiplier = Some(multiplier);
+        self
     }
 
     /// Applies the named `[[filters]]`, in order.

@@ -2,6 +2,7 @@
 //! sends exactly the bytes a test gives it ([`RawPeer`]), and the rig that puts margay-bgpd
 //! between a well-behaved BIRD and such raw peers ([`RawRig`]).
 
+pub mod bfd;
 pub mod raw_rig;
 pub mod rawpeer;
 

@@ -26,8 +26,8 @@ use crate::config::{Config, Neighbor, NextHop, PeerType};
 use crate::policy::Role;
 use ipnet::IpNet;
 use margay_datastore::resources::{
-    BgpConfigurationSpec, BgpFilter, BgpPassword, BgpPeer, BindMode, IpPool, Node, SourceAddress,
-    parse_duration,
+    BfdSpec, BgpConfigurationSpec, BgpFilter, BgpPassword, BgpPeer, BindMode, IpPool, Node,
+    SourceAddress, parse_duration,
 };
 use margay_datastore::selector::Selector;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -183,6 +183,8 @@ struct Want {
     allow_own_as: Option<u8>,
     /// BGPPeer `keepaliveTime`, in seconds.
     keepalive: Option<u16>,
+    /// `margay.io/v1` `spec.bfd` when enabled (BGPPeer, or BGPConfiguration for the mesh).
+    bfd: Option<BfdSpec>,
 }
 
 /// The session pairs between nodes that BGPPeers with `peerSelector` create, as (a, b) names.
@@ -318,6 +320,7 @@ pub fn plan(model: &Model, local: &Local) -> Result<Plan, PeeringError> {
             asn: Spanned::new(0..0, me.asn),
             listen_address,
             listen_port: me.listen_port,
+            bfd_port: crate::bfd::udp::CONTROL_PORT,
             socket: local.socket.clone(),
             cluster_id: my_cluster.map(|c| Spanned::new(0..0, c)),
             http_address: local.http_address,
@@ -421,6 +424,7 @@ fn mesh(
                 local_asn: None,
                 allow_own_as: None,
                 keepalive: None,
+                bfd: bgp.bfd.clone().filter(|b| b.enabled),
             });
         }
     }
@@ -464,6 +468,7 @@ fn node_session(
         local_asn: None,
         allow_own_as: None,
         keepalive: None,
+        bfd: None,
     };
     apply_peer_options(&mut w, p, me, notes);
     w
@@ -552,6 +557,7 @@ fn ip_sessions(model: &Model, me: &Me, notes: &mut BTreeSet<String>, wants: &mut
             local_asn: None,
             allow_own_as: None,
             keepalive: None,
+            bfd: None,
         };
         apply_peer_options(&mut w, p, me, notes);
         wants.push(w);
@@ -621,6 +627,7 @@ fn apply_peer_options(w: &mut Want, p: &BgpPeer, me: &Me, notes: &mut BTreeSet<S
         .as_deref()
         .and_then(parse_duration)
         .map(|s| s.round().clamp(1.0, f64::from(u16::MAX)) as u16);
+    w.bfd = p.spec.bfd.clone().filter(|b| b.enabled);
     w.filters = policy::peer_filters(p.name(), &p.spec.filters, &me.filters, notes);
     w.allow_own_as = p
         .spec
@@ -657,5 +664,9 @@ fn neighbor(w: Want, local: &Local) -> Neighbor {
         role: Some(w.role),
         local_asn: w.local_asn.map(|a| Spanned::new(0..0, a)),
         allow_own_as: w.allow_own_as.map(|n| Spanned::new(0..0, n)),
+        bfd: w.bfd.is_some(),
+        bfd_min_tx_ms: w.bfd.as_ref().and_then(BfdSpec::min_tx_ms),
+        bfd_min_rx_ms: w.bfd.as_ref().and_then(BfdSpec::min_rx_ms),
+        bfd_multiplier: w.bfd.as_ref().and_then(|b| b.multiplier),
     }
 }

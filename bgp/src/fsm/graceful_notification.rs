@@ -48,7 +48,10 @@ pub fn hard_reset(n: Notification) -> Notification {
 /// maximum number of prefixes MUST go as a Hard Reset (RFC 8538 §5), or the peer would keep
 /// the very routes that were too many; the others go as they are.
 pub(super) fn to_send(n: Notification, n_bit: bool) -> Notification {
-    if n_bit && n.code == notif::CEASE && n.subcode == notif::MAX_PREFIXES_REACHED {
+    if n_bit
+        && n.code == notif::CEASE
+        && matches!(n.subcode, notif::MAX_PREFIXES_REACHED | notif::BFD_DOWN)
+    {
         hard_reset(n)
     } else {
         n

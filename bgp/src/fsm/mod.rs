@@ -108,6 +108,10 @@ pub enum Event {
     UpdateMsgErr(Notification),
     /// We sent an UPDATE: restarts the KeepaliveTimer (RFC 4271 §4.4).
     UpdateSent,
+    /// The BFD session with the peer left Up (RFC 5882 §4.3): an open or Established session
+    /// sends Cease / BFD Down (RFC 9384), closes, flushes the peer's routes (graceful restart
+    /// or not) and starts again after the back-off. Ignored while no connection is open.
+    BfdDown,
 }
 
 /// What the I/O edge must do, in order.
@@ -275,6 +279,22 @@ impl Fsm {
                 return out;
             }
             Event::GracefulStop => Event::ManualStop(None),
+            Event::BfdDown => {
+                if matches!(
+                    self.state,
+                    State::OpenSent | State::OpenConfirm | State::Established
+                ) {
+                    let n = Notification::new(notif::CEASE, notif::BFD_DOWN, Vec::new());
+                    self.fail(now, Some(n), "BFD session down".into(), &mut out);
+                    // The forwarding path is gone: the routes go too (see the event's doc).
+                    for a in &mut out {
+                        if let Action::Down { retain, .. } = a {
+                            *retain = false;
+                        }
+                    }
+                }
+                return out;
+            }
             e => e,
         };
         match self.state {

@@ -281,6 +281,7 @@ pub fn describe(n: &Notification) -> String {
         (CEASE, CONNECTION_COLLISION_RESOLUTION) => Some("Connection collision resolution"),
         (CEASE, OUT_OF_RESOURCES) => Some("Out of Resources"),
         (CEASE, HARD_RESET) => Some("Hard reset"),
+        (CEASE, BFD_DOWN) => Some("BFD Down"),
         (ROUTE_REFRESH_MESSAGE_ERROR, INVALID_MESSAGE_LENGTH) => Some("Invalid message length"),
         _ => None,
     };

@@ -714,3 +714,34 @@ fn a_configured_keepalive_time_sets_the_keepalive_timer() {
     assert_eq!(negotiate::keepalive(9, Some(10)), 3);
     assert_eq!(negotiate::keepalive(0, Some(10)), 0);
 }
+
+#[test]
+fn bfd_down_closes_an_established_session_with_cease_bfd_down_and_flushes() {
+    let mut clock = Clock::new();
+    let mut fsm = fsm_in(State::Established, &clock);
+    let out = fsm.handle(Event::BfdDown, clock.advance(1));
+    assert!(has_notification(&out, notif::CEASE, notif::BFD_DOWN));
+    assert!(out.contains(&Action::DropConnection));
+    assert!(out.contains(&Action::Down {
+        reason: "BFD session down".into(),
+        retain: false,
+    }));
+    assert_eq!(fsm.state(), State::Idle);
+    assert_eq!(fsm.last_error(), Some("BFD session down"));
+    // It starts again by itself after the back-off.
+    let again = fsm.handle_timeout(clock.advance(10));
+    assert!(again.contains(&Action::Connect), "{again:?}");
+}
+
+#[test]
+fn bfd_down_closes_an_opening_session_and_is_ignored_without_one() {
+    let clock = Clock::new();
+    let mut fsm = fsm_in(State::OpenConfirm, &clock);
+    let out = fsm.handle(Event::BfdDown, clock.now());
+    assert!(has_notification(&out, notif::CEASE, notif::BFD_DOWN));
+    assert!(!out.iter().any(|a| matches!(a, Action::Down { .. })));
+    assert_eq!(fsm.state(), State::Idle);
+    let mut fsm = fsm_in(State::Connect, &clock);
+    assert_eq!(fsm.handle(Event::BfdDown, clock.now()), Vec::new());
+    assert_eq!(fsm.state(), State::Connect);
+}

@@ -81,6 +81,7 @@ enum Command {
     Accept(TcpStream),
     Shutdown(Option<Notification>, oneshot::Sender<()>),
     GracefulStop(oneshot::Sender<()>),
+    BfdDown,
 }
 
 /// The speaker's side of a session task.
@@ -98,6 +99,7 @@ impl std::fmt::Debug for Command {
             Command::Accept(s) => write!(f, "Accept({:?})", s.peer_addr().ok()),
             Command::Shutdown(n, _) => write!(f, "Shutdown({n:?})"),
             Command::GracefulStop(_) => write!(f, "GracefulStop"),
+            Command::BfdDown => write!(f, "BfdDown"),
         }
     }
 }
@@ -166,6 +168,12 @@ impl SessionHandle {
         if self.commands.send(Command::GracefulStop(tx)).is_ok() {
             let _ = rx.await;
         }
+    }
+
+    /// The BFD session with this peer went down (RFC 5882): close at once. Never waits, so
+    /// the BFD thread may call it.
+    pub fn bfd_down(&self) {
+        let _ = self.commands.send(Command::BfdDown);
     }
 
     pub fn state(&self) -> State {

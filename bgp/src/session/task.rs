@@ -95,6 +95,7 @@ impl Task {
                         let _ = done.send(());
                         return;
                     }
+                    Some(Command::BfdDown) => self.dispatch(Event::BfdDown).await,
                     Some(Command::GracefulStop(done)) => {
                         self.stop(Event::GracefulStop).await;
                         let _ = done.send(());

@@ -31,6 +31,8 @@ pub struct PeerStatus {
     pub local_port: Option<u16>,
     /// Times the peer went over its `max-prefixes` limit.
     pub prefix_limit_exceeded: u64,
+    /// The BFD session, when the neighbour has `bfd = true`.
+    pub bfd: Option<crate::bfd::PeerBfd>,
 }
 
 /// A route as the API shows it.

@@ -4,6 +4,7 @@
 //! Single owner, no locks around the RIB: a session event is applied to the RIB, the resulting
 //! exports are encoded once per update group and handed to each member's session queue.
 
+mod bfd;
 mod eor;
 mod graceful;
 mod handle;
@@ -101,6 +102,8 @@ pub struct Speaker {
     origination_settled: bool,
     /// End-of-RIBs waiting for that.
     deferred_eor: Vec<eor::DeferredEor>,
+    /// The BFD service, once a neighbour wants it: see [`bfd`].
+    bfd: Option<crate::bfd::BfdHandle>,
 }
 
 impl Speaker {
@@ -168,6 +171,7 @@ impl Speaker {
             marker,
             origination_settled: !config.await_originator,
             deferred_eor: Vec::new(),
+            bfd: None,
             config: config.clone(),
         };
         for n in &config.neighbors {
@@ -250,6 +254,7 @@ impl Speaker {
         if let Ok(mut d) = self.dispatch.write() {
             d.insert(addr, handle.clone());
         }
+        self.bfd_follow(&n);
         info!(peer = %addr, asn = n.asn, "neighbor configured");
         self.by_addr.insert(addr, id);
         self.peers
@@ -268,6 +273,7 @@ impl Speaker {
         if let Some(l) = &self.listener {
             let _ = l.set_md5(addr, None);
         }
+        self.bfd_forget(addr);
         slot.handle
             .shutdown(Some(Notification::new(notif::CEASE, subcode, Bytes::new())))
             .await;
@@ -484,6 +490,7 @@ impl Speaker {
                         if let Some(gr) = self.gr_status(*id) {
                             s.last_error = Some(gr);
                         }
+                        s.bfd = self.bfd_status(s.address);
                         s
                     })
                     .collect();
@@ -615,10 +622,11 @@ impl Speaker {
                         summary.restarted.push(addr);
                     }
                     Some(n) => {
-                        // Same session; its filters may have changed.
+                        // Same session; its filters or BFD timers may have changed.
                         if let Some(slot) = self.peers.get_mut(&id) {
                             slot.neighbor = (*n).clone();
                         }
+                        self.bfd_follow(n);
                         summary.unchanged += 1;
                     }
                 }
@@ -656,6 +664,10 @@ impl Speaker {
     /// Closes every session. `graceful`: those whose peer negotiated graceful restart close
     /// without a NOTIFICATION (the peer keeps our routes), and the restart marker is left.
     async fn shutdown(&mut self, graceful: bool) {
+        // Before the sessions close: a peer then sees AdminDown, not a failed path.
+        if let Some(b) = &self.bfd {
+            b.shutdown().await;
+        }
         let ids: Vec<PeerId> = self.peers.keys().copied().collect();
         let mut kept = 0;
         for id in ids {

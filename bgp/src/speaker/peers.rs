@@ -104,8 +104,9 @@ impl PeerSlot {
             n.max_prefix_restart = n.max_prefix_restart.as_ref().map(bare);
             n.local_asn = n.local_asn.as_ref().map(bare);
             n.allow_own_as = n.allow_own_as.as_ref().map(bare);
-            // Filters change on a live session (see `Speaker::apply_policy`).
+            // Filters change on a live session (see `Speaker::apply_policy`), BFD too.
             n.filters = Vec::new();
+            (n.bfd, n.bfd_min_tx_ms, n.bfd_min_rx_ms, n.bfd_multiplier) = (false, None, None, None);
             n
         };
         strip(&self.neighbor) == strip(n)
@@ -131,6 +132,7 @@ impl PeerSlot {
             updates_sent: self.updates_sent,
             local_port: self.local_port,
             prefix_limit_exceeded: self.limit.exceeded,
+            bfd: None,
         }
     }
 }

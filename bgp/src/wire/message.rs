@@ -344,6 +344,8 @@ pub mod notif {
     pub const CONNECTION_COLLISION_RESOLUTION: u8 = 7;
     pub const OUT_OF_RESOURCES: u8 = 8;
     pub const HARD_RESET: u8 = 9;
+    /// RFC 9384.
+    pub const BFD_DOWN: u8 = 10;
 
     // ROUTE-REFRESH Message Error subcodes (RFC 7313)
     pub const INVALID_MESSAGE_LENGTH: u8 = 1;

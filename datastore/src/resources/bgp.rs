@@ -140,6 +140,9 @@ pub struct BgpConfigurationSpec {
     pub ipv4_normal_route_priority: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6_normal_route_priority: Option<u32>,
+    /// BFD on the node-to-node mesh sessions; `margay.io/v1` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<BfdSpec>,
 }
 
 /// Calico's two-valued switches (`serviceLoadBalancerAggregation`, `programClusterRoutes`).
@@ -180,6 +183,9 @@ impl Spec for BgpConfigurationSpec {
     const PLURAL: &'static str = "bgpconfigurations";
 
     fn validate(&self, v: &mut Validator) {
+        if let Some(b) = &self.bfd {
+            b.validate(v, "spec.bfd");
+        }
         if let Some(s) = &self.log_severity_screen
             && !SEVERITIES.contains(&s.as_str())
         {
@@ -396,6 +402,61 @@ pub struct BgpPeerSpec {
     pub reverse_peering: Option<ReversePeering>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_workload_selector: Option<String>,
+    /// BFD with this peer; `margay.io/v1` only (Calico's API has no BFD field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<BfdSpec>,
+}
+
+/// `spec.bfd` of a `margay.io/v1` BGPPeer, or of BGPConfiguration for the node-to-node mesh:
+/// single-hop BFD (RFC 5880/5881) coupled to the session (RFC 5882). Durations as Calico writes
+/// them (`100ms`); margay's defaults 300ms, 300ms, 3 for those left out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BfdSpec {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Desired min TX interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_tx: Option<String>,
+    /// Required min RX interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_rx: Option<String>,
+    /// Detect multiplier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiplier: Option<u8>,
+}
+
+impl BfdSpec {
+    /// The intervals in whole milliseconds (when valid).
+    pub fn min_tx_ms(&self) -> Option<u32> {
+        self.min_tx.as_deref().and_then(millis)
+    }
+
+    pub fn min_rx_ms(&self) -> Option<u32> {
+        self.min_rx.as_deref().and_then(millis)
+    }
+
+    fn validate(&self, v: &mut Validator, field: &str) {
+        for (name, value) in [("minTx", &self.min_tx), ("minRx", &self.min_rx)] {
+            if let Some(d) = value
+                && !millis(d).is_some_and(|ms| (10..=60_000).contains(&ms))
+            {
+                v.problem(
+                    format!("{field}.{name}"),
+                    format!("'{d}' is not a duration from 10ms to 60s"),
+                );
+            }
+        }
+        if self.multiplier == Some(0) {
+            v.problem(format!("{field}.multiplier"), "must be 1 to 255");
+        }
+    }
+}
+
+fn millis(d: &str) -> Option<u32> {
+    let secs = super::validate::parse_duration(d)?;
+    let ms = (secs * 1000.0).round();
+    (ms >= 0.0 && ms <= f64::from(u32::MAX)).then_some(ms as u32)
 }
 
 impl BgpPeerSpec {
@@ -462,6 +523,9 @@ impl Spec for BgpPeerSpec {
         }
         if let Some(d) = &self.keepalive_time {
             duration(v, "spec.keepaliveTime", d);
+        }
+        if let Some(b) = &self.bfd {
+            b.validate(v, "spec.bfd");
         }
         if let Some(s) = &self.local_workload_selector {
             v.selector("spec.localWorkloadSelector", s);

@@ -61,6 +61,10 @@ pub const FIELDS: &[FieldInfo] = &[
     // BGPConfiguration
     f(BGPC, "spec.logSeverityScreen", Acted),
     f(BGPC, "spec.nodeToNodeMeshEnabled", Acted),
+    f(BGPC, "spec.bfd.enabled", Acted),
+    f(BGPC, "spec.bfd.minTx", Acted),
+    f(BGPC, "spec.bfd.minRx", Acted),
+    f(BGPC, "spec.bfd.multiplier", Acted),
     f(BGPC, "spec.asNumber", Acted),
     f(BGPC, "spec.listenPort", Acted),
     f(BGPC, "spec.bindMode", Acted),
@@ -117,6 +121,10 @@ pub const FIELDS: &[FieldInfo] = &[
     f(PEER, "spec.reachableBy", Acted),
     f(PEER, "spec.localASNumber", Acted),
     f(PEER, "spec.keepaliveTime", Acted),
+    f(PEER, "spec.bfd.enabled", Acted),
+    f(PEER, "spec.bfd.minTx", Acted),
+    f(PEER, "spec.bfd.minRx", Acted),
+    f(PEER, "spec.bfd.multiplier", Acted),
     f(
         PEER,
         "spec.nextHopMode",

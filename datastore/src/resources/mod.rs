@@ -26,8 +26,8 @@ mod validate;
 
 pub use any::{AnyResource, KINDS, KindInfo};
 pub use bgp::{
-    AsNumber, BgpConfigurationSpec, BgpPassword, BgpPeerSpec, BindMode, CidrEntry, EnabledDisabled,
-    NextHopMode, ReversePeering, SecretKeyRef, SourceAddress,
+    AsNumber, BfdSpec, BgpConfigurationSpec, BgpPassword, BgpPeerSpec, BindMode, CidrEntry,
+    EnabledDisabled, NextHopMode, ReversePeering, SecretKeyRef, SourceAddress,
 };
 pub use bgpfilter::{
     BgpFilterRule, BgpFilterSpec, FilterAction, FilterFamily, MatchOperator, MatchSource,
@@ -55,6 +55,9 @@ use std::fmt::Debug;
 pub const CALICO_API_VERSION: &str = "projectcalico.org/v3";
 /// margay's own API group and version (same shapes as Calico's v3).
 pub const MARGAY_API_VERSION: &str = "margay.io/v1";
+
+/// Spec fields Calico's API lacks: accepted under [`MARGAY_API_VERSION`] only.
+const MARGAY_ONLY: &[&str] = &["bfd"];
 
 /// What can go wrong reading or checking resources.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -192,6 +195,18 @@ impl<S: Spec> Resource<S> {
                     self.api_version
                 ),
             );
+        }
+        if self.api_version == CALICO_API_VERSION
+            && let Ok(spec) = serde_json::to_value(&self.spec)
+        {
+            for f in MARGAY_ONLY {
+                if spec.get(f).is_some() {
+                    v.problem(
+                        format!("spec.{f}"),
+                        format!("exists only in {MARGAY_API_VERSION}, not in {CALICO_API_VERSION}"),
+                    );
+                }
+            }
         }
         if self.kind != S::KIND {
             v.problem("kind", format!("'{}' is not {}", self.kind, S::KIND));

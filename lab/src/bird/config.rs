@@ -23,6 +23,11 @@ pub struct BirdConfig {
     /// kernel table alone until every BGP peer has sent End-of-RIB, so a restarted BIRD does
     /// not flush the routes it left behind.
     pub kernel_graceful_restart: bool,
+    /// `protocol bfd` with these timers on every interface (min rx ms, min tx ms, multiplier);
+    /// sessions are those of neighbours with [`BirdNeighbor::bfd`].
+    pub bfd: Option<(u32, u32, u8)>,
+    /// BFD sessions of their own (`neighbor A;` in `protocol bfd`), without a BGP session.
+    pub bfd_neighbors: Vec<IpAddr>,
 }
 
 /// Which routes a channel exports.
@@ -98,6 +103,10 @@ pub struct BirdNeighbor {
     pub range: Option<IpNet>,
     /// The name stem of the sessions a listen range spawns (`dynamic name "...";`).
     pub dynamic_name: Option<String>,
+    /// `bfd on;`: the session follows its BFD session (needs [`BirdConfig::bfd`]).
+    pub bfd: bool,
+    /// `bfd graceful;` instead: a BFD Down is handled as a graceful restart of the peer.
+    pub bfd_graceful: bool,
 }
 
 impl BirdNeighbor {
@@ -129,6 +138,8 @@ impl BirdNeighbor {
             port: None,
             range: None,
             dynamic_name: None,
+            bfd: false,
+            bfd_graceful: false,
         }
     }
 
@@ -224,7 +235,15 @@ impl BirdConfig {
             neighbors: Vec::new(),
             kernel: false,
             kernel_graceful_restart: false,
+            bfd: None,
+            bfd_neighbors: Vec::new(),
         }
+    }
+
+    /// Runs BFD (`protocol bfd`) at these timers for the neighbours with `bfd on`.
+    pub fn bfd(mut self, min_rx_ms: u32, min_tx_ms: u32, multiplier: u8) -> Self {
+        self.bfd = Some((min_rx_ms, min_tx_ms, multiplier));
+        self
     }
 
     /// Adds a prefix to originate.
@@ -295,6 +314,16 @@ impl BirdConfig {
             }
             let _ = writeln!(s, "}}");
         }
+        if let Some((rx, tx, mult)) = self.bfd {
+            let _ = writeln!(
+                s,
+                "protocol bfd {{ interface \"*\" {{ min rx interval {rx} ms; min tx interval {tx} ms; idle tx interval 1000 ms; multiplier {mult}; }};"
+            );
+            for n in &self.bfd_neighbors {
+                let _ = writeln!(s, "  neighbor {n};");
+            }
+            let _ = writeln!(s, "}}");
+        }
         for n in &self.neighbors {
             render_neighbor(&mut s, n);
         }
@@ -325,6 +354,11 @@ fn render_neighbor(s: &mut String, n: &BirdNeighbor) {
     }
     if n.ttl_security {
         let _ = writeln!(s, "  ttl security on;");
+    }
+    if n.bfd_graceful {
+        let _ = writeln!(s, "  bfd graceful;");
+    } else if n.bfd {
+        let _ = writeln!(s, "  bfd on;");
     }
     if n.passive {
         let _ = writeln!(s, "  passive on;");

@@ -1,0 +1,232 @@
+use super::*;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn fast() -> Timers {
+    Timers {
+        desired_min_tx: ms(100),
+        required_min_rx: ms(100),
+        detect_mult: 3,
+    }
+}
+
+/// Two sessions wired back to back, packets delivered at once; returns the transitions seen.
+fn exchange(a: &mut Session, b: &mut Session, now: Instant) -> Vec<(char, Transition)> {
+    let mut seen = Vec::new();
+    for _ in 0..8 {
+        let mut quiet = true;
+        let (pa, ta) = a.poll(now, 7);
+        let (pb, tb) = b.poll(now, 7);
+        seen.extend(ta.map(|t| ('a', t)));
+        seen.extend(tb.map(|t| ('b', t)));
+        if let Some(p) = pa {
+            quiet = false;
+            let p = ControlPacket::decode(&p.encode()).expect("valid packet");
+            seen.extend(b.receive(&p, now).map(|t| ('b', t)));
+        }
+        if let Some(p) = pb {
+            quiet = false;
+            let p = ControlPacket::decode(&p.encode()).expect("valid packet");
+            seen.extend(a.receive(&p, now).map(|t| ('a', t)));
+        }
+        if quiet {
+            break;
+        }
+    }
+    seen
+}
+
+fn up_pair(now: Instant) -> (Session, Session) {
+    let mut a = Session::new(fast(), 11, now);
+    let mut b = Session::new(fast(), 22, now);
+    exchange(&mut a, &mut b, now);
+    assert_eq!((a.state(), b.state()), (SessionState::Up, SessionState::Up));
+    (a, b)
+}
+
+#[test]
+fn three_way_handshake_reaches_up_and_poll_sequence_speeds_up() {
+    let now = Instant::now();
+    let mut a = Session::new(fast(), 11, now);
+    let mut b = Session::new(fast(), 22, now);
+    // Not Up: at least one second between packets (§6.8.3).
+    let (p, _) = a.poll(now, 0);
+    let p = p.expect("first packet at once");
+    assert_eq!(p.state, SessionState::Down);
+    assert_eq!(p.your_discr, 0);
+    assert_eq!(p.desired_min_tx(), SLOW_TX);
+    assert_eq!(a.poll(now + ms(500), 0).0, None, "slow while Down");
+    let seen = exchange(&mut a, &mut b, now);
+    assert!(
+        seen.iter()
+            .any(|(w, t)| *w == 'a' && t.to == SessionState::Up)
+    );
+    assert!(
+        seen.iter()
+            .any(|(w, t)| *w == 'b' && t.to == SessionState::Up)
+    );
+    // The Poll Sequence ran to its Final both ways: the fast interval is in force.
+    assert_eq!(a.tx_interval(), ms(100));
+    assert_eq!(b.tx_interval(), ms(100));
+    assert_eq!(a.detection_time(), ms(300));
+    // a's own Poll waited behind the Final it owed; it goes with the next periodic packet.
+    exchange(&mut a, &mut b, now + ms(100));
+    let (p, _) = a.poll(now + ms(200), 0);
+    let p = p.expect("periodic packet");
+    assert!(!p.poll, "poll sequence terminated");
+    assert_eq!(p.your_discr, 22);
+}
+
+#[test]
+fn silence_for_the_detection_time_brings_the_session_down() {
+    let t0 = Instant::now();
+    let (mut a, _b) = up_pair(t0);
+    assert_eq!(a.poll(t0 + ms(299), 0).1, None);
+    let (_, t) = a.poll(t0 + ms(300), 0);
+    let t = t.expect("down at the detection time");
+    assert_eq!(t.to, SessionState::Down);
+    assert_eq!(t.diag, Diagnostic::DETECTION_TIME_EXPIRED);
+    let s = a.snapshot();
+    assert_eq!(s.remote_discr, 0);
+    assert_eq!(s.local_diag, Diagnostic::DETECTION_TIME_EXPIRED);
+    assert_eq!(s.tx_interval, SLOW_TX, "slow again once Down");
+}
+
+#[test]
+fn packets_keep_the_session_up_and_carry_the_diagnostic_after_a_failure() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = up_pair(t0);
+    for step in 1..=10 {
+        let now = t0 + ms(90 * step);
+        let seen = exchange(&mut a, &mut b, now);
+        assert!(seen.is_empty(), "no change at {step}: {seen:?}");
+    }
+    // b goes silent; a detects, tells b through Diag 1 / Down; b follows with Diag 3.
+    let late = t0 + ms(900 + 300);
+    let (p, t) = a.poll(late, 0);
+    assert_eq!(t.map(|t| t.to), Some(SessionState::Down));
+    let p = p.expect("state change sent at once");
+    assert_eq!(p.diag, Diagnostic::DETECTION_TIME_EXPIRED);
+    let t = b.receive(&p, late).expect("b leaves Up");
+    assert_eq!(
+        (t.to, t.diag),
+        (SessionState::Down, Diagnostic::NEIGHBOR_SIGNALED_DOWN)
+    );
+}
+
+#[test]
+fn detection_time_uses_the_slower_of_our_rx_and_their_tx() {
+    let t0 = Instant::now();
+    let mut a = Session::new(fast(), 1, t0);
+    let slow = Timers {
+        desired_min_tx: ms(400),
+        required_min_rx: ms(50),
+        detect_mult: 5,
+    };
+    let mut b = Session::new(slow, 2, t0);
+    exchange(&mut a, &mut b, t0);
+    assert_eq!(a.state(), SessionState::Up);
+    assert_eq!(a.detection_time(), ms(400) * 5);
+    assert_eq!(b.detection_time(), ms(100) * 3);
+    // a sends at its own 100 ms (b accepts 50); b at 400.
+    assert_eq!(a.tx_interval(), ms(100));
+    assert_eq!(b.tx_interval(), ms(400));
+}
+
+#[test]
+fn jitter_stays_within_75_to_100_percent() {
+    let t0 = Instant::now();
+    let (mut a, _b) = up_pair(t0);
+    let mut now = t0;
+    for j in 0..200u32 {
+        now += ms(100);
+        let (p, _) = a.poll(now, j.wrapping_mul(2_654_435_761));
+        assert!(p.is_some());
+        let gap = a.deadline(now) - now;
+        assert!(gap >= ms(75) && gap <= ms(100), "gap {gap:?}");
+        // Keep it Up: pretend a packet came.
+        a.detect_deadline = None;
+    }
+}
+
+#[test]
+fn a_poll_is_answered_with_final_and_never_both_bits() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = up_pair(t0);
+    b.set_timers(Timers {
+        desired_min_tx: ms(200),
+        ..fast()
+    });
+    let (p, _) = b.poll(t0, 0);
+    let p = p.expect("poll sent at once");
+    assert!(p.poll && !p.fin);
+    assert_eq!(
+        b.tx_interval(),
+        ms(100),
+        "slower interval waits for the Final"
+    );
+    a.receive(&p, t0);
+    let (f, _) = a.poll(t0, 0);
+    let f = f.expect("final sent at once");
+    assert!(f.fin && !f.poll);
+    b.receive(&f, t0);
+    assert_eq!(b.tx_interval(), ms(200));
+    assert_eq!(a.detection_time(), ms(600));
+}
+
+#[test]
+fn admin_down_from_the_peer_is_neighbor_signaled_down() {
+    let t0 = Instant::now();
+    let (mut a, _b) = up_pair(t0);
+    let p = ControlPacket {
+        state: SessionState::AdminDown,
+        diag: Diagnostic::ADMINISTRATIVELY_DOWN,
+        ..a.packet()
+    };
+    let p = ControlPacket {
+        my_discr: 22,
+        your_discr: 11,
+        ..p
+    };
+    let t = a.receive(&p, t0).expect("down");
+    assert_eq!(t.diag, Diagnostic::NEIGHBOR_SIGNALED_DOWN);
+    assert_eq!(
+        a.deadline(t0 + ms(10)),
+        t0 + ms(10),
+        "state change goes out at once"
+    );
+}
+
+#[test]
+fn a_packet_for_another_discriminator_is_ignored() {
+    let t0 = Instant::now();
+    let (mut a, _b) = up_pair(t0);
+    let stray = ControlPacket {
+        state: SessionState::Down,
+        my_discr: 99,
+        your_discr: 12345,
+        ..a.packet()
+    };
+    assert_eq!(a.receive(&stray, t0), None);
+    assert_eq!(a.state(), SessionState::Up);
+}
+
+#[test]
+fn admin_down_is_sent_and_keeps_the_session_quiet() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = up_pair(t0);
+    let p = a.admin_down();
+    assert_eq!(
+        (p.state, p.diag),
+        (SessionState::AdminDown, Diagnostic::ADMINISTRATIVELY_DOWN)
+    );
+    let t = b.receive(&p, t0).expect("b leaves Up");
+    assert_eq!(t.diag, Diagnostic::NEIGHBOR_SIGNALED_DOWN);
+    assert_eq!(b.snapshot().remote_state, SessionState::AdminDown);
+    // AdminDown never times out and ignores what arrives.
+    assert_eq!(a.poll(t0 + ms(5000), 0).1, None);
+    assert_eq!(a.receive(&b.packet(), t0), None);
+    assert_eq!(a.state(), SessionState::AdminDown);
+}
