@@ -116,7 +116,14 @@ pub fn bird(
     let configure = |text: String| -> anyhow::Result<()> {
         std::fs::write(&conf_path, text)?;
         let reply = bird.birdc(&["configure"])?;
-        if !reply.contains("Reconfigured") && !reply.contains("Reconfiguration in progress") {
+        // At a thousand protocols a reconfiguration can still be running when the next one
+        // comes; BIRD queues it, as it would for confd.
+        let accepted = [
+            "Reconfigured",
+            "Reconfiguration in progress",
+            "queueing new config",
+        ];
+        if !accepted.iter().any(|a| reply.contains(a)) {
             bail!("birdc configure answered {reply:?}");
         }
         Ok(())
