@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use margay_bench::sim::joinleave::{self, Trials};
-use margay_bench::sim::{SimCluster, coldstart};
+use margay_bench::sim::{Role, SimCluster, coldstart};
 
 #[derive(Parser, Debug)]
 #[command(about = "Cold start of one real node against N-1 simulated nodes, margay beside BIRD")]
@@ -22,9 +22,29 @@ struct Args {
     /// Skip BIRD.
     #[arg(long)]
     no_bird: bool,
+    /// How the simulated nodes peer with the real node.
+    #[arg(long, value_enum, default_value_t = RoleArg::Mesh)]
+    role: RoleArg,
     /// Joins and leaves of one more node after the cold start, per daemon.
     #[arg(long, default_value_t = 100)]
     trials: usize,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum RoleArg {
+    /// A full mesh.
+    Mesh,
+    /// The real node reflects for every simulated node.
+    Reflector,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Role {
+        match r {
+            RoleArg::Mesh => Role::Mesh,
+            RoleArg::Reflector => Role::Reflector,
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,7 +54,8 @@ fn main() -> anyhow::Result<()> {
     for &n in &args.nodes {
         let sims = n.checked_sub(1).context("N must be at least 2")?;
         let progress = |s: &str| eprintln!("[N={n}] {s}");
-        let c = SimCluster::build(sims, 1, progress)?;
+        println!("N={n} role: {:?}", args.role);
+        let c = SimCluster::build(sims, 1, args.role.into(), progress)?;
         progress(&format!(
             "lab {} up; starting margay-bgpd and margay-felix",
             c.lab().dir().display()

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use margay_bench::sim::{SimCluster, coldstart, joinleave, real_block};
+use margay_bench::sim::{Role, SimCluster, coldstart, joinleave, real_block};
 
 const SIMULATED: usize = 99;
 /// Generous bounds for a loaded CI machine: a failure here is a hang, not a slow run.
@@ -17,7 +17,7 @@ const STOP_LIMIT: Duration = Duration::from_secs(20);
 
 #[test]
 fn a_real_node_meshes_with_99_simulated_nodes_sees_joins_and_leaves_and_stops() {
-    let c = SimCluster::build(SIMULATED, 1, |s| eprintln!("scale_mesh: {s}"))
+    let c = SimCluster::build(SIMULATED, 1, Role::Mesh, |s| eprintln!("scale_mesh: {s}"))
         .expect("building the simulated cluster");
     let (cold, margay) = coldstart::margay(&c, TIMEOUT).expect("margay converging");
     assert_eq!(cold.downs, 0, "a session went down during the cold start");

@@ -11,7 +11,10 @@ use margay_lab::{
     Bgpd, Bird, BirdConfig, BirdNeighbor, ClusterArgs, ExportPolicy, Felix, FelixArgs,
 };
 
-use super::{Cost, NODE_AS, REAL_NODE, SUBNET_LEN, SimCluster, real_addr, real_block};
+use super::{
+    CLUSTER_ID, Cost, NODE_AS, REAL_NODE, Role, SUBNET_LEN, SimCluster, SimNode, real_addr,
+    real_block,
+};
 
 /// How often the real node's kernel and the speakers are looked at.
 const POLL: Duration = Duration::from_millis(20);
@@ -63,11 +66,12 @@ fn wait_converged(
         POLL,
         |c| {
             let census = c.census();
-            if census.up < want || census.holding_real_block < want {
+            if census.up < want || census.complete < want {
                 return Ok(Some(format!(
-                    "{}/{want} sessions up, {}/{want} speakers hold {}{}",
+                    "{}/{want} sessions up, {}/{want} speakers hold {} route(s) with {}{}",
                     census.up,
-                    census.holding_real_block,
+                    census.complete,
+                    c.routes_per_speaker(),
                     real_block(),
                     census
                         .example_error
@@ -179,19 +183,31 @@ pub fn stop_margay(
 }
 
 /// BIRD 2 on the real node with a static protocol per simulated node (iBGP, hold time 90 s as
-/// the speakers offer), its own block as a static blackhole exported to them, and a kernel
-/// protocol exporting everything: the floor of what a speaker does here.
+/// the speakers offer; as their reflector under [`Role::Reflector`]), its own block as a static
+/// blackhole exported to them, and a kernel protocol exporting everything: the floor of what a
+/// speaker does here.
 pub fn bird_config(c: &SimCluster) -> BirdConfig {
     let mut conf = BirdConfig::new(real_addr())
         .originate(IpNet::V4(real_block()))
         .program_kernel();
     for n in c.nodes() {
-        let mut nb = BirdNeighbor::new(&n.name, n.addr.into(), NODE_AS, NODE_AS)
-            .export(ExportPolicy::Static);
-        nb.hold_time = 90;
-        conf = conf.neighbor(nb);
+        conf = conf.neighbor(bird_neighbor(c.role(), n));
     }
     conf
+}
+
+/// BIRD's protocol for simulated node `n`: in a mesh exporting only its own block, as a
+/// reflector reflecting everything to it.
+pub fn bird_neighbor(role: Role, n: &SimNode) -> BirdNeighbor {
+    let mut nb = BirdNeighbor::new(&n.name, n.addr.into(), NODE_AS, NODE_AS);
+    nb = match role {
+        Role::Mesh => nb.export(ExportPolicy::Static),
+        Role::Reflector => nb
+            .rr_client()
+            .rr_cluster_id(CLUSTER_ID.parse().expect("a valid cluster id")),
+    };
+    nb.hold_time = 90;
+    nb
 }
 
 /// Starts BIRD on the real node (after [`stop_margay`]); returns when converged, with BIRD

@@ -1,6 +1,7 @@
 //! A node joining and leaving a running cluster: a spare simulated node's Node and block are
 //! written to etcd (then deleted), and the clock runs until the real node's kernel routes the
-//! block (then no longer does). With margay that is the whole path (bgpd and felix watch etcd;
+//! block (then no longer does) and, when the real node is the route reflector, until every
+//! other simulated node holds it (then no longer does). With margay that is the whole path (bgpd and felix watch etcd;
 //! the new speaker's session comes up and announces its block). With BIRD it is Calico's
 //! pattern: the configuration re-rendered with every node as a protocol and `birdc configure`,
 //! timed from the write of the new configuration (confd's watch and render are not counted,
@@ -9,9 +10,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use margay_lab::{Bird, BirdNeighbor, ExportPolicy};
+use margay_lab::Bird;
 
-use super::{NODE_AS, SimCluster, SimNode, coldstart, register};
+use super::{Role, SimCluster, SimNode, coldstart, register};
 
 /// How often the kernel is looked at while a trial runs.
 const POLL: Duration = Duration::from_millis(5);
@@ -40,24 +41,35 @@ impl Trials {
     }
 }
 
-/// Polls the real node's kernel until `block`'s route of protocol `proto` is there (`present`)
-/// or gone.
+/// Whether every simulated speaker holds `block` (`present`) or none does.
+fn at_every_speaker(c: &SimCluster, block: &ipnet::Ipv4Net, present: bool) -> bool {
+    c.logs()
+        .iter()
+        .all(|l| l.lock().expect("log lock").routes.contains_key(block) == present)
+}
+
+/// Polls until `node`'s block is (`present`) or is no longer in the real node's kernel (routes
+/// of protocol `proto`) and, under a reflector, at every simulated speaker.
 fn wait_route(c: &SimCluster, node: &SimNode, proto: &str, present: bool) -> anyhow::Result<()> {
     let start = Instant::now();
     let block = node.block.to_string();
     loop {
-        let out = c
-            .node_ns()
-            .ip(&["-4", "route", "show", "exact", &block, "proto", proto])?;
-        if out.contains(" via ") == present {
-            return Ok(());
+        let speakers = c.role() == Role::Mesh || at_every_speaker(c, &node.block, present);
+        if speakers {
+            let out = c
+                .node_ns()
+                .ip(&["-4", "route", "show", "exact", &block, "proto", proto])?;
+            if out.contains(" via ") == present {
+                return Ok(());
+            }
         }
         if start.elapsed() > TRIAL_TIMEOUT {
             bail!(
-                "{} of {} did not {} the real node's kernel within {TRIAL_TIMEOUT:?}",
+                "{} of {} did not {} everywhere within {TRIAL_TIMEOUT:?} (at every speaker: {})",
                 block,
                 node.name,
-                if present { "reach" } else { "leave" }
+                if present { "reach" } else { "leave" },
+                speakers
             );
         }
         std::thread::sleep(POLL);
@@ -106,10 +118,9 @@ pub fn bird(
     let (spares, _) = c.spares();
     let node = spares.first().context("no spare node to join")?.clone();
     let without = coldstart::bird_config(c);
-    let mut nb = BirdNeighbor::new(&node.name, node.addr.into(), NODE_AS, NODE_AS)
-        .export(ExportPolicy::Static);
-    nb.hold_time = 90;
-    let with = without.clone().neighbor(nb);
+    let with = without
+        .clone()
+        .neighbor(coldstart::bird_neighbor(c.role(), &node));
     let conf_path = c.lab().dir().join(format!("{}.conf", bird.name()));
     let downs_before = c.census().downs;
     let mut out = Trials::default();

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use ipnet::{IpNet, Ipv4Net};
 use margay_datastore::{EtcdArgs, Store};
+use margay_lab::labctl::topology::REFLECTOR_PEER_YAML;
 use margay_lab::{Addrs, Etcd, Lab, Netns};
 
 pub use nsrt::NsRuntime;
@@ -40,6 +41,21 @@ pub const SUBNET_LEN: u8 = 21;
 pub const REAL_NODE: &str = "real1";
 /// Simulated node `i`'s address is `10.98.0.0 + FIRST_SIM + i`.
 const FIRST_SIM: u32 = 10;
+
+/// How the simulated nodes peer with the real one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The node-to-node mesh: each simulated node peers with the real node (and, in a real
+    /// cluster, with every other node: left out).
+    Mesh,
+    /// The real node is the route reflector (`routeReflectorClusterID`, label
+    /// `route-reflector: "true"`), every simulated node its client (a BGPPeer from every node to
+    /// the reflectors); the mesh is off.
+    Reflector,
+}
+
+/// The reflector's CLUSTER_ID.
+pub const CLUSTER_ID: &str = "244.0.0.1";
 
 /// The real node's address.
 pub fn real_addr() -> Ipv4Addr {
@@ -76,6 +92,7 @@ pub fn plan(count: usize) -> Vec<SimNode> {
 /// The simulated cluster around one real node's (empty) namespace. Fields are in drop order:
 /// the speakers stop first, then etcd and its namespace, the real node's namespace, the lab.
 pub struct SimCluster {
+    role: Role,
     rt: NsRuntime,
     logs: Logs,
     /// Speakers with an address and a listener but no Node yet: the nodes that join.
@@ -97,6 +114,7 @@ impl SimCluster {
     pub fn build(
         count: usize,
         spares: usize,
+        role: Role,
         mut progress: impl FnMut(&str),
     ) -> anyhow::Result<SimCluster> {
         if count + spares > 1000 {
@@ -130,13 +148,7 @@ impl SimCluster {
             v6: "fd00:98::2/64".parse()?,
         };
         let etcd = Etcd::start(&lab, sim_ns, addrs)?;
-        etcd.apply(&format!(
-            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: sim-pool\n\
-             spec:\n  cidr: {POOL}\n  blockSize: 26\n  ipipMode: Never\n  vxlanMode: Never\n  \
-             natOutgoing: false\n  nodeSelector: all()\n---\n\
-             apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: \
-             default\nspec:\n  asNumber: {NODE_AS}\n  nodeToNodeMeshEnabled: true\n"
-        ))?;
+        etcd.apply(&model_yaml(role))?;
 
         let rt = NsRuntime::start(etcd.netns().name())?;
         let endpoint = etcd.endpoint();
@@ -165,6 +177,7 @@ impl SimCluster {
             })??
         };
         Ok(SimCluster {
+            role,
             rt,
             logs,
             spares: spare_nodes,
@@ -175,6 +188,20 @@ impl SimCluster {
             node_ns,
             lab,
         })
+    }
+
+    /// How the simulated nodes peer with the real one.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// How many routes a simulated speaker holds once converged: the real node's block, and
+    /// under a reflector every other simulated node's too.
+    pub fn routes_per_speaker(&self) -> usize {
+        match self.role {
+            Role::Mesh => 1,
+            Role::Reflector => self.nodes.len(),
+        }
     }
 
     /// The lab (its directory holds every daemon's logs).
@@ -229,14 +256,15 @@ impl SimCluster {
     /// A summary of the speakers now.
     pub fn census(&self) -> Census {
         let mut c = Census::default();
+        let want = self.routes_per_speaker();
         for l in self.logs.iter() {
             let l = l.lock().expect("log lock");
             if l.up > 0 {
                 c.up += 1;
             }
             c.downs += u64::from(l.downs);
-            if l.routes.contains_key(&real_block()) {
-                c.holding_real_block += 1;
+            if l.routes.contains_key(&real_block()) && l.routes.len() >= want {
+                c.complete += 1;
             }
             if let Some(t) = l.established {
                 c.last_established = Some(c.last_established.map_or(t, |m: Instant| m.max(t)));
@@ -312,6 +340,34 @@ impl SimCluster {
     }
 }
 
+/// The IPPool, the BGPConfiguration, and for [`Role::Reflector`] the real node's Node (it
+/// keeps its labels and cluster id when margay-bgpd writes its address) and the BGPPeer from
+/// every node to the reflectors.
+fn model_yaml(role: Role) -> String {
+    let mut docs = vec![
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: sim-pool\n\
+             spec:\n  cidr: {POOL}\n  blockSize: 26\n  ipipMode: Never\n  vxlanMode: Never\n  \
+             natOutgoing: false\n  nodeSelector: all()\n"
+        ),
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: \
+             default\nspec:\n  asNumber: {NODE_AS}\n  nodeToNodeMeshEnabled: {}\n",
+            role == Role::Mesh
+        ),
+    ];
+    if role == Role::Reflector {
+        docs.push(format!(
+            "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: {REAL_NODE}\n  \
+             labels:\n    route-reflector: \"true\"\nspec:\n  bgp:\n    ipv4Address: \
+             {}/{SUBNET_LEN}\n    asNumber: {NODE_AS}\n    routeReflectorClusterID: {CLUSTER_ID}\n",
+            real_addr()
+        ));
+        docs.push(REFLECTOR_PEER_YAML.to_string());
+    }
+    docs.join("---\n")
+}
+
 /// The speakers at one moment.
 #[derive(Debug, Default, Clone)]
 pub struct Census {
@@ -319,8 +375,8 @@ pub struct Census {
     pub up: usize,
     /// Sessions that went down after Established, in total.
     pub downs: u64,
-    /// Speakers holding the real node's block.
-    pub holding_real_block: usize,
+    /// Speakers holding the real node's block and, under a reflector, every other one's.
+    pub complete: usize,
     pub last_established: Option<Instant>,
     pub example_error: Option<String>,
 }
