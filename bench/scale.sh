@@ -11,17 +11,21 @@
 # Simulated nodes: a Node and an IPAM block each in real etcd, a light iBGP speaker each
 # (margay-bench's own BGP code), all in one process and one namespace. See BENCHMARKS.md.
 #
-# Usage: bench/scale.sh [SIZES] [TRIALS]   (as root; default "100,300" and 100)
+# With ROLE "reflector" the real node is instead the route reflector of every simulated node
+# (the mesh off), and a join or leave also waits for every simulated client.
+#
+# Usage: bench/scale.sh [SIZES] [TRIALS] [ROLE]   (as root; default "100,300", 100, mesh)
 set -euo pipefail
 SIZES=${1:-100,300}
 TRIALS=${2:-100}
+ROLE=${3:-mesh}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 [ "$(id -u)" = 0 ] || { echo "scale: run as root (it creates network namespaces)" >&2; exit 1; }
 "$ROOT/scripts/install-deps.sh" >/dev/null
 cd "$ROOT"
 cargo build -q --release -p margay-bgp -p margay-felix -p margay-ctl -p margay-bench --bins
-echo "# $(bird --version 2>&1 | head -1); margay release build; sizes=$SIZES trials=$TRIALS"
+echo "# $(bird --version 2>&1 | head -1); margay release build; sizes=$SIZES trials=$TRIALS role=$ROLE"
 # margay-scale finds the daemons beside itself (target/release) and removes its namespaces and
 # processes itself, also when a step fails.
-exec "$CARGO_TARGET_DIR/release/margay-scale" --nodes "$SIZES" --trials "$TRIALS"
+exec "$CARGO_TARGET_DIR/release/margay-scale" --nodes "$SIZES" --trials "$TRIALS" --role "$ROLE"
