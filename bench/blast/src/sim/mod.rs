@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use ipnet::{IpNet, Ipv4Net};
 use margay_datastore::{EtcdArgs, Store};
 use margay_lab::labctl::topology::REFLECTOR_PEER_YAML;
@@ -124,7 +124,7 @@ impl SimCluster {
         let node_ns = lab.netns("node")?;
         let sim_ns = lab.netns("sim")?;
         let net = |a: Ipv4Addr| IpNet::V4(Ipv4Net::new(a, SUBNET_LEN).expect("valid length"));
-        let (_, sim_if) = node_ns.veth(&sim_ns, &[net(real_addr())], &[net(etcd_addr())])?;
+        let (node_if, sim_if) = node_ns.veth(&sim_ns, &[net(real_addr())], &[net(etcd_addr())])?;
         let mut nodes = plan(count + spares);
         let spare_nodes = nodes.split_off(count);
         progress(&format!(
@@ -140,6 +140,28 @@ impl SimCluster {
         let batch_path = lab.dir().join("sim-addresses.batch");
         std::fs::write(&batch_path, batch)?;
         sim_ns.ip(&["-batch", &batch_path.display().to_string()])?;
+        // The kernel's ARP table is one for every namespace (gc_thresh3, 1,024 entries by
+        // default): a thousand learned entries here overflow it and drop connections. Permanent
+        // entries do not count against it.
+        let mac = sim_ns.ip_json(&["link", "show", "dev", &sim_if])?;
+        let mac = mac
+            .first()
+            .and_then(|l| l["address"].as_str())
+            .context("reading the simulated side's MAC address")?
+            .to_string();
+        let neigh: String = nodes
+            .iter()
+            .chain(&spare_nodes)
+            .map(|n| {
+                format!(
+                    "neigh replace {} lladdr {mac} dev {node_if} nud permanent\n",
+                    n.addr
+                )
+            })
+            .collect();
+        let neigh_path = lab.dir().join("sim-neighbours.batch");
+        std::fs::write(&neigh_path, neigh)?;
+        node_ns.ip(&["-batch", &neigh_path.display().to_string()])?;
 
         progress("starting etcd");
         let addrs = Addrs {
