@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use margay_bench::sim::joinleave::{self, Trials};
-use margay_bench::sim::{Role, SimCluster, coldstart};
+use margay_bench::sim::{Role, SimCluster, churn, coldstart};
 
 #[derive(Parser, Debug)]
 #[command(about = "Cold start of one real node against N-1 simulated nodes, margay beside BIRD")]
@@ -25,6 +25,12 @@ struct Args {
     /// How the simulated nodes peer with the real node.
     #[arg(long, value_enum, default_value_t = RoleArg::Mesh)]
     role: RoleArg,
+    /// Churn after the joins and leaves: this many joins and as many leaves per second...
+    #[arg(long, default_value_t = 0)]
+    churn_rate: u32,
+    /// ...for this many seconds.
+    #[arg(long, default_value_t = 60)]
+    churn_seconds: u32,
     /// Joins and leaves of one more node after the cold start, per daemon.
     #[arg(long, default_value_t = 100)]
     trials: usize,
@@ -55,7 +61,8 @@ fn main() -> anyhow::Result<()> {
         let sims = n.checked_sub(1).context("N must be at least 2")?;
         let progress = |s: &str| eprintln!("[N={n}] {s}");
         println!("N={n} role: {:?}", args.role);
-        let c = SimCluster::build(sims, 1, args.role.into(), progress)?;
+        let spares = (2 * args.churn_rate as usize).max(1);
+        let mut c = SimCluster::build(sims, spares, args.role.into(), progress)?;
         progress(&format!(
             "lab {} up; starting margay-bgpd and margay-felix",
             c.lab().dir().display()
@@ -70,6 +77,39 @@ fn main() -> anyhow::Result<()> {
             ));
             let t = joinleave::margay(&c, args.trials, progress)?;
             print_trials(n, "margay", &t);
+        }
+        if args.churn_rate > 0 {
+            progress(&format!(
+                "churn: {r} joins and {r} leaves per second for {} s",
+                args.churn_seconds,
+                r = args.churn_rate
+            ));
+            let pids = [
+                ("margay-bgpd".to_string(), daemons.bgpd.pid()),
+                ("margay-felix".to_string(), daemons.felix.pid()),
+                ("etcd".to_string(), c.etcd_pid()),
+            ];
+            let ch = churn::run(&c, args.churn_rate, args.churn_seconds, &pids)?;
+            let cpu: Vec<String> = ch
+                .cpu
+                .iter()
+                .map(|(p, d)| {
+                    format!(
+                        "{p} {:.2}s ({:.1}% of a core)",
+                        d.as_secs_f64(),
+                        100.0 * d.as_secs_f64() / ch.seconds
+                    )
+                })
+                .collect();
+            println!(
+                "N={n} margay churn: {} joins, {} leaves in {:.1}s; CPU {}; other sessions down={}; spares wrong in the kernel after 2 s: {:?}",
+                ch.joins,
+                ch.leaves,
+                ch.seconds,
+                cpu.join(", "),
+                ch.downs,
+                ch.mismatched
+            );
         }
         progress("stopping margay (bgpd by SIGTERM, timed)");
         let stop = coldstart::stop_margay(&c, daemons, Duration::from_secs(20))?;

@@ -10,6 +10,7 @@
 //! and measures nothing of margay), run no felix and no pods, and do not watch etcd; they keep
 //! one session per real peer and send their block once.
 
+pub mod churn;
 pub mod coldstart;
 pub mod joinleave;
 pub mod nsrt;
