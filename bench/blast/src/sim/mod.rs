@@ -118,8 +118,9 @@ impl SimCluster {
         role: Role,
         mut progress: impl FnMut(&str),
     ) -> anyhow::Result<SimCluster> {
-        if count + spares > 1000 {
-            bail!("at most 1,000 simulated nodes (spares included) fit the subnet and pool");
+        // The pool has 1,024 blocks, one of them the real node's.
+        if count + spares > 1023 {
+            bail!("at most 1,023 simulated nodes (spares included) fit the pool");
         }
         let lab = Lab::new("margay-sim")?;
         let node_ns = lab.netns("node")?;
