@@ -19,13 +19,13 @@ pub fn first_update_sent() -> Option<Instant> {
 
 const HOLD_TIME: u16 = 240;
 
-fn header(out: &mut BytesMut, kind: u8, body_len: usize) {
+pub(crate) fn header(out: &mut BytesMut, kind: u8, body_len: usize) {
     out.put_slice(&[0xff; 16]);
     out.put_u16((19 + body_len) as u16);
     out.put_u8(kind);
 }
 
-fn open(asn: u32, router_id: Ipv4Addr) -> BytesMut {
+pub(crate) fn open(asn: u32, router_id: Ipv4Addr) -> BytesMut {
     // Capabilities: multiprotocol IPv4 unicast (1), 4-octet AS (65).
     let caps: Vec<u8> = [
         &[1u8, 4, 0, 1, 0, 1][..],
@@ -48,20 +48,23 @@ fn open(asn: u32, router_id: Ipv4Addr) -> BytesMut {
     out
 }
 
-fn keepalive() -> BytesMut {
+pub(crate) fn keepalive() -> BytesMut {
     let mut out = BytesMut::new();
     header(&mut out, 4, 0);
     out
 }
 
 /// Reads whole messages; returns (type, body).
-struct Reader {
-    stream: tokio::net::tcp::OwnedReadHalf,
-    buf: BytesMut,
+pub(crate) struct Reader {
+    pub(crate) stream: tokio::net::tcp::OwnedReadHalf,
+    pub(crate) buf: BytesMut,
+    /// How much room each read makes when the buffer runs short (large for the throughput
+    /// sinks, small for a thousand simulated speakers).
+    pub(crate) chunk: usize,
 }
 
 impl Reader {
-    async fn next(&mut self) -> anyhow::Result<(u8, BytesMut)> {
+    pub(crate) async fn next(&mut self) -> anyhow::Result<(u8, BytesMut)> {
         loop {
             if self.buf.len() >= 19 {
                 let len = u16::from_be_bytes([self.buf[16], self.buf[17]]) as usize;
@@ -75,13 +78,47 @@ impl Reader {
                     return Ok((kind, msg));
                 }
             }
-            if self.buf.capacity() - self.buf.len() < 65536 {
-                self.buf.reserve(1 << 20);
+            if self.buf.capacity() - self.buf.len() < self.chunk / 16 {
+                self.buf.reserve(self.chunk);
             }
             let n = self.stream.read_buf(&mut self.buf).await?;
             if n == 0 {
-                bail!("connection closed by the reflector");
+                bail!("connection closed by the peer");
             }
+        }
+    }
+}
+
+/// The session's opening, reading `chunk` octets at a time: our OPEN, the peer's OPEN, our KEEPALIVE, the peer's KEEPALIVE
+/// (Established). Returns the reader and the write half.
+pub(crate) async fn handshake(
+    stream: TcpStream,
+    asn: u32,
+    router_id: Ipv4Addr,
+    chunk: usize,
+) -> anyhow::Result<(Reader, tokio::net::tcp::OwnedWriteHalf)> {
+    let (rd, mut wr) = stream.into_split();
+    wr.write_all(&open(asn, router_id)).await?;
+    let mut reader = Reader {
+        stream: rd,
+        buf: BytesMut::with_capacity(chunk),
+        chunk,
+    };
+    let (kind, _) = reader.next().await?;
+    if kind != 1 {
+        bail!("expected OPEN, got message type {kind}");
+    }
+    wr.write_all(&keepalive()).await?;
+    loop {
+        let (kind, body) = reader.next().await?;
+        match kind {
+            4 => return Ok((reader, wr)),
+            3 => bail!(
+                "NOTIFICATION {}/{}",
+                body.first().unwrap_or(&0),
+                body.get(1).unwrap_or(&0)
+            ),
+            _ => {}
         }
     }
 }
@@ -92,29 +129,7 @@ async fn establish(
     asn: u32,
     router_id: Ipv4Addr,
 ) -> anyhow::Result<(Reader, mpsc::Sender<BytesMut>)> {
-    let (rd, mut wr) = stream.into_split();
-    wr.write_all(&open(asn, router_id)).await?;
-    let mut reader = Reader {
-        stream: rd,
-        buf: BytesMut::with_capacity(1 << 20),
-    };
-    let (kind, _) = reader.next().await?;
-    if kind != 1 {
-        bail!("expected OPEN, got message type {kind}");
-    }
-    wr.write_all(&keepalive()).await?;
-    loop {
-        let (kind, body) = reader.next().await?;
-        match kind {
-            4 => break,
-            3 => bail!(
-                "NOTIFICATION {}/{}",
-                body.first().unwrap_or(&0),
-                body.get(1).unwrap_or(&0)
-            ),
-            _ => {}
-        }
-    }
+    let (reader, mut wr) = handshake(stream, asn, router_id, 1 << 20).await?;
     // One writer task: UPDATEs and keepalives share the socket.
     let (tx, mut rx) = mpsc::channel::<BytesMut>(1024);
     tokio::spawn(async move {
@@ -139,18 +154,24 @@ fn prefix(i: u32) -> [u8; 3] {
     [o[0], o[1], o[2]]
 }
 
-/// Sends `count` /24s, packed into 4096-octet UPDATEs with one shared attribute set.
-pub async fn inject(stream: TcpStream, asn: u32, me: Ipv4Addr, count: u32) -> anyhow::Result<()> {
-    let (mut reader, tx) = establish(stream, asn, me)
-        .await
-        .context("injector session")?;
-    // ORIGIN IGP, empty AS_PATH, NEXT_HOP me, LOCAL_PREF 100.
+/// The path attributes of an iBGP route from `me`: ORIGIN IGP, empty AS_PATH, NEXT_HOP `me`,
+/// LOCAL_PREF 100.
+pub(crate) fn ibgp_attributes(me: Ipv4Addr) -> BytesMut {
     let mut attrs = BytesMut::new();
     attrs.put_slice(&[0x40, 1, 1, 0]);
     attrs.put_slice(&[0x40, 2, 0]);
     attrs.put_slice(&[0x40, 3, 4]);
     attrs.put_slice(&me.octets());
     attrs.put_slice(&[0x40, 5, 4, 0, 0, 0, 100]);
+    attrs
+}
+
+/// Sends `count` /24s, packed into 4096-octet UPDATEs with one shared attribute set.
+pub async fn inject(stream: TcpStream, asn: u32, me: Ipv4Addr, count: u32) -> anyhow::Result<()> {
+    let (mut reader, tx) = establish(stream, asn, me)
+        .await
+        .context("injector session")?;
+    let attrs = ibgp_attributes(me);
     let per_msg = (4096 - 19 - 2 - 2 - attrs.len()) / 4;
     let mut i = 0u32;
     while i < count {

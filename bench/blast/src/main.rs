@@ -6,7 +6,7 @@
 //! Its BGP code is deliberately minimal and separate from margay's codec, so the measuring tool
 //! does not share bugs with what it measures.
 
-mod bgp;
+use margay_bench::bgp;
 
 use anyhow::{Context, bail};
 use clap::Parser;

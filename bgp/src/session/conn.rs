@@ -19,11 +19,17 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 /// How long a closed connection is drained so the peer reads our NOTIFICATION.
 const LINGER: Duration = Duration::from_secs(1);
 
+/// The read room of a new connection: one standard-size message.
+const QUIET_ROOM: usize = 4096;
+
 /// One TCP connection to the peer.
 pub(super) struct Conn {
     pub(super) reader: OwnedReadHalf,
     pub(super) writer: OwnedWriteHalf,
     pub(super) buf: BytesMut,
+    /// Room made before each read: small for a quiet peer (a thousand idle sessions must not
+    /// hold 128 KiB each), doubled up to the caller's limit each time a read fills it.
+    pub(super) room: usize,
     pub(super) dir: Direction,
     pub(super) local: SocketAddr,
     pub(super) remote: SocketAddr,
@@ -40,7 +46,8 @@ impl Conn {
         Ok(Conn {
             reader,
             writer,
-            buf: BytesMut::with_capacity(wire::MAX_MESSAGE_LEN * 2),
+            buf: BytesMut::with_capacity(QUIET_ROOM),
+            room: QUIET_ROOM,
             dir,
             local,
             remote,
@@ -85,11 +92,16 @@ impl Conn {
 pub(super) type Connecting =
     Pin<Box<dyn Future<Output = Result<TcpStream, TransportError>> + Send>>;
 
-pub(super) async fn read_some(conn: &mut Option<Conn>, reserve: usize) -> io::Result<usize> {
+/// Reads what is there into the connection's buffer, with at most `max_room` made free first.
+pub(super) async fn read_some(conn: &mut Option<Conn>, max_room: usize) -> io::Result<usize> {
     match conn {
         Some(c) => {
-            c.buf.reserve(reserve);
-            c.reader.read_buf(&mut c.buf).await
+            c.buf.reserve(c.room.min(max_room));
+            let n = c.reader.read_buf(&mut c.buf).await?;
+            if n >= c.room {
+                c.room = (c.room * 2).min(max_room);
+            }
+            Ok(n)
         }
         None => std::future::pending().await,
     }

@@ -149,7 +149,7 @@ impl Task {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        conn.buf.reserve(READ_CHUNK);
+        conn.buf.reserve(conn.room.min(READ_CHUNK));
         // WouldBlock, end of stream and errors are left to the read branch to report.
         if let Ok(n) = conn.reader.try_read_buf(&mut conn.buf)
             && n > 0

@@ -196,12 +196,15 @@ impl Speaker {
                 biased;
                 req = requests.recv() => match req {
                     Some(Request::Shutdown { graceful, reply }) => {
+                        // Nobody reads the sessions' events from here on: closed, a full queue
+                        // cannot hold a stopping session (and so the stop) forever.
+                        events.close();
                         self.shutdown(graceful).await;
                         let _ = reply.send(());
                         return;
                     }
                     Some(req) => self.serve(req).await,
-                    None => { self.shutdown(false).await; return; }
+                    None => { events.close(); self.shutdown(false).await; return; }
                 },
                 _ = tick.tick() => {
                     self.gr_tick().await;

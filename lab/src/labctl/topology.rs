@@ -34,6 +34,10 @@ pub const PODS_PER_NODE: usize = 2;
 pub const JOIN_RANGE_PREFIX: &str = "joiners_";
 /// The sessions a listen range spawns: `joined_` + rack letter + a number (`joined_a1`).
 pub const JOINED_PREFIX: &str = "joined_";
+/// The BGPPeer that peers every node with the nodes labelled `route-reflector: "true"`.
+pub const REFLECTOR_PEER_YAML: &str = "apiVersion: projectcalico.org/v3\nkind: BGPPeer\n\
+     metadata:\n  name: peer-with-route-reflectors\nspec:\n  nodeSelector: all()\n  \
+     peerSelector: route-reflector == 'true'\n";
 /// The label that names a node's rack (its switch), for the ToR's BGPPeers.
 pub const RACK_LABEL: &str = "margay-lab/rack";
 /// What the ToR announces to the nodes (TEST-NET-2), as a fabric announces its own routes:
@@ -324,12 +328,7 @@ impl Plan {
             }
         }
         if self.spec.mode == Mode::RouteReflectors {
-            docs.push(
-                "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: \
-                 peer-with-route-reflectors\nspec:\n  nodeSelector: all()\n  peerSelector: \
-                 route-reflector == 'true'\n"
-                    .to_string(),
-            );
+            docs.push(REFLECTOR_PEER_YAML.to_string());
         }
         docs.join("---\n")
     }
