@@ -461,3 +461,80 @@ fn bfd_is_refused_under_calicos_api_group() {
         "{e}"
     );
 }
+
+/// Five nodes in two racks, the mesh off, and BGPPeers with `peerSelector`, two of them with a
+/// selector that does not parse (validation refuses it in a manifest; another writer to the
+/// datastore may not).
+fn racks() -> Model {
+    let rack = |r: &str| format!("  labels:\n    rack: {r}\n");
+    let yaml = node("n1", "10.0.0.1", &rack("a"))
+        + &node("n2", "10.0.0.2", &rack("a"))
+        + &node("n3", "10.0.0.3", &rack("b"))
+        + &node(
+            "n4",
+            "10.0.0.4",
+            "  labels:\n    rack: b\n    edge: 'yes'\n",
+        )
+        + &node("n5", "10.0.0.5", "")
+        + "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  nodeToNodeMeshEnabled: false\n---\n\
+           apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: a-to-b\nspec:\n  nodeSelector: rack == 'a'\n  peerSelector: rack == 'b'\n---\n\
+           apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: edge-to-all\nspec:\n  nodeSelector: has(edge)\n  peerSelector: all()\n---\n\
+           apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: broken-node\nspec:\n  nodeSelector: all()\n  peerSelector: all()\n---\n\
+           apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: broken-peer\nspec:\n  nodeSelector: all()\n  peerSelector: all()\n";
+    let mut m = model(&yaml);
+    m.peers.get_mut("broken-node").unwrap().spec.node_selector = Some("rack ==".into());
+    m.peers.get_mut("broken-peer").unwrap().spec.peer_selector = Some("has(rack".into());
+    m
+}
+
+#[test]
+fn peer_selector_pairs_reach_both_ends_and_a_broken_selector_selects_nothing() {
+    let m = racks();
+    for (me, want) in [
+        ("n1", &["10.0.0.3", "10.0.0.4"][..]),
+        ("n2", &["10.0.0.3", "10.0.0.4"]),
+        ("n3", &["10.0.0.1", "10.0.0.2", "10.0.0.4"]),
+        ("n4", &["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.5"]),
+        ("n5", &["10.0.0.4"]),
+    ] {
+        let c = desired_config(&m, &local(me)).unwrap();
+        assert_eq!(addresses(&c), want, "{me}");
+        assert!(
+            c.neighbors
+                .iter()
+                .all(|n| n.peer_type == Some(PeerType::NodeSpecific)),
+            "{me}"
+        );
+    }
+    // n4 and n1 are paired by both BGPPeers: one session, from the first by name.
+    let c4 = desired_config(&m, &local("n4")).unwrap();
+    assert_eq!(
+        neighbor(&c4, "10.0.0.1").unwrap().description.as_deref(),
+        Some("a-to-b: n1")
+    );
+    assert_eq!(
+        neighbor(&c4, "10.0.0.5").unwrap().description.as_deref(),
+        Some("edge-to-all: n5")
+    );
+}
+
+#[test]
+fn a_selector_that_does_not_parse_is_one_note_per_bgppeer_not_one_per_node() {
+    let p = plan(&racks(), &local("n1")).unwrap();
+    let broken: Vec<&String> = p
+        .notes
+        .iter()
+        .filter(|n| n.contains("selects no node"))
+        .collect();
+    assert_eq!(broken.len(), 2, "{:?}", p.notes);
+    assert!(
+        broken[0].starts_with("BGPPeer broken-node: nodeSelector:"),
+        "{}",
+        broken[0]
+    );
+    assert!(
+        broken[1].starts_with("BGPPeer broken-peer: peerSelector:"),
+        "{}",
+        broken[1]
+    );
+}

@@ -30,7 +30,7 @@ use margay_datastore::resources::{
     SourceAddress, parse_duration,
 };
 use margay_datastore::selector::Selector;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use toml::Spanned;
@@ -120,25 +120,54 @@ fn addrs(node: &Node) -> Vec<IpAddr> {
         .collect()
 }
 
-/// Whether `node` matches a selector given as text (an unparsable one matches nothing).
-fn selects(selector: &str, node: &Node) -> bool {
-    match Selector::parse(selector) {
-        Ok(s) => s.matches(&node.metadata.labels),
-        Err(e) => {
-            tracing::warn!(selector, error = %e, "ignoring a BGPPeer selector that does not parse");
-            false
-        }
-    }
-}
+/// The BGPPeers' `nodeSelector` and `peerSelector`, each text parsed once per computation:
+/// the peerings evaluate them for every node, and a parse per node made a reflector's
+/// recompute O(N) parses (issue 12). An unparsable selector selects no node.
+struct Selectors<'a>(HashMap<&'a str, Option<Selector>>);
 
-/// Whether the BGPPeer applies to `node` as the local end.
-fn applies_to(peer: &BgpPeer, node: &Node) -> bool {
-    let s = &peer.spec;
-    match (&s.node, &s.node_selector) {
-        (None, None) => true,
-        (Some(n), _) if n == node.name() => true,
-        (_, Some(sel)) => selects(sel, node),
-        _ => false,
+impl<'a> Selectors<'a> {
+    /// Parses every selector of the model's BGPPeers, noting each that does not parse.
+    fn parse(model: &'a Model, notes: &mut BTreeSet<String>) -> Self {
+        let mut parsed = HashMap::new();
+        for p in model.peers.values() {
+            for (field, text) in [
+                ("nodeSelector", &p.spec.node_selector),
+                ("peerSelector", &p.spec.peer_selector),
+            ] {
+                let Some(text) = text.as_deref() else {
+                    continue;
+                };
+                let selector = parsed
+                    .entry(text)
+                    .or_insert_with(|| Selector::parse(text).map_err(|e| e.to_string()));
+                if let Err(e) = selector {
+                    notes.insert(format!(
+                        "BGPPeer {}: {field}: {e}; it selects no node",
+                        p.name()
+                    ));
+                }
+            }
+        }
+        Selectors(parsed.into_iter().map(|(t, s)| (t, s.ok())).collect())
+    }
+
+    /// Whether `node` matches the selector `text` (parsed by [`Selectors::parse`]).
+    fn selects(&self, text: &str, node: &Node) -> bool {
+        self.0
+            .get(text)
+            .and_then(Option::as_ref)
+            .is_some_and(|s| s.matches(&node.metadata.labels))
+    }
+
+    /// Whether the BGPPeer applies to `node` as the local end.
+    fn applies_to(&self, peer: &BgpPeer, node: &Node) -> bool {
+        let s = &peer.spec;
+        match (&s.node, &s.node_selector) {
+            (None, None) => true,
+            (Some(n), _) if n == node.name() => true,
+            (_, Some(sel)) => self.selects(sel, node),
+            _ => false,
+        }
     }
 }
 
@@ -187,26 +216,6 @@ struct Want {
     bfd: Option<BfdSpec>,
 }
 
-/// The session pairs between nodes that BGPPeers with `peerSelector` create, as (a, b) names.
-fn selector_pairs(model: &Model) -> Vec<(String, String, String)> {
-    let mut out = Vec::new();
-    for (pname, p) in &model.peers {
-        let Some(psel) = &p.spec.peer_selector else {
-            continue;
-        };
-        for a in model.nodes.values().filter(|n| applies_to(p, n)) {
-            for b in model
-                .nodes
-                .values()
-                .filter(|n| n.name() != a.name() && selects(psel, n))
-            {
-                out.push((a.name().to_string(), b.name().to_string(), pname.clone()));
-            }
-        }
-    }
-    out
-}
-
 /// What the whole computation needs to know about this node.
 struct Me<'a> {
     node: &'a Node,
@@ -217,6 +226,7 @@ struct Me<'a> {
     secrets_dir: &'a std::path::Path,
     /// The BGPFilters bgpd applies, by name.
     filters: BTreeSet<String>,
+    selectors: Selectors<'a>,
 }
 
 impl Me<'_> {
@@ -282,6 +292,7 @@ pub fn plan(model: &Model, local: &Local) -> Result<Plan, PeeringError> {
         listen_port: bgp.listen_port(),
         secrets_dir: &local.secrets_dir,
         filters: BTreeSet::new(),
+        selectors: Selectors::parse(model, &mut notes),
     };
     let filters = policy::filters(model, &mut notes);
     let me = Me {
@@ -474,30 +485,35 @@ fn node_session(
     w
 }
 
-/// Node-to-node sessions from BGPPeers with `peerSelector`.
+/// Node-to-node sessions from BGPPeers with `peerSelector`: this node peers with every other
+/// node the BGPPeer pairs it with, in either direction (it applies to this node and
+/// `peerSelector` picks the other, or the reverse). Only this node's pairs are evaluated,
+/// O(N) per BGPPeer.
 fn selector_sessions(model: &Model, me: &Me, notes: &mut BTreeSet<String>, wants: &mut Vec<Want>) {
     let my_name = me.node.name();
-    for (a, b, pname) in selector_pairs(model) {
-        let other_name = if a == my_name {
-            b
-        } else if b == my_name {
-            a
-        } else {
+    for p in model.peers.values() {
+        let Some(psel) = &p.spec.peer_selector else {
             continue;
         };
-        let (Some(other), Some(p)) = (model.nodes.get(&other_name), model.peers.get(&pname)) else {
-            continue;
-        };
-        for addr in addrs(other) {
-            wants.push(node_session(
-                model,
-                me,
-                other,
-                addr,
-                Source::Selector,
-                p,
-                notes,
-            ));
+        let i_apply = me.selectors.applies_to(p, me.node);
+        let i_am_picked = me.selectors.selects(psel, me.node);
+        for other in model.nodes.values().filter(|n| n.name() != my_name) {
+            let paired = (i_apply && me.selectors.selects(psel, other))
+                || (i_am_picked && me.selectors.applies_to(p, other));
+            if !paired {
+                continue;
+            }
+            for addr in addrs(other) {
+                wants.push(node_session(
+                    model,
+                    me,
+                    other,
+                    addr,
+                    Source::Selector,
+                    p,
+                    notes,
+                ));
+            }
         }
     }
 }
@@ -508,7 +524,7 @@ fn ip_sessions(model: &Model, me: &Me, notes: &mut BTreeSet<String>, wants: &mut
         let Some((address, port)) = p.spec.peer_addr() else {
             continue;
         };
-        if !applies_to(p, me.node) {
+        if !me.selectors.applies_to(p, me.node) {
             continue;
         }
         let asn = p.spec.as_number.map(|a| a.0).unwrap_or(me.asn);
@@ -579,7 +595,7 @@ fn reverse_sessions(model: &Model, me: &Me, notes: &mut BTreeSet<String>, wants:
             continue;
         }
         for other in model.nodes.values() {
-            if other.name() == me.node.name() || !applies_to(p, other) {
+            if other.name() == me.node.name() || !me.selectors.applies_to(p, other) {
                 continue;
             }
             for addr in addrs(other)
