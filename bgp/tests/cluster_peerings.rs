@@ -539,11 +539,10 @@ fn a_selector_that_does_not_parse_is_one_note_per_bgppeer_not_one_per_node() {
     );
 }
 
-/// Issue 12: a reflector with 999 clients recomputes its peerings on every Node change. With a
-/// selector parse per node pair that took ~3.3 s in a debug build (~0.2 s in release); parsed
-/// once, ~2 ms in debug. The bound is far from both, so only the quadratic cost trips it.
+/// Issue 12: a reflector with 999 clients, paired by one peerSelector BGPPeer, as the scale
+/// benchmark runs it. What the plan costs is measured there (`bench/scale.sh`), not here.
 #[test]
-fn a_reflector_with_999_clients_plans_in_well_under_a_second() {
+fn a_reflector_with_999_clients_pairs_each_client_with_it_alone() {
     let mut yaml = String::new();
     for i in 0..1000 {
         let name = format!("n{i:04}");
@@ -560,9 +559,7 @@ fn a_reflector_with_999_clients_plans_in_well_under_a_second() {
     yaml += "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  nodeToNodeMeshEnabled: false\n---\n\
              apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: peer-with-rrs\nspec:\n  nodeSelector: all()\n  peerSelector: route-reflector == 'true'\n";
     let m = model(&yaml);
-    let started = std::time::Instant::now();
     let c = desired_config(&m, &local("n0000")).unwrap();
-    let took = started.elapsed();
     assert_eq!(c.neighbors.len(), 999);
     assert!(c.neighbors.iter().all(|n| n.route_reflector_client));
     assert_eq!(
@@ -570,5 +567,4 @@ fn a_reflector_with_999_clients_plans_in_well_under_a_second() {
         ["10.0.0.1"],
         "a client peers with the reflector only"
     );
-    assert!(took < std::time::Duration::from_secs(1), "{took:?}");
 }
