@@ -154,6 +154,17 @@ fn problems(r: &Value) -> usize {
     .sum()
 }
 
+/// Waits until `ipam check` counts `in_use` addresses and finds no problem, while `felix` runs.
+fn wait_in_use(etcd: &Etcd, felix: &Process, what: &str, in_use: u64, limit: Duration) {
+    wait_for(what, limit, &[felix], || {
+        let r = check(etcd);
+        (r["addresses_in_use"] == in_use && problems(&r) == 0)
+            .then_some(())
+            .ok_or(r.to_string())
+    })
+    .unwrap();
+}
+
 fn collection(etcd: &Etcd) -> Value {
     serde_json::from_str(
         &etcd
@@ -208,18 +219,13 @@ fn a_vanished_pod_and_a_deleted_node_are_collected_and_the_collector_survives_it
     assert_eq!(check(&etcd)["addresses_in_use"], 3);
     drop(gone);
     let started = std::time::Instant::now();
-    wait_for(
+    wait_in_use(
+        &etcd,
+        &n1.felix,
         "n1's felix collects the pod that vanished",
+        2,
         Duration::from_secs(20),
-        &[&n1.felix],
-        || {
-            let r = check(&etcd);
-            (r["addresses_in_use"] == 2 && problems(&r) == 0)
-                .then_some(())
-                .ok_or(r.to_string())
-        },
-    )
-    .unwrap();
+    );
     // Not before the leak grace period (2 s).
     assert!(started.elapsed() >= Duration::from_secs(2));
     let weps = etcd
@@ -240,18 +246,13 @@ fn a_vanished_pod_and_a_deleted_node_are_collected_and_the_collector_survives_it
         (c["collector"] == "n1").then_some(()).ok_or(c.to_string())
     })
     .unwrap();
-    wait_for(
+    wait_in_use(
+        &etcd,
+        &n1.felix,
         "the deleted node's IPAM released",
+        1,
         Duration::from_secs(20),
-        &[&n1.felix],
-        || {
-            let r = check(&etcd);
-            (r["addresses_in_use"] == 1 && problems(&r) == 0)
-                .then_some(())
-                .ok_or(r.to_string())
-        },
-    )
-    .unwrap();
+    );
     let weps = etcd
         .margayctl(&["get", "workloadendpoints", "-o", "yaml"])
         .unwrap();
@@ -352,18 +353,13 @@ fn felix_killed_mid_add_and_a_node_gone_silent_leave_nothing_behind() {
     // n2 goes silent (felix frozen: no lease renewals). After its lease expires and the node
     // grace period passes, n1's collector releases n2's pods; n1's pod stays.
     n2.felix.pause();
-    wait_for(
+    wait_in_use(
+        &etcd,
+        &n1.felix,
         "the silent node's IPAM released",
+        1,
         Duration::from_secs(30),
-        &[&n1.felix],
-        || {
-            let r = check(&etcd);
-            (r["addresses_in_use"] == 1 && problems(&r) == 0)
-                .then_some(())
-                .ok_or(r.to_string())
-        },
-    )
-    .unwrap();
+    );
     n2.felix.resume();
     drop(kept_pods);
 }
