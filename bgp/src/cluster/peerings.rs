@@ -216,6 +216,41 @@ struct Want {
     bfd: Option<BfdSpec>,
 }
 
+impl Want {
+    /// A session to `address` with every option at its default (Calico's port, no password,
+    /// not a client, active); each peering sets what differs.
+    fn new(
+        source: Source,
+        address: IpAddr,
+        asn: u32,
+        peer_type: PeerType,
+        role: Role,
+        description: String,
+    ) -> Want {
+        Want {
+            source,
+            address,
+            port: None,
+            asn,
+            peer_type,
+            rr_client: false,
+            passive: false,
+            password: None,
+            next_hop_keep: false,
+            ttl_security: None,
+            source_address: None,
+            restart_time: None,
+            description,
+            role,
+            filters: Vec::new(),
+            local_asn: None,
+            allow_own_as: None,
+            keepalive: None,
+            bfd: None,
+        }
+    }
+}
+
 /// What the whole computation needs to know about this node.
 struct Me<'a> {
     node: &'a Node,
@@ -417,25 +452,19 @@ fn mesh(
         }
         for addr in addrs(other) {
             wants.push(Want {
-                source: Source::Mesh,
-                address: addr,
                 port: me.node_port(),
-                asn: node_as(model, other),
-                peer_type: PeerType::Mesh,
-                rr_client: false,
-                passive: false,
                 password: password.clone(),
-                next_hop_keep: false,
-                ttl_security: None,
                 source_address: me.address_for(addr),
                 restart_time,
-                description: format!("mesh: {}", other.name()),
-                role: Role::Cluster,
-                filters: Vec::new(),
-                local_asn: None,
-                allow_own_as: None,
-                keepalive: None,
                 bfd: bgp.bfd.clone().filter(|b| b.enabled),
+                ..Want::new(
+                    Source::Mesh,
+                    addr,
+                    node_as(model, other),
+                    PeerType::Mesh,
+                    Role::Cluster,
+                    format!("mesh: {}", other.name()),
+                )
             });
         }
     }
@@ -461,25 +490,16 @@ fn node_session(
         PeerType::NodeSpecific
     };
     let mut w = Want {
-        source,
-        address: addr,
         port: me.node_port(),
-        asn,
-        peer_type,
         rr_client,
-        passive: false,
-        password: None,
-        next_hop_keep: false,
-        ttl_security: None,
-        source_address: None,
-        restart_time: None,
-        description: format!("{}: {}", p.name(), other.name()),
-        role: Role::Cluster,
-        filters: Vec::new(),
-        local_asn: None,
-        allow_own_as: None,
-        keepalive: None,
-        bfd: None,
+        ..Want::new(
+            source,
+            addr,
+            asn,
+            peer_type,
+            Role::Cluster,
+            format!("{}: {}", p.name(), other.name()),
+        )
     };
     apply_peer_options(&mut w, p, me, notes);
     w
@@ -542,38 +562,21 @@ fn ip_sessions(model: &Model, me: &Me, notes: &mut BTreeSet<String>, wants: &mut
                 .address_for(address)
                 .is_some_and(|mine| address.to_string() > mine.to_string());
         let rr_client = me.reflects_for(asn, calico_node.and_then(cluster_id));
+        let (source, peer_type) = if p.spec.is_global() {
+            (Source::Global, PeerType::Global)
+        } else {
+            (Source::NodeSpecific, PeerType::NodeSpecific)
+        };
+        let role = if calico_node.is_some() {
+            Role::Cluster
+        } else {
+            Role::External
+        };
         let mut w = Want {
-            source: if p.spec.is_global() {
-                Source::Global
-            } else {
-                Source::NodeSpecific
-            },
-            address,
             port,
-            asn,
-            peer_type: if p.spec.is_global() {
-                PeerType::Global
-            } else {
-                PeerType::NodeSpecific
-            },
             rr_client,
             passive,
-            password: None,
-            next_hop_keep: false,
-            ttl_security: None,
-            source_address: None,
-            restart_time: None,
-            description: pname.clone(),
-            role: if calico_node.is_some() {
-                Role::Cluster
-            } else {
-                Role::External
-            },
-            filters: Vec::new(),
-            local_asn: None,
-            allow_own_as: None,
-            keepalive: None,
-            bfd: None,
+            ..Want::new(source, address, asn, peer_type, role, pname.clone())
         };
         apply_peer_options(&mut w, p, me, notes);
         wants.push(w);
