@@ -385,10 +385,10 @@ impl ClusterCollector {
     pub async fn pass(&mut self, ipam: &Ipam, now: Instant) -> Result<ClusterPass, IpamError> {
         let store = ipam.store();
         let cfg = ipam.config().await?;
-        let (node_list, _) = store.list::<NodeSpec>().await?;
-        let nodes: BTreeSet<String> = node_list.iter().map(|n| n.name().to_string()).collect();
-        let live = liveness::live_nodes(store).await?;
-        let seen = liveness::seen_nodes(store).await?;
+        // IPAM first, then who is alive: a felix takes its lease (and its bgpd writes the
+        // Node) before it allocates, so every node in this IPAM snapshot that was alive when
+        // it was read shows in the reads below. The other order would call a node that
+        // started between the reads deleted.
         let blocks: Vec<Block> = ipam.blocks().await?.into_iter().map(|b| b.value).collect();
         let affinities: Vec<Affinity> = ipam
             .affinities()
@@ -398,6 +398,10 @@ impl ClusterCollector {
             .collect();
         let handles: Vec<Handle> = ipam.handles().await?.into_iter().map(|h| h.value).collect();
         let (weps, _) = store.list::<WorkloadEndpointSpec>().await?;
+        let (node_list, _) = store.list::<NodeSpec>().await?;
+        let nodes: BTreeSet<String> = node_list.iter().map(|n| n.name().to_string()).collect();
+        let live = liveness::live_nodes(store).await?;
+        let seen = liveness::seen_nodes(store).await?;
         let in_ipam = nodes_in_ipam(
             &blocks,
             &affinities,
