@@ -23,6 +23,7 @@ PACKAGES=(
   curl                # HTTP health and metrics checks in the daemon suites
   bc                  # arithmetic in bench scripts
   qemu-system-x86     # the VM the IPIP test runs in (this kernel has no ipip; tests/vm/)
+  wireguard-tools     # wg: felix configures the WireGuard device with it (wireguardEnabled)
   busybox-static      # PID 1 and tools of that VM's initramfs
   cpio                # packs the initramfs
   kmod                # modinfo: module dependencies of the VM's kernel

@@ -129,6 +129,10 @@ pub struct Metrics {
     pub ipam_empty_blocks_released: Counter,
     /// 1 while this felix is the elected cluster-wide IPAM collector.
     pub ipam_collector_elected: Gauge,
+    /// Peers of the WireGuard device (0 while WireGuard is off).
+    pub wireguard_peers: Gauge,
+    /// Times felix generated a new WireGuard key pair (first start or rotation).
+    pub wireguard_keys_generated: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -189,8 +193,22 @@ impl Metrics {
             "1 while this felix is the elected cluster-wide IPAM collector",
             ipam_collector_elected.clone(),
         );
+        let wireguard_peers = Gauge::default();
+        let wireguard_keys_generated = Counter::default();
+        registry.register(
+            "wireguard_peers",
+            "Peers of the WireGuard device (0 while WireGuard is off)",
+            wireguard_peers.clone(),
+        );
+        registry.register(
+            "wireguard_keys_generated",
+            "WireGuard key pairs generated (first start or rotation)",
+            wireguard_keys_generated.clone(),
+        );
         Metrics {
             registry,
+            wireguard_peers,
+            wireguard_keys_generated,
             ipam_released,
             ipam_empty_blocks_released,
             ipam_collector_elected,

@@ -210,6 +210,8 @@ fn run(
                     lease_ttl: Duration::from_secs(args.lease_ttl.max(2)),
                 },
                 metrics: metrics.clone(),
+                route_protocol: args.route_protocol,
+                resync: Duration::from_secs(args.resync_interval.max(1)),
             };
             let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
             let service = endpoints::EndpointService::new(

@@ -8,6 +8,8 @@
 //! - [`default_pool::ensure`] creates the default IPPool once, when the cluster has none;
 //! - [`etcd_probe::run`] puts "etcd unreachable" in readiness while etcd does not answer;
 //! - before the first model, [`orphans`] removes pod veths no WorkloadEndpoint owns;
+//! - [`crate::wireguard::keeper`]: the WireGuard device, peers, table and rule, and this
+//!   node's published key (FelixConfiguration `wireguardEnabled`);
 //! - [`ipam_gc`]: the node's liveness lease, its own leak collector, and the campaign for
 //!   the one cluster-wide IPAM collector;
 //! - the coordinator ([`run`]) assembles a [`crate::model::Model`] from the latest of both
@@ -66,6 +68,10 @@ pub struct Options {
     pub gc: ipam_gc::GcTiming,
     /// Where the collectors count what they release.
     pub metrics: Arc<crate::health::Metrics>,
+    /// felix's route protocol (the WireGuard table's routes carry it too).
+    pub route_protocol: u8,
+    /// Time between WireGuard's full resyncs (drift repair).
+    pub resync: Duration,
 }
 
 /// Readiness keys this module sets.
@@ -220,6 +226,16 @@ pub async fn run(
             opts.metrics.clone(),
         )),
     ];
+    let (model_tx, model_rx) = watch::channel::<Option<Model>>(None);
+    let wireguard_task = tokio::spawn(crate::wireguard::keeper::run(
+        store.clone(),
+        opts.node.clone(),
+        opts.route_protocol,
+        model_rx,
+        health.clone(),
+        opts.metrics.clone(),
+        opts.resync,
+    ));
     let tunnel_task = tokio::spawn(tunnel_loop(
         Tunnels::new(Ipam::new(store), &opts.node),
         ds_rx.clone(),
@@ -288,6 +304,7 @@ pub async fn run(
                 );
             }
             agent.update(model.clone());
+            model_tx.send_replace(Some(model.clone()));
             last_model = Some(model);
         }
         if bgp.synced && !remote_complete {
@@ -302,6 +319,7 @@ pub async fn run(
     ds_task.abort();
     bgp_task.abort();
     tunnel_task.abort();
+    wireguard_task.abort();
     probe_task.abort();
     for t in gc_tasks {
         t.abort();

@@ -9,7 +9,7 @@ use netlink_packet_route::link::{
     InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use rtnetlink::{LinkIpIp, LinkUnspec, LinkVeth, LinkVxlan};
+use rtnetlink::{LinkIpIp, LinkUnspec, LinkVeth, LinkVxlan, LinkWireguard};
 
 /// A 48-bit Ethernet address.
 pub type Mac = [u8; 6];
@@ -133,6 +133,10 @@ pub(crate) fn vxlan(spec: &VxlanSpec) -> RouteNetlinkMessage {
 
 pub(crate) fn ipip(name: &str) -> RouteNetlinkMessage {
     RouteNetlinkMessage::NewLink(LinkIpIp::new(name).build())
+}
+
+pub(crate) fn wireguard(name: &str) -> RouteNetlinkMessage {
+    RouteNetlinkMessage::NewLink(LinkWireguard::new(name).build())
 }
 
 pub(crate) fn delete(index: u32) -> RouteNetlinkMessage {

@@ -12,6 +12,7 @@ mod link;
 mod monitor;
 mod neigh;
 mod route;
+mod rule;
 mod socket;
 pub mod sysctl;
 
@@ -23,6 +24,7 @@ pub use link::{Link, Mac, VxlanSpec};
 pub use monitor::{Event, Monitor};
 pub use neigh::{FdbEntry, Neighbour};
 pub use route::{KernelRoute, RouteKey, RouteKind, SCOPE_LINK, SCOPE_UNIVERSE, TABLE_MAIN};
+pub use rule::Rule;
 
 use socket::NlSocket;
 
@@ -238,6 +240,14 @@ impl Dataplane {
             .map_err(|e| unsupported(e, "ipip", name))
     }
 
+    /// Creates a WireGuard device (`ip link add NAME type wireguard`); Unsupported when the
+    /// kernel has no wireguard module.
+    pub fn create_wireguard(&mut self, name: &str) -> Result<(), NetlinkError> {
+        self.sock
+            .request(link::wireguard(name), NLM_F_CREATE | NLM_F_EXCL)
+            .map_err(|e| unsupported(e, "wireguard", name))
+    }
+
     /// Deletes link `index`.
     pub fn delete_link(&mut self, index: u32) -> Result<(), NetlinkError> {
         self.sock.request(link::delete(index), 0)
@@ -302,6 +312,34 @@ impl Dataplane {
     /// Removes `addr` from link `index`.
     pub fn delete_address(&mut self, index: u32, addr: IpNet) -> Result<(), NetlinkError> {
         self.sock.request(link::address(index, addr, false), 0)
+    }
+
+    // ----- rules -----
+
+    /// Every IPv4 and IPv6 routing rule.
+    pub fn rules(&mut self) -> Result<Vec<Rule>, NetlinkError> {
+        let mut out = Vec::new();
+        for v6 in [false, true] {
+            for msg in self.sock.dump(rule::dump_request(v6))? {
+                if let RouteNetlinkMessage::NewRule(m) = msg
+                    && let Some(r) = Rule::from_message(&m)
+                {
+                    out.push(r);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds a routing rule (EEXIST if the same rule exists).
+    pub fn add_rule(&mut self, r: Rule) -> Result<(), NetlinkError> {
+        self.sock
+            .request(r.to_new_message(), NLM_F_CREATE | NLM_F_EXCL)
+    }
+
+    /// Deletes the routing rule that matches `r`.
+    pub fn delete_rule(&mut self, r: Rule) -> Result<(), NetlinkError> {
+        self.sock.request(r.to_del_message(), 0)
     }
 
     // ----- neighbours and FDB -----

@@ -1,0 +1,553 @@
+//! The cluster-mode task that keeps WireGuard in line with the cluster: it follows the
+//! FelixConfigurations (`default`, `node.<name>`) and the Nodes (addresses, published keys),
+//! takes the routes felix programs from the coordinator, and on every change and every resync
+//! makes the kernel hold the device, its peers, its routing table and its rule, then publishes
+//! the node's public key. Whatever someone changes by hand is put back at the next resync.
+//! When WireGuard is off, everything of its own is removed and the Node's key cleared.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use margay_datastore::resources::{FelixConfigurationSpec, NodeSpec, Resource};
+use margay_datastore::{Store, StoreError, WatchEvent};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::config::{Config, OVERHEAD_V4};
+use super::desired::{self, Desired, NodeInfo};
+use super::wg::{DeviceConfig, Wg, WgError};
+use crate::health::{Health, Metrics};
+use crate::model::{Model, RemoteRoute};
+use crate::netlink::{
+    Dataplane, KernelRoute, NetlinkError, RouteKind, RouteOp, Rule, SCOPE_LINK, SCOPE_UNIVERSE,
+};
+
+/// `RTN_THROW`: the lookup continues with the next rule.
+const RTN_THROW: u8 = 9;
+/// The Node status field holding the public key (Calico's name).
+pub const STATUS_KEY: &str = "wireguardPublicKey";
+/// Readiness key.
+const R_WIREGUARD: &str = "wireguard";
+
+/// Applying failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KeeperError {
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error(transparent)]
+    Wg(#[from] WgError),
+    #[error("{0} exists and is not a WireGuard device (kind {1:?})")]
+    WrongKind(String, Option<String>),
+    #[error("the datastore: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// What one application found and did.
+#[derive(Debug, Clone, Default)]
+pub struct Applied {
+    /// The device's public key (None when WireGuard is off).
+    pub public_key: Option<String>,
+    pub peers: usize,
+    pub generated_key: bool,
+    pub skipped: BTreeMap<String, &'static str>,
+}
+
+/// The blocking part: makes the kernel match `cfg` and `d` for node address `node_ip`.
+pub struct Applier {
+    pub wg: Wg,
+    pub protocol: u8,
+    /// The configuration last applied (its rule and table are cleaned when it changes).
+    last: Option<Config>,
+}
+
+impl Applier {
+    pub fn new(wg: Wg, protocol: u8) -> Applier {
+        Applier {
+            wg,
+            protocol,
+            last: None,
+        }
+    }
+
+    fn rule(cfg: &Config) -> Rule {
+        Rule {
+            v6: false,
+            priority: cfg.rule_priority,
+            table: cfg.table,
+            fwmark: Some((cfg.fwmark, cfg.fwmark)),
+            invert: true,
+        }
+    }
+
+    /// Removes the rule and table routes of `cfg` and its device (only a WireGuard device).
+    fn remove(&self, dp: &mut Dataplane, cfg: &Config) -> Result<(), KeeperError> {
+        let rule = Self::rule(cfg);
+        if dp.rules()?.contains(&rule) {
+            dp.delete_rule(rule)?;
+            info!(
+                priority = cfg.rule_priority,
+                table = cfg.table,
+                "wireguard: removed the routing rule"
+            );
+        }
+        let routes = dp.routes(Some(cfg.table), Some(self.protocol))?;
+        if !routes.is_empty() {
+            let ops: Vec<RouteOp> = routes.into_iter().map(RouteOp::Delete).collect();
+            dp.apply_routes(&ops)?;
+        }
+        match dp.link(&cfg.interface) {
+            Ok(l) if l.kind.as_deref() == Some("wireguard") => {
+                dp.delete_link(l.index)?;
+                info!(device = %cfg.interface, "wireguard: removed the device");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The MTU the device should have: the configured one, or the uplink's less the overhead.
+    fn mtu(
+        dp: &mut Dataplane,
+        cfg: &Config,
+        node_ip: Option<Ipv4Addr>,
+    ) -> Result<Option<u32>, KeeperError> {
+        if cfg.mtu.is_some() {
+            return Ok(cfg.mtu);
+        }
+        let Some(ip) = node_ip else { return Ok(None) };
+        let Some((index, _)) = dp
+            .all_addresses()?
+            .into_iter()
+            .find(|(_, a)| a.addr() == IpAddr::V4(ip))
+        else {
+            return Ok(None);
+        };
+        Ok(dp
+            .links()?
+            .into_iter()
+            .find(|l| l.index == index)
+            .map(|l| l.mtu.saturating_sub(OVERHEAD_V4)))
+    }
+
+    /// Applies: WireGuard off removes everything; on, the device, key, peers, table routes
+    /// and rule are made to match. `rotate` replaces the key pair.
+    pub fn apply(
+        &mut self,
+        cfg: &Config,
+        me: &str,
+        node_ip: Option<Ipv4Addr>,
+        nodes: &[NodeInfo],
+        routes: &[RemoteRoute],
+        rotate: bool,
+    ) -> Result<(Applied, Desired), KeeperError> {
+        let mut dp = Dataplane::new()?;
+        if let Some(last) = self.last.clone()
+            && (last.interface != cfg.interface
+                || last.table != cfg.table
+                || last.rule_priority != cfg.rule_priority
+                || last.fwmark != cfg.fwmark
+                || !cfg.enabled)
+        {
+            self.remove(&mut dp, &last)?;
+        }
+        if !cfg.enabled {
+            // Also what a previous felix left (this process never applied it).
+            self.remove(&mut dp, cfg)?;
+            self.last = None;
+            return Ok((Applied::default(), Desired::default()));
+        }
+        // The device.
+        let link = match dp.link(&cfg.interface) {
+            Ok(l) => l,
+            Err(NetlinkError::NoSuchLink(_)) => {
+                dp.create_wireguard(&cfg.interface)?;
+                info!(device = %cfg.interface, "wireguard: created the device");
+                dp.link(&cfg.interface)?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if link.kind.as_deref() != Some("wireguard") {
+            return Err(KeeperError::WrongKind(cfg.interface.clone(), link.kind));
+        }
+        if let Some(mtu) = Self::mtu(&mut dp, cfg, node_ip)?
+            && mtu != link.mtu
+        {
+            dp.set_mtu(link.index, mtu)?;
+        }
+        if !link.up {
+            dp.set_link_up(link.index, true)?;
+        }
+        // The key pair.
+        let dev = self.wg.show(&cfg.interface)?;
+        let mut generated_key = false;
+        let (private, public) = match (&dev.private_key, &dev.public_key) {
+            (Some(k), Some(p)) if !rotate => (k.clone(), p.clone()),
+            _ => {
+                let k = self.wg.genkey()?;
+                let p = self.wg.pubkey(&k)?;
+                generated_key = true;
+                info!(public_key = %p, rotate, "wireguard: generated a new key pair");
+                (k, p)
+            }
+        };
+        // Peers.
+        let d = desired::compute(me, Some(&public), cfg.port, nodes, routes);
+        let want = DeviceConfig {
+            private_key: private,
+            listen_port: cfg.port,
+            fwmark: cfg.fwmark,
+            peers: d
+                .peers
+                .iter()
+                .map(|(k, p)| (k.clone(), p.clone()))
+                .collect(),
+            keepalive: cfg.keepalive,
+        };
+        if !super::wg::matches(&dev, &want) {
+            self.wg.syncconf(&cfg.interface, &want)?;
+        }
+        // The table: replace what differs, then delete what is not wanted.
+        let mut wanted: BTreeMap<IpNet, KernelRoute> = BTreeMap::new();
+        for p in &d.via_device {
+            wanted.insert(
+                *p,
+                KernelRoute {
+                    dst: *p,
+                    table: cfg.table,
+                    protocol: self.protocol,
+                    kind: RouteKind::Unicast,
+                    scope: SCOPE_LINK,
+                    gateway: None,
+                    oif: Some(link.index),
+                    onlink: false,
+                    priority: 0,
+                },
+            );
+        }
+        for p in &d.throw {
+            wanted.insert(
+                *p,
+                KernelRoute {
+                    dst: *p,
+                    table: cfg.table,
+                    protocol: self.protocol,
+                    kind: RouteKind::Other(RTN_THROW),
+                    scope: SCOPE_UNIVERSE,
+                    gateway: None,
+                    oif: None,
+                    onlink: false,
+                    priority: 0,
+                },
+            );
+        }
+        let have = dp.routes(Some(cfg.table), Some(self.protocol))?;
+        let have_set: std::collections::HashSet<&KernelRoute> = have.iter().collect();
+        let mut ops: Vec<RouteOp> = wanted
+            .values()
+            .filter(|r| !have_set.contains(r))
+            .cloned()
+            .map(RouteOp::Replace)
+            .collect();
+        ops.extend(
+            have.iter()
+                .filter(|r| r.dst.addr().is_ipv4() && !wanted.contains_key(&r.dst))
+                .cloned()
+                .map(RouteOp::Delete),
+        );
+        if !ops.is_empty() {
+            for (op, res) in ops.iter().zip(dp.apply_routes(&ops)?) {
+                if let Err(e) = res {
+                    warn!(?op, error = %e, "wireguard: a table route write failed");
+                }
+            }
+        }
+        // The rule.
+        let rule = Self::rule(cfg);
+        if !dp.rules()?.contains(&rule) {
+            dp.add_rule(rule)?;
+            info!(
+                priority = cfg.rule_priority,
+                table = cfg.table,
+                fwmark = format!("{:#x}", cfg.fwmark),
+                "wireguard: added the routing rule"
+            );
+        }
+        self.last = Some(cfg.clone());
+        Ok((
+            Applied {
+                public_key: Some(public),
+                peers: d.peers.len(),
+                generated_key,
+                skipped: d.skipped.clone(),
+            },
+            d,
+        ))
+    }
+}
+
+/// A Node as the keeper needs it.
+fn node_info(r: &Resource<NodeSpec>) -> NodeInfo {
+    let ip = |s: &str| s.split('/').next().and_then(|a| a.parse::<IpAddr>().ok());
+    let spec = &r.spec;
+    let address = spec
+        .bgp
+        .as_ref()
+        .and_then(|b| b.ipv4_address.as_deref())
+        .and_then(ip)
+        .and_then(|a| match a {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        });
+    let mut next_hops = Vec::new();
+    if let Some(a) = spec.ipv4_vxlan_tunnel_addr.as_deref().and_then(ip) {
+        next_hops.push(a);
+    }
+    if let Some(a) = spec
+        .bgp
+        .as_ref()
+        .and_then(|b| b.ipv4_ipip_tunnel_addr.as_deref())
+        .and_then(ip)
+    {
+        next_hops.push(a);
+    }
+    NodeInfo {
+        name: r.metadata.name.clone(),
+        address,
+        next_hops,
+        public_key: published_key(r),
+    }
+}
+
+/// The key a Node publishes.
+pub fn published_key(r: &Resource<NodeSpec>) -> Option<String> {
+    r.status
+        .as_ref()?
+        .get(STATUS_KEY)?
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// Writes (or clears) this node's published key, keeping every other status field.
+async fn publish(store: &Store, node: &str, key: Option<&str>) -> Result<bool, StoreError> {
+    for _ in 0..10 {
+        let Some(mut r) = store.get::<NodeSpec>(node).await? else {
+            return Ok(false);
+        };
+        if published_key(&r).as_deref() == key {
+            return Ok(true);
+        }
+        let mut status = match r.status.take() {
+            Some(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        match key {
+            Some(k) => {
+                status.insert(STATUS_KEY.into(), serde_json::Value::String(k.into()));
+            }
+            None => {
+                status.remove(STATUS_KEY);
+            }
+        }
+        r.status = (!status.is_empty()).then_some(serde_json::Value::Object(status));
+        match store.update(&r).await {
+            Ok(_) => return Ok(true),
+            Err(e) if e.is_conflict() => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
+/// What the task follows.
+#[derive(Default)]
+struct Inputs {
+    global: Option<FelixConfigurationSpec>,
+    mine: Option<FelixConfigurationSpec>,
+    nodes: BTreeMap<String, Resource<NodeSpec>>,
+}
+
+fn apply_fc(inputs: &mut Inputs, node: &str, ev: WatchEvent<Resource<FelixConfigurationSpec>>) {
+    let own = format!("node.{node}");
+    let mut set = |name: &str, spec: Option<FelixConfigurationSpec>| {
+        if name == "default" {
+            inputs.global = spec;
+        } else if name == own {
+            inputs.mine = spec;
+        }
+    };
+    match ev {
+        WatchEvent::Put(r) => set(&r.metadata.name.clone(), Some(r.spec)),
+        WatchEvent::Delete { name, .. } => set(&name, None),
+        WatchEvent::Resync { items, .. } => {
+            set("default", None);
+            set(&own, None);
+            for r in items {
+                set(&r.metadata.name.clone(), Some(r.spec));
+            }
+        }
+    }
+}
+
+fn apply_node(inputs: &mut Inputs, ev: WatchEvent<Resource<NodeSpec>>) {
+    match ev {
+        WatchEvent::Put(r) => {
+            inputs.nodes.insert(r.metadata.name.clone(), r);
+        }
+        WatchEvent::Delete { name, .. } => {
+            inputs.nodes.remove(&name);
+        }
+        WatchEvent::Resync { items, .. } => {
+            inputs.nodes = items
+                .into_iter()
+                .map(|r| (r.metadata.name.clone(), r))
+                .collect();
+        }
+    }
+}
+
+/// Runs until the task is aborted: follows the configuration and the Nodes, takes the routes
+/// felix programs from `models`, and applies on every change and every `resync`.
+pub async fn run(
+    store: Store,
+    node: String,
+    protocol: u8,
+    mut models: watch::Receiver<Option<Model>>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    resync: Duration,
+) {
+    let mut inputs = Inputs::default();
+    let (mut fc_watch, mut node_watch) = loop {
+        let listed = async {
+            let (fcs, a) = store.list::<FelixConfigurationSpec>().await?;
+            let (nodes, b) = store.list::<NodeSpec>().await?;
+            Ok::<_, StoreError>((fcs, a, nodes, b))
+        };
+        match listed.await {
+            Ok((fcs, a, nodes, b)) => {
+                apply_fc(
+                    &mut inputs,
+                    &node,
+                    WatchEvent::Resync {
+                        items: fcs,
+                        revision: a,
+                    },
+                );
+                apply_node(
+                    &mut inputs,
+                    WatchEvent::Resync {
+                        items: nodes,
+                        revision: b,
+                    },
+                );
+                break (
+                    store.watch::<FelixConfigurationSpec>(a + 1),
+                    store.watch::<NodeSpec>(b + 1),
+                );
+            }
+            Err(e) => {
+                warn!(error = %e, "wireguard: listing FelixConfigurations and Nodes; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let applier = Arc::new(std::sync::Mutex::new(Applier::new(Wg::default(), protocol)));
+    let mut warned: BTreeSet<String> = BTreeSet::new();
+    let mut last_cfg = Config::default();
+    // The key this node was last seen publishing: its removal asks for a new key pair.
+    let mut seen_published: Option<String> = None;
+    let mut tick = tokio::time::interval(resync);
+    loop {
+        tokio::select! {
+            ev = fc_watch.next() => apply_fc(&mut inputs, &node, ev),
+            ev = node_watch.next() => apply_node(&mut inputs, ev),
+            r = models.changed() => if r.is_err() { return },
+            _ = tick.tick() => {}
+        }
+        // Take whatever else arrived at once.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let cfg = match Config::resolve(inputs.global.as_ref(), inputs.mine.as_ref()) {
+            Ok(c) => {
+                health.clear_reason(R_WIREGUARD);
+                c
+            }
+            Err(e) => {
+                if warned.insert(e.to_string()) {
+                    warn!(error = %e, "wireguard: keeping the previous settings");
+                }
+                health.set_reason(R_WIREGUARD, format!("wireguard: {e}"));
+                last_cfg.clone()
+            }
+        };
+        for (field, why) in Config::not_acted_set(inputs.global.as_ref(), inputs.mine.as_ref()) {
+            if warned.insert(field.to_string()) {
+                warn!(field = %format!("FelixConfiguration spec.{field}"), reason = why, "field accepted but not acted on");
+            }
+        }
+        last_cfg = cfg.clone();
+        let own = inputs.nodes.get(&node);
+        let published = own.and_then(published_key);
+        // Rotation: the Node was seen carrying a key, and now carries none.
+        let rotate =
+            cfg.enabled && published.is_none() && seen_published.is_some() && own.is_some();
+        if published.is_some() || !cfg.enabled {
+            seen_published = published.clone();
+        }
+        let node_ip = own.map(node_info).and_then(|n| n.address);
+        let infos: Vec<NodeInfo> = inputs.nodes.values().map(node_info).collect();
+        let routes: Vec<RemoteRoute> = models
+            .borrow()
+            .as_ref()
+            .map(|m| m.remote_routes.clone())
+            .unwrap_or_default();
+        let me = node.clone();
+        let a = applier.clone();
+        let c = cfg.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            a.lock()
+                .expect("wireguard applier")
+                .apply(&c, &me, node_ip, &infos, &routes, rotate)
+        })
+        .await;
+        let applied = match res {
+            Ok(Ok((applied, _))) => applied,
+            Ok(Err(e)) => {
+                warn!(error = %e, "wireguard: applying failed; retrying at the next change or resync");
+                health.set_reason(R_WIREGUARD, format!("wireguard: {e}"));
+                continue;
+            }
+            Err(e) => {
+                warn!(error = %e, "wireguard: the apply task panicked");
+                continue;
+            }
+        };
+        metrics.wireguard_peers.set(applied.peers as i64);
+        if applied.generated_key {
+            metrics.wireguard_keys_generated.inc();
+        }
+        for (n, why) in &applied.skipped {
+            let text = format!("{n}: {why}");
+            if warned.insert(text) {
+                info!(node = %n, reason = why, "wireguard: not a peer; its pods are reached unencrypted");
+            }
+        }
+        if published != applied.public_key {
+            match publish(&store, &node, applied.public_key.as_deref()).await {
+                Ok(true) => {
+                    info!(public_key = ?applied.public_key, "wireguard: published this node's public key");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(error = %e, "wireguard: publishing the public key failed; retrying")
+                }
+            }
+        }
+        if rotate {
+            seen_published = None;
+        }
+    }
+}
