@@ -188,3 +188,68 @@ fn link_is_found_by_name_and_a_missing_one_is_no_such_link() {
         "{missing:?}"
     );
 }
+
+/// WireGuard's rule (`not fwmark M/M lookup T`) and its table's routes, written and read back
+/// through the netlink handle in a namespace (the device itself needs the wireguard module,
+/// tested in the VM; a veth stands in for the routes' output device here).
+#[test]
+fn wireguard_rule_and_table_routes_round_trip_through_the_kernel() {
+    use margay_felix::netlink::Rule;
+    let lab = Lab::new("wireguard_rule_and_table_routes_round_trip").unwrap();
+    let ns = lab.netns("n").unwrap();
+    ns.ip(&[
+        "link", "add", "wgd0", "type", "veth", "peer", "name", "wgd1",
+    ])
+    .unwrap();
+    ns.ip(&["link", "set", "wgd0", "up"]).unwrap();
+    let rule = Rule {
+        v6: false,
+        priority: 99,
+        table: 1,
+        fwmark: Some((0x100000, 0x100000)),
+        invert: true,
+    };
+    let (added, rules, routes, deleted) = in_netns(ns.name(), move |dp| {
+        let added = dp.add_rule(rule).map_err(|e| e.to_string());
+        let rules = dp.rules().unwrap();
+        let index = dp.link("wgd0").unwrap().index;
+        let via = KernelRoute {
+            dst: "10.244.2.0/26".parse().unwrap(),
+            table: 1,
+            protocol: 81,
+            kind: RouteKind::Unicast,
+            scope: SCOPE_LINK,
+            gateway: None,
+            oif: Some(index),
+            onlink: false,
+            priority: 0,
+        };
+        let throw = KernelRoute {
+            dst: "10.244.2.9/32".parse().unwrap(),
+            kind: RouteKind::Other(9),
+            scope: SCOPE_UNIVERSE,
+            oif: None,
+            ..via.clone()
+        };
+        let res = dp
+            .apply_routes(&[
+                RouteOp::Replace(via.clone()),
+                RouteOp::Replace(throw.clone()),
+            ])
+            .unwrap();
+        for r in res {
+            r.unwrap();
+        }
+        let mut routes = dp.routes(Some(1), Some(81)).unwrap();
+        routes.sort_by_key(|r| r.dst);
+        assert_eq!(routes, vec![via, throw], "read back as written");
+        let deleted = dp.delete_rule(rule).map_err(|e| e.to_string());
+        (added, rules, routes.len(), deleted)
+    });
+    assert_eq!(added, Ok(()));
+    assert!(rules.contains(&rule), "{rules:?}");
+    assert_eq!(routes, 2);
+    assert_eq!(deleted, Ok(()));
+    let shown = ns.ip(&["rule", "show"]).unwrap();
+    assert!(!shown.contains("lookup 1"), "{shown}");
+}

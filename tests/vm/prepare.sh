@@ -14,7 +14,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${MARGAY_VM_CACHE:-/var/cache/margay-vm}
 # Modules the init loads, with their dependencies put first.
-ROOT_MODULES=(virtio_pci 9pnet_virtio 9p ipip veth bridge)
+ROOT_MODULES=(virtio_pci 9pnet_virtio 9p ipip veth bridge wireguard)
 
 die() { echo "prepare.sh: $*" >&2; exit 1; }
 

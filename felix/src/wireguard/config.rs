@@ -1,14 +1,16 @@
 //! The WireGuard settings, read from FelixConfiguration with Calico's precedence: a field of
 //! `node.<name>` overrides the same field of `default`; what neither sets takes Calico's
-//! default (except the device name, `wireguard.margay`).
+//! default (except the device name, `wg.margay`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use margay_datastore::resources::FelixConfigurationSpec;
 
-/// The device felix makes (Calico's is `wireguard.cali`).
-pub const DEFAULT_INTERFACE: &str = "wireguard.margay";
+/// The device felix makes (Calico's is `wireguard.cali`). `wireguard.margay` would be 16
+/// characters, one more than the kernel takes (IFNAMSIZ 16 with the terminating NUL): the
+/// kernel refuses it with ERANGE.
+pub const DEFAULT_INTERFACE: &str = "wg.margay";
 /// Calico's default listening port.
 pub const DEFAULT_PORT: u16 = 51820;
 /// Calico's default priority of the routing rule.
@@ -226,7 +228,7 @@ mod tests {
     fn defaults_are_calicos_with_margays_device() {
         let c = Config::resolve(None, None).unwrap();
         assert!(!c.enabled);
-        assert_eq!(c.interface, "wireguard.margay");
+        assert_eq!(c.interface, "wg.margay");
         assert_eq!((c.port, c.rule_priority, c.table), (51820, 99, 1));
         assert_eq!(c.mtu, None);
     }

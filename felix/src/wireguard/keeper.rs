@@ -37,6 +37,11 @@ const R_WIREGUARD: &str = "wireguard";
 pub enum KeeperError {
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
+    #[error("{step}: {source}")]
+    Step {
+        step: &'static str,
+        source: NetlinkError,
+    },
     #[error(transparent)]
     Wg(#[from] WgError),
     #[error("{0} exists and is not a WireGuard device (kind {1:?})")]
@@ -163,22 +168,48 @@ impl Applier {
         let link = match dp.link(&cfg.interface) {
             Ok(l) => l,
             Err(NetlinkError::NoSuchLink(_)) => {
-                dp.create_wireguard(&cfg.interface)?;
+                dp.create_wireguard(&cfg.interface)
+                    .map_err(|source| KeeperError::Step {
+                        step: "creating the device",
+                        source,
+                    })?;
                 info!(device = %cfg.interface, "wireguard: created the device");
-                dp.link(&cfg.interface)?
+                dp.link(&cfg.interface)
+                    .map_err(|source| KeeperError::Step {
+                        step: "reading the new device",
+                        source,
+                    })?
             }
-            Err(e) => return Err(e.into()),
+            Err(source) => {
+                return Err(KeeperError::Step {
+                    step: "reading the device",
+                    source,
+                });
+            }
         };
         if link.kind.as_deref() != Some("wireguard") {
             return Err(KeeperError::WrongKind(cfg.interface.clone(), link.kind));
         }
-        if let Some(mtu) = Self::mtu(&mut dp, cfg, node_ip)?
-            && mtu != link.mtu
+        if let Some(mtu) = Self::mtu(&mut dp, cfg, node_ip).map_err(|e| match e {
+            KeeperError::Netlink(source) => KeeperError::Step {
+                step: "finding the uplink's MTU",
+                source,
+            },
+            e => e,
+        })? && mtu != link.mtu
         {
-            dp.set_mtu(link.index, mtu)?;
+            dp.set_mtu(link.index, mtu)
+                .map_err(|source| KeeperError::Step {
+                    step: "setting the device's MTU",
+                    source,
+                })?;
         }
         if !link.up {
-            dp.set_link_up(link.index, true)?;
+            dp.set_link_up(link.index, true)
+                .map_err(|source| KeeperError::Step {
+                    step: "bringing the device up",
+                    source,
+                })?;
         }
         // The key pair.
         let dev = self.wg.show(&cfg.interface)?;
@@ -243,7 +274,12 @@ impl Applier {
                 },
             );
         }
-        let have = dp.routes(Some(cfg.table), Some(self.protocol))?;
+        let have = dp
+            .routes(Some(cfg.table), Some(self.protocol))
+            .map_err(|source| KeeperError::Step {
+                step: "reading the table's routes",
+                source,
+            })?;
         let have_set: std::collections::HashSet<&KernelRoute> = have.iter().collect();
         let mut ops: Vec<RouteOp> = wanted
             .values()
@@ -258,7 +294,11 @@ impl Applier {
                 .map(RouteOp::Delete),
         );
         if !ops.is_empty() {
-            for (op, res) in ops.iter().zip(dp.apply_routes(&ops)?) {
+            let results = dp.apply_routes(&ops).map_err(|source| KeeperError::Step {
+                step: "writing the table's routes",
+                source,
+            })?;
+            for (op, res) in ops.iter().zip(results) {
                 if let Err(e) = res {
                     warn!(?op, error = %e, "wireguard: a table route write failed");
                 }
@@ -266,8 +306,15 @@ impl Applier {
         }
         // The rule.
         let rule = Self::rule(cfg);
-        if !dp.rules()?.contains(&rule) {
-            dp.add_rule(rule)?;
+        let rules = dp.rules().map_err(|source| KeeperError::Step {
+            step: "reading the rules",
+            source,
+        })?;
+        if !rules.contains(&rule) {
+            dp.add_rule(rule).map_err(|source| KeeperError::Step {
+                step: "adding the routing rule",
+                source,
+            })?;
             info!(
                 priority = cfg.rule_priority,
                 table = cfg.table,

@@ -1,5 +1,5 @@
 //! WireGuard between nodes (FelixConfiguration `wireguardEnabled`): pod traffic to another
-//! node's pods leaves encrypted through the device `wireguard.margay`.
+//! node's pods leaves encrypted through the device `wg.margay`.
 //!
 //! How it is laid out, as Calico's felix lays it out:
 //! - one device per node, holding the node's private key (generated when the device has none);
