@@ -54,7 +54,9 @@ const NODE_ADDRESSES: FieldStatus =
     NotActed("the BGP address (spec.bgp) is the node's address for margay");
 const ORCH_REFS: FieldStatus =
     NotActed("margay names nodes itself; orchestrator references are kept, not used");
-const WIREGUARD: FieldStatus = NotActed("WireGuard encryption is not implemented");
+const WIREGUARD: FieldStatus = NotActed(
+    "WireGuard runs without an interface address: host-network traffic to pods is not encrypted",
+);
 
 /// Every field, kind by kind, with its status.
 pub const FIELDS: &[FieldInfo] = &[

@@ -508,6 +508,7 @@ pub async fn run(
     // The key this node was last seen publishing: its removal asks for a new key pair.
     let mut seen_published: Option<String> = None;
     let mut tick = tokio::time::interval(resync);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             ev = fc_watch.next() => apply_fc(&mut inputs, &node, ev),
@@ -515,8 +516,16 @@ pub async fn run(
             r = models.changed() => if r.is_err() { return },
             _ = tick.tick() => {}
         }
-        // Take whatever else arrived at once.
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // Take whatever else has arrived before applying: an apply takes a while (it runs
+        // `wg`), and one event per apply would fall behind a busy cluster.
+        loop {
+            tokio::select! {
+                biased;
+                ev = fc_watch.next() => apply_fc(&mut inputs, &node, ev),
+                ev = node_watch.next() => apply_node(&mut inputs, ev),
+                _ = tokio::time::sleep(Duration::from_millis(5)) => break,
+            }
+        }
         let cfg = match Config::resolve(inputs.global.as_ref(), inputs.mine.as_ref()) {
             Ok(c) => {
                 health.clear_reason(R_WIREGUARD);

@@ -223,10 +223,11 @@ impl Wg {
         parse_dump(&self.run(&["show", dev, "dump"], None)?)
     }
 
-    /// `wg syncconf DEV /dev/stdin`: the device is made to hold `c`, changing only what
-    /// differs.
+    /// `wg syncconf DEV /proc/self/fd/0`: the device is made to hold `c`, changing only what
+    /// differs. The configuration (with the private key) goes through a pipe, never a file;
+    /// `/proc/self/fd/0` rather than `/dev/stdin`, which minimal root filesystems lack.
     pub fn syncconf(&self, dev: &str, c: &DeviceConfig) -> Result<(), WgError> {
-        self.run(&["syncconf", dev, "/dev/stdin"], Some(&render(c)))
+        self.run(&["syncconf", dev, "/proc/self/fd/0"], Some(&render(c)))
             .map(|_| ())
     }
 
