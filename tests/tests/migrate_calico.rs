@@ -357,8 +357,19 @@ fn run_migration(test: &str, pool: &str, vxlan: bool) {
                 (Some(p), Some(b)) if p["protocol"] == "81" && b["protocol"] == "81" => {}
                 other => return Err(format!("pod route or blackhole not felix's: {other:?}")),
             }
-            c.remote_routes_ok(i, all, |_, r| r["protocol"] == "81")
+            c.remote_routes_ok(i, all, |_, r| {
+                // VXLAN: through calico-node's device, taken over as it is.
+                r["protocol"] == "81" && (!vxlan || r["dev"] == "vxlan.calico")
+            })
         });
+        if vxlan {
+            let links = c.nodes[i].ns.ip_json(&["link", "show"]).unwrap();
+            assert!(
+                !links.iter().any(|l| l["ifname"] == "vxlan.margay"),
+                "a second VXLAN device: {}",
+                show(&links)
+            );
+        }
         // Every other node routes to node i's block again through a live session: Calico's
         // BIRD (protocol bird; in VXLAN mode Calico's felix routes it, protocol 80) or margay.
         for j in (0..NODES).filter(|j| *j != i) {
@@ -428,4 +439,9 @@ fn run_migration(test: &str, pool: &str, vxlan: bool) {
 #[test]
 fn a_calico_cluster_moves_to_margay_node_by_node_under_pings() {
     run_migration("calico_cluster_moves_to_margay", "10.102.0.0/16", false);
+}
+
+#[test]
+fn a_calico_vxlan_cluster_moves_to_margay_keeping_calicos_vxlan_device() {
+    run_migration("calico_vxlan_moves_to_margay", "10.103.0.0/16", true);
 }
