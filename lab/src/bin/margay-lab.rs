@@ -71,6 +71,12 @@ enum Command {
         /// Seconds to wait for the sessions, then again for the routes and pings.
         #[arg(long, default_value_t = 90)]
         timeout: u64,
+        /// Calico nodes beside margay's, as in a cluster moving from Calico: BIRD on the
+        /// configuration calico-node's confd renders, a pod wired as Calico wires it, their
+        /// keys in Calico's etcd layout imported with `margayctl datastore migrate
+        /// from-calico`. Needs --mode mesh and --pool-mode never.
+        #[arg(long, default_value_t = 0)]
+        calico_nodes: usize,
     },
     /// Report on the kept lab again (exit status 1 unless it has converged).
     Status,
@@ -115,6 +121,7 @@ fn main() -> ExitCode {
             pool_mode,
             keep,
             timeout,
+            calico_nodes,
         } => labctl::up(&UpOptions {
             spec: Spec {
                 nodes,
@@ -132,6 +139,7 @@ fn main() -> ExitCode {
             keep,
             timeout: Duration::from_secs(timeout),
             state_file: cli.state_file,
+            calico_nodes,
         })
         .map(|()| true),
         Command::Status => labctl::status(&cli.state_file),

@@ -147,6 +147,11 @@ impl Bird {
         &self.socket
     }
 
+    /// The daemon's PID.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// The daemon's process.
     pub fn process(&mut self) -> &mut Process {
         &mut self.process

@@ -43,13 +43,13 @@ pub struct RemoteVtep {
 /// A Calico node in the lab.
 #[derive(Debug)]
 pub struct CalicoNode {
-    pub name: String,
+    // Field order is drop order: BIRD stops before the namespaces go.
+    bird: Option<Bird>,
+    pub pods: Vec<CalicoPod>,
     pub ns: Netns,
+    pub name: String,
     pub addrs: Addrs,
     pub keys: NodeKeys,
-    pub pods: Vec<CalicoPod>,
-    // After the pods: dropped (stopped) before the namespaces go.
-    bird: Option<Bird>,
 }
 
 /// The veth as Calico makes it: `cali` on `host` with MAC ee:ee:ee:ee:ee:ee, `eth0` in `pod`
@@ -155,6 +155,16 @@ impl CalicoNode {
         )?;
         self.bird = Some(bird);
         Ok(())
+    }
+
+    /// Lets BIRD and the namespaces outlive this guard (a kept lab); returns BIRD's PID.
+    pub fn into_kept(self) -> Option<u32> {
+        let CalicoNode { bird, pods, ns, .. } = self;
+        for p in pods {
+            p.ns.into_kept();
+        }
+        ns.into_kept();
+        bird.map(Bird::into_kept)
     }
 
     /// Its BIRD, while it runs.
