@@ -374,7 +374,19 @@ fn run_migration(test: &str, pool: &str, vxlan: bool) {
         // BIRD (protocol bird; in VXLAN mode Calico's felix routes it, protocol 80) or margay.
         for j in (0..NODES).filter(|j| *j != i) {
             if let Some(b) = c.nodes[j].bird() {
+                // The same speaker as before: the node's address as router id, the same AS.
                 b.wait_established(&c.mesh_proto(i), WAIT).unwrap();
+                let all = b
+                    .birdc(&["show", "protocols", "all", &c.mesh_proto(i)])
+                    .unwrap();
+                let field = |name: &str| {
+                    all.lines()
+                        .find_map(|l| l.trim().strip_prefix(name).map(str::trim))
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                assert_eq!(field("Neighbor ID:"), c.node_ip(i).to_string(), "{all}");
+                assert_eq!(field("Neighbor AS:"), AS.to_string(), "{all}");
             }
             let margay_j = c.is_margay(j);
             c.wait_routes(j, "the migrated node's block", |j, all| {
