@@ -236,21 +236,15 @@ impl Cluster {
 
     /// Stops the pings; each one's summary line.
     fn ping_summaries(&mut self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        for (name, p) in &self.pings {
-            // SAFETY: kill(2) on the PID of a child we started and have not reaped.
-            unsafe { libc::kill(p.pid() as i32, libc::SIGINT) };
-            let summary = wait_for("ping summary", Duration::from_secs(10), &[], || {
-                let text = std::fs::read_to_string(p.log_paths().0).map_err(|e| e.to_string())?;
-                text.lines()
-                    .find(|l| l.contains("packet loss"))
-                    .map(str::to_string)
-                    .ok_or(text)
+        self.pings
+            .iter()
+            .map(|(name, p)| {
+                let s = p
+                    .ping_summary(Duration::from_secs(10))
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                (name.clone(), s)
             })
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-            out.push((name.clone(), summary));
-        }
-        out
+            .collect()
     }
 
     fn margayctl(&self, args: &[&str]) -> String {
