@@ -453,9 +453,36 @@ fn calico_nodes_mesh_with_margay_nodes_and_pods_reach_each_other() {
     }
     assert_every_peer_established(&state, &[]);
     assert_every_ping_answered(&state);
+
+    // calico1 moves to margay as the runbook says, its pod pinging every other at 100/s.
+    let migrate = lab(&state_file, &["node", "migrate", "calico1"]);
+    assert!(migrate.status.success(), "{}", shown(&migrate));
+    let text = stdout(&migrate);
+    let pings: Vec<&str> = text.lines().filter(|l| l.contains("ping -> ")).collect();
+    assert_eq!(pings.len(), state.pods.len() - 1, "{text}");
+    for l in pings {
+        assert!(l.contains(" 0% packet loss"), "{l}");
+    }
+    let moved = LabState::load(&state_file).unwrap().unwrap();
+    assert_eq!(moved.calico.len(), 1);
+    let node = moved.node("calico1").expect("calico1 is a margay node now");
+    assert!(alive(node.pid) && alive(node.felix_pid), "{node:?}");
+    assert!(
+        felix_routes(node)
+            .iter()
+            .any(|r| r["type"] == "blackhole" && r["dst"] == "10.100.240.0/26"),
+        "calico1's blackhole is felix's: {:?}",
+        felix_routes(node)
+    );
+    assert_every_peer_established(&moved, &[]);
+    assert_every_ping_answered(&moved);
+    let status = lab(&state_file, &["status"]);
+    assert!(status.status.success(), "{}", shown(&status));
+
     let down = lab(&state_file, &["down"]);
     assert!(down.status.success(), "{}", shown(&down));
     assert_nothing_left(&state, &state_file);
+    assert_nothing_left(&moved, &state_file);
 }
 
 /// Cross-subnet: node1 and node2 on rack a, node3 on rack b behind the ToR. Within a rack the

@@ -110,6 +110,16 @@ enum NodeCommand {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// A Calico node (`up --calico-nodes`) moves to margay as the README's runbook says: its
+    /// BIRD killed, margay-bgpd started as the same speaker, margay-felix adopting Calico's
+    /// routes; its pod pings every other pod at 100/s throughout. Exit status 1 if a ping
+    /// was lost.
+    Migrate {
+        name: String,
+        /// Seconds to wait for felix to own every route in the pool.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -162,6 +172,13 @@ fn main() -> ExitCode {
                 true
             },
         ),
+        Command::Node {
+            command: NodeCommand::Migrate { name, timeout },
+        } => labctl::takeover::node_migrate(&cli.state_file, &name, Duration::from_secs(timeout))
+            .map(|m| {
+                print!("{}", labctl::takeover::render_migrated(&m));
+                labctl::takeover::lossless(&m)
+            }),
         Command::Down => labctl::down(&cli.state_file).map(|()| true),
     };
     match res {

@@ -14,6 +14,7 @@ pub mod progress;
 pub mod report;
 pub mod restart;
 pub mod state;
+pub mod takeover;
 pub mod topology;
 
 use std::path::PathBuf;
