@@ -90,6 +90,13 @@ enum Command {
     Down,
 }
 
+/// How `node migrate` stops calico-node's BIRD.
+#[derive(Clone, Copy, ValueEnum)]
+enum BirdStopArg {
+    Kill,
+    Term,
+}
+
 #[derive(Subcommand)]
 enum NodeCommand {
     /// A node joins: its namespace on rack a, margay-bgpd and margay-felix, its Node and its
@@ -119,6 +126,10 @@ enum NodeCommand {
         /// Seconds to wait for felix to own every route in the pool.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+        /// How BIRD goes: `kill` (SIGKILL, the runbook's way: peers keep the routes) or `term`
+        /// (SIGTERM, as a plain pod deletion: BIRD's Cease makes peers drop them).
+        #[arg(long, value_enum, default_value = "kill")]
+        bird_stop: BirdStopArg,
     },
 }
 
@@ -173,12 +184,25 @@ fn main() -> ExitCode {
             },
         ),
         Command::Node {
-            command: NodeCommand::Migrate { name, timeout },
-        } => labctl::takeover::node_migrate(&cli.state_file, &name, Duration::from_secs(timeout))
-            .map(|m| {
-                print!("{}", labctl::takeover::render_migrated(&m));
-                labctl::takeover::lossless(&m)
-            }),
+            command:
+                NodeCommand::Migrate {
+                    name,
+                    timeout,
+                    bird_stop,
+                },
+        } => labctl::takeover::node_migrate(
+            &cli.state_file,
+            &name,
+            match bird_stop {
+                BirdStopArg::Kill => labctl::takeover::BirdStop::Kill,
+                BirdStopArg::Term => labctl::takeover::BirdStop::Term,
+            },
+            Duration::from_secs(timeout),
+        )
+        .map(|m| {
+            print!("{}", labctl::takeover::render_migrated(&m));
+            labctl::takeover::lossless(&m)
+        }),
         Command::Down => labctl::down(&cli.state_file).map(|()| true),
     };
     match res {

@@ -26,7 +26,8 @@ use crate::process::{Process, wait_for_every};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Migrated {
     pub node: NodeState,
-    /// BIRD killed → margay-felix ready.
+    pub stop: BirdStop,
+    /// BIRD stopped → margay-felix ready.
     pub ready: Duration,
     /// BIRD killed → every route in the pool on the node is felix's.
     pub adopted: Duration,
@@ -77,10 +78,21 @@ fn not_adopted(netns: &str) -> Result<(Vec<String>, usize), String> {
     Ok((theirs, ours))
 }
 
-/// The takeover of Calico node `name`.
+/// How calico-node's BIRD is stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BirdStop {
+    /// SIGKILL, as the runbook says: no NOTIFICATION, peers keep the routes (graceful restart).
+    Kill,
+    /// SIGTERM, as a plain deletion of the calico-node pod: BIRD closes every session with a
+    /// Cease and its peers drop the node's routes at once (the comparison).
+    Term,
+}
+
+/// The takeover of Calico node `name`, its BIRD stopped by `stop`.
 pub fn node_migrate(
     state_file: &Path,
     name: &str,
+    stop: BirdStop,
     timeout: Duration,
 ) -> Result<Migrated, LabCtlError> {
     require_root()?;
@@ -122,11 +134,15 @@ pub fn node_migrate(
     }
     std::thread::sleep(Duration::from_millis(500));
 
-    // calico-node goes: BIRD killed, nothing else touched.
+    // calico-node goes: BIRD stopped, nothing else touched.
     let t0 = Instant::now();
+    let signal = match stop {
+        BirdStop::Kill => libc::SIGKILL,
+        BirdStop::Term => libc::SIGTERM,
+    };
     if calico.pid != 0 && alive(calico.pid) {
         // SAFETY: kill(2) on the PID the lab's state file records for this node's BIRD.
-        unsafe { libc::kill(calico.pid as i32, libc::SIGKILL) };
+        unsafe { libc::kill(calico.pid as i32, signal) };
     }
     wait_for_every(
         &format!("{name}'s BIRD to end"),
@@ -218,6 +234,7 @@ pub fn node_migrate(
     drop(ns);
     Ok(Migrated {
         node,
+        stop,
         ready,
         adopted,
         routes,
@@ -238,14 +255,14 @@ pub fn render_migrated(m: &Migrated) -> String {
          (pid {}) with --adopt-route-protocols calico",
         m.node.name, m.node.pid, m.node.address4, m.node.asn, m.node.felix_pid
     );
+    let how = match m.stop {
+        BirdStop::Kill => "BIRD killed (SIGKILL)",
+        BirdStop::Term => "BIRD stopped (SIGTERM: a Cease to its peers)",
+    };
+    let _ = writeln!(out, "  {how} -> felix ready: {}", ms(m.ready));
     let _ = writeln!(
         out,
-        "  BIRD killed -> felix ready:            {}",
-        ms(m.ready)
-    );
-    let _ = writeln!(
-        out,
-        "  BIRD killed -> every pool route felix's: {} ({} routes, replaced in place)",
+        "  {how} -> every pool route felix's: {} ({} routes, replaced in place)",
         ms(m.adopted),
         m.routes
     );
