@@ -114,7 +114,8 @@ pub fn wire_pod(host: &Netns, pod: &Netns, cali: &str, ip: Ipv4Addr) -> Result<(
 impl CalicoNode {
     /// The node in `ns`, attached at `addrs` (`keys.ip` must be that address), a default route
     /// through `gateway` (proxy ARP answers for 169.254.1.1 only when the host routes it), and
-    /// its pods wired, each in a namespace of role `<role>p<k>` (`role` at most 7 characters).
+    /// its pods wired, each in a namespace of role `<role>p1`, `<role>p2`, ... (`role` at most 7
+    /// characters).
     pub fn create(
         lab: &Lab,
         ns: Netns,
@@ -126,7 +127,7 @@ impl CalicoNode {
         ns.ip(&["route", "add", "default", "via", &gateway.to_string()])?;
         let mut pods = Vec::new();
         for (k, p) in keys.pods.iter().enumerate() {
-            let pod_ns = lab.netns(&format!("{role}p{k}"))?;
+            let pod_ns = lab.netns(&format!("{role}p{}", k + 1))?;
             wire_pod(&ns, &pod_ns, &p.interface, p.ip)?;
             pods.push(CalicoPod {
                 ns: pod_ns,

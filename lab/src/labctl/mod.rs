@@ -118,6 +118,12 @@ pub fn up(opts: &UpOptions) -> Result<(), LabCtlError> {
             PoolMode::CrossSubnet => "VXLAN across racks only, two racks routed by the ToR",
         }
     );
+    if opts.calico_nodes > 0 {
+        println!(
+            "            and {} Calico node(s) (calico-node's BIRD, one pod each) in the mesh",
+            opts.calico_nodes
+        );
+    }
     let mut progress = Progress::new(14 + usize::from(opts.calico_nodes > 0));
     let mut cluster = progress.step(
         &format!("creating {} namespaces", Cluster::namespace_count(&spec)),
