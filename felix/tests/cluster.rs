@@ -927,16 +927,7 @@ fn a_calico_cluster_moves_to_margay_node_by_node_without_losing_a_ping() {
         .unwrap_or_else(|e| panic!("{e}"));
     }
     std::thread::sleep(Duration::from_millis(1500));
-    // SAFETY: kill(2) on the PID of a child we started and have not reaped.
-    unsafe { libc::kill(ping.pid() as i32, libc::SIGINT) };
-    let summary = wait_for("ping summary", Duration::from_secs(5), &[], || {
-        let text = std::fs::read_to_string(ping.log_paths().0).map_err(|e| e.to_string())?;
-        text.lines()
-            .find(|l| l.contains("packet loss"))
-            .map(str::to_string)
-            .ok_or(text)
-    })
-    .unwrap();
+    let summary = ping.ping_summary(Duration::from_secs(5)).unwrap();
     assert!(summary.contains(" 0% packet loss"), "{summary}");
     let sent: u32 = summary.split_whitespace().next().unwrap().parse().unwrap();
     assert!(sent >= 200, "{summary}");

@@ -41,6 +41,8 @@ pub struct FelixArgs {
     pub http_port: u16,
     /// `--resync-interval` in seconds.
     pub resync_interval: u64,
+    /// `--adopt-route-protocols` (`calico` on a node calico-node wired); none by default.
+    pub adopt_route_protocols: Option<String>,
 }
 
 impl FelixArgs {
@@ -54,12 +56,13 @@ impl FelixArgs {
             socket: socket.to_path_buf(),
             http_port: 9099,
             resync_interval: 5,
+            adopt_route_protocols: None,
         }
     }
 
     /// The arguments after the binary's name.
     pub fn to_args(&self) -> Vec<String> {
-        vec![
+        let mut args = vec![
             "--node".into(),
             self.node.clone(),
             "--etcd-endpoints".into(),
@@ -72,7 +75,11 @@ impl FelixArgs {
             self.http_port.to_string(),
             "--resync-interval".into(),
             self.resync_interval.to_string(),
-        ]
+        ];
+        if let Some(p) = &self.adopt_route_protocols {
+            args.extend(["--adopt-route-protocols".to_string(), p.clone()]);
+        }
+        args
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod bgpd;
 pub mod bird;
+pub mod calico;
 pub mod error;
 pub mod etcd;
 pub mod felix;

@@ -131,6 +131,32 @@ impl Netns {
         }
     }
 
+    /// Runs `f` on a thread of its own that has entered the namespace (setns(2)), e.g. a
+    /// client of a daemon that listens only there; returns what `f` returns.
+    pub fn run_inside<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        let path = format!("/var/run/netns/{}", self.name);
+        let file = std::fs::File::open(&path).map_err(LabError::io(format!("opening {path}")))?;
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns(2) moves only this new thread, with a namespace fd we hold open.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            if rc != 0 {
+                return Err(LabError::io(format!("setns {path}"))(
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| LabError::Io {
+            context: "a thread inside the namespace panicked".into(),
+            source: std::io::Error::other("panicked"),
+        })?
+    }
+
     /// A command that runs `program` inside the namespace (`ip netns exec NAME program`).
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut cmd = Command::new("ip");

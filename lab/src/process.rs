@@ -171,6 +171,22 @@ impl Process {
     pub fn log_paths(&self) -> (&Path, &Path) {
         (&self.stdout, &self.stderr)
     }
+
+    /// For a running `ping`: interrupts it (SIGINT, as ^C does) and returns its summary line
+    /// (`N packets transmitted, M received, X% packet loss, ...`) once it has printed it.
+    pub fn ping_summary(&self, timeout: Duration) -> Result<String> {
+        if self.child.is_some() {
+            // SAFETY: kill(2) on the PID of our own child, which we have not reaped yet.
+            unsafe { libc::kill(self.pid as i32, libc::SIGINT) };
+        }
+        wait_for(&format!("{}'s summary", self.name), timeout, &[], || {
+            let text = std::fs::read_to_string(&self.stdout).map_err(|e| e.to_string())?;
+            text.lines()
+                .find(|l| l.contains("packet loss"))
+                .map(str::to_string)
+                .ok_or(text)
+        })
+    }
 }
 
 impl Drop for Process {

@@ -380,6 +380,111 @@ fn vxlan_route_reflector_lab_routes_through_the_tunnel_and_pods_reach_each_other
     assert_nothing_left(&state, &state_file);
 }
 
+/// A mixed cluster: two margay nodes and two Calico nodes (BIRD on confd's configuration,
+/// Calico's keys imported). The margay nodes mesh with the Calico nodes, each side routes the
+/// other's blocks (felix's routes on margay's side, BIRD's on Calico's), every pod reaches
+/// every other, the report shows the Calico nodes, and `down` removes them too.
+#[test]
+fn calico_nodes_mesh_with_margay_nodes_and_pods_reach_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_file = dir.path().join("state.json");
+    let _down = DownOnDrop(state_file.clone());
+
+    let up = lab(
+        &state_file,
+        &["up", "--keep", "--nodes", "2", "--calico-nodes", "2"],
+    );
+    assert!(up.status.success(), "{}", shown(&up));
+    let text = stdout(&up);
+    let state = LabState::load(&state_file)
+        .unwrap()
+        .expect("state recorded");
+    assert_eq!(state.calico.len(), 2);
+    let report = sections(&text);
+    for c in &state.calico {
+        let s = &report[&c.name];
+        let protocols = s
+            .iter()
+            .find(|(cmd, _)| cmd.ends_with("show protocols"))
+            .map(|(_, t)| margay_lab::bird::parse_protocols(t).unwrap())
+            .unwrap_or_else(|| panic!("{}: no BIRD section: {s:?}", c.name));
+        for name in &c.protocols {
+            assert!(
+                protocols
+                    .iter()
+                    .any(|p| &p.name == name && p.is_established()),
+                "{}: {name} not Established: {protocols:?}",
+                c.name
+            );
+        }
+        // Calico's BIRD programs the margay nodes' blocks (protocol bird).
+        let out = Command::new("ip")
+            .args(["-n", &c.netns, "-j", "route", "show", "proto", "bird"])
+            .output()
+            .expect("ip route");
+        let routes: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        for (pod, node) in state
+            .pods
+            .iter()
+            .filter(|p| p.node != c.name)
+            .filter_map(|p| state.node(&p.node).map(|n| (p, n)))
+        {
+            let found = routes.iter().any(|r| {
+                r["gateway"] == node.address4.to_string().as_str()
+                    && r["dst"]
+                        .as_str()
+                        .and_then(|d| d.parse::<ipnet::Ipv4Net>().ok())
+                        .is_some_and(|n| n.contains(&pod.ip))
+            });
+            assert!(
+                found,
+                "{}: no BIRD route to {}: {routes:?}",
+                c.name, pod.name
+            );
+        }
+    }
+    // margay's felix routes the Calico nodes' blocks through them.
+    for node in &state.nodes {
+        for pod in state.pods.iter().filter(|p| p.node.starts_with("calico")) {
+            let r = block_route(node, pod);
+            let c = state.calico.iter().find(|c| c.name == pod.node).unwrap();
+            assert_eq!(r["gateway"], c.address4.to_string().as_str(), "{r}");
+        }
+    }
+    assert_every_peer_established(&state, &[]);
+    assert_every_ping_answered(&state);
+
+    // calico1 moves to margay as the runbook says, its pod pinging every other at 100/s.
+    let migrate = lab(&state_file, &["node", "migrate", "calico1"]);
+    assert!(migrate.status.success(), "{}", shown(&migrate));
+    let text = stdout(&migrate);
+    let pings: Vec<&str> = text.lines().filter(|l| l.contains("ping -> ")).collect();
+    assert_eq!(pings.len(), state.pods.len() - 1, "{text}");
+    for l in pings {
+        assert!(l.contains(" 0% packet loss"), "{l}");
+    }
+    let moved = LabState::load(&state_file).unwrap().unwrap();
+    assert_eq!(moved.calico.len(), 1);
+    let node = moved.node("calico1").expect("calico1 is a margay node now");
+    assert!(alive(node.pid) && alive(node.felix_pid), "{node:?}");
+    assert!(
+        felix_routes(node)
+            .iter()
+            .any(|r| r["type"] == "blackhole" && r["dst"] == "10.100.240.0/26"),
+        "calico1's blackhole is felix's: {:?}",
+        felix_routes(node)
+    );
+    assert_every_peer_established(&moved, &[]);
+    assert_every_ping_answered(&moved);
+    let status = lab(&state_file, &["status"]);
+    assert!(status.status.success(), "{}", shown(&status));
+
+    let down = lab(&state_file, &["down"]);
+    assert!(down.status.success(), "{}", shown(&down));
+    assert_nothing_left(&state, &state_file);
+    assert_nothing_left(&moved, &state_file);
+}
+
 /// Cross-subnet: node1 and node2 on rack a, node3 on rack b behind the ToR. Within a rack the
 /// route is direct, between racks it goes through VXLAN, and every pod reaches every other.
 #[test]

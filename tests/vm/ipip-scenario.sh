@@ -23,11 +23,7 @@ cd "$work" || exit 1
 # shellcheck source=tests/vm/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-make_router
-for n in $NODES; do
-  make_node "$n"
-  make_pod "$n" "$(var "$n" POD)"
-done
+make_topology
 log "namespaces ready"
 
 run_phase() {

@@ -84,6 +84,16 @@ make_pod() {
   ipn "$pod" route add default via 169.254.1.1 dev eth0
 }
 
+# make_topology: the router, every node of NODES and the pod behind each.
+make_topology() {
+  local n
+  make_router
+  for n in $NODES; do
+    make_node "$n"
+    make_pod "$n" "$(var "$n" POD)"
+  done
+}
+
 tunl0_tx() {
   ip -n "$1" -s -j link show tunl0 2>/dev/null | jq -r '.[0].stats64.tx.packets // 0'
 }

@@ -2,10 +2,33 @@
 //! felix may take over. A desired route whose destination holds a route of such a protocol
 //! is replaced in place (one RTM_NEWROUTE with NLM_F_REPLACE: the destination is never
 //! without a route) and is felix's from then on; a route of any other protocol stays a
-//! conflict, left alone.
+//! conflict, left alone. Calico's VXLAN device is taken over the same way
+//! ([`vxlan_device`]): it holds the VNI and port felix's own would need.
 
 use std::fmt;
 use std::str::FromStr;
+
+/// calico-node's IPv4 VXLAN device (VNI 4096, port 4789: the same as felix's own).
+pub const CALICO_VXLAN_DEVICE: &str = "vxlan.calico";
+/// Calico felix's own route protocol (its VXLAN and tunnel routes).
+pub const CALICO_FELIX_PROTOCOL: u8 = 80;
+
+/// The VXLAN device felix uses (pure): its own (`own`), unless that does not exist while
+/// calico-node's does and felix adopts Calico felix's routes. The kernel refuses a second
+/// device with the same VNI and port, and a renamed device must go down first: using
+/// `vxlan.calico` as it is keeps its routes, ARP and FDB entries, so no packet is lost.
+pub fn vxlan_device(
+    own: &'static str,
+    own_exists: bool,
+    calico_is_vxlan: bool,
+    adopt: &ProtocolSet,
+) -> &'static str {
+    if !own_exists && calico_is_vxlan && adopt.contains(CALICO_FELIX_PROTOCOL) {
+        CALICO_VXLAN_DEVICE
+    } else {
+        own
+    }
+}
 
 /// Route protocols felix adopts routes of (empty by default: it adopts nothing).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -88,5 +111,16 @@ mod tests {
         assert!("".parse::<ProtocolSet>().unwrap().is_empty());
         assert!("nonsense".parse::<ProtocolSet>().is_err());
         assert!("256".parse::<ProtocolSet>().is_err());
+    }
+
+    #[test]
+    fn calicos_vxlan_device_is_used_only_when_adopting_and_ours_is_absent() {
+        let calico: ProtocolSet = "calico".parse().unwrap();
+        let none = ProtocolSet::default();
+        let own = "vxlan.margay";
+        assert_eq!(vxlan_device(own, false, true, &calico), CALICO_VXLAN_DEVICE);
+        assert_eq!(vxlan_device(own, true, true, &calico), own);
+        assert_eq!(vxlan_device(own, false, false, &calico), own);
+        assert_eq!(vxlan_device(own, false, true, &none), own);
     }
 }

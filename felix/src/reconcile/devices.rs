@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 use ipnet::{IpNet, Ipv4Net};
 
 use super::Reconciler;
+use super::adopt::{self, CALICO_VXLAN_DEVICE};
 use crate::desired::{
     IPIP_DEVICE, IPIP_OVERHEAD, IpipDevice, VXLAN_DEVICE, VXLAN_OVERHEAD, VXLAN_PORT, VXLAN_VNI,
     VxlanDevice,
@@ -16,7 +17,30 @@ use crate::netlink::{FdbEntry, Link, Neighbour, NetlinkError, VxlanSpec, sysctl}
 
 impl Reconciler {
     pub(super) fn is_tunnel(&self, name: &str) -> bool {
-        name == VXLAN_DEVICE || name == IPIP_DEVICE
+        name == VXLAN_DEVICE || name == CALICO_VXLAN_DEVICE || name == IPIP_DEVICE
+    }
+
+    /// Picks the VXLAN device ([`adopt::vxlan_device`]); when that changes, every route
+    /// through it is planned again.
+    fn choose_vxlan_device(&mut self) {
+        let calico_is_vxlan = self
+            .links
+            .get(CALICO_VXLAN_DEVICE)
+            .is_some_and(|l| l.kind.as_deref() == Some("vxlan"));
+        let dev = adopt::vxlan_device(
+            VXLAN_DEVICE,
+            self.links.contains_key(VXLAN_DEVICE),
+            calico_is_vxlan,
+            &self.cfg.adopt,
+        );
+        if dev != self.vxlan_device {
+            tracing::info!(
+                device = dev,
+                "VXLAN routes go through this device (taking over calico-node's)"
+            );
+            self.vxlan_device = dev;
+            self.mark_device(dev);
+        }
     }
 
     /// Calico's sysctls on the host side of a workload veth, once the link exists.
@@ -35,10 +59,11 @@ impl Reconciler {
         self.devices_dirty = false;
         match self.desired.vxlan.clone() {
             Some(v) => {
+                self.choose_vxlan_device();
                 let r = self.ensure_vxlan(&v);
-                self.device_outcome("vxlan", VXLAN_DEVICE, r);
+                self.device_outcome("vxlan", self.vxlan_device, r);
             }
-            None => self.remove_device(VXLAN_DEVICE),
+            None => self.remove_device(self.vxlan_device),
         }
         match self.desired.ipip.clone() {
             Some(t) => {
@@ -152,18 +177,19 @@ impl Reconciler {
         let mtu = v
             .mtu
             .or_else(|| self.host_mtu().map(|m| m.saturating_sub(VXLAN_OVERHEAD)));
-        if !self.links.contains_key(VXLAN_DEVICE) {
+        let name = self.vxlan_device;
+        if !self.links.contains_key(name) {
             self.dp.create_vxlan(&VxlanSpec {
-                name: VXLAN_DEVICE.to_string(),
+                name: name.to_string(),
                 vni: VXLAN_VNI,
                 port: VXLAN_PORT,
                 local: v.local,
                 mac: v.mac,
                 mtu,
             })?;
-            tracing::info!(device = VXLAN_DEVICE, local = %v.local, "created");
+            tracing::info!(device = name, local = %v.local, "created");
         }
-        let link = self.shape_device(VXLAN_DEVICE, mtu, v.mac, v.tunnel_addr)?;
+        let link = self.shape_device(name, mtu, v.mac, v.tunnel_addr)?;
 
         let want_n: BTreeSet<Neighbour> = self
             .desired

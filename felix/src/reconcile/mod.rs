@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use ipnet::IpNet;
 
-use crate::desired::{Desired, DesiredRoute, RouteClass, Target};
+use crate::desired::{Desired, DesiredRoute, RouteClass, Target, VXLAN_DEVICE};
 use crate::health::{Health, KindLabel, Metrics};
 use crate::netlink::{
     Dataplane, Event, KernelRoute, Link, NetlinkError, RouteKind, RouteOp, SCOPE_LINK,
@@ -93,6 +93,9 @@ pub struct Reconciler {
     hold_stale_remote: bool,
     /// Such routes kept at the last flush.
     held: BTreeSet<IpNet>,
+    /// The device routes through [`VXLAN_DEVICE`] go out of: that one, or calico-node's when
+    /// adopting it ([`adopt::vxlan_device`]).
+    vxlan_device: &'static str,
 }
 
 impl Reconciler {
@@ -119,6 +122,7 @@ impl Reconciler {
             logged_conflicts: BTreeSet::new(),
             hold_stale_remote: false,
             held: BTreeSet::new(),
+            vxlan_device: VXLAN_DEVICE,
         }
     }
 
@@ -404,6 +408,11 @@ impl Reconciler {
     }
 
     fn usable_link(&self, name: &str) -> Option<u32> {
+        let name = if name == VXLAN_DEVICE {
+            self.vxlan_device
+        } else {
+            name
+        };
         self.links.get(name).filter(|l| l.up).map(|l| l.index)
     }
 
@@ -453,6 +462,12 @@ impl Reconciler {
     }
 
     fn mark_device(&mut self, name: &str) {
+        // Desired routes name felix's VXLAN device, whichever device carries them.
+        let name = if name == self.vxlan_device {
+            VXLAN_DEVICE
+        } else {
+            name
+        };
         if let Some(dsts) = self.by_device.get(name) {
             self.dirty.extend(dsts.iter().copied());
         }

@@ -165,59 +165,14 @@ pub fn wait_routes(
 /// container side `eth0` in `pod` with `ip`/32, a link route to 169.254.1.1 and the default
 /// route through it.
 pub fn wire_pod(node: &Netns, pod: &Netns, cali: &str, ip: &str) {
-    node.ip(&[
-        "link",
-        "add",
-        cali,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        pod.name(),
-    ])
-    .unwrap();
-    node.ip(&["link", "set", cali, "address", "ee:ee:ee:ee:ee:ee"])
-        .unwrap();
-    node.ip(&["link", "set", cali, "up"]).unwrap();
-    pod.ip(&["addr", "add", &format!("{ip}/32"), "dev", "eth0"])
-        .unwrap();
-    pod.ip(&["link", "set", "eth0", "up"]).unwrap();
-    pod.ip(&[
-        "route",
-        "add",
-        "169.254.1.1",
-        "dev",
-        "eth0",
-        "scope",
-        "link",
-    ])
-    .unwrap();
-    pod.ip(&[
-        "route",
-        "add",
-        "default",
-        "via",
-        "169.254.1.1",
-        "dev",
-        "eth0",
-    ])
-    .unwrap();
+    margay_lab::calico::wire_veth(node, pod, cali, ip.parse().expect("an IPv4 address")).unwrap();
 }
 
 /// A pod as calico-node leaves it on `node`: wired by [`wire_pod`], forwarding and proxy ARP
 /// on, its `/32` device route (protocol `boot`, Calico felix's default) and its block's
 /// blackhole (protocol `bird`, from Calico's BIRD).
 pub fn calico_pod(node: &Netns, pod: &Netns, cali: &str, ip: &str, block: &str) {
-    wire_pod(node, pod, cali, ip);
-    node.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])
-        .unwrap();
-    let proxy_arp = format!("net.ipv4.conf.{cali}.proxy_arp=1");
-    node.exec("sysctl", &["-qw", &proxy_arp]).unwrap();
-    let pod32 = format!("{ip}/32");
-    node.ip(&["route", "add", &pod32, "dev", cali, "scope", "link"])
-        .unwrap();
+    margay_lab::calico::wire_pod(node, pod, cali, ip.parse().expect("an IPv4 address")).unwrap();
     node.ip(&["route", "add", "blackhole", block, "proto", "bird"])
         .unwrap();
 }

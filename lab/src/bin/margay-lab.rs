@@ -71,6 +71,12 @@ enum Command {
         /// Seconds to wait for the sessions, then again for the routes and pings.
         #[arg(long, default_value_t = 90)]
         timeout: u64,
+        /// Calico nodes beside margay's, as in a cluster moving from Calico: BIRD on the
+        /// configuration calico-node's confd renders, a pod wired as Calico wires it, their
+        /// keys in Calico's etcd layout imported with `margayctl datastore migrate
+        /// from-calico`. Needs --mode mesh and --pool-mode never.
+        #[arg(long, default_value_t = 0)]
+        calico_nodes: usize,
     },
     /// Report on the kept lab again (exit status 1 unless it has converged).
     Status,
@@ -82,6 +88,13 @@ enum Command {
     /// Remove the kept lab: processes, namespaces (with their links), the directory (logs,
     /// etcd's data), the state file.
     Down,
+}
+
+/// How `node migrate` stops calico-node's BIRD.
+#[derive(Clone, Copy, ValueEnum)]
+enum BirdStopArg {
+    Kill,
+    Term,
 }
 
 #[derive(Subcommand)]
@@ -104,6 +117,20 @@ enum NodeCommand {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// A Calico node (`up --calico-nodes`) moves to margay as the README's runbook says: its
+    /// BIRD killed, margay-bgpd started as the same speaker, margay-felix adopting Calico's
+    /// routes; its pod pings every other pod at 100/s throughout. Exit status 1 if a ping
+    /// was lost.
+    Migrate {
+        name: String,
+        /// Seconds to wait for felix to own every route in the pool.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// How BIRD goes: `kill` (SIGKILL, the runbook's way: peers keep the routes) or `term`
+        /// (SIGTERM, as a plain pod deletion: BIRD's Cease makes peers drop them).
+        #[arg(long, value_enum, default_value = "kill")]
+        bird_stop: BirdStopArg,
+    },
 }
 
 fn main() -> ExitCode {
@@ -115,6 +142,7 @@ fn main() -> ExitCode {
             pool_mode,
             keep,
             timeout,
+            calico_nodes,
         } => labctl::up(&UpOptions {
             spec: Spec {
                 nodes,
@@ -132,6 +160,7 @@ fn main() -> ExitCode {
             keep,
             timeout: Duration::from_secs(timeout),
             state_file: cli.state_file,
+            calico_nodes,
         })
         .map(|()| true),
         Command::Status => labctl::status(&cli.state_file),
@@ -154,6 +183,26 @@ fn main() -> ExitCode {
                 true
             },
         ),
+        Command::Node {
+            command:
+                NodeCommand::Migrate {
+                    name,
+                    timeout,
+                    bird_stop,
+                },
+        } => labctl::takeover::node_migrate(
+            &cli.state_file,
+            &name,
+            match bird_stop {
+                BirdStopArg::Kill => labctl::takeover::BirdStop::Kill,
+                BirdStopArg::Term => labctl::takeover::BirdStop::Term,
+            },
+            Duration::from_secs(timeout),
+        )
+        .map(|m| {
+            print!("{}", labctl::takeover::render_migrated(&m));
+            labctl::takeover::lossless(&m)
+        }),
         Command::Down => labctl::down(&cli.state_file).map(|()| true),
     };
     match res {

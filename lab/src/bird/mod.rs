@@ -45,6 +45,18 @@ impl Bird {
         Bird::start_with(lab, ns, name, config, true)
     }
 
+    /// Starts BIRD on a configuration text of its own (a Calico node's, rendered by
+    /// [`crate::calico::confd`]); [`Bird::config`] then holds only `router_id`.
+    pub fn start_text(
+        lab: &Lab,
+        ns: &Netns,
+        name: &str,
+        router_id: std::net::Ipv4Addr,
+        text: &str,
+    ) -> Result<Bird> {
+        Bird::start_rendered(lab, ns, name, BirdConfig::new(router_id), text, false)
+    }
+
     fn start_with(
         lab: &Lab,
         ns: &Netns,
@@ -52,11 +64,22 @@ impl Bird {
         config: BirdConfig,
         recovering: bool,
     ) -> Result<Bird> {
+        let text = config.render();
+        Bird::start_rendered(lab, ns, name, config, &text, recovering)
+    }
+
+    fn start_rendered(
+        lab: &Lab,
+        ns: &Netns,
+        name: &str,
+        config: BirdConfig,
+        text: &str,
+        recovering: bool,
+    ) -> Result<Bird> {
         let conf_path = lab.dir().join(format!("{name}.conf"));
         let socket = lab.dir().join(format!("{name}.ctl"));
         let pid_file = lab.dir().join(format!("{name}.pid"));
-        std::fs::write(&conf_path, config.render())
-            .map_err(LabError::io(format!("writing {conf_path:?}")))?;
+        std::fs::write(&conf_path, text).map_err(LabError::io(format!("writing {conf_path:?}")))?;
         let mut args = vec![
             "-f".as_ref(),
             "-c".as_ref(),
@@ -122,6 +145,11 @@ impl Bird {
     /// Its control socket.
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// The daemon's PID.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
     }
 
     /// The daemon's process.

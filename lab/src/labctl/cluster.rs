@@ -22,10 +22,11 @@ use super::health::{self, Health};
 use super::ping::{self, PingResult};
 use super::pods::{self, Added, Sandbox};
 use super::progress::interrupted;
-use super::state::{EtcdState, LabState, NodeState, PodState, TorState};
-use super::topology::{NODE_AS, Plan, PodPlan, Spec, TOR_AS};
+use super::state::{CalicoNodeState, EtcdState, LabState, NodeState, PodState, TorState};
+use super::topology::{NODE_AS, POOL_CIDR, Plan, PodPlan, Spec, TOR_AS};
 use crate::bgpd::{Bgpd, ClusterArgs};
 use crate::bird::Bird;
+use crate::calico::{self, CalicoNode, ClusterKeys, NodeKeys, PodKeys};
 use crate::etcd::Etcd;
 use crate::felix::{Felix, FelixArgs};
 use crate::lab::{Lab, LabSwitch};
@@ -63,6 +64,8 @@ pub struct Cluster {
     /// margay-bgpd of node k at index k-1.
     bgpds: Vec<Bgpd>,
     tor: Option<Bird>,
+    /// Calico nodes (`--calico-nodes`), in plan order.
+    calico: Vec<CalicoNode>,
     etcd: Option<Etcd>,
     /// Node k's namespace at index k-1, then the ToR's.
     hosts: Vec<Netns>,
@@ -92,6 +95,7 @@ impl Cluster {
             felixes: Vec::new(),
             bgpds: Vec::new(),
             tor: None,
+            calico: Vec::new(),
             etcd: None,
             hosts,
             switches,
@@ -99,6 +103,91 @@ impl Cluster {
             plan,
             lab,
         })
+    }
+
+    /// As [`Cluster::create`], with `calico_nodes` Calico nodes planned
+    /// ([`Plan::add_calico_nodes`]); [`Cluster::start_calico_nodes`] makes them.
+    pub fn create_mixed(spec: Spec, calico_nodes: usize) -> Result<Cluster, LabCtlError> {
+        Plan::validate_calico(&spec, calico_nodes)?;
+        let mut c = Cluster::create(spec)?;
+        c.plan.add_calico_nodes(calico_nodes);
+        Ok(c)
+    }
+
+    /// Makes the planned Calico nodes as calico-node would have left them: each attached to
+    /// rack a with its pods wired as Calico wires them, Calico's keys for them written into
+    /// etcd and imported with `margayctl datastore migrate from-calico` (so margay's nodes
+    /// mesh with them), and BIRD started on the configuration confd renders for it: the mesh
+    /// with every node, margay's and Calico's, and the ToR as a global BGPPeer.
+    pub fn start_calico_nodes(&mut self) -> Result<(), LabCtlError> {
+        if self.plan.calico.is_empty() {
+            return Ok(());
+        }
+        let etcd = self.etcd_ref()?;
+        let gateway = self.plan.tor.addrs[0].ip4();
+        let mut keys = ClusterKeys {
+            pool: POOL_CIDR.parse().expect("POOL_CIDR is a CIDR"),
+            block_size: 26,
+            as_num: NODE_AS,
+            vxlan: false,
+            nodes: Vec::new(),
+        };
+        for c in &self.plan.calico {
+            let pod = format!("web-{}-1", c.role);
+            keys.nodes.push(NodeKeys {
+                name: c.name.clone(),
+                ip: c.addrs.v4,
+                block: c.block,
+                vtep: None,
+                pods: vec![PodKeys {
+                    namespace: "default".into(),
+                    name: pod.clone(),
+                    container: format!("calico{:0>6}01", c.index),
+                    ip: std::net::Ipv4Addr::from(u32::from(c.block.network()) + 1),
+                    interface: calico::cali_name("default", &pod),
+                }],
+            });
+        }
+        // Only the Nodes, endpoints and IPAM: the pool and BGPConfiguration are the lab's.
+        let kvs: Vec<_> = calico::cluster_keys(&keys)
+            .into_iter()
+            .filter(|(k, _)| !k.contains("/ippools/") && !k.contains("/bgpconfigurations/"))
+            .collect();
+        calico::write_keys(&self.lab, etcd, &kvs)?;
+        etcd.margayctl(&["datastore", "migrate", "from-calico"])?;
+        let every_node: Vec<std::net::Ipv4Addr> = self
+            .plan
+            .nodes
+            .iter()
+            .map(|n| n.addrs.ip4())
+            .chain(self.plan.calico.iter().map(|c| c.addrs.ip4()))
+            .collect();
+        for (i, plan) in self.plan.calico.clone().into_iter().enumerate() {
+            if interrupted() {
+                return Err(LabCtlError::Interrupted);
+            }
+            let ns = self.lab.netns(&plan.role)?;
+            let got = self.switches[0].attach(&ns)?;
+            check_address(&ns, got.ip4(), plan.addrs.ip4())?;
+            let mut node = CalicoNode::create(
+                &self.lab,
+                ns,
+                &plan.role,
+                got,
+                gateway,
+                keys.nodes[i].clone(),
+            )?;
+            let mut input = calico::confd_input(&keys, i);
+            input.nodes = every_node.clone();
+            input.peers = vec![calico::ConfdPeer {
+                ip: gateway,
+                as_num: TOR_AS,
+                node_specific: false,
+            }];
+            node.start_bird(&self.lab, &input)?;
+            self.calico.push(node);
+        }
+        Ok(())
     }
 
     /// Every step of `margay-lab up` without the progress lines, up to a converged lab
@@ -367,6 +456,16 @@ impl Cluster {
                 ip: p.added.ip,
                 interface: p.added.interface.clone(),
             })
+            .chain(self.calico.iter().flat_map(|c| {
+                c.pods.iter().map(|p| PodState {
+                    name: p.keys.name.clone(),
+                    node: c.name.clone(),
+                    netns: p.ns.name().to_string(),
+                    container_id: p.keys.container.clone(),
+                    ip: p.keys.ip,
+                    interface: p.keys.interface.clone(),
+                })
+            }))
             .collect()
     }
 
@@ -545,6 +644,35 @@ impl Cluster {
                     .collect(),
             },
             created,
+            calico: self
+                .calico
+                .iter()
+                .map(|c| CalicoNodeState {
+                    name: c.name.clone(),
+                    netns: c.ns.name().to_string(),
+                    pid: c.bird().map(|b| b.pid()).unwrap_or(0),
+                    socket: c
+                        .bird()
+                        .map(|b| b.socket().to_path_buf())
+                        .unwrap_or_default(),
+                    config: dir.join(format!("bird-{}.conf", c.name)),
+                    address4: c.addrs.ip4(),
+                    block: c.keys.block,
+                    protocols: self
+                        .plan
+                        .nodes
+                        .iter()
+                        .map(|n| n.addrs.ip4())
+                        .chain(self.plan.calico.iter().map(|o| o.addrs.ip4()))
+                        .filter(|a| *a != c.addrs.ip4())
+                        .map(|a| format!("Mesh_{}", a.to_string().replace('.', "_")))
+                        .chain([format!(
+                            "Global_{}",
+                            self.plan.tor.addrs[0].ip4().to_string().replace('.', "_")
+                        )])
+                        .collect(),
+                })
+                .collect(),
         }
     }
 
@@ -564,6 +692,7 @@ impl Cluster {
             felixes,
             bgpds,
             tor,
+            calico,
             etcd,
             hosts,
             switches,
@@ -572,6 +701,9 @@ impl Cluster {
         } = self;
         for p in pods {
             p.ns.into_kept();
+        }
+        for c in calico {
+            c.into_kept();
         }
         for f in felixes {
             f.into_kept();
@@ -608,6 +740,7 @@ impl Cluster {
             felixes,
             bgpds,
             tor,
+            calico,
             etcd,
             hosts,
             switches,
@@ -618,6 +751,7 @@ impl Cluster {
         drop(felixes);
         drop(bgpds);
         drop(tor);
+        drop(calico);
         drop(etcd);
         drop(hosts);
         drop(switches);

@@ -174,6 +174,29 @@ pub fn check(state: &LabState) -> Result<Health> {
         }
     }
 
+    for c in &state.calico {
+        h.ends += c.protocols.len();
+        match birdc(&c.socket, &["show", "protocols"]).and_then(|t| parse_protocols(&t)) {
+            Ok(protocols) => {
+                for name in &c.protocols {
+                    match protocols.iter().find(|p| &p.name == name) {
+                        Some(p) if p.is_established() => h.established_ends += 1,
+                        Some(p) => h.problems.push(format!(
+                            "{}: BIRD protocol {name} is {} {}",
+                            c.name, p.state, p.info
+                        )),
+                        None => h
+                            .problems
+                            .push(format!("{}: no BIRD protocol {name}", c.name)),
+                    }
+                }
+            }
+            Err(e) => h
+                .problems
+                .push(format!("{}: BIRD does not answer: {e}", c.name)),
+        }
+    }
+
     h.ends += state.tor.protocols.len();
     match birdc(&state.tor.socket, &["show", "protocols"]).and_then(|t| parse_protocols(&t)) {
         Ok(protocols) => {

@@ -14,6 +14,7 @@ pub mod progress;
 pub mod report;
 pub mod restart;
 pub mod state;
+pub mod takeover;
 pub mod topology;
 
 use std::path::PathBuf;
@@ -37,6 +38,8 @@ pub struct UpOptions {
     /// How long to wait for the sessions and routes.
     pub timeout: Duration,
     pub state_file: PathBuf,
+    /// Calico nodes beside margay's (calico-node's BIRD and pods; `--calico-nodes`).
+    pub calico_nodes: usize,
 }
 
 /// Fails with a hint unless `program` is on `PATH`.
@@ -76,6 +79,7 @@ pub fn up(opts: &UpOptions) -> Result<(), LabCtlError> {
     catch_interrupts();
     let spec = opts.spec;
     spec.validate()?;
+    topology::Plan::validate_calico(&spec, opts.calico_nodes)?;
     crate::netns::require_root()?;
     for p in ["ip", "bird", "birdc", "ping", "curl", "sysctl"] {
         require_program(p)?;
@@ -114,10 +118,16 @@ pub fn up(opts: &UpOptions) -> Result<(), LabCtlError> {
             PoolMode::CrossSubnet => "VXLAN across racks only, two racks routed by the ToR",
         }
     );
-    let mut progress = Progress::new(14);
+    if opts.calico_nodes > 0 {
+        println!(
+            "            and {} Calico node(s) (calico-node's BIRD, one pod each) in the mesh",
+            opts.calico_nodes
+        );
+    }
+    let mut progress = Progress::new(14 + usize::from(opts.calico_nodes > 0));
     let mut cluster = progress.step(
         &format!("creating {} namespaces", Cluster::namespace_count(&spec)),
-        || Cluster::create(spec),
+        || Cluster::create_mixed(spec, opts.calico_nodes),
     )?;
     println!(
         "      lab mg{}: configs, sockets and logs in {}",
@@ -206,6 +216,15 @@ fn build(
     progress.step(&format!("margayctl apply: {model}"), || {
         cluster.apply_model()
     })?;
+    if opts.calico_nodes > 0 {
+        let calico = format!(
+            "starting {} Calico node(s): BIRD on confd's configuration, pods wired as Calico \
+             wires them, Calico's keys imported (margayctl datastore migrate from-calico)",
+            opts.calico_nodes
+        );
+        progress.step(&calico, || cluster.start_calico_nodes())?;
+        cluster.record(&opts.state_file)?;
+    }
     progress.step(&format!("starting BIRD on the ToR (AS {TOR_AS})"), || {
         cluster.start_tor()
     })?;

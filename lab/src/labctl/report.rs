@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use super::pods::POD_NAMESPACE;
-use super::state::{LabState, NodeState};
+use super::state::{CalicoNodeState, LabState, NodeState};
 use super::topology::{POOL_CIDR, POOL_COMMUNITY, TOR_FILTER, TOR_PREFIX};
 use crate::Result;
 use crate::bgpd::margay_binary;
@@ -88,6 +88,27 @@ fn felix_routes(out: &mut String, node: &NodeState) {
     );
     let mut cmd = Command::new("ip");
     cmd.args(["-n", &node.netns, "route", "show", "proto", FELIX_PROTOCOL]);
+    out.push_str(&output_of(&mut cmd));
+}
+
+/// A Calico node's section: its BIRD's sessions and the routes in its kernel to the pool.
+fn calico_section(out: &mut String, c: &CalicoNodeState) {
+    let _ = writeln!(
+        out,
+        "\n==== {} (Calico node: BIRD on confd's configuration {}): netns {}, {}, block {} ====",
+        c.name,
+        c.config.display(),
+        c.netns,
+        c.address4,
+        c.block
+    );
+    let _ = writeln!(out, "$ birdc -s {} show protocols", c.socket.display());
+    let mut cmd = Command::new("birdc");
+    cmd.arg("-s").arg(&c.socket).args(["show", "protocols"]);
+    out.push_str(&output_of(&mut cmd));
+    let _ = writeln!(out, "$ ip -n {} route show proto bird", c.netns);
+    let mut cmd = Command::new("ip");
+    cmd.args(["-n", &c.netns, "route", "show", "proto", "bird"]);
     out.push_str(&output_of(&mut cmd));
 }
 
@@ -249,6 +270,9 @@ pub fn render(state: &LabState, tools: &Tools) -> String {
         let _ = writeln!(out, "\n{}", node_header(node));
         margayctl(&mut out, tools, node, &["node", "status"]);
         felix_routes(&mut out, node);
+    }
+    for c in &state.calico {
+        calico_section(&mut out, c);
     }
     let addrs: Vec<String> = state.tor.addresses.iter().map(|a| a.to_string()).collect();
     let _ = writeln!(

@@ -79,6 +79,23 @@ pub struct TorState {
     pub protocols: Vec<String>,
 }
 
+/// A Calico node (`--calico-nodes`): calico-node's BIRD, no margay daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CalicoNodeState {
+    pub name: String,
+    pub netns: String,
+    /// BIRD's PID.
+    pub pid: u32,
+    /// BIRD's control socket.
+    pub socket: PathBuf,
+    /// The configuration confd's templates render for it.
+    pub config: PathBuf,
+    pub address4: Ipv4Addr,
+    pub block: Ipv4Net,
+    /// Its BIRD's BGP protocols (`Mesh_…`, `Global_…`).
+    pub protocols: Vec<String>,
+}
+
 /// The lab's etcd.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EtcdState {
@@ -107,6 +124,9 @@ pub struct LabState {
     pub tor: TorState,
     /// Seconds since the epoch when `up` finished.
     pub created: u64,
+    /// Calico nodes; their pods are among `pods`.
+    #[serde(default)]
+    pub calico: Vec<CalicoNodeState>,
 }
 
 /// A process the lab started.
@@ -127,6 +147,7 @@ impl LabState {
     pub fn namespaces(&self) -> Vec<String> {
         let mut v: Vec<String> = self.pods.iter().map(|p| p.netns.clone()).collect();
         v.extend(self.nodes.iter().map(|n| n.netns.clone()));
+        v.extend(self.calico.iter().map(|n| n.netns.clone()));
         v.push(self.tor.netns.clone());
         v.push(self.etcd.netns.clone());
         v.extend(self.switches.iter().cloned());
@@ -144,6 +165,13 @@ impl LabState {
                     pid,
                 });
             }
+        }
+        for c in &self.calico {
+            v.push(ProcessRecord {
+                name: format!("{}-bird", c.name),
+                netns: c.netns.clone(),
+                pid: c.pid,
+            });
         }
         v.push(ProcessRecord {
             name: self.tor.name.clone(),
@@ -263,6 +291,7 @@ mod tests {
                 protocols: vec!["node1".into()],
             },
             created: 1,
+            calico: Vec::new(),
         }
     }
 

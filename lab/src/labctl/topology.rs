@@ -181,6 +181,24 @@ pub struct TorPlan {
     pub addrs: Vec<Addrs>,
 }
 
+/// A Calico node (`--calico-nodes`): calico-node's BIRD and pods, no margay daemon
+/// ([`crate::calico`]). It sits on rack a after etcd, holds a block at the top of the pool and
+/// peers with every node (the mesh) and the ToR, as Calico's confd would configure it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CalicoPlan {
+    /// 1-based.
+    pub index: usize,
+    /// `calico1`, ...: its Node's name.
+    pub name: String,
+    /// The namespace role (`c1`); its pods' are `c1p1`, ...
+    pub role: String,
+    pub addrs: Addrs,
+    pub block: ipnet::Ipv4Net,
+}
+
+/// Most Calico nodes one lab runs.
+pub const MAX_CALICO_NODES: usize = 16;
+
 /// The whole lab.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -192,6 +210,8 @@ pub struct Plan {
     pub tor: TorPlan,
     /// etcd's address on rack a.
     pub etcd: Addrs,
+    /// Calico nodes, after etcd on rack a ([`Plan::add_calico_nodes`]).
+    pub calico: Vec<CalicoPlan>,
 }
 
 impl Plan {
@@ -250,7 +270,52 @@ impl Plan {
                 addrs: tor_addrs,
             },
             etcd,
+            calico: Vec::new(),
         }
+    }
+
+    /// Adds `n` Calico nodes: rack a's next addresses after etcd, blocks from
+    /// 10.100.240.0/26 on (margay's IPAM hands out the pool from its start).
+    pub fn add_calico_nodes(&mut self, n: usize) {
+        let first = self.nodes.iter().filter(|x| x.rack == 0).count() + 2;
+        for k in 1..=n {
+            let host = u8::try_from(first + k).expect("at most 100 nodes and 16 Calico nodes");
+            let block = ipnet::Ipv4Net::new(
+                Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 100, 240, 0)) + 64 * (k as u32 - 1)),
+                26,
+            )
+            .expect("26 is a valid length");
+            self.calico.push(CalicoPlan {
+                index: k,
+                name: format!("calico{k}"),
+                role: format!("c{k}"),
+                addrs: self.racks[0].host(host),
+                block,
+            });
+        }
+    }
+
+    /// Checks that Calico nodes fit the lab: a mesh on one rack without encapsulation (a
+    /// Calico node learns other nodes' VXLAN endpoints from Calico's datastore only, which
+    /// margay's nodes do not write).
+    pub fn validate_calico(spec: &Spec, n: usize) -> Result<(), LabCtlError> {
+        if n == 0 {
+            return Ok(());
+        }
+        if n > MAX_CALICO_NODES {
+            return Err(LabCtlError::Usage(format!(
+                "--calico-nodes must be at most {MAX_CALICO_NODES}, not {n}"
+            )));
+        }
+        if spec.mode != Mode::Mesh || spec.pool_mode != PoolMode::Never {
+            return Err(LabCtlError::Usage(
+                "--calico-nodes needs --mode mesh and --pool-mode never: Calico nodes learn \
+                 VXLAN endpoints from Calico's datastore, which margay nodes do not write \
+                 (tests/tests/migrate_calico.rs runs a mixed VXLAN cluster of migrated nodes)"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Whether `node` reflects routes for the others.
@@ -280,6 +345,7 @@ impl Plan {
             })
             .map(|o| IpAddr::V4(o.addrs.ip4()))
             .collect();
+        v.extend(self.calico.iter().map(|c| IpAddr::V4(c.addrs.ip4())));
         v.push(IpAddr::V4(self.tor_for(node)));
         v
     }
@@ -369,6 +435,18 @@ impl Plan {
                     .graceful_restart(None),
             );
         }
+        for calico in &self.calico {
+            c = c.neighbor(
+                BirdNeighbor::new(
+                    &calico.name,
+                    IpAddr::V4(calico.addrs.ip4()),
+                    TOR_AS,
+                    NODE_AS,
+                )
+                .export(ExportPolicy::Static)
+                .graceful_restart(None),
+            );
+        }
         for (rack, subnet) in self.racks.iter().enumerate() {
             let r = Plan::rack_name(rack);
             c = c.neighbor(
@@ -393,7 +471,9 @@ impl Plan {
             Mode::Mesh => n * (n - 1) / 2,
             Mode::RouteReflectors => n - 1,
         };
-        among_nodes + n
+        // Calico nodes mesh with every node and each other, and peer with the ToR.
+        let k = self.calico.len();
+        among_nodes + n + k * n + k * k.saturating_sub(1) / 2 + k
     }
 }
 
@@ -424,6 +504,34 @@ mod tests {
 
     fn ips(v: &[IpAddr]) -> Vec<String> {
         v.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn calico_nodes_follow_etcd_on_rack_a_and_join_every_nodes_mesh_and_the_tor() {
+        let mut p = plan(2, Mode::Mesh, PoolMode::Never);
+        p.add_calico_nodes(2);
+        // node1 .1, node2 .2, ToR .3, etcd .4, then the Calico nodes.
+        assert_eq!(p.etcd.ip4().to_string(), "10.99.7.4");
+        assert_eq!(p.calico[0].addrs.ip4().to_string(), "10.99.7.5");
+        assert_eq!(p.calico[1].addrs.ip4().to_string(), "10.99.7.6");
+        assert_eq!(p.calico[1].block.to_string(), "10.100.240.64/26");
+        assert_eq!(p.calico[1].role, "c2");
+        assert_eq!(
+            ips(&p.expected_peers(&p.nodes[0])),
+            ["10.99.7.2", "10.99.7.5", "10.99.7.6", "10.99.7.3"]
+        );
+        assert!(p.tor_config().neighbors.iter().any(|n| n.name == "calico2"));
+        // 1 node-node, 2 node-ToR, 4 node-Calico, 1 Calico-Calico, 2 Calico-ToR.
+        assert_eq!(p.session_count(), 10);
+        let spec = |mode, pool_mode| Spec {
+            nodes: 2,
+            mode,
+            pool_mode,
+        };
+        assert!(Plan::validate_calico(&spec(Mode::Mesh, PoolMode::Never), 2).is_ok());
+        assert!(Plan::validate_calico(&spec(Mode::Mesh, PoolMode::Vxlan), 1).is_err());
+        assert!(Plan::validate_calico(&spec(Mode::RouteReflectors, PoolMode::Never), 1).is_err());
+        assert!(Plan::validate_calico(&spec(Mode::Mesh, PoolMode::Never), 17).is_err());
     }
 
     #[test]

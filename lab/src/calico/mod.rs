@@ -1,0 +1,83 @@
+//! "Calico nodes" in the lab, for the mixed cluster and the migration from Calico: BIRD
+//! configured as calico-node's confd renders it ([`confd`]), Calico's etcd keys written from
+//! the documented JSON of each kind ([`keys`]), and a node's pods wired as Calico wires them,
+//! with Calico felix's VXLAN device in VXLAN mode ([`node`]).
+
+pub mod confd;
+pub mod keys;
+pub mod node;
+
+pub use confd::{ConfdInput, ConfdPeer, ConfdPool};
+pub use keys::{ClusterKeys, NodeKeys, PodKeys, cali_name, cluster_keys, wep_name};
+pub use node::{CalicoNode, CalicoPod, RemoteVtep, wire_pod, wire_veth};
+
+use crate::etcd::Etcd;
+use crate::lab::Lab;
+use crate::{LabError, Result};
+
+/// confd's view of `c` for node `i`: every node's address, this node's blocks, the pool.
+pub fn confd_input(c: &ClusterKeys, i: usize) -> ConfdInput {
+    let me = &c.nodes[i];
+    ConfdInput {
+        node_ip: me.ip.addr(),
+        as_num: c.as_num,
+        mesh: true,
+        nodes: c.nodes.iter().map(|n| n.ip.addr()).collect(),
+        blocks: vec![(me.block, "confirmed".to_string())],
+        pools: vec![ConfdPool {
+            cidr: c.pool,
+            vxlan: c.vxlan,
+            disable_bgp_export: false,
+        }],
+        peers: Vec::new(),
+    }
+}
+
+/// The VTEPs of every node but `i`, as Calico's felix programs them on node `i`.
+pub fn remote_vteps(c: &ClusterKeys, i: usize) -> Vec<RemoteVtep> {
+    c.nodes
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != i)
+        .filter_map(|(_, n)| {
+            n.vtep.as_ref().map(|(addr, mac)| RemoteVtep {
+                block: n.block,
+                node_ip: n.ip.addr(),
+                tunnel_ip: *addr,
+                mac: mac.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Writes `kvs` into `etcd` as Calico's backend would, 100 keys to a transaction, through
+/// etcd's JSON gateway (`curl` in etcd's namespace).
+pub fn write_keys(lab: &Lab, etcd: &Etcd, kvs: &[(String, serde_json::Value)]) -> Result<()> {
+    for (n, batch) in kvs.chunks(100).enumerate() {
+        let path = lab.dir().join(format!("calico-keys-{n}.json"));
+        std::fs::write(&path, keys::txn_body(batch))
+            .map_err(LabError::io(format!("writing {path:?}")))?;
+        let url = format!("{}/v3/kv/txn", etcd.endpoint());
+        let out = etcd.netns().exec(
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "10",
+                "-X",
+                "POST",
+                &url,
+                "--data-binary",
+                &format!("@{}", path.display()),
+            ],
+        )?;
+        if !out.contains("\"succeeded\":true") {
+            return Err(LabError::Command {
+                command: format!("curl -X POST {url} (Calico's keys)"),
+                status: "answered".into(),
+                stderr: out,
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,259 @@
+//! A node as calico-node runs it, for the lab: its pods wired as Calico's CNI plugin and felix
+//! wire them (host side `cali…` veth with MAC `ee:ee:ee:ee:ee:ee`, proxy ARP and forwarding
+//! on, the pod's `/32` device route with protocol `boot`, Calico felix's default; in the pod
+//! `eth0` with the `/32`, `169.254.1.1` on link and the default route through it), BIRD on
+//! confd's configuration ([`super::confd`]) and, in VXLAN mode, what Calico's felix programs:
+//! `vxlan.calico` (VNI 4096, port 4789, the Node's MAC and tunnel address) with a route,
+//! a permanent ARP entry and an FDB entry per remote VTEP (routes with protocol 80).
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use super::confd::{ConfdInput, render};
+use super::keys::{NodeKeys, PodKeys};
+use crate::Result;
+use crate::bird::Bird;
+use crate::lab::{Addrs, Lab};
+use crate::netns::Netns;
+
+/// Calico's VXLAN device, VNI and port.
+pub const CALICO_VXLAN_DEVICE: &str = "vxlan.calico";
+pub const CALICO_VXLAN_VNI: u32 = 4096;
+pub const CALICO_VXLAN_PORT: u16 = 4789;
+/// The route protocol of Calico felix's own routes.
+pub const CALICO_FELIX_PROTOCOL: &str = "80";
+
+/// A pod on a Calico node.
+#[derive(Debug)]
+pub struct CalicoPod {
+    pub ns: Netns,
+    pub keys: PodKeys,
+}
+
+/// A remote VXLAN tunnel endpoint as Calico's felix learns it from the datastore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteVtep {
+    pub block: Ipv4Net,
+    pub node_ip: Ipv4Addr,
+    pub tunnel_ip: Ipv4Addr,
+    pub mac: String,
+}
+
+/// A Calico node in the lab.
+#[derive(Debug)]
+pub struct CalicoNode {
+    // Field order is drop order: BIRD stops before the namespaces go.
+    bird: Option<Bird>,
+    pub pods: Vec<CalicoPod>,
+    pub ns: Netns,
+    pub name: String,
+    pub addrs: Addrs,
+    pub keys: NodeKeys,
+}
+
+/// The veth as Calico makes it: `cali` on `host` with MAC ee:ee:ee:ee:ee:ee, `eth0` in `pod`
+/// with `ip`/32, a link route to 169.254.1.1 and the default route through it.
+pub fn wire_veth(host: &Netns, pod: &Netns, cali: &str, ip: Ipv4Addr) -> Result<()> {
+    host.ip(&[
+        "link",
+        "add",
+        cali,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        pod.name(),
+    ])?;
+    host.ip(&["link", "set", cali, "address", "ee:ee:ee:ee:ee:ee"])?;
+    host.ip(&["link", "set", cali, "up"])?;
+    pod.ip(&["addr", "add", &format!("{ip}/32"), "dev", "eth0"])?;
+    pod.ip(&["link", "set", "eth0", "up"])?;
+    pod.ip(&[
+        "route",
+        "add",
+        "169.254.1.1",
+        "dev",
+        "eth0",
+        "scope",
+        "link",
+    ])?;
+    pod.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "169.254.1.1",
+        "dev",
+        "eth0",
+    ])?;
+    Ok(())
+}
+
+/// A pod as calico-node leaves it: [`wire_veth`], forwarding, proxy ARP without delay on the
+/// host side, and the pod's `/32` device route with protocol `boot` (Calico felix's
+/// `deviceRouteProtocol` default).
+pub fn wire_pod(host: &Netns, pod: &Netns, cali: &str, ip: Ipv4Addr) -> Result<()> {
+    wire_veth(host, pod, cali, ip)?;
+    host.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+    for knob in [
+        format!("net.ipv4.conf.{cali}.proxy_arp=1"),
+        format!("net.ipv4.neigh.{cali}.proxy_delay=0"),
+    ] {
+        host.exec("sysctl", &["-qw", &knob])?;
+    }
+    let pod32 = format!("{ip}/32");
+    host.ip(&[
+        "route", "add", &pod32, "dev", cali, "scope", "link", "proto", "boot",
+    ])?;
+    Ok(())
+}
+
+impl CalicoNode {
+    /// The node in `ns`, attached at `addrs` (`keys.ip` must be that address), a default route
+    /// through `gateway` (proxy ARP answers for 169.254.1.1 only when the host routes it), and
+    /// its pods wired, each in a namespace of role `<role>p1`, `<role>p2`, ... (`role` at most 7
+    /// characters).
+    pub fn create(
+        lab: &Lab,
+        ns: Netns,
+        role: &str,
+        addrs: Addrs,
+        gateway: Ipv4Addr,
+        keys: NodeKeys,
+    ) -> Result<CalicoNode> {
+        ns.ip(&["route", "add", "default", "via", &gateway.to_string()])?;
+        let mut pods = Vec::new();
+        for (k, p) in keys.pods.iter().enumerate() {
+            let pod_ns = lab.netns(&format!("{role}p{}", k + 1))?;
+            wire_pod(&ns, &pod_ns, &p.interface, p.ip)?;
+            pods.push(CalicoPod {
+                ns: pod_ns,
+                keys: p.clone(),
+            });
+        }
+        Ok(CalicoNode {
+            name: keys.name.clone(),
+            ns,
+            addrs,
+            keys,
+            pods,
+            bird: None,
+        })
+    }
+
+    /// Starts BIRD on confd's configuration for `input` (`bird -f`, as calico-node runs it).
+    pub fn start_bird(&mut self, lab: &Lab, input: &ConfdInput) -> Result<()> {
+        let text = render(input);
+        let bird = Bird::start_text(
+            lab,
+            &self.ns,
+            &format!("bird-{}", self.name),
+            input.node_ip,
+            &text,
+        )?;
+        self.bird = Some(bird);
+        Ok(())
+    }
+
+    /// Lets BIRD and the namespaces outlive this guard (a kept lab); returns BIRD's PID.
+    pub fn into_kept(self) -> Option<u32> {
+        let CalicoNode { bird, pods, ns, .. } = self;
+        for p in pods {
+            p.ns.into_kept();
+        }
+        ns.into_kept();
+        bird.map(Bird::into_kept)
+    }
+
+    /// Its BIRD, while it runs.
+    pub fn bird(&self) -> Option<&Bird> {
+        self.bird.as_ref()
+    }
+
+    /// Kills BIRD (SIGKILL, as deleting the calico-node pod does at the end of its grace):
+    /// no NOTIFICATION, so peers that negotiated graceful restart keep its routes, and its
+    /// kernel routes stay (BIRD removes nothing when killed).
+    pub fn kill_bird(&mut self) {
+        if let Some(mut b) = self.bird.take() {
+            b.kill();
+        }
+    }
+
+    /// Programs what Calico's felix does in VXLAN mode: the device with this node's VTEP,
+    /// and a route, ARP and FDB entry per remote VTEP.
+    pub fn program_vxlan(&self, remotes: &[RemoteVtep]) -> Result<()> {
+        let Some((addr, mac)) = &self.keys.vtep else {
+            return Ok(());
+        };
+        let ns = &self.ns;
+        let local = self.addrs.ip4().to_string();
+        ns.ip(&[
+            "link",
+            "add",
+            CALICO_VXLAN_DEVICE,
+            "type",
+            "vxlan",
+            "id",
+            &CALICO_VXLAN_VNI.to_string(),
+            "local",
+            &local,
+            "dstport",
+            &CALICO_VXLAN_PORT.to_string(),
+            "nolearning",
+        ])?;
+        ns.ip(&["link", "set", CALICO_VXLAN_DEVICE, "address", mac])?;
+        ns.ip(&["link", "set", CALICO_VXLAN_DEVICE, "mtu", "1450"])?;
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{addr}/32"),
+            "dev",
+            CALICO_VXLAN_DEVICE,
+        ])?;
+        ns.ip(&["link", "set", CALICO_VXLAN_DEVICE, "up"])?;
+        for r in remotes {
+            let tunnel = r.tunnel_ip.to_string();
+            ns.ip(&[
+                "neigh",
+                "replace",
+                &tunnel,
+                "lladdr",
+                &r.mac,
+                "dev",
+                CALICO_VXLAN_DEVICE,
+                "nud",
+                "permanent",
+            ])?;
+            ns.exec(
+                "bridge",
+                &[
+                    "fdb",
+                    "replace",
+                    &r.mac,
+                    "dev",
+                    CALICO_VXLAN_DEVICE,
+                    "dst",
+                    &r.node_ip.to_string(),
+                    "self",
+                    "permanent",
+                ],
+            )?;
+            ns.ip(&[
+                "route",
+                "replace",
+                &r.block.to_string(),
+                "via",
+                &tunnel,
+                "dev",
+                CALICO_VXLAN_DEVICE,
+                "onlink",
+                "proto",
+                CALICO_FELIX_PROTOCOL,
+            ])?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,453 @@
+//! Moving a running Calico cluster to margay in place (issue 17 §2-4), with real parts only:
+//! Calico nodes as the lab builds them (`margay_lab::calico`: BIRD 2 on the configuration
+//! calico-node's confd renders, pods wired as Calico wires them, Calico's etcd keys written
+//! from the documented JSON of each kind), one etcd holding both Calico's `/calico/` keys and
+//! margay's, margay-bgpd and margay-felix started in cluster mode.
+//!
+//! The migration runs as an operator would: `margayctl datastore migrate from-calico`, then
+//! node by node calico-node goes (its BIRD killed: no NOTIFICATION, its kernel routes stay) and
+//! margay comes up in its place as the same BGP speaker (router id, address, AS) with felix
+//! adopting Calico's routes. Throughout, every pod pings every other at 100/s and every
+//! node's route table is watched (`ip monitor route`).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use ipnet::{IpNet, Ipv4Net};
+use margay_datastore::ipam::Ipam;
+use margay_datastore::{EtcdArgs, Store};
+use margay_lab::calico::{
+    self, CalicoNode, ClusterKeys, NodeKeys, PodKeys, cali_name, cluster_keys, confd_input,
+    remote_vteps,
+};
+use margay_lab::{
+    Bgpd, ClusterArgs, Etcd, Felix, FelixArgs, Lab, LabSwitch, Netns, Process, Result, wait_for,
+};
+use serde_json::Value;
+
+const AS: u32 = 64512;
+const NODES: usize = 3;
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A node's margay daemons once it is migrated.
+struct Margay {
+    // Field order is drop order: felix before the bgpd it talks to.
+    _felix: Felix,
+    _bgpd: Bgpd,
+}
+
+struct Cluster {
+    // Field order is drop order: processes before the namespaces they run in.
+    pings: Vec<(String, Process)>,
+    monitors: Vec<Process>,
+    margay: Vec<Option<Margay>>,
+    nodes: Vec<CalicoNode>,
+    keys: ClusterKeys,
+    etcd: Etcd,
+    _sw: LabSwitch,
+    lab: Lab,
+}
+
+/// The node's pod block: the `i+1`th /26 of the pool.
+fn block(pool: Ipv4Net, i: usize) -> Ipv4Net {
+    Ipv4Net::new(
+        Ipv4Addr::from(u32::from(pool.network()) + 64 * (i as u32 + 1)),
+        26,
+    )
+    .unwrap()
+}
+
+fn nth(net: Ipv4Net, i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(net.network()) + i)
+}
+
+impl Cluster {
+    /// etcd and `NODES` Calico nodes (one pod each) on a switch, Calico's keys in etcd, every
+    /// BIRD meshed and every node's kernel holding the other blocks.
+    fn calico(test: &str, pool: &str, vxlan: bool) -> Result<Cluster> {
+        let lab = Lab::new(test)?;
+        let sw = lab.switch("sw")?;
+        let etcd = Etcd::on_switch(&lab, &sw)?;
+        let pool: Ipv4Net = pool.parse().unwrap();
+        let gateway = match etcd.ip() {
+            IpAddr::V4(a) => a,
+            IpAddr::V6(_) => unreachable!("etcd listens on IPv4"),
+        };
+        let mut namespaces = Vec::new();
+        let mut keys = ClusterKeys {
+            pool,
+            block_size: 26,
+            as_num: AS,
+            vxlan,
+            nodes: Vec::new(),
+        };
+        for i in 0..NODES {
+            let name = format!("node-{i}");
+            let ns = lab.netns(&format!("n{i}"))?;
+            let addrs = sw.attach(&ns)?;
+            let b = block(pool, i);
+            let pod = format!("web-{i}");
+            keys.nodes.push(NodeKeys {
+                name: name.clone(),
+                ip: addrs.v4,
+                block: b,
+                vtep: vxlan.then(|| (nth(b, 0), format!("66:ca:11:c0:00:{i:02x}"))),
+                pods: vec![PodKeys {
+                    namespace: "default".into(),
+                    name: pod.clone(),
+                    container: format!("{:064x}", 0xc0ffee00 + i),
+                    ip: nth(b, 5),
+                    interface: cali_name("default", &pod),
+                }],
+            });
+            namespaces.push((ns, addrs));
+        }
+        calico::write_keys(&lab, &etcd, &cluster_keys(&keys))?;
+        let mut nodes = Vec::new();
+        for (i, (ns, addrs)) in namespaces.into_iter().enumerate() {
+            let role = format!("n{i}");
+            let mut n = CalicoNode::create(&lab, ns, &role, addrs, gateway, keys.nodes[i].clone())?;
+            n.program_vxlan(&remote_vteps(&keys, i))?;
+            n.start_bird(&lab, &confd_input(&keys, i))?;
+            nodes.push(n);
+        }
+        let c = Cluster {
+            pings: Vec::new(),
+            monitors: Vec::new(),
+            margay: (0..NODES).map(|_| None).collect(),
+            nodes,
+            keys,
+            etcd,
+            _sw: sw,
+            lab,
+        };
+        for i in 0..NODES {
+            for j in (0..NODES).filter(|j| *j != i) {
+                c.nodes[i]
+                    .bird()
+                    .unwrap()
+                    .wait_established(&c.mesh_proto(j), WAIT)?;
+            }
+            c.wait_routes(i, "Calico's routes", |i, all| {
+                c.remote_routes_ok(i, all, |_, r| {
+                    if vxlan {
+                        r["protocol"] == "80"
+                    } else {
+                        r["protocol"] == "bird"
+                    }
+                })
+            });
+        }
+        Ok(c)
+    }
+
+    /// BIRD's name for the session with node `j` (`Mesh_10_99_0_2`).
+    fn mesh_proto(&self, j: usize) -> String {
+        format!(
+            "Mesh_{}",
+            self.keys.nodes[j].ip.addr().to_string().replace('.', "_")
+        )
+    }
+
+    fn node_ip(&self, j: usize) -> Ipv4Addr {
+        self.keys.nodes[j].ip.addr()
+    }
+
+    fn pod_ip(&self, j: usize) -> Ipv4Addr {
+        self.keys.nodes[j].pods[0].ip
+    }
+
+    /// Node `i`'s route to every other node's block satisfies `ok` (and goes to that node,
+    /// directly or through its VTEP).
+    fn remote_routes_ok(
+        &self,
+        i: usize,
+        all: &[Value],
+        ok: impl Fn(usize, &Value) -> bool,
+    ) -> std::result::Result<(), String> {
+        for j in (0..NODES).filter(|j| *j != i) {
+            let dst = self.keys.nodes[j].block.to_string();
+            let want_gw = match &self.keys.nodes[j].vtep {
+                Some((vtep, _)) if self.keys.vxlan => vtep.to_string(),
+                _ => self.node_ip(j).to_string(),
+            };
+            match all.iter().find(|r| r["dst"] == dst.as_str()) {
+                Some(r) if r["gateway"] == want_gw.as_str() && ok(j, r) => {}
+                r => return Err(format!("node-{i}: route to {dst} via {want_gw}: {r:?}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until node `i`'s main table satisfies `check`.
+    fn wait_routes(
+        &self,
+        i: usize,
+        what: &str,
+        check: impl Fn(usize, &[Value]) -> std::result::Result<(), String>,
+    ) {
+        let ns = &self.nodes[i].ns;
+        wait_for(what, WAIT, &self.logs(), || {
+            let all = ns
+                .ip_json(&["-4", "route", "show"])
+                .map_err(|e| e.to_string())?;
+            check(i, &all).map_err(|e| format!("{e}\n{}", show(&all)))
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn logs(&self) -> Vec<&dyn margay_lab::HasLogs> {
+        let mut v: Vec<&dyn margay_lab::HasLogs> = vec![&self.etcd];
+        for n in &self.nodes {
+            if let Some(b) = n.bird() {
+                v.push(b);
+            }
+        }
+        v
+    }
+
+    /// `ip -4 monitor route` on every node, and every pod pinging every other at 100/s.
+    fn watch_and_ping(&mut self) -> Result<()> {
+        for n in &self.nodes {
+            self.monitors.push(Process::spawn(
+                &n.ns,
+                &format!("monitor-{}", n.name),
+                "ip",
+                ["-4", "monitor", "route"],
+                self.lab.dir(),
+            )?);
+        }
+        for i in 0..NODES {
+            for j in (0..NODES).filter(|j| *j != i) {
+                let name = format!("ping-{i}-{j}");
+                let p = Process::spawn(
+                    &self.nodes[i].pods[0].ns,
+                    &name,
+                    "ping",
+                    ["-n", "-i", "0.01", "-W", "1", &self.pod_ip(j).to_string()],
+                    self.lab.dir(),
+                )?;
+                self.pings.push((name, p));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the pings; each one's summary line.
+    fn ping_summaries(&mut self) -> Vec<(String, String)> {
+        self.pings
+            .iter()
+            .map(|(name, p)| {
+                let s = p
+                    .ping_summary(Duration::from_secs(10))
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                (name.clone(), s)
+            })
+            .collect()
+    }
+
+    fn margayctl(&self, args: &[&str]) -> String {
+        self.etcd
+            .margayctl(args)
+            .unwrap_or_else(|e| panic!("margayctl {args:?}: {e}"))
+    }
+
+    /// calico-node goes from node `i` (BIRD killed) and margay comes up in its place: bgpd in
+    /// cluster mode as the same speaker, felix adopting Calico's routes.
+    fn migrate_node(&mut self, i: usize) -> Result<()> {
+        self.nodes[i].kill_bird();
+        let n = &self.nodes[i];
+        let bgpd = Bgpd::start_cluster(
+            &self.lab,
+            &n.ns,
+            &format!("bgpd-{}", n.name),
+            ClusterArgs::new(&n.name, &self.etcd.endpoint(), IpNet::V4(n.addrs.v4)),
+        )?;
+        let mut args = FelixArgs::new(
+            &n.name,
+            &self.etcd.endpoint(),
+            &bgpd.config().socket,
+            &self.lab.dir().join(format!("felix-{}.sock", n.name)),
+        );
+        args.resync_interval = 1;
+        args.adopt_route_protocols = Some("calico".into());
+        let felix = Felix::start_cluster(&self.lab, &n.ns, &format!("felix-{}", n.name), args)?;
+        self.margay[i] = Some(Margay {
+            _felix: felix,
+            _bgpd: bgpd,
+        });
+        Ok(())
+    }
+
+    /// Whether node `j` runs margay now.
+    fn is_margay(&self, j: usize) -> bool {
+        self.margay[j].is_some()
+    }
+}
+
+fn show(routes: &[Value]) -> String {
+    routes
+        .iter()
+        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs `f` with a datastore client, on a thread inside `ns` (etcd listens only there).
+fn with_store<T, F, Fut>(ns: &Netns, url: String, f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce(Store) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    ns.run_inside(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let store = Store::connect(&EtcdArgs::plain([url])).await.expect("etcd");
+            f(store).await
+        })
+    })
+    .unwrap()
+}
+
+/// The lines of an `ip monitor route` log that delete a route inside `pool`.
+fn deletions(monitor: &Process, pool: Ipv4Net) -> Vec<String> {
+    let text = std::fs::read_to_string(monitor.log_paths().0).unwrap_or_default();
+    let prefix = pool.network().to_string();
+    let stem = &prefix[..prefix.rfind('.').unwrap()];
+    let stem = &stem[..stem.rfind('.').unwrap()];
+    text.lines()
+        .filter(|l| l.starts_with("Deleted") && l.contains(&format!(" {stem}.")))
+        .map(str::to_string)
+        .collect()
+}
+
+fn run_migration(test: &str, pool: &str, vxlan: bool) {
+    let mut c = Cluster::calico(test, pool, vxlan).unwrap();
+    c.watch_and_ping().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+
+    // The import, twice: the second run finds everything there.
+    let out = c.margayctl(&["datastore", "migrate", "from-calico"]);
+    assert!(out.contains(" 0 updated, 0 unchanged"), "{out}");
+    let out = c.margayctl(&["datastore", "migrate", "from-calico"]);
+    assert!(
+        out.contains(" 0 created, 0 updated,") && out.contains("(0 etcd transactions)"),
+        "{out}"
+    );
+
+    for i in 0..NODES {
+        c.migrate_node(i).unwrap();
+        // Node i: its pod's route, its block's blackhole and every remote block are felix's.
+        let pod = format!("{}", c.pod_ip(i));
+        let own = c.keys.nodes[i].block.to_string();
+        c.wait_routes(i, "Calico's routes adopted by felix", |i, all| {
+            let find = |dst: &str| all.iter().find(|r| r["dst"] == dst);
+            match (find(&pod), find(&own)) {
+                (Some(p), Some(b)) if p["protocol"] == "81" && b["protocol"] == "81" => {}
+                other => return Err(format!("pod route or blackhole not felix's: {other:?}")),
+            }
+            c.remote_routes_ok(i, all, |_, r| {
+                // VXLAN: through calico-node's device, taken over as it is.
+                r["protocol"] == "81" && (!vxlan || r["dev"] == "vxlan.calico")
+            })
+        });
+        if vxlan {
+            let links = c.nodes[i].ns.ip_json(&["link", "show"]).unwrap();
+            assert!(
+                !links.iter().any(|l| l["ifname"] == "vxlan.margay"),
+                "a second VXLAN device: {}",
+                show(&links)
+            );
+        }
+        // Every other node routes to node i's block again through a live session: Calico's
+        // BIRD (protocol bird; in VXLAN mode Calico's felix routes it, protocol 80) or margay.
+        for j in (0..NODES).filter(|j| *j != i) {
+            if let Some(b) = c.nodes[j].bird() {
+                // The same speaker as before: the node's address as router id, the same AS.
+                b.wait_established(&c.mesh_proto(i), WAIT).unwrap();
+                let all = b
+                    .birdc(&["show", "protocols", "all", &c.mesh_proto(i)])
+                    .unwrap();
+                let field = |name: &str| {
+                    all.lines()
+                        .find_map(|l| l.trim().strip_prefix(name).map(str::trim))
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                assert_eq!(field("Neighbor ID:"), c.node_ip(i).to_string(), "{all}");
+                assert_eq!(field("Neighbor AS:"), AS.to_string(), "{all}");
+            }
+            let margay_j = c.is_margay(j);
+            c.wait_routes(j, "the migrated node's block", |j, all| {
+                c.remote_routes_ok(j, all, |_, r| {
+                    let want = match (margay_j, vxlan) {
+                        (true, _) => "81",
+                        (false, true) => "80",
+                        (false, false) => "bird",
+                    };
+                    r["protocol"] == want
+                })
+            });
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+
+    // Mixed or not, all pods kept talking: no ping lost, no route to a pod ever deleted.
+    let summaries = c.ping_summaries();
+    for (name, s) in &summaries {
+        assert!(s.contains(" 0% packet loss"), "{name}: {s}");
+        let sent: u32 = s.split_whitespace().next().unwrap().parse().unwrap();
+        assert!(sent >= 200, "{name}: {s}");
+    }
+    for m in &mut c.monitors {
+        m.stop();
+    }
+    for (i, m) in c.monitors.iter().enumerate() {
+        let d = deletions(m, c.keys.pool);
+        assert!(d.is_empty(), "node-{i} saw a pod route deleted: {d:#?}");
+    }
+
+    // Every address kept, by the same handle; ipam check clean; a third run changes nothing.
+    let want: BTreeMap<Ipv4Addr, String> = c
+        .keys
+        .nodes
+        .iter()
+        .flat_map(|n| &n.pods)
+        .map(|p| (p.ip, format!("k8s-pod-network.{}", p.container)))
+        .collect();
+    let (have, check) = with_store(c.etcd.netns(), c.etcd.endpoint(), |store| async move {
+        let ipam = Ipam::new(store);
+        let mut have = BTreeMap::new();
+        for b in ipam.blocks().await.unwrap() {
+            let b = b.value;
+            for (ord, a) in &b.allocations {
+                if let IpNet::V4(net) = b.cidr
+                    && a.handle_id.starts_with("k8s-pod-network.")
+                {
+                    have.insert(nth(net, *ord), a.handle_id.clone());
+                }
+            }
+        }
+        (have, ipam.check().await.unwrap())
+    });
+    assert_eq!(have, want);
+    assert!(check.is_clean(), "{check:?}");
+    assert_eq!(check.addresses_in_use, NODES * if vxlan { 2 } else { 1 });
+    let out = c.margayctl(&["datastore", "migrate", "from-calico"]);
+    assert!(out.contains("(0 etcd transactions)"), "{out}");
+}
+
+#[test]
+fn a_calico_cluster_moves_to_margay_node_by_node_under_pings() {
+    run_migration("calico_cluster_moves_to_margay", "10.102.0.0/16", false);
+}
+
+#[test]
+fn a_calico_vxlan_cluster_moves_to_margay_keeping_calicos_vxlan_device() {
+    run_migration("calico_vxlan_moves_to_margay", "10.103.0.0/16", true);
+}
