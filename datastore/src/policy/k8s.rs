@@ -4,6 +4,7 @@
 //! no protocol are TCP, `ipBlock` is `nets` minus `notNets`, and `types` from `policyTypes`
 //! (Ingress alone when left out).
 
+use super::endpoint::ORCHESTRATOR_LABEL;
 use crate::resources::{
     EntityRule, IntOrString, K8S_POLICY_PREFIX, K8sNetworkPolicy, LabelSelector, NetworkPolicy,
     NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec, PolicyType, Port, Protocol, Resource,
@@ -13,8 +14,6 @@ use std::collections::BTreeMap;
 
 /// The order Calico gives every converted Kubernetes policy.
 pub const K8S_POLICY_ORDER: f64 = 1000.0;
-/// The label every pod's endpoint carries, and converted pod selectors require.
-pub const ORCHESTRATOR_LABEL: &str = "projectcalico.org/orchestrator";
 
 /// A Kubernetes label selector in Calico's selector language. `namespace` selectors that are
 /// present but empty select every namespace (`all()`); pod selectors always require the

@@ -122,6 +122,16 @@ impl Spec for FelixConfigurationSpec {
         if self.vxlan_vni.is_some_and(|n| n == 0 || n >= 1 << 24) {
             v.problem("spec.vxlanVNI", "must be 1 to 16777215");
         }
+        if let Some(a) = self.other.get("defaultEndpointToHostAction")
+            && a.as_str()
+                .and_then(crate::policy::EndpointToHostAction::parse)
+                .is_none()
+        {
+            v.problem(
+                "spec.defaultEndpointToHostAction",
+                format!("{a} is not Drop, Return or Accept"),
+            );
+        }
         if let Some(d) = &self.route_refresh_interval {
             super::validate::duration(v, "spec.routeRefreshInterval", d);
         }
