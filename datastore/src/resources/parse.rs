@@ -6,6 +6,15 @@ use serde::Deserialize;
 
 /// Parses every resource in `text` and validates each one. Empty YAML documents are skipped.
 pub fn parse_documents(text: &str) -> Result<Vec<AnyResource>, ModelError> {
+    parse_documents_in(text, None)
+}
+
+/// [`parse_documents`], giving namespaced resources that name no namespace `namespace`
+/// (calicoctl's `-n`), or `default` (before they are validated).
+pub fn parse_documents_in(
+    text: &str,
+    namespace: Option<&str>,
+) -> Result<Vec<AnyResource>, ModelError> {
     let values = split_documents(text)?;
     let mut out = Vec::new();
     for (i, v) in values.into_iter().enumerate() {
@@ -19,12 +28,15 @@ pub fn parse_documents(text: &str) -> Result<Vec<AnyResource>, ModelError> {
                 .pointer("/metadata/name")
                 .and_then(|k| k.as_str())
                 .map(str::to_string);
-            let r = AnyResource::from_value(item).map_err(|message| ModelError::Parse {
+            let mut r = AnyResource::from_value(item).map_err(|message| ModelError::Parse {
                 index,
                 kind: kind.clone(),
                 name: name.clone(),
                 message,
             })?;
+            if r.info().namespaced && r.metadata().namespace.as_deref().is_none_or(str::is_empty) {
+                r.metadata_mut().namespace = Some(namespace.unwrap_or("default").to_string());
+            }
             r.validate()?;
             out.push(r);
         }
