@@ -159,6 +159,14 @@ fn policies_apply_list_by_namespace_and_explain_a_flow_that_a_label_opens() {
         "--from dev/client --to prod/web --port 8080/tcp --exit-code",
     );
     assert_eq!(o.code, Some(1), "{}{}", o.stdout, o.stderr);
+    for line in [
+        "  - no rule of prod/knp.default.web-from-trusted (tier 'default') matched\n",
+        "  - no rule of prod/web-metrics (tier 'default') matched\n",
+        "policies selecting the destination: security:security.block-outside, \
+         default:prod/knp.default.web-from-trusted, default:prod/web-metrics\n",
+    ] {
+        assert!(o.stdout.contains(line), "{line}in\n{}", o.stdout);
+    }
     assert!(
         o.stdout.starts_with(
             "dev/n1-k8s-client-eth0 (10.0.1.2) -> prod/n1-k8s-web-eth0 (10.0.0.1) 8080/tcp: DENIED"
