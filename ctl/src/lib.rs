@@ -6,6 +6,7 @@ pub mod explain;
 pub mod get;
 pub mod ipam;
 pub mod label;
+pub mod matrix;
 pub mod migrate;
 pub mod resources;
 pub mod status;

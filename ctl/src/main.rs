@@ -112,6 +112,8 @@ enum Command {
 enum PolicyCommand {
     /// Whether a flow is allowed, and the tier, policy and rule that decided it.
     Explain(margay_ctl::explain::ExplainArgs),
+    /// Every pod to every pod on one port: allowed (.) or denied (X).
+    Matrix(margay_ctl::matrix::MatrixArgs),
 }
 
 #[derive(Subcommand)]
@@ -370,6 +372,9 @@ async fn run_datastore(etcd: &EtcdArgs, command: &Command) -> anyhow::Result<Opt
                 return Ok(Some(ExitCode::from(1)));
             }
         }
+        Command::Policy {
+            command: PolicyCommand::Matrix(args),
+        } => margay_ctl::matrix::run(&connect().await?, args).await?,
         Command::Delete {
             file,
             kind,

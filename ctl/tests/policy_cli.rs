@@ -216,6 +216,11 @@ fn policies_apply_list_by_namespace_and_explain_a_flow_that_a_label_opens() {
     assert_eq!(by["policy"]["name"], "knp.default.web-from-trusted");
     assert_eq!(by["policy"]["kind"], "KubernetesNetworkPolicy");
     assert_eq!(by["rule"], 0);
+    // The truth table on the named port: web's own traffic to itself is not trusted.
+    assert_eq!(
+        ok(&etcd, &["policy", "matrix", "-A", "--port", "8080/tcp"]),
+        "from \\ to     1  2\n1 dev/client  .  .\n2 prod/web    .  X\n"
+    );
     // Port 9090 is neither the named port nor 9100.
     let o = explain(&etcd, "--from dev/client --to prod/web --port 9090");
     assert!(o.stdout.contains("DENIED"), "{}", o.stdout);
