@@ -43,8 +43,8 @@ pub fn read_resources(path: &Path, namespace: Option<&str>) -> anyhow::Result<Ve
     } else {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
     };
-    let rs =
-        parse_documents_in(&text, namespace).with_context(|| format!("in {}", path.display()))?;
+    let rs = parse_documents_in(&text, namespace.unwrap_or("default"))
+        .with_context(|| format!("in {}", path.display()))?;
     if rs.is_empty() {
         bail!("{}: no resources found", path.display());
     }

@@ -940,3 +940,35 @@ spec:
     assert_eq!(c.spec.egress.len(), 1);
     assert_eq!(c.spec.egress[0], crate::resources::Rule::default());
 }
+
+#[test]
+fn the_sets_a_data_path_needs_come_from_the_same_selectors() {
+    let mut pods = cast();
+    if let AnyResource::WorkloadEndpoint(w) = &mut pods[3] {
+        w.spec.ports = vec![EndpointPort {
+            name: "sql".into(),
+            protocol: Protocol::Name("TCP".into()),
+            port: 5432,
+            host_port: None,
+            host_ip: None,
+        }];
+    }
+    let m = model_of(
+        pods,
+        "apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: p, namespace: dev}
+spec:
+  selector: all()
+  ingress: [{action: Allow, protocol: TCP, source: {selector: app == 'client'}, destination: {ports: [sql]}}]
+",
+    );
+    let p = &m.policies[0];
+    let src = p.ingress[0].source.selector.as_ref().unwrap();
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    assert_eq!(m.selected_addresses(src), vec![ip(DEV_CLIENT)], "dev only");
+    assert_eq!(m.named_port_members("sql", 6, None), vec![(ip(DB), 5432)]);
+    assert!(m.named_port_members("sql", 17, None).is_empty());
+    let web = m.endpoint("prod/n1-k8s-web-eth0").unwrap();
+    assert!(m.policies_selecting(web).is_empty());
+}
