@@ -32,6 +32,7 @@ fn route(dst: &str, proto: u8) -> KernelRoute {
         oif: None,
         onlink: false,
         priority: 0,
+        multipath: Vec::new(),
     }
 }
 
