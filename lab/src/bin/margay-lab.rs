@@ -71,6 +71,11 @@ enum Command {
         /// Seconds to wait for the sessions, then again for the routes and pings.
         #[arg(long, default_value_t = 90)]
         timeout: u64,
+        /// ToRs per node: 2 wires every node to a second BIRD ToR on its own link (plane b),
+        /// BFD at 3 x 100 ms on every ToR session, and routes each remote block over both as
+        /// one multipath route (no mesh; needs --pool-mode never).
+        #[arg(long, default_value_t = 1)]
+        tors: usize,
     },
     /// Report on the kept lab again (exit status 1 unless it has converged).
     Status,
@@ -115,6 +120,7 @@ fn main() -> ExitCode {
             pool_mode,
             keep,
             timeout,
+            tors,
         } => labctl::up(&UpOptions {
             spec: Spec {
                 nodes,
@@ -128,6 +134,7 @@ fn main() -> ExitCode {
                     PoolModeArg::Ipip => PoolMode::Ipip,
                     PoolModeArg::CrossSubnet => PoolMode::CrossSubnet,
                 },
+                tors,
             },
             keep,
             timeout: Duration::from_secs(timeout),
