@@ -166,6 +166,53 @@ impl Cluster {
         &self.hosts[self.plan.nodes.len()]
     }
 
+    /// Node `i`'s margay-bgpd (0-based), once started.
+    pub fn bgpd(&self, i: usize) -> Option<&Bgpd> {
+        self.bgpds.get(i)
+    }
+
+    /// The first ToR's BIRD, or with `second` the second's (`--tors 2`), once started.
+    pub fn tor_bird(&self, second: bool) -> Option<&Bird> {
+        if second {
+            self.tor2.as_ref()
+        } else {
+            self.tor.as_ref()
+        }
+    }
+
+    /// The second ToR's namespace (`--tors 2`).
+    pub fn tor2_netns(&self) -> Option<&Netns> {
+        self.plan
+            .tor2
+            .as_ref()
+            .and_then(|_| self.hosts.get(self.plan.nodes.len() + 1))
+    }
+
+    /// Node `i`'s interface towards the first ToR, or with `plane_b` the second (`--tors 2`):
+    /// the one holding its planned address there.
+    pub fn node_ifname(&self, i: usize, plane_b: bool) -> Result<String, LabCtlError> {
+        let node = &self.plan.nodes[i];
+        let want = if plane_b {
+            node.addrs_b
+                .as_ref()
+                .ok_or_else(|| LabCtlError::Usage("the lab has one ToR".into()))?
+                .ip4()
+        } else {
+            node.addrs.ip4()
+        };
+        let links = self.hosts[i].ip_json(&["-4", "addr", "show"])?;
+        links
+            .iter()
+            .find(|l| {
+                l["addr_info"].as_array().is_some_and(|a| {
+                    a.iter()
+                        .any(|x| x["local"].as_str() == Some(&want.to_string()))
+                })
+            })
+            .and_then(|l| l["ifname"].as_str().map(str::to_string))
+            .ok_or_else(|| LabCtlError::Usage(format!("{}: no interface holds {want}", node.name)))
+    }
+
     /// etcd, once started.
     pub fn etcd(&self) -> Option<&Etcd> {
         self.etcd.as_ref()
