@@ -323,9 +323,23 @@ fn dual_homed_nodes_fail_over_in_bfd_time_and_at_the_hold_timer_without() {
         reduced.as_millis(),
         report("pings", &r)
     ));
+    // Down by BFD's own detection timer (not by the BGP session closing first), seen by a
+    // poll that is slow on a loaded machine: the tight figure is bench/ecmp-failover.sh's.
+    let diag = c
+        .bgpd(0)
+        .and_then(|b| b.peer(IpAddr::V4(tor_a)).ok().flatten())
+        .and_then(|p| p.bfd)
+        .map(|b| b.local_diagnostic)
+        .unwrap_or_default();
+    assert_eq!(
+        diag,
+        "Control Detection Time Expired",
+        "{}",
+        lines.join("\n")
+    );
     assert!(
-        bfd_down <= DETECTION + Duration::from_millis(200),
-        "BFD Down after {bfd_down:?} (detection time {DETECTION:?}, polling slack 200 ms)"
+        bfd_down <= DETECTION + Duration::from_secs(2),
+        "BFD Down seen after {bfd_down:?} (detection time {DETECTION:?})"
     );
     assert!(
         reduced <= Duration::from_secs(1),
