@@ -145,4 +145,34 @@ mod rib {
         assert_eq!(route.next_hop, ip("10.0.0.3"));
         assert!(route.multipath.is_empty());
     }
+
+    #[test]
+    fn changing_max_paths_records_the_prefixes_it_changes() {
+        let mut rib = two_tors(2);
+        rib.apply_update(
+            2,
+            &announce4(attrs(&[65001, 64513], "10.0.0.2"), &["10.100.9.0/26"]),
+        );
+        rib.take_best_changes();
+        rib.set_max_paths(1);
+        let changes = rib.take_best_changes();
+        assert_eq!(
+            changes.len(),
+            1,
+            "only the prefix with two paths: {changes:?}"
+        );
+        assert_eq!(changes[0].prefix, p4(BLOCK));
+        assert!(
+            changes[0]
+                .route
+                .as_ref()
+                .is_some_and(|r| r.multipath.is_empty())
+        );
+        rib.set_max_paths(2);
+        let changes = rib.take_best_changes();
+        assert_eq!(
+            changes[0].route.as_ref().map(|r| r.multipath.len()),
+            Some(2)
+        );
+    }
 }
