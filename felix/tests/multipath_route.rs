@@ -12,11 +12,12 @@ use margay_felix::agent::{Agent, AgentConfig};
 use margay_felix::health::{Health, Metrics};
 use margay_felix::model::{IpPool, Model, NodeInfo, RemoteRoute};
 use margay_felix::reconcile::ReconcileConfig;
-use margay_lab::{Lab, block4, wait_for};
+use margay_lab::{Lab, block4, block6, wait_for};
 
 fn felix_route(ns: &str, dst: &str) -> String {
+    let family = if dst.contains(':') { "-6" } else { "-4" };
     let out = Command::new("ip")
-        .args(["-n", ns, "-4", "route", "show", dst, "proto", "81"])
+        .args(["-n", ns, family, "route", "show", dst, "proto", "81"])
         .output()
         .expect("ip route");
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -40,6 +41,26 @@ impl RouteMonitor {
         RouteMonitor { child, log }
     }
 
+    /// Returns once the monitor reports a change: a marker route added (and removed) in `ns`.
+    fn wait_listening(&self, ns: &str) {
+        let marker = "192.0.2.77";
+        wait_for("ip monitor listening", Duration::from_secs(5), &[], || {
+            // Added and deleted each round: a change the monitor reports once it listens.
+            for op in ["add", "del"] {
+                let _ = Command::new("ip")
+                    .args(["-n", ns, "route", op, "blackhole", marker])
+                    .status();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            if self.text().contains(marker) {
+                Ok(())
+            } else {
+                Err(self.text())
+            }
+        })
+        .unwrap();
+    }
+
     fn text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -54,17 +75,33 @@ impl Drop for RouteMonitor {
 
 #[test]
 fn multipath_route_shrinks_and_grows_by_replace_never_deleted() {
-    let lab = Lab::new("multipath_route").unwrap();
+    shrink_and_grow(false);
+}
+
+#[test]
+fn ipv6_multipath_route_shrinks_and_grows_by_replace_never_deleted() {
+    shrink_and_grow(true);
+}
+
+/// The scenario, over IPv4 or IPv6 next hops and prefix.
+fn shrink_and_grow(v6: bool) {
+    let lab = Lab::new(if v6 {
+        "multipath_route6"
+    } else {
+        "multipath_route"
+    })
+    .unwrap();
     let node = lab.netns("node").unwrap();
     let tor1 = lab.netns("tor1").unwrap();
     let tor2 = lab.netns("tor2").unwrap();
     let l1 = lab.link(&node, &tor1).unwrap();
     let l2 = lab.link(&node, &tor2).unwrap();
-    let (a, b) = (
-        std::net::IpAddr::V4(l1.b.ip4()),
-        std::net::IpAddr::V4(l2.b.ip4()),
-    );
-    let remote = block4();
+    let (a, b): (std::net::IpAddr, std::net::IpAddr) = if v6 {
+        (l1.b.ip6().into(), l2.b.ip6().into())
+    } else {
+        (l1.b.ip4().into(), l2.b.ip4().into())
+    };
+    let remote: ipnet::IpNet = if v6 { block6().into() } else { block4().into() };
     let model = |also: Vec<std::net::IpAddr>, first: std::net::IpAddr| Model {
         node: NodeInfo {
             name: "node1".into(),
@@ -84,7 +121,7 @@ fn multipath_route_shrinks_and_grows_by_replace_never_deleted() {
         endpoints: vec![],
         affine_blocks: vec![],
         remote_routes: vec![RemoteRoute {
-            prefix: remote.into(),
+            prefix: remote,
             next_hop: first,
             also_via: also,
         }],
@@ -92,6 +129,7 @@ fn multipath_route_shrinks_and_grows_by_replace_never_deleted() {
         peer_routes: vec![],
     };
     let monitor = RouteMonitor::start(node.name(), lab.dir().join("monitor.txt"));
+    monitor.wait_listening(node.name());
     let agent = Agent::spawn(
         AgentConfig {
             reconcile: ReconcileConfig::default(),
