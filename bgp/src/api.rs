@@ -185,6 +185,7 @@ pub(crate) fn route_to_pb(r: &RouteInfo) -> pb::Route {
         local: r.peer.is_none(),
         peer_asn: r.peer.map(|(_, asn)| asn).unwrap_or(0),
         as_path_text: a.as_path.to_string(),
+        multipath_next_hops: r.multipath.iter().map(|n| n.to_string()).collect(),
     }
 }
 

@@ -68,6 +68,10 @@ pub struct Config {
     /// Seconds our peers keep our routes while we restart (at most 4095).
     #[serde(default = "default_restart_time")]
     pub restart_time: Spanned<u16>,
+    /// Most paths one multipath (ECMP) route may use: learned paths equal up to the router id
+    /// and peer address tie breaks, eBGP and iBGP alike (1 turns multipath off; at most 64).
+    #[serde(default = "default_max_paths")]
+    pub max_paths: Spanned<u32>,
     /// The BGP neighbours.
     #[serde(default)]
     pub neighbors: Vec<Neighbor>,
@@ -366,6 +370,11 @@ fn default_http_address() -> IpAddr {
 fn default_true() -> bool {
     true
 }
+/// Default of `max-paths`: two ToRs per node.
+pub const DEFAULT_MAX_PATHS: u32 = 2;
+fn default_max_paths() -> Spanned<u32> {
+    Spanned::new(0..0, DEFAULT_MAX_PATHS)
+}
 fn default_restart_time() -> Spanned<u16> {
     Spanned::new(0..0, 120)
 }
@@ -430,6 +439,14 @@ impl Config {
         };
         if let Some(e) = too_long(&self.restart_time, "restart-time") {
             return Err(e);
+        }
+        let max_paths = *self.max_paths.get_ref();
+        if !(1..=64).contains(&max_paths) {
+            return Err(at(
+                self.max_paths.span(),
+                "max-paths",
+                format!("{max_paths} is not between 1 and 64"),
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, n) in self.neighbors.iter().enumerate() {
@@ -1061,6 +1078,18 @@ name = "v6"
         ] {
             let e = Config::parse(&format!("{GOOD}bfd = true\n{bad}\n")).unwrap_err();
             assert!(e.contains("bfd"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn max_paths_defaults_to_two_and_is_checked() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(*c.max_paths.get_ref(), 2);
+        let c = Config::parse(&format!("max-paths = 4\n{GOOD}")).unwrap();
+        assert_eq!(*c.max_paths.get_ref(), 4);
+        for bad in ["max-paths = 0", "max-paths = 65"] {
+            let e = Config::parse(&format!("{bad}\n{GOOD}")).unwrap_err();
+            assert!(e.starts_with("line 1: max-paths"), "{bad}: {e}");
         }
     }
 }

@@ -568,3 +568,18 @@ fn a_reflector_with_999_clients_pairs_each_client_with_it_alone() {
         "a client peers with the reflector only"
     );
 }
+
+#[test]
+fn margay_max_paths_reaches_the_speaker_with_two_by_default() {
+    let c = desired_config(&with(""), &local("n1")).unwrap();
+    assert_eq!(
+        *c.max_paths.get_ref(),
+        2,
+        "the default: one path per ToR of two"
+    );
+    let m = with(
+        "apiVersion: margay.io/v1\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  maxPaths: 4\n",
+    );
+    let c = desired_config(&m, &local("n1")).unwrap();
+    assert_eq!(*c.max_paths.get_ref(), 4);
+}

@@ -306,6 +306,20 @@ No IPv6 peers found.
     }
 
     #[test]
+    fn multipath_routes_show_every_next_hop() {
+        let r = pb::Route {
+            prefix: "10.244.2.0/26".into(),
+            next_hop: "10.0.1.1".into(),
+            peer: "10.0.1.1".into(),
+            best: true,
+            multipath_next_hops: vec!["10.0.1.1".into(), "10.0.2.1".into()],
+            ..Default::default()
+        };
+        let text = render_routes(&[r]);
+        assert!(text.contains("10.0.1.1, 10.0.2.1 (ECMP)"), "{text}");
+    }
+
+    #[test]
     fn shows_state_and_last_error_when_not_established() {
         let now = Local.with_ymd_and_hms(2026, 11, 25, 10, 0, 0).unwrap();
         let since = Local
@@ -380,6 +394,9 @@ No IPv6 peers found.
 pub struct RouteRow {
     pub prefix: String,
     pub next_hop: String,
+    /// Every next hop of a multipath (ECMP) route, the best path's first; empty for one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub multipath: Vec<String>,
     pub as_path: String,
     pub from: String,
     pub best: bool,
@@ -398,6 +415,7 @@ pub fn route_rows(routes: &[pb::Route]) -> Vec<RouteRow> {
             } else {
                 r.next_hop.clone()
             },
+            multipath: r.multipath_next_hops.clone(),
             as_path: r.as_path_text.clone(),
             from: if r.local {
                 "local".into()
@@ -428,9 +446,14 @@ pub fn render_routes(routes: &[pb::Route]) -> String {
         "ORIGIN",
     ]);
     for r in route_rows(routes) {
+        let next_hop = if r.multipath.is_empty() {
+            r.next_hop
+        } else {
+            format!("{} (ECMP)", r.multipath.join(", "))
+        };
         t.add_row(vec![
             r.prefix,
-            r.next_hop,
+            next_hop,
             r.as_path,
             r.from,
             if r.best { "*".into() } else { String::new() },

@@ -37,6 +37,7 @@ fn remote(i: u32, gw: Ipv4Addr) -> RemoteRoute {
     RemoteRoute {
         prefix: IpNet::V4(Ipv4Net::new(net, 26).expect("26 is valid")),
         next_hop: gw.into(),
+        also_via: Vec::new(),
     }
 }
 

@@ -9,6 +9,9 @@
 //!   onlink`; VXLAN Always → `via VTEP dev vxlan.margay onlink`; CrossSubnet → encapsulated only
 //!   when the next hop is outside this node's subnet, `via NODE` otherwise.
 //!
+//! A route bgpd learned over several equal paths (multipath) becomes one route with a next hop
+//! per path, each one resolved by the pool's mode as above (`nexthop via A nexthop via B`).
+//!
 //! A route learned from BGP never takes the place of what is this node's own: one for exactly a
 //! local workload's address or exactly a block affine to this node is left out (and listed in
 //! [`Desired::shadowed`]); a more specific one inside an own block (an address another node
@@ -83,15 +86,32 @@ pub enum Target {
     },
     /// `blackhole`.
     Blackhole,
+    /// `nexthop via A [dev IF] [onlink] nexthop via B ...`: a multipath (ECMP) route, two or
+    /// more next hops, the best path's first.
+    Multipath { hops: Vec<Hop> },
+}
+
+/// One next hop of a multipath route: `via GW [dev IF] [onlink]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hop {
+    pub via: IpAddr,
+    pub dev: Option<String>,
+    pub onlink: bool,
 }
 
 impl Target {
-    /// The interface the route needs, if it names one.
+    /// The interface the route needs, if it names one (a multipath route: its first hop's).
     pub fn device(&self) -> Option<&str> {
+        self.devices().next()
+    }
+
+    /// Every interface the route names.
+    pub fn devices(&self) -> Box<dyn Iterator<Item = &str> + '_> {
         match self {
-            Target::Device { ifname } => Some(ifname),
-            Target::Gateway { dev, .. } => dev.as_deref(),
-            Target::Blackhole => None,
+            Target::Device { ifname } => Box::new(std::iter::once(ifname.as_str())),
+            Target::Gateway { dev, .. } => Box::new(dev.as_deref().into_iter()),
+            Target::Blackhole => Box::new(std::iter::empty()),
+            Target::Multipath { hops } => Box::new(hops.iter().filter_map(|h| h.dev.as_deref())),
         }
     }
 }
@@ -217,18 +237,23 @@ pub fn compute(model: &Model) -> Desired {
         )
         .collect();
     for r in &model.remote_routes {
-        if r.next_hop == IpAddr::V4(model.node.address.addr()) {
+        let me = IpAddr::V4(model.node.address.addr());
+        if r.next_hop == me {
             continue;
         }
         if own.contains(&r.prefix.trunc()) {
             d.shadowed.insert(r.prefix);
             continue;
         }
-        match remote_route(model, &d, r.prefix, r.next_hop) {
-            Ok(route) => {
-                d.routes.insert(r.prefix, route);
+        let mut routes = Vec::new();
+        for nh in r.next_hops().filter(|nh| *nh != me) {
+            match remote_route(model, &d, r.prefix, nh) {
+                Ok(route) => routes.push(route),
+                Err(why) => d.problems.push(why),
             }
-            Err(why) => d.problems.push(why),
+        }
+        if let Some(route) = merge_paths(routes) {
+            d.routes.insert(r.prefix, route);
         }
     }
 
@@ -282,6 +307,29 @@ pub fn compute(model: &Model) -> Desired {
         }
     }
     d
+}
+
+/// One route out of the routes through each next hop of a prefix: the first alone, or a
+/// multipath route of the distinct gateways (the class is the best path's).
+fn merge_paths(routes: Vec<DesiredRoute>) -> Option<DesiredRoute> {
+    let mut hops: Vec<Hop> = Vec::with_capacity(routes.len());
+    for r in &routes {
+        if let Target::Gateway { via, dev, onlink } = &r.target {
+            let hop = Hop {
+                via: *via,
+                dev: dev.clone(),
+                onlink: *onlink,
+            };
+            if !hops.contains(&hop) {
+                hops.push(hop);
+            }
+        }
+    }
+    let mut first = routes.into_iter().next()?;
+    if hops.len() > 1 {
+        first.target = Target::Multipath { hops };
+    }
+    Some(first)
 }
 
 /// The host route of an endpoint address (`/32`, `/128`).

@@ -40,10 +40,12 @@ fn model(ipip: EncapMode, vxlan: EncapMode) -> Model {
             RemoteRoute {
                 prefix: net("10.244.1.0/26"),
                 next_hop: ip("10.0.0.2"),
+                also_via: Vec::new(),
             },
             RemoteRoute {
                 prefix: net("10.244.2.0/26"),
                 next_hop: ip("10.1.0.2"),
+                also_via: Vec::new(),
             },
         ],
         vteps: vec![
@@ -186,6 +188,7 @@ fn prefix_outside_every_pool_routes_direct() {
     m.remote_routes.push(RemoteRoute {
         prefix: net("192.168.50.0/24"),
         next_hop: ip("10.1.0.9"),
+        also_via: Vec::new(),
     });
     let d = compute(&m);
     assert_eq!(
@@ -200,10 +203,12 @@ fn local_block_and_pod_win_over_a_remote_announcement() {
     m.remote_routes.push(RemoteRoute {
         prefix: net("10.244.0.0/26"),
         next_hop: ip("10.0.0.2"),
+        also_via: Vec::new(),
     });
     m.remote_routes.push(RemoteRoute {
         prefix: net("10.244.0.5/32"),
         next_hop: ip("10.0.0.2"),
+        also_via: Vec::new(),
     });
     let d = compute(&m);
     assert_eq!(target_of(&d, "10.244.0.0/26"), Target::Blackhole);
@@ -225,6 +230,7 @@ fn route_through_own_address_is_ignored() {
     m.remote_routes.push(RemoteRoute {
         prefix: net("10.244.7.0/26"),
         next_hop: ip("10.0.0.1"),
+        also_via: Vec::new(),
     });
     let d = compute(&m);
     assert!(!d.routes.contains_key(&net("10.244.7.0/26")));
@@ -237,11 +243,13 @@ fn a_peer_reachable_by_a_gateway_gets_a_host_route_through_it_but_never_over_our
         RemoteRoute {
             prefix: net("192.0.2.1/32"),
             next_hop: ip("10.0.0.254"),
+            also_via: Vec::new(),
         },
         // A learned route for the same prefix loses to the static one, as in Calico's BIRD.
         RemoteRoute {
             prefix: net("10.244.2.0/26"),
             next_hop: ip("10.0.0.253"),
+            also_via: Vec::new(),
         },
     ];
     let d = compute(&m);
@@ -262,14 +270,17 @@ fn learned_routes_equal_to_own_workloads_or_blocks_are_shadowed_and_borrowed_32s
         RemoteRoute {
             prefix: net("10.244.0.5/32"),
             next_hop: ip("10.0.0.2"),
+            also_via: Vec::new(),
         },
         RemoteRoute {
             prefix: net("10.244.0.0/26"),
             next_hop: ip("10.0.0.2"),
+            also_via: Vec::new(),
         },
         RemoteRoute {
             prefix: net("10.244.0.9/32"),
             next_hop: ip("10.0.0.2"),
+            also_via: Vec::new(),
         },
     ]);
     let d = compute(&m);
@@ -282,4 +293,57 @@ fn learned_routes_equal_to_own_workloads_or_blocks_are_shadowed_and_borrowed_32s
     assert_eq!(d.routes[&net("10.244.0.0/26")].class, RouteClass::Blackhole);
     assert_eq!(d.routes[&net("10.244.0.5/32")].class, RouteClass::Workload);
     assert_eq!(target_of(&d, "10.244.0.9/32"), via("10.0.0.2", None, false));
+}
+
+#[test]
+fn equal_paths_make_one_multipath_route_each_hop_by_the_pool_mode() {
+    let mut m = model(EncapMode::Never, EncapMode::Never);
+    m.remote_routes.push(RemoteRoute {
+        prefix: net("10.244.9.0/26"),
+        next_hop: ip("10.0.0.2"),
+        also_via: vec![ip("10.0.0.3"), ip("10.0.0.2")],
+    });
+    let d = compute(&m);
+    let hop = |gw: &str| Hop {
+        via: ip(gw),
+        dev: None,
+        onlink: false,
+    };
+    assert_eq!(
+        target_of(&d, "10.244.9.0/26"),
+        Target::Multipath {
+            hops: vec![hop("10.0.0.2"), hop("10.0.0.3")]
+        },
+        "each next hop once, the best path's first"
+    );
+    assert_eq!(d.routes[&net("10.244.9.0/26")].class, RouteClass::Direct);
+    // IPIP Always: every hop through tunl0.
+    let mut m = model(EncapMode::Always, EncapMode::Never);
+    m.remote_routes.push(RemoteRoute {
+        prefix: net("10.244.9.0/26"),
+        next_hop: ip("10.0.0.2"),
+        also_via: vec![ip("10.0.0.3")],
+    });
+    let Target::Multipath { hops } = target_of(&compute(&m), "10.244.9.0/26") else {
+        panic!("not multipath");
+    };
+    assert!(
+        hops.iter()
+            .all(|h| h.dev.as_deref() == Some("tunl0") && h.onlink),
+        "{hops:?}"
+    );
+}
+
+#[test]
+fn a_multipath_hop_through_our_own_address_is_left_out() {
+    let mut m = model(EncapMode::Never, EncapMode::Never);
+    m.remote_routes.push(RemoteRoute {
+        prefix: net("10.244.9.0/26"),
+        next_hop: ip("10.0.0.2"),
+        also_via: vec![ip("10.0.0.1")],
+    });
+    assert_eq!(
+        target_of(&compute(&m), "10.244.9.0/26"),
+        via("10.0.0.2", None, false)
+    );
 }

@@ -68,12 +68,23 @@ pub struct WorkloadEndpoint {
     pub ips: Vec<IpNet>,
 }
 
-/// A route bgpd learned: a remote block (or /32) and the node it leads to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A route bgpd learned: a remote block (or /32) and the node (or router) it leads to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RemoteRoute {
     pub prefix: IpNet,
+    /// The best path's next hop.
     pub next_hop: IpAddr,
+    /// The other next hops of a multipath (ECMP) route, after `next_hop`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_via: Vec<IpAddr>,
+}
+
+impl RemoteRoute {
+    /// Every next hop, the best path's first.
+    pub fn next_hops(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        std::iter::once(self.next_hop).chain(self.also_via.iter().copied())
+    }
 }
 
 /// A remote node's VXLAN endpoint (from its Node resource).

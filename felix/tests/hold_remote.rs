@@ -51,6 +51,7 @@ fn remote_routes_the_model_lacks_stay_until_the_table_is_complete() {
         remote_routes: vec![RemoteRoute {
             prefix: remote.into(),
             next_hop: remote_nh,
+            also_via: Vec::new(),
         }],
         vteps: vec![],
         peer_routes: vec![],

@@ -32,6 +32,7 @@ fn route(dst: &str, proto: u8) -> KernelRoute {
         oif: None,
         onlink: false,
         priority: 0,
+        multipath: Vec::new(),
     }
 }
 
@@ -223,6 +224,7 @@ fn wireguard_rule_and_table_routes_round_trip_through_the_kernel() {
             oif: Some(index),
             onlink: false,
             priority: 0,
+            multipath: Vec::new(),
         };
         let throw = KernelRoute {
             dst: "10.244.2.9/32".parse().unwrap(),

@@ -142,20 +142,34 @@ fn wire_pod(node: String) {
         .unwrap_or_else(|e| panic!("writing {out}: {e}"));
 }
 
-/// Inside the VM: removes `node`'s published key, as an operator rotating it would.
+/// Inside the VM: removes `node`'s published key, as an operator rotating it would. Retried:
+/// etcd in a TCG VM on a busy machine can miss a client's deadline.
 fn forget_key(node: String) {
     let url = var("MARGAY_VM_ETCD");
     runtime().block_on(async {
-        let store = Store::connect(&EtcdArgs::plain([url])).await.expect("etcd");
-        let mut r = store
-            .get::<NodeSpec>(&node)
-            .await
-            .expect("reading the Node")
-            .unwrap_or_else(|| panic!("no Node {node}"));
-        if let Some(Value::Object(m)) = r.status.as_mut() {
-            m.remove("wireguardPublicKey");
+        let mut last = String::new();
+        for _ in 0..10 {
+            let attempt = async {
+                let store = Store::connect(&EtcdArgs::plain([url.clone()]))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut r = store
+                    .get::<NodeSpec>(&node)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("no Node {node}"))?;
+                if let Some(Value::Object(m)) = r.status.as_mut() {
+                    m.remove("wireguardPublicKey");
+                }
+                store.update(&r).await.map_err(|e| e.to_string())
+            };
+            match attempt.await {
+                Ok(_) => return,
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        store.update(&r).await.expect("writing the Node");
+        panic!("removing {node}'s key: {last}");
     });
 }
 

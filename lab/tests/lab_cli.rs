@@ -872,3 +872,68 @@ spec:
     let down = lab(&state_file, &["down"]);
     assert!(down.status.success(), "{}", shown(&down));
 }
+
+/// `--tors 2`: every node on two ToRs, each session with BFD Up, every remote block one
+/// multipath route over both ToRs in the kernel and in the report; `node add` says it cannot
+/// join such a lab; `down` leaves nothing, the second ToR included.
+#[test]
+fn two_tor_lab_routes_every_block_over_both_tors_with_bfd() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_file = dir.path().join("state.json");
+    let _down = DownOnDrop(state_file.clone());
+
+    let up = lab(&state_file, &["up", "--keep", "--tors", "2"]);
+    assert!(up.status.success(), "{}", shown(&up));
+    let report = stdout(&up);
+    let state = LabState::load(&state_file)
+        .unwrap()
+        .expect("state recorded");
+    let tor2 = state.tor2.clone().expect("a second ToR recorded");
+    assert_eq!(tor2.protocols.len(), 3);
+    // BFD at 3 x 100 ms on a 2-core machine that other builds load can see a late packet and
+    // drop a session (it comes back in seconds): check once `status` says all is up again.
+    let start = std::time::Instant::now();
+    while !lab(&state_file, &["status"]).status.success() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(90),
+            "{}",
+            shown(&lab(&state_file, &["status"]))
+        );
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+    assert_every_peer_established(
+        &state,
+        &[
+            ("node1", &["global", "global"]),
+            ("node2", &["global", "global"]),
+            ("node3", &["global", "global"]),
+        ],
+    );
+    assert_every_ping_answered(&state);
+    let gw = |t: &[std::net::Ipv4Addr]| serde_json::Value::from(t[0].to_string());
+    for (node, pod) in [(0, 2), (1, 4), (2, 0)] {
+        let r = block_route(&state.nodes[node], &state.pods[pod]);
+        let hops: Vec<&serde_json::Value> = r["nexthops"]
+            .as_array()
+            .map(|h| h.iter().map(|x| &x["gateway"]).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            hops,
+            [&gw(&state.tor.addresses), &gw(&tor2.addresses)],
+            "{r}"
+        );
+    }
+    for node in ["node1", "node2", "node3"] {
+        assert!(
+            report.contains(&format!("{node}: 3 multipath route(s)")),
+            "{report}"
+        );
+    }
+    assert!(report.contains("show bfd sessions"), "{report}");
+    assert!(report.contains("Up 100ms/300ms"), "{report}");
+    let add = lab(&state_file, &["node", "add"]);
+    assert!(!add.status.success(), "{}", shown(&add));
+    let down = lab(&state_file, &["down"]);
+    assert!(down.status.success(), "{}", shown(&down));
+    assert_nothing_left(&state, &state_file);
+}

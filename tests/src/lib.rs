@@ -3,6 +3,7 @@
 //! between a well-behaved BIRD and such raw peers ([`RawRig`]).
 
 pub mod bfd;
+pub mod ecmp;
 pub mod raw_rig;
 pub mod rawpeer;
 

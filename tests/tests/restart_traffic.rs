@@ -23,6 +23,7 @@ fn lab() -> Cluster {
         nodes: 3,
         mode: Topology::Mesh,
         pool_mode: PoolMode::Never,
+        tors: 1,
     };
     Cluster::build(spec, SETTLE).expect("building a 3-node lab")
 }

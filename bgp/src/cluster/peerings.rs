@@ -374,6 +374,10 @@ pub fn plan(model: &Model, local: &Local) -> Result<Plan, PeeringError> {
             originate: service_cidrs(&bgp, &mut notes),
             graceful_restart: true,
             restart_time: Spanned::new(0..0, 120),
+            max_paths: Spanned::new(
+                0..0,
+                bgp.max_paths.unwrap_or(crate::config::DEFAULT_MAX_PATHS),
+            ),
             neighbors,
             pools: policy::pools(model, &mut notes),
             advertise: policy::advertise(&bgp),

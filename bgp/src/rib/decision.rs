@@ -70,8 +70,30 @@ pub fn best_index(candidates: &[Candidate<'_>], local_asn: u32) -> usize {
     if candidates.len() <= 1 {
         return 0;
     }
+    equal_best(candidates, local_asn)
+        .first()
+        .copied()
+        .unwrap_or(0)
+}
+
+/// The candidates that are as good as the best one through step e) of RFC 4271 §9.1.2.2, best
+/// first, the rest in the order of the remaining tie breaks: the paths a multipath (ECMP)
+/// route may use. `candidates` must not be empty.
+///
+/// What counts, as BIRD's `merge paths` (`bgp_rte_mergable`) counts it: being locally
+/// originated, LOCAL_PREF, AS_PATH length, ORIGIN, MED (among routes from the same neighbour
+/// AS), eBGP or iBGP, and the IGP cost to the next hop (equal for every next hop here). What
+/// does not: f) the BGP Identifier (ORIGINATOR_ID), RFC 4456's CLUSTER_LIST length and g) the
+/// peer address, the tie breaks that only pick one of equals; they order the set instead, so
+/// its first element is exactly the path [`best_index`] picks. The neighbour AS need not be
+/// the same (two ToRs of a rack in different ASes are the common case). A locally originated
+/// best path has no peers to share with: the set is that path alone.
+pub fn equal_best(candidates: &[Candidate<'_>], local_asn: u32) -> Vec<usize> {
     let c = candidates;
     let mut alive: Vec<usize> = (0..c.len()).collect();
+    if c.len() <= 1 {
+        return alive;
+    }
     // Locally originated routes first, before any attribute is compared: a route received from
     // a peer never takes the place of one this node originates (its workloads' blocks), whatever
     // LOCAL_PREF or AS_PATH the peer sends (import protection).
@@ -93,13 +115,20 @@ pub fn best_index(candidates: &[Candidate<'_>], local_asn: u32) -> usize {
     // d) eBGP over iBGP.
     prefer(&mut alive, |i| c[i].ebgp);
     // e) lowest IGP cost to the next hop: every next hop is equally near here.
-    // f) lowest BGP Identifier (ORIGINATOR_ID when present, RFC 4456 §9).
-    keep_min(&mut alive, |i| c[i].identifier());
-    // RFC 4456 §9: shortest CLUSTER_LIST.
-    keep_min(&mut alive, |i| c[i].attrs.cluster_list.len());
-    // g) lowest peer address.
-    keep_min(&mut alive, |i| c[i].address);
-    alive.first().copied().unwrap_or(0)
+    // f) lowest BGP Identifier (ORIGINATOR_ID when present, RFC 4456 §9), then RFC 4456 §9's
+    // shortest CLUSTER_LIST, then g) lowest peer address: a total order, so sorting by the
+    // three keys puts first the one path their elimination would keep.
+    alive.sort_by_key(|&i| {
+        (
+            c[i].identifier(),
+            c[i].attrs.cluster_list.len(),
+            c[i].address,
+        )
+    });
+    if alive.first().is_some_and(|&i| c[i].local) {
+        alive.truncate(1);
+    }
+    alive
 }
 
 #[cfg(test)]
@@ -273,5 +302,79 @@ mod tests {
         x.address = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
         y.address = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
         assert_wins(x, y);
+    }
+
+    fn ebgp(a: &PathAttributes, id: u8) -> Candidate<'_> {
+        let mut x = cand(a, id);
+        x.ebgp = true;
+        x
+    }
+
+    #[test]
+    fn equal_best_ignores_router_id_cluster_list_and_peer_address() {
+        // Two ToRs in different ASes, equal through step e): both are in the set, the lower
+        // router id first.
+        let (a, b) = (attrs(&[65001, 64512]), attrs(&[65002, 64512]));
+        let (mut x, mut y) = (cand(&a, 9), cand(&b, 3));
+        x.ebgp = true;
+        y.ebgp = true;
+        assert_eq!(equal_best(&[x, y], LOCAL_AS), vec![1, 0]);
+        assert_eq!(best_index(&[x, y], LOCAL_AS), 1);
+        let mut c = attrs(&[65001, 64512]);
+        c.cluster_list = vec![Ipv4Addr::new(7, 7, 7, 7)];
+        let mut z = cand(&c, 1);
+        z.ebgp = true;
+        assert_eq!(equal_best(&[x, y, z], LOCAL_AS), vec![2, 1, 0]);
+    }
+
+    #[test]
+    fn equal_best_counts_every_step_up_to_igp_cost() {
+        let base = attrs(&[65001, 64512]);
+        let longer = attrs(&[65002, 65003, 64512]);
+        let mut pref = base.clone();
+        pref.local_pref = Some(50);
+        let mut origin = base.clone();
+        origin.origin = Some(Origin::Incomplete);
+        let mut med = base.clone();
+        med.med = Some(7);
+        // Each worse path falls out at its step; the best stays alone.
+        for worse in [&longer, &pref, &origin, &med] {
+            let set = equal_best(&[ebgp(&base, 5), ebgp(worse, 1)], LOCAL_AS);
+            assert_eq!(set, vec![0], "{worse:?}");
+        }
+        // iBGP does not share with eBGP.
+        let ibgp = cand(&base, 1);
+        assert_eq!(equal_best(&[ebgp(&base, 5), ibgp], LOCAL_AS), vec![0]);
+        // Two iBGP paths do (the mesh, reflected routes).
+        assert_eq!(
+            equal_best(&[cand(&base, 5), cand(&base, 1)], LOCAL_AS),
+            vec![1, 0]
+        );
+    }
+
+    #[test]
+    fn equal_best_compares_med_only_within_a_neighbour_as() {
+        let mut a = attrs(&[65001, 64512]);
+        a.med = Some(100);
+        let mut b = attrs(&[65002, 64512]);
+        b.med = Some(5);
+        let mut c = attrs(&[65002, 64512]);
+        c.med = Some(6);
+        let set = equal_best(&[cand(&a, 1), cand(&b, 2), cand(&c, 3)], LOCAL_AS);
+        assert_eq!(
+            set,
+            vec![0, 1],
+            "c loses to b on MED, a is not compared with them"
+        );
+    }
+
+    #[test]
+    fn local_best_shares_with_nothing() {
+        let (a, b) = (attrs(&[]), attrs(&[]));
+        let mut l1 = cand(&a, 1);
+        l1.local = true;
+        let mut l2 = cand(&b, 2);
+        l2.local = true;
+        assert_eq!(equal_best(&[cand(&a, 0), l1, l2], LOCAL_AS), vec![1]);
     }
 }

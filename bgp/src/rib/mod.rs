@@ -154,6 +154,9 @@ pub struct RouteView {
     /// None for a locally originated route.
     pub peer: Option<PeerId>,
     pub best: bool,
+    /// The next hops of the multipath (ECMP) set of a best path, its own first, when the set
+    /// has more than one (see [`Rib::set_max_paths`]); empty otherwise.
+    pub multipath: Vec<IpAddr>,
 }
 
 /// One batch of outgoing changes for a set of peers that receive exactly the same bytes.
@@ -205,7 +208,8 @@ struct PeerState {
 /// derived from (best before, best after) once per prefix, however often it was touched.
 #[derive(Default)]
 struct Touched {
-    list: Vec<(Prefix, Option<Path>)>,
+    /// (prefix, best path before, multipath next hops before).
+    list: Vec<(Prefix, Option<Path>, Vec<IpAddr>)>,
     seen: HashSet<Prefix>,
 }
 
@@ -222,6 +226,8 @@ pub struct Rib {
     stored: Interner<StoredAttrs>,
     best_changes: Vec<BestChange>,
     track_best_changes: bool,
+    /// Most paths of one multipath route (1: best path only).
+    max_paths: usize,
 }
 
 fn source<'a>(
@@ -260,6 +266,46 @@ fn candidate<'a>(
     }
 }
 
+/// The next hops of `paths`' multipath set ([`decision::equal_best`]): its best path's first,
+/// then those of the equal paths (each next hop once, none unspecified), at most `max` of them;
+/// empty unless that makes two or more.
+fn ecmp_next_hops(
+    paths: &Paths,
+    local: &LocalConfig,
+    peers: &HashMap<PeerId, PeerState>,
+    max: usize,
+) -> Vec<IpAddr> {
+    let Paths::Many(v) = paths else {
+        return Vec::new();
+    };
+    if max < 2 || v[0].is_local() {
+        return Vec::new();
+    }
+    let candidates: Vec<Candidate<'_>> = v.iter().map(|p| candidate(local, peers, p)).collect();
+    let mut hops: Vec<IpAddr> = Vec::with_capacity(max);
+    // The best path (first) leads even when a tie break the set ignores would order it later.
+    let set = std::iter::once(0).chain(
+        decision::equal_best(&candidates, local.asn)
+            .into_iter()
+            .filter(|&i| i != 0),
+    );
+    for i in set {
+        let Some(nh) = v[i].attrs.next_hop.map(|n| n.addr()) else {
+            continue;
+        };
+        if !nh.is_unspecified() && !hops.contains(&nh) {
+            hops.push(nh);
+        }
+        if hops.len() == max {
+            break;
+        }
+    }
+    if hops.len() < 2 {
+        hops.clear();
+    }
+    hops
+}
+
 /// Runs the decision process over a prefix's paths and moves the winner first.
 fn reselect(paths: &mut Paths, local: &LocalConfig, peers: &HashMap<PeerId, PeerState>) {
     if let Paths::Many(v) = paths {
@@ -280,6 +326,7 @@ fn view(prefix: Prefix, path: &Path, best: bool) -> RouteView {
         next_hop: path.attrs.next_hop.map_or(unspecified, |n| n.addr()),
         peer: (!path.is_local()).then_some(path.peer),
         best,
+        multipath: Vec::new(),
     }
 }
 
@@ -304,7 +351,51 @@ impl Rib {
             stored: Interner::default(),
             best_changes: Vec::new(),
             track_best_changes: true,
+            max_paths: 1,
         }
+    }
+
+    /// Most paths one multipath route may use (BIRD's `merge paths ... limit`); 1, the
+    /// default, keeps the best path only. A change is recorded as a best path change of every
+    /// prefix whose multipath set it changes.
+    pub fn set_max_paths(&mut self, max: usize) {
+        let max = max.max(1);
+        if max == self.max_paths {
+            return;
+        }
+        let old = self.max_paths;
+        self.max_paths = max;
+        if !self.track_best_changes {
+            return;
+        }
+        let (local, peers) = (&self.local, &self.peers);
+        let v4 = self.v4.iter().map(|(k, ps)| (Prefix::V4(*k), ps));
+        let v6 = self.v6.iter().map(|(k, ps)| (Prefix::V6(*k), ps));
+        for (prefix, paths) in v4.chain(v6) {
+            if !matches!(paths, Paths::Many(_)) {
+                continue;
+            }
+            let now = ecmp_next_hops(paths, local, peers, max);
+            if now != ecmp_next_hops(paths, local, peers, old) {
+                let mut v = view(prefix, paths.best(), true);
+                v.multipath = now;
+                self.best_changes.push(BestChange {
+                    prefix,
+                    route: Some(v),
+                });
+            }
+        }
+    }
+
+    pub fn max_paths(&self) -> usize {
+        self.max_paths
+    }
+
+    /// The best path of a prefix with its multipath next hops.
+    fn best_view(&self, prefix: Prefix, paths: &Paths) -> RouteView {
+        let mut v = view(prefix, paths.best(), true);
+        v.multipath = ecmp_next_hops(paths, &self.local, &self.peers, self.max_paths);
+        v
     }
 
     pub fn local(&self) -> &LocalConfig {
@@ -552,7 +643,7 @@ impl Rib {
     /// The best path of `prefix`.
     pub fn best(&self, prefix: &Prefix) -> Option<RouteView> {
         let prefix = prefix.trunc();
-        self.paths(&prefix).map(|ps| view(prefix, ps.best(), true))
+        self.paths(&prefix).map(|ps| self.best_view(prefix, ps))
     }
 
     /// The Loc-RIB of a family.
@@ -560,12 +651,12 @@ impl Rib {
         let v4 = (family == Family::Ipv4Unicast).then(|| {
             self.v4
                 .iter()
-                .map(|(k, ps)| view(Prefix::V4(*k), ps.best(), true))
+                .map(|(k, ps)| self.best_view(Prefix::V4(*k), ps))
         });
         let v6 = (family == Family::Ipv6Unicast).then(|| {
             self.v6
                 .iter()
-                .map(|(k, ps)| view(Prefix::V6(*k), ps.best(), true))
+                .map(|(k, ps)| self.best_view(Prefix::V6(*k), ps))
         });
         v4.into_iter().flatten().chain(v6.into_iter().flatten())
     }
@@ -651,13 +742,24 @@ impl Rib {
         }
     }
 
+    /// The multipath next hops of `prefix` (empty without a multipath set).
+    fn ecmp(&self, prefix: &Prefix) -> Vec<IpAddr> {
+        match self.paths(prefix) {
+            Some(ps) if self.max_paths > 1 => {
+                ecmp_next_hops(ps, &self.local, &self.peers, self.max_paths)
+            }
+            _ => Vec::new(),
+        }
+    }
+
     fn best_path(&self, prefix: &Prefix) -> Option<Path> {
         self.paths(prefix).map(|ps| ps.best().clone())
     }
 
     fn note(&self, prefix: Prefix, touched: &mut Touched) {
         if touched.seen.insert(prefix) {
-            touched.list.push((prefix, self.best_path(&prefix)));
+            let ecmp = self.ecmp(&prefix);
+            touched.list.push((prefix, self.best_path(&prefix), ecmp));
         }
     }
 
@@ -820,18 +922,30 @@ impl Rib {
     fn finish(&mut self, touched: Touched) -> Vec<Export> {
         let mut builder = ExportBuilder::default();
         let mut direct: HashMap<PeerId, u64> = HashMap::new();
-        for (prefix, old) in touched.list {
+        for (prefix, old, old_ecmp) in touched.list {
             let new = self.best_path(&prefix);
-            match (&old, &new) {
-                (Some(a), Some(b)) if a.same(b) => continue,
-                (None, None) => continue,
-                _ => {}
+            let new_ecmp = self.ecmp(&prefix);
+            let same_best = match (&old, &new) {
+                (Some(a), Some(b)) => a.same(b),
+                (None, None) => true,
+                _ => false,
+            };
+            if same_best && old_ecmp == new_ecmp {
+                continue;
             }
             if self.track_best_changes {
                 self.best_changes.push(BestChange {
                     prefix,
-                    route: new.as_ref().map(|p| view(prefix, p, true)),
+                    route: new.as_ref().map(|p| {
+                        let mut v = view(prefix, p, true);
+                        v.multipath = new_ecmp;
+                        v
+                    }),
                 });
+            }
+            if same_best {
+                // Only the multipath set changed: the best path peers are sent is the same.
+                continue;
             }
             let family = Family::of(&prefix);
             let (local, peers) = (&self.local, &self.peers);

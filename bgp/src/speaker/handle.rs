@@ -44,6 +44,9 @@ pub struct RouteInfo {
     /// The peer it came from; `None` for a route this speaker originates.
     pub peer: Option<(IpAddr, u32)>,
     pub best: bool,
+    /// Every next hop of the multipath (ECMP) route, `next_hop` first, when it has more than
+    /// one; empty otherwise.
+    pub multipath: Vec<IpAddr>,
 }
 
 impl RouteInfo {

@@ -138,11 +138,12 @@ impl Speaker {
         } else {
             None
         };
-        let rib = Rib::new(LocalConfig {
+        let mut rib = Rib::new(LocalConfig {
             asn: config.asn(),
             router_id: config.router_id(),
             cluster_id: config.cluster_id(),
         });
+        rib.set_max_paths(*config.max_paths.get_ref() as usize);
         let marker = graceful::marker_path(&config.socket);
         let restart_time = *config.restart_time.get_ref();
         let restarting_until = graceful::restarted_gracefully(&marker, restart_time)
@@ -448,6 +449,7 @@ impl Speaker {
             attrs: v.attrs,
             peer,
             best: v.best,
+            multipath: v.multipath,
         }
     }
 
@@ -594,6 +596,7 @@ impl Speaker {
                 router_id: new.router_id(),
                 cluster_id: new.cluster_id(),
             });
+            self.rib.set_max_paths(*new.max_paths.get_ref() as usize);
             let originated: Vec<Prefix> =
                 std::mem::take(&mut self.originated).into_iter().collect();
             self.config = new.clone();
@@ -642,6 +645,12 @@ impl Speaker {
                 }
             }
             self.config = new;
+        }
+        let max_paths = *self.config.max_paths.get_ref() as usize;
+        if max_paths != self.rib.max_paths() {
+            info!(max_paths, "max-paths changed");
+            self.rib.set_max_paths(max_paths);
+            self.publish_changes();
         }
         // Originated prefixes follow the file; those added over the API stay.
         let file: BTreeSet<Prefix> = self.config.originated().into_iter().collect();

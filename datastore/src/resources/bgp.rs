@@ -143,6 +143,10 @@ pub struct BgpConfigurationSpec {
     /// BFD on the node-to-node mesh sessions; `margay.io/v1` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bfd: Option<BfdSpec>,
+    /// Most paths of one multipath (ECMP) route learned over BGP (default 2; 1 turns
+    /// multipath off); `margay.io/v1` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_paths: Option<u32>,
 }
 
 /// Calico's two-valued switches (`serviceLoadBalancerAggregation`, `programClusterRoutes`).
@@ -176,6 +180,10 @@ impl BgpConfigurationSpec {
     }
 }
 
+/// The most paths `spec.maxPaths` may ask for (the kernel's own bound on next hops is far
+/// higher; more than this many ToRs per node is no lab's or rack's).
+pub const MAX_PATHS_LIMIT: u32 = 64;
+
 const SEVERITIES: [&str; 6] = ["Trace", "Debug", "Info", "Warning", "Error", "Fatal"];
 
 impl Spec for BgpConfigurationSpec {
@@ -185,6 +193,14 @@ impl Spec for BgpConfigurationSpec {
     fn validate(&self, v: &mut Validator) {
         if let Some(b) = &self.bfd {
             b.validate(v, "spec.bfd");
+        }
+        if let Some(n) = self.max_paths
+            && !(1..=MAX_PATHS_LIMIT).contains(&n)
+        {
+            v.problem(
+                "spec.maxPaths",
+                format!("{n} is not between 1 and {MAX_PATHS_LIMIT}"),
+            );
         }
         if let Some(s) = &self.log_severity_screen
             && !SEVERITIES.contains(&s.as_str())

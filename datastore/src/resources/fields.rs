@@ -78,6 +78,7 @@ pub const FIELDS: &[FieldInfo] = &[
     f(BGPC, "spec.bfd.minTx", Acted),
     f(BGPC, "spec.bfd.minRx", Acted),
     f(BGPC, "spec.bfd.multiplier", Acted),
+    f(BGPC, "spec.maxPaths", Acted),
     f(BGPC, "spec.asNumber", Acted),
     f(BGPC, "spec.listenPort", Acted),
     f(BGPC, "spec.bindMode", Acted),

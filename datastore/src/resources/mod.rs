@@ -73,7 +73,7 @@ pub const CALICO_API_VERSION: &str = "projectcalico.org/v3";
 pub const MARGAY_API_VERSION: &str = "margay.io/v1";
 
 /// Spec fields Calico's API lacks: accepted under [`MARGAY_API_VERSION`] only.
-const MARGAY_ONLY: &[&str] = &["bfd"];
+const MARGAY_ONLY: &[&str] = &["bfd", "maxPaths"];
 
 /// What can go wrong reading or checking resources.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -148,6 +148,28 @@ spec:
     }
 
     #[test]
+    fn max_paths_is_margay_only_and_bounded() {
+        let doc = |api: &str, n: u32| {
+            format!(
+                "apiVersion: {api}\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{maxPaths: {n}}}\n"
+            )
+        };
+        let rs = parse_documents(&doc("margay.io/v1", 4)).unwrap();
+        let AnyResource::BgpConfiguration(c) = &rs[0] else {
+            panic!("not a BGPConfiguration: {:?}", rs[0])
+        };
+        assert_eq!(c.spec.max_paths, Some(4));
+        let e = parse_documents(&doc("projectcalico.org/v3", 4)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("spec.maxPaths: exists only in margay.io/v1"),
+            "{e}"
+        );
+        let e = parse_documents(&doc("margay.io/v1", 0)).unwrap_err();
+        assert!(e.to_string().contains("spec.maxPaths"), "{e}");
+    }
+
+    #[test]
     fn ipv6_pool_defaults_to_block_size_122() {
         let rs = parse_documents(
             "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p6}\nspec: {cidr: 'fd00:10::/64'}\n",

@@ -42,8 +42,9 @@ pub struct BgpView {
     /// Connected now: the route stream is open and bgpd has this node's originated set (the
     /// routes are bgpd's complete table only once `synced`).
     pub connected: bool,
-    /// Best paths learned from peers: prefix → next hop.
-    pub routes: BTreeMap<IpNet, IpAddr>,
+    /// Best paths learned from peers: prefix → next hops (never empty; the best path's first,
+    /// then the others of a multipath route).
+    pub routes: BTreeMap<IpNet, Vec<IpAddr>>,
 }
 
 /// Why a session with bgpd ended.
@@ -63,9 +64,12 @@ pub enum FeedError {
 /// How long felix waits to connect to bgpd's socket.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// A route event as (prefix, Some(next hop)) for an add, (prefix, None) for a withdraw;
+/// A route event as (prefix, Some(next hops)) for an add, (prefix, None) for a withdraw;
 /// `None` for what felix ignores (locally originated routes, SYNCED, unparsable input).
-fn route_change(ev: &RouteEvent) -> Option<(IpNet, Option<IpAddr>)> {
+///
+/// The next hops are `multipath_next_hops` when bgpd sends them (a multipath route; the best
+/// path's first), else `next_hop` alone (a single path, or a bgpd from before multipath).
+fn route_change(ev: &RouteEvent) -> Option<(IpNet, Option<Vec<IpAddr>>)> {
     let r = ev.route.as_ref()?;
     let prefix = match r.prefix.parse::<IpNet>() {
         Ok(p) => p.trunc(),
@@ -76,19 +80,30 @@ fn route_change(ev: &RouteEvent) -> Option<(IpNet, Option<IpAddr>)> {
     };
     match Kind::try_from(ev.kind) {
         Ok(Kind::Add) if r.local => Some((prefix, None)),
-        Ok(Kind::Add) => match r.next_hop.parse::<IpAddr>() {
-            Ok(nh) => Some((prefix, Some(nh))),
-            Err(_) => {
-                warn!(%prefix, next_hop = %r.next_hop, "bgpd sent a next hop that does not parse; ignored");
-                Some((prefix, None))
+        Ok(Kind::Add) => {
+            let texts: Vec<&str> = if r.multipath_next_hops.is_empty() {
+                vec![r.next_hop.as_str()]
+            } else {
+                r.multipath_next_hops.iter().map(String::as_str).collect()
+            };
+            let mut hops = Vec::with_capacity(texts.len());
+            for t in texts {
+                match t.parse::<IpAddr>() {
+                    Ok(nh) if !hops.contains(&nh) => hops.push(nh),
+                    Ok(_) => {}
+                    Err(_) => {
+                        warn!(%prefix, next_hop = %t, "bgpd sent a next hop that does not parse; ignored")
+                    }
+                }
             }
-        },
+            Some((prefix, (!hops.is_empty()).then_some(hops)))
+        }
         Ok(Kind::Withdraw) => Some((prefix, None)),
         _ => None,
     }
 }
 
-fn apply(table: &mut BTreeMap<IpNet, IpAddr>, change: (IpNet, Option<IpAddr>)) {
+fn apply(table: &mut BTreeMap<IpNet, Vec<IpAddr>>, change: (IpNet, Option<Vec<IpAddr>>)) {
     match change {
         (p, Some(nh)) => {
             table.insert(p, nh);
@@ -172,7 +187,7 @@ async fn session(
     // The table being received; replaces the published one at SYNCED. On the first connection
     // there is no published table to protect: routes go live as they come (felix keeps the
     // remote routes they lack in the kernel until SYNCED).
-    let mut fresh: Option<BTreeMap<IpNet, IpAddr>> = view.borrow().synced.then(BTreeMap::new);
+    let mut fresh: Option<BTreeMap<IpNet, Vec<IpAddr>>> = view.borrow().synced.then(BTreeMap::new);
     // Routes kept from before the reconnect that the fresh table lacks.
     let mut stale: BTreeSet<IpNet> = BTreeSet::new();
     let mut stale_deadline = tokio::time::Instant::now();
@@ -227,9 +242,10 @@ async fn session(
                     Some(table) => apply(table, change),
                     None => {
                         view.send_if_modified(|v| {
-                            let before = v.routes.get(&change.0).copied();
+                            let prefix = change.0;
+                            let before = v.routes.get(&prefix).cloned();
                             apply(&mut v.routes, change);
-                            before != v.routes.get(&change.0).copied()
+                            before.as_ref() != v.routes.get(&prefix)
                         });
                     }
                 }
@@ -304,5 +320,23 @@ mod tests {
         );
         assert!(t.is_empty());
         assert!(route_change(&ev(Kind::Add, "bogus", "10.0.0.2", false)).is_none());
+    }
+
+    #[test]
+    fn multipath_next_hops_replace_the_single_one() {
+        let mut e = ev(Kind::Add, "10.244.1.0/26", "10.0.1.1", false);
+        let one = route_change(&e).unwrap();
+        assert_eq!(one.1, Some(vec!["10.0.1.1".parse().unwrap()]));
+        if let Some(r) = e.route.as_mut() {
+            r.multipath_next_hops = vec!["10.0.1.1".into(), "10.0.2.1".into()];
+        }
+        let two = route_change(&e).unwrap();
+        assert_eq!(
+            two.1,
+            Some(vec![
+                "10.0.1.1".parse().unwrap(),
+                "10.0.2.1".parse().unwrap()
+            ])
+        );
     }
 }

@@ -117,7 +117,7 @@ pub enum AssembleError {
 /// Inputs that do not parse are left out and listed in the second value.
 pub fn assemble(
     state: &ClusterState,
-    routes: &BTreeMap<IpNet, IpAddr>,
+    routes: &BTreeMap<IpNet, Vec<IpAddr>>,
 ) -> Result<(Model, Vec<String>), AssembleError> {
     let mut problems = Vec::new();
     let own = state
@@ -205,9 +205,13 @@ pub fn assemble(
     let peer_routes = peer_routes(state, &mut problems);
     let remote_routes = routes
         .iter()
-        .map(|(prefix, next_hop)| RemoteRoute {
-            prefix: *prefix,
-            next_hop: *next_hop,
+        .filter_map(|(prefix, hops)| {
+            let (first, rest) = hops.split_first()?;
+            Some(RemoteRoute {
+                prefix: *prefix,
+                next_hop: *first,
+                also_via: rest.to_vec(),
+            })
         })
         .collect();
 
@@ -248,6 +252,7 @@ fn peer_routes(state: &ClusterState, problems: &mut Vec<String>) -> Vec<RemoteRo
             Ok(gw) if gw.is_ipv4() == peer.is_ipv4() => out.push(RemoteRoute {
                 prefix: IpNet::from(peer),
                 next_hop: gw,
+                also_via: Vec::new(),
             }),
             _ => problems.push(format!(
                 "BGPPeer {name}: reachableBy {gw:?} is not an address of the peer's family"
@@ -390,7 +395,7 @@ mod tests {
         let mut routes = BTreeMap::new();
         routes.insert(
             "10.244.1.0/26".parse().unwrap(),
-            "10.0.0.2".parse().unwrap(),
+            vec!["10.0.0.2".parse().unwrap()],
         );
         let (m, problems) = assemble(&s, &routes).unwrap();
         assert!(problems.is_empty(), "{problems:?}");

@@ -49,6 +49,7 @@ pub fn container_routes(addresses: &[IpNet], oif: u32) -> Vec<KernelRoute> {
         oif: Some(oif),
         onlink: false,
         priority: 0,
+        multipath: Vec::new(),
     };
     if addresses.iter().any(|a| a.addr().is_ipv4()) {
         out.push(base(IpNet::from(IpAddr::V4(GATEWAY_V4)), SCOPE_LINK, None));
@@ -80,6 +81,7 @@ pub fn host_route(addr: IpNet, oif: u32, protocol: u8) -> KernelRoute {
         oif: Some(oif),
         onlink: false,
         priority: 0,
+        multipath: Vec::new(),
     }
 }
 

@@ -23,7 +23,9 @@ use netlink_packet_route::RouteNetlinkMessage;
 pub use link::{Link, Mac, VxlanSpec};
 pub use monitor::{Event, Monitor};
 pub use neigh::{FdbEntry, Neighbour};
-pub use route::{KernelRoute, RouteKey, RouteKind, SCOPE_LINK, SCOPE_UNIVERSE, TABLE_MAIN};
+pub use route::{
+    KernelRoute, NextHop, RouteKey, RouteKind, SCOPE_LINK, SCOPE_UNIVERSE, TABLE_MAIN,
+};
 pub use rule::Rule;
 
 use socket::NlSocket;

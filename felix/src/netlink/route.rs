@@ -6,13 +6,18 @@
 //! when it fits in 8 bits, attributes are DST, GATEWAY, OIF, PRIORITY in that order, and a
 //! delete carries scope NOWHERE, no type, and our protocol, so the kernel only ever deletes a
 //! route whose protocol is ours.
+//!
+//! A multipath route (`nexthop via A nexthop via B`) carries its next hops in one RTA_MULTIPATH
+//! attribute instead of GATEWAY and OIF, each an `rtnexthop` with its flags (onlink), interface
+//! and an RTA_GATEWAY inside, as iproute2 sends them. Installed with NLM_F_REPLACE, it takes the
+//! place of a single-path route in one operation, and the other way round.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
-    RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteNextHop,
+    RouteNextHopFlags, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
@@ -72,6 +77,44 @@ pub struct KernelRoute {
     pub onlink: bool,
     /// The route's metric (RTA_PRIORITY), part of its identity with `dst` and `table`.
     pub priority: u32,
+    /// The next hops of a multipath route (RTA_MULTIPATH), in the order given; empty for a
+    /// route with one (then `gateway`, `oif` and `onlink` say it).
+    pub multipath: Vec<NextHop>,
+}
+
+/// One next hop of a multipath route (an `rtnexthop`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NextHop {
+    pub gateway: IpAddr,
+    /// Output interface index (0 in the message when the kernel is to find it).
+    pub oif: Option<u32>,
+    /// RTNH_F_ONLINK.
+    pub onlink: bool,
+}
+
+impl NextHop {
+    fn to_rtnh(&self) -> RouteNextHop {
+        let mut nh = RouteNextHop::default();
+        if self.onlink {
+            nh.flags = RouteNextHopFlags::Onlink;
+        }
+        nh.interface_index = self.oif.unwrap_or(0);
+        nh.attributes = vec![RouteAttribute::Gateway(RouteAddress::from(self.gateway))];
+        nh
+    }
+
+    /// `None` for a next hop without a gateway (felix never installs those).
+    fn from_rtnh(nh: &RouteNextHop) -> Option<NextHop> {
+        let gateway = nh.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Gateway(g) => ip_of(g),
+            _ => None,
+        })?;
+        Some(NextHop {
+            gateway,
+            oif: (nh.interface_index != 0).then_some(nh.interface_index),
+            onlink: nh.flags.contains(RouteNextHopFlags::Onlink),
+        })
+    }
 }
 
 /// Where a route lives in the kernel: two routes with the same key replace each other.
@@ -106,6 +149,11 @@ impl KernelRoute {
         }
         if let Some(oif) = self.oif {
             msg.attributes.push(RouteAttribute::Oif(oif));
+        }
+        if !self.multipath.is_empty() {
+            msg.attributes.push(RouteAttribute::MultiPath(
+                self.multipath.iter().map(NextHop::to_rtnh).collect(),
+            ));
         }
         self.push_priority_and_table(&mut msg);
         RouteNetlinkMessage::NewRoute(msg)
@@ -157,8 +205,12 @@ impl KernelRoute {
         let mut gateway = None;
         let mut oif = None;
         let mut priority = 0;
+        let mut multipath = Vec::new();
         for attr in &msg.attributes {
             match attr {
+                RouteAttribute::MultiPath(hops) => {
+                    multipath = hops.iter().filter_map(NextHop::from_rtnh).collect();
+                }
                 RouteAttribute::Destination(a) => dst_addr = ip_of(a),
                 RouteAttribute::Gateway(a) => gateway = ip_of(a),
                 RouteAttribute::Oif(i) => oif = Some(*i),
@@ -197,6 +249,7 @@ impl KernelRoute {
             oif,
             onlink: h.flags.contains(RouteFlags::Onlink),
             priority,
+            multipath,
         })
     }
 }
@@ -254,33 +307,42 @@ mod tests {
             oif: Some(3),
             onlink: true,
             priority: 0,
+            multipath: Vec::new(),
         }
     }
 
-    #[test]
-    fn onlink_add_matches_iproute2_bytes() {
+    /// `r`'s RTM_NEWROUTE as `ip route add` sends it (create, exclusive, ack), with `seq`.
+    fn add_bytes(r: &KernelRoute, seq: u32) -> Vec<u8> {
         let mut out = Vec::new();
         encode(
             &mut out,
-            onlink_route().to_new_message(),
+            r.to_new_message(),
             NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-            1795600790,
+            seq,
         );
-        assert_eq!(out, IPROUTE2_ONLINK_ADD);
+        out
     }
 
-    #[test]
-    fn iproute2_onlink_add_decodes_to_the_same_route() {
-        let msg = netlink_packet_core::NetlinkMessage::<RouteNetlinkMessage>::deserialize(
-            IPROUTE2_ONLINK_ADD,
-        )
-        .unwrap();
+    /// The route a captured RTM_NEWROUTE installs.
+    fn decoded(bytes: &[u8]) -> Option<KernelRoute> {
+        let msg =
+            netlink_packet_core::NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes).unwrap();
         let netlink_packet_core::NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) =
             msg.payload
         else {
             panic!("not a NEWROUTE: {:?}", msg.payload);
         };
-        assert_eq!(KernelRoute::from_message(&r), Some(onlink_route()));
+        KernelRoute::from_message(&r)
+    }
+
+    #[test]
+    fn onlink_add_matches_iproute2_bytes() {
+        assert_eq!(add_bytes(&onlink_route(), 1795600790), IPROUTE2_ONLINK_ADD);
+    }
+
+    #[test]
+    fn iproute2_onlink_add_decodes_to_the_same_route() {
+        assert_eq!(decoded(IPROUTE2_ONLINK_ADD), Some(onlink_route()));
     }
 
     #[test]
@@ -309,5 +371,57 @@ mod tests {
         assert_eq!(m.header.table, 0);
         assert!(m.attributes.contains(&RouteAttribute::Table(1000)));
         assert_eq!(KernelRoute::from_message(&m), Some(r));
+    }
+
+    /// `ip route add 10.1.0.0/26 proto 81 nexthop via 10.0.0.2 dev v0 nexthop via 10.0.1.2 dev
+    /// v1 onlink` (v0 = ifindex 3, v1 = 5), as iproute2 6.1 sent it (`strace -e write=3`).
+    const IPROUTE2_MULTIPATH_ADD: &[u8] = &[
+        0x48, 0x00, 0x00, 0x00, // nlmsg_len 72
+        0x18, 0x00, // RTM_NEWROUTE
+        0x05, 0x06, // NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE
+        0x80, 0xf6, 0x15, 0x6b, // seq
+        0x00, 0x00, 0x00, 0x00, // pid
+        0x02, 0x1a, 0x00, 0x00, 0xfe, 0x51, 0x00, 0x01, // inet /26 main proto81 unicast
+        0x00, 0x00, 0x00, 0x00, // rtm_flags
+        0x08, 0x00, 0x01, 0x00, 0x0a, 0x01, 0x00, 0x00, // RTA_DST 10.1.0.0
+        0x24, 0x00, 0x09, 0x00, // RTA_MULTIPATH, 36 bytes
+        0x10, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, // rtnh: len 16, flags 0, ifindex 3
+        0x08, 0x00, 0x05, 0x00, 0x0a, 0x00, 0x00, 0x02, // RTA_GATEWAY 10.0.0.2
+        0x10, 0x00, 0x04, 0x00, 0x05, 0x00, 0x00, 0x00, // rtnh: len 16, ONLINK, ifindex 5
+        0x08, 0x00, 0x05, 0x00, 0x0a, 0x00, 0x01, 0x02, // RTA_GATEWAY 10.0.1.2
+    ];
+
+    fn multipath_route() -> KernelRoute {
+        KernelRoute {
+            gateway: None,
+            oif: None,
+            onlink: false,
+            multipath: vec![
+                NextHop {
+                    gateway: "10.0.0.2".parse().unwrap(),
+                    oif: Some(3),
+                    onlink: false,
+                },
+                NextHop {
+                    gateway: "10.0.1.2".parse().unwrap(),
+                    oif: Some(5),
+                    onlink: true,
+                },
+            ],
+            ..onlink_route()
+        }
+    }
+
+    #[test]
+    fn multipath_add_matches_iproute2_bytes() {
+        assert_eq!(
+            add_bytes(&multipath_route(), 0x6b15_f680),
+            IPROUTE2_MULTIPATH_ADD
+        );
+    }
+
+    #[test]
+    fn iproute2_multipath_add_decodes_to_the_same_route() {
+        assert_eq!(decoded(IPROUTE2_MULTIPATH_ADD), Some(multipath_route()));
     }
 }

@@ -30,7 +30,7 @@ use ipnet::IpNet;
 use crate::desired::{Desired, DesiredRoute, RouteClass, Target, VXLAN_DEVICE};
 use crate::health::{Health, KindLabel, Metrics};
 use crate::netlink::{
-    Dataplane, Event, KernelRoute, Link, NetlinkError, RouteKind, RouteOp, SCOPE_LINK,
+    Dataplane, Event, KernelRoute, Link, NetlinkError, NextHop, RouteKind, RouteOp, SCOPE_LINK,
     SCOPE_UNIVERSE, TABLE_MAIN,
 };
 
@@ -186,7 +186,7 @@ impl Reconciler {
         self.metrics.shadowed_routes.set(new.shadowed.len() as i64);
         self.by_device.clear();
         for (dst, r) in &new.routes {
-            if let Some(dev) = r.target.device() {
+            for dev in r.target.devices() {
                 self.by_device
                     .entry(dev.to_string())
                     .or_default()
@@ -303,7 +303,10 @@ impl Reconciler {
         let ours = have.is_some_and(|h| h.protocol == self.cfg.protocol);
         let Some(want) = want else {
             self.logged_conflicts.remove(&dst);
-            if ours && self.hold_stale_remote && have.is_some_and(|h| h.gateway.is_some()) {
+            if ours
+                && self.hold_stale_remote
+                && have.is_some_and(|h| h.gateway.is_some() || !h.multipath.is_empty())
+            {
                 self.held.insert(dst);
                 return None;
             }
@@ -389,6 +392,7 @@ impl Reconciler {
             oif: None,
             onlink: false,
             priority: 0,
+            multipath: Vec::new(),
         };
         match &r.target {
             Target::Blackhole => k.kind = RouteKind::Blackhole,
@@ -401,6 +405,19 @@ impl Reconciler {
                 k.onlink = *onlink;
                 if let Some(dev) = dev {
                     k.oif = Some(self.usable_link(dev)?);
+                }
+            }
+            Target::Multipath { hops } => {
+                for h in hops {
+                    let oif = match &h.dev {
+                        Some(dev) => Some(self.usable_link(dev)?),
+                        None => None,
+                    };
+                    k.multipath.push(NextHop {
+                        gateway: h.via,
+                        oif,
+                        onlink: h.onlink,
+                    });
                 }
             }
         }
@@ -452,7 +469,10 @@ impl Reconciler {
         let gone: Vec<IpNet> = self
             .kernel
             .values()
-            .filter(|r| r.oif == Some(index) && r.kind == RouteKind::Unicast)
+            .filter(|r| {
+                r.kind == RouteKind::Unicast
+                    && (r.oif == Some(index) || r.multipath.iter().any(|h| h.oif == Some(index)))
+            })
             .map(|r| r.dst)
             .collect();
         for dst in gone {
@@ -508,4 +528,12 @@ fn satisfies(have: &KernelRoute, want: &KernelRoute) -> bool {
         && have.gateway == want.gateway
         && have.onlink == want.onlink
         && (want.oif.is_none() || have.oif == want.oif)
+        && have.multipath.len() == want.multipath.len()
+        && want.multipath.iter().all(|w| {
+            have.multipath.iter().any(|h| {
+                h.gateway == w.gateway
+                    && h.onlink == w.onlink
+                    && (w.oif.is_none() || h.oif == w.oif)
+            })
+        })
 }

@@ -159,6 +159,7 @@ mod tests {
         RemoteRoute {
             prefix: p.parse().unwrap(),
             next_hop: nh.parse().unwrap(),
+            also_via: Vec::new(),
         }
     }
 

@@ -255,6 +255,7 @@ impl Applier {
                     oif: Some(link.index),
                     onlink: false,
                     priority: 0,
+                    multipath: Vec::new(),
                 },
             );
         }
@@ -271,6 +272,7 @@ impl Applier {
                     oif: None,
                     onlink: false,
                     priority: 0,
+                    multipath: Vec::new(),
                 },
             );
         }

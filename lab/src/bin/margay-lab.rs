@@ -77,6 +77,11 @@ enum Command {
         /// from-calico`. Needs --mode mesh and --pool-mode never.
         #[arg(long, default_value_t = 0)]
         calico_nodes: usize,
+        /// ToRs per node: 2 wires every node to a second BIRD ToR on its own link (plane b),
+        /// BFD at 3 x 100 ms on every ToR session, and routes each remote block over both as
+        /// one multipath route (no mesh; needs --pool-mode never).
+        #[arg(long, default_value_t = 1)]
+        tors: usize,
     },
     /// Report on the kept lab again (exit status 1 unless it has converged).
     Status,
@@ -174,6 +179,7 @@ fn main() -> ExitCode {
             keep,
             timeout,
             calico_nodes,
+            tors,
         } => labctl::up(&UpOptions {
             spec: Spec {
                 nodes,
@@ -187,6 +193,7 @@ fn main() -> ExitCode {
                     PoolModeArg::Ipip => PoolMode::Ipip,
                     PoolModeArg::CrossSubnet => PoolMode::CrossSubnet,
                 },
+                tors,
             },
             keep,
             timeout: Duration::from_secs(timeout),

@@ -23,7 +23,7 @@ use super::ping::{self, PingResult};
 use super::pods::{self, Added, Sandbox};
 use super::progress::interrupted;
 use super::state::{CalicoNodeState, EtcdState, LabState, NodeState, PodState, TorState};
-use super::topology::{NODE_AS, POOL_CIDR, Plan, PodPlan, Spec, TOR_AS};
+use super::topology::{NODE_AS, POOL_CIDR, Plan, PodPlan, Spec, TOR_AS, TOR2_AS};
 use crate::bgpd::{Bgpd, ClusterArgs};
 use crate::bird::Bird;
 use crate::calico::{self, CalicoNode, ClusterKeys, NodeKeys, PodKeys};
@@ -66,10 +66,12 @@ pub struct Cluster {
     tor: Option<Bird>,
     /// Calico nodes (`--calico-nodes`), in plan order.
     calico: Vec<CalicoNode>,
+    /// The second ToR (`--tors 2`).
+    tor2: Option<Bird>,
     etcd: Option<Etcd>,
-    /// Node k's namespace at index k-1, then the ToR's.
+    /// Node k's namespace at index k-1, then the ToR's, then the second ToR's.
     hosts: Vec<Netns>,
-    /// One per rack.
+    /// One per rack, then plane b (`--tors 2`).
     switches: Vec<LabSwitch>,
     /// How many times each daemon (by process name) has been restarted, for its log names.
     restarts: Vec<(String, u32)>,
@@ -82,12 +84,19 @@ impl Cluster {
     pub fn create(spec: Spec) -> Result<Cluster, LabCtlError> {
         let lab = Lab::new("margay-lab")?;
         let mut switches = Vec::new();
-        for r in 0..spec.pool_mode.racks() {
+        for r in 0..Plan::switch_count(&spec) {
             switches.push(lab.switch(&format!("sw{r}"))?);
         }
         let plan = Plan::new(spec, switches.iter().map(LabSwitch::subnet).collect());
-        let mut hosts = Vec::with_capacity(plan.nodes.len() + 1);
-        for role in plan.nodes.iter().map(|n| &n.role).chain([&plan.tor.role]) {
+        let mut hosts = Vec::with_capacity(plan.nodes.len() + 2);
+        let tor2 = plan.tor2.as_ref().map(|t| &t.role);
+        for role in plan
+            .nodes
+            .iter()
+            .map(|n| &n.role)
+            .chain([&plan.tor.role])
+            .chain(tor2)
+        {
             hosts.push(lab.netns(role)?);
         }
         Ok(Cluster {
@@ -96,6 +105,7 @@ impl Cluster {
             bgpds: Vec::new(),
             tor: None,
             calico: Vec::new(),
+            tor2: None,
             etcd: None,
             hosts,
             switches,
@@ -209,7 +219,7 @@ impl Cluster {
 
     /// How many namespaces [`Cluster::create`] makes for `spec`.
     pub fn namespace_count(spec: &Spec) -> usize {
-        spec.nodes + 1 + spec.pool_mode.racks()
+        spec.nodes + spec.tors + Plan::switch_count(spec)
     }
 
     /// The plan the lab follows.
@@ -245,6 +255,53 @@ impl Cluster {
         &self.hosts[self.plan.nodes.len()]
     }
 
+    /// Node `i`'s margay-bgpd (0-based), once started.
+    pub fn bgpd(&self, i: usize) -> Option<&Bgpd> {
+        self.bgpds.get(i)
+    }
+
+    /// The first ToR's BIRD, or with `second` the second's (`--tors 2`), once started.
+    pub fn tor_bird(&self, second: bool) -> Option<&Bird> {
+        if second {
+            self.tor2.as_ref()
+        } else {
+            self.tor.as_ref()
+        }
+    }
+
+    /// The second ToR's namespace (`--tors 2`).
+    pub fn tor2_netns(&self) -> Option<&Netns> {
+        self.plan
+            .tor2
+            .as_ref()
+            .and_then(|_| self.hosts.get(self.plan.nodes.len() + 1))
+    }
+
+    /// Node `i`'s interface towards the first ToR, or with `plane_b` the second (`--tors 2`):
+    /// the one holding its planned address there.
+    pub fn node_ifname(&self, i: usize, plane_b: bool) -> Result<String, LabCtlError> {
+        let node = &self.plan.nodes[i];
+        let want = if plane_b {
+            node.addrs_b
+                .as_ref()
+                .ok_or_else(|| LabCtlError::Usage("the lab has one ToR".into()))?
+                .ip4()
+        } else {
+            node.addrs.ip4()
+        };
+        let links = self.hosts[i].ip_json(&["-4", "addr", "show"])?;
+        links
+            .iter()
+            .find(|l| {
+                l["addr_info"].as_array().is_some_and(|a| {
+                    a.iter()
+                        .any(|x| x["local"].as_str() == Some(&want.to_string()))
+                })
+            })
+            .and_then(|l| l["ifname"].as_str().map(str::to_string))
+            .ok_or_else(|| LabCtlError::Usage(format!("{}: no interface holds {want}", node.name)))
+    }
+
     /// etcd, once started.
     pub fn etcd(&self) -> Option<&Etcd> {
         self.etcd.as_ref()
@@ -265,6 +322,19 @@ impl Cluster {
             check_address(tor, got.ip4(), want.ip4())?;
         }
         tor.exec("sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"])?;
+        if let (Some(t2), Some(plane_b)) = (&self.plan.tor2, self.switches.last()) {
+            // Plane b: every node's second link, then the second ToR.
+            for (node, host) in self.plan.nodes.iter().zip(&self.hosts) {
+                let got = plane_b.attach(host)?;
+                if let Some(want) = &node.addrs_b {
+                    check_address(host, got.ip4(), want.ip4())?;
+                }
+            }
+            let host = &self.hosts[self.plan.nodes.len() + 1];
+            let got = plane_b.attach(host)?;
+            check_address(host, got.ip4(), t2.addrs[0].ip4())?;
+            host.exec("sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"])?;
+        }
         for (node, host) in self.plan.nodes.iter().zip(&self.hosts) {
             let gw = self.plan.tor_for(node).to_string();
             host.ip(&["route", "add", "default", "via", &gw])?;
@@ -306,6 +376,10 @@ impl Cluster {
         let ns = &self.hosts[self.plan.nodes.len()];
         let bird = Bird::start(&self.lab, ns, &self.plan.tor.name, self.plan.tor_config())?;
         self.tor = Some(bird);
+        if let (Some(t2), Some(config)) = (&self.plan.tor2, self.plan.tor2_config()) {
+            let ns = &self.hosts[self.plan.nodes.len() + 1];
+            self.tor2 = Some(Bird::start(&self.lab, ns, &t2.name, config)?);
+        }
         Ok(())
     }
 
@@ -623,6 +697,23 @@ impl Cluster {
             etcd,
             nodes,
             pods: self.pods(),
+            tor2: match (&self.plan.tor2, self.plan.tor2_config()) {
+                (Some(t2), Some(config)) => Some(TorState {
+                    name: t2.name.clone(),
+                    netns: self.hosts[self.plan.nodes.len() + 1].name().to_string(),
+                    pid: self.tor2.as_mut().map(|b| b.process().pid()).unwrap_or(0),
+                    socket: self
+                        .tor2
+                        .as_ref()
+                        .map(|b| b.socket().to_path_buf())
+                        .unwrap_or_default(),
+                    config: dir.join(format!("{}.conf", t2.name)),
+                    addresses: t2.addrs.iter().map(|a| a.ip4()).collect(),
+                    asn: TOR2_AS,
+                    protocols: config.neighbors.iter().map(|n| n.name.clone()).collect(),
+                }),
+                _ => None,
+            },
             tor: TorState {
                 name: self.plan.tor.name.clone(),
                 netns: self.hosts[self.plan.nodes.len()].name().to_string(),
@@ -693,6 +784,7 @@ impl Cluster {
             bgpds,
             tor,
             calico,
+            tor2,
             etcd,
             hosts,
             switches,
@@ -711,7 +803,7 @@ impl Cluster {
         for b in bgpds {
             b.into_kept();
         }
-        if let Some(bird) = tor {
+        for bird in tor.into_iter().chain(tor2) {
             bird.into_kept();
         }
         if let Some(e) = etcd {
@@ -741,6 +833,7 @@ impl Cluster {
             bgpds,
             tor,
             calico,
+            tor2,
             etcd,
             hosts,
             switches,
@@ -752,6 +845,7 @@ impl Cluster {
         drop(bgpds);
         drop(tor);
         drop(calico);
+        drop(tor2);
         drop(etcd);
         drop(hosts);
         drop(switches);

@@ -106,10 +106,8 @@ pub fn check(state: &LabState) -> Result<Health> {
         .flat_map(|n| std::iter::once((IpAddr::V4(n.address4), n.name.clone())))
         .chain(
             state
-                .tor
-                .addresses
-                .iter()
-                .map(|a| (IpAddr::V4(*a), state.tor.name.clone())),
+                .tors()
+                .flat_map(|t| t.addresses.iter().map(|a| (IpAddr::V4(*a), t.name.clone()))),
         )
         .collect();
     let name_of = |a: &IpAddr| names.get(a).cloned().unwrap_or_else(|| "?".into());
@@ -197,34 +195,42 @@ pub fn check(state: &LabState) -> Result<Health> {
         }
     }
 
-    h.ends += state.tor.protocols.len();
-    match birdc(&state.tor.socket, &["show", "protocols"]).and_then(|t| parse_protocols(&t)) {
+    for tor in state.tors() {
+        check_tor(tor, state, &mut h);
+    }
+    Ok(h)
+}
+
+/// A ToR's sessions and its routes to every pod.
+fn check_tor(tor: &super::state::TorState, state: &LabState, h: &mut Health) {
+    let t = &tor.name;
+    h.ends += tor.protocols.len();
+    match birdc(&tor.socket, &["show", "protocols"]).and_then(|t| parse_protocols(&t)) {
         Ok(protocols) => {
-            for name in &state.tor.protocols {
+            for name in &tor.protocols {
                 match protocols.iter().find(|p| &p.name == name) {
                     Some(p) if p.is_established() => h.established_ends += 1,
                     Some(p) => h
                         .problems
-                        .push(format!("tor: protocol {name} is {} {}", p.state, p.info)),
-                    None => h.problems.push(format!("tor: no protocol {name}")),
+                        .push(format!("{t}: protocol {name} is {} {}", p.state, p.info)),
+                    None => h.problems.push(format!("{t}: no protocol {name}")),
                 }
             }
         }
-        Err(e) => h.problems.push(format!("tor: BIRD does not answer: {e}")),
+        Err(e) => h.problems.push(format!("{t}: BIRD does not answer: {e}")),
     }
-    match birdc(&state.tor.socket, &["show", "route", "all"]).and_then(|t| parse_routes(&t)) {
+    match birdc(&tor.socket, &["show", "route", "all"]).and_then(|t| parse_routes(&t)) {
         Ok(routes) => {
             for pod in &state.pods {
                 let ip = IpAddr::V4(pod.ip);
                 if !routes.iter().any(|r| r.prefix.contains(&ip) && r.is_bgp()) {
                     h.problems.push(format!(
-                        "tor: no route to pod {} ({}) on {}",
+                        "{t}: no route to pod {} ({}) on {}",
                         pod.name, pod.ip, pod.node
                     ));
                 }
             }
         }
-        Err(e) => h.problems.push(format!("tor: BIRD does not answer: {e}")),
+        Err(e) => h.problems.push(format!("{t}: BIRD does not answer: {e}")),
     }
-    Ok(h)
 }

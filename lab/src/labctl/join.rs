@@ -232,6 +232,12 @@ pub fn node_add(
 ) -> Result<Joined, LabCtlError> {
     require_root()?;
     let mut state = LabState::load(state_file)?.ok_or_else(|| no_lab(state_file))?;
+    if state.tor2.is_some() {
+        // A joining node would need its second link and a session on the second ToR too.
+        return Err(LabCtlError::Usage(
+            "node add is not supported on a --tors 2 lab yet (a joining node gets one link)".into(),
+        ));
+    }
     let existing = list_namespaces()?;
     let k = next_index(&state, &existing);
     let name = name.map_or_else(|| format!("node{k}"), str::to_string);

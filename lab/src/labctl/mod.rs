@@ -125,6 +125,15 @@ pub fn up(opts: &UpOptions) -> Result<(), LabCtlError> {
             opts.calico_nodes
         );
     }
+    if spec.tors == 2 {
+        println!(
+            "            dual-homed: every node also on its own link to a second BIRD ToR in AS \
+             {}, BFD {} x {} ms on every ToR session, no mesh, each remote block over both ToRs",
+            topology::TOR2_AS,
+            topology::TOR_BFD.2,
+            topology::TOR_BFD.0
+        );
+    }
     let mut progress = Progress::new(14 + usize::from(opts.calico_nodes > 0));
     let mut cluster = progress.step(
         &format!("creating {} namespaces", Cluster::namespace_count(&spec)),

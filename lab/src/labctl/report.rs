@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use super::pods::POD_NAMESPACE;
-use super::state::{CalicoNodeState, LabState, NodeState};
+use super::state::{CalicoNodeState, LabState, NodeState, TorState};
 use super::topology::{POOL_CIDR, POOL_COMMUNITY, TOR_FILTER, TOR_PREFIX};
 use crate::Result;
 use crate::bgpd::margay_binary;
@@ -72,10 +72,14 @@ fn margayctl(out: &mut String, tools: &Tools, node: &NodeState, args: &[&str]) {
 }
 
 fn birdc(out: &mut String, state: &LabState, args: &[&str]) {
-    let socket = state.tor.socket.display().to_string();
+    birdc_on(out, &state.tor, args);
+}
+
+fn birdc_on(out: &mut String, tor: &TorState, args: &[&str]) {
+    let socket = tor.socket.display().to_string();
     let _ = writeln!(out, "$ birdc -s {socket} {}", args.join(" "));
     let mut cmd = Command::new("birdc");
-    cmd.arg("-s").arg(OsStr::new(&state.tor.socket)).args(args);
+    cmd.arg("-s").arg(OsStr::new(&tor.socket)).args(args);
     out.push_str(&output_of(&mut cmd));
 }
 
@@ -146,6 +150,58 @@ fn policy_section(out: &mut String, state: &LabState, tools: &Tools) {
     if let Some(node) = state.nodes.first() {
         margayctl(out, tools, node, &["node", "routes", "--all"]);
     }
+}
+
+/// `--tors 2`: every node's multipath routes (a remote block over both ToRs) and its BFD
+/// sessions, counted, with the routes as the kernel holds them.
+fn multipath_section(out: &mut String, state: &LabState) {
+    let _ = writeln!(
+        out,
+        "\n==== ECMP over both ToRs: each node's multipath routes (nexthop via tor, nexthop via \
+         tor2) ===="
+    );
+    for node in &state.nodes {
+        let text = Command::new("ip")
+            .args(["-n", &node.netns, "route", "show", "proto", FELIX_PROTOCOL])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let multipath = multipath_routes(&text);
+        let _ = writeln!(
+            out,
+            "{}: {} multipath route(s): {}",
+            node.name,
+            multipath.len(),
+            multipath.join("; ")
+        );
+    }
+}
+
+/// The multipath routes of `ip route show` output, one line each (`dst via A, B`).
+pub fn multipath_routes(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut current: Option<(String, Vec<String>)> = None;
+    let flush = |c: Option<(String, Vec<String>)>, out: &mut Vec<String>| {
+        if let Some((dst, hops)) = c.filter(|(_, h)| h.len() > 1) {
+            out.push(format!("{dst} via {}", hops.join(", ")));
+        }
+    };
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if line.starts_with(char::is_whitespace) {
+            if let (Some((_, hops)), Some(i)) =
+                (current.as_mut(), words.iter().position(|w| *w == "via"))
+                && let Some(gw) = words.get(i + 1)
+            {
+                hops.push((*gw).to_string());
+            }
+        } else {
+            flush(current.take(), &mut out);
+            current = words.first().map(|d| (d.to_string(), Vec::new()));
+        }
+    }
+    flush(current, &mut out);
+    out
 }
 
 /// The pods, one line each.
@@ -274,17 +330,25 @@ pub fn render(state: &LabState, tools: &Tools) -> String {
     for c in &state.calico {
         calico_section(&mut out, c);
     }
-    let addrs: Vec<String> = state.tor.addresses.iter().map(|a| a.to_string()).collect();
-    let _ = writeln!(
-        out,
-        "\n==== {} (BIRD): netns {}, {}, AS {} ====",
-        state.tor.name,
-        state.tor.netns,
-        addrs.join(", "),
-        state.tor.asn
-    );
-    birdc(&mut out, state, &["show", "protocols"]);
-    birdc(&mut out, state, &["show", "route"]);
+    for tor in state.tors() {
+        let addrs: Vec<String> = tor.addresses.iter().map(|a| a.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "\n==== {} (BIRD): netns {}, {}, AS {} ====",
+            tor.name,
+            tor.netns,
+            addrs.join(", "),
+            tor.asn
+        );
+        birdc_on(&mut out, tor, &["show", "protocols"]);
+        birdc_on(&mut out, tor, &["show", "route"]);
+        if state.tor2.is_some() {
+            birdc_on(&mut out, tor, &["show", "bfd", "sessions"]);
+        }
+    }
+    if state.tor2.is_some() {
+        multipath_section(&mut out, state);
+    }
     policy_section(&mut out, state, tools);
     pods_table(&mut out, state);
     ipam_collection(&mut out, state, tools);
@@ -294,6 +358,15 @@ pub fn render(state: &LabState, tools: &Tools) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multipath_routes_are_read_from_ip_route_show() {
+        let text = "10.100.1.0/26 proto 81 \n\tnexthop via 10.99.1.4 dev eth0 weight 1 \n\tnexthop via 10.99.2.4 dev eth1 weight 1 \n10.100.2.0/26 via 10.99.1.4 dev eth0 proto 81 \nblackhole 10.100.0.0/26 proto 81 \n";
+        assert_eq!(
+            multipath_routes(text),
+            vec!["10.100.1.0/26 via 10.99.1.4, 10.99.2.4".to_string()]
+        );
+    }
 
     #[test]
     fn collection_metrics_are_read_from_felix_text() {

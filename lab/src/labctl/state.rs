@@ -122,6 +122,9 @@ pub struct LabState {
     pub nodes: Vec<NodeState>,
     pub pods: Vec<PodState>,
     pub tor: TorState,
+    /// The second ToR (`--tors 2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tor2: Option<TorState>,
     /// Seconds since the epoch when `up` finished.
     pub created: u64,
     /// Calico nodes; their pods are among `pods`.
@@ -143,12 +146,17 @@ impl LabState {
         format!("mg{}", self.tag)
     }
 
+    /// The ToRs: the first, and the second with `--tors 2`.
+    pub fn tors(&self) -> impl Iterator<Item = &TorState> {
+        std::iter::once(&self.tor).chain(self.tor2.as_ref())
+    }
+
     /// Every namespace: pods, nodes, the ToR, etcd, the switches last.
     pub fn namespaces(&self) -> Vec<String> {
         let mut v: Vec<String> = self.pods.iter().map(|p| p.netns.clone()).collect();
         v.extend(self.nodes.iter().map(|n| n.netns.clone()));
         v.extend(self.calico.iter().map(|n| n.netns.clone()));
-        v.push(self.tor.netns.clone());
+        v.extend(self.tors().map(|t| t.netns.clone()));
         v.push(self.etcd.netns.clone());
         v.extend(self.switches.iter().cloned());
         v
@@ -173,11 +181,13 @@ impl LabState {
                 pid: c.pid,
             });
         }
-        v.push(ProcessRecord {
-            name: self.tor.name.clone(),
-            netns: self.tor.netns.clone(),
-            pid: self.tor.pid,
-        });
+        for t in self.tors() {
+            v.push(ProcessRecord {
+                name: t.name.clone(),
+                netns: t.netns.clone(),
+                pid: t.pid,
+            });
+        }
         v.push(ProcessRecord {
             name: "etcd".into(),
             netns: self.etcd.netns.clone(),
@@ -290,6 +300,7 @@ mod tests {
                 asn: 65000,
                 protocols: vec!["node1".into()],
             },
+            tor2: None,
             created: 1,
             calico: Vec::new(),
         }

@@ -6,6 +6,14 @@
 //! the second half of the nodes sits on a second switch ("rack b") and the ToR routes between
 //! the two. On each switch the nodes attach first, then the ToR, then (rack a) etcd, so host
 //! numbers are known in advance. Nodes are in AS 64512 (Calico's default), the ToR in AS 65000.
+//!
+//! With `--tors 2` every node is dual-homed: a second switch ("plane b") carries every node and a
+//! second BIRD ToR (AS 65001), each node on its own link to each ToR. The mesh is off: each
+//! node peers with both ToRs only (eBGP, BFD at 3 × 100 ms, `margay.io/v1` BGPPeers), the ToRs
+//! pass every node's blocks to the others with themselves as next hop, and a node holds each
+//! remote block over both ToRs as one multipath route. `numAllowedLocalASNumbers: 1` lets a
+//! node accept its own AS in the paths (every node is in AS 64512), as Calico operators do for
+//! an AS-per-rack fabric.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -21,6 +29,11 @@ use crate::lab::{Addrs, Subnet};
 pub const NODE_AS: u32 = 64512;
 /// The AS of the top-of-rack router.
 pub const TOR_AS: u32 = 65000;
+/// The AS of the second ToR (`--tors 2`).
+pub const TOR2_AS: u32 = 65001;
+/// BFD on the ToR sessions with `--tors 2`: desired min TX and required min RX (ms), detect
+/// multiplier.
+pub const TOR_BFD: (u32, u32, u8) = (100, 100, 3);
 /// The cluster id of the reflector in route-reflector mode (Calico's documented example).
 pub const CLUSTER_ID: Ipv4Addr = Ipv4Addr::new(244, 0, 0, 1);
 /// Most nodes one lab runs (a switch is a /24 that also holds the ToR and etcd).
@@ -125,6 +138,8 @@ pub struct Spec {
     pub nodes: usize,
     pub mode: Mode,
     pub pool_mode: PoolMode,
+    /// ToRs every node is wired to: 1, or 2 (dual-homed, ECMP over both, BFD on).
+    pub tors: usize,
 }
 
 impl Spec {
@@ -139,6 +154,19 @@ impl Spec {
         if self.pool_mode == PoolMode::CrossSubnet && self.nodes < 2 {
             return Err(LabCtlError::Usage(
                 "--pool-mode cross-subnet needs at least 2 nodes (one per rack)".into(),
+            ));
+        }
+        if !(1..=2).contains(&self.tors) {
+            return Err(LabCtlError::Usage(format!(
+                "--tors must be 1 or 2, not {}",
+                self.tors
+            )));
+        }
+        if self.tors == 2 && (self.pool_mode != PoolMode::Never || self.mode != Mode::Mesh) {
+            return Err(LabCtlError::Usage(
+                "--tors 2 routes pods through the two ToRs: it takes --pool-mode never and the \
+                 default --mode (the nodes then peer with the ToRs only)"
+                    .into(),
             ));
         }
         Ok(())
@@ -158,6 +186,8 @@ pub struct NodePlan {
     pub rack: usize,
     /// Its address on its rack's switch.
     pub addrs: Addrs,
+    /// With `--tors 2`: its address on plane b (the second ToR's switch).
+    pub addrs_b: Option<Addrs>,
 }
 
 /// One pod of the plan.
@@ -212,11 +242,17 @@ pub struct Plan {
     pub etcd: Addrs,
     /// Calico nodes, after etcd on rack a ([`Plan::add_calico_nodes`]).
     pub calico: Vec<CalicoPlan>,
+    /// With `--tors 2`: the second ToR, alone on plane b with the nodes.
+    pub tor2: Option<TorPlan>,
+    /// With `--tors 2`: plane b's subnet.
+    pub plane_b: Option<Subnet>,
 }
 
 impl Plan {
-    /// The plan for `spec` on the rack subnets `racks` (one per [`PoolMode::racks`]).
-    pub fn new(spec: Spec, racks: Vec<Subnet>) -> Plan {
+    /// The plan for `spec` on the rack subnets `racks` (one per [`PoolMode::racks`]), and with
+    /// `--tors 2` a last subnet for plane b.
+    pub fn new(spec: Spec, mut racks: Vec<Subnet>) -> Plan {
+        let plane_b = (spec.tors == 2).then(|| racks.pop()).flatten();
         // Rack a holds the first half (rounded up) of the nodes when there are two racks.
         let in_a = if racks.len() > 1 {
             spec.nodes.div_ceil(2)
@@ -235,6 +271,7 @@ impl Plan {
                 role: format!("n{k}"),
                 rack,
                 addrs,
+                addrs_b: plane_b.map(|s| s.host(k as u8)),
             });
         }
         let tor_addrs: Vec<Addrs> = racks
@@ -270,6 +307,12 @@ impl Plan {
                 addrs: tor_addrs,
             },
             etcd,
+            tor2: plane_b.map(|s| TorPlan {
+                name: "tor2".into(),
+                role: "tor2".into(),
+                addrs: vec![s.host(spec.nodes as u8 + 1)],
+            }),
+            plane_b,
             calico: Vec::new(),
         }
     }
@@ -318,6 +361,11 @@ impl Plan {
         Ok(())
     }
 
+    /// How many switches the lab has: one per rack, and plane b with `--tors 2`.
+    pub fn switch_count(spec: &Spec) -> usize {
+        spec.pool_mode.racks() + usize::from(spec.tors == 2)
+    }
+
     /// Whether `node` reflects routes for the others.
     pub fn is_reflector(&self, node: &NodePlan) -> bool {
         self.spec.mode == Mode::RouteReflectors && node.index == 1
@@ -335,6 +383,12 @@ impl Plan {
 
     /// Every peer address `node`'s margay-bgpd should have a session with.
     pub fn expected_peers(&self, node: &NodePlan) -> Vec<IpAddr> {
+        if let Some(t2) = &self.tor2 {
+            return vec![
+                IpAddr::V4(self.tor_for(node)),
+                IpAddr::V4(t2.addrs[0].ip4()),
+            ];
+        }
         let mut v: Vec<IpAddr> = self
             .nodes
             .iter()
@@ -376,7 +430,36 @@ impl Plan {
                  matchOperator: In\n    cidr: {POOL_CIDR}\n"
             ),
         ];
-        if self.racks.len() == 1 {
+        if let Some(t2) = &self.tor2 {
+            // Dual-homed: the mesh is off, each node peers with both ToRs (BFD on, its own AS
+            // allowed once in the paths), and the filter also imports the pool: the other
+            // nodes' blocks, over both ToRs.
+            docs[1] = docs[1].replace(
+                "nodeToNodeMeshEnabled: true",
+                "nodeToNodeMeshEnabled: false",
+            );
+            docs[2] = docs[2].replace(
+                "  - action: Reject\n",
+                &format!("  - action: Accept\n    matchOperator: In\n    cidr: {POOL_CIDR}\n  - action: Reject\n"),
+            );
+            let (tx, rx, mult) = TOR_BFD;
+            for (name, addr, asn, source) in [
+                ("tor", self.tor.addrs[0].ip4(), TOR_AS, ""),
+                (
+                    "tor2",
+                    t2.addrs[0].ip4(),
+                    TOR2_AS,
+                    "  sourceAddress: None\n",
+                ),
+            ] {
+                docs.push(format!(
+                    "apiVersion: margay.io/v1\nkind: BGPPeer\nmetadata:\n  name: {name}\nspec:\n  \
+                     peerIP: {addr}\n  asNumber: {asn}\n  filters: [{TOR_FILTER}]\n  \
+                     numAllowedLocalASNumbers: 1\n{source}  bfd:\n    enabled: true\n    \
+                     minTx: {tx}ms\n    minRx: {rx}ms\n    multiplier: {mult}\n"
+                ));
+            }
+        } else if self.racks.len() == 1 {
             docs.push(format!(
                 "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  \
                  peerIP: {}\n  asNumber: {TOR_AS}\n  filters: [{TOR_FILTER}]\n",
@@ -423,6 +506,9 @@ impl Plan {
     /// fabric takes the nodes an autoscaler adds: a node that joins later (`margay-lab node
     /// add`) gets a session `joined_<rack>N` without any change to the ToR.
     pub fn tor_config(&self) -> BirdConfig {
+        if self.tor2.is_some() {
+            return self.fabric_tor_config(&self.tor, TOR_AS, |n| n.addrs.ip4());
+        }
         let tor_prefix = TOR_PREFIX.parse().expect("TOR_PREFIX is a CIDR");
         let mut c = BirdConfig::new(self.tor.addrs[0].ip4())
             .program_kernel()
@@ -464,9 +550,45 @@ impl Plan {
         c
     }
 
+    /// The second ToR's BIRD configuration (`--tors 2`).
+    pub fn tor2_config(&self) -> Option<BirdConfig> {
+        let t2 = self.tor2.as_ref()?;
+        Some(self.fabric_tor_config(t2, TOR2_AS, |n| {
+            n.addrs_b.as_ref().map_or(n.addrs.ip4(), Addrs::ip4)
+        }))
+    }
+
+    /// A ToR of the dual-homed fabric: one eBGP session per node on its plane with BFD at
+    /// [`TOR_BFD`], every route passed on with itself as the next hop (pod traffic crosses the
+    /// ToR), the learned routes in its kernel, and [`TOR_PREFIX`] originated. No graceful
+    /// restart: a node cut off is withdrawn at once, which is what BFD is for.
+    fn fabric_tor_config(
+        &self,
+        tor: &TorPlan,
+        asn: u32,
+        address: impl Fn(&NodePlan) -> Ipv4Addr,
+    ) -> BirdConfig {
+        let (tx, rx, mult) = TOR_BFD;
+        let mut c = BirdConfig::new(tor.addrs[0].ip4())
+            .program_kernel()
+            .bfd(rx, tx, mult)
+            .originate(TOR_PREFIX.parse().expect("TOR_PREFIX is a CIDR"));
+        for node in &self.nodes {
+            let mut n = BirdNeighbor::new(&node.name, IpAddr::V4(address(node)), asn, NODE_AS)
+                .export(ExportPolicy::All)
+                .next_hop(crate::bird::NextHop::MySelf);
+            n.bfd = true;
+            c = c.neighbor(n);
+        }
+        c
+    }
+
     /// How many BGP sessions the lab has (each counted once).
     pub fn session_count(&self) -> usize {
         let n = self.nodes.len();
+        if self.tor2.is_some() {
+            return 2 * n;
+        }
         let among_nodes = match self.spec.mode {
             Mode::Mesh => n * (n - 1) / 2,
             Mode::RouteReflectors => n - 1,
@@ -497,6 +619,7 @@ mod tests {
                 nodes,
                 mode,
                 pool_mode,
+                tors: 1,
             },
             racks,
         )
@@ -527,6 +650,7 @@ mod tests {
             nodes: 2,
             mode,
             pool_mode,
+            tors: 1,
         };
         assert!(Plan::validate_calico(&spec(Mode::Mesh, PoolMode::Never), 2).is_ok());
         assert!(Plan::validate_calico(&spec(Mode::Mesh, PoolMode::Vxlan), 1).is_err());
@@ -607,6 +731,55 @@ mod tests {
     }
 
     #[test]
+    fn two_tors_put_every_node_on_both_planes_with_bfd_peers_and_no_mesh() {
+        let spec = Spec {
+            nodes: 3,
+            mode: Mode::Mesh,
+            pool_mode: PoolMode::Never,
+            tors: 2,
+        };
+        spec.validate().unwrap();
+        assert_eq!(Plan::switch_count(&spec), 2);
+        let p = Plan::new(spec, vec![subnet(7), subnet(8)]);
+        assert_eq!(p.racks.len(), 1, "plane b is not a rack");
+        assert_eq!(
+            p.nodes[2].addrs_b.as_ref().map(|a| a.ip4().to_string()),
+            Some("10.99.8.3".into())
+        );
+        let t2 = p.tor2.as_ref().expect("a second ToR");
+        assert_eq!(t2.addrs[0].ip4().to_string(), "10.99.8.4");
+        assert_eq!(
+            ips(&p.expected_peers(&p.nodes[0])),
+            ["10.99.7.4", "10.99.8.4"]
+        );
+        assert_eq!(p.session_count(), 6);
+        let model = p.model_yaml();
+        for want in [
+            "nodeToNodeMeshEnabled: false",
+            "apiVersion: margay.io/v1\nkind: BGPPeer\nmetadata:\n  name: tor2",
+            "peerIP: 10.99.8.4\n  asNumber: 65001",
+            "numAllowedLocalASNumbers: 1\n  sourceAddress: None\n  bfd:\n    enabled: true\n    minTx: 100ms",
+            "cidr: 10.100.0.0/16\n  - action: Reject",
+        ] {
+            assert!(model.contains(want), "{want}: {model}");
+        }
+        let conf = p.tor2_config().expect("tor2").render();
+        for want in [
+            "neighbor 10.99.8.2 as 64512;",
+            "bfd on;",
+            "next hop self;",
+            "export all;",
+        ] {
+            assert!(conf.contains(want), "{want}: {conf}");
+        }
+        let bad = Spec {
+            pool_mode: PoolMode::Vxlan,
+            ..spec
+        };
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
     fn rejects_zero_and_too_many_nodes_and_a_lone_cross_subnet_node() {
         for (nodes, pool_mode) in [
             (0, PoolMode::Never),
@@ -617,6 +790,7 @@ mod tests {
                 nodes,
                 mode: Mode::Mesh,
                 pool_mode,
+                tors: 1,
             };
             assert!(spec.validate().is_err(), "{nodes} {pool_mode}");
         }
