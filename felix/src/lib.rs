@@ -12,4 +12,5 @@ pub mod health;
 pub mod model;
 pub mod nat;
 pub mod netlink;
+pub mod policy;
 pub mod reconcile;

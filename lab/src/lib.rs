@@ -12,6 +12,7 @@ pub mod bird;
 pub mod error;
 pub mod etcd;
 pub mod felix;
+pub mod flows;
 pub mod lab;
 pub mod labctl;
 pub mod live;
