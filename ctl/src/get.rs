@@ -48,6 +48,18 @@ fn opt(s: &Option<String>) -> String {
     s.clone().unwrap_or_default()
 }
 
+fn order(o: Option<f64>) -> String {
+    o.map(|o| o.to_string()).unwrap_or_else(|| "-".into())
+}
+
+fn or_all(s: &str) -> String {
+    if s.trim().is_empty() {
+        "all()".into()
+    } else {
+        s.to_string()
+    }
+}
+
 /// calicoctl's columns for a kind (`wide` adds the rest).
 pub fn table(info: KindInfo, items: &[AnyResource], wide: bool) -> String {
     let mut rows = Vec::new();
@@ -70,6 +82,13 @@ pub fn table(info: KindInfo, items: &[AnyResource], wide: bool) -> String {
         "BGPConfiguration" => vec!["NAME", "LOGSEVERITY", "MESHENABLED", "ASNUMBER"],
         "WorkloadEndpoint" => vec!["NAMESPACE", "WORKLOAD", "NODE", "NETWORKS", "INTERFACE"],
         "IPReservation" => vec!["NAME", "RESERVEDCIDRS"],
+        "NetworkPolicy" if info.plural == "k8snetworkpolicies" => {
+            vec!["NAMESPACE", "NAME", "POD-SELECTOR", "POLICY-TYPES"]
+        }
+        "NetworkPolicy" => vec!["NAMESPACE", "NAME", "TIER", "ORDER", "SELECTOR"],
+        "GlobalNetworkPolicy" => vec!["NAME", "TIER", "ORDER", "SELECTOR"],
+        "Tier" => vec!["NAME", "ORDER"],
+        "Profile" => vec!["NAME", "LABELS"],
         _ => vec!["NAME"],
     };
     for r in items {
@@ -149,6 +168,35 @@ pub fn table(info: KindInfo, items: &[AnyResource], wide: bool) -> String {
             AnyResource::IpReservation(r) => {
                 vec![r.name().to_string(), r.spec.reserved_cidrs.join(",")]
             }
+            AnyResource::NetworkPolicy(p) => vec![
+                opt(&p.metadata.namespace),
+                p.name().to_string(),
+                p.spec.tier.clone(),
+                order(p.spec.order),
+                or_all(&p.spec.selector),
+            ],
+            AnyResource::GlobalNetworkPolicy(p) => vec![
+                p.name().to_string(),
+                p.spec.tier.clone(),
+                order(p.spec.order),
+                or_all(&p.spec.selector),
+            ],
+            AnyResource::Tier(t) => vec![t.name().to_string(), order(t.spec.order)],
+            AnyResource::Profile(p) => vec![
+                p.name().to_string(),
+                p.spec
+                    .labels_to_apply
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ],
+            AnyResource::K8sNetworkPolicy(p) => vec![
+                opt(&p.metadata.namespace),
+                p.name().to_string(),
+                margay_datastore::policy::k8s::label_selector_text(&p.spec.pod_selector),
+                p.spec.policy_types.join(","),
+            ],
         };
         rows.push(row);
     }

@@ -40,6 +40,7 @@ pub mod args;
 pub mod ipam;
 pub mod liveness;
 pub mod migrate;
+pub mod policy;
 pub mod probe;
 pub mod resources;
 pub mod selector;

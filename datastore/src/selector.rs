@@ -7,9 +7,10 @@
 //! expr    := and ( "||" and )*
 //! and     := unary ( "&&" unary )*
 //! unary   := "!" unary | primary
-//! primary := "(" expr ")" | "all()" | "has(" key ")"
+//! primary := "(" expr ")" | "all()" | "global()" | "has(" key ")"
 //!          | key "==" value | key "!=" value
 //!          | key "in" set | key "not in" set
+//!          | key "contains" value | key "starts with" value | key "ends with" value
 //! set     := "{" [ value ( "," value )* ] "}"
 //! value   := "'" chars "'" | '"' chars '"'
 //! key     := [A-Za-z0-9_./-]+
@@ -48,6 +49,15 @@ pub enum Selector {
     And(Box<Selector>, Box<Selector>),
     /// `a || b`.
     Or(Box<Selector>, Box<Selector>),
+    /// `global()`: in a policy's namespace selector, what is not in a namespace (Calico's
+    /// host endpoints and global network sets); as a label match it selects nothing.
+    Global,
+    /// `key contains 'part'`.
+    Contains(String, String),
+    /// `key starts with 'prefix'`.
+    StartsWith(String, String),
+    /// `key ends with 'suffix'`.
+    EndsWith(String, String),
 }
 
 /// The selector text could not be parsed.
@@ -90,6 +100,78 @@ impl Selector {
             Selector::Not(s) => !s.matches(labels),
             Selector::And(a, b) => a.matches(labels) && b.matches(labels),
             Selector::Or(a, b) => a.matches(labels) || b.matches(labels),
+            Selector::Global => false,
+            Selector::Contains(k, v) => labels.get(k).is_some_and(|l| l.contains(v.as_str())),
+            Selector::StartsWith(k, v) => labels.get(k).is_some_and(|l| l.starts_with(v.as_str())),
+            Selector::EndsWith(k, v) => labels.get(k).is_some_and(|l| l.ends_with(v.as_str())),
+        }
+    }
+
+    /// Parses a selector where Calico reads the empty string (or only spaces) as `all()`.
+    pub fn parse_or_all(text: &str) -> Result<Selector, SelectorError> {
+        if text.trim().is_empty() {
+            Ok(Selector::All)
+        } else {
+            Selector::parse(text)
+        }
+    }
+
+    /// `a && b`.
+    pub fn and(a: Selector, b: Selector) -> Selector {
+        match (a, b) {
+            (Selector::All, s) | (s, Selector::All) => s,
+            (a, b) => Selector::And(Box::new(a), Box::new(b)),
+        }
+    }
+
+    /// The same selector over labels named `prefix` + key (Calico's `pcns.` namespace labels
+    /// and `pcsa.` service-account labels); `all()` becomes `all_as` and `global()` becomes
+    /// `global_as`.
+    pub fn with_prefix(&self, prefix: &str, all_as: &Selector, global_as: &Selector) -> Selector {
+        let k = |key: &String| format!("{prefix}{key}");
+        let rec = |s: &Selector| Box::new(s.with_prefix(prefix, all_as, global_as));
+        match self {
+            Selector::All => all_as.clone(),
+            Selector::Global => global_as.clone(),
+            Selector::Has(key) => Selector::Has(k(key)),
+            Selector::Eq(key, v) => Selector::Eq(k(key), v.clone()),
+            Selector::Ne(key, v) => Selector::Ne(k(key), v.clone()),
+            Selector::In(key, vs) => Selector::In(k(key), vs.clone()),
+            Selector::NotIn(key, vs) => Selector::NotIn(k(key), vs.clone()),
+            Selector::Contains(key, v) => Selector::Contains(k(key), v.clone()),
+            Selector::StartsWith(key, v) => Selector::StartsWith(k(key), v.clone()),
+            Selector::EndsWith(key, v) => Selector::EndsWith(k(key), v.clone()),
+            Selector::Not(s) => Selector::Not(rec(s)),
+            Selector::And(a, b) => Selector::And(rec(a), rec(b)),
+            Selector::Or(a, b) => Selector::Or(rec(a), rec(b)),
+        }
+    }
+}
+
+fn set_text(vs: &[String]) -> String {
+    vs.iter()
+        .map(|v| format!("'{v}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl std::fmt::Display for Selector {
+    /// Calico's canonical text, fully parenthesised where operators nest.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Selector::All => f.write_str("all()"),
+            Selector::Global => f.write_str("global()"),
+            Selector::Has(k) => write!(f, "has({k})"),
+            Selector::Eq(k, v) => write!(f, "{k} == '{v}'"),
+            Selector::Ne(k, v) => write!(f, "{k} != '{v}'"),
+            Selector::In(k, vs) => write!(f, "{k} in {{{}}}", set_text(vs)),
+            Selector::NotIn(k, vs) => write!(f, "{k} not in {{{}}}", set_text(vs)),
+            Selector::Contains(k, v) => write!(f, "{k} contains '{v}'"),
+            Selector::StartsWith(k, v) => write!(f, "{k} starts with '{v}'"),
+            Selector::EndsWith(k, v) => write!(f, "{k} ends with '{v}'"),
+            Selector::Not(s) => write!(f, "!({s})"),
+            Selector::And(a, b) => write!(f, "({a} && {b})"),
+            Selector::Or(a, b) => write!(f, "({a} || {b})"),
         }
     }
 }
@@ -132,6 +214,7 @@ fn primary(i: &str) -> IResult<&str, Selector> {
     alt((
         delimited(char('('), ws(expr), char(')')),
         value(Selector::All, (tag("all"), ws(char('(')), char(')'))),
+        value(Selector::Global, (tag("global"), ws(char('(')), char(')'))),
         map(
             (tag("has"), ws(char('(')), ws(key), char(')')),
             |(_, _, k, _)| Selector::Has(k.to_string()),
@@ -156,6 +239,18 @@ fn comparison(i: &str) -> IResult<&str, Selector> {
         map(preceded((ws(tag("not")), ws(tag("in"))), set), {
             let k = k.clone();
             move |vs| Selector::NotIn(k.clone(), vs)
+        }),
+        map(preceded(ws(tag("contains")), quoted), {
+            let k = k.clone();
+            move |v| Selector::Contains(k.clone(), v.to_string())
+        }),
+        map(preceded((ws(tag("starts")), ws(tag("with"))), quoted), {
+            let k = k.clone();
+            move |v| Selector::StartsWith(k.clone(), v.to_string())
+        }),
+        map(preceded((ws(tag("ends")), ws(tag("with"))), quoted), {
+            let k = k.clone();
+            move |v| Selector::EndsWith(k.clone(), v.to_string())
         }),
         map(preceded(ws(tag("in")), set), move |vs| {
             Selector::In(k.clone(), vs)
@@ -254,6 +349,45 @@ mod tests {
         assert!(!s.matches(&labels(&[("b", ""), ("c", "")])));
         assert!(sel("!(rack == 'r1')").matches(&labels(&[("rack", "r2")])));
         assert!(sel("!!has(a)").matches(&labels(&[("a", "")])));
+    }
+
+    #[test]
+    fn string_operators_and_global_parse_and_match() {
+        let l = labels(&[("app", "web-frontend")]);
+        assert!(sel("app contains 'front'").matches(&l));
+        assert!(sel("app starts with 'web-'").matches(&l));
+        assert!(sel("app ends with 'end'").matches(&l));
+        assert!(!sel("app ends with 'web'").matches(&l));
+        assert!(
+            !sel("zone contains ''").matches(&l),
+            "absent key matches no operator"
+        );
+        assert!(!sel("global()").matches(&l));
+        assert_eq!(Selector::parse_or_all("  ").unwrap(), Selector::All);
+    }
+
+    #[test]
+    fn prefixing_rewrites_every_key_and_all() {
+        let ns = Selector::Has("projectcalico.org/namespace".into());
+        let none = Selector::Not(Box::new(ns.clone()));
+        let s = sel("team == 'a' && !has(x) || all()").with_prefix("pcns.", &ns, &none);
+        assert_eq!(
+            s.to_string(),
+            "((pcns.team == 'a' && !(has(pcns.x))) || has(projectcalico.org/namespace))"
+        );
+        assert_eq!(sel("global()").with_prefix("pcns.", &ns, &none), none);
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for text in [
+            "a == 'b'",
+            "(has(a) || (b in {'x', 'y'} && c not in {}))",
+            "!(x starts with 'p')",
+        ] {
+            let s = sel(text);
+            assert_eq!(sel(&s.to_string()), s, "{text}");
+        }
     }
 
     #[test]

@@ -512,6 +512,23 @@ impl Store {
             .collect()
     }
 
+    /// Every resource of a namespaced kind in one namespace (all of them for `None`).
+    pub async fn list_any_in(
+        &self,
+        info: KindInfo,
+        namespace: Option<&str>,
+    ) -> Result<Vec<AnyResource>, StoreError> {
+        let prefix = match (info.namespaced, namespace) {
+            (true, Some(ns)) => format!("{}{ns}/", kind_prefix(info)),
+            _ => kind_prefix(info),
+        };
+        let (items, _) = self.list_raw(&prefix).await?;
+        items
+            .into_iter()
+            .map(|v| any_with_rev(&v.key, &v.value, v.mod_revision))
+            .collect()
+    }
+
     /// Writes a resource of any kind: `Create` fails if it exists, `Replace` if it does not
     /// (CAS on its resourceVersion when set), `Apply` does either.
     pub async fn write_any(&self, r: &AnyResource, mode: WriteMode) -> Result<i64, StoreError> {

@@ -13,6 +13,11 @@ pub enum AnyResource {
     WorkloadEndpoint(WorkloadEndpoint),
     FelixConfiguration(FelixConfiguration),
     IpReservation(IpReservation),
+    NetworkPolicy(NetworkPolicy),
+    GlobalNetworkPolicy(GlobalNetworkPolicy),
+    Tier(Tier),
+    Profile(Profile),
+    K8sNetworkPolicy(K8sNetworkPolicy),
 }
 
 /// Names of a kind: how it is written in `kind`, stored, and asked for on the command line.
@@ -32,7 +37,7 @@ const fn info<S: Spec>() -> KindInfo {
 }
 
 /// Every kind, in the order `margayctl` lists them.
-pub const KINDS: [KindInfo; 8] = [
+pub const KINDS: [KindInfo; 13] = [
     info::<NodeSpec>(),
     info::<BgpConfigurationSpec>(),
     info::<BgpPeerSpec>(),
@@ -41,6 +46,11 @@ pub const KINDS: [KindInfo; 8] = [
     info::<WorkloadEndpointSpec>(),
     info::<FelixConfigurationSpec>(),
     info::<IpReservationSpec>(),
+    info::<NetworkPolicySpec>(),
+    info::<GlobalNetworkPolicySpec>(),
+    info::<TierSpec>(),
+    info::<ProfileSpec>(),
+    info::<K8sNetworkPolicySpec>(),
 ];
 
 impl KindInfo {
@@ -57,6 +67,14 @@ impl KindInfo {
             "wep" | "weps" => "workloadendpoints",
             "felixconfig" | "felixconfigs" | "fc" => "felixconfigurations",
             "ipr" | "ipres" | "ipreservation" => "ipreservations",
+            "netpol" | "netpols" | "np" | "nps" | "policy" | "policies" => "networkpolicies",
+            "gnp" | "gnps" | "globalpolicy" | "globalpolicies" => "globalnetworkpolicies",
+            "pro" | "profile" => "profiles",
+            "knp"
+            | "knps"
+            | "k8snetworkpolicy"
+            | "networkpolicy.networking.k8s.io"
+            | "networkpolicies.networking.k8s.io" => "k8snetworkpolicies",
             _ => "",
         };
         KINDS.iter().copied().find(|k| {
@@ -79,6 +97,11 @@ macro_rules! each {
             AnyResource::WorkloadEndpoint($r) => $e,
             AnyResource::FelixConfiguration($r) => $e,
             AnyResource::IpReservation($r) => $e,
+            AnyResource::NetworkPolicy($r) => $e,
+            AnyResource::GlobalNetworkPolicy($r) => $e,
+            AnyResource::Tier($r) => $e,
+            AnyResource::Profile($r) => $e,
+            AnyResource::K8sNetworkPolicy($r) => $e,
         }
     };
 }
@@ -104,7 +127,16 @@ impl AnyResource {
             .and_then(|k| k.as_str())
             .ok_or("kind: is required")?
             .to_string();
+        let k8s_networking = value
+            .get("apiVersion")
+            .and_then(|v| v.as_str())
+            .is_some_and(|v| v.starts_with("networking.k8s.io/"));
         match kind.as_str() {
+            "NetworkPolicy" if k8s_networking => typed(value, AnyResource::K8sNetworkPolicy),
+            "NetworkPolicy" => typed(value, AnyResource::NetworkPolicy),
+            "GlobalNetworkPolicy" => typed(value, AnyResource::GlobalNetworkPolicy),
+            "Tier" => typed(value, AnyResource::Tier),
+            "Profile" => typed(value, AnyResource::Profile),
             "Node" => typed(value, AnyResource::Node),
             "BGPConfiguration" => typed(value, AnyResource::BgpConfiguration),
             "BGPPeer" => typed(value, AnyResource::BgpPeer),
@@ -131,6 +163,11 @@ impl AnyResource {
             AnyResource::WorkloadEndpoint(_) => KINDS[5],
             AnyResource::FelixConfiguration(_) => KINDS[6],
             AnyResource::IpReservation(_) => KINDS[7],
+            AnyResource::NetworkPolicy(_) => KINDS[8],
+            AnyResource::GlobalNetworkPolicy(_) => KINDS[9],
+            AnyResource::Tier(_) => KINDS[10],
+            AnyResource::Profile(_) => KINDS[11],
+            AnyResource::K8sNetworkPolicy(_) => KINDS[12],
         }
     }
 

@@ -38,10 +38,24 @@ pub struct WorkloadEndpointSpec {
     pub interface_name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// Named ports (`http` → TCP 8080) that policy rules can name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ports: Vec<serde_json::Value>,
+    pub ports: Vec<EndpointPort>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_spoofed_source_prefixes: Vec<String>,
+}
+
+/// One named port of a WorkloadEndpoint (`spec.ports[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EndpointPort {
+    pub name: String,
+    pub protocol: super::Protocol,
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
+    #[serde(default, rename = "hostIP", skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
 }
 
 impl Spec for WorkloadEndpointSpec {
@@ -55,6 +69,14 @@ impl Spec for WorkloadEndpointSpec {
         }
         for (i, n) in self.ip_networks.iter().enumerate() {
             v.ip_or_cidr(&format!("spec.ipNetworks[{i}]"), n);
+        }
+        for (i, p) in self.ports.iter().enumerate() {
+            if p.protocol.number().is_none() {
+                v.problem(
+                    format!("spec.ports[{i}].protocol"),
+                    format!("'{}' is not a protocol", p.protocol),
+                );
+            }
         }
         for (field, gw) in [
             ("spec.ipv4Gateway", &self.ipv4_gateway),
@@ -99,6 +121,16 @@ impl Spec for FelixConfigurationSpec {
     fn validate(&self, v: &mut Validator) {
         if self.vxlan_vni.is_some_and(|n| n == 0 || n >= 1 << 24) {
             v.problem("spec.vxlanVNI", "must be 1 to 16777215");
+        }
+        if let Some(a) = self.other.get("defaultEndpointToHostAction")
+            && a.as_str()
+                .and_then(crate::policy::EndpointToHostAction::parse)
+                .is_none()
+        {
+            v.problem(
+                "spec.defaultEndpointToHostAction",
+                format!("{a} is not Drop, Return or Accept"),
+            );
         }
         if let Some(d) = &self.route_refresh_interval {
             super::validate::duration(v, "spec.routeRefreshInterval", d);

@@ -56,6 +56,17 @@ const ORCH_REFS: FieldStatus =
     NotActed("margay names nodes itself; orchestrator references are kept, not used");
 const WIREGUARD: FieldStatus = NotActed("WireGuard encryption is not implemented");
 
+const NP: &str = "NetworkPolicy";
+const GNP: &str = "GlobalNetworkPolicy";
+const HOST_ENDPOINTS: FieldStatus =
+    NotActed("host endpoints are not implemented: margay enforces policy on workloads only");
+const L7: FieldStatus =
+    NotActed("HTTP (L7) matches need an application-layer proxy; not implemented");
+const SERVICES: FieldStatus =
+    NotActed("rules naming Kubernetes Services need Service objects; margay has none");
+const HINTS: FieldStatus =
+    NotActed("a hint to Calico's policy engine; margay computes every policy anyway");
+
 /// Every field, kind by kind, with its status.
 pub const FIELDS: &[FieldInfo] = &[
     // BGPConfiguration
@@ -197,6 +208,53 @@ pub const FIELDS: &[FieldInfo] = &[
     f(NODE, "spec.orchRefs[].orchestrator", ORCH_REFS),
     f(NODE, "spec.wireguard.interfaceIPv4Address", WIREGUARD),
     f(NODE, "spec.wireguard.interfaceIPv6Address", WIREGUARD),
+    // NetworkPolicy and GlobalNetworkPolicy: the fields not acted on (every other field of
+    // Calico's policy and rule shapes is enforced; see docs/policy.md).
+    f(NP, "spec.performanceHints", HINTS),
+    f(NP, "spec.ingress[].http.methods", L7),
+    f(NP, "spec.ingress[].http.paths[].exact", L7),
+    f(NP, "spec.ingress[].http.paths[].prefix", L7),
+    f(NP, "spec.egress[].http.methods", L7),
+    f(NP, "spec.egress[].http.paths[].exact", L7),
+    f(NP, "spec.egress[].http.paths[].prefix", L7),
+    f(NP, "spec.ingress[].source.services.name", SERVICES),
+    f(NP, "spec.ingress[].source.services.namespace", SERVICES),
+    f(NP, "spec.ingress[].destination.services.name", SERVICES),
+    f(
+        NP,
+        "spec.ingress[].destination.services.namespace",
+        SERVICES,
+    ),
+    f(NP, "spec.egress[].source.services.name", SERVICES),
+    f(NP, "spec.egress[].source.services.namespace", SERVICES),
+    f(NP, "spec.egress[].destination.services.name", SERVICES),
+    f(NP, "spec.egress[].destination.services.namespace", SERVICES),
+    f(GNP, "spec.doNotTrack", HOST_ENDPOINTS),
+    f(GNP, "spec.preDNAT", HOST_ENDPOINTS),
+    f(GNP, "spec.applyOnForward", HOST_ENDPOINTS),
+    f(GNP, "spec.performanceHints", HINTS),
+    f(GNP, "spec.ingress[].http.methods", L7),
+    f(GNP, "spec.ingress[].http.paths[].exact", L7),
+    f(GNP, "spec.ingress[].http.paths[].prefix", L7),
+    f(GNP, "spec.egress[].http.methods", L7),
+    f(GNP, "spec.egress[].http.paths[].exact", L7),
+    f(GNP, "spec.egress[].http.paths[].prefix", L7),
+    f(GNP, "spec.ingress[].source.services.name", SERVICES),
+    f(GNP, "spec.ingress[].source.services.namespace", SERVICES),
+    f(GNP, "spec.ingress[].destination.services.name", SERVICES),
+    f(
+        GNP,
+        "spec.ingress[].destination.services.namespace",
+        SERVICES,
+    ),
+    f(GNP, "spec.egress[].source.services.name", SERVICES),
+    f(GNP, "spec.egress[].source.services.namespace", SERVICES),
+    f(GNP, "spec.egress[].destination.services.name", SERVICES),
+    f(
+        GNP,
+        "spec.egress[].destination.services.namespace",
+        SERVICES,
+    ),
 ];
 
 /// A not-acted field set in a resource.

@@ -20,8 +20,11 @@ mod felix;
 mod fields;
 mod ippool;
 mod ipreservation;
+mod k8s_policy;
 mod node;
 mod parse;
+mod policy;
+mod rule;
 mod validate;
 
 pub use any::{AnyResource, KINDS, KindInfo};
@@ -34,14 +37,27 @@ pub use bgpfilter::{
     PrefixLength,
 };
 pub use communities::{Community, CommunityError, CommunityValue, PrefixAdvertisement};
-pub use felix::{FelixConfigurationSpec, WorkloadEndpointSpec};
+pub use felix::{EndpointPort, FelixConfigurationSpec, WorkloadEndpointSpec};
 pub use fields::{
     FIELDS, FieldInfo, FieldStatus, UnactedField, leaf_paths, log_not_acted_once, not_acted,
 };
 pub use ippool::{AllowedUse, AssignmentMode, EncapMode, IpPoolSpec};
 pub use ipreservation::{IpReservationSpec, parse_reserved};
+pub use k8s_policy::{
+    IntOrString, IpBlock, K8S_NETWORKING_API_VERSION, K8sEgressRule, K8sIngressRule,
+    K8sNetworkPolicySpec, LabelSelector, LabelSelectorRequirement, NetworkPolicyPeer,
+    NetworkPolicyPort,
+};
 pub use node::{NodeAddress, NodeBgpSpec, NodeSpec, NodeWireguardSpec, OrchRef};
 pub use parse::parse_documents;
+pub use policy::{
+    DEFAULT_TIER, DEFAULT_TIER_ORDER, GlobalNetworkPolicySpec, K8S_POLICY_PREFIX,
+    NAMESPACE_PROFILE_PREFIX, NetworkPolicySpec, ProfileSpec, TierDefaultAction, TierSpec,
+};
+pub use rule::{
+    EntityRule, HttpMatch, IcmpFields, PolicyType, Port, PortMatch, Protocol, Rule, RuleAction,
+    RuleMetadata, ServiceAccountMatch, ServiceMatch, default_types,
+};
 /// Go-style durations (`120s`, `2m`) in seconds, as Calico's fields write them.
 pub use validate::parse_duration;
 pub use validate::{FieldProblem, Validator};
@@ -127,6 +143,10 @@ pub trait Spec:
     fn apply_defaults(&mut self) {}
     /// Checks field values; problems are reported with their `spec.` path.
     fn validate(&self, v: &mut Validator);
+    /// Checks what depends on the resource's name (the `default` tier's fixed order).
+    fn validate_name(&self, _name: &str, _v: &mut Validator) {}
+    /// The `apiVersion`s this kind is written in; the first is what new resources get.
+    const API_VERSIONS: &'static [&'static str] = &[CALICO_API_VERSION, MARGAY_API_VERSION];
     /// Hides secrets (BGP passwords) before printing.
     fn redact(&mut self) {}
     /// Puts back secrets that arrive redacted (a `get -o yaml` output applied again) from
@@ -158,12 +178,18 @@ pub type IpReservation = Resource<IpReservationSpec>;
 pub type BgpFilter = Resource<BgpFilterSpec>;
 pub type WorkloadEndpoint = Resource<WorkloadEndpointSpec>;
 pub type FelixConfiguration = Resource<FelixConfigurationSpec>;
+pub type NetworkPolicy = Resource<NetworkPolicySpec>;
+pub type GlobalNetworkPolicy = Resource<GlobalNetworkPolicySpec>;
+pub type Tier = Resource<TierSpec>;
+pub type Profile = Resource<ProfileSpec>;
+/// A `networking.k8s.io/v1` NetworkPolicy.
+pub type K8sNetworkPolicy = Resource<K8sNetworkPolicySpec>;
 
 impl<S: Spec> Resource<S> {
     /// A resource with the given name and spec, in Calico's API group.
     pub fn new(name: impl Into<String>, spec: S) -> Self {
         Resource {
-            api_version: CALICO_API_VERSION.to_string(),
+            api_version: S::API_VERSIONS[0].to_string(),
             kind: S::KIND.to_string(),
             metadata: ObjectMeta {
                 name: name.into(),
@@ -187,12 +213,13 @@ impl<S: Spec> Resource<S> {
     /// Checks the whole resource: apiVersion, kind, name and spec.
     pub fn validate(&self) -> Result<(), ModelError> {
         let mut v = Validator::default();
-        if self.api_version != CALICO_API_VERSION && self.api_version != MARGAY_API_VERSION {
+        if !S::API_VERSIONS.contains(&self.api_version.as_str()) {
             v.problem(
                 "apiVersion",
                 format!(
-                    "'{}' is not supported (use {CALICO_API_VERSION} or {MARGAY_API_VERSION})",
-                    self.api_version
+                    "'{}' is not supported (use {})",
+                    self.api_version,
+                    S::API_VERSIONS.join(" or ")
                 ),
             );
         }
@@ -219,6 +246,7 @@ impl<S: Spec> Resource<S> {
             }
         }
         self.spec.validate(&mut v);
+        self.spec.validate_name(&self.metadata.name, &mut v);
         v.into_result(S::KIND, &self.metadata.name)
     }
 

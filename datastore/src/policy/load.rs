@@ -1,0 +1,54 @@
+//! Reads every resource the policy model is built from, in one pass over the datastore.
+
+use super::model::{EndpointToHostAction, PolicyConfig, PolicyResources};
+use crate::resources::{
+    FelixConfigurationSpec, GlobalNetworkPolicySpec, K8sNetworkPolicySpec, NetworkPolicySpec,
+    NodeSpec, ProfileSpec, TierSpec, WorkloadEndpointSpec,
+};
+use crate::{Store, StoreError};
+
+/// The policy settings of the `default` FelixConfiguration (Calico's defaults when absent).
+pub fn config_of(fc: Option<&FelixConfigurationSpec>) -> PolicyConfig {
+    let action = fc
+        .and_then(|f| f.other.get("defaultEndpointToHostAction"))
+        .and_then(|v| v.as_str())
+        .and_then(EndpointToHostAction::parse)
+        .unwrap_or_default();
+    PolicyConfig {
+        default_endpoint_to_host_action: action,
+    }
+}
+
+/// Lists tiers, policies of the three kinds, profiles, workload endpoints, nodes' addresses
+/// and the default FelixConfiguration.
+pub async fn load(store: &Store) -> Result<PolicyResources, StoreError> {
+    let (tiers, _) = store.list::<TierSpec>().await?;
+    let (network_policies, _) = store.list::<NetworkPolicySpec>().await?;
+    let (global_network_policies, _) = store.list::<GlobalNetworkPolicySpec>().await?;
+    let (k8s_network_policies, _) = store.list::<K8sNetworkPolicySpec>().await?;
+    let (profiles, _) = store.list::<ProfileSpec>().await?;
+    let (endpoints, _) = store.list::<WorkloadEndpointSpec>().await?;
+    let (nodes, _) = store.list::<NodeSpec>().await?;
+    let fc = store.get::<FelixConfigurationSpec>("default").await?;
+    let hosts = nodes
+        .iter()
+        .filter_map(|n| {
+            let bgp = n.spec.bgp.as_ref()?;
+            let ip = bgp
+                .ipv4()
+                .map(std::net::IpAddr::V4)
+                .or_else(|| bgp.ipv6().map(std::net::IpAddr::V6))?;
+            Some((n.name().to_string(), ip))
+        })
+        .collect();
+    Ok(PolicyResources {
+        tiers,
+        network_policies,
+        global_network_policies,
+        k8s_network_policies,
+        profiles,
+        endpoints,
+        hosts,
+        config: config_of(fc.as_ref().map(|f| &f.spec)),
+    })
+}
