@@ -80,10 +80,10 @@ impl PortRange {
     }
 }
 
-/// An ICMP type, and code when given.
+/// An ICMP match: the type and code when given (neither: any ICMP packet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Icmp {
-    pub kind: u8,
+    pub kind: Option<u8>,
     pub code: Option<u8>,
 }
 

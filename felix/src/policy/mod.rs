@@ -10,6 +10,7 @@
 //! keeper's whole-table rewrite never drops a policy chain. Both are felix's; nothing else in
 //! netfilter is read or written.
 
+pub mod compile;
 pub mod ir;
 pub mod keeper;
 pub mod listing;

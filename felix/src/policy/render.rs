@@ -208,16 +208,27 @@ fn port_list(ports: &[PortRange]) -> String {
     }
 }
 
-fn icmp_match(f: Family, icmp: &Icmp, negate: bool) -> String {
-    let k = match f {
-        Family::V4 => "icmp",
-        Family::V6 => "icmpv6",
+/// The ICMP match in family `f`; for `notICMP` the variants are alternatives (two rules): the
+/// packet is not ICMP of that family, or it is and its type/code differ.
+fn icmp_matches(f: Family, icmp: &Icmp, negate: bool) -> Vec<String> {
+    let (k, proto) = match f {
+        Family::V4 => ("icmp", 1),
+        Family::V6 => ("icmpv6", 58),
     };
-    match (icmp.code, negate) {
-        (None, false) => format!("{k} type {}", icmp.kind),
-        (None, true) => format!("{k} type != {}", icmp.kind),
-        (Some(c), false) => format!("{k} type {} {k} code {c}", icmp.kind),
-        (Some(c), true) => format!("{k} type . {k} code != {} . {c}", icmp.kind),
+    let positive = match (icmp.kind, icmp.code) {
+        (None, None) => None,
+        (Some(t), None) => Some((format!("{k} type"), t.to_string())),
+        (None, Some(c)) => Some((format!("{k} code"), c.to_string())),
+        (Some(t), Some(c)) => Some((format!("{k} type . {k} code"), format!("{{ {t} . {c} }}"))),
+    };
+    match (positive, negate) {
+        (None, false) => vec![format!("meta l4proto {proto}")],
+        (None, true) => vec![format!("meta l4proto != {proto}")],
+        (Some((field, value)), false) => vec![format!("{field} {value}")],
+        (Some((field, value)), true) => vec![
+            format!("meta l4proto != {proto}"),
+            format!("{field} != {value}"),
+        ],
     }
 }
 
@@ -313,21 +324,27 @@ pub fn rule_texts(rule: &Rule, families: &[Family], log_prefix: &str) -> Vec<Str
         if let Some(p) = rule.not_protocol {
             head.push(format!("meta l4proto != {p}"));
         }
+        let mut icmp_variants = vec![String::new()];
         if let Some(f) = fam {
             if let Some(i) = &rule.icmp {
-                head.push(icmp_match(f, i, false));
+                head.extend(icmp_matches(f, i, false));
             }
             if let Some(i) = &rule.not_icmp {
-                head.push(icmp_match(f, i, true));
+                icmp_variants = icmp_matches(f, i, true);
             }
         }
-        for src in entity(fam, &rule.source, Side::Source) {
-            for dst in entity(fam, &rule.destination, Side::Destination) {
-                let mut parts = head.clone();
-                parts.extend(src.iter().cloned());
-                parts.extend(dst.iter().cloned());
-                parts.push(verdict(rule.action, log_prefix));
-                out.push(parts.join(" "));
+        for icmp in &icmp_variants {
+            for src in entity(fam, &rule.source, Side::Source) {
+                for dst in entity(fam, &rule.destination, Side::Destination) {
+                    let mut parts = head.clone();
+                    if !icmp.is_empty() {
+                        parts.push(icmp.clone());
+                    }
+                    parts.extend(src.iter().cloned());
+                    parts.extend(dst.iter().cloned());
+                    parts.push(verdict(rule.action, log_prefix));
+                    out.push(parts.join(" "));
+                }
             }
         }
     }
