@@ -27,6 +27,7 @@ pub mod default_pool;
 pub mod etcd_probe;
 pub mod ipam_gc;
 pub mod orphans;
+pub mod policy;
 pub mod state;
 pub mod tunnel;
 
@@ -66,6 +67,9 @@ pub struct Options {
     pub gc: ipam_gc::GcTiming,
     /// Where the collectors count what they release.
     pub metrics: Arc<crate::health::Metrics>,
+    /// Network policy enforcement: the requests of the CNI side (`None`: policy is off and
+    /// felix's policy table is left as it is).
+    pub policy: Option<policy::PolicyRequests>,
 }
 
 /// Readiness keys this module sets.
@@ -220,6 +224,15 @@ pub async fn run(
             opts.metrics.clone(),
         )),
     ];
+    let policy_task = opts.policy.map(|requests| {
+        tokio::spawn(policy::run(
+            store.clone(),
+            opts.node.clone(),
+            crate::policy::PolicyKeeper::new(crate::nat::Nft::new()),
+            requests,
+            health.clone(),
+        ))
+    });
     let tunnel_task = tokio::spawn(tunnel_loop(
         Tunnels::new(Ipam::new(store), &opts.node),
         ds_rx.clone(),
@@ -301,6 +314,10 @@ pub async fn run(
     }
     ds_task.abort();
     bgp_task.abort();
+    // The policy table stays as it is: it keeps enforcing while felix is away.
+    if let Some(t) = policy_task {
+        t.abort();
+    }
     tunnel_task.abort();
     probe_task.abort();
     for t in gc_tasks {

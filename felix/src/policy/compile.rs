@@ -15,8 +15,8 @@ use margay_datastore::policy::{CompiledRule, Entity, PolicyModel};
 use margay_datastore::resources::{PolicyType, PortMatch, RuleAction, TierDefaultAction};
 
 use super::ir::{
-    Action, Direction, EndpointPolicy, EndpointToHost, EntityMatch, Icmp, PolicyIr, PolicyRules,
-    PortRange, Rule, SetId, TierEnd, TierSeq,
+    Action, Direction, EndpointPolicy, EndpointToHost, EntityMatch, Icmp, PolicyIr, PortRange,
+    Rule, SetId, TierEnd, TierSeq,
 };
 use crate::nat::Family;
 
