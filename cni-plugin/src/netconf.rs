@@ -28,6 +28,9 @@ pub struct NetConf {
     pub runtime_ips: Vec<String>,
     /// GC: `cni.dev/valid-attachments` as (container id, ifname).
     pub valid_attachments: Vec<(String, String)>,
+    /// The pod's labels from the CNI convention `args.cni.labels`
+    /// (`[{"key": "app", "value": "web"}]`), for the WorkloadEndpoint policy selects on.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Who assigns the addresses.
@@ -68,6 +71,25 @@ struct Wire {
     runtime_config: Option<WireRuntimeConfig>,
     #[serde(rename = "cni.dev/valid-attachments")]
     valid_attachments: Option<Vec<WireAttachment>>,
+    args: Option<WireArgs>,
+}
+
+/// `args`: the runtime's extra arguments; margay reads `args.cni.labels`.
+#[derive(Deserialize)]
+struct WireArgs {
+    cni: Option<WireCniArgs>,
+}
+
+#[derive(Deserialize)]
+struct WireCniArgs {
+    #[serde(default)]
+    labels: Vec<WireLabel>,
+}
+
+#[derive(Deserialize)]
+struct WireLabel {
+    key: String,
+    value: String,
 }
 
 #[derive(Deserialize)]
@@ -181,7 +203,23 @@ impl NetConf {
                 )));
             }
         };
+        let mut labels = std::collections::BTreeMap::new();
+        for l in w
+            .args
+            .and_then(|a| a.cni)
+            .map(|c| c.labels)
+            .unwrap_or_default()
+        {
+            if l.key.is_empty() || l.key.starts_with("projectcalico.org/") {
+                return Err(invalid(format!(
+                    "args.cni.labels: key {:?} is empty or reserved (projectcalico.org/)",
+                    l.key
+                )));
+            }
+            labels.insert(l.key, l.value);
+        }
         Ok(NetConf {
+            labels,
             cni_version,
             name,
             plugin_type,
@@ -256,6 +294,29 @@ mod tests {
 
     fn parse(v: serde_json::Value) -> Result<NetConf, CniError> {
         NetConf::parse(v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn pod_labels_come_from_args_cni_labels() {
+        let c = parse(serde_json::json!({
+            "cniVersion": "1.0.0", "name": "n", "type": "margay",
+            "ipam": {"type": "margay-ipam"},
+            "args": {"cni": {"labels": [{"key": "app", "value": "web"}, {"key": "tier", "value": ""}]}}
+        }))
+        .unwrap();
+        assert_eq!(c.labels.len(), 2);
+        assert_eq!(c.labels["app"], "web");
+        let e = parse(serde_json::json!({
+            "cniVersion": "1.0.0", "name": "n", "type": "margay",
+            "args": {"cni": {"labels": [{"key": "projectcalico.org/namespace", "value": "x"}]}}
+        }))
+        .unwrap_err();
+        assert_eq!(e.code, code::INVALID_NETWORK_CONFIG);
+        let c = parse(serde_json::json!({
+            "cniVersion": "1.0.0", "name": "n", "type": "margay", "args": {"other": 1}
+        }))
+        .unwrap();
+        assert!(c.labels.is_empty());
     }
 
     #[test]

@@ -207,7 +207,8 @@ fn redacted_values(items: &[AnyResource]) -> Vec<serde_json::Value> {
     items.iter().map(|r| r.redacted().to_value()).collect()
 }
 
-/// Runs `get`; `name` narrows to one resource (an error if it does not exist).
+/// Runs `get`; `name` narrows to one resource (an error if it does not exist). `namespace`
+/// is the namespace of a namespaced kind, `None` for all namespaces (`-A`).
 pub async fn run(
     store: &Store,
     kind: &str,
@@ -231,13 +232,7 @@ pub async fn run(
                 ),
             }
         }
-        None => {
-            let mut all = store.list_any(info).await?;
-            if let Some(ns) = namespace {
-                all.retain(|r| r.metadata().namespace.as_deref() == Some(ns));
-            }
-            all
-        }
+        None => store.list_any_in(info, namespace).await?,
     };
     let doc = |items: &[AnyResource]| -> serde_json::Value {
         let values = redacted_values(items);

@@ -40,16 +40,23 @@ enum Command {
         /// YAML or JSON file, multi-document allowed; `-` reads stdin.
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
+        /// Namespace for namespaced resources that name none (default: `default`).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
     },
     /// Create the resources in a file (fails if one exists).
     Create {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
     },
     /// Replace the resources in a file (fails if one does not exist).
     Replace {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
     },
     /// Delete the resources in a file, or one resource by kind and name.
     Delete {
@@ -59,22 +66,27 @@ enum Command {
         #[arg(requires = "name")]
         kind: Option<String>,
         name: Option<String>,
-        /// Namespace of a WorkloadEndpoint.
+        /// Namespace of a namespaced kind (WorkloadEndpoint, NetworkPolicy).
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
     },
     /// List resources of a kind, or show one.
     Get {
         /// Kind: nodes, bgpconfigurations, bgppeers, bgpfilters, ippools, workloadendpoints,
-        /// felixconfigurations (singular, CamelCase and calicoctl's short names also accepted).
+        /// felixconfigurations, networkpolicies, globalnetworkpolicies, tiers, profiles,
+        /// networkpolicies.networking.k8s.io (singular, CamelCase and calicoctl's short names
+        /// also accepted).
         kind: String,
         name: Option<String>,
         /// ps (default table), wide, yaml or json.
         #[arg(short, long, value_enum, default_value = "ps")]
         output: GetOutput,
-        /// Only this namespace (WorkloadEndpoints).
-        #[arg(short = 'n', long)]
+        /// The namespace of a namespaced kind (default: `default`).
+        #[arg(short = 'n', long, conflicts_with = "all_namespaces")]
         namespace: Option<String>,
+        /// Every namespace of a namespaced kind.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
     },
     /// IP address management.
     Ipam {
@@ -86,6 +98,22 @@ enum Command {
         #[command(subcommand)]
         command: DatastoreCommand,
     },
+    /// Set (`key=value`) or remove (`key-`) labels of a workload endpoint, or of a namespace
+    /// (its `kns.<namespace>` profile).
+    Label(margay_ctl::label::LabelArgs),
+    /// Network policy.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Whether a flow is allowed, and the tier, policy and rule that decided it.
+    Explain(margay_ctl::explain::ExplainArgs),
+    /// Every pod to every pod on one port: allowed (.) or denied (X).
+    Matrix(margay_ctl::matrix::MatrixArgs),
 }
 
 #[derive(Subcommand)]
@@ -324,15 +352,29 @@ async fn run_datastore(etcd: &EtcdArgs, command: &Command) -> anyhow::Result<Opt
         } => {
             margay_ctl::migrate::from_calico(etcd, args, &mut std::io::stdout()).await?;
         }
-        Command::Apply { file } | Command::Create { file } | Command::Replace { file } => {
+        Command::Apply { file, namespace }
+        | Command::Create { file, namespace }
+        | Command::Replace { file, namespace } => {
             let action = match command {
                 Command::Apply { .. } => Action::Apply,
                 Command::Create { .. } => Action::Create,
                 _ => Action::Replace,
             };
-            let resources = margay_ctl::resources::read_resources(file)?;
+            let resources = margay_ctl::resources::read_resources(file, namespace.as_deref())?;
             margay_ctl::resources::run(&connect().await?, action, &resources).await?;
         }
+        Command::Label(args) => margay_ctl::label::run(&connect().await?, args).await?,
+        Command::Policy {
+            command: PolicyCommand::Explain(args),
+        } => {
+            let allowed = margay_ctl::explain::run(&connect().await?, args).await?;
+            if !allowed && args.exit_code {
+                return Ok(Some(ExitCode::from(1)));
+            }
+        }
+        Command::Policy {
+            command: PolicyCommand::Matrix(args),
+        } => margay_ctl::matrix::run(&connect().await?, args).await?,
         Command::Delete {
             file,
             kind,
@@ -340,7 +382,7 @@ async fn run_datastore(etcd: &EtcdArgs, command: &Command) -> anyhow::Result<Opt
             namespace,
         } => match (file, kind, name) {
             (Some(f), _, _) => {
-                let resources = margay_ctl::resources::read_resources(f)?;
+                let resources = margay_ctl::resources::read_resources(f, Some(namespace))?;
                 margay_ctl::resources::run(&connect().await?, Action::Delete, &resources).await?;
             }
             (None, Some(k), Some(n)) => {
@@ -353,15 +395,13 @@ async fn run_datastore(etcd: &EtcdArgs, command: &Command) -> anyhow::Result<Opt
             name,
             output,
             namespace,
+            all_namespaces,
         } => {
-            margay_ctl::get::run(
-                &connect().await?,
-                kind,
-                name.as_deref(),
-                namespace.as_deref(),
-                *output,
-            )
-            .await?;
+            let ns = match (all_namespaces, namespace) {
+                (true, _) => None,
+                (false, n) => Some(n.as_deref().unwrap_or("default")),
+            };
+            margay_ctl::get::run(&connect().await?, kind, name.as_deref(), ns, *output).await?;
         }
         Command::Ipam { command } => {
             let store = connect().await?;

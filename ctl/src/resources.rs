@@ -2,7 +2,10 @@
 //! reporting as calicoctl does (`Successfully applied 2 'BGPPeer' resource(s)`).
 
 use anyhow::{Context, bail};
-use margay_datastore::resources::{AnyResource, KindInfo, not_acted, parse_documents};
+use margay_datastore::resources::{
+    AnyResource, DEFAULT_TIER, GlobalNetworkPolicySpec, KindInfo, NetworkPolicySpec, TierSpec,
+    not_acted, parse_documents_in,
+};
 use margay_datastore::store::WriteMode;
 use margay_datastore::{Store, StoreError};
 use std::io::Read;
@@ -28,8 +31,9 @@ impl Action {
     }
 }
 
-/// Reads a file (`-` for stdin) and parses every resource in it.
-pub fn read_resources(path: &Path) -> anyhow::Result<Vec<AnyResource>> {
+/// Reads a file (`-` for stdin) and parses every resource in it; namespaced resources that
+/// name no namespace get `namespace` (`-n`), or `default`, as calicoctl does.
+pub fn read_resources(path: &Path, namespace: Option<&str>) -> anyhow::Result<Vec<AnyResource>> {
     let text = if path == Path::new("-") {
         let mut s = String::new();
         std::io::stdin()
@@ -39,7 +43,8 @@ pub fn read_resources(path: &Path) -> anyhow::Result<Vec<AnyResource>> {
     } else {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
     };
-    let rs = parse_documents(&text).with_context(|| format!("in {}", path.display()))?;
+    let rs = parse_documents_in(&text, namespace.unwrap_or("default"))
+        .with_context(|| format!("in {}", path.display()))?;
     if rs.is_empty() {
         bail!("{}: no resources found", path.display());
     }
@@ -88,11 +93,91 @@ pub fn warnings(resources: &[AnyResource]) -> Vec<String> {
         .collect()
 }
 
+/// The tier a policy names (`default` when it names none).
+fn tier_of(r: &AnyResource) -> Option<&str> {
+    let t = match r {
+        AnyResource::NetworkPolicy(p) => &p.spec.tier,
+        AnyResource::GlobalNetworkPolicy(p) => &p.spec.tier,
+        _ => return None,
+    };
+    Some(if t.is_empty() { DEFAULT_TIER } else { t })
+}
+
+/// Calico's referential rules: a policy's tier must exist (the `default` tier always does,
+/// or is in the same file); a tier that still has policies cannot be deleted.
+async fn check_tiers(
+    store: &Store,
+    action: Action,
+    resources: &[AnyResource],
+) -> anyhow::Result<()> {
+    let in_file = |name: &str| {
+        resources
+            .iter()
+            .any(|r| matches!(r, AnyResource::Tier(t) if t.name() == name))
+    };
+    if action == Action::Delete {
+        for r in resources {
+            if let AnyResource::Tier(t) = r {
+                tier_unused(store, t.name()).await?;
+            }
+        }
+        return Ok(());
+    }
+    for r in resources {
+        if let Some(tier) = tier_of(r)
+            && tier != DEFAULT_TIER
+            && !in_file(tier)
+            && store.get::<TierSpec>(tier).await?.is_none()
+        {
+            bail!(
+                "Failed to {} '{}' resource: tier '{tier}' does not exist: {}",
+                action.verb().0,
+                r.info().kind,
+                describe(r)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Fails when a policy still names tier `name`.
+async fn tier_unused(store: &Store, name: &str) -> anyhow::Result<()> {
+    let (nps, _) = store.list::<NetworkPolicySpec>().await?;
+    let (gnps, _) = store.list::<GlobalNetworkPolicySpec>().await?;
+    let users: Vec<String> = nps
+        .iter()
+        .filter(|p| p.spec.tier == name)
+        .map(|p| {
+            format!(
+                "NetworkPolicy({}/{})",
+                p.metadata.namespace.clone().unwrap_or_default(),
+                p.name()
+            )
+        })
+        .chain(
+            gnps.iter()
+                .filter(|p| p.spec.tier == name)
+                .map(|p| format!("GlobalNetworkPolicy({})", p.name())),
+        )
+        .collect();
+    if !users.is_empty() {
+        bail!(
+            "Failed to delete 'Tier' resource: tier '{name}' still has policies: {}",
+            users.join(", ")
+        );
+    }
+    if name == DEFAULT_TIER {
+        bail!("Failed to delete 'Tier' resource: the default tier cannot be deleted");
+    }
+    Ok(())
+}
+
 /// Applies `action` to every resource, stopping at the first failure. Prints the summary
 /// line, after a warning on stderr for each field written that margay does not act on;
 /// returns an error naming the resource that failed.
 pub async fn run(store: &Store, action: Action, resources: &[AnyResource]) -> anyhow::Result<()> {
     let (verb, done_verb) = action.verb();
+    check_tiers(store, action, resources).await?;
     if action != Action::Delete {
         for w in warnings(resources) {
             eprintln!("{w}");
@@ -133,6 +218,9 @@ pub async fn delete_by_name(
     namespace: &str,
 ) -> anyhow::Result<()> {
     let info = lookup(kind)?;
+    if info.kind == "Tier" {
+        tier_unused(store, name).await?;
+    }
     let ns = info.namespaced.then_some(namespace);
     let key = margay_datastore::store::resource_key(info, ns, name);
     match store.delete_raw(&key, None).await {

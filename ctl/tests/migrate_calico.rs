@@ -97,18 +97,23 @@ async fn a_calico_cluster_is_imported_with_every_address_kept() {
         "{}",
         o.stdout
     );
-    assert!(o.stdout.contains("margay has no Profile"), "{}", o.stdout);
+    // Policy kinds are part of the model now: Calico's profiles come across as they are.
+    assert!(
+        o.stdout.contains("create Profile kns.default\n"),
+        "{}",
+        o.stdout
+    );
     assert!(
         o.stdout
             .contains("/calico/felix/v2/no-region/host/node-0/status"),
         "{}",
         o.stdout
     );
-    // 3 nodes, 12 endpoints, pool, BGP config, peer, Felix config (19 resources); 3 blocks,
-    // 15 handles, 3 affinities.
+    // 3 nodes, 12 endpoints, pool, BGP config, peer, Felix config, profile (20 resources);
+    // 3 blocks, 15 handles, 3 affinities.
     assert!(
         o.stdout.contains("dry run, nothing written: ")
-            && o.stdout.contains(": 40 created, 0 updated, 0 unchanged"),
+            && o.stdout.contains(": 41 created, 0 updated, 0 unchanged"),
         "{}",
         o.stdout
     );
@@ -118,7 +123,7 @@ async fn a_calico_cluster_is_imported_with_every_address_kept() {
     let o = migrate(&etcd, &[], &[]);
     assert!(o.ok, "{}", o.stderr);
     assert!(
-        o.stdout.contains("40 created, 0 updated, 0 unchanged"),
+        o.stdout.contains("41 created, 0 updated, 0 unchanged"),
         "{}",
         o.stdout
     );
@@ -187,7 +192,7 @@ async fn a_calico_cluster_is_imported_with_every_address_kept() {
     let o = migrate(&etcd, &[], &[]);
     assert!(o.ok, "{}", o.stderr);
     assert!(
-        o.stdout.contains("0 created, 0 updated, 40 unchanged"),
+        o.stdout.contains("0 created, 0 updated, 41 unchanged"),
         "{}",
         o.stdout
     );

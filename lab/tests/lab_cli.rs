@@ -677,3 +677,93 @@ fn a_node_joins_and_leaves_a_running_lab_with_a_dead_peer_configured() {
     assert!(down.status.success(), "{}", shown(&down));
     assert_nothing_left(&left, &state_file);
 }
+
+/// Network policy in a kept lab: `policy apply` of Kubernetes policies, `policy label` of a
+/// pod, and the expected reachability (`policy matrix`, `policy explain`, the status report)
+/// following the label.
+#[test]
+fn policies_and_pod_labels_show_in_the_matrix_explain_and_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_file = dir.path().join("state.json");
+    let _down = DownOnDrop(state_file.clone());
+    let up = lab(&state_file, &["up", "--keep", "--nodes", "2"]);
+    assert!(up.status.success(), "{}", shown(&up));
+    assert!(
+        stdout(&up).contains("no policy: every pod reaches every pod"),
+        "{}",
+        stdout(&up)
+    );
+
+    let policies = dir.path().join("policies.yaml");
+    std::fs::write(
+        &policies,
+        "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: default-deny-ingress}
+spec: {podSelector: {}, policyTypes: [Ingress]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: from-clients}
+spec:
+  podSelector: {}
+  ingress: [{from: [{podSelector: {matchLabels: {role: client}}}], ports: [{port: 80}]}]
+",
+    )
+    .unwrap();
+    let o = lab(
+        &state_file,
+        &["policy", "apply", &policies.to_string_lossy()],
+    );
+    assert!(o.status.success(), "{}", shown(&o));
+    let o = lab(&state_file, &["policy", "label", "web-1-1", "role=client"]);
+    assert!(o.status.success(), "{}", shown(&o));
+
+    let o = lab(&state_file, &["policy", "matrix", "--port", "80/tcp"]);
+    assert!(o.status.success(), "{}", shown(&o));
+    let m = stdout(&o);
+    let rows: Vec<&str> = m.lines().skip(1).collect();
+    assert_eq!(rows.len(), 4, "{m}");
+    for row in rows {
+        let cells: String = row.split_whitespace().skip(2).collect();
+        let want = if row.contains("default/web-1-1") {
+            "...."
+        } else {
+            "XXXX"
+        };
+        assert_eq!(cells, want, "{m}");
+    }
+    let o = lab(
+        &state_file,
+        &[
+            "policy", "explain", "web-2-1", "web-1-2", "--port", "80/tcp",
+        ],
+    );
+    let text = stdout(&o);
+    assert!(text.contains("DENIED"), "{}", shown(&o));
+    assert!(text.contains("Deny at the end of tier 'default'"), "{text}");
+    let o = lab(
+        &state_file,
+        &[
+            "policy", "explain", "web-1-1", "web-2-2", "--port", "80/tcp",
+        ],
+    );
+    let text = stdout(&o);
+    assert!(
+        text.contains("ALLOWED")
+            && text.contains("default/knp.default.from-clients ingress rule 1"),
+        "{text}"
+    );
+
+    let status = lab(&state_file, &["status"]);
+    let report = stdout(&status);
+    assert!(
+        report.contains("==== network policy (expected reachability, from the model) ====")
+            && report.contains("networkpolicies.networking.k8s.io 2")
+            && report.contains("icmp (. allowed, X denied):"),
+        "{report}"
+    );
+
+    let down = lab(&state_file, &["down"]);
+    assert!(down.status.success(), "{}", shown(&down));
+}

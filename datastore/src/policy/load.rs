@@ -2,10 +2,32 @@
 
 use super::model::{EndpointToHostAction, PolicyConfig, PolicyResources};
 use crate::resources::{
-    FelixConfigurationSpec, GlobalNetworkPolicySpec, K8sNetworkPolicySpec, NetworkPolicySpec,
-    NodeSpec, ProfileSpec, TierSpec, WorkloadEndpointSpec,
+    FelixConfigurationSpec, GlobalNetworkPolicySpec, K8sNetworkPolicySpec, KindInfo,
+    NetworkPolicySpec, NodeSpec, ProfileSpec, Spec, TierSpec, WorkloadEndpointSpec,
 };
 use crate::{Store, StoreError};
+
+/// Every kind the model is built from: what a daemon watches to rebuild it (each with
+/// `Store::watch::<Spec>`, or `watch_raw` on `store::kind_prefix(info)`).
+pub fn watched_kinds() -> [KindInfo; 8] {
+    fn info<S: Spec>() -> KindInfo {
+        KindInfo {
+            kind: S::KIND,
+            plural: S::PLURAL,
+            namespaced: S::NAMESPACED,
+        }
+    }
+    [
+        info::<TierSpec>(),
+        info::<NetworkPolicySpec>(),
+        info::<GlobalNetworkPolicySpec>(),
+        info::<K8sNetworkPolicySpec>(),
+        info::<ProfileSpec>(),
+        info::<WorkloadEndpointSpec>(),
+        info::<NodeSpec>(),
+        info::<FelixConfigurationSpec>(),
+    ]
+}
 
 /// The policy settings of the `default` FelixConfiguration (Calico's defaults when absent).
 pub fn config_of(fc: Option<&FelixConfigurationSpec>) -> PolicyConfig {

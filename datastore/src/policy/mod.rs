@@ -9,6 +9,15 @@
 //! - [`matching`]: whether a rule matches a flow.
 //! - [`model`]: tiers, ordering, the evaluator and its explanation.
 //! - [`load`]: reading everything the model needs from the datastore (the I/O edge).
+//!
+//! For a data path: [`load::load`] then [`PolicyModel::build`]; per local endpoint and
+//! direction, [`PolicyModel::tiers_for`] gives the tiers and policies in order; each
+//! [`CompiledRule`]'s `source`/`destination` [`Entity`] has the nets, the selectors with
+//! namespace scoping already folded in (their members: [`PolicyModel::selected_addresses`]),
+//! and the ports (named ones: [`PolicyModel::named_port_members`]); after the tiers, the
+//! endpoint's `profiles` ([`PolicyModel::profiles`]). [`PolicyModel::evaluate`] is the oracle
+//! to test a data path against. Rebuild on any change of [`load::watched_kinds`]; call
+//! `log_not_acted_once` on each policy resource read.
 
 pub mod compile;
 pub mod endpoint;

@@ -266,6 +266,40 @@ impl PolicyModel {
             .collect()
     }
 
+    /// The addresses of the endpoints `s` selects: what a data path's set for a rule's
+    /// `selector` (or `notSelector`) holds.
+    pub fn selected_addresses(&self, s: &crate::selector::Selector) -> Vec<IpAddr> {
+        let mut out: Vec<IpAddr> = self
+            .endpoints
+            .iter()
+            .filter(|e| s.matches(&e.labels))
+            .flat_map(|e| e.addresses.iter().copied())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// (address, port) of the named port `name` for IP protocol `proto` on the endpoints `s`
+    /// selects (every endpoint when `None`): what a rule's named port matches.
+    pub fn named_port_members(
+        &self,
+        name: &str,
+        proto: u8,
+        s: Option<&crate::selector::Selector>,
+    ) -> Vec<(IpAddr, u16)> {
+        let mut out: Vec<(IpAddr, u16)> = self
+            .endpoints
+            .iter()
+            .filter(|e| s.is_none_or(|s| s.matches(&e.labels)))
+            .filter_map(|e| e.named_port(name, proto).map(|p| (e, p)))
+            .flat_map(|(e, p)| e.addresses.iter().map(move |a| (*a, p)))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The endpoint with `key` (`namespace/name`).
     pub fn endpoint(&self, key: &str) -> Option<&Endpoint> {
         self.endpoints.iter().find(|e| e.key == key)

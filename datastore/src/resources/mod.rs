@@ -49,7 +49,7 @@ pub use k8s_policy::{
     NetworkPolicyPort,
 };
 pub use node::{NodeAddress, NodeBgpSpec, NodeSpec, NodeWireguardSpec, OrchRef};
-pub use parse::parse_documents;
+pub use parse::{parse_documents, parse_documents_in};
 pub use policy::{
     DEFAULT_TIER, DEFAULT_TIER_ORDER, GlobalNetworkPolicySpec, K8S_POLICY_PREFIX,
     NAMESPACE_PROFILE_PREFIX, NetworkPolicySpec, ProfileSpec, TierDefaultAction, TierSpec,

@@ -6,6 +6,16 @@ use serde::Deserialize;
 
 /// Parses every resource in `text` and validates each one. Empty YAML documents are skipped.
 pub fn parse_documents(text: &str) -> Result<Vec<AnyResource>, ModelError> {
+    parse(text, None)
+}
+
+/// [`parse_documents`], giving namespaced resources that name no namespace `namespace`
+/// (calicoctl's `-n`, `default` when not given) before they are validated.
+pub fn parse_documents_in(text: &str, namespace: &str) -> Result<Vec<AnyResource>, ModelError> {
+    parse(text, Some(namespace))
+}
+
+fn parse(text: &str, namespace: Option<&str>) -> Result<Vec<AnyResource>, ModelError> {
     let values = split_documents(text)?;
     let mut out = Vec::new();
     for (i, v) in values.into_iter().enumerate() {
@@ -19,12 +29,18 @@ pub fn parse_documents(text: &str) -> Result<Vec<AnyResource>, ModelError> {
                 .pointer("/metadata/name")
                 .and_then(|k| k.as_str())
                 .map(str::to_string);
-            let r = AnyResource::from_value(item).map_err(|message| ModelError::Parse {
+            let mut r = AnyResource::from_value(item).map_err(|message| ModelError::Parse {
                 index,
                 kind: kind.clone(),
                 name: name.clone(),
                 message,
             })?;
+            if let Some(ns) = namespace
+                && r.info().namespaced
+                && r.metadata().namespace.as_deref().is_none_or(str::is_empty)
+            {
+                r.metadata_mut().namespace = Some(ns.to_string());
+            }
             r.validate()?;
             out.push(r);
         }

@@ -82,6 +82,37 @@ enum Command {
     /// Remove the kept lab: processes, namespaces (with their links), the directory (logs,
     /// etcd's data), the state file.
     Down,
+    /// Network policy in the kept lab.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Apply a policy file (NetworkPolicy, GlobalNetworkPolicy, Tier, Profile, Kubernetes
+    /// NetworkPolicy; namespaced ones without a namespace go to the pods' `default`).
+    Apply { file: PathBuf },
+    /// Set (`key=value`) or remove (`key-`) labels of a pod.
+    Label {
+        pod: String,
+        #[arg(required = true)]
+        labels: Vec<String>,
+    },
+    /// Why a flow is allowed or denied (`margayctl policy explain`).
+    Explain {
+        from: String,
+        to: String,
+        /// `80/tcp`, `53/udp`, `icmp`.
+        #[arg(long, default_value = "80/tcp")]
+        port: String,
+    },
+    /// Every pod to every pod under the policies (`margayctl policy matrix`).
+    Matrix {
+        #[arg(long, default_value = "80/tcp")]
+        port: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -155,6 +186,21 @@ fn main() -> ExitCode {
             },
         ),
         Command::Down => labctl::down(&cli.state_file).map(|()| true),
+        Command::Policy { command } => {
+            let f = &cli.state_file;
+            match command {
+                PolicyCommand::Apply { file } => labctl::policy::apply(f, &file),
+                PolicyCommand::Label { pod, labels } => labctl::policy::label(f, &pod, &labels),
+                PolicyCommand::Explain { from, to, port } => {
+                    labctl::policy::explain(f, &from, &to, &port)
+                }
+                PolicyCommand::Matrix { port } => labctl::policy::matrix(f, &port),
+            }
+            .map(|out| {
+                print!("{out}");
+                true
+            })
+        }
     };
     match res {
         Ok(true) => ExitCode::SUCCESS,

@@ -10,6 +10,7 @@ pub mod health;
 pub mod join;
 pub mod ping;
 pub mod pods;
+pub mod policy;
 pub mod progress;
 pub mod report;
 pub mod restart;
@@ -258,6 +259,7 @@ fn build(
         Ok::<_, LabCtlError>(report::render(&state, tools))
     })?;
     print!("{report}");
+    print!("{}", policy::report_section(&state));
     let matrix = progress.step("ping matrix (3 pings per pair, all at once)", || {
         Ok::<_, LabCtlError>(ping::matrix(&state, 3))
     })?;
@@ -304,6 +306,7 @@ pub fn status(state_file: &std::path::Path) -> Result<bool, LabCtlError> {
         println!("not running: {}", dead.join(", "));
     }
     print!("{}", report::render(&state, &tools));
+    print!("{}", policy::report_section(&state));
     let matrix = ping::matrix(&state, 3);
     println!("\n==== ping matrix ====");
     print!("{}", ping::render(&state, &matrix));
