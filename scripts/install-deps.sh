@@ -15,6 +15,7 @@ PACKAGES=(
   etcd-server         # the datastore the tests start on loopback
   tcpdump             # capturing golden bytes from BIRD
   nftables            # nft: felix programs natOutgoing with it (and its tests read it back)
+  iperf3              # bench/policy-datapath.sh: pod-to-pod throughput with and without policy
   containernetworking-plugins  # reference CNI plugins in /usr/lib/cni: host-local (delegated IPAM tests), portmap, ptp
   iptables            # portmap (containernetworking-plugins 1.1.1) writes its DNAT rules with iptables
   procps              # ps / pgrep used by diagnostics

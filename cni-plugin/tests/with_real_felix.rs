@@ -44,6 +44,13 @@ impl Node {
              spec: {{cidr: {POOL}, ipipMode: Never, vxlanMode: Never, blockSize: 24}}\n"
         ))
         .unwrap();
+        // Pods reach their node, as Calico's own manifest sets it (felix's built-in default,
+        // Drop, would stop the pod's ping to its node below).
+        etcd.apply(
+            "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\n\
+             spec: {defaultEndpointToHostAction: Accept}\n",
+        )
+        .unwrap();
         let ns = lab.netns("n1").unwrap();
         let addr = sw.attach(&ns).unwrap();
         // Proxy ARP answers for 169.254.1.1 only when the node routes it.

@@ -12,5 +12,6 @@ pub mod health;
 pub mod model;
 pub mod nat;
 pub mod netlink;
+pub mod policy;
 pub mod reconcile;
 pub mod wireguard;

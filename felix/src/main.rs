@@ -91,6 +91,10 @@ struct Args {
     /// Seconds of TTL of this node's liveness lease and of the collector's leadership lease.
     #[arg(long, env = "MARGAY_FELIX_LEASE_TTL", default_value_t = 30)]
     lease_ttl: u64,
+    /// Network policy (cluster mode): `enforce` programs felix's policy table from the
+    /// datastore's tiers, policies and profiles; `off` leaves the table alone.
+    #[arg(long, env = "MARGAY_FELIX_POLICY", default_value = "enforce", value_parser = ["enforce", "off"])]
+    policy: String,
     #[command(flatten)]
     default_pool: margay_felix::cluster::default_pool::DefaultPoolArgs,
     #[command(flatten)]
@@ -200,6 +204,13 @@ fn run(
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let Some(state) = args.state.clone() else {
+            let (policy_sync, policy_requests) = match args.policy.as_str() {
+                "off" => (None, None),
+                _ => {
+                    let (s, r) = cluster::policy::channel();
+                    (Some(s), Some(r))
+                }
+            };
             let opts = cluster::Options {
                 node: args.node.clone(),
                 etcd: args.etcd.clone(),
@@ -212,6 +223,7 @@ fn run(
                 metrics: metrics.clone(),
                 route_protocol: args.route_protocol,
                 resync: Duration::from_secs(args.resync_interval.max(1)),
+                policy: policy_requests,
             };
             let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
             let service = endpoints::EndpointService::new(
@@ -223,7 +235,8 @@ fn run(
                 },
                 health.clone(),
                 agent.programmed(),
-            );
+            )
+            .with_policy(policy_sync);
             let socket = args.socket.clone();
             let access = margay_common::SocketAccess {
                 allowed_uid: args.socket_allowed_uid,

@@ -349,6 +349,9 @@ pub enum NatError {
 #[derive(Debug, Clone)]
 pub struct Nft {
     binary: PathBuf,
+    /// When set, `nft` runs through `ip netns exec NAME` (tests and the lab drive a namespace's
+    /// tables from outside it).
+    netns: Option<String>,
 }
 
 impl Default for Nft {
@@ -367,6 +370,28 @@ impl Nft {
     pub fn with_binary(binary: impl AsRef<Path>) -> Nft {
         Nft {
             binary: binary.as_ref().to_path_buf(),
+            netns: None,
+        }
+    }
+
+    /// `nft` from `PATH`, run inside the named network namespace (`ip netns exec NAME nft`).
+    pub fn in_netns(name: &str) -> Nft {
+        Nft {
+            binary: PathBuf::from("nft"),
+            netns: Some(name.to_string()),
+        }
+    }
+
+    /// `nft -j list table FAMILY NAME` as text, or `None` when the table does not exist.
+    pub fn list_json(&self, family: &str, table: &str) -> Result<Option<String>, NatError> {
+        match self.run(&["-j", "list", "table", family, table], None) {
+            Ok(out) => Ok(Some(out)),
+            Err(NatError::Failed { stderr, .. })
+                if stderr.contains("No such file or directory") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -377,14 +402,9 @@ impl Nft {
 
     /// felix's table in `family` as the kernel has it, or `None` when there is none.
     pub fn list_table(&self, family: Family) -> Result<Option<TableView>, NatError> {
-        match self.run(&["-j", "list", "table", family.keyword(), TABLE], None) {
-            Ok(out) => parse_listing(&out).map(Some),
-            Err(NatError::Failed { stderr, .. })
-                if stderr.contains("No such file or directory") =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(e),
+        match self.list_json(family.keyword(), TABLE)? {
+            Some(out) => parse_listing(&out).map(Some),
+            None => Ok(None),
         }
     }
 
@@ -400,7 +420,15 @@ impl Nft {
                 }
             }
         };
-        let mut child = Command::new(&self.binary)
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.binary);
+                c
+            }
+            None => Command::new(&self.binary),
+        };
+        let mut child = command
             .args(args)
             .stdin(if stdin.is_some() {
                 Stdio::piped()

@@ -13,6 +13,7 @@ pub mod calico;
 pub mod error;
 pub mod etcd;
 pub mod felix;
+pub mod flows;
 pub mod lab;
 pub mod labctl;
 pub mod live;

@@ -55,7 +55,7 @@ for n in $NODES; do
     --etcd-endpoints "$url" --socket "/run/bgpd-$n.sock" --http-port 0
   start_daemon "felix-$n" "$n" "$FELIX" --node "$n" --etcd-endpoints "$url" \
     --bgpd-socket "/run/bgpd-$n.sock" --socket "/run/felix-$n.sock" \
-    --http-port 9099 --resync-interval 1
+    --http-port 9099 --resync-interval 1 --policy off  # the VM's initramfs has no nft
 done
 # felix takes its tunnel address first (IPAM, then the Node, then tunl0 from the Node), so the
 # pods' addresses come from the same block.

@@ -29,6 +29,7 @@ pub mod default_pool;
 pub mod etcd_probe;
 pub mod ipam_gc;
 pub mod orphans;
+pub mod policy;
 pub mod state;
 pub mod tunnel;
 
@@ -72,6 +73,9 @@ pub struct Options {
     pub route_protocol: u8,
     /// Time between WireGuard's full resyncs (drift repair).
     pub resync: Duration,
+    /// Network policy enforcement: the requests of the CNI side (`None`: policy is off and
+    /// felix's policy table is left as it is).
+    pub policy: Option<policy::PolicyRequests>,
 }
 
 /// Readiness keys this module sets.
@@ -236,6 +240,15 @@ pub async fn run(
         opts.metrics.clone(),
         opts.resync,
     ));
+    let policy_task = opts.policy.map(|requests| {
+        tokio::spawn(policy::run(
+            store.clone(),
+            opts.node.clone(),
+            crate::policy::PolicyKeeper::new(crate::nat::Nft::new()),
+            requests,
+            health.clone(),
+        ))
+    });
     let tunnel_task = tokio::spawn(tunnel_loop(
         Tunnels::new(Ipam::new(store), &opts.node),
         ds_rx.clone(),
@@ -318,6 +331,10 @@ pub async fn run(
     }
     ds_task.abort();
     bgp_task.abort();
+    // The policy table stays as it is: it keeps enforcing while felix is away.
+    if let Some(t) = policy_task {
+        t.abort();
+    }
     tunnel_task.abort();
     wireguard_task.abort();
     probe_task.abort();

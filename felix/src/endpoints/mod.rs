@@ -73,6 +73,8 @@ struct Inner {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The dataplane loop's generation, bumped whenever it changed the kernel.
     programmed: tokio::sync::watch::Receiver<u64>,
+    /// The policy task, which ADD waits for (None: policy is off).
+    policy: Option<crate::cluster::policy::PolicySync>,
 }
 
 /// A datastore failure as the gRPC status the plugin maps to CNI codes.
@@ -116,8 +118,22 @@ impl EndpointService {
                 ds: tokio::sync::OnceCell::new(),
                 locks: Mutex::new(HashMap::new()),
                 programmed,
+                policy: None,
             }),
         }
+    }
+
+    /// ADD waits for the policy task to have programmed the new endpoint before it returns.
+    pub fn with_policy(mut self, policy: Option<crate::cluster::policy::PolicySync>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.policy = policy;
+        }
+        self
+    }
+
+    /// The policy task's handle, when policy is enforced.
+    pub(crate) fn policy(&self) -> Option<&crate::cluster::policy::PolicySync> {
+        self.inner.policy.as_ref()
     }
 
     /// A receiver of the dataplane loop's generation.

@@ -23,6 +23,8 @@ pub const ANN_NETNS: &str = "margay.io/netns";
 pub const ANN_CONTAINER_MAC: &str = "margay.io/container-mac";
 /// How long ADD waits for the reconciler to program the host route before doing it itself.
 const RECONCILER_WAIT: Duration = Duration::from_millis(1500);
+/// How long ADD waits for the policy task to program the new endpoint.
+const POLICY_WAIT: Duration = Duration::from_secs(10);
 
 /// The attachment's identity as felix keys it.
 pub(crate) struct Target {
@@ -407,13 +409,28 @@ pub async fn add(
             plan.host_ifname
         )));
     }
+    // The pod's policy is in force before ADD returns (until then felix's table drops the
+    // traffic of a workload interface it does not know).
+    let routed_at = started.elapsed();
+    if let Some(policy) = svc.policy()
+        && let Err(e) = policy.sync(POLICY_WAIT).await
+    {
+        let host = plan.host_ifname.clone();
+        let _ = blocking(move || plumbing::remove_host_side(&host)).await;
+        undo_add(svc, guard, &t, ours, EtcdDeadline::start()).await;
+        return Err(Status::unavailable(format!(
+            "programming the policy of {}: {e}",
+            plan.host_ifname
+        )));
+    }
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     tracing::info!(
         endpoint = %t.wep_name, container = %t.container_id, ips = ?addresses,
         ifname = %t.host_ifname,
         ipam_ms = ms(assigned),
         wire_ms = ms(wired - assigned),
-        route_ms = ms(started.elapsed() - wired),
+        route_ms = ms(routed_at - wired),
+        policy_ms = ms(started.elapsed() - routed_at),
         "endpoint added"
     );
     Ok(pb::AddEndpointResponse {

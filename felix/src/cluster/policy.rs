@@ -1,0 +1,214 @@
+//! The policy task: keeps felix's policy table in line with the datastore.
+//!
+//! It watches the whole `/margay/` prefix and reacts to changes of the kinds policy depends on
+//! (tiers, the three policy kinds, profiles, workload endpoints of every node, nodes,
+//! FelixConfiguration): it reads them all ([`load`]), builds the shared [`PolicyModel`],
+//! compiles this node's IR and lets the [`PolicyKeeper`] apply the difference as one
+//! transaction. Changes that arrive together are applied together (a short settle delay).
+//!
+//! Before the first full read nothing is written: a restarted felix finds the table its
+//! predecessor left enforcing, and its first transaction patches only what changed meanwhile.
+//! Every [`RESYNC`] the kernel's table is read back and drift repaired.
+//!
+//! [`PolicySync`] is the CNI ADD's hook: it asks for a read-and-apply now and waits until the
+//! table holds a model read after the request, so a new pod's policy is in force before ADD
+//! returns.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use margay_datastore::Store;
+use margay_datastore::policy::{PolicyModel, load};
+use margay_datastore::resources::{
+    FelixConfigurationSpec, GlobalNetworkPolicySpec, K8sNetworkPolicySpec, KindInfo,
+    NetworkPolicySpec, NodeSpec, ProfileSpec, Spec, TierSpec, WorkloadEndpointSpec,
+};
+use margay_datastore::store::kind_prefix;
+use margay_datastore::watch::WatchEvent;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use crate::health::Health;
+use crate::policy::{PolicyKeeper, Table, compile::compile, render};
+
+/// How often the kernel's table is compared with the desired one.
+pub const RESYNC: Duration = Duration::from_secs(10);
+/// How long a change waits for the ones that come with it.
+const SETTLE: Duration = Duration::from_millis(5);
+/// The readiness key.
+const R_POLICY: &str = "policy";
+
+/// A request to read and apply now; answered once applied (or with why not).
+type SyncRequest = oneshot::Sender<Result<(), String>>;
+
+/// The CNI side's handle on the policy task.
+#[derive(Debug, Clone)]
+pub struct PolicySync {
+    tx: mpsc::Sender<SyncRequest>,
+}
+
+/// The policy task's end of [`PolicySync`] (one task takes it; clones share it).
+#[derive(Debug, Clone)]
+pub struct PolicyRequests {
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<SyncRequest>>>,
+}
+
+/// A connected pair.
+pub fn channel() -> (PolicySync, PolicyRequests) {
+    let (tx, rx) = mpsc::channel(64);
+    (
+        PolicySync { tx },
+        PolicyRequests {
+            rx: Arc::new(tokio::sync::Mutex::new(rx)),
+        },
+    )
+}
+
+impl PolicySync {
+    /// Waits until the policy table reflects the datastore as of now (at most `timeout`).
+    pub async fn sync(&self, timeout: Duration) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(tx)
+            .await
+            .map_err(|_| "the policy task is not running".to_string())?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("the policy task stopped".into()),
+            Err(_) => Err(format!("policy not programmed within {timeout:?}")),
+        }
+    }
+}
+
+fn prefix_of<S: Spec>() -> String {
+    kind_prefix(KindInfo {
+        kind: S::KIND,
+        plural: S::PLURAL,
+        namespaced: S::NAMESPACED,
+    })
+}
+
+fn policy_prefixes() -> Vec<String> {
+    vec![
+        prefix_of::<TierSpec>(),
+        prefix_of::<NetworkPolicySpec>(),
+        prefix_of::<GlobalNetworkPolicySpec>(),
+        prefix_of::<K8sNetworkPolicySpec>(),
+        prefix_of::<ProfileSpec>(),
+        prefix_of::<WorkloadEndpointSpec>(),
+        prefix_of::<NodeSpec>(),
+        prefix_of::<FelixConfigurationSpec>(),
+    ]
+}
+
+/// Reads, compiles and applies once; returns the table applied.
+async fn program(
+    store: &Store,
+    node: &str,
+    keeper: &Arc<Mutex<PolicyKeeper>>,
+    resync: bool,
+) -> Result<Table, String> {
+    let started = Instant::now();
+    let res = load::load(store)
+        .await
+        .map_err(|e| format!("reading policy: {e}"))?;
+    let (model, errors) = PolicyModel::build(&res);
+    for e in &errors {
+        warn!(error = %e, "policy left out");
+    }
+    let ir = compile(&model, node);
+    let table = render(&ir);
+    let k = keeper.clone();
+    let t = table.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let mut k = k.lock().unwrap_or_else(|p| p.into_inner());
+        if resync { k.resync(&t) } else { k.apply(&t) }
+    })
+    .await
+    .map_err(|e| format!("policy writer panicked: {e}"))?
+    .map_err(|e| e.to_string())?;
+    if report.transactions > 0 {
+        info!(
+            endpoints = ir.endpoints.len(),
+            policies = ir.policies.len(),
+            script_lines = report.script_lines,
+            drift = report.drift,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "policy table updated"
+        );
+    }
+    Ok(table)
+}
+
+/// Runs until the requests' sender side is gone or the task is aborted.
+pub async fn run(
+    store: Store,
+    node: String,
+    keeper: PolicyKeeper,
+    requests: PolicyRequests,
+    health: Arc<Health>,
+) {
+    let mut requests = requests.rx.lock().await;
+    health.set_reason(R_POLICY, "policy: not programmed yet");
+    let keeper = Arc::new(Mutex::new(keeper));
+    let prefixes = policy_prefixes();
+    let relevant = |key: &str| prefixes.iter().any(|p| key.starts_with(p.as_str()));
+    let mut backoff = Duration::from_millis(100);
+    let mut watch = loop {
+        match store.revision().await {
+            Ok(rev) => break store.watch_raw("/margay/", rev + 1),
+            Err(e) => {
+                warn!(error = %e, "policy: reading etcd's revision; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    let mut waiting: Vec<SyncRequest> = Vec::new();
+    let mut dirty = true;
+    let mut resync_due = false;
+    let mut timer = tokio::time::interval(RESYNC);
+    timer.tick().await;
+    loop {
+        if dirty || resync_due || !waiting.is_empty() {
+            // Requests that came before this read are answered by it.
+            let answering = std::mem::take(&mut waiting);
+            match program(&store, &node, &keeper, resync_due).await {
+                Ok(_) => {
+                    health.clear_reason(R_POLICY);
+                    dirty = false;
+                    resync_due = false;
+                    for r in answering {
+                        let _ = r.send(Ok(()));
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "policy not programmed; retrying");
+                    health.set_reason(R_POLICY, format!("policy: {e}"));
+                    for r in answering {
+                        let _ = r.send(Err(e.clone()));
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            }
+        }
+        tokio::select! {
+            ev = watch.next() => {
+                match ev {
+                    WatchEvent::Put(v) => dirty |= relevant(&v.key),
+                    WatchEvent::Delete { key, .. } => dirty |= relevant(&key),
+                    _ => dirty = true,
+                }
+                if dirty {
+                    tokio::time::sleep(SETTLE).await;
+                }
+            }
+            r = requests.recv() => match r {
+                Some(r) => waiting.push(r),
+                None => return,
+            },
+            _ = timer.tick() => resync_due = true,
+        }
+    }
+}

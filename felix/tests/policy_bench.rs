@@ -1,0 +1,302 @@
+//! The programming benchmark of BENCHMARKS.md (run by bench/policy-programming.sh, ignored in
+//! normal test runs): a node namespace with 1,000 endpoints and 500 policies in felix's policy
+//! table; then one more policy, one new pod, one label change, each applied as felix applies it
+//! (render + diff + one `nft -f` transaction), against loading the same final table from scratch
+//! with `nft -f`. Times are wall clock, the median of 5 runs each.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use margay_felix::nat::Nft;
+use margay_felix::policy::ir::*;
+use margay_felix::policy::{PolicyKeeper, render, script};
+use margay_lab::Lab;
+
+const ENDPOINTS: usize = 1000;
+const POLICIES: usize = 500;
+const APPS: usize = 50;
+
+fn ip(i: usize) -> ipnet::IpNet {
+    format!("10.70.{}.{}/32", i / 250, i % 250 + 1)
+        .parse()
+        .unwrap()
+}
+
+fn policy(p: usize) -> PolicyRules {
+    let mut r = Rule::any(Action::Allow);
+    r.protocol = Some(6);
+    r.source.sets = vec![format!("sel:app{}", (p + 1) % APPS)];
+    r.destination.ports = vec![PortRange::one(8000 + p as u16)];
+    PolicyRules {
+        ingress: Some(vec![r]),
+        egress: None,
+    }
+}
+
+/// The IR: endpoint i has label app{i % 50}; policy p selects app{p % 50}.
+fn build(endpoints: usize, policies: usize, labels: &dyn Fn(usize) -> usize) -> PolicyIr {
+    let mut ir = PolicyIr::default();
+    for p in 0..policies {
+        ir.policies.insert(format!("default/p{p:04}"), policy(p));
+    }
+    for a in 0..APPS {
+        ir.addr_sets.insert(format!("sel:app{a}"), BTreeSet::new());
+    }
+    for i in 0..endpoints {
+        let app = labels(i);
+        ir.addr_sets
+            .get_mut(&format!("sel:app{app}"))
+            .unwrap()
+            .insert(ip(i));
+        let selecting: Vec<String> = (0..policies)
+            .filter(|p| p % APPS == app)
+            .map(|p| format!("default/p{p:04}"))
+            .collect();
+        let tiers = if selecting.is_empty() {
+            vec![]
+        } else {
+            vec![TierSeq {
+                tier: "default".into(),
+                policies: selecting,
+                end: TierEnd::Deny,
+            }]
+        };
+        ir.endpoints.insert(
+            format!("cali{i:011}"),
+            EndpointPolicy {
+                ingress: tiers,
+                egress: vec![],
+            },
+        );
+    }
+    ir
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[test]
+#[ignore = "benchmark: run by bench/policy-programming.sh"]
+fn programming_1000_endpoints_500_policies() {
+    let lab = Lab::new("policy_bench").unwrap();
+    let node = lab.netns("node").unwrap();
+    let nft = Nft::in_netns(node.name());
+    let base_labels = |i: usize| i % APPS;
+    let base = build(ENDPOINTS, POLICIES, &base_labels);
+    let cases: Vec<(&str, PolicyIr)> = vec![
+        (
+            "one more policy",
+            build(ENDPOINTS, POLICIES + 1, &base_labels),
+        ),
+        ("one new pod", build(ENDPOINTS + 1, POLICIES, &base_labels)),
+        (
+            "one label change",
+            build(ENDPOINTS, POLICIES, &|i| if i == 7 { 8 } else { i % APPS }),
+        ),
+    ];
+    println!(
+        "| change | incremental (render + diff + nft) | script lines | full load `nft -f` of the final table | ratio |"
+    );
+    println!("|---|---|---|---|---|");
+    for (name, after) in &cases {
+        let mut inc = Vec::new();
+        let mut full = Vec::new();
+        let mut lines = 0;
+        for _ in 0..5 {
+            let mut k = PolicyKeeper::new(nft.clone());
+            k.load_full(&render(&base)).unwrap();
+            let t0 = Instant::now();
+            let want = render(after);
+            let rendered = t0.elapsed();
+            let r = k.apply(&want).unwrap();
+            inc.push(t0.elapsed());
+            eprintln!("{name}: render {rendered:?}, total {:?}", t0.elapsed());
+            lines = r.script_lines;
+            let text = script::full(&render(after));
+            let t0 = Instant::now();
+            nft.apply(&text).unwrap();
+            full.push(t0.elapsed());
+        }
+        let (i, f) = (median(inc), median(full));
+        println!(
+            "| {name} | {:.1} ms | {lines} | {:.1} ms | {:.3} |",
+            i.as_secs_f64() * 1e3,
+            f.as_secs_f64() * 1e3,
+            i.as_secs_f64() / f.as_secs_f64()
+        );
+    }
+}
+
+mod common;
+
+/// The data-path figures: two pods on one node, iperf3 TCP throughput and a 1-byte TCP
+/// request/response rate, with no policy, then with 1,000 policies selecting other endpoints
+/// plus 100 selecting these two (99 whose rules do not match, then the allow).
+#[test]
+#[ignore = "benchmark: run by bench/policy-datapath.sh"]
+fn datapath_with_and_without_1100_policies() {
+    use margay_lab::flows::in_netns;
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+
+    let lab = Lab::new("policy_dp_bench").unwrap();
+    let node = lab.netns("node").unwrap();
+    node.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])
+        .unwrap();
+    common::veth(&node, "up0", "up0p", None);
+    node.ip(&["route", "add", "default", "dev", "up0"]).unwrap();
+    let pods: Vec<_> = (0..2)
+        .map(|i| lab.netns(&format!("p{i}")).unwrap())
+        .collect();
+    let mut ifaces = Vec::new();
+    for (i, p) in pods.iter().enumerate() {
+        let cali = format!("cali{}{i:07}", lab.tag());
+        let ip = format!("10.71.0.{}", i + 1);
+        common::wire_pod(&node, p, &cali, &ip);
+        for s in [
+            format!("net.ipv4.conf.{cali}.proxy_arp=1"),
+            format!("net.ipv4.neigh.{cali}.proxy_delay=0"),
+        ] {
+            node.exec("sysctl", &["-qw", &s]).unwrap();
+        }
+        node.ip(&["route", "add", &format!("{ip}/32"), "dev", &cali])
+            .unwrap();
+        ifaces.push(cali);
+    }
+    let mut keeper = PolicyKeeper::new(Nft::in_netns(node.name()));
+    let open = {
+        let mut ir = PolicyIr::default();
+        for c in &ifaces {
+            ir.endpoints.insert(c.clone(), EndpointPolicy::default());
+        }
+        ir
+    };
+    let mut loaded = open.clone();
+    loaded.addr_sets.insert(
+        "sel:bench".into(),
+        [
+            "10.71.0.1/32".parse().unwrap(),
+            "10.71.0.2/32".parse().unwrap(),
+        ]
+        .into(),
+    );
+    for k in 0..APPS {
+        loaded.addr_sets.insert(
+            format!("sel:app{k}"),
+            (0..20).map(|j| ip(k * 20 + j)).collect(),
+        );
+    }
+    let mut selecting = Vec::new();
+    for p in 0..1100 {
+        let key = format!("default/p{p:04}");
+        let mut r = Rule::any(Action::Allow);
+        r.protocol = Some(6);
+        r.source.sets = vec![format!("sel:app{}", p % APPS)];
+        r.destination.ports = vec![PortRange::one(7000 + (p % 1000) as u16)];
+        loaded.policies.insert(
+            key.clone(),
+            PolicyRules {
+                ingress: Some(vec![r]),
+                egress: Some(vec![]),
+            },
+        );
+        if p >= 1000 {
+            selecting.push(key);
+        }
+    }
+    // The last of the 100 allows the two pods to each other.
+    let mut allow = Rule::any(Action::Allow);
+    allow.source.sets = vec!["sel:bench".into()];
+    let last = selecting.last().unwrap().clone();
+    loaded.policies.get_mut(&last).unwrap().ingress = Some(vec![allow.clone()]);
+    loaded.policies.get_mut(&last).unwrap().egress = Some(vec![Rule::any(Action::Allow)]);
+    let tiers = vec![TierSeq {
+        tier: "default".into(),
+        policies: selecting,
+        end: TierEnd::Deny,
+    }];
+    for c in &ifaces {
+        loaded.endpoints.insert(
+            c.clone(),
+            EndpointPolicy {
+                ingress: tiers.clone(),
+                egress: tiers.clone(),
+            },
+        );
+    }
+    // The other 1,000 policies select 1,000 other (absent) endpoints of this node.
+    for e in 0..1000 {
+        let pol = format!("default/p{:04}", e);
+        loaded.endpoints.insert(
+            format!("calo{e:011}"),
+            EndpointPolicy {
+                ingress: vec![TierSeq {
+                    tier: "default".into(),
+                    policies: vec![pol],
+                    end: TierEnd::Deny,
+                }],
+                egress: vec![],
+            },
+        );
+    }
+    let server = pods[1].name().to_string();
+    println!("| policy | iperf3 TCP throughput | TCP request/response (1 byte, 1 connection) |");
+    println!("|---|---|---|");
+    for (name, ir) in [
+        ("none", &open),
+        ("1,000 + 100 selecting the pods", &loaded),
+        ("none (again)", &open),
+    ] {
+        keeper.apply(&render(ir)).unwrap();
+        // iperf3, 5 s.
+        let mut srv = std::process::Command::new("ip")
+            .args(["netns", "exec", &server, "iperf3", "-s", "-1"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let out = pods[0]
+            .exec("iperf3", &["-c", "10.71.0.2", "-t", "5", "-J"])
+            .unwrap();
+        let _ = srv.wait();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let gbps = v["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap()
+            / 1e9;
+        // Request/response: 3 s of 1-byte ping-pong.
+        let srv_ns = server.clone();
+        let echo = std::thread::spawn(move || {
+            in_netns(&srv_ns, || {
+                let l = TcpListener::bind("0.0.0.0:5301").unwrap();
+                let (mut s, _) = l.accept().unwrap();
+                s.set_nodelay(true).unwrap();
+                let mut b = [0u8; 1];
+                while s.read_exact(&mut b).is_ok() {
+                    if s.write_all(&b).is_err() {
+                        break;
+                    }
+                }
+            })
+            .unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let rate = in_netns(pods[0].name(), || {
+            let mut s = TcpStream::connect(SocketAddr::from(([10, 71, 0, 2], 5301))).unwrap();
+            s.set_nodelay(true).unwrap();
+            let mut b = [0u8; 1];
+            let (t0, mut n) = (Instant::now(), 0u64);
+            while t0.elapsed() < Duration::from_secs(3) {
+                s.write_all(b"x").unwrap();
+                s.read_exact(&mut b).unwrap();
+                n += 1;
+            }
+            n as f64 / t0.elapsed().as_secs_f64()
+        })
+        .unwrap();
+        echo.join().unwrap();
+        println!("| {name} | {gbps:.2} Gbit/s | {rate:.0} /s |");
+    }
+}
