@@ -56,7 +56,8 @@ fn main() -> anyhow::Result<()> {
     let mut model = Model {
         node: NodeInfo {
             name: "bench".into(),
-            address: format!("{gw_prefix}.1/24").parse()?,
+            address: Some(format!("{gw_prefix}.1/24").parse()?),
+            address_v6: None,
             vxlan_tunnel_addr: None,
             vxlan_tunnel_mac: None,
             ipip_tunnel_addr: None,
