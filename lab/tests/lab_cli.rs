@@ -233,7 +233,7 @@ fn block_route(node: &NodeState, pod: &PodState) -> serde_json::Value {
         .find(|r| {
             r["dst"]
                 .as_str()
-                .and_then(|d| d.parse::<ipnet::Ipv4Net>().ok())
+                .and_then(|d| d.parse::<ipnet::IpNet>().ok())
                 .is_some_and(|n| n.prefix_len() < 32 && n.contains(&pod.ip))
                 && r["type"] != "blackhole"
         })
@@ -646,7 +646,7 @@ fn a_node_joins_and_leaves_a_running_lab_with_a_dead_peer_configured() {
             assert!(
                 !routes.iter().any(|r| r["dst"]
                     .as_str()
-                    .and_then(|d| d.parse::<ipnet::Ipv4Net>().ok())
+                    .and_then(|d| d.parse::<ipnet::IpNet>().ok())
                     .is_some_and(|n| n.contains(&p.ip))),
                 "{}: still routes {}: {routes:?}",
                 node.name,

@@ -23,6 +23,7 @@ fn lab() -> Cluster {
         nodes: 3,
         mode: Topology::Mesh,
         pool_mode: PoolMode::Never,
+        ip_family: Default::default(),
     };
     Cluster::build(spec, SETTLE).expect("building a 3-node lab")
 }
