@@ -380,6 +380,96 @@ fn vxlan_route_reflector_lab_routes_through_the_tunnel_and_pods_reach_each_other
     assert_nothing_left(&state, &state_file);
 }
 
+/// Every peer of every node, by family, from `margayctl node status -o json`: the address
+/// and its state, for the IPv4 and the IPv6 table.
+fn peers_by_family(node: &NodeState) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    let v = node_status(node);
+    let rows = |key: &str| -> Vec<(String, String)> {
+        let mut r: Vec<(String, String)> = v[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p["peer_address"].as_str().unwrap_or_default().to_string(),
+                    p["info"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        r.sort();
+        r
+    };
+    (rows("ipv4_peers"), rows("ipv6_peers"))
+}
+
+/// `--ip-family dual` and `ipv6`: every session the plan expects (one per family) is up in
+/// `node status`'s table of its family, every pod has the families asked for, and every pod
+/// reaches every other pod and is reached from the BIRD ToR over each family.
+#[test]
+fn dual_stack_and_ipv6_only_labs_route_every_family_between_nodes_and_the_tor() {
+    for family in ["dual", "ipv6"] {
+        let dir = tempfile::tempdir().unwrap();
+        let state_file = dir.path().join("state.json");
+        let _down = DownOnDrop(state_file.clone());
+        let up = lab(
+            &state_file,
+            &["up", "--keep", "--nodes", "2", "--ip-family", family],
+        );
+        assert!(up.status.success(), "{family}: {}", shown(&up));
+        let state = LabState::load(&state_file)
+            .unwrap()
+            .expect("state recorded");
+        for node in &state.nodes {
+            let (v4, v6) = peers_by_family(node);
+            let want = |v6: bool| -> Vec<String> {
+                let mut w: Vec<String> = node
+                    .peers
+                    .iter()
+                    .filter(|a| a.is_ipv6() == v6)
+                    .map(|a| a.to_string())
+                    .collect();
+                w.sort();
+                w
+            };
+            assert_eq!(
+                v4.iter().map(|p| p.0.clone()).collect::<Vec<_>>(),
+                want(false)
+            );
+            assert_eq!(
+                v6.iter().map(|p| p.0.clone()).collect::<Vec<_>>(),
+                want(true)
+            );
+            assert_eq!(v6.len(), 2, "{family} {}: {v6:?}", node.name);
+            assert!(
+                v4.iter().chain(&v6).all(|p| p.1 == "Established"),
+                "{family} {}: {v4:?} {v6:?}",
+                node.name
+            );
+        }
+        for pod in &state.pods {
+            let fams: Vec<bool> = pod.addresses().iter().map(|a| a.is_ipv6()).collect();
+            let want = if family == "dual" {
+                vec![false, true]
+            } else {
+                vec![true]
+            };
+            assert_eq!(fams, want, "{family}: {pod:?}");
+        }
+        let results = ping::matrix(&state, 2);
+        let per_pair = if family == "dual" { 2 } else { 1 };
+        assert_eq!(
+            results.len(),
+            per_pair * state.pods.len() * state.pods.len()
+        );
+        assert!(results.iter().any(|r| r.dst.is_ipv6()));
+        let failed: Vec<_> = results.iter().filter(|r| !r.reached()).collect();
+        assert!(failed.is_empty(), "{family}: unanswered pings: {failed:#?}");
+        let down = lab(&state_file, &["down"]);
+        assert!(down.status.success(), "{}", shown(&down));
+        assert_nothing_left(&state, &state_file);
+    }
+}
+
 /// Cross-subnet: node1 and node2 on rack a, node3 on rack b behind the ToR. Within a rack the
 /// route is direct, between racks it goes through VXLAN, and every pod reaches every other.
 #[test]
