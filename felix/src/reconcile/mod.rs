@@ -391,7 +391,10 @@ impl Reconciler {
         match &r.target {
             Target::Blackhole => k.kind = RouteKind::Blackhole,
             Target::Device { ifname } => {
-                k.scope = SCOPE_LINK;
+                // IPv6 routes have no scope in the kernel (it reports every one as universe).
+                if r.dst.addr().is_ipv4() {
+                    k.scope = SCOPE_LINK;
+                }
                 k.oif = Some(self.usable_link(ifname)?);
             }
             Target::Gateway { via, dev, onlink } => {
