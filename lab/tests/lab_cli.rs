@@ -382,10 +382,13 @@ fn vxlan_route_reflector_lab_routes_through_the_tunnel_and_pods_reach_each_other
 
 /// Every peer of every node, by family, from `margayctl node status -o json`: the address
 /// and its state, for the IPv4 and the IPv6 table.
-fn peers_by_family(node: &NodeState) -> (Vec<(String, String)>, Vec<(String, String)>) {
+/// (peer address, state) rows of one family's table.
+type PeerStates = Vec<(String, String)>;
+
+fn peers_by_family(node: &NodeState) -> (PeerStates, PeerStates) {
     let v = node_status(node);
-    let rows = |key: &str| -> Vec<(String, String)> {
-        let mut r: Vec<(String, String)> = v[key]
+    let rows = |key: &str| -> PeerStates {
+        let mut r: PeerStates = v[key]
             .as_array()
             .into_iter()
             .flatten()
