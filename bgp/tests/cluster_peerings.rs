@@ -39,6 +39,7 @@ fn local(node: &str) -> Local {
         connect_retry: 1,
         hold_time: 30,
         secrets_dir: std::env::temp_dir().join("margay-no-secrets"),
+        router_id: Default::default(),
     }
 }
 

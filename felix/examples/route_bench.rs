@@ -5,12 +5,16 @@
 //! `bcali0..` and REMOTE remote /26 blocks via `GW_PREFIX.2` into an empty table, then applies
 //! CHANGES changes (half the remote blocks move to `GW_PREFIX.3`, a quarter of the workloads go
 //! away, as many new ones arrive), and prints the timings as one line of JSON.
+//!
+//! With a sixth argument `dual` the node is dual-stack: every workload also has an IPv6 /128
+//! (`fd00:100::` + i) and as many IPv6 /122 blocks (`fd00:200::` + 64 i) go via
+//! `fd00:99::2` (then `fd00:99::3`), so each figure covers both families.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use margay_felix::desired;
 use margay_felix::health::{Health, Metrics};
 use margay_felix::model::{EncapMode, IpPool, Model, NodeInfo, RemoteRoute, WorkloadEndpoint};
@@ -23,12 +27,21 @@ fn arg(i: usize, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
-fn workload(i: u32, veths: u32) -> WorkloadEndpoint {
+fn v6(base: Ipv6Addr, offset: u32) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(base) + u128::from(offset))
+}
+
+fn workload(i: u32, veths: u32, dual: bool) -> WorkloadEndpoint {
     let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 100, 0, 0)) + i);
+    let mut ips = vec![IpNet::V4(Ipv4Net::new(ip, 32).expect("32 is valid"))];
+    if dual {
+        let ip6 = v6("fd00:100::".parse().expect("literal"), i);
+        ips.push(IpNet::V6(Ipv6Net::new(ip6, 128).expect("128 is valid")));
+    }
     WorkloadEndpoint {
         name: format!("bench/w{i}"),
         interface: format!("bcali{}", i % veths),
-        ips: vec![IpNet::V4(Ipv4Net::new(ip, 32).expect("32 is valid"))],
+        ips,
     }
 }
 
@@ -36,6 +49,15 @@ fn remote(i: u32, gw: Ipv4Addr) -> RemoteRoute {
     let net = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 200, 0, 0)) + i * 64);
     RemoteRoute {
         prefix: IpNet::V4(Ipv4Net::new(net, 26).expect("26 is valid")),
+        next_hop: gw.into(),
+        also_via: Vec::new(),
+    }
+}
+
+fn remote6(i: u32, gw: Ipv6Addr) -> RemoteRoute {
+    let net = v6("fd00:200::".parse().expect("literal"), i * 64);
+    RemoteRoute {
+        prefix: IpNet::V6(Ipv6Net::new(net, 122).expect("122 is valid")),
         next_hop: gw.into(),
         also_via: Vec::new(),
     }
@@ -53,26 +75,45 @@ fn main() -> anyhow::Result<()> {
     let gw_prefix = arg(5, "10.99.0");
     let gw2: Ipv4Addr = format!("{gw_prefix}.2").parse()?;
     let gw3: Ipv4Addr = format!("{gw_prefix}.3").parse()?;
+    let dual = arg(6, "ipv4") == "dual";
+    let (gw6_2, gw6_3): (Ipv6Addr, Ipv6Addr) = ("fd00:99::2".parse()?, "fd00:99::3".parse()?);
 
     let mut model = Model {
         node: NodeInfo {
             name: "bench".into(),
-            address: format!("{gw_prefix}.1/24").parse()?,
+            address: Some(format!("{gw_prefix}.1/24").parse()?),
+            address_v6: if dual {
+                Some("fd00:99::1/64".parse()?)
+            } else {
+                None
+            },
             vxlan_tunnel_addr: None,
             vxlan_tunnel_mac: None,
             ipip_tunnel_addr: None,
             mtu: None,
         },
-        pools: vec![IpPool {
-            cidr: "10.0.0.0/8".parse()?,
-            ipip_mode: EncapMode::Never,
-            vxlan_mode: EncapMode::Never,
-            disabled: false,
-            nat_outgoing: false,
-        }],
-        endpoints: (0..workloads).map(|i| workload(i, veths)).collect(),
+        pools: vec![
+            IpPool {
+                cidr: "10.0.0.0/8".parse()?,
+                ipip_mode: EncapMode::Never,
+                vxlan_mode: EncapMode::Never,
+                disabled: false,
+                nat_outgoing: false,
+            },
+            IpPool {
+                cidr: "fd00::/8".parse()?,
+                ipip_mode: EncapMode::Never,
+                vxlan_mode: EncapMode::Never,
+                disabled: false,
+                nat_outgoing: false,
+            },
+        ],
+        endpoints: (0..workloads).map(|i| workload(i, veths, dual)).collect(),
         affine_blocks: Vec::new(),
-        remote_routes: (0..remotes).map(|i| remote(i, gw2)).collect(),
+        remote_routes: (0..remotes)
+            .map(|i| remote(i, gw2))
+            .chain((0..if dual { remotes } else { 0 }).map(|i| remote6(i, gw6_2)))
+            .collect(),
         vteps: Vec::new(),
         peer_routes: Vec::new(),
     };
@@ -101,10 +142,18 @@ fn main() -> anyhow::Result<()> {
     for r in model.remote_routes.iter_mut().take(moved as usize) {
         r.next_hop = gw3.into();
     }
+    for r in model
+        .remote_routes
+        .iter_mut()
+        .skip(remotes as usize)
+        .take(moved as usize)
+    {
+        r.next_hop = gw6_3.into();
+    }
     model.endpoints.drain(..removed as usize);
     model
         .endpoints
-        .extend((workloads..workloads + added).map(|i| workload(i, veths)));
+        .extend((workloads..workloads + added).map(|i| workload(i, veths, dual)));
     let t1 = Instant::now();
     let d = desired::compute(&model);
     let compute_changes = t1.elapsed();

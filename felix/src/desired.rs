@@ -176,17 +176,29 @@ pub struct Desired {
 /// Computes the desired dataplane for `model`.
 pub fn compute(model: &Model) -> Desired {
     let mut d = Desired {
-        node_address: Some(model.node.address.addr()),
+        node_address: model.node.address.map(|a| a.addr()),
         nat: crate::nat::desired(&model.pools),
         ..Desired::default()
     };
-    let enabled = model.pools.iter().filter(|p| !p.disabled);
+    // The IPv4 tunnels serve the IPv4 pools (Calico: IP-in-IP is IPv4 only, and an IPv6 pool's
+    // VXLAN has a device of its own).
+    let enabled = model
+        .pools
+        .iter()
+        .filter(|p| !p.disabled && p.cidr.addr().is_ipv4());
     let wants_vxlan = enabled.clone().any(|p| p.vxlan_mode != EncapMode::Never);
     let wants_ipip = enabled
         .clone()
         .any(|p| p.vxlan_mode == EncapMode::Never && p.ipip_mode != EncapMode::Never);
+    let node_v4 = model.node.address.map(|a| a.addr());
+    if (wants_vxlan || wants_ipip) && node_v4.is_none() {
+        d.problems.push(format!(
+            "node {}: an IPv4 pool needs a tunnel but the node has no IPv4 address",
+            model.node.name
+        ));
+    }
 
-    if wants_vxlan {
+    if let (true, Some(local)) = (wants_vxlan, node_v4) {
         let mac = match model.node.vxlan_tunnel_mac.as_deref().map(parse_mac) {
             Some(Ok(m)) => Some(m),
             Some(Err(e)) => {
@@ -196,13 +208,13 @@ pub fn compute(model: &Model) -> Desired {
             None => None,
         };
         d.vxlan = Some(VxlanDevice {
-            local: model.node.address.addr(),
+            local,
             tunnel_addr: model.node.vxlan_tunnel_addr,
             mac,
             mtu: model.node.mtu,
         });
         for v in &model.vteps {
-            if v.node_ip == model.node.address.addr() {
+            if v.node_ip == local {
                 continue;
             }
             match parse_mac(&v.mac) {
@@ -217,7 +229,7 @@ pub fn compute(model: &Model) -> Desired {
         d.vteps.sort();
         d.vteps.dedup();
     }
-    if wants_ipip {
+    if wants_ipip && node_v4.is_some() {
         d.ipip = Some(IpipDevice {
             tunnel_addr: model.node.ipip_tunnel_addr,
             mtu: model.node.mtu,
@@ -237,8 +249,7 @@ pub fn compute(model: &Model) -> Desired {
         )
         .collect();
     for r in &model.remote_routes {
-        let me = IpAddr::V4(model.node.address.addr());
-        if r.next_hop == me {
+        if model.node.owns(r.next_hop) {
             continue;
         }
         if own.contains(&r.prefix.trunc()) {
@@ -246,7 +257,7 @@ pub fn compute(model: &Model) -> Desired {
             continue;
         }
         let mut routes = Vec::new();
-        for nh in r.next_hops().filter(|nh| *nh != me) {
+        for nh in r.next_hops().filter(|nh| !model.node.owns(*nh)) {
             match remote_route(model, &d, r.prefix, nh) {
                 Ok(route) => routes.push(route),
                 Err(why) => d.problems.push(why),
@@ -353,14 +364,17 @@ fn remote_route(
             onlink: false,
         },
     };
-    let (Some(pool), IpAddr::V4(nh4)) = (model.pool_of(&prefix), next_hop) else {
+    let Some(pool) = model.pool_of(&prefix) else {
         return Ok(direct);
     };
-    let same_subnet = model.node.address.contains(&nh4);
+    let same_subnet = model.node.same_subnet(next_hop);
     let encap = |mode: EncapMode| match mode {
         EncapMode::Never => false,
         EncapMode::Always => true,
         EncapMode::CrossSubnet => !same_subnet,
+    };
+    let IpAddr::V4(nh4) = next_hop else {
+        return remote_route_v6(d, pool, prefix, direct, encap(pool.vxlan_mode));
     };
     if pool.vxlan_mode != EncapMode::Never {
         if !encap(pool.vxlan_mode) {
@@ -389,6 +403,24 @@ fn remote_route(
                 onlink: true,
             },
         });
+    }
+    Ok(direct)
+}
+
+/// The route to a remote prefix through an IPv6 next hop: direct, or (VXLAN pools) through
+/// the IPv6 VXLAN device.
+fn remote_route_v6(
+    _d: &Desired,
+    pool: &crate::model::IpPool,
+    prefix: IpNet,
+    direct: DesiredRoute,
+    encapsulate: bool,
+) -> Result<DesiredRoute, String> {
+    if pool.vxlan_mode != EncapMode::Never && encapsulate {
+        return Err(format!(
+            "route {prefix}: IPv6 VXLAN is not programmed yet; pool {} left unrouted",
+            pool.cidr
+        ));
     }
     Ok(direct)
 }

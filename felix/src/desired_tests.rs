@@ -17,7 +17,8 @@ fn model(ipip: EncapMode, vxlan: EncapMode) -> Model {
     Model {
         node: NodeInfo {
             name: "n1".into(),
-            address: "10.0.0.1/24".parse().unwrap(),
+            address: Some("10.0.0.1/24".parse().unwrap()),
+            address_v6: None,
             vxlan_tunnel_addr: Some("10.244.0.0".parse().unwrap()),
             vxlan_tunnel_mac: Some("66:00:00:00:00:01".into()),
             ipip_tunnel_addr: None,
@@ -346,4 +347,89 @@ fn a_multipath_hop_through_our_own_address_is_left_out() {
         target_of(&compute(&m), "10.244.9.0/26"),
         via("10.0.0.2", None, false)
     );
+}
+
+/// The dual-stack node of [`model`]: fd00:1::1/64 beside 10.0.0.1/24, an IPv6 pool, a pod with
+/// both families, and IPv6 blocks learned over the IPv6 mesh.
+fn dual(v6_vxlan: EncapMode) -> Model {
+    let mut m = model(EncapMode::Never, EncapMode::Never);
+    m.node.address_v6 = Some("fd00:1::1/64".parse().unwrap());
+    m.pools.push(IpPool {
+        cidr: net("fd00:244::/48"),
+        ipip_mode: EncapMode::Never,
+        vxlan_mode: v6_vxlan,
+        disabled: false,
+        nat_outgoing: true,
+    });
+    m.endpoints[0].ips.push(net("fd00:244::5/128"));
+    m.affine_blocks.push(net("fd00:244::/122"));
+    m.remote_routes.extend([
+        RemoteRoute {
+            prefix: net("fd00:244::40/122"),
+            next_hop: ip("fd00:1::2"),
+            also_via: vec![],
+        },
+        RemoteRoute {
+            prefix: net("fd00:244::80/122"),
+            next_hop: ip("fd00:1::1"),
+            also_via: vec![],
+        },
+    ]);
+    m
+}
+
+#[test]
+fn dual_stack_pod_gets_both_host_routes_and_ipv6_blocks_route_via_the_ipv6_next_hop() {
+    let d = compute(&dual(EncapMode::Never));
+    let cali = Target::Device {
+        ifname: "cali0123456789a".into(),
+    };
+    assert_eq!(target_of(&d, "10.244.0.5/32"), cali);
+    assert_eq!(target_of(&d, "fd00:244::5/128"), cali);
+    assert_eq!(target_of(&d, "fd00:244::/122"), Target::Blackhole);
+    assert_eq!(
+        target_of(&d, "fd00:244::40/122"),
+        via("fd00:1::2", None, false)
+    );
+    // A route back through this node's own IPv6 address is not programmed.
+    assert!(!d.routes.contains_key(&net("fd00:244::80/122")));
+    assert!(d.originate.contains(&net("fd00:244::/122")));
+    assert!(d.problems.is_empty(), "{:?}", d.problems);
+}
+
+#[test]
+fn ipv6_pool_in_vxlan_mode_is_reported_not_routed_in_the_clear() {
+    let d = compute(&dual(EncapMode::Always));
+    assert!(!d.routes.contains_key(&net("fd00:244::40/122")));
+    assert!(d.problems.iter().any(|p| p.contains("IPv6 VXLAN")));
+    // The IPv4 VXLAN device is for IPv4 pools only: none here.
+    assert_eq!(d.vxlan, None);
+}
+
+#[test]
+fn ipv6_only_node_routes_ipv6_and_asks_for_no_ipv4_tunnel() {
+    let mut m = dual(EncapMode::Never);
+    m.node.address = None;
+    m.pools.retain(|p| p.cidr.addr().is_ipv6());
+    m.remote_routes.retain(|r| r.prefix.addr().is_ipv6());
+    m.endpoints[0].ips.retain(|a| a.addr().is_ipv6());
+    m.affine_blocks.retain(|b| b.addr().is_ipv6());
+    let d = compute(&m);
+    assert_eq!(d.node_address, None);
+    assert_eq!((d.vxlan.clone(), d.ipip.clone()), (None, None));
+    assert_eq!(
+        target_of(&d, "fd00:244::40/122"),
+        via("fd00:1::2", None, false)
+    );
+    assert!(d.problems.is_empty(), "{:?}", d.problems);
+}
+
+#[test]
+fn ipv4_tunnel_pool_on_an_ipv6_only_node_is_a_problem() {
+    let mut m = model(EncapMode::Never, EncapMode::Always);
+    m.node.address = None;
+    m.node.address_v6 = Some("fd00:1::1/64".parse().unwrap());
+    let d = compute(&m);
+    assert_eq!(d.vxlan, None);
+    assert!(d.problems.iter().any(|p| p.contains("no IPv4 address")));
 }

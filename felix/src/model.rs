@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 /// When traffic to a pool's remote blocks is encapsulated (IPPool `ipipMode` / `vxlanMode`).
@@ -41,8 +41,14 @@ pub struct IpPool {
 #[serde(rename_all = "camelCase")]
 pub struct NodeInfo {
     pub name: String,
-    /// The node's IPv4 address with its subnet length (Node `spec.bgp.ipv4Address`).
-    pub address: Ipv4Net,
+    /// The node's IPv4 address with its subnet length (Node `spec.bgp.ipv4Address`); none on
+    /// an IPv6-only node.
+    #[serde(default)]
+    pub address: Option<Ipv4Net>,
+    /// The node's IPv6 address with its subnet length (Node `spec.bgp.ipv6Address`); none on
+    /// an IPv4-only node.
+    #[serde(default)]
+    pub address_v6: Option<Ipv6Net>,
     /// The VXLAN tunnel address (Node `ipv4VXLANTunnelAddr`), when a VXLAN pool is in use.
     #[serde(default)]
     pub vxlan_tunnel_addr: Option<Ipv4Addr>,
@@ -55,6 +61,24 @@ pub struct NodeInfo {
     /// Tunnel MTU; derived from the host interface (minus 20 / 50) when absent.
     #[serde(default)]
     pub mtu: Option<u32>,
+}
+
+impl NodeInfo {
+    /// Whether `ip` is one of this node's own addresses.
+    pub fn owns(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => self.address.is_some_and(|n| n.addr() == a),
+            IpAddr::V6(a) => self.address_v6.is_some_and(|n| n.addr() == a),
+        }
+    }
+
+    /// Whether `ip` is on this node's subnet of the same family (CrossSubnet's test).
+    pub fn same_subnet(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => self.address.is_some_and(|n| n.contains(&a)),
+            IpAddr::V6(a) => self.address_v6.is_some_and(|n| n.contains(&a)),
+        }
+    }
 }
 
 /// A pod on this node: its host-side interface and addresses.
@@ -180,7 +204,8 @@ mod tests {
         .unwrap();
         assert_eq!(m.pools[0].vxlan_mode, EncapMode::CrossSubnet);
         assert_eq!(m.pools[0].ipip_mode, EncapMode::Never);
-        assert_eq!(m.node.address.prefix_len(), 24);
+        assert_eq!(m.node.address.unwrap().prefix_len(), 24);
+        assert_eq!(m.node.address_v6, None);
     }
 
     #[test]

@@ -605,3 +605,86 @@ fn removes_its_stale_routes_when_an_endpoint_or_remote_block_goes_away() {
     });
     assert_eq!(felix_routes(&n.ns).len(), 3);
 }
+
+/// The route writes felix counted so far, as its /metrics lists them.
+fn route_writes(n: &Node, felix: &Felix) -> Vec<String> {
+    http_get(&n.ns, felix.port, "/metrics")
+        .unwrap()
+        .1
+        .lines()
+        .filter(|l| l.starts_with("margay_felix_route_writes_total{"))
+        .map(String::from)
+        .collect()
+}
+
+/// IPv6 routes on a dual-stack node: the pod's /128 on its veth, the block's blackhole, a
+/// remote block via the node's IPv6 neighbour; periodic resyncs rewrite none of them (the
+/// kernel reports IPv6 routes with metric 1024 and scope universe whatever felix wrote), and
+/// a remote block that goes from the model goes from the kernel.
+#[test]
+fn ipv6_routes_are_programmed_never_rewritten_and_removed_when_stale() {
+    let lab = Lab::new("ipv6_routes_are_programmed_never_rewritten").unwrap();
+    let n = node(&lab);
+    let cali = format!("cali{}0000001", lab.tag());
+    veth(&n.ns, &cali, "pod1", None);
+    let gw6 = n.link.b.ip6().to_string();
+    let state = |remote: bool| {
+        let mut routes = vec![json!({"prefix": "fd00:100::40/122", "nextHop": gw6})];
+        if !remote {
+            routes.clear();
+        }
+        json!({
+            "node": {"name": "node1", "address": n.link.a.v4.to_string(),
+                     "addressV6": n.link.a.v6.to_string()},
+            "pools": [{"cidr": "fd00:100::/48"}],
+            "endpoints": [{"name": "default/p", "interface": cali, "ips": ["fd00:100::5/128"]}],
+            "affineBlocks": ["fd00:100::/122"],
+            "remoteRoutes": routes,
+        })
+    };
+    let felix = start_felix(&lab, &n.ns, "node1", &state(true), "a");
+    let v6 = || ip_json(&n.ns, &["-6", "route", "show", "proto", "81"]);
+    wait_for(
+        "IPv6 routes",
+        Duration::from_secs(10),
+        &[&felix.proc],
+        || {
+            let all = v6();
+            is(route_to(&all, "fd00:100::5"), "dev", &cali)
+                .and_then(|()| is(route_to(&all, "fd00:100::/122"), "type", "blackhole"))
+                .and_then(|()| is(route_to(&all, "fd00:100::40/122"), "gateway", &gw6))
+                .map_err(|e| format!("{e}\n{}", show(&all)))
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        sysctl(&n.ns, "net.ipv6.conf.all.forwarding"),
+        "1",
+        "IPv6 forwarding on"
+    );
+    // Settled: two more periodic resyncs write nothing.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = route_writes(&n, &felix);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(route_writes(&n, &felix), before, "resyncs rewrote routes");
+
+    felix.update(&state(false));
+    wait_for(
+        "the stale IPv6 block removed",
+        Duration::from_secs(10),
+        &[&felix.proc],
+        || {
+            let all = v6();
+            match route_to(&all, "fd00:100::40/122") {
+                None => Ok(()),
+                Some(r) => Err(format!("still there: {r}")),
+            }
+        },
+    )
+    .unwrap();
+    assert!(route_to(&v6(), "fd00:100::5").is_some());
+}
+
+fn sysctl(ns: &Netns, name: &str) -> String {
+    ns.exec("sysctl", &["-n", name]).unwrap().trim().to_string()
+}

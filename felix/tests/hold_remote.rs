@@ -39,7 +39,8 @@ fn remote_routes_the_model_lacks_stay_until_the_table_is_complete() {
     let mut model = Model {
         node: NodeInfo {
             name: "node1".into(),
-            address: link.a.v4,
+            address: Some(link.a.v4),
+            address_v6: None,
             vxlan_tunnel_addr: None,
             vxlan_tunnel_mac: None,
             ipip_tunnel_addr: None,

@@ -8,8 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use margay_lab::{
-    Bgpd, ClusterArgs, Etcd, Lab, LabSwitch, Netns, Process, margay_binary, wait_for,
-    wait_for_every,
+    Bgpd, ClusterArgs, Etcd, Lab, LabSwitch, Netns, Process, wait_for, wait_for_every,
 };
 use margay_proto::felix::v1 as pb;
 use serde_json::Value;
@@ -34,32 +33,14 @@ fn spawn_felix(
     name: &str,
     socket: &std::path::Path,
 ) -> Process {
-    let felix = Process::spawn(
+    let felix = common::spawn_cluster_felix(
+        lab,
         ns,
-        &format!("felix-{name}"),
-        margay_binary("margay-felix", "cargo build -p margay-felix").unwrap(),
-        [
-            "--node",
-            name,
-            "--etcd-endpoints",
-            &etcd.endpoint(),
-            "--bgpd-socket",
-            lab.dir()
-                .join(format!("bgpd-{name}.sock"))
-                .to_str()
-                .unwrap(),
-            "--socket",
-            socket.to_str().unwrap(),
-            "--http-port",
-            "0",
-            "--ipam-gc-interval",
-            "1",
-            "--lease-ttl",
-            "2",
-        ],
-        lab.dir(),
-    )
-    .unwrap();
+        name,
+        &etcd.endpoint(),
+        socket,
+        &["--ipam-gc-interval", "1", "--lease-ttl", "2"],
+    );
     common::wait_cni_ready(socket, &felix);
     felix
 }

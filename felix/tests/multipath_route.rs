@@ -105,7 +105,8 @@ fn shrink_and_grow(v6: bool) {
     let model = |also: Vec<std::net::IpAddr>, first: std::net::IpAddr| Model {
         node: NodeInfo {
             name: "node1".into(),
-            address: l1.a.v4,
+            address: Some(l1.a.v4),
+            address_v6: Some(l1.a.v6),
             vxlan_tunnel_addr: None,
             vxlan_tunnel_mac: None,
             ipip_tunnel_addr: None,

@@ -214,7 +214,12 @@ impl Drop for Capture {
 /// Pings `dst` from the pod and returns the source address the echo request arrives with in
 /// the outside namespace, and whether the pod got a reply.
 fn source_seen(s: &Scene, dst: &str) -> (String, bool) {
-    let filter = format!("icmp[icmptype] == icmp-echo and dst host {dst}");
+    let v6 = dst.contains(':');
+    let filter = if v6 {
+        format!("icmp6 and ip6[40] == 128 and dst host {dst}")
+    } else {
+        format!("icmp[icmptype] == icmp-echo and dst host {dst}")
+    };
     let child = s
         .outside
         .command("timeout")
@@ -250,10 +255,11 @@ fn source_seen(s: &Scene, dst: &str) -> (String, bool) {
         .unwrap()
         .read_to_string(&mut out)
         .unwrap();
-    // "IP 192.0.2.254 > 192.0.2.1: ICMP echo request, id 1, seq 1, length 64"
+    // "IP 192.0.2.254 > 192.0.2.1: ICMP echo request, id 1, seq 1, length 64" (IPv6: "IP6")
+    let proto = if v6 { "IP6" } else { "IP" };
     let src = out
         .split_whitespace()
-        .skip_while(|w| *w != "IP")
+        .skip_while(|w| *w != proto)
         .nth(1)
         .unwrap_or_else(|| panic!("no echo request to {dst} captured: {out:?}"))
         .to_string();
@@ -426,6 +432,114 @@ fn ipv6_pool_gets_its_own_table() {
         rules.contains("ip6 saddr @masq-pools ip6 daddr != @all-pools masquerade fully-random"),
         "{rules}"
     );
+}
+
+const POD_IP6: &str = "fd00:244::2";
+const NODE_IP6: &str = "fd00:192::254";
+const OUTSIDE_IP6: &str = "fd00:192::1";
+/// In pool fd00:246::/64 (no natOutgoing), behind the outside namespace.
+const OTHER_POOL_IP6: &str = "fd00:246::1";
+
+/// The scene made dual-stack: the pod gets an IPv6 address and its default route through the
+/// host side's link-local address (as Calico's plugin does), the node and the outside an IPv6
+/// address on their link, the outside one in another IPv6 pool.
+fn add_ipv6(s: &Scene) {
+    s.pod
+        .ip(&[
+            "addr",
+            "add",
+            &format!("{POD_IP6}/128"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+        .unwrap();
+    let ll: Vec<Value> = serde_json::from_str(
+        &s.node
+            .ip(&["-j", "-6", "addr", "show", "dev", &s.cali])
+            .unwrap(),
+    )
+    .unwrap();
+    let gw = ll[0]["addr_info"]
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["scope"] == "link"))
+        .and_then(|i| i["local"].as_str())
+        .expect("the host side's link-local address")
+        .to_string();
+    s.pod
+        .ip(&["-6", "route", "add", "default", "via", &gw, "dev", "eth0"])
+        .unwrap();
+    s.node
+        .ip(&[
+            "addr",
+            "add",
+            &format!("{NODE_IP6}/64"),
+            "dev",
+            "uplink",
+            "nodad",
+        ])
+        .unwrap();
+    s.outside
+        .ip(&[
+            "addr",
+            "add",
+            &format!("{OUTSIDE_IP6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+        .unwrap();
+    s.outside
+        .ip(&["addr", "add", &format!("{OTHER_POOL_IP6}/128"), "dev", "lo"])
+        .unwrap();
+    s.outside
+        .ip(&["-6", "route", "add", "fd00:244::/64", "via", NODE_IP6])
+        .unwrap();
+    s.node
+        .ip(&["-6", "route", "add", "default", "via", OUTSIDE_IP6])
+        .unwrap();
+}
+
+fn model6(s: &Scene, nat: bool) -> Value {
+    json!({
+        "node": {"name": "node1", "address": format!("{NODE_IP}/24"), "addressV6": format!("{NODE_IP6}/64")},
+        "pools": [pool("fd00:244::/64", nat), pool("fd00:246::/64", false)],
+        "endpoints": [{"name": "default/pod", "interface": s.cali,
+                       "ips": [format!("{POD_IP}/32"), format!("{POD_IP6}/128")]}],
+        "affineBlocks": ["fd00:244::/122"],
+        "remoteRoutes": [{"prefix": "fd00:246::/122", "nextHop": OUTSIDE_IP6}],
+    })
+}
+
+/// IPv6 natOutgoing with traffic: a pod's ping leaving every pool arrives from the node's IPv6
+/// address and is answered; one to another pool keeps the pod's address; natOutgoing off, the
+/// pod's own address leaves the node.
+#[test]
+fn masquerades_ipv6_pod_traffic_leaving_every_pool() {
+    let lab = Lab::new("masquerades_ipv6_pod_traffic").unwrap();
+    let s = scene(&lab);
+    add_ipv6(&s);
+    let felix = start_felix(&lab, &s.node, "node1", &model6(&s, true), "a");
+    wait_routes(&s.node, &felix, "the pod's /128", |_| {
+        let all = ip_json(&s.node, &["-6", "route", "show", "proto", "81"]);
+        route_to(&all, POD_IP6)
+            .filter(|r| r["dev"] == s.cali.as_str())
+            .map(|_| ())
+            .ok_or_else(|| format!("no /128 to the pod: {}", show(&all)))
+    });
+    wait_margay(&s.node, &felix, "ip6", true);
+    let (src, replied) = source_seen(&s, OUTSIDE_IP6);
+    assert_eq!(src, NODE_IP6, "leaving every pool: masqueraded");
+    assert!(replied, "the reply finds its way back through the NAT");
+    assert_eq!(
+        source_seen(&s, OTHER_POOL_IP6).0,
+        POD_IP6,
+        "to another pool: never masqueraded"
+    );
+    felix.update(&model6(&s, false));
+    wait_margay(&s.node, &felix, "ip6", false);
+    assert_eq!(source_seen(&s, OUTSIDE_IP6).0, POD_IP6);
+    assert_other_table_untouched(&s);
 }
 
 #[test]

@@ -19,6 +19,7 @@ fn main() -> anyhow::Result<()> {
         mode: Topology::Mesh,
         pool_mode: PoolMode::Never,
         tors: 1,
+        ip_family: Default::default(),
     };
     let settle = Duration::from_secs(60);
     let mut c = Cluster::build(spec, settle)?;

@@ -233,7 +233,7 @@ fn block_route(node: &NodeState, pod: &PodState) -> serde_json::Value {
         .find(|r| {
             r["dst"]
                 .as_str()
-                .and_then(|d| d.parse::<ipnet::Ipv4Net>().ok())
+                .and_then(|d| d.parse::<ipnet::IpNet>().ok())
                 .is_some_and(|n| n.prefix_len() < 32 && n.contains(&pod.ip))
                 && r["type"] != "blackhole"
         })
@@ -433,7 +433,7 @@ fn calico_nodes_mesh_with_margay_nodes_and_pods_reach_each_other() {
                 r["gateway"] == node.address4.to_string().as_str()
                     && r["dst"]
                         .as_str()
-                        .and_then(|d| d.parse::<ipnet::Ipv4Net>().ok())
+                        .and_then(|d| d.parse::<ipnet::IpNet>().ok())
                         .is_some_and(|n| n.contains(&pod.ip))
             });
             assert!(
@@ -483,6 +483,99 @@ fn calico_nodes_mesh_with_margay_nodes_and_pods_reach_each_other() {
     assert!(down.status.success(), "{}", shown(&down));
     assert_nothing_left(&state, &state_file);
     assert_nothing_left(&moved, &state_file);
+}
+
+/// Every peer of every node, by family, from `margayctl node status -o json`: the address
+/// and its state, for the IPv4 and the IPv6 table.
+/// (peer address, state) rows of one family's table.
+type PeerStates = Vec<(String, String)>;
+
+fn peers_by_family(node: &NodeState) -> (PeerStates, PeerStates) {
+    let v = node_status(node);
+    let rows = |key: &str| -> PeerStates {
+        let mut r: PeerStates = v[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p["peer_address"].as_str().unwrap_or_default().to_string(),
+                    p["info"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        r.sort();
+        r
+    };
+    (rows("ipv4_peers"), rows("ipv6_peers"))
+}
+
+/// `--ip-family dual` and `ipv6`: every session the plan expects (one per family) is up in
+/// `node status`'s table of its family, every pod has the families asked for, and every pod
+/// reaches every other pod and is reached from the BIRD ToR over each family.
+#[test]
+fn dual_stack_and_ipv6_only_labs_route_every_family_between_nodes_and_the_tor() {
+    for family in ["dual", "ipv6"] {
+        let dir = tempfile::tempdir().unwrap();
+        let state_file = dir.path().join("state.json");
+        let _down = DownOnDrop(state_file.clone());
+        let up = lab(
+            &state_file,
+            &["up", "--keep", "--nodes", "2", "--ip-family", family],
+        );
+        assert!(up.status.success(), "{family}: {}", shown(&up));
+        let state = LabState::load(&state_file)
+            .unwrap()
+            .expect("state recorded");
+        for node in &state.nodes {
+            let (v4, v6) = peers_by_family(node);
+            let want = |v6: bool| -> Vec<String> {
+                let mut w: Vec<String> = node
+                    .peers
+                    .iter()
+                    .filter(|a| a.is_ipv6() == v6)
+                    .map(|a| a.to_string())
+                    .collect();
+                w.sort();
+                w
+            };
+            assert_eq!(
+                v4.iter().map(|p| p.0.clone()).collect::<Vec<_>>(),
+                want(false)
+            );
+            assert_eq!(
+                v6.iter().map(|p| p.0.clone()).collect::<Vec<_>>(),
+                want(true)
+            );
+            assert_eq!(v6.len(), 2, "{family} {}: {v6:?}", node.name);
+            assert!(
+                v4.iter().chain(&v6).all(|p| p.1 == "Established"),
+                "{family} {}: {v4:?} {v6:?}",
+                node.name
+            );
+        }
+        for pod in &state.pods {
+            let fams: Vec<bool> = pod.addresses().iter().map(|a| a.is_ipv6()).collect();
+            let want = if family == "dual" {
+                vec![false, true]
+            } else {
+                vec![true]
+            };
+            assert_eq!(fams, want, "{family}: {pod:?}");
+        }
+        let results = ping::matrix(&state, 2);
+        let per_pair = if family == "dual" { 2 } else { 1 };
+        assert_eq!(
+            results.len(),
+            per_pair * state.pods.len() * state.pods.len()
+        );
+        assert!(results.iter().any(|r| r.dst.is_ipv6()));
+        let failed: Vec<_> = results.iter().filter(|r| !r.reached()).collect();
+        assert!(failed.is_empty(), "{family}: unanswered pings: {failed:#?}");
+        let down = lab(&state_file, &["down"]);
+        assert!(down.status.success(), "{}", shown(&down));
+        assert_nothing_left(&state, &state_file);
+    }
 }
 
 /// Cross-subnet: node1 and node2 on rack a, node3 on rack b behind the ToR. Within a rack the
@@ -751,7 +844,7 @@ fn a_node_joins_and_leaves_a_running_lab_with_a_dead_peer_configured() {
             assert!(
                 !routes.iter().any(|r| r["dst"]
                     .as_str()
-                    .and_then(|d| d.parse::<ipnet::Ipv4Net>().ok())
+                    .and_then(|d| d.parse::<ipnet::IpNet>().ok())
                     .is_some_and(|n| n.contains(&p.ip))),
                 "{}: still routes {}: {routes:?}",
                 node.name,

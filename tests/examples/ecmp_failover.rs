@@ -73,13 +73,19 @@ fn main() -> Result<()> {
         mode: Mode::Mesh,
         pool_mode: PoolMode::Never,
         tors: 2,
+        ip_family: Default::default(),
     };
     let c = Cluster::build(spec, Duration::from_secs(180)).context("the --tors 2 lab")?;
     let plan = c.plan().clone();
     let tor_a = plan.tor.addrs[0].ip4();
     let tor_b = plan.tor2.as_ref().context("two ToRs")?.addrs[0].ip4();
     let pods = c.pods();
-    let pod_on = |n: &str| pods.iter().find(|p| p.node == n).map(|p| p.ip);
+    let pod_on = |n: &str| {
+        pods.iter().find(|p| p.node == n).and_then(|p| match p.ip {
+            std::net::IpAddr::V4(a) => Some(a),
+            std::net::IpAddr::V6(_) => None,
+        })
+    };
     let n2_pod = pod_on("node2").context("a pod on node2")?;
     let n1_pod = pod_on("node1").context("a pod on node1")?;
     let n1 = c.node_netns(0);

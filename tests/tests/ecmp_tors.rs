@@ -42,13 +42,17 @@ fn dual_homed_nodes_fail_over_in_bfd_time_and_at_the_hold_timer_without() {
         mode: Mode::Mesh,
         pool_mode: PoolMode::Never,
         tors: 2,
+        ip_family: Default::default(),
     };
     let c = Cluster::build(spec, SETTLE).expect("a converged --tors 2 lab");
     let plan = c.plan().clone();
     let tor_a = plan.tor.addrs[0].ip4();
     let tor_b = plan.tor2.as_ref().expect("two ToRs").addrs[0].ip4();
     let pods = c.pods();
-    let pod_on = |n: &str| pods.iter().find(|p| p.node == n).expect("a pod").ip;
+    let pod_on = |n: &str| match pods.iter().find(|p| p.node == n).expect("a pod").ip {
+        std::net::IpAddr::V4(a) => a,
+        std::net::IpAddr::V6(a) => panic!("an IPv4 pod, not {a}"),
+    };
     let (n1_pod, n2_pod) = (pod_on("node1"), pod_on("node2"));
     let n1 = c.node_netns(0);
     let (if_a, if_b) = (

@@ -24,6 +24,7 @@ fn lab() -> Cluster {
         mode: Topology::Mesh,
         pool_mode: PoolMode::Never,
         tors: 1,
+        ip_family: Default::default(),
     };
     Cluster::build(spec, SETTLE).expect("building a 3-node lab")
 }

@@ -10,10 +10,12 @@
 pub mod follow;
 pub mod peerings;
 pub mod policy;
+pub mod router_id;
 pub mod secrets;
 
 pub use follow::{Revisions, follow, load, register};
 pub use peerings::{Local, Model, PeeringError, Plan, desired_config, plan};
+pub use router_id::RouterIdSource;
 pub use secrets::DEFAULT_SECRETS_DIR;
 
 use crate::config::Config;

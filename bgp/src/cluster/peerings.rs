@@ -62,6 +62,8 @@ pub struct Local {
     pub hold_time: u16,
     /// Where Secrets named by `secretKeyRef` are mounted ([`secrets`]).
     pub secrets_dir: PathBuf,
+    /// Where the BGP identifier comes from (`--router-id`, `CALICO_ROUTER_ID`).
+    pub router_id: super::router_id::RouterIdSource,
 }
 
 /// Why this node cannot peer yet.
@@ -69,7 +71,7 @@ pub struct Local {
 pub enum PeeringError {
     #[error("Node '{0}' does not exist in the datastore")]
     NoNode(String),
-    #[error("Node '{0}' has no spec.bgp.ipv4Address: it is the router id and the mesh address")]
+    #[error("Node '{0}' has neither spec.bgp.ipv4Address nor ipv6Address")]
     NoAddress(String),
     #[error("Node '{node}': spec.bgp.routeReflectorClusterID: '{value}' is not an IPv4 address")]
     BadClusterId { node: String, value: String },
@@ -303,12 +305,18 @@ pub fn plan(model: &Model, local: &Local) -> Result<Plan, PeeringError> {
         .nodes
         .get(&local.node)
         .ok_or_else(|| PeeringError::NoNode(local.node.clone()))?;
-    let v4 = node
-        .spec
-        .bgp
-        .as_ref()
-        .and_then(|b| b.ipv4())
-        .ok_or_else(|| PeeringError::NoAddress(local.node.clone()))?;
+    let v4 = node.spec.bgp.as_ref().and_then(|b| b.ipv4());
+    let v6 = node.spec.bgp.as_ref().and_then(|b| b.ipv6());
+    if v4.is_none() && v6.is_none() {
+        return Err(PeeringError::NoAddress(local.node.clone()));
+    }
+    let router_id = super::router_id::choose(local.router_id, &local.node, v4);
+    if router_id.fell_back {
+        notes.insert(format!(
+            "Node {} has no IPv4 address: router id {} from the hash of its name (set --router-id / CALICO_ROUTER_ID to choose one)",
+            local.node, router_id.id
+        ));
+    }
     let my_cluster = match cluster_id(node) {
         Some(c) => Some(
             c.parse::<Ipv4Addr>()
@@ -349,12 +357,16 @@ pub fn plan(model: &Model, local: &Local) -> Result<Plan, PeeringError> {
 
     let listen_address = match bgp.bind_mode {
         Some(BindMode::NodeIP) => {
-            if node.spec.bgp.as_ref().and_then(|b| b.ipv6()).is_some() {
+            if v4.is_some() && v6.is_some() {
                 notes.insert(
                     "bindMode NodeIP: bgpd listens on the node's IPv4 address only, so IPv6 peers cannot connect in (bgpd connects out to them)".to_string(),
                 );
             }
-            IpAddr::V4(v4)
+            match (v4, v6) {
+                (Some(a), _) => IpAddr::V4(a),
+                (None, Some(a)) => IpAddr::V6(a),
+                (None, None) => local.listen_address,
+            }
         }
         _ => local.listen_address,
     };
@@ -362,7 +374,7 @@ pub fn plan(model: &Model, local: &Local) -> Result<Plan, PeeringError> {
     let neighbors = wants.into_iter().map(|w| neighbor(w, local)).collect();
     Ok(Plan {
         config: Config {
-            router_id: Spanned::new(0..0, v4),
+            router_id: Spanned::new(0..0, router_id.id),
             asn: Spanned::new(0..0, me.asn),
             listen_address,
             listen_port: me.listen_port,

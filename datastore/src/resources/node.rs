@@ -129,6 +129,14 @@ impl NodeBgpSpec {
             .ok()
             .or_else(|| ipnet::Ipv4Net::new(s.parse().ok()?, 32).ok())
     }
+
+    /// The IPv6 address with its subnet (`/128` when none was written).
+    pub fn ipv6_net(&self) -> Option<ipnet::Ipv6Net> {
+        let s = self.ipv6_address.as_deref()?;
+        s.parse()
+            .ok()
+            .or_else(|| ipnet::Ipv6Net::new(s.parse().ok()?, 128).ok())
+    }
 }
 
 impl Spec for NodeSpec {

@@ -109,7 +109,7 @@ impl ClusterState {
 pub enum AssembleError {
     #[error("Node {0} does not exist yet (margay-bgpd registers it)")]
     NoNode(String),
-    #[error("Node {0} has no IPv4 BGP address yet (spec.bgp.ipv4Address)")]
+    #[error("Node {0} has no BGP address yet (spec.bgp.ipv4Address or ipv6Address)")]
     NoAddress(String),
 }
 
@@ -123,15 +123,16 @@ pub fn assemble(
     let own = state
         .own_node()
         .ok_or_else(|| AssembleError::NoNode(state.node.clone()))?;
-    let address = own
-        .bgp
-        .as_ref()
-        .and_then(|b| b.ipv4_net())
-        .ok_or_else(|| AssembleError::NoAddress(state.node.clone()))?;
+    let address = own.bgp.as_ref().and_then(|b| b.ipv4_net());
+    let address_v6 = own.bgp.as_ref().and_then(|b| b.ipv6_net());
+    if address.is_none() && address_v6.is_none() {
+        return Err(AssembleError::NoAddress(state.node.clone()));
+    }
     let ipv4 = |s: &Option<String>| s.as_deref().and_then(|a| a.parse::<Ipv4Addr>().ok());
     let node = NodeInfo {
         name: state.node.clone(),
         address,
+        address_v6,
         vxlan_tunnel_addr: ipv4(&own.ipv4_vxlan_tunnel_addr),
         vxlan_tunnel_mac: own.vxlan_tunnel_mac_addr.clone(),
         ipip_tunnel_addr: ipv4(
@@ -399,7 +400,7 @@ mod tests {
         );
         let (m, problems) = assemble(&s, &routes).unwrap();
         assert!(problems.is_empty(), "{problems:?}");
-        assert_eq!(m.node.address.to_string(), "10.0.0.1/24");
+        assert_eq!(m.node.address.unwrap().to_string(), "10.0.0.1/24");
         assert_eq!(m.affine_blocks, vec!["10.244.0.0/26".parse().unwrap()]);
         assert_eq!(m.endpoints[0].ips[1].to_string(), "10.244.9.9/32");
         // Only nodes with a full VTEP (address and MAC) count.

@@ -101,19 +101,15 @@ pub fn build_container_side(plan: &Plan) -> Result<(), NetlinkError> {
         let host = dp.link(&plan.host_ifname)?;
         dp.set_alias(host.index, crate::cluster::orphans::ENDPOINT_ALIAS)?;
         sysctl::workload_interface(&plan.host_ifname)?;
-        if plan.addresses.iter().any(|a| a.addr().is_ipv6()) {
-            // Best effort: a kernel with IPv6 disabled has no such file.
-            let _ = sysctl::set(
-                &sysctl::iface_key("net/ipv6/conf", &plan.host_ifname, "proxy_ndp"),
-                "1",
-            );
-        }
         dp.set_link_up(host.index, true)?;
         let p = plan.clone();
         netlink::in_netns(&plan.netns, move || {
             let mut c = Dataplane::new()?;
             let link = c.link(&p.container_ifname)?;
             c.set_mac(link.index, p.container_mac)?;
+            if p.addresses.iter().any(|a| a.addr().is_ipv6()) {
+                sysctl::container_ipv6(&p.container_ifname)?;
+            }
             for a in &p.addresses {
                 c.add_address(link.index, *a)?;
             }

@@ -117,6 +117,9 @@ impl NextHop {
     }
 }
 
+/// The metric the kernel gives an IPv6 route that names none.
+pub const IP6_RT_PRIO_USER: u32 = 1024;
+
 /// Where a route lives in the kernel: two routes with the same key replace each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RouteKey {
@@ -239,6 +242,12 @@ impl KernelRoute {
             }
             _ => return None,
         };
+        // The kernel gives an IPv6 route written without a metric IP6_RT_PRIO_USER (1024) and
+        // reports it so; read it back as the 0 it was written with, or felix would take its own
+        // IPv6 routes for someone else's (and never replace or delete them).
+        if dst.addr().is_ipv6() && priority == IP6_RT_PRIO_USER {
+            priority = 0;
+        }
         Some(KernelRoute {
             dst,
             table,
@@ -343,6 +352,25 @@ mod tests {
     #[test]
     fn iproute2_onlink_add_decodes_to_the_same_route() {
         assert_eq!(decoded(IPROUTE2_ONLINK_ADD), Some(onlink_route()));
+    }
+
+    #[test]
+    fn ipv6_route_with_the_kernels_default_metric_reads_as_unset() {
+        let mut r = onlink_route();
+        r.dst = "fd00:1::/122".parse().unwrap();
+        r.gateway = Some("fd00::2".parse().unwrap());
+        r.priority = IP6_RT_PRIO_USER;
+        let RouteNetlinkMessage::NewRoute(m) = r.to_new_message() else {
+            panic!("not a NEWROUTE");
+        };
+        assert_eq!(KernelRoute::from_message(&m).unwrap().priority, 0);
+        // An IPv4 route keeps a metric of 1024: it was asked for.
+        let mut r4 = onlink_route();
+        r4.priority = IP6_RT_PRIO_USER;
+        let RouteNetlinkMessage::NewRoute(m) = r4.to_new_message() else {
+            panic!("not a NEWROUTE");
+        };
+        assert_eq!(KernelRoute::from_message(&m).unwrap().priority, 1024);
     }
 
     #[test]

@@ -194,6 +194,7 @@ impl Reconciler {
             }
         }
         self.desired = new;
+        self.ipv6_forwarding();
         for ifname in new_ifaces {
             self.workload_sysctls(&ifname);
         }
@@ -209,6 +210,7 @@ impl Reconciler {
         if let Err(e) = crate::netlink::sysctl::enable_forwarding() {
             tracing::warn!(error = %e, "cannot enable IPv4 forwarding");
         }
+        self.ipv6_forwarding();
         let ifaces: Vec<String> = self.desired.workload_interfaces.iter().cloned().collect();
         for ifname in ifaces {
             self.workload_sysctls(&ifname);
@@ -397,7 +399,10 @@ impl Reconciler {
         match &r.target {
             Target::Blackhole => k.kind = RouteKind::Blackhole,
             Target::Device { ifname } => {
-                k.scope = SCOPE_LINK;
+                // IPv6 routes have no scope in the kernel (it reports every one as universe).
+                if r.dst.addr().is_ipv4() {
+                    k.scope = SCOPE_LINK;
+                }
                 k.oif = Some(self.usable_link(ifname)?);
             }
             Target::Gateway { via, dev, onlink } => {
@@ -511,6 +516,15 @@ impl Reconciler {
                     kind: class.as_str().to_string(),
                 })
                 .set(counts.get(&class).copied().unwrap_or(0));
+        }
+    }
+
+    /// IPv6 forwarding on, once any route felix wants is IPv6 (a dual-stack or IPv6 node).
+    fn ipv6_forwarding(&self) {
+        if self.desired.routes.keys().any(|d| d.addr().is_ipv6())
+            && let Err(e) = crate::netlink::sysctl::enable_forwarding_v6()
+        {
+            tracing::warn!(error = %e, "cannot enable IPv6 forwarding");
         }
     }
 

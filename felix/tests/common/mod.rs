@@ -113,6 +113,34 @@ pub fn spawn_felix(
     Felix { proc, state, port }
 }
 
+/// felix in cluster mode on node `name` in `ns`: etcd at `etcd`, the bgpd socket that
+/// [`margay_lab::Bgpd::start_cluster`] names (`bgpd-NAME.sock` in the lab directory), the CNI
+/// API on `socket`, no HTTP server, and `extra` flags.
+pub fn spawn_cluster_felix(
+    lab: &Lab,
+    ns: &Netns,
+    name: &str,
+    etcd: &str,
+    socket: &std::path::Path,
+    extra: &[&str],
+) -> Process {
+    let bgpd = lab.dir().join(format!("bgpd-{name}.sock"));
+    let mut args = vec![
+        "--node",
+        name,
+        "--etcd-endpoints",
+        etcd,
+        "--bgpd-socket",
+        bgpd.to_str().unwrap(),
+        "--socket",
+        socket.to_str().unwrap(),
+        "--http-port",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    Process::spawn(ns, &format!("felix-{name}"), felix_bin(), args, lab.dir()).expect("start felix")
+}
+
 impl Felix {
     /// Rewrites the state file and tells felix to re-read it.
     pub fn update(&self, state: &Value) {

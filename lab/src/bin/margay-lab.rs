@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use margay_lab::labctl::{self, Mode, PoolMode, Spec, UpOptions};
+use margay_lab::labctl::{self, IpFamily, Mode, PoolMode, Spec, UpOptions};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +48,16 @@ enum PoolModeArg {
     CrossSubnet,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum IpFamilyArg {
+    /// IPv4 pods and BGP sessions.
+    Ipv4,
+    /// IPv6 only: the Nodes have no IPv4 BGP address, pods only an IPv6 address.
+    Ipv6,
+    /// Dual-stack: both pools, both addresses per pod, a session per family.
+    Dual,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Build the lab (etcd, margay-bgpd and margay-felix per node, a BIRD ToR, pods through
@@ -82,6 +92,9 @@ enum Command {
         /// one multipath route (no mesh; needs --pool-mode never).
         #[arg(long, default_value_t = 1)]
         tors: usize,
+        /// The pods' and BGP's address families (ipv6 and dual run with --pool-mode never).
+        #[arg(long, value_enum, default_value = "ipv4")]
+        ip_family: IpFamilyArg,
     },
     /// Report on the kept lab again (exit status 1 unless it has converged).
     Status,
@@ -180,6 +193,7 @@ fn main() -> ExitCode {
             timeout,
             calico_nodes,
             tors,
+            ip_family,
         } => labctl::up(&UpOptions {
             spec: Spec {
                 nodes,
@@ -194,6 +208,11 @@ fn main() -> ExitCode {
                     PoolModeArg::CrossSubnet => PoolMode::CrossSubnet,
                 },
                 tors,
+                ip_family: match ip_family {
+                    IpFamilyArg::Ipv4 => IpFamily::Ipv4,
+                    IpFamilyArg::Ipv6 => IpFamily::Ipv6,
+                    IpFamilyArg::Dual => IpFamily::Dual,
+                },
             },
             keep,
             timeout: Duration::from_secs(timeout),

@@ -11,7 +11,7 @@
 //! pings from a pod's namespace, [`Cluster::restart_bgpd`] and [`Cluster::restart_felix`]
 //! restart one node's daemon gracefully (SIGTERM) or abruptly (SIGKILL).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -385,12 +385,21 @@ impl Cluster {
 
     fn bgpd_args(&self, i: usize) -> Result<ClusterArgs, LabCtlError> {
         let node = &self.plan.nodes[i];
-        Ok(ClusterArgs::new(
+        let family = self.plan.spec.ip_family;
+        let mut args = ClusterArgs::new(
             &node.name,
             &self.etcd_ref()?.endpoint(),
             IpNet::V4(node.addrs.v4),
         )
-        .asn(NODE_AS))
+        .asn(NODE_AS);
+        if family.has_v6() {
+            args = args.ip6(IpNet::V6(node.addrs.v6));
+        }
+        if !family.has_v4() {
+            // An IPv6-only Node: no IPv4 BGP address, the router id from the node's name.
+            args.ip = Some("none".into());
+        }
+        Ok(args)
     }
 
     /// Starts margay-bgpd in cluster mode on every node, one after the other (each answers on
@@ -447,10 +456,13 @@ impl Cluster {
                 return Err(LabCtlError::Interrupted);
             }
             let args = self.felix_args(i)?;
-            let list = pods::conflist(
+            let family = self.plan.spec.ip_family;
+            let list = pods::conflist_for(
                 &self.plan.nodes[i].name,
                 &args.socket,
                 self.plan.spec.pool_mode.mtu(),
+                family.has_v4(),
+                family.has_v6(),
             );
             let path = self.conflist_path(i);
             let text =
@@ -528,6 +540,7 @@ impl Cluster {
                 netns: p.ns.name().to_string(),
                 container_id: p.plan.container_id.clone(),
                 ip: p.added.ip,
+                ip6: p.added.ip6,
                 interface: p.added.interface.clone(),
             })
             .chain(self.calico.iter().flat_map(|c| {
@@ -536,7 +549,8 @@ impl Cluster {
                     node: c.name.clone(),
                     netns: p.ns.name().to_string(),
                     container_id: p.keys.container.clone(),
-                    ip: p.keys.ip,
+                    ip: std::net::IpAddr::V4(p.keys.ip),
+                    ip6: None,
                     interface: p.keys.interface.clone(),
                 })
             }))
@@ -544,7 +558,7 @@ impl Cluster {
     }
 
     /// Pings `dst` `count` times from the namespace of pod `pod` (by name).
-    pub fn ping(&self, pod: &str, dst: Ipv4Addr, count: u32) -> Result<PingResult, LabCtlError> {
+    pub fn ping(&self, pod: &str, dst: IpAddr, count: u32) -> Result<PingResult, LabCtlError> {
         let p = self
             .pods
             .iter()
@@ -667,6 +681,7 @@ impl Cluster {
                 felix_socket: dir.join(format!("{}-felix.sock", plan.name)),
                 conflist: self.conflist_path(i),
                 address4: plan.addrs.ip4(),
+                address6: self.plan.spec.ip_family.has_v6().then(|| plan.addrs.ip6()),
                 asn: NODE_AS,
                 peers: self.plan.expected_peers(plan),
                 reflector: self.plan.is_reflector(plan),
@@ -692,6 +707,7 @@ impl Cluster {
             dir: dir.clone(),
             mode: self.plan.spec.mode,
             pool_mode: self.plan.spec.pool_mode,
+            ip_family: self.plan.spec.ip_family,
             switches: self.switch_names(),
             subnets: self.plan.racks.iter().map(|s| s.v4).collect(),
             etcd,
@@ -707,6 +723,7 @@ impl Cluster {
                         .as_ref()
                         .map(|b| b.socket().to_path_buf())
                         .unwrap_or_default(),
+                    addresses6: Vec::new(),
                     config: dir.join(format!("{}.conf", t2.name)),
                     addresses: t2.addrs.iter().map(|a| a.ip4()).collect(),
                     asn: TOR2_AS,
@@ -725,6 +742,11 @@ impl Cluster {
                     .unwrap_or_default(),
                 config: dir.join(format!("{}.conf", self.plan.tor.name)),
                 addresses: self.plan.tor.addrs.iter().map(|a| a.ip4()).collect(),
+                addresses6: if self.plan.spec.ip_family.has_v6() {
+                    self.plan.tor.addrs.iter().map(|a| a.ip6()).collect()
+                } else {
+                    Vec::new()
+                },
                 asn: TOR_AS,
                 // The listen ranges only spawn sessions; a joined node adds its own.
                 protocols: tor_config

@@ -103,12 +103,20 @@ pub fn check(state: &LabState) -> Result<Health> {
     let names: HashMap<IpAddr, String> = state
         .nodes
         .iter()
-        .flat_map(|n| std::iter::once((IpAddr::V4(n.address4), n.name.clone())))
-        .chain(
-            state
-                .tors()
-                .flat_map(|t| t.addresses.iter().map(|a| (IpAddr::V4(*a), t.name.clone()))),
-        )
+        .flat_map(|n| {
+            std::iter::once((IpAddr::V4(n.address4), n.name.clone()))
+                .chain(n.address6.map(|a| (IpAddr::V6(a), n.name.clone())))
+        })
+        .chain(state.tors().flat_map(|t| {
+            t.addresses
+                .iter()
+                .map(|a| (IpAddr::V4(*a), t.name.clone()))
+                .chain(
+                    t.addresses6
+                        .iter()
+                        .map(|a| (IpAddr::V6(*a), t.name.clone())),
+                )
+        }))
         .collect();
     let name_of = |a: &IpAddr| names.get(a).cloned().unwrap_or_else(|| "?".into());
     let mut h = Health {
@@ -159,11 +167,13 @@ pub fn check(state: &LabState) -> Result<Health> {
             .filter_map(|r| r.prefix.parse().ok())
             .collect();
         for pod in state.pods.iter().filter(|p| p.node != node.name) {
-            if !held.iter().any(|p| p.contains(&IpAddr::V4(pod.ip))) {
-                h.problems.push(format!(
-                    "{}: no route to pod {} ({}) on {}",
-                    node.name, pod.name, pod.ip, pod.node
-                ));
+            for ip in pod.addresses() {
+                if !held.iter().any(|p| p.contains(&ip)) {
+                    h.problems.push(format!(
+                        "{}: no route to pod {} ({ip}) on {}",
+                        node.name, pod.name, pod.node
+                    ));
+                }
             }
         }
         if let Err(e) = readiness(&node.netns, FELIX_HTTP_PORT) {
@@ -222,12 +232,13 @@ fn check_tor(tor: &super::state::TorState, state: &LabState, h: &mut Health) {
     match birdc(&tor.socket, &["show", "route", "all"]).and_then(|t| parse_routes(&t)) {
         Ok(routes) => {
             for pod in &state.pods {
-                let ip = IpAddr::V4(pod.ip);
-                if !routes.iter().any(|r| r.prefix.contains(&ip) && r.is_bgp()) {
-                    h.problems.push(format!(
-                        "{t}: no route to pod {} ({}) on {}",
-                        pod.name, pod.ip, pod.node
-                    ));
+                for ip in pod.addresses() {
+                    if !routes.iter().any(|r| r.prefix.contains(&ip) && r.is_bgp()) {
+                        h.problems.push(format!(
+                            "{t}: no route to pod {} ({ip}) on {}",
+                            pod.name, pod.node
+                        ));
+                    }
                 }
             }
         }

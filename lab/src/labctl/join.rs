@@ -20,7 +20,7 @@ use super::LabCtlError;
 use super::down::alive;
 use super::pods::{self, Sandbox};
 use super::state::{LabState, NodeState, PodState};
-use super::topology::{JOINED_PREFIX, Mode, NODE_AS, PODS_PER_NODE, Plan, RACK_LABEL};
+use super::topology::{IpFamily, JOINED_PREFIX, Mode, NODE_AS, PODS_PER_NODE, Plan, RACK_LABEL};
 use crate::bgpd::{Bgpd, ClusterArgs, margay_binary};
 use crate::bird::birdc;
 use crate::felix::{Felix, FelixArgs};
@@ -133,9 +133,18 @@ pub fn margayctl(ns: &Netns, endpoint: &str, args: &[&str]) -> Result<String, La
 }
 
 /// Whether the kernel of namespace `netns` has a route (other than a default) covering `ip`.
-fn kernel_routes(netns: &str, ip: Ipv4Addr) -> bool {
+fn kernel_routes(netns: &str, ip: IpAddr) -> bool {
+    let family = if ip.is_ipv4() { "-4" } else { "-6" };
     let out = Command::new("ip")
-        .args(["-n", netns, "-4", "route", "show", "match", &ip.to_string()])
+        .args([
+            "-n",
+            netns,
+            family,
+            "route",
+            "show",
+            "match",
+            &ip.to_string(),
+        ])
         .output();
     match out {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
@@ -246,6 +255,12 @@ pub fn node_add(
             "the lab has a node {name} already"
         )));
     }
+    if state.ip_family != IpFamily::Ipv4 {
+        return Err(LabCtlError::Usage(format!(
+            "node add joins IPv4 nodes only; this lab runs --ip-family {}",
+            state.ip_family
+        )));
+    }
     let prefix = state.name_prefix();
     let role = format!("n{k}");
     let rack = 0;
@@ -338,6 +353,7 @@ pub fn node_add(
             netns: pod_ns.name().to_string(),
             container_id,
             ip: added.ip,
+            ip6: added.ip6,
             interface: added.interface,
         });
         pod_guards.push(pod_ns);
@@ -386,6 +402,7 @@ pub fn node_add(
         felix_socket,
         conflist,
         address4: addr.addr(),
+        address6: None,
         asn: NODE_AS,
         peers,
         reflector: false,

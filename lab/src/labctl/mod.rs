@@ -24,7 +24,7 @@ use std::time::Duration;
 pub use cluster::{Cluster, Stop};
 pub use error::LabCtlError;
 pub use state::{LabState, state_path};
-pub use topology::{Mode, PoolMode, Spec};
+pub use topology::{IpFamily, Mode, PoolMode, Spec};
 
 use progress::{Progress, catch_interrupts};
 use report::Tools;
@@ -111,7 +111,11 @@ pub fn up(opts: &UpOptions) -> Result<(), LabCtlError> {
             Mode::Mesh => "node-to-node mesh",
             Mode::RouteReflectors => "node1 is the route reflector",
         },
-        topology::POOL_CIDR,
+        match spec.ip_family {
+            IpFamily::Ipv4 => topology::POOL_CIDR.to_string(),
+            IpFamily::Ipv6 => format!("{} (IPv6 only)", topology::POOL6_CIDR),
+            IpFamily::Dual => format!("{} and {}", topology::POOL_CIDR, topology::POOL6_CIDR),
+        },
         match spec.pool_mode {
             PoolMode::Never => "no encapsulation",
             PoolMode::Vxlan => "VXLAN",

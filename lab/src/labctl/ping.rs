@@ -3,7 +3,7 @@
 //! each), so a matrix takes about as long as one ping.
 
 use std::fmt::Write;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
 
 use super::state::LabState;
@@ -15,7 +15,7 @@ pub struct PingResult {
     pub from: String,
     /// The destination pod's name.
     pub to: String,
-    pub dst: Ipv4Addr,
+    pub dst: IpAddr,
     pub sent: u32,
     pub received: u32,
     /// What went wrong when ping did not even run or report.
@@ -46,12 +46,12 @@ pub fn parse_summary(text: &str) -> Option<(u32, u32)> {
 }
 
 /// Starts `ping -c COUNT` to `dst` in namespace `netns` (0.2 s apart, 1 s to wait for each).
-fn spawn(netns: &str, dst: Ipv4Addr, count: u32) -> std::io::Result<Child> {
+fn spawn(netns: &str, dst: IpAddr, count: u32) -> std::io::Result<Child> {
     spawn_every(netns, dst, count, "0.2")
 }
 
 /// Starts `ping -c COUNT -i INTERVAL` to `dst` in namespace `netns` (1 s to wait for each).
-fn spawn_every(netns: &str, dst: Ipv4Addr, count: u32, interval: &str) -> std::io::Result<Child> {
+fn spawn_every(netns: &str, dst: IpAddr, count: u32, interval: &str) -> std::io::Result<Child> {
     Command::new("ip")
         .args([
             "netns", "exec", netns, "ping", "-n", "-q", "-i", interval, "-W", "1",
@@ -65,7 +65,7 @@ fn spawn_every(netns: &str, dst: Ipv4Addr, count: u32, interval: &str) -> std::i
 
 /// Runs every ping of `pairs` (source name, source namespace, destination name, address)
 /// concurrently and returns their results in the same order.
-pub fn run(pairs: &[(String, String, String, Ipv4Addr)], count: u32) -> Vec<PingResult> {
+pub fn run(pairs: &[(String, String, String, IpAddr)], count: u32) -> Vec<PingResult> {
     let children: Vec<_> = pairs
         .iter()
         .map(|(_, netns, _, dst)| spawn(netns, *dst, count))
@@ -77,7 +77,7 @@ pub fn run(pairs: &[(String, String, String, Ipv4Addr)], count: u32) -> Vec<Ping
 /// [`Stream::finish`] counts.
 #[derive(Debug)]
 pub struct Stream {
-    pairs: Vec<(String, String, String, Ipv4Addr)>,
+    pairs: Vec<(String, String, String, IpAddr)>,
     children: Vec<std::io::Result<Child>>,
     count: u32,
 }
@@ -85,7 +85,7 @@ pub struct Stream {
 impl Stream {
     /// Starts `count` pings `interval_ms` apart for every pair of `pairs`.
     pub fn start(
-        pairs: Vec<(String, String, String, Ipv4Addr)>,
+        pairs: Vec<(String, String, String, IpAddr)>,
         count: u32,
         interval_ms: u32,
     ) -> Stream {
@@ -121,7 +121,7 @@ impl Drop for Stream {
 
 /// Waits for the pings of `pairs` and reads their summaries.
 fn collect(
-    pairs: &[(String, String, String, Ipv4Addr)],
+    pairs: &[(String, String, String, IpAddr)],
     children: Vec<std::io::Result<Child>>,
     count: u32,
 ) -> Vec<PingResult> {
@@ -155,26 +155,25 @@ fn collect(
 }
 
 /// Every (source, destination) pair of the lab: pod to every other pod, then the ToR to every
-/// pod.
-pub fn pairs(state: &LabState) -> Vec<(String, String, String, Ipv4Addr)> {
+/// pod, once per address of the destination (both families on a dual-stack lab).
+pub fn pairs(state: &LabState) -> Vec<(String, String, String, IpAddr)> {
     let mut v = Vec::new();
     for from in &state.pods {
         for to in state.pods.iter().filter(|t| t.name != from.name) {
-            v.push((
-                from.name.clone(),
-                from.netns.clone(),
-                to.name.clone(),
-                to.ip,
-            ));
+            for ip in to.addresses() {
+                v.push((from.name.clone(), from.netns.clone(), to.name.clone(), ip));
+            }
         }
     }
     for to in &state.pods {
-        v.push((
-            state.tor.name.clone(),
-            state.tor.netns.clone(),
-            to.name.clone(),
-            to.ip,
-        ));
+        for ip in to.addresses() {
+            v.push((
+                state.tor.name.clone(),
+                state.tor.netns.clone(),
+                to.name.clone(),
+                ip,
+            ));
+        }
     }
     v
 }
@@ -184,10 +183,33 @@ pub fn matrix(state: &LabState, count: u32) -> Vec<PingResult> {
     run(&pairs(state), count)
 }
 
-/// The matrix as a table: a row per source (pods, then the ToR), a column per destination pod;
-/// `ok` when every packet came back, `N%` loss when some did, `FAIL` when none did, `-` on the
-/// diagonal.
+/// The matrix as a table per address family present: a row per source (pods, then the ToR),
+/// a column per destination pod; `ok` when every packet came back, `N%` loss when some did,
+/// `FAIL` when none did, `-` on the diagonal. One family renders as before, without a title.
 pub fn render(state: &LabState, results: &[PingResult]) -> String {
+    let v4: Vec<PingResult> = results
+        .iter()
+        .filter(|r| r.dst.is_ipv4())
+        .cloned()
+        .collect();
+    let v6: Vec<PingResult> = results
+        .iter()
+        .filter(|r| r.dst.is_ipv6())
+        .cloned()
+        .collect();
+    match (v4.is_empty(), v6.is_empty()) {
+        (false, false) => format!(
+            "IPv4\n{}IPv6\n{}",
+            render_family(state, &v4),
+            render_family(state, &v6)
+        ),
+        (true, false) => render_family(state, &v6),
+        _ => render_family(state, &v4),
+    }
+}
+
+/// One family's table.
+fn render_family(state: &LabState, results: &[PingResult]) -> String {
     let sources: Vec<&str> = state
         .pods
         .iter()
@@ -251,7 +273,7 @@ mod tests {
         let r = PingResult {
             from: "a".into(),
             to: "b".into(),
-            dst: Ipv4Addr::LOCALHOST,
+            dst: IpAddr::from([127, 0, 0, 1]),
             sent: 3,
             received: 2,
             error: None,

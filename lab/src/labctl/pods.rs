@@ -5,7 +5,7 @@
 //! (the plugin's entry plus the list's `name` and `cniVersion`).
 
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -29,8 +29,13 @@ pub fn plugin_binary() -> Result<PathBuf, LabCtlError> {
     )?)
 }
 
-/// `node`'s conflist, as an installer writes it into `/etc/cni/net.d`.
+/// `node`'s conflist, as an installer writes it into `/etc/cni/net.d` (IPv4 only).
 pub fn conflist(node: &str, felix_socket: &Path, mtu: u32) -> Value {
+    conflist_for(node, felix_socket, mtu, true, false)
+}
+
+/// `node`'s conflist for the families `v4` / `v6` (Calico's `assign_ipv4` / `assign_ipv6`).
+pub fn conflist_for(node: &str, felix_socket: &Path, mtu: u32, v4: bool, v6: bool) -> Value {
     json!({
         "cniVersion": CNI_VERSION,
         "name": NETWORK,
@@ -39,7 +44,11 @@ pub fn conflist(node: &str, felix_socket: &Path, mtu: u32) -> Value {
             "mtu": mtu,
             "nodename": node,
             "felix_socket": felix_socket,
-            "ipam": {"type": "margay-ipam"},
+            "ipam": {
+                "type": "margay-ipam",
+                "assign_ipv4": v4.to_string(),
+                "assign_ipv6": v6.to_string(),
+            },
             "log_level": "warn",
         }],
     })
@@ -70,7 +79,10 @@ pub struct Sandbox<'a> {
 /// What ADD returned that the lab keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Added {
-    pub ip: Ipv4Addr,
+    /// The IPv4 address, or the IPv6 one when the pod has no IPv4.
+    pub ip: IpAddr,
+    /// The IPv6 address beside an IPv4 one.
+    pub ip6: Option<Ipv6Addr>,
     /// The host side of the veth.
     pub interface: String,
 }
@@ -138,7 +150,7 @@ pub fn run_plugin(
     }
 }
 
-/// CNI ADD; returns the pod's IPv4 address and the host side of its veth.
+/// CNI ADD; returns the pod's addresses and the host side of its veth.
 pub fn add(plugin: &Path, conflist_path: &Path, sandbox: &Sandbox) -> Result<Added, LabCtlError> {
     let out = run_plugin(plugin, "ADD", conflist_path, sandbox)?;
     parse_add_result(&out).map_err(|e| {
@@ -149,22 +161,32 @@ pub fn add(plugin: &Path, conflist_path: &Path, sandbox: &Sandbox) -> Result<Add
     })
 }
 
-/// Reads the first IPv4 address and the first (host) interface of an ADD result.
+/// Reads the addresses (the first of each family) and the first (host) interface of an ADD
+/// result.
 pub fn parse_add_result(text: &str) -> Result<Added, String> {
     let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON ({e})"))?;
-    let ip = v["ips"]
+    let all: Vec<IpAddr> = v["ips"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|i| i["address"].as_str())
-        .filter_map(|a| a.split('/').next()?.parse::<Ipv4Addr>().ok())
-        .next()
-        .ok_or("no IPv4 address")?;
+        .filter_map(|a| a.split('/').next()?.parse::<IpAddr>().ok())
+        .collect();
+    let v4 = all.iter().copied().find(IpAddr::is_ipv4);
+    let v6 = all.iter().find_map(|a| match a {
+        IpAddr::V6(a) => Some(*a),
+        IpAddr::V4(_) => None,
+    });
+    let (ip, ip6) = match (v4, v6) {
+        (Some(a), b) => (a, b),
+        (None, Some(b)) => (IpAddr::V6(b), None),
+        (None, None) => return Err("no address".into()),
+    };
     let interface = v["interfaces"][0]["name"]
         .as_str()
         .ok_or("no interface")?
         .to_string();
-    Ok(Added { ip, interface })
+    Ok(Added { ip, ip6, interface })
 }
 
 #[cfg(test)]
@@ -193,9 +215,17 @@ mod tests {
             parse_add_result(text).unwrap(),
             Added {
                 ip: "10.100.7.66".parse().unwrap(),
+                ip6: None,
                 interface: "cali1234567890a".into()
             }
         );
+        let dual = r#"{"interfaces":[{"name":"cali1"}],"ips":[{"address":"fd00:100::5/128"},
+            {"address":"10.100.7.66/32"}]}"#;
+        let a = parse_add_result(dual).unwrap();
+        assert_eq!(a.ip.to_string(), "10.100.7.66");
+        assert_eq!(a.ip6, Some("fd00:100::5".parse().unwrap()));
+        let v6 = r#"{"interfaces":[{"name":"cali1"}],"ips":[{"address":"fd00:100::5/128"}]}"#;
+        assert_eq!(parse_add_result(v6).unwrap().ip.to_string(), "fd00:100::5");
         assert!(parse_add_result(r#"{"ips":[]}"#).is_err());
     }
 }

@@ -83,7 +83,8 @@ fn birdc_on(out: &mut String, tor: &TorState, args: &[&str]) {
     out.push_str(&output_of(&mut cmd));
 }
 
-/// The kernel routes felix programmed in `node`'s namespace (its own route protocol).
+/// The kernel routes felix programmed in `node`'s namespace (its own route protocol), the
+/// IPv6 ones too on a node with an IPv6 address.
 fn felix_routes(out: &mut String, node: &NodeState) {
     let _ = writeln!(
         out,
@@ -93,6 +94,24 @@ fn felix_routes(out: &mut String, node: &NodeState) {
     let mut cmd = Command::new("ip");
     cmd.args(["-n", &node.netns, "route", "show", "proto", FELIX_PROTOCOL]);
     out.push_str(&output_of(&mut cmd));
+    if node.address6.is_some() {
+        let _ = writeln!(
+            out,
+            "$ ip -n {} -6 route show proto {FELIX_PROTOCOL}",
+            node.netns
+        );
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "-n",
+            &node.netns,
+            "-6",
+            "route",
+            "show",
+            "proto",
+            FELIX_PROTOCOL,
+        ]);
+        out.push_str(&output_of(&mut cmd));
+    }
 }
 
 /// A Calico node's section: its BIRD's sessions and the routes in its kernel to the pool.
@@ -123,8 +142,12 @@ fn node_header(node: &NodeState) -> String {
     } else {
         ""
     };
+    let v6 = node
+        .address6
+        .map(|a| format!(" and {a}"))
+        .unwrap_or_default();
     format!(
-        "==== {}{role}: netns {}, rack {}, {}, AS {} ====",
+        "==== {}{role}: netns {}, rack {}, {}{v6}, AS {} ====",
         node.name, node.netns, node.rack, node.address4, node.asn
     )
 }
@@ -221,6 +244,9 @@ fn pods_table(out: &mut String, state: &LabState) {
             "{:<10} {:<8} {:<15} {:<16} {:<15}",
             p.name, p.node, p.ip, p.netns, p.interface
         );
+        if let Some(ip6) = p.ip6 {
+            let _ = writeln!(out, "{:<10} {:<8} {ip6}", "", "");
+        }
     }
 }
 

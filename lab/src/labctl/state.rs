@@ -2,14 +2,14 @@
 //! namespace, process (PID), socket and directory it made, so that `status` can report on it
 //! and `down` can remove all of it from another process.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use super::LabCtlError;
-use super::topology::{Mode, PoolMode};
+use super::topology::{IpFamily, Mode, PoolMode};
 
 /// Where the state file lives unless `MARGAY_LAB_STATE` says otherwise.
 pub const DEFAULT_STATE_FILE: &str = "/run/margay-lab/state.json";
@@ -41,6 +41,9 @@ pub struct NodeState {
     /// The CNI network configuration list of this node.
     pub conflist: PathBuf,
     pub address4: Ipv4Addr,
+    /// Its IPv6 BGP address (`--ip-family ipv6|dual`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<Ipv6Addr>,
     pub asn: u32,
     /// Every neighbour it should have a session with.
     pub peers: Vec<IpAddr>,
@@ -57,10 +60,23 @@ pub struct PodState {
     /// Its network namespace (`ip netns` name; the path is `/var/run/netns/NAME`).
     pub netns: String,
     pub container_id: String,
-    /// Its address (from the plugin's result).
-    pub ip: Ipv4Addr,
+    /// Its address (from the plugin's result): the IPv4 one, or on an IPv6-only lab the
+    /// IPv6 one.
+    pub ip: IpAddr,
+    /// Its IPv6 address beside the IPv4 one (`--ip-family dual`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     /// The host side of its veth (`cali...`), in the node's namespace.
     pub interface: String,
+}
+
+impl PodState {
+    /// Every address of the pod (one per family).
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        std::iter::once(self.ip)
+            .chain(self.ip6.map(IpAddr::V6))
+            .collect()
+    }
 }
 
 /// The top-of-rack BIRD.
@@ -74,6 +90,9 @@ pub struct TorState {
     pub config: PathBuf,
     /// Its address on each rack.
     pub addresses: Vec<Ipv4Addr>,
+    /// Its IPv6 address on each rack (the IPv6 sessions' peer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses6: Vec<Ipv6Addr>,
     pub asn: u32,
     /// Its BGP protocols (one per node), as `birdc show protocols` names them.
     pub protocols: Vec<String>,
@@ -115,6 +134,9 @@ pub struct LabState {
     pub dir: PathBuf,
     pub mode: Mode,
     pub pool_mode: PoolMode,
+    /// The pods' and BGP's address families.
+    #[serde(default)]
+    pub ip_family: IpFamily,
     /// The switches' namespaces (bridge `br0` in each), one per rack.
     pub switches: Vec<String>,
     pub subnets: Vec<Ipv4Net>,
@@ -260,6 +282,7 @@ mod tests {
             dir: "/tmp/mgab12-x".into(),
             mode: Mode::RouteReflectors,
             pool_mode: PoolMode::Vxlan,
+            ip_family: IpFamily::Dual,
             switches: vec!["mgab12sw0".into()],
             subnets: vec!["10.99.1.0/24".parse().unwrap()],
             etcd: EtcdState {
@@ -278,6 +301,7 @@ mod tests {
                 felix_socket: "/tmp/mgab12-x/node1-felix.sock".into(),
                 conflist: "/tmp/mgab12-x/node1.conflist".into(),
                 address4: "10.99.1.1".parse().unwrap(),
+                address6: Some("fd00:99:1::1".parse().unwrap()),
                 asn: 64512,
                 peers: vec!["10.99.1.2".parse().unwrap()],
                 reflector: true,
@@ -288,6 +312,7 @@ mod tests {
                 netns: "mgab12n1p1".into(),
                 container_id: "lab00000101".into(),
                 ip: "10.100.3.65".parse().unwrap(),
+                ip6: Some("fd00:100::41".parse().unwrap()),
                 interface: "cali0123456789a".into(),
             }],
             tor: TorState {
@@ -297,6 +322,7 @@ mod tests {
                 socket: "/tmp/mgab12-x/tor.ctl".into(),
                 config: "/tmp/mgab12-x/tor.conf".into(),
                 addresses: vec!["10.99.1.2".parse().unwrap()],
+                addresses6: vec!["fd00:99:1::2".parse().unwrap()],
                 asn: 65000,
                 protocols: vec!["node1".into()],
             },

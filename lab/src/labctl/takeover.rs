@@ -222,6 +222,7 @@ pub fn node_migrate(
         felix_socket,
         conflist,
         address4: calico.address4,
+        address6: None,
         asn: NODE_AS,
         peers,
         reflector: false,

@@ -15,7 +15,7 @@
 //! node accept its own AS in the paths (every node is in AS 64512), as Calico operators do for
 //! an AS-per-rack fabric.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
@@ -41,6 +41,8 @@ pub const MAX_NODES: usize = 100;
 /// The pod network (Calico's default pool is 192.168.0.0/16; ours stays in 10.100/16, the
 /// lab's private range).
 pub const POOL_CIDR: &str = "10.100.0.0/16";
+/// The IPv6 pod network (`--ip-family ipv6|dual`), in /122 blocks as Calico's default.
+pub const POOL6_CIDR: &str = "fd00:100::/48";
 /// Pods per node.
 pub const PODS_PER_NODE: usize = 2;
 /// The ToR's listen-range protocol of a rack: `joiners_` + the rack's letter.
@@ -132,6 +134,38 @@ impl std::fmt::Display for PoolMode {
     }
 }
 
+/// Which address families the pod network and BGP use (`--ip-family`). The underlay keeps
+/// IPv4 for etcd in every case; with `ipv6` the Nodes carry only an IPv6 address, as on an
+/// IPv6-only cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IpFamily {
+    #[default]
+    Ipv4,
+    Ipv6,
+    Dual,
+}
+
+impl IpFamily {
+    pub fn has_v4(self) -> bool {
+        self != IpFamily::Ipv6
+    }
+
+    pub fn has_v6(self) -> bool {
+        self != IpFamily::Ipv4
+    }
+}
+
+impl std::fmt::Display for IpFamily {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IpFamily::Ipv4 => "ipv4",
+            IpFamily::Ipv6 => "ipv6",
+            IpFamily::Dual => "dual",
+        })
+    }
+}
+
 /// What the operator asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Spec {
@@ -140,6 +174,8 @@ pub struct Spec {
     pub pool_mode: PoolMode,
     /// ToRs every node is wired to: 1, or 2 (dual-homed, ECMP over both, BFD on).
     pub tors: usize,
+    /// The families of pods and BGP.
+    pub ip_family: IpFamily,
 }
 
 impl Spec {
@@ -149,6 +185,13 @@ impl Spec {
             return Err(LabCtlError::Usage(format!(
                 "--nodes must be between 1 and {MAX_NODES}, not {}",
                 self.nodes
+            )));
+        }
+        if self.ip_family.has_v6() && self.pool_mode != PoolMode::Never {
+            return Err(LabCtlError::Usage(format!(
+                "--ip-family {} runs with --pool-mode never: IPv6 VXLAN is not in margay yet and \
+                 IP-in-IP is IPv4 only",
+                self.ip_family
             )));
         }
         if self.pool_mode == PoolMode::CrossSubnet && self.nodes < 2 {
@@ -381,7 +424,13 @@ impl Plan {
         self.tor.addrs[node.rack].ip4()
     }
 
-    /// Every peer address `node`'s margay-bgpd should have a session with.
+    /// The ToR's IPv6 address on `node`'s rack.
+    pub fn tor6_for(&self, node: &NodePlan) -> Ipv6Addr {
+        self.tor.addrs[node.rack].ip6()
+    }
+
+    /// Every peer address `node`'s margay-bgpd should have a session with: one session per
+    /// family, as Calico runs them.
     pub fn expected_peers(&self, node: &NodePlan) -> Vec<IpAddr> {
         if let Some(t2) = &self.tor2 {
             return vec![
@@ -389,7 +438,7 @@ impl Plan {
                 IpAddr::V4(t2.addrs[0].ip4()),
             ];
         }
-        let mut v: Vec<IpAddr> = self
+        let others: Vec<&NodePlan> = self
             .nodes
             .iter()
             .filter(|o| o.index != node.index)
@@ -397,10 +446,17 @@ impl Plan {
                 Mode::Mesh => true,
                 Mode::RouteReflectors => self.is_reflector(node) || self.is_reflector(o),
             })
-            .map(|o| IpAddr::V4(o.addrs.ip4()))
             .collect();
-        v.extend(self.calico.iter().map(|c| IpAddr::V4(c.addrs.ip4())));
-        v.push(IpAddr::V4(self.tor_for(node)));
+        let mut v = Vec::new();
+        if self.spec.ip_family.has_v4() {
+            v.extend(others.iter().map(|o| IpAddr::V4(o.addrs.ip4())));
+            v.extend(self.calico.iter().map(|c| IpAddr::V4(c.addrs.ip4())));
+            v.push(IpAddr::V4(self.tor_for(node)));
+        }
+        if self.spec.ip_family.has_v6() {
+            v.extend(others.iter().map(|o| IpAddr::V6(o.addrs.ip6())));
+            v.push(IpAddr::V6(self.tor6_for(node)));
+        }
         v
     }
 
@@ -409,11 +465,14 @@ impl Plan {
     /// with the reflectors. Applied before any daemon starts.
     pub fn model_yaml(&self) -> String {
         let (ipip, vxlan) = self.spec.pool_mode.encapsulation();
+        let family = self.spec.ip_family;
         let mut docs = vec![
             format!(
                 "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: \
                  default-ipv4-ippool\nspec:\n  cidr: {POOL_CIDR}\n  blockSize: 26\n  ipipMode: \
-                 {ipip}\n  vxlanMode: {vxlan}\n  natOutgoing: false\n  nodeSelector: all()\n"
+                 {ipip}\n  vxlanMode: {vxlan}\n  natOutgoing: false\n  nodeSelector: all()\n  \
+                 disabled: {}\n",
+                !family.has_v4()
             ),
             format!(
                 "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: \
@@ -427,9 +486,28 @@ impl Plan {
                 "apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata:\n  name: \
                  {TOR_FILTER}\nspec:\n  importV4:\n  - action: Accept\n    matchOperator: Equal\n    \
                  cidr: {TOR_PREFIX}\n  - action: Reject\n  exportV4:\n  - action: Accept\n    \
-                 matchOperator: In\n    cidr: {POOL_CIDR}\n"
+                 matchOperator: In\n    cidr: {POOL_CIDR}\n  importV6:\n  - action: Reject\n  \
+                 exportV6:\n  - action: Accept\n    matchOperator: In\n    cidr: {POOL6_CIDR}\n"
             ),
         ];
+        if family.has_v6() {
+            docs.push(format!(
+                "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: \
+                 default-ipv6-ippool\nspec:\n  cidr: '{POOL6_CIDR}'\n  blockSize: 122\n  \
+                 ipipMode: Never\n  vxlanMode: Never\n  natOutgoing: false\n  nodeSelector: all()\n"
+            ));
+        }
+        // One BGPPeer per family the lab runs (the IPv6 one named `...-v6`).
+        let tor_ips = |a: &Addrs| {
+            let mut v = Vec::new();
+            if family.has_v4() {
+                v.push((String::new(), IpAddr::V4(a.ip4())));
+            }
+            if family.has_v6() {
+                v.push(("-v6".to_string(), IpAddr::V6(a.ip6())));
+            }
+            v
+        };
         if let Some(t2) = &self.tor2 {
             // Dual-homed: the mesh is off, each node peers with both ToRs (BFD on, its own AS
             // allowed once in the paths), and the filter also imports the pool: the other
@@ -460,20 +538,23 @@ impl Plan {
                 ));
             }
         } else if self.racks.len() == 1 {
-            docs.push(format!(
-                "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\nspec:\n  \
-                 peerIP: {}\n  asNumber: {TOR_AS}\n  filters: [{TOR_FILTER}]\n",
-                self.tor.addrs[0].ip4()
-            ));
+            for (suffix, ip) in tor_ips(&self.tor.addrs[0]) {
+                docs.push(format!(
+                    "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: \
+                     tor{suffix}\nspec:\n  peerIP: {ip}\n  asNumber: {TOR_AS}\n  filters: \
+                     [{TOR_FILTER}]\n"
+                ));
+            }
         } else {
             for (rack, addrs) in self.tor.addrs.iter().enumerate() {
                 let r = Plan::rack_name(rack);
-                docs.push(format!(
-                    "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: \
-                     tor-rack-{r}\nspec:\n  nodeSelector: {RACK_LABEL} == '{r}'\n  peerIP: {}\n  \
-                     asNumber: {TOR_AS}\n  filters: [{TOR_FILTER}]\n",
-                    addrs.ip4()
-                ));
+                for (suffix, ip) in tor_ips(addrs) {
+                    docs.push(format!(
+                        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: \
+                         tor-rack-{r}{suffix}\nspec:\n  nodeSelector: {RACK_LABEL} == '{r}'\n  \
+                         peerIP: {ip}\n  asNumber: {TOR_AS}\n  filters: [{TOR_FILTER}]\n"
+                    ));
+                }
             }
         }
         if self.spec.mode == Mode::RouteReflectors {
@@ -491,10 +572,17 @@ impl Plan {
             labels.push_str("    route-reflector: \"true\"\n");
             rr = format!("    routeReflectorClusterID: {CLUSTER_ID}\n");
         }
+        let mut addresses = String::new();
+        if self.spec.ip_family.has_v4() {
+            addresses.push_str(&format!("    ipv4Address: {}\n", node.addrs.v4));
+        }
+        if self.spec.ip_family.has_v6() {
+            addresses.push_str(&format!("    ipv6Address: '{}'\n", node.addrs.v6));
+        }
         format!(
             "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: {}\n  labels:\n\
-             {labels}spec:\n  bgp:\n    ipv4Address: {}\n    asNumber: {NODE_AS}\n{rr}",
-            node.name, node.addrs.v4
+             {labels}spec:\n  bgp:\n{addresses}    asNumber: {NODE_AS}\n{rr}",
+            node.name
         )
     }
 
@@ -515,11 +603,25 @@ impl Plan {
             .kernel_graceful_restart()
             .originate(tor_prefix);
         for node in &self.nodes {
-            c = c.neighbor(
-                BirdNeighbor::new(&node.name, IpAddr::V4(node.addrs.ip4()), TOR_AS, NODE_AS)
+            if self.spec.ip_family.has_v4() {
+                c = c.neighbor(
+                    BirdNeighbor::new(&node.name, IpAddr::V4(node.addrs.ip4()), TOR_AS, NODE_AS)
+                        .export(ExportPolicy::Static)
+                        .graceful_restart(None),
+                );
+            }
+            if self.spec.ip_family.has_v6() {
+                c = c.neighbor(
+                    BirdNeighbor::new(
+                        &format!("{}_v6", node.name),
+                        IpAddr::V6(node.addrs.ip6()),
+                        TOR_AS,
+                        NODE_AS,
+                    )
                     .export(ExportPolicy::Static)
                     .graceful_restart(None),
-            );
+                );
+            }
         }
         for calico in &self.calico {
             c = c.neighbor(
@@ -593,9 +695,11 @@ impl Plan {
             Mode::Mesh => n * (n - 1) / 2,
             Mode::RouteReflectors => n - 1,
         };
-        // Calico nodes mesh with every node and each other, and peer with the ToR.
+        let families =
+            usize::from(self.spec.ip_family.has_v4()) + usize::from(self.spec.ip_family.has_v6());
+        // Calico nodes (IPv4) mesh with every node and each other, and peer with the ToR.
         let k = self.calico.len();
-        among_nodes + n + k * n + k * k.saturating_sub(1) / 2 + k
+        (among_nodes + n) * families + k * n + k * k.saturating_sub(1) / 2 + k
     }
 }
 
@@ -620,6 +724,7 @@ mod tests {
                 mode,
                 pool_mode,
                 tors: 1,
+                ip_family: IpFamily::Ipv4,
             },
             racks,
         )
@@ -651,6 +756,7 @@ mod tests {
             mode,
             pool_mode,
             tors: 1,
+            ip_family: IpFamily::Ipv4,
         };
         assert!(Plan::validate_calico(&spec(Mode::Mesh, PoolMode::Never), 2).is_ok());
         assert!(Plan::validate_calico(&spec(Mode::Mesh, PoolMode::Vxlan), 1).is_err());
@@ -737,6 +843,7 @@ mod tests {
             mode: Mode::Mesh,
             pool_mode: PoolMode::Never,
             tors: 2,
+            ip_family: IpFamily::Ipv4,
         };
         spec.validate().unwrap();
         assert_eq!(Plan::switch_count(&spec), 2);
@@ -780,6 +887,54 @@ mod tests {
     }
 
     #[test]
+    fn dual_stack_plan_has_a_session_per_family_both_pools_and_both_node_addresses() {
+        let mut p = plan(2, Mode::Mesh, PoolMode::Never);
+        p.spec.ip_family = IpFamily::Dual;
+        assert_eq!(
+            ips(&p.expected_peers(&p.nodes[0])),
+            ["10.99.7.2", "10.99.7.3", "fd00:99:7::2", "fd00:99:7::3"]
+        );
+        assert_eq!(p.session_count(), 2 * (1 + 2));
+        let model = p.model_yaml();
+        assert!(
+            model.contains("cidr: 'fd00:100::/48'\n  blockSize: 122"),
+            "{model}"
+        );
+        assert!(
+            model.contains("name: tor-v6\nspec:\n  peerIP: fd00:99:7::3"),
+            "{model}"
+        );
+        assert!(model.contains("disabled: false"), "{model}");
+        let node = p.node_yaml(&p.nodes[0]);
+        assert!(
+            node.contains("ipv4Address: 10.99.7.1/24\n    ipv6Address: 'fd00:99:7::1/64'"),
+            "{node}"
+        );
+        let conf = p.tor_config().render();
+        assert!(conf.contains("neighbor fd00:99:7::1 as 64512;"), "{conf}");
+        assert!(conf.contains("protocol kernel kernel6"), "{conf}");
+    }
+
+    #[test]
+    fn ipv6_only_plan_has_no_ipv4_session_or_node_address() {
+        let mut p = plan(2, Mode::Mesh, PoolMode::Never);
+        p.spec.ip_family = IpFamily::Ipv6;
+        assert_eq!(
+            ips(&p.expected_peers(&p.nodes[1])),
+            ["fd00:99:7::1", "fd00:99:7::3"]
+        );
+        assert!(!p.node_yaml(&p.nodes[0]).contains("ipv4Address"));
+        let model = p.model_yaml();
+        assert!(model.contains("disabled: true"), "{model}");
+        assert!(!model.contains("name: tor\nspec:\n  peerIP"), "{model}");
+        let conf = p.tor_config().render();
+        assert!(!conf.contains("neighbor 10.99.7.1 "), "{conf}");
+        let mut vxlan = p.spec;
+        vxlan.pool_mode = PoolMode::Vxlan;
+        assert!(vxlan.validate().is_err());
+    }
+
+    #[test]
     fn rejects_zero_and_too_many_nodes_and_a_lone_cross_subnet_node() {
         for (nodes, pool_mode) in [
             (0, PoolMode::Never),
@@ -791,6 +946,7 @@ mod tests {
                 mode: Mode::Mesh,
                 pool_mode,
                 tors: 1,
+                ip_family: IpFamily::Ipv4,
             };
             assert!(spec.validate().is_err(), "{nodes} {pool_mode}");
         }

@@ -68,6 +68,11 @@ struct Args {
     /// This node's AS, written into its Node resource (cluster mode; the cluster's otherwise).
     #[arg(long = "as", env = "AS")]
     asn: Option<u32>,
+    /// The BGP identifier (cluster mode): an IPv4 address, or `hash` (from the node's name, as
+    /// calico-node's CALICO_ROUTER_ID=hash). Default: the node's IPv4 address, or the hash on
+    /// an IPv6-only node.
+    #[arg(long, env = "CALICO_ROUTER_ID", default_value = "")]
+    router_id: margay_bgp::cluster::RouterIdSource,
     #[command(flatten)]
     etcd: margay_datastore::EtcdArgs,
     /// The gRPC unix socket (overrides the file's `socket`; default /var/run/margay/bgpd.sock).
@@ -191,6 +196,7 @@ fn cluster_options(args: &Args) -> anyhow::Result<margay_bgp::cluster::Options> 
             secrets_dir: args.secrets_dir.clone(),
             connect_retry: 5,
             hold_time: 90,
+            router_id: args.router_id,
         },
         etcd: args.etcd.clone(),
         ipv4: AddressSource::parse(&args.ip, &args.ip_autodetection_method)?,
