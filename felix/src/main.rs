@@ -95,6 +95,32 @@ struct Args {
     default_pool: margay_felix::cluster::default_pool::DefaultPoolArgs,
     #[command(flatten)]
     log: margay_common::LogArgs,
+    /// Where remote routes come from (calico-node's CALICO_NETWORKING_BACKEND, also read):
+    /// `bird` (margay-bgpd runs beside felix), `vxlan` or `none` (no BGP: felix registers the
+    /// Node and programs every remote block of a VXLAN pool from IPAM and the Nodes' VTEPs).
+    #[arg(long, env = cluster::backend::MARGAY_ENV)]
+    networking_backend: Option<String>,
+    /// Without bgpd: this node's IPv4 address for its Node, as bgpd's --ip: ADDR/LEN, ADDR,
+    /// `autodetect` or `none`.
+    #[arg(long, env = "IP", default_value = "autodetect")]
+    ip: String,
+    /// How `--ip autodetect` chooses (bgpd's methods: first-found, can-reach=DEST, ...).
+    #[arg(long, env = "IP_AUTODETECTION_METHOD", default_value = "first-found")]
+    ip_autodetection_method: String,
+}
+
+/// The backend from the flag / MARGAY_NETWORKING_BACKEND, else CALICO_NETWORKING_BACKEND; and
+/// without bgpd, the address felix registers.
+fn backend_and_address(args: &Args) -> anyhow::Result<(cluster::Backend, Option<ipnet::IpNet>)> {
+    let calico = std::env::var(cluster::backend::CALICO_ENV).ok();
+    let backend = cluster::Backend::choose(args.networking_backend.as_deref(), calico.as_deref())?;
+    if backend.uses_bgpd() || args.state.is_some() {
+        return Ok((backend, None));
+    }
+    let source =
+        margay_bgp::cluster::AddressSource::parse(&args.ip, &args.ip_autodetection_method)?;
+    let ipv4 = margay_bgp::cluster::resolve(&source, false)?;
+    Ok((backend, ipv4))
 }
 
 fn read_model(path: &Path, node: &str) -> anyhow::Result<Model> {
@@ -148,6 +174,7 @@ fn run(
         None => None,
     };
 
+    let (backend, register_ipv4) = backend_and_address(&args)?;
     let health = Arc::new(Health::new(Duration::from_secs(10)));
     let metrics = Arc::new(Metrics::new());
     let agent = Agent::spawn(
@@ -173,6 +200,7 @@ fn run(
             node = args.node,
             etcd = ?args.etcd.endpoints,
             bgpd = ?args.bgpd_socket,
+            backend = %backend,
             api_socket = ?args.socket,
             "margay-felix started (cluster mode)"
         ),
@@ -210,6 +238,8 @@ fn run(
                     lease_ttl: Duration::from_secs(args.lease_ttl.max(2)),
                 },
                 metrics: metrics.clone(),
+                backend,
+                register_ipv4,
             };
             let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
             let service = endpoints::EndpointService::new(

@@ -41,6 +41,9 @@ pub struct FelixArgs {
     pub http_port: u16,
     /// `--resync-interval` in seconds.
     pub resync_interval: u64,
+    /// `--networking-backend` and `--ip` when no bgpd runs (`vxlan`, `none`): felix registers
+    /// the Node with this address and routes remote blocks from IPAM.
+    pub no_bgp: Option<(String, String)>,
 }
 
 impl FelixArgs {
@@ -54,7 +57,14 @@ impl FelixArgs {
             socket: socket.to_path_buf(),
             http_port: 9099,
             resync_interval: 5,
+            no_bgp: None,
         }
+    }
+
+    /// No bgpd beside this felix: backend `vxlan`, this node's address `ip` (`ADDR/LEN`).
+    pub fn without_bgp(mut self, ip: ipnet::IpNet) -> FelixArgs {
+        self.no_bgp = Some(("vxlan".into(), ip.to_string()));
+        self
     }
 
     /// The arguments after the binary's name.
@@ -73,6 +83,16 @@ impl FelixArgs {
             "--resync-interval".into(),
             self.resync_interval.to_string(),
         ]
+        .into_iter()
+        .chain(self.no_bgp.iter().flat_map(|(backend, ip)| {
+            [
+                "--networking-backend".to_string(),
+                backend.clone(),
+                "--ip".to_string(),
+                ip.clone(),
+            ]
+        }))
+        .collect()
     }
 }
 

@@ -21,11 +21,13 @@
 //! bgpd until felix has reached it once; a BGP peer that is down never makes felix unready.
 
 pub mod adopt_veths;
+pub mod backend;
 pub mod bgpd;
 pub mod datastore;
 pub mod default_pool;
 pub mod etcd_probe;
 pub mod ipam_gc;
+pub mod ipam_routes;
 pub mod orphans;
 pub mod state;
 pub mod tunnel;
@@ -45,6 +47,7 @@ use crate::agent::Agent;
 use crate::desired;
 use crate::health::Health;
 use crate::model::Model;
+pub use backend::Backend;
 pub use bgpd::BgpView;
 pub use state::{AssembleError, ClusterState, assemble, vtep_mac};
 pub use tunnel::{TunnelKind, Tunnels};
@@ -66,6 +69,11 @@ pub struct Options {
     pub gc: ipam_gc::GcTiming,
     /// Where the collectors count what they release.
     pub metrics: Arc<crate::health::Metrics>,
+    /// Where remote routes come from: bgpd (`bird`), or IPAM (`vxlan`, `none`).
+    pub backend: Backend,
+    /// Without bgpd, felix registers this node's IPv4 address in its Node (as bgpd does
+    /// otherwise); resolved at start.
+    pub register_ipv4: Option<IpNet>,
 }
 
 /// Readiness keys this module sets.
@@ -114,6 +122,16 @@ async fn tunnel_loop(
         if rx.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// Writes this node's address into its Node (no bgpd runs to do it), retrying while etcd fails.
+async fn register_node(store: Store, node: String, ipv4: Option<IpNet>) {
+    let mut wait = Duration::from_millis(100);
+    while let Err(e) = margay_bgp::cluster::register(&store, &node, ipv4, None, None).await {
+        warn!(error = %e, retry_in = ?wait, "cannot register this node yet");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -172,17 +190,28 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let with_bgpd = opts.backend.uses_bgpd();
     health.set_reason(R_DATASTORE, "datastore: first full sync not done yet");
-    health.set_reason(
-        R_BGPD,
-        format!("bgpd: not reached yet ({})", opts.bgpd_socket.display()),
-    );
-    // Remote routes not in the table yet stay until bgpd's table is complete.
+    if with_bgpd {
+        health.set_reason(
+            R_BGPD,
+            format!("bgpd: not reached yet ({})", opts.bgpd_socket.display()),
+        );
+    }
+    // Remote routes not in the table yet stay until bgpd's table is complete (without bgpd,
+    // until the datastore's first sync).
     agent.hold_stale_remote(true);
     let store = tokio::select! {
         s = connect_store(&opts, &health) => s,
         _ = &mut shutdown => return,
     };
+    if !with_bgpd {
+        info!(backend = %opts.backend, ipv4 = ?opts.register_ipv4, "no BGP: felix registers the Node and routes remote blocks from IPAM");
+        tokio::select! {
+            _ = register_node(store.clone(), opts.node.clone(), opts.register_ipv4) => {}
+            _ = &mut shutdown => return,
+        }
+    }
 
     if let Some(pool) = &opts.default_pool {
         tokio::select! {
@@ -194,8 +223,26 @@ pub async fn run(
     let (ds_tx, mut ds_rx) = watch::channel::<Option<ClusterState>>(None);
     let (orig_tx, orig_rx) = watch::channel::<Option<BTreeSet<IpNet>>>(None);
     let (bgp_tx, mut bgp_rx) = watch::channel(BgpView::default());
-    let ds_task = tokio::spawn(datastore::follow(store.clone(), opts.node.clone(), ds_tx));
-    let bgp_task = tokio::spawn(bgpd::follow(opts.bgpd_socket.clone(), orig_rx, bgp_tx));
+    let scope = if with_bgpd {
+        datastore::Scope::Local
+    } else {
+        datastore::Scope::Cluster
+    };
+    let ds_task = tokio::spawn(datastore::follow(
+        store.clone(),
+        opts.node.clone(),
+        scope,
+        ds_tx,
+    ));
+    let bgp_task = if with_bgpd {
+        tokio::spawn(bgpd::follow(opts.bgpd_socket.clone(), orig_rx, bgp_tx))
+    } else {
+        // No bgpd: its view stays empty; the channel stays open.
+        tokio::spawn(async move {
+            let _keep = (orig_rx, bgp_tx);
+            std::future::pending::<()>().await
+        })
+    };
     let probe_task = tokio::spawn(etcd_probe::run(
         store.clone(),
         opts.etcd.endpoints.join(","),
@@ -243,7 +290,12 @@ pub async fn run(
         if bgp.connected || bgp.synced {
             health.clear_reason(R_BGPD);
         }
-        let (model, problems) = match assemble(&state, &bgp.routes) {
+        let (remote, mut problems_ipam) = if with_bgpd {
+            (bgp.routes.clone(), Vec::new())
+        } else {
+            ipam_routes::remote_routes(&state)
+        };
+        let (model, problems) = match assemble(&state, &remote) {
             Ok(v) => v,
             Err(e) => {
                 let text = e.to_string();
@@ -257,6 +309,8 @@ pub async fn run(
         };
         last_error = None;
         health.clear_reason(R_NODE);
+        let mut problems = problems;
+        problems.append(&mut problems_ipam);
         if problems != last_problems {
             for p in &problems {
                 warn!(problem = %p, "input left out");
@@ -289,6 +343,14 @@ pub async fn run(
             }
             agent.update(model.clone());
             last_model = Some(model);
+        }
+        if !with_bgpd && !remote_complete {
+            remote_complete = true;
+            info!(
+                remote_routes = remote.len(),
+                "IPAM's remote blocks are complete: remote routes it lacks may go now"
+            );
+            agent.hold_stale_remote(false);
         }
         if bgp.synced && !remote_complete {
             remote_complete = true;

@@ -1,0 +1,294 @@
+//! Calico's `vxlan` networking backend on this machine's kernel: a real etcd and three node
+//! namespaces on one switch, each running margay-felix alone (`--networking-backend vxlan`, no
+//! margay-bgpd anywhere). felix registers its Node, takes its VXLAN tunnel address (and so its
+//! first block) through IPAM, and programs every other node's blocks through that node's VTEP.
+//! Pods on two nodes ping each other; a block claimed by a node, and a node deleted, reach the
+//! other kernels in under a second (the issue's figure; bench/vxlan-join.sh measures the p99).
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use common::{ip_json, show, store_in, wire_pod};
+use ipnet::{IpNet, Ipv4Net};
+use margay_datastore::ipam::{Ipam, Want};
+use margay_datastore::resources::{AllowedUse, NodeSpec, Resource, WorkloadEndpointSpec};
+use margay_lab::{Addrs, Etcd, Felix, FelixArgs, HasLogs, Lab, Netns, wait_for};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(30);
+/// The issue's bound for a join or a leave to reach every kernel.
+const PROPAGATION: Duration = Duration::from_secs(1);
+
+struct Node {
+    name: String,
+    ns: Netns,
+    addr: Addrs,
+    felix: Option<Felix>,
+}
+
+struct Cluster {
+    nodes: Vec<Node>,
+    etcd: Etcd,
+}
+
+impl Cluster {
+    fn new(lab: &Lab, names: &[&str]) -> Cluster {
+        let sw = lab.switch("sw").unwrap();
+        let etcd = Etcd::on_switch(lab, &sw).unwrap();
+        etcd.apply(
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pool1}\n\
+             spec: {cidr: 10.102.0.0/16, vxlanMode: Always}\n---\n\
+             apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pool2}\n\
+             spec: {cidr: 10.103.0.0/16, vxlanMode: Always}\n",
+        )
+        .unwrap();
+        let gw = etcd.ip().to_string();
+        let nodes = names
+            .iter()
+            .map(|name| {
+                let ns = lab.netns(name).unwrap();
+                let addr = sw.attach(&ns).unwrap();
+                // Proxy ARP answers for the pods' 169.254.1.1 only when the host routes it.
+                ns.ip(&["route", "add", "default", "via", &gw]).unwrap();
+                Node {
+                    name: name.to_string(),
+                    ns,
+                    addr,
+                    felix: None,
+                }
+            })
+            .collect();
+        // The switch lives as long as the lab's namespaces (dropped with the lab).
+        std::mem::forget(sw);
+        Cluster { nodes, etcd }
+    }
+
+    fn url(&self) -> String {
+        self.etcd.endpoint()
+    }
+
+    /// Starts felix without bgpd on node `i`; returns once it is ready.
+    fn start(&mut self, lab: &Lab, i: usize) {
+        let url = self.url();
+        let n = &mut self.nodes[i];
+        let args = FelixArgs::new(
+            &n.name,
+            &url,
+            &lab.dir().join(format!("{}-no-bgpd.sock", n.name)),
+            &lab.dir().join(format!("{}-felix.sock", n.name)),
+        )
+        .without_bgp(IpNet::V4(n.addr.v4));
+        let f = Felix::start_cluster(lab, &n.ns, &format!("felix-{}", n.name), args)
+            .unwrap_or_else(|e| panic!("{e}"));
+        n.felix = Some(f);
+    }
+
+    fn logs(&self) -> Vec<&dyn HasLogs> {
+        let mut v: Vec<&dyn HasLogs> = vec![&self.etcd];
+        v.extend(
+            self.nodes
+                .iter()
+                .filter_map(|n| n.felix.as_ref().map(|f| f as &dyn HasLogs)),
+        );
+        v
+    }
+
+    fn node(&self, name: &str) -> Option<NodeSpec> {
+        let name = name.to_string();
+        store_in(self.etcd.netns(), &self.url(), move |s| async move {
+            s.get::<NodeSpec>(&name).await.unwrap().map(|r| r.spec)
+        })
+    }
+
+    /// Node `i`'s VXLAN tunnel address, once felix has recorded it.
+    fn vtep(&self, i: usize) -> Ipv4Addr {
+        let mut got = None;
+        wait_for("tunnel address recorded", WAIT, &self.logs(), || {
+            got = self
+                .node(&self.nodes[i].name)
+                .and_then(|n| n.ipv4_vxlan_tunnel_addr)
+                .and_then(|a| a.parse().ok());
+            got.map(|_| ()).ok_or_else(|| "not yet".to_string())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        got.unwrap()
+    }
+
+    fn routes(&self, i: usize) -> Vec<Value> {
+        ip_json(&self.nodes[i].ns, &["route", "show", "table", "main"])
+    }
+
+    /// Waits until every node in `on` satisfies `check` on its routes.
+    fn wait_all(&self, on: &[usize], what: &str, check: impl Fn(&[Value]) -> Result<(), String>) {
+        wait_for(what, WAIT, &self.logs(), || {
+            for &i in on {
+                let all = self.routes(i);
+                check(&all)
+                    .map_err(|e| format!("{}: {e}\nroutes:\n{}", self.nodes[i].name, show(&all)))?;
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// How long until `check` holds on every node in `on`, polled every 5 ms (at most WAIT).
+    fn time_until(&self, on: &[usize], check: impl Fn(&[Value]) -> bool) -> Duration {
+        let start = Instant::now();
+        while start.elapsed() < WAIT {
+            if on.iter().all(|&i| check(&self.routes(i))) {
+                return start.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("not reached in {WAIT:?}");
+    }
+
+    /// A pod on node `i` (IPAM address, veth, WorkloadEndpoint).
+    fn pod(&self, lab: &Lab, i: usize, role: &str) -> (Netns, Ipv4Addr) {
+        let node = self.nodes[i].name.clone();
+        let handle = format!("margay-pod-network.{role}");
+        let n2 = node.clone();
+        let ip = store_in(self.etcd.netns(), &self.url(), move |s| async move {
+            Ipam::new(s)
+                .auto_assign(&handle, &n2, &Default::default(), 1, 0, &["pool1".into()])
+                .await
+                .unwrap()
+                .v4[0]
+        });
+        let IpAddr::V4(ip) = ip else { panic!("IPv4") };
+        let ns = lab.netns(role).unwrap();
+        let cali = format!("cali{}{:0>7}", lab.tag(), role);
+        wire_pod(&self.nodes[i].ns, &ns, &cali, &ip.to_string());
+        let mut r = Resource::new(
+            format!("{node}-k8s-{role}-eth0"),
+            WorkloadEndpointSpec {
+                node,
+                container_id: role.to_string(),
+                ip_networks: vec![format!("{ip}/32")],
+                interface_name: cali,
+                ..Default::default()
+            },
+        );
+        r.metadata.namespace = Some("default".into());
+        store_in(self.etcd.netns(), &self.url(), move |s| async move {
+            s.create(&r).await.unwrap();
+        });
+        (ns, ip)
+    }
+}
+
+fn block_of(ip: Ipv4Addr) -> String {
+    Ipv4Net::new(ip, 26).unwrap().trunc().to_string()
+}
+
+/// The route to `dst` goes through vxlan.margay to `via`.
+fn through_vtep(all: &[Value], dst: &str, via: Ipv4Addr) -> Result<(), String> {
+    let r = all
+        .iter()
+        .find(|r| r["dst"] == dst)
+        .ok_or_else(|| format!("no route to {dst}"))?;
+    if r["dev"] == "vxlan.margay" && r["gateway"] == via.to_string() && r["protocol"] == "81" {
+        Ok(())
+    } else {
+        Err(format!("route {r} is not via {via} dev vxlan.margay"))
+    }
+}
+
+fn has_route(all: &[Value], dst: &str) -> bool {
+    all.iter().any(|r| r["dst"] == dst)
+}
+
+#[test]
+fn vxlan_backend_routes_every_block_from_ipam_without_bgpd() {
+    let lab = Lab::new("vxlan_backend_routes_every_block_from_ipam_without_bgpd").unwrap();
+    let mut c = Cluster::new(&lab, &["n1", "n2", "n3"]);
+    c.start(&lab, 0);
+    c.start(&lab, 1);
+    // felix registered each Node itself (no bgpd ran), with the address it was given.
+    let n1 = c.node("n1").expect("felix created its Node");
+    assert_eq!(
+        n1.bgp.and_then(|b| b.ipv4_address).as_deref(),
+        Some(c.nodes[0].addr.v4.to_string().as_str())
+    );
+    let (t1, t2) = (c.vtep(0), c.vtep(1));
+    let (b1, b2) = (block_of(t1), block_of(t2));
+    c.wait_all(&[0], "n1 routes n2's block through n2's VTEP", |all| {
+        through_vtep(all, &b2, t2)
+    });
+    c.wait_all(&[1], "n2 routes n1's block through n1's VTEP", |all| {
+        through_vtep(all, &b1, t1)
+    });
+    // The VTEP's neighbour and FDB entries: n2's MAC at n2's tunnel address, n2's node address.
+    let mac2 = c.node("n2").unwrap().vxlan_tunnel_mac_addr.unwrap();
+    let neigh = ip_json(&c.nodes[0].ns, &["neigh", "show", "dev", "vxlan.margay"]);
+    assert!(
+        neigh
+            .iter()
+            .any(|n| n["dst"] == t2.to_string() && n["lladdr"] == mac2),
+        "{neigh:?}"
+    );
+
+    // Pods on two nodes reach each other through the tunnel.
+    let (pa, ipa) = c.pod(&lab, 0, "pa");
+    let (_pb, ipb) = c.pod(&lab, 1, "pb");
+    wait_for("pa pings pb across VXLAN", WAIT, &c.logs(), || {
+        pa.exec("ping", &["-c", "1", "-W", "1", &ipb.to_string()])
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(block_of(ipa), block_of(ipb));
+
+    // A third node joins: its felix starts, and its first block reaches both kernels.
+    let joined = Instant::now();
+    c.start(&lab, 2);
+    let t3 = c.vtep(2);
+    let b3 = block_of(t3);
+    let took = c.time_until(&[0, 1], |all| through_vtep(all, &b3, t3).is_ok());
+    eprintln!(
+        "node join (felix start -> its block in both other kernels): {:?}",
+        joined.elapsed()
+    );
+    eprintln!("  after its tunnel address was recorded: {took:?}");
+
+    // A new block claimed by n3 (a pool its first block is not in) reaches both kernels within
+    // a second of IPAM's write.
+    let block = store_in(c.etcd.netns(), &c.url(), |s| async move {
+        let got = Ipam::new(s)
+            .auto_assign_for(
+                Want {
+                    usage: AllowedUse::Workload,
+                    num_v4: 1,
+                    num_v6: 0,
+                },
+                "margay-pod-network.late",
+                "n3",
+                &Default::default(),
+                &["pool2".into()],
+            )
+            .await
+            .unwrap();
+        match got.v4[0] {
+            IpAddr::V4(a) => a,
+            _ => unreachable!(),
+        }
+    });
+    let b = block_of(block);
+    let took = c.time_until(&[0, 1], |all| through_vtep(all, &b, t3).is_ok());
+    eprintln!("block claimed -> in both kernels: {took:?}");
+    assert!(took < PROPAGATION, "block join took {took:?}");
+
+    // n3 leaves: its felix stops and its Node is deleted; its blocks leave both kernels
+    // within a second of the delete.
+    c.nodes[2].felix.take();
+    store_in(c.etcd.netns(), &c.url(), |s| async move {
+        s.delete::<NodeSpec>(None, "n3", None).await.unwrap();
+    });
+    let took = c.time_until(&[0, 1], |all| !has_route(all, &b3) && !has_route(all, &b));
+    eprintln!("Node deleted -> its blocks gone from both kernels: {took:?}");
+    assert!(took < PROPAGATION, "node leave took {took:?}");
+    // The others keep routing each other.
+    c.wait_all(&[0], "n1 still routes n2", |all| through_vtep(all, &b2, t2));
+}
