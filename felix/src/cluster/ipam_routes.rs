@@ -55,6 +55,8 @@ pub fn remote_routes(state: &ClusterState) -> (BTreeMap<IpNet, IpAddr>, Vec<Stri
             Some(ip) => {
                 routes.insert(a.cidr.trunc(), ip);
             }
+            // A deleted Node's blocks wait for the IPAM collector; nothing to say.
+            None if !state.nodes.contains_key(&a.node) => {}
             None => *missing.entry(a.node.as_str()).or_default() += 1,
         }
     }
@@ -75,6 +77,7 @@ pub fn remote_routes(state: &ClusterState) -> (BTreeMap<IpNet, IpAddr>, Vec<Stri
                 Some(nip) => {
                     routes.insert(host, nip);
                 }
+                None if !state.nodes.contains_key(&ep.node) => {}
                 None => *missing.entry(ep.node.as_str()).or_default() += 1,
             }
         }
@@ -155,6 +158,12 @@ mod tests {
         assert_eq!(route(&r, "10.244.0.128/26"), None);
         assert_eq!(r.len(), 1, "{r:?}");
         assert!(problems[0].starts_with("Node n3:"), "{problems:?}");
+        // A deleted Node's blocks are not routed, and not a problem.
+        let mut s = state();
+        s.nodes.remove("n3");
+        let (r, problems) = remote_routes(&s);
+        assert_eq!(route(&r, "10.244.0.128/26"), None);
+        assert!(problems.is_empty(), "{problems:?}");
     }
 
     #[test]
