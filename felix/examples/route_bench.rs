@@ -74,6 +74,7 @@ fn main() -> anyhow::Result<()> {
         remote_routes: (0..remotes).map(|i| remote(i, gw2)).collect(),
         vteps: Vec::new(),
         peer_routes: Vec::new(),
+        settings: Default::default(),
     };
 
     let health = Arc::new(Health::new(Duration::from_secs(60)));

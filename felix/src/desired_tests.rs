@@ -61,6 +61,7 @@ fn model(ipip: EncapMode, vxlan: EncapMode) -> Model {
             },
         ],
         peer_routes: vec![],
+        settings: Default::default(),
     }
 }
 
@@ -282,4 +283,20 @@ fn learned_routes_equal_to_own_workloads_or_blocks_are_shadowed_and_borrowed_32s
     assert_eq!(d.routes[&net("10.244.0.0/26")].class, RouteClass::Blackhole);
     assert_eq!(d.routes[&net("10.244.0.5/32")].class, RouteClass::Workload);
     assert_eq!(target_of(&d, "10.244.0.9/32"), via("10.0.0.2", None, false));
+}
+
+#[test]
+fn felix_configuration_sets_the_vxlan_device_and_can_force_a_tunnel_off() {
+    let mut m = model(EncapMode::Never, EncapMode::Always);
+    m.settings.vxlan_vni = 5000;
+    m.settings.vxlan_port = 8472;
+    m.settings.vxlan_mtu = Some(1400);
+    let v = compute(&m).vxlan.expect("VXLAN pool: device wanted");
+    assert_eq!((v.vni, v.port, v.mtu), (5000, 8472, Some(1400)));
+    m.settings.vxlan_enabled = Some(false);
+    assert!(compute(&m).vxlan.is_none());
+    let mut m = model(EncapMode::Never, EncapMode::Never);
+    m.settings.ipip_enabled = Some(true);
+    m.settings.ipip_mtu = Some(1430);
+    assert_eq!(compute(&m).ipip.expect("forced on").mtu, Some(1430));
 }

@@ -13,3 +13,4 @@ pub mod model;
 pub mod nat;
 pub mod netlink;
 pub mod reconcile;
+pub mod settings;

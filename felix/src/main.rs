@@ -155,7 +155,17 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    match run(args, default_pool) {
+    let explicit = |id: &str| {
+        matches!(
+            matches.value_source(id),
+            Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+        )
+    };
+    let pins = Pins {
+        resync: explicit("resync_interval"),
+        workload_mtu: explicit("workload_mtu"),
+    };
+    match run(args, default_pool, pins) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -165,9 +175,16 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Which flags were given (command line or environment): they win over FelixConfiguration.
+struct Pins {
+    resync: bool,
+    workload_mtu: bool,
+}
+
 fn run(
     args: Args,
     default_pool: Option<margay_datastore::resources::IpPool>,
+    pins: Pins,
 ) -> anyhow::Result<()> {
     let model = match &args.state {
         Some(path) => Some(read_model(path, &args.node)?),
@@ -228,6 +245,7 @@ fn run(
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let Some(state) = args.state.clone() else {
+            let pod_mtu = Arc::new(std::sync::atomic::AtomicU32::new(0));
             let opts = cluster::Options {
                 node: args.node.clone(),
                 etcd: args.etcd.clone(),
@@ -240,6 +258,12 @@ fn run(
                 metrics: metrics.clone(),
                 backend,
                 register_ipv4,
+                pinned: margay_felix::settings::Pinned {
+                    route_refresh: pins
+                        .resync
+                        .then(|| Duration::from_secs(args.resync_interval.max(1))),
+                },
+                pod_mtu: (!pins.workload_mtu).then(|| pod_mtu.clone()),
             };
             let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
             let service = endpoints::EndpointService::new(
@@ -248,6 +272,7 @@ fn run(
                     etcd: args.etcd.clone(),
                     protocol: args.route_protocol,
                     default_mtu: args.workload_mtu,
+                    auto_mtu: (!pins.workload_mtu).then(|| pod_mtu.clone()),
                 },
                 health.clone(),
                 agent.programmed(),

@@ -292,3 +292,142 @@ fn vxlan_backend_routes_every_block_from_ipam_without_bgpd() {
     // The others keep routing each other.
     c.wait_all(&[0], "n1 still routes n2", |all| through_vtep(all, &b2, t2));
 }
+
+/// `vxlan.margay`'s (VNI, UDP port, MTU) on node `i`, as `ip -d -j link` prints them.
+fn vxlan_device(c: &Cluster, i: usize) -> Option<(u64, u64, u64)> {
+    let l = ip_json(
+        &c.nodes[i].ns,
+        &["-d", "link", "show", "dev", "vxlan.margay"],
+    );
+    let l = l.first()?;
+    let data = &l["linkinfo"]["info_data"];
+    Some((
+        data["id"].as_u64()?,
+        data["port"].as_u64()?,
+        l["mtu"].as_u64()?,
+    ))
+}
+
+/// Waits until node `i`'s `vxlan.margay` has (VNI, port, MTU) `want`.
+fn wait_device(c: &Cluster, i: usize, what: &str, want: (u64, u64, u64)) {
+    wait_for(what, WAIT, &c.logs(), || match vxlan_device(c, i) {
+        Some(got) if got == want => Ok(()),
+        other => Err(format!("{other:?}")),
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A CNI ADD on node `i` that names no MTU; returns the MTU of the pod's eth0 (result and
+/// kernel).
+fn add_without_mtu(lab: &Lab, c: &Cluster, i: usize, pod: &str) -> (u32, u64) {
+    use margay_proto::felix::v1 as pb;
+    let ns = lab.netns(pod).unwrap();
+    let req = pb::AddEndpointRequest {
+        attachment: Some(pb::Attachment {
+            container_id: format!("{pod}-c"),
+            interface_name: "eth0".into(),
+        }),
+        netns: format!("/var/run/netns/{}", ns.name()),
+        workload: Some(pb::Workload {
+            namespace: "default".into(),
+            name: pod.into(),
+        }),
+        network_name: "margay-pod-network".into(),
+        mtu: 0,
+        node_name: c.nodes[i].name.clone(),
+        ipam: Some(pb::add_endpoint_request::Ipam::Margay(pb::MargayIpam {
+            assign_ipv4: true,
+            ..Default::default()
+        })),
+    };
+    let socket = lab.dir().join(format!("{}-felix.sock", c.nodes[i].name));
+    let resp = common::rt()
+        .block_on(async {
+            common::cni_client(&socket)
+                .await
+                .unwrap()
+                .add_endpoint(req)
+                .await
+        })
+        .unwrap()
+        .into_inner();
+    let result_mtu = resp
+        .result
+        .unwrap()
+        .interfaces
+        .iter()
+        .find(|i| !i.sandbox.is_empty())
+        .map(|i| i.mtu)
+        .unwrap();
+    let kernel = ip_json(&ns, &["link", "show", "dev", "eth0"])[0]["mtu"]
+        .as_u64()
+        .unwrap();
+    std::mem::forget(ns);
+    (result_mtu, kernel)
+}
+
+#[test]
+fn felix_configuration_applies_live_with_per_node_precedence() {
+    let lab = Lab::new("felix_configuration_applies_live_with_per_node_precedence").unwrap();
+    let mut c = Cluster::new(&lab, &["n1", "n2"]);
+    // Each node's uplink is the only interface the MTU pattern matches.
+    let uplink = |i: usize| -> String {
+        ip_json(&c.nodes[i].ns, &["-4", "addr", "show"])
+            .iter()
+            .find(|l| l["addr_info"][0]["local"] == c.nodes[i].addr.v4.addr().to_string())
+            .and_then(|l| l["ifname"].as_str().map(str::to_string))
+            .expect("uplink")
+    };
+    let (u1, u2) = (uplink(0), uplink(1));
+    c.etcd
+        .apply(&format!(
+            "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {{name: default}}\n\
+             spec: {{mtuIfacePattern: '^({u1}|{u2})$'}}\n"
+        ))
+        .unwrap();
+    c.start(&lab, 0);
+    c.start(&lab, 1);
+    let t2 = c.vtep(1);
+    let b2 = block_of(t2);
+    wait_device(&c, 0, "Calico's VXLAN defaults", (4096, 4789, 1450));
+    // Pod MTU auto-detection: the uplink's 1500 less VXLAN's 50, in the result and the veth.
+    assert_eq!(add_without_mtu(&lab, &c, 0, "auto1"), (1450, 1450));
+
+    // The global FelixConfiguration, changed live: both nodes re-create the device with the new
+    // VNI and port and keep routing through it. An unsupported field is accepted and warned.
+    c.etcd
+        .apply(&format!(
+            "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {{name: default}}\n\
+             spec: {{mtuIfacePattern: '^({u1}|{u2})$', vxlanVNI: 5000, vxlanPort: 8472, vxlanMTU: 1300, \
+             bpfEnabled: true}}\n"
+        ))
+        .unwrap();
+    for i in [0, 1] {
+        wait_device(&c, i, "new VNI, port and MTU", (5000, 8472, 1300));
+    }
+    c.wait_all(&[0], "n1 routes n2 through the new device", |all| {
+        through_vtep(all, &b2, t2)
+    });
+    // felix logs the field it does not apply, once.
+    let log = std::fs::read_to_string(lab.dir().join("felix-n1.stderr")).unwrap();
+    assert_eq!(
+        log.matches("spec.bpfEnabled is accepted but not acted on")
+            .count(),
+        1,
+        "{log}"
+    );
+
+    // node.n1 wins over default for n1 only.
+    c.etcd
+        .apply(
+            "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: node.n1}\n\
+             spec: {vxlanMTU: 1250}\n",
+        )
+        .unwrap();
+    wait_device(&c, 0, "n1 takes its own MTU", (5000, 8472, 1250));
+    assert_eq!(vxlan_device(&c, 1), Some((5000, 8472, 1300)));
+
+    // Deleting the per-node one falls back to the global value.
+    c.etcd.delete("felixconfiguration", "node.n1").unwrap();
+    wait_device(&c, 0, "n1 back on the global MTU", (5000, 8472, 1300));
+}

@@ -57,6 +57,8 @@ const NODE_ADDRESSES: FieldStatus =
 const ORCH_REFS: FieldStatus =
     NotActed("margay names nodes itself; orchestrator references are kept, not used");
 const WIREGUARD: FieldStatus = NotActed("WireGuard encryption is not implemented");
+const FC_NOT_YET: FieldStatus =
+    NotActed("accepted and validated; margay's felix does not apply it yet");
 const FC_BPF: FieldStatus =
     NotActed("there is no BPF dataplane: felix programs netlink routes and one nftables table");
 const FC_IPTABLES: FieldStatus =
@@ -270,7 +272,7 @@ pub const FIELDS: &[FieldInfo] = &[
     f(FELIX, "spec.metadataAddr", FC_OPENSTACK),
     f(FELIX, "spec.metadataPort", FC_OPENSTACK),
     f(FELIX, "spec.openstackRegion", FC_OPENSTACK),
-    f(FELIX, "spec.interfacePrefix", Acted),
+    f(FELIX, "spec.interfacePrefix", FC_NOT_YET),
     f(FELIX, "spec.interfaceExclude", FC_HOSTPOL),
     f(FELIX, "spec.chainInsertMode", FC_IPTABLES),
     f(FELIX, "spec.defaultEndpointToHostAction", FC_HOSTPOL),
@@ -304,16 +306,16 @@ pub const FIELDS: &[FieldInfo] = &[
         "spec.healthEnabled",
         NotActed("the health server runs unless --http-port 0"),
     ),
-    f(FELIX, "spec.healthHost", Acted),
-    f(FELIX, "spec.healthPort", Acted),
+    f(FELIX, "spec.healthHost", FC_NOT_YET),
+    f(FELIX, "spec.healthPort", FC_NOT_YET),
     f(
         FELIX,
         "spec.healthTimeoutOverrides",
         NotActed("felix's liveness has its own fixed timeout"),
     ),
-    f(FELIX, "spec.prometheusMetricsEnabled", Acted),
-    f(FELIX, "spec.prometheusMetricsHost", Acted),
-    f(FELIX, "spec.prometheusMetricsPort", Acted),
+    f(FELIX, "spec.prometheusMetricsEnabled", FC_NOT_YET),
+    f(FELIX, "spec.prometheusMetricsHost", FC_NOT_YET),
+    f(FELIX, "spec.prometheusMetricsPort", FC_NOT_YET),
     f(FELIX, "spec.prometheusGoMetricsEnabled", FC_GO),
     f(FELIX, "spec.prometheusProcessMetricsEnabled", FC_GO),
     f(FELIX, "spec.prometheusWireGuardMetricsEnabled", WIREGUARD),
@@ -324,21 +326,21 @@ pub const FIELDS: &[FieldInfo] = &[
     f(FELIX, "spec.usageReportingEnabled", FC_USAGE),
     f(FELIX, "spec.usageReportingInitialDelay", FC_USAGE),
     f(FELIX, "spec.usageReportingInterval", FC_USAGE),
-    f(FELIX, "spec.natPortRange", Acted),
-    f(FELIX, "spec.natOutgoingAddress", Acted),
+    f(FELIX, "spec.natPortRange", FC_NOT_YET),
+    f(FELIX, "spec.natOutgoingAddress", FC_NOT_YET),
     f(
         FELIX,
         "spec.natOutgoingExclusions",
         NotActed("natOutgoing excludes every pool (IPPoolsOnly)"),
     ),
-    f(FELIX, "spec.deviceRouteSourceAddress", Acted),
+    f(FELIX, "spec.deviceRouteSourceAddress", FC_NOT_YET),
     f(FELIX, "spec.deviceRouteSourceAddressIPv6", FC_V6),
     f(
         FELIX,
         "spec.deviceRouteProtocol",
         NotActed("felix's route protocol is its --route-protocol flag"),
     ),
-    f(FELIX, "spec.removeExternalRoutes", Acted),
+    f(FELIX, "spec.removeExternalRoutes", FC_NOT_YET),
     f(
         FELIX,
         "spec.programClusterRoutes",
@@ -422,8 +424,8 @@ pub const FIELDS: &[FieldInfo] = &[
         "spec.routeSource",
         NotActed("routes come from IPAM and the WorkloadEndpoints (CalicoIPAM)"),
     ),
-    f(FELIX, "spec.routeTableRanges", Acted),
-    f(FELIX, "spec.routeTableRange", Acted),
+    f(FELIX, "spec.routeTableRanges", FC_NOT_YET),
+    f(FELIX, "spec.routeTableRange", FC_NOT_YET),
     f(
         FELIX,
         "spec.routeSyncDisabled",

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use margay_datastore::ipam::Affinity;
 use margay_datastore::ipam::records::{AFFINITIES, node_affinities};
 use margay_datastore::resources::{
-    BgpPeerSpec, IpPoolSpec, NodeSpec, Resource, Spec, WorkloadEndpointSpec,
+    BgpPeerSpec, FelixConfigurationSpec, IpPoolSpec, NodeSpec, Resource, Spec, WorkloadEndpointSpec,
 };
 use margay_datastore::{Store, StoreError, Versioned, WatchEvent};
 use tokio::sync::watch;
@@ -32,6 +32,7 @@ struct Revisions {
     endpoints: i64,
     affinities: i64,
     peers: i64,
+    felix: i64,
 }
 
 fn ep_key(r: &Resource<WorkloadEndpointSpec>) -> String {
@@ -97,7 +98,11 @@ async fn load(
     let (eps, e) = store.list::<WorkloadEndpointSpec>().await?;
     let (affs, a) = store.list_raw(&scope.affinity_prefix(node)).await?;
     let (peers, b) = store.list::<BgpPeerSpec>().await?;
+    let (felix, f) = store.list::<FelixConfigurationSpec>().await?;
     let mut s = ClusterState::new(node);
+    for r in felix {
+        apply_felix(&mut s, WatchEvent::Put(r));
+    }
     if let Some(me) = nodes.iter().find(|r| r.metadata.name == node) {
         s.labels = me.metadata.labels.clone();
     }
@@ -137,6 +142,7 @@ async fn load(
             endpoints: e,
             affinities: a,
             peers: b,
+            felix: f,
         },
     ))
 }
@@ -157,6 +163,26 @@ fn apply_nodes(state: &mut ClusterState, ev: WatchEvent<Resource<NodeSpec>>) {
         _ => {}
     }
     apply_named(&mut state.nodes, ev);
+}
+
+/// Applies one FelixConfiguration event: only `default` and this node's `node.<name>` are
+/// kept (each one's fields felix does not apply are logged once).
+fn apply_felix(state: &mut ClusterState, ev: WatchEvent<Resource<FelixConfigurationSpec>>) {
+    let mine = |name: &str| {
+        name == crate::settings::GLOBAL || name == crate::settings::node_config_name(&state.node)
+    };
+    let ev = match ev {
+        WatchEvent::Put(r) if !mine(&r.metadata.name) => return,
+        WatchEvent::Resync { items, revision } => WatchEvent::Resync {
+            items: items
+                .into_iter()
+                .filter(|r| mine(&r.metadata.name))
+                .collect(),
+            revision,
+        },
+        ev => ev,
+    };
+    apply_named(&mut state.felix_configs, ev);
 }
 
 /// Applies one event of a named kind; a field felix does not act on is logged once.
@@ -306,6 +332,7 @@ pub async fn follow(
     let mut eps = store.watch::<WorkloadEndpointSpec>(revs.endpoints + 1);
     let mut affs = store.watch_raw(&scope.affinity_prefix(&node), revs.affinities + 1);
     let mut peers = store.watch::<BgpPeerSpec>(revs.peers + 1);
+    let mut felix = store.watch::<FelixConfigurationSpec>(revs.felix + 1);
     loop {
         let mut changed = false;
         let settle = tokio::time::sleep(Duration::from_secs(3600));
@@ -314,6 +341,7 @@ pub async fn follow(
             let local = tokio::select! {
                 ev = nodes.next() => { apply_nodes(&mut state, ev); false }
                 ev = peers.next() => { apply_named(&mut state.peers, ev); false }
+                ev = felix.next() => { apply_felix(&mut state, ev); false }
                 ev = pools.next() => { apply_named(&mut state.pools, ev); false }
                 ev = eps.next() => apply_endpoints(&mut state, scope, ev),
                 ev = affs.next() => { apply_affinities(&mut state, scope, ev); false }

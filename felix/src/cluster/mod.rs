@@ -74,6 +74,31 @@ pub struct Options {
     /// Without bgpd, felix registers this node's IPv4 address in its Node (as bgpd does
     /// otherwise); resolved at start.
     pub register_ipv4: Option<IpNet>,
+    /// FelixConfiguration settings that flags pinned.
+    pub pinned: crate::settings::Pinned,
+    /// Where the pod MTU detected from the host's interfaces is published (0: none yet), for
+    /// CNI requests that name none; `None` when a flag fixed the pod MTU.
+    pub pod_mtu: Option<Arc<std::sync::atomic::AtomicU32>>,
+}
+
+/// Detects the pod MTU (see [`crate::settings::pod_mtu`]) from this namespace's interfaces.
+async fn detect_pod_mtu(pattern: String, overhead: u32) -> Option<u32> {
+    let links = tokio::task::spawn_blocking(move || {
+        crate::netlink::Dataplane::new().and_then(|mut dp| dp.links())
+    })
+    .await
+    .ok()?;
+    match links {
+        Ok(links) => crate::settings::pod_mtu(
+            links.iter().map(|l| (l.name.as_str(), l.mtu)),
+            &pattern,
+            overhead,
+        ),
+        Err(e) => {
+            warn!(error = %e, "reading the interfaces for the pod MTU");
+            None
+        }
+    }
 }
 
 /// Readiness keys this module sets.
@@ -277,6 +302,8 @@ pub async fn run(
     let mut last_problems: Vec<String> = Vec::new();
     let mut last_error: Option<String> = None;
     let mut remote_complete = false;
+    let mut last_settings: Option<crate::settings::Settings> = None;
+    let mut last_mtu_input: Option<(String, u32)> = None;
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -295,6 +322,19 @@ pub async fn run(
         } else {
             ipam_routes::remote_routes(&state)
         };
+        let (settings, mut problems_cfg) = crate::settings::merge(
+            state.felix_configs.get(crate::settings::GLOBAL),
+            state
+                .felix_configs
+                .get(&crate::settings::node_config_name(&opts.node)),
+            &opts.pinned,
+        );
+        if last_settings.as_ref() != Some(&settings) {
+            info!(?settings, "FelixConfiguration applied");
+            agent.set_resync_interval(settings.route_refresh);
+            last_settings = Some(settings.clone());
+        }
+        problems_ipam.append(&mut problems_cfg);
         let (model, problems) = match assemble(&state, &remote) {
             Ok(v) => v,
             Err(e) => {
@@ -311,6 +351,8 @@ pub async fn run(
         health.clear_reason(R_NODE);
         let mut problems = problems;
         problems.append(&mut problems_ipam);
+        let mut model = model;
+        model.settings = settings.dataplane.clone();
         if problems != last_problems {
             for p in &problems {
                 warn!(problem = %p, "input left out");
@@ -319,7 +361,21 @@ pub async fn run(
         }
         // bgpd originates this node's affine blocks and borrowed /32s as soon as the datastore
         // is known; the set does not depend on the routes bgpd learned.
-        let originate = desired::compute(&model).originate;
+        let desired_now = desired::compute(&model);
+        if let Some(slot) = &opts.pod_mtu {
+            let overhead = crate::settings::encap_overhead(
+                desired_now.vxlan.is_some(),
+                desired_now.ipip.is_some(),
+            );
+            let input = (settings.mtu_iface_pattern.clone(), overhead);
+            if last_mtu_input.as_ref() != Some(&input) {
+                let mtu = detect_pod_mtu(input.0.clone(), overhead).await;
+                info!(?mtu, pattern = %input.0, overhead, "pod MTU detected from the host's interfaces");
+                slot.store(mtu.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+                last_mtu_input = Some(input);
+            }
+        }
+        let originate = desired_now.originate;
         orig_tx.send_if_modified(|cur| {
             if cur.as_ref() == Some(&originate) {
                 false

@@ -35,6 +35,8 @@ pub struct ClusterState {
     /// Other nodes' WorkloadEndpoints (node and addresses), by `namespace/name`: followed only
     /// when no bgpd runs, for the addresses they borrowed.
     pub remote_endpoints: BTreeMap<String, RemoteEndpoint>,
+    /// The FelixConfigurations this node reads (`default`, `node.<name>`), by name.
+    pub felix_configs: BTreeMap<String, margay_datastore::resources::FelixConfigurationSpec>,
 }
 
 /// A pod on another node, reduced to what routing to it needs.
@@ -233,6 +235,7 @@ pub fn assemble(
             remote_routes,
             vteps,
             peer_routes,
+            settings: Default::default(),
         },
         problems,
     ))

@@ -9,8 +9,7 @@ use ipnet::{IpNet, Ipv4Net};
 
 use super::Reconciler;
 use crate::desired::{
-    IPIP_DEVICE, IPIP_OVERHEAD, IpipDevice, VXLAN_DEVICE, VXLAN_OVERHEAD, VXLAN_PORT, VXLAN_VNI,
-    VxlanDevice,
+    IPIP_DEVICE, IPIP_OVERHEAD, IpipDevice, VXLAN_DEVICE, VXLAN_OVERHEAD, VxlanDevice,
 };
 use crate::netlink::{FdbEntry, Link, Neighbour, NetlinkError, VxlanSpec, sysctl};
 
@@ -152,11 +151,26 @@ impl Reconciler {
         let mtu = v
             .mtu
             .or_else(|| self.host_mtu().map(|m| m.saturating_sub(VXLAN_OVERHEAD)));
+        if let Some(l) = self.links.get(VXLAN_DEVICE).cloned() {
+            // VNI and port are fixed at creation: a device with others is made again.
+            let have = self.dp.vxlan_params(VXLAN_DEVICE)?;
+            if have != Some((v.vni, v.port)) {
+                tracing::info!(
+                    device = VXLAN_DEVICE,
+                    ?have,
+                    vni = v.vni,
+                    port = v.port,
+                    "VNI or port changed (FelixConfiguration): re-creating the device"
+                );
+                self.dp.delete_link(l.index)?;
+                self.links.remove(VXLAN_DEVICE);
+            }
+        }
         if !self.links.contains_key(VXLAN_DEVICE) {
             self.dp.create_vxlan(&VxlanSpec {
                 name: VXLAN_DEVICE.to_string(),
-                vni: VXLAN_VNI,
-                port: VXLAN_PORT,
+                vni: v.vni,
+                port: v.port,
                 local: v.local,
                 mac: v.mac,
                 mtu,
