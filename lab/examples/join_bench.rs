@@ -219,6 +219,7 @@ fn main() -> anyhow::Result<()> {
         nodes: 3,
         mode: Mode::Mesh,
         pool_mode: PoolMode::Never,
+        no_bgp: false,
     };
     let mut c = Cluster::build(spec, Duration::from_secs(90))?;
     let dead = dead_peer(c.plan().racks[0].v4);

@@ -18,6 +18,7 @@ fn main() -> anyhow::Result<()> {
         nodes: 3,
         mode: Topology::Mesh,
         pool_mode: PoolMode::Never,
+        no_bgp: false,
     };
     let settle = Duration::from_secs(60);
     let mut c = Cluster::build(spec, settle)?;

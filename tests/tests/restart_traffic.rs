@@ -23,6 +23,7 @@ fn lab() -> Cluster {
         nodes: 3,
         mode: Topology::Mesh,
         pool_mode: PoolMode::Never,
+        no_bgp: false,
     };
     Cluster::build(spec, SETTLE).expect("building a 3-node lab")
 }

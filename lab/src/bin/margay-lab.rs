@@ -71,6 +71,11 @@ enum Command {
         /// Seconds to wait for the sessions, then again for the routes and pings.
         #[arg(long, default_value_t = 90)]
         timeout: u64,
+        /// Calico's `vxlan` networking backend: no margay-bgpd and no BGP at the ToR; felix
+        /// registers each Node and routes the VXLAN pool's blocks from IPAM (needs
+        /// --pool-mode vxlan or cross-subnet).
+        #[arg(long)]
+        no_bgp: bool,
     },
     /// Report on the kept lab again (exit status 1 unless it has converged).
     Status,
@@ -115,6 +120,7 @@ fn main() -> ExitCode {
             pool_mode,
             keep,
             timeout,
+            no_bgp,
         } => labctl::up(&UpOptions {
             spec: Spec {
                 nodes,
@@ -128,6 +134,7 @@ fn main() -> ExitCode {
                     PoolModeArg::Ipip => PoolMode::Ipip,
                     PoolModeArg::CrossSubnet => PoolMode::CrossSubnet,
                 },
+                no_bgp,
             },
             keep,
             timeout: Duration::from_secs(timeout),

@@ -105,6 +105,9 @@ pub struct LabState {
     pub nodes: Vec<NodeState>,
     pub pods: Vec<PodState>,
     pub tor: TorState,
+    /// No margay-bgpd (`--no-bgp`): felix routes from IPAM, the ToR holds no pod routes.
+    #[serde(default)]
+    pub no_bgp: bool,
     /// Seconds since the epoch when `up` finished.
     pub created: u64,
 }
@@ -252,6 +255,7 @@ mod tests {
                 ip: "10.100.3.65".parse().unwrap(),
                 interface: "cali0123456789a".into(),
             }],
+            no_bgp: false,
             tor: TorState {
                 name: "tor".into(),
                 netns: "mgab12tor".into(),

@@ -125,6 +125,9 @@ pub struct Spec {
     pub nodes: usize,
     pub mode: Mode,
     pub pool_mode: PoolMode,
+    /// Calico's `vxlan` networking backend: no margay-bgpd and no BGP with the ToR; felix
+    /// routes the VXLAN pool's blocks from IPAM.
+    pub no_bgp: bool,
 }
 
 impl Spec {
@@ -135,6 +138,11 @@ impl Spec {
                 "--nodes must be between 1 and {MAX_NODES}, not {}",
                 self.nodes
             )));
+        }
+        if self.no_bgp && !matches!(self.pool_mode, PoolMode::Vxlan | PoolMode::CrossSubnet) {
+            return Err(LabCtlError::Usage(
+                "--no-bgp routes only VXLAN pools: use --pool-mode vxlan (or cross-subnet)".into(),
+            ));
         }
         if self.pool_mode == PoolMode::CrossSubnet && self.nodes < 2 {
             return Err(LabCtlError::Usage(
@@ -270,6 +278,9 @@ impl Plan {
 
     /// Every peer address `node`'s margay-bgpd should have a session with.
     pub fn expected_peers(&self, node: &NodePlan) -> Vec<IpAddr> {
+        if self.spec.no_bgp {
+            return Vec::new();
+        }
         let mut v: Vec<IpAddr> = self
             .nodes
             .iter()
@@ -388,6 +399,9 @@ impl Plan {
 
     /// How many BGP sessions the lab has (each counted once).
     pub fn session_count(&self) -> usize {
+        if self.spec.no_bgp {
+            return 0;
+        }
         let n = self.nodes.len();
         let among_nodes = match self.spec.mode {
             Mode::Mesh => n * (n - 1) / 2,
@@ -417,6 +431,7 @@ mod tests {
                 nodes,
                 mode,
                 pool_mode,
+                no_bgp: false,
             },
             racks,
         )
@@ -509,6 +524,7 @@ mod tests {
                 nodes,
                 mode: Mode::Mesh,
                 pool_mode,
+                no_bgp: false,
             };
             assert!(spec.validate().is_err(), "{nodes} {pool_mode}");
         }
