@@ -164,6 +164,7 @@ fn main() -> std::process::ExitCode {
     let pins = Pins {
         resync: explicit("resync_interval"),
         workload_mtu: explicit("workload_mtu"),
+        http: explicit("http_port") || explicit("http_addr"),
     };
     match run(args, default_pool, pins) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -179,6 +180,80 @@ fn main() -> std::process::ExitCode {
 struct Pins {
     resync: bool,
     workload_mtu: bool,
+    http: bool,
+}
+
+/// Binds `addr` (a host name or address and a port) and serves `app` there until aborted.
+async fn serve(
+    addr: &margay_felix::settings::HttpAddr,
+    app: axum::Router,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind((addr.host.as_str(), addr.port))
+        .await
+        .with_context(|| format!("listening on {}:{}", addr.host, addr.port))?;
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    }))
+}
+
+/// Keeps the health server (and Calico's separate Prometheus server) where FelixConfiguration
+/// says, from `flags` (the flags' address, `None` when the port is 0) on; a server moves only
+/// once its new address is bound.
+async fn follow_http(
+    mut settings: tokio::sync::watch::Receiver<Option<margay_felix::settings::Settings>>,
+    flags: Option<margay_felix::settings::HttpAddr>,
+    mut health_server: Option<tokio::task::JoinHandle<()>>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+) {
+    use margay_felix::settings::HttpAddr;
+    let mut health_at = flags.clone();
+    let mut prom: Option<(HttpAddr, tokio::task::JoinHandle<()>)> = None;
+    while settings.changed().await.is_ok() {
+        let Some(s) = settings.borrow_and_update().clone() else {
+            continue;
+        };
+        let want = s.health.clone().or_else(|| flags.clone());
+        if want != health_at
+            && let Some(a) = &want
+        {
+            match serve(a, router(health.clone(), metrics.clone())).await {
+                Ok(h) => {
+                    tracing::info!(host = %a.host, port = a.port, "health server moved (FelixConfiguration)");
+                    if let Some(old) = health_server.replace(h) {
+                        old.abort();
+                    }
+                    health_at = want;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "health server stays where it is")
+                }
+            }
+        }
+        if prom.as_ref().map(|(a, _)| a) != s.prometheus.as_ref() {
+            if let Some((_, old)) = prom.take() {
+                old.abort();
+            }
+            if let Some(a) = &s.prometheus {
+                match serve(
+                    a,
+                    margay_felix::health::metrics_router(health.clone(), metrics.clone()),
+                )
+                .await
+                {
+                    Ok(h) => {
+                        tracing::info!(host = %a.host, port = a.port, "Prometheus metrics server started (FelixConfiguration)");
+                        prom = Some((a.clone(), h));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "no Prometheus metrics server")
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn run(
@@ -229,18 +304,22 @@ fn run(
         .build()
         .context("starting the runtime")?;
     rt.block_on(async {
-        if args.http_port != 0 {
-            let addr = std::net::SocketAddr::new(args.http_addr, args.http_port);
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("listening on {addr}"))?;
-            let app = router(health.clone(), metrics.clone());
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!(error = %e, "HTTP server stopped");
-                }
-            });
-        }
+        let flags_http = (args.http_port != 0).then(|| margay_felix::settings::HttpAddr {
+            host: args.http_addr.to_string(),
+            port: args.http_port,
+        });
+        let health_server = match &flags_http {
+            Some(a) => Some(serve(a, router(health.clone(), metrics.clone())).await?),
+            None => None,
+        };
+        let (settings_tx, settings_rx) = tokio::sync::watch::channel(None);
+        tokio::spawn(follow_http(
+            settings_rx,
+            flags_http,
+            health_server,
+            health.clone(),
+            metrics.clone(),
+        ));
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -262,8 +341,10 @@ fn run(
                     route_refresh: pins
                         .resync
                         .then(|| Duration::from_secs(args.resync_interval.max(1))),
+                    health: pins.http,
                 },
                 pod_mtu: (!pins.workload_mtu).then(|| pod_mtu.clone()),
+                settings_out: settings_tx,
             };
             let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
             let service = endpoints::EndpointService::new(

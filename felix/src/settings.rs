@@ -70,7 +70,23 @@ pub struct Settings {
     pub mtu_iface_pattern: String,
     /// `interfacePrefix` (comma separated): the first names new pod veths.
     pub interface_prefixes: Vec<String>,
+    /// `healthHost` / `healthPort`: where /liveness, /readiness and /metrics are served
+    /// (`None`: felix's flags).
+    pub health: Option<HttpAddr>,
+    /// `prometheusMetricsEnabled` with `prometheusMetricsHost` / `prometheusMetricsPort`
+    /// (Calico's 9091): a second server with /metrics only.
+    pub prometheus: Option<HttpAddr>,
 }
+
+/// Where an HTTP server listens: a host name or address and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+/// Calico's `prometheusMetricsPort` default.
+pub const DEFAULT_PROMETHEUS_PORT: u16 = 9091;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -79,6 +95,8 @@ impl Default for Settings {
             route_refresh: DEFAULT_ROUTE_REFRESH,
             mtu_iface_pattern: DEFAULT_MTU_IFACE_PATTERN.to_string(),
             interface_prefixes: vec!["cali".to_string()],
+            health: None,
+            prometheus: None,
         }
     }
 }
@@ -87,6 +105,9 @@ impl Default for Settings {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pinned {
     pub route_refresh: Option<Duration>,
+    /// `--http-port` / `--http-address` given: FelixConfiguration's health server settings
+    /// are not applied.
+    pub health: bool,
 }
 
 /// The first value set: this node's, else the global one.
@@ -134,6 +155,24 @@ pub fn merge(
             Ok(_) => s.mtu_iface_pattern = p,
             Err(e) => problems.push(format!("mtuIfacePattern {p:?}: {e}")),
         }
+    }
+    let health_port = pick(node, global, |c| c.health_port);
+    let health_host = pick(node, global, |c| c.health_host.clone());
+    if !pinned.health && (health_port.is_some() || health_host.is_some()) {
+        s.health = Some(HttpAddr {
+            host: health_host.unwrap_or_else(|| "localhost".into()),
+            port: health_port.unwrap_or(9099),
+        });
+    }
+    if pick(node, global, |c| c.prometheus_metrics_enabled) == Some(true) {
+        s.prometheus = Some(HttpAddr {
+            // Calico's empty host: every address.
+            host: pick(node, global, |c| c.prometheus_metrics_host.clone())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "0.0.0.0".into()),
+            port: pick(node, global, |c| c.prometheus_metrics_port)
+                .unwrap_or(DEFAULT_PROMETHEUS_PORT),
+        });
     }
     if let Some(p) = pick(node, global, |c| c.interface_prefix.clone()) {
         s.interface_prefixes = p.split(',').map(|x| x.trim().to_string()).collect();
@@ -222,11 +261,38 @@ mod tests {
         assert!(problems[0].starts_with("mtuIfacePattern"), "{problems:?}");
         let pinned = Pinned {
             route_refresh: Some(Duration::from_secs(5)),
+            health: true,
         };
         assert_eq!(
             merge(Some(&global), None, &pinned).0.route_refresh,
             Duration::from_secs(5)
         );
+    }
+
+    #[test]
+    fn health_and_prometheus_servers_follow_calicos_fields() {
+        let global = spec(|s| {
+            s.health_port = Some(9199);
+            s.prometheus_metrics_enabled = Some(true);
+        });
+        let (got, _) = merge(Some(&global), None, &Pinned::default());
+        assert_eq!(
+            got.health,
+            Some(HttpAddr {
+                host: "localhost".into(),
+                port: 9199
+            })
+        );
+        assert_eq!(
+            got.prometheus.map(|p| p.port),
+            Some(DEFAULT_PROMETHEUS_PORT)
+        );
+        let pinned = Pinned {
+            health: true,
+            ..Pinned::default()
+        };
+        assert_eq!(merge(Some(&global), None, &pinned).0.health, None);
+        assert_eq!(merge(None, None, &Pinned::default()).0.prometheus, None);
     }
 
     #[test]

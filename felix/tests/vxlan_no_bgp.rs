@@ -369,7 +369,7 @@ fn add_without_mtu(lab: &Lab, c: &Cluster, i: usize, pod: &str) -> (u32, u64) {
 #[test]
 fn felix_configuration_applies_live_with_per_node_precedence() {
     let lab = Lab::new("felix_configuration_applies_live_with_per_node_precedence").unwrap();
-    let mut c = Cluster::new(&lab, &["n1", "n2"]);
+    let mut c = Cluster::new(&lab, &["n1", "n2", "n3"]);
     // Each node's uplink is the only interface the MTU pattern matches.
     let uplink = |i: usize| -> String {
         ip_json(&c.nodes[i].ns, &["-4", "addr", "show"])
@@ -415,6 +415,68 @@ fn felix_configuration_applies_live_with_per_node_precedence() {
             .count(),
         1,
         "{log}"
+    );
+
+    // Calico's Prometheus server, asked for by node.n2 only; healthPort there loses to
+    // felix's --http-port flag (Calico's precedence: the environment wins).
+    c.etcd
+        .apply(
+            "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: node.n2}\n\
+             spec: {prometheusMetricsEnabled: true, prometheusMetricsPort: 9191, healthPort: 9555}\n",
+        )
+        .unwrap();
+    wait_for("n2 serves /metrics on 9191", WAIT, &c.logs(), || {
+        let (code, body) = common::http_get(&c.nodes[1].ns, 9191, "/metrics")?;
+        (code == 200 && body.contains("margay_felix"))
+            .then_some(())
+            .ok_or(format!("{code}"))
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(common::http_get(&c.nodes[0].ns, 9191, "/metrics").is_err());
+    assert_eq!(
+        common::http_get(&c.nodes[1].ns, 9099, "/readiness")
+            .unwrap()
+            .0,
+        200
+    );
+    assert!(common::http_get(&c.nodes[1].ns, 9555, "/readiness").is_err());
+
+    // Without --http-port (felix's default), node.n3's healthPort moves the health server.
+    c.etcd
+        .apply(
+            "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: node.n3}\n\
+             spec: {healthPort: 9556}\n",
+        )
+        .unwrap();
+    let n3 = &c.nodes[2];
+    let sock = lab.dir().join("n3-felix.sock");
+    let _f3 = margay_lab::Process::spawn(
+        &n3.ns,
+        "felix-n3-default-port",
+        common::felix_bin(),
+        [
+            "--node",
+            "n3",
+            "--etcd-endpoints",
+            &c.url(),
+            "--socket",
+            sock.to_str().unwrap(),
+            "--networking-backend",
+            "vxlan",
+            "--ip",
+            &n3.addr.v4.to_string(),
+        ],
+        lab.dir(),
+    )
+    .unwrap();
+    wait_for("n3's health server on 9556", WAIT, &c.logs(), || {
+        let (code, _) = common::http_get(&n3.ns, 9556, "/readiness")?;
+        (code == 200).then_some(()).ok_or(format!("{code}"))
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        common::http_get(&n3.ns, 9099, "/readiness").is_err(),
+        "the old port is closed once the new one is bound"
     );
 
     // node.n1 wins over default for n1 only.

@@ -79,6 +79,8 @@ pub struct Options {
     /// Where the pod MTU detected from the host's interfaces is published (0: none yet), for
     /// CNI requests that name none; `None` when a flag fixed the pod MTU.
     pub pod_mtu: Option<Arc<std::sync::atomic::AtomicU32>>,
+    /// Every new merge of FelixConfiguration is published here (the HTTP servers follow it).
+    pub settings_out: watch::Sender<Option<crate::settings::Settings>>,
 }
 
 /// Detects the pod MTU (see [`crate::settings::pod_mtu`]) from this namespace's interfaces.
@@ -332,6 +334,7 @@ pub async fn run(
         if last_settings.as_ref() != Some(&settings) {
             info!(?settings, "FelixConfiguration applied");
             agent.set_resync_interval(settings.route_refresh);
+            opts.settings_out.send_replace(Some(settings.clone()));
             last_settings = Some(settings.clone());
         }
         problems_ipam.append(&mut problems_cfg);
