@@ -116,6 +116,7 @@ fn main() -> anyhow::Result<()> {
             .collect(),
         vteps: Vec::new(),
         peer_routes: Vec::new(),
+        settings: Default::default(),
     };
 
     let health = Arc::new(Health::new(Duration::from_secs(60)));

@@ -29,6 +29,8 @@ pub enum Input {
     /// Whether felix's remote routes missing from the model stay (until the remote table is
     /// complete) or go.
     HoldStaleRemote(bool),
+    /// A new time between full resyncs (FelixConfiguration `routeRefreshInterval`).
+    ResyncInterval(Duration),
     /// Stop the loop; felix's routes stay in the kernel (a restart re-adopts them).
     Shutdown,
 }
@@ -100,6 +102,11 @@ impl Agent {
     /// those stale routes go at the next flush. Everything else is programmed either way.
     pub fn hold_stale_remote(&self, hold: bool) {
         let _ = self.tx.send(Input::HoldStaleRemote(hold));
+    }
+
+    /// Sets the time between full resyncs from now on.
+    pub fn set_resync_interval(&self, every: Duration) {
+        let _ = self.tx.send(Input::ResyncInterval(every));
     }
 
     /// A generation bumped after every flush or resync that changed the kernel.
@@ -199,6 +206,7 @@ fn run(
         })
         .map_err(NetlinkError::io("starting the monitor thread"))?;
 
+    let mut resync_interval = cfg.resync_interval;
     let mut rec = Reconciler::new(dp, cfg.reconcile, health.clone(), metrics.clone());
     let mut have_model = false;
     let mut next_resync = Instant::now();
@@ -222,6 +230,12 @@ fn run(
                     have_model = true;
                 }
                 Input::HoldStaleRemote(hold) => rec.hold_stale_remote(hold),
+                Input::ResyncInterval(every) if every != resync_interval => {
+                    tracing::info!(?every, "resync interval changed");
+                    next_resync = next_resync.min(Instant::now() + every);
+                    resync_interval = every;
+                }
+                Input::ResyncInterval(_) => {}
                 Input::Netlink(evs) => {
                     for ev in evs {
                         if ev == Event::Overrun {
@@ -241,7 +255,7 @@ fn run(
             continue;
         }
         let result = if need_resync {
-            next_resync = Instant::now() + cfg.resync_interval;
+            next_resync = Instant::now() + resync_interval;
             need_resync = false;
             rec.resync()
         } else {

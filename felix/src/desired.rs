@@ -26,9 +26,9 @@ use crate::model::{EncapMode, Model, parse_mac};
 
 /// The VXLAN device felix owns.
 pub const VXLAN_DEVICE: &str = "vxlan.margay";
-/// Its VNI (Calico's default).
+/// Its default VNI (Calico's; FelixConfiguration `vxlanVNI`).
 pub const VXLAN_VNI: u32 = 4096;
-/// Its UDP port (IANA VXLAN).
+/// Its default UDP port (IANA VXLAN; FelixConfiguration `vxlanPort`).
 pub const VXLAN_PORT: u16 = 4789;
 /// The IP-in-IP device.
 pub const IPIP_DEVICE: &str = "tunl0";
@@ -127,6 +127,9 @@ pub struct DesiredRoute {
 /// The VXLAN device felix wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VxlanDevice {
+    /// FelixConfiguration `vxlanVNI` and `vxlanPort` (a device with others is re-created).
+    pub vni: u32,
+    pub port: u16,
     /// Underlay source address (the node's address).
     pub local: Ipv4Addr,
     /// The tunnel address, as a /32 on the device.
@@ -186,10 +189,16 @@ pub fn compute(model: &Model) -> Desired {
         .pools
         .iter()
         .filter(|p| !p.disabled && p.cidr.addr().is_ipv4());
-    let wants_vxlan = enabled.clone().any(|p| p.vxlan_mode != EncapMode::Never);
-    let wants_ipip = enabled
-        .clone()
-        .any(|p| p.vxlan_mode == EncapMode::Never && p.ipip_mode != EncapMode::Never);
+    let cfg = &model.settings;
+    // FelixConfiguration vxlanEnabled / ipipEnabled override what the pools call for.
+    let wants_vxlan = cfg
+        .vxlan_enabled
+        .unwrap_or_else(|| enabled.clone().any(|p| p.vxlan_mode != EncapMode::Never));
+    let wants_ipip = cfg.ipip_enabled.unwrap_or_else(|| {
+        enabled
+            .clone()
+            .any(|p| p.vxlan_mode == EncapMode::Never && p.ipip_mode != EncapMode::Never)
+    });
     let node_v4 = model.node.address.map(|a| a.addr());
     if (wants_vxlan || wants_ipip) && node_v4.is_none() {
         d.problems.push(format!(
@@ -208,10 +217,12 @@ pub fn compute(model: &Model) -> Desired {
             None => None,
         };
         d.vxlan = Some(VxlanDevice {
+            vni: cfg.vxlan_vni,
+            port: cfg.vxlan_port,
             local,
             tunnel_addr: model.node.vxlan_tunnel_addr,
             mac,
-            mtu: model.node.mtu,
+            mtu: cfg.vxlan_mtu.or(model.node.mtu),
         });
         for v in &model.vteps {
             if v.node_ip == local {
@@ -232,7 +243,7 @@ pub fn compute(model: &Model) -> Desired {
     if wants_ipip && node_v4.is_some() {
         d.ipip = Some(IpipDevice {
             tunnel_addr: model.node.ipip_tunnel_addr,
-            mtu: model.node.mtu,
+            mtu: cfg.ipip_mtu.or(model.node.mtu),
         });
     }
 

@@ -64,6 +64,7 @@ fn model(ipip: EncapMode, vxlan: EncapMode) -> Model {
             },
         ],
         peer_routes: vec![],
+        settings: Default::default(),
     }
 }
 
@@ -432,4 +433,20 @@ fn ipv4_tunnel_pool_on_an_ipv6_only_node_is_a_problem() {
     let d = compute(&m);
     assert_eq!(d.vxlan, None);
     assert!(d.problems.iter().any(|p| p.contains("no IPv4 address")));
+}
+
+#[test]
+fn felix_configuration_sets_the_vxlan_device_and_can_force_a_tunnel_off() {
+    let mut m = model(EncapMode::Never, EncapMode::Always);
+    m.settings.vxlan_vni = 5000;
+    m.settings.vxlan_port = 8472;
+    m.settings.vxlan_mtu = Some(1400);
+    let v = compute(&m).vxlan.expect("VXLAN pool: device wanted");
+    assert_eq!((v.vni, v.port, v.mtu), (5000, 8472, Some(1400)));
+    m.settings.vxlan_enabled = Some(false);
+    assert!(compute(&m).vxlan.is_none());
+    let mut m = model(EncapMode::Never, EncapMode::Never);
+    m.settings.ipip_enabled = Some(true);
+    m.settings.ipip_mtu = Some(1430);
+    assert_eq!(compute(&m).ipip.expect("forced on").mtu, Some(1430));
 }

@@ -264,6 +264,14 @@ pub fn router(health: Arc<Health>, metrics: Arc<Metrics>) -> Router {
         .with_state((health, metrics))
 }
 
+/// /metrics alone: the Prometheus server FelixConfiguration's `prometheusMetricsEnabled` asks
+/// for (Calico serves only metrics there).
+pub fn metrics_router(health: Arc<Health>, metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .with_state((health, metrics))
+}
+
 async fn liveness(State((h, _)): State<Shared>) -> impl IntoResponse {
     if h.is_live() {
         (StatusCode::OK, "live\n".to_string())

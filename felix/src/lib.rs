@@ -14,4 +14,5 @@ pub mod nat;
 pub mod netlink;
 pub mod policy;
 pub mod reconcile;
+pub mod settings;
 pub mod wireguard;

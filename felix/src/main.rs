@@ -99,6 +99,32 @@ struct Args {
     default_pool: margay_felix::cluster::default_pool::DefaultPoolArgs,
     #[command(flatten)]
     log: margay_common::LogArgs,
+    /// Where remote routes come from (calico-node's CALICO_NETWORKING_BACKEND, also read):
+    /// `bird` (margay-bgpd runs beside felix), `vxlan` or `none` (no BGP: felix registers the
+    /// Node and programs every remote block of a VXLAN pool from IPAM and the Nodes' VTEPs).
+    #[arg(long, env = cluster::backend::MARGAY_ENV)]
+    networking_backend: Option<String>,
+    /// Without bgpd: this node's IPv4 address for its Node, as bgpd's --ip: ADDR/LEN, ADDR,
+    /// `autodetect` or `none`.
+    #[arg(long, env = "IP", default_value = "autodetect")]
+    ip: String,
+    /// How `--ip autodetect` chooses (bgpd's methods: first-found, can-reach=DEST, ...).
+    #[arg(long, env = "IP_AUTODETECTION_METHOD", default_value = "first-found")]
+    ip_autodetection_method: String,
+}
+
+/// The backend from the flag / MARGAY_NETWORKING_BACKEND, else CALICO_NETWORKING_BACKEND; and
+/// without bgpd, the address felix registers.
+fn backend_and_address(args: &Args) -> anyhow::Result<(cluster::Backend, Option<ipnet::IpNet>)> {
+    let calico = std::env::var(cluster::backend::CALICO_ENV).ok();
+    let backend = cluster::Backend::choose(args.networking_backend.as_deref(), calico.as_deref())?;
+    if backend.uses_bgpd() || args.state.is_some() {
+        return Ok((backend, None));
+    }
+    let source =
+        margay_bgp::cluster::AddressSource::parse(&args.ip, &args.ip_autodetection_method)?;
+    let ipv4 = margay_bgp::cluster::resolve(&source, false)?;
+    Ok((backend, ipv4))
 }
 
 fn read_model(path: &Path, node: &str) -> anyhow::Result<Model> {
@@ -133,7 +159,18 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    match run(args, default_pool) {
+    let explicit = |id: &str| {
+        matches!(
+            matches.value_source(id),
+            Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+        )
+    };
+    let pins = Pins {
+        resync: explicit("resync_interval"),
+        workload_mtu: explicit("workload_mtu"),
+        http: explicit("http_port") || explicit("http_addr"),
+    };
+    match run(args, default_pool, pins) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -143,15 +180,97 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Which flags were given (command line or environment): they win over FelixConfiguration.
+struct Pins {
+    resync: bool,
+    workload_mtu: bool,
+    http: bool,
+}
+
+/// Binds `addr` (a host name or address and a port) and serves `app` there until aborted.
+async fn serve(
+    addr: &margay_felix::settings::HttpAddr,
+    app: axum::Router,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind((addr.host.as_str(), addr.port))
+        .await
+        .with_context(|| format!("listening on {}:{}", addr.host, addr.port))?;
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    }))
+}
+
+/// Keeps the health server (and Calico's separate Prometheus server) where FelixConfiguration
+/// says, from `flags` (the flags' address, `None` when the port is 0) on; a server moves only
+/// once its new address is bound.
+async fn follow_http(
+    mut settings: tokio::sync::watch::Receiver<Option<margay_felix::settings::Settings>>,
+    flags: Option<margay_felix::settings::HttpAddr>,
+    mut health_server: Option<tokio::task::JoinHandle<()>>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+) {
+    use margay_felix::settings::HttpAddr;
+    let mut health_at = flags.clone();
+    let mut prom: Option<(HttpAddr, tokio::task::JoinHandle<()>)> = None;
+    while settings.changed().await.is_ok() {
+        let Some(s) = settings.borrow_and_update().clone() else {
+            continue;
+        };
+        let want = s.health.clone().or_else(|| flags.clone());
+        if want != health_at
+            && let Some(a) = &want
+        {
+            match serve(a, router(health.clone(), metrics.clone())).await {
+                Ok(h) => {
+                    tracing::info!(host = %a.host, port = a.port, "health server moved (FelixConfiguration)");
+                    if let Some(old) = health_server.replace(h) {
+                        old.abort();
+                    }
+                    health_at = want;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "health server stays where it is")
+                }
+            }
+        }
+        if prom.as_ref().map(|(a, _)| a) != s.prometheus.as_ref() {
+            if let Some((_, old)) = prom.take() {
+                old.abort();
+            }
+            if let Some(a) = &s.prometheus {
+                match serve(
+                    a,
+                    margay_felix::health::metrics_router(health.clone(), metrics.clone()),
+                )
+                .await
+                {
+                    Ok(h) => {
+                        tracing::info!(host = %a.host, port = a.port, "Prometheus metrics server started (FelixConfiguration)");
+                        prom = Some((a.clone(), h));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "no Prometheus metrics server")
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn run(
     args: Args,
     default_pool: Option<margay_datastore::resources::IpPool>,
+    pins: Pins,
 ) -> anyhow::Result<()> {
     let model = match &args.state {
         Some(path) => Some(read_model(path, &args.node)?),
         None => None,
     };
 
+    let (backend, register_ipv4) = backend_and_address(&args)?;
     let health = Arc::new(Health::new(Duration::from_secs(10)));
     let metrics = Arc::new(Metrics::new());
     let agent = Agent::spawn(
@@ -177,6 +296,7 @@ fn run(
             node = args.node,
             etcd = ?args.etcd.endpoints,
             bgpd = ?args.bgpd_socket,
+            backend = %backend,
             api_socket = ?args.socket,
             "margay-felix started (cluster mode)"
         ),
@@ -188,18 +308,22 @@ fn run(
         .build()
         .context("starting the runtime")?;
     rt.block_on(async {
-        if args.http_port != 0 {
-            let addr = std::net::SocketAddr::new(args.http_addr, args.http_port);
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("listening on {addr}"))?;
-            let app = router(health.clone(), metrics.clone());
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!(error = %e, "HTTP server stopped");
-                }
-            });
-        }
+        let flags_http = (args.http_port != 0).then(|| margay_felix::settings::HttpAddr {
+            host: args.http_addr.to_string(),
+            port: args.http_port,
+        });
+        let health_server = match &flags_http {
+            Some(a) => Some(serve(a, router(health.clone(), metrics.clone())).await?),
+            None => None,
+        };
+        let (settings_tx, settings_rx) = tokio::sync::watch::channel(None);
+        tokio::spawn(follow_http(
+            settings_rx,
+            flags_http,
+            health_server,
+            health.clone(),
+            metrics.clone(),
+        ));
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -211,6 +335,7 @@ fn run(
                     (Some(s), Some(r))
                 }
             };
+            let pod_mtu = Arc::new(std::sync::atomic::AtomicU32::new(0));
             let opts = cluster::Options {
                 node: args.node.clone(),
                 etcd: args.etcd.clone(),
@@ -224,6 +349,16 @@ fn run(
                 route_protocol: args.route_protocol,
                 resync: Duration::from_secs(args.resync_interval.max(1)),
                 policy: policy_requests,
+                backend,
+                register_ipv4,
+                pinned: margay_felix::settings::Pinned {
+                    route_refresh: pins
+                        .resync
+                        .then(|| Duration::from_secs(args.resync_interval.max(1))),
+                    health: pins.http,
+                },
+                pod_mtu: (!pins.workload_mtu).then(|| pod_mtu.clone()),
+                settings_out: settings_tx,
             };
             let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
             let service = endpoints::EndpointService::new(
@@ -232,6 +367,7 @@ fn run(
                     etcd: args.etcd.clone(),
                     protocol: args.route_protocol,
                     default_mtu: args.workload_mtu,
+                    auto_mtu: (!pins.workload_mtu).then(|| pod_mtu.clone()),
                 },
                 health.clone(),
                 agent.programmed(),

@@ -144,6 +144,9 @@ pub struct Model {
     /// peer's address, `next_hop` the gateway.
     #[serde(default)]
     pub peer_routes: Vec<RemoteRoute>,
+    /// What FelixConfiguration sets for the dataplane (tunnel VNI, port, MTUs).
+    #[serde(default)]
+    pub settings: crate::settings::DataplaneSettings,
 }
 
 /// A bad input: felix leaves the affected item out and says why.

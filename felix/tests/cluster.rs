@@ -10,7 +10,9 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{calico_pod, felix_bin, http_get, ip_json, show, wire_pod};
+use common::{
+    calico_pod, felix_bin, http_get, in_netns as ds_try, ip_json, show, store_in, wire_pod,
+};
 use ipnet::Ipv4Net;
 use margay_datastore::ipam::{Ipam, handle_for_container};
 use margay_datastore::resources::{
@@ -51,48 +53,14 @@ struct Cluster {
     _sw: LabSwitch,
 }
 
-/// Runs `f` with a datastore client opened from inside `ns` (etcd is only reachable there).
+/// A datastore client inside `ns` (see [`store_in`]).
 fn ds<T, F, Fut>(ns: &Netns, url: &str, f: F) -> T
 where
     T: Send + 'static,
     F: FnOnce(Store) -> Fut + Send + 'static,
     Fut: Future<Output = T>,
 {
-    let path = format!("/var/run/netns/{}", ns.name());
-    let url = url.to_string();
-    std::thread::spawn(move || {
-        margay_felix::netlink::enter_netns(&path).expect("entering the namespace");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let store = Store::connect(&EtcdArgs::plain([url])).await.expect("etcd");
-            f(store).await
-        })
-    })
-    .join()
-    .expect("datastore thread")
-}
-
-/// Runs `f` on a thread inside `ns`.
-fn ds_try<T, F, Fut>(ns: &Netns, f: F) -> T
-where
-    T: Send + 'static,
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = T>,
-{
-    let path = format!("/var/run/netns/{}", ns.name());
-    std::thread::spawn(move || {
-        margay_felix::netlink::enter_netns(&path).expect("entering the namespace");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(f())
-    })
-    .join()
-    .expect("datastore thread")
+    store_in(ns, url, f)
 }
 
 impl Cluster {

@@ -56,6 +56,7 @@ fn remote_routes_the_model_lacks_stay_until_the_table_is_complete() {
         }],
         vteps: vec![],
         peer_routes: vec![],
+        settings: Default::default(),
     };
     let agent = Agent::spawn(
         AgentConfig {

@@ -128,6 +128,7 @@ fn shrink_and_grow(v6: bool) {
         }],
         vteps: vec![],
         peer_routes: vec![],
+        settings: Default::default(),
     };
     let monitor = RouteMonitor::start(node.name(), lab.dir().join("monitor.txt"));
     monitor.wait_listening(node.name());

@@ -221,6 +221,7 @@ fn main() -> anyhow::Result<()> {
         pool_mode: PoolMode::Never,
         tors: 1,
         ip_family: Default::default(),
+        no_bgp: false,
     };
     let mut c = Cluster::build(spec, Duration::from_secs(90))?;
     let dead = dead_peer(c.plan().racks[0].v4);

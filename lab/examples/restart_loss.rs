@@ -20,6 +20,7 @@ fn main() -> anyhow::Result<()> {
         pool_mode: PoolMode::Never,
         tors: 1,
         ip_family: Default::default(),
+        no_bgp: false,
     };
     let settle = Duration::from_secs(60);
     let mut c = Cluster::build(spec, settle)?;

@@ -43,6 +43,9 @@ pub struct FelixArgs {
     pub resync_interval: u64,
     /// `--adopt-route-protocols` (`calico` on a node calico-node wired); none by default.
     pub adopt_route_protocols: Option<String>,
+    /// `--networking-backend` and `--ip` when no bgpd runs (`vxlan`, `none`): felix registers
+    /// the Node with this address and routes remote blocks from IPAM.
+    pub no_bgp: Option<(String, String)>,
 }
 
 impl FelixArgs {
@@ -57,7 +60,14 @@ impl FelixArgs {
             http_port: 9099,
             resync_interval: 5,
             adopt_route_protocols: None,
+            no_bgp: None,
         }
+    }
+
+    /// No bgpd beside this felix: backend `vxlan`, this node's address `ip` (`ADDR/LEN`).
+    pub fn without_bgp(mut self, ip: ipnet::IpNet) -> FelixArgs {
+        self.no_bgp = Some(("vxlan".into(), ip.to_string()));
+        self
     }
 
     /// The arguments after the binary's name.
@@ -78,6 +88,14 @@ impl FelixArgs {
         ];
         if let Some(p) = &self.adopt_route_protocols {
             args.extend(["--adopt-route-protocols".to_string(), p.clone()]);
+        }
+        if let Some((backend, ip)) = &self.no_bgp {
+            args.extend([
+                "--networking-backend".to_string(),
+                backend.clone(),
+                "--ip".to_string(),
+                ip.clone(),
+            ]);
         }
         args
     }

@@ -74,6 +74,7 @@ fn main() -> Result<()> {
         pool_mode: PoolMode::Never,
         tors: 2,
         ip_family: Default::default(),
+        no_bgp: false,
     };
     let c = Cluster::build(spec, Duration::from_secs(180)).context("the --tors 2 lab")?;
     let plan = c.plan().clone();

@@ -9,6 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -296,6 +297,15 @@ fn daemons_probe_their_health_endpoints_on_loopback() {
             ("livenessProbe", "/liveness"),
             ("readinessProbe", "/readiness"),
         ] {
+            if name == "bgpd" {
+                // Through margay-bgpd-entry, which asks 127.0.0.1:PORT/PATH under bird.
+                let cmd = &c[probe]["exec"]["command"];
+                assert_eq!(cmd[0], "/usr/local/bin/margay-bgpd-entry", "{name} {probe}");
+                assert_eq!(cmd[1], "probe", "{name} {probe}");
+                assert_eq!(cmd[2], path, "{name} {probe}");
+                assert_eq!(cmd[3], port.to_string(), "{name} {probe}");
+                continue;
+            }
             let get = &c[probe]["httpGet"];
             assert_eq!(get["host"], "127.0.0.1", "{name} {probe}");
             assert_eq!(get["path"], path, "{name} {probe}");
@@ -775,4 +785,94 @@ fn bgpd_mounts_the_bgp_password_secret_under_its_secrets_dir() {
     assert_eq!(m["mountPath"], format!("{dir}/{name}"));
     assert_eq!(m["readOnly"], true);
     assert_eq!(v["secret"]["optional"], true);
+}
+
+// ---- deploy/bgpd-entry.sh, run for real ----------------------------------------------------
+
+/// Runs bgpd-entry.sh with `args` and the backend variables `vars`, margay-bgpd replaced by a
+/// stand-in that records its arguments; returns (exit code, stand-in's record, stderr).
+fn bgpd_entry(
+    vars: &[(&str, &str)],
+    args: &[&str],
+    wait: Duration,
+) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("ran");
+    let fake = dir.path().join("margay-bgpd");
+    fs::write(
+        &fake,
+        format!("#!/bin/sh\necho \"$@\" > {}\n", record.display()),
+    )
+    .unwrap();
+    fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(deploy().join("bgpd-entry.sh"))
+        .args(args)
+        .env_remove("MARGAY_NETWORKING_BACKEND")
+        .env_remove("CALICO_NETWORKING_BACKEND")
+        .env("MARGAY_BGPD_BIN", &fake)
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("bash");
+    let start = std::time::Instant::now();
+    let code = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code();
+        }
+        if start.elapsed() > wait {
+            // Still running (idling): SIGTERM must end it cleanly.
+            // SAFETY: kill(2) on our own child's PID.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            break child.wait().unwrap().code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let ran = fs::read_to_string(&record).unwrap_or_default();
+    (code, ran, err)
+}
+
+#[test]
+fn bgpd_entry_runs_bgpd_only_under_the_bird_backend() {
+    let long = Duration::from_secs(5);
+    let short = Duration::from_millis(500);
+    // Default and explicit bird: margay-bgpd runs with the container's arguments.
+    let (code, ran, _) = bgpd_entry(&[], &["run", "--http-port=9179"], long);
+    assert_eq!((code, ran.trim()), (Some(0), "--http-port=9179"));
+    // vxlan (margay's variable, or calico-node's): not started; idles until SIGTERM, exit 0.
+    for vars in [
+        [("MARGAY_NETWORKING_BACKEND", "vxlan")],
+        [("CALICO_NETWORKING_BACKEND", "vxlan")],
+    ] {
+        let (code, ran, err) = bgpd_entry(&vars, &["run", "--http-port=9179"], short);
+        assert_eq!(code, Some(0), "{vars:?}: {err}");
+        assert!(ran.is_empty(), "{vars:?}: margay-bgpd ran: {ran}");
+        assert!(err.contains("not started"), "{err}");
+    }
+    // margay's variable wins over calico-node's.
+    let (_, ran, _) = bgpd_entry(
+        &[
+            ("MARGAY_NETWORKING_BACKEND", "bird"),
+            ("CALICO_NETWORKING_BACKEND", "vxlan"),
+        ],
+        &["run", "x"],
+        long,
+    );
+    assert_eq!(ran.trim(), "x");
+    // Probes pass without bgpd under vxlan and none; under bird, nothing listens: they fail.
+    for b in ["vxlan", "none"] {
+        let (code, _, _) = bgpd_entry(
+            &[("MARGAY_NETWORKING_BACKEND", b)],
+            &["probe", "/readiness", "1"],
+            long,
+        );
+        assert_eq!(code, Some(0), "{b}");
+    }
+    let (code, _, _) = bgpd_entry(&[], &["probe", "/readiness", "1"], long);
+    assert_ne!(code, Some(0));
+    let (code, _, err) = bgpd_entry(&[("MARGAY_NETWORKING_BACKEND", "gobgp")], &["run"], long);
+    assert_eq!(code, Some(2), "{err}");
 }

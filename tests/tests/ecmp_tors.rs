@@ -43,6 +43,7 @@ fn dual_homed_nodes_fail_over_in_bfd_time_and_at_the_hold_timer_without() {
         pool_mode: PoolMode::Never,
         tors: 2,
         ip_family: Default::default(),
+        no_bgp: false,
     };
     let c = Cluster::build(spec, SETTLE).expect("a converged --tors 2 lab");
     let plan = c.plan().clone();

@@ -25,6 +25,7 @@ fn lab() -> Cluster {
         pool_mode: PoolMode::Never,
         tors: 1,
         ip_family: Default::default(),
+        no_bgp: false,
     };
     Cluster::build(spec, SETTLE).expect("building a 3-node lab")
 }

@@ -144,7 +144,9 @@ impl Follower {
     }
 }
 
-fn resolve(source: &AddressSource, v6: bool) -> Result<Option<IpNet>, ClusterError> {
+/// This node's address from `source` (`v6`: the IPv6 one): given, autodetected, or none. felix
+/// uses it too when no bgpd runs (the `vxlan` and `none` networking backends).
+pub fn resolve(source: &AddressSource, v6: bool) -> Result<Option<IpNet>, ClusterError> {
     match source {
         AddressSource::None => Ok(None),
         AddressSource::Given(n) if n.addr().is_ipv6() != v6 => {

@@ -109,6 +109,40 @@ pub struct FelixConfigurationSpec {
     pub vxlan_port: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route_refresh_interval: Option<String>,
+    /// A regex of the host interfaces whose smallest MTU is the base of the pod MTU.
+    #[serde(
+        default,
+        rename = "mtuIfacePattern",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mtu_iface_pattern: Option<String>,
+    /// Deprecated by `routeTableRanges` (which wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_table_range: Option<RouteTableRange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_table_ranges: Option<Vec<RouteTableRange>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove_external_routes: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_route_source_address: Option<String>,
+    /// Calico's numorstring.Port: `32768:65535`, or one port as a number or a string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat_port_range: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat_outgoing_address: Option<String>,
+    /// Prefixes of workload interface names, comma separated; the first names new veths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_metrics_enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_metrics_host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_metrics_port: Option<u16>,
     /// Felix options margay does not implement, kept as given.
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_json::Value>,
@@ -135,5 +169,78 @@ impl Spec for FelixConfigurationSpec {
         if let Some(d) = &self.route_refresh_interval {
             super::validate::duration(v, "spec.routeRefreshInterval", d);
         }
+        for (field, mtu) in [
+            ("spec.vxlanMTU", self.vxlan_mtu),
+            ("spec.ipipMTU", self.ipip_mtu),
+        ] {
+            if mtu.is_some_and(|m| m != 0 && !(68..=65535).contains(&m)) {
+                v.problem(field, "must be 0 (auto-detect) or 68 to 65535");
+            }
+        }
+        if self.vxlan_port == Some(0) {
+            v.problem("spec.vxlanPort", "must be 1 to 65535");
+        }
+        for (i, r) in self.route_tables().iter().enumerate() {
+            if r.min == 0 || r.min > r.max || r.max > 0xffff_fff0 {
+                v.problem(
+                    format!("spec.routeTableRanges[{i}]"),
+                    format!("{}-{} is not a range of table indices", r.min, r.max),
+                );
+            }
+        }
+        if let Some(a) = &self.device_route_source_address
+            && v.ip("spec.deviceRouteSourceAddress", a)
+                .is_some_and(|a| !a.is_ipv4())
+        {
+            v.problem("spec.deviceRouteSourceAddress", "must be an IPv4 address");
+        }
+        if let Some(a) = &self.nat_outgoing_address {
+            v.ip("spec.natOutgoingAddress", a);
+        }
+        if let Some(Err(e)) = self.nat_ports() {
+            v.problem("spec.natPortRange", e);
+        }
+        if let Some(p) = &self.interface_prefix
+            && (p.is_empty() || p.split(',').any(|x| x.is_empty() || x.len() > 12))
+        {
+            v.problem(
+                "spec.interfacePrefix",
+                "must be names of 1 to 12 characters, comma separated",
+            );
+        }
+    }
+}
+
+/// One range of routing table indices (`{min: 1, max: 250}`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteTableRange {
+    pub min: u32,
+    pub max: u32,
+}
+
+impl FelixConfigurationSpec {
+    /// The table ranges set: `routeTableRanges`, else `routeTableRange`, else none.
+    pub fn route_tables(&self) -> Vec<RouteTableRange> {
+        match (&self.route_table_ranges, self.route_table_range) {
+            (Some(rs), _) => rs.clone(),
+            (None, Some(r)) => vec![r],
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// `natPortRange` as (first, last), if set.
+    pub fn nat_ports(&self) -> Option<Result<(u16, u16), String>> {
+        let v = self.nat_port_range.as_ref()?;
+        let text = match v {
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::String(s) => s.clone(),
+            other => return Some(Err(format!("{other} is not a port or a range"))),
+        };
+        let port = |s: &str| s.trim().parse::<u16>().ok().filter(|p| *p > 0);
+        let r = match text.split_once(':') {
+            Some((a, b)) => port(a).zip(port(b)).filter(|(a, b)| a <= b),
+            None => port(&text).map(|p| (p, p)),
+        };
+        Some(r.ok_or_else(|| format!("{text:?} is not a port or a range FIRST:LAST of ports")))
     }
 }

@@ -1,5 +1,6 @@
 //! The field registry: every spec field of Calico 3.32's BGPConfiguration, BGPPeer, BGPFilter,
-//! IPPool and Node (plus margay's own `password.value`), each marked acted on by margay or
+//! IPPool and Node (plus margay's own `password.value`), and every top-level field of its
+//! FelixConfiguration (what felix applies is in margay-felix's `settings`), each marked acted on by margay or
 //! accepted-but-not-acted with the reason. `margayctl apply` warns about, and the daemons log
 //! once, each not-acted field set in a resource: no field is ever silently ignored.
 //!
@@ -39,6 +40,7 @@ const PEER: &str = "BGPPeer";
 const FILTER: &str = "BGPFilter";
 const POOL: &str = "IPPool";
 const NODE: &str = "Node";
+const FELIX: &str = "FelixConfiguration";
 
 const NO_OPTIONAL: FieldStatus = NotActed(
     "margay reads the mounted Secret key and reports a missing one; 'optional' is not consulted",
@@ -58,6 +60,8 @@ const WIREGUARD: FieldStatus = NotActed(
     "WireGuard runs without an interface address: host-network traffic to pods is not encrypted",
 );
 
+const WG_V6: FieldStatus = NotActed("IPv6 WireGuard is not built yet");
+
 const NP: &str = "NetworkPolicy";
 const GNP: &str = "GlobalNetworkPolicy";
 const HOST_ENDPOINTS: FieldStatus =
@@ -68,6 +72,30 @@ const SERVICES: FieldStatus =
     NotActed("rules naming Kubernetes Services need Service objects; margay has none");
 const HINTS: FieldStatus =
     NotActed("a hint to Calico's policy engine; margay computes every policy anyway");
+
+const FC_NOT_YET: FieldStatus =
+    NotActed("accepted and validated; margay's felix does not apply it yet");
+const FC_BPF: FieldStatus =
+    NotActed("there is no BPF dataplane: felix programs netlink routes and one nftables table");
+const FC_IPTABLES: FieldStatus =
+    NotActed("felix writes nftables itself; iptables, ipset and XDP options do not apply");
+const FC_NFT: FieldStatus = NotActed(
+    "felix's nftables table is its own and fixed (natOutgoing and policy); its modes and marks are not configurable",
+);
+const FC_FLOWLOGS: FieldStatus = NotActed("flow logs are not implemented");
+const FC_DEBUG: FieldStatus = NotActed("Calico felix's debugging hooks are not implemented");
+const FC_LOG: FieldStatus = NotActed("felix logs to stderr at its --log-level (MARGAY_LOG_LEVEL)");
+const FC_OPENSTACK: FieldStatus =
+    NotActed("OpenStack, status reporting and external policy integrations are not implemented");
+const FC_USAGE: FieldStatus = NotActed("margay sends no usage reports");
+const FC_GO: FieldStatus = NotActed("Go runtime settings and metrics: felix is not a Go program");
+const FC_PLATFORM: FieldStatus = NotActed("Windows and AWS integrations are not implemented");
+const FC_V6: FieldStatus = NotActed(
+    "the IPv6 VXLAN device and IPv6 device routes come with dual-stack (issue 14 section 1)",
+);
+const FC_HOSTPOL: FieldStatus = NotActed(
+    "host endpoints, failsafe ports and workload traffic rules of Calico's policy chains are not implemented",
+);
 
 /// Every field, kind by kind, with its status.
 pub const FIELDS: &[FieldInfo] = &[
@@ -257,6 +285,249 @@ pub const FIELDS: &[FieldInfo] = &[
         GNP,
         "spec.egress[].destination.services.namespace",
         SERVICES,
+    ),
+    // FelixConfiguration (every field of Calico's FelixConfigurationSpec)
+    f(
+        FELIX,
+        "spec.useInternalDataplaneDriver",
+        NotActed("felix has one dataplane, its own; no external driver"),
+    ),
+    f(
+        FELIX,
+        "spec.dataplaneDriver",
+        NotActed("felix has one dataplane, its own; no external driver"),
+    ),
+    f(
+        FELIX,
+        "spec.dataplaneWatchdogTimeout",
+        NotActed("felix's liveness has its own fixed timeout"),
+    ),
+    f(
+        FELIX,
+        "spec.ipv6Support",
+        NotActed("IPv6 support follows the pools (dual-stack, issue 14 section 1)"),
+    ),
+    f(FELIX, "spec.routeRefreshInterval", Acted),
+    f(
+        FELIX,
+        "spec.interfaceRefreshInterval",
+        NotActed("felix follows interfaces by netlink notifications and its resync"),
+    ),
+    f(FELIX, "spec.iptablesRefreshInterval", FC_IPTABLES),
+    f(FELIX, "spec.iptablesPostWriteCheckInterval", FC_IPTABLES),
+    f(FELIX, "spec.iptablesLockFilePath", FC_IPTABLES),
+    f(FELIX, "spec.iptablesLockTimeout", FC_IPTABLES),
+    f(FELIX, "spec.iptablesLockProbeInterval", FC_IPTABLES),
+    f(FELIX, "spec.featureDetectOverride", FC_IPTABLES),
+    f(
+        FELIX,
+        "spec.featureGates",
+        NotActed("Calico tech-preview feature gates do not apply"),
+    ),
+    f(FELIX, "spec.ipsetsRefreshInterval", FC_IPTABLES),
+    f(FELIX, "spec.maxIpsetSize", FC_IPTABLES),
+    f(FELIX, "spec.iptablesBackend", FC_IPTABLES),
+    f(FELIX, "spec.xdpRefreshInterval", FC_IPTABLES),
+    f(
+        FELIX,
+        "spec.netlinkTimeout",
+        NotActed("felix's netlink requests have a fixed timeout"),
+    ),
+    f(FELIX, "spec.metadataAddr", FC_OPENSTACK),
+    f(FELIX, "spec.metadataPort", FC_OPENSTACK),
+    f(FELIX, "spec.openstackRegion", FC_OPENSTACK),
+    f(FELIX, "spec.interfacePrefix", FC_NOT_YET),
+    f(FELIX, "spec.interfaceExclude", FC_HOSTPOL),
+    f(FELIX, "spec.chainInsertMode", FC_IPTABLES),
+    f(FELIX, "spec.defaultEndpointToHostAction", FC_HOSTPOL),
+    f(FELIX, "spec.iptablesFilterAllowAction", FC_IPTABLES),
+    f(FELIX, "spec.iptablesMangleAllowAction", FC_IPTABLES),
+    f(FELIX, "spec.iptablesFilterDenyAction", FC_IPTABLES),
+    f(FELIX, "spec.logPrefix", FC_LOG),
+    f(FELIX, "spec.logFilePath", FC_LOG),
+    f(FELIX, "spec.logSeverityFile", FC_LOG),
+    f(FELIX, "spec.logSeverityScreen", FC_LOG),
+    f(FELIX, "spec.logSeveritySys", FC_LOG),
+    f(FELIX, "spec.logDebugFilenameRegex", FC_LOG),
+    f(FELIX, "spec.ipipEnabled", Acted),
+    f(FELIX, "spec.ipipMTU", Acted),
+    f(FELIX, "spec.vxlanEnabled", Acted),
+    f(FELIX, "spec.vxlanMTU", Acted),
+    f(FELIX, "spec.vxlanMTUV6", FC_V6),
+    f(FELIX, "spec.vxlanPort", Acted),
+    f(FELIX, "spec.vxlanVNI", Acted),
+    f(FELIX, "spec.allowVXLANPacketsFromWorkloads", FC_HOSTPOL),
+    f(FELIX, "spec.allowIPIPPacketsFromWorkloads", FC_HOSTPOL),
+    f(FELIX, "spec.reportingInterval", FC_OPENSTACK),
+    f(FELIX, "spec.reportingTTL", FC_OPENSTACK),
+    f(FELIX, "spec.endpointReportingEnabled", FC_OPENSTACK),
+    f(FELIX, "spec.endpointReportingDelay", FC_OPENSTACK),
+    f(FELIX, "spec.endpointStatusPathPrefix", FC_OPENSTACK),
+    f(FELIX, "spec.iptablesMarkMask", FC_IPTABLES),
+    f(FELIX, "spec.disableConntrackInvalidCheck", FC_HOSTPOL),
+    f(
+        FELIX,
+        "spec.healthEnabled",
+        NotActed("the health server runs unless --http-port 0"),
+    ),
+    f(FELIX, "spec.healthHost", Acted),
+    f(FELIX, "spec.healthPort", Acted),
+    f(
+        FELIX,
+        "spec.healthTimeoutOverrides",
+        NotActed("felix's liveness has its own fixed timeout"),
+    ),
+    f(FELIX, "spec.prometheusMetricsEnabled", Acted),
+    f(FELIX, "spec.prometheusMetricsHost", Acted),
+    f(FELIX, "spec.prometheusMetricsPort", Acted),
+    f(FELIX, "spec.prometheusGoMetricsEnabled", FC_GO),
+    f(FELIX, "spec.prometheusProcessMetricsEnabled", FC_GO),
+    f(FELIX, "spec.prometheusWireGuardMetricsEnabled", WIREGUARD),
+    f(FELIX, "spec.failsafeInboundHostPorts", FC_HOSTPOL),
+    f(FELIX, "spec.failsafeOutboundHostPorts", FC_HOSTPOL),
+    f(FELIX, "spec.kubeNodePortRanges", FC_HOSTPOL),
+    f(FELIX, "spec.policySyncPathPrefix", FC_OPENSTACK),
+    f(FELIX, "spec.usageReportingEnabled", FC_USAGE),
+    f(FELIX, "spec.usageReportingInitialDelay", FC_USAGE),
+    f(FELIX, "spec.usageReportingInterval", FC_USAGE),
+    f(FELIX, "spec.natPortRange", FC_NOT_YET),
+    f(FELIX, "spec.natOutgoingAddress", FC_NOT_YET),
+    f(
+        FELIX,
+        "spec.natOutgoingExclusions",
+        NotActed("natOutgoing excludes every pool (IPPoolsOnly)"),
+    ),
+    f(FELIX, "spec.deviceRouteSourceAddress", FC_NOT_YET),
+    f(FELIX, "spec.deviceRouteSourceAddressIPv6", FC_V6),
+    f(
+        FELIX,
+        "spec.deviceRouteProtocol",
+        NotActed("felix's route protocol is its --route-protocol flag"),
+    ),
+    f(FELIX, "spec.removeExternalRoutes", FC_NOT_YET),
+    f(
+        FELIX,
+        "spec.programClusterRoutes",
+        NotActed(
+            "the split is fixed: bgpd learns the routes (or IPAM without BGP), felix programs them",
+        ),
+    ),
+    f(
+        FELIX,
+        "spec.ipForwarding",
+        NotActed("felix always enables IPv4 forwarding"),
+    ),
+    f(FELIX, "spec.externalNodesList", FC_HOSTPOL),
+    f(FELIX, "spec.debugMemoryProfilePath", FC_DEBUG),
+    f(FELIX, "spec.debugDisableLogDropping", FC_DEBUG),
+    f(FELIX, "spec.debugSimulateCalcGraphHangAfter", FC_DEBUG),
+    f(FELIX, "spec.debugSimulateDataplaneHangAfter", FC_DEBUG),
+    f(FELIX, "spec.debugSimulateDataplaneApplyDelay", FC_DEBUG),
+    f(FELIX, "spec.debugHost", FC_DEBUG),
+    f(FELIX, "spec.debugPort", FC_DEBUG),
+    f(
+        FELIX,
+        "spec.iptablesNATOutgoingInterfaceFilter",
+        FC_IPTABLES,
+    ),
+    f(FELIX, "spec.sidecarAccelerationEnabled", FC_OPENSTACK),
+    f(FELIX, "spec.xdpEnabled", FC_IPTABLES),
+    f(FELIX, "spec.genericXDPEnabled", FC_IPTABLES),
+    f(FELIX, "spec.nftablesMode", FC_NFT),
+    f(FELIX, "spec.nftablesRefreshInterval", FC_NFT),
+    f(FELIX, "spec.nftablesFilterAllowAction", FC_NFT),
+    f(FELIX, "spec.nftablesMangleAllowAction", FC_NFT),
+    f(FELIX, "spec.nftablesFilterDenyAction", FC_NFT),
+    f(FELIX, "spec.nftablesMarkMask", FC_NFT),
+    f(FELIX, "spec.bpfEnabled", FC_BPF),
+    f(FELIX, "spec.bpfDisableUnprivileged", FC_BPF),
+    f(FELIX, "spec.bpfLogLevel", FC_BPF),
+    f(FELIX, "spec.bpfConntrackLogLevel", FC_BPF),
+    f(FELIX, "spec.bpfConntrackMode", FC_BPF),
+    f(FELIX, "spec.bpfConntrackTimeouts", FC_BPF),
+    f(FELIX, "spec.bpfLogFilters", FC_BPF),
+    f(FELIX, "spec.bpfCTLBLogFilter", FC_BPF),
+    f(FELIX, "spec.bpfDataIfacePattern", FC_BPF),
+    f(FELIX, "spec.bpfL3IfacePattern", FC_BPF),
+    f(FELIX, "spec.bpfConnectTimeLoadBalancingEnabled", FC_BPF),
+    f(FELIX, "spec.bpfConnectTimeLoadBalancing", FC_BPF),
+    f(FELIX, "spec.bpfHostNetworkedNATWithoutCTLB", FC_BPF),
+    f(FELIX, "spec.bpfExternalServiceMode", FC_BPF),
+    f(FELIX, "spec.bpfDSROptoutCIDRs", FC_BPF),
+    f(FELIX, "spec.bpfExtToServiceConnmark", FC_BPF),
+    f(FELIX, "spec.bpfKubeProxyIptablesCleanupEnabled", FC_BPF),
+    f(FELIX, "spec.bpfKubeProxyMinSyncPeriod", FC_BPF),
+    f(FELIX, "spec.bpfKubeProxyEndpointSlicesEnabled", FC_BPF),
+    f(FELIX, "spec.bpfPSNATPorts", FC_BPF),
+    f(FELIX, "spec.bpfMapSizeNATFrontend", FC_BPF),
+    f(FELIX, "spec.bpfMapSizeNATBackend", FC_BPF),
+    f(FELIX, "spec.bpfMapSizeNATAffinity", FC_BPF),
+    f(FELIX, "spec.bpfMapSizeRoute", FC_BPF),
+    f(FELIX, "spec.bpfMapSizeConntrack", FC_BPF),
+    f(FELIX, "spec.bpfMapSizePerCpuConntrack", FC_BPF),
+    f(FELIX, "spec.bpfMapSizeConntrackScaling", FC_BPF),
+    f(FELIX, "spec.bpfMapSizeConntrackCleanupQueue", FC_BPF),
+    f(FELIX, "spec.bpfMapSizeIPSets", FC_BPF),
+    f(FELIX, "spec.bpfMapSizeIfState", FC_BPF),
+    f(FELIX, "spec.bpfHostConntrackBypass", FC_BPF),
+    f(FELIX, "spec.bpfEnforceRPF", FC_BPF),
+    f(FELIX, "spec.bpfPolicyDebugEnabled", FC_BPF),
+    f(FELIX, "spec.bpfForceTrackPacketsFromIfaces", FC_BPF),
+    f(FELIX, "spec.bpfDisableGROForIfaces", FC_BPF),
+    f(FELIX, "spec.bpfExcludeCIDRsFromNAT", FC_BPF),
+    f(FELIX, "spec.bpfExportBufferSizeMB", FC_BPF),
+    f(FELIX, "spec.flowLogsPolicyEvaluationMode", FC_FLOWLOGS),
+    f(FELIX, "spec.bpfRedirectToPeer", FC_BPF),
+    f(FELIX, "spec.flowLogsFlushInterval", FC_FLOWLOGS),
+    f(FELIX, "spec.flowLogsCollectorDebugTrace", FC_FLOWLOGS),
+    f(FELIX, "spec.flowLogsGoldmaneServer", FC_FLOWLOGS),
+    f(FELIX, "spec.flowLogsLocalReporter", FC_FLOWLOGS),
+    f(FELIX, "spec.bpfProfiling", FC_BPF),
+    f(
+        FELIX,
+        "spec.routeSource",
+        NotActed("routes come from IPAM and the WorkloadEndpoints (CalicoIPAM)"),
+    ),
+    f(FELIX, "spec.routeTableRanges", FC_NOT_YET),
+    f(FELIX, "spec.routeTableRange", FC_NOT_YET),
+    f(
+        FELIX,
+        "spec.routeSyncDisabled",
+        NotActed("felix always programs routes"),
+    ),
+    f(FELIX, "spec.wireguardEnabled", Acted),
+    f(FELIX, "spec.wireguardEnabledV6", WG_V6),
+    f(
+        FELIX,
+        "spec.wireguardThreadingEnabled",
+        NotActed("the kernel's default WireGuard threading is kept"),
+    ),
+    f(FELIX, "spec.wireguardListeningPort", Acted),
+    f(FELIX, "spec.wireguardListeningPortV6", WG_V6),
+    f(FELIX, "spec.wireguardRoutingRulePriority", Acted),
+    f(FELIX, "spec.wireguardInterfaceName", Acted),
+    f(FELIX, "spec.wireguardInterfaceNameV6", WG_V6),
+    f(FELIX, "spec.wireguardMTU", Acted),
+    f(FELIX, "spec.wireguardMTUV6", WG_V6),
+    f(
+        FELIX,
+        "spec.wireguardHostEncryptionEnabled",
+        NotActed("host-network traffic is not encrypted (Calico marks this experimental)"),
+    ),
+    f(FELIX, "spec.wireguardKeepAlive", Acted),
+    f(FELIX, "spec.awsSrcDstCheck", FC_PLATFORM),
+    f(FELIX, "spec.serviceLoopPrevention", FC_HOSTPOL),
+    f(FELIX, "spec.workloadSourceSpoofing", FC_HOSTPOL),
+    f(FELIX, "spec.mtuIfacePattern", Acted),
+    f(FELIX, "spec.floatingIPs", FC_OPENSTACK),
+    f(FELIX, "spec.windowsManageFirewallRules", FC_PLATFORM),
+    f(FELIX, "spec.goGCThreshold", FC_GO),
+    f(FELIX, "spec.goMemoryLimitMB", FC_GO),
+    f(FELIX, "spec.goMaxProcs", FC_GO),
+    f(
+        FELIX,
+        "spec.requireMTUFile",
+        NotActed("felix detects the MTU itself; there is no MTU file"),
     ),
 ];
 

@@ -37,7 +37,7 @@ pub use bgpfilter::{
     PrefixLength,
 };
 pub use communities::{Community, CommunityError, CommunityValue, PrefixAdvertisement};
-pub use felix::{EndpointPort, FelixConfigurationSpec, WorkloadEndpointSpec};
+pub use felix::{EndpointPort, FelixConfigurationSpec, RouteTableRange, WorkloadEndpointSpec};
 pub use fields::{
     FIELDS, FieldInfo, FieldStatus, UnactedField, leaf_paths, log_not_acted_once, not_acted,
 };

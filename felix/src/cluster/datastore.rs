@@ -11,15 +11,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use margay_datastore::ipam::{Affinity, records::node_affinities};
+use margay_datastore::ipam::Affinity;
+use margay_datastore::ipam::records::{AFFINITIES, node_affinities};
 use margay_datastore::resources::{
-    BgpPeerSpec, IpPoolSpec, NodeSpec, Resource, Spec, WorkloadEndpointSpec,
+    BgpPeerSpec, FelixConfigurationSpec, IpPoolSpec, NodeSpec, Resource, Spec, WorkloadEndpointSpec,
 };
 use margay_datastore::{Store, StoreError, Versioned, WatchEvent};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use super::state::ClusterState;
+use super::state::{ClusterState, RemoteEndpoint};
 
 /// Changes arriving within this window are published together.
 const SETTLE: Duration = Duration::from_millis(20);
@@ -31,6 +32,7 @@ struct Revisions {
     endpoints: i64,
     affinities: i64,
     peers: i64,
+    felix: i64,
 }
 
 fn ep_key(r: &Resource<WorkloadEndpointSpec>) -> String {
@@ -40,9 +42,9 @@ fn ep_key(r: &Resource<WorkloadEndpointSpec>) -> String {
     }
 }
 
-fn affinity_of(v: &Versioned<Vec<u8>>) -> Option<IpNet> {
+fn affinity_of(v: &Versioned<Vec<u8>>) -> Option<Affinity> {
     match serde_json::from_slice::<Affinity>(&v.value) {
-        Ok(a) => Some(a.cidr),
+        Ok(a) => Some(a),
         Err(e) => {
             warn!(key = %v.key, error = %e, "skipping an affinity record that does not decode");
             None
@@ -50,14 +52,57 @@ fn affinity_of(v: &Versioned<Vec<u8>>) -> Option<IpNet> {
     }
 }
 
+/// What felix follows of IPAM and of other nodes' pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// This node's block affinities and pods (bgpd brings the remote routes).
+    Local,
+    /// Also every node's block affinities and every pod's addresses: the remote routes come
+    /// from IPAM (no bgpd).
+    Cluster,
+}
+
+impl Scope {
+    fn affinity_prefix(self, node: &str) -> String {
+        match self {
+            Scope::Local => node_affinities(node),
+            Scope::Cluster => AFFINITIES.to_string(),
+        }
+    }
+}
+
+fn remote_endpoint(spec: &WorkloadEndpointSpec) -> RemoteEndpoint {
+    RemoteEndpoint {
+        node: spec.node.clone(),
+        ips: spec
+            .ip_networks
+            .iter()
+            .filter_map(|s| {
+                s.parse::<IpNet>()
+                    .map(|n| n.addr())
+                    .ok()
+                    .or_else(|| s.parse().ok())
+            })
+            .collect(),
+    }
+}
+
 /// Lists everything felix follows.
-async fn load(store: &Store, node: &str) -> Result<(ClusterState, Revisions), StoreError> {
+async fn load(
+    store: &Store,
+    node: &str,
+    scope: Scope,
+) -> Result<(ClusterState, Revisions), StoreError> {
     let (nodes, n) = store.list::<NodeSpec>().await?;
     let (pools, p) = store.list::<IpPoolSpec>().await?;
     let (eps, e) = store.list::<WorkloadEndpointSpec>().await?;
-    let (affs, a) = store.list_raw(&node_affinities(node)).await?;
+    let (affs, a) = store.list_raw(&scope.affinity_prefix(node)).await?;
     let (peers, b) = store.list::<BgpPeerSpec>().await?;
+    let (felix, f) = store.list::<FelixConfigurationSpec>().await?;
     let mut s = ClusterState::new(node);
+    for r in felix {
+        apply_felix(&mut s, WatchEvent::Put(r));
+    }
     if let Some(me) = nodes.iter().find(|r| r.metadata.name == node) {
         s.labels = me.metadata.labels.clone();
     }
@@ -76,15 +121,19 @@ async fn load(store: &Store, node: &str) -> Result<(ClusterState, Revisions), St
         })
         .map(|r| (r.metadata.name, r.spec))
         .collect();
+    if scope == Scope::Cluster {
+        s.remote_endpoints = eps
+            .iter()
+            .filter(|r| r.spec.node != node)
+            .map(|r| (ep_key(r), remote_endpoint(&r.spec)))
+            .collect();
+    }
     s.endpoints = eps
         .into_iter()
         .filter(|r| r.spec.node == node)
         .map(|r| (ep_key(&r), r.spec))
         .collect();
-    s.affinities = affs
-        .iter()
-        .filter_map(|v| Some((v.key.clone(), affinity_of(v)?)))
-        .collect();
+    set_affinities(&mut s, scope, &affs);
     Ok((
         s,
         Revisions {
@@ -93,6 +142,7 @@ async fn load(store: &Store, node: &str) -> Result<(ClusterState, Revisions), St
             endpoints: e,
             affinities: a,
             peers: b,
+            felix: f,
         },
     ))
 }
@@ -113,6 +163,26 @@ fn apply_nodes(state: &mut ClusterState, ev: WatchEvent<Resource<NodeSpec>>) {
         _ => {}
     }
     apply_named(&mut state.nodes, ev);
+}
+
+/// Applies one FelixConfiguration event: only `default` and this node's `node.<name>` are
+/// kept (each one's fields felix does not apply are logged once).
+fn apply_felix(state: &mut ClusterState, ev: WatchEvent<Resource<FelixConfigurationSpec>>) {
+    let mine = |name: &str| {
+        name == crate::settings::GLOBAL || name == crate::settings::node_config_name(&state.node)
+    };
+    let ev = match ev {
+        WatchEvent::Put(r) if !mine(&r.metadata.name) => return,
+        WatchEvent::Resync { items, revision } => WatchEvent::Resync {
+            items: items
+                .into_iter()
+                .filter(|r| mine(&r.metadata.name))
+                .collect(),
+            revision,
+        },
+        ev => ev,
+    };
+    apply_named(&mut state.felix_configs, ev);
 }
 
 /// Applies one event of a named kind; a field felix does not act on is logged once.
@@ -137,10 +207,14 @@ fn apply_named<S: Spec>(map: &mut BTreeMap<String, S>, ev: WatchEvent<Resource<S
 /// Applies one endpoint event; returns whether this node's endpoints changed by a single
 /// Put or Delete (published without settling; a resync settles like any other burst).
 fn apply_endpoints(
-    map: &mut BTreeMap<String, WorkloadEndpointSpec>,
-    node: &str,
+    state: &mut ClusterState,
+    scope: Scope,
     ev: WatchEvent<Resource<WorkloadEndpointSpec>>,
 ) -> bool {
+    if scope == Scope::Cluster {
+        apply_remote_endpoints(&mut state.remote_endpoints, &state.node, &ev);
+    }
+    let (map, node) = (&mut state.endpoints, state.node.as_str());
     match ev {
         WatchEvent::Put(r) => {
             let key = ep_key(&r);
@@ -164,34 +238,77 @@ fn apply_endpoints(
     }
 }
 
-fn apply_affinities(map: &mut BTreeMap<String, IpNet>, ev: WatchEvent<Versioned<Vec<u8>>>) {
+/// Keeps other nodes' pods' addresses (the cluster scope).
+fn apply_remote_endpoints(
+    map: &mut BTreeMap<String, RemoteEndpoint>,
+    node: &str,
+    ev: &WatchEvent<Resource<WorkloadEndpointSpec>>,
+) {
     match ev {
-        WatchEvent::Put(v) => match affinity_of(&v) {
-            Some(c) => {
-                map.insert(v.key, c);
-            }
-            None => {
-                map.remove(&v.key);
-            }
-        },
-        WatchEvent::Delete { key, .. } => {
-            map.remove(&key);
+        WatchEvent::Put(r) if r.spec.node != node => {
+            map.insert(ep_key(r), remote_endpoint(&r.spec));
+        }
+        WatchEvent::Put(r) => {
+            map.remove(&ep_key(r));
+        }
+        WatchEvent::Delete { name, .. } => {
+            map.remove(name);
         }
         WatchEvent::Resync { items, .. } => {
             *map = items
                 .iter()
-                .filter_map(|v| Some((v.key.clone(), affinity_of(v)?)))
-                .collect()
+                .filter(|r| r.spec.node != node)
+                .map(|r| (ep_key(r), remote_endpoint(&r.spec)))
+                .collect();
         }
+    }
+}
+
+/// Replaces the affinities with `items`: this node's, and in the cluster scope every node's.
+fn set_affinities(state: &mut ClusterState, scope: Scope, items: &[Versioned<Vec<u8>>]) {
+    state.affinities.clear();
+    state.block_affinities.clear();
+    for v in items {
+        put_affinity(state, scope, v);
+    }
+}
+
+fn put_affinity(state: &mut ClusterState, scope: Scope, v: &Versioned<Vec<u8>>) {
+    let Some(a) = affinity_of(v) else {
+        state.affinities.remove(&v.key);
+        state.block_affinities.remove(&v.key);
+        return;
+    };
+    if a.node == state.node {
+        state.affinities.insert(v.key.clone(), a.cidr);
+    }
+    if scope == Scope::Cluster {
+        state.block_affinities.insert(v.key.clone(), a);
+    }
+}
+
+fn apply_affinities(state: &mut ClusterState, scope: Scope, ev: WatchEvent<Versioned<Vec<u8>>>) {
+    match ev {
+        WatchEvent::Put(v) => put_affinity(state, scope, &v),
+        WatchEvent::Delete { key, .. } => {
+            state.affinities.remove(&key);
+            state.block_affinities.remove(&key);
+        }
+        WatchEvent::Resync { items, .. } => set_affinities(state, scope, &items),
     }
 }
 
 /// Lists (retrying until etcd answers), publishes the first full state, then follows every
 /// change until the receiver side is gone.
-pub async fn follow(store: Store, node: String, tx: watch::Sender<Option<ClusterState>>) {
+pub async fn follow(
+    store: Store,
+    node: String,
+    scope: Scope,
+    tx: watch::Sender<Option<ClusterState>>,
+) {
     let mut backoff = Duration::from_millis(100);
     let (mut state, revs) = loop {
-        match load(&store, &node).await {
+        match load(&store, &node, scope).await {
             Ok(v) => break v,
             Err(e) => {
                 warn!(error = %e, "datastore: cannot list the model yet; retrying");
@@ -213,8 +330,9 @@ pub async fn follow(store: Store, node: String, tx: watch::Sender<Option<Cluster
     let mut nodes = store.watch::<NodeSpec>(revs.nodes + 1);
     let mut pools = store.watch::<IpPoolSpec>(revs.pools + 1);
     let mut eps = store.watch::<WorkloadEndpointSpec>(revs.endpoints + 1);
-    let mut affs = store.watch_raw(&node_affinities(&node), revs.affinities + 1);
+    let mut affs = store.watch_raw(&scope.affinity_prefix(&node), revs.affinities + 1);
     let mut peers = store.watch::<BgpPeerSpec>(revs.peers + 1);
+    let mut felix = store.watch::<FelixConfigurationSpec>(revs.felix + 1);
     loop {
         let mut changed = false;
         let settle = tokio::time::sleep(Duration::from_secs(3600));
@@ -223,9 +341,10 @@ pub async fn follow(store: Store, node: String, tx: watch::Sender<Option<Cluster
             let local = tokio::select! {
                 ev = nodes.next() => { apply_nodes(&mut state, ev); false }
                 ev = peers.next() => { apply_named(&mut state.peers, ev); false }
+                ev = felix.next() => { apply_felix(&mut state, ev); false }
                 ev = pools.next() => { apply_named(&mut state.pools, ev); false }
-                ev = eps.next() => apply_endpoints(&mut state.endpoints, &node, ev),
-                ev = affs.next() => { apply_affinities(&mut state.affinities, ev); false }
+                ev = eps.next() => apply_endpoints(&mut state, scope, ev),
+                ev = affs.next() => { apply_affinities(&mut state, scope, ev); false }
                 _ = &mut settle, if changed => break,
                 _ = tx.closed() => return,
             };

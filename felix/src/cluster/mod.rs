@@ -23,11 +23,13 @@
 //! bgpd until felix has reached it once; a BGP peer that is down never makes felix unready.
 
 pub mod adopt_veths;
+pub mod backend;
 pub mod bgpd;
 pub mod datastore;
 pub mod default_pool;
 pub mod etcd_probe;
 pub mod ipam_gc;
+pub mod ipam_routes;
 pub mod orphans;
 pub mod policy;
 pub mod state;
@@ -48,6 +50,7 @@ use crate::agent::Agent;
 use crate::desired;
 use crate::health::Health;
 use crate::model::Model;
+pub use backend::Backend;
 pub use bgpd::BgpView;
 pub use state::{AssembleError, ClusterState, assemble, vtep_mac};
 pub use tunnel::{TunnelKind, Tunnels};
@@ -76,6 +79,38 @@ pub struct Options {
     /// Network policy enforcement: the requests of the CNI side (`None`: policy is off and
     /// felix's policy table is left as it is).
     pub policy: Option<policy::PolicyRequests>,
+    /// Where remote routes come from: bgpd (`bird`), or IPAM (`vxlan`, `none`).
+    pub backend: Backend,
+    /// Without bgpd, felix registers this node's IPv4 address in its Node (as bgpd does
+    /// otherwise); resolved at start.
+    pub register_ipv4: Option<IpNet>,
+    /// FelixConfiguration settings that flags pinned.
+    pub pinned: crate::settings::Pinned,
+    /// Where the pod MTU detected from the host's interfaces is published (0: none yet), for
+    /// CNI requests that name none; `None` when a flag fixed the pod MTU.
+    pub pod_mtu: Option<Arc<std::sync::atomic::AtomicU32>>,
+    /// Every new merge of FelixConfiguration is published here (the HTTP servers follow it).
+    pub settings_out: watch::Sender<Option<crate::settings::Settings>>,
+}
+
+/// Detects the pod MTU (see [`crate::settings::pod_mtu`]) from this namespace's interfaces.
+async fn detect_pod_mtu(pattern: String, overhead: u32) -> Option<u32> {
+    let links = tokio::task::spawn_blocking(move || {
+        crate::netlink::Dataplane::new().and_then(|mut dp| dp.links())
+    })
+    .await
+    .ok()?;
+    match links {
+        Ok(links) => crate::settings::pod_mtu(
+            links.iter().map(|l| (l.name.as_str(), l.mtu)),
+            &pattern,
+            overhead,
+        ),
+        Err(e) => {
+            warn!(error = %e, "reading the interfaces for the pod MTU");
+            None
+        }
+    }
 }
 
 /// Readiness keys this module sets.
@@ -124,6 +159,16 @@ async fn tunnel_loop(
         if rx.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// Writes this node's address into its Node (no bgpd runs to do it), retrying while etcd fails.
+async fn register_node(store: Store, node: String, ipv4: Option<IpNet>) {
+    let mut wait = Duration::from_millis(100);
+    while let Err(e) = margay_bgp::cluster::register(&store, &node, ipv4, None, None).await {
+        warn!(error = %e, retry_in = ?wait, "cannot register this node yet");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -182,17 +227,28 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let with_bgpd = opts.backend.uses_bgpd();
     health.set_reason(R_DATASTORE, "datastore: first full sync not done yet");
-    health.set_reason(
-        R_BGPD,
-        format!("bgpd: not reached yet ({})", opts.bgpd_socket.display()),
-    );
-    // Remote routes not in the table yet stay until bgpd's table is complete.
+    if with_bgpd {
+        health.set_reason(
+            R_BGPD,
+            format!("bgpd: not reached yet ({})", opts.bgpd_socket.display()),
+        );
+    }
+    // Remote routes not in the table yet stay until bgpd's table is complete (without bgpd,
+    // until the datastore's first sync).
     agent.hold_stale_remote(true);
     let store = tokio::select! {
         s = connect_store(&opts, &health) => s,
         _ = &mut shutdown => return,
     };
+    if !with_bgpd {
+        info!(backend = %opts.backend, ipv4 = ?opts.register_ipv4, "no BGP: felix registers the Node and routes remote blocks from IPAM");
+        tokio::select! {
+            _ = register_node(store.clone(), opts.node.clone(), opts.register_ipv4) => {}
+            _ = &mut shutdown => return,
+        }
+    }
 
     if let Some(pool) = &opts.default_pool {
         tokio::select! {
@@ -204,8 +260,26 @@ pub async fn run(
     let (ds_tx, mut ds_rx) = watch::channel::<Option<ClusterState>>(None);
     let (orig_tx, orig_rx) = watch::channel::<Option<BTreeSet<IpNet>>>(None);
     let (bgp_tx, mut bgp_rx) = watch::channel(BgpView::default());
-    let ds_task = tokio::spawn(datastore::follow(store.clone(), opts.node.clone(), ds_tx));
-    let bgp_task = tokio::spawn(bgpd::follow(opts.bgpd_socket.clone(), orig_rx, bgp_tx));
+    let scope = if with_bgpd {
+        datastore::Scope::Local
+    } else {
+        datastore::Scope::Cluster
+    };
+    let ds_task = tokio::spawn(datastore::follow(
+        store.clone(),
+        opts.node.clone(),
+        scope,
+        ds_tx,
+    ));
+    let bgp_task = if with_bgpd {
+        tokio::spawn(bgpd::follow(opts.bgpd_socket.clone(), orig_rx, bgp_tx))
+    } else {
+        // No bgpd: its view stays empty; the channel stays open.
+        tokio::spawn(async move {
+            let _keep = (orig_rx, bgp_tx);
+            std::future::pending::<()>().await
+        })
+    };
     let probe_task = tokio::spawn(etcd_probe::run(
         store.clone(),
         opts.etcd.endpoints.join(","),
@@ -259,6 +333,8 @@ pub async fn run(
     let mut last_problems: Vec<String> = Vec::new();
     let mut last_error: Option<String> = None;
     let mut remote_complete = false;
+    let mut last_settings: Option<crate::settings::Settings> = None;
+    let mut last_mtu_input: Option<(String, u32)> = None;
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -272,7 +348,30 @@ pub async fn run(
         if bgp.connected || bgp.synced {
             health.clear_reason(R_BGPD);
         }
-        let (model, problems) = match assemble(&state, &bgp.routes) {
+        let (remote, mut problems_ipam) = if with_bgpd {
+            (bgp.routes.clone(), Vec::new())
+        } else {
+            let (routes, problems) = ipam_routes::remote_routes(&state);
+            (
+                routes.into_iter().map(|(p, nh)| (p, vec![nh])).collect(),
+                problems,
+            )
+        };
+        let (settings, mut problems_cfg) = crate::settings::merge(
+            state.felix_configs.get(crate::settings::GLOBAL),
+            state
+                .felix_configs
+                .get(&crate::settings::node_config_name(&opts.node)),
+            &opts.pinned,
+        );
+        if last_settings.as_ref() != Some(&settings) {
+            info!(?settings, "FelixConfiguration applied");
+            agent.set_resync_interval(settings.route_refresh);
+            opts.settings_out.send_replace(Some(settings.clone()));
+            last_settings = Some(settings.clone());
+        }
+        problems_ipam.append(&mut problems_cfg);
+        let (model, problems) = match assemble(&state, &remote) {
             Ok(v) => v,
             Err(e) => {
                 let text = e.to_string();
@@ -286,6 +385,10 @@ pub async fn run(
         };
         last_error = None;
         health.clear_reason(R_NODE);
+        let mut problems = problems;
+        problems.append(&mut problems_ipam);
+        let mut model = model;
+        model.settings = settings.dataplane.clone();
         if problems != last_problems {
             for p in &problems {
                 warn!(problem = %p, "input left out");
@@ -294,7 +397,21 @@ pub async fn run(
         }
         // bgpd originates this node's affine blocks and borrowed /32s as soon as the datastore
         // is known; the set does not depend on the routes bgpd learned.
-        let originate = desired::compute(&model).originate;
+        let desired_now = desired::compute(&model);
+        if let Some(slot) = &opts.pod_mtu {
+            let overhead = crate::settings::encap_overhead(
+                desired_now.vxlan.is_some(),
+                desired_now.ipip.is_some(),
+            );
+            let input = (settings.mtu_iface_pattern.clone(), overhead);
+            if last_mtu_input.as_ref() != Some(&input) {
+                let mtu = detect_pod_mtu(input.0.clone(), overhead).await;
+                info!(?mtu, pattern = %input.0, overhead, "pod MTU detected from the host's interfaces");
+                slot.store(mtu.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+                last_mtu_input = Some(input);
+            }
+        }
+        let originate = desired_now.originate;
         orig_tx.send_if_modified(|cur| {
             if cur.as_ref() == Some(&originate) {
                 false
@@ -319,6 +436,14 @@ pub async fn run(
             agent.update(model.clone());
             model_tx.send_replace(Some(model.clone()));
             last_model = Some(model);
+        }
+        if !with_bgpd && !remote_complete {
+            remote_complete = true;
+            info!(
+                remote_routes = remote.len(),
+                "IPAM's remote blocks are complete: remote routes it lacks may go now"
+            );
+            agent.hold_stale_remote(false);
         }
         if bgp.synced && !remote_complete {
             remote_complete = true;

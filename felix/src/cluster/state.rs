@@ -29,6 +29,21 @@ pub struct ClusterState {
     pub labels: BTreeMap<String, String>,
     /// Every BGPPeer, by name (for `reachableBy`).
     pub peers: BTreeMap<String, BgpPeerSpec>,
+    /// Every node's block affinities, by key: followed only when no bgpd runs (the remote
+    /// blocks come from IPAM then, [`super::ipam_routes`]).
+    pub block_affinities: BTreeMap<String, margay_datastore::ipam::Affinity>,
+    /// Other nodes' WorkloadEndpoints (node and addresses), by `namespace/name`: followed only
+    /// when no bgpd runs, for the addresses they borrowed.
+    pub remote_endpoints: BTreeMap<String, RemoteEndpoint>,
+    /// The FelixConfigurations this node reads (`default`, `node.<name>`), by name.
+    pub felix_configs: BTreeMap<String, margay_datastore::resources::FelixConfigurationSpec>,
+}
+
+/// A pod on another node, reduced to what routing to it needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteEndpoint {
+    pub node: String,
+    pub ips: Vec<IpAddr>,
 }
 
 /// Which tunnel a pool set calls for.
@@ -225,6 +240,7 @@ pub fn assemble(
             remote_routes,
             vteps,
             peer_routes,
+            settings: Default::default(),
         },
         problems,
     ))

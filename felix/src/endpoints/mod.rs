@@ -49,8 +49,22 @@ pub struct Config {
     pub etcd: EtcdArgs,
     /// felix's route protocol (the host routes to pods carry it).
     pub protocol: u8,
-    /// MTU for a request that names none.
+    /// MTU for a request that names none, when none was detected.
     pub default_mtu: u32,
+    /// The pod MTU detected from the host's interfaces (FelixConfiguration `mtuIfacePattern`
+    /// less the encapsulation; 0 while unknown), preferred to `default_mtu`.
+    pub auto_mtu: Option<Arc<std::sync::atomic::AtomicU32>>,
+}
+
+impl Config {
+    /// The MTU of a pod whose request names none.
+    pub fn pod_mtu(&self) -> u32 {
+        self.auto_mtu
+            .as_ref()
+            .map(|m| m.load(std::sync::atomic::Ordering::Relaxed))
+            .filter(|m| *m >= 68)
+            .unwrap_or(self.default_mtu)
+    }
 }
 
 /// The datastore handles, made on first use (etcd may be down when felix starts).

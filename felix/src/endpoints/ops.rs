@@ -298,11 +298,7 @@ pub async fn add(
     let deadline = EtcdDeadline::start();
     let (store, _) = deadline.within("connecting", svc.datastore()).await?;
     let guard = deadline.lock(svc, &t.lock_key()).await?;
-    let mtu = if req.mtu == 0 {
-        cfg.default_mtu
-    } else {
-        req.mtu
-    };
+    let mtu = if req.mtu == 0 { cfg.pod_mtu() } else { req.mtu };
 
     // The same attachment again: its current result.
     let current = deadline

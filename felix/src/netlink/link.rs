@@ -80,6 +80,29 @@ pub struct VxlanSpec {
     pub mtu: Option<u32>,
 }
 
+/// A VXLAN link's VNI and UDP port (`ip -d link show`), from its link info.
+pub(crate) fn vxlan_id_port(msg: &LinkMessage) -> Option<(u32, u16)> {
+    use netlink_packet_route::link::InfoVxlan;
+    let (mut id, mut port) = (None, None);
+    for attr in &msg.attributes {
+        let LinkAttribute::LinkInfo(infos) = attr else {
+            continue;
+        };
+        for info in infos {
+            if let LinkInfo::Data(InfoData::Vxlan(items)) = info {
+                for item in items {
+                    match item {
+                        InfoVxlan::Id(v) => id = Some(*v),
+                        InfoVxlan::Port(p) => port = Some(*p),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    Some((id?, port?))
+}
+
 pub(crate) fn dump_request() -> RouteNetlinkMessage {
     RouteNetlinkMessage::GetLink(LinkMessage::default())
 }

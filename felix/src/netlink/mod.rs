@@ -201,6 +201,14 @@ impl Dataplane {
         }
     }
 
+    /// The VNI and UDP port of VXLAN link `name`; `None` for another kind of link.
+    pub fn vxlan_params(&mut self, name: &str) -> Result<Option<(u32, u16)>, NetlinkError> {
+        match self.sock.get(link::get_by_name(name))? {
+            RouteNetlinkMessage::NewLink(l) => Ok(link::vxlan_id_port(&l)),
+            _ => Err(NetlinkError::NoSuchLink(name.to_string())),
+        }
+    }
+
     /// Creates a veth pair `name` / `peer` in this namespace.
     pub fn create_veth(&mut self, name: &str, peer: &str) -> Result<(), NetlinkError> {
         self.sock

@@ -10,8 +10,7 @@ use ipnet::{IpNet, Ipv4Net};
 use super::Reconciler;
 use super::adopt::{self, CALICO_VXLAN_DEVICE};
 use crate::desired::{
-    IPIP_DEVICE, IPIP_OVERHEAD, IpipDevice, VXLAN_DEVICE, VXLAN_OVERHEAD, VXLAN_PORT, VXLAN_VNI,
-    VxlanDevice,
+    IPIP_DEVICE, IPIP_OVERHEAD, IpipDevice, VXLAN_DEVICE, VXLAN_OVERHEAD, VxlanDevice,
 };
 use crate::netlink::{FdbEntry, Link, Neighbour, NetlinkError, VxlanSpec, sysctl};
 
@@ -178,11 +177,26 @@ impl Reconciler {
             .mtu
             .or_else(|| self.host_mtu().map(|m| m.saturating_sub(VXLAN_OVERHEAD)));
         let name = self.vxlan_device;
+        if let Some(l) = self.links.get(name).cloned() {
+            // VNI and port are fixed at creation: a device with others is made again.
+            let have = self.dp.vxlan_params(name)?;
+            if have != Some((v.vni, v.port)) {
+                tracing::info!(
+                    device = name,
+                    ?have,
+                    vni = v.vni,
+                    port = v.port,
+                    "VNI or port changed (FelixConfiguration): re-creating the device"
+                );
+                self.dp.delete_link(l.index)?;
+                self.links.remove(name);
+            }
+        }
         if !self.links.contains_key(name) {
             self.dp.create_vxlan(&VxlanSpec {
                 name: name.to_string(),
-                vni: VXLAN_VNI,
-                port: VXLAN_PORT,
+                vni: v.vni,
+                port: v.port,
                 local: v.local,
                 mac: v.mac,
                 mtu,

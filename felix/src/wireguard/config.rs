@@ -31,7 +31,7 @@ pub const ACTED: &[&str] = &[
     "wireguardRoutingRulePriority",
     "wireguardInterfaceName",
     "wireguardMTU",
-    "wireguardPersistentKeepAlive",
+    "wireguardKeepAlive",
 ];
 
 /// FelixConfiguration WireGuard fields accepted but not acted on, with why.
@@ -157,11 +157,11 @@ impl Config {
                 .ok_or_else(|| bad(w, "wireguardMTU", "must be 0 (auto) or 1280 to 65535"))?;
             c.mtu = (mtu != 0).then_some(mtu);
         }
-        if let Some((v, w)) = field(global, node, "wireguardPersistentKeepAlive") {
+        if let Some((v, w)) = field(global, node, "wireguardKeepAlive") {
             let d = v.as_str().and_then(parse_duration).ok_or_else(|| {
                 bad(
                     w,
-                    "wireguardPersistentKeepAlive",
+                    "wireguardKeepAlive",
                     "must be a duration such as 25s or 0",
                 )
             })?;
@@ -253,11 +253,11 @@ mod tests {
             e.to_string(),
             "FelixConfiguration default: spec.wireguardListeningPort: must be 1 to 65535"
         );
-        let n = spec(json!({"wireguardPersistentKeepAlive": "soon"}));
+        let n = spec(json!({"wireguardKeepAlive": "soon"}));
         let e = Config::resolve(None, Some(&n)).unwrap_err();
         assert!(
             e.to_string()
-                .starts_with("FelixConfiguration node: spec.wireguardPersistentKeepAlive")
+                .starts_with("FelixConfiguration node: spec.wireguardKeepAlive")
         );
     }
 

@@ -250,3 +250,36 @@ pub fn wait_cni_ready(socket: &std::path::Path, felix: &Process) {
     )
     .unwrap();
 }
+
+/// Runs `f` with a datastore client opened from inside `ns` (etcd at `url` is only reachable
+/// from the lab's namespaces).
+pub fn store_in<T, F, Fut>(ns: &Netns, url: &str, f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce(margay_datastore::Store) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    let url = url.to_string();
+    in_netns(ns, move || async move {
+        let store = margay_datastore::Store::connect(&margay_datastore::EtcdArgs::plain([url]))
+            .await
+            .expect("etcd");
+        f(store).await
+    })
+}
+
+/// Runs `f` on a thread inside `ns`, on a runtime of its own.
+pub fn in_netns<T, F, Fut>(ns: &Netns, f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    let path = format!("/var/run/netns/{}", ns.name());
+    std::thread::spawn(move || {
+        margay_felix::netlink::enter_netns(&path).expect("entering the namespace");
+        rt().block_on(f())
+    })
+    .join()
+    .expect("datastore thread")
+}

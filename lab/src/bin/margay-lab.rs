@@ -95,6 +95,11 @@ enum Command {
         /// The pods' and BGP's address families (ipv6 and dual run with --pool-mode never).
         #[arg(long, value_enum, default_value = "ipv4")]
         ip_family: IpFamilyArg,
+        /// Calico's `vxlan` networking backend: no margay-bgpd and no BGP at the ToR; felix
+        /// registers each Node and routes the VXLAN pool's blocks from IPAM (needs
+        /// --pool-mode vxlan or cross-subnet).
+        #[arg(long)]
+        no_bgp: bool,
     },
     /// Report on the kept lab again (exit status 1 unless it has converged).
     Status,
@@ -194,6 +199,7 @@ fn main() -> ExitCode {
             calico_nodes,
             tors,
             ip_family,
+            no_bgp,
         } => labctl::up(&UpOptions {
             spec: Spec {
                 nodes,
@@ -213,6 +219,7 @@ fn main() -> ExitCode {
                     IpFamilyArg::Ipv6 => IpFamily::Ipv6,
                     IpFamilyArg::Dual => IpFamily::Dual,
                 },
+                no_bgp,
             },
             keep,
             timeout: Duration::from_secs(timeout),

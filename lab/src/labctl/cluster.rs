@@ -373,6 +373,10 @@ impl Cluster {
 
     /// Starts BIRD on the ToR.
     pub fn start_tor(&mut self) -> Result<(), LabCtlError> {
+        if self.plan.spec.no_bgp {
+            // Only a router between the racks: no BGP, so no BIRD.
+            return Ok(());
+        }
         let ns = &self.hosts[self.plan.nodes.len()];
         let bird = Bird::start(&self.lab, ns, &self.plan.tor.name, self.plan.tor_config())?;
         self.tor = Some(bird);
@@ -405,6 +409,9 @@ impl Cluster {
     /// Starts margay-bgpd in cluster mode on every node, one after the other (each answers on
     /// its socket before the next starts).
     pub fn start_bgpds(&mut self) -> Result<(), LabCtlError> {
+        if self.plan.spec.no_bgp {
+            return Ok(());
+        }
         for i in 0..self.plan.nodes.len() {
             if interrupted() {
                 return Err(LabCtlError::Interrupted);
@@ -435,12 +442,17 @@ impl Cluster {
         let node = &self.plan.nodes[i];
         let bgpd_socket = self.lab.dir().join(format!("{}-bgpd.sock", node.name));
         let socket = self.lab.dir().join(format!("{}-felix.sock", node.name));
-        Ok(FelixArgs::new(
+        let args = FelixArgs::new(
             &node.name,
             &self.etcd_ref()?.endpoint(),
             &bgpd_socket,
             &socket,
-        ))
+        );
+        Ok(if self.plan.spec.no_bgp {
+            args.without_bgp(IpNet::V4(node.addrs.v4))
+        } else {
+            args
+        })
     }
 
     fn conflist_path(&self, i: usize) -> PathBuf {
@@ -712,6 +724,7 @@ impl Cluster {
             subnets: self.plan.racks.iter().map(|s| s.v4).collect(),
             etcd,
             nodes,
+            no_bgp: self.plan.spec.no_bgp,
             pods: self.pods(),
             tor2: match (&self.plan.tor2, self.plan.tor2_config()) {
                 (Some(t2), Some(config)) => Some(TorState {
@@ -748,11 +761,12 @@ impl Cluster {
                     Vec::new()
                 },
                 asn: TOR_AS,
-                // The listen ranges only spawn sessions; a joined node adds its own.
+                // The listen ranges only spawn sessions; a joined node adds its own. Without
+                // BGP the ToR runs no BIRD.
                 protocols: tor_config
                     .neighbors
                     .iter()
-                    .filter(|n| n.range.is_none())
+                    .filter(|n| n.range.is_none() && !self.plan.spec.no_bgp)
                     .map(|n| n.name.clone())
                     .collect(),
             },

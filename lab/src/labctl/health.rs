@@ -41,7 +41,14 @@ impl Health {
     /// One line: the good news, or how many things are missing.
     pub fn summary(&self, state: &LabState) -> String {
         let n = state.nodes.len();
-        if self.converged() {
+        if self.converged() && state.no_bgp {
+            format!(
+                "no BGP (vxlan backend): {n} felix ready; every pod's address is routed through \
+                 vxlan.margay at the other {} node(s) ({} pods)",
+                n.saturating_sub(1),
+                state.pods.len()
+            )
+        } else if self.converged() {
             format!(
                 "all {} BGP sessions Established, {n} felix ready; every pod's address is routed \
                  at the other {} node(s) and the ToR ({} pods)",
@@ -95,6 +102,41 @@ fn node_view(rt: &tokio::runtime::Runtime, socket: &Path) -> Result<NodeView> {
 }
 
 /// Probes every daemon of the lab once.
+/// Without bgpd: whether `node`'s kernel routes every pod of the other nodes (felix's routes,
+/// from IPAM) and its felix is ready; what is missing goes to `problems`.
+fn kernel_routes_to_pods(
+    state: &LabState,
+    node: &super::state::NodeState,
+    problems: &mut Vec<String>,
+) {
+    let out = std::process::Command::new("ip")
+        .args(["-n", &node.netns, "-j", "route", "show", "proto", "81"])
+        .output();
+    let routes: Vec<IpNet> = out
+        .ok()
+        .and_then(|o| serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout).ok())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| {
+            let dst = r["dst"].as_str()?;
+            dst.parse::<IpNet>()
+                .ok()
+                .or_else(|| dst.parse::<IpAddr>().ok().map(IpNet::from))
+        })
+        .collect();
+    for pod in state.pods.iter().filter(|p| p.node != node.name) {
+        if !routes.iter().any(|r| r.contains(&pod.ip)) {
+            problems.push(format!(
+                "{}: no kernel route to pod {} ({}) on {}",
+                node.name, pod.name, pod.ip, pod.node
+            ));
+        }
+    }
+    if let Err(e) = readiness(&node.netns, FELIX_HTTP_PORT) {
+        problems.push(format!("{}: margay-felix is not ready: {e}", node.name));
+    }
+}
+
 pub fn check(state: &LabState) -> Result<Health> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -125,6 +167,13 @@ pub fn check(state: &LabState) -> Result<Health> {
         problems: Vec::new(),
     };
 
+    if state.no_bgp {
+        // No bgpd, no BGP at the ToR: every pod on another node routed in each node's kernel.
+        for node in &state.nodes {
+            kernel_routes_to_pods(state, node, &mut h.problems);
+        }
+        return Ok(h);
+    }
     for node in &state.nodes {
         h.ends += node.peers.len();
         let view = match node_view(&rt, &node.socket) {

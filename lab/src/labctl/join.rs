@@ -247,6 +247,13 @@ pub fn node_add(
             "node add is not supported on a --tors 2 lab yet (a joining node gets one link)".into(),
         ));
     }
+    if state.no_bgp {
+        return Err(LabCtlError::Usage(
+            "node add/remove are BGP joins (sessions with the ToR and the mesh); a lab made with \
+             --no-bgp does not support them yet (bench/vxlan-join.sh times a join without BGP)"
+                .into(),
+        ));
+    }
     let existing = list_namespaces()?;
     let k = next_index(&state, &existing);
     let name = name.map_or_else(|| format!("node{k}"), str::to_string);
@@ -473,6 +480,13 @@ fn listed_peers(socket: &Path) -> Result<Vec<IpAddr>, String> {
 pub fn node_remove(state_file: &Path, name: &str, timeout: Duration) -> Result<Left, LabCtlError> {
     require_root()?;
     let mut state = LabState::load(state_file)?.ok_or_else(|| no_lab(state_file))?;
+    if state.no_bgp {
+        return Err(LabCtlError::Usage(
+            "node add/remove are BGP joins (sessions with the ToR and the mesh); a lab made with \
+             --no-bgp does not support them yet (bench/vxlan-join.sh times a join without BGP)"
+                .into(),
+        ));
+    }
     let node = state
         .node(name)
         .cloned()

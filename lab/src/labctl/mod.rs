@@ -104,12 +104,13 @@ pub fn up(opts: &UpOptions) -> Result<(), LabCtlError> {
     }
 
     println!(
-        "margay-lab: {} node(s) in AS {NODE_AS} ({}), pool {} ({}), a BIRD ToR in AS {TOR_AS}, \
+        "margay-lab: {} node(s) in AS {NODE_AS} ({}), pool {} ({}), {}, \
          {PODS_PER_NODE} pods per node",
         spec.nodes,
-        match spec.mode {
-            Mode::Mesh => "node-to-node mesh",
-            Mode::RouteReflectors => "node1 is the route reflector",
+        match (spec.no_bgp, spec.mode) {
+            (true, _) => "no BGP: networking backend vxlan, felix routes from IPAM",
+            (false, Mode::Mesh) => "node-to-node mesh",
+            (false, Mode::RouteReflectors) => "node1 is the route reflector",
         },
         match spec.ip_family {
             IpFamily::Ipv4 => topology::POOL_CIDR.to_string(),
@@ -121,6 +122,11 @@ pub fn up(opts: &UpOptions) -> Result<(), LabCtlError> {
             PoolMode::Vxlan => "VXLAN",
             PoolMode::Ipip => "IP-in-IP",
             PoolMode::CrossSubnet => "VXLAN across racks only, two racks routed by the ToR",
+        },
+        if spec.no_bgp {
+            "a ToR that only routes between the racks".to_string()
+        } else {
+            format!("a BIRD ToR in AS {TOR_AS}")
         }
     );
     if opts.calico_nodes > 0 {
@@ -138,7 +144,8 @@ pub fn up(opts: &UpOptions) -> Result<(), LabCtlError> {
             topology::TOR_BFD.0
         );
     }
-    let mut progress = Progress::new(14 + usize::from(opts.calico_nodes > 0));
+    let mut progress =
+        Progress::new(if spec.no_bgp { 12 } else { 14 } + usize::from(opts.calico_nodes > 0));
     let mut cluster = progress.step(
         &format!("creating {} namespaces", Cluster::namespace_count(&spec)),
         || Cluster::create_mixed(spec, opts.calico_nodes),
@@ -239,15 +246,17 @@ fn build(
         progress.step(&calico, || cluster.start_calico_nodes())?;
         cluster.record(&opts.state_file)?;
     }
-    progress.step(&format!("starting BIRD on the ToR (AS {TOR_AS})"), || {
-        cluster.start_tor()
-    })?;
-    cluster.record(&opts.state_file)?;
-    progress.step(
-        &format!("starting {} margay-bgpd (--datastore etcd)", spec.nodes),
-        || cluster.start_bgpds(),
-    )?;
-    cluster.record(&opts.state_file)?;
+    if !spec.no_bgp {
+        progress.step(&format!("starting BIRD on the ToR (AS {TOR_AS})"), || {
+            cluster.start_tor()
+        })?;
+        cluster.record(&opts.state_file)?;
+        progress.step(
+            &format!("starting {} margay-bgpd (--datastore etcd)", spec.nodes),
+            || cluster.start_bgpds(),
+        )?;
+        cluster.record(&opts.state_file)?;
+    }
     let labels = match spec.mode {
         Mode::Mesh => "margayctl apply: Nodes with their rack label",
         Mode::RouteReflectors => {
@@ -256,10 +265,15 @@ fn build(
     };
     progress.step(labels, || cluster.label_nodes())?;
     cluster.record(&opts.state_file)?;
-    progress.step(
-        &format!("starting {} margay-felix (--etcd-endpoints)", spec.nodes),
-        || cluster.start_felixes(),
-    )?;
+    let felixes = if spec.no_bgp {
+        format!(
+            "starting {} margay-felix (--networking-backend vxlan: no bgpd)",
+            spec.nodes
+        )
+    } else {
+        format!("starting {} margay-felix (--etcd-endpoints)", spec.nodes)
+    };
+    progress.step(&felixes, || cluster.start_felixes())?;
     cluster.record(&opts.state_file)?;
     let waiting = format!(
         "waiting for {} BGP sessions and {} felix ready (up to {} s)",

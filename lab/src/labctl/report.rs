@@ -135,6 +135,24 @@ fn calico_section(out: &mut String, c: &CalicoNodeState) {
     out.push_str(&output_of(&mut cmd));
 }
 
+/// Without bgpd: felix's routes and the VXLAN device's neighbours and FDB (its VTEPs).
+fn vxlan_view(out: &mut String, node: &NodeState) {
+    felix_routes(out, node);
+    for args in [
+        ["neigh", "show", "dev", "vxlan.margay"],
+        ["-d", "link", "show", "vxlan.margay"],
+    ] {
+        let _ = writeln!(out, "$ ip -n {} {}", node.netns, args.join(" "));
+        let mut cmd = Command::new("ip");
+        cmd.args(["-n", &node.netns]).args(args);
+        out.push_str(&output_of(&mut cmd));
+    }
+    let _ = writeln!(out, "$ bridge -n {} fdb show dev vxlan.margay", node.netns);
+    let mut cmd = Command::new("bridge");
+    cmd.args(["-n", &node.netns, "fdb", "show", "dev", "vxlan.margay"]);
+    out.push_str(&output_of(&mut cmd));
+}
+
 /// The header line of a node's section.
 fn node_header(node: &NodeState) -> String {
     let role = if node.reflector {
@@ -350,8 +368,22 @@ pub fn render(state: &LabState, tools: &Tools) -> String {
     let mut out = String::new();
     for node in &state.nodes {
         let _ = writeln!(out, "\n{}", node_header(node));
+        if state.no_bgp {
+            vxlan_view(&mut out, node);
+            continue;
+        }
         margayctl(&mut out, tools, node, &["node", "status"]);
         felix_routes(&mut out, node);
+    }
+    if state.no_bgp {
+        let _ = writeln!(
+            out,
+            "\n==== no BGP (networking backend vxlan): no margay-bgpd; felix routes every block \
+             from IPAM through the nodes' VTEPs; the ToR only routes between the nodes ===="
+        );
+        pods_table(&mut out, state);
+        ipam_collection(&mut out, state, tools);
+        return out;
     }
     for c in &state.calico {
         calico_section(&mut out, c);

@@ -147,6 +147,9 @@ pub struct LabState {
     /// The second ToR (`--tors 2`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tor2: Option<TorState>,
+    /// No margay-bgpd (`--no-bgp`): felix routes from IPAM, the ToR holds no pod routes.
+    #[serde(default)]
+    pub no_bgp: bool,
     /// Seconds since the epoch when `up` finished.
     pub created: u64,
     /// Calico nodes; their pods are among `pods`.
@@ -315,6 +318,7 @@ mod tests {
                 ip6: Some("fd00:100::41".parse().unwrap()),
                 interface: "cali0123456789a".into(),
             }],
+            no_bgp: false,
             tor: TorState {
                 name: "tor".into(),
                 netns: "mgab12tor".into(),

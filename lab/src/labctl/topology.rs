@@ -176,6 +176,9 @@ pub struct Spec {
     pub tors: usize,
     /// The families of pods and BGP.
     pub ip_family: IpFamily,
+    /// Calico's `vxlan` networking backend: no margay-bgpd and no BGP with the ToR; felix
+    /// routes the VXLAN pool's blocks from IPAM.
+    pub no_bgp: bool,
 }
 
 impl Spec {
@@ -193,6 +196,11 @@ impl Spec {
                  IP-in-IP is IPv4 only",
                 self.ip_family
             )));
+        }
+        if self.no_bgp && !matches!(self.pool_mode, PoolMode::Vxlan | PoolMode::CrossSubnet) {
+            return Err(LabCtlError::Usage(
+                "--no-bgp routes only VXLAN pools: use --pool-mode vxlan (or cross-subnet)".into(),
+            ));
         }
         if self.pool_mode == PoolMode::CrossSubnet && self.nodes < 2 {
             return Err(LabCtlError::Usage(
@@ -432,6 +440,9 @@ impl Plan {
     /// Every peer address `node`'s margay-bgpd should have a session with: one session per
     /// family, as Calico runs them.
     pub fn expected_peers(&self, node: &NodePlan) -> Vec<IpAddr> {
+        if self.spec.no_bgp {
+            return Vec::new();
+        }
         if let Some(t2) = &self.tor2 {
             return vec![
                 IpAddr::V4(self.tor_for(node)),
@@ -687,6 +698,9 @@ impl Plan {
 
     /// How many BGP sessions the lab has (each counted once).
     pub fn session_count(&self) -> usize {
+        if self.spec.no_bgp {
+            return 0;
+        }
         let n = self.nodes.len();
         if self.tor2.is_some() {
             return 2 * n;
@@ -725,6 +739,7 @@ mod tests {
                 pool_mode,
                 tors: 1,
                 ip_family: IpFamily::Ipv4,
+                no_bgp: false,
             },
             racks,
         )
@@ -757,6 +772,7 @@ mod tests {
             pool_mode,
             tors: 1,
             ip_family: IpFamily::Ipv4,
+            no_bgp: false,
         };
         assert!(Plan::validate_calico(&spec(Mode::Mesh, PoolMode::Never), 2).is_ok());
         assert!(Plan::validate_calico(&spec(Mode::Mesh, PoolMode::Vxlan), 1).is_err());
@@ -844,6 +860,7 @@ mod tests {
             pool_mode: PoolMode::Never,
             tors: 2,
             ip_family: IpFamily::Ipv4,
+            no_bgp: false,
         };
         spec.validate().unwrap();
         assert_eq!(Plan::switch_count(&spec), 2);
@@ -947,6 +964,7 @@ mod tests {
                 pool_mode,
                 tors: 1,
                 ip_family: IpFamily::Ipv4,
+                no_bgp: false,
             };
             assert!(spec.validate().is_err(), "{nodes} {pool_mode}");
         }

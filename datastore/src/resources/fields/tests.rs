@@ -45,6 +45,16 @@ fn each_document_reports_exactly_its_not_acted_fields() {
     for r in &rs {
         let mut paths = BTreeSet::new();
         leaf_paths(&r.to_value()["spec"], "spec", &mut paths);
+        // FelixConfiguration registers top-level fields: a set leaf sets every field above it.
+        let above: Vec<String> = paths
+            .iter()
+            .flat_map(|p| {
+                p.match_indices(['.', '['])
+                    .map(|(i, _)| p[..i].to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        paths.extend(above);
         let want: Vec<&str> = FIELDS
             .iter()
             .filter(|f| f.kind == r.info().kind && matches!(f.status, NotActed(_)))
@@ -136,4 +146,38 @@ fn typed_resources_report_the_same_as_any() {
         assert_eq!(log_not_acted_once(r), typed.len(), "{}", r.name());
         assert_eq!(log_not_acted_once(r), 0);
     }
+}
+
+#[test]
+fn felix_configuration_fixture_sets_every_registered_top_level_field() {
+    let rs = parse_documents(FIXTURE).unwrap();
+    let felix: Vec<&AnyResource> = rs
+        .iter()
+        .filter(|r| r.info().kind == "FelixConfiguration")
+        .collect();
+    assert_eq!(felix.len(), 1);
+    let spec = felix[0].to_value()["spec"].clone();
+    let keys: BTreeSet<String> = spec
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| format!("spec.{k}"))
+        .collect();
+    assert_eq!(
+        keys,
+        registry("FelixConfiguration"),
+        "fixture (left) vs registry (right)"
+    );
+    // One warning line per field, naming it.
+    let line = not_acted(felix[0])
+        .iter()
+        .find(|n| n.field == "spec.bpfEnabled")
+        .expect("reported")
+        .to_string();
+    assert!(
+        line.starts_with(
+            "FelixConfiguration 'default': spec.bpfEnabled is accepted but not acted on: "
+        ),
+        "{line}"
+    );
 }

@@ -1,0 +1,200 @@
+//! Remote routes without BGP (the `vxlan` and `none` backends), as Calico's felix computes them
+//! from IPAM (its L3 route resolver and VXLAN resolver): every block affine to another node
+//! leads to that node, and so does every address a pod on another node borrowed from a block
+//! that is not affine to it (a /32). Only blocks and addresses of enabled VXLAN pools count: a
+//! pool without VXLAN needs BGP to be routed. The result has the shape of bgpd's table (prefix →
+//! the node's address), so the dataplane resolves it through the node's VTEP as it does a
+//! route learned over BGP. Pure: no I/O.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use margay_datastore::resources::{self as res, IpPoolSpec};
+
+use super::state::ClusterState;
+
+/// The enabled VXLAN pool (most specific) holding `prefix`.
+fn vxlan_pool<'a>(
+    pools: &'a BTreeMap<String, IpPoolSpec>,
+    prefix: &IpNet,
+) -> Option<&'a IpPoolSpec> {
+    pools
+        .values()
+        .filter(|p| !p.disabled)
+        .filter_map(|p| Some((p.net()?, p)))
+        .filter(|(net, _)| net.contains(prefix))
+        .max_by_key(|(net, _)| net.prefix_len())
+        .map(|(_, p)| p)
+        .filter(|p| p.vxlan() != res::EncapMode::Never)
+}
+
+/// Every remote block and borrowed address of a VXLAN pool, with the IPv4 address of the node
+/// it lives on. Nodes without an IPv4 address are left out and listed in the second value.
+pub fn remote_routes(state: &ClusterState) -> (BTreeMap<IpNet, IpAddr>, Vec<String>) {
+    let mut routes = BTreeMap::new();
+    let mut problems = Vec::new();
+    let node_ip = |name: &str| -> Option<IpAddr> {
+        let n = state.nodes.get(name)?;
+        n.bgp.as_ref()?.ipv4().map(IpAddr::V4)
+    };
+    // Blocks by node, for telling borrowed addresses apart.
+    let mut blocks_of: BTreeMap<&str, Vec<IpNet>> = BTreeMap::new();
+    for a in state.block_affinities.values() {
+        blocks_of.entry(a.node.as_str()).or_default().push(a.cidr);
+    }
+    let mut missing: BTreeMap<&str, usize> = BTreeMap::new();
+    for a in state.block_affinities.values() {
+        if a.node == state.node || !a.cidr.addr().is_ipv4() {
+            continue;
+        }
+        if vxlan_pool(&state.pools, &a.cidr).is_none() {
+            continue;
+        }
+        match node_ip(&a.node) {
+            Some(ip) => {
+                routes.insert(a.cidr.trunc(), ip);
+            }
+            // A deleted Node's blocks wait for the IPAM collector; nothing to say.
+            None if !state.nodes.contains_key(&a.node) => {}
+            None => *missing.entry(a.node.as_str()).or_default() += 1,
+        }
+    }
+    for ep in state.remote_endpoints.values() {
+        if ep.node == state.node {
+            continue;
+        }
+        let own = blocks_of.get(ep.node.as_str());
+        for ip in ep.ips.iter().filter(|ip| ip.is_ipv4()) {
+            let host = IpNet::from(*ip);
+            if own.is_some_and(|bs| bs.iter().any(|b| b.contains(ip))) {
+                continue;
+            }
+            if vxlan_pool(&state.pools, &host).is_none() {
+                continue;
+            }
+            match node_ip(&ep.node) {
+                Some(nip) => {
+                    routes.insert(host, nip);
+                }
+                None if !state.nodes.contains_key(&ep.node) => {}
+                None => *missing.entry(ep.node.as_str()).or_default() += 1,
+            }
+        }
+    }
+    for (node, n) in missing {
+        problems.push(format!(
+            "Node {node}: no IPv4 address (spec.bgp.ipv4Address): {n} of its blocks or pod \
+             addresses are not routed"
+        ));
+    }
+    (routes, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::state::RemoteEndpoint;
+    use margay_datastore::ipam::Affinity;
+    use margay_datastore::resources::{NodeBgpSpec, NodeSpec};
+
+    fn node(addr: Option<&str>) -> NodeSpec {
+        NodeSpec {
+            bgp: addr.map(|a| NodeBgpSpec {
+                ipv4_address: Some(a.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn pool(cidr: &str, vxlan: res::EncapMode) -> IpPoolSpec {
+        IpPoolSpec {
+            cidr: cidr.into(),
+            vxlan_mode: Some(vxlan),
+            ..Default::default()
+        }
+    }
+
+    fn affinity(s: &mut ClusterState, node: &str, cidr: &str) {
+        let cidr: IpNet = cidr.parse().unwrap();
+        s.block_affinities.insert(
+            format!("{node}/{cidr}"),
+            Affinity {
+                node: node.into(),
+                cidr,
+            },
+        );
+    }
+
+    fn state() -> ClusterState {
+        let mut s = ClusterState::new("n1");
+        s.nodes.insert("n1".into(), node(Some("10.0.0.1/24")));
+        s.nodes.insert("n2".into(), node(Some("10.0.0.2/24")));
+        s.nodes.insert("n3".into(), node(None));
+        s.pools
+            .insert("v".into(), pool("10.244.0.0/16", res::EncapMode::Always));
+        s.pools
+            .insert("plain".into(), pool("10.250.0.0/16", res::EncapMode::Never));
+        affinity(&mut s, "n1", "10.244.0.0/26");
+        affinity(&mut s, "n2", "10.244.0.64/26");
+        affinity(&mut s, "n2", "10.250.0.0/26");
+        affinity(&mut s, "n3", "10.244.0.128/26");
+        s
+    }
+
+    fn route(r: &BTreeMap<IpNet, IpAddr>, p: &str) -> Option<String> {
+        r.get(&p.parse().unwrap()).map(|a| a.to_string())
+    }
+
+    #[test]
+    fn remote_blocks_of_vxlan_pools_lead_to_their_node() {
+        let (r, problems) = remote_routes(&state());
+        assert_eq!(route(&r, "10.244.0.64/26").as_deref(), Some("10.0.0.2"));
+        // This node's own block, and a block of a pool without VXLAN (BGP's job), are not here.
+        assert_eq!(route(&r, "10.244.0.0/26"), None);
+        assert_eq!(route(&r, "10.250.0.0/26"), None);
+        // n3 has no address: left out, and said.
+        assert_eq!(route(&r, "10.244.0.128/26"), None);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(problems[0].starts_with("Node n3:"), "{problems:?}");
+        // A deleted Node's blocks are not routed, and not a problem.
+        let mut s = state();
+        s.nodes.remove("n3");
+        let (r, problems) = remote_routes(&s);
+        assert_eq!(route(&r, "10.244.0.128/26"), None);
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    #[test]
+    fn borrowed_addresses_are_host_routes_to_the_borrower() {
+        let mut s = state();
+        // A pod on n2 with an address from n1's block (borrowed), one from its own block, and
+        // one from a disabled pool.
+        s.remote_endpoints.insert(
+            "default/web".into(),
+            RemoteEndpoint {
+                node: "n2".into(),
+                ips: vec![
+                    "10.244.0.9".parse().unwrap(),
+                    "10.244.0.70".parse().unwrap(),
+                ],
+            },
+        );
+        s.remote_endpoints.insert(
+            "default/mine".into(),
+            RemoteEndpoint {
+                node: "n1".into(),
+                ips: vec!["10.244.0.200".parse().unwrap()],
+            },
+        );
+        let (r, _) = remote_routes(&s);
+        assert_eq!(route(&r, "10.244.0.9/32").as_deref(), Some("10.0.0.2"));
+        assert_eq!(route(&r, "10.244.0.70/32"), None);
+        assert_eq!(route(&r, "10.244.0.200/32"), None);
+        // The dataplane keeps the /32 inside n1's own block (it is more specific than the
+        // blackhole), and sends it through n2's VTEP.
+        s.pools.get_mut("v").unwrap().disabled = true;
+        assert!(remote_routes(&s).0.is_empty());
+    }
+}
