@@ -70,6 +70,12 @@ pub fn table(info: KindInfo, items: &[AnyResource], wide: bool) -> String {
         "BGPConfiguration" => vec!["NAME", "LOGSEVERITY", "MESHENABLED", "ASNUMBER"],
         "WorkloadEndpoint" => vec!["NAMESPACE", "WORKLOAD", "NODE", "NETWORKS", "INTERFACE"],
         "IPReservation" => vec!["NAME", "RESERVEDCIDRS"],
+        "IPAMConfiguration" => vec![
+            "NAME",
+            "STRICTAFFINITY",
+            "MAXBLOCKSPERHOST",
+            "AUTOALLOCATEBLOCKS",
+        ],
         _ => vec!["NAME"],
     };
     for r in items {
@@ -149,6 +155,12 @@ pub fn table(info: KindInfo, items: &[AnyResource], wide: bool) -> String {
             AnyResource::IpReservation(r) => {
                 vec![r.name().to_string(), r.spec.reserved_cidrs.join(",")]
             }
+            AnyResource::IpamConfiguration(c) => vec![
+                c.name().to_string(),
+                c.spec.strict_affinity.to_string(),
+                c.spec.max_blocks_per_host.to_string(),
+                c.spec.auto_allocate_blocks.to_string(),
+            ],
         };
         rows.push(row);
     }

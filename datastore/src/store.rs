@@ -136,6 +136,19 @@ fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError>
     })
 }
 
+/// The end of the key range of every key starting with `prefix` (etcd's `range_end`).
+pub fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Every key: etcd's "\0" range end.
+    vec![0]
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
@@ -343,16 +356,7 @@ impl Store {
                 Some(r) => Compare::mod_revision(w.key, CompareOp::Equal, r),
             })
             .collect();
-        let ops: Vec<TxnOp> = writes
-            .iter()
-            .map(|w| TxnOp::put(w.key, w.value.clone(), None))
-            .collect();
-        let resp = self
-            .client
-            .kv_client()
-            .txn(Txn::new().when(compares).and_then(ops))
-            .await?;
-        if !resp.succeeded() {
+        let Some(rev) = self.put_if(compares, writes).await? else {
             let first = writes.first();
             return Err(match first {
                 Some(CasWrite {
@@ -367,8 +371,62 @@ impl Store {
                     key: first.map(|w| w.key.to_string()).unwrap_or_default(),
                 },
             });
+        };
+        Ok(rev)
+    }
+
+    /// Puts every write in one transaction if every compare holds; the revision, or `None`
+    /// when a compare failed.
+    async fn put_if<'a>(
+        &self,
+        compares: Vec<Compare>,
+        writes: impl IntoIterator<Item = &'a CasWrite<'a>>,
+    ) -> Result<Option<i64>, StoreError> {
+        let ops: Vec<TxnOp> = writes
+            .into_iter()
+            .map(|w| TxnOp::put(w.key, w.value.clone(), None))
+            .collect();
+        let resp = self
+            .client
+            .kv_client()
+            .txn(Txn::new().when(compares).and_then(ops))
+            .await?;
+        Ok(resp
+            .succeeded()
+            .then(|| resp.header().map(|h| h.revision()).unwrap_or(0)))
+    }
+
+    /// One transaction that creates every key of `creates` (none may exist yet) and puts
+    /// every key of `puts`; with `guard` (prefix, revision), only if no key under the prefix
+    /// was created after the revision: a count of those keys read at that revision still holds
+    /// when the writes land (a limit checked against it cannot be overrun by a racing writer).
+    /// A lost race is `AlreadyExists` on the first key created.
+    pub async fn create_all(
+        &self,
+        creates: &[CasWrite<'_>],
+        puts: &[CasWrite<'_>],
+        guard: Option<(&str, i64)>,
+    ) -> Result<i64, StoreError> {
+        let mut compares: Vec<Compare> = creates
+            .iter()
+            .map(|w| Compare::create_revision(w.key, CompareOp::Equal, 0))
+            .collect();
+        if let Some((prefix, revision)) = guard {
+            // Over a range, etcd's compare must hold for every key in it (and holds for none).
+            compares.push(
+                Compare::create_revision(prefix, CompareOp::Less, revision + 1)
+                    .with_range(prefix_end(prefix)),
+            );
         }
-        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+        match self.put_if(compares, creates.iter().chain(puts)).await? {
+            Some(rev) => Ok(rev),
+            None => Err(StoreError::AlreadyExists {
+                key: creates
+                    .first()
+                    .map(|w| w.key.to_string())
+                    .unwrap_or_default(),
+            }),
+        }
     }
 
     // ---- typed resources -----------------------------------------------------------------

@@ -34,6 +34,18 @@ fn spawn_felix(
     name: &str,
     socket: &std::path::Path,
 ) -> Process {
+    spawn_felix_ttl(lab, ns, etcd, name, socket, "2")
+}
+
+/// [`spawn_felix`] with a lease TTL of `ttl` seconds.
+fn spawn_felix_ttl(
+    lab: &Lab,
+    ns: &Netns,
+    etcd: &Etcd,
+    name: &str,
+    socket: &std::path::Path,
+    ttl: &str,
+) -> Process {
     let felix = Process::spawn(
         ns,
         &format!("felix-{name}"),
@@ -55,7 +67,7 @@ fn spawn_felix(
             "--ipam-gc-interval",
             "1",
             "--lease-ttl",
-            "2",
+            ttl,
         ],
         lab.dir(),
     )
@@ -66,6 +78,10 @@ fn spawn_felix(
 
 impl Node {
     fn start(lab: &Lab, sw: &LabSwitch, etcd: &Etcd, name: &str) -> Node {
+        Node::start_ttl(lab, sw, etcd, name, "2")
+    }
+
+    fn start_ttl(lab: &Lab, sw: &LabSwitch, etcd: &Etcd, name: &str, ttl: &str) -> Node {
         let ns = lab.netns(name).unwrap();
         let addr = sw.attach(&ns).unwrap();
         let bgpd = Bgpd::start_cluster(
@@ -76,7 +92,7 @@ impl Node {
         )
         .unwrap();
         let socket = lab.dir().join(format!("felix-{name}.sock"));
-        let felix = spawn_felix(lab, &ns, etcd, name, &socket);
+        let felix = spawn_felix_ttl(lab, &ns, etcd, name, &socket, ttl);
         Node {
             name: name.to_string(),
             felix,
@@ -172,6 +188,17 @@ fn collection(etcd: &Etcd) -> Value {
             .unwrap(),
     )
     .unwrap()
+}
+
+/// Waits until the live nodes are `nodes`, while `felix` runs.
+fn wait_live(etcd: &Etcd, felix: &Process, what: &str, nodes: &[&str]) {
+    wait_for(what, Duration::from_secs(10), &[felix], || {
+        let c = collection(etcd);
+        (c["liveNodes"] == serde_json::json!(nodes))
+            .then_some(())
+            .ok_or(c.to_string())
+    })
+    .unwrap();
 }
 
 /// A switch with etcd on it, an IPPool of `cidr`, and the IPAM configuration: a 2 s leak grace
@@ -409,4 +436,62 @@ fn strict_affinity_max_blocks_and_reservations_hold_for_real_adds() {
     let r = check(&etcd);
     assert_eq!(r["addresses_in_use"], 3, "{r}");
     assert_eq!(problems(&r), 0, "the failed ADD left nothing: {r}");
+}
+
+/// A clean stop of felix (SIGTERM) revokes its leases: its liveness key and, when it was the
+/// collector, its leadership go at once, not after the TTL (30 s here), so the next collector
+/// takes over at once. The stopped node's pods are not touched: its Node stays, and a node
+/// with a Node is released only after the node grace period (60 s). felix starts again, the
+/// node is live again, and nothing was released.
+#[test]
+fn a_clean_felix_stop_hands_over_at_once_and_a_restart_releases_nothing() {
+    let lab = Lab::new("ipam_gc_clean_stop").unwrap();
+    let (sw, etcd) = cluster(&lab, "10.109.0.0/16", "60s");
+    let mut n1 = Node::start_ttl(&lab, &sw, &etcd, "n1", "30");
+    wait_for("n1 elected", Duration::from_secs(20), &[&n1.felix], || {
+        let c = collection(&etcd);
+        (c["collector"] == "n1").then_some(()).ok_or(c.to_string())
+    })
+    .unwrap();
+    let n2 = Node::start_ttl(&lab, &sw, &etcd, "n2", "30");
+    let p1 = lab.netns("pc1").unwrap();
+    let p2 = lab.netns("pc2").unwrap();
+    let ip1 = n1.add("ctr-c1", &p1);
+    n2.add("ctr-c2", &p2);
+    wait_live(&etcd, &n1.felix, "both nodes live", &["n1", "n2"]);
+
+    let stopped = std::time::Instant::now();
+    n1.felix.stop();
+    wait_for(
+        "n2 elected and n1 not live, well within the 30 s TTL",
+        Duration::from_secs(10),
+        &[&n2.felix],
+        || {
+            let c = collection(&etcd);
+            (c["collector"] == "n2" && c["liveNodes"] == serde_json::json!(["n2"]))
+                .then_some(())
+                .ok_or(c.to_string())
+        },
+    )
+    .unwrap();
+    assert!(stopped.elapsed() < Duration::from_secs(15));
+    // Several passes of n2's collector (1 s apart) while n1 is down: nothing released.
+    std::thread::sleep(Duration::from_secs(4));
+    let r = check(&etcd);
+    assert_eq!(r["addresses_in_use"], 2, "{r}");
+    assert_eq!(problems(&r), 0, "{r}");
+    let log = std::fs::read_to_string(lab.dir().join("felix-n1.stderr")).unwrap_or_default()
+        + &std::fs::read_to_string(lab.dir().join("felix-n1.stdout")).unwrap_or_default();
+    assert!(
+        log.contains("lease revoked on a clean stop"),
+        "felix says it revoked"
+    );
+
+    n1.felix = spawn_felix_ttl(&lab, &n1.ns, &etcd, "n1", &n1.socket, "30");
+    wait_live(&etcd, &n1.felix, "n1 live again", &["n1", "n2"]);
+    let r = check(&etcd);
+    assert_eq!(r["addresses_in_use"], 2, "{r}");
+    assert_eq!(problems(&r), 0, "{r}");
+    // The pod's ADD again answers with its address: still n1's.
+    assert_eq!(n1.add("ctr-c1", &p1), ip1);
 }

@@ -25,12 +25,12 @@
 //!   block without a handle that accounts for it.
 //! - release: the block drops the allocation first, then the handle's count is lowered;
 //!   dying in between leaves the same, repairable, over-count.
-//! - claim: the block is created with its affinity (the create is the lock: one winner), then
-//!   the affinity record is written. Dying in between leaves a block whose node has no
-//!   affinity record; the node adopts it (writes the record) on its next assignment, and
-//!   `release_affinity` releases it with the rest. Releasing runs the other way (block, then
-//!   record); a record left behind is dropped on the node's next assignment. `check` reports
-//!   both as `affinity_mismatches`.
+//! - claim: the block (created: one winner) and its affinity record are one transaction,
+//!   guarded on the node's affinity records being unchanged since they were counted, so two
+//!   racing claims cannot take a node past `maxBlocksPerHost`. Releasing runs block, then
+//!   record; a record left behind is dropped on the node's next assignment (and a block
+//!   without its record, left by older versions, is adopted). `check` reports both as
+//!   `affinity_mismatches`.
 //!
 //! Nothing is serialized in the process: concurrent ADDs on one node (through felix's one
 //! [`Ipam`]) read in parallel and race only through etcd's compare-and-swap, as two processes
@@ -42,6 +42,7 @@ mod batch;
 pub mod check;
 pub mod config;
 pub mod gc;
+pub mod gc_state;
 pub mod grace;
 pub mod records;
 mod release;
@@ -59,7 +60,7 @@ use crate::resources::{
     AllowedUse, AssignmentMode, IpPool, IpPoolSpec, IpReservationSpec, NodeSpec,
 };
 use crate::selector::Selector;
-use crate::store::{Store, StoreError, Versioned};
+use crate::store::{CasWrite, Store, StoreError, Versioned};
 use batch::Try;
 use ipnet::IpNet;
 use rand::Rng;
@@ -316,7 +317,7 @@ impl Ipam {
         let in_pools = |c: &IpNet| pool_nets.iter().any(|(p, _)| p.contains(c));
         for attempt in 0..MAX_RETRIES {
             // 1. The node's own blocks.
-            let (affs, _) = self
+            let (affs, affs_rev) = self
                 .store
                 .list_json::<Affinity>(&node_affinities(node))
                 .await?;
@@ -356,10 +357,13 @@ impl Ipam {
                 continue;
             }
             let existing: BTreeSet<IpNet> = blocks.iter().map(|b| b.value.cidr).collect();
+            // The node's blocks: by the block records, and by the affinity records the claim
+            // below is guarded on (a block claimed since `affs_rev` fails the claim).
             let held = blocks
                 .iter()
                 .filter(|b| b.value.affinity.as_deref() == Some(node))
-                .count();
+                .count()
+                .max(affs.len());
             let may_claim = match claim_limit(cfg, held) {
                 Ok(()) => true,
                 Err(why) => {
@@ -376,7 +380,7 @@ impl Ipam {
             };
             if may_claim {
                 if let Some(cidr) = first_free_block(&pool_nets, &existing) {
-                    self.claim(cidr, node).await?;
+                    self.claim(cidr, node, Some(affs_rev)).await?;
                     continue;
                 }
                 if cfg.strict_affinity {
@@ -415,21 +419,36 @@ impl Ipam {
         )))
     }
 
-    /// Claims an unclaimed block for `node`: block first (the create decides the winner),
-    /// then the affinity record.
-    async fn claim(&self, cidr: IpNet, node: &str) -> Result<bool, IpamError> {
-        match self
+    /// Claims an unclaimed block for `node`: the block (which must not exist: one winner)
+    /// and its affinity record in one transaction. With `guard`, the revision the node's
+    /// affinity records were counted at: the claim fails if the node gained a block since
+    /// (two racing claims cannot both pass `maxBlocksPerHost`).
+    async fn claim(&self, cidr: IpNet, node: &str, guard: Option<i64>) -> Result<bool, IpamError> {
+        let (bkey, akey) = (block_key(&cidr), affinity_key(node, &cidr));
+        let block = Block::new(cidr, Some(node.to_string()));
+        let aff = Affinity {
+            node: node.to_string(),
+            cidr,
+        };
+        let prefix = node_affinities(node);
+        // The affinity record is put, not created: one left behind by a release cut short
+        // is overwritten.
+        let res = self
             .store
-            .create_json(&block_key(&cidr), &Block::new(cidr, Some(node.to_string())))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.is_conflict() => return Ok(false),
-            Err(e) => return Err(e.into()),
+            .create_all(
+                &[CasWrite::json(&bkey, &block, None)],
+                &[CasWrite::json(&akey, &aff, None)],
+                guard.map(|r| (prefix.as_str(), r)),
+            )
+            .await;
+        match res {
+            Ok(_) => {
+                debug!(%cidr, node, "claimed block");
+                Ok(true)
+            }
+            Err(e) if e.is_conflict() => Ok(false),
+            Err(e) => Err(e.into()),
         }
-        self.write_affinity(node, cidr).await?;
-        debug!(%cidr, node, "claimed block");
-        Ok(true)
     }
 
     /// Writes the affinity record of a block the node holds (a no-op if it exists).
@@ -523,7 +542,7 @@ impl Ipam {
             let block = match self.store.get_json::<Block>(&key).await? {
                 Some(b) => b,
                 None => {
-                    self.claim(cidr, node).await?;
+                    self.claim(cidr, node, None).await?;
                     continue;
                 }
             };

@@ -13,6 +13,7 @@ pub enum AnyResource {
     WorkloadEndpoint(WorkloadEndpoint),
     FelixConfiguration(FelixConfiguration),
     IpReservation(IpReservation),
+    IpamConfiguration(IpamConfiguration),
 }
 
 /// Names of a kind: how it is written in `kind`, stored, and asked for on the command line.
@@ -32,7 +33,7 @@ const fn info<S: Spec>() -> KindInfo {
 }
 
 /// Every kind, in the order `margayctl` lists them.
-pub const KINDS: [KindInfo; 8] = [
+pub const KINDS: [KindInfo; 9] = [
     info::<NodeSpec>(),
     info::<BgpConfigurationSpec>(),
     info::<BgpPeerSpec>(),
@@ -41,6 +42,7 @@ pub const KINDS: [KindInfo; 8] = [
     info::<WorkloadEndpointSpec>(),
     info::<FelixConfigurationSpec>(),
     info::<IpReservationSpec>(),
+    info::<IpamConfigurationSpec>(),
 ];
 
 impl KindInfo {
@@ -57,6 +59,7 @@ impl KindInfo {
             "wep" | "weps" => "workloadendpoints",
             "felixconfig" | "felixconfigs" | "fc" => "felixconfigurations",
             "ipr" | "ipres" | "ipreservation" => "ipreservations",
+            "ipamconfig" | "ipamconfigs" => "ipamconfigurations",
             _ => "",
         };
         KINDS.iter().copied().find(|k| {
@@ -79,6 +82,7 @@ macro_rules! each {
             AnyResource::WorkloadEndpoint($r) => $e,
             AnyResource::FelixConfiguration($r) => $e,
             AnyResource::IpReservation($r) => $e,
+            AnyResource::IpamConfiguration($r) => $e,
         }
     };
 }
@@ -113,6 +117,7 @@ impl AnyResource {
             "WorkloadEndpoint" => typed(value, AnyResource::WorkloadEndpoint),
             "FelixConfiguration" => typed(value, AnyResource::FelixConfiguration),
             "IPReservation" => typed(value, AnyResource::IpReservation),
+            "IPAMConfiguration" => typed(value, AnyResource::IpamConfiguration),
             other => Err(format!(
                 "kind: '{other}' is not a known kind ({})",
                 KINDS.iter().map(|k| k.kind).collect::<Vec<_>>().join(", ")
@@ -131,6 +136,7 @@ impl AnyResource {
             AnyResource::WorkloadEndpoint(_) => KINDS[5],
             AnyResource::FelixConfiguration(_) => KINDS[6],
             AnyResource::IpReservation(_) => KINDS[7],
+            AnyResource::IpamConfiguration(_) => KINDS[8],
         }
     }
 
