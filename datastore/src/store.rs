@@ -99,6 +99,9 @@ pub struct Versioned<T> {
 #[derive(Clone)]
 pub struct Store {
     client: Client,
+    /// Reads answered from the member's own state, without a raft round trip
+    /// ([`Store::serializable`]).
+    serializable: bool,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, StoreError> {
@@ -180,7 +183,32 @@ impl Store {
             opts = opts.with_tls(tls);
         }
         let client = Client::connect(&args.endpoints, Some(opts)).await?;
-        Ok(Store { client })
+        Ok(Store {
+            client,
+            serializable: false,
+        })
+    }
+
+    /// The same connection whose reads are serializable: answered from the etcd member's own
+    /// state at once, instead of linearizable reads that each wait for a raft round (and so
+    /// behind every write being committed at that moment: under concurrent writes, each read
+    /// costs a disk sync). A serializable read may miss the latest writes (on a member that
+    /// lags); only for reads whose result a compare-and-swap checks anyway, where stale
+    /// means a lost race and a retry, never a wrong write.
+    pub fn serializable(&self) -> Store {
+        Store {
+            client: self.client.clone(),
+            serializable: true,
+        }
+    }
+
+    fn get_options(&self) -> GetOptions {
+        let o = GetOptions::new();
+        if self.serializable {
+            o.with_serializable()
+        } else {
+            o
+        }
     }
 
     /// The underlying etcd client (for maintenance calls such as compaction).
@@ -192,7 +220,11 @@ impl Store {
 
     /// Reads one key.
     pub async fn get_raw(&self, key: &str) -> Result<Option<Versioned<Vec<u8>>>, StoreError> {
-        let resp = self.client.kv_client().get(key, None).await?;
+        let resp = self
+            .client
+            .kv_client()
+            .get(key, Some(self.get_options()))
+            .await?;
         Ok(resp.kvs().first().map(|kv| Versioned {
             key: key.to_string(),
             value: kv.value().to_vec(),
@@ -208,7 +240,7 @@ impl Store {
         let resp = self
             .client
             .kv_client()
-            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .get(prefix, Some(self.get_options().with_prefix()))
             .await?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         let items = resp

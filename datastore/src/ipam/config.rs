@@ -131,15 +131,19 @@ impl From<&IpamConfig> for IpamConfigurationSpec {
     }
 }
 
+/// The IPAM configuration in `store` (defaults when none was written).
+pub(super) async fn read(store: &crate::Store) -> Result<IpamConfig, IpamError> {
+    Ok(store
+        .get::<IpamConfigurationSpec>(IPAM_CONFIGURATION_NAME)
+        .await?
+        .map(|r| IpamConfig::from(&r.spec))
+        .unwrap_or_default())
+}
+
 impl Ipam {
     /// The IPAM configuration (defaults when none was written).
     pub async fn config(&self) -> Result<IpamConfig, IpamError> {
-        Ok(self
-            .store
-            .get::<IpamConfigurationSpec>(IPAM_CONFIGURATION_NAME)
-            .await?
-            .map(|r| IpamConfig::from(&r.spec))
-            .unwrap_or_default())
+        read(&self.store).await
     }
 
     /// Changes the IPAM configuration with `f` (read, change, compare-and-swap, retried);

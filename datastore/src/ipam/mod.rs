@@ -130,6 +130,10 @@ pub struct Assigned {
 /// The IPAM client.
 pub struct Ipam {
     store: Store,
+    /// The same connection with serializable reads: an assignment's first try reads through
+    /// it (no raft round per read, so no wait behind other ADDs' writes); every write is a
+    /// compare-and-swap, so a stale read only loses a race, and the retry reads linearizably.
+    reads: Store,
     batcher: batch::Batcher,
 }
 
@@ -157,6 +161,7 @@ impl Ipam {
     /// An IPAM client over `store`.
     pub fn new(store: Store) -> Ipam {
         Ipam {
+            reads: store.serializable(),
             store,
             batcher: batch::Batcher::default(),
         }
@@ -187,6 +192,7 @@ impl Ipam {
     /// allowing `usage` whose nodeSelector selects the node.
     async fn pools_for(
         &self,
+        store: &Store,
         usage: AllowedUse,
         node: &str,
         fam: u8,
@@ -194,7 +200,7 @@ impl Ipam {
     ) -> Result<Vec<IpPool>, IpamError> {
         let family_of = |p: &IpPool| p.spec.net().map(|n| family(&n));
         if !names.is_empty() {
-            let (all, _) = self.store.list::<IpPoolSpec>().await?;
+            let (all, _) = store.list::<IpPoolSpec>().await?;
             let mut out = Vec::new();
             for n in names {
                 let p = all
@@ -214,10 +220,7 @@ impl Ipam {
             return Ok(out);
         }
         // Two independent reads: one round trip of waiting, not two.
-        let (all, node) = tokio::join!(
-            self.store.list::<IpPoolSpec>(),
-            self.store.get::<NodeSpec>(node)
-        );
+        let (all, node) = tokio::join!(store.list::<IpPoolSpec>(), store.get::<NodeSpec>(node));
         let (all, _) = all?;
         let labels = node?.map(|n| n.metadata.labels).unwrap_or_default();
         Ok(all
@@ -264,10 +267,11 @@ impl Ipam {
             .collect();
         // The configuration, the reservations and the first family's pools in one round trip.
         let first = families.first().map_or(4, |(f, _)| *f);
+        // Serializable reads: settings a few milliseconds old are as good as current ones.
         let (cfg, reservations, first_pools) = tokio::join!(
-            self.config(),
-            self.store.list::<IpReservationSpec>(),
-            self.pools_for(want.usage, node, first, pools)
+            config::read(&self.reads),
+            self.reads.list::<IpReservationSpec>(),
+            self.pools_for(&self.reads, want.usage, node, first, pools)
         );
         let rules = Rules {
             cfg: cfg?,
@@ -278,7 +282,10 @@ impl Ipam {
         for (fam, num) in families {
             let candidates = match first_pools.take() {
                 Some(p) if fam == first => p,
-                _ => self.pools_for(want.usage, node, fam, pools).await?,
+                _ => {
+                    self.pools_for(&self.reads, want.usage, node, fam, pools)
+                        .await?
+                }
             };
             if candidates.is_empty() {
                 return Err(IpamError::NoPool {
@@ -316,17 +323,16 @@ impl Ipam {
             .collect();
         let in_pools = |c: &IpNet| pool_nets.iter().any(|(p, _)| p.contains(c));
         for attempt in 0..MAX_RETRIES {
+            // The first try reads serializably, a retry (after a lost race) linearizably.
+            let rd = if attempt == 0 {
+                &self.reads
+            } else {
+                &self.store
+            };
             // 1. The node's own blocks.
-            let (affs, affs_rev) = self
-                .store
-                .list_json::<Affinity>(&node_affinities(node))
-                .await?;
+            let (affs, affs_rev) = rd.list_json::<Affinity>(&node_affinities(node)).await?;
             for a in affs.iter().filter(|a| in_pools(&a.value.cidr)) {
-                let Some(block) = self
-                    .store
-                    .get_json::<Block>(&block_key(&a.value.cidr))
-                    .await?
-                else {
+                let Some(block) = rd.get_json::<Block>(&block_key(&a.value.cidr)).await? else {
                     self.drop_stale_affinity(a).await?;
                     continue;
                 };
@@ -340,7 +346,7 @@ impl Ipam {
             }
             // 2. Claim a new block (after adopting blocks whose claim was cut short before
             //    the affinity record was written).
-            let (blocks, _) = self.store.list_json::<Block>(BLOCKS).await?;
+            let (blocks, _) = rd.list_json::<Block>(BLOCKS).await?;
             let recorded: BTreeSet<IpNet> = affs.iter().map(|a| a.value.cidr).collect();
             let mut adopted = false;
             for b in &blocks {

@@ -302,9 +302,14 @@ pub async fn add(
         req.mtu
     };
 
-    // The same attachment again: its current result.
+    // The same attachment again: its current result. A serializable read (no raft round, so
+    // no wait behind other ADDs' writes): a runtime retries an ADD after its answer, by when
+    // the endpoint written is in every read.
     let current = deadline
-        .within("reading the WorkloadEndpoint", get_wep(store, &t))
+        .within(
+            "reading the WorkloadEndpoint",
+            get_wep(&store.serializable(), &t),
+        )
         .await?;
     if let Some(w) = current {
         if w.spec.container_id == t.container_id {
