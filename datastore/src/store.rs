@@ -195,10 +195,17 @@ impl Store {
     /// costs a disk sync). A serializable read may miss the latest writes (on a member that
     /// lags); only for reads whose result a compare-and-swap checks anyway, where stale
     /// means a lost race and a retry, never a wrong write.
+    ///
+    /// `MARGAY_ETCD_LINEARIZABLE_READS=1` in the environment keeps every read linearizable
+    /// (a diagnostic: `bench/cni-latency.sh` measures both in one run).
     pub fn serializable(&self) -> Store {
+        static LINEARIZABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let linearizable = *LINEARIZABLE.get_or_init(|| {
+            std::env::var("MARGAY_ETCD_LINEARIZABLE_READS").is_ok_and(|v| v == "1")
+        });
         Store {
             client: self.client.clone(),
-            serializable: true,
+            serializable: !linearizable,
         }
     }
 

@@ -137,6 +137,9 @@ impl Ipam {
                 Ok(Msg::Lead(d)) => {
                     data = d;
                     lead_at_front = true;
+                    // The block read before waiting predates the batches written meanwhile:
+                    // the new writer reads it again rather than lose a compare-and-swap.
+                    fresh = None;
                 }
                 // The writer vanished without answering (its task was cancelled).
                 Err(_) => {
