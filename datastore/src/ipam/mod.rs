@@ -37,6 +37,11 @@
 //! do. Writes to one block are ordered by etcd; a lost race re-reads that block alone (not
 //! the whole assignment) after a short random wait that grows with the attempt, so a burst
 //! of sixteen settles in about sixteen write round trips instead of a retry storm.
+//!
+//! An assignment's first try reads serializably (etcd answers from its own state): a
+//! linearizable read waits for a raft round, i.e. behind every write being committed at that
+//! moment, so with four ADDs at a time each of an ADD's five reads waited for another ADD's
+//! disk sync. A stale read can only lose a compare-and-swap; the retry reads linearizably.
 
 mod batch;
 pub mod check;
