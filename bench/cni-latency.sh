@@ -17,7 +17,8 @@
 # host-local lease. Everything made here (namespaces, daemons, etcd data, files) goes on exit,
 # also on failure.
 #
-# Usage: bench/cni-latency.sh [PODS] [PARALLELS] [ROUND]   (as root; e.g. 200 "1 4" 10)
+# Usage: [READS="linearizable serializable"] bench/cni-latency.sh [PODS] [PARALLELS] [ROUND]
+#        (as root; e.g. 200 "1 4" 10)
 set -euo pipefail
 PODS=${1:-200}
 PARALLELS=${2:-1 4}
@@ -107,10 +108,28 @@ ip netns exec "$NODE" env MARGAY_LOG_LEVEL=warn "$BIN/margay-bgpd" --datastore e
 PIDS+=($!)
 wait_until "margay-bgpd's socket" 30 test -S "$WORK/bgpd.sock"
 # felix at warn, but its endpoint service at info: the "endpoint added" lines carry the ADD phases.
-ip netns exec "$NODE" env MARGAY_LOG_LEVEL=warn,margay_felix::endpoints=info "$BIN/margay-felix" --node "$NODENAME" \
-  --etcd-endpoints "$ETCD" --bgpd-socket "$WORK/bgpd.sock" --socket "$WORK/felix.sock" \
-  --http-port 0 >"$WORK/felix.log" 2>&1 &
-PIDS+=($!)
+# READS=linearizable starts it with MARGAY_ETCD_LINEARIZABLE_READS=1 (IPAM's first try reads
+# linearizably, as before serializable reads); READS="linearizable serializable" measures both,
+# one after the other, felix restarted in between.
+FELIX_PID=
+start_felix() { # reads mode
+  local lin=0
+  [ "$1" = linearizable ] && lin=1
+  ip netns exec "$NODE" env MARGAY_LOG_LEVEL=warn,margay_felix::endpoints=info MARGAY_ETCD_LINEARIZABLE_READS=$lin \
+    "$BIN/margay-felix" --node "$NODENAME" \
+    --etcd-endpoints "$ETCD" --bgpd-socket "$WORK/bgpd.sock" --socket "$WORK/felix.sock" \
+    --http-port 0 >>"$WORK/felix.log" 2>&1 &
+  FELIX_PID=$!
+  PIDS+=($!)
+}
+stop_felix() {
+  kill "$FELIX_PID" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$FELIX_PID" 2>/dev/null || break; sleep 0.1; done
+  rm -f "$WORK/felix.sock"
+}
+READS=${READS:-serializable}
+set -- $READS
+start_felix "$1"
 
 cat >"$WORK/margay.conf" <<JSON
 {"cniVersion": "1.0.0", "name": "bench-margay", "type": "margay", "mtu": 1450,
@@ -149,7 +168,7 @@ assert_clean() {
 }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r), $(. /etc/os-release; echo "$PRETTY_NAME"), containernetworking-plugins $(dpkg-query -W -f='${Version}' containernetworking-plugins), etcd $(/usr/bin/etcd --version | awk '/etcd Version/ {print $3}')"
-echo "command: bench/cni-latency.sh $PODS \"$PARALLELS\" $ROUND"
+echo "command: READS=\"$READS\" bench/cni-latency.sh $PODS \"$PARALLELS\" $ROUND"
 echo "date: $(date -u +%Y-%m-%d)"
 # Medians of felix's ADD phases (its "endpoint added" log lines after line $1): IPAM, veth +
 # WorkloadEndpoint (built at once), and the wait for the host route.
@@ -160,8 +179,16 @@ phase_medians() {
       | cut -d= -f2 | sort -n | awk -v k="$k" '{v[NR]=$1} END {if (NR) printf "felix ADD phase %s_ms p50=%.2f\n", k, v[int((NR+1)/2)]}'
   done
 }
+first=1
+for reads in $READS; do
+if [ "$first" = 0 ]; then
+  stop_felix
+  start_felix "$reads"
+  wait_until "felix ready (CNI STATUS)" 60 felix_ready
+fi
+first=0
 for par in $PARALLELS; do
-  echo "== $PODS pods each, $par at a time, rounds of $ROUND"
+  echo "== $PODS pods each, $par at a time, rounds of $ROUND, IPAM reads $reads"
   log_lines=$(wc -l <"$WORK/felix.log")
   ip netns exec "$NODE" "$BIN/margay-cni-bench" \
     --impl "margay=$BIN/margay=$WORK/margay.conf" --impl "ptp=/usr/lib/cni/ptp=$WORK/ptp.conf" \
@@ -176,5 +203,6 @@ for par in $PARALLELS; do
     p99=$(awk -v c=$cmd '$1=="ptp" && $2==c {sub("p99_ms=","",$5); print $5}' "$WORK/summary-$par.txt")
     printf 'ratio margay/ptp %s: p50 %.2f, p99 %.2f\n' "$cmd" "$(echo "$m50/$p50" | bc -l)" "$(echo "$m99/$p99" | bc -l)"
   done
-  if [ -n "${KEEP_SAMPLES:-}" ]; then cp "$WORK/samples-$par.txt" "$KEEP_SAMPLES-$par.txt"; fi
+  if [ -n "${KEEP_SAMPLES:-}" ]; then cp "$WORK/samples-$par.txt" "$KEEP_SAMPLES-$reads-$par.txt"; fi
+done
 done

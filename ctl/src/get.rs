@@ -89,6 +89,12 @@ pub fn table(info: KindInfo, items: &[AnyResource], wide: bool) -> String {
         "GlobalNetworkPolicy" => vec!["NAME", "TIER", "ORDER", "SELECTOR"],
         "Tier" => vec!["NAME", "ORDER"],
         "Profile" => vec!["NAME", "LABELS"],
+        "IPAMConfiguration" => vec![
+            "NAME",
+            "STRICTAFFINITY",
+            "MAXBLOCKSPERHOST",
+            "AUTOALLOCATEBLOCKS",
+        ],
         _ => vec!["NAME"],
     };
     for r in items {
@@ -196,6 +202,12 @@ pub fn table(info: KindInfo, items: &[AnyResource], wide: bool) -> String {
                 p.name().to_string(),
                 margay_datastore::policy::k8s::label_selector_text(&p.spec.pod_selector),
                 p.spec.policy_types.join(","),
+            ],
+            AnyResource::IpamConfiguration(c) => vec![
+                c.name().to_string(),
+                c.spec.strict_affinity.to_string(),
+                c.spec.max_blocks_per_host.to_string(),
+                c.spec.auto_allocate_blocks.to_string(),
             ],
         };
         rows.push(row);

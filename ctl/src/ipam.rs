@@ -3,6 +3,7 @@
 
 use anyhow::bail;
 use comfy_table::{CellAlignment, Table, presets};
+use margay_datastore::ipam::gc_state::{COLLECTOR_STATE, CollectorState};
 use margay_datastore::ipam::{Block, CheckReport, Ipam, IpamConfig};
 use margay_datastore::resources::IpPoolSpec;
 use margay_datastore::{Store, liveness};
@@ -282,6 +283,13 @@ impl ConfigChange {
 pub struct Collection {
     pub collector: Option<String>,
     pub live_nodes: Vec<String>,
+    /// Nodes without liveness whose node grace period runs, with seconds since first seen
+    /// so (from the collector's record in etcd).
+    pub silent_nodes: Vec<(String, u64)>,
+    /// Empty blocks whose grace period runs.
+    pub empty_blocks_timed: usize,
+    /// Nodes whose Node resource a collector has seen (a deletion of one is released at once).
+    pub known_nodes: usize,
 }
 
 /// The `ipam show --show-configuration` table (with the collection rows when known).
@@ -300,6 +308,17 @@ pub fn render_configuration(c: &IpamConfig, collection: Option<&Collection>) -> 
                 .unwrap_or_else(|| "(none elected)".into()),
         ]);
         t.add_row(["LiveNodes".to_string(), col.live_nodes.join(",")]);
+        let silent: Vec<String> = col
+            .silent_nodes
+            .iter()
+            .map(|(n, s)| format!("{n} ({s}s)"))
+            .collect();
+        t.add_row(["SilentNodesTimed".to_string(), silent.join(",")]);
+        t.add_row([
+            "EmptyBlocksTimed".to_string(),
+            col.empty_blocks_timed.to_string(),
+        ]);
+        t.add_row(["KnownNodes".to_string(), col.known_nodes.to_string()]);
     }
     t.to_string() + "\n"
 }
@@ -307,14 +326,32 @@ pub fn render_configuration(c: &IpamConfig, collection: Option<&Collection>) -> 
 /// `ipam show --show-configuration`: the configuration, the elected collector, the live nodes.
 pub async fn show_configuration(store: &Store, json: bool) -> anyhow::Result<()> {
     let c = Ipam::new(store.clone()).config().await?;
+    let kept: CollectorState = match store.get_json(COLLECTOR_STATE).await? {
+        Some(v) => v.value,
+        None => CollectorState::default(),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
     let col = Collection {
         collector: liveness::leader(store, liveness::COLLECTOR_ELECTION).await?,
         live_nodes: liveness::live_nodes(store).await?.into_iter().collect(),
+        silent_nodes: kept
+            .silent
+            .iter()
+            .map(|(n, since)| (n.clone(), now.saturating_sub(*since) / 1000))
+            .collect(),
+        empty_blocks_timed: kept.empty.len(),
+        known_nodes: kept.known_nodes.len(),
     };
     if json {
         let mut v = serde_json::to_value(&c)?;
         v["collector"] = serde_json::to_value(&col.collector)?;
         v["liveNodes"] = serde_json::to_value(&col.live_nodes)?;
+        v["silentNodesTimed"] = serde_json::to_value(&col.silent_nodes)?;
+        v["emptyBlocksTimed"] = serde_json::to_value(col.empty_blocks_timed)?;
+        v["knownNodes"] = serde_json::to_value(col.known_nodes)?;
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{}", render_configuration(&c, Some(&col)));

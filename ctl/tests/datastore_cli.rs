@@ -593,3 +593,95 @@ fn ipam_configure_split_and_show_borrowed() {
     let o = ctl(&etcd, &["ipam", "split", "10.60.0.0/30", "2"], None);
     assert!(!o.ok && o.stderr.contains("smaller than"), "{}", o.stderr);
 }
+
+/// Calico's IPAMConfiguration manifest, as Calico writes it, applied with `margayctl apply`:
+/// the IPAM acts on it, `ipam show --show-configuration` and `get` show it, `ipam configure`
+/// changes the same record (a grace period moves it to margay's group), and a second name
+/// or a margay-only field under Calico's group are refused.
+#[test]
+fn ipam_configuration_manifest_applies_and_is_the_ipam_configure_record() {
+    let etcd = EtcdServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = file(
+        &dir,
+        "ipamconfig.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: IPAMConfiguration\nmetadata:\n  name: default\n\
+         spec:\n  strictAffinity: true\n  maxBlocksPerHost: 3\n  autoAllocateBlocks: true\n",
+    );
+    let o = ctl(&etcd, &["apply", "-f", &manifest], None);
+    assert!(o.ok, "{}", o.stderr);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cfg = rt.block_on(async { Ipam::new(etcd.store().await).config().await.unwrap() });
+    assert!(cfg.strict_affinity);
+    assert_eq!(cfg.max_blocks_per_host, 3);
+
+    let o = ctl(&etcd, &["get", "ipamconfig"], None);
+    assert!(o.ok, "{}", o.stderr);
+    assert!(
+        o.stdout.contains("STRICTAFFINITY") && o.stdout.contains("default"),
+        "{}",
+        o.stdout
+    );
+    let o = ctl(&etcd, &["ipam", "show", "--show-configuration"], None);
+    assert!(o.stdout.contains("MaxBlocksPerHost"), "{}", o.stdout);
+    assert!(o.stdout.contains("| 3 "), "{}", o.stdout);
+
+    let o = ctl(
+        &etcd,
+        &[
+            "ipam",
+            "configure",
+            "--max-blocks-per-host",
+            "5",
+            "--leak-grace-period",
+            "2m",
+        ],
+        None,
+    );
+    assert!(o.ok, "{}", o.stderr);
+    let o = ctl(
+        &etcd,
+        &["get", "ipamconfigurations", "default", "-o", "yaml"],
+        None,
+    );
+    assert!(o.ok, "{}", o.stderr);
+    for want in [
+        "apiVersion: margay.io/v1",
+        "strictAffinity: true",
+        "maxBlocksPerHost: 5",
+        "leakGracePeriod: 120s",
+    ] {
+        assert!(o.stdout.contains(want), "{want}: {}", o.stdout);
+    }
+    // What get printed applies again unchanged.
+    let again = file(&dir, "again.yaml", &o.stdout);
+    let o = ctl(&etcd, &["apply", "-f", &again], None);
+    assert!(o.ok, "{}", o.stderr);
+
+    let other = file(
+        &dir,
+        "other.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: IPAMConfiguration\nmetadata: {name: mine}\n\
+         spec: {strictAffinity: false}\n",
+    );
+    let o = ctl(&etcd, &["apply", "-f", &other], None);
+    assert!(
+        !o.ok && o.stderr.contains("must be 'default'"),
+        "{}",
+        o.stderr
+    );
+    let mixed = file(
+        &dir,
+        "mixed.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: IPAMConfiguration\nmetadata: {name: default}\n\
+         spec: {strictAffinity: false, nodeGracePeriod: 10m}\n",
+    );
+    let o = ctl(&etcd, &["apply", "-f", &mixed], None);
+    assert!(!o.ok && o.stderr.contains("margay.io/v1"), "{}", o.stderr);
+
+    // Deleted: the defaults again.
+    let o = ctl(&etcd, &["delete", "ipamconfiguration", "default"], None);
+    assert!(o.ok, "{}", o.stderr);
+    let cfg = rt.block_on(async { Ipam::new(etcd.store().await).config().await.unwrap() });
+    assert_eq!(cfg, margay_datastore::ipam::IpamConfig::default());
+}

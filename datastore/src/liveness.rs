@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use etcd_client::{LeaderKey, PutOptions};
+use etcd_client::{LeaderKey, PutOptions, Txn, TxnOp};
 use tokio::sync::watch;
 
 use crate::store::{Store, StoreError};
@@ -97,16 +97,18 @@ impl Lease {
     }
 }
 
-/// Announces `node` alive: its seen-marker, and its liveness key on `lease`.
+/// Announces `node` alive: its seen-marker, and its liveness key on `lease`, in one
+/// transaction (a collector never sees the marker without the key of a node starting).
 pub async fn announce(store: &Store, node: &str, lease: &Lease) -> Result<(), StoreError> {
-    let mut c = store.client();
-    c.put(format!("{NODES_SEEN}{node}"), "1", None).await?;
-    c.put(
-        format!("{LIVENESS}{node}"),
-        "1",
-        Some(PutOptions::new().with_lease(lease.id())),
-    )
-    .await?;
+    let ops = [
+        TxnOp::put(format!("{NODES_SEEN}{node}"), "1", None),
+        TxnOp::put(
+            format!("{LIVENESS}{node}"),
+            "1",
+            Some(PutOptions::new().with_lease(lease.id())),
+        ),
+    ];
+    store.client().txn(Txn::new().and_then(ops)).await?;
     Ok(())
 }
 

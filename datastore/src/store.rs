@@ -99,6 +99,9 @@ pub struct Versioned<T> {
 #[derive(Clone)]
 pub struct Store {
     client: Client,
+    /// Reads answered from the member's own state, without a raft round trip
+    /// ([`Store::serializable`]).
+    serializable: bool,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, StoreError> {
@@ -136,6 +139,19 @@ fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError>
     })
 }
 
+/// The end of the key range of every key starting with `prefix` (etcd's `range_end`).
+pub fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Every key: etcd's "\0" range end.
+    vec![0]
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
@@ -167,7 +183,39 @@ impl Store {
             opts = opts.with_tls(tls);
         }
         let client = Client::connect(&args.endpoints, Some(opts)).await?;
-        Ok(Store { client })
+        Ok(Store {
+            client,
+            serializable: false,
+        })
+    }
+
+    /// The same connection whose reads are serializable: answered from the etcd member's own
+    /// state at once, instead of linearizable reads that each wait for a raft round (and so
+    /// behind every write being committed at that moment: under concurrent writes, each read
+    /// costs a disk sync). A serializable read may miss the latest writes (on a member that
+    /// lags); only for reads whose result a compare-and-swap checks anyway, where stale
+    /// means a lost race and a retry, never a wrong write.
+    ///
+    /// `MARGAY_ETCD_LINEARIZABLE_READS=1` in the environment keeps every read linearizable
+    /// (a diagnostic: `bench/cni-latency.sh` measures both in one run).
+    pub fn serializable(&self) -> Store {
+        static LINEARIZABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let linearizable = *LINEARIZABLE.get_or_init(|| {
+            std::env::var("MARGAY_ETCD_LINEARIZABLE_READS").is_ok_and(|v| v == "1")
+        });
+        Store {
+            client: self.client.clone(),
+            serializable: !linearizable,
+        }
+    }
+
+    fn get_options(&self) -> GetOptions {
+        let o = GetOptions::new();
+        if self.serializable {
+            o.with_serializable()
+        } else {
+            o
+        }
     }
 
     /// The underlying etcd client (for maintenance calls such as compaction).
@@ -179,7 +227,11 @@ impl Store {
 
     /// Reads one key.
     pub async fn get_raw(&self, key: &str) -> Result<Option<Versioned<Vec<u8>>>, StoreError> {
-        let resp = self.client.kv_client().get(key, None).await?;
+        let resp = self
+            .client
+            .kv_client()
+            .get(key, Some(self.get_options()))
+            .await?;
         Ok(resp.kvs().first().map(|kv| Versioned {
             key: key.to_string(),
             value: kv.value().to_vec(),
@@ -195,7 +247,7 @@ impl Store {
         let resp = self
             .client
             .kv_client()
-            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .get(prefix, Some(self.get_options().with_prefix()))
             .await?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         let items = resp
@@ -343,16 +395,7 @@ impl Store {
                 Some(r) => Compare::mod_revision(w.key, CompareOp::Equal, r),
             })
             .collect();
-        let ops: Vec<TxnOp> = writes
-            .iter()
-            .map(|w| TxnOp::put(w.key, w.value.clone(), None))
-            .collect();
-        let resp = self
-            .client
-            .kv_client()
-            .txn(Txn::new().when(compares).and_then(ops))
-            .await?;
-        if !resp.succeeded() {
+        let Some(rev) = self.put_if(compares, writes).await? else {
             let first = writes.first();
             return Err(match first {
                 Some(CasWrite {
@@ -367,8 +410,62 @@ impl Store {
                     key: first.map(|w| w.key.to_string()).unwrap_or_default(),
                 },
             });
+        };
+        Ok(rev)
+    }
+
+    /// Puts every write in one transaction if every compare holds; the revision, or `None`
+    /// when a compare failed.
+    async fn put_if<'a>(
+        &self,
+        compares: Vec<Compare>,
+        writes: impl IntoIterator<Item = &'a CasWrite<'a>>,
+    ) -> Result<Option<i64>, StoreError> {
+        let ops: Vec<TxnOp> = writes
+            .into_iter()
+            .map(|w| TxnOp::put(w.key, w.value.clone(), None))
+            .collect();
+        let resp = self
+            .client
+            .kv_client()
+            .txn(Txn::new().when(compares).and_then(ops))
+            .await?;
+        Ok(resp
+            .succeeded()
+            .then(|| resp.header().map(|h| h.revision()).unwrap_or(0)))
+    }
+
+    /// One transaction that creates every key of `creates` (none may exist yet) and puts
+    /// every key of `puts`; with `guard` (prefix, revision), only if no key under the prefix
+    /// was created after the revision: a count of those keys read at that revision still holds
+    /// when the writes land (a limit checked against it cannot be overrun by a racing writer).
+    /// A lost race is `AlreadyExists` on the first key created.
+    pub async fn create_all(
+        &self,
+        creates: &[CasWrite<'_>],
+        puts: &[CasWrite<'_>],
+        guard: Option<(&str, i64)>,
+    ) -> Result<i64, StoreError> {
+        let mut compares: Vec<Compare> = creates
+            .iter()
+            .map(|w| Compare::create_revision(w.key, CompareOp::Equal, 0))
+            .collect();
+        if let Some((prefix, revision)) = guard {
+            // Over a range, etcd's compare must hold for every key in it (and holds for none).
+            compares.push(
+                Compare::create_revision(prefix, CompareOp::Less, revision + 1)
+                    .with_range(prefix_end(prefix)),
+            );
         }
-        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+        match self.put_if(compares, creates.iter().chain(puts)).await? {
+            Some(rev) => Ok(rev),
+            None => Err(StoreError::AlreadyExists {
+                key: creates
+                    .first()
+                    .map(|w| w.key.to_string())
+                    .unwrap_or_default(),
+            }),
+        }
     }
 
     // ---- typed resources -----------------------------------------------------------------

@@ -175,3 +175,88 @@ async fn reserved_addresses_are_never_auto_assigned_not_even_by_borrowing() {
     .await
     .unwrap();
 }
+
+/// Three nodes, 24 ADDs at a time each (half naming pool `p`, half pool `q`), every ADD
+/// through its own client (its own snapshot, as separate processes would have): claims for
+/// different pools race each other on one node, and other nodes' claims make the snapshots
+/// differ. Under maxBlocksPerHost 2 with strictAffinity no node ever holds a third block;
+/// an ADD that does not fit fails naming strictAffinity; every address is distinct and from
+/// its node's own block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_blocks_per_host_holds_under_concurrent_adds_for_two_pools() {
+    let etcd = EtcdServer::start();
+    let store = etcd.store().await;
+    for (name, cidr) in [("p", "10.31.0.0/27"), ("q", "10.31.1.0/27")] {
+        let mut spec = IpPoolSpec {
+            cidr: cidr.into(),
+            block_size: Some(29),
+            ..IpPoolSpec::default()
+        };
+        spec.apply_defaults();
+        let pool: IpPool = Resource::new(name, spec);
+        store.create(&pool).await.unwrap();
+    }
+    let ipam = Ipam::new(store.clone());
+    ipam.configure(|c| {
+        c.strict_affinity = true;
+        c.max_blocks_per_host = 2;
+    })
+    .await
+    .unwrap();
+    let nodes = ["m1", "m2", "m3"];
+    for n in nodes {
+        let node: Node = Resource::new(n, NodeSpec::default());
+        store.create(&node).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for n in nodes {
+        for i in 0..24 {
+            let client = Ipam::new(etcd.store().await);
+            let pool = if i % 2 == 0 { "p" } else { "q" };
+            let c = format!("{n}-{i}");
+            tasks.push(tokio::spawn(async move {
+                let r = client
+                    .auto_assign(
+                        &handle_for_container(&c),
+                        n,
+                        &BTreeMap::new(),
+                        1,
+                        0,
+                        &[pool.to_string()],
+                    )
+                    .await;
+                (n, r.map(|a| a.v4[0]))
+            }));
+        }
+    }
+    let mut ips = std::collections::BTreeSet::new();
+    let mut got = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            (n, Ok(ip)) => {
+                assert!(ips.insert(ip), "{ip} assigned twice");
+                got.push((n, ip));
+            }
+            (_, Err(IpamError::StrictAffinity { .. })) => {}
+            (n, Err(e)) => panic!("{n}: {e}"),
+        }
+    }
+    let blocks = ipam.blocks().await.unwrap();
+    for n in nodes {
+        let held = blocks
+            .iter()
+            .filter(|b| b.value.affinity.as_deref() == Some(n))
+            .count();
+        assert!(held <= 2, "{n} holds {held} blocks, maxBlocksPerHost 2");
+    }
+    for (n, ip) in &got {
+        assert_eq!(
+            affine_to(&blocks, *ip).as_deref(),
+            Some(*n),
+            "{ip} borrowed"
+        );
+    }
+    let rep = ipam.check().await.unwrap();
+    assert_eq!(rep.affinity_mismatches.len(), 0, "{rep:#?}");
+    assert!(got.len() >= 24, "only {} ADDs succeeded", got.len());
+}

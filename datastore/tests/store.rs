@@ -306,3 +306,34 @@ async fn put_json_all_writes_every_key_or_none() {
     assert_eq!(record(&store, a).await, Some((4, rev)));
     assert_eq!(record(&store, b).await, Some((4, rev)));
 }
+
+/// The guard of `create_all`: a write based on a count of keys under a prefix read at some
+/// revision fails once a key was created under the prefix since (the maxBlocksPerHost claim),
+/// and succeeds when nothing was, also over an empty prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_all_fails_when_a_key_was_created_under_the_guard_since_the_count() {
+    use margay_datastore::store::CasWrite;
+    let etcd = EtcdServer::start();
+    let s = etcd.store().await;
+    let (none, rev0) = s.list_raw("/g/n1/").await.unwrap();
+    assert!(none.is_empty());
+    let one = |k: &'static str| [CasWrite::json(k, &1, None)];
+    s.create_all(&one("/g/n1/a"), &[], Some(("/g/n1/", rev0)))
+        .await
+        .unwrap();
+    // A second writer counted before "a" was created: refused.
+    let e = s
+        .create_all(&one("/g/n1/b"), &[], Some(("/g/n1/", rev0)))
+        .await
+        .unwrap_err();
+    assert!(e.is_conflict(), "{e}");
+    // Keys of another prefix sharing the text ("/g/n10/") do not count.
+    let (_, rev1) = s.list_raw("/g/n1/").await.unwrap();
+    s.create_all(&one("/g/n10/x"), &[], None).await.unwrap();
+    s.create_all(&one("/g/n1/b"), &[], Some(("/g/n1/", rev1)))
+        .await
+        .unwrap();
+    assert_eq!(s.list_raw("/g/n1/").await.unwrap().0.len(), 2);
+    // A create of an existing key is refused, guard or not.
+    assert!(s.create_all(&one("/g/n1/b"), &[], None).await.is_err());
+}

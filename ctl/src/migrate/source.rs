@@ -1,6 +1,7 @@
 //! Where Calico's etcd is (its own flags, Calico's `ETCD_*` variables, or margay's etcd when
 //! they share one), and reading a whole key prefix in pages at one revision.
 
+use margay_datastore::store::prefix_end;
 use margay_datastore::{EtcdArgs, Store, StoreError};
 use std::path::PathBuf;
 
@@ -59,18 +60,6 @@ impl CalicoEtcdArgs {
             key: file(&self.key, "ETCD_KEY_FILE"),
         }
     }
-}
-
-/// The end of the key range of everything under `prefix`.
-fn prefix_end(prefix: &str) -> Vec<u8> {
-    let mut end = prefix.as_bytes().to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }
 
 /// Every key and value under `prefix`, read in pages at the revision of the first page;

@@ -10,7 +10,7 @@
 
 use super::records::*;
 use super::{Ipam, IpamError, MAX_RETRIES, jitter};
-use crate::store::{CasWrite, StoreError, Versioned};
+use crate::store::{CasWrite, Store, StoreError, Versioned};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
@@ -137,6 +137,9 @@ impl Ipam {
                 Ok(Msg::Lead(d)) => {
                     data = d;
                     lead_at_front = true;
+                    // The block read before waiting predates the batches written meanwhile:
+                    // the new writer reads it again rather than lose a compare-and-swap.
+                    fresh = None;
                 }
                 // The writer vanished without answering (its task was cancelled).
                 Err(_) => {
@@ -225,7 +228,14 @@ impl Ipam {
             if placed.is_empty() {
                 return;
             }
-            let handles = futures_handles(self, &placed, cidr).await;
+            // The handles: serializable reads on the first try (the transaction compares
+            // their revisions), linearizable after a lost race.
+            let rd = if attempt == 0 {
+                &self.reads
+            } else {
+                &self.store
+            };
+            let handles = futures_handles(rd, &placed, cidr).await;
             let handles = match handles {
                 Ok(h) => h,
                 Err(e) => {
@@ -295,14 +305,14 @@ impl Drop for HandOff<'_> {
 /// Each placed request's handle record with its count for `cidr` raised, read in parallel:
 /// (key, record, revision to compare; `None`: must not exist).
 async fn futures_handles(
-    ipam: &Ipam,
+    store: &Store,
     placed: &[(Req, u32)],
     cidr: IpNet,
 ) -> Result<Vec<(String, Handle, Option<i64>)>, IpamError> {
     let reads = placed.iter().map(|(r, _)| {
         let key = handle_key(&r.handle);
         async move {
-            let cur = ipam.store.get_json::<Handle>(&key).await?;
+            let cur = store.get_json::<Handle>(&key).await?;
             Ok::<_, IpamError>((key, r.handle.clone(), cur))
         }
     });

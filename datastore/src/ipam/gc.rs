@@ -3,18 +3,22 @@
 //! - [`LocalCollector`] (every felix, for its own node): a pod handle of this node whose
 //!   container has no WorkloadEndpoint and no veth, for the leak grace period (a DEL that never
 //!   came, felix killed mid-ADD), is released by handle.
-//! - [`ClusterCollector`] (the one elected collector): a node that is gone (its Node resource
-//!   deleted, and no liveness key) loses its endpoints, handles, addresses and affinities at
-//!   once; a node whose liveness key has been gone for the node grace period likewise; an empty
-//!   affine block goes back to the pool after its grace period when the node has room in its
-//!   other blocks (Calico's kube-controllers rule: another block with at least 3 free
-//!   addresses). A live node's addresses and blocks in use are never touched.
+//! - [`ClusterCollector`] (the one elected collector): a node whose deletion it observed (a
+//!   collector saw its Node resource, which is gone now, and it has no liveness key) loses its
+//!   endpoints, handles, addresses and affinities at once; a node without a liveness key for
+//!   the node grace period likewise, if it ran felix or if no collector ever saw its Node (a
+//!   node that is starting writes IPAM before its lease and Node exist: it is never taken
+//!   for deleted); an empty affine block goes back to the pool after its grace period when
+//!   the node has room in its other blocks (Calico's kube-controllers rule: another block
+//!   with at least 3 free addresses). A live node's addresses and blocks in use are never
+//!   touched.
 //!
 //! The suspects of a pass are computed purely from one snapshot ([`local_suspects`],
-//! [`nodes_gone`], [`empty_block_suspects`]); each release re-reads what it changes (the
+//! [`without_lease`], [`empty_block_suspects`]); each release re-reads what it changes (the
 //! releases are compare-and-swaps), and a local leak is checked once more against the
 //! endpoints just before it goes.
 
+use super::gc_state::{COLLECTOR_STATE, CollectorState, Kept, leak_clocks_key};
 use super::grace::Grace;
 use super::records::*;
 use super::{Ipam, IpamError};
@@ -23,7 +27,7 @@ use crate::resources::{NodeSpec, WorkloadEndpoint, WorkloadEndpointSpec};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::SystemTime;
 use tracing::info;
 
 /// The attribute naming the node an allocation was made for.
@@ -77,17 +81,43 @@ pub fn nodes_in_ipam(
     out
 }
 
-/// Nodes named in IPAM that have no Node resource and no liveness key (pure).
-pub fn nodes_gone(
+/// The nodes named in IPAM that have no liveness key, by what the collector does with them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WithoutLease {
+    /// Released at once: a collector saw the node's Node resource, and it is gone now.
+    pub deleted: BTreeSet<String>,
+    /// Released after the node grace period: a node that ran felix and still has its Node
+    /// (gone silent, or stopped), or one without a Node that no collector ever saw (it may be
+    /// starting: IPAM written before its lease and Node exist).
+    pub silent: BTreeSet<String>,
+}
+
+/// Classes the nodes of `in_ipam` without a liveness key (pure). `nodes`: the Node
+/// resources now; `seen`: nodes that ever ran felix; `known`: nodes whose Node a collector
+/// has seen. A node with a Node that never ran felix (a simulated node) is left alone.
+pub fn without_lease(
     in_ipam: &BTreeSet<String>,
     nodes: &BTreeSet<String>,
     live: &BTreeSet<String>,
-) -> BTreeSet<String> {
-    in_ipam
-        .iter()
-        .filter(|n| !nodes.contains(*n) && !live.contains(*n))
-        .cloned()
-        .collect()
+    seen: &BTreeSet<String>,
+    known: &BTreeSet<String>,
+) -> WithoutLease {
+    let mut out = WithoutLease::default();
+    for n in in_ipam.iter().filter(|n| !live.contains(*n)) {
+        match (nodes.contains(n), known.contains(n)) {
+            (false, true) => {
+                out.deleted.insert(n.clone());
+            }
+            (false, false) => {
+                out.silent.insert(n.clone());
+            }
+            (true, _) if seen.contains(n) => {
+                out.silent.insert(n.clone());
+            }
+            (true, _) => {}
+        }
+    }
+    out
 }
 
 /// Empty blocks affine to a node that holds other blocks with at least 3 free addresses
@@ -231,6 +261,10 @@ impl Ipam {
         }
         r.blocks = self.release_affinity(node).await?;
         liveness::forget_node(&self.store, node).await?;
+        match self.store.delete_raw(&leak_clocks_key(node), None).await {
+            Ok(()) | Err(crate::StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
         Ok(r)
     }
 
@@ -285,9 +319,12 @@ pub fn stale_endpoints<'a>(
 }
 
 /// One node's collector of its own leaked pod addresses.
+/// Its grace clocks are kept in etcd ([`leak_clocks_key`]): a restarted felix continues them.
 pub struct LocalCollector {
     node: String,
     leaks: Grace<String>,
+    loaded: bool,
+    kept: Kept,
 }
 
 impl LocalCollector {
@@ -295,6 +332,8 @@ impl LocalCollector {
         LocalCollector {
             node: node.to_string(),
             leaks: Grace::default(),
+            loaded: false,
+            kept: Kept::default(),
         }
     }
 
@@ -310,7 +349,26 @@ impl LocalCollector {
         &mut self,
         ipam: &Ipam,
         probe: &impl NodeProbe,
-        now: Instant,
+        now: SystemTime,
+    ) -> Result<Vec<(String, Vec<IpAddr>)>, IpamError> {
+        let key = leak_clocks_key(&self.node);
+        if !self.loaded {
+            let kept: Vec<(String, u64)> = self.kept.load(ipam, &key).await?;
+            self.leaks = Grace::from_millis(kept);
+            self.loaded = true;
+        }
+        let out = self.collect(ipam, probe, now).await;
+        if let Err(e) = self.kept.save(ipam, &key, &self.leaks.to_millis()).await {
+            tracing::warn!(error = %e, "IPAM leak collection: keeping its clocks in etcd failed; retrying next pass");
+        }
+        out
+    }
+
+    async fn collect(
+        &mut self,
+        ipam: &Ipam,
+        probe: &impl NodeProbe,
+        now: SystemTime,
     ) -> Result<Vec<(String, Vec<IpAddr>)>, IpamError> {
         let cfg = ipam.config().await?;
         let blocks: Vec<Block> = ipam.blocks().await?.into_iter().map(|b| b.value).collect();
@@ -368,12 +426,16 @@ impl LocalCollector {
     }
 }
 
-/// The elected collector's state: grace clocks of silent nodes and empty blocks (a new
-/// collector starts them from zero, which only delays a release).
+/// The elected collector's state: the grace clocks of silent nodes and empty blocks, and the
+/// nodes whose Node it has seen; kept in etcd ([`gc_state`](super::gc_state)) and taken over
+/// by the next collector.
 #[derive(Default)]
 pub struct ClusterCollector {
+    loaded: bool,
     silent: Grace<String>,
     empty: Grace<(String, IpNet)>,
+    known: BTreeSet<String>,
+    kept: Kept,
 }
 
 impl ClusterCollector {
@@ -382,13 +444,20 @@ impl ClusterCollector {
     }
 
     /// One pass at `now`.
-    pub async fn pass(&mut self, ipam: &Ipam, now: Instant) -> Result<ClusterPass, IpamError> {
+    pub async fn pass(&mut self, ipam: &Ipam, now: SystemTime) -> Result<ClusterPass, IpamError> {
+        if !self.loaded {
+            let st: CollectorState = self.kept.load(ipam, COLLECTOR_STATE).await?;
+            self.silent = st.silent_grace();
+            self.empty = st.empty_grace();
+            self.known = st.known_nodes;
+            self.loaded = true;
+        }
         let store = ipam.store();
         let cfg = ipam.config().await?;
         // IPAM first, then who is alive: a felix takes its lease (and its bgpd writes the
         // Node) before it allocates, so every node in this IPAM snapshot that was alive when
-        // it was read shows in the reads below. The other order would call a node that
-        // started between the reads deleted.
+        // it was read shows in the reads below. (A node that allocated before either exists
+        // is not taken for deleted in any case: no collector saw its Node.)
         let blocks: Vec<Block> = ipam.blocks().await?.into_iter().map(|b| b.value).collect();
         let affinities: Vec<Affinity> = ipam
             .affinities()
@@ -410,30 +479,31 @@ impl ClusterCollector {
             &seen,
         );
         let mut out = ClusterPass::default();
-        let gone = nodes_gone(&in_ipam, &nodes, &live);
-        for n in &gone {
+        let classes = without_lease(&in_ipam, &nodes, &live, &seen, &self.known);
+        let mut released = BTreeSet::new();
+        for n in &classes.deleted {
             let r = ipam.release_node(n).await?;
             info!(node = %n, endpoints = r.endpoints.len(), addresses = r.addresses.len(), blocks = r.blocks.len(), "released the IPAM of a deleted node");
             out.deleted_nodes.push((n.clone(), r));
+            released.insert(n.clone());
         }
-        let silent: BTreeSet<String> = seen
-            .iter()
-            .filter(|n| nodes.contains(*n) && !live.contains(*n))
-            .cloned()
-            .collect();
-        for n in self.silent.pass(silent, now, cfg.node_grace_period()) {
+        for n in self
+            .silent
+            .pass(classes.silent.clone(), now, cfg.node_grace_period())
+        {
             self.silent.forget(&n);
             // Alive again since the snapshot: leave it.
             if liveness::live_nodes(store).await?.contains(&n) {
                 continue;
             }
             let r = ipam.release_node(&n).await?;
-            info!(node = %n, endpoints = r.endpoints.len(), addresses = r.addresses.len(), blocks = r.blocks.len(), "released the IPAM of a node silent for the node grace period");
-            out.silent_nodes.push((n, r));
+            info!(node = %n, endpoints = r.endpoints.len(), addresses = r.addresses.len(), blocks = r.blocks.len(), "released the IPAM of a node without liveness for the node grace period");
+            out.silent_nodes.push((n.clone(), r));
+            released.insert(n);
         }
         let empties: BTreeSet<(String, IpNet)> = empty_block_suspects(&blocks)
             .into_iter()
-            .filter(|(n, _)| !gone.contains(n))
+            .filter(|(n, _)| !released.contains(n))
             .collect();
         for (n, cidr) in self
             .empty
@@ -444,6 +514,24 @@ impl ClusterCollector {
                 info!(node = %n, block = %cidr, "gave an empty block back to the pool");
                 out.empty_blocks.push((n, cidr));
             }
+        }
+        // Remember every Node seen, and the deleted ones while IPAM still names them.
+        let mut known: BTreeSet<String> = self
+            .known
+            .iter()
+            .filter(|n| in_ipam.contains(*n))
+            .cloned()
+            .collect();
+        known.extend(nodes);
+        known.retain(|n| !released.contains(n));
+        self.known = known;
+        let st = CollectorState {
+            known_nodes: self.known.clone(),
+            silent: self.silent.to_millis(),
+            empty: self.empty.to_millis(),
+        };
+        if let Err(e) = self.kept.save(ipam, COLLECTOR_STATE, &st).await {
+            tracing::warn!(error = %e, "IPAM collector: keeping its state in etcd failed; retrying next pass");
         }
         Ok(out)
     }
@@ -490,14 +578,24 @@ mod tests {
     }
 
     #[test]
-    fn a_node_is_gone_only_without_node_resource_and_without_liveness() {
-        let in_ipam: BTreeSet<String> = ["a", "b", "c"].map(String::from).into();
-        let nodes: BTreeSet<String> = ["a".to_string()].into();
-        let live: BTreeSet<String> = ["b".to_string()].into();
-        assert_eq!(
-            nodes_gone(&in_ipam, &nodes, &live),
-            ["c".to_string()].into()
-        );
+    fn a_node_is_deleted_only_when_its_node_was_seen_and_is_gone_without_liveness() {
+        let set = |v: &[&str]| -> BTreeSet<String> { v.iter().map(|s| s.to_string()).collect() };
+        // a: Node, ran felix, live. b: no Node, live (felix up, Node deleted). c: Node seen
+        // once, gone, no lease: deleted. d: no Node ever seen, no lease (starting, or its
+        // deletion was not observed): silent. e: Node, ran felix, no lease: silent. f: Node,
+        // never ran felix (simulated): left alone.
+        let in_ipam = set(&["a", "b", "c", "d", "e", "f"]);
+        let nodes = set(&["a", "e", "f"]);
+        let live = set(&["a", "b"]);
+        let seen = set(&["a", "b", "c", "e"]);
+        let known = set(&["a", "b", "c", "e", "f"]);
+        let w = without_lease(&in_ipam, &nodes, &live, &seen, &known);
+        assert_eq!(w.deleted, set(&["c"]));
+        assert_eq!(w.silent, set(&["d", "e"]));
+        // The same without any collector having seen c's Node: c waits too.
+        let w = without_lease(&in_ipam, &nodes, &live, &seen, &set(&[]));
+        assert!(w.deleted.is_empty());
+        assert_eq!(w.silent, set(&["c", "d", "e"]));
     }
 
     #[test]

@@ -25,23 +25,29 @@
 //!   block without a handle that accounts for it.
 //! - release: the block drops the allocation first, then the handle's count is lowered;
 //!   dying in between leaves the same, repairable, over-count.
-//! - claim: the block is created with its affinity (the create is the lock: one winner), then
-//!   the affinity record is written. Dying in between leaves a block whose node has no
-//!   affinity record; the node adopts it (writes the record) on its next assignment, and
-//!   `release_affinity` releases it with the rest. Releasing runs the other way (block, then
-//!   record); a record left behind is dropped on the node's next assignment. `check` reports
-//!   both as `affinity_mismatches`.
+//! - claim: the block (created: one winner) and its affinity record are one transaction,
+//!   guarded on the node's affinity records being unchanged since they were counted, so two
+//!   racing claims cannot take a node past `maxBlocksPerHost`. Releasing runs block, then
+//!   record; a record left behind is dropped on the node's next assignment (and a block
+//!   without its record, left by older versions, is adopted). `check` reports both as
+//!   `affinity_mismatches`.
 //!
 //! Nothing is serialized in the process: concurrent ADDs on one node (through felix's one
 //! [`Ipam`]) read in parallel and race only through etcd's compare-and-swap, as two processes
 //! do. Writes to one block are ordered by etcd; a lost race re-reads that block alone (not
 //! the whole assignment) after a short random wait that grows with the attempt, so a burst
 //! of sixteen settles in about sixteen write round trips instead of a retry storm.
+//!
+//! An assignment's first try reads serializably (etcd answers from its own state): a
+//! linearizable read waits for a raft round, i.e. behind every write being committed at that
+//! moment, so with four ADDs at a time each of an ADD's five reads waited for another ADD's
+//! disk sync. A stale read can only lose a compare-and-swap; the retry reads linearizably.
 
 mod batch;
 pub mod check;
 pub mod config;
 pub mod gc;
+pub mod gc_state;
 pub mod grace;
 pub mod records;
 mod release;
@@ -59,7 +65,7 @@ use crate::resources::{
     AllowedUse, AssignmentMode, IpPool, IpPoolSpec, IpReservationSpec, NodeSpec,
 };
 use crate::selector::Selector;
-use crate::store::{Store, StoreError, Versioned};
+use crate::store::{CasWrite, Store, StoreError, Versioned};
 use batch::Try;
 use ipnet::IpNet;
 use rand::Rng;
@@ -129,6 +135,10 @@ pub struct Assigned {
 /// The IPAM client.
 pub struct Ipam {
     store: Store,
+    /// The same connection with serializable reads: an assignment's first try reads through
+    /// it (no raft round per read, so no wait behind other ADDs' writes); every write is a
+    /// compare-and-swap, so a stale read only loses a race, and the retry reads linearizably.
+    reads: Store,
     batcher: batch::Batcher,
 }
 
@@ -156,6 +166,7 @@ impl Ipam {
     /// An IPAM client over `store`.
     pub fn new(store: Store) -> Ipam {
         Ipam {
+            reads: store.serializable(),
             store,
             batcher: batch::Batcher::default(),
         }
@@ -186,6 +197,7 @@ impl Ipam {
     /// allowing `usage` whose nodeSelector selects the node.
     async fn pools_for(
         &self,
+        store: &Store,
         usage: AllowedUse,
         node: &str,
         fam: u8,
@@ -193,7 +205,7 @@ impl Ipam {
     ) -> Result<Vec<IpPool>, IpamError> {
         let family_of = |p: &IpPool| p.spec.net().map(|n| family(&n));
         if !names.is_empty() {
-            let (all, _) = self.store.list::<IpPoolSpec>().await?;
+            let (all, _) = store.list::<IpPoolSpec>().await?;
             let mut out = Vec::new();
             for n in names {
                 let p = all
@@ -213,10 +225,7 @@ impl Ipam {
             return Ok(out);
         }
         // Two independent reads: one round trip of waiting, not two.
-        let (all, node) = tokio::join!(
-            self.store.list::<IpPoolSpec>(),
-            self.store.get::<NodeSpec>(node)
-        );
+        let (all, node) = tokio::join!(store.list::<IpPoolSpec>(), store.get::<NodeSpec>(node));
         let (all, _) = all?;
         let labels = node?.map(|n| n.metadata.labels).unwrap_or_default();
         Ok(all
@@ -263,10 +272,11 @@ impl Ipam {
             .collect();
         // The configuration, the reservations and the first family's pools in one round trip.
         let first = families.first().map_or(4, |(f, _)| *f);
+        // Serializable reads: settings a few milliseconds old are as good as current ones.
         let (cfg, reservations, first_pools) = tokio::join!(
-            self.config(),
-            self.store.list::<IpReservationSpec>(),
-            self.pools_for(want.usage, node, first, pools)
+            config::read(&self.reads),
+            self.reads.list::<IpReservationSpec>(),
+            self.pools_for(&self.reads, want.usage, node, first, pools)
         );
         let rules = Rules {
             cfg: cfg?,
@@ -277,7 +287,10 @@ impl Ipam {
         for (fam, num) in families {
             let candidates = match first_pools.take() {
                 Some(p) if fam == first => p,
-                _ => self.pools_for(want.usage, node, fam, pools).await?,
+                _ => {
+                    self.pools_for(&self.reads, want.usage, node, fam, pools)
+                        .await?
+                }
             };
             if candidates.is_empty() {
                 return Err(IpamError::NoPool {
@@ -315,17 +328,16 @@ impl Ipam {
             .collect();
         let in_pools = |c: &IpNet| pool_nets.iter().any(|(p, _)| p.contains(c));
         for attempt in 0..MAX_RETRIES {
+            // The first try reads serializably, a retry (after a lost race) linearizably.
+            let rd = if attempt == 0 {
+                &self.reads
+            } else {
+                &self.store
+            };
             // 1. The node's own blocks.
-            let (affs, _) = self
-                .store
-                .list_json::<Affinity>(&node_affinities(node))
-                .await?;
+            let (affs, affs_rev) = rd.list_json::<Affinity>(&node_affinities(node)).await?;
             for a in affs.iter().filter(|a| in_pools(&a.value.cidr)) {
-                let Some(block) = self
-                    .store
-                    .get_json::<Block>(&block_key(&a.value.cidr))
-                    .await?
-                else {
+                let Some(block) = rd.get_json::<Block>(&block_key(&a.value.cidr)).await? else {
                     self.drop_stale_affinity(a).await?;
                     continue;
                 };
@@ -339,7 +351,7 @@ impl Ipam {
             }
             // 2. Claim a new block (after adopting blocks whose claim was cut short before
             //    the affinity record was written).
-            let (blocks, _) = self.store.list_json::<Block>(BLOCKS).await?;
+            let (blocks, _) = rd.list_json::<Block>(BLOCKS).await?;
             let recorded: BTreeSet<IpNet> = affs.iter().map(|a| a.value.cidr).collect();
             let mut adopted = false;
             for b in &blocks {
@@ -356,10 +368,13 @@ impl Ipam {
                 continue;
             }
             let existing: BTreeSet<IpNet> = blocks.iter().map(|b| b.value.cidr).collect();
+            // The node's blocks: by the block records, and by the affinity records the claim
+            // below is guarded on (a block claimed since `affs_rev` fails the claim).
             let held = blocks
                 .iter()
                 .filter(|b| b.value.affinity.as_deref() == Some(node))
-                .count();
+                .count()
+                .max(affs.len());
             let may_claim = match claim_limit(cfg, held) {
                 Ok(()) => true,
                 Err(why) => {
@@ -376,7 +391,7 @@ impl Ipam {
             };
             if may_claim {
                 if let Some(cidr) = first_free_block(&pool_nets, &existing) {
-                    self.claim(cidr, node).await?;
+                    self.claim(cidr, node, Some(affs_rev)).await?;
                     continue;
                 }
                 if cfg.strict_affinity {
@@ -415,21 +430,36 @@ impl Ipam {
         )))
     }
 
-    /// Claims an unclaimed block for `node`: block first (the create decides the winner),
-    /// then the affinity record.
-    async fn claim(&self, cidr: IpNet, node: &str) -> Result<bool, IpamError> {
-        match self
+    /// Claims an unclaimed block for `node`: the block (which must not exist: one winner)
+    /// and its affinity record in one transaction. With `guard`, the revision the node's
+    /// affinity records were counted at: the claim fails if the node gained a block since
+    /// (two racing claims cannot both pass `maxBlocksPerHost`).
+    async fn claim(&self, cidr: IpNet, node: &str, guard: Option<i64>) -> Result<bool, IpamError> {
+        let (bkey, akey) = (block_key(&cidr), affinity_key(node, &cidr));
+        let block = Block::new(cidr, Some(node.to_string()));
+        let aff = Affinity {
+            node: node.to_string(),
+            cidr,
+        };
+        let prefix = node_affinities(node);
+        // The affinity record is put, not created: one left behind by a release cut short
+        // is overwritten.
+        let res = self
             .store
-            .create_json(&block_key(&cidr), &Block::new(cidr, Some(node.to_string())))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.is_conflict() => return Ok(false),
-            Err(e) => return Err(e.into()),
+            .create_all(
+                &[CasWrite::json(&bkey, &block, None)],
+                &[CasWrite::json(&akey, &aff, None)],
+                guard.map(|r| (prefix.as_str(), r)),
+            )
+            .await;
+        match res {
+            Ok(_) => {
+                debug!(%cidr, node, "claimed block");
+                Ok(true)
+            }
+            Err(e) if e.is_conflict() => Ok(false),
+            Err(e) => Err(e.into()),
         }
-        self.write_affinity(node, cidr).await?;
-        debug!(%cidr, node, "claimed block");
-        Ok(true)
     }
 
     /// Writes the affinity record of a block the node holds (a no-op if it exists).
@@ -523,7 +553,7 @@ impl Ipam {
             let block = match self.store.get_json::<Block>(&key).await? {
                 Some(b) => b,
                 None => {
-                    self.claim(cidr, node).await?;
+                    self.claim(cidr, node, None).await?;
                     continue;
                 }
             };

@@ -18,6 +18,7 @@ pub enum AnyResource {
     Tier(Tier),
     Profile(Profile),
     K8sNetworkPolicy(K8sNetworkPolicy),
+    IpamConfiguration(IpamConfiguration),
 }
 
 /// Names of a kind: how it is written in `kind`, stored, and asked for on the command line.
@@ -37,7 +38,7 @@ const fn info<S: Spec>() -> KindInfo {
 }
 
 /// Every kind, in the order `margayctl` lists them.
-pub const KINDS: [KindInfo; 13] = [
+pub const KINDS: [KindInfo; 14] = [
     info::<NodeSpec>(),
     info::<BgpConfigurationSpec>(),
     info::<BgpPeerSpec>(),
@@ -51,6 +52,7 @@ pub const KINDS: [KindInfo; 13] = [
     info::<TierSpec>(),
     info::<ProfileSpec>(),
     info::<K8sNetworkPolicySpec>(),
+    info::<IpamConfigurationSpec>(),
 ];
 
 impl KindInfo {
@@ -75,6 +77,7 @@ impl KindInfo {
             | "k8snetworkpolicy"
             | "networkpolicy.networking.k8s.io"
             | "networkpolicies.networking.k8s.io" => "k8snetworkpolicies",
+            "ipamconfig" | "ipamconfigs" => "ipamconfigurations",
             _ => "",
         };
         KINDS.iter().copied().find(|k| {
@@ -102,6 +105,7 @@ macro_rules! each {
             AnyResource::Tier($r) => $e,
             AnyResource::Profile($r) => $e,
             AnyResource::K8sNetworkPolicy($r) => $e,
+            AnyResource::IpamConfiguration($r) => $e,
         }
     };
 }
@@ -145,6 +149,7 @@ impl AnyResource {
             "WorkloadEndpoint" => typed(value, AnyResource::WorkloadEndpoint),
             "FelixConfiguration" => typed(value, AnyResource::FelixConfiguration),
             "IPReservation" => typed(value, AnyResource::IpReservation),
+            "IPAMConfiguration" => typed(value, AnyResource::IpamConfiguration),
             other => Err(format!(
                 "kind: '{other}' is not a known kind ({})",
                 KINDS.iter().map(|k| k.kind).collect::<Vec<_>>().join(", ")
@@ -168,6 +173,7 @@ impl AnyResource {
             AnyResource::Tier(_) => KINDS[10],
             AnyResource::Profile(_) => KINDS[11],
             AnyResource::K8sNetworkPolicy(_) => KINDS[12],
+            AnyResource::IpamConfiguration(_) => KINDS[13],
         }
     }
 

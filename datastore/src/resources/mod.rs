@@ -18,6 +18,7 @@ mod bgpfilter;
 mod communities;
 mod felix;
 mod fields;
+mod ipamconfig;
 mod ippool;
 mod ipreservation;
 mod k8s_policy;
@@ -41,6 +42,7 @@ pub use felix::{EndpointPort, FelixConfigurationSpec, RouteTableRange, WorkloadE
 pub use fields::{
     FIELDS, FieldInfo, FieldStatus, UnactedField, leaf_paths, log_not_acted_once, not_acted,
 };
+pub use ipamconfig::{IPAM_CONFIGURATION_NAME, IpamConfigurationSpec};
 pub use ippool::{AllowedUse, AssignmentMode, EncapMode, IpPoolSpec};
 pub use ipreservation::{IpReservationSpec, parse_reserved};
 pub use k8s_policy::{
@@ -73,7 +75,13 @@ pub const CALICO_API_VERSION: &str = "projectcalico.org/v3";
 pub const MARGAY_API_VERSION: &str = "margay.io/v1";
 
 /// Spec fields Calico's API lacks: accepted under [`MARGAY_API_VERSION`] only.
-const MARGAY_ONLY: &[&str] = &["bfd", "maxPaths"];
+const MARGAY_ONLY: &[&str] = &[
+    "bfd",
+    "maxPaths",
+    "leakGracePeriod",
+    "emptyBlockGracePeriod",
+    "nodeGracePeriod",
+];
 
 /// What can go wrong reading or checking resources.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -139,6 +147,8 @@ pub trait Spec:
     const PLURAL: &'static str;
     /// Whether names are scoped by `metadata.namespace` (only WorkloadEndpoint).
     const NAMESPACED: bool = false;
+    /// The one name a singleton kind's resource may have (IPAMConfiguration: `default`).
+    const ONLY_NAME: Option<&'static str> = None;
     /// Fills Calico's defaults into fields left out.
     fn apply_defaults(&mut self) {}
     /// Checks field values; problems are reported with their `spec.` path.
@@ -175,6 +185,7 @@ pub type BgpConfiguration = Resource<BgpConfigurationSpec>;
 pub type BgpPeer = Resource<BgpPeerSpec>;
 pub type IpPool = Resource<IpPoolSpec>;
 pub type IpReservation = Resource<IpReservationSpec>;
+pub type IpamConfiguration = Resource<IpamConfigurationSpec>;
 pub type BgpFilter = Resource<BgpFilterSpec>;
 pub type WorkloadEndpoint = Resource<WorkloadEndpointSpec>;
 pub type FelixConfiguration = Resource<FelixConfigurationSpec>;
@@ -239,6 +250,14 @@ impl<S: Spec> Resource<S> {
             v.problem("kind", format!("'{}' is not {}", self.kind, S::KIND));
         }
         validate::name(&mut v, "metadata.name", &self.metadata.name);
+        if let Some(only) = S::ONLY_NAME
+            && self.metadata.name != only
+        {
+            v.problem(
+                "metadata.name",
+                format!("must be '{only}' (one {} per cluster)", S::KIND),
+            );
+        }
         if S::NAMESPACED {
             match self.metadata.namespace.as_deref() {
                 None | Some("") => v.problem("metadata.namespace", "is required"),

@@ -13,12 +13,13 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use margay_datastore::Store;
 use margay_datastore::ipam::{Allocation, ClusterCollector, Ipam, LocalCollector, NodeProbe};
 use margay_datastore::liveness::{self, COLLECTOR_ELECTION, Lease};
 use margay_datastore::resources::WorkloadEndpoint;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::endpoints::naming;
@@ -95,11 +96,36 @@ async fn link_names() -> Option<BTreeSet<String>> {
     }
 }
 
-/// Keeps `node`'s liveness key alive for as long as felix runs.
-pub async fn liveness(store: Store, node: String, ttl: Duration) {
+/// Resolves once felix is stopping cleanly (`stop` turned true, or its sender dropped).
+async fn stopping(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Revokes `lease` on a clean stop, bounded: etcd may be unreachable as felix stops (then the
+/// lease expires after its TTL, as after a crash).
+async fn revoke(store: &Store, lease: Lease, what: &str) {
+    match tokio::time::timeout(Duration::from_secs(2), lease.revoke(store)).await {
+        Ok(Ok(())) => info!("{what}: lease revoked on a clean stop"),
+        Ok(Err(e)) => {
+            warn!(error = %e, "{what}: revoking the lease failed; it expires after its TTL")
+        }
+        Err(_) => warn!("{what}: revoking the lease timed out; it expires after its TTL"),
+    }
+}
+
+/// Keeps `node`'s liveness key alive for as long as felix runs; on a clean stop (`stop`),
+/// revokes the lease, so the key goes at once instead of after the TTL. That does not make a
+/// restarting node look gone: its Node resource stays, and a node with a Node is released only
+/// after the node grace period without liveness (default 1 h); felix announces again within
+/// seconds of starting.
+pub async fn liveness(store: Store, node: String, ttl: Duration, mut stop: watch::Receiver<bool>) {
     let mut backoff = Duration::from_millis(200);
     loop {
-        let lease = match Lease::grant(&store, ttl).await {
+        let lease = tokio::select! {
+            l = Lease::grant(&store, ttl) => l,
+            _ = stopping(&mut stop) => return,
+        };
+        let lease = match lease {
             Ok(l) => l,
             Err(e) => {
                 warn!(error = %e, "liveness lease: grant failed; retrying");
@@ -120,7 +146,13 @@ pub async fn liveness(store: Store, node: String, ttl: Duration) {
             ttl_s = ttl.as_secs(),
             "liveness lease held"
         );
-        lease.lost().await;
+        tokio::select! {
+            _ = lease.lost() => {}
+            _ = stopping(&mut stop) => {
+                revoke(&store, lease, "liveness").await;
+                return;
+            }
+        }
         warn!(
             node,
             "liveness lease expired (etcd unreachable too long); taking a new one"
@@ -137,7 +169,7 @@ pub async fn local_gc(ipam: Ipam, node: String, timing: GcTiming, metrics: Arc<M
             continue;
         };
         let probe = Kernel { links };
-        match c.pass(&ipam, &probe, Instant::now()).await {
+        match c.pass(&ipam, &probe, SystemTime::now()).await {
             Ok(released) => {
                 let n: usize = released.iter().map(|(_, ips)| ips.len()).sum();
                 if n > 0 {
@@ -149,10 +181,20 @@ pub async fn local_gc(ipam: Ipam, node: String, timing: GcTiming, metrics: Arc<M
     }
 }
 
-/// Campaigns for the cluster-wide collector and runs it while elected.
-pub async fn collector(ipam: Ipam, node: String, timing: GcTiming, metrics: Arc<Metrics>) {
+/// Campaigns for the cluster-wide collector and runs it while elected; on a clean stop
+/// (`stop`) revokes its leadership lease, so the next one in line takes over at once.
+pub async fn collector(
+    ipam: Ipam,
+    node: String,
+    timing: GcTiming,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
     let store = ipam.store().clone();
     loop {
+        if *stop.borrow() {
+            return;
+        }
         let lease = match Lease::grant(&store, timing.lease_ttl).await {
             Ok(l) => l,
             Err(e) => {
@@ -165,6 +207,10 @@ pub async fn collector(ipam: Ipam, node: String, timing: GcTiming, metrics: Arc<
         let elected = tokio::select! {
             r = campaign => r,
             _ = lease.lost() => continue,
+            _ = stopping(&mut stop) => {
+                revoke(&store, lease, "IPAM collector campaign").await;
+                return;
+            }
         };
         if let Err(e) = elected {
             warn!(error = %e, "IPAM collector: campaign failed; retrying");
@@ -175,7 +221,7 @@ pub async fn collector(ipam: Ipam, node: String, timing: GcTiming, metrics: Arc<
         metrics.ipam_collector_elected.set(1);
         let mut c = ClusterCollector::new();
         loop {
-            match c.pass(&ipam, Instant::now()).await {
+            match c.pass(&ipam, SystemTime::now()).await {
                 Ok(p) => {
                     let deleted: usize =
                         p.deleted_nodes.iter().map(|(_, r)| r.addresses.len()).sum();
@@ -195,6 +241,11 @@ pub async fn collector(ipam: Ipam, node: String, timing: GcTiming, metrics: Arc<
             tokio::select! {
                 _ = tokio::time::sleep(timing.interval) => {}
                 _ = lease.lost() => break,
+                _ = stopping(&mut stop) => {
+                    metrics.ipam_collector_elected.set(0);
+                    revoke(&store, lease, "IPAM collector").await;
+                    return;
+                }
             }
         }
         metrics.ipam_collector_elected.set(0);

@@ -285,23 +285,21 @@ pub async fn run(
         opts.etcd.endpoints.join(","),
         health.clone(),
     ));
-    let gc_tasks = [
+    // Told on a clean stop: the liveness and leadership leases are revoked, not left to expire.
+    let (gc_stop, gc_stopped) = watch::channel(false);
+    let lease_tasks = [
         tokio::spawn(ipam_gc::liveness(
             store.clone(),
             opts.node.clone(),
             opts.gc.lease_ttl,
-        )),
-        tokio::spawn(ipam_gc::local_gc(
-            Ipam::new(store.clone()),
-            opts.node.clone(),
-            opts.gc,
-            opts.metrics.clone(),
+            gc_stopped.clone(),
         )),
         tokio::spawn(ipam_gc::collector(
             Ipam::new(store.clone()),
             opts.node.clone(),
             opts.gc,
             opts.metrics.clone(),
+            gc_stopped,
         )),
     ];
     let (model_tx, model_rx) = watch::channel::<Option<Model>>(None);
@@ -323,6 +321,12 @@ pub async fn run(
             health.clone(),
         ))
     });
+    let gc_tasks = [tokio::spawn(ipam_gc::local_gc(
+        Ipam::new(store.clone()),
+        opts.node.clone(),
+        opts.gc,
+        opts.metrics.clone(),
+    ))];
     let tunnel_task = tokio::spawn(tunnel_loop(
         Tunnels::new(Ipam::new(store), &opts.node),
         ds_rx.clone(),
@@ -465,5 +469,10 @@ pub async fn run(
     probe_task.abort();
     for t in gc_tasks {
         t.abort();
+    }
+    // Revoking is bounded inside each task (etcd may be unreachable as felix stops).
+    let _ = gc_stop.send(true);
+    for t in lease_tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
     }
 }

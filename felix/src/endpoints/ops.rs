@@ -300,9 +300,14 @@ pub async fn add(
     let guard = deadline.lock(svc, &t.lock_key()).await?;
     let mtu = if req.mtu == 0 { cfg.pod_mtu() } else { req.mtu };
 
-    // The same attachment again: its current result.
+    // The same attachment again: its current result. A serializable read (no raft round, so
+    // no wait behind other ADDs' writes): a runtime retries an ADD after its answer, by when
+    // the endpoint written is in every read.
     let current = deadline
-        .within("reading the WorkloadEndpoint", get_wep(store, &t))
+        .within(
+            "reading the WorkloadEndpoint",
+            get_wep(&store.serializable(), &t),
+        )
         .await?;
     if let Some(w) = current {
         if w.spec.container_id == t.container_id {
