@@ -613,6 +613,14 @@ impl Speaker {
     async fn reload(&mut self, new: Config) -> ReloadSummary {
         let mut summary = ReloadSummary::default();
         let old_file: BTreeSet<Prefix> = self.config.originated().into_iter().collect();
+        // What every peer's policy is made of besides its own neighbour settings: when none of
+        // it changed, only peers whose settings changed need their policy looked at again (a
+        // Node joining a 1,000-node mesh is then not 1,000 policy rebuilds).
+        let shared_policy_changed = self.config.pools != new.pools
+            || self.config.advertise != new.advertise
+            || self.config.filters != new.filters
+            || self.config.originated() != new.originated();
+        let mut touched: Vec<PeerId> = Vec::new();
         let identity_changed = new.router_id() != self.config.router_id()
             || new.asn() != self.config.asn()
             || new.cluster_id() != self.config.cluster_id();
@@ -663,10 +671,13 @@ impl Speaker {
                     }
                     Some(n) => {
                         // Same session; its filters or BFD timers may have changed.
-                        if let Some(slot) = self.peers.get_mut(&id) {
+                        if let Some(slot) = self.peers.get_mut(&id)
+                            && slot.neighbor != **n
+                        {
                             slot.neighbor = (*n).clone();
+                            touched.push(id);
+                            self.bfd_follow(n);
                         }
-                        self.bfd_follow(n);
                         summary.unchanged += 1;
                     }
                 }
@@ -690,7 +701,11 @@ impl Speaker {
         self.withdraw(&gone).await;
         let add: Vec<Prefix> = file.difference(&self.originated).copied().collect();
         self.originate(&add).await;
-        self.apply_policy().await;
+        if identity_changed || shared_policy_changed {
+            self.apply_policy(None).await;
+        } else if !touched.is_empty() {
+            self.apply_policy(Some(touched)).await;
+        }
         info!(
             added = summary.added.len(),
             removed = summary.removed.len(),
