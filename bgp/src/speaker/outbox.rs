@@ -79,10 +79,11 @@ impl Outbox {
 
     /// A session went down or was removed: what it was owed is dropped.
     pub fn leave(&mut self, peer: PeerId) {
-        let Some(cursor) = self.cursors.remove(&peer) else {
+        let Some(seq) = self.cursor(peer).map(|c| c.seq) else {
             return;
         };
-        for seq in cursor.seq..self.end() {
+        self.cursors.remove(&peer);
+        for seq in seq..self.end() {
             let i = (seq - self.base) as usize;
             if self.entries[i].peers.binary_search(&peer).is_ok() {
                 self.pass(i);
@@ -125,7 +126,7 @@ impl Outbox {
     /// has yet.
     pub fn peek(&mut self, peer: PeerId) -> Option<Bytes> {
         loop {
-            let cursor = *self.cursors.get(&peer)?;
+            let cursor = self.cursor(peer)?;
             if cursor.seq >= self.end() {
                 return None;
             }
@@ -149,7 +150,7 @@ impl Outbox {
 
     /// The message `peek` returned was sent (or dropped): move past it.
     pub fn advance(&mut self, peer: PeerId) {
-        let Some(cursor) = self.cursors.get(&peer).copied() else {
+        let Some(cursor) = self.cursor(peer) else {
             return;
         };
         if cursor.seq >= self.end() {
@@ -182,6 +183,18 @@ impl Outbox {
 
     fn end(&self) -> u64 {
         self.base + self.entries.len() as u64
+    }
+
+    /// `peer`'s cursor. Entries its cursor had not reached yet may be gone already if none was
+    /// addressed to it (one addressed to it stays until it passes): it then starts at the
+    /// first entry still held.
+    fn cursor(&mut self, peer: PeerId) -> Option<Cursor> {
+        let base = self.base;
+        let c = self.cursors.get_mut(&peer)?;
+        if c.seq < base {
+            *c = Cursor { seq: base, msg: 0 };
+        }
+        Some(*c)
     }
 
     fn set(&mut self, peer: PeerId, seq: u64, msg: usize) {
@@ -293,6 +306,22 @@ mod tests {
         assert!(o.peek(2).is_none(), "owed only what comes after joining");
         o.push_export(withdraw(&[1, 2], "10.0.1.0/26"));
         assert_eq!(drain(&mut o, 2).len(), 1);
+    }
+
+    #[test]
+    fn a_peer_behind_entries_it_was_never_owed_skips_them_once_they_are_gone() {
+        let mut o = Outbox::default();
+        o.join(1);
+        o.join(2);
+        o.push_export(withdraw(&[2], "10.0.0.0/26"));
+        o.push_export(withdraw(&[2], "10.0.1.0/26"));
+        assert_eq!(drain(&mut o, 2).len(), 2);
+        assert_eq!(o.len(), 0, "both gone, peer 1's cursor still before them");
+        o.push_export(withdraw(&[1, 2], "10.0.2.0/26"));
+        assert_eq!(drain(&mut o, 1).len(), 1);
+        o.leave(2);
+        assert_eq!(o.len(), 0);
+        o.leave(1);
     }
 
     #[test]
