@@ -21,8 +21,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub type PeerId = u32;
 
-/// How many encoded messages may wait for one peer's socket before `send` waits.
-const OUTBOUND_QUEUE: usize = 1024;
+/// How many encoded messages may wait for one peer's socket. Few: what a peer is owed beyond
+/// them waits unencoded in the speaker's shared log (`speaker::outbox`), not per session.
+const OUTBOUND_QUEUE: usize = 32;
 
 /// What a session tells the speaker. On the way up `Established` comes before the
 /// `StateChanged` to Established; on the way down `Down` comes before the `StateChanged` that
@@ -67,6 +68,8 @@ pub enum SessionError {
     NotEstablished,
     #[error("session task has ended")]
     Closed,
+    #[error("the session's outbound queue is full")]
+    Full,
 }
 
 /// What `send` checks: the state, and which Established period a message belongs to, so a
@@ -138,6 +141,29 @@ impl SessionHandle {
             .send((snap.generation, msg))
             .await
             .map_err(|_| SessionError::Closed)
+    }
+
+    /// Queues an encoded message if there is room now, without waiting.
+    pub fn try_send(&self, msg: Bytes) -> Result<(), SessionError> {
+        let snap = *self.snapshot.borrow();
+        if snap.state != State::Established {
+            return Err(SessionError::NotEstablished);
+        }
+        self.outbound
+            .try_send((snap.generation, msg))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => SessionError::Full,
+                mpsc::error::TrySendError::Closed(_) => SessionError::Closed,
+            })
+    }
+
+    /// Resolves once the outbound queue has room again (or the session has ended).
+    pub fn room(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let outbound = self.outbound.clone();
+        async move {
+            // The permit is dropped at once: it only says that a slot is free.
+            let _ = outbound.reserve_owned().await;
+        }
     }
 
     /// Hands over an inbound connection the listener accepted from this peer.

@@ -2,13 +2,15 @@
 //! requests from the API. Sessions talk to it through events; it talks back with encoded UPDATEs.
 //!
 //! Single owner, no locks around the RIB: a session event is applied to the RIB, the resulting
-//! exports are encoded once per update group and handed to each member's session queue.
+//! exports are logged once in the [`outbox`] and encoded, once for all their recipients, when
+//! a session's short queue has room.
 
 mod bfd;
 mod eor;
 mod graceful;
 mod handle;
 mod limits;
+mod outbox;
 mod peers;
 mod policy;
 mod refresh;
@@ -23,7 +25,7 @@ use crate::fsm::State;
 use crate::rib::{Export, LocalConfig, NextHopMode, PeerInfo, Rib, RouteView};
 use crate::session::{self, PeerConfig, PeerId, SessionEvent};
 use crate::transport::Listener;
-use crate::wire::{self, Family, Notification, Prefix, notif};
+use crate::wire::{Family, Notification, Prefix, notif};
 use bytes::Bytes;
 use handle::Request;
 use peers::PeerSlot;
@@ -104,6 +106,11 @@ pub struct Speaker {
     deferred_eor: Vec<eor::DeferredEor>,
     /// The BFD service, once a neighbour wants it: see [`bfd`].
     bfd: Option<crate::bfd::BfdHandle>,
+    /// What each Established peer is owed: see [`outbox`].
+    outbox: outbox::Outbox,
+    /// Peers whose session queue was full, with a waiter that reports on `ready` when not.
+    blocked: std::collections::HashSet<PeerId>,
+    ready: mpsc::UnboundedSender<PeerId>,
 }
 
 impl Speaker {
@@ -117,6 +124,7 @@ impl Speaker {
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let (req_tx, req_rx) = mpsc::channel(256);
         let (changes, _) = broadcast::channel(WATCH_QUEUE);
+        let (ready, ready_rx) = mpsc::unbounded_channel();
         let dispatch: Dispatch = Arc::default();
         let listener = if config.listen_port != 0 {
             let addr = SocketAddr::new(config.listen_address, config.listen_port);
@@ -173,6 +181,9 @@ impl Speaker {
             origination_settled: !config.await_originator,
             deferred_eor: Vec::new(),
             bfd: None,
+            outbox: outbox::Outbox::default(),
+            blocked: std::collections::HashSet::new(),
+            ready,
             config: config.clone(),
         };
         for n in &config.neighbors {
@@ -181,7 +192,7 @@ impl Speaker {
         let prefixes = config.originated();
         speaker.originate(&prefixes).await;
         speaker.check_synced();
-        let task = tokio::spawn(speaker.run(events_rx, req_rx));
+        let task = tokio::spawn(speaker.run(events_rx, req_rx, ready_rx));
         Ok((SpeakerHandle { tx: req_tx }, task))
     }
 
@@ -189,6 +200,7 @@ impl Speaker {
         mut self,
         mut events: mpsc::Receiver<SessionEvent>,
         mut requests: mpsc::Receiver<Request>,
+        mut ready: mpsc::UnboundedReceiver<PeerId>,
     ) {
         let mut tick = tokio::time::interval(graceful::TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -212,7 +224,13 @@ impl Speaker {
                     self.eor_tick().await;
                     self.limit_tick();
                 }
-                ev = events.recv() => match ev {
+                Some(peer) = ready.recv() => {
+                    self.blocked.remove(&peer);
+                    self.pump(peer);
+                }
+                // While the log is over its limit, sessions wait (and TCP holds their peers
+                // back) until the slow recipients catch up.
+                ev = events.recv(), if !self.outbox.is_full() => match ev {
                     Some(ev) => self.on_event(ev).await,
                     None => return,
                 },
@@ -278,6 +296,7 @@ impl Speaker {
             let _ = l.set_md5(addr, None);
         }
         self.bfd_forget(addr);
+        self.outbox.leave(id);
         slot.handle
             .shutdown(Some(Notification::new(notif::CEASE, subcode, Bytes::new())))
             .await;
@@ -341,6 +360,8 @@ impl Speaker {
                     allow_own_as: neighbor.allow_own_as(),
                     local_asn: neighbor.local_asn(self.config.asn()),
                 };
+                self.outbox.join(peer);
+                self.blocked.remove(&peer);
                 let exports = self.rib.peer_up(peer, info);
                 self.send_exports(exports).await;
                 self.gr_session_up(peer, &negotiated).await;
@@ -384,40 +405,56 @@ impl Speaker {
                     info!(peer = %slot.address(), %reason, "session down");
                     slot.router_id = None;
                 }
+                self.outbox.leave(peer);
                 self.gr_session_down(peer, retain).await;
             }
         }
     }
 
+    /// Sends an encoded message to one peer, behind what it is owed already.
     async fn send_to(&mut self, peer: PeerId, bytes: Bytes) {
-        if let Some(slot) = self.peers.get_mut(&peer)
-            && slot.handle.send(bytes).await.is_ok()
-        {
-            slot.updates_sent += 1;
+        if self.outbox.push_raw(peer, vec![bytes]) {
+            self.pump(peer);
         }
     }
 
-    /// Encodes each export once and queues the same bytes on every recipient's session.
+    /// Logs each export once for all its recipients and lets each take what its session has
+    /// room for; the rest is encoded when the session drains.
     async fn send_exports(&mut self, exports: Vec<Export>) {
         for ex in exports {
-            let mut messages: Vec<Bytes> = Vec::new();
-            for (family, prefixes) in &ex.withdraw {
-                match wire::pack_withdrawals(*family, prefixes, &ex.ctx) {
-                    Ok(m) => messages.extend(m),
-                    Err(e) => warn!(error = %e, "cannot encode withdrawals"),
-                }
+            for peer in self.outbox.push_export(ex) {
+                self.pump(peer);
             }
-            for (attrs, next_hop, family, prefixes) in &ex.announce {
-                match wire::pack_announcements(attrs, next_hop, *family, prefixes, &ex.ctx) {
-                    Ok(m) => messages.extend(m),
-                    Err(e) => warn!(error = %e, "cannot encode announcements"),
+        }
+    }
+
+    /// Moves what `peer` is owed into its session's queue while there is room; when full, a
+    /// waiter reports the peer on `ready` once there is room again.
+    fn pump(&mut self, peer: PeerId) {
+        if self.blocked.contains(&peer) {
+            return;
+        }
+        let Some(slot) = self.peers.get_mut(&peer) else {
+            self.outbox.leave(peer);
+            return;
+        };
+        while let Some(msg) = self.outbox.peek(peer) {
+            match slot.handle.try_send(msg) {
+                Ok(()) => slot.updates_sent += 1,
+                Err(session::SessionError::Full) => {
+                    self.blocked.insert(peer);
+                    let room = slot.handle.room();
+                    let ready = self.ready.clone();
+                    tokio::spawn(async move {
+                        room.await;
+                        let _ = ready.send(peer);
+                    });
+                    return;
                 }
+                // The session is going down; its Down event drops the rest.
+                Err(_) => {}
             }
-            for peer in &ex.peers {
-                for m in &messages {
-                    self.send_to(*peer, m.clone()).await;
-                }
-            }
+            self.outbox.advance(peer);
         }
     }
 
@@ -578,6 +615,14 @@ impl Speaker {
     async fn reload(&mut self, new: Config) -> ReloadSummary {
         let mut summary = ReloadSummary::default();
         let old_file: BTreeSet<Prefix> = self.config.originated().into_iter().collect();
+        // What every peer's policy is made of besides its own neighbour settings: when none of
+        // it changed, only peers whose settings changed need their policy looked at again (a
+        // Node joining a 1,000-node mesh is then not 1,000 policy rebuilds).
+        let shared_policy_changed = self.config.pools != new.pools
+            || self.config.advertise != new.advertise
+            || self.config.filters != new.filters
+            || self.config.originated() != new.originated();
+        let mut touched: Vec<PeerId> = Vec::new();
         let identity_changed = new.router_id() != self.config.router_id()
             || new.asn() != self.config.asn()
             || new.cluster_id() != self.config.cluster_id();
@@ -629,10 +674,13 @@ impl Speaker {
                     }
                     Some(n) => {
                         // Same session; its filters or BFD timers may have changed.
-                        if let Some(slot) = self.peers.get_mut(&id) {
+                        if let Some(slot) = self.peers.get_mut(&id)
+                            && slot.neighbor != **n
+                        {
                             slot.neighbor = (*n).clone();
+                            touched.push(id);
+                            self.bfd_follow(n);
                         }
-                        self.bfd_follow(n);
                         summary.unchanged += 1;
                     }
                 }
@@ -662,7 +710,11 @@ impl Speaker {
         self.withdraw(&gone).await;
         let add: Vec<Prefix> = file.difference(&self.originated).copied().collect();
         self.originate(&add).await;
-        self.apply_policy().await;
+        if identity_changed || shared_policy_changed {
+            self.apply_policy(None).await;
+        } else if !touched.is_empty() {
+            self.apply_policy(Some(touched)).await;
+        }
         info!(
             added = summary.added.len(),
             removed = summary.removed.len(),

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 impl Speaker {
-    /// Applies the configuration's policy to every established session.
-    pub(super) async fn apply_policy(&mut self) {
-        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+    /// Applies the configuration's policy to the given sessions, or to every one.
+    pub(super) async fn apply_policy(&mut self, only: Option<Vec<PeerId>>) {
+        let ids: Vec<PeerId> = only.unwrap_or_else(|| self.peers.keys().copied().collect());
         for id in ids {
             let Some(slot) = self.peers.get(&id) else {
                 continue;

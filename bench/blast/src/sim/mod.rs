@@ -17,6 +17,7 @@ pub mod nsrt;
 pub mod procstat;
 pub mod register;
 pub mod speaker;
+pub mod watchfan;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
