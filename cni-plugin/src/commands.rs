@@ -62,10 +62,15 @@ fn attachment(env: &Environment) -> pb::Attachment {
     }
 }
 
-fn workload(env: &Environment) -> pb::Workload {
+fn workload(env: &Environment, conf: &NetConf) -> pb::Workload {
     pb::Workload {
         namespace: env.args.pod_namespace.clone(),
         name: env.args.pod_name.clone(),
+        labels: conf
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 
@@ -116,7 +121,7 @@ fn add(env: &Environment, conf: &NetConf, stdin: &[u8]) -> Result<CniResult, Cni
     let request = pb::AddEndpointRequest {
         attachment: Some(attachment(env)),
         netns: env.netns.clone(),
-        workload: Some(workload(env)),
+        workload: Some(workload(env, conf)),
         network_name: conf.name.clone(),
         mtu: conf.mtu.unwrap_or(0),
         node_name: conf.nodename.clone(),
@@ -166,7 +171,7 @@ fn del(env: &Environment, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> 
     let request = pb::DeleteEndpointRequest {
         attachment: Some(attachment(env)),
         netns: env.netns.clone(),
-        workload: Some(workload(env)),
+        workload: Some(workload(env, conf)),
         network_name: conf.name.clone(),
         delegated_ipam: delegated.is_some(),
     };
@@ -199,7 +204,7 @@ fn check(env: &Environment, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError
     let request = pb::CheckEndpointRequest {
         attachment: Some(attachment(env)),
         netns: env.netns.clone(),
-        workload: Some(workload(env)),
+        workload: Some(workload(env, conf)),
         network_name: conf.name.clone(),
         mtu: conf.mtu.unwrap_or(0),
         expected: Some(felix::result_to_pb(&expected)),

@@ -28,6 +28,7 @@ fn add_sends_attachment_pod_and_ipam_to_felix() {
     conf["ipam"] =
         json!({"type": "margay-ipam", "ipv4_pools": ["10.244.0.0/16"], "assign_ipv6": "true"});
     conf["runtimeConfig"] = json!({"ips": ["10.244.0.40"]});
+    conf["args"] = json!({"cni": {"labels": [{"key": "app", "value": "web"}]}});
     let r = run_plugin(&attachment_env("ADD", "ctr-1", NETNS), &conf.to_string());
     r.assert_ok();
     let sent = adds(&felix);
@@ -45,7 +46,8 @@ fn add_sends_attachment_pod_and_ipam_to_felix() {
         a.workload,
         Some(pb::Workload {
             namespace: "default".into(),
-            name: "web-0".into()
+            name: "web-0".into(),
+            labels: [("app".to_string(), "web".to_string())].into(),
         })
     );
     assert_eq!(a.network_name, "k8s-pod-network");

@@ -147,6 +147,7 @@ impl Cluster {
             workload: Some(pb::Workload {
                 namespace: "default".into(),
                 name: format!("{}-{role}", lab.tag()),
+                ..Default::default()
             }),
             network_name: "margay-pod-network".into(),
             mtu: 1400,

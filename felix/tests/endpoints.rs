@@ -90,6 +90,15 @@ impl Node {
             workload: Some(pb::Workload {
                 namespace: "default".into(),
                 name: pod.into(),
+                // The pod's labels (CNI args.cni.labels); a reserved key is never copied.
+                labels: [
+                    ("app".to_string(), format!("app-{pod}")),
+                    (
+                        "projectcalico.org/namespace".to_string(),
+                        "forged".to_string(),
+                    ),
+                ]
+                .into(),
             }),
             network_name: "margay-pod-network".into(),
             mtu: 1400,
@@ -217,6 +226,25 @@ fn gc_releases_attachments_not_in_the_valid_list() {
     let report = node.ipam_check();
     assert_eq!(report["addresses_in_use"], 1, "{report}");
     assert_eq!(report["problems"], Value::Null);
+    // The kept pod's WorkloadEndpoint carries its labels beside felix's own.
+    let weps: Value = serde_json::from_str(
+        &node
+            .etcd
+            .margayctl(&["get", "workloadendpoints", "-A", "-o", "json"])
+            .unwrap(),
+    )
+    .unwrap();
+    let items = weps["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| vec![weps.clone()]);
+    let kept = items
+        .iter()
+        .find(|w| w["spec"]["containerID"] == "ctr-keep")
+        .unwrap_or_else(|| panic!("no endpoint of ctr-keep: {weps}"));
+    let labels = &kept["metadata"]["labels"];
+    assert_eq!(labels["app"], "app-keep", "{kept}");
+    assert_eq!(labels["projectcalico.org/namespace"], "default", "{kept}");
 }
 
 #[test]

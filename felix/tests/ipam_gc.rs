@@ -110,6 +110,7 @@ fn add_on(
             workload: Some(pb::Workload {
                 namespace: "default".into(),
                 name: container.into(),
+                ..Default::default()
             }),
             network_name: "margay-pod-network".into(),
             mtu: 1400,
@@ -488,6 +489,7 @@ fn del_on(socket: &std::path::Path, container: &str, pod: &Netns) {
         workload: Some(pb::Workload {
             namespace: "default".into(),
             name: container.into(),
+            ..Default::default()
         }),
         network_name: "margay-pod-network".into(),
         delegated_ipam: false,

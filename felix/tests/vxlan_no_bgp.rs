@@ -331,6 +331,7 @@ fn add_without_mtu(lab: &Lab, c: &Cluster, i: usize, pod: &str) -> (u32, u64) {
         workload: Some(pb::Workload {
             namespace: "default".into(),
             name: pod.into(),
+            ..Default::default()
         }),
         network_name: "margay-pod-network".into(),
         mtu: 0,

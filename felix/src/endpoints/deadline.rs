@@ -100,6 +100,7 @@ impl AddWrites {
             wep_ns: self.wep_ns.clone(),
             wep_name: self.wep_name.clone(),
             host_ifname: String::new(),
+            labels: Default::default(),
         };
         if let Some(w) = get_wep(store, &t)
             .await

@@ -35,6 +35,8 @@ pub(crate) struct Target {
     pub wep_ns: String,
     pub wep_name: String,
     pub host_ifname: String,
+    /// The pod's own labels (CNI `args.cni.labels`), for the WorkloadEndpoint.
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Target {
@@ -64,6 +66,12 @@ impl Target {
             pod,
             wep_ns,
             wep_name,
+            labels: w
+                .labels
+                .iter()
+                .filter(|(k, _)| !k.starts_with("projectcalico.org/"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         })
     }
 
@@ -492,6 +500,8 @@ fn endpoint_resource(
         },
     );
     wep.metadata.namespace = Some(t.wep_ns.clone());
+    // The pod's labels first: felix's own projectcalico.org/ labels are set after them.
+    wep.metadata.labels.extend(t.labels.clone());
     if let Some((ns, _)) = &t.pod {
         wep.metadata
             .labels
@@ -641,6 +651,7 @@ pub async fn garbage_collect(
             wep_ns: w.metadata.namespace.clone().unwrap_or_default(),
             wep_name: w.metadata.name.clone(),
             host_ifname: w.spec.interface_name.clone(),
+            labels: BTreeMap::new(),
         };
         let margay_ipam = a.get(ANN_IPAM).map(String::as_str) == Some(MARGAY_IPAM);
         let one = EtcdDeadline::start();
