@@ -13,13 +13,10 @@
 mod vm;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
-use margay_datastore::ipam::{Ipam, handle_for_container};
-use margay_datastore::resources::{Resource, WorkloadEndpointSpec};
-use margay_datastore::{EtcdArgs, Store};
 use serde_json::Value;
 use vm::{WorkDir, check_pings, check_route, up_with_addr};
 
@@ -147,59 +144,6 @@ fn write_inputs(work: &WorkDir) {
     }
 }
 
-/// The helper role, inside the VM: a pod on `MARGAY_VM_NODE` as the CNI plugin would make it
-/// (an address through IPAM, the WorkloadEndpoint naming `MARGAY_VM_CALI`); the scenario
-/// makes the veth. Writes the address and its block to `MARGAY_VM_OUT`.
-fn wire_pod(node: String) {
-    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set"));
-    let (url, cali, out) = (
-        var("MARGAY_VM_ETCD"),
-        var("MARGAY_VM_CALI"),
-        var("MARGAY_VM_OUT"),
-    );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    let ip = rt.block_on(async {
-        let store = Store::connect(&EtcdArgs::plain([url])).await.expect("etcd");
-        let container = format!("pod-{node}-container");
-        let handle = handle_for_container(&container);
-        let attrs = BTreeMap::from([("node".to_string(), node.clone())]);
-        let got = Ipam::new(store.clone())
-            .auto_assign(&handle, &node, &attrs, 1, 0, &[])
-            .await
-            .expect("an address through IPAM");
-        let Some(IpAddr::V4(ip)) = got.v4.first().copied() else {
-            panic!("no IPv4 address assigned: {got:?}")
-        };
-        let mut wep = Resource::new(
-            format!("{node}-k8s-pod--{node}-eth0"),
-            WorkloadEndpointSpec {
-                orchestrator: Some("k8s".into()),
-                node: node.clone(),
-                container_id: container,
-                pod: Some(format!("pod-{node}")),
-                endpoint: Some("eth0".into()),
-                ip_networks: vec![format!("{ip}/32")],
-                interface_name: cali,
-                ..Default::default()
-            },
-        );
-        wep.metadata.namespace = Some("default".into());
-        store
-            .create(&wep)
-            .await
-            .expect("creating the WorkloadEndpoint");
-        ip
-    });
-    std::fs::write(
-        &out,
-        format!("{node}_POD={ip}\n{node}_BLOCK={}\n", block_of(ip)),
-    )
-    .unwrap_or_else(|e| panic!("writing {out}: {e}"));
-}
-
 fn block_of(ip: Ipv4Addr) -> Ipv4Net {
     Ipv4Net::new(ip, BLOCK_LEN).expect("block length").trunc()
 }
@@ -318,7 +262,7 @@ fn check_phase(
 fn ipip_cluster_pods_ping_across_tunl0_in_a_vm() {
     if let Ok(node) = std::env::var("MARGAY_VM_NODE") {
         // Run by the scenario inside the VM.
-        wire_pod(node);
+        vm::wire_pod(node, BLOCK_LEN);
         return;
     }
     let repo = vm::repo_root();

@@ -18,12 +18,10 @@
 mod vm;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use ipnet::Ipv4Net;
-use margay_datastore::ipam::{Ipam, handle_for_container};
-use margay_datastore::resources::{NodeSpec, Resource, WorkloadEndpointSpec};
+use margay_datastore::resources::NodeSpec;
 use margay_datastore::{EtcdArgs, Store};
 use serde_json::Value;
 use vm::WorkDir;
@@ -96,50 +94,6 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn var(k: &str) -> String {
     std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set"))
-}
-
-/// Inside the VM: a pod on `node` as the CNI plugin would make it.
-fn wire_pod(node: String) {
-    let (url, cali, out) = (
-        var("MARGAY_VM_ETCD"),
-        var("MARGAY_VM_CALI"),
-        var("MARGAY_VM_OUT"),
-    );
-    let ip = runtime().block_on(async {
-        let store = Store::connect(&EtcdArgs::plain([url])).await.expect("etcd");
-        let container = format!("pod-{node}-container");
-        let handle = handle_for_container(&container);
-        let attrs = BTreeMap::from([("node".to_string(), node.clone())]);
-        let got = Ipam::new(store.clone())
-            .auto_assign(&handle, &node, &attrs, 1, 0, &[])
-            .await
-            .expect("an address through IPAM");
-        let Some(IpAddr::V4(ip)) = got.v4.first().copied() else {
-            panic!("no IPv4 address assigned: {got:?}")
-        };
-        let mut wep = Resource::new(
-            format!("{node}-k8s-pod--{node}-eth0"),
-            WorkloadEndpointSpec {
-                orchestrator: Some("k8s".into()),
-                node: node.clone(),
-                container_id: container,
-                pod: Some(format!("pod-{node}")),
-                endpoint: Some("eth0".into()),
-                ip_networks: vec![format!("{ip}/32")],
-                interface_name: cali,
-                ..Default::default()
-            },
-        );
-        wep.metadata.namespace = Some("default".into());
-        store
-            .create(&wep)
-            .await
-            .expect("creating the WorkloadEndpoint");
-        ip
-    });
-    let block = Ipv4Net::new(ip, BLOCK_LEN).expect("block length").trunc();
-    std::fs::write(&out, format!("{node}_POD={ip}\n{node}_BLOCK={block}\n"))
-        .unwrap_or_else(|e| panic!("writing {out}: {e}"));
 }
 
 /// Inside the VM: removes `node`'s published key, as an operator rotating it would. Retried:
@@ -375,7 +329,7 @@ fn check_off(work: &WorkDir) {
 #[test]
 fn wireguard_encrypts_pod_traffic_between_nodes_in_a_vm() {
     if let Ok(node) = std::env::var("MARGAY_VM_NODE") {
-        wire_pod(node);
+        vm::wire_pod(node, BLOCK_LEN);
         return;
     }
     if let Ok(node) = std::env::var("MARGAY_VM_FORGET_KEY") {

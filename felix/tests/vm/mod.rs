@@ -1,6 +1,7 @@
 //! What the VM tests share: the work directory shared into the VM, preparing and booting the VM
 //! on a scenario script (tests/vm/), and readers of what a scenario recorded (`ip -j` files,
-//! pings with tunl0 counters), with the checks both scenarios make on them.
+//! pings with tunl0 counters), with the checks both scenarios make on them, and the pod helper
+//! the cluster scenarios run inside the VM ([`wire_pod`]).
 
 #![allow(dead_code)]
 
@@ -301,4 +302,65 @@ pub fn check_pings(
             );
         }
     }
+}
+
+/// The pod helper role, inside the VM: a pod on `node` as the CNI plugin would make it (an
+/// address through IPAM, the WorkloadEndpoint naming `MARGAY_VM_CALI`, at the etcd of
+/// `MARGAY_VM_ETCD`); the scenario makes the veth. Writes `<node>_POD=ip` and
+/// `<node>_BLOCK=cidr` (blocks of `block_len`) to `MARGAY_VM_OUT`.
+pub fn wire_pod(node: String, block_len: u8) {
+    use std::collections::BTreeMap;
+    use std::net::IpAddr;
+
+    use margay_datastore::ipam::{Ipam, handle_for_container};
+    use margay_datastore::resources::{Resource, WorkloadEndpointSpec};
+    use margay_datastore::{EtcdArgs, Store};
+
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set"));
+    let (url, cali, out) = (
+        var("MARGAY_VM_ETCD"),
+        var("MARGAY_VM_CALI"),
+        var("MARGAY_VM_OUT"),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let ip = rt.block_on(async {
+        let store = Store::connect(&EtcdArgs::plain([url])).await.expect("etcd");
+        let container = format!("pod-{node}-container");
+        let handle = handle_for_container(&container);
+        let attrs = BTreeMap::from([("node".to_string(), node.clone())]);
+        let got = Ipam::new(store.clone())
+            .auto_assign(&handle, &node, &attrs, 1, 0, &[])
+            .await
+            .expect("an address through IPAM");
+        let Some(IpAddr::V4(ip)) = got.v4.first().copied() else {
+            panic!("no IPv4 address assigned: {got:?}")
+        };
+        let mut wep = Resource::new(
+            format!("{node}-k8s-pod--{node}-eth0"),
+            WorkloadEndpointSpec {
+                orchestrator: Some("k8s".into()),
+                node: node.clone(),
+                container_id: container,
+                pod: Some(format!("pod-{node}")),
+                endpoint: Some("eth0".into()),
+                ip_networks: vec![format!("{ip}/32")],
+                interface_name: cali,
+                ..Default::default()
+            },
+        );
+        wep.metadata.namespace = Some("default".into());
+        store
+            .create(&wep)
+            .await
+            .expect("creating the WorkloadEndpoint");
+        ip
+    });
+    let block = ipnet::Ipv4Net::new(ip, block_len)
+        .expect("block length")
+        .trunc();
+    std::fs::write(&out, format!("{node}_POD={ip}\n{node}_BLOCK={block}\n"))
+        .unwrap_or_else(|e| panic!("writing {out}: {e}"));
 }
