@@ -70,6 +70,13 @@ impl Cluster {
              spec: {{cidr: {POOL}, ipipMode: Never, vxlanMode: Never, blockSize: 26}}\n"
         ))
         .unwrap();
+        // Pods reach their node, as Calico's own manifest sets it (felix's built-in default,
+        // Drop, would stop the pods' pings to their node below).
+        etcd.apply(
+            "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\n\
+             spec: {defaultEndpointToHostAction: Accept}\n",
+        )
+        .unwrap();
         let mut nodes = Vec::new();
         for i in 1..=n {
             let name = format!("n{i}");
