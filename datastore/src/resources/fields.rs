@@ -382,7 +382,11 @@ pub const FIELDS: &[FieldInfo] = &[
     f(FELIX, "spec.prometheusMetricsPort", Acted),
     f(FELIX, "spec.prometheusGoMetricsEnabled", FC_GO),
     f(FELIX, "spec.prometheusProcessMetricsEnabled", FC_GO),
-    f(FELIX, "spec.prometheusWireGuardMetricsEnabled", WIREGUARD),
+    f(
+        FELIX,
+        "spec.prometheusWireGuardMetricsEnabled",
+        NotActed("per-peer WireGuard metrics are not exported; felix exports its peer count"),
+    ),
     f(FELIX, "spec.failsafeInboundHostPorts", FC_HOSTPOL),
     f(FELIX, "spec.failsafeOutboundHostPorts", FC_HOSTPOL),
     f(FELIX, "spec.kubeNodePortRanges", FC_HOSTPOL),
