@@ -320,7 +320,7 @@ fn check_off(work: &WorkDir) {
         );
         let link = work.read(&format!("off/link-{n}.json"));
         assert!(
-            !link.contains("wg.margay\""),
+            !link.contains("\"ifname\":\"wg.margay\""),
             "{n}: the device stayed: {link}"
         );
     }

@@ -527,9 +527,11 @@ impl Plan {
                 "nodeToNodeMeshEnabled: true",
                 "nodeToNodeMeshEnabled: false",
             );
-            docs[2] = docs[2].replace(
+            // importV4's final Reject (the first in the document), not importV6's.
+            docs[2] = docs[2].replacen(
                 "  - action: Reject\n",
                 &format!("  - action: Accept\n    matchOperator: In\n    cidr: {POOL_CIDR}\n  - action: Reject\n"),
+                1,
             );
             let (tx, rx, mult) = TOR_BFD;
             for (name, addr, asn, source) in [
