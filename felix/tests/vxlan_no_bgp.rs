@@ -31,6 +31,8 @@ struct Node {
 struct Cluster {
     nodes: Vec<Node>,
     etcd: Etcd,
+    /// The switch, removed when the cluster is dropped (after the nodes' felix).
+    _sw: margay_lab::LabSwitch,
 }
 
 impl Cluster {
@@ -60,9 +62,11 @@ impl Cluster {
                 }
             })
             .collect();
-        // The switch lives as long as the lab's namespaces (dropped with the lab).
-        std::mem::forget(sw);
-        Cluster { nodes, etcd }
+        Cluster {
+            nodes,
+            etcd,
+            _sw: sw,
+        }
     }
 
     fn url(&self) -> String {
@@ -319,7 +323,7 @@ fn wait_device(c: &Cluster, i: usize, what: &str, want: (u64, u64, u64)) {
 
 /// A CNI ADD on node `i` that names no MTU; returns the MTU of the pod's eth0 (result and
 /// kernel).
-fn add_without_mtu(lab: &Lab, c: &Cluster, i: usize, pod: &str) -> (u32, u64) {
+fn add_without_mtu(lab: &Lab, c: &Cluster, i: usize, pod: &str) -> (u32, u64, Netns) {
     use margay_proto::felix::v1 as pb;
     let ns = lab.netns(pod).unwrap();
     let req = pb::AddEndpointRequest {
@@ -363,8 +367,7 @@ fn add_without_mtu(lab: &Lab, c: &Cluster, i: usize, pod: &str) -> (u32, u64) {
     let kernel = ip_json(&ns, &["link", "show", "dev", "eth0"])[0]["mtu"]
         .as_u64()
         .unwrap();
-    std::mem::forget(ns);
-    (result_mtu, kernel)
+    (result_mtu, kernel, ns)
 }
 
 #[test]
@@ -392,7 +395,8 @@ fn felix_configuration_applies_live_with_per_node_precedence() {
     let b2 = block_of(t2);
     wait_device(&c, 0, "Calico's VXLAN defaults", (4096, 4789, 1450));
     // Pod MTU auto-detection: the uplink's 1500 less VXLAN's 50, in the result and the veth.
-    assert_eq!(add_without_mtu(&lab, &c, 0, "auto1"), (1450, 1450));
+    let (result_mtu, kernel_mtu, _pod) = add_without_mtu(&lab, &c, 0, "auto1");
+    assert_eq!((result_mtu, kernel_mtu), (1450, 1450));
 
     // The global FelixConfiguration, changed live: both nodes re-create the device with the new
     // VNI and port and keep routing through it. An unsupported field is accepted and warned.
