@@ -148,25 +148,6 @@ fn block_of(ip: Ipv4Addr) -> Ipv4Net {
     Ipv4Net::new(ip, BLOCK_LEN).expect("block length").trunc()
 }
 
-/// pods.env: each node's pod address, and its block.
-fn pods(work: &WorkDir) -> BTreeMap<String, (Ipv4Addr, String)> {
-    let text = work.read("pods.env");
-    let vars: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
-    NODES
-        .iter()
-        .map(|n| {
-            let pod = vars
-                .get(format!("{}_POD", n.name).as_str())
-                .and_then(|p| p.parse().ok())
-                .unwrap_or_else(|| panic!("pods.env lacks {}'s pod: {text}", n.name));
-            let block = vars
-                .get(format!("{}_BLOCK", n.name).as_str())
-                .unwrap_or_else(|| panic!("pods.env lacks {}'s block: {text}", n.name));
-            (n.name.to_string(), (pod, block.to_string()))
-        })
-        .collect()
-}
-
 /// The Node's recorded IPIP tunnel address, as `margayctl get node -o json` showed it.
 fn recorded_tunnel(work: &WorkDir, phase: &str, name: &str) -> Ipv4Addr {
     let text = work.read(&format!("{phase}/node-{name}.json"));
@@ -271,7 +252,7 @@ fn ipip_cluster_pods_ping_across_tunl0_in_a_vm() {
     write_inputs(&work);
     let took = vm::run_vm(&repo, "ipip-cluster-scenario.sh", &work, VM_TIMEOUT);
     vm::assert_scenario_done(&work, took);
-    let pods = pods(&work);
+    let pods = vm::pods(&work, NODES.iter().map(|n| n.name));
     for (dir, mode) in PHASES {
         check_phase(&work, dir, mode, &pods);
     }

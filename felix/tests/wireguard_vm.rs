@@ -157,21 +157,6 @@ fn published(work: &WorkDir, rel: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-fn pods(work: &WorkDir) -> BTreeMap<String, (Ipv4Addr, String)> {
-    let text = work.read("pods.env");
-    let vars: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
-    NODES
-        .iter()
-        .map(|(n, _, _)| {
-            let pod = vars[format!("{n}_POD").as_str()]
-                .parse()
-                .expect("a pod address");
-            let block = vars[format!("{n}_BLOCK").as_str()].to_string();
-            (n.to_string(), (pod, block))
-        })
-        .collect()
-}
-
 fn check_pings(work: &WorkDir, phase: &str) {
     let text = work.read(&format!("{phase}/pings.txt"));
     let lines: Vec<&str> = text.lines().collect();
@@ -342,7 +327,7 @@ fn wireguard_encrypts_pod_traffic_between_nodes_in_a_vm() {
     write_inputs(&work);
     let took = vm::run_vm(&repo, "wireguard-scenario.sh", &work, VM_TIMEOUT);
     vm::assert_scenario_done(&work, took);
-    let pods = pods(&work);
+    let pods = vm::pods(&work, NODES.iter().map(|(n, _, _)| *n));
     for phase in ["on", "rotated", "off"] {
         check_pings(&work, phase);
     }

@@ -364,3 +364,27 @@ pub fn wire_pod(node: String, block_len: u8) {
     std::fs::write(&out, format!("{node}_POD={ip}\n{node}_BLOCK={block}\n"))
         .unwrap_or_else(|e| panic!("writing {out}: {e}"));
 }
+
+/// pods.env, as the scenarios gather what [`wire_pod`] wrote: each of `nodes`' pod address and
+/// its block, by node name.
+pub fn pods<'a>(
+    work: &WorkDir,
+    nodes: impl IntoIterator<Item = &'a str>,
+) -> std::collections::BTreeMap<String, (std::net::Ipv4Addr, String)> {
+    let text = work.read("pods.env");
+    let vars: std::collections::BTreeMap<&str, &str> =
+        text.lines().filter_map(|l| l.split_once('=')).collect();
+    nodes
+        .into_iter()
+        .map(|n| {
+            let pod = vars
+                .get(format!("{n}_POD").as_str())
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("pods.env lacks {n}'s pod: {text}"));
+            let block = vars
+                .get(format!("{n}_BLOCK").as_str())
+                .unwrap_or_else(|| panic!("pods.env lacks {n}'s block: {text}"));
+            (n.to_string(), (pod, block.to_string()))
+        })
+        .collect()
+}
