@@ -35,17 +35,7 @@ ctl() { ip netns exec e "$CTL" "$@" --etcd-endpoints "$url"; }
 node_json() { ctl get node "$1" -o json; }
 
 make_router
-make_host e "$ETCD_ADDR" "$ETCD_SUBNET" "$ETCD_GW"
-start_daemon etcd e "$ETCD" --name default --data-dir /tmp/etcd-data \
-  --listen-client-urls "$url" --advertise-client-urls "$url" \
-  --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
-  --initial-cluster default=http://127.0.0.1:2380
-deadline=$((SECONDS + 30))
-until ctl get ippools > /dev/null 2>&1; do
-  check_daemons
-  [ $SECONDS -ge $deadline ] && fail "etcd does not answer within 30 s"
-  sleep 0.3
-done
+start_etcd
 log "etcd answers"
 
 ctl apply -f always/pool.yaml > always/apply.txt 2>&1 || fail "margayctl apply: $(cat always/apply.txt)"

@@ -1,8 +1,8 @@
 # What the VM scenarios share (sourced by them, inside the VM, from their WORK_DIR): logging
 # and failure, the daemons they start (stopped on exit), the router with a bridge per subnet,
 # node and pod namespaces wired as Calico wires pods, waiting for routes, the pings with tunl0
-# counters, and the per-phase records (routes, tunl0, readiness). topology.env must be sourced
-# first: SUBNETS, NODES, PINGS and per node <n>_ADDR <n>_SUBNET <n>_GW <n>_CALI, <n>_POD.
+# counters, the per-phase records (routes, tunl0, readiness) and etcd for the cluster
+# scenarios. topology.env must be sourced first: SUBNETS, NODES, PINGS and per node <n>_ADDR <n>_SUBNET <n>_GW <n>_CALI, <n>_POD.
 # shellcheck shell=bash
 
 log() { echo "scenario: [${SECONDS}s] $*"; }
@@ -152,4 +152,22 @@ record_nodes() {
     pids+=($!)
   done
   wait "${pids[@]}"
+}
+
+# start_etcd: etcd in namespace `e` at ETCD_ADDR (topology.env) on the router's ETCD_SUBNET,
+# data on the VM's tmpfs, serving $url; returns once the caller's `ctl` gets an answer from it
+# (30 s at most).
+start_etcd() {
+  local deadline
+  make_host e "$ETCD_ADDR" "$ETCD_SUBNET" "$ETCD_GW"
+  start_daemon etcd e "$ETCD" --name default --data-dir /tmp/etcd-data \
+    --listen-client-urls "$url" --advertise-client-urls "$url" \
+    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+    --initial-cluster default=http://127.0.0.1:2380
+  deadline=$((SECONDS + 30))
+  until ctl get ippools > /dev/null 2>&1; do
+    check_daemons
+    [ $SECONDS -ge $deadline ] && fail "etcd does not answer within 30 s"
+    sleep 0.3
+  done
 }

@@ -34,17 +34,7 @@ ip link add wgprobe type wireguard || fail "ip link add type wireguard fails in 
 ip link del wgprobe
 
 make_router
-make_host e "$ETCD_ADDR" "$ETCD_SUBNET" "$ETCD_GW"
-start_daemon etcd e "$ETCD" --name default --data-dir /tmp/etcd-data \
-  --listen-client-urls "$url" --advertise-client-urls "$url" \
-  --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
-  --initial-cluster default=http://127.0.0.1:2380
-deadline=$((SECONDS + 30))
-until ctl get ippools > /dev/null 2>&1; do
-  check_daemons
-  [ $SECONDS -ge $deadline ] && fail "etcd does not answer within 30 s"
-  sleep 0.3
-done
+start_etcd
 ctl apply -f pool.yaml > apply-pool.txt 2>&1 || fail "margayctl apply pool: $(cat apply-pool.txt)"
 for n in $NODES; do
   make_node "$n"
