@@ -2,7 +2,8 @@
 # and failure, the daemons they start (stopped on exit), the router with a bridge per subnet,
 # node and pod namespaces wired as Calico wires pods, waiting for routes, the pings with tunl0
 # counters, the per-phase records (routes, tunl0, readiness) and etcd for the cluster
-# scenarios. topology.env must be sourced first: SUBNETS, NODES, PINGS and per node <n>_ADDR <n>_SUBNET <n>_GW <n>_CALI, <n>_POD.
+# scenarios. topology.env must be sourced first: SUBNETS, NODES, PINGS and per node <n>_ADDR
+# <n>_SUBNET <n>_GW <n>_CALI, <n>_POD.
 # shellcheck shell=bash
 
 log() { echo "scenario: [${SECONDS}s] $*"; }
