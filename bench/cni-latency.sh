@@ -91,7 +91,7 @@ wait_until() { # what, seconds, command...
     sleep 0.2
   done
 }
-wait_until "etcd /health" 30 sh -c "ip netns exec $ETCDNS curl -s --max-time 1 $ETCD/health | grep -q '\"health\":\"true\"'"
+wait_until "etcd /health" 30 sh -c "ip netns exec $ETCDNS curl -s --max-time 1 $ETCD/health | grep '\"health\":\"true\"' >/dev/null"
 
 ctl() { ip netns exec "$NODE" "$BIN/margayctl" --etcd-endpoints "$ETCD" "$@"; }
 cat >"$WORK/pool.yaml" <<YAML

@@ -58,8 +58,8 @@ ip -n "$nsb" link set "$veth_b" up
 
 # Wait for the link-local addresses to leave DAD (BIRD sends them as the second IPv6 next hop).
 for _ in $(seq 1 50); do
-    if ! ip -n "$nsa" -6 addr show dev "$veth_a" | grep -q tentative &&
-        ! ip -n "$nsb" -6 addr show dev "$veth_b" | grep -q tentative; then
+    if ! ip -n "$nsa" -6 addr show dev "$veth_a" | grep tentative >/dev/null &&
+        ! ip -n "$nsb" -6 addr show dev "$veth_b" | grep tentative >/dev/null; then
         break
     fi
     sleep 0.1

@@ -47,7 +47,7 @@ if command -v rustup >/dev/null 2>&1; then
 fi
 export RUSTC_BOOTSTRAP=1
 
-if ! "$tools/bin/cargo-fuzz" --version 2>/dev/null | grep -q " $cargo_fuzz_version\$"; then
+if ! "$tools/bin/cargo-fuzz" --version 2>/dev/null | grep " $cargo_fuzz_version\$" >/dev/null; then
   echo "fuzz.sh: installing cargo-fuzz $cargo_fuzz_version into $tools"
   cargo install cargo-fuzz --version "$cargo_fuzz_version" --locked --root "$tools"
 fi

@@ -69,7 +69,7 @@ while :; do
   missing=""
   while read -r node prefix dev; do
     [ -n "$node" ] || continue
-    ip -n "$node" route show "$prefix" proto 81 | grep -q " dev $dev " ||
+    ip -n "$node" route show "$prefix" proto 81 | grep " dev $dev " >/dev/null ||
       missing="$missing $node:$prefix"
   done < adopt/expect
   [ -z "$missing" ] && break

@@ -106,7 +106,7 @@ wait_routes() {
     missing=""
     while read -r node prefix dev; do
       [ -n "$node" ] || continue
-      ip -n "$node" route show "$prefix" | grep -q " dev $dev " || missing="$missing $node:$prefix:$dev"
+      ip -n "$node" route show "$prefix" | grep " dev $dev " >/dev/null || missing="$missing $node:$prefix:$dev"
     done < "$1"
     [ -z "$missing" ] && return 0
     check_daemons

@@ -22,7 +22,7 @@ for tool in apt-cache apt-get dpkg-deb modinfo cpio gzip; do
   command -v "$tool" >/dev/null || die "$tool not found (run scripts/install-deps.sh)"
 done
 busybox=/bin/busybox
-[ -x "$busybox" ] && "$busybox" --list | grep -qx insmod ||
+[ -x "$busybox" ] && "$busybox" --list | grep -x insmod >/dev/null ||
   die "static busybox not found at $busybox (Debian package busybox-static; run scripts/install-deps.sh)"
 
 mkdir -p "$cache"

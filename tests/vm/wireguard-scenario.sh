@@ -85,7 +85,7 @@ wait_all() {
 wg_ready() {
   [ "$(peer_count "$1")" = 2 ] && [ -n "$(key_of "$1")" ] &&
     [ "$(ip -n "$1" route show table 1 | grep -c 'dev wg.margay')" = 2 ] &&
-    ip -n "$1" rule show | grep -q '^99:.*not from all fwmark 0x100000/0x100000 lookup 1'
+    ip -n "$1" rule show | grep '^99:.*not from all fwmark 0x100000/0x100000 lookup 1' >/dev/null
 }
 record() {
   local phase=$1 n
@@ -146,8 +146,8 @@ done
 new=$(key_of n1)
 peer_has_new() {
   [ "$1" = n1 ] && return 0
-  ip netns exec "$1" wg show wg.margay peers | grep -qx "$new" &&
-    ! ip netns exec "$1" wg show wg.margay peers | grep -qx "$old"
+  ip netns exec "$1" wg show wg.margay peers | grep -x "$new" >/dev/null &&
+    ! ip netns exec "$1" wg show wg.margay peers | grep -x "$old" >/dev/null
 }
 wait_all "the peer of n1 replaced by its new key" peer_has_new
 echo "$old $new" > rotated-keys.txt
@@ -158,7 +158,7 @@ log "phase off"
 ctl apply -f wg-off.yaml > off-apply.txt 2>&1 || fail "margayctl apply wg-off: $(cat off-apply.txt)"
 wg_gone() {
   ! ip -n "$1" link show wg.margay > /dev/null 2>&1 &&
-    ! ip -n "$1" rule show | grep -q 'lookup 1' && [ -z "$(key_of "$1")" ]
+    ! ip -n "$1" rule show | grep 'lookup 1' >/dev/null && [ -z "$(key_of "$1")" ]
 }
 wait_all "WireGuard removed (device, rule, published key)" wg_gone
 pings off
