@@ -14,8 +14,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use common::{veth, wire_pod};
-use margay_datastore::policy::{Flow as ModelFlow, PolicyModel, PolicyResources, load};
-use margay_datastore::resources::{AnyResource, parse_documents};
+use margay_datastore::policy::{Flow as ModelFlow, PolicyModel, PolicyResources};
+use margay_datastore::resources::parse_documents;
 use margay_felix::nat::Nft;
 use margay_felix::policy::compile::compile;
 use margay_felix::policy::{PolicyKeeper, render};
@@ -128,16 +128,8 @@ fn model(c: &Cluster, policies: &str) -> PolicyModel {
     };
     let text = format!("{}{policies}", c.weps);
     for r in parse_documents(&text).expect("scenario parses") {
-        match r {
-            AnyResource::Tier(t) => res.tiers.push(t),
-            AnyResource::NetworkPolicy(p) => res.network_policies.push(p),
-            AnyResource::GlobalNetworkPolicy(p) => res.global_network_policies.push(p),
-            AnyResource::K8sNetworkPolicy(p) => res.k8s_network_policies.push(p),
-            AnyResource::Profile(p) => res.profiles.push(p),
-            AnyResource::WorkloadEndpoint(w) => res.endpoints.push(w),
-            AnyResource::FelixConfiguration(f) => res.config = load::config_of(Some(&f.spec)),
-            other => panic!("not a policy resource: {other:?}"),
-        }
+        res.add(r)
+            .unwrap_or_else(|other| panic!("not a policy resource: {other:?}"));
     }
     let (m, errors) = PolicyModel::build(&res);
     assert!(errors.is_empty(), "{errors:?}");

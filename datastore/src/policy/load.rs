@@ -2,7 +2,7 @@
 
 use super::model::{EndpointToHostAction, PolicyConfig, PolicyResources};
 use crate::resources::{
-    FelixConfigurationSpec, GlobalNetworkPolicySpec, K8sNetworkPolicySpec, KindInfo,
+    AnyResource, FelixConfigurationSpec, GlobalNetworkPolicySpec, K8sNetworkPolicySpec, KindInfo,
     NetworkPolicySpec, NodeSpec, ProfileSpec, Spec, TierSpec, WorkloadEndpointSpec,
 };
 use crate::{Store, StoreError};
@@ -73,4 +73,25 @@ pub async fn load(store: &Store) -> Result<PolicyResources, StoreError> {
         hosts,
         config: config_of(fc.as_ref().map(|f| &f.spec)),
     })
+}
+
+impl PolicyResources {
+    /// Takes one resource of a kind the model is built from (a parsed file, a document an
+    /// operator wrote); a `default` FelixConfiguration sets the policy settings. Any other kind
+    /// is given back.
+    pub fn add(&mut self, resource: AnyResource) -> Result<(), Box<AnyResource>> {
+        match resource {
+            AnyResource::Tier(t) => self.tiers.push(t),
+            AnyResource::NetworkPolicy(p) => self.network_policies.push(p),
+            AnyResource::GlobalNetworkPolicy(p) => self.global_network_policies.push(p),
+            AnyResource::K8sNetworkPolicy(p) => self.k8s_network_policies.push(p),
+            AnyResource::Profile(p) => self.profiles.push(p),
+            AnyResource::WorkloadEndpoint(w) => self.endpoints.push(w),
+            AnyResource::FelixConfiguration(f) if f.name() == "default" => {
+                self.config = config_of(Some(&f.spec))
+            }
+            other => return Err(Box::new(other)),
+        }
+        Ok(())
+    }
 }

@@ -47,6 +47,21 @@ fn cast() -> Vec<AnyResource> {
     ]
 }
 
+/// The cast, with pod `i` (in `cast`'s order) declaring one named TCP port.
+fn cast_with_tcp_port(i: usize, name: &str, port: u16) -> Vec<AnyResource> {
+    let mut pods = cast();
+    if let AnyResource::WorkloadEndpoint(w) = &mut pods[i] {
+        w.spec.ports = vec![EndpointPort {
+            name: name.into(),
+            protocol: Protocol::Name("TCP".into()),
+            port,
+            host_port: None,
+            host_ip: None,
+        }];
+    }
+    pods
+}
+
 fn model_of(mut extra: Vec<AnyResource>, yaml: &str) -> PolicyModel {
     if !yaml.trim().is_empty() {
         extra.extend(parse_documents(yaml).expect("test policies parse"));
@@ -59,16 +74,8 @@ fn model_of(mut extra: Vec<AnyResource>, yaml: &str) -> PolicyModel {
         ..Default::default()
     };
     for r in extra {
-        match r {
-            AnyResource::Tier(t) => res.tiers.push(t),
-            AnyResource::NetworkPolicy(p) => res.network_policies.push(p),
-            AnyResource::GlobalNetworkPolicy(p) => res.global_network_policies.push(p),
-            AnyResource::K8sNetworkPolicy(p) => res.k8s_network_policies.push(p),
-            AnyResource::Profile(p) => res.profiles.push(p),
-            AnyResource::WorkloadEndpoint(w) => res.endpoints.push(w),
-            AnyResource::FelixConfiguration(f) => res.config = load::config_of(Some(&f.spec)),
-            other => panic!("not a policy resource: {other:?}"),
-        }
+        res.add(r)
+            .unwrap_or_else(|other| panic!("not a policy resource: {other:?}"));
     }
     let (m, errors) = PolicyModel::build(&res);
     assert!(errors.is_empty(), "{errors:?}");
@@ -463,16 +470,7 @@ spec:
 
 #[test]
 fn ports_ranges_named_ports_and_not_ports() {
-    let mut pods = cast();
-    if let AnyResource::WorkloadEndpoint(w) = &mut pods[0] {
-        w.spec.ports = vec![EndpointPort {
-            name: "http".into(),
-            protocol: Protocol::Name("TCP".into()),
-            port: 8080,
-            host_port: None,
-            host_ip: None,
-        }];
-    }
+    let pods = cast_with_tcp_port(0, "http", 8080);
     let m = model_of(
         pods,
         "apiVersion: projectcalico.org/v3
@@ -829,16 +827,7 @@ spec:
 
 #[test]
 fn k8s_named_ports_and_port_ranges() {
-    let mut pods = cast();
-    if let AnyResource::WorkloadEndpoint(w) = &mut pods[0] {
-        w.spec.ports = vec![EndpointPort {
-            name: "metrics".into(),
-            protocol: Protocol::Name("TCP".into()),
-            port: 9100,
-            host_port: None,
-            host_ip: None,
-        }];
-    }
+    let pods = cast_with_tcp_port(0, "metrics", 9100);
     let m = model_of(
         pods,
         "apiVersion: networking.k8s.io/v1
@@ -943,16 +932,7 @@ spec:
 
 #[test]
 fn the_sets_a_data_path_needs_come_from_the_same_selectors() {
-    let mut pods = cast();
-    if let AnyResource::WorkloadEndpoint(w) = &mut pods[3] {
-        w.spec.ports = vec![EndpointPort {
-            name: "sql".into(),
-            protocol: Protocol::Name("TCP".into()),
-            port: 5432,
-            host_port: None,
-            host_ip: None,
-        }];
-    }
+    let pods = cast_with_tcp_port(3, "sql", 5432);
     let m = model_of(
         pods,
         "apiVersion: projectcalico.org/v3
