@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{Run, run_plugin};
 use margay_lab::{
-    Bgpd, ClusterArgs, Etcd, Lab, LabSwitch, Netns, Process, margay_binary, wait_for,
+    Bgpd, ClusterArgs, Etcd, Felix, FelixArgs, Lab, LabSwitch, Netns, Process, wait_for,
 };
 use serde_json::{Value, json};
 
@@ -21,7 +21,7 @@ const POOL: &str = "10.102.0.0/16";
 const NETWORK: &str = "margay-pod-network";
 
 struct Node {
-    felix: Option<Process>,
+    felix: Option<Felix>,
     _bgpd: Bgpd,
     ns: Netns,
     ip: String,
@@ -78,26 +78,13 @@ impl Node {
     }
 
     fn start_felix(&mut self, lab: &Lab) {
-        let bgpd_sock = lab.dir().join("bgpd-n1.sock");
-        let felix = Process::spawn(
-            &self.ns,
-            "felix-n1",
-            margay_binary("margay-felix", "cargo build -p margay-felix").unwrap(),
-            [
-                "--node",
-                "n1",
-                "--etcd-endpoints",
-                &self.etcd.endpoint(),
-                "--bgpd-socket",
-                bgpd_sock.to_str().unwrap(),
-                "--socket",
-                self.socket.to_str().unwrap(),
-                "--http-port",
-                "0",
-            ],
-            lab.dir(),
-        )
-        .unwrap();
+        let args = FelixArgs::new(
+            "n1",
+            &self.etcd.endpoint(),
+            &lab.dir().join("bgpd-n1.sock"),
+            &self.socket,
+        );
+        let felix = Felix::start_cluster(lab, &self.ns, "felix-n1", args).unwrap();
         self.felix = Some(felix);
         // STATUS through the plugin: ready once felix has synced and etcd answers.
         let conf = self.conf("1.1.0").to_string();

@@ -17,14 +17,14 @@ use margay_datastore::resources::WorkloadEndpointSpec;
 use margay_datastore::{EtcdArgs, Store};
 use margay_lab::flows::{Responder, in_netns, tcp_connects};
 use margay_lab::{
-    Bgpd, ClusterArgs, Etcd, Lab, LabSwitch, Netns, Process, margay_binary, wait_for,
+    Bgpd, ClusterArgs, Etcd, Felix, FelixArgs, Lab, LabSwitch, Netns, margay_binary, wait_for,
 };
 use serde_json::{Value, json};
 
 const POOL: &str = "10.103.0.0/16";
 
 struct Node {
-    felix: Option<Process>,
+    felix: Option<Felix>,
     _bgpd: Bgpd,
     ns: Netns,
     socket: std::path::PathBuf,
@@ -65,26 +65,13 @@ impl Node {
     }
 
     fn start_felix(&mut self, lab: &Lab) {
-        let bgpd_sock = lab.dir().join("bgpd-n1.sock");
-        let felix = Process::spawn(
-            &self.ns,
-            "felix-n1",
-            margay_binary("margay-felix", "cargo build -p margay-felix").unwrap(),
-            [
-                "--node",
-                "n1",
-                "--etcd-endpoints",
-                &self.etcd.endpoint(),
-                "--bgpd-socket",
-                bgpd_sock.to_str().unwrap(),
-                "--socket",
-                self.socket.to_str().unwrap(),
-                "--http-port",
-                "0",
-            ],
-            lab.dir(),
-        )
-        .unwrap();
+        let args = FelixArgs::new(
+            "n1",
+            &self.etcd.endpoint(),
+            &lab.dir().join("bgpd-n1.sock"),
+            &self.socket,
+        );
+        let felix = Felix::start_cluster(lab, &self.ns, "felix-n1", args).unwrap();
         self.felix = Some(felix);
         let conf = self.conf().to_string();
         wait_for(
