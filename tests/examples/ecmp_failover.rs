@@ -3,9 +3,12 @@
 //! 1. detection time, failure → BGP session down → kernel route updated, `TRIALS` trials: node1
 //!    (margay-bgpd + margay-felix) loses its link to the first ToR (BIRD), against a BIRD↔BIRD
 //!    pair with the same BFD timers (BIRD `x` learning a prefix from BIRD `y`, `y`'s link cut),
-//!    both cut at the same moment and polled in one loop: margay's session with the ToR leaving
-//!    Established and node1's kernel route to node2's block losing the ToR's next hop; BIRD
-//!    x's session with y leaving Established and x's kernel route to y's prefix gone;
+//!    both cut one after the other, each timed from the end of its own cut: the BGP session
+//!    leaving Established (margay's with the ToR over gRPC, BIRD x's with y over birdc, each
+//!    side polled every 2 ms by a thread of its own, so neither waits behind the other's
+//!    checks), and the kernel route changing (node1's route to node2's block losing the ToR's
+//!    next hop, x's route to y's prefix gone), both read from `ip monitor route` as the kernel
+//!    reports it: the same clock for both, no poll interval;
 //! 2. pings lost per ToR failure, `ROUNDS` failures each: 8 flows at 100/s between node1's and
 //!    node2's pods, node1's link to a ToR cut, with BFD (first ToR) and then without (BFD off on
 //!    the second ToR's sessions, both ends: only the 9 s hold timer notices).
@@ -21,8 +24,8 @@ use margay_lab::labctl::topology::{Mode, PoolMode, Spec};
 use margay_lab::{Bird, BirdConfig, BirdNeighbor, ExportPolicy, Lab, Netns, block4, wait_for};
 use margay_tests::bfd::bird_bfd;
 use margay_tests::ecmp::{
-    Cut, FlowResult, bfd_state, both_paths_back, finish, flows, hops_to, second_tor_without_bfd,
-    wait_hops,
+    Cut, FlowResult, RouteMonitor, bfd_state, block_route, both_paths_back, finish, flows, hops_to,
+    second_tor_without_bfd, seen_at, wait_hops,
 };
 
 const UP: Duration = Duration::from_secs(60);
@@ -146,30 +149,28 @@ fn main() -> Result<()> {
                 }
             },
         )?;
+        let block = block_route(n1, n2_pod).context("node1's route to node2's block")?;
+        let (mon_m, mon_b) = (RouteMonitor::start(n1)?, RouteMonitor::start(&nx)?);
         // Let the Poll Sequences after Up finish on both sides.
         std::thread::sleep(Duration::from_millis(1500));
-        let cut_m = Cut::on(n1, &[&if_a]);
-        let t0 = Instant::now();
-        let cut_b = Cut::on(&ny, &[&l.b.ifname]);
-        let t1 = Instant::now();
-        let (mut mb, mut mk, mut bb, mut bk) = (None, None, None, None);
-        while [mb, mk, bb, bk].iter().any(Option::is_none) && t0.elapsed() < Duration::from_secs(20)
-        {
-            if mb.is_none() && !peer_established(&c, 0, tor_a) {
-                mb = Some(t0.elapsed());
-            }
-            if mk.is_none() && hops_to(n1, n2_pod) == [tor_b] {
-                mk = Some(t0.elapsed());
-            }
-            if bb.is_none() && !established(&x, "y") {
-                bb = Some(t1.elapsed());
-            }
-            if bk.is_none() && !bird_kernel_route(&nx, &prefix) {
-                bk = Some(t1.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        drop((cut_m, cut_b));
+        let limit = Duration::from_secs(20);
+        let (cuts, mb, bb) = std::thread::scope(|s| {
+            let m = s.spawn(|| seen_at(limit, || !peer_established(&c, 0, tor_a)));
+            let b = s.spawn(|| seen_at(limit, || !established(&x, "y")));
+            let cut_m = Cut::on(n1, &[&if_a]);
+            let t0 = Instant::now();
+            let cut_b = Cut::on(&ny, &[&l.b.ifname]);
+            let t1 = Instant::now();
+            let (mb, bb) = (m.join().ok().flatten(), b.join().ok().flatten());
+            ((cut_m, t0, cut_b, t1), mb, bb)
+        });
+        let (cut_m, t0, cut_b, t1) = cuts;
+        let mk = mon_m.first_change(&block, t0, t0 + limit);
+        let bk = mon_b.first_change(&prefix, t1, t1 + limit);
+        drop((cut_m, cut_b, mon_m, mon_b));
+        let since =
+            |at: Option<Instant>, cut: Instant| at.map(|a| a.saturating_duration_since(cut));
+        let (mb, mk, bb, bk) = (since(mb, t0), since(mk, t0), since(bb, t1), since(bk, t1));
         let (Some(margay_bgp), Some(margay_kernel), Some(bird_bgp), Some(bird_kernel)) =
             (mb, mk, bb, bk)
         else {
