@@ -8,7 +8,9 @@
 //!    side polled every 2 ms by a thread of its own, so neither waits behind the other's
 //!    checks), and the kernel route changing (node1's route to node2's block losing the ToR's
 //!    next hop, x's route to y's prefix gone), both read from `ip monitor route` as the kernel
-//!    reports it: the same clock for both, no poll interval;
+//!    reports it: the same clock for both, no poll interval; and the other direction, each
+//!    far end noticing the silence of the side that is cut (the ToR's BIRD: margay's packets
+//!    stop; y's BIRD: x's stop), its BGP session leaving Established;
 //! 2. pings lost per ToR failure, `ROUNDS` failures each: 8 flows at 100/s between node1's and
 //!    node2's pods, node1's link to a ToR cut, with BFD (first ToR) and then without (BFD off on
 //!    the second ToR's sessions, both ends: only the 9 s hold timer notices).
@@ -65,6 +67,9 @@ struct Trial {
     margay_kernel: Duration,
     bird_bgp: Duration,
     bird_kernel: Duration,
+    /// The other direction: the ToR's session with node1, y's with x, leaving Established.
+    tor_bgp: Duration,
+    y_bgp: Duration,
 }
 
 fn main() -> Result<()> {
@@ -80,6 +85,7 @@ fn main() -> Result<()> {
         no_bgp: false,
     };
     let c = Cluster::build(spec, Duration::from_secs(180)).context("the --tors 2 lab")?;
+    let tor = c.tor_bird(false).context("the first ToR's BIRD")?;
     let plan = c.plan().clone();
     let tor_a = plan.tor.addrs[0].ip4();
     let tor_b = plan.tor2.as_ref().context("two ToRs")?.addrs[0].ip4();
@@ -115,7 +121,7 @@ fn main() -> Result<()> {
     let mut to_x =
         BirdNeighbor::new("x", IpAddr::V4(ax), 65011, 65010).export(ExportPolicy::Static);
     to_x.bfd = true;
-    let _y = Bird::start(
+    let y = Bird::start(
         &lab,
         &ny,
         "y",
@@ -154,17 +160,25 @@ fn main() -> Result<()> {
         // Let the Poll Sequences after Up finish on both sides.
         std::thread::sleep(Duration::from_millis(1500));
         let limit = Duration::from_secs(20);
-        let (cuts, mb, bb) = std::thread::scope(|s| {
+        let (cuts, [mb, bb, tb, yb]) = std::thread::scope(|s| {
             let m = s.spawn(|| seen_at(limit, || !peer_established(&c, 0, tor_a)));
             let b = s.spawn(|| seen_at(limit, || !established(&x, "y")));
+            // The other direction: the ToR noticing node1's silence (margay's packets), y
+            // noticing x's (BIRD's).
+            let tm = s.spawn(|| seen_at(limit, || !established(tor, "node1")));
+            let ym = s.spawn(|| seen_at(limit, || !established(&y, "x")));
             let cut_m = Cut::on(n1, &[&if_a]);
             let t0 = Instant::now();
             let cut_b = Cut::on(&ny, &[&l.b.ifname]);
             let t1 = Instant::now();
-            let (mb, bb) = (m.join().ok().flatten(), b.join().ok().flatten());
-            ((cut_m, t0, cut_b, t1), mb, bb)
+            let seen = [m, b, tm, ym].map(|h| h.join().ok().flatten());
+            ((cut_m, t0, cut_b, t1), seen)
         });
         let (cut_m, t0, cut_b, t1) = cuts;
+        let (tor_bgp, y_bgp) = (
+            tb.map(|a| a.saturating_duration_since(t0)),
+            yb.map(|a| a.saturating_duration_since(t1)),
+        );
         let mk = mon_m.first_change(&block, t0, t0 + limit);
         let bk = mon_b.first_change(&prefix, t1, t1 + limit);
         drop((cut_m, cut_b, mon_m, mon_b));
@@ -176,18 +190,25 @@ fn main() -> Result<()> {
         else {
             bail!("trial {t}: not every change was seen in 20 s: {mb:?} {mk:?} {bb:?} {bk:?}");
         };
+        let (Some(tor_bgp), Some(y_bgp)) = (tor_bgp, y_bgp) else {
+            bail!("trial {t}: the far ends did not notice in 20 s: {tor_bgp:?} {y_bgp:?}");
+        };
         println!(
-            "trial {t:>2}: margay session down {} ms, kernel route {} ms | BIRD session down {} ms, kernel route {} ms",
+            "trial {t:>2}: margay session down {} ms, kernel route {} ms | BIRD session down {} ms, kernel route {} ms | far ends: ToR {} ms, y {} ms",
             ms(margay_bgp),
             ms(margay_kernel),
             ms(bird_bgp),
-            ms(bird_kernel)
+            ms(bird_kernel),
+            ms(tor_bgp),
+            ms(y_bgp)
         );
         results.push(Trial {
             margay_bgp,
             margay_kernel,
             bird_bgp,
             bird_kernel,
+            tor_bgp,
+            y_bgp,
         });
     }
     let col = |f: fn(&Trial) -> Duration| -> Vec<Duration> { results.iter().map(f).collect() };
@@ -210,6 +231,12 @@ fn main() -> Result<()> {
             "kernel route updated",
             col(|t| t.bird_kernel),
         ),
+        (
+            "BIRD ToR (peer margay node1)",
+            "BGP session down",
+            col(|t| t.tor_bgp),
+        ),
+        ("BIRD y (peer BIRD x)", "BGP session down", col(|t| t.y_bgp)),
     ] {
         println!(
             "| {who} | {stage} | {} | {} | {} |",
