@@ -3,9 +3,14 @@
 //! 1. detection time, failure → BGP session down → kernel route updated, `TRIALS` trials: node1
 //!    (margay-bgpd + margay-felix) loses its link to the first ToR (BIRD), against a BIRD↔BIRD
 //!    pair with the same BFD timers (BIRD `x` learning a prefix from BIRD `y`, `y`'s link cut),
-//!    both cut at the same moment and polled in one loop: margay's session with the ToR leaving
-//!    Established and node1's kernel route to node2's block losing the ToR's next hop; BIRD
-//!    x's session with y leaving Established and x's kernel route to y's prefix gone;
+//!    both cut one after the other, each timed from the end of its own cut: the BGP session
+//!    leaving Established (margay's with the ToR over gRPC, BIRD x's with y over birdc, each
+//!    side polled every 2 ms by a thread of its own, so neither waits behind the other's
+//!    checks), and the kernel route changing (node1's route to node2's block losing the ToR's
+//!    next hop, x's route to y's prefix gone), both read from `ip monitor route` as the kernel
+//!    reports it: the same clock for both, no poll interval; and the other direction, each
+//!    far end noticing the silence of the side that is cut (the ToR's BIRD: margay's packets
+//!    stop; y's BIRD: x's stop), its BGP session leaving Established;
 //! 2. pings lost per ToR failure, `ROUNDS` failures each: 8 flows at 100/s between node1's and
 //!    node2's pods, node1's link to a ToR cut, with BFD (first ToR) and then without (BFD off on
 //!    the second ToR's sessions, both ends: only the 9 s hold timer notices).
@@ -21,8 +26,8 @@ use margay_lab::labctl::topology::{Mode, PoolMode, Spec};
 use margay_lab::{Bird, BirdConfig, BirdNeighbor, ExportPolicy, Lab, Netns, block4, wait_for};
 use margay_tests::bfd::bird_bfd;
 use margay_tests::ecmp::{
-    Cut, FlowResult, bfd_state, both_paths_back, finish, flows, hops_to, second_tor_without_bfd,
-    wait_hops,
+    Cut, FlowResult, RouteMonitor, bfd_state, block_route, both_paths_back, finish, flows, hops_to,
+    second_tor_without_bfd, seen_at, wait_hops,
 };
 
 const UP: Duration = Duration::from_secs(60);
@@ -62,6 +67,9 @@ struct Trial {
     margay_kernel: Duration,
     bird_bgp: Duration,
     bird_kernel: Duration,
+    /// The other direction: the ToR's session with node1, y's with x, leaving Established.
+    tor_bgp: Duration,
+    y_bgp: Duration,
 }
 
 fn main() -> Result<()> {
@@ -77,6 +85,7 @@ fn main() -> Result<()> {
         no_bgp: false,
     };
     let c = Cluster::build(spec, Duration::from_secs(180)).context("the --tors 2 lab")?;
+    let tor = c.tor_bird(false).context("the first ToR's BIRD")?;
     let plan = c.plan().clone();
     let tor_a = plan.tor.addrs[0].ip4();
     let tor_b = plan.tor2.as_ref().context("two ToRs")?.addrs[0].ip4();
@@ -112,7 +121,7 @@ fn main() -> Result<()> {
     let mut to_x =
         BirdNeighbor::new("x", IpAddr::V4(ax), 65011, 65010).export(ExportPolicy::Static);
     to_x.bfd = true;
-    let _y = Bird::start(
+    let y = Bird::start(
         &lab,
         &ny,
         "y",
@@ -146,47 +155,60 @@ fn main() -> Result<()> {
                 }
             },
         )?;
+        let block = block_route(n1, n2_pod).context("node1's route to node2's block")?;
+        let (mon_m, mon_b) = (RouteMonitor::start(n1)?, RouteMonitor::start(&nx)?);
         // Let the Poll Sequences after Up finish on both sides.
         std::thread::sleep(Duration::from_millis(1500));
-        let cut_m = Cut::on(n1, &[&if_a]);
-        let t0 = Instant::now();
-        let cut_b = Cut::on(&ny, &[&l.b.ifname]);
-        let t1 = Instant::now();
-        let (mut mb, mut mk, mut bb, mut bk) = (None, None, None, None);
-        while [mb, mk, bb, bk].iter().any(Option::is_none) && t0.elapsed() < Duration::from_secs(20)
-        {
-            if mb.is_none() && !peer_established(&c, 0, tor_a) {
-                mb = Some(t0.elapsed());
-            }
-            if mk.is_none() && hops_to(n1, n2_pod) == [tor_b] {
-                mk = Some(t0.elapsed());
-            }
-            if bb.is_none() && !established(&x, "y") {
-                bb = Some(t1.elapsed());
-            }
-            if bk.is_none() && !bird_kernel_route(&nx, &prefix) {
-                bk = Some(t1.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        drop((cut_m, cut_b));
+        let limit = Duration::from_secs(20);
+        let (cuts, [mb, bb, tb, yb]) = std::thread::scope(|s| {
+            let m = s.spawn(|| seen_at(limit, || !peer_established(&c, 0, tor_a)));
+            let b = s.spawn(|| seen_at(limit, || !established(&x, "y")));
+            // The other direction: the ToR noticing node1's silence (margay's packets), y
+            // noticing x's (BIRD's).
+            let tm = s.spawn(|| seen_at(limit, || !established(tor, "node1")));
+            let ym = s.spawn(|| seen_at(limit, || !established(&y, "x")));
+            let cut_m = Cut::on(n1, &[&if_a]);
+            let t0 = Instant::now();
+            let cut_b = Cut::on(&ny, &[&l.b.ifname]);
+            let t1 = Instant::now();
+            let seen = [m, b, tm, ym].map(|h| h.join().ok().flatten());
+            ((cut_m, t0, cut_b, t1), seen)
+        });
+        let (cut_m, t0, cut_b, t1) = cuts;
+        let (tor_bgp, y_bgp) = (
+            tb.map(|a| a.saturating_duration_since(t0)),
+            yb.map(|a| a.saturating_duration_since(t1)),
+        );
+        let mk = mon_m.first_change(&block, t0, t0 + limit);
+        let bk = mon_b.first_change(&prefix, t1, t1 + limit);
+        drop((cut_m, cut_b, mon_m, mon_b));
+        let since =
+            |at: Option<Instant>, cut: Instant| at.map(|a| a.saturating_duration_since(cut));
+        let (mb, mk, bb, bk) = (since(mb, t0), since(mk, t0), since(bb, t1), since(bk, t1));
         let (Some(margay_bgp), Some(margay_kernel), Some(bird_bgp), Some(bird_kernel)) =
             (mb, mk, bb, bk)
         else {
             bail!("trial {t}: not every change was seen in 20 s: {mb:?} {mk:?} {bb:?} {bk:?}");
         };
+        let (Some(tor_bgp), Some(y_bgp)) = (tor_bgp, y_bgp) else {
+            bail!("trial {t}: the far ends did not notice in 20 s: {tor_bgp:?} {y_bgp:?}");
+        };
         println!(
-            "trial {t:>2}: margay session down {} ms, kernel route {} ms | BIRD session down {} ms, kernel route {} ms",
+            "trial {t:>2}: margay session down {} ms, kernel route {} ms | BIRD session down {} ms, kernel route {} ms | far ends: ToR {} ms, y {} ms",
             ms(margay_bgp),
             ms(margay_kernel),
             ms(bird_bgp),
-            ms(bird_kernel)
+            ms(bird_kernel),
+            ms(tor_bgp),
+            ms(y_bgp)
         );
         results.push(Trial {
             margay_bgp,
             margay_kernel,
             bird_bgp,
             bird_kernel,
+            tor_bgp,
+            y_bgp,
         });
     }
     let col = |f: fn(&Trial) -> Duration| -> Vec<Duration> { results.iter().map(f).collect() };
@@ -209,6 +231,12 @@ fn main() -> Result<()> {
             "kernel route updated",
             col(|t| t.bird_kernel),
         ),
+        (
+            "BIRD ToR (peer margay node1)",
+            "BGP session down",
+            col(|t| t.tor_bgp),
+        ),
+        ("BIRD y (peer BIRD x)", "BGP session down", col(|t| t.y_bgp)),
     ] {
         println!(
             "| {who} | {stage} | {} | {} | {} |",

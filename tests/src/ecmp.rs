@@ -1,11 +1,14 @@
 //! Helpers of the dual-homed (ECMP over two ToRs) suite and its benchmark: a link cut both ways
 //! in a node's namespace, ping flows at 100 per second with their losses and longest silence,
-//! the next hops a node's kernel holds for a destination, polling for a change.
+//! the next hops a node's kernel holds for a destination, polling for a change, and the
+//! kernel's route notifications read as they come (the time of a change, without polling).
 
 use std::collections::BTreeSet;
+use std::io::BufRead;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use margay_lab::labctl::{Cluster, state::PodState};
@@ -294,4 +297,81 @@ pub fn second_tor_without_bfd(c: &Cluster) -> margay_lab::Result<()> {
             if s.is_empty() { Ok(()) } else { Err(s) }
         },
     )
+}
+
+/// `ip monitor route` in a namespace, each line stamped with the moment it was read: the time
+/// the kernel's routing table changed, the same way for whoever programs it. Ends its child on
+/// drop.
+pub struct RouteMonitor {
+    child: Child,
+    lines: mpsc::Receiver<(Instant, String)>,
+}
+
+impl RouteMonitor {
+    /// Starts listening; changes from about 100 ms on are seen.
+    pub fn start(ns: &Netns) -> std::io::Result<RouteMonitor> {
+        let mut child = Command::new("ip")
+            .args(["-n", ns.name(), "monitor", "route"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let out = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send((Instant::now(), line)).is_err() {
+                    break;
+                }
+            }
+        });
+        // `ip` subscribes to the notifications once it runs.
+        std::thread::sleep(Duration::from_millis(100));
+        Ok(RouteMonitor { child, lines })
+    }
+
+    /// When the route to `prefix` (as `ip` prints it) first changed at or after `since`
+    /// (replaced, or deleted), waiting until `until`.
+    pub fn first_change(&self, prefix: &str, since: Instant, until: Instant) -> Option<Instant> {
+        let deleted = format!("Deleted {prefix} ");
+        let changed = format!("{prefix} ");
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let (at, line) = self.lines.recv_timeout(left).ok()?;
+            if at >= since && (line.starts_with(&changed) || line.starts_with(&deleted)) {
+                return Some(at);
+            }
+        }
+    }
+}
+
+impl Drop for RouteMonitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The destination (as `ip` prints it) of the route felix holds for the block of `dst`.
+pub fn block_route(ns: &Netns, dst: Ipv4Addr) -> Option<String> {
+    ns.ip_json(&["-4", "route", "show", "proto", "81"])
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|r| r["dst"].as_str().map(str::to_string))
+        .find(|d| {
+            d.parse::<ipnet::Ipv4Net>()
+                .is_ok_and(|n| n.prefix_len() < 32 && n.contains(&dst))
+        })
+}
+
+/// Polls `done` every 2 ms until it holds (the moment it was seen) or `limit` passes.
+pub fn seen_at(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Instant> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    None
 }

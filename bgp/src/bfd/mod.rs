@@ -7,6 +7,12 @@
 //! - this module: the service that runs every session on a thread of its own, with its own
 //!   runtime, so that a busy RIB (a large table arriving, the decision process running) never
 //!   delays a Control packet or the detection of a silent peer.
+//!
+//! Timing: the runtime's timers have millisecond ticks and wake up to a tick or two late, so the
+//! thread asks to be woken [`EARLY`] before a deadline and sleeps the rest precisely. Before any
+//! session is expired the receive sockets are drained, and a packet's detection time counts from
+//! the kernel's time of arrival, so neither a late thread nor a packet still queued when the
+//! deadline comes brings a session down (or keeps one up) wrongly.
 
 pub mod packet;
 pub mod session;
@@ -19,7 +25,7 @@ use session::Session;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -64,6 +70,14 @@ enum Command {
 }
 
 type StatusMap = Arc<RwLock<HashMap<IpAddr, PeerBfd>>>;
+
+/// How long before a deadline the runtime's timer is asked to wake the thread.
+const EARLY: Duration = Duration::from_millis(2);
+/// The most a packet's arrival time is trusted to precede its handling (the two clocks are read
+/// apart; a step of the wall clock must not expire a session early).
+const MAX_QUEUED: Duration = Duration::from_millis(20);
+/// Datagrams read from one socket per drain, so commands and timers still get their turn.
+const DRAIN_BATCH: usize = 64;
 
 /// The speaker's side of the BFD service. Dropping every handle ends the thread.
 #[derive(Clone)]
@@ -193,7 +207,8 @@ impl Service {
                 .values()
                 .map(|e| e.session.deadline(now))
                 .min()
-                .unwrap_or(now + std::time::Duration::from_secs(3600));
+                .unwrap_or(now + Duration::from_secs(3600));
+            let wake = next.checked_sub(EARLY).unwrap_or(next);
             let (b0, b1) = bufs.split_at_mut(1);
             tokio::select! {
                 biased;
@@ -203,7 +218,13 @@ impl Service {
                 r = async { match rx.get(1) { Some(s) => udp::recv(s, &mut b1[0]).await, None => none().await } } => {
                     self.on_datagram(r, &b1[0]);
                 }
-                _ = tokio::time::sleep_until(next.into()) => {}
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    // The last stretch on the thread's own clock, not the runtime's ticks.
+                    let left = next.saturating_duration_since(Instant::now());
+                    if !left.is_zero() {
+                        std::thread::sleep(left);
+                    }
+                }
                 cmd = commands.recv() => match cmd {
                     Some(Command::Shutdown(done)) => {
                         self.admin_down_all().await;
@@ -214,7 +235,26 @@ impl Service {
                     None => return,
                 },
             }
+            self.drain(&rx);
             self.poll_all().await;
+        }
+    }
+
+    /// Handles every datagram already queued on the receive sockets, so that no session is
+    /// expired while the packet that keeps it up waits to be read.
+    fn drain(&mut self, rx: &[UdpSocket]) {
+        let mut buf = [0u8; 128];
+        for s in rx {
+            for _ in 0..DRAIN_BATCH {
+                match udp::try_recv(s, &mut buf) {
+                    Ok(r) => self.on_datagram(Ok(r), &buf),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        self.on_datagram(Err(e), &buf);
+                        break;
+                    }
+                }
+            }
         }
     }
 
@@ -306,7 +346,7 @@ impl Service {
         let Some(e) = self.sessions.get_mut(&peer) else {
             return;
         };
-        match e.session.receive(&p, Instant::now()) {
+        match e.session.receive(&p, arrival(r.arrived, Instant::now())) {
             Some(t) => self.changed(peer, t),
             // Timing and the peer's state change without a transition of ours.
             None => self.publish(peer, false),
@@ -422,6 +462,16 @@ impl Service {
     }
 }
 
+/// When a packet the kernel stamped `arrived` came, on the monotonic clock: up to
+/// [`MAX_QUEUED`] before `now`, never after it.
+fn arrival(arrived: Option<SystemTime>, now: Instant) -> Instant {
+    let queued = arrived
+        .and_then(|at| SystemTime::now().duration_since(at).ok())
+        .unwrap_or_default()
+        .min(MAX_QUEUED);
+    now.checked_sub(queued).unwrap_or(now)
+}
+
 /// An IPv4 peer seen through an IPv6 socket as `::ffff:a.b.c.d` is the IPv4 peer.
 fn canonical(a: IpAddr) -> IpAddr {
     match a {
@@ -435,4 +485,24 @@ fn seed() -> u64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     (t ^ (u64::from(std::process::id()) << 32)) | 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrival_is_the_kernel_time_within_bounds() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(arrival(None, now), now);
+        let at = arrival(Some(SystemTime::now() - ms(5)), now);
+        assert!(at <= now - ms(5) && at > now - ms(10), "{:?}", now - at);
+        // A wall clock that stepped: at most MAX_QUEUED before now, never after it.
+        assert_eq!(
+            arrival(Some(SystemTime::now() - ms(10_000)), now),
+            now - MAX_QUEUED
+        );
+        assert_eq!(arrival(Some(SystemTime::now() + ms(10_000)), now), now);
+    }
 }

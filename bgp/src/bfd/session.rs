@@ -5,8 +5,13 @@
 //! Timers: while the session is not Up we send at most once a second (§6.8.3); on reaching Up the
 //! configured interval takes effect through a Poll Sequence (§6.5), as does any change of
 //! parameters while Up. The transmit interval is `max(desired min TX, peer's required min RX)`
-//! less 0–25 % jitter (§6.8.7); the detection time is the peer's multiplier times
-//! `max(our required min RX, peer's desired min TX)` (§6.8.4).
+//! less 10–25 % jitter (§6.8.7 allows 0–25 %, and requires at least 10 % with a multiplier of 1;
+//! BIRD uses 10–25 % always, and so do we: the peer's detection counts from our last packet, so
+//! a longer gap only makes it notice our failure later). Periodic packets keep their cadence
+//! from the planned send time, not from a late wakeup, so a busy host does not stretch every
+//! interval. The detection time is the peer's multiplier times
+//! `max(our required min RX, peer's desired min TX)` (§6.8.4), counted from the moment the
+//! last packet arrived (the caller passes the kernel's receive time).
 
 use super::packet::{ControlPacket, Diagnostic, SessionState, micros};
 use std::time::{Duration, Instant};
@@ -187,7 +192,8 @@ impl Session {
         self.packet()
     }
 
-    /// A packet that passed [`ControlPacket::decode`] and was matched to this session.
+    /// A packet that passed [`ControlPacket::decode`] and was matched to this session; `now`
+    /// is when it arrived (the detection time counts from there).
     pub fn receive(&mut self, p: &ControlPacket, now: Instant) -> Option<Transition> {
         if p.your_discr != 0 && p.your_discr != self.local_discr {
             return None;
@@ -260,7 +266,14 @@ impl Session {
         }
         let packet = self.packet();
         if periodic || self.send_now {
-            self.next_tx = now + self.jittered(jitter);
+            // A periodic packet sent a little late keeps the cadence of the planned time.
+            let late = now.saturating_duration_since(self.next_tx);
+            let base = if periodic && late < self.tx_interval() / 2 {
+                self.next_tx
+            } else {
+                now
+            };
+            self.next_tx = base + self.jittered(jitter);
         }
         self.send_now = false;
         self.final_due = false;
@@ -286,10 +299,8 @@ impl Session {
     }
 
     fn jittered(&self, jitter: u32) -> Duration {
-        let interval = self.tx_interval();
-        // 75–100 % of the interval; 75–90 % with a multiplier of 1.
-        let span = if self.timers.detect_mult == 1 { 16 } else { 26 };
-        interval * (75 + jitter % span) / 100
+        // 75–90 % of the interval, whatever the multiplier (see the module's doc).
+        self.tx_interval() * (75 + jitter % 16) / 100
     }
 
     fn go_up(&mut self) {

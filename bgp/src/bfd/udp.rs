@@ -1,12 +1,14 @@
 //! The UDP edge of single-hop BFD (RFC 5881): the receive socket on port 3784 that reads each
-//! datagram's TTL (packets not sent with TTL 255 are dropped, §5), and the per-session send
-//! sockets with TTL 255 and a source port in 49152–65535 (§4).
+//! datagram's TTL (packets not sent with TTL 255 are dropped, §5) and the kernel's time of
+//! arrival (the detection time counts from there, however late the BFD thread runs), and the
+//! per-session send sockets with TTL 255 and a source port in 49152–65535 (§4).
 
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::time::{Duration, SystemTime};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
@@ -24,9 +26,11 @@ pub struct Received {
     pub from: SocketAddr,
     /// The IP TTL or hop limit it arrived with, when the kernel told.
     pub ttl: Option<u8>,
+    /// When the kernel received it (`SO_TIMESTAMPNS`), when it told.
+    pub arrived: Option<SystemTime>,
 }
 
-/// Binds the receive socket, asking the kernel for each datagram's TTL.
+/// Binds the receive socket, asking the kernel for each datagram's TTL and arrival time.
 pub fn bind_receiver(addr: SocketAddr) -> io::Result<UdpSocket> {
     let domain = Domain::for_address(addr);
     let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
@@ -40,6 +44,7 @@ pub fn bind_receiver(addr: SocketAddr) -> io::Result<UdpSocket> {
         }
     };
     setsockopt(&s, level, opt, on)?;
+    setsockopt(&s, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, on)?;
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     UdpSocket::from_std(s.into())
@@ -83,6 +88,12 @@ pub async fn recv(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
         .await
 }
 
+/// Receives one datagram if one is queued, without waiting and whatever the runtime last saw
+/// of the socket's readiness (the BFD thread drains the sockets before it expires a session).
+pub fn try_recv(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
+    recv_now(sock.as_raw_fd(), buf)
+}
+
 fn recv_now(fd: libc::c_int, buf: &mut [u8]) -> io::Result<Received> {
     let mut addr = MaybeUninit::<libc::sockaddr_storage>::zeroed();
     let mut iov = libc::iovec {
@@ -108,6 +119,7 @@ fn recv_now(fd: libc::c_int, buf: &mut [u8]) -> io::Result<Received> {
         io::Error::new(io::ErrorKind::InvalidData, "datagram without an IP source")
     })?;
     let mut ttl = None;
+    let mut arrived = None;
     // SAFETY: walking the control messages the kernel wrote into `control`, with its macros.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(&msg);
@@ -119,6 +131,12 @@ fn recv_now(fd: libc::c_int, buf: &mut [u8]) -> io::Result<Received> {
                 let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
                 ttl = u8::try_from(v).ok();
             }
+            if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
+                arrived = Some(
+                    SystemTime::UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32),
+                );
+            }
             c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
@@ -126,6 +144,7 @@ fn recv_now(fd: libc::c_int, buf: &mut [u8]) -> io::Result<Received> {
         len: n as usize,
         from,
         ttl,
+        arrived,
     })
 }
 

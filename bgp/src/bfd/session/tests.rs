@@ -136,19 +136,57 @@ fn detection_time_uses_the_slower_of_our_rx_and_their_tx() {
 }
 
 #[test]
-fn jitter_stays_within_75_to_100_percent() {
+fn jitter_stays_within_75_to_90_percent() {
     let t0 = Instant::now();
     let (mut a, _b) = up_pair(t0);
-    let mut now = t0;
+    let mut now = a.deadline(t0);
+    let mut gaps = Vec::new();
     for j in 0..200u32 {
-        now += ms(100);
         let (p, _) = a.poll(now, j.wrapping_mul(2_654_435_761));
         assert!(p.is_some());
-        let gap = a.deadline(now) - now;
-        assert!(gap >= ms(75) && gap <= ms(100), "gap {gap:?}");
+        let next = a.deadline(now);
+        let gap = next - now;
+        assert!(gap >= ms(75) && gap <= ms(90), "gap {gap:?}");
+        gaps.push(gap);
         // Keep it Up: pretend a packet came.
         a.detect_deadline = None;
+        now = next;
     }
+    assert!(gaps.iter().any(|g| *g < ms(80)) && gaps.iter().any(|g| *g > ms(85)));
+}
+
+#[test]
+fn a_late_wakeup_keeps_the_cadence_of_the_planned_time() {
+    let t0 = Instant::now();
+    let (mut a, _b) = up_pair(t0);
+    a.detect_deadline = None;
+    let planned = a.deadline(t0 + ms(1));
+    // Woken 20 ms late: the next packet is due 75-90 ms after the planned time, not after now.
+    let (p, _) = a.poll(planned + ms(20), 0);
+    assert!(p.is_some());
+    assert_eq!(a.deadline(planned + ms(20)), planned + ms(75));
+    // Woken more than half an interval late: the cadence restarts from now (no burst).
+    a.detect_deadline = None;
+    let planned = planned + ms(75);
+    let (p, _) = a.poll(planned + ms(60), 0);
+    assert!(p.is_some());
+    assert_eq!(a.deadline(planned + ms(60)), planned + ms(60) + ms(75));
+}
+
+#[test]
+fn detection_counts_from_the_arrival_of_the_last_packet() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = up_pair(t0);
+    let (p, _) = b.poll(b.deadline(t0), 0);
+    let p = p.expect("b's periodic packet");
+    // It arrived at t0 + 100 ms and is handled 7 ms later: the deadline is 300 ms after arrival.
+    let arrived = t0 + ms(100);
+    assert_eq!(a.receive(&p, arrived), None);
+    a.next_tx = t0 + ms(10_000);
+    assert_eq!(a.deadline(arrived + ms(7)), arrived + ms(300));
+    assert_eq!(a.poll(arrived + ms(299), 0).1, None);
+    let (_, t) = a.poll(arrived + ms(300), 0);
+    assert_eq!(t.map(|t| t.diag), Some(Diagnostic::DETECTION_TIME_EXPIRED));
 }
 
 #[test]
