@@ -252,6 +252,20 @@ mod tests {
     }
 
     #[test]
+    fn the_table_is_the_lowest_usable_index_of_the_route_table_ranges() {
+        let g = spec(json!({"routeTableRange": {"min": 10, "max": 20}}));
+        assert_eq!(Config::resolve(Some(&g), None).unwrap().table, 10);
+        // routeTableRanges wins over the deprecated field; the node's over the global one;
+        // the kernel's own tables (253-255) are never taken.
+        let n =
+            spec(json!({"routeTableRanges": [{"min": 300, "max": 400}, {"min": 253, "max": 260}]}));
+        assert_eq!(Config::resolve(Some(&g), Some(&n)).unwrap().table, 256);
+        let bad = spec(json!({"routeTableRanges": [{"min": 253, "max": 255}]}));
+        let e = Config::resolve(Some(&bad), None).unwrap_err();
+        assert_eq!(e.field, "routeTableRanges");
+    }
+
+    #[test]
     fn the_nodes_field_wins_field_by_field() {
         let g = spec(json!({"wireguardEnabled": true, "wireguardListeningPort": 5000}));
         let n = spec(json!({"wireguardListeningPort": 6000, "wireguardMTU": 1400}));
