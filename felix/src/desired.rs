@@ -122,6 +122,9 @@ pub struct DesiredRoute {
     pub dst: IpNet,
     pub class: RouteClass,
     pub target: Target,
+    /// The preferred source (FelixConfiguration `deviceRouteSourceAddress`), on routes
+    /// through a device: workloads' and the tunnels'.
+    pub src: Option<IpAddr>,
 }
 
 /// The VXLAN device felix wants.
@@ -174,13 +177,20 @@ pub struct Desired {
     pub shadowed: BTreeSet<IpNet>,
     /// The natOutgoing tables.
     pub nat: crate::nat::DesiredNat,
+    /// FelixConfiguration `interfacePrefix`: interfaces starting with one are workloads'.
+    pub workload_prefixes: Vec<String>,
+    /// FelixConfiguration `removeExternalRoutes`: routes through a workload interface that
+    /// felix did not program are removed (true) or left alone (false).
+    pub remove_external_routes: bool,
 }
 
 /// Computes the desired dataplane for `model`.
 pub fn compute(model: &Model) -> Desired {
     let mut d = Desired {
         node_address: model.node.address.map(|a| a.addr()),
-        nat: crate::nat::desired(&model.pools),
+        nat: crate::nat::desired_with(&model.pools, &model.settings),
+        workload_prefixes: model.settings.interface_prefixes.clone(),
+        remove_external_routes: model.settings.remove_external_routes,
         ..Desired::default()
     };
     // The IPv4 tunnels serve the IPv4 pools (Calico: IP-in-IP is IPv4 only, and an IPv6 pool's
@@ -292,6 +302,7 @@ pub fn compute(model: &Model) -> Desired {
                     dev: None,
                     onlink: false,
                 },
+                src: None,
             },
         );
     }
@@ -304,6 +315,7 @@ pub fn compute(model: &Model) -> Desired {
                 dst: *block,
                 class: RouteClass::Blackhole,
                 target: Target::Blackhole,
+                src: None,
             },
         );
     }
@@ -324,6 +336,7 @@ pub fn compute(model: &Model) -> Desired {
                     target: Target::Device {
                         ifname: ep.interface.clone(),
                     },
+                    src: cfg.device_route_source_for(host.addr()),
                 },
             );
         }
@@ -374,7 +387,9 @@ fn remote_route(
             dev: None,
             onlink: false,
         },
+        src: None,
     };
+    let src = model.settings.device_route_source_for(prefix.addr());
     let Some(pool) = model.pool_of(&prefix) else {
         return Ok(direct);
     };
@@ -402,6 +417,7 @@ fn remote_route(
                 dev: Some(VXLAN_DEVICE.to_string()),
                 onlink: true,
             },
+            src,
         });
     }
     if encap(pool.ipip_mode) {
@@ -413,6 +429,7 @@ fn remote_route(
                 dev: Some(IPIP_DEVICE.to_string()),
                 onlink: true,
             },
+            src,
         });
     }
     Ok(direct)

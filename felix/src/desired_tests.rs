@@ -450,3 +450,21 @@ fn felix_configuration_sets_the_vxlan_device_and_can_force_a_tunnel_off() {
     m.settings.ipip_mtu = Some(1430);
     assert_eq!(compute(&m).ipip.expect("forced on").mtu, Some(1430));
 }
+
+#[test]
+fn device_route_source_address_is_the_src_of_workload_and_tunnel_routes() {
+    let mut m = dual(EncapMode::Never);
+    m.settings.device_route_source = Some("192.0.2.1".parse().unwrap());
+    m.settings.device_route_source_v6 = Some("fd00::1".parse().unwrap());
+    let d = compute(&m);
+    let src = |dst: &str| d.routes[&net(dst)].src;
+    assert_eq!(src("10.244.0.5/32"), Some(ip("192.0.2.1")));
+    assert_eq!(src("fd00:244::5/128"), Some(ip("fd00::1")));
+    // Blackholes and plain routes via a node name no device: no src.
+    assert_eq!(src("fd00:244::/122"), None);
+    assert_eq!(src("fd00:244::40/122"), None);
+    assert_eq!(
+        compute(&dual(EncapMode::Never)).routes[&net("10.244.0.5/32")].src,
+        None
+    );
+}

@@ -317,6 +317,7 @@ fn run(
             None => None,
         };
         let (settings_tx, settings_rx) = tokio::sync::watch::channel(None);
+        let settings_for_endpoints = settings_rx.clone();
         tokio::spawn(follow_http(
             settings_rx,
             flags_http,
@@ -368,6 +369,7 @@ fn run(
                     protocol: args.route_protocol,
                     default_mtu: args.workload_mtu,
                     auto_mtu: (!pins.workload_mtu).then(|| pod_mtu.clone()),
+                    settings: Some(settings_for_endpoints),
                 },
                 health.clone(),
                 agent.programmed(),

@@ -92,6 +92,65 @@ pub struct NatTable {
     pub masq_pools: Vec<IpNet>,
     /// Every pool: destinations that are never masqueraded.
     pub all_pools: Vec<IpNet>,
+    /// How the source is rewritten (FelixConfiguration `natOutgoingAddress`, `natPortRange`).
+    pub action: NatAction,
+}
+
+/// The source rewrite of natOutgoing traffic, as Calico's felix renders it: masquerade to the
+/// outgoing interface's address, or SNAT to `natOutgoingAddress` (IPv4 only); with
+/// `natPortRange`, TCP and UDP get their source port from the range (one rule each, before the
+/// rule for every other protocol, which has no ports).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NatAction {
+    pub to_address: Option<std::net::IpAddr>,
+    pub ports: Option<(u16, u16)>,
+}
+
+impl NatAction {
+    /// The NAT statement for one rule, with the port range or without.
+    fn statement(&self, family: Family, with_ports: bool) -> String {
+        let ports = self
+            .ports
+            .filter(|_| with_ports)
+            .map(|(lo, hi)| format!(":{lo}-{hi}"));
+        match (self.to_address, ports) {
+            (Some(a), p) => format!(
+                "snat {} to {a}{} fully-random",
+                family.keyword(),
+                p.unwrap_or_default()
+            ),
+            (None, Some(p)) => format!("masquerade to {p} fully-random"),
+            (None, None) => "masquerade fully-random".to_string(),
+        }
+    }
+
+    /// The same statement as `nft -j` (1.0) lists it: the address, the range (a range even
+    /// of one port, as written), the flag.
+    fn statement_json(&self, with_ports: bool) -> Value {
+        let mut m = serde_json::Map::new();
+        if let Some(a) = self.to_address {
+            m.insert("addr".into(), json!(a.to_string()));
+        }
+        if let Some((lo, hi)) = self.ports.filter(|_| with_ports) {
+            m.insert("port".into(), json!({"range": [lo, hi]}));
+        }
+        m.insert("flags".into(), json!("fully-random"));
+        let verb = if self.to_address.is_some() {
+            "snat"
+        } else {
+            "masquerade"
+        };
+        json!({ verb: Value::Object(m) })
+    }
+
+    /// The rules' protocols: TCP and UDP with the port range first when there is one, then
+    /// every protocol (`None`).
+    fn protocols(&self) -> Vec<Option<&'static str>> {
+        match self.ports {
+            Some(_) => vec![Some("tcp"), Some("udp"), None],
+            None => vec![None],
+        }
+    }
 }
 
 /// The desired NAT state: per family, the table, or `None` when the table must not exist.
@@ -111,7 +170,23 @@ impl DesiredNat {
     }
 }
 
-/// The NAT tables the pools call for.
+/// The NAT tables the pools call for, with FelixConfiguration's source rewrite: SNAT to
+/// `natOutgoingAddress` (IPv4 only, as Calico) and `natPortRange`.
+pub fn desired_with(pools: &[IpPool], settings: &crate::settings::DataplaneSettings) -> DesiredNat {
+    let mut d = desired(pools);
+    if let Some(t) = d.v4.as_mut() {
+        t.action = NatAction {
+            to_address: settings.nat_outgoing_address.map(std::net::IpAddr::V4),
+            ports: settings.nat_port_range,
+        };
+    }
+    if let Some(t) = d.v6.as_mut() {
+        t.action.ports = settings.nat_port_range;
+    }
+    d
+}
+
+/// The NAT tables the pools call for (masquerade, no port range).
 pub fn desired(pools: &[IpPool]) -> DesiredNat {
     let v4 = |nat_only: bool| {
         let nets: Vec<Ipv4Net> = pools
@@ -146,6 +221,7 @@ pub fn desired(pools: &[IpPool]) -> DesiredNat {
             family,
             masq_pools,
             all_pools,
+            action: NatAction::default(),
         })
     };
     DesiredNat {
@@ -177,9 +253,18 @@ pub fn script(family: Family, want: Option<&NatTable>) -> String {
         s.push_str(&set(MASQ_SET, &t.masq_pools));
         s.push_str(&set(ALL_SET, &t.all_pools));
         s.push_str(&format!(
-            "    chain {CHAIN} {{\n        type nat hook postrouting priority srcnat; policy accept;\n        \
-             {fam} saddr @{MASQ_SET} {fam} daddr != @{ALL_SET} masquerade fully-random\n    }}\n}}\n"
+            "    chain {CHAIN} {{\n        type nat hook postrouting priority srcnat; policy accept;\n"
         ));
+        for proto in t.action.protocols() {
+            let l4 = proto
+                .map(|p| format!("meta l4proto {p} "))
+                .unwrap_or_default();
+            s.push_str(&format!(
+                "        {fam} saddr @{MASQ_SET} {fam} daddr != @{ALL_SET} {l4}{}\n",
+                t.action.statement(family, proto.is_some())
+            ));
+        }
+        s.push_str("    }\n}\n");
     }
     s
 }
@@ -221,11 +306,22 @@ impl NatTable {
             other_elements: 0,
         };
         let field = |f: &str| json!({"payload": {"protocol": fam, "field": f}});
-        let rule = json!([
-            {"match": {"op": "==", "left": field("saddr"), "right": format!("@{MASQ_SET}")}},
-            {"match": {"op": "!=", "left": field("daddr"), "right": format!("@{ALL_SET}")}},
-            {"masquerade": {"flags": "fully-random"}},
-        ]);
+        let rules = self
+            .action
+            .protocols()
+            .into_iter()
+            .map(|proto| {
+                let mut r = vec![
+                    json!({"match": {"op": "==", "left": field("saddr"), "right": format!("@{MASQ_SET}")}}),
+                    json!({"match": {"op": "!=", "left": field("daddr"), "right": format!("@{ALL_SET}")}}),
+                ];
+                if let Some(p) = proto {
+                    r.push(json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": p}}));
+                }
+                r.push(self.action.statement_json(proto.is_some()));
+                Value::Array(r)
+            })
+            .collect();
         TableView {
             sets: BTreeMap::from([
                 (MASQ_SET.to_string(), set(&self.masq_pools)),
@@ -238,7 +334,7 @@ impl NatTable {
                     hook: Some("postrouting".into()),
                     priority: Some(SRCNAT_PRIORITY),
                     policy: Some("accept".into()),
-                    rules: vec![rule],
+                    rules,
                 },
             )]),
         }
@@ -312,10 +408,12 @@ fn element(e: &Value) -> Option<IpNet> {
 fn normalize_expr(mut expr: Value) -> Value {
     if let Some(stmts) = expr.as_array_mut() {
         for st in stmts {
-            if let Some(flags) = st.get_mut("masquerade").and_then(|m| m.get_mut("flags"))
-                && let Some([one]) = flags.as_array().map(Vec::as_slice)
-            {
-                *flags = one.clone();
+            for verb in ["masquerade", "snat"] {
+                if let Some(flags) = st.get_mut(verb).and_then(|m| m.get_mut("flags"))
+                    && let Some([one]) = flags.as_array().map(Vec::as_slice)
+                {
+                    *flags = one.clone();
+                }
             }
         }
     }

@@ -207,3 +207,30 @@ fn missing_nft_binary_is_its_own_error_and_a_readiness_reason() {
     assert_eq!(keeper.resync(&DesiredNat::default()).errors, 0);
     assert_eq!(health.readiness(), Ok(()));
 }
+
+#[test]
+fn nat_port_range_and_address_render_as_calicos_nat_outgoing_chain() {
+    let settings = crate::settings::DataplaneSettings {
+        nat_port_range: Some((40000, 40100)),
+        nat_outgoing_address: Some("192.0.2.7".parse().unwrap()),
+        ..Default::default()
+    };
+    let d = desired_with(
+        &[pool("10.244.0.0/16", true), pool("fd00:244::/64", true)],
+        &settings,
+    );
+    let v4 = script(Family::V4, d.v4.as_ref());
+    let rules: Vec<&str> = v4.lines().filter(|l| l.contains("saddr")).collect();
+    assert_eq!(rules.len(), 3, "{v4}");
+    assert!(rules[0].ends_with("meta l4proto tcp snat ip to 192.0.2.7:40000-40100 fully-random"));
+    assert!(rules[1].ends_with("meta l4proto udp snat ip to 192.0.2.7:40000-40100 fully-random"));
+    assert!(rules[2].ends_with("@all-pools snat ip to 192.0.2.7 fully-random"));
+    // natOutgoingAddress is IPv4 only (Calico); the port range applies to IPv6 too.
+    let v6 = script(Family::V6, d.v6.as_ref());
+    assert!(v6.contains("meta l4proto udp masquerade to :40000-40100 fully-random"));
+    assert!(v6.contains("@all-pools masquerade fully-random"));
+    assert_eq!(d.v4.unwrap().view().chains[CHAIN].rules.len(), 3);
+    // Neither set: the one masquerade rule, as before.
+    let plain = desired_with(&[pool("10.244.0.0/16", true)], &Default::default());
+    assert_eq!(plain, desired(&[pool("10.244.0.0/16", true)]));
+}

@@ -8,6 +8,7 @@
 //! A field felix does not apply is warned about once by the field registry; a value that does
 //! not parse (a bad regex) is a problem, and the default stays.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use margay_datastore::resources::{FelixConfigurationSpec, parse_duration};
@@ -43,7 +44,48 @@ pub struct DataplaneSettings {
     /// `vxlanEnabled` / `ipipEnabled`: force the device on or off; `None`: as the pools need.
     pub vxlan_enabled: Option<bool>,
     pub ipip_enabled: Option<bool>,
+    /// `natPortRange` (first, last): the source ports natOutgoing maps TCP and UDP to
+    /// (Calico: `MASQUERADE --to-ports`, or `SNAT --to-source ADDR:PORTS`).
+    pub nat_port_range: Option<(u16, u16)>,
+    /// `natOutgoingAddress`: IPv4 natOutgoing traffic is SNATed to this address instead of
+    /// masqueraded to the outgoing interface's.
+    pub nat_outgoing_address: Option<Ipv4Addr>,
+    /// `deviceRouteSourceAddress` / `deviceRouteSourceAddressIPv6`: the `src` of every route
+    /// felix programs through a device (pods' `dev caliX` routes, tunnel routes).
+    pub device_route_source: Option<Ipv4Addr>,
+    pub device_route_source_v6: Option<Ipv6Addr>,
+    /// `removeExternalRoutes` (Calico's default true): routes through a workload interface
+    /// that felix did not program are removed; false leaves them alone.
+    pub remove_external_routes: bool,
+    /// `interfacePrefix` (comma separated, `cali` by default): interfaces whose name starts
+    /// with any of them are workloads'; the first names new pod veths.
+    pub interface_prefixes: Vec<String>,
 }
+
+impl DataplaneSettings {
+    /// `deviceRouteSourceAddress(IPv6)` for a route to an address of `ip`'s family.
+    pub fn device_route_source_for(&self, ip: IpAddr) -> Option<IpAddr> {
+        match ip {
+            IpAddr::V4(_) => self.device_route_source.map(IpAddr::V4),
+            IpAddr::V6(_) => self.device_route_source_v6.map(IpAddr::V6),
+        }
+    }
+
+    /// Whether `ifname` is a workload's interface (it starts with an `interfacePrefix`).
+    pub fn is_workload_interface(&self, ifname: &str) -> bool {
+        is_workload_interface(&self.interface_prefixes, ifname)
+    }
+}
+
+/// Whether `ifname` starts with one of `prefixes` (Calico's workload interface test).
+pub fn is_workload_interface(prefixes: &[String], ifname: &str) -> bool {
+    prefixes
+        .iter()
+        .any(|p| !p.is_empty() && ifname.starts_with(p.as_str()))
+}
+
+/// Calico's default `interfacePrefix`.
+pub const DEFAULT_INTERFACE_PREFIX: &str = "cali";
 
 impl Default for DataplaneSettings {
     fn default() -> Self {
@@ -54,6 +96,12 @@ impl Default for DataplaneSettings {
             ipip_mtu: None,
             vxlan_enabled: None,
             ipip_enabled: None,
+            nat_port_range: None,
+            nat_outgoing_address: None,
+            device_route_source: None,
+            device_route_source_v6: None,
+            remove_external_routes: true,
+            interface_prefixes: vec![DEFAULT_INTERFACE_PREFIX.to_string()],
         }
     }
 }
@@ -68,8 +116,9 @@ pub struct Settings {
     /// `mtuIfacePattern`: the host interfaces whose smallest MTU, less the encapsulation, is
     /// the pod MTU a CNI request without one gets.
     pub mtu_iface_pattern: String,
-    /// `interfacePrefix` (comma separated): the first names new pod veths.
-    pub interface_prefixes: Vec<String>,
+    /// `routeTableRanges` (else `routeTableRange`, else Calico's 1-250): the routing tables
+    /// felix may use (WireGuard's is the first free index in them).
+    pub route_tables: Vec<(u32, u32)>,
     /// `healthHost` / `healthPort`: where /liveness, /readiness and /metrics are served
     /// (`None`: felix's flags).
     pub health: Option<HttpAddr>,
@@ -85,6 +134,9 @@ pub struct HttpAddr {
     pub port: u16,
 }
 
+/// Calico's default `routeTableRange`.
+pub const DEFAULT_ROUTE_TABLES: (u32, u32) = (1, 250);
+
 /// Calico's `prometheusMetricsPort` default.
 pub const DEFAULT_PROMETHEUS_PORT: u16 = 9091;
 
@@ -94,7 +146,7 @@ impl Default for Settings {
             dataplane: DataplaneSettings::default(),
             route_refresh: DEFAULT_ROUTE_REFRESH,
             mtu_iface_pattern: DEFAULT_MTU_IFACE_PATTERN.to_string(),
-            interface_prefixes: vec!["cali".to_string()],
+            route_tables: vec![DEFAULT_ROUTE_TABLES],
             health: None,
             prometheus: None,
         }
@@ -175,9 +227,96 @@ pub fn merge(
         });
     }
     if let Some(p) = pick(node, global, |c| c.interface_prefix.clone()) {
-        s.interface_prefixes = p.split(',').map(|x| x.trim().to_string()).collect();
+        let prefixes: Vec<String> = p.split(',').map(|x| x.trim().to_string()).collect();
+        if prefixes.iter().all(|x| !x.is_empty()) {
+            s.dataplane.interface_prefixes = prefixes;
+        } else {
+            problems.push(format!("interfacePrefix {p:?} has an empty name"));
+        }
     }
+    apply_nat(&mut s.dataplane, node, global, &mut problems);
+    apply_routes(&mut s, node, global, &mut problems);
     (s, problems)
+}
+
+/// `natPortRange` and `natOutgoingAddress`.
+fn apply_nat(
+    d: &mut DataplaneSettings,
+    node: Option<&FelixConfigurationSpec>,
+    global: Option<&FelixConfigurationSpec>,
+    problems: &mut Vec<String>,
+) {
+    match pick(node, global, |c| c.nat_ports()) {
+        Some(Ok(r)) => d.nat_port_range = Some(r),
+        Some(Err(e)) => problems.push(format!("natPortRange: {e}")),
+        None => {}
+    }
+    if let Some(a) = pick(node, global, |c| c.nat_outgoing_address.clone()) {
+        match a.parse::<Ipv4Addr>() {
+            Ok(a) => d.nat_outgoing_address = Some(a),
+            Err(_) => problems.push(format!("natOutgoingAddress {a:?} is not an IPv4 address")),
+        }
+    }
+}
+
+/// `deviceRouteSourceAddress(IPv6)`, `removeExternalRoutes` and the route table ranges.
+fn apply_routes(
+    s: &mut Settings,
+    node: Option<&FelixConfigurationSpec>,
+    global: Option<&FelixConfigurationSpec>,
+    problems: &mut Vec<String>,
+) {
+    let d = &mut s.dataplane;
+    if let Some(a) = pick(node, global, |c| c.device_route_source_address.clone()) {
+        match a.parse::<Ipv4Addr>() {
+            Ok(a) => d.device_route_source = Some(a),
+            Err(_) => problems.push(format!(
+                "deviceRouteSourceAddress {a:?} is not an IPv4 address"
+            )),
+        }
+    }
+    if let Some(a) = pick(node, global, |c| c.device_route_source_address_ipv6.clone()) {
+        match a.parse::<Ipv6Addr>() {
+            Ok(a) => d.device_route_source_v6 = Some(a),
+            Err(_) => problems.push(format!(
+                "deviceRouteSourceAddressIPv6 {a:?} is not an IPv6 address"
+            )),
+        }
+    }
+    if let Some(r) = pick(node, global, |c| c.remove_external_routes) {
+        d.remove_external_routes = r;
+    }
+    let ranges = pick(node, global, |c| {
+        let r = c.route_tables();
+        (!r.is_empty()).then_some(r)
+    });
+    if let Some(ranges) = ranges {
+        let ranges: Vec<(u32, u32)> = ranges.iter().map(|r| (r.min, r.max)).collect();
+        match first_route_table(&ranges) {
+            Some(_) => s.route_tables = ranges,
+            None => problems.push(format!(
+                "routeTableRanges {ranges:?} hold no usable table (1 to 252 or above 255)"
+            )),
+        }
+    }
+}
+
+/// The tables the kernel reserves (unspec, default, main, local): never felix's.
+const RESERVED_TABLES: [u32; 4] = [0, 253, 254, 255];
+
+/// The lowest table index in `ranges` that is not reserved: the one Calico's felix takes for
+/// its WireGuard routing table (its index allocator hands out the lowest free index first).
+pub fn first_route_table(ranges: &[(u32, u32)]) -> Option<u32> {
+    ranges
+        .iter()
+        .filter(|(lo, hi)| lo <= hi)
+        .flat_map(|&(lo, hi)| (lo..=hi).find(|t| !RESERVED_TABLES.contains(t)).into_iter())
+        .min()
+}
+
+/// Whether table `t` lies in `ranges`.
+pub fn table_in_ranges(ranges: &[(u32, u32)], t: u32) -> bool {
+    ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&t))
 }
 
 /// Bytes the encapsulation in use takes from the pod MTU (Calico's rule: VXLAN 50, IP-in-IP
@@ -257,7 +396,7 @@ mod tests {
         let (got, problems) = merge(Some(&global), None, &Pinned::default());
         assert_eq!(got.route_refresh, Duration::from_secs(10));
         assert_eq!(got.mtu_iface_pattern, DEFAULT_MTU_IFACE_PATTERN);
-        assert_eq!(got.interface_prefixes, vec!["tap", "cali"]);
+        assert_eq!(got.dataplane.interface_prefixes, vec!["tap", "cali"]);
         assert!(problems[0].starts_with("mtuIfacePattern"), "{problems:?}");
         let pinned = Pinned {
             route_refresh: Some(Duration::from_secs(5)),
@@ -293,6 +432,61 @@ mod tests {
         };
         assert_eq!(merge(Some(&global), None, &pinned).0.health, None);
         assert_eq!(merge(None, None, &Pinned::default()).0.prometheus, None);
+    }
+
+    #[test]
+    fn route_nat_and_interface_fields_merge_with_calicos_meaning() {
+        let global = spec(|s| {
+            s.nat_port_range = Some(serde_json::json!("40000:40100"));
+            s.nat_outgoing_address = Some("192.0.2.7".into());
+            s.device_route_source_address = Some("192.0.2.1".into());
+            s.device_route_source_address_ipv6 = Some("fd00::1".into());
+            s.remove_external_routes = Some(false);
+            s.route_table_range =
+                Some(margay_datastore::resources::RouteTableRange { min: 1, max: 250 });
+        });
+        let node = spec(|s| {
+            s.route_table_ranges = Some(vec![margay_datastore::resources::RouteTableRange {
+                min: 253,
+                max: 300,
+            }]);
+        });
+        let (got, problems) = merge(Some(&global), Some(&node), &Pinned::default());
+        assert!(problems.is_empty(), "{problems:?}");
+        let d = &got.dataplane;
+        assert_eq!(d.nat_port_range, Some((40000, 40100)));
+        assert_eq!(d.nat_outgoing_address, Some("192.0.2.7".parse().unwrap()));
+        assert_eq!(
+            d.device_route_source_for("10.0.0.1".parse().unwrap()),
+            Some("192.0.2.1".parse().unwrap())
+        );
+        assert_eq!(
+            d.device_route_source_for("fd00::9".parse().unwrap()),
+            Some("fd00::1".parse().unwrap())
+        );
+        assert!(!d.remove_external_routes);
+        // The node's ranges win; the kernel's tables are skipped.
+        assert_eq!(got.route_tables, vec![(253, 300)]);
+        assert_eq!(first_route_table(&got.route_tables), Some(256));
+        // Calico's defaults.
+        let (def, _) = merge(None, None, &Pinned::default());
+        assert!(def.dataplane.remove_external_routes);
+        assert_eq!(first_route_table(&def.route_tables), Some(1));
+        assert!(def.dataplane.is_workload_interface("cali0123456789a"));
+        assert!(!def.dataplane.is_workload_interface("tap0123456789a"));
+        // A range of kernel tables only, or an IPv6 natOutgoingAddress: a problem, the default.
+        let bad = spec(|s| {
+            s.route_table_ranges = Some(vec![margay_datastore::resources::RouteTableRange {
+                min: 253,
+                max: 255,
+            }]);
+            s.nat_outgoing_address = Some("fd00::7".into());
+        });
+        let (b, problems) = merge(Some(&bad), None, &Pinned::default());
+        assert_eq!(b.route_tables, vec![DEFAULT_ROUTE_TABLES]);
+        assert_eq!(b.dataplane.nat_outgoing_address, None);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(table_in_ranges(&[(1, 250)], 250) && !table_in_ranges(&[(1, 250)], 251));
     }
 
     #[test]

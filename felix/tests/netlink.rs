@@ -33,6 +33,7 @@ fn route(dst: &str, proto: u8) -> KernelRoute {
         onlink: false,
         priority: 0,
         multipath: Vec::new(),
+        src: None,
     }
 }
 
@@ -225,6 +226,7 @@ fn wireguard_rule_and_table_routes_round_trip_through_the_kernel() {
             onlink: false,
             priority: 0,
             multipath: Vec::new(),
+            src: None,
         };
         let throw = KernelRoute {
             dst: "10.244.2.9/32".parse().unwrap(),

@@ -498,3 +498,186 @@ fn felix_configuration_applies_live_with_per_node_precedence() {
     c.etcd.delete("felixconfiguration", "node.n1").unwrap();
     wait_device(&c, 0, "n1 back on the global MTU", (5000, 8472, 1300));
 }
+
+/// Node `i`'s routes to `dst` in the main table, as `ip -j` gives them.
+fn route_to(c: &Cluster, i: usize, dst: &str) -> Option<Value> {
+    c.routes(i).into_iter().find(|r| r["dst"] == dst)
+}
+
+/// Node `i`'s `table ip margay` as `nft list` prints it.
+fn nat_table(c: &Cluster, i: usize) -> String {
+    c.nodes[i]
+        .ns
+        .exec("nft", &["list", "table", "ip", "margay"])
+        .unwrap_or_default()
+}
+
+#[test]
+fn route_nat_and_interface_fields_apply_live() {
+    let lab = Lab::new("route_nat_and_interface_fields_apply_live").unwrap();
+    let mut c = Cluster::new(&lab, &["n1", "n2"]);
+    let n1_ip = c.nodes[0].addr.v4.addr();
+    // natOutgoing on pool1; interfacePrefix, natPortRange and natOutgoingAddress for every
+    // node; deviceRouteSourceAddress only for n1 (it must be one of the node's addresses).
+    c.etcd
+        .apply(&format!(
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: pool1}}\n\
+             spec: {{cidr: 10.102.0.0/16, vxlanMode: Always, natOutgoing: true}}\n---\n\
+             apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {{name: default}}\n\
+             spec: {{interfacePrefix: 'tap,cali', natPortRange: '40000:40100', \
+             natOutgoingAddress: 192.0.2.7}}\n---\n\
+             apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {{name: node.n1}}\n\
+             spec: {{deviceRouteSourceAddress: {n1_ip}}}\n"
+        ))
+        .unwrap();
+    c.start(&lab, 0);
+    c.start(&lab, 1);
+
+    // interfacePrefix: the CNI ADD names the veth with the first prefix and Calico's hash;
+    // deviceRouteSourceAddress: the pod's route carries it as its src.
+    let pod = format!("pfx{}", lab.tag());
+    let (_, _, _pod_ns) = add_without_mtu(&lab, &c, 0, &pod);
+    let pair = ("default".to_string(), pod.clone());
+    let veth = margay_felix::endpoints::naming::host_ifname("tap", Some(&pair), "unused");
+    assert!(veth.starts_with("tap") && veth.len() == 14, "{veth}");
+    assert!(
+        !ip_json(&c.nodes[0].ns, &["link", "show", "dev", &veth]).is_empty(),
+        "no {veth}"
+    );
+    let pod_route = c
+        .routes(0)
+        .into_iter()
+        .find(|r| r["dev"] == veth.as_str())
+        .unwrap_or_else(|| panic!("no route on {veth}:\n{}", show(&c.routes(0))));
+    let pod_dst = pod_route["dst"].as_str().unwrap().to_string();
+    wait_for(
+        "the pod route's src is n1's address",
+        WAIT,
+        &c.logs(),
+        || {
+            let r = route_to(&c, 0, &pod_dst).ok_or("gone")?;
+            (r["prefsrc"] == n1_ip.to_string() && r["scope"] == "link")
+                .then_some(())
+                .ok_or(format!("{r}"))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // natOutgoingAddress and natPortRange: Calico's three rules in felix's NAT table.
+    wait_for(
+        "SNAT to 192.0.2.7 with the port range",
+        WAIT,
+        &c.logs(),
+        || {
+            let t = nat_table(&c, 0);
+            let ok = t.contains("meta l4proto tcp snat to 192.0.2.7:40000-40100 fully-random")
+                && t.contains("meta l4proto udp snat to 192.0.2.7:40000-40100 fully-random")
+                && t.contains("@all-pools snat to 192.0.2.7 fully-random")
+                && !t.contains("masquerade");
+            ok.then_some(()).ok_or(t)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // removeExternalRoutes (default true): another program's route through a workload
+    // interface goes; through any other interface it stays.
+    let ns1 = &c.nodes[0].ns;
+    ns1.ip(&[
+        "route",
+        "add",
+        "10.250.0.0/24",
+        "dev",
+        &veth,
+        "proto",
+        "static",
+    ])
+    .unwrap();
+    ns1.ip(&[
+        "route",
+        "add",
+        "10.251.0.0/24",
+        "via",
+        &c.etcd.ip().to_string(),
+        "proto",
+        "static",
+    ])
+    .unwrap();
+    wait_for(
+        "felix removes the external route on its veth",
+        WAIT,
+        &c.logs(),
+        || route_to(&c, 0, "10.250.0.0/24").map_or(Ok(()), |r| Err(format!("still there: {r}"))),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(route_to(&c, 0, "10.251.0.0/24").is_some());
+
+    // removeExternalRoutes: false for n1 (with a port range of its own, to see the change
+    // applied): such a route stays.
+    c.etcd
+        .apply(&format!(
+            "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {{name: node.n1}}\n\
+             spec: {{deviceRouteSourceAddress: {n1_ip}, removeExternalRoutes: false, \
+             natPortRange: '41000:41010'}}\n"
+        ))
+        .unwrap();
+    wait_for("n1's own port range", WAIT, &c.logs(), || {
+        let t = nat_table(&c, 0);
+        t.contains("snat to 192.0.2.7:41000-41010")
+            .then_some(())
+            .ok_or(t)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    ns1.ip(&[
+        "route",
+        "add",
+        "10.250.0.0/24",
+        "dev",
+        &veth,
+        "proto",
+        "static",
+    ])
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        route_to(&c, 0, "10.250.0.0/24").is_some(),
+        "removeExternalRoutes: false, but the route went"
+    );
+    // n2 still removes them (its configuration is the default one).
+    let (_, _, _pod2_ns) = add_without_mtu(&lab, &c, 1, &format!("pfy{}", lab.tag()));
+    let veth2 = margay_felix::endpoints::naming::host_ifname(
+        "tap",
+        Some(&("default".to_string(), format!("pfy{}", lab.tag()))),
+        "unused",
+    );
+    c.nodes[1]
+        .ns
+        .ip(&[
+            "route",
+            "add",
+            "10.250.0.0/24",
+            "dev",
+            &veth2,
+            "proto",
+            "static",
+        ])
+        .unwrap();
+    wait_for("n2 removes the external route", WAIT, &c.logs(), || {
+        route_to(&c, 1, "10.250.0.0/24").map_or(Ok(()), |r| Err(format!("{r}")))
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    // Back to true on n1: felix looks at every route again and removes it.
+    c.etcd
+        .apply(&format!(
+            "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {{name: node.n1}}\n\
+             spec: {{deviceRouteSourceAddress: {n1_ip}, removeExternalRoutes: true}}\n"
+        ))
+        .unwrap();
+    wait_for(
+        "n1 removes it once removeExternalRoutes is true",
+        WAIT,
+        &c.logs(),
+        || route_to(&c, 0, "10.250.0.0/24").map_or(Ok(()), |r| Err(format!("{r}"))),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(route_to(&c, 0, "10.251.0.0/24").is_some());
+}

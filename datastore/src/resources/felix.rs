@@ -125,6 +125,12 @@ pub struct FelixConfigurationSpec {
     pub remove_external_routes: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_route_source_address: Option<String>,
+    #[serde(
+        default,
+        rename = "deviceRouteSourceAddressIPv6",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub device_route_source_address_ipv6: Option<String>,
     /// Calico's numorstring.Port: `32768:65535`, or one port as a number or a string.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nat_port_range: Option<serde_json::Value>,
@@ -194,8 +200,20 @@ impl Spec for FelixConfigurationSpec {
         {
             v.problem("spec.deviceRouteSourceAddress", "must be an IPv4 address");
         }
-        if let Some(a) = &self.nat_outgoing_address {
-            v.ip("spec.natOutgoingAddress", a);
+        if let Some(a) = &self.device_route_source_address_ipv6
+            && v.ip("spec.deviceRouteSourceAddressIPv6", a)
+                .is_some_and(|a| !a.is_ipv6())
+        {
+            v.problem(
+                "spec.deviceRouteSourceAddressIPv6",
+                "must be an IPv6 address",
+            );
+        }
+        if let Some(a) = &self.nat_outgoing_address
+            && v.ip("spec.natOutgoingAddress", a)
+                .is_some_and(|a| !a.is_ipv4())
+        {
+            v.problem("spec.natOutgoingAddress", "must be an IPv4 address");
         }
         if let Some(Err(e)) = self.nat_ports() {
             v.problem("spec.natPortRange", e);
@@ -206,6 +224,17 @@ impl Spec for FelixConfigurationSpec {
             v.problem(
                 "spec.interfacePrefix",
                 "must be names of 1 to 12 characters, comma separated",
+            );
+        } else if let Some(first) = self
+            .interface_prefix
+            .as_deref()
+            .and_then(|p| p.split(',').next())
+            && first.len() > 4
+        {
+            // New veths are named the first prefix + 11 hex characters; Linux takes 15.
+            v.problem(
+                "spec.interfacePrefix",
+                "the first name must be 1 to 4 characters: it names new veths with 11 more",
             );
         }
     }

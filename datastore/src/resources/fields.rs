@@ -73,8 +73,6 @@ const SERVICES: FieldStatus =
 const HINTS: FieldStatus =
     NotActed("a hint to Calico's policy engine; margay computes every policy anyway");
 
-const FC_NOT_YET: FieldStatus =
-    NotActed("accepted and validated; margay's felix does not apply it yet");
 const FC_BPF: FieldStatus =
     NotActed("there is no BPF dataplane: felix programs netlink routes and one nftables table");
 const FC_IPTABLES: FieldStatus =
@@ -336,7 +334,7 @@ pub const FIELDS: &[FieldInfo] = &[
     f(FELIX, "spec.metadataAddr", FC_OPENSTACK),
     f(FELIX, "spec.metadataPort", FC_OPENSTACK),
     f(FELIX, "spec.openstackRegion", FC_OPENSTACK),
-    f(FELIX, "spec.interfacePrefix", FC_NOT_YET),
+    f(FELIX, "spec.interfacePrefix", Acted),
     f(FELIX, "spec.interfaceExclude", FC_HOSTPOL),
     f(FELIX, "spec.chainInsertMode", FC_IPTABLES),
     f(FELIX, "spec.defaultEndpointToHostAction", FC_HOSTPOL),
@@ -394,21 +392,21 @@ pub const FIELDS: &[FieldInfo] = &[
     f(FELIX, "spec.usageReportingEnabled", FC_USAGE),
     f(FELIX, "spec.usageReportingInitialDelay", FC_USAGE),
     f(FELIX, "spec.usageReportingInterval", FC_USAGE),
-    f(FELIX, "spec.natPortRange", FC_NOT_YET),
-    f(FELIX, "spec.natOutgoingAddress", FC_NOT_YET),
+    f(FELIX, "spec.natPortRange", Acted),
+    f(FELIX, "spec.natOutgoingAddress", Acted),
     f(
         FELIX,
         "spec.natOutgoingExclusions",
         NotActed("natOutgoing excludes every pool (IPPoolsOnly)"),
     ),
-    f(FELIX, "spec.deviceRouteSourceAddress", FC_NOT_YET),
-    f(FELIX, "spec.deviceRouteSourceAddressIPv6", FC_V6),
+    f(FELIX, "spec.deviceRouteSourceAddress", Acted),
+    f(FELIX, "spec.deviceRouteSourceAddressIPv6", Acted),
     f(
         FELIX,
         "spec.deviceRouteProtocol",
         NotActed("felix's route protocol is its --route-protocol flag"),
     ),
-    f(FELIX, "spec.removeExternalRoutes", FC_NOT_YET),
+    f(FELIX, "spec.removeExternalRoutes", Acted),
     f(
         FELIX,
         "spec.programClusterRoutes",
@@ -492,8 +490,8 @@ pub const FIELDS: &[FieldInfo] = &[
         "spec.routeSource",
         NotActed("routes come from IPAM and the WorkloadEndpoints (CalicoIPAM)"),
     ),
-    f(FELIX, "spec.routeTableRanges", FC_NOT_YET),
-    f(FELIX, "spec.routeTableRange", FC_NOT_YET),
+    f(FELIX, "spec.routeTableRanges", Acted),
+    f(FELIX, "spec.routeTableRange", Acted),
     f(
         FELIX,
         "spec.routeSyncDisabled",

@@ -14,9 +14,10 @@ use super::orphans::ENDPOINT_ALIAS;
 /// Pod veths an endpoint of `state` names that lack felix's mark (pure), in endpoint order.
 pub fn unmarked_endpoint_veths<'a>(links: &'a [Link], state: &ClusterState) -> Vec<&'a Link> {
     let by_name: HashMap<&str, &Link> = links.iter().map(|l| (l.name.as_str(), l)).collect();
+    let prefixes = super::orphans::workload_prefixes(state);
     let unmarked = |l: &&Link| {
         l.kind.as_deref() == Some("veth")
-            && l.name.starts_with("cali")
+            && crate::settings::is_workload_interface(&prefixes, &l.name)
             && l.alias.as_deref() != Some(ENDPOINT_ALIAS)
     };
     state

@@ -45,9 +45,10 @@ impl Default for GcTiming {
     }
 }
 
-/// The host-side veth an allocation's pod would have, named as ADD names it: from the pod's
-/// namespace and name attributes, else from the container id the handle ends with.
-pub fn host_ifname_of(a: &Allocation) -> String {
+/// The hash part of the host-side veth an allocation's pod would have (the name less its
+/// `interfacePrefix`), as ADD names it: from the pod's namespace and name attributes, else
+/// from the container id the handle ends with.
+pub fn host_ifname_hash_of(a: &Allocation) -> String {
     let pod = naming::pod_of(
         a.attrs.get("namespace").map(String::as_str).unwrap_or(""),
         a.attrs.get("pod").map(String::as_str).unwrap_or(""),
@@ -57,7 +58,13 @@ pub fn host_ifname_of(a: &Allocation) -> String {
         .rsplit_once('.')
         .map(|(_, c)| c)
         .unwrap_or(&a.handle_id);
-    naming::host_ifname(pod.as_ref(), container)
+    naming::host_ifname_hash(pod.as_ref(), container)
+}
+
+/// Whether a link named `name` is the veth of an allocation with hash `hash`, whatever
+/// `interfacePrefix` named it (a prefix change leaves the older pods' veths as they were).
+fn veth_has_hash(name: &str, hash: &str) -> bool {
+    name.len() > hash.len() && name.ends_with(hash)
 }
 
 /// The node's kernel as the collector sees it: link names, and network namespace files.
@@ -67,7 +74,8 @@ struct Kernel {
 
 impl NodeProbe for Kernel {
     fn allocation_live(&self, a: &Allocation) -> bool {
-        self.links.contains(&host_ifname_of(a))
+        let hash = host_ifname_hash_of(a);
+        self.links.iter().any(|l| veth_has_hash(l, &hash))
     }
 
     /// A pod is gone when its veth is gone and so is its network namespace (when ADD
@@ -266,13 +274,27 @@ mod tests {
             handle_id: "k8s-pod-network.abc123".into(),
             attrs: Default::default(),
         };
-        assert_eq!(host_ifname_of(&a), naming::host_ifname(None, "abc123"));
+        assert_eq!(
+            format!("cali{}", host_ifname_hash_of(&a)),
+            naming::host_ifname("cali", None, "abc123")
+        );
         a.attrs.insert("namespace".into(), "default".into());
         a.attrs.insert("pod".into(), "web".into());
         let pod = ("default".to_string(), "web".to_string());
-        assert_eq!(
-            host_ifname_of(&a),
-            naming::host_ifname(Some(&pod), "abc123")
-        );
+        let hash = host_ifname_hash_of(&a);
+        // Any interfacePrefix: a veth ADD named with "tap" is the pod's too.
+        assert!(veth_has_hash(
+            &naming::host_ifname("tap", Some(&pod), "abc123"),
+            &hash
+        ));
+        assert!(veth_has_hash(
+            &naming::host_ifname("cali", Some(&pod), "abc123"),
+            &hash
+        ));
+        assert!(!veth_has_hash(
+            &naming::host_ifname("cali", None, "abc123"),
+            &hash
+        ));
+        assert!(!veth_has_hash(&hash, &hash));
     }
 }

@@ -13,8 +13,18 @@ use crate::netlink::{Dataplane, Link, NetlinkError};
 
 use super::ClusterState;
 
-/// The prefix of the host side of every pod's veth.
-const HOST_PREFIX: &str = "cali";
+/// This node's FelixConfiguration `interfacePrefix` (its `node.<name>` over `default`): the
+/// host sides of pods' veths start with one of them.
+pub fn workload_prefixes(state: &ClusterState) -> Vec<String> {
+    let (s, _) = crate::settings::merge(
+        state.felix_configs.get(crate::settings::GLOBAL),
+        state
+            .felix_configs
+            .get(&crate::settings::node_config_name(&state.node)),
+        &Default::default(),
+    );
+    s.dataplane.interface_prefixes
+}
 /// The alias felix's ADD gives the host side of every veth it makes. Only veths with it are
 /// ever swept: a `cali*` veth someone else made (Calico's, before a migration, or an
 /// operator's) is left alone.
@@ -27,12 +37,13 @@ pub fn orphan_veths<'a>(links: &'a [Link], state: &ClusterState) -> Vec<&'a Link
         .values()
         .map(|e| e.interface_name.as_str())
         .collect();
+    let prefixes = workload_prefixes(state);
     links
         .iter()
         .filter(|l| {
             l.kind.as_deref() == Some("veth")
                 && l.alias.as_deref() == Some(ENDPOINT_ALIAS)
-                && l.name.starts_with(HOST_PREFIX)
+                && crate::settings::is_workload_interface(&prefixes, &l.name)
                 && !owned.contains(l.name.as_str())
         })
         .collect()

@@ -101,6 +101,21 @@ fn policy_prefixes() -> Vec<String> {
     ]
 }
 
+/// FelixConfiguration `interfacePrefix` of this node (its `node.<name>` over `default`).
+async fn workload_prefixes(store: &Store, node: &str) -> Result<Vec<String>, String> {
+    let read = |name: String| async move {
+        store
+            .get::<FelixConfigurationSpec>(&name)
+            .await
+            .map(|r| r.map(|r| r.spec))
+            .map_err(|e| format!("reading FelixConfiguration {name}: {e}"))
+    };
+    let global = read(crate::settings::GLOBAL.to_string()).await?;
+    let own = read(crate::settings::node_config_name(node)).await?;
+    let (s, _) = crate::settings::merge(global.as_ref(), own.as_ref(), &Default::default());
+    Ok(s.dataplane.interface_prefixes)
+}
+
 /// Reads, compiles and applies once; returns the table applied.
 async fn program(
     store: &Store,
@@ -116,7 +131,8 @@ async fn program(
     for e in &errors {
         warn!(error = %e, "policy left out");
     }
-    let ir = compile(&model, node);
+    let mut ir = compile(&model, node);
+    ir.workload_prefixes = workload_prefixes(store, node).await?;
     let table = render(&ir);
     let k = keeper.clone();
     let t = table.clone();

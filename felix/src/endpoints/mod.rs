@@ -54,9 +54,25 @@ pub struct Config {
     /// The pod MTU detected from the host's interfaces (FelixConfiguration `mtuIfacePattern`
     /// less the encapsulation; 0 while unknown), preferred to `default_mtu`.
     pub auto_mtu: Option<Arc<std::sync::atomic::AtomicU32>>,
+    /// FelixConfiguration as last merged (`None` until the datastore is read): its first
+    /// `interfacePrefix` names new veths.
+    pub settings: Option<tokio::sync::watch::Receiver<Option<crate::settings::Settings>>>,
 }
 
 impl Config {
+    /// The prefix of a new veth's host side: the first `interfacePrefix` (Calico's CNI takes
+    /// the first of FELIX_INTERFACEPREFIX the same way), `cali` by default.
+    pub fn veth_prefix(&self) -> String {
+        self.settings
+            .as_ref()
+            .and_then(|rx| {
+                rx.borrow()
+                    .as_ref()
+                    .and_then(|s| s.dataplane.interface_prefixes.first().cloned())
+            })
+            .unwrap_or_else(|| crate::settings::DEFAULT_INTERFACE_PREFIX.to_string())
+    }
+
     /// The MTU of a pod whose request names none.
     pub fn pod_mtu(&self) -> u32 {
         self.auto_mtu

@@ -8,16 +8,21 @@ pub fn pod_of(namespace: &str, name: &str) -> Option<(String, String)> {
     (!namespace.is_empty() && !name.is_empty()).then(|| (namespace.to_string(), name.to_string()))
 }
 
-/// The host side of the veth: `cali` + the first 11 hex characters of sha1("namespace.pod")
-/// (Calico's naming, so an operator's tooling finds it); sha1 of the container id for a
-/// container that is not a pod.
-pub fn host_ifname(pod: Option<&(String, String)>, container_id: &str) -> String {
+/// The host side of the veth: `prefix` (FelixConfiguration `interfacePrefix`'s first, `cali`
+/// by default) + [`host_ifname_hash`] (Calico's naming, so an operator's tooling finds it).
+pub fn host_ifname(prefix: &str, pod: Option<&(String, String)>, container_id: &str) -> String {
+    format!("{prefix}{}", host_ifname_hash(pod, container_id))
+}
+
+/// The part of the veth's name after the prefix: the first 11 hex characters of
+/// sha1("namespace.pod"), or of the container id for a container that is not a pod.
+pub fn host_ifname_hash(pod: Option<&(String, String)>, container_id: &str) -> String {
     let key = match pod {
         Some((ns, name)) => format!("{ns}.{name}"),
         None => container_id.to_string(),
     };
     let digest = sha1_smol::Sha1::from(key.as_bytes()).digest().to_string();
-    format!("cali{}", &digest[..11])
+    digest[..11].to_string()
 }
 
 /// Calico's escaping inside WorkloadEndpoint names: a '-' in a part is doubled.
@@ -81,8 +86,12 @@ mod tests {
     fn host_ifname_is_cali_and_sha1_of_namespace_dot_pod() {
         // `echo -n default.web-0 | sha1sum` = 0d7763386da219ddff1f...
         let pod = ("default".to_string(), "web-0".to_string());
-        assert_eq!(host_ifname(Some(&pod), "ctr"), "cali0d7763386da");
-        assert_ne!(host_ifname(Some(&pod), "ctr"), host_ifname(None, "ctr"));
+        assert_eq!(host_ifname("cali", Some(&pod), "ctr"), "cali0d7763386da");
+        assert_eq!(host_ifname("tap", Some(&pod), "ctr"), "tap0d7763386da");
+        assert_ne!(
+            host_ifname("cali", Some(&pod), "ctr"),
+            host_ifname("cali", None, "ctr")
+        );
     }
 
     #[test]

@@ -60,7 +60,11 @@ impl Target {
             &a.interface_name,
         );
         Ok(Target {
-            host_ifname: naming::host_ifname(pod.as_ref(), &a.container_id),
+            host_ifname: naming::host_ifname(
+                &svc.cfg().veth_prefix(),
+                pod.as_ref(),
+                &a.container_id,
+            ),
             container_id: a.container_id.clone(),
             ifname: a.interface_name.clone(),
             pod,

@@ -50,6 +50,7 @@ pub fn container_routes(addresses: &[IpNet], oif: u32) -> Vec<KernelRoute> {
         onlink: false,
         priority: 0,
         multipath: Vec::new(),
+        src: None,
     };
     if addresses.iter().any(|a| a.addr().is_ipv4()) {
         out.push(base(IpNet::from(IpAddr::V4(GATEWAY_V4)), SCOPE_LINK, None));
@@ -82,6 +83,7 @@ pub fn host_route(addr: IpNet, oif: u32, protocol: u8) -> KernelRoute {
         onlink: false,
         priority: 0,
         multipath: Vec::new(),
+        src: None,
     }
 }
 

@@ -59,7 +59,7 @@ impl RouteKind {
 }
 
 /// One kernel route, with the fields felix sets and compares; everything else the kernel
-/// reports (cache info, preferred source, metrics) is left out, so two routes that felix would
+/// reports (cache info, metrics) is left out, so two routes that felix would
 /// program the same way compare equal.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KernelRoute {
@@ -80,6 +80,9 @@ pub struct KernelRoute {
     /// The next hops of a multipath route (RTA_MULTIPATH), in the order given; empty for a
     /// route with one (then `gateway`, `oif` and `onlink` say it).
     pub multipath: Vec<NextHop>,
+    /// RTA_PREFSRC: the source address the host picks for packets it sends along the route
+    /// (FelixConfiguration `deviceRouteSourceAddress`); `None` lets the kernel choose.
+    pub src: Option<IpAddr>,
 }
 
 /// One next hop of a multipath route (an `rtnexthop`).
@@ -153,6 +156,10 @@ impl KernelRoute {
         if let Some(oif) = self.oif {
             msg.attributes.push(RouteAttribute::Oif(oif));
         }
+        if let Some(src) = self.src {
+            msg.attributes
+                .push(RouteAttribute::PrefSource(RouteAddress::from(src)));
+        }
         if !self.multipath.is_empty() {
             msg.attributes.push(RouteAttribute::MultiPath(
                 self.multipath.iter().map(NextHop::to_rtnh).collect(),
@@ -209,6 +216,7 @@ impl KernelRoute {
         let mut oif = None;
         let mut priority = 0;
         let mut multipath = Vec::new();
+        let mut src = None;
         for attr in &msg.attributes {
             match attr {
                 RouteAttribute::MultiPath(hops) => {
@@ -219,6 +227,7 @@ impl KernelRoute {
                 RouteAttribute::Oif(i) => oif = Some(*i),
                 RouteAttribute::Priority(p) => priority = *p,
                 RouteAttribute::Table(t) => table = *t,
+                RouteAttribute::PrefSource(a) => src = ip_of(a),
                 _ => {}
             }
         }
@@ -259,6 +268,7 @@ impl KernelRoute {
             onlink: h.flags.contains(RouteFlags::Onlink),
             priority,
             multipath,
+            src,
         })
     }
 }
@@ -317,7 +327,34 @@ mod tests {
             onlink: true,
             priority: 0,
             multipath: Vec::new(),
+            src: None,
         }
+    }
+
+    #[test]
+    fn a_preferred_source_is_written_and_read_back() {
+        let r = KernelRoute {
+            src: Some("192.168.9.9".parse().unwrap()),
+            ..onlink_route()
+        };
+        let RouteNetlinkMessage::NewRoute(msg) = r.to_new_message() else {
+            panic!("not a new route");
+        };
+        assert!(msg.attributes.iter().any(|a| matches!(
+            a,
+            RouteAttribute::PrefSource(RouteAddress::Inet(a)) if a.octets() == [192, 168, 9, 9]
+        )));
+        assert_eq!(KernelRoute::from_message(&msg), Some(r));
+        // Without one, none is sent (the bytes iproute2 sends stay the same).
+        let RouteNetlinkMessage::NewRoute(plain) = onlink_route().to_new_message() else {
+            panic!("not a new route");
+        };
+        assert!(
+            !plain
+                .attributes
+                .iter()
+                .any(|a| matches!(a, RouteAttribute::PrefSource(_)))
+        );
     }
 
     /// `r`'s RTM_NEWROUTE as `ip route add` sends it (create, exclusive, ack), with `seq`.

@@ -222,6 +222,8 @@ pub struct PolicyIr {
     pub endpoints: BTreeMap<String, EndpointPolicy>,
     pub addr_sets: BTreeMap<SetId, BTreeSet<IpNet>>,
     pub port_sets: BTreeMap<SetId, BTreeSet<NamedPortMember>>,
+    /// FelixConfiguration `interfacePrefix`: interfaces starting with one are workloads'.
+    pub workload_prefixes: Vec<String>,
 }
 
 impl Default for PolicyIr {
@@ -233,6 +235,7 @@ impl Default for PolicyIr {
             endpoints: BTreeMap::new(),
             addr_sets: BTreeMap::new(),
             port_sets: BTreeMap::new(),
+            workload_prefixes: vec![crate::settings::DEFAULT_INTERFACE_PREFIX.to_string()],
         }
     }
 }

@@ -40,7 +40,8 @@ pub const TABLE: &str = "margay-policy";
 pub const TABLE_FAMILY: &str = "inet";
 /// The packet-mark bit a `Pass` rule sets (inside Calico's default felix mark mask 0xffff0000).
 pub const PASS_MARK: u32 = 0x0002_0000;
-/// Host-side interfaces of workloads start with this (Calico's `InterfacePrefix`).
+/// Host-side interfaces of workloads start with this by default (Calico's `InterfacePrefix`;
+/// FelixConfiguration `interfacePrefix` sets [`PolicyIr::workload_prefixes`]).
 pub const WORKLOAD_PREFIX: &str = "cali";
 /// The dispatch map for traffic to a workload, keyed by the output interface.
 pub const MAP_IN: &str = "wl-in";
@@ -396,7 +397,17 @@ fn hook(name: &str, priority: i64) -> Option<Hook> {
 
 /// The base chains: workload egress, workload ingress, workload → host.
 fn base_chains(ir: &PolicyIr) -> BTreeMap<String, ChainSpec> {
-    let wl = format!("\"{WORKLOAD_PREFIX}*\"");
+    // One prefix: `"cali*"`; several: an anonymous set of wildcards `{ "cali*", "tap*" }`.
+    let names: Vec<String> = ir
+        .workload_prefixes
+        .iter()
+        .map(|p| format!("\"{p}*\""))
+        .collect();
+    let wl = match names.as_slice() {
+        [] => format!("\"{WORKLOAD_PREFIX}*\""),
+        [one] => one.clone(),
+        many => format!("{{ {} }}", many.join(", ")),
+    };
     let head = |dev: &str| {
         vec![
             format!("{dev} != {wl} accept"),

@@ -172,6 +172,12 @@ impl Reconciler {
         {
             self.devices_dirty = true;
         }
+        if new.remove_external_routes != self.desired.remove_external_routes
+            || new.workload_prefixes != self.desired.workload_prefixes
+        {
+            // What counts as an external route to remove changed: look at every route again.
+            self.dirty.extend(self.kernel.keys().copied());
+        }
         let new_ifaces: Vec<String> = new
             .workload_interfaces
             .difference(&self.desired.workload_interfaces)
@@ -226,7 +232,7 @@ impl Reconciler {
         let ours: Vec<IpNet> = self
             .kernel
             .values()
-            .filter(|r| r.protocol == self.cfg.protocol)
+            .filter(|r| r.protocol == self.cfg.protocol || self.is_external(r))
             .map(|r| r.dst)
             .collect();
         self.dirty.extend(ours);
@@ -303,8 +309,14 @@ impl Reconciler {
         let want = self.desired.routes.get(&dst);
         let have = self.kernel.get(&dst);
         let ours = have.is_some_and(|h| h.protocol == self.cfg.protocol);
+        let external = have.is_some_and(|h| self.is_external(h));
         let Some(want) = want else {
             self.logged_conflicts.remove(&dst);
+            if external {
+                let h = have.cloned().expect("external implies present");
+                tracing::info!(%dst, protocol = h.protocol, "removing a route through a workload interface that felix did not program (removeExternalRoutes)");
+                return Some(RouteOp::Delete(h));
+            }
             if ours
                 && self.hold_stale_remote
                 && have.is_some_and(|h| h.gateway.is_some() || !h.multipath.is_empty())
@@ -324,6 +336,10 @@ impl Reconciler {
         match have {
             None => Some(RouteOp::Create(kr)),
             Some(h) if ours => (!satisfies(h, &kr)).then_some(RouteOp::Replace(kr)),
+            Some(h) if external => {
+                tracing::info!(%dst, protocol = h.protocol, "replacing a route through a workload interface that felix did not program (removeExternalRoutes)");
+                Some(RouteOp::Replace(kr))
+            }
             Some(h) if self.cfg.adopt.contains(h.protocol) => {
                 tracing::info!(%dst, protocol = h.protocol, "adopting the route (replaced in place)");
                 Some(RouteOp::Replace(kr))
@@ -395,6 +411,7 @@ impl Reconciler {
             onlink: false,
             priority: 0,
             multipath: Vec::new(),
+            src: r.src,
         };
         match &r.target {
             Target::Blackhole => k.kind = RouteKind::Blackhole,
@@ -427,6 +444,22 @@ impl Reconciler {
             }
         }
         Some(k)
+    }
+
+    /// Whether `r` is another program's route through a workload interface that felix is to
+    /// remove (FelixConfiguration `removeExternalRoutes`, Calico's default true): any protocol
+    /// but felix's own, on an interface whose name starts with an `interfacePrefix`.
+    fn is_external(&self, r: &KernelRoute) -> bool {
+        if !self.desired.remove_external_routes || r.protocol == self.cfg.protocol {
+            return false;
+        }
+        let Some(oif) = r.oif else {
+            return false;
+        };
+        self.links.values().any(|l| {
+            l.index == oif
+                && crate::settings::is_workload_interface(&self.desired.workload_prefixes, &l.name)
+        })
     }
 
     fn usable_link(&self, name: &str) -> Option<u32> {
@@ -541,6 +574,7 @@ fn satisfies(have: &KernelRoute, want: &KernelRoute) -> bool {
         && have.scope == want.scope
         && have.gateway == want.gateway
         && have.onlink == want.onlink
+        && have.src == want.src
         && (want.oif.is_none() || have.oif == want.oif)
         && have.multipath.len() == want.multipath.len()
         && want.multipath.iter().all(|w| {

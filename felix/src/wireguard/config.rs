@@ -15,8 +15,8 @@ pub const DEFAULT_INTERFACE: &str = "wg.margay";
 pub const DEFAULT_PORT: u16 = 51820;
 /// Calico's default priority of the routing rule.
 pub const DEFAULT_RULE_PRIORITY: u32 = 99;
-/// The routing table the device's routes live in (Calico takes the first index of
-/// `routeTableRange`, 1 by default).
+/// The routing table the device's routes live in when `routeTableRange(s)` is not set (the
+/// lowest index of Calico's default range 1-250); otherwise the lowest usable index in them.
 pub const DEFAULT_TABLE: u32 = 1;
 /// The firewall mark the device puts on its own UDP packets (Calico's default mark bit).
 pub const DEFAULT_FWMARK: u32 = 0x0010_0000;
@@ -167,6 +167,24 @@ impl Config {
             })?;
             c.keepalive = (!d.is_zero()).then_some(d);
         }
+        // routeTableRanges (else routeTableRange): the device's table is the lowest usable
+        // index in them, as Calico's felix allocates it; felix uses no table outside them.
+        let ranges = [(node, "node"), (global, "default")]
+            .into_iter()
+            .find_map(|(spec, w)| {
+                let r = spec?.route_tables();
+                (!r.is_empty()).then_some((r, w))
+            });
+        if let Some((ranges, w)) = ranges {
+            let ranges: Vec<(u32, u32)> = ranges.iter().map(|r| (r.min, r.max)).collect();
+            c.table = crate::settings::first_route_table(&ranges).ok_or_else(|| {
+                bad(
+                    w,
+                    "routeTableRanges",
+                    "holds no usable table (1 to 252, or above 255)",
+                )
+            })?;
+        }
         Ok(c)
     }
 
@@ -231,6 +249,20 @@ mod tests {
         assert_eq!(c.interface, "wg.margay");
         assert_eq!((c.port, c.rule_priority, c.table), (51820, 99, 1));
         assert_eq!(c.mtu, None);
+    }
+
+    #[test]
+    fn the_table_is_the_lowest_usable_index_of_the_route_table_ranges() {
+        let g = spec(json!({"routeTableRange": {"min": 10, "max": 20}}));
+        assert_eq!(Config::resolve(Some(&g), None).unwrap().table, 10);
+        // routeTableRanges wins over the deprecated field; the node's over the global one;
+        // the kernel's own tables (253-255) are never taken.
+        let n =
+            spec(json!({"routeTableRanges": [{"min": 300, "max": 400}, {"min": 253, "max": 260}]}));
+        assert_eq!(Config::resolve(Some(&g), Some(&n)).unwrap().table, 256);
+        let bad = spec(json!({"routeTableRanges": [{"min": 253, "max": 255}]}));
+        let e = Config::resolve(Some(&bad), None).unwrap_err();
+        assert_eq!(e.field, "routeTableRanges");
     }
 
     #[test]

@@ -256,6 +256,7 @@ impl Applier {
                     onlink: false,
                     priority: 0,
                     multipath: Vec::new(),
+                    src: None,
                 },
             );
         }
@@ -273,6 +274,7 @@ impl Applier {
                     onlink: false,
                     priority: 0,
                     multipath: Vec::new(),
+                    src: None,
                 },
             );
         }

@@ -71,6 +71,24 @@ fn margayctl(out: &mut String, tools: &Tools, node: &NodeState, args: &[&str]) {
     out.push_str(&output_of(&mut cmd));
 }
 
+/// Runs margayctl against the lab's etcd, inside etcd's namespace.
+fn etcd_margayctl(out: &mut String, state: &LabState, tools: &Tools, args: &[&str]) {
+    let _ = writeln!(
+        out,
+        "$ ip netns exec {} margayctl {} --etcd-endpoints {}",
+        state.etcd.netns,
+        args.join(" "),
+        state.etcd.endpoint
+    );
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &state.etcd.netns])
+        .arg(&tools.margayctl)
+        .args(args)
+        .arg("--etcd-endpoints")
+        .arg(&state.etcd.endpoint);
+    out.push_str(&output_of(&mut cmd));
+}
+
 fn birdc(out: &mut String, state: &LabState, args: &[&str]) {
     birdc_on(out, &state.tor, args);
 }
@@ -193,6 +211,41 @@ fn policy_section(out: &mut String, state: &LabState, tools: &Tools) {
     }
 }
 
+/// The FelixConfigurations in etcd and what felix made of them in each node's kernel: its NAT
+/// table (`natOutgoingAddress` / `natPortRange` show in its rules), while the routes above
+/// show `deviceRouteSourceAddress` as their `src` and `interfacePrefix` in their devices.
+fn felix_settings_section(out: &mut String, state: &LabState, tools: &Tools) {
+    let _ = writeln!(
+        out,
+        "\n==== felix settings: FelixConfiguration (default, node.<name>) and felix's NAT table ===="
+    );
+    etcd_margayctl(
+        out,
+        state,
+        tools,
+        &["get", "felixconfigurations", "-o", "yaml"],
+    );
+    for node in &state.nodes {
+        let _ = writeln!(
+            out,
+            "$ ip netns exec {} nft list table ip margay",
+            node.netns
+        );
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &node.netns,
+            "nft",
+            "list",
+            "table",
+            "ip",
+            "margay",
+        ]);
+        out.push_str(&output_of(&mut cmd));
+    }
+}
+
 /// `--tors 2`: every node's multipath routes (a remote block over both ToRs) and its BFD
 /// sessions, counted, with the routes as the kernel holds them.
 fn multipath_section(out: &mut String, state: &LabState) {
@@ -304,17 +357,7 @@ pub fn collection_metrics(text: &str) -> CollectionMetrics {
 /// what its collectors released.
 fn ipam_collection(out: &mut String, state: &LabState, tools: &Tools) {
     let _ = writeln!(out, "\n==== IPAM: leak collection ====");
-    let _ = writeln!(
-        out,
-        "$ ip netns exec {} margayctl ipam show --show-configuration --etcd-endpoints {}",
-        state.etcd.netns, state.etcd.endpoint
-    );
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &state.etcd.netns])
-        .arg(&tools.margayctl)
-        .args(["ipam", "show", "--show-configuration", "--etcd-endpoints"])
-        .arg(&state.etcd.endpoint);
-    out.push_str(&output_of(&mut cmd));
+    etcd_margayctl(out, state, tools, &["ipam", "show", "--show-configuration"]);
     let mut collector = None;
     let mut total = 0u64;
     let mut empty = 0u64;
@@ -383,6 +426,7 @@ pub fn render(state: &LabState, tools: &Tools) -> String {
         );
         pods_table(&mut out, state);
         ipam_collection(&mut out, state, tools);
+        felix_settings_section(&mut out, state, tools);
         return out;
     }
     for c in &state.calico {
@@ -410,6 +454,7 @@ pub fn render(state: &LabState, tools: &Tools) -> String {
     policy_section(&mut out, state, tools);
     pods_table(&mut out, state);
     ipam_collection(&mut out, state, tools);
+    felix_settings_section(&mut out, state, tools);
     out
 }
 
