@@ -12,6 +12,7 @@
 
 pub mod churn;
 pub mod coldstart;
+pub mod felixscale;
 pub mod joinleave;
 pub mod procstat;
 pub mod watchfan;
