@@ -301,9 +301,18 @@ fn build(
     };
     progress.step(&felixes, || cluster.start_felixes())?;
     cluster.record(&opts.state_file)?;
+    let simulated_sessions = match spec.mode {
+        Mode::Mesh => opts.simulated * spec.nodes,
+        Mode::RouteReflectors => opts.simulated,
+    };
     let waiting = format!(
-        "waiting for {} BGP sessions and {} felix ready (up to {} s)",
+        "waiting for {} BGP sessions{} and {} felix ready (up to {} s)",
         cluster.plan().session_count(),
+        if simulated_sessions > 0 {
+            format!(" (and {simulated_sessions} with simulated nodes)")
+        } else {
+            String::new()
+        },
         spec.nodes,
         opts.timeout.as_secs()
     );
