@@ -19,6 +19,7 @@ pub mod labctl;
 pub mod live;
 pub mod netns;
 pub mod process;
+pub mod sim;
 
 pub use bgpd::{
     Bgpd, BgpdConfig, BgpdNeighbor, BgpdPeerType, ClusterArgs, NextHopMode, bgpd_binary,

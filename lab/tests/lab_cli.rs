@@ -1030,3 +1030,77 @@ fn two_tor_lab_routes_every_block_over_both_tors_with_bfd() {
     assert!(down.status.success(), "{}", shown(&down));
     assert_nothing_left(&state, &state_file);
 }
+
+/// `up --simulated 50` beside three real nodes (mesh): every real node's margay-bgpd holds a
+/// session with every simulated node and felix routes every simulated block via its node's
+/// address; every speaker holds every real node's block and no session was reset; the report
+/// and `status` count them; `down` removes the fleet's process and namespace too.
+#[test]
+fn simulated_nodes_mesh_with_every_real_node_and_down_removes_them() {
+    use margay_lab::sim::fleet::{self, FleetStatus};
+    let dir = tempfile::tempdir().unwrap();
+    let state_file = dir.path().join("state.json");
+    let _down = DownOnDrop(state_file.clone());
+
+    let up = lab(
+        &state_file,
+        &["up", "--keep", "--simulated", "50", "--timeout", "180"],
+    );
+    assert!(up.status.success(), "{}", shown(&up));
+    let text = stdout(&up);
+    assert!(
+        text.contains("registered 50 of 50; sessions Established 150 of 150"),
+        "{text}"
+    );
+    assert!(
+        text.contains("50 simulated node(s): every session"),
+        "{text}"
+    );
+    let state = LabState::load(&state_file)
+        .unwrap()
+        .expect("state recorded");
+    let sim = state.simulated.clone().expect("the fleet is recorded");
+    assert_eq!(sim.count, 50);
+    assert!(alive(sim.pid));
+
+    // Checked here from the kernel and the fleet's own record, not from the report.
+    let planned = fleet::plan(50, "10.100.0.0/16".parse().unwrap());
+    for node in &state.nodes {
+        let routes = felix_routes(node);
+        for n in &planned {
+            let r = routes
+                .iter()
+                .find(|r| r["dst"] == n.block.to_string())
+                .unwrap_or_else(|| panic!("{}: no route to {}: {routes:?}", node.name, n.block));
+            assert_eq!(r["gateway"], n.addr.to_string(), "{r}");
+        }
+    }
+    let s = FleetStatus::load(&sim.status_file).unwrap();
+    assert_eq!(
+        (s.sessions_up, s.speakers_up, s.downs),
+        (150, 50, 0),
+        "{s:?}"
+    );
+    for pod in &state.pods {
+        assert!(
+            s.held_by_all
+                .iter()
+                .any(|b| ipnet::IpNet::V4(*b).contains(&pod.ip)),
+            "not every speaker holds {} ({}): {s:?}",
+            pod.name,
+            pod.ip
+        );
+    }
+    assert_every_ping_answered(&state);
+
+    let status = lab(&state_file, &["status"]);
+    assert!(status.status.success(), "{}", shown(&status));
+    assert!(
+        stdout(&status).contains("node2: sessions to simulated nodes expected 50; simulated blocks in its kernel 50 of 50"),
+        "{}",
+        shown(&status)
+    );
+    let down = lab(&state_file, &["down"]);
+    assert!(down.status.success(), "{}", shown(&down));
+    assert_nothing_left(&state, &state_file);
+}

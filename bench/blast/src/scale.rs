@@ -134,6 +134,34 @@ fn main() -> anyhow::Result<()> {
                 let t = joinleave::bird(&c, &bird, args.trials, progress)?;
                 print_trials(n, "bird", &t);
             }
+            if args.churn_rate > 0 {
+                progress(&format!(
+                    "BIRD churn (re-render + birdc configure per change): {r} joins and {r} \
+                     leaves per second for {} s",
+                    args.churn_seconds,
+                    r = args.churn_rate
+                ));
+                let ch = churn::bird(&c, &bird, args.churn_rate, args.churn_seconds)?;
+                let ms = |q| Trials::quantile(&ch.configure, q).as_secs_f64() * 1000.0;
+                println!(
+                    "N={n} bird churn: {} joins, {} leaves of {} issued in {:.1}s (late {}); BIRD CPU \
+                     {:.2}s ({:.1}% of a core), birdc {:.2}s; configure p50={:.1}ms p99={:.1}ms, \
+                     queued {}; other sessions down={}; spares wrong in the kernel after 5 s: {:?}",
+                    ch.joins,
+                    ch.leaves,
+                    ch.planned,
+                    ch.seconds,
+                    ch.late,
+                    ch.bird_cpu.as_secs_f64(),
+                    100.0 * ch.bird_cpu.as_secs_f64() / ch.seconds,
+                    ch.birdc_cpu.as_secs_f64(),
+                    ms(0.5),
+                    ms(0.99),
+                    ch.queued,
+                    ch.downs,
+                    ch.mismatched
+                );
+            }
             println!(
                 "N={n} ratio margay/bird: converged {:.2}, CPU {:.2}, peak RSS {:.2}",
                 m.converged.as_secs_f64() / b.converged.as_secs_f64(),

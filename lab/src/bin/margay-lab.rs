@@ -100,6 +100,26 @@ enum Command {
         /// --pool-mode vxlan or cross-subnet).
         #[arg(long)]
         no_bgp: bool,
+        /// Simulated nodes beside the real ones (up to 1,000): each a Node with its address and
+        /// an IPAM block in etcd and a light BGP speaker (the lab's own, not margay's) that
+        /// peers as the model says, announces its block and records what it receives; all of
+        /// them in one process and one namespace. Needs --pool-mode never.
+        #[arg(long, default_value_t = 0)]
+        simulated: usize,
+    },
+    /// Serve a lab's simulated nodes (started by `up --simulated` inside their namespace).
+    #[command(hide = true)]
+    Simulate {
+        #[arg(long)]
+        etcd: String,
+        #[arg(long)]
+        count: usize,
+        #[arg(long)]
+        pool: ipnet::Ipv4Net,
+        #[arg(long)]
+        asn: u32,
+        #[arg(long)]
+        status_file: PathBuf,
     },
     /// Report on the kept lab again (exit status 1 unless it has converged).
     Status,
@@ -200,6 +220,7 @@ fn main() -> ExitCode {
             tors,
             ip_family,
             no_bgp,
+            simulated,
         } => labctl::up(&UpOptions {
             spec: Spec {
                 nodes,
@@ -225,8 +246,31 @@ fn main() -> ExitCode {
             timeout: Duration::from_secs(timeout),
             state_file: cli.state_file,
             calico_nodes,
+            simulated,
         })
         .map(|()| true),
+        Command::Simulate {
+            etcd,
+            count,
+            pool,
+            asn,
+            status_file,
+        } => {
+            let opts = margay_lab::sim::fleet::ServeOptions {
+                etcd,
+                count,
+                pool,
+                asn,
+                status_file,
+            };
+            return match margay_lab::sim::fleet::serve(&opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("margay-lab simulate: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Status => labctl::status(&cli.state_file),
         Command::Node {
             command: NodeCommand::Add { name, timeout },

@@ -22,6 +22,7 @@ use super::health::{self, Health};
 use super::ping::{self, PingResult};
 use super::pods::{self, Added, Sandbox};
 use super::progress::interrupted;
+use super::simulated::Fleet;
 use super::state::{CalicoNodeState, EtcdState, LabState, NodeState, PodState, TorState};
 use super::topology::{NODE_AS, POOL_CIDR, Plan, PodPlan, Spec, TOR_AS, TOR2_AS};
 use crate::bgpd::{Bgpd, ClusterArgs};
@@ -68,6 +69,8 @@ pub struct Cluster {
     calico: Vec<CalicoNode>,
     /// The second ToR (`--tors 2`).
     tor2: Option<Bird>,
+    /// Simulated nodes (`--simulated`).
+    fleet: Option<Fleet>,
     etcd: Option<Etcd>,
     /// Node k's namespace at index k-1, then the ToR's, then the second ToR's.
     hosts: Vec<Netns>,
@@ -106,6 +109,7 @@ impl Cluster {
             tor: None,
             calico: Vec::new(),
             tor2: None,
+            fleet: None,
             etcd: None,
             hosts,
             switches,
@@ -368,6 +372,29 @@ impl Cluster {
     /// `margayctl apply` of the IPPool, BGPConfiguration and BGPPeers.
     pub fn apply_model(&mut self) -> Result<(), LabCtlError> {
         self.etcd_ref()?.apply(&self.plan.model_yaml())?;
+        Ok(())
+    }
+
+    /// Starts `count` simulated nodes on rack a ([`Fleet::start`]): registered in etcd and
+    /// listening before the real nodes' margay-bgpd start, so those start against them.
+    pub fn start_simulated(&mut self, count: usize, timeout: Duration) -> Result<(), LabCtlError> {
+        if count == 0 {
+            return Ok(());
+        }
+        let ifnames = (0..self.plan.nodes.len())
+            .map(|i| self.node_ifname(i, false))
+            .collect::<Result<Vec<_>, _>>()?;
+        let real: Vec<(&Netns, String)> = self.hosts.iter().zip(ifnames).collect();
+        let endpoint = self.etcd_ref()?.endpoint();
+        let fleet = Fleet::start(
+            &self.lab,
+            &self.switches[0],
+            &real,
+            &endpoint,
+            count,
+            timeout,
+        )?;
+        self.fleet = Some(fleet);
         Ok(())
     }
 
@@ -800,6 +827,7 @@ impl Cluster {
                         .collect(),
                 })
                 .collect(),
+            simulated: self.fleet.as_ref().map(Fleet::state),
         }
     }
 
@@ -821,12 +849,16 @@ impl Cluster {
             tor,
             calico,
             tor2,
+            fleet,
             etcd,
             hosts,
             switches,
             lab,
             ..
         } = self;
+        if let Some(f) = fleet {
+            f.into_kept();
+        }
         for p in pods {
             p.ns.into_kept();
         }
@@ -870,12 +902,14 @@ impl Cluster {
             tor,
             calico,
             tor2,
+            fleet,
             etcd,
             hosts,
             switches,
             lab,
             ..
         } = self;
+        drop(fleet);
         drop(pods);
         drop(felixes);
         drop(bgpds);

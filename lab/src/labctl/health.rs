@@ -49,9 +49,20 @@ impl Health {
                 state.pods.len()
             )
         } else if self.converged() {
+            let sims = state
+                .simulated
+                .as_ref()
+                .map(|s| {
+                    format!(
+                        "; {} simulated node(s): every session to them Established, every block \
+                         in every real node's kernel, every pod's block in every speaker's table",
+                        s.count
+                    )
+                })
+                .unwrap_or_default();
             format!(
                 "all {} BGP sessions Established, {n} felix ready; every pod's address is routed \
-                 at the other {} node(s) and the ToR ({} pods)",
+                 at the other {} node(s) and the ToR ({} pods){sims}",
                 self.ends / 2,
                 n.saturating_sub(1),
                 state.pods.len()
@@ -229,6 +240,12 @@ pub fn check(state: &LabState) -> Result<Health> {
             h.problems
                 .push(format!("{}: margay-felix is not ready: {e}", node.name));
         }
+        if let Some(sim) = &state.simulated {
+            super::simulated::check_node(state, sim, node, &view.peers, &held, &mut h.problems);
+        }
+    }
+    if let Some(sim) = &state.simulated {
+        super::simulated::check_fleet(state, sim, &mut h.problems);
     }
 
     for c in &state.calico {

@@ -14,6 +14,7 @@ pub mod policy;
 pub mod progress;
 pub mod report;
 pub mod restart;
+pub mod simulated;
 pub mod state;
 pub mod takeover;
 pub mod topology;
@@ -41,6 +42,8 @@ pub struct UpOptions {
     pub state_file: PathBuf,
     /// Calico nodes beside margay's (calico-node's BIRD and pods; `--calico-nodes`).
     pub calico_nodes: usize,
+    /// Simulated nodes beside the real ones (`--simulated`, [`simulated`]).
+    pub simulated: usize,
 }
 
 /// Fails with a hint unless `program` is on `PATH`.
@@ -81,6 +84,7 @@ pub fn up(opts: &UpOptions) -> Result<(), LabCtlError> {
     let spec = opts.spec;
     spec.validate()?;
     topology::Plan::validate_calico(&spec, opts.calico_nodes)?;
+    simulated::validate(&spec, opts.simulated, opts.calico_nodes)?;
     crate::netns::require_root()?;
     for p in ["ip", "bird", "birdc", "ping", "curl", "sysctl"] {
         require_program(p)?;
@@ -135,6 +139,14 @@ pub fn up(opts: &UpOptions) -> Result<(), LabCtlError> {
             opts.calico_nodes
         );
     }
+    if opts.simulated > 0 {
+        println!(
+            "            and {} simulated node(s): a Node and a block each in etcd, a light BGP \
+             speaker each on an address in {}, all in one process",
+            opts.simulated,
+            crate::sim::fleet::SIM_SUBNET
+        );
+    }
     if spec.tors == 2 {
         println!(
             "            dual-homed: every node also on its own link to a second BIRD ToR in AS \
@@ -144,8 +156,11 @@ pub fn up(opts: &UpOptions) -> Result<(), LabCtlError> {
             topology::TOR_BFD.0
         );
     }
-    let mut progress =
-        Progress::new(if spec.no_bgp { 12 } else { 14 } + usize::from(opts.calico_nodes > 0));
+    let mut progress = Progress::new(
+        if spec.no_bgp { 12 } else { 14 }
+            + usize::from(opts.calico_nodes > 0)
+            + usize::from(opts.simulated > 0),
+    );
     let mut cluster = progress.step(
         &format!("creating {} namespaces", Cluster::namespace_count(&spec)),
         || Cluster::create_mixed(spec, opts.calico_nodes),
@@ -246,6 +261,17 @@ fn build(
         progress.step(&calico, || cluster.start_calico_nodes())?;
         cluster.record(&opts.state_file)?;
     }
+    if opts.simulated > 0 {
+        let sims = format!(
+            "starting {} simulated nodes (margay-lab simulate: Nodes, blocks and affinities in \
+             etcd, a speaker on each address)",
+            opts.simulated
+        );
+        progress.step(&sims, || {
+            cluster.start_simulated(opts.simulated, opts.timeout)
+        })?;
+        cluster.record(&opts.state_file)?;
+    }
     if !spec.no_bgp {
         progress.step(&format!("starting BIRD on the ToR (AS {TOR_AS})"), || {
             cluster.start_tor()
@@ -275,9 +301,18 @@ fn build(
     };
     progress.step(&felixes, || cluster.start_felixes())?;
     cluster.record(&opts.state_file)?;
+    let simulated_sessions = match spec.mode {
+        Mode::Mesh => opts.simulated * spec.nodes,
+        Mode::RouteReflectors => opts.simulated,
+    };
     let waiting = format!(
-        "waiting for {} BGP sessions and {} felix ready (up to {} s)",
+        "waiting for {} BGP sessions{} and {} felix ready (up to {} s)",
         cluster.plan().session_count(),
+        if simulated_sessions > 0 {
+            format!(" (and {simulated_sessions} with simulated nodes)")
+        } else {
+            String::new()
+        },
         spec.nodes,
         opts.timeout.as_secs()
     );
@@ -350,6 +385,12 @@ pub fn status(state_file: &std::path::Path) -> Result<bool, LabCtlError> {
         .collect();
     if !dead.is_empty() {
         println!("not running: {}", dead.join(", "));
+    }
+    if let Some(sim) = &state.simulated {
+        println!(
+            "simulated: {} node(s) served by margay-lab simulate (PID {})",
+            sim.count, sim.pid
+        );
     }
     print!("{}", report::render(&state, &tools));
     print!("{}", policy::report_section(&state));

@@ -415,8 +415,18 @@ pub fn render(state: &LabState, tools: &Tools) -> String {
             vxlan_view(&mut out, node);
             continue;
         }
+        if state.simulated.is_some() {
+            // A thousand simulated peers and routes: those rows are counted below instead.
+            let mut status = String::new();
+            margayctl(&mut status, tools, node, &["node", "status"]);
+            out.push_str(&super::simulated::without_simulated_rows(&status));
+            continue;
+        }
         margayctl(&mut out, tools, node, &["node", "status"]);
         felix_routes(&mut out, node);
+    }
+    if let Some(sim) = &state.simulated {
+        super::simulated::report_section(&mut out, state, sim);
     }
     if state.no_bgp {
         let _ = writeln!(
@@ -443,6 +453,10 @@ pub fn render(state: &LabState, tools: &Tools) -> String {
             tor.asn
         );
         birdc_on(&mut out, tor, &["show", "protocols"]);
+        if state.simulated.is_some() {
+            birdc_on(&mut out, tor, &["show", "route", "count"]);
+            continue;
+        }
         birdc_on(&mut out, tor, &["show", "route"]);
         if state.tor2.is_some() {
             birdc_on(&mut out, tor, &["show", "bfd", "sessions"]);

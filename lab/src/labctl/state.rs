@@ -155,6 +155,9 @@ pub struct LabState {
     /// Calico nodes; their pods are among `pods`.
     #[serde(default)]
     pub calico: Vec<CalicoNodeState>,
+    /// Simulated nodes (`--simulated`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulated: Option<super::simulated::SimulatedState>,
 }
 
 /// A process the lab started.
@@ -182,6 +185,7 @@ impl LabState {
         v.extend(self.nodes.iter().map(|n| n.netns.clone()));
         v.extend(self.calico.iter().map(|n| n.netns.clone()));
         v.extend(self.tors().map(|t| t.netns.clone()));
+        v.extend(self.simulated.iter().map(|s| s.netns.clone()));
         v.push(self.etcd.netns.clone());
         v.extend(self.switches.iter().cloned());
         v
@@ -211,6 +215,13 @@ impl LabState {
                 name: t.name.clone(),
                 netns: t.netns.clone(),
                 pid: t.pid,
+            });
+        }
+        if let Some(s) = &self.simulated {
+            v.push(ProcessRecord {
+                name: "simulated".into(),
+                netns: s.netns.clone(),
+                pid: s.pid,
             });
         }
         v.push(ProcessRecord {
@@ -333,6 +344,7 @@ mod tests {
             tor2: None,
             created: 1,
             calico: Vec::new(),
+            simulated: None,
         }
     }
 

@@ -12,11 +12,9 @@
 
 pub mod churn;
 pub mod coldstart;
+pub mod felixscale;
 pub mod joinleave;
-pub mod nsrt;
 pub mod procstat;
-pub mod register;
-pub mod speaker;
 pub mod watchfan;
 
 use std::collections::HashMap;
@@ -29,6 +27,7 @@ use margay_datastore::{EtcdArgs, Store};
 use margay_lab::labctl::topology::REFLECTOR_PEER_YAML;
 use margay_lab::{Addrs, Etcd, Lab, Netns};
 
+pub use margay_lab::sim::{nsrt, register, speaker};
 pub use nsrt::NsRuntime;
 pub use procstat::Cost;
 pub use speaker::{Log, Logs, SimNode};

@@ -1,7 +1,7 @@
 //! The simulated nodes' BGP side: one light iBGP speaker per simulated node, all in one tokio
 //! runtime. Each listens on its own address (port 179) for the real nodes that peer with it,
 //! announces its block with itself as next hop, then End-of-RIB, and records in its [`Log`]
-//! every prefix it is sent and when. Built on this crate's own BGP code ([`crate::bgp`]), not
+//! every prefix it is sent and when. Built on the lab's own small BGP code ([`super::wire`]), not
 //! margay's codec.
 
 use std::collections::HashMap;
@@ -15,7 +15,7 @@ use ipnet::Ipv4Net;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::bgp::{handshake, header, ibgp_attributes, keepalive};
+use super::wire::{handshake, header, ibgp_attributes, keepalive};
 
 /// One simulated node: its Node name, its BGP address and the /26 it owns.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,49 @@
+//! `margay-felix-scale`: margay-felix alone at N nodes with a VXLAN pool (N-1 remote blocks,
+//! neighbour and FDB entries, 250 local pods), for each N asked: its cold start, its steady
+//! full resync, and the kernel writes one Node's join and leave cost. Must run as root (it
+//! creates network namespaces). See BENCHMARKS.md.
+
+use std::time::Duration;
+
+use clap::Parser;
+use margay_bench::sim::felixscale;
+
+#[derive(Parser, Debug)]
+#[command(about = "margay-felix at N nodes (VXLAN): cold start, resync, writes per Node change")]
+struct Args {
+    /// Cluster sizes N (the real node included).
+    #[arg(long, value_delimiter = ',', default_values_t = [100, 300, 1000])]
+    nodes: Vec<usize>,
+    /// Local pods on the real node (at most 250).
+    #[arg(long, default_value_t = 250)]
+    pods: usize,
+    /// Give up on a wait after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    for &n in &args.nodes {
+        let r = felixscale::run(n, args.pods, Duration::from_secs(args.timeout), |line| {
+            eprintln!("felix-scale: {line}")
+        })?;
+        println!(
+            "felix vxlan N={} pods={}: cold start {:.2} s; steady resync {:.1} ms (mean of {}); \
+             join {} kernel notifications ({} route writes), leave {} ({}); CPU {:.2} s, \
+             peak RSS {:.1} MiB",
+            r.nodes,
+            r.pods,
+            r.cold_start.as_secs_f64(),
+            r.steady_resync.as_secs_f64() * 1000.0,
+            r.resyncs,
+            r.join_events.len(),
+            r.join_route_writes,
+            r.leave_events.len(),
+            r.leave_route_writes,
+            r.felix.cpu.as_secs_f64(),
+            r.felix.rss_mib()
+        );
+    }
+    Ok(())
+}
