@@ -18,8 +18,8 @@ use ipnet::{IpNet, Ipv4Net};
 use margay_datastore::ipam::Ipam;
 use margay_datastore::{EtcdArgs, Store};
 use margay_lab::calico::{
-    self, CalicoNode, ClusterKeys, NodeKeys, PodKeys, cali_name, cluster_keys, confd_input,
-    remote_vteps,
+    self, CalicoNode, ClusterKeys, ConfdIpip, IPIP_DEVICE, NodeKeys, PodKeys, cali_name,
+    cluster_keys, confd_input, remote_vteps,
 };
 use margay_lab::{
     Bgpd, ClusterArgs, Etcd, Felix, FelixArgs, Lab, LabSwitch, Netns, Process, Result, wait_for,
@@ -27,6 +27,22 @@ use margay_lab::{
 use serde_json::Value;
 
 const AS: u32 = 64512;
+
+/// The README runbook's way back, step "hand margay's routes to BIRD", verbatim.
+/// (`ip route show proto 81` leaves the protocol out of what it prints.)
+const HANDOVER: &str = "ip route show proto 81 | grep -v ' dev cali' | \
+                        while read -r r; do ip route replace $r proto bird; done";
+
+/// The IPPool's mode in a test cluster.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Never,
+    Vxlan,
+    /// IP-in-IP Always: only Calico's side is built on this machine, its `tunl0` a dummy
+    /// device of that name (the kernel here has no `ipip` module; the traffic test runs in
+    /// the VM).
+    IpipRoutes,
+}
 const NODES: usize = 3;
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -65,7 +81,9 @@ fn nth(net: Ipv4Net, i: u32) -> Ipv4Addr {
 impl Cluster {
     /// etcd and `NODES` Calico nodes (one pod each) on a switch, Calico's keys in etcd, every
     /// BIRD meshed and every node's kernel holding the other blocks.
-    fn calico(test: &str, pool: &str, vxlan: bool) -> Result<Cluster> {
+    fn calico(test: &str, pool: &str, mode: Mode) -> Result<Cluster> {
+        let vxlan = mode == Mode::Vxlan;
+        let ipip = mode == Mode::IpipRoutes;
         let lab = Lab::new(test)?;
         let sw = lab.switch("sw")?;
         let etcd = Etcd::on_switch(&lab, &sw)?;
@@ -81,6 +99,7 @@ impl Cluster {
             as_num: AS,
             vxlan,
             nodes: Vec::new(),
+            ipip: ipip.then_some(ConfdIpip::Always),
         };
         for i in 0..NODES {
             let name = format!("node-{i}");
@@ -100,6 +119,7 @@ impl Cluster {
                     ip: nth(b, 5),
                     interface: cali_name("default", &pod),
                 }],
+                ipip_tunnel: ipip.then(|| nth(b, 0)),
             });
             namespaces.push((ns, addrs));
         }
@@ -107,6 +127,22 @@ impl Cluster {
         let mut nodes = Vec::new();
         for (i, (ns, addrs)) in namespaces.into_iter().enumerate() {
             let role = format!("n{i}");
+            if let Some(t) = keys.nodes[i].ipip_tunnel {
+                // What calico-node's startup leaves: tunl0 up with the Node's tunnel address.
+                // (A veth of that name: this kernel has neither ipip nor dummy.)
+                ns.ip(&[
+                    "link",
+                    "add",
+                    IPIP_DEVICE,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "tunl0peer",
+                ])?;
+                ns.ip(&["addr", "add", &format!("{t}/32"), "dev", IPIP_DEVICE])?;
+                ns.ip(&["link", "set", IPIP_DEVICE, "up"])?;
+            }
             let mut n = CalicoNode::create(&lab, ns, &role, addrs, gateway, keys.nodes[i].clone())?;
             n.program_vxlan(&remote_vteps(&keys, i))?;
             n.start_bird(&lab, &confd_input(&keys, i))?;
@@ -130,11 +166,16 @@ impl Cluster {
                     .wait_established(&c.mesh_proto(j), WAIT)?;
             }
             c.wait_routes(i, "Calico's routes", |i, all| {
-                c.remote_routes_ok(i, all, |_, r| {
-                    if vxlan {
-                        r["protocol"] == "80"
-                    } else {
+                c.remote_routes_ok(i, all, |_, r| match mode {
+                    Mode::Vxlan => r["protocol"] == "80",
+                    Mode::Never => r["protocol"] == "bird",
+                    // As Calico's BIRD installs them: `proto bird onlink dev tunl0 via <node>`.
+                    Mode::IpipRoutes => {
                         r["protocol"] == "bird"
+                            && r["dev"] == IPIP_DEVICE
+                            && r["flags"]
+                                .as_array()
+                                .is_some_and(|f| f.iter().any(|f| f == "onlink"))
                     }
                 })
             });
@@ -280,6 +321,38 @@ impl Cluster {
         Ok(())
     }
 
+    /// The runbook's way back for node `i`: margay-node stops (felix, then bgpd, each by
+    /// SIGTERM: bgpd's graceful stop closes its sessions without a NOTIFICATION towards peers
+    /// without RFC 8538's N bit, so BIRD keeps the node's routes; felix leaves its routes),
+    /// then margay's routes but the pods' are handed to BIRD in place (the runbook's
+    /// `HANDOVER` command: protocol `bird`, so BIRD, restarted with `-R`, takes them for its
+    /// own instead of failing to add its routes over them with "File exists"), then
+    /// calico-node returns (Calico felix's pod routes, BIRD `-R` on confd's configuration).
+    fn return_to_calico(&mut self, i: usize) -> Result<()> {
+        self.margay[i] = None;
+        self.nodes[i].ns.exec("sh", &["-c", HANDOVER])?;
+        let input = confd_input(&self.keys, i);
+        self.nodes[i].return_calico(&self.lab, &input)
+    }
+
+    /// Stops the pings and the route monitors: no ping lost (at least 200 sent each), no
+    /// route inside the pool deleted on any node.
+    fn assert_lossless(&mut self) {
+        for (name, s) in &self.ping_summaries() {
+            eprintln!("{name}: {s}");
+            assert!(s.contains(" 0% packet loss"), "{name}: {s}");
+            let sent: u32 = s.split_whitespace().next().unwrap().parse().unwrap();
+            assert!(sent >= 200, "{name}: {s}");
+        }
+        for m in &mut self.monitors {
+            m.stop();
+        }
+        for (i, m) in self.monitors.iter().enumerate() {
+            let d = deletions(m, self.keys.pool);
+            assert!(d.is_empty(), "node-{i} saw a pod route deleted: {d:#?}");
+        }
+    }
+
     /// Whether node `j` runs margay now.
     fn is_margay(&self, j: usize) -> bool {
         self.margay[j].is_some()
@@ -326,8 +399,69 @@ fn deletions(monitor: &Process, pool: Ipv4Net) -> Vec<String> {
         .collect()
 }
 
+/// calico-node goes from node `i` and margay takes over: felix owns the node's routes, no
+/// second VXLAN device, and every other node routes to it again through a live session with
+/// the same speaker.
+fn take_over(c: &mut Cluster, i: usize, vxlan: bool) {
+    c.migrate_node(i).unwrap();
+    // Node i: its pod's route, its block's blackhole and every remote block are felix's.
+    let pod = format!("{}", c.pod_ip(i));
+    let own = c.keys.nodes[i].block.to_string();
+    c.wait_routes(i, "Calico's routes adopted by felix", |i, all| {
+        let find = |dst: &str| all.iter().find(|r| r["dst"] == dst);
+        match (find(&pod), find(&own)) {
+            (Some(p), Some(b)) if p["protocol"] == "81" && b["protocol"] == "81" => {}
+            other => return Err(format!("pod route or blackhole not felix's: {other:?}")),
+        }
+        c.remote_routes_ok(i, all, |_, r| {
+            // VXLAN: through calico-node's device, taken over as it is.
+            r["protocol"] == "81" && (!vxlan || r["dev"] == "vxlan.calico")
+        })
+    });
+    if vxlan {
+        let links = c.nodes[i].ns.ip_json(&["link", "show"]).unwrap();
+        assert!(
+            !links.iter().any(|l| l["ifname"] == "vxlan.margay"),
+            "a second VXLAN device: {}",
+            show(&links)
+        );
+    }
+    // Every other node routes to node i's block again through a live session: Calico's
+    // BIRD (protocol bird; in VXLAN mode Calico's felix routes it, protocol 80) or margay.
+    for j in (0..NODES).filter(|j| *j != i) {
+        if let Some(b) = c.nodes[j].bird() {
+            // The same speaker as before: the node's address as router id, the same AS.
+            b.wait_established(&c.mesh_proto(i), WAIT).unwrap();
+            let all = b
+                .birdc(&["show", "protocols", "all", &c.mesh_proto(i)])
+                .unwrap();
+            let field = |name: &str| {
+                all.lines()
+                    .find_map(|l| l.trim().strip_prefix(name).map(str::trim))
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            assert_eq!(field("Neighbor ID:"), c.node_ip(i).to_string(), "{all}");
+            assert_eq!(field("Neighbor AS:"), AS.to_string(), "{all}");
+        }
+        let margay_j = c.is_margay(j);
+        c.wait_routes(j, "the migrated node's block", |j, all| {
+            c.remote_routes_ok(j, all, |_, r| {
+                let want = match (margay_j, vxlan) {
+                    (true, _) => "81",
+                    (false, true) => "80",
+                    (false, false) => "bird",
+                };
+                r["protocol"] == want
+            })
+        });
+    }
+    std::thread::sleep(Duration::from_secs(2));
+}
+
 fn run_migration(test: &str, pool: &str, vxlan: bool) {
-    let mut c = Cluster::calico(test, pool, vxlan).unwrap();
+    let mode = if vxlan { Mode::Vxlan } else { Mode::Never };
+    let mut c = Cluster::calico(test, pool, mode).unwrap();
     c.watch_and_ping().unwrap();
     std::thread::sleep(Duration::from_secs(1));
 
@@ -341,76 +475,11 @@ fn run_migration(test: &str, pool: &str, vxlan: bool) {
     );
 
     for i in 0..NODES {
-        c.migrate_node(i).unwrap();
-        // Node i: its pod's route, its block's blackhole and every remote block are felix's.
-        let pod = format!("{}", c.pod_ip(i));
-        let own = c.keys.nodes[i].block.to_string();
-        c.wait_routes(i, "Calico's routes adopted by felix", |i, all| {
-            let find = |dst: &str| all.iter().find(|r| r["dst"] == dst);
-            match (find(&pod), find(&own)) {
-                (Some(p), Some(b)) if p["protocol"] == "81" && b["protocol"] == "81" => {}
-                other => return Err(format!("pod route or blackhole not felix's: {other:?}")),
-            }
-            c.remote_routes_ok(i, all, |_, r| {
-                // VXLAN: through calico-node's device, taken over as it is.
-                r["protocol"] == "81" && (!vxlan || r["dev"] == "vxlan.calico")
-            })
-        });
-        if vxlan {
-            let links = c.nodes[i].ns.ip_json(&["link", "show"]).unwrap();
-            assert!(
-                !links.iter().any(|l| l["ifname"] == "vxlan.margay"),
-                "a second VXLAN device: {}",
-                show(&links)
-            );
-        }
-        // Every other node routes to node i's block again through a live session: Calico's
-        // BIRD (protocol bird; in VXLAN mode Calico's felix routes it, protocol 80) or margay.
-        for j in (0..NODES).filter(|j| *j != i) {
-            if let Some(b) = c.nodes[j].bird() {
-                // The same speaker as before: the node's address as router id, the same AS.
-                b.wait_established(&c.mesh_proto(i), WAIT).unwrap();
-                let all = b
-                    .birdc(&["show", "protocols", "all", &c.mesh_proto(i)])
-                    .unwrap();
-                let field = |name: &str| {
-                    all.lines()
-                        .find_map(|l| l.trim().strip_prefix(name).map(str::trim))
-                        .unwrap_or_default()
-                        .to_string()
-                };
-                assert_eq!(field("Neighbor ID:"), c.node_ip(i).to_string(), "{all}");
-                assert_eq!(field("Neighbor AS:"), AS.to_string(), "{all}");
-            }
-            let margay_j = c.is_margay(j);
-            c.wait_routes(j, "the migrated node's block", |j, all| {
-                c.remote_routes_ok(j, all, |_, r| {
-                    let want = match (margay_j, vxlan) {
-                        (true, _) => "81",
-                        (false, true) => "80",
-                        (false, false) => "bird",
-                    };
-                    r["protocol"] == want
-                })
-            });
-        }
-        std::thread::sleep(Duration::from_secs(2));
+        take_over(&mut c, i, vxlan);
     }
 
     // Mixed or not, all pods kept talking: no ping lost, no route to a pod ever deleted.
-    let summaries = c.ping_summaries();
-    for (name, s) in &summaries {
-        assert!(s.contains(" 0% packet loss"), "{name}: {s}");
-        let sent: u32 = s.split_whitespace().next().unwrap().parse().unwrap();
-        assert!(sent >= 200, "{name}: {s}");
-    }
-    for m in &mut c.monitors {
-        m.stop();
-    }
-    for (i, m) in c.monitors.iter().enumerate() {
-        let d = deletions(m, c.keys.pool);
-        assert!(d.is_empty(), "node-{i} saw a pod route deleted: {d:#?}");
-    }
+    c.assert_lossless();
 
     // Every address kept, by the same handle; ipam check clean; a third run changes nothing.
     let want: BTreeMap<Ipv4Addr, String> = c
@@ -450,4 +519,81 @@ fn a_calico_cluster_moves_to_margay_node_by_node_under_pings() {
 #[test]
 fn a_calico_vxlan_cluster_moves_to_margay_keeping_calicos_vxlan_device() {
     run_migration("calico_vxlan_moves_to_margay", "10.103.0.0/16", true);
+}
+
+#[test]
+fn calicos_bird_routes_ipip_blocks_through_tunl0_onlink() {
+    // Cluster::calico waits until every node routes every other block as Calico's BIRD
+    // does in IPIP mode (`via <node> dev tunl0 onlink proto bird`), from BIRD 2's filter.
+    let c = Cluster::calico("calico_ipip_routes", "10.105.0.0/16", Mode::IpipRoutes).unwrap();
+    for i in 0..NODES {
+        // The own block stays a blackhole: the tunnel is set only on routes with a BGP next hop.
+        let all = c.nodes[i].ns.ip_json(&["-4", "route", "show"]).unwrap();
+        let own = c.keys.nodes[i].block.to_string();
+        let b = all.iter().find(|r| r["dst"] == own.as_str());
+        assert!(
+            b.is_some_and(|b| b["type"] == "blackhole" && b["protocol"] == "bird"),
+            "{}",
+            show(&all)
+        );
+    }
+}
+
+#[test]
+fn a_node_moved_to_margay_goes_back_to_calico_under_pings() {
+    let mut c = Cluster::calico("calico_rollback", "10.106.0.0/16", Mode::Never).unwrap();
+    c.watch_and_ping().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let out = c.margayctl(&["datastore", "migrate", "from-calico"]);
+    assert!(out.contains(" 0 updated, 0 unchanged"), "{out}");
+    // Two nodes move to margay; the second goes back, so it returns beside a margay node
+    // and a Calico node.
+    take_over(&mut c, 0, false);
+    take_over(&mut c, 1, false);
+    std::thread::sleep(Duration::from_secs(2));
+
+    let back = 1;
+    c.return_to_calico(back).unwrap();
+    for j in (0..NODES).filter(|j| *j != back) {
+        c.nodes[back]
+            .bird()
+            .unwrap()
+            .wait_established(&c.mesh_proto(j), WAIT)
+            .unwrap();
+    }
+    c.wait_routes(back, "BIRD's routes back on the node", |i, all| {
+        c.remote_routes_ok(i, all, |_, r| r["protocol"] == "bird")
+    });
+    // What is left of margay's goes.
+    c.nodes[back]
+        .ns
+        .ip(&["route", "flush", "proto", "81"])
+        .unwrap();
+    let pod = c.pod_ip(back).to_string();
+    let own = c.keys.nodes[back].block.to_string();
+    c.wait_routes(back, "Calico's routes only", |i, all| {
+        let find = |dst: &str| all.iter().find(|r| r["dst"] == dst);
+        match (find(&pod), find(&own)) {
+            // `ip -j` leaves out protocol `boot`, Calico felix's.
+            (Some(p), Some(b)) if p.get("protocol").is_none() && b["protocol"] == "bird" => {}
+            other => return Err(format!("pod route or blackhole not Calico's: {other:?}")),
+        }
+        if let Some(r) = all.iter().find(|r| r["protocol"] == "81") {
+            return Err(format!("margay's route left: {r}"));
+        }
+        c.remote_routes_ok(i, all, |_, r| r["protocol"] == "bird")
+    });
+    for j in (0..NODES).filter(|j| *j != back) {
+        let margay_j = c.is_margay(j);
+        c.wait_routes(j, "the returned node's block", |j, all| {
+            c.remote_routes_ok(j, all, |_, r| {
+                r["protocol"] == if margay_j { "81" } else { "bird" }
+            })
+        });
+    }
+    std::thread::sleep(Duration::from_secs(2));
+
+    // There and back again: no ping lost, no route inside the pool deleted on any node (the
+    // handover changes the protocol in place; BIRD -R takes the routes as its own).
+    c.assert_lossless();
 }

@@ -33,6 +33,8 @@ pub struct NodeKeys {
     /// `ipv4VXLANTunnelAddr` (ordinal 0 of the block) and `vxlanTunnelMACAddr`.
     pub vtep: Option<(Ipv4Addr, String)>,
     pub pods: Vec<PodKeys>,
+    /// `ipv4IPIPTunnelAddr` (tunl0's address, handle `ipip-tunnel-addr-<node>`).
+    pub ipip_tunnel: Option<Ipv4Addr>,
 }
 
 /// The cluster: one pool, the default BGPConfiguration, the nodes.
@@ -41,9 +43,11 @@ pub struct ClusterKeys {
     pub pool: Ipv4Net,
     pub block_size: u8,
     pub as_num: u32,
-    /// `vxlanMode: Always` (else `Never`; `ipipMode` is `Never`).
+    /// `vxlanMode: Always` (else `Never`).
     pub vxlan: bool,
     pub nodes: Vec<NodeKeys>,
+    /// `ipipMode` (`Always`, `CrossSubnet`); `None` is `Never`.
+    pub ipip: Option<super::ConfdIpip>,
 }
 
 /// Calico's WorkloadEndpoint name: `<node>-k8s-<pod>-<endpoint>`, each `-` in the parts
@@ -76,6 +80,11 @@ fn resource(kind: &str, ns: Option<&str>, name: &str, spec: Value) -> Value {
 /// Every key of the cluster and its JSON.
 pub fn cluster_keys(c: &ClusterKeys) -> Vec<(String, Value)> {
     let mode = |on: bool| if on { "Always" } else { "Never" };
+    let ipip = match c.ipip {
+        None => "Never",
+        Some(super::ConfdIpip::Always) => "Always",
+        Some(super::ConfdIpip::CrossSubnet) => "CrossSubnet",
+    };
     let mut kvs = vec![
         (
             format!("{RES}/ippools/default-ipv4-ippool"),
@@ -83,7 +92,7 @@ pub fn cluster_keys(c: &ClusterKeys) -> Vec<(String, Value)> {
                 "IPPool",
                 None,
                 "default-ipv4-ippool",
-                json!({"cidr": c.pool.to_string(), "blockSize": c.block_size, "ipipMode": "Never",
+                json!({"cidr": c.pool.to_string(), "blockSize": c.block_size, "ipipMode": ipip,
                        "vxlanMode": mode(c.vxlan), "natOutgoing": true, "nodeSelector": "all()"}),
             ),
         ),
@@ -122,6 +131,17 @@ fn node_keys(n: &NodeKeys, block_size: u8) -> Vec<(String, Value)> {
         allocations[ordinal(*addr)] = json!(attributes.len());
         attributes.push(json!({"handle_id": handle,
             "secondary": {"node": name, "type": "vxlanTunnelAddress"}}));
+        kvs.push((
+            format!("/calico/ipam/v2/handle/{handle}"),
+            json!({"block": {cidr.clone(): 1}, "deleted": false}),
+        ));
+    }
+    if let Some(addr) = n.ipip_tunnel {
+        spec["bgp"]["ipv4IPIPTunnelAddr"] = json!(addr.to_string());
+        let handle = format!("ipip-tunnel-addr-{name}");
+        allocations[ordinal(addr)] = json!(attributes.len());
+        attributes.push(json!({"handle_id": handle,
+            "secondary": {"node": name, "type": "ipipTunnelAddress"}}));
         kvs.push((
             format!("/calico/ipam/v2/handle/{handle}"),
             json!({"block": {cidr.clone(): 1}, "deleted": false}),
@@ -249,7 +269,9 @@ mod tests {
                     ip: "10.102.0.65".parse().unwrap(),
                     interface: cali_name("default", "web-0"),
                 }],
+                ipip_tunnel: None,
             }],
+            ipip: None,
         };
         let kvs = cluster_keys(&c);
         let get = |k: &str| &kvs.iter().find(|(key, _)| key == k).unwrap().1;

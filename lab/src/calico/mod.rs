@@ -7,7 +7,7 @@ pub mod confd;
 pub mod keys;
 pub mod node;
 
-pub use confd::{ConfdInput, ConfdPeer, ConfdPool};
+pub use confd::{ConfdInput, ConfdIpip, ConfdPeer, ConfdPool, IPIP_DEVICE};
 pub use keys::{ClusterKeys, NodeKeys, PodKeys, cali_name, cluster_keys, wep_name};
 pub use node::{CalicoNode, CalicoPod, RemoteVtep, wire_pod, wire_veth};
 
@@ -28,8 +28,10 @@ pub fn confd_input(c: &ClusterKeys, i: usize) -> ConfdInput {
             cidr: c.pool,
             vxlan: c.vxlan,
             disable_bgp_export: false,
+            ipip: c.ipip,
         }],
         peers: Vec::new(),
+        network: Some(me.ip.trunc()),
     }
 }
 

@@ -153,6 +153,37 @@ impl CalicoNode {
             &format!("bird-{}", self.name),
             input.node_ip,
             &text,
+            false,
+        )?;
+        self.bird = Some(bird);
+        Ok(())
+    }
+
+    /// calico-node back on the node (the runbook's way back): Calico felix writes its pods'
+    /// `/32` routes again (`replace`, protocol `boot`, over whatever holds them) and BIRD
+    /// starts as calico-node's runit service starts it, `bird -R` (graceful restart
+    /// recovery: its peers keep the node's routes until it has sent them again).
+    pub fn return_calico(&mut self, lab: &Lab, input: &ConfdInput) -> Result<()> {
+        for p in &self.pods {
+            self.ns.ip(&[
+                "route",
+                "replace",
+                &format!("{}/32", p.keys.ip),
+                "dev",
+                &p.keys.interface,
+                "scope",
+                "link",
+                "proto",
+                "boot",
+            ])?;
+        }
+        let bird = Bird::start_text(
+            lab,
+            &self.ns,
+            &format!("bird-{}-back", self.name),
+            input.node_ip,
+            &render(input),
+            true,
         )?;
         self.bird = Some(bird);
         Ok(())

@@ -141,6 +141,7 @@ impl Cluster {
             as_num: NODE_AS,
             vxlan: false,
             nodes: Vec::new(),
+            ipip: None,
         };
         for c in &self.plan.calico {
             let pod = format!("web-{}-1", c.role);
@@ -156,6 +157,7 @@ impl Cluster {
                     ip: std::net::Ipv4Addr::from(u32::from(c.block.network()) + 1),
                     interface: calico::cali_name("default", &pod),
                 }],
+                ipip_tunnel: None,
             });
         }
         // Only the Nodes, endpoints and IPAM: the pool and BGPConfiguration are the lab's.
