@@ -11,15 +11,15 @@
 //! node's route table is watched (`ip monitor route`).
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use margay_datastore::ipam::Ipam;
 use margay_datastore::{EtcdArgs, Store};
 use margay_lab::calico::{
-    self, CalicoNode, ClusterKeys, ConfdIpip, IPIP_DEVICE, NodeKeys, PodKeys, cali_name,
-    cluster_keys, confd_input, remote_vteps,
+    self, CalicoNode, ClusterKeys, ConfdIpip, HANDOVER_TO_BIRD, IPIP_DEVICE, NodeKeys, PodKeys,
+    cali_name, cluster_keys, confd_input, confd6_input, mesh6_proto, remote_vteps,
 };
 use margay_lab::{
     Bgpd, ClusterArgs, Etcd, Felix, FelixArgs, Lab, LabSwitch, Netns, Process, Result, wait_for,
@@ -27,11 +27,6 @@ use margay_lab::{
 use serde_json::Value;
 
 const AS: u32 = 64512;
-
-/// The README runbook's way back, step "hand margay's routes to BIRD", verbatim.
-/// (`ip route show proto 81` leaves the protocol out of what it prints.)
-const HANDOVER: &str = "ip route show proto 81 | grep -v ' dev cali' | \
-                        while read -r r; do ip route replace $r proto bird; done";
 
 /// The IPPool's mode in a test cluster.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -42,6 +37,9 @@ enum Mode {
     /// device of that name (the kernel here has no `ipip` module; the traffic test runs in
     /// the VM).
     IpipRoutes,
+    /// Never, dual stack: an IPv6 pool (Never) beside the IPv4 one, `bird6` on every Calico
+    /// node, IPv6 pods.
+    NeverDual,
 }
 const NODES: usize = 3;
 const WAIT: Duration = Duration::from_secs(60);
@@ -74,6 +72,19 @@ fn block(pool: Ipv4Net, i: usize) -> Ipv4Net {
     .unwrap()
 }
 
+/// The node's IPv6 pod block: the `i+1`th /122 of the pool.
+fn block6(pool: Ipv6Net, i: usize) -> Ipv6Net {
+    Ipv6Net::new(
+        Ipv6Addr::from(u128::from(pool.network()) + 64 * (i as u128 + 1)),
+        122,
+    )
+    .unwrap()
+}
+
+fn nth6(net: Ipv6Net, i: u128) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(net.network()) + i)
+}
+
 fn nth(net: Ipv4Net, i: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(net.network()) + i)
 }
@@ -84,6 +95,8 @@ impl Cluster {
     fn calico(test: &str, pool: &str, mode: Mode) -> Result<Cluster> {
         let vxlan = mode == Mode::Vxlan;
         let ipip = mode == Mode::IpipRoutes;
+        let dual = mode == Mode::NeverDual;
+        let pool6: Ipv6Net = "fd00:106::/112".parse().unwrap();
         let lab = Lab::new(test)?;
         let sw = lab.switch("sw")?;
         let etcd = Etcd::on_switch(&lab, &sw)?;
@@ -100,6 +113,7 @@ impl Cluster {
             vxlan,
             nodes: Vec::new(),
             ipip: ipip.then_some(ConfdIpip::Always),
+            pool6: dual.then_some(pool6),
         };
         for i in 0..NODES {
             let name = format!("node-{i}");
@@ -118,8 +132,10 @@ impl Cluster {
                     container: format!("{:064x}", 0xc0ffee00 + i),
                     ip: nth(b, 5),
                     interface: cali_name("default", &pod),
+                    ip6: dual.then(|| nth6(block6(pool6, i), 5)),
                 }],
                 ipip_tunnel: ipip.then(|| nth(b, 0)),
+                v6: dual.then(|| (addrs.v6, block6(pool6, i))),
             });
             namespaces.push((ns, addrs));
         }
@@ -146,6 +162,9 @@ impl Cluster {
             let mut n = CalicoNode::create(&lab, ns, &role, addrs, gateway, keys.nodes[i].clone())?;
             n.program_vxlan(&remote_vteps(&keys, i))?;
             n.start_bird(&lab, &confd_input(&keys, i))?;
+            if let Some(input6) = confd6_input(&keys, i) {
+                n.start_bird6(&lab, &input6)?;
+            }
             nodes.push(n);
         }
         let c = Cluster {
@@ -165,10 +184,21 @@ impl Cluster {
                     .unwrap()
                     .wait_established(&c.mesh_proto(j), WAIT)?;
             }
+            if dual {
+                for j in (0..NODES).filter(|j| *j != i) {
+                    c.nodes[i]
+                        .bird6()
+                        .unwrap()
+                        .wait_established(&c.mesh6_proto(j), WAIT)?;
+                }
+                c.wait_routes6(i, "Calico's IPv6 routes", |i, all| {
+                    c.remote_routes6_ok(i, all, |_, r| r["protocol"] == "bird")
+                });
+            }
             c.wait_routes(i, "Calico's routes", |i, all| {
                 c.remote_routes_ok(i, all, |_, r| match mode {
                     Mode::Vxlan => r["protocol"] == "80",
-                    Mode::Never => r["protocol"] == "bird",
+                    Mode::Never | Mode::NeverDual => r["protocol"] == "bird",
                     // As Calico's BIRD installs them: `proto bird onlink dev tunl0 via <node>`.
                     Mode::IpipRoutes => {
                         r["protocol"] == "bird"
@@ -191,6 +221,72 @@ impl Cluster {
         )
     }
 
+    /// `bird6`'s name for the session with node `j` (`Mesh_fd00_99_1__3`).
+    fn mesh6_proto(&self, j: usize) -> String {
+        mesh6_proto(&self.keys.nodes[j].v6.unwrap().0.addr().to_string())
+    }
+
+    /// Node `i`'s IPv6 route to every other node's IPv6 block satisfies `ok` and goes to that
+    /// node's IPv6 address.
+    fn remote_routes6_ok(
+        &self,
+        i: usize,
+        all: &[Value],
+        ok: impl Fn(usize, &Value) -> bool,
+    ) -> std::result::Result<(), String> {
+        self.routes_to_others(i, all, ok, |n| {
+            let (ip6, block) = n.v6.unwrap();
+            (block.to_string(), ip6.addr().to_string())
+        })
+    }
+
+    /// Node `i` has a route to each other node's destination with its gateway (`target`:
+    /// both, from the node's keys), and each satisfies `ok`.
+    fn routes_to_others(
+        &self,
+        i: usize,
+        all: &[Value],
+        ok: impl Fn(usize, &Value) -> bool,
+        target: impl Fn(&NodeKeys) -> (String, String),
+    ) -> std::result::Result<(), String> {
+        for j in (0..NODES).filter(|j| *j != i) {
+            let (dst, gw) = target(&self.keys.nodes[j]);
+            match all.iter().find(|r| r["dst"] == dst.as_str()) {
+                Some(r) if r["gateway"] == gw.as_str() && ok(j, r) => {}
+                r => return Err(format!("node-{i}: route to {dst} via {gw}: {r:?}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until node `i`'s IPv6 main table satisfies `check`.
+    fn wait_routes6(
+        &self,
+        i: usize,
+        what: &str,
+        check: impl Fn(usize, &[Value]) -> std::result::Result<(), String>,
+    ) {
+        self.wait_table(i, "-6", what, check)
+    }
+
+    /// Waits until node `i`'s main table of `family` (`-4`, `-6`) satisfies `check`.
+    fn wait_table(
+        &self,
+        i: usize,
+        family: &str,
+        what: &str,
+        check: impl Fn(usize, &[Value]) -> std::result::Result<(), String>,
+    ) {
+        let ns = &self.nodes[i].ns;
+        wait_for(what, WAIT, &self.logs(), || {
+            let all = ns
+                .ip_json(&[family, "route", "show"])
+                .map_err(|e| e.to_string())?;
+            check(i, &all).map_err(|e| format!("{e}\n{}", show(&all)))
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     fn node_ip(&self, j: usize) -> Ipv4Addr {
         self.keys.nodes[j].ip.addr()
     }
@@ -207,35 +303,24 @@ impl Cluster {
         all: &[Value],
         ok: impl Fn(usize, &Value) -> bool,
     ) -> std::result::Result<(), String> {
-        for j in (0..NODES).filter(|j| *j != i) {
-            let dst = self.keys.nodes[j].block.to_string();
-            let want_gw = match &self.keys.nodes[j].vtep {
-                Some((vtep, _)) if self.keys.vxlan => vtep.to_string(),
-                _ => self.node_ip(j).to_string(),
+        let vxlan = self.keys.vxlan;
+        self.routes_to_others(i, all, ok, |n| {
+            let gw = match &n.vtep {
+                Some((vtep, _)) if vxlan => vtep.to_string(),
+                _ => n.ip.addr().to_string(),
             };
-            match all.iter().find(|r| r["dst"] == dst.as_str()) {
-                Some(r) if r["gateway"] == want_gw.as_str() && ok(j, r) => {}
-                r => return Err(format!("node-{i}: route to {dst} via {want_gw}: {r:?}")),
-            }
-        }
-        Ok(())
+            (n.block.to_string(), gw)
+        })
     }
 
-    /// Waits until node `i`'s main table satisfies `check`.
+    /// Waits until node `i`'s IPv4 main table satisfies `check`.
     fn wait_routes(
         &self,
         i: usize,
         what: &str,
         check: impl Fn(usize, &[Value]) -> std::result::Result<(), String>,
     ) {
-        let ns = &self.nodes[i].ns;
-        wait_for(what, WAIT, &self.logs(), || {
-            let all = ns
-                .ip_json(&["-4", "route", "show"])
-                .map_err(|e| e.to_string())?;
-            check(i, &all).map_err(|e| format!("{e}\n{}", show(&all)))
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
+        self.wait_table(i, "-4", what, check)
     }
 
     fn logs(&self) -> Vec<&dyn margay_lab::HasLogs> {
@@ -248,14 +333,14 @@ impl Cluster {
         v
     }
 
-    /// `ip -4 monitor route` on every node, and every pod pinging every other at 100/s.
+    /// `ip monitor route` on every node, and every pod pinging every other at 100/s.
     fn watch_and_ping(&mut self) -> Result<()> {
         for n in &self.nodes {
             self.monitors.push(Process::spawn(
                 &n.ns,
                 &format!("monitor-{}", n.name),
                 "ip",
-                ["-4", "monitor", "route"],
+                ["monitor", "route"],
                 self.lab.dir(),
             )?);
         }
@@ -270,6 +355,17 @@ impl Cluster {
                     self.lab.dir(),
                 )?;
                 self.pings.push((name, p));
+                if let Some(ip6) = self.keys.nodes[j].pods[0].ip6 {
+                    let name = format!("ping6-{i}-{j}");
+                    let p = Process::spawn(
+                        &self.nodes[i].pods[0].ns,
+                        &name,
+                        "ping",
+                        ["-6", "-n", "-i", "0.01", "-W", "1", &ip6.to_string()],
+                        self.lab.dir(),
+                    )?;
+                    self.pings.push((name, p));
+                }
             }
         }
         Ok(())
@@ -299,12 +395,11 @@ impl Cluster {
     fn migrate_node(&mut self, i: usize) -> Result<()> {
         self.nodes[i].kill_bird();
         let n = &self.nodes[i];
-        let bgpd = Bgpd::start_cluster(
-            &self.lab,
-            &n.ns,
-            &format!("bgpd-{}", n.name),
-            ClusterArgs::new(&n.name, &self.etcd.endpoint(), IpNet::V4(n.addrs.v4)),
-        )?;
+        let mut cargs = ClusterArgs::new(&n.name, &self.etcd.endpoint(), IpNet::V4(n.addrs.v4));
+        if let Some((ip6, _)) = n.keys.v6 {
+            cargs = cargs.ip6(IpNet::V6(ip6));
+        }
+        let bgpd = Bgpd::start_cluster(&self.lab, &n.ns, &format!("bgpd-{}", n.name), cargs)?;
         let mut args = FelixArgs::new(
             &n.name,
             &self.etcd.endpoint(),
@@ -324,13 +419,12 @@ impl Cluster {
     /// The runbook's way back for node `i`: margay-node stops (felix, then bgpd, each by
     /// SIGTERM: bgpd's graceful stop closes its sessions without a NOTIFICATION towards peers
     /// without RFC 8538's N bit, so BIRD keeps the node's routes; felix leaves its routes),
-    /// then margay's routes but the pods' are handed to BIRD in place (the runbook's
-    /// `HANDOVER` command: protocol `bird`, so BIRD, restarted with `-R`, takes them for its
-    /// own instead of failing to add its routes over them with "File exists"), then
+    /// then margay's routes but the pods' are handed to BIRD in place (the runbook's command,
+    /// [`HANDOVER_TO_BIRD`]), then
     /// calico-node returns (Calico felix's pod routes, BIRD `-R` on confd's configuration).
     fn return_to_calico(&mut self, i: usize) -> Result<()> {
         self.margay[i] = None;
-        self.nodes[i].ns.exec("sh", &["-c", HANDOVER])?;
+        self.nodes[i].ns.exec("sh", &["-c", HANDOVER_TO_BIRD])?;
         let input = confd_input(&self.keys, i);
         self.nodes[i].return_calico(&self.lab, &input)
     }
@@ -348,7 +442,7 @@ impl Cluster {
             m.stop();
         }
         for (i, m) in self.monitors.iter().enumerate() {
-            let d = deletions(m, self.keys.pool);
+            let d = deletions(m, self.keys.pool, self.keys.pool6);
             assert!(d.is_empty(), "node-{i} saw a pod route deleted: {d:#?}");
         }
     }
@@ -388,13 +482,18 @@ where
 }
 
 /// The lines of an `ip monitor route` log that delete a route inside `pool`.
-fn deletions(monitor: &Process, pool: Ipv4Net) -> Vec<String> {
+/// (IPv6: inside `pool6`, a /112 whose addresses all start with its network's text.)
+fn deletions(monitor: &Process, pool: Ipv4Net, pool6: Option<Ipv6Net>) -> Vec<String> {
     let text = std::fs::read_to_string(monitor.log_paths().0).unwrap_or_default();
     let prefix = pool.network().to_string();
     let stem = &prefix[..prefix.rfind('.').unwrap()];
-    let stem = &stem[..stem.rfind('.').unwrap()];
+    let stem = format!(" {}.", &stem[..stem.rfind('.').unwrap()]);
+    let stem6 = pool6.map(|p| format!(" {}", p.network()));
     text.lines()
-        .filter(|l| l.starts_with("Deleted") && l.contains(&format!(" {stem}.")))
+        .filter(|l| {
+            l.starts_with("Deleted")
+                && (l.contains(&stem) || stem6.as_ref().is_some_and(|s| l.contains(s.as_str())))
+        })
         .map(str::to_string)
         .collect()
 }
@@ -456,11 +555,42 @@ fn take_over(c: &mut Cluster, i: usize, vxlan: bool) {
             })
         });
     }
+    if let Some((_, own6)) = c.keys.nodes[i].v6 {
+        take_over6(c, i, own6);
+    }
     std::thread::sleep(Duration::from_secs(2));
 }
 
-fn run_migration(test: &str, pool: &str, vxlan: bool) {
-    let mode = if vxlan { Mode::Vxlan } else { Mode::Never };
+/// The IPv6 half of [`take_over`]: the pod's `/128` and the node's IPv6 block are felix's,
+/// every other node routes to that block again (`bird6`'s routes on Calico nodes).
+fn take_over6(c: &Cluster, i: usize, own6: Ipv6Net) {
+    let pod = format!("{}", c.keys.nodes[i].pods[0].ip6.unwrap());
+    let own = own6.to_string();
+    c.wait_routes6(i, "Calico's IPv6 routes adopted by felix", |i, all| {
+        let find = |dst: &str| all.iter().find(|r| r["dst"] == dst);
+        match (find(&pod), find(&own)) {
+            (Some(p), Some(b)) if p["protocol"] == "81" && b["protocol"] == "81" => {}
+            other => {
+                return Err(format!(
+                    "IPv6 pod route or blackhole not felix's: {other:?}"
+                ));
+            }
+        }
+        c.remote_routes6_ok(i, all, |_, r| r["protocol"] == "81")
+    });
+    for j in (0..NODES).filter(|j| *j != i) {
+        if let Some(b) = c.nodes[j].bird6() {
+            b.wait_established(&c.mesh6_proto(i), WAIT).unwrap();
+        }
+        let want = if c.is_margay(j) { "81" } else { "bird" };
+        c.wait_routes6(j, "the migrated node's IPv6 block", |j, all| {
+            c.remote_routes6_ok(j, all, |_, r| r["protocol"] == want)
+        });
+    }
+}
+
+fn run_migration(test: &str, pool: &str, mode: Mode) {
+    let vxlan = mode == Mode::Vxlan;
     let mut c = Cluster::calico(test, pool, mode).unwrap();
     c.watch_and_ping().unwrap();
     std::thread::sleep(Duration::from_secs(1));
@@ -482,12 +612,17 @@ fn run_migration(test: &str, pool: &str, vxlan: bool) {
     c.assert_lossless();
 
     // Every address kept, by the same handle; ipam check clean; a third run changes nothing.
-    let want: BTreeMap<Ipv4Addr, String> = c
+    let want: BTreeMap<IpAddr, String> = c
         .keys
         .nodes
         .iter()
         .flat_map(|n| &n.pods)
-        .map(|p| (p.ip, format!("k8s-pod-network.{}", p.container)))
+        .flat_map(|p| {
+            let handle = format!("k8s-pod-network.{}", p.container);
+            std::iter::once(IpAddr::V4(p.ip))
+                .chain(p.ip6.map(IpAddr::V6))
+                .map(move |a| (a, handle.clone()))
+        })
         .collect();
     let (have, check) = with_store(c.etcd.netns(), c.etcd.endpoint(), |store| async move {
         let ipam = Ipam::new(store);
@@ -495,10 +630,8 @@ fn run_migration(test: &str, pool: &str, vxlan: bool) {
         for b in ipam.blocks().await.unwrap() {
             let b = b.value;
             for (ord, a) in &b.allocations {
-                if let IpNet::V4(net) = b.cidr
-                    && a.handle_id.starts_with("k8s-pod-network.")
-                {
-                    have.insert(nth(net, *ord), a.handle_id.clone());
+                if a.handle_id.starts_with("k8s-pod-network.") {
+                    have.insert(b.addr(*ord), a.handle_id.clone());
                 }
             }
         }
@@ -506,19 +639,38 @@ fn run_migration(test: &str, pool: &str, vxlan: bool) {
     });
     assert_eq!(have, want);
     assert!(check.is_clean(), "{check:?}");
-    assert_eq!(check.addresses_in_use, NODES * if vxlan { 2 } else { 1 });
+    // Per node: its pod, and its VTEP's address or its pod's IPv6 address.
+    let per_node = if vxlan || mode == Mode::NeverDual {
+        2
+    } else {
+        1
+    };
+    assert_eq!(check.addresses_in_use, NODES * per_node);
     let out = c.margayctl(&["datastore", "migrate", "from-calico"]);
     assert!(out.contains("(0 etcd transactions)"), "{out}");
 }
 
 #[test]
 fn a_calico_cluster_moves_to_margay_node_by_node_under_pings() {
-    run_migration("calico_cluster_moves_to_margay", "10.102.0.0/16", false);
+    run_migration(
+        "calico_cluster_moves_to_margay",
+        "10.102.0.0/16",
+        Mode::Never,
+    );
 }
 
 #[test]
 fn a_calico_vxlan_cluster_moves_to_margay_keeping_calicos_vxlan_device() {
-    run_migration("calico_vxlan_moves_to_margay", "10.103.0.0/16", true);
+    run_migration("calico_vxlan_moves_to_margay", "10.103.0.0/16", Mode::Vxlan);
+}
+
+#[test]
+fn a_dual_stack_calico_cluster_moves_to_margay_with_its_ipv6_pods() {
+    run_migration(
+        "calico_dual_moves_to_margay",
+        "10.107.0.0/16",
+        Mode::NeverDual,
+    );
 }
 
 #[test]

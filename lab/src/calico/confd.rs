@@ -352,20 +352,6 @@ mod tests {
 
     #[test]
     fn bird_2_parses_what_is_rendered() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bird.cfg");
-        std::fs::write(&path, render(&input())).unwrap();
-        let out = std::process::Command::new("bird")
-            .arg("-p")
-            .arg("-c")
-            .arg(&path)
-            .output()
-            .expect("running bird -p (Debian's bird2)");
-        assert!(
-            out.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        super::super::assert_bird_parses(&render(&input()));
     }
 }

@@ -142,6 +142,7 @@ impl Cluster {
             vxlan: false,
             nodes: Vec::new(),
             ipip: None,
+            pool6: None,
         };
         for c in &self.plan.calico {
             let pod = format!("web-{}-1", c.role);
@@ -156,8 +157,10 @@ impl Cluster {
                     container: format!("calico{:0>6}01", c.index),
                     ip: std::net::Ipv4Addr::from(u32::from(c.block.network()) + 1),
                     interface: calico::cali_name("default", &pod),
+                    ip6: None,
                 }],
                 ipip_tunnel: None,
+                v6: None,
             });
         }
         // Only the Nodes, endpoints and IPAM: the pool and BGPConfiguration are the lab's.
@@ -772,6 +775,7 @@ impl Cluster {
                     .map(|n| n.name.clone())
                     .collect(),
             },
+            migrated: Vec::new(),
             created,
             calico: self
                 .calico

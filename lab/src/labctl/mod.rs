@@ -14,6 +14,7 @@ pub mod policy;
 pub mod progress;
 pub mod report;
 pub mod restart;
+pub mod rollback;
 pub mod state;
 pub mod takeover;
 pub mod topology;

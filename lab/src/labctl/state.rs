@@ -155,6 +155,10 @@ pub struct LabState {
     /// Calico nodes; their pods are among `pods`.
     #[serde(default)]
     pub calico: Vec<CalicoNodeState>,
+    /// Calico nodes moved to margay (`node migrate`), as they were, for `node rollback`; each
+    /// is also among `nodes` while it runs margay.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub migrated: Vec<CalicoNodeState>,
 }
 
 /// A process the lab started.
@@ -333,6 +337,7 @@ mod tests {
             tor2: None,
             created: 1,
             calico: Vec::new(),
+            migrated: Vec::new(),
         }
     }
 

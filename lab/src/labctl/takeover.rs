@@ -39,14 +39,14 @@ pub struct Migrated {
 
 /// A kept lab's namespace, used here and left in place whatever happens (a plain adopted
 /// [`Netns`] would delete it when dropped).
-struct Borrowed(Option<Netns>);
+pub(super) struct Borrowed(Option<Netns>);
 
 impl Borrowed {
-    fn new(name: &str) -> Result<Borrowed, LabCtlError> {
+    pub(super) fn new(name: &str) -> Result<Borrowed, LabCtlError> {
         Ok(Borrowed(Some(Netns::adopt(name)?)))
     }
 
-    fn ns(&self) -> &Netns {
+    pub(super) fn ns(&self) -> &Netns {
         self.0.as_ref().expect("held until dropped")
     }
 }
@@ -118,20 +118,7 @@ pub fn node_migrate(
     let ns = Borrowed::new(&calico.netns)?;
 
     // Its pod pings every other pod at 100/s from before BIRD goes until felix is done.
-    let mut pings: Vec<(String, Process)> = Vec::new();
-    if let Some(pod) = state.pods.iter().find(|p| p.node == name) {
-        let pod_ns = Borrowed::new(&pod.netns)?;
-        for other in state.pods.iter().filter(|p| p.node != name) {
-            let p = Process::spawn(
-                pod_ns.ns(),
-                &format!("migrate-ping-{}-{}", pod.name, other.name),
-                "ping",
-                ["-n", "-i", "0.01", "-W", "1", &other.ip.to_string()],
-                &dir,
-            )?;
-            pings.push((other.name.clone(), p));
-        }
-    }
+    let pings = pings_from(&state, name, &dir)?;
     std::thread::sleep(Duration::from_millis(500));
 
     // calico-node goes: BIRD stopped, nothing else touched.
@@ -188,15 +175,7 @@ pub fn node_migrate(
     )?;
     let adopted = t0.elapsed();
     std::thread::sleep(Duration::from_secs(1));
-    let pings = pings
-        .iter()
-        .map(|(to, p)| {
-            let s = p
-                .ping_summary(Duration::from_secs(10))
-                .unwrap_or_else(|e| e.to_string());
-            (to.clone(), s)
-        })
-        .collect();
+    let pings = summaries(&pings);
 
     // It is a margay node now: every other node, Calico's too, and the ToR are its peers.
     let peers: Vec<IpAddr> = state
@@ -227,7 +206,8 @@ pub fn node_migrate(
         peers,
         reflector: false,
     };
-    state.calico.remove(at);
+    let calico = state.calico.remove(at);
+    state.migrated.push(calico);
     state.nodes.push(node.clone());
     state.save(state_file)?;
     bgpd.into_kept();
@@ -243,7 +223,45 @@ pub fn node_migrate(
     })
 }
 
-fn ms(d: Duration) -> String {
+/// The pod of node `name` pinging every other pod at 100/s (`migrate-ping-POD-OTHER`), started
+/// half a second before this returns; none if the node has no pod.
+pub(super) fn pings_from(
+    state: &LabState,
+    name: &str,
+    dir: &Path,
+) -> Result<Vec<(String, Process)>, LabCtlError> {
+    let mut pings = Vec::new();
+    if let Some(pod) = state.pods.iter().find(|p| p.node == name) {
+        let pod_ns = Borrowed::new(&pod.netns)?;
+        for other in state.pods.iter().filter(|p| p.node != name) {
+            let p = Process::spawn(
+                pod_ns.ns(),
+                &format!("migrate-ping-{}-{}", pod.name, other.name),
+                "ping",
+                ["-n", "-i", "0.01", "-W", "1", &other.ip.to_string()],
+                dir,
+            )?;
+            pings.push((other.name.clone(), p));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(pings)
+}
+
+/// Stops the pings; each one's destination and summary line.
+pub(super) fn summaries(pings: &[(String, Process)]) -> Vec<(String, String)> {
+    pings
+        .iter()
+        .map(|(to, p)| {
+            let s = p
+                .ping_summary(Duration::from_secs(10))
+                .unwrap_or_else(|e| e.to_string());
+            (to.clone(), s)
+        })
+        .collect()
+}
+
+pub(super) fn ms(d: Duration) -> String {
     format!("{} ms", d.as_millis())
 }
 
