@@ -18,8 +18,9 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use margay_datastore::ipam::Ipam;
 use margay_datastore::{EtcdArgs, Store};
 use margay_lab::calico::{
-    self, CalicoNode, ClusterKeys, ConfdIpip, HANDOVER_TO_BIRD, IPIP_DEVICE, NodeKeys, PodKeys,
-    cali_name, cluster_keys, confd_input, confd6_input, mesh6_proto, remote_vteps,
+    self, CalicoNode, ClusterKeys, ConfdIpip, FLUSH_MARGAY, HANDOVER_TO_BIRD, IPIP_DEVICE,
+    NodeKeys, PodKeys, cali_name, cluster_keys, confd_input, confd6_input, mesh6_proto,
+    remote_vteps,
 };
 use margay_lab::{
     Bgpd, ClusterArgs, Etcd, Felix, FelixArgs, Lab, LabSwitch, Netns, Process, Result, wait_for,
@@ -717,10 +718,7 @@ fn a_node_moved_to_margay_goes_back_to_calico_under_pings() {
         c.remote_routes_ok(i, all, |_, r| r["protocol"] == "bird")
     });
     // What is left of margay's goes.
-    c.nodes[back]
-        .ns
-        .ip(&["route", "flush", "proto", "81"])
-        .unwrap();
+    c.nodes[back].ns.exec("sh", &["-c", FLUSH_MARGAY]).unwrap();
     let pod = c.pod_ip(back).to_string();
     let own = c.keys.nodes[back].block.to_string();
     c.wait_routes(back, "Calico's routes only", |i, all| {

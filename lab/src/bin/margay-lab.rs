@@ -84,7 +84,8 @@ enum Command {
         /// Calico nodes beside margay's, as in a cluster moving from Calico: BIRD on the
         /// configuration calico-node's confd renders, a pod wired as Calico wires it, their
         /// keys in Calico's etcd layout imported with `margayctl datastore migrate
-        /// from-calico`. Needs --mode mesh and --pool-mode never.
+        /// from-calico`. Needs --mode mesh and --pool-mode never; with --ip-family dual
+        /// they run bird6 too and their pods have IPv6 addresses.
         #[arg(long, default_value_t = 0)]
         calico_nodes: usize,
         /// ToRs per node: 2 wires every node to a second BIRD ToR on its own link (plane b),

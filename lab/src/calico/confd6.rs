@@ -37,6 +37,8 @@ pub struct Confd6Input {
     pub blocks: Vec<Ipv6Net>,
     /// IPv6 pools: CIDR and whether its `vxlanMode` is not `Never`.
     pub pools: Vec<(Ipv6Net, bool)>,
+    /// Global BGPPeers with an IPv6 `peerIP` (`/global/peer_v6/...`): address and AS.
+    pub peers: Vec<(Ipv6Addr, u32)>,
 }
 
 /// The whole `bird6.cfg` (with its two includes inlined) for `input`.
@@ -97,11 +99,18 @@ pub fn render6(input: &Confd6Input) -> String {
          # ------------- Node-to-node mesh -------------",
         input.router_id, input.as_num
     );
+    let me = input.node_ip6.to_string();
+    for (ip, asn) in &input.peers {
+        let _ = writeln!(
+            s,
+            "protocol bgp Global_{} from bgp_template {{\n  neighbor {ip} as {asn};\n}}",
+            ip.to_string().replace(':', "_")
+        );
+    }
     if !input.mesh {
         let _ = writeln!(s, "# Node-to-node mesh disabled");
         return s;
     }
-    let me = input.node_ip6.to_string();
     for ip in input.nodes.iter().map(Ipv6Addr::to_string) {
         if ip == me {
             let _ = writeln!(s, "# Skipping ourselves ({me})");
@@ -147,6 +156,7 @@ mod tests {
                 ("fd00:102::/112".parse().unwrap(), false),
                 ("fd00:103::/112".parse().unwrap(), true),
             ],
+            peers: vec![("fd00:99::fe".parse().unwrap(), 65000)],
         }
     }
 
@@ -165,6 +175,9 @@ mod tests {
         // "fd00:99::a" > "fd00:99::3" as strings: it connects to us.
         assert!(c.contains(
             "neighbor fd00:99::a as 64512;\n  source address fd00:99::3;\n  passive on;"
+        ));
+        assert!(c.contains(
+            "protocol bgp Global_fd00_99__fe from bgp_template {\n  neighbor fd00:99::fe as 65000;\n}"
         ));
         assert!(c.contains("  route fd00:102::40/122 blackhole;"));
         assert!(c.contains("if ( net = fd00:102::40/122 ) then { accept; }"));

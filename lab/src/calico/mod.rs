@@ -11,7 +11,9 @@ pub mod node;
 pub use confd::{ConfdInput, ConfdIpip, ConfdPeer, ConfdPool, IPIP_DEVICE};
 pub use confd6::{Confd6Input, mesh6_proto, render6};
 pub use keys::{ClusterKeys, NodeKeys, PodKeys, cali_name, cluster_keys, wep_name};
-pub use node::{CalicoNode, CalicoPod, HANDOVER_TO_BIRD, RemoteVtep, wire_pod, wire_veth};
+pub use node::{
+    CalicoNode, CalicoPod, FLUSH_MARGAY, HANDOVER_TO_BIRD, RemoteVtep, wire_pod, wire_veth,
+};
 
 use crate::etcd::Etcd;
 use crate::lab::Lab;
@@ -55,6 +57,7 @@ pub fn confd6_input(c: &ClusterKeys, i: usize) -> Option<Confd6Input> {
             .collect(),
         blocks: vec![block6],
         pools: vec![(pool6, false)],
+        peers: Vec::new(),
     })
 }
 

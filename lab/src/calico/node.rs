@@ -26,11 +26,14 @@ pub const CALICO_VXLAN_PORT: u16 = 4789;
 pub const CALICO_FELIX_PROTOCOL: &str = "80";
 
 /// The runbook's way back, on a node margay-node has left: margay's routes but the pods'
-/// handed to BIRD in place (protocol `bird`), so calico-node's BIRD, started with `-R`, takes
-/// them for its own instead of failing to add its routes over them ("File exists").
-/// (`ip route show proto 81` leaves the protocol out of what it prints.)
-pub const HANDOVER_TO_BIRD: &str = "ip route show proto 81 | grep -v ' dev cali' | \
-                                    while read -r r; do ip route replace $r proto bird; done";
+/// handed to BIRD in place (protocol `bird`), IPv4 and IPv6, so calico-node's BIRD and bird6,
+/// started with `-R`, take them for their own instead of failing to add their routes over
+/// them ("File exists"). (`ip route show proto 81` leaves the protocol out of what it prints.)
+pub const HANDOVER_TO_BIRD: &str = "for f in -4 -6; do ip $f route show proto 81 | grep -v ' dev cali' | \
+                                    while read -r r; do ip $f route replace $r proto bird; done; done";
+
+/// What is left of margay's routes once calico-node is back, both families.
+pub const FLUSH_MARGAY: &str = "ip -4 route flush proto 81; ip -6 route flush proto 81";
 
 /// A pod on a Calico node.
 #[derive(Debug)]

@@ -16,7 +16,7 @@ use super::down::alive;
 use super::state::{CalicoNodeState, LabState};
 use super::takeover::{Borrowed, ms, pings_from, summaries};
 use crate::bird::{birdc, parse_protocols};
-use crate::calico::HANDOVER_TO_BIRD;
+use crate::calico::{FLUSH_MARGAY, HANDOVER_TO_BIRD};
 use crate::netns::require_root;
 use crate::process::{Process, wait_for_every};
 
@@ -100,18 +100,18 @@ pub fn node_rollback(
         ns.ns().exec("sh", &["-c", HANDOVER_TO_BIRD])?;
     }
     for pod in state.pods.iter().filter(|p| p.node == name) {
-        let pod32 = format!("{}/32", pod.ip);
-        ns.ns().ip(&[
-            "route",
-            "replace",
-            &pod32,
-            "dev",
-            &pod.interface,
-            "scope",
-            "link",
-            "proto",
-            "boot",
-        ])?;
+        for a in pod.addresses() {
+            let host = format!("{a}/{}", if a.is_ipv4() { 32 } else { 128 });
+            ns.ns().ip(&[
+                "route",
+                "replace",
+                &host,
+                "dev",
+                &pod.interface,
+                "proto",
+                "boot",
+            ])?;
+        }
     }
     let pid_file = dir.join(format!("bird-{name}-back.pid"));
     let mut args = vec!["-f".as_ref(), "-R".as_ref(), "-c".as_ref()];
@@ -124,6 +124,30 @@ pub fn node_rollback(
     ]);
     let bird = Process::spawn(ns.ns(), &format!("bird-{name}-back"), "bird", args, &dir)?;
     calico.pid = bird.pid();
+    // bird6 too, on a dual-stack node, on the configuration it ran on.
+    let bird6 = match calico.pid6 {
+        0 => None,
+        _ => {
+            let (conf, ctl, pid) = (
+                dir.join(format!("bird6-{name}.conf")),
+                dir.join(format!("bird6-{name}.ctl")),
+                dir.join(format!("bird6-{name}-back.pid")),
+            );
+            let args = [
+                "-f".as_ref(),
+                "-R".as_ref(),
+                "-c".as_ref(),
+                conf.as_os_str(),
+                "-s".as_ref(),
+                ctl.as_os_str(),
+                "-P".as_ref(),
+                pid.as_os_str(),
+            ];
+            let p = Process::spawn(ns.ns(), &format!("bird6-{name}-back"), "bird", args, &dir)?;
+            calico.pid6 = p.pid();
+            Some(p)
+        }
+    };
     let socket = calico.socket.clone();
     let protocols = calico.protocols.clone();
     wait_for_every(
@@ -145,7 +169,7 @@ pub fn node_rollback(
         },
     )?;
     let established = t0.elapsed();
-    ns.ns().ip(&["route", "flush", "proto", "81"])?;
+    ns.ns().exec("sh", &["-c", FLUSH_MARGAY])?;
     let clean = t0.elapsed();
     std::thread::sleep(Duration::from_secs(1));
     let pings = summaries(&pings);
@@ -155,6 +179,9 @@ pub fn node_rollback(
     state.calico.push(calico.clone());
     state.save(state_file)?;
     bird.into_kept();
+    if let Some(p) = bird6 {
+        p.into_kept();
+    }
     drop(ns);
     Ok(RolledBack {
         node: calico,

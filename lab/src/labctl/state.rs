@@ -113,6 +113,12 @@ pub struct CalicoNodeState {
     pub block: Ipv4Net,
     /// Its BIRD's BGP protocols (`Mesh_…`, `Global_…`).
     pub protocols: Vec<String>,
+    /// `bird6`'s PID (`--ip-family dual`; 0 without).
+    #[serde(default)]
+    pub pid6: u32,
+    /// Its IPv6 address (`--ip-family dual`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<Ipv6Addr>,
 }
 
 /// The lab's etcd.
@@ -209,6 +215,13 @@ impl LabState {
                 netns: c.netns.clone(),
                 pid: c.pid,
             });
+            if c.pid6 != 0 {
+                v.push(ProcessRecord {
+                    name: format!("{}-bird6", c.name),
+                    netns: c.netns.clone(),
+                    pid: c.pid6,
+                });
+            }
         }
         for t in self.tors() {
             v.push(ProcessRecord {

@@ -127,9 +127,11 @@ pub fn node_migrate(
         BirdStop::Kill => libc::SIGKILL,
         BirdStop::Term => libc::SIGTERM,
     };
-    if calico.pid != 0 && alive(calico.pid) {
-        // SAFETY: kill(2) on the PID the lab's state file records for this node's BIRD.
-        unsafe { libc::kill(calico.pid as i32, signal) };
+    // bird6 too, on a dual-stack node (calico-node runs both).
+    let birds = [calico.pid, calico.pid6];
+    for pid in birds.into_iter().filter(|p| *p != 0 && alive(*p)) {
+        // SAFETY: kill(2) on a PID the lab's state file records for this node's BIRD.
+        unsafe { libc::kill(pid as i32, signal) };
     }
     wait_for_every(
         &format!("{name}'s BIRD to end"),
@@ -137,7 +139,7 @@ pub fn node_migrate(
         Duration::from_millis(10),
         &[],
         || {
-            if alive(calico.pid) {
+            if birds.iter().any(|p| *p != 0 && alive(*p)) {
                 Err("running".to_string())
             } else {
                 Ok(())
@@ -151,7 +153,12 @@ pub fn node_migrate(
         ipnet::Ipv4Net::new(calico.address4, state.subnets[0].prefix_len())
             .expect("a rack's prefix length"),
     );
-    let args = ClusterArgs::new(name, &endpoint, addr).asn(NODE_AS);
+    let mut args = ClusterArgs::new(name, &endpoint, addr).asn(NODE_AS);
+    if let Some(a6) = calico.address6 {
+        args = args.ip6(IpNet::V6(
+            ipnet::Ipv6Net::new(a6, 64).expect("64 is a valid length"),
+        ));
+    }
     let bgpd = Bgpd::start_cluster_in(&dir, ns.ns(), &format!("{name}-bgpd"), args)?;
     let bgpd_socket = bgpd.config().socket.clone();
     let felix_socket = dir.join(format!("{name}-felix.sock"));
@@ -201,7 +208,7 @@ pub fn node_migrate(
         felix_socket,
         conflist,
         address4: calico.address4,
-        address6: None,
+        address6: calico.address6,
         asn: NODE_AS,
         peers,
         reflector: false,
@@ -234,14 +241,21 @@ pub(super) fn pings_from(
     if let Some(pod) = state.pods.iter().find(|p| p.node == name) {
         let pod_ns = Borrowed::new(&pod.netns)?;
         for other in state.pods.iter().filter(|p| p.node != name) {
-            let p = Process::spawn(
-                pod_ns.ns(),
-                &format!("migrate-ping-{}-{}", pod.name, other.name),
-                "ping",
-                ["-n", "-i", "0.01", "-W", "1", &other.ip.to_string()],
-                dir,
-            )?;
-            pings.push((other.name.clone(), p));
+            // Every address of the other pod: IPv6 too on a dual-stack lab.
+            for (k, a) in other.addresses().into_iter().enumerate() {
+                let (tag, label) = match k {
+                    0 => (String::new(), other.name.clone()),
+                    _ => ("-v6".to_string(), format!("{} ({a})", other.name)),
+                };
+                let p = Process::spawn(
+                    pod_ns.ns(),
+                    &format!("migrate-ping-{}-{}{tag}", pod.name, other.name),
+                    "ping",
+                    ["-n", "-i", "0.01", "-W", "1", &a.to_string()],
+                    dir,
+                )?;
+                pings.push((label, p));
+            }
         }
     }
     std::thread::sleep(Duration::from_millis(500));
