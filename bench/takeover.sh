@@ -4,7 +4,10 @@
 # then `node migrate calico1` (BIRD killed: peers keep its routes by graceful restart) and
 # `node migrate calico2 --bird-stop term` (BIRD's SIGTERM: a Cease, peers drop its routes until
 # margay-bgpd announces them again). The migrating node's pod pings every other pod at 100/s
-# throughout; each ping's summary is printed. ROUNDS labs in a row.
+# throughout; each ping's summary is printed. Then the way back, the runbook's (`node rollback
+# calico1`: margay stopped by SIGTERM, its routes handed to BIRD in place, BIRD -R, flush of
+# proto 81) beside the same without the handover (`node rollback calico2 --no-handover`).
+# ROUNDS labs in a row.
 #
 # Usage: bench/takeover.sh [NODES] [ROUNDS]   (as root; binaries from scripts/lab.sh or a
 # debug build, found as margay-lab finds them)
@@ -29,5 +32,9 @@ for r in $(seq 1 "$ROUNDS"); do
   "$LAB" node migrate calico1 || true
   echo "== round $r: plain pod deletion (SIGTERM)"
   "$LAB" node migrate calico2 --bird-stop term || true
+  echo "== round $r: way back, runbook (handover to BIRD)"
+  "$LAB" node rollback calico1 || true
+  echo "== round $r: way back without the handover"
+  "$LAB" node rollback calico2 --no-handover || true
   "$LAB" down > /dev/null
 done

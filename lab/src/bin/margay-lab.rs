@@ -84,7 +84,8 @@ enum Command {
         /// Calico nodes beside margay's, as in a cluster moving from Calico: BIRD on the
         /// configuration calico-node's confd renders, a pod wired as Calico wires it, their
         /// keys in Calico's etcd layout imported with `margayctl datastore migrate
-        /// from-calico`. Needs --mode mesh and --pool-mode never.
+        /// from-calico`. Needs --mode mesh and --pool-mode never; with --ip-family dual
+        /// they run bird6 too and their pods have IPv6 addresses.
         #[arg(long, default_value_t = 0)]
         calico_nodes: usize,
         /// ToRs per node: 2 wires every node to a second BIRD ToR on its own link (plane b),
@@ -205,6 +206,20 @@ enum NodeCommand {
         #[arg(long, value_enum, default_value = "kill")]
         bird_stop: BirdStopArg,
     },
+    /// A node `node migrate` moved from Calico goes back as the README's runbook says:
+    /// margay-felix and margay-bgpd stopped by SIGTERM, their routes handed to BIRD in
+    /// place, Calico felix's pod routes and BIRD (-R) back, then `ip route flush proto 81`;
+    /// its pod pings every other pod at 100/s throughout. Exit status 1 if a ping was lost.
+    Rollback {
+        name: String,
+        /// Seconds to wait for every BIRD session to be Established.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// Skip the handover of margay's routes to BIRD (for comparison: BIRD cannot add
+        /// its routes over them, and the flush then removes the node's routes).
+        #[arg(long)]
+        no_handover: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -310,6 +325,23 @@ fn main() -> ExitCode {
         .map(|m| {
             print!("{}", labctl::takeover::render_migrated(&m));
             labctl::takeover::lossless(&m)
+        }),
+        Command::Node {
+            command:
+                NodeCommand::Rollback {
+                    name,
+                    timeout,
+                    no_handover,
+                },
+        } => labctl::rollback::node_rollback(
+            &cli.state_file,
+            &name,
+            !no_handover,
+            Duration::from_secs(timeout),
+        )
+        .map(|r| {
+            print!("{}", labctl::rollback::render_rolled_back(&r));
+            labctl::rollback::lossless(&r)
         }),
         Command::Down => labctl::down(&cli.state_file).map(|()| true),
         Command::Policy { command } => {

@@ -46,15 +46,17 @@ impl Bird {
     }
 
     /// Starts BIRD on a configuration text of its own (a Calico node's, rendered by
-    /// [`crate::calico::confd`]); [`Bird::config`] then holds only `router_id`.
+    /// [`crate::calico::confd`]); [`Bird::config`] then holds only `router_id`. `recovering`
+    /// starts it as a restart, `bird -R`, as calico-node's runit service does.
     pub fn start_text(
         lab: &Lab,
         ns: &Netns,
         name: &str,
         router_id: std::net::Ipv4Addr,
         text: &str,
+        recovering: bool,
     ) -> Result<Bird> {
-        Bird::start_rendered(lab, ns, name, BirdConfig::new(router_id), text, false)
+        Bird::start_rendered(lab, ns, name, BirdConfig::new(router_id), text, recovering)
     }
 
     fn start_with(

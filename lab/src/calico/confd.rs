@@ -15,8 +15,15 @@
 //! - `calico_export_to_bgp_peers`: pools with BGP export disabled rejected, then
 //!   `calico_aggr`, then any route inside a pool, nothing else.
 //! - `calico_kernel_programming`: routes inside a VXLAN pool are not programmed (Calico's
-//!   felix does it); IP-in-IP's `krt_tunnel` is a Calico patch BIRD 2 lacks, so an IPIP pool's
-//!   routes cannot be rendered here.
+//!   felix does it). Inside an IP-in-IP pool Calico's BIRD sets `krt_tunnel = "tunl0"` (a
+//!   patch of its fork: the kernel route leaves through tunl0, its gateway onlink); BIRD 2
+//!   has no `krt_tunnel`, but its filters may write `ifname` (since 2.0.4) and `onlink`
+//!   (since 2.0.12), so the same route is rendered as: keep the gateway, `onlink = true`,
+//!   `ifname = "tunl0"`, gateway again, for routes learned by BGP (`bgp_next_hop` defined;
+//!   Calico's patch only acts on routes with a gateway). In CrossSubnet mode a next hop
+//!   inside the node's own subnet (`network_v4`) keeps its plain route, as the template's
+//!   `krt_tunnel = ""`. As in the template, pool branches are rendered only when the node's
+//!   subnet is known.
 //! - `bgp_template`: `local as`, `multihop`, `gateway recursive`, `import all`, `add paths on`,
 //!   `graceful restart`, connect delay 2 s, retry 5 s, error wait 5-30 s; a `Mesh_A_B_C_D`
 //!   session per other node with `source address` the node's, `passive on` towards a peer
@@ -35,7 +42,20 @@ pub struct ConfdPool {
     /// `vxlanMode` is not `Never`.
     pub vxlan: bool,
     pub disable_bgp_export: bool,
+    /// `ipipMode` (`ipip_mode` and the `ipip` device name `tunl0` in confd's view); `None`
+    /// for `Never`.
+    pub ipip: Option<ConfdIpip>,
 }
+
+/// An IPPool's `ipipMode` when it is not `Never`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfdIpip {
+    Always,
+    CrossSubnet,
+}
+
+/// The IP-in-IP device, Calico's and margay's.
+pub const IPIP_DEVICE: &str = "tunl0";
 
 /// A BGPPeer that applies to this node (`/global/peer_v4/...` or `/host/NODE/peer_v4/...`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +80,9 @@ pub struct ConfdInput {
     pub blocks: Vec<(Ipv4Net, String)>,
     pub pools: Vec<ConfdPool>,
     pub peers: Vec<ConfdPeer>,
+    /// The node's subnet (`/bgp/v1/host/NODE/network_v4`: its address with the prefix
+    /// length); without it the kernel filter has no pool branches, as in the template.
+    pub network: Option<Ipv4Net>,
 }
 
 /// `10.0.0.1` → `10_0_0_1`, as the template names protocols.
@@ -187,17 +210,39 @@ fn render_ipam(s: &mut String, input: &ConfdInput) {
     let _ = writeln!(s, "  reject;\n}}\n");
     let _ = writeln!(
         s,
-        "filter calico_kernel_programming {{\n  # BIRD 1 never exports device routes to the kernel.\n  if ( source = RTS_DEVICE ) then {{ reject; }}"
+        "filter calico_kernel_programming\nip nh;\n{{\n  # BIRD 1 never exports device routes to the kernel.\n  if ( source = RTS_DEVICE ) then {{ reject; }}"
     );
+    let Some(network) = input.network else {
+        let _ = writeln!(s, "  accept;\n}}\n");
+        return;
+    };
     for p in &input.pools {
-        if p.vxlan {
-            let _ = writeln!(
-                s,
-                "  if ( net ~ {} ) then {{\n    # Don't program VXLAN routes into the kernel - these are handled by Felix.\n    reject;\n  }}",
-                p.cidr
-            );
-        } else {
-            let _ = writeln!(s, "  if ( net ~ {} ) then {{\n    accept;\n  }}", p.cidr);
+        let _ = writeln!(s, "  if ( net ~ {} ) then {{", p.cidr);
+        match (p.vxlan, p.ipip) {
+            (true, _) => {
+                let _ = writeln!(
+                    s,
+                    "    # Don't program VXLAN routes into the kernel - these are handled by Felix.\n    reject;\n  }}"
+                );
+            }
+            (false, Some(mode)) => {
+                // Calico's fork: `krt_tunnel = "tunl0"`. BIRD 2: the same route written
+                // through tunl0, onlink, for routes with a BGP next hop.
+                let cond = match mode {
+                    ConfdIpip::Always => "defined(bgp_next_hop)".to_string(),
+                    ConfdIpip::CrossSubnet => {
+                        format!("defined(bgp_next_hop) && !( bgp_next_hop ~ {network} )")
+                    }
+                };
+                let _ = writeln!(
+                    s,
+                    "    if {cond} then {{\n      # krt_tunnel = \"{IPIP_DEVICE}\" in Calico's BIRD.\n      \
+                     nh = gw;\n      onlink = true;\n      ifname = \"{IPIP_DEVICE}\";\n      gw = nh;\n    }}\n    accept;\n  }}"
+                );
+            }
+            (false, None) => {
+                let _ = writeln!(s, "    accept;\n  }}");
+            }
         }
     }
     let _ = writeln!(s, "  accept;\n}}\n");
@@ -225,11 +270,25 @@ mod tests {
                     cidr: "10.102.0.0/16".parse().unwrap(),
                     vxlan: false,
                     disable_bgp_export: false,
+                    ipip: None,
                 },
                 ConfdPool {
                     cidr: "10.103.0.0/16".parse().unwrap(),
                     vxlan: true,
                     disable_bgp_export: true,
+                    ipip: None,
+                },
+                ConfdPool {
+                    cidr: "10.104.0.0/16".parse().unwrap(),
+                    vxlan: false,
+                    disable_bgp_export: false,
+                    ipip: Some(ConfdIpip::CrossSubnet),
+                },
+                ConfdPool {
+                    cidr: "10.105.0.0/16".parse().unwrap(),
+                    vxlan: false,
+                    disable_bgp_export: false,
+                    ipip: Some(ConfdIpip::Always),
                 },
             ],
             peers: vec![ConfdPeer {
@@ -237,6 +296,7 @@ mod tests {
                 as_num: 65000,
                 node_specific: false,
             }],
+            network: Some("10.99.0.0/24".parse().unwrap()),
         }
     }
 
@@ -269,21 +329,29 @@ mod tests {
     }
 
     #[test]
+    fn ipip_pools_route_bgp_routes_through_tunl0_onlink() {
+        let c = render(&input());
+        assert!(c.contains("filter calico_kernel_programming\nip nh;\n{"));
+        assert!(c.contains(
+            "  if ( net ~ 10.105.0.0/16 ) then {\n    if defined(bgp_next_hop) then {\n      \
+             # krt_tunnel = \"tunl0\" in Calico's BIRD.\n      nh = gw;\n      onlink = true;\n      \
+             ifname = \"tunl0\";\n      gw = nh;\n    }\n    accept;\n  }"
+        ));
+        // CrossSubnet: a next hop in the node's own subnet keeps the plain route.
+        assert!(c.contains(
+            "  if ( net ~ 10.104.0.0/16 ) then {\n    if defined(bgp_next_hop) && !( bgp_next_hop ~ 10.99.0.0/24 ) then {"
+        ));
+        assert!(c.contains("  if ( net ~ 10.102.0.0/16 ) then {\n    accept;\n  }"));
+        // Without the node's subnet, no pool branch (as the template's `exists $network_key`).
+        let c = render(&ConfdInput {
+            network: None,
+            ..input()
+        });
+        assert!(!c.contains("if ( net ~ 10.105.0.0/16 ) then {\n    if"));
+    }
+
+    #[test]
     fn bird_2_parses_what_is_rendered() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bird.cfg");
-        std::fs::write(&path, render(&input())).unwrap();
-        let out = std::process::Command::new("bird")
-            .arg("-p")
-            .arg("-c")
-            .arg(&path)
-            .output()
-            .expect("running bird -p (Debian's bird2)");
-        assert!(
-            out.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        super::super::assert_bird_parses(&render(&input()));
     }
 }

@@ -4,12 +4,16 @@
 //! with Calico felix's VXLAN device in VXLAN mode ([`node`]).
 
 pub mod confd;
+pub mod confd6;
 pub mod keys;
 pub mod node;
 
-pub use confd::{ConfdInput, ConfdPeer, ConfdPool};
+pub use confd::{ConfdInput, ConfdIpip, ConfdPeer, ConfdPool, IPIP_DEVICE};
+pub use confd6::{Confd6Input, mesh6_proto, render6};
 pub use keys::{ClusterKeys, NodeKeys, PodKeys, cali_name, cluster_keys, wep_name};
-pub use node::{CalicoNode, CalicoPod, RemoteVtep, wire_pod, wire_veth};
+pub use node::{
+    CalicoNode, CalicoPod, FLUSH_MARGAY, HANDOVER_TO_BIRD, RemoteVtep, wire_pod, wire_veth,
+};
 
 use crate::etcd::Etcd;
 use crate::lab::Lab;
@@ -28,9 +32,33 @@ pub fn confd_input(c: &ClusterKeys, i: usize) -> ConfdInput {
             cidr: c.pool,
             vxlan: c.vxlan,
             disable_bgp_export: false,
+            ipip: c.ipip,
         }],
         peers: Vec::new(),
+        network: Some(me.ip.trunc()),
     }
+}
+
+/// confd's view of `c` for node `i`'s `bird6.cfg`, when the cluster has an IPv6 pool and the
+/// node an IPv6 address: every node's IPv6 address, this node's IPv6 block, the pool.
+pub fn confd6_input(c: &ClusterKeys, i: usize) -> Option<Confd6Input> {
+    let me = &c.nodes[i];
+    let ((ip6, block6), pool6) = (me.v6?, c.pool6?);
+    Some(Confd6Input {
+        router_id: me.ip.addr(),
+        node_ip6: ip6.addr(),
+        as_num: c.as_num,
+        mesh: true,
+        nodes: c
+            .nodes
+            .iter()
+            .filter_map(|n| n.v6)
+            .map(|(a, _)| a.addr())
+            .collect(),
+        blocks: vec![block6],
+        pools: vec![(pool6, false)],
+        peers: Vec::new(),
+    })
 }
 
 /// The VTEPs of every node but `i`, as Calico's felix programs them on node `i`.
@@ -80,4 +108,24 @@ pub fn write_keys(lab: &Lab, etcd: &Etcd, kvs: &[(String, serde_json::Value)]) -
         }
     }
     Ok(())
+}
+
+/// `bird -p` (Debian's bird2) on `text`: panics with BIRD's words unless it parses.
+#[cfg(test)]
+fn assert_bird_parses(text: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bird.cfg");
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new("bird")
+        .arg("-p")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("running bird -p (Debian's bird2)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

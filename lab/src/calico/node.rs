@@ -6,11 +6,12 @@
 //! `vxlan.calico` (VNI 4096, port 4789, the Node's MAC and tunnel address) with a route,
 //! a permanent ARP entry and an FDB entry per remote VTEP (routes with protocol 80).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::Ipv4Net;
 
 use super::confd::{ConfdInput, render};
+use super::confd6::{Confd6Input, render6};
 use super::keys::{NodeKeys, PodKeys};
 use crate::Result;
 use crate::bird::Bird;
@@ -23,6 +24,16 @@ pub const CALICO_VXLAN_VNI: u32 = 4096;
 pub const CALICO_VXLAN_PORT: u16 = 4789;
 /// The route protocol of Calico felix's own routes.
 pub const CALICO_FELIX_PROTOCOL: &str = "80";
+
+/// The runbook's way back, on a node margay-node has left: margay's routes but the pods'
+/// handed to BIRD in place (protocol `bird`), IPv4 and IPv6, so calico-node's BIRD and bird6,
+/// started with `-R`, take them for their own instead of failing to add their routes over
+/// them ("File exists"). (`ip route show proto 81` leaves the protocol out of what it prints.)
+pub const HANDOVER_TO_BIRD: &str = "for f in -4 -6; do ip $f route show proto 81 | grep -v ' dev cali' | \
+                                    while read -r r; do ip $f route replace $r proto bird; done; done";
+
+/// What is left of margay's routes once calico-node is back, both families.
+pub const FLUSH_MARGAY: &str = "ip -4 route flush proto 81; ip -6 route flush proto 81";
 
 /// A pod on a Calico node.
 #[derive(Debug)]
@@ -45,6 +56,8 @@ pub struct RemoteVtep {
 pub struct CalicoNode {
     // Field order is drop order: BIRD stops before the namespaces go.
     bird: Option<Bird>,
+    /// `bird6`, on a dual-stack node.
+    bird6: Option<Bird>,
     pub pods: Vec<CalicoPod>,
     pub ns: Netns,
     pub name: String,
@@ -92,6 +105,56 @@ pub fn wire_veth(host: &Netns, pod: &Netns, cali: &str, ip: Ipv4Addr) -> Result<
     Ok(())
 }
 
+/// The IPv6 side of a pod as Calico wires it (after [`wire_pod`]): the host side with IPv6
+/// on, forwarding and proxy NDP (its link-local address from MAC ee:ee:ee:ee:ee:ee,
+/// `fe80::ecee:eeff:feee:eeee`, is the pod's gateway); in the pod
+/// `ip6/128` and the default route through that gateway; on the host `ip6/128 dev cali`
+/// with protocol `boot`.
+pub fn wire_pod6(host: &Netns, pod: &Netns, cali: &str, ip6: Ipv6Addr) -> Result<()> {
+    host.exec("sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"])?;
+    for knob in [
+        "disable_ipv6=0",
+        "accept_dad=0",
+        "accept_ra=0",
+        "proxy_ndp=1",
+    ] {
+        host.exec("sysctl", &["-qw", &format!("net.ipv6.conf.{cali}.{knob}")])?;
+    }
+    // (Not down and up again to skip DAD on the link-local address: that would delete the
+    // pod's IPv4 route. DAD ends within a second or two, before any BIRD session is up.)
+    pod.exec("sysctl", &["-qw", "net.ipv6.conf.eth0.accept_dad=0"])?;
+    pod.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{ip6}/128"),
+        "dev",
+        "eth0",
+        "nodad",
+    ])?;
+    pod.ip(&[
+        "-6",
+        "route",
+        "add",
+        "default",
+        "via",
+        "fe80::ecee:eeff:feee:eeee",
+        "dev",
+        "eth0",
+    ])?;
+    host.ip(&[
+        "-6",
+        "route",
+        "add",
+        &format!("{ip6}/128"),
+        "dev",
+        cali,
+        "proto",
+        "boot",
+    ])?;
+    Ok(())
+}
+
 /// A pod as calico-node leaves it: [`wire_veth`], forwarding, proxy ARP without delay on the
 /// host side, and the pod's `/32` device route with protocol `boot` (Calico felix's
 /// `deviceRouteProtocol` default).
@@ -129,6 +192,9 @@ impl CalicoNode {
         for (k, p) in keys.pods.iter().enumerate() {
             let pod_ns = lab.netns(&format!("{role}p{}", k + 1))?;
             wire_pod(&ns, &pod_ns, &p.interface, p.ip)?;
+            if let Some(ip6) = p.ip6 {
+                wire_pod6(&ns, &pod_ns, &p.interface, ip6)?;
+            }
             pods.push(CalicoPod {
                 ns: pod_ns,
                 keys: p.clone(),
@@ -141,6 +207,7 @@ impl CalicoNode {
             keys,
             pods,
             bird: None,
+            bird6: None,
         })
     }
 
@@ -153,6 +220,57 @@ impl CalicoNode {
             &format!("bird-{}", self.name),
             input.node_ip,
             &text,
+            false,
+        )?;
+        self.bird = Some(bird);
+        Ok(())
+    }
+
+    /// Starts `bird6` on confd's IPv6 configuration for `input`, as calico-node runs it
+    /// beside `bird`.
+    pub fn start_bird6(&mut self, lab: &Lab, input: &Confd6Input) -> Result<()> {
+        let bird = Bird::start_text(
+            lab,
+            &self.ns,
+            &format!("bird6-{}", self.name),
+            input.router_id,
+            &render6(input),
+            false,
+        )?;
+        self.bird6 = Some(bird);
+        Ok(())
+    }
+
+    /// Its `bird6`, while it runs.
+    pub fn bird6(&self) -> Option<&Bird> {
+        self.bird6.as_ref()
+    }
+
+    /// calico-node back on the node (the runbook's way back): Calico felix writes its pods'
+    /// `/32` routes again (`replace`, protocol `boot`, over whatever holds them) and BIRD
+    /// starts as calico-node's runit service starts it, `bird -R` (graceful restart
+    /// recovery: its peers keep the node's routes until it has sent them again).
+    pub fn return_calico(&mut self, lab: &Lab, input: &ConfdInput) -> Result<()> {
+        for p in &self.pods {
+            self.ns.ip(&[
+                "route",
+                "replace",
+                &format!("{}/32", p.keys.ip),
+                "dev",
+                &p.keys.interface,
+                "scope",
+                "link",
+                "proto",
+                "boot",
+            ])?;
+        }
+        let bird = Bird::start_text(
+            lab,
+            &self.ns,
+            &format!("bird-{}-back", self.name),
+            input.node_ip,
+            &render(input),
+            true,
         )?;
         self.bird = Some(bird);
         Ok(())
@@ -160,7 +278,16 @@ impl CalicoNode {
 
     /// Lets BIRD and the namespaces outlive this guard (a kept lab); returns BIRD's PID.
     pub fn into_kept(self) -> Option<u32> {
-        let CalicoNode { bird, pods, ns, .. } = self;
+        let CalicoNode {
+            bird,
+            bird6,
+            pods,
+            ns,
+            ..
+        } = self;
+        if let Some(b) = bird6 {
+            b.into_kept();
+        }
         for p in pods {
             p.ns.into_kept();
         }
@@ -177,7 +304,7 @@ impl CalicoNode {
     /// no NOTIFICATION, so peers that negotiated graceful restart keep its routes, and its
     /// kernel routes stay (BIRD removes nothing when killed).
     pub fn kill_bird(&mut self) {
-        if let Some(mut b) = self.bird.take() {
+        for mut b in [self.bird.take(), self.bird6.take()].into_iter().flatten() {
             b.kill();
         }
     }

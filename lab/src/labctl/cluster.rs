@@ -24,7 +24,7 @@ use super::pods::{self, Added, Sandbox};
 use super::progress::interrupted;
 use super::simulated::Fleet;
 use super::state::{CalicoNodeState, EtcdState, LabState, NodeState, PodState, TorState};
-use super::topology::{NODE_AS, POOL_CIDR, Plan, PodPlan, Spec, TOR_AS, TOR2_AS};
+use super::topology::{NODE_AS, POOL_CIDR, POOL6_CIDR, Plan, PodPlan, Spec, TOR_AS, TOR2_AS};
 use crate::bgpd::{Bgpd, ClusterArgs};
 use crate::bird::Bird;
 use crate::calico::{self, CalicoNode, ClusterKeys, NodeKeys, PodKeys};
@@ -139,12 +139,15 @@ impl Cluster {
         }
         let etcd = self.etcd_ref()?;
         let gateway = self.plan.tor.addrs[0].ip4();
+        let dual = self.plan.spec.ip_family.has_v6();
         let mut keys = ClusterKeys {
             pool: POOL_CIDR.parse().expect("POOL_CIDR is a CIDR"),
             block_size: 26,
             as_num: NODE_AS,
             vxlan: false,
             nodes: Vec::new(),
+            ipip: None,
+            pool6: dual.then(|| POOL6_CIDR.parse().expect("POOL6_CIDR is a CIDR")),
         };
         for c in &self.plan.calico {
             let pod = format!("web-{}-1", c.role);
@@ -159,7 +162,10 @@ impl Cluster {
                     container: format!("calico{:0>6}01", c.index),
                     ip: std::net::Ipv4Addr::from(u32::from(c.block.network()) + 1),
                     interface: calico::cali_name("default", &pod),
+                    ip6: dual.then(|| std::net::Ipv6Addr::from(u128::from(c.block6.network()) + 1)),
                 }],
+                ipip_tunnel: None,
+                v6: dual.then_some((c.addrs.v6, c.block6)),
             });
         }
         // Only the Nodes, endpoints and IPAM: the pool and BGPConfiguration are the lab's.
@@ -199,6 +205,19 @@ impl Cluster {
                 node_specific: false,
             }];
             node.start_bird(&self.lab, &input)?;
+            if let Some(mut input6) = calico::confd6_input(&keys, i) {
+                // calico-node's bird6: the IPv6 mesh with every node, the ToR's IPv6 address
+                // as a global peer.
+                input6.nodes = self
+                    .plan
+                    .nodes
+                    .iter()
+                    .map(|n| n.addrs.ip6())
+                    .chain(self.plan.calico.iter().map(|c| c.addrs.ip6()))
+                    .collect();
+                input6.peers = vec![(self.plan.tor.addrs[0].ip6(), TOR_AS)];
+                node.start_bird6(&self.lab, &input6)?;
+            }
             self.calico.push(node);
         }
         Ok(())
@@ -589,7 +608,7 @@ impl Cluster {
                     netns: p.ns.name().to_string(),
                     container_id: p.keys.container.clone(),
                     ip: std::net::IpAddr::V4(p.keys.ip),
-                    ip6: None,
+                    ip6: p.keys.ip6,
                     interface: p.keys.interface.clone(),
                 })
             }))
@@ -797,6 +816,7 @@ impl Cluster {
                     .map(|n| n.name.clone())
                     .collect(),
             },
+            migrated: Vec::new(),
             created,
             calico: self
                 .calico
@@ -811,6 +831,8 @@ impl Cluster {
                         .unwrap_or_default(),
                     config: dir.join(format!("bird-{}.conf", c.name)),
                     address4: c.addrs.ip4(),
+                    pid6: c.bird6().map(|b| b.pid()).unwrap_or(0),
+                    address6: c.keys.v6.map(|(a, _)| a.addr()),
                     block: c.keys.block,
                     protocols: self
                         .plan

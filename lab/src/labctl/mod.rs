@@ -15,6 +15,7 @@ pub mod progress;
 pub mod report;
 pub mod restart;
 pub mod simulated;
+pub mod rollback;
 pub mod state;
 pub mod takeover;
 pub mod topology;

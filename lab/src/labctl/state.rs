@@ -113,6 +113,12 @@ pub struct CalicoNodeState {
     pub block: Ipv4Net,
     /// Its BIRD's BGP protocols (`Mesh_…`, `Global_…`).
     pub protocols: Vec<String>,
+    /// `bird6`'s PID (`--ip-family dual`; 0 without).
+    #[serde(default)]
+    pub pid6: u32,
+    /// Its IPv6 address (`--ip-family dual`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<Ipv6Addr>,
 }
 
 /// The lab's etcd.
@@ -158,6 +164,10 @@ pub struct LabState {
     /// Simulated nodes (`--simulated`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simulated: Option<super::simulated::SimulatedState>,
+    /// Calico nodes moved to margay (`node migrate`), as they were, for `node rollback`; each
+    /// is also among `nodes` while it runs margay.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub migrated: Vec<CalicoNodeState>,
 }
 
 /// A process the lab started.
@@ -209,6 +219,13 @@ impl LabState {
                 netns: c.netns.clone(),
                 pid: c.pid,
             });
+            if c.pid6 != 0 {
+                v.push(ProcessRecord {
+                    name: format!("{}-bird6", c.name),
+                    netns: c.netns.clone(),
+                    pid: c.pid6,
+                });
+            }
         }
         for t in self.tors() {
             v.push(ProcessRecord {
@@ -345,6 +362,7 @@ mod tests {
             created: 1,
             calico: Vec::new(),
             simulated: None,
+            migrated: Vec::new(),
         }
     }
 

@@ -39,14 +39,14 @@ pub struct Migrated {
 
 /// A kept lab's namespace, used here and left in place whatever happens (a plain adopted
 /// [`Netns`] would delete it when dropped).
-struct Borrowed(Option<Netns>);
+pub(super) struct Borrowed(Option<Netns>);
 
 impl Borrowed {
-    fn new(name: &str) -> Result<Borrowed, LabCtlError> {
+    pub(super) fn new(name: &str) -> Result<Borrowed, LabCtlError> {
         Ok(Borrowed(Some(Netns::adopt(name)?)))
     }
 
-    fn ns(&self) -> &Netns {
+    pub(super) fn ns(&self) -> &Netns {
         self.0.as_ref().expect("held until dropped")
     }
 }
@@ -118,20 +118,7 @@ pub fn node_migrate(
     let ns = Borrowed::new(&calico.netns)?;
 
     // Its pod pings every other pod at 100/s from before BIRD goes until felix is done.
-    let mut pings: Vec<(String, Process)> = Vec::new();
-    if let Some(pod) = state.pods.iter().find(|p| p.node == name) {
-        let pod_ns = Borrowed::new(&pod.netns)?;
-        for other in state.pods.iter().filter(|p| p.node != name) {
-            let p = Process::spawn(
-                pod_ns.ns(),
-                &format!("migrate-ping-{}-{}", pod.name, other.name),
-                "ping",
-                ["-n", "-i", "0.01", "-W", "1", &other.ip.to_string()],
-                &dir,
-            )?;
-            pings.push((other.name.clone(), p));
-        }
-    }
+    let pings = pings_from(&state, name, &dir)?;
     std::thread::sleep(Duration::from_millis(500));
 
     // calico-node goes: BIRD stopped, nothing else touched.
@@ -140,9 +127,11 @@ pub fn node_migrate(
         BirdStop::Kill => libc::SIGKILL,
         BirdStop::Term => libc::SIGTERM,
     };
-    if calico.pid != 0 && alive(calico.pid) {
-        // SAFETY: kill(2) on the PID the lab's state file records for this node's BIRD.
-        unsafe { libc::kill(calico.pid as i32, signal) };
+    // bird6 too, on a dual-stack node (calico-node runs both).
+    let birds = [calico.pid, calico.pid6];
+    for pid in birds.into_iter().filter(|p| *p != 0 && alive(*p)) {
+        // SAFETY: kill(2) on a PID the lab's state file records for this node's BIRD.
+        unsafe { libc::kill(pid as i32, signal) };
     }
     wait_for_every(
         &format!("{name}'s BIRD to end"),
@@ -150,7 +139,7 @@ pub fn node_migrate(
         Duration::from_millis(10),
         &[],
         || {
-            if alive(calico.pid) {
+            if birds.iter().any(|p| *p != 0 && alive(*p)) {
                 Err("running".to_string())
             } else {
                 Ok(())
@@ -164,7 +153,12 @@ pub fn node_migrate(
         ipnet::Ipv4Net::new(calico.address4, state.subnets[0].prefix_len())
             .expect("a rack's prefix length"),
     );
-    let args = ClusterArgs::new(name, &endpoint, addr).asn(NODE_AS);
+    let mut args = ClusterArgs::new(name, &endpoint, addr).asn(NODE_AS);
+    if let Some(a6) = calico.address6 {
+        args = args.ip6(IpNet::V6(
+            ipnet::Ipv6Net::new(a6, 64).expect("64 is a valid length"),
+        ));
+    }
     let bgpd = Bgpd::start_cluster_in(&dir, ns.ns(), &format!("{name}-bgpd"), args)?;
     let bgpd_socket = bgpd.config().socket.clone();
     let felix_socket = dir.join(format!("{name}-felix.sock"));
@@ -188,15 +182,7 @@ pub fn node_migrate(
     )?;
     let adopted = t0.elapsed();
     std::thread::sleep(Duration::from_secs(1));
-    let pings = pings
-        .iter()
-        .map(|(to, p)| {
-            let s = p
-                .ping_summary(Duration::from_secs(10))
-                .unwrap_or_else(|e| e.to_string());
-            (to.clone(), s)
-        })
-        .collect();
+    let pings = summaries(&pings);
 
     // It is a margay node now: every other node, Calico's too, and the ToR are its peers.
     let peers: Vec<IpAddr> = state
@@ -222,12 +208,13 @@ pub fn node_migrate(
         felix_socket,
         conflist,
         address4: calico.address4,
-        address6: None,
+        address6: calico.address6,
         asn: NODE_AS,
         peers,
         reflector: false,
     };
-    state.calico.remove(at);
+    let calico = state.calico.remove(at);
+    state.migrated.push(calico);
     state.nodes.push(node.clone());
     state.save(state_file)?;
     bgpd.into_kept();
@@ -243,7 +230,52 @@ pub fn node_migrate(
     })
 }
 
-fn ms(d: Duration) -> String {
+/// The pod of node `name` pinging every other pod at 100/s (`migrate-ping-POD-OTHER`), started
+/// half a second before this returns; none if the node has no pod.
+pub(super) fn pings_from(
+    state: &LabState,
+    name: &str,
+    dir: &Path,
+) -> Result<Vec<(String, Process)>, LabCtlError> {
+    let mut pings = Vec::new();
+    if let Some(pod) = state.pods.iter().find(|p| p.node == name) {
+        let pod_ns = Borrowed::new(&pod.netns)?;
+        for other in state.pods.iter().filter(|p| p.node != name) {
+            // Every address of the other pod: IPv6 too on a dual-stack lab.
+            for (k, a) in other.addresses().into_iter().enumerate() {
+                let (tag, label) = match k {
+                    0 => (String::new(), other.name.clone()),
+                    _ => ("-v6".to_string(), format!("{} ({a})", other.name)),
+                };
+                let p = Process::spawn(
+                    pod_ns.ns(),
+                    &format!("migrate-ping-{}-{}{tag}", pod.name, other.name),
+                    "ping",
+                    ["-n", "-i", "0.01", "-W", "1", &a.to_string()],
+                    dir,
+                )?;
+                pings.push((label, p));
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(pings)
+}
+
+/// Stops the pings; each one's destination and summary line.
+pub(super) fn summaries(pings: &[(String, Process)]) -> Vec<(String, String)> {
+    pings
+        .iter()
+        .map(|(to, p)| {
+            let s = p
+                .ping_summary(Duration::from_secs(10))
+                .unwrap_or_else(|e| e.to_string());
+            (to.clone(), s)
+        })
+        .collect()
+}
+
+pub(super) fn ms(d: Duration) -> String {
     format!("{} ms", d.as_millis())
 }
 

@@ -275,6 +275,8 @@ pub struct CalicoPlan {
     pub role: String,
     pub addrs: Addrs,
     pub block: ipnet::Ipv4Net,
+    /// Its IPv6 block (`--ip-family dual`), at the top of the IPv6 pool.
+    pub block6: ipnet::Ipv6Net,
 }
 
 /// Most Calico nodes one lab runs.
@@ -379,12 +381,19 @@ impl Plan {
                 26,
             )
             .expect("26 is a valid length");
+            let top6: std::net::Ipv6Addr = "fd00:100:ffff::".parse().expect("an IPv6 address");
+            let block6 = ipnet::Ipv6Net::new(
+                std::net::Ipv6Addr::from(u128::from(top6) + 64 * (k as u128 - 1)),
+                122,
+            )
+            .expect("122 is a valid length");
             self.calico.push(CalicoPlan {
                 index: k,
                 name: format!("calico{k}"),
                 role: format!("c{k}"),
                 addrs: self.racks[0].host(host),
                 block,
+                block6,
             });
         }
     }
@@ -406,6 +415,13 @@ impl Plan {
                 "--calico-nodes needs --mode mesh and --pool-mode never: Calico nodes learn \
                  VXLAN endpoints from Calico's datastore, which margay nodes do not write \
                  (tests/tests/migrate_calico.rs runs a mixed VXLAN cluster of migrated nodes)"
+                    .into(),
+            ));
+        }
+        if !spec.ip_family.has_v4() {
+            return Err(LabCtlError::Usage(
+                "--calico-nodes needs IPv4 (--ip-family ipv4 or dual): calico-node's BIRD takes \
+                 the node's IPv4 address as its router id"
                     .into(),
             ));
         }
@@ -647,6 +663,19 @@ impl Plan {
                 .export(ExportPolicy::Static)
                 .graceful_restart(None),
             );
+            if self.spec.ip_family.has_v6() {
+                // calico-node's bird6: a session of its own.
+                c = c.neighbor(
+                    BirdNeighbor::new(
+                        &format!("{}_v6", calico.name),
+                        IpAddr::V6(calico.addrs.ip6()),
+                        TOR_AS,
+                        NODE_AS,
+                    )
+                    .export(ExportPolicy::Static)
+                    .graceful_restart(None),
+                );
+            }
         }
         for (rack, subnet) in self.racks.iter().enumerate() {
             let r = Plan::rack_name(rack);
