@@ -260,11 +260,20 @@ fn changed_sets<M: PartialEq>(
     }
 }
 
-/// The keys of two maps, each once, in order.
+/// The keys of two maps, each once, in order (a merge of the two sorted key lists).
 fn keys<'a, V>(
     a: &'a BTreeMap<String, V>,
     b: &'a BTreeMap<String, V>,
 ) -> impl Iterator<Item = &'a String> {
-    let all: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-    all.into_iter()
+    let (mut a, mut b) = (a.keys().peekable(), b.keys().peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if x < y => a.next(),
+        (Some(x), Some(y)) if x > y => b.next(),
+        (Some(_), Some(_)) => {
+            b.next();
+            a.next()
+        }
+        (Some(_), None) => a.next(),
+        (None, _) => b.next(),
+    })
 }
