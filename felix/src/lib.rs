@@ -12,6 +12,7 @@ pub mod health;
 pub mod model;
 pub mod nat;
 pub mod netlink;
+pub mod nftlib;
 pub mod policy;
 pub mod reconcile;
 pub mod settings;

@@ -480,6 +480,11 @@ impl Nft {
         }
     }
 
+    /// The network namespace `nft` runs in (`None`: the caller's own).
+    pub fn netns(&self) -> Option<&str> {
+        self.netns.as_deref()
+    }
+
     /// `nft -j list table FAMILY NAME` as text, or `None` when the table does not exist.
     pub fn list_json(&self, family: &str, table: &str) -> Result<Option<String>, NatError> {
         match self.run(&["-j", "list", "table", family, table], None) {

@@ -1,15 +1,18 @@
 //! The programming benchmark of BENCHMARKS.md (run by bench/policy-programming.sh, ignored in
 //! normal test runs): a node namespace with 1,000 endpoints and 500 policies in felix's policy
 //! table; then one more policy, one new pod, one label change, each applied as felix applies it
-//! (render + diff + one `nft -f` transaction), against loading the same final table from scratch
-//! with `nft -f`. Times are wall clock, the median of 5 runs each.
+//! (re-render what the change touched, diff those names, one transaction through felix's
+//! long-lived libnftables context), against loading the same final table from scratch with
+//! `nft -f` (and with libnftables in-process). "Warm": felix alone wrote since its last change;
+//! "cold": another process rewrote the table since, so libnftables re-reads the ruleset first.
+//! Times are wall clock, the median of 7 runs each.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use margay_felix::nat::Nft;
 use margay_felix::policy::ir::*;
-use margay_felix::policy::{PolicyKeeper, render, script};
+use margay_felix::policy::{PolicyKeeper, Rendered, render, script};
 use margay_lab::Lab;
 
 const ENDPOINTS: usize = 1000;
@@ -77,6 +80,26 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+/// `nft -f FILE` as an operator runs it, started inside the namespace (no `ip netns exec`).
+fn nft_file(netns: &str, path: &std::path::Path) -> Duration {
+    let (ns, path) = (netns.to_string(), path.to_path_buf());
+    margay_lab::flows::in_netns(&ns, move || {
+        let t0 = Instant::now();
+        let st = std::process::Command::new("nft")
+            .arg("-f")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(st.success(), "nft -f {}", path.display());
+        t0.elapsed()
+    })
+    .unwrap()
+}
+
 #[test]
 #[ignore = "benchmark: run by bench/policy-programming.sh"]
 fn programming_1000_endpoints_500_policies() {
@@ -96,51 +119,79 @@ fn programming_1000_endpoints_500_policies() {
             build(ENDPOINTS, POLICIES, &|i| if i == 7 { 8 } else { i % APPS }),
         ),
     ];
+    let scratch = std::env::temp_dir().join(format!("{}-tables", lab.tag()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let base_file = scratch.join("base.nft");
+    std::fs::write(&base_file, script::full(&render(&base))).unwrap();
+    let other = margay_felix::nftlib::NftLib::open(Some(node.name())).unwrap();
     println!(
-        "| change | incremental (render + diff + nft) | script lines | full load `nft -f` of the final table | ratio |"
+        "| change | incremental, warm (felix alone writes) | of which re-rendering | incremental, cold (after another writer) | script lines | full load `nft -f` | full load, libnftables in-process | ratio warm / `nft -f` | ratio cold / `nft -f` |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (name, after) in &cases {
-        let mut inc = Vec::new();
-        let mut full = Vec::new();
-        let mut lines = 0;
-        for _ in 0..5 {
-            let mut k = PolicyKeeper::new(nft.clone());
-            k.load_full(&render(&base)).unwrap();
-            let t0 = Instant::now();
-            let want = render(after);
-            let rendered = t0.elapsed();
-            let r = k.apply(&want).unwrap();
-            inc.push(t0.elapsed());
-            eprintln!("{name}: render {rendered:?}, total {:?}", t0.elapsed());
-            lines = r.script_lines;
-            let text = script::full(&render(after));
-            let t0 = Instant::now();
-            nft.apply(&text).unwrap();
-            full.push(t0.elapsed());
-        }
-        let (i, f) = (median(inc), median(full));
-        println!(
-            "| {name} | {:.1} ms | {lines} | {:.1} ms | {:.3} |",
-            i.as_secs_f64() * 1e3,
-            f.as_secs_f64() * 1e3,
-            i.as_secs_f64() / f.as_secs_f64()
+        let mut keeper = PolicyKeeper::new(nft.clone());
+        assert!(
+            keeper.uses_library(),
+            "libnftables must load for this bench"
         );
+        let mut rendered = Rendered::new(base.clone());
+        keeper.apply(rendered.table()).unwrap();
+        let after_file = scratch.join("after.nft");
+        let after_text = script::full(&render(after));
+        std::fs::write(&after_file, &after_text).unwrap();
+        let (mut warm, mut cold, mut full, mut full_lib) = (vec![], vec![], vec![], vec![]);
+        let mut lines = 0;
+        let mut renders = vec![];
+        // One change from base to `after`, applied as felix applies it; then back to base.
+        let mut change = |keeper: &mut PolicyKeeper, rendered: &mut Rendered| {
+            let (fwd, back) = (after.clone(), base.clone());
+            let t0 = Instant::now();
+            let touched = rendered.update(fwd);
+            let t1 = t0.elapsed();
+            let r = keeper.apply_touched(rendered.table(), &touched).unwrap();
+            let took = t0.elapsed();
+            renders.push(t1);
+            lines = r.script_lines;
+            let touched = rendered.update(back);
+            keeper.apply_touched(rendered.table(), &touched).unwrap();
+            took
+        };
+        for _ in 0..7 {
+            warm.push(change(&mut keeper, &mut rendered));
+            full.push(nft_file(node.name(), &after_file));
+            let t0 = Instant::now();
+            other.apply(&after_text).unwrap();
+            full_lib.push(t0.elapsed());
+            // Another writer puts the base table back: felix's cache is stale now.
+            nft_file(node.name(), &base_file);
+            cold.push(change(&mut keeper, &mut rendered));
+        }
+        let (w, c, f, fl) = (median(warm), median(cold), median(full), median(full_lib));
+        println!(
+            "| {name} | {} | {} | {} | {lines} | {} | {} | {:.3} | {:.3} |",
+            ms(w),
+            ms(median(std::mem::take(&mut renders))),
+            ms(c),
+            ms(f),
+            ms(fl),
+            w.as_secs_f64() / f.as_secs_f64(),
+            c.as_secs_f64() / f.as_secs_f64()
+        );
+        // felix's view and the kernel's agree after all of it.
+        assert!(!keeper.resync(rendered.table()).unwrap().drift);
     }
+    std::fs::remove_dir_all(&scratch).unwrap();
 }
 
 mod common;
 
-/// The data-path figures: two pods on one node, iperf3 TCP throughput and a 1-byte TCP
-/// request/response rate, with no policy, then with 1,000 policies selecting other endpoints
-/// plus 100 selecting these two (99 whose rules do not match, then the allow).
+/// The data-path figures: two pods on one node, iperf3 TCP throughput, a 1-byte TCP
+/// request/response rate on one connection and with a new connection for each exchange, with
+/// no policy and with 1,000 policies selecting other endpoints plus 100 selecting these two
+/// (99 whose rules do not match, then the allow); `ROUNDS` interleaved rounds (default 6).
 #[test]
 #[ignore = "benchmark: run by bench/policy-datapath.sh"]
 fn datapath_with_and_without_1100_policies() {
-    use margay_lab::flows::in_netns;
-    use std::io::{Read, Write};
-    use std::net::{SocketAddr, TcpListener, TcpStream};
-
     let lab = Lab::new("policy_dp_bench").unwrap();
     let node = lab.netns("node").unwrap();
     node.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])
@@ -163,6 +214,13 @@ fn datapath_with_and_without_1100_policies() {
         }
         node.ip(&["route", "add", &format!("{ip}/32"), "dev", &cali])
             .unwrap();
+        // Many short connections from the client: reuse TIME_WAIT ports, use the whole range.
+        for s in [
+            "net.ipv4.tcp_tw_reuse=1",
+            "net.ipv4.ip_local_port_range=1024 65000",
+        ] {
+            p.exec("sysctl", &["-qw", s]).unwrap();
+        }
         ifaces.push(cali);
     }
     let mut keeper = PolicyKeeper::new(Nft::in_netns(node.name()));
@@ -242,61 +300,141 @@ fn datapath_with_and_without_1100_policies() {
         );
     }
     let server = pods[1].name().to_string();
-    println!("| policy | iperf3 TCP throughput | TCP request/response (1 byte, 1 connection) |");
-    println!("|---|---|---|");
-    for (name, ir) in [
-        ("none", &open),
-        ("1,000 + 100 selecting the pods", &loaded),
-        ("none (again)", &open),
-    ] {
-        keeper.apply(&render(ir)).unwrap();
-        // iperf3, 5 s.
-        let mut srv = std::process::Command::new("ip")
-            .args(["netns", "exec", &server, "iperf3", "-s", "-1"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        let out = pods[0]
-            .exec("iperf3", &["-c", "10.71.0.2", "-t", "5", "-J"])
-            .unwrap();
-        let _ = srv.wait();
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        let gbps = v["end"]["sum_received"]["bits_per_second"]
-            .as_f64()
-            .unwrap()
-            / 1e9;
-        // Request/response: 3 s of 1-byte ping-pong.
-        let srv_ns = server.clone();
-        let echo = std::thread::spawn(move || {
-            in_netns(&srv_ns, || {
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(6);
+    println!(
+        "| round | policy | iperf3 TCP throughput | TCP request/response (1 byte, 1 connection) | TCP connect + request/response (new connection each) |"
+    );
+    println!("|---|---|---|---|---|");
+    let mut figures: [Vec<[f64; 3]>; 2] = [vec![], vec![]];
+    for round in 0..rounds {
+        // Interleaved, in ABBA order, so a drift of the machine's load hits both alike.
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for which in order {
+            let (name, ir) = [("none", &open), ("1,000 + 100", &loaded)][which];
+            keeper.apply(&render(ir)).unwrap();
+            let f = [
+                iperf3_gbps(&server, &pods[0]),
+                request_response(&server, pods[0].name(), false),
+                request_response(&server, pods[0].name(), true),
+            ];
+            println!(
+                "| {} | {name} | {:.2} Gbit/s | {:.0} /s | {:.0} /s |",
+                round + 1,
+                f[0],
+                f[1],
+                f[2]
+            );
+            figures[which].push(f);
+        }
+    }
+    let column = |which: usize, k: usize| -> Vec<f64> {
+        let mut v: Vec<f64> = figures[which].iter().map(|f| f[k]).collect();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v
+    };
+    println!();
+    println!(
+        "| figure | no policy: median (min–max) | 1,000 + 100: median (min–max) | ratio of medians |"
+    );
+    println!("|---|---|---|---|");
+    for (k, what) in [
+        "iperf3 TCP throughput (Gbit/s)",
+        "TCP request/response (/s)",
+        "TCP connect + request/response (/s)",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (a, b) = (column(0, k), column(1, k));
+        let med = |v: &[f64]| v[v.len() / 2];
+        let fmt = |v: &[f64]| format!("{:.2} ({:.2}–{:.2})", med(v), v[0], v[v.len() - 1]);
+        println!(
+            "| {what} | {} | {} | {:.3} |",
+            fmt(&a),
+            fmt(&b),
+            med(&b) / med(&a)
+        );
+    }
+}
+
+/// iperf3 TCP for 3 s from `client` to the server pod (10.71.0.2).
+fn iperf3_gbps(server: &str, client: &margay_lab::Netns) -> f64 {
+    let mut srv = std::process::Command::new("ip")
+        .args(["netns", "exec", server, "iperf3", "-s", "-1"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = client
+        .exec("iperf3", &["-c", "10.71.0.2", "-t", "3", "-J"])
+        .unwrap();
+    let _ = srv.wait();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap()
+        / 1e9
+}
+
+/// 1-byte TCP ping-pong for 2 s: on one connection, or (`fresh`) a new connection for each
+/// exchange (every SYN walks the policy chains; netperf's TCP_CRR).
+fn request_response(server: &str, client: &str, fresh: bool) -> f64 {
+    use margay_lab::flows::in_netns;
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let stop = done.clone();
+    let echo = std::thread::spawn({
+        let server = server.to_string();
+        move || {
+            in_netns(&server, move || {
                 let l = TcpListener::bind("0.0.0.0:5301").unwrap();
-                let (mut s, _) = l.accept().unwrap();
-                s.set_nodelay(true).unwrap();
-                let mut b = [0u8; 1];
-                while s.read_exact(&mut b).is_ok() {
-                    if s.write_all(&b).is_err() {
-                        break;
+                ready_tx.send(()).unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((mut s, _)) = l.accept() else { break };
+                    s.set_nodelay(true).unwrap();
+                    let mut b = [0u8; 1];
+                    while s.read_exact(&mut b).is_ok() {
+                        if s.write_all(&b).is_err() {
+                            break;
+                        }
                     }
                 }
             })
             .unwrap()
-        });
-        std::thread::sleep(Duration::from_millis(200));
-        let rate = in_netns(pods[0].name(), || {
-            let mut s = TcpStream::connect(SocketAddr::from(([10, 71, 0, 2], 5301))).unwrap();
-            s.set_nodelay(true).unwrap();
-            let mut b = [0u8; 1];
-            let (t0, mut n) = (Instant::now(), 0u64);
-            while t0.elapsed() < Duration::from_secs(3) {
-                s.write_all(b"x").unwrap();
-                s.read_exact(&mut b).unwrap();
-                n += 1;
+        }
+    });
+    ready.recv().unwrap();
+    let rate = in_netns(client, move || {
+        let to = SocketAddr::from(([10, 71, 0, 2], 5301));
+        let mut s = TcpStream::connect(to).unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut b = [0u8; 1];
+        let (t0, mut n) = (Instant::now(), 0u64);
+        while t0.elapsed() < Duration::from_secs(2) {
+            if fresh && n > 0 {
+                s = TcpStream::connect(to).unwrap();
+                s.set_nodelay(true).unwrap();
             }
-            n as f64 / t0.elapsed().as_secs_f64()
-        })
-        .unwrap();
-        echo.join().unwrap();
-        println!("| {name} | {gbps:.2} Gbit/s | {rate:.0} /s |");
-    }
+            s.write_all(b"x").unwrap();
+            s.read_exact(&mut b).unwrap();
+            n += 1;
+        }
+        n as f64 / t0.elapsed().as_secs_f64()
+    })
+    .unwrap();
+    done.store(true, Ordering::Relaxed);
+    // Wake the listener's accept once more so it sees `done`.
+    in_netns(client, || {
+        let _ = TcpStream::connect(SocketAddr::from(([10, 71, 0, 2], 5301)));
+    })
+    .unwrap();
+    echo.join().unwrap();
+    rate
 }

@@ -1,7 +1,8 @@
 //! felix's policy table with the real kernel, the real `nft` and real traffic: a "node"
 //! namespace with three pods behind cali veths (wired as Calico wires them), policy compiled by
 //! hand into the IR, applied by the [`PolicyKeeper`], and TCP, UDP and ICMP flows between the
-//! pods and the node that must pass or fail as the policy says.
+//! pods and the node that must pass or fail as the policy says; over IPv4, and over IPv6 in a
+//! dual-stack scene (neighbour discovery with the host allowed, as Calico allows it).
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::{veth, wire_pod};
-use margay_felix::nat::Nft;
+use margay_felix::nat::{Family, Nft};
 use margay_felix::policy::ir::*;
 use margay_felix::policy::{PolicyKeeper, Table, render};
 use margay_lab::flows::{Responder, pings, tcp_connects, udp_echoes};
@@ -23,6 +24,8 @@ struct Pod {
     ns: Netns,
     cali: String,
     ip: IpAddr,
+    /// The pod's IPv6 address, in a dual-stack scene.
+    ip6: Option<IpAddr>,
     _responder: Responder,
 }
 
@@ -31,11 +34,35 @@ struct Scene {
     pods: Vec<Pod>,
 }
 
+/// The pods' IPv6 gateway: the host side's link-local address (from its MAC ee:ee:ee:ee:ee:ee).
+const GATEWAY_V6: &str = "fe80::ecee:eeff:feee:eeee";
+
 impl Scene {
     fn new(lab: &Lab, n: usize) -> Scene {
+        Scene::build(lab, n, false)
+    }
+
+    /// Pods with an IPv6 address beside the IPv4 one (`fd65::<i+1>/128`), wired as Calico's
+    /// CNI plugin wires them: default route via the host side's link-local address, which the
+    /// node answers itself (neighbour discovery to the host).
+    fn dual(lab: &Lab, n: usize) -> Scene {
+        Scene::build(lab, n, true)
+    }
+
+    fn build(lab: &Lab, n: usize, v6: bool) -> Scene {
         let node = lab.netns("node").unwrap();
         node.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])
             .unwrap();
+        if v6 {
+            for s in [
+                "net.ipv6.conf.all.disable_ipv6=0",
+                "net.ipv6.conf.default.disable_ipv6=0",
+                "net.ipv6.conf.default.accept_dad=0",
+                "net.ipv6.conf.all.forwarding=1",
+            ] {
+                node.exec("sysctl", &["-qw", s]).unwrap();
+            }
+        }
         // Proxy ARP answers for 169.254.1.1 only when the node routes it elsewhere.
         // (no dummy module on this kernel: a veth pair inside the node stands in for the uplink)
         veth(&node, "up0", "up0p", None);
@@ -47,7 +74,35 @@ impl Scene {
             let ns = lab.netns(&format!("p{i}")).unwrap();
             let cali = format!("cali{}{i:07}", lab.tag());
             let ip: IpAddr = format!("10.65.0.{}", i + 1).parse().unwrap();
+            if v6 {
+                for s in [
+                    "net.ipv6.conf.all.disable_ipv6=0",
+                    "net.ipv6.conf.default.disable_ipv6=0",
+                    "net.ipv6.conf.default.accept_dad=0",
+                ] {
+                    ns.exec("sysctl", &["-qw", s]).unwrap();
+                }
+            }
             wire_pod(&node, &ns, &cali, &ip.to_string());
+            let ip6: Option<IpAddr> = v6.then(|| format!("fd65::{}", i + 1).parse().unwrap());
+            if let Some(ip6) = ip6 {
+                ns.ip(&[
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{ip6}/128"),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ])
+                .unwrap();
+                ns.ip(&[
+                    "-6", "route", "add", "default", "via", GATEWAY_V6, "dev", "eth0",
+                ])
+                .unwrap();
+                node.ip(&["-6", "route", "add", &format!("{ip6}/128"), "dev", &cali])
+                    .unwrap();
+            }
             for sysctl in [
                 format!("net.ipv4.conf.{cali}.proxy_arp=1"),
                 format!("net.ipv4.neigh.{cali}.proxy_delay=0"),
@@ -56,11 +111,18 @@ impl Scene {
             }
             node.ip(&["route", "add", &format!("{ip}/32"), "dev", &cali])
                 .unwrap();
-            let responder = Responder::start(ns.name(), &[80, 81, 8080], &[53]).unwrap();
+            // `::` serves both families.
+            let on: IpAddr = if v6 {
+                "::".parse().unwrap()
+            } else {
+                [0u8; 4].into()
+            };
+            let responder = Responder::start_on(ns.name(), on, &[80, 81, 8080], &[53]).unwrap();
             pods.push(Pod {
                 ns,
                 cali,
                 ip,
+                ip6,
                 _responder: responder,
             });
         }
@@ -93,6 +155,40 @@ impl Scene {
         pings(self.pods[from].ns.name(), self.pods[to].ip, 1).unwrap()
     }
 
+    fn ip6(&self, pod: usize) -> IpAddr {
+        self.pods[pod].ip6.expect("a dual-stack scene")
+    }
+
+    fn tcp6(&self, from: usize, to: usize, port: u16) -> bool {
+        tcp_connects(
+            self.pods[from].ns.name(),
+            SocketAddr::new(self.ip6(to), port),
+            T,
+        )
+        .unwrap()
+    }
+
+    fn udp6(&self, from: usize, to: usize, port: u16) -> bool {
+        udp_echoes(
+            self.pods[from].ns.name(),
+            SocketAddr::new(self.ip6(to), port),
+            T,
+        )
+        .unwrap()
+    }
+
+    fn ping6(&self, from: usize, to: usize) -> bool {
+        pings(self.pods[from].ns.name(), self.ip6(to), 1).unwrap()
+    }
+
+    /// Both addresses of each pod, as the compiler fills a selector's set.
+    fn set_of_both(&self, pods: &[usize]) -> BTreeSet<ipnet::IpNet> {
+        pods.iter()
+            .flat_map(|i| [self.pods[*i].ip, self.ip6(*i)])
+            .map(ipnet::IpNet::from)
+            .collect()
+    }
+
     /// An IR with every pod known and no policy.
     fn open(&self) -> PolicyIr {
         let mut ir = PolicyIr::default();
@@ -101,6 +197,17 @@ impl Scene {
                 .insert(p.cali.clone(), EndpointPolicy::default());
         }
         ir
+    }
+
+    /// A keeper, and the open IR (in both families for a dual-stack scene) applied with it.
+    fn started(&self) -> (PolicyKeeper, PolicyIr) {
+        let mut k = self.keeper();
+        let mut ir = self.open();
+        if self.pods.iter().any(|p| p.ip6.is_some()) {
+            ir.families = vec![Family::V4, Family::V6];
+        }
+        apply(&mut k, &ir);
+        (k, ir)
     }
 
     fn set_of(&self, pods: &[usize]) -> BTreeSet<ipnet::IpNet> {
@@ -131,6 +238,14 @@ fn tcp_from(set: &str, ports: &[u16]) -> Rule {
     r.source.sets = vec![set.into()];
     r.destination.ports = ports.iter().map(|p| PortRange::one(*p)).collect();
     r
+}
+
+/// Adds the address set of `cidr` (a rule's `nets`) and returns its id.
+fn nets(ir: &mut PolicyIr, cidr: &str) -> String {
+    let id = format!("nets:{cidr}");
+    ir.addr_sets
+        .insert(id.clone(), [cidr.parse().unwrap()].into());
+    id
 }
 
 fn apply(k: &mut PolicyKeeper, ir: &PolicyIr) -> Table {
@@ -252,17 +367,9 @@ fn egress_to_a_cidr_with_an_except_block_and_icmp() {
     let mut k = s.keeper();
     let mut ir = s.open();
     // Kubernetes' ipBlock {cidr: 10.65.0.0/24, except: [10.65.0.3/32]} on any port.
-    ir.addr_sets.insert(
-        "nets:10.65.0.0/24".into(),
-        ["10.65.0.0/24".parse().unwrap()].into(),
-    );
-    ir.addr_sets.insert(
-        "nets:10.65.0.3/32".into(),
-        ["10.65.0.3/32".parse().unwrap()].into(),
-    );
     let mut to_block = Rule::any(Action::Allow);
-    to_block.destination.sets = vec!["nets:10.65.0.0/24".into()];
-    to_block.destination.not_sets = vec!["nets:10.65.0.3/32".into()];
+    to_block.destination.sets = vec![nets(&mut ir, "10.65.0.0/24")];
+    to_block.destination.not_sets = vec![nets(&mut ir, "10.65.0.3/32")];
     ir.policies.insert(
         "default/egress".into(),
         PolicyRules {
@@ -382,4 +489,95 @@ fn drift_is_repaired_and_a_new_keeper_adopts_the_table_in_place() {
     let r = again.apply(&render(&ir)).unwrap();
     assert_eq!(r.script_lines, 2, "flush + one rule");
     assert!(s.tcp(0, 1, 80));
+}
+
+#[test]
+fn ipv6_pod_traffic_follows_the_same_policy_with_neighbour_discovery_allowed() {
+    let lab = Lab::new("policy_ipv6").unwrap();
+    let s = Scene::dual(&lab, 3);
+    let (mut k, mut ir) = s.started();
+    assert!(
+        s.tcp6(0, 1, 80) && s.udp6(0, 1, 53) && s.ping6(0, 1),
+        "no policy: IPv6 open"
+    );
+
+    // Pod 1, ingress: tcp/80 from the clients (pod 0, both families, one selector), udp/53
+    // from fd65::/64 on IPv6 only (ipVersion: 6), ICMPv6 echo requests (type 128) from anyone.
+    ir.addr_sets
+        .insert("sel:role == 'client'".into(), s.set_of_both(&[0]));
+    let mut dns6 = Rule::any(Action::Allow);
+    dns6.ip_version = Some(Family::V6);
+    dns6.protocol = Some(17);
+    dns6.source.sets = vec![nets(&mut ir, "fd65::/64")];
+    dns6.destination.ports = vec![PortRange::one(53)];
+    let mut echo6 = Rule::any(Action::Allow);
+    echo6.ip_version = Some(Family::V6);
+    echo6.protocol = Some(58);
+    echo6.icmp = Some(Icmp {
+        kind: Some(128),
+        code: None,
+    });
+    ir.policies.insert(
+        "default/web6".into(),
+        ingress_only(vec![tcp_from("sel:role == 'client'", &[80]), dns6, echo6]),
+    );
+    ir.endpoints.get_mut(&s.pods[1].cali).unwrap().ingress =
+        vec![tier("default", &["default/web6"])];
+    apply(&mut k, &ir);
+    assert!(s.tcp6(0, 1, 80), "client → [pod1]:80 denied");
+    assert!(
+        s.tcp(0, 1, 80),
+        "the same selector allows the client over IPv4"
+    );
+    assert!(!s.tcp6(0, 1, 81), "client → [pod1]:81 passed");
+    assert!(!s.tcp6(2, 1, 80), "non-client → [pod1]:80 passed");
+    assert!(s.udp6(2, 1, 53), "udp/53 from fd65::/64 denied");
+    assert!(!s.udp(2, 1, 53), "an ipVersion 6 rule allowed IPv4");
+    assert!(s.ping6(2, 1), "ICMPv6 echo request denied");
+    assert!(!s.ping(2, 1), "an ICMPv6 rule allowed ICMP");
+    // Pod 1's own connections out: their replies are established IPv6 traffic.
+    assert!(s.tcp6(1, 0, 80) && s.udp6(1, 2, 53));
+
+    // Pod 0, egress: to fd65::/64 except fd65::3 (pod 2) and to the IPv4 pods.
+    let mut to6 = Rule::any(Action::Allow);
+    to6.destination.sets = vec![nets(&mut ir, "fd65::/64")];
+    to6.destination.not_sets = vec![nets(&mut ir, "fd65::3/128")];
+    let mut to4 = Rule::any(Action::Allow);
+    to4.destination.sets = vec![nets(&mut ir, "10.65.0.0/24")];
+    ir.policies.insert(
+        "default/egress6".into(),
+        PolicyRules {
+            ingress: None,
+            egress: Some(vec![to6, to4]),
+        },
+    );
+    ir.endpoints.get_mut(&s.pods[0].cali).unwrap().egress =
+        vec![tier("default", &["default/egress6"])];
+    apply(&mut k, &ir);
+    assert!(s.tcp6(0, 1, 80), "to fd65::/64: open");
+    assert!(
+        !s.tcp6(0, 2, 80) && !s.ping6(0, 2),
+        "to the except block: closed"
+    );
+    assert!(s.tcp(0, 2, 80), "IPv4 to pod 2: open");
+
+    // Neighbour discovery with the host passes under defaultEndpointToHostAction Drop: the
+    // pods resolved their gateway (the host side's link-local address) to its MAC.
+    for p in &s.pods {
+        let neigh = p.ns.ip(&["-6", "neigh", "show", "dev", "eth0"]).unwrap();
+        assert!(
+            neigh.contains(GATEWAY_V6) && neigh.contains("ee:ee:ee:ee:ee:ee"),
+            "{}: no resolved gateway: {neigh}",
+            p.ns.name()
+        );
+    }
+    // Default deny ingress on pod 2 holds for IPv6 too.
+    ir.policies
+        .insert("default/deny-ingress".into(), ingress_only(vec![]));
+    ir.endpoints.get_mut(&s.pods[2].cali).unwrap().ingress =
+        vec![tier("default", &["default/deny-ingress"])];
+    apply(&mut k, &ir);
+    assert!(!s.tcp6(1, 2, 80) && !s.udp6(1, 2, 53) && !s.ping6(1, 2));
+    // ... while its own IPv6 connections out still get their replies.
+    assert!(s.udp6(2, 1, 53), "pod 2's udp/53 to pod 1 lost its reply");
 }

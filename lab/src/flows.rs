@@ -54,6 +54,17 @@ pub struct Responder {
 
 impl Responder {
     pub fn start(netns: &str, tcp_ports: &[u16], udp_ports: &[u16]) -> Result<Responder> {
+        Responder::start_on(netns, IpAddr::from([0u8; 4]), tcp_ports, udp_ports)
+    }
+
+    /// [`start`](Self::start) on address `on`: `::` serves IPv6 and IPv4 alike (the socket
+    /// is dual-stack unless the namespace sets `net.ipv6.bindv6only`).
+    pub fn start_on(
+        netns: &str,
+        on: IpAddr,
+        tcp_ports: &[u16],
+        udp_ports: &[u16],
+    ) -> Result<Responder> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let (tx, rx) = std::sync::mpsc::channel::<Result<()>>();
@@ -65,7 +76,7 @@ impl Responder {
             let (ns, stop, tx) = (netns.to_string(), stop.clone(), tx.clone());
             threads.push(std::thread::spawn(move || {
                 let ready = enter_netns(&ns).and_then(|()| {
-                    let addr = SocketAddr::from(([0, 0, 0, 0], port));
+                    let addr = SocketAddr::new(on, port);
                     let io = |e: std::io::Error| LabError::Render(format!("port {port}: {e}"));
                     if tcp {
                         let l = TcpListener::bind(addr).map_err(io)?;

@@ -3,8 +3,9 @@
 //! It watches the whole `/margay/` prefix and reacts to changes of the kinds policy depends on
 //! (tiers, the three policy kinds, profiles, workload endpoints of every node, nodes,
 //! FelixConfiguration): it reads them all ([`load`]), builds the shared [`PolicyModel`],
-//! compiles this node's IR and lets the [`PolicyKeeper`] apply the difference as one
-//! transaction. Changes that arrive together are applied together (a short settle delay).
+//! compiles this node's IR, renders only what differs from the IR it last rendered
+//! ([`Rendered`]) and lets the [`PolicyKeeper`] apply that as one transaction. Changes that
+//! arrive together are applied together (a short settle delay).
 //!
 //! Before the first full read nothing is written: a restarted felix finds the table its
 //! predecessor left enforcing, and its first transaction patches only what changed meanwhile.
@@ -29,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::health::Health;
-use crate::policy::{PolicyKeeper, Table, compile::compile, render};
+use crate::policy::{PolicyKeeper, Rendered, compile::compile};
 
 /// How often the kernel's table is compared with the desired one.
 pub const RESYNC: Duration = Duration::from_secs(10);
@@ -116,13 +117,19 @@ async fn workload_prefixes(store: &Store, node: &str) -> Result<Vec<String>, Str
     Ok(s.dataplane.interface_prefixes)
 }
 
-/// Reads, compiles and applies once; returns the table applied.
+/// The keeper and what it last rendered (one lock: the writer thread owns both).
+struct Writer {
+    keeper: PolicyKeeper,
+    rendered: Option<Rendered>,
+}
+
+/// Reads, compiles and applies once (`resync`: against the kernel's table, not felix's memory).
 async fn program(
     store: &Store,
     node: &str,
-    keeper: &Arc<Mutex<PolicyKeeper>>,
+    writer: &Arc<Mutex<Writer>>,
     resync: bool,
-) -> Result<Table, String> {
+) -> Result<(), String> {
     let started = Instant::now();
     let res = load::load(store)
         .await
@@ -133,27 +140,40 @@ async fn program(
     }
     let mut ir = compile(&model, node);
     ir.workload_prefixes = workload_prefixes(store, node).await?;
-    let table = render(&ir);
-    let k = keeper.clone();
-    let t = table.clone();
+    let (endpoints, policies) = (ir.endpoints.len(), ir.policies.len());
+    let w = writer.clone();
     let report = tokio::task::spawn_blocking(move || {
-        let mut k = k.lock().unwrap_or_else(|p| p.into_inner());
-        if resync { k.resync(&t) } else { k.apply(&t) }
+        let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
+        let Writer { keeper, rendered } = &mut *w;
+        match rendered {
+            Some(r) if !resync => {
+                let touched = r.update(ir);
+                keeper.apply_touched(r.table(), &touched)
+            }
+            _ => {
+                let r = rendered.insert(Rendered::new(ir));
+                if resync {
+                    keeper.resync(r.table())
+                } else {
+                    keeper.apply(r.table())
+                }
+            }
+        }
     })
     .await
     .map_err(|e| format!("policy writer panicked: {e}"))?
     .map_err(|e| e.to_string())?;
     if report.transactions > 0 {
         info!(
-            endpoints = ir.endpoints.len(),
-            policies = ir.policies.len(),
+            endpoints,
+            policies,
             script_lines = report.script_lines,
             drift = report.drift,
             ms = started.elapsed().as_secs_f64() * 1e3,
             "policy table updated"
         );
     }
-    Ok(table)
+    Ok(())
 }
 
 /// Runs until the requests' sender side is gone or the task is aborted.
@@ -166,7 +186,10 @@ pub async fn run(
 ) {
     let mut requests = requests.rx.lock().await;
     health.set_reason(R_POLICY, "policy: not programmed yet");
-    let keeper = Arc::new(Mutex::new(keeper));
+    let writer = Arc::new(Mutex::new(Writer {
+        keeper,
+        rendered: None,
+    }));
     let prefixes = policy_prefixes();
     let relevant = |key: &str| prefixes.iter().any(|p| key.starts_with(p.as_str()));
     let mut backoff = Duration::from_millis(100);
@@ -189,7 +212,7 @@ pub async fn run(
         if dirty || resync_due || !waiting.is_empty() {
             // Requests that came before this read are answered by it.
             let answering = std::mem::take(&mut waiting);
-            match program(&store, &node, &keeper, resync_due).await {
+            match program(&store, &node, &writer, resync_due).await {
                 Ok(_) => {
                     health.clear_reason(R_POLICY);
                     dirty = false;

@@ -11,12 +11,14 @@
 //! netfilter is read or written.
 
 pub mod compile;
+pub mod incremental;
 pub mod ir;
 pub mod keeper;
 pub mod listing;
 pub mod render;
 pub mod script;
 
+pub use incremental::{Rendered, Touched};
 pub use ir::PolicyIr;
 pub use keeper::{PolicyError, PolicyKeeper, PolicyReport};
 pub use render::{Table, render};

@@ -29,8 +29,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::ir::{
-    Action, Direction, EndpointToHost, EntityMatch, Icmp, PolicyIr, PortRange, Rule, TierEnd,
-    TierSeq,
+    Action, Direction, EndpointPolicy, EndpointToHost, EntityMatch, Icmp, NamedPortMember,
+    PolicyIr, PolicyRules, PortRange, Rule, TierEnd, TierSeq,
 };
 use crate::nat::Family;
 
@@ -396,7 +396,7 @@ fn hook(name: &str, priority: i64) -> Option<Hook> {
 }
 
 /// The base chains: workload egress, workload ingress, workload → host.
-fn base_chains(ir: &PolicyIr) -> BTreeMap<String, ChainSpec> {
+pub(crate) fn base_chains(ir: &PolicyIr) -> BTreeMap<String, ChainSpec> {
     // One prefix: `"cali*"`; several: an anonymous set of wildcards `{ "cali*", "tap*" }`.
     let names: Vec<String> = ir
         .workload_prefixes
@@ -444,93 +444,131 @@ fn base_chains(ir: &PolicyIr) -> BTreeMap<String, ChainSpec> {
     ])
 }
 
+/// Address set `members` in family `f`.
+pub(crate) fn addr_set(members: &BTreeSet<ipnet::IpNet>, f: Family) -> SetSpec {
+    SetSpec {
+        kind: addr_type(f).into(),
+        interval: true,
+        elements: aggregate(members.iter().copied(), f),
+        odd_elements: 0,
+    }
+}
+
+/// Named-port set `members` in family `f`.
+pub(crate) fn port_set(members: &BTreeSet<NamedPortMember>, f: Family) -> SetSpec {
+    SetSpec {
+        kind: port_type(f),
+        interval: false,
+        elements: members
+            .iter()
+            .filter(|m| m.addr.is_ipv4() == (f == Family::V4))
+            .map(|m| format!("{} . {} . {}", m.addr, m.protocol, m.port))
+            .collect(),
+        odd_elements: 0,
+    }
+}
+
+/// The chain of policy `key` in `dir`, when its `types` include the direction.
+pub(crate) fn policy_chain_spec(
+    key: &str,
+    p: &PolicyRules,
+    dir: Direction,
+    families: &[Family],
+) -> Option<ChainSpec> {
+    let rules = p.rules(dir)?;
+    let prefix = log_prefix(key, dir);
+    let texts = rules
+        .iter()
+        .flat_map(|r| rule_texts(r, families, &prefix))
+        .collect();
+    Some(chain(None, texts))
+}
+
+/// The tiers of `ep` in `dir` as the table enforces them: policies without rules in the
+/// direction left out.
+pub(crate) fn effective_tiers(ir: &PolicyIr, ep: &EndpointPolicy, dir: Direction) -> Vec<TierSeq> {
+    ep.tiers(dir)
+        .iter()
+        .map(|tier| TierSeq {
+            policies: tier
+                .policies
+                .iter()
+                .filter(|p| ir.policies.get(*p).and_then(|r| r.rules(dir)).is_some())
+                .cloned()
+                .collect(),
+            ..tier.clone()
+        })
+        .collect()
+}
+
+/// The sequence chain `seq` for `tiers` and its per-tier chains (`seq-0`, `seq-1`, ...).
+pub(crate) fn sequence_chains(
+    seq: &str,
+    tiers: &[TierSeq],
+    dir: Direction,
+) -> Vec<(String, ChainSpec)> {
+    let mut out = Vec::new();
+    let mut rules = Vec::new();
+    for (k, tier) in tiers.iter().enumerate() {
+        let name = format!("{seq}-{k}");
+        out.push((name.clone(), chain(None, tier_rules(tier, dir))));
+        rules.push(format!("jump {name}"));
+        rules.push(clear_pass());
+    }
+    rules.push("accept".into());
+    out.push((seq.to_string(), chain(None, rules)));
+    out
+}
+
+/// The map verdict for an endpoint with `tiers` (`accept`: no policy applies).
+pub(crate) fn dispatch(tiers: &[TierSeq], dir: Direction) -> String {
+    if tiers.is_empty() {
+        "accept".into()
+    } else {
+        format!("jump {}", sequence_chain(tiers, dir))
+    }
+}
+
+/// The dispatch map of `dir`.
+pub fn map_of(dir: Direction) -> &'static str {
+    match dir {
+        Direction::Ingress => MAP_IN,
+        Direction::Egress => MAP_OUT,
+    }
+}
+
 /// The whole table for `ir`.
 pub fn render(ir: &PolicyIr) -> Table {
     let mut t = Table::default();
     for f in &ir.families {
         for (id, members) in &ir.addr_sets {
-            let elements = aggregate(members.iter().copied(), *f);
-            t.sets.insert(
-                addr_set_name(id, *f),
-                SetSpec {
-                    kind: addr_type(*f).into(),
-                    interval: true,
-                    elements,
-                    odd_elements: 0,
-                },
-            );
+            t.sets.insert(addr_set_name(id, *f), addr_set(members, *f));
         }
         for (id, members) in &ir.port_sets {
-            let elements = members
-                .iter()
-                .filter(|m| m.addr.is_ipv4() == (*f == Family::V4))
-                .map(|m| format!("{} . {} . {}", m.addr, m.protocol, m.port))
-                .collect();
-            t.sets.insert(
-                port_set_name(id, *f),
-                SetSpec {
-                    kind: port_type(*f),
-                    interval: false,
-                    elements,
-                    odd_elements: 0,
-                },
-            );
+            t.sets.insert(port_set_name(id, *f), port_set(members, *f));
         }
     }
     for (key, p) in &ir.policies {
         for dir in Direction::BOTH {
-            if let Some(rules) = p.rules(dir) {
-                let prefix = log_prefix(key, dir);
-                let texts = rules
-                    .iter()
-                    .flat_map(|r| rule_texts(r, &ir.families, &prefix))
-                    .collect();
-                t.chains.insert(policy_chain(key, dir), chain(None, texts));
+            if let Some(c) = policy_chain_spec(key, p, dir, &ir.families) {
+                t.chains.insert(policy_chain(key, dir), c);
             }
         }
     }
-    let mut maps = [
-        (Direction::Ingress, MapSpec::default()),
-        (Direction::Egress, MapSpec::default()),
-    ];
-    for (iface, ep) in &ir.endpoints {
-        for (dir, map) in maps.iter_mut() {
-            let tiers: Vec<TierSeq> = ep
-                .tiers(*dir)
-                .iter()
-                .map(|tier| TierSeq {
-                    policies: tier
-                        .policies
-                        .iter()
-                        .filter(|p| ir.policies.get(*p).and_then(|r| r.rules(*dir)).is_some())
-                        .cloned()
-                        .collect(),
-                    ..tier.clone()
-                })
-                .collect();
-            if tiers.is_empty() {
-                map.entries.insert(iface.clone(), "accept".into());
-                continue;
+    for dir in Direction::BOTH {
+        let mut map = MapSpec::default();
+        for (iface, ep) in &ir.endpoints {
+            let tiers = effective_tiers(ir, ep, dir);
+            let verdict = dispatch(&tiers, dir);
+            if let Some(seq) = verdict.strip_prefix("jump ")
+                && !t.chains.contains_key(seq)
+            {
+                t.chains.extend(sequence_chains(seq, &tiers, dir));
             }
-            let seq = sequence_chain(&tiers, *dir);
-            if !t.chains.contains_key(&seq) {
-                let mut rules = Vec::new();
-                for (k, tier) in tiers.iter().enumerate() {
-                    let name = format!("{seq}-{k}");
-                    t.chains
-                        .insert(name.clone(), chain(None, tier_rules(tier, *dir)));
-                    rules.push(format!("jump {name}"));
-                    rules.push(clear_pass());
-                }
-                rules.push("accept".into());
-                t.chains.insert(seq.clone(), chain(None, rules));
-            }
-            map.entries.insert(iface.clone(), format!("jump {seq}"));
+            map.entries.insert(iface.clone(), verdict);
         }
+        t.maps.insert(map_of(dir).into(), map);
     }
-    let [(_, map_in), (_, map_out)] = maps;
-    t.maps.insert(MAP_IN.into(), map_in);
-    t.maps.insert(MAP_OUT.into(), map_out);
     t.chains.extend(base_chains(ir));
     t
 }

@@ -10,9 +10,11 @@
 //! rules of new and changed chains, then the dispatch maps, and last the chains and sets nothing
 //! refers to any more.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-use super::render::{ChainSpec, MAP_IN, MAP_OUT, SetSpec, TABLE, TABLE_FAMILY, Table};
+use super::incremental::Touched;
+use super::render::{ChainSpec, MAP_IN, MAP_OUT, MapSpec, SetSpec, TABLE, TABLE_FAMILY, Table};
 
 fn qualified(name: &str) -> String {
     format!("{TABLE_FAMILY} {TABLE} {name}")
@@ -121,17 +123,39 @@ fn body(want: &Table) -> String {
     s
 }
 
-/// Whether `have` can be patched into `want`: same set types, base chains with the same hooks.
-fn patchable(have: &Table, want: &Table) -> bool {
-    let sets_ok = want.sets.iter().all(|(name, w)| {
-        have.sets
-            .get(name)
-            .is_none_or(|h| h.kind == w.kind && h.interval == w.interval)
-    });
-    let chains_ok = want
-        .chains
+/// The names a delta looks at: those a change touched, or (`None`) every name of both tables.
+fn names<'a, V>(
+    have: &'a BTreeMap<String, V>,
+    want: &'a BTreeMap<String, V>,
+    touched: Option<&'a BTreeSet<String>>,
+) -> Vec<&'a String> {
+    match touched {
+        Some(t) => t.iter().collect(),
+        None => have
+            .keys()
+            .chain(want.keys())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// Whether `have` can be patched into `want` (looking at `sets` and `chains`): same set types,
+/// base chains with the same hooks, both dispatch maps present.
+fn patchable(have: &Table, want: &Table, sets: &[&String], chains: &[&String]) -> bool {
+    let sets_ok = sets
         .iter()
-        .all(|(name, w)| have.chains.get(name).is_none_or(|h| h.hook == w.hook));
+        .all(|name| match (have.sets.get(*name), want.sets.get(*name)) {
+            (Some(h), Some(w)) => h.kind == w.kind && h.interval == w.interval,
+            _ => true,
+        });
+    let chains_ok =
+        chains.iter().all(
+            |name| match (have.chains.get(*name), want.chains.get(*name)) {
+                (Some(h), Some(w)) => h.hook == w.hook,
+                _ => true,
+            },
+        );
     let maps_ok = [MAP_IN, MAP_OUT]
         .iter()
         .all(|m| have.maps.contains_key(*m) == want.maps.contains_key(*m));
@@ -141,16 +165,30 @@ fn patchable(have: &Table, want: &Table) -> bool {
 /// The transaction that turns `have` (the table felix last wrote, or the kernel's listing) into
 /// `want`; `have == None` means there is no table. Empty when nothing differs.
 pub fn delta(have: Option<&Table>, want: &Table) -> String {
-    let Some(have) = have else {
-        return format!("add table {TABLE_FAMILY} {TABLE}\n{}", body(want));
-    };
-    if !patchable(have, want) {
+    match have {
+        None => format!("add table {TABLE_FAMILY} {TABLE}\n{}", body(want)),
+        Some(have) => delta_in(have, want, None),
+    }
+}
+
+/// [`delta`] looking only at the names a change touched (`have` being what felix last wrote).
+pub fn delta_touched(have: &Table, want: &Table, touched: &Touched) -> String {
+    delta_in(have, want, (!touched.all).then_some(touched))
+}
+
+fn delta_in(have: &Table, want: &Table, touched: Option<&Touched>) -> String {
+    let sets = names(&have.sets, &want.sets, touched.map(|t| &t.sets));
+    let chains = names(&have.chains, &want.chains, touched.map(|t| &t.chains));
+    if !patchable(have, want, &sets, &chains) {
         return full(want);
     }
     let mut s = String::new();
     // Sets: new ones, then element changes of existing ones.
-    for (name, w) in &want.sets {
-        match have.sets.get(name) {
+    for name in &sets {
+        let Some(w) = want.sets.get(*name) else {
+            continue;
+        };
+        match have.sets.get(*name) {
             None => {
                 s.push_str(&set_decl(name, w));
                 elements(&mut s, "add", name, w.elements.iter());
@@ -166,13 +204,16 @@ pub fn delta(have: Option<&Table>, want: &Table) -> String {
         }
     }
     // Chains: declare the new ones, then (re)write the rules of new and changed ones.
-    for (name, w) in &want.chains {
-        if !have.chains.contains_key(name) {
+    for name in &chains {
+        if let (None, Some(w)) = (have.chains.get(*name), want.chains.get(*name)) {
             s.push_str(&chain_decl(name, w));
         }
     }
-    for (name, w) in &want.chains {
-        match have.chains.get(name) {
+    for name in &chains {
+        let Some(w) = want.chains.get(*name) else {
+            continue;
+        };
+        match have.chains.get(*name) {
             None => rules(&mut s, name, w),
             Some(h) if !h.same_as(w) => {
                 let _ = writeln!(s, "flush chain {}", qualified(name));
@@ -182,28 +223,32 @@ pub fn delta(have: Option<&Table>, want: &Table) -> String {
         }
     }
     // Dispatch maps: removed and changed entries out, then new and changed ones in.
+    let empty_map = MapSpec::default();
+    let empty_keys = BTreeSet::new();
     for (name, w) in &want.maps {
-        let empty = Default::default();
-        let h = have.maps.get(name).unwrap_or(&empty);
-        let gone: Vec<_> = h
-            .entries
+        let h = have.maps.get(name).unwrap_or(&empty_map);
+        let keys: Vec<&String> = match touched {
+            Some(t) => t.entries.get(name).unwrap_or(&empty_keys).iter().collect(),
+            None => names(&h.entries, &w.entries, None),
+        };
+        let gone: Vec<_> = keys
             .iter()
+            .filter_map(|k| h.entries.get_key_value(*k))
             .filter(|(k, v)| w.entries.get(*k) != Some(*v))
             .collect();
         map_entries(&mut s, "delete", name, &gone);
-        let new: Vec<_> = w
-            .entries
+        let new: Vec<_> = keys
             .iter()
+            .filter_map(|k| w.entries.get_key_value(*k))
             .filter(|(k, v)| h.entries.get(*k) != Some(*v))
             .collect();
         map_entries(&mut s, "add", name, &new);
     }
     // What nothing refers to any more: chains (flushed first, as they may jump to each other),
     // then sets and maps.
-    let stale: Vec<&String> = have
-        .chains
-        .keys()
-        .filter(|n| !want.chains.contains_key(*n))
+    let stale: Vec<&&String> = chains
+        .iter()
+        .filter(|n| have.chains.contains_key(**n) && !want.chains.contains_key(**n))
         .collect();
     for name in &stale {
         let _ = writeln!(s, "flush chain {}", qualified(name));
@@ -211,7 +256,10 @@ pub fn delta(have: Option<&Table>, want: &Table) -> String {
     for name in &stale {
         let _ = writeln!(s, "delete chain {}", qualified(name));
     }
-    for name in have.sets.keys().filter(|n| !want.sets.contains_key(*n)) {
+    for name in sets
+        .iter()
+        .filter(|n| have.sets.contains_key(**n) && !want.sets.contains_key(**n))
+    {
         let _ = writeln!(s, "delete set {}", qualified(name));
     }
     for name in have.maps.keys().filter(|n| !want.maps.contains_key(*n)) {

@@ -203,3 +203,70 @@ fn listing_reads_back_what_felix_writes() {
     assert_eq!(c.rules[0].id, "abc");
     let _ = BTreeMap::<u8, u8>::new();
 }
+
+/// Steps through changes of every kind; after each, the kept table equals a whole render, and
+/// the touched-only delta equals the whole-table delta.
+#[test]
+fn incremental_render_equals_a_whole_render_after_every_kind_of_change() {
+    use super::incremental::Rendered;
+    let mut steps = vec![sample()];
+    let mut ir = sample();
+    // A new pod with the same policy (shares the sequence chain).
+    ir.endpoints
+        .insert("cali3".into(), ir.endpoints["cali1"].clone());
+    steps.push(ir.clone());
+    // A label change: a member leaves one set and joins another.
+    ir.addr_sets
+        .get_mut("sel:app == 'client'")
+        .unwrap()
+        .insert("10.0.0.9/32".parse().unwrap());
+    steps.push(ir.clone());
+    // A new policy with egress only, selecting cali1: a new sequence for cali1 alone.
+    ir.policies.insert(
+        "default/egress".into(),
+        PolicyRules {
+            ingress: None,
+            egress: Some(vec![Rule::any(Action::Deny)]),
+        },
+    );
+    ir.endpoints.get_mut("cali1").unwrap().egress = vec![tier("default", &["default/egress"])];
+    steps.push(ir.clone());
+    // The policy's types change (ingress too): endpoints' sequences change with it.
+    ir.policies.get_mut("default/egress").unwrap().ingress = Some(vec![]);
+    ir.endpoints.get_mut("cali1").unwrap().ingress =
+        vec![tier("default", &["default/allow-web", "default/egress"])];
+    steps.push(ir.clone());
+    // A rule change of a policy only.
+    ir.policies.get_mut("default/allow-web").unwrap().ingress =
+        Some(vec![allow_from("sel:app == 'client'", 8080)]);
+    steps.push(ir.clone());
+    // A pod goes; a policy and its set go.
+    ir.endpoints.remove("cali3");
+    ir.endpoints.remove("cali1");
+    ir.policies.remove("default/egress");
+    ir.addr_sets.remove("sel:app == 'client'");
+    ir.policies.remove("default/allow-web");
+    steps.push(ir.clone());
+    // IPv6 appears: everything is rendered again.
+    ir.families = vec![Family::V4, Family::V6];
+    steps.push(ir.clone());
+    steps.push(sample());
+
+    let mut kept = Rendered::new(steps[0].clone());
+    for (n, next) in steps.iter().enumerate().skip(1) {
+        let before = kept.table().clone();
+        let touched = kept.update(next.clone());
+        let whole = render(next);
+        assert_eq!(kept.table(), &whole, "step {n}: kept table differs");
+        assert_eq!(
+            script::delta_touched(&before, &whole, &touched),
+            script::delta(Some(&before), &whole),
+            "step {n}: touched delta differs"
+        );
+        assert!(!touched.is_empty(), "step {n} changed something");
+    }
+    assert!(
+        kept.update(sample()).is_empty(),
+        "no change touches nothing"
+    );
+}
