@@ -15,7 +15,9 @@
 # (the mesh off), and a join or leave also waits for every simulated client.
 #
 # With CHURN > 0, margay then sees CHURN joins and CHURN leaves per second for 60 s (CPU of
-# bgpd, felix and etcd; resets).
+# bgpd, felix and etcd; resets), and after its cold start BIRD sees the same churn as Calico
+# drives it: the configuration re-rendered and `birdc configure`d on every change (its CPU,
+# the changes it could take in the minute, resets).
 #
 # Usage: bench/scale.sh [SIZES] [TRIALS] [ROLE] [CHURN]   (as root; default "100,300", 100,
 # mesh, 0)

@@ -61,27 +61,30 @@ pub fn run(
             let mut live = vec![false; spares.len()];
             let (mut joins, mut leaves) = (0u64, 0u64);
             let mut tick = tokio::time::interval(period);
-            let mut tasks = tokio::task::JoinSet::new();
+            // One write in flight per spare: on a loaded etcd a leave can take longer than
+            // the second until the same spare joins again, whose create would then find it.
+            let mut pending: Vec<Option<tokio::task::JoinHandle<Result<(), _>>>> =
+                (0..spares.len()).map(|_| None).collect();
             for t in 0..ticks {
                 tick.tick().await;
                 let k = (t % spares.len() as u64) as usize;
+                if let Some(h) = pending[k].take() {
+                    h.await.context("a churn write")??;
+                }
                 let (store, node) = (store.clone(), spares[k].clone());
-                if live[k] {
+                pending[k] = Some(if live[k] {
                     leaves += 1;
-                    tasks.spawn(async move { register::unregister(&store, &node).await });
+                    tokio::spawn(async move { register::unregister(&store, &node).await })
                 } else {
                     joins += 1;
-                    tasks.spawn(async move {
+                    tokio::spawn(async move {
                         register::register(&store, &node, super::SUBNET_LEN).await
-                    });
-                }
+                    })
+                });
                 live[k] = !live[k];
-                while let Some(r) = tasks.try_join_next() {
-                    r.context("a churn write")??;
-                }
             }
-            while let Some(r) = tasks.join_next().await {
-                r.context("a churn write")??;
+            for h in pending.into_iter().flatten() {
+                h.await.context("a churn write")??;
             }
             anyhow::Ok((joins, leaves, live))
         }
