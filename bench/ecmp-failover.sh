@@ -3,9 +3,11 @@
 # two BIRD 2 ToRs, BFD 3 x 100 ms), beside a BIRD<->BIRD pair with the same BFD timers, in the
 # same run:
 #   1. detection time, failure -> BGP session down -> kernel route updated, TRIALS trials: node1's
-#      link to the first ToR and the BIRD pair's link cut at the same moment (nftables drop both
-#      ways; no carrier change), both polled in one loop (gRPC / `ip route` for margay, birdc /
-#      `ip route` for BIRD: a few ms of granularity, the same for both);
+#      link to the first ToR and the BIRD pair's link cut one after the other (nftables drop
+#      both ways; no carrier change), each timed from its own cut: session states polled every
+#      2 ms, each side on a thread of its own (gRPC for margay, birdc for BIRD), kernel routes
+#      read from `ip monitor route` in each namespace; also the far ends (the ToR noticing
+#      node1's silence, y noticing x's);
 #   2. pings lost per ToR failure (8 flows x 100/s between node1's and node2's pods), ROUNDS
 #      failures with BFD, then ROUNDS with BFD off on the second ToR's sessions (hold time 9 s).
 #

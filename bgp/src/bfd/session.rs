@@ -6,10 +6,10 @@
 //! configured interval takes effect through a Poll Sequence (§6.5), as does any change of
 //! parameters while Up. The transmit interval is `max(desired min TX, peer's required min RX)`
 //! less 10–25 % jitter (§6.8.7 allows 0–25 %, and requires at least 10 % with a multiplier of 1;
-//! BIRD uses 10–25 % always, and so do we: the peer's detection counts from our last packet, so
-//! a longer gap only makes it notice our failure later). Periodic packets keep their cadence
-//! from the planned send time, not from a late wakeup, so a busy host does not stretch every
-//! interval. The detection time is the peer's multiplier times
+//! BIRD uses 10–25 % always, and so do we: a margin before the peer's detection time, and a BIRD
+//! peer sees us as it sees BIRD). Periodic packets keep their cadence from the planned send
+//! time, not from a late wakeup, so a busy host does not stretch every gap towards a false
+//! Down at the peer. The detection time is the peer's multiplier times
 //! `max(our required min RX, peer's desired min TX)` (§6.8.4), counted from the moment the
 //! last packet arrived (the caller passes the kernel's receive time).
 
