@@ -350,7 +350,8 @@ fn datapath_with_and_without_1100_policies() {
     {
         let (a, b) = (column(0, k), column(1, k));
         let med = |v: &[f64]| v[v.len() / 2];
-        let fmt = |v: &[f64]| format!("{:.2} ({:.2}–{:.2})", med(v), v[0], v[v.len() - 1]);
+        let p = if k == 0 { 2 } else { 0 };
+        let fmt = |v: &[f64]| format!("{:.p$} ({:.p$}–{:.p$})", med(v), v[0], v[v.len() - 1]);
         println!(
             "| {what} | {} | {} | {:.3} |",
             fmt(&a),
