@@ -133,6 +133,15 @@ pub struct Metrics {
     pub wireguard_peers: Gauge,
     /// Times felix generated a new WireGuard key pair (first start or rotation).
     pub wireguard_keys_generated: Counter,
+    /// Policy table transactions, by how they were written (`libnftables`, `nft`).
+    pub policy_transactions: Family<ViaLabel, Counter>,
+    /// Time from a policy change's read of the datastore to the table holding it.
+    pub policy_program_seconds: Histogram,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ViaLabel {
+    pub via: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -205,8 +214,23 @@ impl Metrics {
             "WireGuard key pairs generated (first start or rotation)",
             wireguard_keys_generated.clone(),
         );
+        let policy_transactions = Family::<ViaLabel, Counter>::default();
+        let policy_program_seconds =
+            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]);
+        registry.register(
+            "policy_transactions",
+            "Policy table transactions, by how felix wrote them (libnftables, nft)",
+            policy_transactions.clone(),
+        );
+        registry.register(
+            "policy_program_seconds",
+            "Time from reading a policy change to the table holding it",
+            policy_program_seconds.clone(),
+        );
         Metrics {
             registry,
+            policy_transactions,
+            policy_program_seconds,
             wireguard_peers,
             wireguard_keys_generated,
             ipam_released,

@@ -319,6 +319,7 @@ pub async fn run(
             crate::policy::PolicyKeeper::new(crate::nat::Nft::new()),
             requests,
             health.clone(),
+            opts.metrics.clone(),
         ))
     });
     let gc_tasks = [tokio::spawn(ipam_gc::local_gc(

@@ -29,7 +29,7 @@ use margay_datastore::watch::WatchEvent;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use crate::health::Health;
+use crate::health::{Health, Metrics, ViaLabel};
 use crate::policy::{PolicyKeeper, Rendered, compile::compile};
 
 /// How often the kernel's table is compared with the desired one.
@@ -129,6 +129,7 @@ async fn program(
     node: &str,
     writer: &Arc<Mutex<Writer>>,
     resync: bool,
+    metrics: &Metrics,
 ) -> Result<(), String> {
     let started = Instant::now();
     let res = load::load(store)
@@ -142,10 +143,15 @@ async fn program(
     ir.workload_prefixes = workload_prefixes(store, node).await?;
     let (endpoints, policies) = (ir.endpoints.len(), ir.policies.len());
     let w = writer.clone();
-    let report = tokio::task::spawn_blocking(move || {
+    let (report, via) = tokio::task::spawn_blocking(move || {
         let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
         let Writer { keeper, rendered } = &mut *w;
-        match rendered {
+        let via = if keeper.uses_library() {
+            "libnftables"
+        } else {
+            "nft"
+        };
+        let report = match rendered {
             Some(r) if !resync => {
                 let touched = r.update(ir);
                 keeper.apply_touched(r.table(), &touched)
@@ -158,17 +164,26 @@ async fn program(
                     keeper.apply(r.table())
                 }
             }
-        }
+        };
+        (report, via)
     })
     .await
-    .map_err(|e| format!("policy writer panicked: {e}"))?
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| format!("policy writer panicked: {e}"))?;
+    let report = report.map_err(|e| e.to_string())?;
     if report.transactions > 0 {
+        metrics
+            .policy_transactions
+            .get_or_create(&ViaLabel { via: via.into() })
+            .inc_by(report.transactions as u64);
+        metrics
+            .policy_program_seconds
+            .observe(started.elapsed().as_secs_f64());
         info!(
             endpoints,
             policies,
             script_lines = report.script_lines,
             drift = report.drift,
+            via,
             ms = started.elapsed().as_secs_f64() * 1e3,
             "policy table updated"
         );
@@ -183,6 +198,7 @@ pub async fn run(
     keeper: PolicyKeeper,
     requests: PolicyRequests,
     health: Arc<Health>,
+    metrics: Arc<Metrics>,
 ) {
     let mut requests = requests.rx.lock().await;
     health.set_reason(R_POLICY, "policy: not programmed yet");
@@ -212,7 +228,7 @@ pub async fn run(
         if dirty || resync_due || !waiting.is_empty() {
             // Requests that came before this read are answered by it.
             let answering = std::mem::take(&mut waiting);
-            match program(&store, &node, &writer, resync_due).await {
+            match program(&store, &node, &writer, resync_due, &metrics).await {
                 Ok(_) => {
                     health.clear_reason(R_POLICY);
                     dirty = false;

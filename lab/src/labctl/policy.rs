@@ -1,6 +1,7 @@
 //! Network policy in the kept lab: `margay-lab policy apply FILE`, `policy label POD
 //! key=value|key-...`, `policy explain FROM TO PORT` and `policy matrix [--port]`, each
-//! through margayctl against the lab's etcd; and the report's section with the expected
+//! through margayctl against the lab's etcd; and the report's section with each felix's policy
+//! programming (transactions, how they were written, time per change) and the expected
 //! reachability matrix under the policies (what the model says every pod may reach).
 
 use super::LabCtlError;
@@ -93,6 +94,38 @@ pub fn matrix(state_file: &Path, port: &str) -> Result<String, LabCtlError> {
     ctl(&state, &["policy", "matrix", "-A", "--port", port])
 }
 
+/// How a felix programs policy, from its /metrics text (pure): the transactions by how they
+/// were written and the mean time from reading a change to the table holding it.
+pub fn programming(metrics: &str) -> String {
+    let mut via = Vec::new();
+    let (mut sum, mut count) = (0.0f64, 0.0f64);
+    for line in metrics.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let v: f64 = value.trim().parse().unwrap_or(0.0);
+        if let Some(rest) = series.strip_prefix("margay_felix_policy_transactions_total{via=\"") {
+            via.push(format!(
+                "{} ({} transactions)",
+                rest.trim_end_matches("\"}"),
+                v as u64
+            ));
+        } else if series == "margay_felix_policy_program_seconds_sum" {
+            sum = v;
+        } else if series == "margay_felix_policy_program_seconds_count" {
+            count = v;
+        }
+    }
+    if via.is_empty() {
+        return "policy table: no transaction yet (or felix's /metrics did not answer)".into();
+    }
+    format!(
+        "policy table written through {}, {:.1} ms per change on average (read, compile, render, commit)",
+        via.join(", "),
+        if count > 0.0 { sum / count * 1e3 } else { 0.0 }
+    )
+}
+
 /// The report's section: how many policies there are and, when there is one, the expected
 /// matrix for each of [`REPORT_PORTS`]. A failure to ask is reported in the section.
 pub fn report_section(state: &LabState) -> String {
@@ -119,6 +152,10 @@ pub fn report_section(state: &LabState) -> String {
         .collect();
     out.push_str(&line.join(", "));
     out.push('\n');
+    for node in &state.nodes {
+        let text = super::report::felix_metrics_text(&node.netns);
+        out.push_str(&format!("{}: {}\n", node.name, programming(&text)));
+    }
     if counts.iter().skip(1).all(|(_, n)| *n == Some(0)) {
         out.push_str("no policy: every pod reaches every pod (margay-lab policy apply FILE)\n");
         return out;
@@ -131,4 +168,22 @@ pub fn report_section(state: &LabState) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::programming;
+
+    #[test]
+    fn programming_is_read_from_felix_metrics_text() {
+        let text = "# HELP x\n\
+            margay_felix_policy_transactions_total{via=\"libnftables\"} 4\n\
+            margay_felix_policy_program_seconds_sum 0.1\n\
+            margay_felix_policy_program_seconds_count 4\n";
+        assert_eq!(
+            programming(text),
+            "policy table written through libnftables (4 transactions), 25.0 ms per change on average (read, compile, render, commit)"
+        );
+        assert!(programming("").contains("no transaction yet"));
+    }
 }

@@ -353,6 +353,28 @@ pub fn collection_metrics(text: &str) -> CollectionMetrics {
     m
 }
 
+/// The /metrics text of the felix in namespace `netns` (empty when it does not answer).
+pub(super) fn felix_metrics_text(netns: &str) -> String {
+    let url = format!(
+        "http://127.0.0.1:{}/metrics",
+        super::health::FELIX_HTTP_PORT
+    );
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            netns,
+            "curl",
+            "-s",
+            "--max-time",
+            "2",
+            &url,
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
 /// The IPAM section: the configuration and the elected collector, then one line per node of
 /// what its collectors released.
 fn ipam_collection(out: &mut String, state: &LabState, tools: &Tools) {
@@ -362,25 +384,7 @@ fn ipam_collection(out: &mut String, state: &LabState, tools: &Tools) {
     let mut total = 0u64;
     let mut empty = 0u64;
     for node in &state.nodes {
-        let url = format!(
-            "http://127.0.0.1:{}/metrics",
-            super::health::FELIX_HTTP_PORT
-        );
-        let text = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &node.netns,
-                "curl",
-                "-s",
-                "--max-time",
-                "2",
-                &url,
-            ])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        let m = collection_metrics(&text);
+        let m = collection_metrics(&felix_metrics_text(&node.netns));
         if m.elected {
             collector = Some(node.name.clone());
         }
