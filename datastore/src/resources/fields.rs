@@ -353,7 +353,7 @@ pub const FIELDS: &[FieldInfo] = &[
     f(FELIX, "spec.ipipMTU", Acted),
     f(FELIX, "spec.vxlanEnabled", Acted),
     f(FELIX, "spec.vxlanMTU", Acted),
-    f(FELIX, "spec.vxlanMTUV6", FC_V6),
+    f(FELIX, "spec.vxlanMTUV6", Acted),
     f(FELIX, "spec.vxlanPort", Acted),
     f(FELIX, "spec.vxlanVNI", Acted),
     f(FELIX, "spec.allowVXLANPacketsFromWorkloads", FC_HOSTPOL),
