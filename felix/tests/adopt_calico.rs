@@ -20,6 +20,32 @@ fn route_events(path: &std::path::Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+/// Stops a running `ping` and returns what it printed, its summary included.
+fn stop_ping(ping: &Process) -> String {
+    // SAFETY: kill(2) on the PID of a child we started and have not reaped.
+    unsafe { libc::kill(ping.pid() as i32, libc::SIGINT) };
+    wait_for("ping summary", Duration::from_secs(5), &[], || {
+        let (out, _) = ping.log_paths();
+        let text = std::fs::read_to_string(out).map_err(|e| e.to_string())?;
+        text.contains("packet loss")
+            .then_some(text.clone())
+            .ok_or(text)
+    })
+    .unwrap()
+}
+
+/// A ping's output says 100 or more sent and none lost.
+fn assert_no_loss(done: &str) {
+    let summary = done
+        .lines()
+        .find(|l| l.contains("packet loss"))
+        .unwrap()
+        .to_string();
+    assert!(summary.contains(" 0% packet loss"), "{summary}");
+    let sent: u32 = summary.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(sent >= 100, "{summary}");
+}
+
 #[test]
 fn felix_adopts_calicos_routes_in_place_without_losing_a_ping() {
     let lab = Lab::new("felix_adopts_calicos_routes_in_place").unwrap();
@@ -132,16 +158,7 @@ fn felix_adopts_calicos_routes_in_place_without_losing_a_ping() {
     .unwrap();
     // Two more periodic resyncs, pings still running.
     std::thread::sleep(Duration::from_millis(2500));
-    // SAFETY: kill(2) on the PID of a child we started and have not reaped.
-    unsafe { libc::kill(ping.pid() as i32, libc::SIGINT) };
-    let done = wait_for("ping summary", Duration::from_secs(5), &[], || {
-        let (out, _) = ping.log_paths();
-        let text = std::fs::read_to_string(out).map_err(|e| e.to_string())?;
-        text.contains("packet loss")
-            .then_some(text.clone())
-            .ok_or(text)
-    })
-    .unwrap();
+    let done = stop_ping(&ping);
     monitor.stop();
 
     // The routes are felix's now, the same ones, and nothing was ever deleted.
@@ -176,14 +193,7 @@ fn felix_adopts_calicos_routes_in_place_without_losing_a_ping() {
         events.contains(&pod_ip),
         "the monitor saw the adoption:\n{events}"
     );
-    let summary = done
-        .lines()
-        .find(|l| l.contains("packet loss"))
-        .unwrap()
-        .to_string();
-    assert!(summary.contains(" 0% packet loss"), "{summary}");
-    let sent: u32 = summary.split_whitespace().next().unwrap().parse().unwrap();
-    assert!(sent >= 100, "{summary}");
+    assert_no_loss(&done);
     drop(felix);
 }
 
@@ -320,16 +330,7 @@ fn felix_adopts_calicos_vxlan_v6_device_in_place_without_losing_a_ping() {
     .unwrap();
     // Two more periodic resyncs, pings still running.
     std::thread::sleep(Duration::from_millis(2500));
-    // SAFETY: kill(2) on the PID of a child we started and have not reaped.
-    unsafe { libc::kill(ping.pid() as i32, libc::SIGINT) };
-    let done = wait_for("ping summary", Duration::from_secs(5), &[], || {
-        let (out, _) = ping.log_paths();
-        let text = std::fs::read_to_string(out).map_err(|e| e.to_string())?;
-        text.contains("packet loss")
-            .then_some(text.clone())
-            .ok_or(text)
-    })
-    .unwrap();
+    let done = stop_ping(&ping);
 
     // Calico's device carries felix's routes as it is: no vxlan-v6.margay beside it (the
     // kernel would refuse a second IPv6 device on VNI 4096, port 4789), its NDP entry kept.
@@ -345,13 +346,6 @@ fn felix_adopts_calicos_vxlan_v6_device_in_place_without_losing_a_ping() {
         "{}",
         show(&neigh)
     );
-    let summary = done
-        .lines()
-        .find(|l| l.contains("packet loss"))
-        .unwrap()
-        .to_string();
-    assert!(summary.contains(" 0% packet loss"), "{summary}");
-    let sent: u32 = summary.split_whitespace().next().unwrap().parse().unwrap();
-    assert!(sent >= 100, "{summary}");
+    assert_no_loss(&done);
     drop(felix);
 }
