@@ -1084,58 +1084,68 @@ fn assert_blocks_through_vxlan_of_their_family(state: &LabState) {
     }
 }
 
-/// `--ip-family dual --pool-mode vxlan`: both pools in VXLAN mode, each family through its own
-/// device (Calico's `vxlan.calico` and `vxlan-v6.calico`), every pod reaching every other over
-/// both families, the report showing the IPv6 device's VTEPs; then `node add` joins a
-/// dual-stack node (IPv6 mesh and ToR sessions included) whose pods are routed the same way
-/// and reached, and `node remove` takes it out again.
+/// `--ip-family dual|ipv6 --pool-mode vxlan`: the pools in VXLAN mode, each family through
+/// its own device (Calico's `vxlan.calico` and `vxlan-v6.calico`), every pod reaching every
+/// other over each family, the report showing the IPv6 device's VTEPs; then `node add` joins a
+/// node of the lab's families (IPv6 mesh and ToR sessions included) whose pods are routed the
+/// same way and reached, and `node remove` takes it out again.
 #[test]
-fn dual_stack_vxlan_lab_routes_each_family_through_its_device_and_a_node_joins() {
-    let kept = up_kept(&[
-        "--nodes",
-        "2",
-        "--ip-family",
-        "dual",
-        "--pool-mode",
-        "vxlan",
-    ]);
-    let state_file = kept.state_file.clone();
-    let report = stdout(&kept.up);
-    assert!(
-        report.contains("fdb show dev vxlan-v6.margay") && report.contains("dev vxlan-v6.margay"),
-        "{report}"
-    );
-    let state = LabState::load(&state_file).unwrap().expect("state");
-    assert_blocks_through_vxlan_of_their_family(&state);
-    let results = ping::matrix(&state, 2);
-    assert!(results.iter().any(|r| r.dst.is_ipv6()));
-    let failed: Vec<_> = results.iter().filter(|r| !r.reached()).collect();
-    assert!(failed.is_empty(), "unanswered pings: {failed:#?}");
+fn dual_stack_and_ipv6_vxlan_labs_route_each_family_through_its_device_and_a_node_joins() {
+    for family in ["dual", "ipv6"] {
+        let kept = up_kept(&[
+            "--nodes",
+            "2",
+            "--ip-family",
+            family,
+            "--pool-mode",
+            "vxlan",
+        ]);
+        let state_file = kept.state_file.clone();
+        let report = stdout(&kept.up);
+        assert!(
+            report.contains("fdb show dev vxlan-v6.margay")
+                && report.contains("dev vxlan-v6.margay"),
+            "{family}: {report}"
+        );
+        let state = LabState::load(&state_file).unwrap().expect("state");
+        assert_blocks_through_vxlan_of_their_family(&state);
+        let results = ping::matrix(&state, 2);
+        assert!(results.iter().any(|r| r.dst.is_ipv6()));
+        let failed: Vec<_> = results.iter().filter(|r| !r.reached()).collect();
+        assert!(failed.is_empty(), "{family}: unanswered pings: {failed:#?}");
 
-    let add = lab(&state_file, &["node", "add"]);
-    assert!(add.status.success(), "{}", shown(&add));
-    let state = LabState::load(&state_file).unwrap().expect("state");
-    assert_eq!(state.nodes.len(), 3);
-    let joined = state.nodes.last().unwrap().clone();
-    assert!(joined.address6.is_some(), "{joined:?}");
-    for pod in state.pods.iter().filter(|p| p.node == joined.name) {
-        assert!(pod.ip6.is_some() && pod.ip.is_ipv4(), "{pod:?}");
+        let add = lab(&state_file, &["node", "add"]);
+        assert!(add.status.success(), "{family}: {}", shown(&add));
+        let state = LabState::load(&state_file).unwrap().expect("state");
+        assert_eq!(state.nodes.len(), 3);
+        let joined = state.nodes.last().unwrap().clone();
+        assert!(joined.address6.is_some(), "{joined:?}");
+        for pod in state.pods.iter().filter(|p| p.node == joined.name) {
+            let fams: Vec<bool> = pod.addresses().iter().map(|a| a.is_ipv6()).collect();
+            let want = if family == "dual" {
+                vec![false, true]
+            } else {
+                vec![true]
+            };
+            assert_eq!(fams, want, "{family}: {pod:?}");
+        }
+        // Its sessions, of each family the lab runs, Established, as recorded.
+        let (v4, v6) = peers_by_family(&joined);
+        assert_eq!(v6.len(), 3, "{family}: {v6:?}");
+        assert_eq!(v4.len(), if family == "dual" { 3 } else { 0 }, "{v4:?}");
+        assert!(
+            v4.iter().chain(&v6).all(|p| p.1 == "Established"),
+            "{family}: {v4:?} {v6:?}"
+        );
+        assert_blocks_through_vxlan_of_their_family(&state);
+        let results = ping::matrix(&state, 2);
+        let failed: Vec<_> = results.iter().filter(|r| !r.reached()).collect();
+        assert!(failed.is_empty(), "{family} after node add: {failed:#?}");
+
+        let remove = lab(&state_file, &["node", "remove", &joined.name]);
+        assert!(remove.status.success(), "{family}: {}", shown(&remove));
+        let down = lab(&state_file, &["down"]);
+        assert!(down.status.success(), "{}", shown(&down));
+        assert_nothing_left(&state, &state_file);
     }
-    // Its sessions, both families, Established, as recorded.
-    let (v4, v6) = peers_by_family(&joined);
-    assert_eq!(v6.len(), 3, "{v6:?}");
-    assert!(
-        v4.iter().chain(&v6).all(|p| p.1 == "Established"),
-        "{v4:?} {v6:?}"
-    );
-    assert_blocks_through_vxlan_of_their_family(&state);
-    let results = ping::matrix(&state, 2);
-    let failed: Vec<_> = results.iter().filter(|r| !r.reached()).collect();
-    assert!(failed.is_empty(), "after node add: {failed:#?}");
-
-    let remove = lab(&state_file, &["node", "remove", &joined.name]);
-    assert!(remove.status.success(), "{}", shown(&remove));
-    let down = lab(&state_file, &["down"]);
-    assert!(down.status.success(), "{}", shown(&down));
-    assert_nothing_left(&state, &state_file);
 }
