@@ -506,6 +506,19 @@ fn peers_by_family(node: &NodeState) -> (PeerStates, PeerStates) {
     (rows("ipv4_peers"), rows("ipv6_peers"))
 }
 
+/// Every pod has the addresses of the lab's `family` (`dual`: IPv4 then IPv6; `ipv6`: IPv6).
+fn assert_pod_families<'a>(pods: impl Iterator<Item = &'a PodState>, family: &str) {
+    let want = if family == "dual" {
+        vec![false, true]
+    } else {
+        vec![true]
+    };
+    for pod in pods {
+        let fams: Vec<bool> = pod.addresses().iter().map(|a| a.is_ipv6()).collect();
+        assert_eq!(fams, want, "{family}: {pod:?}");
+    }
+}
+
 /// `--ip-family dual` and `ipv6`: every session the plan expects (one per family) is up in
 /// `node status`'s table of its family, every pod has the families asked for, and every pod
 /// reaches every other pod and is reached from the BIRD ToR over each family.
@@ -550,15 +563,7 @@ fn dual_stack_and_ipv6_only_labs_route_every_family_between_nodes_and_the_tor() 
                 node.name
             );
         }
-        for pod in &state.pods {
-            let fams: Vec<bool> = pod.addresses().iter().map(|a| a.is_ipv6()).collect();
-            let want = if family == "dual" {
-                vec![false, true]
-            } else {
-                vec![true]
-            };
-            assert_eq!(fams, want, "{family}: {pod:?}");
-        }
+        assert_pod_families(state.pods.iter(), family);
         let results = ping::matrix(&state, 2);
         let per_pair = if family == "dual" { 2 } else { 1 };
         assert_eq!(
@@ -1120,15 +1125,7 @@ fn dual_stack_and_ipv6_vxlan_labs_route_each_family_through_its_device_and_a_nod
         assert_eq!(state.nodes.len(), 3);
         let joined = state.nodes.last().unwrap().clone();
         assert!(joined.address6.is_some(), "{joined:?}");
-        for pod in state.pods.iter().filter(|p| p.node == joined.name) {
-            let fams: Vec<bool> = pod.addresses().iter().map(|a| a.is_ipv6()).collect();
-            let want = if family == "dual" {
-                vec![false, true]
-            } else {
-                vec![true]
-            };
-            assert_eq!(fams, want, "{family}: {pod:?}");
-        }
+        assert_pod_families(state.pods.iter().filter(|p| p.node == joined.name), family);
         // Its sessions, of each family the lab runs, Established, as recorded.
         let (v4, v6) = peers_by_family(&joined);
         assert_eq!(v6.len(), 3, "{family}: {v6:?}");
