@@ -1146,3 +1146,37 @@ fn dual_stack_and_ipv6_vxlan_labs_route_each_family_through_its_device_and_a_nod
         assert_nothing_left(&state, &state_file);
     }
 }
+
+/// `--no-bgp --ip-family dual --pool-mode vxlan`: no bgpd anywhere, felix registers both of
+/// each Node's addresses and routes every block of each family from IPAM through the VXLAN
+/// device of that family; the report shows both devices' VTEPs, every pod reaches every other
+/// over both families.
+#[test]
+fn dual_stack_vxlan_lab_without_bgp_routes_both_families_from_ipam() {
+    let kept = up_kept(&[
+        "--nodes",
+        "2",
+        "--ip-family",
+        "dual",
+        "--pool-mode",
+        "vxlan",
+        "--no-bgp",
+    ]);
+    let report = stdout(&kept.up);
+    assert!(
+        report.contains("fdb show dev vxlan-v6.margay")
+            && report.contains("fdb show dev vxlan.margay")
+            && report.contains("vxlan.margay / vxlan-v6.margay"),
+        "{report}"
+    );
+    let state = LabState::load(&kept.state_file).unwrap().expect("state");
+    assert!(state.no_bgp);
+    assert_blocks_through_vxlan_of_their_family(&state);
+    let results = ping::matrix(&state, 2);
+    assert!(results.iter().any(|r| r.dst.is_ipv6()));
+    let failed: Vec<_> = results.iter().filter(|r| !r.reached()).collect();
+    assert!(failed.is_empty(), "unanswered pings: {failed:#?}");
+    let down = lab(&kept.state_file, &["down"]);
+    assert!(down.status.success(), "{}", shown(&down));
+    assert_nothing_left(&state, &kept.state_file);
+}
