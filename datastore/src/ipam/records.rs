@@ -243,6 +243,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tunnel_handles_of_every_kind_name_their_node() {
+        assert_eq!(tunnel_handle_node("ipip-tunnel-addr-n1"), Some("n1"));
+        assert_eq!(tunnel_handle_node("vxlan-tunnel-addr-n2"), Some("n2"));
+        // Calico's IPv6 VXLAN handle, which the IPv4 prefix does not match.
+        assert_eq!(tunnel_handle_node("vxlan-v6-tunnel-addr-n3"), Some("n3"));
+        assert_eq!(tunnel_handle_node("margay-pod-network.abc"), None);
+        assert!(is_tunnel_handle("vxlan-v6-tunnel-addr-n3"));
+    }
+
+    #[test]
     fn blocks_of_a_pool_are_consecutive_and_inside_it() {
         let pool: IpNet = "10.244.0.0/24".parse().unwrap();
         assert_eq!(block_count(&pool, 26), 4);

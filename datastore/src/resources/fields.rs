@@ -51,7 +51,6 @@ const WORKLOAD_PEERING: FieldStatus =
 const ROUTE_PRIORITY: FieldStatus = NotActed(
     "workload route metrics are fixed; live-migration route priorities are not implemented",
 );
-const VXLAN_V4: FieldStatus = NotActed("VXLAN is IPv4 only in margay");
 const NODE_ADDRESSES: FieldStatus =
     NotActed("the BGP address (spec.bgp) is the node's address for margay");
 const ORCH_REFS: FieldStatus =
@@ -231,8 +230,8 @@ pub const FIELDS: &[FieldInfo] = &[
     f(NODE, "spec.bgp.routeReflectorClusterID", Acted),
     f(NODE, "spec.ipv4VXLANTunnelAddr", Acted),
     f(NODE, "spec.vxlanTunnelMACAddr", Acted),
-    f(NODE, "spec.ipv6VXLANTunnelAddr", VXLAN_V4),
-    f(NODE, "spec.vxlanTunnelMACAddrV6", VXLAN_V4),
+    f(NODE, "spec.ipv6VXLANTunnelAddr", Acted),
+    f(NODE, "spec.vxlanTunnelMACAddrV6", Acted),
     f(NODE, "spec.addresses[].address", NODE_ADDRESSES),
     f(NODE, "spec.addresses[].type", NODE_ADDRESSES),
     f(NODE, "spec.orchRefs[].nodeName", ORCH_REFS),
