@@ -91,6 +91,7 @@ fn main() -> anyhow::Result<()> {
             vxlan_tunnel_mac: None,
             ipip_tunnel_addr: None,
             mtu: None,
+            ..Default::default()
         },
         pools: vec![
             IpPool {

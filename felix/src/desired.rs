@@ -8,6 +8,9 @@
 //! - a remote block, by its pool's mode: Never → `via NODE`; IPIP Always → `via NODE dev tunl0
 //!   onlink`; VXLAN Always → `via VTEP dev vxlan.margay onlink`; CrossSubnet → encapsulated only
 //!   when the next hop is outside this node's subnet, `via NODE` otherwise.
+//! - a remote block of an IPv6 VXLAN pool: `via VTEP6 dev vxlan-v6.margay onlink`, the IPv6
+//!   device Calico calls `vxlan-v6.calico` (same VNI and port as the IPv4 one; the kernel keeps
+//!   the two apart by the family of their local address).
 //!
 //! A route bgpd learned over several equal paths (multipath) becomes one route with a next hop
 //! per path, each one resolved by the pool's mode as above (`nexthop via A nexthop via B`).
@@ -18,7 +21,7 @@
 //! borrowed from it) is programmed as any remote route.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
@@ -30,6 +33,10 @@ pub const VXLAN_DEVICE: &str = "vxlan.margay";
 pub const VXLAN_VNI: u32 = 4096;
 /// Its default UDP port (IANA VXLAN; FelixConfiguration `vxlanPort`).
 pub const VXLAN_PORT: u16 = 4789;
+/// The IPv6 VXLAN device felix owns (Calico: `vxlan-v6.calico`).
+pub const VXLAN_V6_DEVICE: &str = "vxlan-v6.margay";
+/// Bytes IPv6 VXLAN adds (outer IPv6 40 + UDP 8 + VXLAN 8 + inner Ethernet 14), Calico's.
+pub const VXLAN_V6_OVERHEAD: u32 = 70;
 /// The IP-in-IP device.
 pub const IPIP_DEVICE: &str = "tunl0";
 /// Bytes VXLAN adds (outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14).
@@ -48,7 +55,7 @@ pub enum RouteClass {
     Direct,
     /// A remote block through tunl0.
     Ipip,
-    /// A remote block through vxlan.margay.
+    /// A remote block through vxlan.margay or vxlan-v6.margay.
     Vxlan,
 }
 
@@ -127,16 +134,16 @@ pub struct DesiredRoute {
     pub src: Option<IpAddr>,
 }
 
-/// The VXLAN device felix wants.
+/// A VXLAN device felix wants (the IPv4 one or the IPv6 one: the family of `local`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VxlanDevice {
     /// FelixConfiguration `vxlanVNI` and `vxlanPort` (a device with others is re-created).
     pub vni: u32,
     pub port: u16,
-    /// Underlay source address (the node's address).
-    pub local: Ipv4Addr,
-    /// The tunnel address, as a /32 on the device.
-    pub tunnel_addr: Option<Ipv4Addr>,
+    /// Underlay source address (the node's address of the device's family).
+    pub local: IpAddr,
+    /// The tunnel address, as a /32 (/128) on the device.
+    pub tunnel_addr: Option<IpAddr>,
     pub mac: Option<[u8; 6]>,
     /// Configured MTU; derived from the host interface when `None`.
     pub mtu: Option<u32>,
@@ -149,12 +156,13 @@ pub struct IpipDevice {
     pub mtu: Option<u32>,
 }
 
-/// A remote VTEP: its ARP entry (tunnel IP → MAC) and FDB entry (MAC → node IP).
+/// A remote VTEP: its ARP / NDP entry (tunnel IP → MAC) and FDB entry (MAC → node IP), both
+/// of the device's family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Vtep {
-    pub tunnel_ip: Ipv4Addr,
+    pub tunnel_ip: IpAddr,
     pub mac: [u8; 6],
-    pub node_ip: Ipv4Addr,
+    pub node_ip: IpAddr,
 }
 
 /// The whole desired dataplane.
@@ -166,6 +174,12 @@ pub struct Desired {
     pub vxlan: Option<VxlanDevice>,
     pub ipip: Option<IpipDevice>,
     pub vteps: Vec<Vtep>,
+    /// This node's IPv6 underlay address (the base of the IPv6 VXLAN device's MTU).
+    pub node_address_v6: Option<Ipv6Addr>,
+    /// The IPv6 VXLAN device (an enabled IPv6 pool has `vxlanMode`).
+    pub vxlan_v6: Option<VxlanDevice>,
+    /// Remote IPv6 VTEPs, behind the IPv6 device.
+    pub vteps_v6: Vec<Vtep>,
     /// Host sides of workload veths (they get the per-interface sysctls).
     pub workload_interfaces: BTreeSet<String>,
     /// Prefixes bgpd should originate for this node.
@@ -191,6 +205,7 @@ pub fn compute(model: &Model) -> Desired {
         nat: crate::nat::desired_with(&model.pools, &model.settings),
         workload_prefixes: model.settings.interface_prefixes.clone(),
         remove_external_routes: model.settings.remove_external_routes,
+        node_address_v6: model.node.address_v6.map(|a| a.addr()),
         ..Desired::default()
     };
     // The IPv4 tunnels serve the IPv4 pools (Calico: IP-in-IP is IPv4 only, and an IPv6 pool's
@@ -218,38 +233,20 @@ pub fn compute(model: &Model) -> Desired {
     }
 
     if let (true, Some(local)) = (wants_vxlan, node_v4) {
-        let mac = match model.node.vxlan_tunnel_mac.as_deref().map(parse_mac) {
-            Some(Ok(m)) => Some(m),
-            Some(Err(e)) => {
-                d.problems.push(format!("node {}: {e}", model.node.name));
-                None
-            }
-            None => None,
-        };
-        d.vxlan = Some(VxlanDevice {
-            vni: cfg.vxlan_vni,
-            port: cfg.vxlan_port,
-            local,
-            tunnel_addr: model.node.vxlan_tunnel_addr,
+        let tunnel = model.node.vxlan_tunnel_addr.map(IpAddr::V4);
+        let mac = model.node.vxlan_tunnel_mac.as_deref();
+        let mtu = cfg.vxlan_mtu.or(model.node.mtu);
+        d.vxlan = Some(vxlan_device(
+            model,
+            IpAddr::V4(local),
+            tunnel,
             mac,
-            mtu: cfg.vxlan_mtu.or(model.node.mtu),
-        });
-        for v in &model.vteps {
-            if v.node_ip == local {
-                continue;
-            }
-            match parse_mac(&v.mac) {
-                Ok(mac) => d.vteps.push(Vtep {
-                    tunnel_ip: v.tunnel_ip,
-                    mac,
-                    node_ip: v.node_ip,
-                }),
-                Err(e) => d.problems.push(format!("VTEP of node {}: {e}", v.node)),
-            }
-        }
-        d.vteps.sort();
-        d.vteps.dedup();
+            mtu,
+            &mut d.problems,
+        ));
+        d.vteps = remote_vteps(model, IpAddr::V4(local), &mut d.problems);
     }
+    vxlan_v6(model, &mut d);
     if wants_ipip && node_v4.is_some() {
         d.ipip = Some(IpipDevice {
             tunnel_addr: model.node.ipip_tunnel_addr,
@@ -344,6 +341,98 @@ pub fn compute(model: &Model) -> Desired {
     d
 }
 
+/// This node's VXLAN device of `local`'s family, with FelixConfiguration's VNI and port and
+/// the Node's tunnel address and MAC (`vxlanTunnelMACAddr` or `...V6`; one that does not
+/// parse is a problem, and the kernel picks the MAC).
+fn vxlan_device(
+    model: &Model,
+    local: IpAddr,
+    tunnel_addr: Option<IpAddr>,
+    mac: Option<&str>,
+    mtu: Option<u32>,
+    problems: &mut Vec<String>,
+) -> VxlanDevice {
+    let mac = match mac.map(parse_mac) {
+        Some(Ok(m)) => Some(m),
+        Some(Err(e)) => {
+            problems.push(format!("node {}: {e}", model.node.name));
+            None
+        }
+        None => None,
+    };
+    VxlanDevice {
+        vni: model.settings.vxlan_vni,
+        port: model.settings.vxlan_port,
+        local,
+        tunnel_addr,
+        mac,
+        mtu,
+    }
+}
+
+/// The other nodes' VTEPs of `local`'s family, sorted, without this node's own.
+fn remote_vteps(model: &Model, local: IpAddr, problems: &mut Vec<String>) -> Vec<Vtep> {
+    let mut out = Vec::new();
+    for v in &model.vteps {
+        if v.node_ip == local || v.node_ip.is_ipv4() != local.is_ipv4() {
+            continue;
+        }
+        if v.tunnel_ip.is_ipv4() != local.is_ipv4() {
+            problems.push(format!(
+                "VTEP of node {}: tunnel address {} is not of its node address's family",
+                v.node, v.tunnel_ip
+            ));
+            continue;
+        }
+        match parse_mac(&v.mac) {
+            Ok(mac) => out.push(Vtep {
+                tunnel_ip: v.tunnel_ip,
+                mac,
+                node_ip: v.node_ip,
+            }),
+            Err(e) => problems.push(format!("VTEP of node {}: {e}", v.node)),
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The IPv6 VXLAN device and its VTEPs, when an enabled IPv6 pool has `vxlanMode` (and
+/// FelixConfiguration `vxlanEnabled` does not turn VXLAN off), as Calico's felix runs its
+/// second VXLAN manager for IPv6: same VNI and port, `vxlanMTUV6`, the Node's
+/// `ipv6VXLANTunnelAddr` and `vxlanTunnelMACAddrV6`.
+fn vxlan_v6(model: &Model, d: &mut Desired) {
+    let cfg = &model.settings;
+    let wanted = cfg.vxlan_enabled != Some(false)
+        && model
+            .pools
+            .iter()
+            .any(|p| !p.disabled && p.cidr.addr().is_ipv6() && p.vxlan_mode != EncapMode::Never);
+    if !wanted {
+        return;
+    }
+    let Some(local) = d.node_address_v6 else {
+        d.problems.push(format!(
+            "node {}: an IPv6 VXLAN pool needs the node's IPv6 address (spec.bgp.ipv6Address)",
+            model.node.name
+        ));
+        return;
+    };
+    let tunnel = model.node.vxlan_tunnel_addr_v6.map(IpAddr::V6);
+    let mac = model.node.vxlan_tunnel_mac_v6.as_deref();
+    let mtu = cfg.vxlan_mtu_v6.or(model.node.mtu);
+    d.vxlan_v6 = Some(vxlan_device(
+        model,
+        IpAddr::V6(local),
+        tunnel,
+        mac,
+        mtu,
+        &mut d.problems,
+    ));
+    d.vteps_v6 = remote_vteps(model, IpAddr::V6(local), &mut d.problems);
+}
+
 /// One route out of the routes through each next hop of a prefix: the first alone, or a
 /// multipath route of the distinct gateways (the class is the best path's).
 fn merge_paths(routes: Vec<DesiredRoute>) -> Option<DesiredRoute> {
@@ -400,20 +489,24 @@ fn remote_route(
         EncapMode::CrossSubnet => !same_subnet,
     };
     let IpAddr::V4(nh4) = next_hop else {
-        return remote_route_v6(d, pool, prefix, direct, encap(pool.vxlan_mode));
+        return remote_route_v6(d, pool, prefix, direct, encap(pool.vxlan_mode), src);
     };
     if pool.vxlan_mode != EncapMode::Never {
         if !encap(pool.vxlan_mode) {
             return Ok(direct);
         }
-        let vtep = d.vteps.iter().find(|v| v.node_ip == nh4).ok_or_else(|| {
-            format!("route {prefix} via {nh4}: no VXLAN tunnel endpoint known for that node")
-        })?;
+        let vtep = d
+            .vteps
+            .iter()
+            .find(|v| v.node_ip == IpAddr::V4(nh4))
+            .ok_or_else(|| {
+                format!("route {prefix} via {nh4}: no VXLAN tunnel endpoint known for that node")
+            })?;
         return Ok(DesiredRoute {
             dst: prefix,
             class: RouteClass::Vxlan,
             target: Target::Gateway {
-                via: IpAddr::V4(vtep.tunnel_ip),
+                via: vtep.tunnel_ip,
                 dev: Some(VXLAN_DEVICE.to_string()),
                 onlink: true,
             },
@@ -436,21 +529,47 @@ fn remote_route(
 }
 
 /// The route to a remote prefix through an IPv6 next hop: direct, or (VXLAN pools) through
-/// the IPv6 VXLAN device.
+/// the IPv6 VXLAN device to the VTEP of the node at that address.
 fn remote_route_v6(
-    _d: &Desired,
+    d: &Desired,
     pool: &crate::model::IpPool,
     prefix: IpNet,
     direct: DesiredRoute,
     encapsulate: bool,
+    src: Option<IpAddr>,
 ) -> Result<DesiredRoute, String> {
-    if pool.vxlan_mode != EncapMode::Never && encapsulate {
+    if pool.vxlan_mode == EncapMode::Never || !encapsulate {
+        return Ok(direct);
+    }
+    let Target::Gateway { via: next_hop, .. } = direct.target else {
+        return Ok(direct);
+    };
+    if d.vxlan_v6.is_none() {
         return Err(format!(
-            "route {prefix}: IPv6 VXLAN is not programmed yet; pool {} left unrouted",
+            "route {prefix} via {next_hop}: IPv6 VXLAN pool {} but no IPv6 VXLAN device (this \
+             node has no IPv6 address, or vxlanEnabled is false)",
             pool.cidr
         ));
     }
-    Ok(direct)
+    let vtep = d
+        .vteps_v6
+        .iter()
+        .find(|v| v.node_ip == next_hop)
+        .ok_or_else(|| {
+            format!(
+                "route {prefix} via {next_hop}: no IPv6 VXLAN tunnel endpoint known for that node"
+            )
+        })?;
+    Ok(DesiredRoute {
+        dst: prefix,
+        class: RouteClass::Vxlan,
+        target: Target::Gateway {
+            via: vtep.tunnel_ip,
+            dev: Some(VXLAN_V6_DEVICE.to_string()),
+            onlink: true,
+        },
+        src,
+    })
 }
 
 #[cfg(test)]

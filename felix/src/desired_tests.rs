@@ -23,6 +23,7 @@ fn model(ipip: EncapMode, vxlan: EncapMode) -> Model {
             vxlan_tunnel_mac: Some("66:00:00:00:00:01".into()),
             ipip_tunnel_addr: None,
             mtu: None,
+            ..Default::default()
         },
         pools: vec![IpPool {
             cidr: net("10.244.0.0/16"),
@@ -149,7 +150,7 @@ fn vxlan_always_routes_via_remote_vtep_with_neighbour_and_fdb() {
     assert_eq!(dev.mac, Some([0x66, 0, 0, 0, 0, 1]));
     assert_eq!(d.vteps.len(), 2);
     assert_eq!(d.vteps[0].mac, [0x66, 0, 0, 0, 0, 2]);
-    assert_eq!(d.vteps[0].node_ip, "10.0.0.2".parse::<Ipv4Addr>().unwrap());
+    assert_eq!(d.vteps[0].node_ip, ip("10.0.0.2"));
 }
 
 #[test]
@@ -398,13 +399,121 @@ fn dual_stack_pod_gets_both_host_routes_and_ipv6_blocks_route_via_the_ipv6_next_
     assert!(d.problems.is_empty(), "{:?}", d.problems);
 }
 
+/// [`dual`] with an IPv6 VXLAN pool: this node's IPv6 VTEP and n2's.
+fn dual_vxlan(mode: EncapMode) -> Model {
+    let mut m = dual(mode);
+    m.node.vxlan_tunnel_addr_v6 = Some("fd00:244::1".parse().unwrap());
+    m.node.vxlan_tunnel_mac_v6 = Some("66:00:00:00:06:01".into());
+    m.vteps.push(RemoteVtep {
+        node: "n2".into(),
+        node_ip: ip("fd00:1::2"),
+        tunnel_ip: ip("fd00:244::41"),
+        mac: "66:00:00:00:06:02".into(),
+    });
+    m
+}
+
 #[test]
-fn ipv6_pool_in_vxlan_mode_is_reported_not_routed_in_the_clear() {
-    let d = compute(&dual(EncapMode::Always));
-    assert!(!d.routes.contains_key(&net("fd00:244::40/122")));
-    assert!(d.problems.iter().any(|p| p.contains("IPv6 VXLAN")));
-    // The IPv4 VXLAN device is for IPv4 pools only: none here.
+fn ipv6_vxlan_pool_routes_through_the_ipv6_device_to_the_nodes_ipv6_vtep() {
+    let d = compute(&dual_vxlan(EncapMode::Always));
+    assert_eq!(
+        target_of(&d, "fd00:244::40/122"),
+        via("fd00:244::41", Some(VXLAN_V6_DEVICE), true)
+    );
+    assert_eq!(d.routes[&net("fd00:244::40/122")].class, RouteClass::Vxlan);
+    let dev = d
+        .vxlan_v6
+        .clone()
+        .expect("IPv6 VXLAN pool: IPv6 device wanted");
+    assert_eq!(dev.local, ip("fd00:1::1"));
+    assert_eq!(dev.tunnel_addr, Some(ip("fd00:244::1")));
+    assert_eq!(dev.mac, Some([0x66, 0, 0, 0, 6, 1]));
+    assert_eq!((dev.vni, dev.port), (VXLAN_VNI, VXLAN_PORT));
+    // Its neighbour and FDB entries: n2's IPv6 VTEP, reached at n2's IPv6 address; none of
+    // the IPv4 VTEPs (those belong to the IPv4 device, not wanted here: no IPv4 VXLAN pool).
+    assert_eq!(
+        d.vteps_v6,
+        vec![Vtep {
+            tunnel_ip: ip("fd00:244::41"),
+            mac: [0x66, 0, 0, 0, 6, 2],
+            node_ip: ip("fd00:1::2"),
+        }]
+    );
     assert_eq!(d.vxlan, None);
+    assert!(d.problems.is_empty(), "{:?}", d.problems);
+}
+
+#[test]
+fn dual_stack_vxlan_has_a_device_per_family_each_with_its_own_vteps() {
+    let mut m = dual_vxlan(EncapMode::Always);
+    m.pools[0].vxlan_mode = EncapMode::Always;
+    m.settings.vxlan_mtu_v6 = Some(1380);
+    let d = compute(&m);
+    let v4 = d.vxlan.clone().expect("IPv4 device");
+    let v6 = d.vxlan_v6.clone().expect("IPv6 device");
+    assert!(v4.local.is_ipv4() && v6.local.is_ipv6());
+    assert_eq!(v6.mtu, Some(1380));
+    assert!(d.vteps.iter().all(|v| v.node_ip.is_ipv4()));
+    assert!(d.vteps_v6.iter().all(|v| v.node_ip.is_ipv6()));
+    assert_eq!(
+        target_of(&d, "10.244.1.0/26"),
+        via("10.244.1.0", Some(VXLAN_DEVICE), true)
+    );
+    assert_eq!(
+        target_of(&d, "fd00:244::40/122"),
+        via("fd00:244::41", Some(VXLAN_V6_DEVICE), true)
+    );
+    // vxlanEnabled: false turns both off.
+    m.settings.vxlan_enabled = Some(false);
+    let d = compute(&m);
+    assert_eq!((d.vxlan, d.vxlan_v6), (None, None));
+}
+
+#[test]
+fn ipv6_vxlan_cross_subnet_goes_direct_inside_the_ipv6_subnet() {
+    let mut m = dual_vxlan(EncapMode::CrossSubnet);
+    let d = compute(&m);
+    assert_eq!(
+        target_of(&d, "fd00:244::40/122"),
+        via("fd00:1::2", None, false)
+    );
+    // The same node seen from another IPv6 subnet: through the tunnel.
+    m.node.address_v6 = Some("fd00:9::1/64".parse().unwrap());
+    let d = compute(&m);
+    assert_eq!(
+        target_of(&d, "fd00:244::40/122"),
+        via("fd00:244::41", Some(VXLAN_V6_DEVICE), true)
+    );
+}
+
+#[test]
+fn ipv6_vxlan_route_without_a_known_vtep_is_left_out_with_a_reason() {
+    let mut m = dual_vxlan(EncapMode::Always);
+    m.vteps.retain(|v| v.node_ip.is_ipv4());
+    let d = compute(&m);
+    assert!(!d.routes.contains_key(&net("fd00:244::40/122")));
+    assert!(
+        d.problems
+            .iter()
+            .any(|p| p.contains("no IPv6 VXLAN tunnel endpoint")),
+        "{:?}",
+        d.problems
+    );
+}
+
+#[test]
+fn ipv6_vxlan_pool_on_a_node_without_ipv6_address_is_a_problem() {
+    let mut m = dual_vxlan(EncapMode::Always);
+    m.node.address_v6 = None;
+    let d = compute(&m);
+    assert_eq!(d.vxlan_v6, None);
+    assert!(
+        d.problems
+            .iter()
+            .any(|p| p.contains("needs the node's IPv6 address")),
+        "{:?}",
+        d.problems
+    );
 }
 
 #[test]

@@ -111,20 +111,31 @@ struct Args {
     /// How `--ip autodetect` chooses (bgpd's methods: first-found, can-reach=DEST, ...).
     #[arg(long, env = "IP_AUTODETECTION_METHOD", default_value = "first-found")]
     ip_autodetection_method: String,
+    /// Without bgpd: this node's IPv6 address for its Node (an IPv6 or dual-stack node with an
+    /// IPv6 VXLAN pool), as bgpd's --ip6: ADDR/LEN, ADDR, `autodetect` or `none` (Calico's IP6).
+    #[arg(long, env = "IP6", default_value = "none")]
+    ip6: String,
+    /// How `--ip6 autodetect` chooses (Calico's IP6_AUTODETECTION_METHOD).
+    #[arg(long, env = "IP6_AUTODETECTION_METHOD", default_value = "first-found")]
+    ip6_autodetection_method: String,
 }
 
 /// The backend from the flag / MARGAY_NETWORKING_BACKEND, else CALICO_NETWORKING_BACKEND; and
-/// without bgpd, the address felix registers.
-fn backend_and_address(args: &Args) -> anyhow::Result<(cluster::Backend, Option<ipnet::IpNet>)> {
+/// without bgpd, the addresses (IPv4, IPv6) felix registers.
+type Registered = (Option<ipnet::IpNet>, Option<ipnet::IpNet>);
+fn backend_and_address(args: &Args) -> anyhow::Result<(cluster::Backend, Registered)> {
     let calico = std::env::var(cluster::backend::CALICO_ENV).ok();
     let backend = cluster::Backend::choose(args.networking_backend.as_deref(), calico.as_deref())?;
     if backend.uses_bgpd() || args.state.is_some() {
-        return Ok((backend, None));
+        return Ok((backend, (None, None)));
     }
     let source =
         margay_bgp::cluster::AddressSource::parse(&args.ip, &args.ip_autodetection_method)?;
     let ipv4 = margay_bgp::cluster::resolve(&source, false)?;
-    Ok((backend, ipv4))
+    let source6 =
+        margay_bgp::cluster::AddressSource::parse(&args.ip6, &args.ip6_autodetection_method)?;
+    let ipv6 = margay_bgp::cluster::resolve(&source6, true)?;
+    Ok((backend, (ipv4, ipv6)))
 }
 
 fn read_model(path: &Path, node: &str) -> anyhow::Result<Model> {
@@ -270,7 +281,7 @@ fn run(
         None => None,
     };
 
-    let (backend, register_ipv4) = backend_and_address(&args)?;
+    let (backend, (register_ipv4, register_ipv6)) = backend_and_address(&args)?;
     let health = Arc::new(Health::new(Duration::from_secs(10)));
     let metrics = Arc::new(Metrics::new());
     let agent = Agent::spawn(
@@ -352,6 +363,7 @@ fn run(
                 policy: policy_requests,
                 backend,
                 register_ipv4,
+                register_ipv6,
                 pinned: margay_felix::settings::Pinned {
                     route_refresh: pins
                         .resync

@@ -5,7 +5,7 @@
 //! reduced to what the dataplane needs. In standalone mode the daemon reads a [`Model`] from a
 //! JSON or YAML file; later it is assembled from the datastore and bgpd watchers.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
@@ -37,7 +37,7 @@ pub struct IpPool {
 }
 
 /// This node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeInfo {
     pub name: String,
@@ -55,6 +55,13 @@ pub struct NodeInfo {
     /// The VXLAN device's MAC (Node `vxlanTunnelMACAddr`), "aa:bb:cc:dd:ee:ff".
     #[serde(default)]
     pub vxlan_tunnel_mac: Option<String>,
+    /// The IPv6 VXLAN tunnel address (Node `ipv6VXLANTunnelAddr`), when an IPv6 VXLAN pool
+    /// is in use.
+    #[serde(default)]
+    pub vxlan_tunnel_addr_v6: Option<Ipv6Addr>,
+    /// The IPv6 VXLAN device's MAC (Node `vxlanTunnelMACAddrV6`).
+    #[serde(default)]
+    pub vxlan_tunnel_mac_v6: Option<String>,
     /// The IPIP tunnel address (Node `ipv4IPIPTunnelAddr`).
     #[serde(default)]
     pub ipip_tunnel_addr: Option<Ipv4Addr>,
@@ -111,15 +118,18 @@ impl RemoteRoute {
     }
 }
 
-/// A remote node's VXLAN endpoint (from its Node resource).
+/// A remote node's VXLAN endpoint (from its Node resource), of one family: an IPv4 VTEP
+/// (`ipv4VXLANTunnelAddr`, `vxlanTunnelMACAddr`, reached at `ipv4Address`) or an IPv6 one
+/// (`ipv6VXLANTunnelAddr`, `vxlanTunnelMACAddrV6`, reached at `ipv6Address`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RemoteVtep {
     pub node: String,
     /// The node's underlay address: where VXLAN packets are sent.
-    pub node_ip: Ipv4Addr,
-    /// Its VXLAN tunnel address: the next hop of routes through vxlan.margay.
-    pub tunnel_ip: Ipv4Addr,
+    pub node_ip: IpAddr,
+    /// Its VXLAN tunnel address: the next hop of routes through vxlan.margay (IPv4) or
+    /// vxlan-v6.margay (IPv6).
+    pub tunnel_ip: IpAddr,
     /// Its VXLAN device's MAC.
     pub mac: String,
 }

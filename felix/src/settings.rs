@@ -41,6 +41,10 @@ pub struct DataplaneSettings {
     pub vxlan_mtu: Option<u32>,
     /// `ipipMTU`; `None`: the underlay interface's MTU less 20.
     pub ipip_mtu: Option<u32>,
+    /// `vxlanMTUV6`: the IPv6 VXLAN device's MTU; `None`: the IPv6 underlay interface's MTU
+    /// less 70.
+    #[serde(rename = "vxlanMTUV6")]
+    pub vxlan_mtu_v6: Option<u32>,
     /// `vxlanEnabled` / `ipipEnabled`: force the device on or off; `None`: as the pools need.
     pub vxlan_enabled: Option<bool>,
     pub ipip_enabled: Option<bool>,
@@ -94,6 +98,7 @@ impl Default for DataplaneSettings {
             vxlan_port: VXLAN_PORT,
             vxlan_mtu: None,
             ipip_mtu: None,
+            vxlan_mtu_v6: None,
             vxlan_enabled: None,
             ipip_enabled: None,
             nat_port_range: None,
@@ -190,6 +195,7 @@ pub fn merge(
     // 0 is Calico's "auto-detect".
     d.vxlan_mtu = pick(node, global, |c| c.vxlan_mtu).filter(|m| *m != 0);
     d.ipip_mtu = pick(node, global, |c| c.ipip_mtu).filter(|m| *m != 0);
+    d.vxlan_mtu_v6 = pick(node, global, |c| c.vxlan_mtu_v6).filter(|m| *m != 0);
     d.vxlan_enabled = pick(node, global, |c| c.vxlan_enabled);
     d.ipip_enabled = pick(node, global, |c| c.ipip_enabled);
     if let Some(text) = pick(node, global, |c| c.route_refresh_interval.clone()) {
@@ -319,10 +325,12 @@ pub fn table_in_ranges(ranges: &[(u32, u32)], t: u32) -> bool {
     ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&t))
 }
 
-/// Bytes the encapsulation in use takes from the pod MTU (Calico's rule: VXLAN 50, IP-in-IP
-/// 20, none 0; the largest that applies).
-pub fn encap_overhead(vxlan: bool, ipip: bool) -> u32 {
-    if vxlan {
+/// Bytes the encapsulation in use takes from the pod MTU (Calico's rule: IPv6 VXLAN 70, VXLAN
+/// 50, IP-in-IP 20, none 0; the largest that applies, so a dual-stack pod fits both tunnels).
+pub fn encap_overhead(vxlan: bool, ipip: bool, vxlan_v6: bool) -> u32 {
+    if vxlan_v6 {
+        crate::desired::VXLAN_V6_OVERHEAD
+    } else if vxlan {
         crate::desired::VXLAN_OVERHEAD
     } else if ipip {
         crate::desired::IPIP_OVERHEAD
@@ -363,6 +371,7 @@ mod tests {
             s.vxlan_vni = Some(5000);
             s.vxlan_port = Some(8472);
             s.vxlan_mtu = Some(1400);
+            s.vxlan_mtu_v6 = Some(1380);
         });
         let node = spec(|s| s.vxlan_vni = Some(6000));
         let (got, problems) = merge(Some(&global), Some(&node), &Pinned::default());
@@ -370,6 +379,7 @@ mod tests {
         assert_eq!(got.dataplane.vxlan_vni, 6000);
         assert_eq!(got.dataplane.vxlan_port, 8472);
         assert_eq!(got.dataplane.vxlan_mtu, Some(1400));
+        assert_eq!(got.dataplane.vxlan_mtu_v6, Some(1380));
         // Nothing set: Calico's defaults.
         let (d, _) = merge(None, None, &Pinned::default());
         assert_eq!(d, Settings::default());
@@ -498,8 +508,23 @@ mod tests {
             ("cali123", 1440),
         ];
         let p = DEFAULT_MTU_IFACE_PATTERN;
-        assert_eq!(pod_mtu(links, p, encap_overhead(true, false)), Some(1450));
-        assert_eq!(pod_mtu(links, p, encap_overhead(false, true)), Some(1480));
+        assert_eq!(
+            pod_mtu(links, p, encap_overhead(true, false, false)),
+            Some(1450)
+        );
+        assert_eq!(
+            pod_mtu(links, p, encap_overhead(false, true, false)),
+            Some(1480)
+        );
+        // IPv6 VXLAN (alone or beside IPv4's): Calico's 70 bytes.
+        assert_eq!(
+            pod_mtu(links, p, encap_overhead(true, false, true)),
+            Some(1430)
+        );
+        assert_eq!(
+            pod_mtu(links, p, encap_overhead(false, false, true)),
+            Some(1430)
+        );
         assert_eq!(pod_mtu(links, "^eth0$", 0), Some(9000));
         assert_eq!(pod_mtu(links, "^ens", 0), None);
     }

@@ -45,6 +45,7 @@ fn remote_routes_the_model_lacks_stay_until_the_table_is_complete() {
             vxlan_tunnel_mac: None,
             ipip_tunnel_addr: None,
             mtu: None,
+            ..Default::default()
         },
         pools: vec![pool],
         endpoints: vec![],

@@ -111,6 +111,7 @@ fn shrink_and_grow(v6: bool) {
             vxlan_tunnel_mac: None,
             ipip_tunnel_addr: None,
             mtu: None,
+            ..Default::default()
         },
         pools: vec![IpPool {
             cidr: "10.0.0.0/8".parse().unwrap(),

@@ -46,6 +46,8 @@ pub struct FelixArgs {
     /// `--networking-backend` and `--ip` when no bgpd runs (`vxlan`, `none`): felix registers
     /// the Node with this address and routes remote blocks from IPAM.
     pub no_bgp: Option<(String, String)>,
+    /// `--ip6` when no bgpd runs: this node's IPv6 address for its Node (an IPv6 VXLAN pool).
+    pub no_bgp_ip6: Option<String>,
 }
 
 impl FelixArgs {
@@ -61,12 +63,22 @@ impl FelixArgs {
             resync_interval: 5,
             adopt_route_protocols: None,
             no_bgp: None,
+            no_bgp_ip6: None,
         }
     }
 
     /// No bgpd beside this felix: backend `vxlan`, this node's address `ip` (`ADDR/LEN`).
     pub fn without_bgp(mut self, ip: ipnet::IpNet) -> FelixArgs {
         self.no_bgp = Some(("vxlan".into(), ip.to_string()));
+        self
+    }
+
+    /// No bgpd, on a dual-stack or IPv6-only node: backend `vxlan`, this node's IPv4 address
+    /// (`--ip`, `none` without one) and IPv6 address (`--ip6`).
+    pub fn without_bgp_dual(mut self, ip: Option<ipnet::IpNet>, ip6: ipnet::IpNet) -> FelixArgs {
+        let ip = ip.map_or_else(|| "none".to_string(), |a| a.to_string());
+        self.no_bgp = Some(("vxlan".into(), ip));
+        self.no_bgp_ip6 = Some(ip6.to_string());
         self
     }
 
@@ -96,6 +108,9 @@ impl FelixArgs {
                 "--ip".to_string(),
                 ip.clone(),
             ]);
+        }
+        if let Some(ip6) = &self.no_bgp_ip6 {
+            args.extend(["--ip6".to_string(), ip6.clone()]);
         }
         args
     }

@@ -40,6 +40,32 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// A lab kept by `margay-lab up --keep ARGS...` (asserted to succeed) with its state file in
+/// a directory of its own, taken down when the test ends: the directory, the state file, the
+/// guard, `up`'s output.
+struct KeptLab {
+    _dir: tempfile::TempDir,
+    state_file: PathBuf,
+    _down: DownOnDrop,
+    up: Output,
+}
+
+fn up_kept(args: &[&str]) -> KeptLab {
+    let dir = tempfile::tempdir().unwrap();
+    let state_file = dir.path().join("state.json");
+    let down = DownOnDrop(state_file.clone());
+    let mut all = vec!["up", "--keep"];
+    all.extend_from_slice(args);
+    let up = lab(&state_file, &all);
+    assert!(up.status.success(), "{}", shown(&up));
+    KeptLab {
+        _dir: dir,
+        state_file,
+        _down: down,
+        up,
+    }
+}
+
 /// Runs `margay-lab down` for a kept lab if the test ends before doing so itself.
 struct DownOnDrop(PathBuf);
 
@@ -227,23 +253,7 @@ fn felix_routes(node: &NodeState) -> Vec<serde_json::Value> {
 
 /// The route on `node` to the block holding `pod`'s address.
 fn block_route(node: &NodeState, pod: &PodState) -> serde_json::Value {
-    let routes = felix_routes(node);
-    routes
-        .iter()
-        .find(|r| {
-            r["dst"]
-                .as_str()
-                .and_then(|d| d.parse::<ipnet::IpNet>().ok())
-                .is_some_and(|n| n.prefix_len() < 32 && n.contains(&pod.ip))
-                && r["type"] != "blackhole"
-        })
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!(
-                "{}: no route to {}'s block: {routes:?}",
-                node.name, pod.name
-            )
-        })
+    route_to_block_of(node, pod.ip)
 }
 
 /// `up --keep` then `status` then `down`, with a lab as the README shows it (three nodes,
@@ -340,22 +350,8 @@ fn never_mode_mesh_lab_converges_reports_and_down_leaves_nothing() {
 /// blocks go through `vxlan.margay`, and every pod still reaches every other.
 #[test]
 fn vxlan_route_reflector_lab_routes_through_the_tunnel_and_pods_reach_each_other() {
-    let dir = tempfile::tempdir().unwrap();
-    let state_file = dir.path().join("state.json");
-    let _down = DownOnDrop(state_file.clone());
-
-    let up = lab(
-        &state_file,
-        &[
-            "up",
-            "--keep",
-            "--pool-mode",
-            "vxlan",
-            "--mode",
-            "route-reflectors",
-        ],
-    );
-    assert!(up.status.success(), "{}", shown(&up));
+    let kept = up_kept(&["--pool-mode", "vxlan", "--mode", "route-reflectors"]);
+    let state_file = kept.state_file.clone();
     let state = LabState::load(&state_file)
         .unwrap()
         .expect("state recorded");
@@ -510,6 +506,19 @@ fn peers_by_family(node: &NodeState) -> (PeerStates, PeerStates) {
     (rows("ipv4_peers"), rows("ipv6_peers"))
 }
 
+/// Every pod has the addresses of the lab's `family` (`dual`: IPv4 then IPv6; `ipv6`: IPv6).
+fn assert_pod_families<'a>(pods: impl Iterator<Item = &'a PodState>, family: &str) {
+    let want = if family == "dual" {
+        vec![false, true]
+    } else {
+        vec![true]
+    };
+    for pod in pods {
+        let fams: Vec<bool> = pod.addresses().iter().map(|a| a.is_ipv6()).collect();
+        assert_eq!(fams, want, "{family}: {pod:?}");
+    }
+}
+
 /// `--ip-family dual` and `ipv6`: every session the plan expects (one per family) is up in
 /// `node status`'s table of its family, every pod has the families asked for, and every pod
 /// reaches every other pod and is reached from the BIRD ToR over each family.
@@ -554,15 +563,7 @@ fn dual_stack_and_ipv6_only_labs_route_every_family_between_nodes_and_the_tor() 
                 node.name
             );
         }
-        for pod in &state.pods {
-            let fams: Vec<bool> = pod.addresses().iter().map(|a| a.is_ipv6()).collect();
-            let want = if family == "dual" {
-                vec![false, true]
-            } else {
-                vec![true]
-            };
-            assert_eq!(fams, want, "{family}: {pod:?}");
-        }
+        assert_pod_families(state.pods.iter(), family);
         let results = ping::matrix(&state, 2);
         let per_pair = if family == "dual" { 2 } else { 1 };
         assert_eq!(
@@ -1103,4 +1104,153 @@ fn simulated_nodes_mesh_with_every_real_node_and_down_removes_them() {
     let down = lab(&state_file, &["down"]);
     assert!(down.status.success(), "{}", shown(&down));
     assert_nothing_left(&state, &state_file);
+}
+
+/// felix's IPv6 routes on `node` (`ip -6 -j route show proto 81`).
+fn felix_routes6(node: &NodeState) -> Vec<serde_json::Value> {
+    let out = Command::new("ip")
+        .args([
+            "-n",
+            &node.netns,
+            "-6",
+            "-j",
+            "route",
+            "show",
+            "proto",
+            "81",
+        ])
+        .output()
+        .expect("ip -6 route");
+    serde_json::from_slice(&out.stdout).expect("ip -j prints JSON")
+}
+
+/// On `node`, the route to the block holding `addr` (a remote pod's), of either family.
+fn route_to_block_of(node: &NodeState, addr: std::net::IpAddr) -> serde_json::Value {
+    let routes = if addr.is_ipv6() {
+        felix_routes6(node)
+    } else {
+        felix_routes(node)
+    };
+    let host = if addr.is_ipv6() { 128 } else { 32 };
+    routes
+        .iter()
+        .find(|r| {
+            r["dst"]
+                .as_str()
+                .and_then(|d| d.parse::<ipnet::IpNet>().ok())
+                .is_some_and(|n| n.prefix_len() < host && n.contains(&addr))
+                && r["type"] != "blackhole"
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("{}: no route to {addr}'s block: {routes:?}", node.name))
+}
+
+/// Every pod of another node is routed from every node through the VXLAN device of its
+/// family: IPv4 blocks through vxlan.margay, IPv6 blocks through vxlan-v6.margay.
+fn assert_blocks_through_vxlan_of_their_family(state: &LabState) {
+    for node in &state.nodes {
+        for pod in state.pods.iter().filter(|p| p.node != node.name) {
+            for addr in pod.addresses() {
+                let want = if addr.is_ipv6() {
+                    "vxlan-v6.margay"
+                } else {
+                    "vxlan.margay"
+                };
+                let r = route_to_block_of(node, addr);
+                assert_eq!(r["dev"], want, "{} to {addr}: {r}", node.name);
+            }
+        }
+    }
+}
+
+/// `--ip-family dual|ipv6 --pool-mode vxlan`: the pools in VXLAN mode, each family through
+/// its own device (Calico's `vxlan.calico` and `vxlan-v6.calico`), every pod reaching every
+/// other over each family, the report showing the IPv6 device's VTEPs; then `node add` joins a
+/// node of the lab's families (IPv6 mesh and ToR sessions included) whose pods are routed the
+/// same way and reached, and `node remove` takes it out again.
+#[test]
+fn dual_stack_and_ipv6_vxlan_labs_route_each_family_through_its_device_and_a_node_joins() {
+    for family in ["dual", "ipv6"] {
+        let kept = up_kept(&[
+            "--nodes",
+            "2",
+            "--ip-family",
+            family,
+            "--pool-mode",
+            "vxlan",
+        ]);
+        let state_file = kept.state_file.clone();
+        let report = stdout(&kept.up);
+        assert!(
+            report.contains("fdb show dev vxlan-v6.margay")
+                && report.contains("dev vxlan-v6.margay"),
+            "{family}: {report}"
+        );
+        let state = LabState::load(&state_file).unwrap().expect("state");
+        assert_blocks_through_vxlan_of_their_family(&state);
+        let results = ping::matrix(&state, 2);
+        assert!(results.iter().any(|r| r.dst.is_ipv6()));
+        let failed: Vec<_> = results.iter().filter(|r| !r.reached()).collect();
+        assert!(failed.is_empty(), "{family}: unanswered pings: {failed:#?}");
+
+        let add = lab(&state_file, &["node", "add"]);
+        assert!(add.status.success(), "{family}: {}", shown(&add));
+        let state = LabState::load(&state_file).unwrap().expect("state");
+        assert_eq!(state.nodes.len(), 3);
+        let joined = state.nodes.last().unwrap().clone();
+        assert!(joined.address6.is_some(), "{joined:?}");
+        assert_pod_families(state.pods.iter().filter(|p| p.node == joined.name), family);
+        // Its sessions, of each family the lab runs, Established, as recorded.
+        let (v4, v6) = peers_by_family(&joined);
+        assert_eq!(v6.len(), 3, "{family}: {v6:?}");
+        assert_eq!(v4.len(), if family == "dual" { 3 } else { 0 }, "{v4:?}");
+        assert!(
+            v4.iter().chain(&v6).all(|p| p.1 == "Established"),
+            "{family}: {v4:?} {v6:?}"
+        );
+        assert_blocks_through_vxlan_of_their_family(&state);
+        let results = ping::matrix(&state, 2);
+        let failed: Vec<_> = results.iter().filter(|r| !r.reached()).collect();
+        assert!(failed.is_empty(), "{family} after node add: {failed:#?}");
+
+        let remove = lab(&state_file, &["node", "remove", &joined.name]);
+        assert!(remove.status.success(), "{family}: {}", shown(&remove));
+        let down = lab(&state_file, &["down"]);
+        assert!(down.status.success(), "{}", shown(&down));
+        assert_nothing_left(&state, &state_file);
+    }
+}
+
+/// `--no-bgp --ip-family dual --pool-mode vxlan`: no bgpd anywhere, felix registers both of
+/// each Node's addresses and routes every block of each family from IPAM through the VXLAN
+/// device of that family; the report shows both devices' VTEPs, every pod reaches every other
+/// over both families.
+#[test]
+fn dual_stack_vxlan_lab_without_bgp_routes_both_families_from_ipam() {
+    let kept = up_kept(&[
+        "--nodes",
+        "2",
+        "--ip-family",
+        "dual",
+        "--pool-mode",
+        "vxlan",
+        "--no-bgp",
+    ]);
+    let report = stdout(&kept.up);
+    assert!(
+        report.contains("fdb show dev vxlan-v6.margay")
+            && report.contains("fdb show dev vxlan.margay")
+            && report.contains("vxlan.margay / vxlan-v6.margay"),
+        "{report}"
+    );
+    let state = LabState::load(&kept.state_file).unwrap().expect("state");
+    assert!(state.no_bgp);
+    assert_blocks_through_vxlan_of_their_family(&state);
+    let results = ping::matrix(&state, 2);
+    assert!(results.iter().any(|r| r.dst.is_ipv6()));
+    let failed: Vec<_> = results.iter().filter(|r| !r.reached()).collect();
+    assert!(failed.is_empty(), "unanswered pings: {failed:#?}");
+    let down = lab(&kept.state_file, &["down"]);
+    assert!(down.status.success(), "{}", shown(&down));
+    assert_nothing_left(&state, &kept.state_file);
 }

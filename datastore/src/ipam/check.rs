@@ -74,9 +74,7 @@ impl CheckReport {
 
 /// The node a tunnel handle belongs to.
 fn tunnel_node(handle: &str) -> Option<&str> {
-    handle
-        .strip_prefix(IPIP_HANDLE_PREFIX)
-        .or_else(|| handle.strip_prefix(VXLAN_HANDLE_PREFIX))
+    super::records::tunnel_handle_node(handle)
 }
 
 impl Ipam {

@@ -69,11 +69,7 @@ pub fn nodes_in_ipam(
     }
     out.extend(affinities.iter().map(|a| a.node.clone()));
     for h in handles {
-        if let Some(n) = h
-            .handle_id
-            .strip_prefix(IPIP_HANDLE_PREFIX)
-            .or_else(|| h.handle_id.strip_prefix(VXLAN_HANDLE_PREFIX))
-        {
+        if let Some(n) = super::records::tunnel_handle_node(&h.handle_id) {
             out.insert(n.to_string());
         }
     }
@@ -238,7 +234,7 @@ impl Ipam {
                 }
             }
         }
-        for prefix in [IPIP_HANDLE_PREFIX, VXLAN_HANDLE_PREFIX] {
+        for prefix in super::records::TUNNEL_HANDLE_PREFIXES {
             let h = format!("{prefix}{node}");
             if handle_ids.contains(&h) {
                 handles.insert(h);

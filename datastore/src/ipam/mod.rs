@@ -57,8 +57,8 @@ pub use config::IpamConfig;
 pub use gc::{ClusterCollector, ClusterPass, LocalCollector, NodeProbe, NodeRelease};
 pub use records::{
     ANN_IPAM, ANN_NETWORK, Affinity, Allocation, Block, Handle, IPIP_HANDLE_PREFIX, MARGAY_IPAM,
-    POD_HANDLE_PREFIX, VXLAN_HANDLE_PREFIX, endpoint_handle, handle_for_container,
-    is_tunnel_handle,
+    POD_HANDLE_PREFIX, VXLAN_HANDLE_PREFIX, VXLAN_V6_HANDLE_PREFIX, endpoint_handle,
+    handle_for_container, is_tunnel_handle,
 };
 
 use crate::resources::{

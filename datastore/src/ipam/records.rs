@@ -19,6 +19,14 @@ pub const POD_HANDLE_PREFIX: &str = "margay-pod-network.";
 pub const IPIP_HANDLE_PREFIX: &str = "ipip-tunnel-addr-";
 /// Handles of a node's VXLAN tunnel address are `vxlan-tunnel-addr-<node>`.
 pub const VXLAN_HANDLE_PREFIX: &str = "vxlan-tunnel-addr-";
+/// Handles of a node's IPv6 VXLAN tunnel address are `vxlan-v6-tunnel-addr-<node>` (Calico's).
+pub const VXLAN_V6_HANDLE_PREFIX: &str = "vxlan-v6-tunnel-addr-";
+/// Every tunnel handle prefix.
+pub const TUNNEL_HANDLE_PREFIXES: [&str; 3] = [
+    IPIP_HANDLE_PREFIX,
+    VXLAN_HANDLE_PREFIX,
+    VXLAN_V6_HANDLE_PREFIX,
+];
 
 /// The handle of a container's addresses on the default network.
 pub fn handle_for_container(container_id: &str) -> String {
@@ -54,7 +62,14 @@ pub fn endpoint_handle(
 
 /// Whether a handle id names a node's tunnel address (every other handle is a container's).
 pub fn is_tunnel_handle(id: &str) -> bool {
-    id.starts_with(IPIP_HANDLE_PREFIX) || id.starts_with(VXLAN_HANDLE_PREFIX)
+    tunnel_handle_node(id).is_some()
+}
+
+/// The node a tunnel handle belongs to (`None` for a container's handle).
+pub fn tunnel_handle_node(id: &str) -> Option<&str> {
+    TUNNEL_HANDLE_PREFIXES
+        .iter()
+        .find_map(|p| id.strip_prefix(p))
 }
 
 fn cidr_key_part(cidr: &IpNet) -> String {
@@ -226,6 +241,16 @@ impl Block {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tunnel_handles_of_every_kind_name_their_node() {
+        assert_eq!(tunnel_handle_node("ipip-tunnel-addr-n1"), Some("n1"));
+        assert_eq!(tunnel_handle_node("vxlan-tunnel-addr-n2"), Some("n2"));
+        // Calico's IPv6 VXLAN handle, which the IPv4 prefix does not match.
+        assert_eq!(tunnel_handle_node("vxlan-v6-tunnel-addr-n3"), Some("n3"));
+        assert_eq!(tunnel_handle_node("margay-pod-network.abc"), None);
+        assert!(is_tunnel_handle("vxlan-v6-tunnel-addr-n3"));
+    }
 
     #[test]
     fn blocks_of_a_pool_are_consecutive_and_inside_it() {

@@ -103,6 +103,13 @@ pub struct FelixConfigurationSpec {
     pub vxlan_enabled: Option<bool>,
     #[serde(default, rename = "vxlanMTU", skip_serializing_if = "Option::is_none")]
     pub vxlan_mtu: Option<u32>,
+    /// The IPv6 VXLAN device's MTU (0: auto-detect).
+    #[serde(
+        default,
+        rename = "vxlanMTUV6",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub vxlan_mtu_v6: Option<u32>,
     #[serde(default, rename = "vxlanVNI", skip_serializing_if = "Option::is_none")]
     pub vxlan_vni: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,6 +185,7 @@ impl Spec for FelixConfigurationSpec {
         for (field, mtu) in [
             ("spec.vxlanMTU", self.vxlan_mtu),
             ("spec.ipipMTU", self.ipip_mtu),
+            ("spec.vxlanMTUV6", self.vxlan_mtu_v6),
         ] {
             if mtu.is_some_and(|m| m != 0 && !(68..=65535).contains(&m)) {
                 v.problem(field, "must be 0 (auto-detect) or 68 to 65535");

@@ -51,7 +51,6 @@ const WORKLOAD_PEERING: FieldStatus =
 const ROUTE_PRIORITY: FieldStatus = NotActed(
     "workload route metrics are fixed; live-migration route priorities are not implemented",
 );
-const VXLAN_V4: FieldStatus = NotActed("VXLAN is IPv4 only in margay");
 const NODE_ADDRESSES: FieldStatus =
     NotActed("the BGP address (spec.bgp) is the node's address for margay");
 const ORCH_REFS: FieldStatus =
@@ -88,9 +87,6 @@ const FC_OPENSTACK: FieldStatus =
 const FC_USAGE: FieldStatus = NotActed("margay sends no usage reports");
 const FC_GO: FieldStatus = NotActed("Go runtime settings and metrics: felix is not a Go program");
 const FC_PLATFORM: FieldStatus = NotActed("Windows and AWS integrations are not implemented");
-const FC_V6: FieldStatus = NotActed(
-    "the IPv6 VXLAN device and IPv6 device routes come with dual-stack (issue 14 section 1)",
-);
 const FC_HOSTPOL: FieldStatus = NotActed(
     "host endpoints, failsafe ports and workload traffic rules of Calico's policy chains are not implemented",
 );
@@ -229,8 +225,8 @@ pub const FIELDS: &[FieldInfo] = &[
     f(NODE, "spec.bgp.routeReflectorClusterID", Acted),
     f(NODE, "spec.ipv4VXLANTunnelAddr", Acted),
     f(NODE, "spec.vxlanTunnelMACAddr", Acted),
-    f(NODE, "spec.ipv6VXLANTunnelAddr", VXLAN_V4),
-    f(NODE, "spec.vxlanTunnelMACAddrV6", VXLAN_V4),
+    f(NODE, "spec.ipv6VXLANTunnelAddr", Acted),
+    f(NODE, "spec.vxlanTunnelMACAddrV6", Acted),
     f(NODE, "spec.addresses[].address", NODE_ADDRESSES),
     f(NODE, "spec.addresses[].type", NODE_ADDRESSES),
     f(NODE, "spec.orchRefs[].nodeName", ORCH_REFS),
@@ -351,7 +347,7 @@ pub const FIELDS: &[FieldInfo] = &[
     f(FELIX, "spec.ipipMTU", Acted),
     f(FELIX, "spec.vxlanEnabled", Acted),
     f(FELIX, "spec.vxlanMTU", Acted),
-    f(FELIX, "spec.vxlanMTUV6", FC_V6),
+    f(FELIX, "spec.vxlanMTUV6", Acted),
     f(FELIX, "spec.vxlanPort", Acted),
     f(FELIX, "spec.vxlanVNI", Acted),
     f(FELIX, "spec.allowVXLANPacketsFromWorkloads", FC_HOSTPOL),

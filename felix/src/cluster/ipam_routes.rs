@@ -3,8 +3,8 @@
 //! leads to that node, and so does every address a pod on another node borrowed from a block
 //! that is not affine to it (a /32). Only blocks and addresses of enabled VXLAN pools count: a
 //! pool without VXLAN needs BGP to be routed. The result has the shape of bgpd's table (prefix →
-//! the node's address), so the dataplane resolves it through the node's VTEP as it does a
-//! route learned over BGP. Pure: no I/O.
+//! the node's address of the prefix's family), so the dataplane resolves it through the node's
+//! VTEP (IPv4 or IPv6) as it does a route learned over BGP. Pure: no I/O.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -29,35 +29,45 @@ fn vxlan_pool<'a>(
         .filter(|p| p.vxlan() != res::EncapMode::Never)
 }
 
-/// Every remote block and borrowed address of a VXLAN pool, with the IPv4 address of the node
-/// it lives on. Nodes without an IPv4 address are left out and listed in the second value.
+/// Every remote block and borrowed address of a VXLAN pool, with the address (of the same
+/// family) of the node it lives on. Nodes without an address of that family are left out and
+/// listed in the second value.
 pub fn remote_routes(state: &ClusterState) -> (BTreeMap<IpNet, IpAddr>, Vec<String>) {
     let mut routes = BTreeMap::new();
     let mut problems = Vec::new();
-    let node_ip = |name: &str| -> Option<IpAddr> {
-        let n = state.nodes.get(name)?;
-        n.bgp.as_ref()?.ipv4().map(IpAddr::V4)
+    let node_ip = |name: &str, v6: bool| -> Option<IpAddr> {
+        let bgp = state.nodes.get(name)?.bgp.as_ref()?;
+        if v6 {
+            bgp.ipv6().map(IpAddr::V6)
+        } else {
+            bgp.ipv4().map(IpAddr::V4)
+        }
     };
     // Blocks by node, for telling borrowed addresses apart.
     let mut blocks_of: BTreeMap<&str, Vec<IpNet>> = BTreeMap::new();
     for a in state.block_affinities.values() {
         blocks_of.entry(a.node.as_str()).or_default().push(a.cidr);
     }
-    let mut missing: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut missing: BTreeMap<(&str, u8), usize> = BTreeMap::new();
+    let family = |ip: IpAddr| if ip.is_ipv6() { 6 } else { 4 };
     for a in state.block_affinities.values() {
-        if a.node == state.node || !a.cidr.addr().is_ipv4() {
+        if a.node == state.node {
             continue;
         }
         if vxlan_pool(&state.pools, &a.cidr).is_none() {
             continue;
         }
-        match node_ip(&a.node) {
+        match node_ip(&a.node, a.cidr.addr().is_ipv6()) {
             Some(ip) => {
                 routes.insert(a.cidr.trunc(), ip);
             }
             // A deleted Node's blocks wait for the IPAM collector; nothing to say.
             None if !state.nodes.contains_key(&a.node) => {}
-            None => *missing.entry(a.node.as_str()).or_default() += 1,
+            None => {
+                *missing
+                    .entry((a.node.as_str(), family(a.cidr.addr())))
+                    .or_default() += 1
+            }
         }
     }
     for ep in state.remote_endpoints.values() {
@@ -65,7 +75,7 @@ pub fn remote_routes(state: &ClusterState) -> (BTreeMap<IpNet, IpAddr>, Vec<Stri
             continue;
         }
         let own = blocks_of.get(ep.node.as_str());
-        for ip in ep.ips.iter().filter(|ip| ip.is_ipv4()) {
+        for ip in &ep.ips {
             let host = IpNet::from(*ip);
             if own.is_some_and(|bs| bs.iter().any(|b| b.contains(ip))) {
                 continue;
@@ -73,19 +83,24 @@ pub fn remote_routes(state: &ClusterState) -> (BTreeMap<IpNet, IpAddr>, Vec<Stri
             if vxlan_pool(&state.pools, &host).is_none() {
                 continue;
             }
-            match node_ip(&ep.node) {
+            match node_ip(&ep.node, ip.is_ipv6()) {
                 Some(nip) => {
                     routes.insert(host, nip);
                 }
                 None if !state.nodes.contains_key(&ep.node) => {}
-                None => *missing.entry(ep.node.as_str()).or_default() += 1,
+                None => *missing.entry((ep.node.as_str(), family(*ip))).or_default() += 1,
             }
         }
     }
-    for (node, n) in missing {
+    for ((node, family), n) in missing {
+        let field = if family == 6 {
+            "ipv6Address"
+        } else {
+            "ipv4Address"
+        };
         problems.push(format!(
-            "Node {node}: no IPv4 address (spec.bgp.ipv4Address): {n} of its blocks or pod \
-             addresses are not routed"
+            "Node {node}: no IPv{family} address (spec.bgp.{field}): {n} of its IPv{family} \
+             blocks or pod addresses are not routed"
         ));
     }
     (routes, problems)
@@ -164,6 +179,45 @@ mod tests {
         let (r, problems) = remote_routes(&s);
         assert_eq!(route(&r, "10.244.0.128/26"), None);
         assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    #[test]
+    fn ipv6_blocks_of_vxlan_pools_lead_to_the_nodes_ipv6_address() {
+        let mut s = state();
+        s.nodes
+            .get_mut("n2")
+            .unwrap()
+            .bgp
+            .as_mut()
+            .unwrap()
+            .ipv6_address = Some("fd00::2/64".into());
+        s.pools
+            .insert("v6".into(), pool("fd00:244::/48", res::EncapMode::Always));
+        s.pools.insert(
+            "plain6".into(),
+            pool("fd00:250::/48", res::EncapMode::Never),
+        );
+        affinity(&mut s, "n2", "fd00:244::/122");
+        affinity(&mut s, "n2", "fd00:250::/122");
+        affinity(&mut s, "n3", "fd00:244::40/122");
+        s.remote_endpoints.insert(
+            "default/six".into(),
+            RemoteEndpoint {
+                node: "n2".into(),
+                ips: vec!["fd00:244::1:5".parse().unwrap()],
+            },
+        );
+        let (r, problems) = remote_routes(&s);
+        assert_eq!(route(&r, "fd00:244::/122").as_deref(), Some("fd00::2"));
+        assert_eq!(route(&r, "fd00:244::1:5/128").as_deref(), Some("fd00::2"));
+        assert_eq!(route(&r, "fd00:250::/122"), None);
+        // The IPv4 block still goes to n2's IPv4 address.
+        assert_eq!(route(&r, "10.244.0.64/26").as_deref(), Some("10.0.0.2"));
+        // n3 has neither family: both said, apart.
+        assert!(
+            problems.iter().any(|p| p.contains("n3: no IPv6 address")),
+            "{problems:?}"
+        );
     }
 
     #[test]

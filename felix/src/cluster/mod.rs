@@ -84,6 +84,8 @@ pub struct Options {
     /// Without bgpd, felix registers this node's IPv4 address in its Node (as bgpd does
     /// otherwise); resolved at start.
     pub register_ipv4: Option<IpNet>,
+    /// Its IPv6 address likewise (`--ip6`; none unless given).
+    pub register_ipv6: Option<IpNet>,
     /// FelixConfiguration settings that flags pinned.
     pub pinned: crate::settings::Pinned,
     /// Where the pod MTU detected from the host's interfaces is published (0: none yet), for
@@ -163,9 +165,9 @@ async fn tunnel_loop(
 }
 
 /// Writes this node's address into its Node (no bgpd runs to do it), retrying while etcd fails.
-async fn register_node(store: Store, node: String, ipv4: Option<IpNet>) {
+async fn register_node(store: Store, node: String, ipv4: Option<IpNet>, ipv6: Option<IpNet>) {
     let mut wait = Duration::from_millis(100);
-    while let Err(e) = margay_bgp::cluster::register(&store, &node, ipv4, None, None).await {
+    while let Err(e) = margay_bgp::cluster::register(&store, &node, ipv4, ipv6, None).await {
         warn!(error = %e, retry_in = ?wait, "cannot register this node yet");
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(5));
@@ -243,9 +245,9 @@ pub async fn run(
         _ = &mut shutdown => return,
     };
     if !with_bgpd {
-        info!(backend = %opts.backend, ipv4 = ?opts.register_ipv4, "no BGP: felix registers the Node and routes remote blocks from IPAM");
+        info!(backend = %opts.backend, ipv4 = ?opts.register_ipv4, ipv6 = ?opts.register_ipv6, "no BGP: felix registers the Node and routes remote blocks from IPAM");
         tokio::select! {
-            _ = register_node(store.clone(), opts.node.clone(), opts.register_ipv4) => {}
+            _ = register_node(store.clone(), opts.node.clone(), opts.register_ipv4, opts.register_ipv6) => {}
             _ = &mut shutdown => return,
         }
     }
@@ -407,6 +409,7 @@ pub async fn run(
             let overhead = crate::settings::encap_overhead(
                 desired_now.vxlan.is_some(),
                 desired_now.ipip.is_some(),
+                desired_now.vxlan_v6.is_some(),
             );
             let input = (settings.mtu_iface_pattern.clone(), overhead);
             if last_mtu_input.as_ref() != Some(&input) {

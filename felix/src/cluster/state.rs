@@ -3,7 +3,7 @@
 //! No I/O: the datastore and bgpd feeds fill the inputs, the dataplane loop takes the model.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use margay_datastore::resources::{
@@ -51,6 +51,8 @@ pub struct RemoteEndpoint {
 pub struct TunnelNeeds {
     pub vxlan: bool,
     pub ipip: bool,
+    /// An enabled IPv6 pool has `vxlanMode` (the IPv6 VXLAN device and its tunnel address).
+    pub vxlan_v6: bool,
 }
 
 fn encap(m: res::EncapMode) -> EncapMode {
@@ -89,9 +91,29 @@ impl ClusterState {
             .filter(|(_, p)| !p.disabled && matches!(p.net(), Some(IpNet::V4(_))))
     }
 
+    /// Enabled IPv6 pools with `vxlanMode` whose `allowedUses` admit tunnel addresses.
+    fn vxlan_v6_pools(&self) -> impl Iterator<Item = (&String, &IpPoolSpec)> {
+        self.pools.iter().filter(|(_, p)| {
+            !p.disabled
+                && matches!(p.net(), Some(IpNet::V6(_)))
+                && p.vxlan() != res::EncapMode::Never
+        })
+    }
+
+    /// Names of the enabled IPv6 VXLAN pools a tunnel address may come from.
+    pub fn tunnel_pools_v6(&self) -> Vec<String> {
+        self.vxlan_v6_pools()
+            .filter(|(_, p)| p.allows(res::AllowedUse::Tunnel))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
     /// Whether any enabled pool needs VXLAN or IP-in-IP (VXLAN wins when a pool names both).
     pub fn tunnel_needs(&self) -> TunnelNeeds {
-        let mut n = TunnelNeeds::default();
+        let mut n = TunnelNeeds {
+            vxlan_v6: self.vxlan_v6_pools().next().is_some(),
+            ..TunnelNeeds::default()
+        };
         for (_, p) in self.enabled_v4_pools() {
             if p.vxlan() != res::EncapMode::Never {
                 n.vxlan = true;
@@ -144,12 +166,15 @@ pub fn assemble(
         return Err(AssembleError::NoAddress(state.node.clone()));
     }
     let ipv4 = |s: &Option<String>| s.as_deref().and_then(|a| a.parse::<Ipv4Addr>().ok());
+    let ipv6 = |s: &Option<String>| s.as_deref().and_then(|a| a.parse::<Ipv6Addr>().ok());
     let node = NodeInfo {
         name: state.node.clone(),
         address,
         address_v6,
         vxlan_tunnel_addr: ipv4(&own.ipv4_vxlan_tunnel_addr),
         vxlan_tunnel_mac: own.vxlan_tunnel_mac_addr.clone(),
+        vxlan_tunnel_addr_v6: ipv6(&own.ipv6_vxlan_tunnel_addr),
+        vxlan_tunnel_mac_v6: own.vxlan_tunnel_mac_addr_v6.clone(),
         ipip_tunnel_addr: ipv4(
             &own.bgp
                 .as_ref()
@@ -203,19 +228,27 @@ pub fn assemble(
         if *name == state.node {
             continue;
         }
-        let (Some(node_ip), Some(tunnel_ip), Some(mac)) = (
-            n.bgp.as_ref().and_then(|b| b.ipv4()),
-            ipv4(&n.ipv4_vxlan_tunnel_addr),
+        // One VTEP per family whose node address, tunnel address and MAC are all known.
+        let v4 = (
+            n.bgp.as_ref().and_then(|b| b.ipv4()).map(IpAddr::V4),
+            ipv4(&n.ipv4_vxlan_tunnel_addr).map(IpAddr::V4),
             n.vxlan_tunnel_mac_addr.clone(),
-        ) else {
-            continue;
-        };
-        vteps.push(RemoteVtep {
-            node: name.clone(),
-            node_ip,
-            tunnel_ip,
-            mac,
-        });
+        );
+        let v6 = (
+            n.bgp.as_ref().and_then(|b| b.ipv6()).map(IpAddr::V6),
+            ipv6(&n.ipv6_vxlan_tunnel_addr).map(IpAddr::V6),
+            n.vxlan_tunnel_mac_addr_v6.clone(),
+        );
+        for family in [v4, v6] {
+            if let (Some(node_ip), Some(tunnel_ip), Some(mac)) = family {
+                vteps.push(RemoteVtep {
+                    node: name.clone(),
+                    node_ip,
+                    tunnel_ip,
+                    mac,
+                });
+            }
+        }
     }
 
     let peer_routes = peer_routes(state, &mut problems);

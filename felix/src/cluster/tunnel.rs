@@ -1,19 +1,22 @@
 //! This node's tunnel addresses: when an enabled pool needs VXLAN (or IP-in-IP), an address
 //! is taken through IPAM from one of this node's blocks in such a pool (handle
 //! `vxlan-tunnel-addr-<node>` / `ipip-tunnel-addr-<node>`) and recorded in the Node resource
-//! with, for VXLAN, the VTEP MAC derived from the node name. When no pool needs it any more,
-//! the address is released and the fields cleared.
+//! with, for VXLAN, the VTEP MAC derived from the node name. An IPv6 VXLAN pool gets its own,
+//! as Calico does: handle `vxlan-v6-tunnel-addr-<node>`, Node `ipv6VXLANTunnelAddr` and
+//! `vxlanTunnelMACAddrV6`. When no pool needs it any more, the address is released and the
+//! fields cleared.
 //!
 //! Crash safety: assigning writes IPAM first and the Node second; a restart between the two
 //! finds the handle's address and records it. Releasing runs the other way round only as far
 //! as the Node still names the address, so a release cut short is finished next time.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use margay_datastore::ipam::records::{block_key, handle_key};
 use margay_datastore::ipam::{
-    Block, Handle, IPIP_HANDLE_PREFIX, Ipam, IpamError, VXLAN_HANDLE_PREFIX, Want,
+    Block, Handle, IPIP_HANDLE_PREFIX, Ipam, IpamError, VXLAN_HANDLE_PREFIX,
+    VXLAN_V6_HANDLE_PREFIX, Want,
 };
 use margay_datastore::resources::{AllowedUse, NodeSpec};
 use tracing::info;
@@ -25,6 +28,8 @@ use super::state::{ClusterState, vtep_mac};
 pub enum TunnelKind {
     Vxlan,
     Ipip,
+    /// The IPv6 VXLAN device's address.
+    VxlanV6,
 }
 
 impl TunnelKind {
@@ -32,6 +37,7 @@ impl TunnelKind {
         match self {
             TunnelKind::Vxlan => format!("{VXLAN_HANDLE_PREFIX}{node}"),
             TunnelKind::Ipip => format!("{IPIP_HANDLE_PREFIX}{node}"),
+            TunnelKind::VxlanV6 => format!("{VXLAN_V6_HANDLE_PREFIX}{node}"),
         }
     }
 
@@ -39,21 +45,49 @@ impl TunnelKind {
         match self {
             TunnelKind::Vxlan => "vxlanTunnelAddress",
             TunnelKind::Ipip => "ipipTunnelAddress",
+            TunnelKind::VxlanV6 => "vxlanV6TunnelAddress",
         }
     }
 
-    /// The address the Node records now.
-    fn recorded(self, n: &NodeSpec) -> Option<Ipv4Addr> {
+    fn v6(self) -> bool {
+        self == TunnelKind::VxlanV6
+    }
+
+    /// The address the Node records now (of the kind's family).
+    fn recorded(self, n: &NodeSpec) -> Option<IpAddr> {
         let s = match self {
             TunnelKind::Vxlan => n.ipv4_vxlan_tunnel_addr.clone(),
             TunnelKind::Ipip => n.bgp.as_ref().and_then(|b| b.ipv4_ipip_tunnel_addr.clone()),
+            TunnelKind::VxlanV6 => n.ipv6_vxlan_tunnel_addr.clone(),
         };
-        s?.parse().ok()
+        s?.parse::<IpAddr>()
+            .ok()
+            .filter(|a| a.is_ipv6() == self.v6())
+    }
+
+    /// Whether the Node lacks the VTEP MAC this kind needs.
+    fn mac_missing(self, n: &NodeSpec) -> bool {
+        match self {
+            TunnelKind::Vxlan => n.vxlan_tunnel_mac_addr.is_none(),
+            TunnelKind::VxlanV6 => n.vxlan_tunnel_mac_addr_v6.is_none(),
+            TunnelKind::Ipip => false,
+        }
     }
 
     /// Writes (or clears) the address (and the VTEP MAC) into the Node.
-    fn record(self, n: &mut NodeSpec, node: &str, addr: Option<Ipv4Addr>) {
+    fn record(self, n: &mut NodeSpec, node: &str, addr: Option<IpAddr>) {
         match self {
+            TunnelKind::VxlanV6 => {
+                n.ipv6_vxlan_tunnel_addr = addr.map(|a| a.to_string());
+                n.vxlan_tunnel_mac_addr_v6 = match addr {
+                    // A MAC of its own, apart from the IPv4 device's.
+                    Some(_) => n
+                        .vxlan_tunnel_mac_addr_v6
+                        .clone()
+                        .or_else(|| Some(vtep_mac(&format!("{node}/v6")))),
+                    None => None,
+                };
+            }
             TunnelKind::Vxlan => {
                 n.ipv4_vxlan_tunnel_addr = addr.map(|a| a.to_string());
                 n.vxlan_tunnel_mac_addr = match addr {
@@ -93,22 +127,30 @@ impl Tunnels {
             return Ok(());
         };
         let needs = state.tunnel_needs();
+        // An IPv6 tunnel address only on a node with an IPv6 address (an IPv4 one likewise):
+        // the device needs a local address of its family.
+        let has_v4 = own.bgp.as_ref().and_then(|b| b.ipv4()).is_some();
+        let has_v6 = own.bgp.as_ref().and_then(|b| b.ipv6()).is_some();
         for (kind, needed) in [
-            (TunnelKind::Vxlan, needs.vxlan),
-            (TunnelKind::Ipip, needs.ipip),
+            (TunnelKind::Vxlan, needs.vxlan && has_v4),
+            (TunnelKind::Ipip, needs.ipip && has_v4),
+            (TunnelKind::VxlanV6, needs.vxlan_v6 && has_v6),
         ] {
-            let pools = state.tunnel_pools(kind == TunnelKind::Vxlan);
-            let in_pools = |a: Ipv4Addr| {
+            let pools = match kind {
+                TunnelKind::VxlanV6 => state.tunnel_pools_v6(),
+                k => state.tunnel_pools(k == TunnelKind::Vxlan),
+            };
+            let in_pools = |a: IpAddr| {
                 pools.iter().any(|name| {
                     state
                         .pools
                         .get(name)
                         .and_then(|p| p.net())
-                        .is_some_and(|n| n.contains(&IpAddr::V4(a)))
+                        .is_some_and(|n| n.contains(&a))
                 })
             };
             let recorded = kind.recorded(own);
-            let mac_missing = kind == TunnelKind::Vxlan && own.vxlan_tunnel_mac_addr.is_none();
+            let mac_missing = kind.mac_missing(own);
             match (needed, recorded) {
                 (true, Some(a)) if in_pools(a) && !mac_missing => {}
                 (true, _) => {
@@ -135,10 +177,10 @@ impl Tunnels {
         &self,
         kind: TunnelKind,
         pools: &[String],
-        in_pools: &impl Fn(Ipv4Addr) -> bool,
-    ) -> Result<Ipv4Addr, IpamError> {
+        in_pools: &impl Fn(IpAddr) -> bool,
+    ) -> Result<IpAddr, IpamError> {
         let handle = kind.handle(&self.node);
-        if let Some(a) = self.held_by(&handle).await? {
+        if let Some(a) = self.held_by(&handle, kind.v6()).await? {
             if in_pools(a) {
                 return Ok(a);
             }
@@ -157,8 +199,8 @@ impl Tunnels {
             .auto_assign_for(
                 Want {
                     usage: AllowedUse::Tunnel,
-                    num_v4: 1,
-                    num_v6: 0,
+                    num_v4: usize::from(!kind.v6()),
+                    num_v6: usize::from(kind.v6()),
                 },
                 &handle,
                 &self.node,
@@ -166,17 +208,22 @@ impl Tunnels {
                 pools,
             )
             .await?;
-        match got.v4.first() {
-            Some(IpAddr::V4(a)) => Ok(*a),
+        let (got, family) = if kind.v6() {
+            (got.v6.first(), 6)
+        } else {
+            (got.v4.first(), 4)
+        };
+        match got {
+            Some(a) if a.is_ipv6() == kind.v6() => Ok(*a),
             _ => Err(IpamError::Exhausted {
-                family: 4,
+                family,
                 node: self.node.clone(),
             }),
         }
     }
 
-    /// The IPv4 address `handle` holds, if any.
-    async fn held_by(&self, handle: &str) -> Result<Option<Ipv4Addr>, IpamError> {
+    /// The address of the family (`v6`) `handle` holds, if any.
+    async fn held_by(&self, handle: &str, v6: bool) -> Result<Option<IpAddr>, IpamError> {
         let store = self.ipam.store();
         let Some(h) = store.get_json::<Handle>(&handle_key(handle)).await? else {
             return Ok(None);
@@ -191,14 +238,14 @@ impl Tunnels {
                 .iter()
                 .find(|(_, a)| a.handle_id == handle)
                 .map(|(o, _)| b.value.addr(*o));
-            if let Some(IpAddr::V4(a)) = found {
+            if let Some(a) = found.filter(|a| a.is_ipv6() == v6) {
                 return Ok(Some(a));
             }
         }
         Ok(None)
     }
 
-    async fn write_node(&self, kind: TunnelKind, addr: Option<Ipv4Addr>) -> Result<(), IpamError> {
+    async fn write_node(&self, kind: TunnelKind, addr: Option<IpAddr>) -> Result<(), IpamError> {
         let node = self.node.clone();
         self.ipam
             .store()

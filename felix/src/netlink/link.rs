@@ -1,7 +1,7 @@
 //! Links and their addresses: what felix reads ([`Link`]) and the messages that create veth,
 //! VXLAN and IPIP devices, set MTU, state and MAC, and add or remove addresses.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
@@ -69,13 +69,13 @@ impl Link {
 }
 
 /// What the VXLAN device looks like (`ip link add NAME type vxlan id VNI dstport PORT local
-/// LOCAL nolearning`).
+/// LOCAL nolearning`); an IPv6 `local` makes an IPv6 device (`vxlan-v6.margay`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VxlanSpec {
     pub name: String,
     pub vni: u32,
     pub port: u16,
-    pub local: Ipv4Addr,
+    pub local: IpAddr,
     pub mac: Option<Mac>,
     pub mtu: Option<u32>,
 }
@@ -141,10 +141,12 @@ pub(crate) fn veth_into_netns(
 }
 
 pub(crate) fn vxlan(spec: &VxlanSpec) -> RouteNetlinkMessage {
-    let mut b = LinkVxlan::new(&spec.name, spec.vni)
-        .port(spec.port)
-        .local(spec.local)
-        .learning(false);
+    let b = LinkVxlan::new(&spec.name, spec.vni).port(spec.port);
+    let mut b = match spec.local {
+        IpAddr::V4(a) => b.local(a),
+        IpAddr::V6(a) => b.local6(a),
+    }
+    .learning(false);
     if let Some(mac) = spec.mac {
         b = b.address(mac.to_vec());
     }

@@ -18,7 +18,7 @@ pub mod sysctl;
 
 use ipnet::IpNet;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
-use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 pub use link::{Link, Mac, VxlanSpec};
 pub use monitor::{Event, Monitor};
@@ -354,18 +354,22 @@ impl Dataplane {
 
     // ----- neighbours and FDB -----
 
-    /// Permanent IPv4 neighbours of link `index`.
+    /// Permanent neighbours (ARP and NDP) of link `index`.
     pub fn neighbours(&mut self, index: u32) -> Result<Vec<Neighbour>, NetlinkError> {
-        Ok(self
-            .sock
-            .dump(neigh::dump_request(false))?
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewNeighbour(n) => Neighbour::from_message(&n),
-                _ => None,
-            })
-            .filter(|n| n.ifindex == index)
-            .collect())
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            out.extend(
+                self.sock
+                    .dump(neigh::dump_request(family))?
+                    .into_iter()
+                    .filter_map(|m| match m {
+                        RouteNetlinkMessage::NewNeighbour(n) => Neighbour::from_message(&n),
+                        _ => None,
+                    })
+                    .filter(|n| n.ifindex == index),
+            );
+        }
+        Ok(out)
     }
 
     /// Adds or replaces a permanent neighbour.
@@ -383,7 +387,7 @@ impl Dataplane {
     pub fn fdb(&mut self, index: u32) -> Result<Vec<FdbEntry>, NetlinkError> {
         Ok(self
             .sock
-            .dump(neigh::dump_request(true))?
+            .dump(neigh::dump_request(AddressFamily::Bridge))?
             .into_iter()
             .filter_map(|m| match m {
                 RouteNetlinkMessage::NewNeighbour(n) => FdbEntry::from_message(&n),

@@ -2,29 +2,34 @@
 //! felix may take over. A desired route whose destination holds a route of such a protocol
 //! is replaced in place (one RTM_NEWROUTE with NLM_F_REPLACE: the destination is never
 //! without a route) and is felix's from then on; a route of any other protocol stays a
-//! conflict, left alone. Calico's VXLAN device is taken over the same way
-//! ([`vxlan_device`]): it holds the VNI and port felix's own would need.
+//! conflict, left alone. Calico's VXLAN devices (`vxlan.calico`, and `vxlan-v6.calico` on an
+//! IPv6 or dual-stack node) are taken over the same way ([`vxlan_device`]): each holds the VNI
+//! and port felix's own of its family would need.
 
 use std::fmt;
 use std::str::FromStr;
 
 /// calico-node's IPv4 VXLAN device (VNI 4096, port 4789: the same as felix's own).
 pub const CALICO_VXLAN_DEVICE: &str = "vxlan.calico";
+/// calico-node's IPv6 VXLAN device (the same VNI and port, an IPv6 local address).
+pub const CALICO_VXLAN_V6_DEVICE: &str = "vxlan-v6.calico";
 /// Calico felix's own route protocol (its VXLAN and tunnel routes).
 pub const CALICO_FELIX_PROTOCOL: u8 = 80;
 
-/// The VXLAN device felix uses (pure): its own (`own`), unless that does not exist while
-/// calico-node's does and felix adopts Calico felix's routes. The kernel refuses a second
-/// device with the same VNI and port, and a renamed device must go down first: using
-/// `vxlan.calico` as it is keeps its routes, ARP and FDB entries, so no packet is lost.
+/// The VXLAN device of one family felix uses (pure): its own (`own`), unless that does not
+/// exist while calico-node's (`calico`) does and felix adopts Calico felix's routes. The kernel
+/// refuses a second device of a family with the same VNI and port, and a renamed device must
+/// go down first: using `vxlan.calico` (`vxlan-v6.calico`) as it is keeps its routes,
+/// neighbour and FDB entries, so no packet is lost.
 pub fn vxlan_device(
     own: &'static str,
     own_exists: bool,
+    calico: &'static str,
     calico_is_vxlan: bool,
     adopt: &ProtocolSet,
 ) -> &'static str {
     if !own_exists && calico_is_vxlan && adopt.contains(CALICO_FELIX_PROTOCOL) {
-        CALICO_VXLAN_DEVICE
+        calico
     } else {
         own
     }
@@ -118,9 +123,14 @@ mod tests {
         let calico: ProtocolSet = "calico".parse().unwrap();
         let none = ProtocolSet::default();
         let own = "vxlan.margay";
-        assert_eq!(vxlan_device(own, false, true, &calico), CALICO_VXLAN_DEVICE);
-        assert_eq!(vxlan_device(own, true, true, &calico), own);
-        assert_eq!(vxlan_device(own, false, false, &calico), own);
-        assert_eq!(vxlan_device(own, false, true, &none), own);
+        let c = CALICO_VXLAN_DEVICE;
+        assert_eq!(vxlan_device(own, false, c, true, &calico), c);
+        assert_eq!(vxlan_device(own, true, c, true, &calico), own);
+        assert_eq!(vxlan_device(own, false, c, false, &calico), own);
+        assert_eq!(vxlan_device(own, false, c, true, &none), own);
+        // The IPv6 device, the same way.
+        let (own6, c6) = ("vxlan-v6.margay", CALICO_VXLAN_V6_DEVICE);
+        assert_eq!(vxlan_device(own6, false, c6, true, &calico), c6);
+        assert_eq!(vxlan_device(own6, true, c6, true, &calico), own6);
     }
 }

@@ -1,43 +1,62 @@
-//! The tunnel devices felix owns (`vxlan.margay`, `tunl0`), the VXLAN device's neighbour and
-//! FDB entries, and the per-interface sysctls. A device the kernel cannot create is a
+//! The tunnel devices felix owns (`vxlan.margay`, `vxlan-v6.margay`, `tunl0`), the VXLAN
+//! devices' neighbour and FDB entries, and the per-interface sysctls. A device the kernel cannot create is a
 //! not-ready reason, never a stop: everything else keeps being programmed.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 
 use super::Reconciler;
-use super::adopt::{self, CALICO_VXLAN_DEVICE};
+use super::adopt::{self, CALICO_VXLAN_DEVICE, CALICO_VXLAN_V6_DEVICE};
 use crate::desired::{
-    IPIP_DEVICE, IPIP_OVERHEAD, IpipDevice, VXLAN_DEVICE, VXLAN_OVERHEAD, VxlanDevice,
+    IPIP_DEVICE, IPIP_OVERHEAD, IpipDevice, VXLAN_DEVICE, VXLAN_OVERHEAD, VXLAN_V6_DEVICE,
+    VXLAN_V6_OVERHEAD, Vtep, VxlanDevice,
 };
 use crate::netlink::{FdbEntry, Link, Neighbour, NetlinkError, VxlanSpec, sysctl};
 
 impl Reconciler {
     pub(super) fn is_tunnel(&self, name: &str) -> bool {
-        name == VXLAN_DEVICE || name == CALICO_VXLAN_DEVICE || name == IPIP_DEVICE
+        [
+            VXLAN_DEVICE,
+            CALICO_VXLAN_DEVICE,
+            VXLAN_V6_DEVICE,
+            CALICO_VXLAN_V6_DEVICE,
+            IPIP_DEVICE,
+        ]
+        .contains(&name)
     }
 
-    /// Picks the VXLAN device ([`adopt::vxlan_device`]); when that changes, every route
-    /// through it is planned again.
-    fn choose_vxlan_device(&mut self) {
+    /// Picks the VXLAN device of a family ([`adopt::vxlan_device`]); when that changes, every
+    /// route through it is planned again.
+    fn choose_vxlan_device(&mut self, v6: bool) {
+        let (own, calico) = if v6 {
+            (VXLAN_V6_DEVICE, CALICO_VXLAN_V6_DEVICE)
+        } else {
+            (VXLAN_DEVICE, CALICO_VXLAN_DEVICE)
+        };
         let calico_is_vxlan = self
             .links
-            .get(CALICO_VXLAN_DEVICE)
+            .get(calico)
             .is_some_and(|l| l.kind.as_deref() == Some("vxlan"));
         let dev = adopt::vxlan_device(
-            VXLAN_DEVICE,
-            self.links.contains_key(VXLAN_DEVICE),
+            own,
+            self.links.contains_key(own),
+            calico,
             calico_is_vxlan,
             &self.cfg.adopt,
         );
-        if dev != self.vxlan_device {
+        let slot = if v6 {
+            &mut self.vxlan_v6_device
+        } else {
+            &mut self.vxlan_device
+        };
+        if dev != *slot {
             tracing::info!(
                 device = dev,
                 "VXLAN routes go through this device (taking over calico-node's)"
             );
-            self.vxlan_device = dev;
+            *slot = dev;
             self.mark_device(dev);
         }
     }
@@ -58,11 +77,21 @@ impl Reconciler {
         self.devices_dirty = false;
         match self.desired.vxlan.clone() {
             Some(v) => {
-                self.choose_vxlan_device();
-                let r = self.ensure_vxlan(&v);
+                self.choose_vxlan_device(false);
+                let vteps = self.desired.vteps.clone();
+                let r = self.ensure_vxlan(&v, self.vxlan_device, &vteps, VXLAN_OVERHEAD);
                 self.device_outcome("vxlan", self.vxlan_device, r);
             }
             None => self.remove_device(self.vxlan_device),
+        }
+        match self.desired.vxlan_v6.clone() {
+            Some(v) => {
+                self.choose_vxlan_device(true);
+                let vteps = self.desired.vteps_v6.clone();
+                let r = self.ensure_vxlan(&v, self.vxlan_v6_device, &vteps, VXLAN_V6_OVERHEAD);
+                self.device_outcome("vxlan-v6", self.vxlan_v6_device, r);
+            }
+            None => self.remove_device(self.vxlan_v6_device),
         }
         match self.desired.ipip.clone() {
             Some(t) => {
@@ -113,13 +142,12 @@ impl Reconciler {
         }
     }
 
-    /// The MTU of the interface holding this node's address.
-    fn host_mtu(&mut self) -> Option<u32> {
-        let node = self.node_address()?;
+    /// The MTU of the interface holding this node's address `node`.
+    fn host_mtu(&mut self, node: IpAddr) -> Option<u32> {
         let addrs = self.dp.all_addresses().ok()?;
         let index = addrs
             .iter()
-            .find(|(_, a)| a.addr() == std::net::IpAddr::V4(node))
+            .find(|(_, a)| a.addr() == node)
             .map(|(i, _)| *i)?;
         self.links
             .values()
@@ -133,13 +161,14 @@ impl Reconciler {
         Ok(l)
     }
 
-    /// Brings an existing device to the wanted MTU, MAC and state, and its tunnel address.
+    /// Brings an existing device to the wanted MTU, MAC and state, and its tunnel address (a
+    /// /32 or /128; other addresses of that family go, except IPv6 link-local ones).
     fn shape_device(
         &mut self,
         name: &str,
         mtu: Option<u32>,
         mac: Option<[u8; 6]>,
-        tunnel_addr: Option<Ipv4Addr>,
+        tunnel_addr: Option<IpAddr>,
     ) -> Result<Link, NetlinkError> {
         let mut link = self.refresh_link(name)?;
         if let Some(m) = mtu.filter(|m| *m != link.mtu) {
@@ -153,14 +182,18 @@ impl Reconciler {
         }
         link = self.refresh_link(name)?;
         if let Some(addr) = tunnel_addr {
-            let want = IpNet::V4(Ipv4Net::new(addr, 32).expect("32 is a valid length"));
+            let want = IpNet::from(addr);
             let have = self.dp.addresses(link.index)?;
             if !have.contains(&want) {
                 self.dp.add_address(link.index, want)?;
             }
+            let link_local = |a: &IpNet| match a.addr() {
+                IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+                IpAddr::V4(_) => false,
+            };
             for stale in have
                 .into_iter()
-                .filter(|a| a.addr().is_ipv4() && *a != want)
+                .filter(|a| a.addr().is_ipv4() == addr.is_ipv4() && *a != want && !link_local(a))
             {
                 self.dp.delete_address(link.index, stale)?;
             }
@@ -172,11 +205,18 @@ impl Reconciler {
         Ok(link)
     }
 
-    fn ensure_vxlan(&mut self, v: &VxlanDevice) -> Result<(), NetlinkError> {
+    /// Makes VXLAN device `name` (either family) match `v`, with a neighbour and an FDB entry
+    /// per remote VTEP; without a configured MTU it gets the underlay's less `overhead`.
+    fn ensure_vxlan(
+        &mut self,
+        v: &VxlanDevice,
+        name: &'static str,
+        vteps: &[Vtep],
+        overhead: u32,
+    ) -> Result<(), NetlinkError> {
         let mtu = v
             .mtu
-            .or_else(|| self.host_mtu().map(|m| m.saturating_sub(VXLAN_OVERHEAD)));
-        let name = self.vxlan_device;
+            .or_else(|| self.host_mtu(v.local).map(|m| m.saturating_sub(overhead)));
         if let Some(l) = self.links.get(name).cloned() {
             // VNI and port are fixed at creation: a device with others is made again.
             let have = self.dp.vxlan_params(name)?;
@@ -205,9 +245,7 @@ impl Reconciler {
         }
         let link = self.shape_device(name, mtu, v.mac, v.tunnel_addr)?;
 
-        let want_n: BTreeSet<Neighbour> = self
-            .desired
-            .vteps
+        let want_n: BTreeSet<Neighbour> = vteps
             .iter()
             .map(|t| Neighbour {
                 ifindex: link.index,
@@ -223,9 +261,7 @@ impl Reconciler {
             self.dp.delete_neighbour(*n)?;
         }
 
-        let want_f: BTreeSet<FdbEntry> = self
-            .desired
-            .vteps
+        let want_f: BTreeSet<FdbEntry> = vteps
             .iter()
             .map(|t| FdbEntry {
                 ifindex: link.index,
@@ -244,9 +280,11 @@ impl Reconciler {
     }
 
     fn ensure_ipip(&mut self, t: &IpipDevice) -> Result<(), NetlinkError> {
-        let mtu = t
-            .mtu
-            .or_else(|| self.host_mtu().map(|m| m.saturating_sub(IPIP_OVERHEAD)));
+        let node = self.node_address().map(IpAddr::V4);
+        let mtu = t.mtu.or_else(|| {
+            node.and_then(|n| self.host_mtu(n))
+                .map(|m| m.saturating_sub(IPIP_OVERHEAD))
+        });
         if !self.links.contains_key(IPIP_DEVICE) {
             match self.dp.create_ipip(IPIP_DEVICE) {
                 Ok(()) => tracing::info!(device = IPIP_DEVICE, "created"),
@@ -255,7 +293,7 @@ impl Reconciler {
                 Err(e) => return Err(e),
             }
         }
-        self.shape_device(IPIP_DEVICE, mtu, None, t.tunnel_addr)?;
+        self.shape_device(IPIP_DEVICE, mtu, None, t.tunnel_addr.map(IpAddr::V4))?;
         Ok(())
     }
 }

@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use ipnet::IpNet;
 
-use crate::desired::{Desired, DesiredRoute, RouteClass, Target, VXLAN_DEVICE};
+use crate::desired::{Desired, DesiredRoute, RouteClass, Target, VXLAN_DEVICE, VXLAN_V6_DEVICE};
 use crate::health::{Health, KindLabel, Metrics};
 use crate::netlink::{
     Dataplane, Event, KernelRoute, Link, NetlinkError, NextHop, RouteKind, RouteOp, SCOPE_LINK,
@@ -96,6 +96,8 @@ pub struct Reconciler {
     /// The device routes through [`VXLAN_DEVICE`] go out of: that one, or calico-node's when
     /// adopting it ([`adopt::vxlan_device`]).
     vxlan_device: &'static str,
+    /// The same for [`VXLAN_V6_DEVICE`] (calico-node's `vxlan-v6.calico` when adopting it).
+    vxlan_v6_device: &'static str,
 }
 
 impl Reconciler {
@@ -123,6 +125,7 @@ impl Reconciler {
             hold_stale_remote: false,
             held: BTreeSet::new(),
             vxlan_device: VXLAN_DEVICE,
+            vxlan_v6_device: VXLAN_V6_DEVICE,
         }
     }
 
@@ -169,6 +172,9 @@ impl Reconciler {
             || new.ipip != self.desired.ipip
             || new.vteps != self.desired.vteps
             || new.node_address != self.desired.node_address
+            || new.vxlan_v6 != self.desired.vxlan_v6
+            || new.vteps_v6 != self.desired.vteps_v6
+            || new.node_address_v6 != self.desired.node_address_v6
         {
             self.devices_dirty = true;
         }
@@ -463,10 +469,10 @@ impl Reconciler {
     }
 
     fn usable_link(&self, name: &str) -> Option<u32> {
-        let name = if name == VXLAN_DEVICE {
-            self.vxlan_device
-        } else {
-            name
+        let name = match name {
+            VXLAN_DEVICE => self.vxlan_device,
+            VXLAN_V6_DEVICE => self.vxlan_v6_device,
+            _ => name,
         };
         self.links.get(name).filter(|l| l.up).map(|l| l.index)
     }
@@ -520,9 +526,11 @@ impl Reconciler {
     }
 
     fn mark_device(&mut self, name: &str) {
-        // Desired routes name felix's VXLAN device, whichever device carries them.
+        // Desired routes name felix's VXLAN devices, whichever devices carry them.
         let name = if name == self.vxlan_device {
             VXLAN_DEVICE
+        } else if name == self.vxlan_v6_device {
+            VXLAN_V6_DEVICE
         } else {
             name
         };

@@ -93,7 +93,8 @@ enum Command {
         /// one multipath route (no mesh; needs --pool-mode never).
         #[arg(long, default_value_t = 1)]
         tors: usize,
-        /// The pods' and BGP's address families (ipv6 and dual run with --pool-mode never).
+        /// The pods' and BGP's address families (ipv6 and dual run with --pool-mode never, vxlan
+        /// or cross-subnet: IPv6 VXLAN through vxlan-v6.margay).
         #[arg(long, value_enum, default_value = "ipv4")]
         ip_family: IpFamilyArg,
         /// Calico's `vxlan` networking backend: no margay-bgpd and no BGP at the ToR; felix

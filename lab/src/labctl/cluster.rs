@@ -494,10 +494,15 @@ impl Cluster {
             &bgpd_socket,
             &socket,
         );
-        Ok(if self.plan.spec.no_bgp {
-            args.without_bgp(IpNet::V4(node.addrs.v4))
-        } else {
+        let family = self.plan.spec.ip_family;
+        Ok(if !self.plan.spec.no_bgp {
             args
+        } else if family.has_v6() {
+            // felix registers the Node's addresses of the lab's families (calico-node's IP, IP6).
+            let v4 = family.has_v4().then_some(IpNet::V4(node.addrs.v4));
+            args.without_bgp_dual(v4, IpNet::V6(node.addrs.v6))
+        } else {
+            args.without_bgp(IpNet::V4(node.addrs.v4))
         })
     }
 
@@ -518,7 +523,7 @@ impl Cluster {
             let list = pods::conflist_for(
                 &self.plan.nodes[i].name,
                 &args.socket,
-                self.plan.spec.pool_mode.mtu(),
+                self.plan.spec.pool_mode.mtu_for(family),
                 family.has_v4(),
                 family.has_v6(),
             );

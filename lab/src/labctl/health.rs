@@ -42,9 +42,14 @@ impl Health {
     pub fn summary(&self, state: &LabState) -> String {
         let n = state.nodes.len();
         if self.converged() && state.no_bgp {
+            let devices = match state.ip_family {
+                super::IpFamily::Ipv4 => "vxlan.margay",
+                super::IpFamily::Ipv6 => "vxlan-v6.margay",
+                super::IpFamily::Dual => "vxlan.margay / vxlan-v6.margay",
+            };
             format!(
                 "no BGP (vxlan backend): {n} felix ready; every pod's address is routed through \
-                 vxlan.margay at the other {} node(s) ({} pods)",
+                 {devices} at the other {} node(s) ({} pods)",
                 n.saturating_sub(1),
                 state.pods.len()
             )
@@ -113,34 +118,49 @@ fn node_view(rt: &tokio::runtime::Runtime, socket: &Path) -> Result<NodeView> {
 }
 
 /// Probes every daemon of the lab once.
-/// Without bgpd: whether `node`'s kernel routes every pod of the other nodes (felix's routes,
-/// from IPAM) and its felix is ready; what is missing goes to `problems`.
+/// Without bgpd: whether `node`'s kernel routes every address (both families) of every pod of
+/// the other nodes (felix's routes, from IPAM) and its felix is ready; what is missing goes to `problems`.
 fn kernel_routes_to_pods(
     state: &LabState,
     node: &super::state::NodeState,
     problems: &mut Vec<String>,
 ) {
-    let out = std::process::Command::new("ip")
-        .args(["-n", &node.netns, "-j", "route", "show", "proto", "81"])
-        .output();
-    let routes: Vec<IpNet> = out
-        .ok()
-        .and_then(|o| serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout).ok())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|r| {
-            let dst = r["dst"].as_str()?;
-            dst.parse::<IpNet>()
-                .ok()
-                .or_else(|| dst.parse::<IpAddr>().ok().map(IpNet::from))
-        })
-        .collect();
+    // felix's routes of both families (`ip -j route` lists IPv4 only).
+    let mut routes: Vec<IpNet> = Vec::new();
+    for family in ["-4", "-6"] {
+        let out = std::process::Command::new("ip")
+            .args([
+                "-n",
+                &node.netns,
+                family,
+                "-j",
+                "route",
+                "show",
+                "proto",
+                "81",
+            ])
+            .output();
+        routes.extend(
+            out.ok()
+                .and_then(|o| serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout).ok())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|r| {
+                    let dst = r["dst"].as_str()?;
+                    dst.parse::<IpNet>()
+                        .ok()
+                        .or_else(|| dst.parse::<IpAddr>().ok().map(IpNet::from))
+                }),
+        );
+    }
     for pod in state.pods.iter().filter(|p| p.node != node.name) {
-        if !routes.iter().any(|r| r.contains(&pod.ip)) {
-            problems.push(format!(
-                "{}: no kernel route to pod {} ({}) on {}",
-                node.name, pod.name, pod.ip, pod.node
-            ));
+        for ip in pod.addresses() {
+            if !routes.iter().any(|r| r.contains(&ip)) {
+                problems.push(format!(
+                    "{}: no kernel route to pod {} ({ip}) on {}",
+                    node.name, pod.name, pod.node
+                ));
+            }
         }
     }
     if let Err(e) = readiness(&node.netns, FELIX_HTTP_PORT) {

@@ -9,18 +9,18 @@
 //! without a change to its configuration; the report names the session BIRD spawned.
 
 use std::fmt::Write;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::LabCtlError;
 use super::down::alive;
 use super::pods::{self, Sandbox};
 use super::state::{LabState, NodeState, PodState};
-use super::topology::{IpFamily, JOINED_PREFIX, Mode, NODE_AS, PODS_PER_NODE, Plan, RACK_LABEL};
+use super::topology::{JOINED_PREFIX, Mode, NODE_AS, PODS_PER_NODE, Plan, RACK_LABEL};
 use crate::bgpd::{Bgpd, ClusterArgs, margay_binary};
 use crate::bird::birdc;
 use crate::felix::{Felix, FelixArgs};
@@ -110,6 +110,20 @@ pub fn free_address(state: &LabState, subnet: Ipv4Net) -> Result<Ipv4Net, LabCtl
         .ok_or_else(|| LabCtlError::Usage(format!("no free address left on {subnet}")))
 }
 
+/// The IPv6 address of a node joining rack `rack` at IPv4 address `addr`: the same host number
+/// on the rack's IPv6 /64 (the ToR's), as [`super::topology::Plan`] numbers the first nodes.
+fn address6_beside(state: &LabState, rack: usize, addr: Ipv4Net) -> Result<Ipv6Net, LabCtlError> {
+    let tor6 = state.tor.addresses6.get(rack).ok_or_else(|| {
+        LabCtlError::Usage(format!(
+            "this --ip-family {} lab records no IPv6 address of the ToR",
+            state.ip_family
+        ))
+    })?;
+    let mut seg = tor6.segments();
+    seg[7] = u16::from(addr.addr().octets()[3]);
+    Ok(Ipv6Net::new(Ipv6Addr::from(seg), 64).expect("64 is a valid length"))
+}
+
 /// Runs margayctl against the lab's etcd (`endpoint`) from namespace `ns`; its stdout.
 pub fn margayctl(ns: &Netns, endpoint: &str, args: &[&str]) -> Result<String, LabCtlError> {
     let ctl = margay_binary("margayctl", "cargo build -p margay-ctl --bin margayctl")?;
@@ -191,7 +205,7 @@ fn observers(state: &LabState, except: &str) -> Vec<String> {
 
 /// In `birdc show protocols all` output, the protocol whose neighbour is `addr`: its name
 /// and its block of lines.
-fn session_with(text: &str, addr: Ipv4Addr) -> Option<(String, String)> {
+fn session_with(text: &str, addr: IpAddr) -> Option<(String, String)> {
     let want = format!("Neighbor address: {addr}");
     let mut name = None;
     let mut block = String::new();
@@ -219,7 +233,7 @@ fn session_with(text: &str, addr: Ipv4Addr) -> Option<(String, String)> {
 
 /// The ToR's Established session with `addr` that its listen range spawned, and its
 /// `show protocols all` text.
-fn tor_session_of(socket: &Path, addr: Ipv4Addr) -> Result<(String, String), String> {
+fn tor_session_of(socket: &Path, addr: IpAddr) -> Result<(String, String), String> {
     let text = birdc(socket, &["show", "protocols", "all"]).map_err(|e| e.to_string())?;
     match session_with(&text, addr) {
         Some((n, block)) if n.starts_with(JOINED_PREFIX) && block.contains("Established") => {
@@ -262,24 +276,26 @@ pub fn node_add(
             "the lab has a node {name} already"
         )));
     }
-    if state.ip_family != IpFamily::Ipv4 {
-        return Err(LabCtlError::Usage(format!(
-            "node add joins IPv4 nodes only; this lab runs --ip-family {}",
-            state.ip_family
-        )));
-    }
+    let family = state.ip_family;
     let prefix = state.name_prefix();
     let role = format!("n{k}");
     let rack = 0;
     let subnet = state.subnets[rack];
     let addr = free_address(&state, subnet)?;
+    // Its IPv6 address: the same host number on the rack's IPv6 subnet (as `up` numbers them).
+    let addr6 = family
+        .has_v6()
+        .then(|| address6_beside(&state, rack, addr))
+        .transpose()?;
     let endpoint = state.etcd.endpoint.clone();
     let dir = state.dir.clone();
 
     // The host: its namespace on the rack's switch, routed through the ToR.
     let ns = Netns::create(&format!("{prefix}{role}"))?;
     let switch = Switch::adopt(&state.switches[rack])?;
-    let attached = switch.attach(&ns, &[IpNet::V4(addr)]);
+    let mut nets = vec![IpNet::V4(addr)];
+    nets.extend(addr6.map(IpNet::V6));
+    let attached = switch.attach(&ns, &nets);
     switch.into_kept();
     attached?;
     let gw = state.tor.addresses[rack].to_string();
@@ -288,19 +304,39 @@ pub fn node_add(
     let bgpd_socket = dir.join(format!("{name}-bgpd.sock"));
     let felix_socket = dir.join(format!("{name}-felix.sock"));
     let conflist = dir.join(format!("{name}.conflist"));
-    let list = pods::conflist(&name, &felix_socket, state.pool_mode.mtu());
+    let list = pods::conflist_for(
+        &name,
+        &felix_socket,
+        state.pool_mode.mtu_for(family),
+        family.has_v4(),
+        family.has_v6(),
+    );
     let text = serde_json::to_string_pretty(&list).map_err(|e| LabCtlError::state(&conflist, e))?;
     std::fs::write(&conflist, text).map_err(|e| LabCtlError::state(&conflist, e))?;
 
     // The daemons, as `up` starts them; the clock runs from bgpd's start.
     let t0 = Instant::now();
     let first_remote = watch_first_remote_route(ns.name().to_string(), t0, timeout);
-    let args = ClusterArgs::new(&name, &endpoint, IpNet::V4(addr)).asn(NODE_AS);
+    let mut args = ClusterArgs::new(&name, &endpoint, IpNet::V4(addr)).asn(NODE_AS);
+    if let Some(a6) = addr6 {
+        args = args.ip6(IpNet::V6(a6));
+    }
+    if !family.has_v4() {
+        // An IPv6-only Node, as `up` makes them: no IPv4 BGP address.
+        args.ip = Some("none".into());
+    }
     let bgpd = Bgpd::start_cluster_in(&dir, &ns, &format!("{name}-bgpd"), args)?;
     let bgpd_answers = t0.elapsed();
+    let mut addresses = String::new();
+    if family.has_v4() {
+        addresses.push_str(&format!("    ipv4Address: {addr}\n"));
+    }
+    if let Some(a6) = addr6 {
+        addresses.push_str(&format!("    ipv6Address: '{a6}'\n"));
+    }
     let node_yaml = format!(
         "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: {name}\n  labels:\n    \
-         {RACK_LABEL}: {}\nspec:\n  bgp:\n    ipv4Address: {addr}\n    asNumber: {NODE_AS}\n",
+         {RACK_LABEL}: {}\nspec:\n  bgp:\n{addresses}    asNumber: {NODE_AS}\n",
         Plan::rack_name(rack)
     );
     let yaml_path = dir.join(format!("{name}-node.yaml"));
@@ -366,14 +402,22 @@ pub fn node_add(
         pod_guards.push(pod_ns);
     }
 
-    // The ToR took the node from its listen range.
-    let (tor_protocol, tor_session) = wait_for_every(
-        &format!("the ToR's session with {name} ({})", addr.addr()),
-        timeout,
-        Duration::from_millis(50),
-        &[],
-        || tor_session_of(&state.tor.socket, addr.addr()),
-    )?;
+    // The ToR took the node from its listen range(s): one session per family.
+    let mut tor_sessions = Vec::new();
+    let session_addrs = [
+        family.has_v4().then_some(IpAddr::V4(addr.addr())),
+        addr6.map(|a| IpAddr::V6(a.addr())),
+    ];
+    for a in session_addrs.into_iter().flatten() {
+        tor_sessions.push(wait_for_every(
+            &format!("the ToR's session with {name} ({a})"),
+            timeout,
+            Duration::from_millis(50),
+            &[],
+            || tor_session_of(&state.tor.socket, a),
+        )?);
+    }
+    let (tor_protocol, tor_session) = tor_sessions[0].clone();
 
     // Remote routes most likely came long before; a lab with no other pods has none to wait
     // for, so the watch gets a few seconds more at most.
@@ -388,17 +432,24 @@ pub fn node_add(
     };
 
     // Record it: its peers, and it as a peer of the nodes that peer with it.
-    let tor_ip = IpAddr::V4(state.tor.addresses[rack]);
-    let new_ip = IpAddr::V4(addr.addr());
     let mut peers: Vec<IpAddr> = Vec::new();
     for other in &mut state.nodes {
         let peers_with = state.mode == Mode::Mesh || other.reflector;
-        if peers_with {
+        if peers_with && family.has_v4() {
             peers.push(IpAddr::V4(other.address4));
-            other.peers.push(new_ip);
+            other.peers.push(IpAddr::V4(addr.addr()));
+        }
+        if let (true, Some(theirs), Some(ours)) = (peers_with, other.address6, addr6) {
+            peers.push(IpAddr::V6(theirs));
+            other.peers.push(IpAddr::V6(ours.addr()));
         }
     }
-    peers.push(tor_ip);
+    if family.has_v4() {
+        peers.push(IpAddr::V4(state.tor.addresses[rack]));
+    }
+    if let (Some(_), Some(tor6)) = (addr6, state.tor.addresses6.get(rack)) {
+        peers.push(IpAddr::V6(*tor6));
+    }
     let node = NodeState {
         name: name.clone(),
         netns: ns.name().to_string(),
@@ -409,14 +460,17 @@ pub fn node_add(
         felix_socket,
         conflist,
         address4: addr.addr(),
-        address6: None,
+        address6: addr6.map(|a| a.addr()),
         asn: NODE_AS,
         peers,
         reflector: false,
     };
     state.nodes.push(node.clone());
     state.pods.extend(pod_states.iter().cloned());
-    state.tor.protocols.push(tor_protocol.clone());
+    state
+        .tor
+        .protocols
+        .extend(tor_sessions.iter().map(|(p, _)| p.clone()));
     state.save(state_file)?;
     bgpd.into_kept();
     felix.into_kept();
@@ -497,11 +551,16 @@ pub fn node_remove(state_file: &Path, name: &str, timeout: Duration) -> Result<L
         .filter(|p| p.node == name)
         .cloned()
         .collect();
-    // The ToR's session with it, named before it goes down.
-    let tor_protocol = birdc(&state.tor.socket, &["show", "protocols", "all"])
-        .ok()
-        .and_then(|t| session_with(&t, node.address4))
-        .map(|(n, _)| n);
+    // The ToR's sessions with it (one per family), named before they go down.
+    let tor_text = birdc(&state.tor.socket, &["show", "protocols", "all"]).unwrap_or_default();
+    let tor_protocols: Vec<String> = [
+        Some(IpAddr::V4(node.address4)),
+        node.address6.map(IpAddr::V6),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|a| session_with(&tor_text, a).map(|(n, _)| n))
+    .collect();
     let etcd_ns = Netns::adopt(&state.etcd.netns)?;
     let t0 = Instant::now();
     let deleted = margayctl(&etcd_ns, &state.etcd.endpoint, &["delete", "node", name]);
@@ -516,7 +575,13 @@ pub fn node_remove(state_file: &Path, name: &str, timeout: Duration) -> Result<L
         .filter(|n| n.name != name)
         .map(|n| n.socket.clone())
         .collect();
-    let addr = IpAddr::V4(node.address4);
+    let addrs: Vec<IpAddr> = [
+        Some(IpAddr::V4(node.address4)),
+        node.address6.map(IpAddr::V6),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     wait_for_every(
         &format!("{name} gone from every kernel and every peer list"),
         timeout,
@@ -530,7 +595,8 @@ pub fn node_remove(state_file: &Path, name: &str, timeout: Duration) -> Result<L
                 }
             }
             for s in &others {
-                if listed_peers(s)?.contains(&addr) {
+                let listed = listed_peers(s)?;
+                for addr in addrs.iter().filter(|a| listed.contains(a)) {
                     let _ = write!(left, "{} lists {addr}; ", s.display());
                 }
             }
@@ -544,14 +610,14 @@ pub fn node_remove(state_file: &Path, name: &str, timeout: Duration) -> Result<L
     }
     drop(Netns::adopt(&node.netns));
     for other in &mut state.nodes {
-        other.peers.retain(|p| *p != addr);
+        other.peers.retain(|p| !addrs.contains(p));
     }
     state.nodes.retain(|n| n.name != name);
     state.pods.retain(|p| p.node != name);
     state
         .tor
         .protocols
-        .retain(|p| p != name && Some(p) != tor_protocol.as_ref());
+        .retain(|p| p != name && !tor_protocols.contains(p));
     state.save(state_file)?;
     Ok(Left {
         node: name.to_string(),

@@ -12,7 +12,7 @@ use std::process::Command;
 
 use super::pods::POD_NAMESPACE;
 use super::state::{CalicoNodeState, LabState, NodeState, TorState};
-use super::topology::{POOL_CIDR, POOL_COMMUNITY, TOR_FILTER, TOR_PREFIX};
+use super::topology::{POOL_CIDR, POOL_COMMUNITY, PoolMode, TOR_FILTER, TOR_PREFIX};
 use crate::Result;
 use crate::bgpd::margay_binary;
 
@@ -153,22 +153,28 @@ fn calico_section(out: &mut String, c: &CalicoNodeState) {
     out.push_str(&output_of(&mut cmd));
 }
 
-/// Without bgpd: felix's routes and the VXLAN device's neighbours and FDB (its VTEPs).
-fn vxlan_view(out: &mut String, node: &NodeState) {
+/// Without bgpd: felix's routes and the VXLAN devices' neighbours and FDB (their VTEPs).
+fn vxlan_view(out: &mut String, node: &NodeState, v4: bool, v6: bool) {
     felix_routes(out, node);
-    for args in [
-        ["neigh", "show", "dev", "vxlan.margay"],
-        ["-d", "link", "show", "vxlan.margay"],
-    ] {
-        let _ = writeln!(out, "$ ip -n {} {}", node.netns, args.join(" "));
-        let mut cmd = Command::new("ip");
-        cmd.args(["-n", &node.netns]).args(args);
+    vxlan_devices(out, node, v4, v6);
+}
+
+/// The VXLAN device of each family asked for (`vxlan.margay`, `vxlan-v6.margay`): its
+/// neighbours (ARP / NDP), its link details and its FDB.
+fn vxlan_devices(out: &mut String, node: &NodeState, v4: bool, v6: bool) {
+    let devices = [(v4, "vxlan.margay"), (v6, "vxlan-v6.margay")];
+    for (_, dev) in devices.into_iter().filter(|(on, _)| *on) {
+        for args in [["neigh", "show", "dev", dev], ["-d", "link", "show", dev]] {
+            let _ = writeln!(out, "$ ip -n {} {}", node.netns, args.join(" "));
+            let mut cmd = Command::new("ip");
+            cmd.args(["-n", &node.netns]).args(args);
+            out.push_str(&output_of(&mut cmd));
+        }
+        let _ = writeln!(out, "$ bridge -n {} fdb show dev {dev}", node.netns);
+        let mut cmd = Command::new("bridge");
+        cmd.args(["-n", &node.netns, "fdb", "show", "dev", dev]);
         out.push_str(&output_of(&mut cmd));
     }
-    let _ = writeln!(out, "$ bridge -n {} fdb show dev vxlan.margay", node.netns);
-    let mut cmd = Command::new("bridge");
-    cmd.args(["-n", &node.netns, "fdb", "show", "dev", "vxlan.margay"]);
-    out.push_str(&output_of(&mut cmd));
 }
 
 /// The header line of a node's section.
@@ -415,8 +421,9 @@ pub fn render(state: &LabState, tools: &Tools) -> String {
     let mut out = String::new();
     for node in &state.nodes {
         let _ = writeln!(out, "\n{}", node_header(node));
+        let family = state.ip_family;
         if state.no_bgp {
-            vxlan_view(&mut out, node);
+            vxlan_view(&mut out, node, family.has_v4(), family.has_v6());
             continue;
         }
         if state.simulated.is_some() {
@@ -428,6 +435,10 @@ pub fn render(state: &LabState, tools: &Tools) -> String {
         }
         margayctl(&mut out, tools, node, &["node", "status"]);
         felix_routes(&mut out, node);
+        if state.pool_mode != PoolMode::Never && family.has_v6() {
+            // IPv6 VXLAN: the IPv6 device's VTEPs beside the routes through it.
+            vxlan_devices(&mut out, node, false, true);
+        }
     }
     if let Some(sim) = &state.simulated {
         super::simulated::report_section(&mut out, state, sim);

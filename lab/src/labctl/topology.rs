@@ -117,6 +117,15 @@ impl PoolMode {
         }
     }
 
+    /// The pods' MTU on a lab of `family`: with an IPv6 VXLAN pool, the switch's 1500 less
+    /// IPv6 VXLAN's 70 (Calico's rule: the largest overhead in use).
+    pub fn mtu_for(self, family: IpFamily) -> u32 {
+        match self {
+            PoolMode::Vxlan | PoolMode::CrossSubnet if family.has_v6() => 1430,
+            _ => self.mtu(),
+        }
+    }
+
     /// How many switches (racks) the lab has.
     pub fn racks(self) -> usize {
         if self == PoolMode::CrossSubnet { 2 } else { 1 }
@@ -190,10 +199,10 @@ impl Spec {
                 self.nodes
             )));
         }
-        if self.ip_family.has_v6() && self.pool_mode != PoolMode::Never {
+        if self.ip_family.has_v6() && self.pool_mode == PoolMode::Ipip {
             return Err(LabCtlError::Usage(format!(
-                "--ip-family {} runs with --pool-mode never: IPv6 VXLAN is not in margay yet and \
-                 IP-in-IP is IPv4 only",
+                "--ip-family {} runs with --pool-mode never, vxlan or cross-subnet: IP-in-IP is \
+                 IPv4 only",
                 self.ip_family
             )));
         }
@@ -521,7 +530,7 @@ impl Plan {
             docs.push(format!(
                 "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: \
                  default-ipv6-ippool\nspec:\n  cidr: '{POOL6_CIDR}'\n  blockSize: 122\n  \
-                 ipipMode: Never\n  vxlanMode: Never\n  natOutgoing: false\n  nodeSelector: all()\n"
+                 ipipMode: Never\n  vxlanMode: {vxlan}\n  natOutgoing: false\n  nodeSelector: all()\n"
             ));
         }
         // One BGPPeer per family the lab runs (the IPv6 one named `...-v6`).
@@ -679,17 +688,29 @@ impl Plan {
         }
         for (rack, subnet) in self.racks.iter().enumerate() {
             let r = Plan::rack_name(rack);
-            c = c.neighbor(
-                BirdNeighbor::listen_range(
-                    &format!("{JOIN_RANGE_PREFIX}{r}"),
-                    IpNet::V4(subnet.v4),
-                    &format!("{JOINED_PREFIX}{r}"),
-                    TOR_AS,
-                    NODE_AS,
-                )
-                .export(ExportPolicy::Static)
-                .graceful_restart(None),
-            );
+            // One listen range per family the lab runs (the IPv6 one `..._v6`, its sessions
+            // `joined_<rack>v6_N`).
+            let mut ranges = Vec::new();
+            if self.spec.ip_family.has_v4() {
+                ranges.push((String::new(), IpNet::V4(subnet.v4)));
+            }
+            if self.spec.ip_family.has_v6() {
+                ranges.push(("v6_".to_string(), IpNet::V6(subnet.v6)));
+            }
+            for (suffix, range) in ranges {
+                let name = format!("{JOIN_RANGE_PREFIX}{r}{}", suffix.trim_end_matches('_'));
+                c = c.neighbor(
+                    BirdNeighbor::listen_range(
+                        &name,
+                        range,
+                        &format!("{JOINED_PREFIX}{r}{suffix}"),
+                        TOR_AS,
+                        NODE_AS,
+                    )
+                    .export(ExportPolicy::Static)
+                    .graceful_restart(None),
+                );
+            }
         }
         c
     }
@@ -977,9 +998,24 @@ mod tests {
         assert!(!model.contains("name: tor\nspec:\n  peerIP"), "{model}");
         let conf = p.tor_config().render();
         assert!(!conf.contains("neighbor 10.99.7.1 "), "{conf}");
-        let mut vxlan = p.spec;
-        vxlan.pool_mode = PoolMode::Vxlan;
-        assert!(vxlan.validate().is_err());
+        // IPv6 VXLAN: the IPv6 pool in VXLAN mode, the pods' MTU less IPv6 VXLAN's 70; IP-in-IP
+        // stays IPv4 only.
+        let mut vxlan = p.clone();
+        vxlan.spec.pool_mode = PoolMode::Vxlan;
+        assert!(vxlan.spec.validate().is_ok());
+        let model = vxlan.model_yaml();
+        assert!(
+            model.contains("default-ipv6-ippool\nspec:\n  cidr: 'fd00:100::/48'\n  blockSize: 122\n  ipipMode: Never\n  vxlanMode: Always"),
+            "{model}"
+        );
+        assert_eq!(PoolMode::Vxlan.mtu_for(IpFamily::Ipv6), 1430);
+        assert_eq!(PoolMode::Vxlan.mtu_for(IpFamily::Ipv4), 1450);
+        let mut ipip = p.spec;
+        ipip.pool_mode = PoolMode::Ipip;
+        assert!(ipip.validate().is_err());
+        // `node add` on an IPv6 lab: the ToR listens on the rack's IPv6 subnet.
+        assert!(conf.contains("neighbor range fd00:99:7::/64 as"), "{conf}");
+        assert!(!conf.contains("neighbor range 10.99.7.0/24"), "{conf}");
     }
 
     #[test]
