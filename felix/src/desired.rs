@@ -9,6 +9,9 @@
 //!   onlink`; VXLAN Always → `via VTEP dev vxlan.margay onlink`; CrossSubnet → encapsulated only
 //!   when the next hop is outside this node's subnet, `via NODE` otherwise.
 //!
+//! FelixConfiguration `deviceRouteSourceAddress(IPv6)` is the `src` of the routes through a
+//! device (workloads', VXLAN, IP-in-IP), as Calico's route tables set it.
+//!
 //! A route bgpd learned over several equal paths (multipath) becomes one route with a next hop
 //! per path, each one resolved by the pool's mode as above (`nexthop via A nexthop via B`).
 //!
