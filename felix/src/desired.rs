@@ -12,6 +12,9 @@
 //!   device Calico calls `vxlan-v6.calico` (same VNI and port as the IPv4 one; the kernel keeps
 //!   the two apart by the family of their local address).
 //!
+//! FelixConfiguration `deviceRouteSourceAddress(IPv6)` is the `src` of the routes through a
+//! device (workloads', VXLAN, IP-in-IP), as Calico's route tables set it.
+//!
 //! A route bgpd learned over several equal paths (multipath) becomes one route with a next hop
 //! per path, each one resolved by the pool's mode as above (`nexthop via A nexthop via B`).
 //!

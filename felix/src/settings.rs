@@ -130,6 +130,9 @@ pub struct Settings {
     /// `prometheusMetricsEnabled` with `prometheusMetricsHost` / `prometheusMetricsPort`
     /// (Calico's 9091): a second server with /metrics only.
     pub prometheus: Option<HttpAddr>,
+    /// `wireguard*` and the table from `routeTableRanges`, or why they cannot be used (the
+    /// keeper then keeps the previous ones).
+    pub wireguard: Result<crate::wireguard::config::Config, crate::wireguard::config::ConfigError>,
 }
 
 /// Where an HTTP server listens: a host name or address and a port.
@@ -154,6 +157,7 @@ impl Default for Settings {
             route_tables: vec![DEFAULT_ROUTE_TABLES],
             health: None,
             prometheus: None,
+            wireguard: Ok(crate::wireguard::config::Config::default()),
         }
     }
 }
@@ -240,6 +244,7 @@ pub fn merge(
             problems.push(format!("interfacePrefix {p:?} has an empty name"));
         }
     }
+    s.wireguard = crate::wireguard::config::Config::resolve(global, node);
     apply_nat(&mut s.dataplane, node, global, &mut problems);
     apply_routes(&mut s, node, global, &mut problems);
     (s, problems)

@@ -106,6 +106,7 @@ async fn load(
     if let Some(me) = nodes.iter().find(|r| r.metadata.name == node) {
         s.labels = me.metadata.labels.clone();
     }
+    s.wireguard_keys = wireguard_keys(&nodes);
     s.nodes = nodes
         .into_iter()
         .map(|r| (r.metadata.name, r.spec))
@@ -147,8 +148,32 @@ async fn load(
     ))
 }
 
-/// Applies one Node event, keeping this node's labels.
+/// The published WireGuard key of each Node that has one.
+fn wireguard_keys(nodes: &[Resource<NodeSpec>]) -> BTreeMap<String, String> {
+    nodes
+        .iter()
+        .filter_map(|r| {
+            crate::wireguard::keeper::published_key(r).map(|k| (r.metadata.name.clone(), k))
+        })
+        .collect()
+}
+
+/// Applies one Node event, keeping this node's labels and every node's WireGuard key.
 fn apply_nodes(state: &mut ClusterState, ev: WatchEvent<Resource<NodeSpec>>) {
+    match &ev {
+        WatchEvent::Put(r) => match crate::wireguard::keeper::published_key(r) {
+            Some(k) => {
+                state.wireguard_keys.insert(r.metadata.name.clone(), k);
+            }
+            None => {
+                state.wireguard_keys.remove(&r.metadata.name);
+            }
+        },
+        WatchEvent::Delete { name, .. } => {
+            state.wireguard_keys.remove(name);
+        }
+        WatchEvent::Resync { items, .. } => state.wireguard_keys = wireguard_keys(items),
+    }
     match &ev {
         WatchEvent::Put(r) if r.metadata.name == state.node => {
             state.labels = r.metadata.labels.clone();

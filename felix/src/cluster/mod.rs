@@ -309,7 +309,10 @@ pub async fn run(
         store.clone(),
         opts.node.clone(),
         opts.route_protocol,
-        model_rx,
+        crate::wireguard::keeper::Feeds {
+            states: ds_rx.clone(),
+            models: model_rx,
+        },
         health.clone(),
         opts.metrics.clone(),
         opts.resync,

@@ -1,4 +1,5 @@
-//! felix's start-up clean-up of endpoints left half-made: a `cali*` veth felix made (it carries
+//! felix's start-up clean-up of endpoints left half-made: a workload veth (an
+//! `interfacePrefix` name, `cali*` by default) felix made (it carries
 //! [`ENDPOINT_ALIAS`]) that no WorkloadEndpoint of this node names is what an ADD cut short (felix killed between creating
 //! the veth and writing the endpoint) leaves behind. It holds no address anyone owns, so it
 //! goes before the first dataplane update, while no ADD can be running (ADD waits for

@@ -37,6 +37,8 @@ pub struct ClusterState {
     pub remote_endpoints: BTreeMap<String, RemoteEndpoint>,
     /// The FelixConfigurations this node reads (`default`, `node.<name>`), by name.
     pub felix_configs: BTreeMap<String, margay_datastore::resources::FelixConfigurationSpec>,
+    /// The WireGuard public key each Node publishes (`status.wireguardPublicKey`), by node.
+    pub wireguard_keys: BTreeMap<String, String>,
 }
 
 /// A pod on another node, reduced to what routing to it needs.

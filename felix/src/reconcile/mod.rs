@@ -5,7 +5,10 @@
 //! route of any other protocol is never replaced or deleted: a desired route whose key holds a
 //! foreign route is reported as a conflict and left out, unless its protocol is one felix was
 //! told to adopt ([`adopt`]: taking over a node calico-node wired). Deletes name our protocol,
-//! so even a stale cache cannot make the kernel delete someone else's route.
+//! so even a stale cache cannot make the kernel delete someone else's route. The one exception
+//! is Calico's `removeExternalRoutes` (FelixConfiguration, default true): a route of another
+//! protocol through a workload interface (an `interfacePrefix` name) is removed, or replaced
+//! when felix wants its destination; `false` leaves those alone as well.
 //!
 //! Cost: a cached view of the managed table (one entry per destination) is kept current from
 //! netlink notifications; a change to the model or a notification marks destinations dirty, and

@@ -1,6 +1,7 @@
-//! The cluster-mode task that keeps WireGuard in line with the cluster: it follows the
-//! FelixConfigurations (`default`, `node.<name>`) and the Nodes (addresses, published keys),
-//! takes the routes felix programs from the coordinator, and on every change and every resync
+//! The cluster-mode task that keeps WireGuard in line with the cluster: it takes the
+//! FelixConfigurations (`default`, `node.<name>`, merged by [`crate::settings::merge`]) and the
+//! Nodes (addresses, published keys) from the datastore feed cluster mode already follows, and
+//! the routes felix programs from the coordinator, and on every change and every resync
 //! makes the kernel hold the device, its peers, its routing table and its rule, then publishes
 //! the node's public key. Whatever someone changes by hand is put back at the next resync.
 //! When WireGuard is off, everything of its own is removed and the Node's key cleared.
@@ -11,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use margay_datastore::resources::{FelixConfigurationSpec, NodeSpec, Resource};
-use margay_datastore::{Store, StoreError, WatchEvent};
+use margay_datastore::resources::{NodeSpec, Resource};
+use margay_datastore::{Store, StoreError};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -340,9 +341,8 @@ impl Applier {
 }
 
 /// A Node as the keeper needs it.
-fn node_info(r: &Resource<NodeSpec>) -> NodeInfo {
+fn node_info(name: &str, spec: &NodeSpec, public_key: Option<String>) -> NodeInfo {
     let ip = |s: &str| s.split('/').next().and_then(|a| a.parse::<IpAddr>().ok());
-    let spec = &r.spec;
     let address = spec
         .bgp
         .as_ref()
@@ -365,10 +365,10 @@ fn node_info(r: &Resource<NodeSpec>) -> NodeInfo {
         next_hops.push(a);
     }
     NodeInfo {
-        name: r.metadata.name.clone(),
+        name: name.to_string(),
         address,
         next_hops,
-        public_key: published_key(r),
+        public_key,
     }
 }
 
@@ -413,99 +413,29 @@ async fn publish(store: &Store, node: &str, key: Option<&str>) -> Result<bool, S
     Ok(false)
 }
 
-/// What the task follows.
-#[derive(Default)]
-struct Inputs {
-    global: Option<FelixConfigurationSpec>,
-    mine: Option<FelixConfigurationSpec>,
-    nodes: BTreeMap<String, Resource<NodeSpec>>,
+/// What the keeper follows: the datastore feed of cluster mode and the model felix programs.
+pub struct Feeds {
+    pub states: watch::Receiver<Option<crate::cluster::ClusterState>>,
+    pub models: watch::Receiver<Option<Model>>,
 }
 
-fn apply_fc(inputs: &mut Inputs, node: &str, ev: WatchEvent<Resource<FelixConfigurationSpec>>) {
-    let own = format!("node.{node}");
-    let mut set = |name: &str, spec: Option<FelixConfigurationSpec>| {
-        if name == "default" {
-            inputs.global = spec;
-        } else if name == own {
-            inputs.mine = spec;
-        }
-    };
-    match ev {
-        WatchEvent::Put(r) => set(&r.metadata.name.clone(), Some(r.spec)),
-        WatchEvent::Delete { name, .. } => set(&name, None),
-        WatchEvent::Resync { items, .. } => {
-            set("default", None);
-            set(&own, None);
-            for r in items {
-                set(&r.metadata.name.clone(), Some(r.spec));
-            }
-        }
-    }
-}
-
-fn apply_node(inputs: &mut Inputs, ev: WatchEvent<Resource<NodeSpec>>) {
-    match ev {
-        WatchEvent::Put(r) => {
-            inputs.nodes.insert(r.metadata.name.clone(), r);
-        }
-        WatchEvent::Delete { name, .. } => {
-            inputs.nodes.remove(&name);
-        }
-        WatchEvent::Resync { items, .. } => {
-            inputs.nodes = items
-                .into_iter()
-                .map(|r| (r.metadata.name.clone(), r))
-                .collect();
-        }
-    }
-}
-
-/// Runs until the task is aborted: follows the configuration and the Nodes, takes the routes
-/// felix programs from `models`, and applies on every change and every `resync`.
+/// Runs until the task is aborted: takes its settings (FelixConfiguration merged by
+/// [`crate::settings::merge`]) and the Nodes with their published keys from the datastore feed
+/// cluster mode already follows (`states`), the routes felix programs from `models`, and
+/// applies on every change and every `resync`.
 pub async fn run(
     store: Store,
     node: String,
     protocol: u8,
-    mut models: watch::Receiver<Option<Model>>,
+    feeds: Feeds,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     resync: Duration,
 ) {
-    let mut inputs = Inputs::default();
-    let (mut fc_watch, mut node_watch) = loop {
-        let listed = async {
-            let (fcs, a) = store.list::<FelixConfigurationSpec>().await?;
-            let (nodes, b) = store.list::<NodeSpec>().await?;
-            Ok::<_, StoreError>((fcs, a, nodes, b))
-        };
-        match listed.await {
-            Ok((fcs, a, nodes, b)) => {
-                apply_fc(
-                    &mut inputs,
-                    &node,
-                    WatchEvent::Resync {
-                        items: fcs,
-                        revision: a,
-                    },
-                );
-                apply_node(
-                    &mut inputs,
-                    WatchEvent::Resync {
-                        items: nodes,
-                        revision: b,
-                    },
-                );
-                break (
-                    store.watch::<FelixConfigurationSpec>(a + 1),
-                    store.watch::<NodeSpec>(b + 1),
-                );
-            }
-            Err(e) => {
-                warn!(error = %e, "wireguard: listing FelixConfigurations and Nodes; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    };
+    let Feeds {
+        mut states,
+        mut models,
+    } = feeds;
     let applier = Arc::new(std::sync::Mutex::new(Applier::new(Wg::default(), protocol)));
     let mut warned: BTreeSet<String> = BTreeSet::new();
     let mut last_cfg = Config::default();
@@ -515,22 +445,21 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            ev = fc_watch.next() => apply_fc(&mut inputs, &node, ev),
-            ev = node_watch.next() => apply_node(&mut inputs, ev),
+            r = states.changed() => if r.is_err() { return },
             r = models.changed() => if r.is_err() { return },
             _ = tick.tick() => {}
         }
-        // Take whatever else has arrived before applying: an apply takes a while (it runs
-        // `wg`), and one event per apply would fall behind a busy cluster.
-        loop {
-            tokio::select! {
-                biased;
-                ev = fc_watch.next() => apply_fc(&mut inputs, &node, ev),
-                ev = node_watch.next() => apply_node(&mut inputs, ev),
-                _ = tokio::time::sleep(Duration::from_millis(5)) => break,
-            }
-        }
-        let cfg = match Config::resolve(inputs.global.as_ref(), inputs.mine.as_ref()) {
+        // The watch channels hold the latest state only: an apply (it runs `wg`) never falls
+        // behind a busy cluster.
+        let Some(state) = states.borrow_and_update().clone() else {
+            continue;
+        };
+        let global = state.felix_configs.get(crate::settings::GLOBAL);
+        let mine = state
+            .felix_configs
+            .get(&crate::settings::node_config_name(&node));
+        let (settings, _) = crate::settings::merge(global, mine, &Default::default());
+        let cfg = match settings.wireguard {
             Ok(c) => {
                 health.clear_reason(R_WIREGUARD);
                 c
@@ -543,22 +472,28 @@ pub async fn run(
                 last_cfg.clone()
             }
         };
-        for (field, why) in Config::not_acted_set(inputs.global.as_ref(), inputs.mine.as_ref()) {
+        for (field, why) in Config::not_acted_set(global, mine) {
             if warned.insert(field.to_string()) {
                 warn!(field = %format!("FelixConfiguration spec.{field}"), reason = why, "field accepted but not acted on");
             }
         }
         last_cfg = cfg.clone();
-        let own = inputs.nodes.get(&node);
-        let published = own.and_then(published_key);
+        let own = state.nodes.get(&node);
+        let published = state.wireguard_keys.get(&node).cloned();
         // Rotation: the Node was seen carrying a key, and now carries none.
         let rotate =
             cfg.enabled && published.is_none() && seen_published.is_some() && own.is_some();
         if published.is_some() || !cfg.enabled {
             seen_published = published.clone();
         }
-        let node_ip = own.map(node_info).and_then(|n| n.address);
-        let infos: Vec<NodeInfo> = inputs.nodes.values().map(node_info).collect();
+        let node_ip = own
+            .map(|spec| node_info(&node, spec, None))
+            .and_then(|n| n.address);
+        let infos: Vec<NodeInfo> = state
+            .nodes
+            .iter()
+            .map(|(name, spec)| node_info(name, spec, state.wireguard_keys.get(name).cloned()))
+            .collect();
         let routes: Vec<RemoteRoute> = models
             .borrow()
             .as_ref()
