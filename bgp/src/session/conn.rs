@@ -19,13 +19,15 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 /// How long a closed connection is drained so the peer reads our NOTIFICATION.
 const LINGER: Duration = Duration::from_secs(1);
 
-/// The read room of a new connection: one standard-size message.
+/// The read room of a quiet connection: one standard-size message.
 const QUIET_ROOM: usize = 4096;
 
 /// One TCP connection to the peer.
 pub(super) struct Conn {
     pub(super) reader: OwnedReadHalf,
     pub(super) writer: OwnedWriteHalf,
+    /// Received bytes not yet framed. Holds no allocation while empty: a thousand idle
+    /// sessions then hold no receive buffers between their keepalives.
     pub(super) buf: BytesMut,
     /// Room made before each read: small for a quiet peer (a thousand idle sessions must not
     /// hold 128 KiB each), doubled up to the caller's limit each time a read fills it.
@@ -46,7 +48,7 @@ impl Conn {
         Ok(Conn {
             reader,
             writer,
-            buf: BytesMut::with_capacity(QUIET_ROOM),
+            buf: BytesMut::new(),
             room: QUIET_ROOM,
             dir,
             local,
@@ -92,17 +94,44 @@ impl Conn {
 pub(super) type Connecting =
     Pin<Box<dyn Future<Output = Result<TcpStream, TransportError>> + Send>>;
 
-/// Reads what is there into the connection's buffer, with at most `max_room` made free first.
+impl Conn {
+    /// Reads what already arrived, without waiting, with at most `max_room` made free first;
+    /// WouldBlock when nothing did. The buffer is allocated only for the read and released
+    /// again when the read left it empty.
+    pub(super) fn try_read(&mut self, max_room: usize) -> io::Result<usize> {
+        self.buf.reserve(self.room.min(max_room));
+        let res = self.reader.try_read_buf(&mut self.buf);
+        if let Ok(n) = res
+            && n >= self.room
+        {
+            self.room = (self.room * 2).min(max_room);
+        }
+        self.release_if_empty();
+        res
+    }
+
+    /// Drops the receive buffer's allocation when nothing is left in it (every frame handed
+    /// out); frames already split off keep their own share alive.
+    pub(super) fn release_if_empty(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
+        }
+    }
+}
+
+/// Reads what is there into the connection's buffer, with at most `max_room` made free first;
+/// waits for the socket to be readable with no buffer held (cancel-safe: nothing is read
+/// until the socket is ready).
 pub(super) async fn read_some(conn: &mut Option<Conn>, max_room: usize) -> io::Result<usize> {
     match conn {
-        Some(c) => {
-            c.buf.reserve(c.room.min(max_room));
-            let n = c.reader.read_buf(&mut c.buf).await?;
-            if n >= c.room {
-                c.room = (c.room * 2).min(max_room);
+        Some(c) => loop {
+            c.release_if_empty();
+            c.reader.readable().await?;
+            match c.try_read(max_room) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                res => return res,
             }
-            Ok(n)
-        }
+        },
         None => std::future::pending().await,
     }
 }

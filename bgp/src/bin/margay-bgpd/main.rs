@@ -104,6 +104,25 @@ struct Args {
     no_graceful_stop: bool,
     #[command(flatten)]
     log: margay_common::LogArgs,
+    /// Threads that run the sessions, the API and the datastore watch: 1 runs them all on the
+    /// main thread (the least memory: no worker threads' stacks and malloc arenas; BFD keeps
+    /// its own thread), 0 one per core.
+    #[arg(long, env = "MARGAY_BGPD_WORKER_THREADS", default_value_t = 1)]
+    worker_threads: usize,
+}
+
+/// The async runtime: one thread, or a pool of `threads` workers (0: one per core).
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if threads > 1 {
+            b.worker_threads(threads);
+        }
+        b
+    };
+    builder.enable_all().build()
 }
 
 fn load(args: &Args) -> anyhow::Result<Config> {
@@ -161,7 +180,7 @@ fn main() {
         eprintln!("margay-bgpd: {e}");
         std::process::exit(2);
     }
-    let rt = match tokio::runtime::Runtime::new() {
+    let rt = match runtime(args.worker_threads) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("margay-bgpd: cannot start the runtime: {e}");
