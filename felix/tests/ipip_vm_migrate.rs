@@ -6,7 +6,9 @@
 //! BIRD sets `krt_tunnel`), pods wired as Calico wires them. The scenario
 //! (tests/vm/ipip-migrate-scenario.sh) imports the keys, then kills each node's BIRD and starts
 //! margay-bgpd and margay-felix with `--adopt-route-protocols calico` in its place, while every
-//! pod pings every other at 100/s: none may be lost and no route inside the pool deleted.
+//! pod pings every other at 100/s: none may be lost and no route inside the pool deleted, and
+//! each new bgpd sends End-of-RIB only once felix has told it the node's block (on a slow node
+//! that takes far longer than the 2 s bgpd used to wait: `--originate-wait`).
 
 mod vm;
 
@@ -137,6 +139,20 @@ fn a_calico_ipip_cluster_moves_to_margay_under_pings_in_a_vm() {
                 diag()
             );
         }
+    }
+    // Each new bgpd sent End-of-RIB because felix had told it the node's block, not because
+    // its wait for felix ran out: the peers' sweep of stale routes found the block refreshed.
+    for n in NODES {
+        let log = work.read(&format!("bgpd-{n}.log"));
+        let settled = log
+            .lines()
+            .find(|l| l.contains("origination settled"))
+            .unwrap_or_else(|| panic!("{n}: bgpd never sent End-of-RIB\n{}", diag()));
+        assert!(
+            settled.contains("SetOriginated"),
+            "{n}: End-of-RIB went out before felix said what the node originates: {settled}\n{}",
+            diag()
+        );
     }
     // No route inside the pool deleted on any node: Calico's were replaced in place.
     for n in NODES {
