@@ -90,6 +90,12 @@ pub struct Config {
     /// its own prefixes and sends End-of-RIB at once.
     #[serde(skip)]
     pub await_originator: bool,
+    /// Longest End-of-RIB waits after start for an API client (felix) to set what this node
+    /// originates (`speaker::eor`), in seconds; 0 sends it at once. Set in a file, End-of-RIB
+    /// waits for such a client in file mode too. Default in cluster mode:
+    /// [`crate::speaker::DEFAULT_ORIGINATE_WAIT`].
+    #[serde(default)]
+    pub originate_wait: Option<Spanned<u16>>,
 }
 
 /// How a neighbour appears in `margayctl node status` (Calico's peer types).
@@ -439,6 +445,18 @@ impl Config {
         };
         if let Some(e) = too_long(&self.restart_time, "restart-time") {
             return Err(e);
+        }
+        if let Some(w) = &self.originate_wait
+            && *w.get_ref() > 4095
+        {
+            return Err(at(
+                w.span(),
+                "originate-wait",
+                format!(
+                    "{} is over 4095 s (End-of-RIB waits at most a restart time)",
+                    w.get_ref()
+                ),
+            ));
         }
         let max_paths = *self.max_paths.get_ref();
         if !(1..=64).contains(&max_paths) {
@@ -873,6 +891,17 @@ description = "tor"
             err.starts_with("line 6: neighbors[0].restart-time"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn originate_wait_is_read_and_bounded() {
+        let c = Config::parse("router-id = \"10.0.0.1\"\nasn = 1\noriginate-wait = 45\n").unwrap();
+        assert_eq!(c.originate_wait.map(|w| *w.get_ref()), Some(45));
+        let plain = Config::parse("router-id = \"10.0.0.1\"\nasn = 1\n").unwrap();
+        assert_eq!(plain.originate_wait, None);
+        let err = Config::parse("router-id = \"10.0.0.1\"\nasn = 1\noriginate-wait = 5000\n")
+            .unwrap_err();
+        assert!(err.starts_with("line 3: originate-wait"), "{err}");
     }
 
     #[test]

@@ -340,7 +340,14 @@ pub struct ClusterArgs {
     pub http_port: u16,
     /// `--secrets-dir`: where Secrets named by `secretKeyRef` are mounted.
     pub secrets_dir: Option<PathBuf>,
+    /// `--originate-wait`: how long End-of-RIB waits for felix after start. The lab's default
+    /// is [`LAB_ORIGINATE_WAIT`]; `None` leaves the daemon's own (30 s).
+    pub originate_wait: Option<u16>,
 }
+
+/// The lab's `--originate-wait`: most suites run bgpd without felix, and their peers should
+/// see End-of-RIB (and sweep stale routes) within seconds, as before the setting existed.
+pub const LAB_ORIGINATE_WAIT: u16 = 2;
 
 impl ClusterArgs {
     /// Node `node` using etcd at `etcd`, with the BGP address `ip` (`ADDR/LEN`).
@@ -354,7 +361,14 @@ impl ClusterArgs {
             asn: None,
             http_port: 0,
             secrets_dir: None,
+            originate_wait: Some(LAB_ORIGINATE_WAIT),
         }
+    }
+
+    /// Sets `--originate-wait` (`None`: the daemon's default).
+    pub fn originate_wait(mut self, secs: Option<u16>) -> Self {
+        self.originate_wait = secs;
+        self
     }
 
     /// Sets `--secrets-dir`.
@@ -403,6 +417,9 @@ impl ClusterArgs {
         }
         if let Some(d) = &self.secrets_dir {
             a.extend(["--secrets-dir".to_string(), d.display().to_string()]);
+        }
+        if let Some(w) = self.originate_wait {
+            a.extend(["--originate-wait".to_string(), w.to_string()]);
         }
         a
     }

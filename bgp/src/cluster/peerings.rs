@@ -395,6 +395,7 @@ pub fn plan(model: &Model, local: &Local) -> Result<Plan, PeeringError> {
             advertise: policy::advertise(&bgp),
             filters,
             await_originator: true,
+            originate_wait: None,
         },
         notes,
     })

@@ -7,6 +7,7 @@
 
 mod bfd;
 mod eor;
+pub use eor::DEFAULT_ORIGINATE_WAIT;
 mod graceful;
 mod handle;
 mod limits;
@@ -104,6 +105,8 @@ pub struct Speaker {
     origination_settled: bool,
     /// End-of-RIBs waiting for that.
     deferred_eor: Vec<eor::DeferredEor>,
+    /// How long End-of-RIB waits for the originator after start: see [`eor`].
+    originate_wait: Duration,
     /// The BFD service, once a neighbour wants it: see [`bfd`].
     bfd: Option<crate::bfd::BfdHandle>,
     /// What each Established peer is owed: see [`outbox`].
@@ -162,6 +165,11 @@ impl Speaker {
                 "restarting after a graceful stop: OPENs carry the Restart State bit"
             );
         }
+        let originate_wait = eor::originate_wait(
+            config.await_originator,
+            config.originate_wait.as_ref().map(|w| *w.get_ref()),
+            restart_time,
+        );
         let mut speaker = Speaker {
             rib,
             peers: HashMap::new(),
@@ -178,7 +186,8 @@ impl Speaker {
             synced: false,
             restarting_until,
             marker,
-            origination_settled: !config.await_originator,
+            origination_settled: originate_wait.is_none(),
+            originate_wait: originate_wait.unwrap_or_default(),
             deferred_eor: Vec::new(),
             bfd: None,
             outbox: outbox::Outbox::default(),

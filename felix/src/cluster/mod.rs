@@ -408,6 +408,18 @@ pub async fn run(
         // bgpd originates this node's affine blocks and borrowed /32s as soon as the datastore
         // is known; the set does not depend on the routes bgpd learned.
         let desired_now = desired::compute(&model);
+        // First, before anything slower (the pod MTU's interface dump, the orphan sweep, the
+        // dataplane): bgpd holds End-of-RIB until it has this set, and the peers keep this
+        // node's stale blocks only until that End-of-RIB.
+        let originate = desired_now.originate.clone();
+        orig_tx.send_if_modified(|cur| {
+            if cur.as_ref() == Some(&originate) {
+                false
+            } else {
+                *cur = Some(originate);
+                true
+            }
+        });
         if let Some(slot) = &opts.pod_mtu {
             let overhead = crate::settings::encap_overhead(
                 desired_now.vxlan.is_some(),
@@ -422,15 +434,6 @@ pub async fn run(
                 last_mtu_input = Some(input);
             }
         }
-        let originate = desired_now.originate;
-        orig_tx.send_if_modified(|cur| {
-            if cur.as_ref() == Some(&originate) {
-                false
-            } else {
-                *cur = Some(originate);
-                true
-            }
-        });
         // natOutgoing rides in the model's pools: the reconciler derives the nftables table
         // from them (crate::nat) on the same update.
         if last_model.as_ref() != Some(&model) {

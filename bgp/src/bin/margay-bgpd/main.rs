@@ -102,6 +102,12 @@ struct Args {
     /// graceful restart's stop. SIGINT always does this.
     #[arg(long, env = "MARGAY_BGPD_NO_GRACEFUL_STOP")]
     no_graceful_stop: bool,
+    /// Longest End-of-RIB waits after start for felix to say what this node originates, in
+    /// seconds (0: at once); never longer than the restart time. Overrides the file's
+    /// `originate-wait`, where setting it makes End-of-RIB wait for felix too. Default in
+    /// cluster mode: 30.
+    #[arg(long, env = "MARGAY_BGPD_ORIGINATE_WAIT", value_parser = clap::value_parser!(u16).range(0..=4095))]
+    originate_wait: Option<u16>,
     #[command(flatten)]
     log: margay_common::LogArgs,
     /// Threads that run the sessions, the API and the datastore watch: 1 runs them all on the
@@ -137,7 +143,15 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     if let Some(p) = args.http_port {
         config.http_port = p;
     }
+    set_originate_wait(&mut config, args);
     Ok(config)
+}
+
+/// `--originate-wait` over the file's (or cluster mode's default).
+fn set_originate_wait(config: &mut Config, args: &Args) {
+    if let Some(w) = args.originate_wait {
+        config.originate_wait = Some(toml::Spanned::new(0..0, w));
+    }
 }
 
 /// The command line, with Calico's etcd variables filling what it left unset.
@@ -232,7 +246,8 @@ async fn run(args: Args, config: Option<Config>) -> anyhow::Result<()> {
     let (config, cluster) = match config {
         Some(c) => (c, None),
         None => {
-            let (c, follow) = margay_bgp::cluster::start(cluster_options(&args)?).await?;
+            let (mut c, follow) = margay_bgp::cluster::start(cluster_options(&args)?).await?;
+            set_originate_wait(&mut c, &args);
             (c, Some(follow))
         }
     };
