@@ -17,8 +17,14 @@
 # host-local lease. Everything made here (namespaces, daemons, etcd data, files) goes on exit,
 # also on failure.
 #
-# Usage: [READS="linearizable serializable"] bench/cni-latency.sh [PODS] [PARALLELS] [ROUND]
-#        (as root; e.g. 200 "1 4" 10)
+# CPU: margay-cni-bench reports each plugin process's CPU time and charges felix's, etcd's and
+# bgpd's (from /proc, with their waited-for children such as felix's nft) to the batch that ran
+# meanwhile: "IMPL CMD cpu_per_op_ms ..." lines. PERF_PAR=N PERF_OUT=FILE records the whole
+# machine with `perf record -a -g` during the pass at N at a time (see BENCHMARKS.md for how to
+# read it).
+#
+# Usage: [READS="linearizable serializable"] [PERF_PAR=4 PERF_OUT=/tmp/x.data]
+#        bench/cni-latency.sh [PODS] [PARALLELS] [ROUND]   (as root; e.g. 200 "1 4" 10)
 set -euo pipefail
 PODS=${1:-200}
 PARALLELS=${2:-1 4}
@@ -82,6 +88,7 @@ ip netns exec "$ETCDNS" /usr/bin/etcd --name=bench --data-dir="$WORK/etcd.data" 
   --listen-peer-urls=http://198.18.7.1:2380 --initial-advertise-peer-urls=http://198.18.7.1:2380 \
   --initial-cluster=bench=http://198.18.7.1:2380 --initial-cluster-state=new \
   --logger=zap --log-level=warn >"$WORK/etcd.log" 2>&1 &
+ETCD_PID=$!
 PIDS+=($!)
 wait_until() { # what, seconds, command...
   local what=$1 secs=$2; shift 2
@@ -105,6 +112,7 @@ ctl apply -f "$WORK/pool.yaml" >/dev/null
 ip netns exec "$NODE" env MARGAY_LOG_LEVEL=warn "$BIN/margay-bgpd" --datastore etcd --node "$NODENAME" \
   --etcd-endpoints "$ETCD" --socket "$WORK/bgpd.sock" --http-port 0 --ip 198.18.7.2/24 \
   >"$WORK/bgpd.log" 2>&1 &
+BGPD_PID=$!
 PIDS+=($!)
 wait_until "margay-bgpd's socket" 30 test -S "$WORK/bgpd.sock"
 # felix at warn, but its endpoint service at info: the "endpoint added" lines carry the ADD phases.
@@ -174,7 +182,7 @@ echo "date: $(date -u +%Y-%m-%d)"
 # WorkloadEndpoint (built at once), and the wait for the host route.
 phase_medians() {
   local k
-  for k in ipam wire route; do
+  for k in ipam wire route policy; do
     { tail -n +"$(($1 + 1))" "$WORK/felix.log" | grep 'endpoint added' || true; } | grep -oE "${k}_ms=[0-9.]+" \
       | cut -d= -f2 | sort -n | awk -v k="$k" '{v[NR]=$1} END {if (NR) printf "felix ADD phase %s_ms p50=%.2f\n", k, v[int((NR+1)/2)]}'
   done
@@ -189,18 +197,32 @@ fi
 first=0
 for par in $PARALLELS; do
   echo "== $PODS pods each, $par at a time, rounds of $ROUND, IPAM reads $reads"
+  echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
   log_lines=$(wc -l <"$WORK/felix.log")
+  PERF_PID=
+  if [ -n "${PERF_OUT:-}" ] && [ "${PERF_PAR:-}" = "$par" ]; then
+    perf record -a -g -F 499 -o "$PERF_OUT" >"$WORK/perf.log" 2>&1 &
+    PERF_PID=$!
+    PIDS+=($!)
+    sleep 1
+  fi
   ip netns exec "$NODE" "$BIN/margay-cni-bench" \
     --impl "margay=$BIN/margay=$WORK/margay.conf" --impl "ptp=/usr/lib/cni/ptp=$WORK/ptp.conf" \
     --pods "$PODS" --round "$ROUND" --parallel "$par" --netns-prefix "$TAG" \
+    --daemon "felix=$FELIX_PID" --daemon "etcd=$ETCD_PID" --daemon "bgpd=$BGPD_PID" \
     --samples "$WORK/samples-$par.txt" | tee "$WORK/summary-$par.txt"
+  if [ -n "$PERF_PID" ]; then
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    wait "$PERF_PID" 2>/dev/null || true
+  fi
+  echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
   assert_clean
   phase_medians "$log_lines"
   for cmd in ADD DEL; do
-    m50=$(awk -v c=$cmd '$1=="margay" && $2==c {sub("p50_ms=","",$4); print $4}' "$WORK/summary-$par.txt")
-    p50=$(awk -v c=$cmd '$1=="ptp" && $2==c {sub("p50_ms=","",$4); print $4}' "$WORK/summary-$par.txt")
-    m99=$(awk -v c=$cmd '$1=="margay" && $2==c {sub("p99_ms=","",$5); print $5}' "$WORK/summary-$par.txt")
-    p99=$(awk -v c=$cmd '$1=="ptp" && $2==c {sub("p99_ms=","",$5); print $5}' "$WORK/summary-$par.txt")
+    m50=$(awk -v c=$cmd '$1=="margay" && $2==c && $3 ~ /^n=/ {sub("p50_ms=","",$4); print $4}' "$WORK/summary-$par.txt")
+    p50=$(awk -v c=$cmd '$1=="ptp" && $2==c && $3 ~ /^n=/ {sub("p50_ms=","",$4); print $4}' "$WORK/summary-$par.txt")
+    m99=$(awk -v c=$cmd '$1=="margay" && $2==c && $3 ~ /^n=/ {sub("p99_ms=","",$5); print $5}' "$WORK/summary-$par.txt")
+    p99=$(awk -v c=$cmd '$1=="ptp" && $2==c && $3 ~ /^n=/ {sub("p99_ms=","",$5); print $5}' "$WORK/summary-$par.txt")
     printf 'ratio margay/ptp %s: p50 %.2f, p99 %.2f\n' "$cmd" "$(echo "$m50/$p50" | bc -l)" "$(echo "$m99/$p99" | bc -l)"
   done
   if [ -n "${KEEP_SAMPLES:-}" ]; then cp "$WORK/samples-$par.txt" "$KEEP_SAMPLES-$reads-$par.txt"; fi

@@ -638,3 +638,64 @@ async fn sixteen_at_a_time_through_one_client_on_one_node_are_unique_and_consist
             .all(|b| b.value.affinity.as_deref() == Some("n1"))
     );
 }
+
+/// An assignment's first write takes its handle as new (no read of the handle first). A handle
+/// that already has a record (a second call for the same pod, an earlier ADD's record not yet
+/// released) loses that write, with every request batched beside it; the retry reads the
+/// records, and each handle ends up counting every address it holds, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_with_a_record_already_is_counted_right_when_batched_with_new_ones() {
+    let etcd = EtcdServer::start();
+    let store = etcd.store().await;
+    pool(&store, "p", "10.12.0.0/24").await;
+    node(&store, "n1").await;
+    let ipam = Arc::new(Ipam::new(store.clone()));
+    let old: Vec<String> = (0..4)
+        .map(|i| handle_for_container(&format!("old{i}")))
+        .collect();
+    for h in &old {
+        one_v4(&ipam, h, "n1").await;
+    }
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let ipam = ipam.clone();
+            // Every third request is a second address for an old handle.
+            let h = if i % 3 == 0 {
+                old[i / 3].clone()
+            } else {
+                handle_for_container(&format!("new{i}"))
+            };
+            tokio::spawn(async move {
+                let got = ipam.auto_assign(&h, "n1", &no_attrs(), 1, 0, &[]).await;
+                (h, got)
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (h, got) = t.await.unwrap();
+        got.unwrap_or_else(|e| panic!("{h}: {e}"));
+    }
+    let blocks = ipam.blocks().await.unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut per_handle: BTreeMap<String, usize> = BTreeMap::new();
+    for b in &blocks {
+        for (ord, a) in &b.value.allocations {
+            assert!(seen.insert(b.value.addr(*ord)), "address twice");
+            *per_handle.entry(a.handle_id.clone()).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), 16);
+    for h in &old {
+        assert_eq!(per_handle[h], 2, "{h}");
+        let rec = store
+            .get_json::<Handle>(&handle_key(h))
+            .await
+            .unwrap()
+            .expect("handle record");
+        assert_eq!(rec.value.blocks.values().sum::<u32>(), 2, "{h}");
+    }
+    let report = ipam.check().await.unwrap();
+    assert!(report.handle_mismatches.is_empty(), "{report:?}");
+    assert!(report.allocations_without_handle.is_empty(), "{report:?}");
+    assert_eq!(report.handles, 12);
+}

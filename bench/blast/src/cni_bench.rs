@@ -10,7 +10,15 @@
 //! failure stops the run with its output.
 //!
 //! Prints one line per implementation and command: `IMPL CMD n=N p50_ms=.. p99_ms=.. mean_ms=..
-//! max_ms=..`, and writes every sample to `--samples` (`IMPL CMD POD MS`).
+//! max_ms=.. cpu_ms=..`, and writes every sample to `--samples` (`IMPL CMD POD MS CPU_MS`).
+//!
+//! CPU: `cpu_ms` is the mean CPU time (user + system) of one plugin process and the children it
+//! waited for (host-local for ptp), from `wait4`. Each `--daemon NAME=PID` (felix, etcd) is read
+//! from `/proc/PID/stat` (itself and its waited-for children, e.g. felix's `nft`) before and after
+//! every batch, and its CPU is charged to the batch's implementation and command: a line
+//! `IMPL CMD cpu_per_op_ms plugin=.. NAME=.. total=..` per implementation and command. With the
+//! machine's cores this bounds what parallelism can give: N at a time on C cores cannot finish
+//! faster than N x total / C.
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -44,6 +52,9 @@ struct Args {
     /// Where every sample goes.
     #[arg(long)]
     samples: PathBuf,
+    /// A daemon whose CPU time is charged to the batches: `NAME=PID` (repeatable).
+    #[arg(long = "daemon")]
+    daemons: Vec<String>,
 }
 
 struct Impl {
@@ -52,8 +63,44 @@ struct Impl {
     conf: String,
 }
 
-/// One sample: implementation index, command, pod, milliseconds.
-type Sample = (usize, &'static str, usize, f64);
+/// One sample: implementation index, command, pod, wall milliseconds, CPU milliseconds.
+type Sample = (usize, &'static str, usize, f64, f64);
+
+/// A process's CPU time in milliseconds (user + system, its own and its waited-for
+/// children's: fields 14-17 of `/proc/PID/stat`).
+fn proc_cpu_ms(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // The command may hold spaces: the fields start after its closing parenthesis.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("malformed /proc stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After ")": state is field 3, so field N is f[N - 3].
+    let ticks: u64 = f[11..15]
+        .iter()
+        .map(|v| v.parse::<u64>().unwrap_or(0))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok(ticks as f64 * 1000.0 / hz)
+}
+
+/// Waits for `child` (its output already read) and returns its exit status and CPU time in
+/// milliseconds (its own and its waited-for children's).
+fn wait_cpu(child: &std::process::Child) -> anyhow::Result<(i32, f64)> {
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pid is our unwaited child; status and ru are valid for writes.
+    let r = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru) };
+    if r < 0 {
+        bail!("wait4: {}", std::io::Error::last_os_error());
+    }
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1000.0 + t.tv_usec as f64 / 1000.0;
+    Ok((status, ms(ru.ru_utime) + ms(ru.ru_stime)))
+}
 
 fn parse_impl(s: &str) -> anyhow::Result<Impl> {
     let mut it = s.splitn(3, '=');
@@ -68,8 +115,9 @@ fn parse_impl(s: &str) -> anyhow::Result<Impl> {
     })
 }
 
-/// Runs one plugin command for pod `pod` of `imp` as a runtime does; returns its wall time.
-fn run_one(args: &Args, imp: &Impl, cmd: &str, pod: usize) -> anyhow::Result<f64> {
+/// Runs one plugin command for pod `pod` of `imp` as a runtime does; returns its wall time and
+/// its CPU time.
+fn run_one(args: &Args, imp: &Impl, cmd: &str, pod: usize) -> anyhow::Result<(f64, f64)> {
     let netns = format!("/var/run/netns/{}-{}-{pod}", args.netns_prefix, imp.name);
     let container = format!("bench-{}-{pod}", imp.name);
     let cni_args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=pod-{pod}");
@@ -93,25 +141,38 @@ fn run_one(args: &Args, imp: &Impl, cmd: &str, pod: usize) -> anyhow::Result<f64
         .take()
         .context("plugin stdin")?
         .write_all(imp.conf.as_bytes())?;
-    let out = child.wait_with_output()?;
+    // Both pipes read to the end (stderr on a thread, so neither can fill up), then wait4 for
+    // the CPU time std's wait does not give.
+    let mut err_pipe = child.stderr.take().context("plugin stderr")?;
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut err_pipe, &mut v);
+        v
+    });
+    let mut stdout = Vec::new();
+    std::io::Read::read_to_end(
+        &mut child.stdout.take().context("plugin stdout")?,
+        &mut stdout,
+    )?;
+    let stderr = err_reader.join().unwrap_or_default();
+    let (status, cpu) = wait_cpu(&child)?;
     let ms = start.elapsed().as_secs_f64() * 1000.0;
-    if !out.status.success() {
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
         bail!(
-            "{} {cmd} pod {pod}: {}\nstdout: {}\nstderr: {}",
+            "{} {cmd} pod {pod}: wait status {status}\nstdout: {}\nstderr: {}",
             imp.name,
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
         );
     }
-    if cmd == "ADD" && !String::from_utf8_lossy(&out.stdout).contains("\"ips\"") {
+    if cmd == "ADD" && !String::from_utf8_lossy(&stdout).contains("\"ips\"") {
         bail!(
             "{} ADD pod {pod}: no ips in the result: {}",
             imp.name,
-            String::from_utf8_lossy(&out.stdout)
+            String::from_utf8_lossy(&stdout)
         );
     }
-    Ok(ms)
+    Ok((ms, cpu))
 }
 
 /// Runs `cmd` for pods `pods` of implementation `i` with `args.parallel` workers.
@@ -135,7 +196,8 @@ fn run_batch(
                         if pod >= end {
                             return Ok(got);
                         }
-                        got.push((i, cmd, pod, run_one(args, &impls[i], cmd, pod)?));
+                        let (ms, cpu) = run_one(args, &impls[i], cmd, pod)?;
+                        got.push((i, cmd, pod, ms, cpu));
                     }
                 })
             })
@@ -164,6 +226,21 @@ fn main() -> anyhow::Result<()> {
     if impls.len() != 2 || args.round == 0 || args.parallel == 0 {
         bail!("need two --impl, --round >= 1 and --parallel >= 1");
     }
+    let daemons: Vec<(String, u32)> = args
+        .daemons
+        .iter()
+        .map(|d| {
+            let (name, pid) = d
+                .split_once('=')
+                .with_context(|| format!("--daemon {d:?}: expected NAME=PID"))?;
+            Ok((name.to_string(), pid.parse().context("--daemon PID")?))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let daemon_cpu = || -> anyhow::Result<Vec<f64>> {
+        daemons.iter().map(|(_, pid)| proc_cpu_ms(*pid)).collect()
+    };
+    // Per (implementation, command): each daemon's CPU milliseconds during its batches.
+    let mut charged: std::collections::BTreeMap<(usize, &str), Vec<f64>> = Default::default();
     let mut samples: Vec<Sample> = Vec::new();
     for cmd in ["ADD", "DEL"] {
         let mut start = 0;
@@ -172,7 +249,15 @@ fn main() -> anyhow::Result<()> {
             let end = (start + args.round).min(args.pods);
             let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
             for i in order {
+                let before = daemon_cpu()?;
                 samples.extend(run_batch(&args, &impls, i, cmd, start..end)?);
+                let after = daemon_cpu()?;
+                let c = charged
+                    .entry((i, cmd))
+                    .or_insert_with(|| vec![0.0; daemons.len()]);
+                for (k, (a, b)) in after.iter().zip(&before).enumerate() {
+                    c[k] += a - b;
+                }
             }
             start = end;
             r += 1;
@@ -180,27 +265,37 @@ fn main() -> anyhow::Result<()> {
     }
     let mut f = std::fs::File::create(&args.samples)
         .with_context(|| format!("creating {:?}", args.samples))?;
-    for (i, cmd, pod, ms) in &samples {
-        writeln!(f, "{} {cmd} {pod} {ms:.3}", impls[*i].name)?;
+    for (i, cmd, pod, ms, cpu) in &samples {
+        writeln!(f, "{} {cmd} {pod} {ms:.3} {cpu:.3}", impls[*i].name)?;
     }
     for cmd in ["ADD", "DEL"] {
         for (i, imp) in impls.iter().enumerate() {
-            let mut v: Vec<f64> = samples
-                .iter()
-                .filter(|s| s.0 == i && s.1 == cmd)
-                .map(|s| s.3)
-                .collect();
+            let mine: Vec<&Sample> = samples.iter().filter(|s| s.0 == i && s.1 == cmd).collect();
+            let mut v: Vec<f64> = mine.iter().map(|s| s.3).collect();
             v.sort_by(|a, b| a.total_cmp(b));
-            let mean = v.iter().sum::<f64>() / v.len() as f64;
+            let n = v.len() as f64;
+            let mean = v.iter().sum::<f64>() / n;
+            let plugin_cpu = mine.iter().map(|s| s.4).sum::<f64>() / n;
             println!(
-                "{} {cmd} n={} p50_ms={:.2} p99_ms={:.2} mean_ms={:.2} max_ms={:.2}",
+                "{} {cmd} n={} p50_ms={:.2} p99_ms={:.2} mean_ms={:.2} max_ms={:.2} cpu_ms={:.2}",
                 imp.name,
                 v.len(),
                 percentile(&v, 50.0),
                 percentile(&v, 99.0),
                 mean,
-                v[v.len() - 1]
+                v[v.len() - 1],
+                plugin_cpu,
             );
+            if !daemons.is_empty() {
+                let mut line = format!("{} {cmd} cpu_per_op_ms plugin={plugin_cpu:.2}", imp.name);
+                let mut total = plugin_cpu;
+                for (k, (name, _)) in daemons.iter().enumerate() {
+                    let per = charged.get(&(i, cmd)).map_or(0.0, |c| c[k]) / n;
+                    total += per;
+                    line.push_str(&format!(" {name}={per:.2}"));
+                }
+                println!("{line} total={total:.2}");
+            }
         }
     }
     Ok(())

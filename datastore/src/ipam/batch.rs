@@ -25,6 +25,9 @@ struct Req {
     handle: String,
     attrs: BTreeMap<String, String>,
     reserved: Arc<Vec<IpNet>>,
+    /// The handle has no record yet, as far as the caller knows: the first write creates it
+    /// without reading it first (one round trip less); a lost race reads it.
+    fresh: bool,
     tx: oneshot::Sender<Msg>,
 }
 
@@ -43,6 +46,7 @@ struct ReqData {
     handle: String,
     attrs: BTreeMap<String, String>,
     reserved: Arc<Vec<IpNet>>,
+    fresh: bool,
 }
 
 #[derive(Default)]
@@ -91,12 +95,14 @@ impl Ipam {
         handle: &str,
         attrs: &BTreeMap<String, String>,
         reserved: &[IpNet],
+        fresh: bool,
     ) -> Result<Try, IpamError> {
         let cidr = block.value.cidr;
         let mut data = ReqData {
             handle: handle.to_string(),
             attrs: attrs.clone(),
             reserved: Arc::new(reserved.to_vec()),
+            fresh,
         };
         let mut fresh = Some(block);
         let mut lead_at_front = false;
@@ -106,6 +112,7 @@ impl Ipam {
                 handle: data.handle,
                 attrs: data.attrs,
                 reserved: data.reserved,
+                fresh: data.fresh,
                 tx,
             };
             let lead = {
@@ -229,13 +236,14 @@ impl Ipam {
                 return;
             }
             // The handles: serializable reads on the first try (the transaction compares
-            // their revisions), linearizable after a lost race.
+            // their revisions), linearizable after a lost race; a fresh handle's first try
+            // reads nothing (the transaction requires it absent).
             let rd = if attempt == 0 {
                 &self.reads
             } else {
                 &self.store
             };
-            let handles = futures_handles(rd, &placed, cidr).await;
+            let handles = futures_handles(rd, &placed, cidr, attempt == 0).await;
             let handles = match handles {
                 Ok(h) => h,
                 Err(e) => {
@@ -293,6 +301,7 @@ impl Drop for HandOff<'_> {
                 handle: next.handle,
                 attrs: next.attrs,
                 reserved: next.reserved,
+                fresh: next.fresh,
             };
             if next.tx.send(Msg::Lead(data)).is_ok() {
                 return;
@@ -308,11 +317,16 @@ async fn futures_handles(
     store: &Store,
     placed: &[(Req, u32)],
     cidr: IpNet,
+    trust_fresh: bool,
 ) -> Result<Vec<(String, Handle, Option<i64>)>, IpamError> {
     let reads = placed.iter().map(|(r, _)| {
         let key = handle_key(&r.handle);
         async move {
-            let cur = store.get_json::<Handle>(&key).await?;
+            let cur = if trust_fresh && r.fresh {
+                None
+            } else {
+                store.get_json::<Handle>(&key).await?
+            };
             Ok::<_, IpamError>((key, r.handle.clone(), cur))
         }
     });
@@ -336,7 +350,9 @@ async fn futures_handles(
 }
 
 /// Runs the futures concurrently on this task; results in order.
-async fn join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+pub(super) async fn join_all<F: std::future::Future>(
+    futs: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
     let mut set: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
     let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {

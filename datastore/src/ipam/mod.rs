@@ -299,8 +299,11 @@ impl Ipam {
                 });
             }
             for _ in 0..num {
+                // The handle's first address of this call: it has no record yet (unless an
+                // earlier, failed ADD's undo is late: then the first write loses and retries).
+                let fresh = out.v4.is_empty() && out.v6.is_empty();
                 let addr = self
-                    .assign_one(handle, node, attrs, fam, &candidates, &rules)
+                    .assign_one(handle, node, attrs, fam, &candidates, &rules, fresh)
                     .await?;
                 if fam == 4 {
                     out.v4.push(addr);
@@ -312,6 +315,7 @@ impl Ipam {
         Ok(out)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn assign_one(
         &self,
         handle: &str,
@@ -320,6 +324,7 @@ impl Ipam {
         fam: u8,
         pools: &[IpPool],
         rules: &Rules,
+        fresh: bool,
     ) -> Result<IpAddr, IpamError> {
         let (cfg, reserved) = (&rules.cfg, rules.reserved.as_slice());
         let pool_nets: Vec<(IpNet, u8)> = pools
@@ -334,10 +339,17 @@ impl Ipam {
             } else {
                 &self.store
             };
-            // 1. The node's own blocks.
+            // 1. The node's own blocks, read together (a node that ran many pods holds several,
+            //    the first ones full); a full one is passed over without queueing for it.
             let (affs, affs_rev) = rd.list_json::<Affinity>(&node_affinities(node)).await?;
-            for a in affs.iter().filter(|a| in_pools(&a.value.cidr)) {
-                let Some(block) = rd.get_json::<Block>(&block_key(&a.value.cidr)).await? else {
+            let own: Vec<&Versioned<Affinity>> =
+                affs.iter().filter(|a| in_pools(&a.value.cidr)).collect();
+            let reads = own.iter().map(|a| {
+                let key = block_key(&a.value.cidr);
+                async move { rd.get_json::<Block>(&key).await }
+            });
+            for (a, block) in own.iter().zip(batch::join_all(reads).await) {
+                let Some(block) = block? else {
                     self.drop_stale_affinity(a).await?;
                     continue;
                 };
@@ -345,7 +357,13 @@ impl Ipam {
                     self.drop_stale_affinity(a).await?;
                     continue;
                 }
-                if let Try::Got(ip) = self.allocate_in(block, handle, attrs, reserved).await? {
+                if block.value.free_ordinal_except(reserved).is_none() {
+                    continue;
+                }
+                if let Try::Got(ip) = self
+                    .allocate_in(block, handle, attrs, reserved, fresh)
+                    .await?
+                {
                     return Ok(ip);
                 }
             }
@@ -418,7 +436,7 @@ impl Ipam {
             }
             lenders.sort_by_key(|b| std::cmp::Reverse(b.value.free_count()));
             for b in lenders {
-                if let Try::Got(ip) = self.allocate_in(b, handle, attrs, reserved).await? {
+                if let Try::Got(ip) = self.allocate_in(b, handle, attrs, reserved, fresh).await? {
                     debug!(%ip, node, "borrowed an address from another node's block");
                     return Ok(ip);
                 }

@@ -123,16 +123,17 @@ struct Writer {
     rendered: Option<Rendered>,
 }
 
-/// Reads, compiles and applies once (`resync`: against the kernel's table, not felix's memory).
+/// Reads, compiles and applies once (`resync`: against the kernel's table, not felix's memory);
+/// returns the revision its WorkloadEndpoints were read at.
 async fn program(
     store: &Store,
     node: &str,
     writer: &Arc<Mutex<Writer>>,
     resync: bool,
     metrics: &Metrics,
-) -> Result<(), String> {
+) -> Result<i64, String> {
     let started = Instant::now();
-    let res = load::load(store)
+    let (res, endpoints_rev) = load::load_with_revision(store)
         .await
         .map_err(|e| format!("reading policy: {e}"))?;
     let (model, errors) = PolicyModel::build(&res);
@@ -188,7 +189,7 @@ async fn program(
             "policy table updated"
         );
     }
-    Ok(())
+    Ok(endpoints_rev)
 }
 
 /// Runs until the requests' sender side is gone or the task is aborted.
@@ -208,6 +209,14 @@ pub async fn run(
     }));
     let prefixes = policy_prefixes();
     let relevant = |key: &str| prefixes.iter().any(|p| key.starts_with(p.as_str()));
+    let endpoints_prefix = prefix_of::<WorkloadEndpointSpec>();
+    // The revision the last applied read had the WorkloadEndpoints at: an endpoint's change at
+    // or below it is in force already (every CNI ADD's own write comes back this way after the
+    // ADD's sync request has been answered by a read that saw it).
+    let mut endpoints_rev = 0i64;
+    let covered = |key: &str, rev: i64, endpoints_rev: i64| {
+        key.starts_with(endpoints_prefix.as_str()) && rev <= endpoints_rev
+    };
     let mut backoff = Duration::from_millis(100);
     let mut watch = loop {
         match store.revision().await {
@@ -225,11 +234,17 @@ pub async fn run(
     let mut timer = tokio::time::interval(RESYNC);
     timer.tick().await;
     loop {
+        // Every request sent so far is answered by the read below (a request left in the
+        // channel would wait for one more read and apply).
+        while let Ok(r) = requests.try_recv() {
+            waiting.push(r);
+        }
         if dirty || resync_due || !waiting.is_empty() {
             // Requests that came before this read are answered by it.
             let answering = std::mem::take(&mut waiting);
             match program(&store, &node, &writer, resync_due, &metrics).await {
-                Ok(_) => {
+                Ok(rev) => {
+                    endpoints_rev = endpoints_rev.max(rev);
                     health.clear_reason(R_POLICY);
                     dirty = false;
                     resync_due = false;
@@ -251,12 +266,23 @@ pub async fn run(
         tokio::select! {
             ev = watch.next() => {
                 match ev {
-                    WatchEvent::Put(v) => dirty |= relevant(&v.key),
-                    WatchEvent::Delete { key, .. } => dirty |= relevant(&key),
+                    WatchEvent::Put(v) => {
+                        dirty |= relevant(&v.key) && !covered(&v.key, v.mod_revision, endpoints_rev)
+                    }
+                    WatchEvent::Delete { key, revision, .. } => {
+                        dirty |= relevant(&key) && !covered(&key, revision, endpoints_rev)
+                    }
                     _ => dirty = true,
                 }
-                if dirty {
-                    tokio::time::sleep(SETTLE).await;
+                // Settle, unless an ADD asks meanwhile: it does not wait for the delay.
+                if dirty && waiting.is_empty() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(SETTLE) => {}
+                        r = requests.recv() => match r {
+                            Some(r) => waiting.push(r),
+                            None => return,
+                        },
+                    }
                 }
             }
             r = requests.recv() => match r {

@@ -410,31 +410,39 @@ pub async fn add(
         return Err(status);
     }
 
-    // The reconciler programs the host route once the endpoint is in its model; if that
-    // takes too long, program it now (the reconciler adopts it: same key, same protocol).
-    let routed = await_host_routes(svc, &plan).await;
-    if let Err(e) = routed {
-        let host = plan.host_ifname.clone();
-        let _ = blocking(move || plumbing::remove_host_side(&host)).await;
-        undo_add(svc, guard, &t, ours, EtcdDeadline::start()).await;
-        return Err(Status::internal(format!(
+    // Both wait for the WorkloadEndpoint written above, and for nothing else, so they run side
+    // by side: the reconciler programs the host route once the endpoint is in its model (if
+    // that takes too long, ADD programs it: the reconciler adopts it, same key and protocol);
+    // the policy task puts the pod's policy in force (until then felix's table drops the
+    // traffic of a workload interface it does not know). ADD returns with both done.
+    let route = async {
+        let r = await_host_routes(svc, &plan).await;
+        (r, started.elapsed())
+    };
+    let policy = async {
+        let r = match svc.policy() {
+            Some(p) => p.sync(POLICY_WAIT).await,
+            None => Ok(()),
+        };
+        (r, started.elapsed())
+    };
+    let ((routed, routed_at), (policed, policed_at)) = tokio::join!(route, policy);
+    let failed = match (routed, policed) {
+        (Err(e), _) => Some(Status::internal(format!(
             "programming the host route on {}: {e}",
             plan.host_ifname
-        )));
-    }
-    // The pod's policy is in force before ADD returns (until then felix's table drops the
-    // traffic of a workload interface it does not know).
-    let routed_at = started.elapsed();
-    if let Some(policy) = svc.policy()
-        && let Err(e) = policy.sync(POLICY_WAIT).await
-    {
+        ))),
+        (Ok(()), Err(e)) => Some(Status::unavailable(format!(
+            "programming the policy of {}: {e}",
+            plan.host_ifname
+        ))),
+        (Ok(()), Ok(())) => None,
+    };
+    if let Some(status) = failed {
         let host = plan.host_ifname.clone();
         let _ = blocking(move || plumbing::remove_host_side(&host)).await;
         undo_add(svc, guard, &t, ours, EtcdDeadline::start()).await;
-        return Err(Status::unavailable(format!(
-            "programming the policy of {}: {e}",
-            plan.host_ifname
-        )));
+        return Err(status);
     }
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     tracing::info!(
@@ -442,8 +450,9 @@ pub async fn add(
         ifname = %t.host_ifname,
         ipam_ms = ms(assigned),
         wire_ms = ms(wired - assigned),
+        // Both from the end of `wire` (they overlap).
         route_ms = ms(routed_at - wired),
-        policy_ms = ms(started.elapsed() - routed_at),
+        policy_ms = ms(policed_at - wired),
         "endpoint added"
     );
     Ok(pb::AddEndpointResponse {
