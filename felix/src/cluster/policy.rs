@@ -133,15 +133,19 @@ async fn program(
     metrics: &Metrics,
 ) -> Result<i64, String> {
     let started = Instant::now();
-    let (res, endpoints_rev) = load::load_with_revision(store)
-        .await
-        .map_err(|e| format!("reading policy: {e}"))?;
+    // The interface prefixes are read beside the policy resources, not after them: this runs
+    // for every burst of CNI ADDs, so each sequential etcd round trip is on their path.
+    let (loaded, prefixes) = tokio::join!(
+        load::load_with_revision(store),
+        workload_prefixes(store, node)
+    );
+    let (res, endpoints_rev) = loaded.map_err(|e| format!("reading policy: {e}"))?;
     let (model, errors) = PolicyModel::build(&res);
     for e in &errors {
         warn!(error = %e, "policy left out");
     }
     let mut ir = compile(&model, node);
-    ir.workload_prefixes = workload_prefixes(store, node).await?;
+    ir.workload_prefixes = prefixes?;
     let (endpoints, policies) = (ir.endpoints.len(), ir.policies.len());
     let w = writer.clone();
     let (report, via) = tokio::task::spawn_blocking(move || {
