@@ -55,6 +55,12 @@ pub enum KeeperError {
     },
     #[error(transparent)]
     Wg(#[from] WgError),
+    #[error(
+        "cannot create {device}: this kernel has no wireguard module (load it with \
+         `modprobe wireguard`; Linux 5.6 and later ship it); pod traffic to other nodes \
+         stays unencrypted until it can"
+    )]
+    NoModule { device: String },
     #[error("{0} exists and is not a WireGuard device (kind {1:?})")]
     WrongKind(String, Option<String>),
     #[error("the datastore: {0}")]
@@ -187,9 +193,14 @@ impl Applier {
             Ok(l) => l,
             Err(NetlinkError::NoSuchLink(_)) => {
                 dp.create_wireguard(&cfg.interface)
-                    .map_err(|source| KeeperError::Step {
-                        step: "creating the device",
-                        source,
+                    .map_err(|source| match source {
+                        NetlinkError::Unsupported { .. } => KeeperError::NoModule {
+                            device: cfg.interface.clone(),
+                        },
+                        source => KeeperError::Step {
+                            step: "creating the device",
+                            source,
+                        },
                     })?;
                 info!(device = %cfg.interface, "wireguard: created the device");
                 dp.link(&cfg.interface)
