@@ -131,6 +131,8 @@ pub struct Metrics {
     pub ipam_collector_elected: Gauge,
     /// Peers of the WireGuard device (0 while WireGuard is off).
     pub wireguard_peers: Gauge,
+    /// Peers of the IPv6 WireGuard device (0 while IPv6 WireGuard is off).
+    pub wireguard_peers_v6: Gauge,
     /// Times felix generated a new WireGuard key pair (first start or rotation).
     pub wireguard_keys_generated: Counter,
     /// Policy table transactions, by how they were written (`libnftables`, `nft`).
@@ -204,6 +206,12 @@ impl Metrics {
         );
         let wireguard_peers = Gauge::default();
         let wireguard_keys_generated = Counter::default();
+        let wireguard_peers_v6 = Gauge::default();
+        registry.register(
+            "wireguard_peers_v6",
+            "Peers of the IPv6 WireGuard device (0 while IPv6 WireGuard is off)",
+            wireguard_peers_v6.clone(),
+        );
         registry.register(
             "wireguard_peers",
             "Peers of the WireGuard device (0 while WireGuard is off)",
@@ -232,6 +240,7 @@ impl Metrics {
             policy_transactions,
             policy_program_seconds,
             wireguard_peers,
+            wireguard_peers_v6,
             wireguard_keys_generated,
             ipam_released,
             ipam_empty_blocks_released,

@@ -133,6 +133,9 @@ pub struct Settings {
     /// `wireguard*` and the table from `routeTableRanges`, or why they cannot be used (the
     /// keeper then keeps the previous ones).
     pub wireguard: Result<crate::wireguard::config::Config, crate::wireguard::config::ConfigError>,
+    /// `wireguard*V6` (the IPv6 device), the same way.
+    pub wireguard_v6:
+        Result<crate::wireguard::config::Config, crate::wireguard::config::ConfigError>,
 }
 
 /// Where an HTTP server listens: a host name or address and a port.
@@ -158,6 +161,7 @@ impl Default for Settings {
             health: None,
             prometheus: None,
             wireguard: Ok(crate::wireguard::config::Config::default()),
+            wireguard_v6: Ok(crate::wireguard::config::Config::default_v6()),
         }
     }
 }
@@ -245,6 +249,7 @@ pub fn merge(
         }
     }
     s.wireguard = crate::wireguard::config::Config::resolve(global, node);
+    s.wireguard_v6 = crate::wireguard::config::Config::resolve_v6(global, node);
     apply_nat(&mut s.dataplane, node, global, &mut problems);
     apply_routes(&mut s, node, global, &mut problems);
     (s, problems)
@@ -325,6 +330,23 @@ pub fn first_route_table(ranges: &[(u32, u32)]) -> Option<u32> {
         .min()
 }
 
+/// The `n`-th (from 0) lowest table index in `ranges` that is not reserved: 0 is the IPv4
+/// WireGuard table, 1 the IPv6 one (Calico's allocator hands them out in that order).
+pub fn nth_route_table(ranges: &[(u32, u32)], n: usize) -> Option<u32> {
+    let mut usable: Vec<u32> = ranges
+        .iter()
+        .filter(|(lo, hi)| lo <= hi)
+        .flat_map(|&(lo, hi)| {
+            (lo..=hi)
+                .filter(|t| !RESERVED_TABLES.contains(t))
+                .take(n + 1)
+        })
+        .collect();
+    usable.sort_unstable();
+    usable.dedup();
+    usable.get(n).copied()
+}
+
 /// Whether table `t` lies in `ranges`.
 pub fn table_in_ranges(ranges: &[(u32, u32)], t: u32) -> bool {
     ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&t))
@@ -342,6 +364,25 @@ pub fn encap_overhead(vxlan: bool, ipip: bool, vxlan_v6: bool) -> u32 {
     } else {
         0
     }
+}
+
+/// What the enabled WireGuard devices take from the pod MTU, by Calico's rule (each enabled
+/// device's MTU is a candidate: the configured one, else the uplink's less 60 for IPv4 or 80
+/// for IPv6; the pod MTU is the smallest candidate): the largest overhead of the enabled
+/// devices without a configured MTU, and the smallest configured MTU of the others.
+pub fn wireguard_mtu_limits(s: &Settings) -> (u32, Option<u32>) {
+    let mut overhead = 0;
+    let mut cap: Option<u32> = None;
+    for c in [&s.wireguard, &s.wireguard_v6].into_iter().flatten() {
+        if !c.enabled {
+            continue;
+        }
+        match c.mtu {
+            Some(m) => cap = Some(cap.map_or(m, |x| x.min(m))),
+            None => overhead = overhead.max(c.overhead()),
+        }
+    }
+    (overhead, cap)
 }
 
 /// The pod MTU from the host's interfaces (`(name, mtu)`): the smallest MTU of those matching
@@ -532,5 +573,38 @@ mod tests {
         );
         assert_eq!(pod_mtu(links, "^eth0$", 0), Some(9000));
         assert_eq!(pod_mtu(links, "^ens", 0), None);
+    }
+
+    #[test]
+    fn wireguard_devices_count_in_the_pod_mtu_as_in_calico() {
+        let on = |v: serde_json::Value| {
+            let spec: FelixConfigurationSpec = serde_json::from_value(v).unwrap();
+            merge(Some(&spec), None, &Pinned::default()).0
+        };
+        assert_eq!(wireguard_mtu_limits(&Settings::default()), (0, None));
+        let s = on(serde_json::json!({"wireguardEnabled": true}));
+        assert_eq!(wireguard_mtu_limits(&s), (60, None));
+        let s = on(serde_json::json!({"wireguardEnabled": true, "wireguardEnabledV6": true}));
+        assert_eq!(wireguard_mtu_limits(&s), (80, None));
+        // A configured MTU is the device's candidate as it stands; a disabled device's counts
+        // for nothing.
+        let s = on(serde_json::json!({
+            "wireguardEnabled": true,
+            "wireguardEnabledV6": true,
+            "wireguardMTUV6": 1300,
+            "wireguardMTU": 1290
+        }));
+        assert_eq!(wireguard_mtu_limits(&s), (0, Some(1290)));
+        let s = on(serde_json::json!({"wireguardEnabledV6": true, "wireguardMTU": 1290}));
+        assert_eq!(wireguard_mtu_limits(&s), (80, None));
+    }
+
+    #[test]
+    fn the_nth_route_table_skips_the_kernels_tables() {
+        assert_eq!(nth_route_table(&[(1, 250)], 0), Some(1));
+        assert_eq!(nth_route_table(&[(1, 250)], 1), Some(2));
+        assert_eq!(nth_route_table(&[(300, 400), (252, 256)], 1), Some(256));
+        assert_eq!(nth_route_table(&[(253, 255)], 0), None);
+        assert_eq!(nth_route_table(&[(9, 9)], 1), None);
     }
 }

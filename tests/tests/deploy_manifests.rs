@@ -381,6 +381,29 @@ fn daemons_read_datastore_and_address_settings_from_config_and_secret() {
 }
 
 #[test]
+fn both_daemons_read_this_nodes_ipv6_address_setting_as_calico_nodes_ip6() {
+    let ds = daemonset();
+    let pod = pod_spec(&ds);
+    for name in ["bgpd", "felix"] {
+        let c = container(&pod["containers"], name);
+        for (var, key) in [
+            ("IP6", "ip6"),
+            ("IP6_AUTODETECTION_METHOD", "ip6_autodetection_method"),
+        ] {
+            let r = &env(c, var)["valueFrom"]["configMapKeyRef"];
+            assert_eq!(
+                (r["name"].as_str(), r["key"].as_str()),
+                (Some("margay-config"), Some(key)),
+                "{name}: {var}"
+            );
+        }
+    }
+    // IPv4 only by default, as calico-node without IP6; the method has calico-node's default.
+    assert_eq!(config_key("ip6"), "none");
+    assert_eq!(config_key("ip6_autodetection_method"), "first-found");
+}
+
+#[test]
 fn daemons_share_the_margay_socket_directory_with_the_host() {
     let ds = daemonset();
     let run = volume(&ds, "var-run-margay");

@@ -59,8 +59,6 @@ const WIREGUARD: FieldStatus = NotActed(
     "WireGuard runs without an interface address: host-network traffic to pods is not encrypted",
 );
 
-const WG_V6: FieldStatus = NotActed("IPv6 WireGuard is not built yet");
-
 const NP: &str = "NetworkPolicy";
 const GNP: &str = "GlobalNetworkPolicy";
 const HOST_ENDPOINTS: FieldStatus =
@@ -494,19 +492,19 @@ pub const FIELDS: &[FieldInfo] = &[
         NotActed("felix always programs routes"),
     ),
     f(FELIX, "spec.wireguardEnabled", Acted),
-    f(FELIX, "spec.wireguardEnabledV6", WG_V6),
+    f(FELIX, "spec.wireguardEnabledV6", Acted),
     f(
         FELIX,
         "spec.wireguardThreadingEnabled",
         NotActed("the kernel's default WireGuard threading is kept"),
     ),
     f(FELIX, "spec.wireguardListeningPort", Acted),
-    f(FELIX, "spec.wireguardListeningPortV6", WG_V6),
+    f(FELIX, "spec.wireguardListeningPortV6", Acted),
     f(FELIX, "spec.wireguardRoutingRulePriority", Acted),
     f(FELIX, "spec.wireguardInterfaceName", Acted),
-    f(FELIX, "spec.wireguardInterfaceNameV6", WG_V6),
+    f(FELIX, "spec.wireguardInterfaceNameV6", Acted),
     f(FELIX, "spec.wireguardMTU", Acted),
-    f(FELIX, "spec.wireguardMTUV6", WG_V6),
+    f(FELIX, "spec.wireguardMTUV6", Acted),
     f(
         FELIX,
         "spec.wireguardHostEncryptionEnabled",

@@ -106,7 +106,8 @@ async fn load(
     if let Some(me) = nodes.iter().find(|r| r.metadata.name == node) {
         s.labels = me.metadata.labels.clone();
     }
-    s.wireguard_keys = wireguard_keys(&nodes);
+    s.wireguard_keys = wireguard_keys(&nodes, false);
+    s.wireguard_keys_v6 = wireguard_keys(&nodes, true);
     s.nodes = nodes
         .into_iter()
         .map(|r| (r.metadata.name, r.spec))
@@ -148,31 +149,38 @@ async fn load(
     ))
 }
 
-/// The published WireGuard key of each Node that has one.
-fn wireguard_keys(nodes: &[Resource<NodeSpec>]) -> BTreeMap<String, String> {
+/// The published WireGuard key (of the IPv6 device when `v6`) of each Node that has one.
+fn wireguard_keys(nodes: &[Resource<NodeSpec>], v6: bool) -> BTreeMap<String, String> {
     nodes
         .iter()
         .filter_map(|r| {
-            crate::wireguard::keeper::published_key(r).map(|k| (r.metadata.name.clone(), k))
+            crate::wireguard::keeper::published_key(r, v6).map(|k| (r.metadata.name.clone(), k))
         })
         .collect()
 }
 
 /// Applies one Node event, keeping this node's labels and every node's WireGuard key.
 fn apply_nodes(state: &mut ClusterState, ev: WatchEvent<Resource<NodeSpec>>) {
-    match &ev {
-        WatchEvent::Put(r) => match crate::wireguard::keeper::published_key(r) {
-            Some(k) => {
-                state.wireguard_keys.insert(r.metadata.name.clone(), k);
+    for v6 in [false, true] {
+        let keys = if v6 {
+            &mut state.wireguard_keys_v6
+        } else {
+            &mut state.wireguard_keys
+        };
+        match &ev {
+            WatchEvent::Put(r) => match crate::wireguard::keeper::published_key(r, v6) {
+                Some(k) => {
+                    keys.insert(r.metadata.name.clone(), k);
+                }
+                None => {
+                    keys.remove(&r.metadata.name);
+                }
+            },
+            WatchEvent::Delete { name, .. } => {
+                keys.remove(name);
             }
-            None => {
-                state.wireguard_keys.remove(&r.metadata.name);
-            }
-        },
-        WatchEvent::Delete { name, .. } => {
-            state.wireguard_keys.remove(name);
+            WatchEvent::Resync { items, .. } => *keys = wireguard_keys(items, v6),
         }
-        WatchEvent::Resync { items, .. } => state.wireguard_keys = wireguard_keys(items),
     }
     match &ev {
         WatchEvent::Put(r) if r.metadata.name == state.node => {

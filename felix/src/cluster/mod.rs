@@ -344,7 +344,7 @@ pub async fn run(
     let mut last_error: Option<String> = None;
     let mut remote_complete = false;
     let mut last_settings: Option<crate::settings::Settings> = None;
-    let mut last_mtu_input: Option<(String, u32)> = None;
+    let mut last_mtu_input: Option<(String, u32, Option<u32>)> = None;
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -421,14 +421,19 @@ pub async fn run(
             }
         });
         if let Some(slot) = &opts.pod_mtu {
+            // WireGuard's devices count as encapsulations (Calico's determinePodMTU).
+            let (wg_overhead, wg_cap) = crate::settings::wireguard_mtu_limits(&settings);
             let overhead = crate::settings::encap_overhead(
                 desired_now.vxlan.is_some(),
                 desired_now.ipip.is_some(),
                 desired_now.vxlan_v6.is_some(),
-            );
-            let input = (settings.mtu_iface_pattern.clone(), overhead);
+            )
+            .max(wg_overhead);
+            let input = (settings.mtu_iface_pattern.clone(), overhead, wg_cap);
             if last_mtu_input.as_ref() != Some(&input) {
-                let mtu = detect_pod_mtu(input.0.clone(), overhead).await;
+                let mtu = detect_pod_mtu(input.0.clone(), overhead)
+                    .await
+                    .map(|m| wg_cap.map_or(m, |c| m.min(c)));
                 info!(?mtu, pattern = %input.0, overhead, "pod MTU detected from the host's interfaces");
                 slot.store(mtu.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
                 last_mtu_input = Some(input);

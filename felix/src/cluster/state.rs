@@ -39,6 +39,8 @@ pub struct ClusterState {
     pub felix_configs: BTreeMap<String, margay_datastore::resources::FelixConfigurationSpec>,
     /// The WireGuard public key each Node publishes (`status.wireguardPublicKey`), by node.
     pub wireguard_keys: BTreeMap<String, String>,
+    /// The IPv6 device's key each Node publishes (`status.wireguardPublicKeyV6`), by node.
+    pub wireguard_keys_v6: BTreeMap<String, String>,
 }
 
 /// A pod on another node, reduced to what routing to it needs.

@@ -1,17 +1,19 @@
-//! What the WireGuard device and its routing table should hold, from the Nodes (addresses and
-//! published keys) and the routes felix programs (prefix → next hop). Pure.
+//! What one family's WireGuard device and its routing table should hold, from the Nodes
+//! (addresses and published keys of that family) and the routes felix programs (prefix → next
+//! hop). Pure.
 //!
-//! A prefix belongs to the node whose address (or VXLAN / IPIP tunnel address) is its next
-//! hop. A node is a peer when it has an IPv4 address and a valid key that no other node (and
-//! not this node) claims, as Calico requires; its prefixes go through the device. Prefixes of
+//! A prefix of the family belongs to the node whose address (or VXLAN / IPIP tunnel address)
+//! is its next hop. A node is a peer when it has an address of the family and a valid key
+//! that no other node (and not this node) claims, as Calico requires; its prefixes go through
+//! the device. Prefixes of
 //! any other known node get a `throw` route, so a borrowed /32 of such a node inside a block
 //! routed through the device still leaves unencrypted by the main table instead of reaching
 //! the wrong peer.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 
 use crate::model::RemoteRoute;
 
@@ -19,11 +21,11 @@ use crate::model::RemoteRoute;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeInfo {
     pub name: String,
-    /// Its underlay IPv4 address (the peer's endpoint).
-    pub address: Option<Ipv4Addr>,
+    /// Its underlay address of the device's family (the peer's endpoint).
+    pub address: Option<IpAddr>,
     /// Addresses routes name as next hop towards it (tunnel addresses), besides `address`.
     pub next_hops: Vec<IpAddr>,
-    /// Its `status.wireguardPublicKey`, if any.
+    /// Its `status.wireguardPublicKey` (IPv6: `wireguardPublicKeyV6`), if any.
     pub public_key: Option<String>,
 }
 
@@ -57,16 +59,23 @@ pub fn valid_key(key: &str) -> bool {
             .is_ok_and(|b| b.len() == 32)
 }
 
-/// Computes the device's peers and table routes for node `me` whose own public key is
-/// `own_key`.
+/// Computes the peers and table routes of node `me`'s device of one family (IPv6 when `v6`)
+/// whose own public key is `own_key`; routes and addresses of the other family are left out.
 pub fn compute(
     me: &str,
     own_key: Option<&str>,
     port: u16,
+    v6: bool,
     nodes: &[NodeInfo],
     routes: &[RemoteRoute],
 ) -> Desired {
     let mut out = Desired::default();
+    let family = |a: &IpAddr| a.is_ipv6() == v6;
+    let no_address = if v6 {
+        "no IPv6 address"
+    } else {
+        "no IPv4 address"
+    };
     // Who claims which key (this node's own key counts as a claim).
     let mut claims: BTreeMap<&str, usize> = BTreeMap::new();
     if let Some(k) = own_key {
@@ -82,15 +91,15 @@ pub fn compute(
     for n in nodes.iter().filter(|n| n.name != me) {
         for a in n
             .address
-            .map(IpAddr::V4)
             .into_iter()
             .chain(n.next_hops.iter().copied())
+            .filter(family)
         {
             owner.insert(a, n);
         }
     }
     let mut prefixes: BTreeMap<&str, BTreeSet<IpNet>> = BTreeMap::new();
-    for r in routes.iter().filter(|r| r.prefix.addr().is_ipv4()) {
+    for r in routes.iter().filter(|r| family(&r.prefix.addr())) {
         if let Some(n) = owner.get(&r.next_hop) {
             prefixes
                 .entry(n.name.as_str())
@@ -100,8 +109,9 @@ pub fn compute(
     }
     for n in nodes.iter().filter(|n| n.name != me) {
         let mine = prefixes.remove(n.name.as_str()).unwrap_or_default();
-        let why = match (&n.address, n.public_key.as_deref()) {
-            (None, _) => Some("no IPv4 address"),
+        let address = n.address.filter(family);
+        let why = match (&address, n.public_key.as_deref()) {
+            (None, _) => Some(no_address),
             (_, None) => Some("no public key published"),
             (_, Some(k)) if !valid_key(k) => Some("its public key is not a WireGuard key"),
             (_, Some(k)) if claims.get(k).copied().unwrap_or(0) > 1 => {
@@ -109,16 +119,16 @@ pub fn compute(
             }
             _ => None,
         };
-        match (why, n.address, n.public_key.as_deref()) {
+        match (why, address, n.public_key.as_deref()) {
             (None, Some(addr), Some(key)) => {
                 let mut allowed = mine.clone();
-                allowed.insert(IpNet::V4(Ipv4Net::from(addr)));
+                allowed.insert(IpNet::from(addr));
                 out.via_device.extend(mine);
                 out.peers.insert(
                     key.to_string(),
                     Peer {
                         node: n.name.clone(),
-                        endpoint: SocketAddr::new(IpAddr::V4(addr), port),
+                        endpoint: SocketAddr::new(addr, port),
                         allowed_ips: allowed,
                     },
                 );
@@ -126,7 +136,7 @@ pub fn compute(
             (why, _, _) => {
                 out.throw.extend(mine);
                 out.skipped
-                    .insert(n.name.clone(), why.unwrap_or("no IPv4 address"));
+                    .insert(n.name.clone(), why.unwrap_or(no_address));
             }
         }
     }
@@ -164,6 +174,27 @@ mod tests {
     }
 
     #[test]
+    fn the_ipv6_device_peers_over_ipv6_with_the_ipv6_prefixes_only() {
+        let mut n2 = node("n2", "fd00::2", Some(K2));
+        n2.next_hops = vec!["10.0.0.2".parse().unwrap()];
+        let n3 = node("n3", "10.0.0.3", Some(K3));
+        let routes = [
+            route("10.244.2.0/26", "10.0.0.2"),
+            route("fd10:2::/122", "fd00::2"),
+            route("fd10:3::/122", "10.0.0.3"),
+        ];
+        let d = compute("n1", Some(K1), 51821, true, &[n2, n3], &routes);
+        let p = &d.peers[K2];
+        assert_eq!(p.endpoint.to_string(), "[fd00::2]:51821");
+        let allowed: Vec<String> = p.allowed_ips.iter().map(|n| n.to_string()).collect();
+        assert_eq!(allowed, ["fd00::2/128", "fd10:2::/122"]);
+        assert_eq!(d.via_device.len(), 1);
+        // n3 has no IPv6 address: not a peer of this device.
+        assert_eq!(d.skipped["n3"], "no IPv6 address");
+        assert!(!d.peers.contains_key(K3));
+    }
+
+    #[test]
     fn keys_are_32_bytes_of_base64() {
         assert!(valid_key(K1));
         assert!(!valid_key("AAAA"));
@@ -180,7 +211,7 @@ mod tests {
             route("10.244.2.0/26", "10.0.0.2"),
             route("10.244.1.7/32", "10.0.0.2"),
         ];
-        let d = compute("n1", Some(K1), 51820, &nodes, &routes);
+        let d = compute("n1", Some(K1), 51820, false, &nodes, &routes);
         let p = &d.peers[K2];
         assert_eq!(p.node, "n2");
         assert_eq!(p.endpoint.to_string(), "10.0.0.2:51820");
@@ -201,7 +232,7 @@ mod tests {
             route("10.244.2.0/26", "10.0.0.2"),
             route("10.244.2.9/32", "10.0.0.3"),
         ];
-        let d = compute("n1", Some(K1), 51820, &nodes, &routes);
+        let d = compute("n1", Some(K1), 51820, false, &nodes, &routes);
         assert_eq!(d.peers.len(), 1);
         assert!(d.throw.contains(&"10.244.2.9/32".parse().unwrap()));
         assert_eq!(d.skipped["n3"], "no public key published");
@@ -217,12 +248,12 @@ mod tests {
             route("10.244.2.0/26", "10.0.0.2"),
             route("10.244.3.0/26", "10.0.0.3"),
         ];
-        let d = compute("n1", Some(K1), 51820, &nodes, &routes);
+        let d = compute("n1", Some(K1), 51820, false, &nodes, &routes);
         assert!(d.peers.is_empty());
         assert_eq!(d.throw.len(), 2);
         // A node claiming this node's own key is not a peer either.
         let nodes = [node("n2", "10.0.0.2", Some(K1))];
-        let d = compute("n1", Some(K1), 51820, &nodes, &routes[..1]);
+        let d = compute("n1", Some(K1), 51820, false, &nodes, &routes[..1]);
         assert!(d.peers.is_empty());
     }
 
@@ -234,6 +265,7 @@ mod tests {
             "n1",
             None,
             51820,
+            false,
             &[n2],
             &[route("10.244.2.0/26", "10.244.2.0")],
         );
@@ -246,6 +278,7 @@ mod tests {
             "n1",
             None,
             51820,
+            false,
             &[node("n2", "10.0.0.2", Some(K2))],
             &[route("192.0.2.0/24", "10.9.9.9")],
         );

@@ -2,12 +2,14 @@
 //! FelixConfigurations (`default`, `node.<name>`, merged by [`crate::settings::merge`]) and the
 //! Nodes (addresses, published keys) from the datastore feed cluster mode already follows, and
 //! the routes felix programs from the coordinator, and on every change and every resync
-//! makes the kernel hold the device, its peers, its routing table and its rule, then publishes
-//! the node's public key. Whatever someone changes by hand is put back at the next resync.
-//! When WireGuard is off, everything of its own is removed and the Node's key cleared.
+//! makes the kernel hold each family's device, its peers, its routing table and its rule, then
+//! publishes the node's public keys (`status.wireguardPublicKey` for IPv4,
+//! `status.wireguardPublicKeyV6` for IPv6, as Calico). Whatever someone changes by hand is put
+//! back at the next resync. When a family's WireGuard is off, everything of its own is removed
+//! and the Node's key of that family cleared.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +19,7 @@ use margay_datastore::{Store, StoreError};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::config::{Config, OVERHEAD_V4};
+use super::config::Config;
 use super::desired::{self, Desired, NodeInfo};
 use super::wg::{DeviceConfig, Wg, WgError};
 use crate::health::{Health, Metrics};
@@ -30,8 +32,16 @@ use crate::netlink::{
 const RTN_THROW: u8 = 9;
 /// The Node status field holding the public key (Calico's name).
 pub const STATUS_KEY: &str = "wireguardPublicKey";
-/// Readiness key.
+/// The Node status field holding the IPv6 device's public key (Calico's name).
+pub const STATUS_KEY_V6: &str = "wireguardPublicKeyV6";
+/// Readiness keys.
 const R_WIREGUARD: &str = "wireguard";
+const R_WIREGUARD_V6: &str = "wireguard-v6";
+
+/// The Node status field of a family's key.
+pub fn status_key(v6: bool) -> &'static str {
+    if v6 { STATUS_KEY_V6 } else { STATUS_KEY }
+}
 
 /// Applying failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +55,12 @@ pub enum KeeperError {
     },
     #[error(transparent)]
     Wg(#[from] WgError),
+    #[error(
+        "cannot create {device}: this kernel has no wireguard module (load it with \
+         `modprobe wireguard`; Linux 5.6 and later ship it); pod traffic to other nodes \
+         stays unencrypted until it can"
+    )]
+    NoModule { device: String },
     #[error("{0} exists and is not a WireGuard device (kind {1:?})")]
     WrongKind(String, Option<String>),
     #[error("the datastore: {0}")]
@@ -80,7 +96,7 @@ impl Applier {
 
     fn rule(cfg: &Config) -> Rule {
         Rule {
-            v6: false,
+            v6: cfg.v6,
             priority: cfg.rule_priority,
             table: cfg.table,
             fwmark: Some((cfg.fwmark, cfg.fwmark)),
@@ -99,7 +115,11 @@ impl Applier {
                 "wireguard: removed the routing rule"
             );
         }
-        let routes = dp.routes(Some(cfg.table), Some(self.protocol))?;
+        let routes: Vec<KernelRoute> = dp
+            .routes(Some(cfg.table), Some(self.protocol))?
+            .into_iter()
+            .filter(|r| r.dst.addr().is_ipv6() == cfg.v6)
+            .collect();
         if !routes.is_empty() {
             let ops: Vec<RouteOp> = routes.into_iter().map(RouteOp::Delete).collect();
             dp.apply_routes(&ops)?;
@@ -114,11 +134,12 @@ impl Applier {
         Ok(())
     }
 
-    /// The MTU the device should have: the configured one, or the uplink's less the overhead.
+    /// The MTU the device should have: the configured one, or the uplink's (the interface
+    /// holding the node's address of the family) less the family's overhead.
     fn mtu(
         dp: &mut Dataplane,
         cfg: &Config,
-        node_ip: Option<Ipv4Addr>,
+        node_ip: Option<IpAddr>,
     ) -> Result<Option<u32>, KeeperError> {
         if cfg.mtu.is_some() {
             return Ok(cfg.mtu);
@@ -127,7 +148,7 @@ impl Applier {
         let Some((index, _)) = dp
             .all_addresses()?
             .into_iter()
-            .find(|(_, a)| a.addr() == IpAddr::V4(ip))
+            .find(|(_, a)| a.addr() == ip)
         else {
             return Ok(None);
         };
@@ -135,16 +156,18 @@ impl Applier {
             .links()?
             .into_iter()
             .find(|l| l.index == index)
-            .map(|l| l.mtu.saturating_sub(OVERHEAD_V4)))
+            .map(|l| l.mtu.saturating_sub(cfg.overhead())))
     }
 
-    /// Applies: WireGuard off removes everything; on, the device, key, peers, table routes
-    /// and rule are made to match. `rotate` replaces the key pair.
+    /// Applies one family (`cfg.v6`): WireGuard off removes everything; on, the device, key,
+    /// peers, table routes and rule are made to match. `node_ip` is this node's address of the
+    /// family; `nodes` carry their addresses and keys of the family. `rotate` replaces the key
+    /// pair.
     pub fn apply(
         &mut self,
         cfg: &Config,
         me: &str,
-        node_ip: Option<Ipv4Addr>,
+        node_ip: Option<IpAddr>,
         nodes: &[NodeInfo],
         routes: &[RemoteRoute],
         rotate: bool,
@@ -170,9 +193,14 @@ impl Applier {
             Ok(l) => l,
             Err(NetlinkError::NoSuchLink(_)) => {
                 dp.create_wireguard(&cfg.interface)
-                    .map_err(|source| KeeperError::Step {
-                        step: "creating the device",
-                        source,
+                    .map_err(|source| match source {
+                        NetlinkError::Unsupported { .. } => KeeperError::NoModule {
+                            device: cfg.interface.clone(),
+                        },
+                        source => KeeperError::Step {
+                            step: "creating the device",
+                            source,
+                        },
                     })?;
                 info!(device = %cfg.interface, "wireguard: created the device");
                 dp.link(&cfg.interface)
@@ -226,7 +254,7 @@ impl Applier {
             }
         };
         // Peers.
-        let d = desired::compute(me, Some(&public), cfg.port, nodes, routes);
+        let d = desired::compute(me, Some(&public), cfg.port, cfg.v6, nodes, routes);
         let want = DeviceConfig {
             private_key: private,
             listen_port: cfg.port,
@@ -243,6 +271,8 @@ impl Applier {
         }
         // The table: replace what differs, then delete what is not wanted.
         let mut wanted: BTreeMap<IpNet, KernelRoute> = BTreeMap::new();
+        // IPv6 routes have no scope in the kernel (it reports every one as universe).
+        let device_scope = if cfg.v6 { SCOPE_UNIVERSE } else { SCOPE_LINK };
         for p in &d.via_device {
             wanted.insert(
                 *p,
@@ -251,7 +281,7 @@ impl Applier {
                     table: cfg.table,
                     protocol: self.protocol,
                     kind: RouteKind::Unicast,
-                    scope: SCOPE_LINK,
+                    scope: device_scope,
                     gateway: None,
                     oif: Some(link.index),
                     onlink: false,
@@ -294,7 +324,7 @@ impl Applier {
             .collect();
         ops.extend(
             have.iter()
-                .filter(|r| r.dst.addr().is_ipv4() && !wanted.contains_key(&r.dst))
+                .filter(|r| r.dst.addr().is_ipv6() == cfg.v6 && !wanted.contains_key(&r.dst))
                 .cloned()
                 .map(RouteOp::Delete),
         );
@@ -323,6 +353,7 @@ impl Applier {
             info!(
                 priority = cfg.rule_priority,
                 table = cfg.table,
+                v6 = cfg.v6,
                 fwmark = format!("{:#x}", cfg.fwmark),
                 "wireguard: added the routing rule"
             );
@@ -340,55 +371,61 @@ impl Applier {
     }
 }
 
-/// A Node as the keeper needs it.
-fn node_info(name: &str, spec: &NodeSpec, public_key: Option<String>) -> NodeInfo {
+/// A Node as one family's device needs it: its address and tunnel addresses of the family.
+pub fn node_info(name: &str, spec: &NodeSpec, v6: bool, public_key: Option<String>) -> NodeInfo {
     let ip = |s: &str| s.split('/').next().and_then(|a| a.parse::<IpAddr>().ok());
-    let address = spec
-        .bgp
-        .as_ref()
-        .and_then(|b| b.ipv4_address.as_deref())
-        .and_then(ip)
-        .and_then(|a| match a {
-            IpAddr::V4(v4) => Some(v4),
-            IpAddr::V6(_) => None,
-        });
-    let mut next_hops = Vec::new();
-    if let Some(a) = spec.ipv4_vxlan_tunnel_addr.as_deref().and_then(ip) {
-        next_hops.push(a);
-    }
-    if let Some(a) = spec
-        .bgp
-        .as_ref()
-        .and_then(|b| b.ipv4_ipip_tunnel_addr.as_deref())
-        .and_then(ip)
-    {
-        next_hops.push(a);
-    }
+    let bgp = spec.bgp.as_ref();
+    let (address, tunnels) = if v6 {
+        (
+            bgp.and_then(|b| b.ipv6_address.as_deref()),
+            vec![spec.ipv6_vxlan_tunnel_addr.as_deref()],
+        )
+    } else {
+        (
+            bgp.and_then(|b| b.ipv4_address.as_deref()),
+            vec![
+                spec.ipv4_vxlan_tunnel_addr.as_deref(),
+                bgp.and_then(|b| b.ipv4_ipip_tunnel_addr.as_deref()),
+            ],
+        )
+    };
     NodeInfo {
         name: name.to_string(),
-        address,
-        next_hops,
+        address: address.and_then(ip).filter(|a| a.is_ipv6() == v6),
+        next_hops: tunnels
+            .into_iter()
+            .flatten()
+            .filter_map(ip)
+            .filter(|a| a.is_ipv6() == v6)
+            .collect(),
         public_key,
     }
 }
 
-/// The key a Node publishes.
-pub fn published_key(r: &Resource<NodeSpec>) -> Option<String> {
+/// The key a Node publishes for one family (`status.wireguardPublicKey` or `...V6`).
+pub fn published_key(r: &Resource<NodeSpec>, v6: bool) -> Option<String> {
     r.status
         .as_ref()?
-        .get(STATUS_KEY)?
+        .get(status_key(v6))?
         .as_str()
         .filter(|s| !s.is_empty())
         .map(str::to_string)
 }
 
-/// Writes (or clears) this node's published key, keeping every other status field.
-async fn publish(store: &Store, node: &str, key: Option<&str>) -> Result<bool, StoreError> {
+/// Writes (or clears) this node's published key of one family, keeping every other status
+/// field; compare-and-swap on the Node, retried on conflict. False when the Node is missing.
+pub async fn publish(
+    store: &Store,
+    node: &str,
+    v6: bool,
+    key: Option<&str>,
+) -> Result<bool, StoreError> {
+    let field = status_key(v6);
     for _ in 0..10 {
         let Some(mut r) = store.get::<NodeSpec>(node).await? else {
             return Ok(false);
         };
-        if published_key(&r).as_deref() == key {
+        if published_key(&r, v6).as_deref() == key {
             return Ok(true);
         }
         let mut status = match r.status.take() {
@@ -397,10 +434,10 @@ async fn publish(store: &Store, node: &str, key: Option<&str>) -> Result<bool, S
         };
         match key {
             Some(k) => {
-                status.insert(STATUS_KEY.into(), serde_json::Value::String(k.into()));
+                status.insert(field.into(), serde_json::Value::String(k.into()));
             }
             None => {
-                status.remove(STATUS_KEY);
+                status.remove(field);
             }
         }
         r.status = (!status.is_empty()).then_some(serde_json::Value::Object(status));
@@ -419,10 +456,170 @@ pub struct Feeds {
     pub models: watch::Receiver<Option<Model>>,
 }
 
+/// One family's part of the task: its applier and what it remembers between applications.
+struct Family {
+    v6: bool,
+    applier: Arc<std::sync::Mutex<Applier>>,
+    last_cfg: Config,
+    /// The key this node was last seen publishing: its removal asks for a new key pair.
+    seen_published: Option<String>,
+}
+
+impl Family {
+    fn new(v6: bool, protocol: u8) -> Family {
+        Family {
+            v6,
+            applier: Arc::new(std::sync::Mutex::new(Applier::new(Wg::default(), protocol))),
+            last_cfg: if v6 {
+                Config::default_v6()
+            } else {
+                Config::default()
+            },
+            seen_published: None,
+        }
+    }
+
+    fn readiness_key(&self) -> &'static str {
+        if self.v6 { R_WIREGUARD_V6 } else { R_WIREGUARD }
+    }
+
+    fn label(&self) -> &'static str {
+        if self.v6 { "IPv6" } else { "IPv4" }
+    }
+}
+
+/// What one pass needs besides the family.
+struct Pass<'a> {
+    store: &'a Store,
+    node: &'a str,
+    state: &'a crate::cluster::ClusterState,
+    settings: &'a crate::settings::Settings,
+    routes: &'a [RemoteRoute],
+    health: &'a Health,
+    metrics: &'a Metrics,
+    warned: &'a mut BTreeSet<String>,
+}
+
+/// Applies one family and publishes its key.
+async fn apply_family(f: &mut Family, p: Pass<'_>) {
+    let Pass {
+        store,
+        node,
+        state,
+        settings,
+        routes,
+        health,
+        metrics,
+        warned,
+    } = p;
+    let v6 = f.v6;
+    let label = f.label();
+    let cfg = match if v6 {
+        &settings.wireguard_v6
+    } else {
+        &settings.wireguard
+    } {
+        Ok(c) => {
+            health.clear_reason(f.readiness_key());
+            c.clone()
+        }
+        Err(e) => {
+            if warned.insert(e.to_string()) {
+                warn!(error = %e, family = label, "wireguard: keeping the previous settings");
+            }
+            health.set_reason(f.readiness_key(), format!("wireguard ({label}): {e}"));
+            f.last_cfg.clone()
+        }
+    };
+    f.last_cfg = cfg.clone();
+    let keys = if v6 {
+        &state.wireguard_keys_v6
+    } else {
+        &state.wireguard_keys
+    };
+    let own = state.nodes.get(node);
+    let published = keys.get(node).cloned();
+    // Rotation: the Node was seen carrying a key, and now carries none.
+    let rotate = cfg.enabled && published.is_none() && f.seen_published.is_some() && own.is_some();
+    if published.is_some() || !cfg.enabled {
+        f.seen_published = published.clone();
+    }
+    let node_ip = own
+        .map(|spec| node_info(node, spec, v6, None))
+        .and_then(|n| n.address);
+    if cfg.enabled && own.is_some() && node_ip.is_none() {
+        let text = format!("{node}: no {label} address for WireGuard");
+        if warned.insert(text) {
+            warn!(
+                family = label,
+                "wireguard: this node has no address of the family: its peers cannot reach it encrypted (IPv6: set IP6 / spec.bgp.ipv6Address)"
+            );
+        }
+    }
+    let infos: Vec<NodeInfo> = state
+        .nodes
+        .iter()
+        .map(|(name, spec)| node_info(name, spec, v6, keys.get(name).cloned()))
+        .collect();
+    let me = node.to_string();
+    let a = f.applier.clone();
+    let c = cfg.clone();
+    let routes = routes.to_vec();
+    let res = tokio::task::spawn_blocking(move || {
+        a.lock()
+            .expect("wireguard applier")
+            .apply(&c, &me, node_ip, &infos, &routes, rotate)
+    })
+    .await;
+    let applied = match res {
+        Ok(Ok((applied, _))) => applied,
+        Ok(Err(e)) => {
+            if warned.insert(format!("apply {label}: {e}")) {
+                warn!(error = %e, family = label, "wireguard: applying failed; retrying at the next change or resync");
+            }
+            health.set_reason(f.readiness_key(), format!("wireguard ({label}): {e}"));
+            return;
+        }
+        Err(e) => {
+            warn!(error = %e, family = label, "wireguard: the apply task panicked");
+            return;
+        }
+    };
+    let gauge = if v6 {
+        &metrics.wireguard_peers_v6
+    } else {
+        &metrics.wireguard_peers
+    };
+    gauge.set(applied.peers as i64);
+    if applied.generated_key {
+        metrics.wireguard_keys_generated.inc();
+    }
+    for (n, why) in &applied.skipped {
+        let text = format!("{label} {n}: {why}");
+        if warned.insert(text) {
+            info!(node = %n, family = label, reason = why, "wireguard: not a peer; its pods are reached unencrypted");
+        }
+    }
+    if published != applied.public_key {
+        match publish(store, node, v6, applied.public_key.as_deref()).await {
+            Ok(true) => {
+                info!(public_key = ?applied.public_key, field = status_key(v6), "wireguard: published this node's public key");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                warn!(error = %e, family = label, "wireguard: publishing the public key failed; retrying")
+            }
+        }
+    }
+    if rotate {
+        f.seen_published = None;
+    }
+}
+
 /// Runs until the task is aborted: takes its settings (FelixConfiguration merged by
 /// [`crate::settings::merge`]) and the Nodes with their published keys from the datastore feed
 /// cluster mode already follows (`states`), the routes felix programs from `models`, and
-/// applies on every change and every `resync`.
+/// applies both families on every change and every `resync`.
 pub async fn run(
     store: Store,
     node: String,
@@ -436,11 +633,8 @@ pub async fn run(
         mut states,
         mut models,
     } = feeds;
-    let applier = Arc::new(std::sync::Mutex::new(Applier::new(Wg::default(), protocol)));
+    let mut families = [Family::new(false, protocol), Family::new(true, protocol)];
     let mut warned: BTreeSet<String> = BTreeSet::new();
-    let mut last_cfg = Config::default();
-    // The key this node was last seen publishing: its removal asks for a new key pair.
-    let mut seen_published: Option<String> = None;
     let mut tick = tokio::time::interval(resync);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -459,90 +653,31 @@ pub async fn run(
             .felix_configs
             .get(&crate::settings::node_config_name(&node));
         let (settings, _) = crate::settings::merge(global, mine, &Default::default());
-        let cfg = match settings.wireguard {
-            Ok(c) => {
-                health.clear_reason(R_WIREGUARD);
-                c
-            }
-            Err(e) => {
-                if warned.insert(e.to_string()) {
-                    warn!(error = %e, "wireguard: keeping the previous settings");
-                }
-                health.set_reason(R_WIREGUARD, format!("wireguard: {e}"));
-                last_cfg.clone()
-            }
-        };
         for (field, why) in Config::not_acted_set(global, mine) {
             if warned.insert(field.to_string()) {
                 warn!(field = %format!("FelixConfiguration spec.{field}"), reason = why, "field accepted but not acted on");
             }
         }
-        last_cfg = cfg.clone();
-        let own = state.nodes.get(&node);
-        let published = state.wireguard_keys.get(&node).cloned();
-        // Rotation: the Node was seen carrying a key, and now carries none.
-        let rotate =
-            cfg.enabled && published.is_none() && seen_published.is_some() && own.is_some();
-        if published.is_some() || !cfg.enabled {
-            seen_published = published.clone();
-        }
-        let node_ip = own
-            .map(|spec| node_info(&node, spec, None))
-            .and_then(|n| n.address);
-        let infos: Vec<NodeInfo> = state
-            .nodes
-            .iter()
-            .map(|(name, spec)| node_info(name, spec, state.wireguard_keys.get(name).cloned()))
-            .collect();
         let routes: Vec<RemoteRoute> = models
             .borrow()
             .as_ref()
             .map(|m| m.remote_routes.clone())
             .unwrap_or_default();
-        let me = node.clone();
-        let a = applier.clone();
-        let c = cfg.clone();
-        let res = tokio::task::spawn_blocking(move || {
-            a.lock()
-                .expect("wireguard applier")
-                .apply(&c, &me, node_ip, &infos, &routes, rotate)
-        })
-        .await;
-        let applied = match res {
-            Ok(Ok((applied, _))) => applied,
-            Ok(Err(e)) => {
-                warn!(error = %e, "wireguard: applying failed; retrying at the next change or resync");
-                health.set_reason(R_WIREGUARD, format!("wireguard: {e}"));
-                continue;
-            }
-            Err(e) => {
-                warn!(error = %e, "wireguard: the apply task panicked");
-                continue;
-            }
-        };
-        metrics.wireguard_peers.set(applied.peers as i64);
-        if applied.generated_key {
-            metrics.wireguard_keys_generated.inc();
-        }
-        for (n, why) in &applied.skipped {
-            let text = format!("{n}: {why}");
-            if warned.insert(text) {
-                info!(node = %n, reason = why, "wireguard: not a peer; its pods are reached unencrypted");
-            }
-        }
-        if published != applied.public_key {
-            match publish(&store, &node, applied.public_key.as_deref()).await {
-                Ok(true) => {
-                    info!(public_key = ?applied.public_key, "wireguard: published this node's public key");
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    warn!(error = %e, "wireguard: publishing the public key failed; retrying")
-                }
-            }
-        }
-        if rotate {
-            seen_published = None;
+        for f in families.iter_mut() {
+            apply_family(
+                f,
+                Pass {
+                    store: &store,
+                    node: &node,
+                    state: &state,
+                    settings: &settings,
+                    routes: &routes,
+                    health: &health,
+                    metrics: &metrics,
+                    warned: &mut warned,
+                },
+            )
+            .await;
         }
     }
 }
