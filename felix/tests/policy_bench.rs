@@ -75,30 +75,7 @@ fn build(endpoints: usize, policies: usize, labels: &dyn Fn(usize) -> usize) -> 
     ir
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
-}
-
-/// `nft -f FILE` as an operator runs it, started inside the namespace (no `ip netns exec`).
-fn nft_file(netns: &str, path: &std::path::Path) -> Duration {
-    let (ns, path) = (netns.to_string(), path.to_path_buf());
-    margay_lab::flows::in_netns(&ns, move || {
-        let t0 = Instant::now();
-        let st = std::process::Command::new("nft")
-            .arg("-f")
-            .arg(&path)
-            .status()
-            .unwrap();
-        assert!(st.success(), "nft -f {}", path.display());
-        t0.elapsed()
-    })
-    .unwrap()
-}
+use common::{median, ms, nft_file};
 
 #[test]
 #[ignore = "benchmark: run by bench/policy-programming.sh"]

@@ -2,9 +2,12 @@
 
 use super::model::{EndpointToHostAction, PolicyConfig, PolicyResources};
 use crate::resources::{
-    AnyResource, FelixConfigurationSpec, GlobalNetworkPolicySpec, K8sNetworkPolicySpec, KindInfo,
-    NetworkPolicySpec, NodeSpec, ProfileSpec, Spec, TierSpec, WorkloadEndpointSpec,
+    AnyResource, FelixConfiguration, FelixConfigurationSpec, GlobalNetworkPolicy,
+    GlobalNetworkPolicySpec, K8sNetworkPolicy, K8sNetworkPolicySpec, KindInfo, NetworkPolicy,
+    NetworkPolicySpec, Node, NodeSpec, Profile, ProfileSpec, Spec, Tier, TierSpec,
+    WorkloadEndpoint, WorkloadEndpointSpec,
 };
+use crate::store::{kind_prefix, with_rev};
 use crate::{Store, StoreError};
 
 /// Every kind the model is built from: what a daemon watches to rebuild it (each with
@@ -67,14 +70,7 @@ pub async fn load_with_revision(store: &Store) -> Result<(PolicyResources, i64),
     let (profiles, endpoints, nodes) = (profiles.0, endpoints.0, nodes.0);
     let hosts = nodes
         .iter()
-        .filter_map(|n| {
-            let bgp = n.spec.bgp.as_ref()?;
-            let ip = bgp
-                .ipv4()
-                .map(std::net::IpAddr::V4)
-                .or_else(|| bgp.ipv6().map(std::net::IpAddr::V6))?;
-            Some((n.name().to_string(), ip))
-        })
+        .filter_map(|n| Some((n.name().to_string(), host_address(n)?)))
         .collect();
     let res = PolicyResources {
         tiers,
@@ -108,4 +104,73 @@ impl PolicyResources {
         }
         Ok(())
     }
+}
+
+/// One stored resource the model is built from, as a watch or a list delivers it.
+#[derive(Debug, Clone)]
+pub enum Input {
+    Tier(Tier),
+    NetworkPolicy(NetworkPolicy),
+    GlobalNetworkPolicy(GlobalNetworkPolicy),
+    K8sNetworkPolicy(K8sNetworkPolicy),
+    Profile(Profile),
+    WorkloadEndpoint(WorkloadEndpoint),
+    Node(Node),
+    FelixConfiguration(FelixConfiguration),
+}
+
+/// The kind of [`Input`] a key holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum InputKind {
+    Tier,
+    NetworkPolicy,
+    GlobalNetworkPolicy,
+    K8sNetworkPolicy,
+    Profile,
+    WorkloadEndpoint,
+    Node,
+    FelixConfiguration,
+}
+
+const INPUT_KINDS: [InputKind; 8] = [
+    InputKind::Tier,
+    InputKind::NetworkPolicy,
+    InputKind::GlobalNetworkPolicy,
+    InputKind::K8sNetworkPolicy,
+    InputKind::Profile,
+    InputKind::WorkloadEndpoint,
+    InputKind::Node,
+    InputKind::FelixConfiguration,
+];
+
+/// Which input of the model `key` holds (by its kind's prefix), if any.
+pub fn input_kind(key: &str) -> Option<InputKind> {
+    watched_kinds()
+        .into_iter()
+        .zip(INPUT_KINDS)
+        .find(|(info, _)| key.starts_with(kind_prefix(*info).as_str()))
+        .map(|(_, k)| k)
+}
+
+/// Decodes a stored value of a key [`input_kind`] knows (`None` for any other key).
+pub fn decode_input(key: &str, value: &[u8], rev: i64) -> Option<Result<Input, StoreError>> {
+    let kind = input_kind(key)?;
+    Some(match kind {
+        InputKind::Tier => with_rev(key, value, rev).map(Input::Tier),
+        InputKind::NetworkPolicy => with_rev(key, value, rev).map(Input::NetworkPolicy),
+        InputKind::GlobalNetworkPolicy => with_rev(key, value, rev).map(Input::GlobalNetworkPolicy),
+        InputKind::K8sNetworkPolicy => with_rev(key, value, rev).map(Input::K8sNetworkPolicy),
+        InputKind::Profile => with_rev(key, value, rev).map(Input::Profile),
+        InputKind::WorkloadEndpoint => with_rev(key, value, rev).map(Input::WorkloadEndpoint),
+        InputKind::Node => with_rev(key, value, rev).map(Input::Node),
+        InputKind::FelixConfiguration => with_rev(key, value, rev).map(Input::FelixConfiguration),
+    })
+}
+
+/// A node's address for host traffic (its BGP IPv4 address, else IPv6).
+pub fn host_address(n: &Node) -> Option<std::net::IpAddr> {
+    let bgp = n.spec.bgp.as_ref()?;
+    bgp.ipv4()
+        .map(std::net::IpAddr::V4)
+        .or_else(|| bgp.ipv6().map(std::net::IpAddr::V6))
 }

@@ -131,31 +131,91 @@ fn allow_all() -> Vec<crate::resources::Rule> {
     vec![crate::resources::Rule::default()]
 }
 
+/// A tier as read (the `default` tier always at Calico's order for it).
+pub fn tier_info(t: &Tier) -> TierInfo {
+    TierInfo {
+        name: t.name().to_string(),
+        order: if t.name() == DEFAULT_TIER {
+            Some(DEFAULT_TIER_ORDER)
+        } else {
+            t.spec.order
+        },
+        default_action: t.spec.default_action.unwrap_or_default(),
+    }
+}
+
+/// A Kubernetes NetworkPolicy read as Calico reads it (`knp.default.<name>`).
+pub fn compile_k8s_policy(p: &K8sNetworkPolicy) -> Result<CompiledPolicy, CompileError> {
+    compile_network_policy(&k8s::to_calico(p), PolicyKind::KubernetesNetworkPolicy)
+}
+
+/// Puts tiers and policies in evaluation order: adds the `default` tier when it is not stored
+/// and a tier of its own (placed last) for a policy naming one that does not exist
+/// (`margayctl` refuses to write such a policy, as Calico does); sorts the tiers by order then
+/// name, the policies by tier, order, then name.
+pub fn order(
+    mut tiers: Vec<TierInfo>,
+    policies: Vec<CompiledPolicy>,
+) -> (Vec<TierInfo>, Vec<CompiledPolicy>) {
+    if !tiers.iter().any(|t| t.name == DEFAULT_TIER) {
+        tiers.push(TierInfo {
+            name: DEFAULT_TIER.into(),
+            order: Some(DEFAULT_TIER_ORDER),
+            default_action: TierDefaultAction::Deny,
+        });
+    }
+    for p in &policies {
+        if !tiers.iter().any(|t| t.name == p.tier) {
+            tiers.push(TierInfo {
+                name: p.tier.clone(),
+                order: None,
+                default_action: TierDefaultAction::Deny,
+            });
+        }
+    }
+    tiers.sort_by(|a, b| by_order(a.order, b.order).then_with(|| a.name.cmp(&b.name)));
+    let pos: BTreeMap<&str, usize> = tiers
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
+    let mut keyed: Vec<(usize, Option<f64>, String, usize)> = policies
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let tier = pos.get(p.tier.as_str()).copied().unwrap_or(0);
+            (tier, p.order, p.id.to_string(), i)
+        })
+        .collect();
+    keyed.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| by_order(a.1, b.1))
+            .then_with(|| a.2.cmp(&b.2))
+    });
+    let mut slots: Vec<Option<CompiledPolicy>> = policies.into_iter().map(Some).collect();
+    let sorted = keyed.iter().filter_map(|k| slots[k.3].take()).collect();
+    (tiers, sorted)
+}
+
+/// A profile's rules: the stored ones, or for a `kns.` profile that lists none, allow all (as
+/// the profile Calico makes of a Namespace).
+pub fn profile_rules(name: &str, stored: Option<&Profile>) -> Result<ProfileRules, CompileError> {
+    let spec = stored.map(|p| p.spec.clone()).unwrap_or_default();
+    let implicit = name.starts_with(NAMESPACE_PROFILE_PREFIX);
+    let rules = |given: Option<Vec<crate::resources::Rule>>| {
+        given.unwrap_or_else(|| if implicit { allow_all() } else { Vec::new() })
+    };
+    let ingress = compile_profile_rules(name, "spec.ingress", &rules(spec.ingress))?;
+    let egress = compile_profile_rules(name, "spec.egress", &rules(spec.egress))?;
+    Ok(ProfileRules { ingress, egress })
+}
+
 impl PolicyModel {
     /// Builds the model. Policies whose selectors do not parse (never written through
     /// validation) are left out and returned as errors.
     pub fn build(res: &PolicyResources) -> (PolicyModel, Vec<CompileError>) {
         let mut errors = Vec::new();
-        let mut tiers: Vec<TierInfo> = res
-            .tiers
-            .iter()
-            .map(|t| TierInfo {
-                name: t.name().to_string(),
-                order: if t.name() == DEFAULT_TIER {
-                    Some(DEFAULT_TIER_ORDER)
-                } else {
-                    t.spec.order
-                },
-                default_action: t.spec.default_action.unwrap_or_default(),
-            })
-            .collect();
-        if !tiers.iter().any(|t| t.name == DEFAULT_TIER) {
-            tiers.push(TierInfo {
-                name: DEFAULT_TIER.into(),
-                order: Some(DEFAULT_TIER_ORDER),
-                default_action: TierDefaultAction::Deny,
-            });
-        }
+        let tiers: Vec<TierInfo> = res.tiers.iter().map(tier_info).collect();
         let mut policies = Vec::new();
         let mut keep = |r: Result<CompiledPolicy, CompileError>| match r {
             Ok(p) => policies.push(p),
@@ -165,33 +225,12 @@ impl PolicyModel {
             keep(compile_network_policy(p, PolicyKind::NetworkPolicy));
         }
         for p in &res.k8s_network_policies {
-            keep(compile_network_policy(
-                &k8s::to_calico(p),
-                PolicyKind::KubernetesNetworkPolicy,
-            ));
+            keep(compile_k8s_policy(p));
         }
         for p in &res.global_network_policies {
             keep(compile_global_policy(p));
         }
-        // A policy naming a tier that does not exist still counts, in a tier of its own
-        // placed last (margayctl refuses to write such a policy, as Calico does).
-        for p in &policies {
-            if !tiers.iter().any(|t| t.name == p.tier) {
-                tiers.push(TierInfo {
-                    name: p.tier.clone(),
-                    order: None,
-                    default_action: TierDefaultAction::Deny,
-                });
-            }
-        }
-        tiers.sort_by(|a, b| by_order(a.order, b.order).then_with(|| a.name.cmp(&b.name)));
-        let tier_pos = |name: &str| tiers.iter().position(|t| t.name == name).unwrap_or(0);
-        policies.sort_by(|a, b| {
-            tier_pos(&a.tier)
-                .cmp(&tier_pos(&b.tier))
-                .then_with(|| by_order(a.order, b.order))
-                .then_with(|| a.id.to_string().cmp(&b.id.to_string()))
-        });
+        let (tiers, policies) = order(tiers, policies);
         let stored: BTreeMap<String, Profile> = res
             .profiles
             .iter()
@@ -209,20 +248,7 @@ impl PolicyModel {
             if profiles.contains_key(&name) {
                 continue;
             }
-            let spec = stored
-                .get(&name)
-                .map(|p| p.spec.clone())
-                .unwrap_or_default();
-            let implicit = name.starts_with(NAMESPACE_PROFILE_PREFIX);
-            let rules = |given: Option<Vec<crate::resources::Rule>>| {
-                given.unwrap_or_else(|| if implicit { allow_all() } else { Vec::new() })
-            };
-            let compiled = compile_profile_rules(&name, "spec.ingress", &rules(spec.ingress))
-                .and_then(|ingress| {
-                    compile_profile_rules(&name, "spec.egress", &rules(spec.egress))
-                        .map(|egress| ProfileRules { ingress, egress })
-                });
-            match compiled {
+            match profile_rules(&name, stored.get(&name)) {
                 Ok(p) => {
                     profiles.insert(name, p);
                 }

@@ -1,36 +1,35 @@
 //! The policy task: keeps felix's policy table in line with the datastore.
 //!
-//! It watches the whole `/margay/` prefix and reacts to changes of the kinds policy depends on
+//! It lists the resources once (one read of `/margay/resources/v1/`, at one revision), then
+//! follows one watch of `/margay/` from that revision: each change of a kind policy depends on
 //! (tiers, the three policy kinds, profiles, workload endpoints of every node, nodes,
-//! FelixConfiguration): it reads them all ([`load`]), builds the shared [`PolicyModel`],
-//! compiles this node's IR, renders only what differs from the IR it last rendered
-//! ([`Rendered`]) and lets the [`PolicyKeeper`] apply that as one transaction. Changes that
-//! arrive together are applied together (a short settle delay).
+//! FelixConfiguration) updates the [`LivePolicy`] in place, which recompiles only what the
+//! change touches; [`Rendered`] renders only what differs and the [`PolicyKeeper`] applies that
+//! as one transaction. Changes that arrive together are applied together (a short settle
+//! delay). It lists again only when etcd compacted the history the watch needed, or when the
+//! watch does not reach a revision a CNI ADD waits for (a safety net: every margay key is
+//! under `/margay/`, so the watch sees every revision).
 //!
-//! Before the first full read nothing is written: a restarted felix finds the table its
-//! predecessor left enforcing, and its first transaction patches only what changed meanwhile.
-//! Every [`RESYNC`] the kernel's table is read back and drift repaired.
+//! Before the first list nothing is written: a restarted felix finds the table its predecessor
+//! left enforcing, and its first transaction patches only what changed meanwhile. Every
+//! [`RESYNC`] the kernel's table is read back and drift repaired.
 //!
-//! [`PolicySync`] is the CNI ADD's hook: it asks for a read-and-apply now and waits until the
-//! table holds a model read after the request, so a new pod's policy is in force before ADD
-//! returns.
+//! [`PolicySync`] is the CNI ADD's hook: the task reads etcd's current revision (one small
+//! request, no listing), and answers once the watch has delivered every change up to it and
+//! the table holds them, so a new pod's policy is in force before ADD returns.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use margay_datastore::Store;
-use margay_datastore::policy::{PolicyModel, load};
-use margay_datastore::resources::{
-    FelixConfigurationSpec, GlobalNetworkPolicySpec, K8sNetworkPolicySpec, KindInfo,
-    NetworkPolicySpec, NodeSpec, ProfileSpec, Spec, TierSpec, WorkloadEndpointSpec,
-};
-use margay_datastore::store::kind_prefix;
+use margay_datastore::policy::load::{decode_input, input_kind};
+use margay_datastore::store::{RESOURCES, ROOT};
 use margay_datastore::watch::WatchEvent;
+use margay_datastore::{Store, Versioned};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::health::{Health, Metrics, ViaLabel};
-use crate::policy::{PolicyKeeper, Rendered, compile::compile};
+use crate::policy::{LivePolicy, PolicyIr, PolicyKeeper, Rendered};
 
 /// How often the kernel's table is compared with the desired one.
 pub const RESYNC: Duration = Duration::from_secs(10);
@@ -38,6 +37,9 @@ pub const RESYNC: Duration = Duration::from_secs(10);
 const SETTLE: Duration = Duration::from_millis(5);
 /// The readiness key.
 const R_POLICY: &str = "policy";
+/// How long a CNI ADD's request waits for the watch to reach etcd's revision before the task
+/// lists again instead.
+const CATCH_UP: Duration = Duration::from_millis(500);
 
 /// A request to read and apply now; answered once applied (or with why not).
 type SyncRequest = oneshot::Sender<Result<(), String>>;
@@ -81,71 +83,20 @@ impl PolicySync {
     }
 }
 
-fn prefix_of<S: Spec>() -> String {
-    kind_prefix(KindInfo {
-        kind: S::KIND,
-        plural: S::PLURAL,
-        namespaced: S::NAMESPACED,
-    })
-}
-
-fn policy_prefixes() -> Vec<String> {
-    vec![
-        prefix_of::<TierSpec>(),
-        prefix_of::<NetworkPolicySpec>(),
-        prefix_of::<GlobalNetworkPolicySpec>(),
-        prefix_of::<K8sNetworkPolicySpec>(),
-        prefix_of::<ProfileSpec>(),
-        prefix_of::<WorkloadEndpointSpec>(),
-        prefix_of::<NodeSpec>(),
-        prefix_of::<FelixConfigurationSpec>(),
-    ]
-}
-
-/// FelixConfiguration `interfacePrefix` of this node (its `node.<name>` over `default`).
-async fn workload_prefixes(store: &Store, node: &str) -> Result<Vec<String>, String> {
-    let read = |name: String| async move {
-        store
-            .get::<FelixConfigurationSpec>(&name)
-            .await
-            .map(|r| r.map(|r| r.spec))
-            .map_err(|e| format!("reading FelixConfiguration {name}: {e}"))
-    };
-    let global = read(crate::settings::GLOBAL.to_string()).await?;
-    let own = read(crate::settings::node_config_name(node)).await?;
-    let (s, _) = crate::settings::merge(global.as_ref(), own.as_ref(), &Default::default());
-    Ok(s.dataplane.interface_prefixes)
-}
-
 /// The keeper and what it last rendered (one lock: the writer thread owns both).
 struct Writer {
     keeper: PolicyKeeper,
     rendered: Option<Rendered>,
 }
 
-/// Reads, compiles and applies once (`resync`: against the kernel's table, not felix's memory);
-/// returns the revision its WorkloadEndpoints were read at.
+/// Applies the IR (`resync`: against the kernel's table, not felix's memory).
 async fn program(
-    store: &Store,
-    node: &str,
+    ir: PolicyIr,
     writer: &Arc<Mutex<Writer>>,
     resync: bool,
     metrics: &Metrics,
-) -> Result<i64, String> {
-    let started = Instant::now();
-    // The interface prefixes are read beside the policy resources, not after them: this runs
-    // for every burst of CNI ADDs, so each sequential etcd round trip is on their path.
-    let (loaded, prefixes) = tokio::join!(
-        load::load_with_revision(store),
-        workload_prefixes(store, node)
-    );
-    let (res, endpoints_rev) = loaded.map_err(|e| format!("reading policy: {e}"))?;
-    let (model, errors) = PolicyModel::build(&res);
-    for e in &errors {
-        warn!(error = %e, "policy left out");
-    }
-    let mut ir = compile(&model, node);
-    ir.workload_prefixes = prefixes?;
+    started: Instant,
+) -> Result<(), String> {
     let (endpoints, policies) = (ir.endpoints.len(), ir.policies.len());
     let w = writer.clone();
     let (report, via) = tokio::task::spawn_blocking(move || {
@@ -193,7 +144,64 @@ async fn program(
             "policy table updated"
         );
     }
-    Ok(endpoints_rev)
+    Ok(())
+}
+
+/// A model of everything under `/margay/resources/v1/` as listed (`items`).
+fn model_of(node: &str, items: Vec<Versioned<Vec<u8>>>) -> LivePolicy {
+    let mut live = LivePolicy::new(node);
+    for v in items {
+        apply(&mut live, WatchEvent::Put(v));
+    }
+    live
+}
+
+/// Applies one watch event to the model; says whether it touched a policy input.
+fn apply(live: &mut LivePolicy, ev: WatchEvent<Versioned<Vec<u8>>>) -> bool {
+    let changed = match ev {
+        WatchEvent::Put(v) => match decode_input(&v.key, &v.value, v.mod_revision) {
+            Some(Ok(input)) => {
+                live.put(&v.key, input);
+                true
+            }
+            Some(Err(e)) => {
+                warn!(key = %v.key, error = %e, "policy: skipping undecodable resource");
+                false
+            }
+            None => false,
+        },
+        WatchEvent::Delete { key, .. } => match input_kind(&key) {
+            Some(kind) => {
+                live.delete(&key, kind);
+                true
+            }
+            None => false,
+        },
+        WatchEvent::Resync { items, .. } => {
+            let node = live.node().to_string();
+            *live = model_of(&node, items);
+            true
+        }
+    };
+    for e in live.take_errors() {
+        warn!(error = %e, "policy left out");
+    }
+    changed
+}
+
+/// Lists every resource at one revision, retrying until etcd answers.
+async fn list(store: &Store, node: &str) -> (LivePolicy, i64) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match store.list_raw(RESOURCES).await {
+            Ok((items, rev)) => return (model_of(node, items), rev),
+            Err(e) => {
+                warn!(error = %e, "policy: listing the resources; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
 }
 
 /// Runs until the requests' sender side is gone or the task is aborted.
@@ -211,55 +219,69 @@ pub async fn run(
         keeper,
         rendered: None,
     }));
-    let prefixes = policy_prefixes();
-    let relevant = |key: &str| prefixes.iter().any(|p| key.starts_with(p.as_str()));
-    let endpoints_prefix = prefix_of::<WorkloadEndpointSpec>();
-    // The revision the last applied read had the WorkloadEndpoints at: an endpoint's change at
-    // or below it is in force already (every CNI ADD's own write comes back this way after the
-    // ADD's sync request has been answered by a read that saw it).
-    let mut endpoints_rev = 0i64;
-    let covered = |key: &str, rev: i64, endpoints_rev: i64| {
-        key.starts_with(endpoints_prefix.as_str()) && rev <= endpoints_rev
-    };
-    let mut backoff = Duration::from_millis(100);
-    let mut watch = loop {
-        match store.revision().await {
-            Ok(rev) => break store.watch_raw("/margay/", rev + 1),
-            Err(e) => {
-                warn!(error = %e, "policy: reading etcd's revision; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    };
-    let mut waiting: Vec<SyncRequest> = Vec::new();
+    let (mut live, rev) = list(&store, &node).await;
+    let mut watch = store.watch_raw(ROOT, rev + 1);
+    // Requests waiting for the table to hold etcd's state as of the revision beside each.
+    let mut waiting: Vec<(SyncRequest, i64, Instant)> = Vec::new();
+    let mut fresh: Vec<SyncRequest> = Vec::new();
     let mut dirty = true;
     let mut resync_due = false;
+    let mut changed_at = Instant::now();
     let mut timer = tokio::time::interval(RESYNC);
     timer.tick().await;
     loop {
-        // Every request sent so far is answered by the read below (a request left in the
-        // channel would wait for one more read and apply).
         while let Ok(r) = requests.try_recv() {
-            waiting.push(r);
+            fresh.push(r);
         }
-        if dirty || resync_due || !waiting.is_empty() {
-            // Requests that came before this read are answered by it.
-            let answering = std::mem::take(&mut waiting);
-            match program(&store, &node, &writer, resync_due, &metrics).await {
+        if !fresh.is_empty() {
+            // One revision read answers every request that came before it.
+            match store.revision().await {
                 Ok(rev) => {
-                    endpoints_rev = endpoints_rev.max(rev);
+                    let now = Instant::now();
+                    waiting.extend(fresh.drain(..).map(|r| (r, rev, now)));
+                }
+                Err(e) => {
+                    for r in fresh.drain(..) {
+                        let _ = r.send(Err(format!("reading etcd's revision: {e}")));
+                    }
+                }
+            }
+        }
+        // Take in what the watch already has, without waiting.
+        while let Ok(ev) = tokio::time::timeout(Duration::ZERO, watch.next()).await {
+            if apply(&mut live, ev) && !dirty {
+                dirty = true;
+                changed_at = Instant::now();
+            }
+        }
+        // Safety net: a revision the watch does not reach in time (a write outside `/margay/`)
+        // is covered by listing again.
+        if waiting
+            .iter()
+            .any(|(_, rev, since)| *rev >= watch.next_revision() && since.elapsed() > CATCH_UP)
+        {
+            warn!("policy: the watch did not reach etcd's revision in time; listing again");
+            let (l, rev) = list(&store, &node).await;
+            live = l;
+            watch = store.watch_raw(ROOT, rev + 1);
+            for (_, r, _) in waiting.iter_mut() {
+                *r = (*r).min(rev);
+            }
+            dirty = true;
+            changed_at = Instant::now();
+        }
+        if dirty || resync_due {
+            let ir = live.ir().clone();
+            match program(ir, &writer, resync_due, &metrics, changed_at).await {
+                Ok(()) => {
                     health.clear_reason(R_POLICY);
                     dirty = false;
                     resync_due = false;
-                    for r in answering {
-                        let _ = r.send(Ok(()));
-                    }
                 }
                 Err(e) => {
                     warn!(error = %e, "policy not programmed; retrying");
                     health.set_reason(R_POLICY, format!("policy: {e}"));
-                    for r in answering {
+                    for (r, _, _) in waiting.drain(..) {
                         let _ = r.send(Err(e.clone()));
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -267,33 +289,43 @@ pub async fn run(
                 }
             }
         }
+        // Answer the requests whose revision the table now holds.
+        let seen = watch.next_revision();
+        let (done, still): (Vec<_>, Vec<_>) =
+            waiting.drain(..).partition(|(_, rev, _)| *rev < seen);
+        waiting = still;
+        for (r, _, _) in done {
+            let _ = r.send(Ok(()));
+        }
+        let catch_up = async {
+            match waiting.iter().map(|(_, _, since)| *since).min() {
+                Some(since) => tokio::time::sleep_until((since + CATCH_UP).into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             ev = watch.next() => {
-                match ev {
-                    WatchEvent::Put(v) => {
-                        dirty |= relevant(&v.key) && !covered(&v.key, v.mod_revision, endpoints_rev)
-                    }
-                    WatchEvent::Delete { key, revision, .. } => {
-                        dirty |= relevant(&key) && !covered(&key, revision, endpoints_rev)
-                    }
-                    _ => dirty = true,
-                }
-                // Settle, unless an ADD asks meanwhile: it does not wait for the delay.
-                if dirty && waiting.is_empty() {
-                    tokio::select! {
-                        _ = tokio::time::sleep(SETTLE) => {}
-                        r = requests.recv() => match r {
-                            Some(r) => waiting.push(r),
-                            None => return,
-                        },
+                if apply(&mut live, ev) {
+                    dirty = true;
+                    changed_at = Instant::now();
+                    // Settle, unless an ADD asks or waits meanwhile: it does not wait for the delay.
+                    if waiting.is_empty() {
+                        tokio::select! {
+                            _ = tokio::time::sleep(SETTLE) => {}
+                            r = requests.recv() => match r {
+                                Some(r) => fresh.push(r),
+                                None => return,
+                            },
+                        }
                     }
                 }
             }
             r = requests.recv() => match r {
-                Some(r) => waiting.push(r),
+                Some(r) => fresh.push(r),
                 None => return,
             },
             _ = timer.tick() => resync_due = true,
+            _ = catch_up => {}
         }
     }
 }

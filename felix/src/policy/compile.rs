@@ -11,21 +11,25 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
-use margay_datastore::policy::{CompiledRule, Entity, PolicyModel};
+use margay_datastore::policy::model::ProfileRules;
+use margay_datastore::policy::{CompiledPolicy, CompiledRule, Endpoint, Entity, PolicyModel};
 use margay_datastore::resources::{PolicyType, PortMatch, RuleAction, TierDefaultAction};
+use margay_datastore::selector::Selector;
 
 use super::ir::{
-    Action, Direction, EndpointPolicy, EndpointToHost, EntityMatch, Icmp, PolicyIr, PortRange,
-    Rule, SetId, TierEnd, TierSeq,
+    Action, Direction, EndpointPolicy, EndpointToHost, EntityMatch, Icmp, NamedPortMember,
+    PolicyIr, PortRange, Rule, SetId, TierEnd, TierSeq,
 };
 use crate::nat::Family;
 
 /// The pseudo-tier the profiles form after the last tier.
 pub const PROFILES_TIER: &str = "__profiles";
 
+const PROFILE_KEY_PREFIX: &str = "profile:";
+
 /// The policy key of profile `name` (its chain is a policy chain like any other).
 pub fn profile_key(name: &str) -> String {
-    format!("profile:{name}")
+    format!("{PROFILE_KEY_PREFIX}{name}")
 }
 
 fn dir_of(t: PolicyType) -> Direction {
@@ -35,104 +39,215 @@ fn dir_of(t: PolicyType) -> Direction {
     }
 }
 
-/// Builds the IR for the endpoints of `node`.
+/// Builds the IR for the endpoints of `node` in one pass ([`super::live::LivePolicy`] keeps
+/// the same IR up to date change by change; the two agree, tested).
 pub fn compile(model: &PolicyModel, node: &str) -> PolicyIr {
-    let mut b = Builder {
-        model,
-        addr_sets: BTreeMap::new(),
-        port_sets: BTreeMap::new(),
-    };
     let mut ir = PolicyIr {
-        endpoint_to_host: match model.config.default_endpoint_to_host_action {
-            margay_datastore::policy::EndpointToHostAction::Drop => EndpointToHost::Drop,
-            _ => EndpointToHost::Accept,
-        },
+        endpoint_to_host: endpoint_to_host(model),
+        families: families(model.endpoints.iter()),
         ..PolicyIr::default()
     };
-    let mut families = BTreeSet::from([Family::V4]);
-    if model
-        .endpoints
+    let by_key: BTreeMap<String, &CompiledPolicy> = model
+        .policies
         .iter()
-        .any(|e| e.addresses.iter().any(|a| a.is_ipv6()))
-    {
-        families.insert(Family::V6);
-    }
-    ir.families = families.into_iter().collect();
-    for ep in model
-        .endpoints
-        .iter()
-        .filter(|e| e.node == node && !e.interface.is_empty())
-    {
-        let mut policy = EndpointPolicy::default();
-        for pt in [PolicyType::Ingress, PolicyType::Egress] {
-            let dir = dir_of(pt);
-            let mut tiers: Vec<TierSeq> = model
-                .tiers_for(ep, pt)
-                .iter()
-                .map(|applied| TierSeq {
-                    tier: applied.tier.name.clone(),
-                    policies: applied.policies.iter().map(|p| p.id.to_string()).collect(),
-                    end: match applied.tier.default_action {
-                        TierDefaultAction::Deny => TierEnd::Deny,
-                        TierDefaultAction::Pass => TierEnd::Pass,
-                    },
-                })
-                .collect();
-            for applied in model.tiers_for(ep, pt) {
-                for p in applied.policies {
-                    let key = p.id.to_string();
-                    let entry = ir.policies.entry(key).or_default();
-                    let rules = b.rules(p.rules(pt).unwrap_or_default(), false);
-                    match dir {
-                        Direction::Ingress => entry.ingress = Some(rules),
-                        Direction::Egress => entry.egress = Some(rules),
-                    }
-                }
+        .map(|p| (p.id.to_string(), p))
+        .collect();
+    let mut rc = RuleCompiler::default();
+    for ep in model.endpoints.iter().filter(|e| is_local(e, node)) {
+        let policy = endpoint_policy(model, ep);
+        for (key, dir) in uses(&policy) {
+            let entry = ir.policies.entry(key.clone()).or_default();
+            if entry.rules(dir).is_some() {
+                continue;
             }
-            // The profiles decide what the tiers leave (no tier applies, or the last passed);
-            // nothing matching in them denies.
-            let mut profiles = Vec::new();
-            for name in &ep.profiles {
-                let Some(p) = model.profiles.get(name) else {
-                    continue;
-                };
-                let key = profile_key(name);
-                let rules = match pt {
-                    PolicyType::Ingress => &p.ingress,
-                    PolicyType::Egress => &p.egress,
-                };
-                let compiled = b.rules(rules, true);
-                let entry = ir.policies.entry(key.clone()).or_default();
-                match dir {
-                    Direction::Ingress => entry.ingress = Some(compiled),
-                    Direction::Egress => entry.egress = Some(compiled),
-                }
-                profiles.push(key);
-            }
-            tiers.push(TierSeq {
-                tier: PROFILES_TIER.into(),
-                policies: profiles,
-                end: TierEnd::Deny,
-            });
+            let rules = match rules_source(model, &by_key, &key) {
+                Some(src) => rc.rules_of(src, dir),
+                None => Vec::new(),
+            };
             match dir {
-                Direction::Ingress => policy.ingress = tiers,
-                Direction::Egress => policy.egress = tiers,
+                Direction::Ingress => entry.ingress = Some(rules),
+                Direction::Egress => entry.egress = Some(rules),
             }
         }
         ir.endpoints.insert(ep.interface.clone(), policy);
     }
-    ir.addr_sets = b.addr_sets;
-    ir.port_sets = b.port_sets;
+    for (id, source) in rc.sets {
+        match &source {
+            SetSource::NamedPorts(names) => {
+                let members = model
+                    .endpoints
+                    .iter()
+                    .flat_map(|ep| port_members(names, ep))
+                    .collect();
+                ir.port_sets.insert(id, members);
+            }
+            SetSource::Nets(nets) => {
+                ir.addr_sets.insert(id, nets.iter().copied().collect());
+            }
+            SetSource::Selector(s) => {
+                let members = model
+                    .endpoints
+                    .iter()
+                    .flat_map(|ep| selector_members(s, ep))
+                    .collect();
+                ir.addr_sets.insert(id, members);
+            }
+        }
+    }
     ir
 }
 
-struct Builder<'m> {
-    model: &'m PolicyModel,
-    addr_sets: BTreeMap<SetId, BTreeSet<IpNet>>,
-    port_sets: BTreeMap<SetId, BTreeSet<super::ir::NamedPortMember>>,
+/// Whether `ep` is one of `node`'s workloads with a host-side interface (what gets policy).
+pub fn is_local(ep: &Endpoint, node: &str) -> bool {
+    ep.node == node && !ep.interface.is_empty()
 }
 
-impl Builder<'_> {
+/// FelixConfiguration `defaultEndpointToHostAction`, as the data path enforces it.
+pub fn endpoint_to_host(model: &PolicyModel) -> EndpointToHost {
+    match model.config.default_endpoint_to_host_action {
+        margay_datastore::policy::EndpointToHostAction::Drop => EndpointToHost::Drop,
+        _ => EndpointToHost::Accept,
+    }
+}
+
+/// The families rules are written for: IPv4, and IPv6 when an endpoint has an IPv6 address.
+pub fn families<'e>(mut endpoints: impl Iterator<Item = &'e Endpoint>) -> Vec<Family> {
+    if endpoints.any(|e| e.addresses.iter().any(|a| a.is_ipv6())) {
+        vec![Family::V4, Family::V6]
+    } else {
+        vec![Family::V4]
+    }
+}
+
+/// The tiers and policies (keys only) that apply to `ep` in each direction, the profiles as a
+/// last tier: what decides the profiles' part is what the tiers leave (no tier applies, or the
+/// last passed); nothing matching in them denies.
+pub fn endpoint_policy(model: &PolicyModel, ep: &Endpoint) -> EndpointPolicy {
+    let mut policy = EndpointPolicy::default();
+    for pt in [PolicyType::Ingress, PolicyType::Egress] {
+        let mut tiers: Vec<TierSeq> = model
+            .tiers_for(ep, pt)
+            .iter()
+            .map(|applied| TierSeq {
+                tier: applied.tier.name.clone(),
+                policies: applied.policies.iter().map(|p| p.id.to_string()).collect(),
+                end: match applied.tier.default_action {
+                    TierDefaultAction::Deny => TierEnd::Deny,
+                    TierDefaultAction::Pass => TierEnd::Pass,
+                },
+            })
+            .collect();
+        let profiles = ep
+            .profiles
+            .iter()
+            .filter(|name| model.profiles.contains_key(*name))
+            .map(|name| profile_key(name))
+            .collect();
+        tiers.push(TierSeq {
+            tier: PROFILES_TIER.into(),
+            policies: profiles,
+            end: TierEnd::Deny,
+        });
+        match dir_of(pt) {
+            Direction::Ingress => policy.ingress = tiers,
+            Direction::Egress => policy.egress = tiers,
+        }
+    }
+    policy
+}
+
+/// Every (policy key, direction) an endpoint's policy names: the policy chains it needs.
+pub fn uses(policy: &EndpointPolicy) -> BTreeSet<(String, Direction)> {
+    Direction::BOTH
+        .into_iter()
+        .flat_map(|dir| {
+            policy
+                .tiers(dir)
+                .iter()
+                .flat_map(move |t| t.policies.iter().map(move |k| (k.clone(), dir)))
+        })
+        .collect()
+}
+
+/// Where a policy key's rules come from.
+#[derive(Debug, Clone, Copy)]
+pub enum RulesSource<'m> {
+    Policy(&'m CompiledPolicy),
+    Profile(&'m ProfileRules),
+}
+
+/// The rules behind policy key `key` (a policy's id, or [`profile_key`] of a profile).
+pub fn rules_source<'m>(
+    model: &'m PolicyModel,
+    policies: &BTreeMap<String, &'m CompiledPolicy>,
+    key: &str,
+) -> Option<RulesSource<'m>> {
+    match key.strip_prefix(PROFILE_KEY_PREFIX) {
+        Some(name) => model.profiles.get(name).map(RulesSource::Profile),
+        None => policies.get(key).map(|p| RulesSource::Policy(p)),
+    }
+}
+
+/// What a named set holds, as the rules that name it say.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SetSource {
+    /// The prefixes of `nets` / `notNets`.
+    Nets(Vec<IpNet>),
+    /// The addresses of the endpoints a selector matches.
+    Selector(Selector),
+    /// (address, protocol, port) of every endpoint's ports with one of these names.
+    NamedPorts(Vec<String>),
+}
+
+/// The addresses `ep` puts in a selector's set.
+pub fn selector_members(s: &Selector, ep: &Endpoint) -> Vec<IpNet> {
+    if s.matches(&ep.labels) {
+        ep.addresses.iter().map(|a| IpNet::from(*a)).collect()
+    } else {
+        Vec::new()
+    }
+}
+
+/// The elements `ep` puts in a named-port set for `names`.
+pub fn port_members(names: &[String], ep: &Endpoint) -> Vec<NamedPortMember> {
+    let mut out = Vec::new();
+    for p in ep.ports.iter().filter(|p| names.contains(&p.name)) {
+        let Some(protocol) = p.protocol.number() else {
+            continue;
+        };
+        for addr in &ep.addresses {
+            out.push(NamedPortMember {
+                addr: *addr,
+                protocol,
+                port: p.port,
+            });
+        }
+    }
+    out
+}
+
+/// Compiles rules to the IR's, collecting the sets they name.
+#[derive(Debug, Default)]
+pub struct RuleCompiler {
+    pub sets: BTreeMap<SetId, SetSource>,
+}
+
+impl RuleCompiler {
+    /// The IR rules of `src` for `dir` (a policy without the direction in its `types` has none).
+    pub fn rules_of(&mut self, src: RulesSource<'_>, dir: Direction) -> Vec<Rule> {
+        let pt = match dir {
+            Direction::Ingress => PolicyType::Ingress,
+            Direction::Egress => PolicyType::Egress,
+        };
+        match src {
+            RulesSource::Policy(p) => self.rules(p.rules(pt).unwrap_or_default(), false),
+            RulesSource::Profile(p) => match pt {
+                PolicyType::Ingress => self.rules(&p.ingress, true),
+                PolicyType::Egress => self.rules(&p.egress, true),
+            },
+        }
+    }
+
     fn rules(&mut self, rules: &[CompiledRule], profile: bool) -> Vec<Rule> {
         rules
             .iter()
@@ -184,10 +299,10 @@ impl Builder<'_> {
         }
         let (ranges, names) = split_ports(&e.ports);
         m.ports = ranges;
-        m.named_ports = (!names.is_empty()).then(|| self.port_set(&names));
+        m.named_ports = (!names.is_empty()).then(|| self.port_set(names));
         let (ranges, names) = split_ports(&e.not_ports);
         m.not_ports = ranges;
-        m.not_named_ports = (!names.is_empty()).then(|| self.port_set(&names));
+        m.not_named_ports = (!names.is_empty()).then(|| self.port_set(names));
         m
     }
 
@@ -195,47 +310,25 @@ impl Builder<'_> {
         let mut sorted: Vec<String> = nets.iter().map(IpNet::to_string).collect();
         sorted.sort();
         let id = format!("nets:{}", sorted.join(","));
-        self.addr_sets
+        self.sets
             .entry(id.clone())
-            .or_insert_with(|| nets.iter().copied().collect());
+            .or_insert_with(|| SetSource::Nets(nets.to_vec()));
         id
     }
 
-    fn selector_set(&mut self, s: &margay_datastore::selector::Selector) -> SetId {
+    fn selector_set(&mut self, s: &Selector) -> SetId {
         let id = format!("sel:{s}");
-        if !self.addr_sets.contains_key(&id) {
-            let members = self
-                .model
-                .endpoints
-                .iter()
-                .filter(|ep| s.matches(&ep.labels))
-                .flat_map(|ep| ep.addresses.iter().map(|a| IpNet::from(*a)))
-                .collect();
-            self.addr_sets.insert(id.clone(), members);
-        }
+        self.sets
+            .entry(id.clone())
+            .or_insert_with(|| SetSource::Selector(s.clone()));
         id
     }
 
-    fn port_set(&mut self, names: &[String]) -> SetId {
+    fn port_set(&mut self, names: Vec<String>) -> SetId {
         let id = format!("ports:{}", names.join(","));
-        if !self.port_sets.contains_key(&id) {
-            let mut members = BTreeSet::new();
-            for ep in &self.model.endpoints {
-                for p in ep.ports.iter().filter(|p| names.contains(&p.name)) {
-                    let Some(protocol) = p.protocol.number() else {
-                        continue;
-                    };
-                    for addr in &ep.addresses {
-                        members.insert(super::ir::NamedPortMember {
-                            addr: *addr,
-                            protocol,
-                            port: p.port,
-                        });
-                    }
-                }
-            }
-            self.port_sets.insert(id.clone(), members);
-        }
+        self.sets
+            .entry(id.clone())
+            .or_insert(SetSource::NamedPorts(names));
         id
     }
 }

@@ -15,13 +15,17 @@ pub mod incremental;
 pub mod ir;
 pub mod keeper;
 pub mod listing;
+pub mod live;
 pub mod render;
 pub mod script;
 
 pub use incremental::{Rendered, Touched};
 pub use ir::PolicyIr;
 pub use keeper::{PolicyError, PolicyKeeper, PolicyReport};
+pub use live::LivePolicy;
 pub use render::{Table, render};
 
+#[cfg(test)]
+mod live_tests;
 #[cfg(test)]
 mod tests;

@@ -120,7 +120,7 @@ pub fn programming(metrics: &str) -> String {
         return "policy table: no transaction yet (or felix's /metrics did not answer)".into();
     }
     format!(
-        "policy table written through {}, {:.1} ms per change on average (read, compile, render, commit)",
+        "policy table written through {}, {:.1} ms per change on average (from the etcd watch event: model, compile, render, commit)",
         via.join(", "),
         if count > 0.0 { sum / count * 1e3 } else { 0.0 }
     )
@@ -182,7 +182,7 @@ mod tests {
             margay_felix_policy_program_seconds_count 4\n";
         assert_eq!(
             programming(text),
-            "policy table written through libnftables (4 transactions), 25.0 ms per change on average (read, compile, render, commit)"
+            "policy table written through libnftables (4 transactions), 25.0 ms per change on average (from the etcd watch event: model, compile, render, commit)"
         );
         assert!(programming("").contains("no transaction yet"));
     }
