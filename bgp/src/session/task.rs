@@ -119,8 +119,9 @@ impl Task {
     async fn on_wake(&mut self, wake: Wake) -> bool {
         match wake {
             Wake::Command(cmd) => match cmd {
-                Some(Command::Accept(stream)) => self.on_inbound(stream).await,
-                Some(Command::Shutdown(n, done)) => {
+                Some(Command::Accept(stream)) => self.on_inbound(*stream).await,
+                Some(Command::Shutdown(cmd)) => {
+                    let (n, done) = *cmd;
                     self.stop(Event::ManualStop(n)).await;
                     let _ = done.send(());
                     return true;
@@ -644,5 +645,16 @@ mod tests {
             "the session future is {run} B for a {size} B task"
         );
         assert!(handler > run, "the handlers' frame is boxed, not inline");
+    }
+
+    /// Every session's command channel allocates a block of 32 commands when it is made, and
+    /// every queued event is one [`SessionEvent`]: both are paid per peer (issue 12).
+    #[test]
+    fn per_peer_channel_slots_stay_small() {
+        let command = std::mem::size_of::<Command>();
+        let event = std::mem::size_of::<SessionEvent>();
+        eprintln!("Command {command} B, SessionEvent {event} B");
+        assert!(command <= 16, "a command is {command} B");
+        assert!(event <= 512, "a session event is {event} B");
     }
 }

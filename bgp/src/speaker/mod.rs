@@ -48,10 +48,15 @@ pub enum SpeakerError {
     },
 }
 
-/// Session events (mostly decoded UPDATEs) waiting for the speaker.
-const EVENT_QUEUE: usize = 64;
-/// Best-path changes a watcher may fall behind by before it must watch again.
-const WATCH_QUEUE: usize = 16384;
+/// Session events (mostly decoded UPDATEs) waiting for the speaker. Deep enough for a cold
+/// start's burst (a few events per peer): a queued event costs its few hundred bytes, while a
+/// session waiting for room holds its handler's frame (~6 KiB) and its receive buffer (4 KiB+),
+/// which at 999 peers all waiting at once was a third of bgpd's peak heap (issue 12).
+const EVENT_QUEUE: usize = 4096;
+/// Best-path changes a watcher may fall behind by before it must watch again (felix then
+/// re-watches and gets a fresh table). tokio's broadcast allocates and writes every slot up
+/// front (~144 bytes each): 16,384 slots were 2.3 MiB resident from the start (issue 12).
+const WATCH_QUEUE: usize = 4096;
 
 /// Where inbound connections for a configured peer go; shared with the listener.
 type Dispatch = Arc<RwLock<HashMap<IpAddr, session::SessionHandle>>>;
@@ -82,7 +87,8 @@ fn session_link(local: IpAddr, remote: IpAddr) -> (Option<Arc<str>>, Option<ipne
 pub struct Speaker {
     config: Config,
     rib: Rib,
-    peers: HashMap<PeerId, PeerSlot>,
+    /// Boxed: a slot is ~800 bytes, and a map's spare buckets would hold that much each.
+    peers: HashMap<PeerId, Box<PeerSlot>>,
     by_addr: HashMap<IpAddr, PeerId>,
     next_id: PeerId,
     originated: BTreeSet<Prefix>,
@@ -289,7 +295,7 @@ impl Speaker {
         info!(peer = %addr, asn = n.asn, "neighbor configured");
         self.by_addr.insert(addr, id);
         self.peers
-            .insert(id, PeerSlot::new(n, handle, self.config.asn()));
+            .insert(id, Box::new(PeerSlot::new(n, handle, self.config.asn())));
     }
 
     async fn remove_peer(&mut self, id: PeerId, subcode: u8) {
