@@ -6,6 +6,10 @@ use margay_bgp::policy::Role;
 use margay_datastore::resources::{AnyResource, parse_documents};
 use std::net::IpAddr;
 
+/// The incremental planner against the full plan.
+#[path = "cluster_peerings/incremental.rs"]
+mod incremental;
+
 fn model(yaml: &str) -> Model {
     let mut m = Model::default();
     for r in parse_documents(yaml).expect("test manifests parse") {

@@ -1,7 +1,8 @@
 //! The datastore edge of cluster mode: registering this node, reading the model, and following
 //! it with watches that survive compaction and etcd restarts.
 
-use super::peerings::{Local, Model, plan};
+use super::incremental::Planner;
+use super::peerings::{Local, Model};
 use crate::config::Config;
 use crate::speaker::SpeakerHandle;
 use margay_datastore::resources::{
@@ -142,18 +143,49 @@ fn apply_default(
     }
 }
 
+/// A Node event, for the planner: only that node's sessions are planned again.
+fn apply_node(planner: &mut Planner, ev: WatchEvent<Resource<NodeSpec>>) {
+    match ev {
+        WatchEvent::Put(r) => {
+            r.log_not_acted_once();
+            let name = r.metadata.name.clone();
+            planner.set_node(&name, Some(r));
+        }
+        WatchEvent::Delete { name, .. } => planner.set_node(&name, None),
+        WatchEvent::Resync { items, .. } => planner.edit().nodes = by_name(items),
+    }
+}
+
+/// Whether a password comes from a mounted Secret (read from a file, not watched).
+fn mounted_passwords(model: &Model) -> bool {
+    let bgp = model
+        .bgp
+        .as_ref()
+        .and_then(|b| b.node_mesh_password.as_ref());
+    bgp.into_iter()
+        .chain(
+            model
+                .peers
+                .values()
+                .filter_map(|p| p.spec.password.as_ref()),
+        )
+        .any(|p| p.value.is_none() && p.secret_key_ref.is_some())
+}
+
 /// Follows the model until `shutdown` resolves, reloading the speaker whenever this node's
-/// peerings or policy change (and every [`SECRET_POLL`], for mounted passwords). `applied` is the
-/// configuration the speaker runs now; `notes` what its plan said, already logged.
+/// peerings or policy change (and every [`SECRET_POLL`] while a password comes from a mounted
+/// Secret). `applied` is the configuration the speaker runs now; `notes` what its plan said,
+/// already logged. A Node event replans only that node's sessions and tells the speaker only
+/// the neighbours that changed ([`Planner`]); anything else replans in full.
 #[allow(clippy::too_many_arguments)]
 pub async fn follow(
     store: Store,
     local: Local,
     speaker: SpeakerHandle,
-    mut model: Model,
+    model: Model,
     revs: Revisions,
-    mut notes: BTreeSet<String>,
-    mut applied: Config,
+    notes: BTreeSet<String>,
+    applied: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let mut nodes = store.watch::<NodeSpec>(revs.nodes + 1);
@@ -169,6 +201,19 @@ pub async fn follow(
     let mut poll = tokio::time::interval(SECRET_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     poll.reset();
+    let mut planner = Planner::new(model, local);
+    // The first plan is the one the speaker runs (its notes were logged); if the model moved
+    // in between, the speaker hears it now.
+    if let Ok(d) = planner.replan() {
+        for n in d.new_notes.iter().filter(|n| !notes.contains(*n)) {
+            warn!("{n}");
+        }
+    }
+    if let Some(c) = planner.config()
+        && c != applied
+    {
+        reload_all(&speaker, c).await;
+    }
     loop {
         // Wait for one change, then take whatever else arrives within SETTLE.
         let mut changed = false;
@@ -177,57 +222,82 @@ pub async fn follow(
         loop {
             tokio::select! {
                 _ = &mut shutdown => return,
-                ev = nodes.next() => { apply(&mut model.nodes, ev); }
-                ev = peers.next() => { apply(&mut model.peers, ev); }
-                ev = filters.next() => { apply(&mut model.filters, ev); }
-                ev = pools.next() => { apply(&mut model.pools, ev); }
-                ev = configs.next() => { apply_default(&mut model.bgp, ev); }
+                ev = nodes.next() => { apply_node(&mut planner, ev); }
+                ev = peers.next() => { apply(&mut planner.edit().peers, ev); }
+                ev = filters.next() => { apply(&mut planner.edit().filters, ev); }
+                ev = pools.next() => { apply(&mut planner.edit().pools, ev); }
+                ev = configs.next() => { apply_default(&mut planner.edit().bgp, ev); }
                 _ = &mut settle, if changed => break,
-                _ = poll.tick(), if !changed => break,
+                _ = poll.tick(), if !changed => {
+                    if !mounted_passwords(planner.model()) {
+                        continue;
+                    }
+                    planner.replan_all();
+                    break;
+                }
             }
             if !changed {
                 changed = true;
                 settle.as_mut().reset(tokio::time::Instant::now() + SETTLE);
             }
         }
-        let planned = plan(&model, &local).map(|p| {
-            for n in p.notes.difference(&notes) {
-                warn!("{n}");
-            }
-            notes = p.notes;
-            p.config
-        });
-        if let Ok(c) = &planned
-            && (c.listen_address, c.listen_port) != bound
-            && warned_listen != Some((c.listen_address, c.listen_port))
-        {
-            warned_listen = Some((c.listen_address, c.listen_port));
-            warn!(
-                listening = %format!("{}:{}", bound.0, bound.1),
-                wanted = %format!("{}:{}", c.listen_address, c.listen_port),
-                "BGPConfiguration listenPort or bindMode changed: bgpd keeps its listener until it restarts"
-            );
-        }
-        match planned {
-            Ok(config) if config == applied => {}
-            Ok(config) => match speaker.reload(config.clone()).await {
-                Ok(s) => {
-                    info!(added = ?s.added, removed = ?s.removed, restarted = ?s.restarted, unchanged = s.unchanged, "peerings follow the datastore");
-                    applied = config;
-                    last_problem = None;
-                }
-                Err(e) => {
-                    warn!("{e}");
-                    return;
-                }
-            },
+        let delta = match planner.replan() {
+            Ok(d) => d,
             Err(e) => {
                 let text = e.to_string();
                 if last_problem.as_deref() != Some(&text) {
                     warn!("keeping the current sessions: {text}");
                     last_problem = Some(text);
                 }
+                continue;
             }
+        };
+        for n in &delta.new_notes {
+            warn!("{n}");
+        }
+        if delta.is_empty() {
+            continue;
+        }
+        last_problem = None;
+        if delta.head_changed {
+            let Some(c) = planner.config() else { continue };
+            if (c.listen_address, c.listen_port) != bound
+                && warned_listen != Some((c.listen_address, c.listen_port))
+            {
+                warned_listen = Some((c.listen_address, c.listen_port));
+                warn!(
+                    listening = %format!("{}:{}", bound.0, bound.1),
+                    wanted = %format!("{}:{}", c.listen_address, c.listen_port),
+                    "BGPConfiguration listenPort or bindMode changed: bgpd keeps its listener until it restarts"
+                );
+            }
+            if !reload_all(&speaker, c).await {
+                return;
+            }
+            continue;
+        }
+        match speaker.reload_neighbors(delta.changed, delta.removed).await {
+            Ok(s) => {
+                info!(added = ?s.added, removed = ?s.removed, restarted = ?s.restarted, "peerings follow the datastore")
+            }
+            Err(e) => {
+                warn!("{e}");
+                return;
+            }
+        }
+    }
+}
+
+/// Hands the speaker a whole new configuration; false when the speaker is gone.
+async fn reload_all(speaker: &SpeakerHandle, config: Config) -> bool {
+    match speaker.reload(config).await {
+        Ok(s) => {
+            info!(added = ?s.added, removed = ?s.removed, restarted = ?s.restarted, unchanged = s.unchanged, "peerings follow the datastore");
+            true
+        }
+        Err(e) => {
+            warn!("{e}");
+            false
         }
     }
 }

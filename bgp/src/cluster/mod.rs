@@ -8,12 +8,14 @@
 //! `/readiness` names an outage, during which the sessions and routes run on what bgpd knows.
 
 pub mod follow;
+pub mod incremental;
 pub mod peerings;
 pub mod policy;
 pub mod router_id;
 pub mod secrets;
 
 pub use follow::{Revisions, follow, load, register};
+pub use incremental::{Delta, Planner};
 pub use peerings::{Local, Model, PeeringError, Plan, desired_config, plan};
 pub use router_id::RouterIdSource;
 pub use secrets::DEFAULT_SECRETS_DIR;

@@ -30,7 +30,7 @@ use margay_datastore::resources::{
     SourceAddress, parse_duration,
 };
 use margay_datastore::selector::Selector;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use toml::Spanned;
@@ -111,7 +111,7 @@ fn cluster_id(node: &Node) -> Option<&str> {
         .filter(|c| !c.is_empty())
 }
 
-fn addrs(node: &Node) -> Vec<IpAddr> {
+pub(super) fn addrs(node: &Node) -> Vec<IpAddr> {
     let Some(b) = node.spec.bgp.as_ref() else {
         return Vec::new();
     };
@@ -180,8 +180,8 @@ fn restart_secs(value: &str) -> Option<u16> {
 }
 
 /// Which peering an address comes from; the lower wins when several give one address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Source {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) enum Source {
     Global,
     NodeSpecific,
     Selector,
@@ -189,11 +189,19 @@ enum Source {
     Mesh,
 }
 
+/// Which peering gives an address, for ties: the source, then the other node's name and the
+/// BGPPeer's name (each empty where the peering has none). The lowest wins.
+pub(super) type Rank = (Source, String, String);
+
 /// One session this node wants, before it becomes a [`Neighbor`].
 #[derive(Debug, Clone)]
-struct Want {
+pub(super) struct Want {
     source: Source,
-    address: IpAddr,
+    /// The other node this session is to (empty for a `peerIP` session).
+    other: String,
+    /// The BGPPeer it comes from (empty for the mesh).
+    by: String,
+    pub(super) address: IpAddr,
     port: Option<u16>,
     asn: u32,
     peer_type: PeerType,
@@ -231,6 +239,8 @@ impl Want {
     ) -> Want {
         Want {
             source,
+            other: String::new(),
+            by: String::new(),
             address,
             port: None,
             asn,
@@ -251,11 +261,23 @@ impl Want {
             bfd: None,
         }
     }
+
+    /// Its place among the sessions that give the same address.
+    pub(super) fn rank(&self) -> Rank {
+        (self.source, self.other.clone(), self.by.clone())
+    }
+}
+
+/// The settings every mesh session shares.
+struct MeshOpts {
+    password: Option<margay_common::Secret>,
+    restart_time: Option<u16>,
+    bfd: Option<BfdSpec>,
 }
 
 /// What the whole computation needs to know about this node.
-struct Me<'a> {
-    node: &'a Node,
+pub(super) struct Me<'a> {
+    pub(super) node: &'a Node,
     asn: u32,
     cluster: Option<&'a str>,
     /// The port every node listens on (the BGPConfiguration's `listenPort`).
@@ -264,6 +286,8 @@ struct Me<'a> {
     /// The BGPFilters bgpd applies, by name.
     filters: BTreeSet<String>,
     selectors: Selectors<'a>,
+    /// The mesh's shared settings, while this node is in the mesh.
+    mesh: Option<MeshOpts>,
 }
 
 impl Me<'_> {
@@ -287,7 +311,7 @@ impl Me<'_> {
     }
 }
 
-/// The node whose address is `addr`, if any.
+/// The node whose address is `addr`, if any (the first by name).
 fn node_at(model: &Model, addr: IpAddr) -> Option<&Node> {
     model.nodes.values().find(|n| addrs(n).contains(&addr))
 }
@@ -301,6 +325,30 @@ pub fn desired_config(model: &Model, local: &Local) -> Result<Config, PeeringErr
 /// [`desired_config`], with the notes the operator should see.
 pub fn plan(model: &Model, local: &Local) -> Result<Plan, PeeringError> {
     let mut notes = BTreeSet::new();
+    let (me, mut config) = head(model, local, &mut notes)?;
+    let mut wants: Vec<Want> = Vec::new();
+    for other in model.nodes.values() {
+        node_wants(model, &me, other, &mut notes, &mut wants);
+    }
+    ip_sessions(model, &me, &|a| node_at(model, a), &mut notes, &mut wants);
+    // One session per address, by rank: global, node-specific, selector, reverse, then mesh.
+    let mine = addrs(me.node);
+    wants.retain(|w| !mine.contains(&w.address));
+    wants.sort_by_cached_key(|w| (w.address, w.rank()));
+    wants.dedup_by_key(|w| w.address);
+    config.neighbors = wants.into_iter().map(|w| neighbor(w, local)).collect();
+    Ok(Plan { config, notes })
+}
+
+/// Everything of the plan but the neighbours: this node's identity and settings and the
+/// cluster-wide policy, with what the per-node sessions need to know about this node. It
+/// depends on this node, the BGPConfiguration, BGPPeers, BGPFilters and IPPools, never on
+/// another Node, so a Node event leaves it as it is.
+pub(super) fn head<'a>(
+    model: &'a Model,
+    local: &'a Local,
+    notes: &mut BTreeSet<String>,
+) -> Result<(Me<'a>, Config), PeeringError> {
     let node = model
         .nodes
         .get(&local.node)
@@ -328,32 +376,30 @@ pub fn plan(model: &Model, local: &Local) -> Result<Plan, PeeringError> {
         None => None,
     };
     let bgp = model.bgp.clone().unwrap_or_default();
-    let me = Me {
+    let mut me = Me {
         node,
         asn: node_as(model, node),
         cluster: cluster_id(node),
         listen_port: bgp.listen_port(),
         secrets_dir: &local.secrets_dir,
         filters: BTreeSet::new(),
-        selectors: Selectors::parse(model, &mut notes),
+        selectors: Selectors::parse(model, notes),
+        mesh: None,
     };
-    let filters = policy::filters(model, &mut notes);
-    let me = Me {
-        filters: filters.iter().map(|f| f.name.get_ref().clone()).collect(),
-        ..me
-    };
-
-    let mut wants: Vec<Want> = Vec::new();
-    mesh(model, &me, &bgp, &mut notes, &mut wants);
-    selector_sessions(model, &me, &mut notes, &mut wants);
-    ip_sessions(model, &me, &mut notes, &mut wants);
-    reverse_sessions(model, &me, &mut notes, &mut wants);
-
-    // One session per address: global, node-specific, selector, reverse, then mesh.
-    let mut seen = HashSet::new();
-    let mine = addrs(node);
-    wants.sort_by_key(|w| (w.address, w.source));
-    wants.retain(|w| !mine.contains(&w.address) && seen.insert(w.address));
+    let filters = policy::filters(model, notes);
+    me.filters = filters.iter().map(|f| f.name.get_ref().clone()).collect();
+    if bgp.mesh_enabled() && me.cluster.is_none() {
+        me.mesh = Some(MeshOpts {
+            password: bgp.node_mesh_password.as_ref().and_then(|p| {
+                resolve_password(&me, p, "BGPConfiguration default nodeMeshPassword", notes)
+            }),
+            restart_time: bgp
+                .node_mesh_max_restart_time
+                .as_deref()
+                .and_then(restart_secs),
+            bfd: bgp.bfd.clone().filter(|b| b.enabled),
+        });
+    }
 
     let listen_address = match bgp.bind_mode {
         Some(BindMode::NodeIP) => {
@@ -371,34 +417,49 @@ pub fn plan(model: &Model, local: &Local) -> Result<Plan, PeeringError> {
         _ => local.listen_address,
     };
 
-    let neighbors = wants.into_iter().map(|w| neighbor(w, local)).collect();
-    Ok(Plan {
-        config: Config {
-            router_id: Spanned::new(0..0, router_id.id),
-            asn: Spanned::new(0..0, me.asn),
-            listen_address,
-            listen_port: me.listen_port,
-            bfd_port: crate::bfd::udp::CONTROL_PORT,
-            socket: local.socket.clone(),
-            cluster_id: my_cluster.map(|c| Spanned::new(0..0, c)),
-            http_address: local.http_address,
-            http_port: local.http_port,
-            originate: service_cidrs(&bgp, &mut notes),
-            graceful_restart: true,
-            restart_time: Spanned::new(0..0, 120),
-            max_paths: Spanned::new(
-                0..0,
-                bgp.max_paths.unwrap_or(crate::config::DEFAULT_MAX_PATHS),
-            ),
-            neighbors,
-            pools: policy::pools(model, &mut notes),
-            advertise: policy::advertise(&bgp),
-            filters,
-            await_originator: true,
-            originate_wait: None,
-        },
-        notes,
-    })
+    let config = Config {
+        router_id: Spanned::new(0..0, router_id.id),
+        asn: Spanned::new(0..0, me.asn),
+        listen_address,
+        listen_port: me.listen_port,
+        bfd_port: crate::bfd::udp::CONTROL_PORT,
+        socket: local.socket.clone(),
+        cluster_id: my_cluster.map(|c| Spanned::new(0..0, c)),
+        http_address: local.http_address,
+        http_port: local.http_port,
+        originate: service_cidrs(&bgp, notes),
+        graceful_restart: true,
+        restart_time: Spanned::new(0..0, 120),
+        max_paths: Spanned::new(
+            0..0,
+            bgp.max_paths.unwrap_or(crate::config::DEFAULT_MAX_PATHS),
+        ),
+        neighbors: Vec::new(),
+        pools: policy::pools(model, notes),
+        advertise: policy::advertise(&bgp),
+        filters,
+        await_originator: true,
+        originate_wait: None,
+    };
+    Ok((me, config))
+}
+
+/// The sessions this node wants with `other` (the mesh, BGPPeers with `peerSelector`, and
+/// reverse peerings): they depend on `other` and on [`head`]'s view of this node only, so a
+/// Node event recomputes them for that one node.
+pub(super) fn node_wants(
+    model: &Model,
+    me: &Me,
+    other: &Node,
+    notes: &mut BTreeSet<String>,
+    wants: &mut Vec<Want>,
+) {
+    if other.name() == me.node.name() {
+        return;
+    }
+    mesh(model, me, other, wants);
+    selector_sessions(model, me, other, notes, wants);
+    reverse_sessions(model, me, other, notes, wants);
 }
 
 /// `serviceClusterIPs`, `serviceExternalIPs` and `serviceLoadBalancerIPs`: every node
@@ -444,46 +505,32 @@ fn resolve_password(
     }
 }
 
-/// The node-to-node mesh.
-fn mesh(
-    model: &Model,
-    me: &Me,
-    bgp: &BgpConfigurationSpec,
-    notes: &mut BTreeSet<String>,
-    wants: &mut Vec<Want>,
-) {
-    if !bgp.mesh_enabled() || me.cluster.is_some() {
+/// The node-to-node mesh: a session to each of `other`'s addresses, unless either end is a
+/// route reflector.
+fn mesh(model: &Model, me: &Me, other: &Node, wants: &mut Vec<Want>) {
+    let Some(opts) = &me.mesh else {
+        return;
+    };
+    if cluster_id(other).is_some() {
         return;
     }
-    let password = bgp
-        .node_mesh_password
-        .as_ref()
-        .and_then(|p| resolve_password(me, p, "BGPConfiguration default nodeMeshPassword", notes));
-    let restart_time = bgp
-        .node_mesh_max_restart_time
-        .as_deref()
-        .and_then(restart_secs);
-    for other in model.nodes.values() {
-        if other.name() == me.node.name() || cluster_id(other).is_some() {
-            continue;
-        }
-        for addr in addrs(other) {
-            wants.push(Want {
-                port: me.node_port(),
-                password: password.clone(),
-                source_address: me.address_for(addr),
-                restart_time,
-                bfd: bgp.bfd.clone().filter(|b| b.enabled),
-                ..Want::new(
-                    Source::Mesh,
-                    addr,
-                    node_as(model, other),
-                    PeerType::Mesh,
-                    Role::Cluster,
-                    format!("mesh: {}", other.name()),
-                )
-            });
-        }
+    for addr in addrs(other) {
+        wants.push(Want {
+            other: other.name().to_string(),
+            port: me.node_port(),
+            password: opts.password.clone(),
+            source_address: me.address_for(addr),
+            restart_time: opts.restart_time,
+            bfd: opts.bfd.clone(),
+            ..Want::new(
+                Source::Mesh,
+                addr,
+                node_as(model, other),
+                PeerType::Mesh,
+                Role::Cluster,
+                format!("mesh: {}", other.name()),
+            )
+        });
     }
 }
 
@@ -507,6 +554,8 @@ fn node_session(
         PeerType::NodeSpecific
     };
     let mut w = Want {
+        other: other.name().to_string(),
+        by: p.name().to_string(),
         port: me.node_port(),
         rr_client,
         ..Want::new(
@@ -522,41 +571,48 @@ fn node_session(
     w
 }
 
-/// Node-to-node sessions from BGPPeers with `peerSelector`: this node peers with every other
-/// node the BGPPeer pairs it with, in either direction (it applies to this node and
-/// `peerSelector` picks the other, or the reverse). Only this node's pairs are evaluated,
-/// O(N) per BGPPeer.
-fn selector_sessions(model: &Model, me: &Me, notes: &mut BTreeSet<String>, wants: &mut Vec<Want>) {
-    let my_name = me.node.name();
+/// Node-to-node sessions from BGPPeers with `peerSelector`: this node peers with `other` when
+/// a BGPPeer pairs them, in either direction (it applies to this node and `peerSelector` picks
+/// the other, or the reverse). O(1) per BGPPeer.
+fn selector_sessions(
+    model: &Model,
+    me: &Me,
+    other: &Node,
+    notes: &mut BTreeSet<String>,
+    wants: &mut Vec<Want>,
+) {
     for p in model.peers.values() {
         let Some(psel) = &p.spec.peer_selector else {
             continue;
         };
-        let i_apply = me.selectors.applies_to(p, me.node);
-        let i_am_picked = me.selectors.selects(psel, me.node);
-        for other in model.nodes.values().filter(|n| n.name() != my_name) {
-            let paired = (i_apply && me.selectors.selects(psel, other))
-                || (i_am_picked && me.selectors.applies_to(p, other));
-            if !paired {
-                continue;
-            }
-            for addr in addrs(other) {
-                wants.push(node_session(
-                    model,
-                    me,
-                    other,
-                    addr,
-                    Source::Selector,
-                    p,
-                    notes,
-                ));
-            }
+        let paired = (me.selectors.applies_to(p, me.node) && me.selectors.selects(psel, other))
+            || (me.selectors.selects(psel, me.node) && me.selectors.applies_to(p, other));
+        if !paired {
+            continue;
+        }
+        for addr in addrs(other) {
+            wants.push(node_session(
+                model,
+                me,
+                other,
+                addr,
+                Source::Selector,
+                p,
+                notes,
+            ));
         }
     }
 }
 
-/// Sessions from BGPPeers with `peerIP` that apply to this node.
-fn ip_sessions(model: &Model, me: &Me, notes: &mut BTreeSet<String>, wants: &mut Vec<Want>) {
+/// Sessions from BGPPeers with `peerIP` that apply to this node; `node_at` finds the node
+/// that has an address (the first by name), if any.
+pub(super) fn ip_sessions<'m>(
+    model: &'m Model,
+    me: &Me,
+    node_at: &dyn Fn(IpAddr) -> Option<&'m Node>,
+    notes: &mut BTreeSet<String>,
+    wants: &mut Vec<Want>,
+) {
     for (pname, p) in &model.peers {
         let Some((address, port)) = p.spec.peer_addr() else {
             continue;
@@ -567,7 +623,7 @@ fn ip_sessions(model: &Model, me: &Me, notes: &mut BTreeSet<String>, wants: &mut
         let asn = p.spec.as_number.map(|a| a.0).unwrap_or(me.asn);
         // A peerIP that is a Calico node's address: that node's listen port, its cluster id,
         // and (global peers) the session is one-way, from the higher address to the lower.
-        let calico_node = node_at(model, address);
+        let calico_node = node_at(address);
         let port = port.or_else(|| {
             calico_node
                 .filter(|n| node_as(model, n) == asn)
@@ -590,6 +646,7 @@ fn ip_sessions(model: &Model, me: &Me, notes: &mut BTreeSet<String>, wants: &mut
             Role::External
         };
         let mut w = Want {
+            by: pname.clone(),
             port,
             rr_client,
             passive,
@@ -601,8 +658,14 @@ fn ip_sessions(model: &Model, me: &Me, notes: &mut BTreeSet<String>, wants: &mut
 }
 
 /// Calico's reverse peerings: a BGPPeer whose `peerIP` is this node (address and AS, and port
-/// when given) makes this node peer with every node the BGPPeer applies to.
-fn reverse_sessions(model: &Model, me: &Me, notes: &mut BTreeSet<String>, wants: &mut Vec<Want>) {
+/// when given) makes this node peer with `other` when the BGPPeer applies to it.
+fn reverse_sessions(
+    model: &Model,
+    me: &Me,
+    other: &Node,
+    notes: &mut BTreeSet<String>,
+    wants: &mut Vec<Want>,
+) {
     for p in model.peers.values() {
         let Some((address, port)) = p.spec.peer_addr() else {
             continue;
@@ -611,27 +674,23 @@ fn reverse_sessions(model: &Model, me: &Me, notes: &mut BTreeSet<String>, wants:
         if !addrs(me.node).contains(&address)
             || asn != me.asn
             || port.is_some_and(|port| port != me.listen_port)
+            || !me.selectors.applies_to(p, other)
         {
             continue;
         }
-        for other in model.nodes.values() {
-            if other.name() == me.node.name() || !me.selectors.applies_to(p, other) {
-                continue;
-            }
-            for addr in addrs(other)
-                .into_iter()
-                .filter(|a| a.is_ipv4() == address.is_ipv4())
-            {
-                wants.push(node_session(
-                    model,
-                    me,
-                    other,
-                    addr,
-                    Source::Reverse,
-                    p,
-                    notes,
-                ));
-            }
+        for addr in addrs(other)
+            .into_iter()
+            .filter(|a| a.is_ipv4() == address.is_ipv4())
+        {
+            wants.push(node_session(
+                model,
+                me,
+                other,
+                addr,
+                Source::Reverse,
+                p,
+                notes,
+            ));
         }
     }
 }
@@ -672,7 +731,7 @@ fn apply_peer_options(w: &mut Want, p: &BgpPeer, me: &Me, notes: &mut BTreeSet<S
         .map(|n| u8::try_from(n).unwrap_or(u8::MAX));
 }
 
-fn neighbor(w: Want, local: &Local) -> Neighbor {
+pub(super) fn neighbor(w: Want, local: &Local) -> Neighbor {
     Neighbor {
         address: Spanned::new(0..0, w.address),
         asn: w.asn,

@@ -144,6 +144,11 @@ pub(crate) enum Request {
         graceful: bool,
         reply: oneshot::Sender<()>,
     },
+    ReloadNeighbors {
+        changed: Vec<crate::config::Neighbor>,
+        removed: Vec<IpAddr>,
+        reply: oneshot::Sender<ReloadSummary>,
+    },
 }
 
 /// The speaker task is gone (shut down or crashed).
@@ -200,6 +205,20 @@ impl SpeakerHandle {
     pub async fn reload(&self, config: Config) -> Result<ReloadSummary, SpeakerGone> {
         self.ask(|reply| Request::Reload {
             config: Box::new(config),
+            reply,
+        })
+        .await
+    }
+    /// Applies only the neighbours that changed (new or other settings) and those removed;
+    /// everything else stays as it is (cluster mode's answer to a Node event).
+    pub async fn reload_neighbors(
+        &self,
+        changed: Vec<crate::config::Neighbor>,
+        removed: Vec<IpAddr>,
+    ) -> Result<ReloadSummary, SpeakerGone> {
+        self.ask(|reply| Request::ReloadNeighbors {
+            changed,
+            removed,
             reply,
         })
         .await

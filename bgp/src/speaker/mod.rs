@@ -11,6 +11,7 @@ pub use eor::DEFAULT_ORIGINATE_WAIT;
 mod graceful;
 mod handle;
 mod limits;
+mod neighbors;
 mod outbox;
 mod peers;
 mod policy;
@@ -605,6 +606,14 @@ impl Speaker {
                 let summary = self.reload(*config).await;
                 let _ = reply.send(summary);
             }
+            Request::ReloadNeighbors {
+                changed,
+                removed,
+                reply,
+            } => {
+                let summary = self.reload_neighbors(changed, removed).await;
+                let _ = reply.send(summary);
+            }
             Request::Shutdown { .. } => unreachable!("handled in run"),
         }
     }
@@ -676,36 +685,13 @@ impl Speaker {
                 .map(|(id, s)| (*id, s.address()))
                 .collect();
             for (id, addr) in current {
-                match wanted.get(&addr) {
-                    None => {
-                        self.remove_peer(id, notif::PEER_DECONFIGURED).await;
-                        summary.removed.push(addr);
-                    }
-                    Some(n) if !self.peers[&id].same_settings(n) => {
-                        self.remove_peer(id, notif::OTHER_CONFIGURATION_CHANGE)
-                            .await;
-                        self.add_peer((*n).clone());
-                        summary.restarted.push(addr);
-                    }
-                    Some(n) => {
-                        // Same session; its filters or BFD timers may have changed.
-                        if let Some(slot) = self.peers.get_mut(&id)
-                            && slot.neighbor != **n
-                        {
-                            slot.neighbor = (*n).clone();
-                            touched.push(id);
-                            self.bfd_follow(n);
-                        }
-                        summary.unchanged += 1;
-                    }
+                if !wanted.contains_key(&addr) {
+                    self.remove_peer(id, notif::PEER_DECONFIGURED).await;
+                    summary.removed.push(addr);
                 }
             }
             for n in &new.neighbors {
-                let addr = *n.address.get_ref();
-                if !self.by_addr.contains_key(&addr) {
-                    self.add_peer(n.clone());
-                    summary.added.push(addr);
-                }
+                self.set_neighbor(n, &mut summary, &mut touched).await;
             }
             self.config = new;
         }
