@@ -23,7 +23,15 @@
 # machine with `perf record -a -g` during the pass at N at a time (see BENCHMARKS.md for how to
 # read it).
 #
-# Usage: [READS="linearizable serializable"] [PERF_PAR=4 PERF_OUT=/tmp/x.data]
+# WEP_WRITE="own rider" measures both ways of writing the WorkloadEndpoint, felix restarted in
+# between: "own" (MARGAY_ENDPOINT_OWN_WRITE=1: its own etcd transaction after IPAM's, as before)
+# and "rider" (in IPAM's transaction: one etcd write per ADD; the default).
+# PLUGIN_LINK=static (the default) links the plugin statically, as deploy/Containerfile ships
+# it (there for musl; here glibc's crt-static, relinking only the binary); PLUGIN_LINK=dynamic
+# measures the plain `cargo build` binary.
+#
+# Usage: [READS="linearizable serializable"] [WEP_WRITE="own rider"] [PLUGIN_LINK=dynamic]
+#        [PERF_PAR=4 PERF_OUT=/tmp/x.data]
 #        bench/cni-latency.sh [PODS] [PARALLELS] [ROUND]   (as root; e.g. 200 "1 4" 10)
 set -euo pipefail
 PODS=${1:-200}
@@ -68,6 +76,10 @@ trap 'exit 130' INT TERM
 "$ROOT/scripts/install-deps.sh" >/dev/null
 (cd "$ROOT" && cargo build --release -q -p margay-bgp --bin margay-bgpd -p margay-felix --bin margay-felix \
   -p margay-cni --bin margay -p margay-ctl --bin margayctl -p margay-bench --bin margay-cni-bench)
+PLUGIN_LINK=${PLUGIN_LINK:-static}
+if [ "$PLUGIN_LINK" = static ]; then
+  (cd "$ROOT" && cargo rustc --release -q -p margay-cni --bin margay -- -C target-feature=+crt-static)
+fi
 BIN="$CARGO_TARGET_DIR/release"
 
 # --- the node and etcd ---
@@ -120,10 +132,12 @@ wait_until "margay-bgpd's socket" 30 test -S "$WORK/bgpd.sock"
 # linearizably, as before serializable reads); READS="linearizable serializable" measures both,
 # one after the other, felix restarted in between.
 FELIX_PID=
-start_felix() { # reads mode
-  local lin=0
+start_felix() { # reads mode, WorkloadEndpoint write
+  local lin=0 own=0
   [ "$1" = linearizable ] && lin=1
+  [ "$2" = own ] && own=1
   ip netns exec "$NODE" env MARGAY_LOG_LEVEL=warn,margay_felix::endpoints=info MARGAY_ETCD_LINEARIZABLE_READS=$lin \
+    MARGAY_ENDPOINT_OWN_WRITE=$own \
     "$BIN/margay-felix" --node "$NODENAME" \
     --etcd-endpoints "$ETCD" --bgpd-socket "$WORK/bgpd.sock" --socket "$WORK/felix.sock" \
     --http-port 0 >>"$WORK/felix.log" 2>&1 &
@@ -136,8 +150,10 @@ stop_felix() {
   rm -f "$WORK/felix.sock"
 }
 READS=${READS:-serializable}
-set -- $READS
-start_felix "$1"
+WEP_WRITE=${WEP_WRITE:-rider}
+VARIANTS=()
+for r in $READS; do for w in $WEP_WRITE; do VARIANTS+=("$r/$w"); done; done
+start_felix "${VARIANTS[0]%/*}" "${VARIANTS[0]#*/}"
 
 cat >"$WORK/margay.conf" <<JSON
 {"cniVersion": "1.0.0", "name": "bench-margay", "type": "margay", "mtu": 1450,
@@ -176,7 +192,8 @@ assert_clean() {
 }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r), $(. /etc/os-release; echo "$PRETTY_NAME"), containernetworking-plugins $(dpkg-query -W -f='${Version}' containernetworking-plugins), etcd $(/usr/bin/etcd --version | awk '/etcd Version/ {print $3}')"
-echo "command: READS=\"$READS\" bench/cni-latency.sh $PODS \"$PARALLELS\" $ROUND"
+echo "command: READS=\"$READS\" WEP_WRITE=\"$WEP_WRITE\" PLUGIN_LINK=$PLUGIN_LINK bench/cni-latency.sh $PODS \"$PARALLELS\" $ROUND"
+echo "plugin: $(file -b "$BIN/margay" | cut -d, -f1-2)"
 echo "date: $(date -u +%Y-%m-%d)"
 # Medians of felix's ADD phases (its "endpoint added" log lines after line $1): IPAM, veth +
 # WorkloadEndpoint (built at once), and the wait for the host route.
@@ -187,18 +204,35 @@ phase_medians() {
       | cut -d= -f2 | sort -n | awk -v k="$k" '{v[NR]=$1} END {if (NR) printf "felix ADD phase %s_ms p50=%.2f\n", k, v[int((NR+1)/2)]}'
   done
 }
+# etcd's own count of the requests it served (KV methods) and of raft proposals committed
+# (every write is one), to print per pod of a pass (its ADDs and DELs, and what felix's
+# tasks read meanwhile).
+etcd_counts() {
+  ip netns exec "$ETCDNS" curl -s --max-time 5 "$ETCD/metrics" | awk '
+    /^grpc_server_handled_total\{.*grpc_service="etcdserverpb.KV"/ {
+      match($0, /grpc_method="[A-Za-z]+"/); m = substr($0, RSTART + 13, RLENGTH - 14); n[m] += $2 }
+    /^etcd_server_proposals_committed_total / { n["proposals"] = $2 }
+    END { for (m in n) print m, n[m] }'
+}
+etcd_per_pod() { # before-file after-file
+  awk -v pods="$PODS" 'NR == FNR { b[$1] = $2; next } { d = $2 - b[$1]; line = line sprintf(" %s=%.1f", $1, d / pods) }
+    END { print "etcd per pod (ADD + DEL):" line }' "$1" "$2"
+}
 first=1
-for reads in $READS; do
+for variant in "${VARIANTS[@]}"; do
+reads=${variant%/*}
+wep=${variant#*/}
 if [ "$first" = 0 ]; then
   stop_felix
-  start_felix "$reads"
+  start_felix "$reads" "$wep"
   wait_until "felix ready (CNI STATUS)" 60 felix_ready
 fi
 first=0
 for par in $PARALLELS; do
-  echo "== $PODS pods each, $par at a time, rounds of $ROUND, IPAM reads $reads"
+  echo "== $PODS pods each, $par at a time, rounds of $ROUND, IPAM reads $reads, WorkloadEndpoint write $wep"
   echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
   log_lines=$(wc -l <"$WORK/felix.log")
+  etcd_counts >"$WORK/etcd-before.txt"
   PERF_PID=
   if [ -n "${PERF_OUT:-}" ] && [ "${PERF_PAR:-}" = "$par" ]; then
     perf record -a -g -F 499 -o "$PERF_OUT" >"$WORK/perf.log" 2>&1 &
@@ -216,6 +250,8 @@ for par in $PARALLELS; do
     wait "$PERF_PID" 2>/dev/null || true
   fi
   echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  etcd_counts >"$WORK/etcd-after.txt"
+  etcd_per_pod "$WORK/etcd-before.txt" "$WORK/etcd-after.txt"
   assert_clean
   phase_medians "$log_lines"
   for cmd in ADD DEL; do
@@ -225,6 +261,6 @@ for par in $PARALLELS; do
     p99=$(awk -v c=$cmd '$1=="ptp" && $2==c && $3 ~ /^n=/ {sub("p99_ms=","",$5); print $5}' "$WORK/summary-$par.txt")
     printf 'ratio margay/ptp %s: p50 %.2f, p99 %.2f\n' "$cmd" "$(echo "$m50/$p50" | bc -l)" "$(echo "$m99/$p99" | bc -l)"
   done
-  if [ -n "${KEEP_SAMPLES:-}" ]; then cp "$WORK/samples-$par.txt" "$KEEP_SAMPLES-$reads-$par.txt"; fi
+  if [ -n "${KEEP_SAMPLES:-}" ]; then cp "$WORK/samples-$par.txt" "$KEEP_SAMPLES-$reads-$wep-$par.txt"; fi
 done
 done

@@ -3,10 +3,12 @@
 
 use crate::error::{CniError, code};
 use crate::result::{CniResult, Dns, Interface, IpConfig, Route};
+use hyper_util::rt::TokioIo;
 use margay_proto::felix::v1 as pb;
 use std::path::Path;
 use std::time::Duration;
-use tonic::transport::Channel;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint};
 
 /// How long the plugin waits to connect to felix.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -16,17 +18,50 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
 pub type Client = pb::endpoints_client::EndpointsClient<Channel>;
 
 /// Connects to felix's socket; an unreachable felix is "try again later" (11).
+///
+/// One connection: the plugin makes one request, so the stream dialled here (which fails at
+/// once, in the OS's words, when felix is not there) is the channel's, not a probe followed by
+/// a second dial as daemons' long-lived channels do (`margay_common::uds`); felix accepts
+/// one connection per ADD instead of two.
 pub async fn connect(socket: &Path) -> Result<Client, CniError> {
-    let channel =
-        margay_common::uds::channel_with_request_timeout(socket, CONNECT_TIMEOUT, REQUEST_TIMEOUT)
-            .await
-            .map_err(|e| {
-                CniError::new(
-                    code::TRY_AGAIN_LATER,
-                    format!("felix is unreachable at {}: {}", socket.display(), e.reason),
-                )
-            })?;
+    let unreachable = |why: String| {
+        CniError::new(
+            code::TRY_AGAIN_LATER,
+            format!("felix is unreachable at {}: {why}", socket.display()),
+        )
+    };
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(socket)).await {
+        Err(_) => return Err(unreachable(format!("timed out after {CONNECT_TIMEOUT:?}"))),
+        Ok(Err(e)) => return Err(unreachable(os_reason(&e))),
+        Ok(Ok(s)) => s,
+    };
+    let mut stream = Some(stream);
+    let channel = Endpoint::from_static("http://margay.invalid")
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .connect_with_connector(tower::service_fn(move |_| {
+            let s = stream.take();
+            async move {
+                s.map(TokioIo::new).ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        "the connection to felix was closed",
+                    )
+                })
+            }
+        }))
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
     Ok(pb::endpoints_client::EndpointsClient::new(channel))
+}
+
+/// "No such file or directory" rather than "No such file or directory (os error 2)".
+fn os_reason(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
 }
 
 /// felix's gRPC status as a CNI error; `what` names the request ("ADD", "DEL", ...).

@@ -388,6 +388,17 @@ impl Store {
     /// given revision (`None`: the key must not exist). All or nothing: a lost race on any
     /// key is a [`StoreError::Conflict`] (or `AlreadyExists`) naming the first such key.
     pub async fn put_json_all(&self, writes: &[CasWrite<'_>]) -> Result<i64, StoreError> {
+        self.put_json_all_with(writes, &[]).await
+    }
+
+    /// [`Store::put_json_all`], with `riders` (key, encoded value) put in the same transaction
+    /// without a compare of their own: records that belong to the compared ones, such as the
+    /// WorkloadEndpoint of a pod whose address the transaction allocates (one write per ADD).
+    pub async fn put_json_all_with(
+        &self,
+        writes: &[CasWrite<'_>],
+        riders: &[(String, Vec<u8>)],
+    ) -> Result<i64, StoreError> {
         let compares: Vec<Compare> = writes
             .iter()
             .map(|w| match w.expected {
@@ -395,7 +406,15 @@ impl Store {
                 Some(r) => Compare::mod_revision(w.key, CompareOp::Equal, r),
             })
             .collect();
-        let Some(rev) = self.put_if(compares, writes).await? else {
+        let riders: Vec<CasWrite<'_>> = riders
+            .iter()
+            .map(|(key, value)| CasWrite {
+                key,
+                value: value.clone(),
+                expected: None,
+            })
+            .collect();
+        let Some(rev) = self.put_if(compares, writes.iter().chain(&riders)).await? else {
             let first = writes.first();
             return Err(match first {
                 Some(CasWrite {
@@ -469,6 +488,13 @@ impl Store {
     }
 
     // ---- typed resources -----------------------------------------------------------------
+
+    /// A resource as written to etcd: its key and its stored value (checked as
+    /// [`Store::create`] checks it), for a transaction that writes it beside other records.
+    pub fn resource_record<S: Spec>(r: &Resource<S>) -> Result<(String, Vec<u8>), StoreError> {
+        r.validate()?;
+        Ok((key_of(r), encode(&stored(r))))
+    }
 
     /// Reads one resource; `metadata.resourceVersion` is set to its revision.
     pub async fn get<S: Spec>(&self, name: &str) -> Result<Option<Resource<S>>, StoreError> {

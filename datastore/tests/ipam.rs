@@ -24,6 +24,11 @@ async fn pool(store: &Store, name: &str, cidr: &str) {
     store.create(&p).await.unwrap();
 }
 
+/// Pool `p` of /28 blocks.
+async fn pool_of_28s(store: &Store, cidr: &str) {
+    pool_with(store, "p", cidr, |s| s.block_size = Some(28)).await;
+}
+
 async fn node(store: &Store, name: &str) {
     let n: Node = Resource::new(name, NodeSpec::default());
     store.create(&n).await.unwrap();
@@ -580,13 +585,7 @@ async fn sixteen_at_a_time_through_one_client_on_one_node_are_unique_and_consist
     let etcd = EtcdServer::start();
     let store = etcd.store().await;
     // /28 blocks: the bursts cross block boundaries, so claims race too.
-    let mut spec = IpPoolSpec {
-        cidr: "10.11.0.0/22".into(),
-        block_size: Some(28),
-        ..IpPoolSpec::default()
-    };
-    spec.apply_defaults();
-    store.create(&Resource::new("p", spec)).await.unwrap();
+    pool_of_28s(&store, "10.11.0.0/22").await;
     node(&store, "n1").await;
     let ipam = Arc::new(Ipam::new(store.clone()));
     let mut by_addr: BTreeMap<IpAddr, String> = BTreeMap::new();
@@ -698,4 +697,137 @@ async fn a_handle_with_a_record_already_is_counted_right_when_batched_with_new_o
     assert!(report.handle_mismatches.is_empty(), "{report:?}");
     assert!(report.allocations_without_handle.is_empty(), "{report:?}");
     assert_eq!(report.handles, 12);
+}
+
+/// The WorkloadEndpoint rides in the allocation's transaction (one etcd write per ADD): sixteen
+/// at a time on one node, across block boundaries, each endpoint lands in the same revision
+/// as its address, names exactly that address, and `check` pairs every handle with its
+/// endpoint. A rider that cannot be written (an invalid endpoint) fails its own request only,
+/// allocating nothing; a dual-stack request does not carry it (the caller writes it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_endpoint_rides_in_the_allocation_transaction_sixteen_at_a_time() {
+    let etcd = EtcdServer::start();
+    let store = etcd.store().await;
+    pool_of_28s(&store, "10.13.0.0/24").await;
+    node(&store, "n1").await;
+    let ipam = Arc::new(Ipam::new(store.clone()));
+    let endpoint = |container: String, valid: bool| -> margay_datastore::ipam::Rider {
+        Arc::new(move |ip: IpAddr| {
+            let mut w: WorkloadEndpoint = Resource::new(
+                format!("n1-k8s-{container}-eth0"),
+                WorkloadEndpointSpec {
+                    node: "n1".into(),
+                    container_id: container.clone(),
+                    interface_name: "cali0".into(),
+                    ip_networks: vec![format!("{ip}/32")],
+                    ..WorkloadEndpointSpec::default()
+                },
+            );
+            w.metadata.namespace = Some("default".into());
+            if !valid {
+                w.metadata.name = "Not A Valid Name!".into();
+            }
+            w.metadata
+                .annotations
+                .insert(ANN_NETWORK.into(), "k8s-pod-network".into());
+            w.metadata
+                .annotations
+                .insert(ANN_IPAM.into(), MARGAY_IPAM.into());
+            Store::resource_record(&w)
+        })
+    };
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let ipam = ipam.clone();
+            let c = format!("c{i}");
+            // One of them carries an endpoint that cannot be written.
+            let rider = endpoint(c.clone(), i != 5);
+            tokio::spawn(async move {
+                let h = format!("k8s-pod-network.{c}");
+                let got = ipam
+                    .auto_assign_with(&h, "n1", &no_attrs(), 1, 0, &[], Some(rider))
+                    .await;
+                (c, h, got)
+            })
+        })
+        .collect();
+    let mut assigned = BTreeMap::new();
+    for t in tasks {
+        let (c, h, got) = t.await.unwrap();
+        if c == "c5" {
+            assert!(
+                got.is_err(),
+                "an invalid endpoint must fail its ADD: {got:?}"
+            );
+            continue;
+        }
+        let got = got.unwrap_or_else(|e| panic!("{h}: {e}"));
+        assert!(got.rider_written);
+        assert_eq!(got.v4.len(), 1);
+        assert!(assigned.insert(got.v4[0], c).is_none(), "address twice");
+    }
+    assert_eq!(assigned.len(), 15);
+    let blocks = ipam.blocks().await.unwrap();
+    for (ip, c) in &assigned {
+        let w = store
+            .get_ns::<WorkloadEndpointSpec>(Some("default"), &format!("n1-k8s-{c}-eth0"))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no endpoint for {c}"));
+        assert_eq!(w.spec.ip_networks, vec![format!("{ip}/32")]);
+        // Written by the transaction that wrote the address's block.
+        let block = blocks
+            .iter()
+            .find(|b| b.value.cidr.contains(ip))
+            .expect("block");
+        let rev: i64 = w
+            .metadata
+            .resource_version
+            .as_deref()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let hrec = store
+            .get_json::<Handle>(&handle_key(&format!("k8s-pod-network.{c}")))
+            .await
+            .unwrap()
+            .expect("handle");
+        assert_eq!(
+            rev, hrec.mod_revision,
+            "{c}: endpoint and handle in one transaction"
+        );
+        assert!(rev <= block.mod_revision);
+    }
+    let total: usize = blocks.iter().map(|b| b.value.allocations.len()).sum();
+    assert_eq!(total, 15, "the failed request holds no address");
+    let report = ipam.check().await.unwrap();
+    assert!(report.is_clean(), "{report:#?}");
+
+    // Dual-stack: two addresses, so the endpoint is the caller's to write.
+    let mut v6 = IpPoolSpec {
+        cidr: "fd00:13::/120".into(),
+        ..IpPoolSpec::default()
+    };
+    v6.apply_defaults();
+    store.create(&Resource::new("p6", v6)).await.unwrap();
+    let got = ipam
+        .auto_assign_with(
+            "k8s-pod-network.ds",
+            "n1",
+            &no_attrs(),
+            1,
+            1,
+            &[],
+            Some(endpoint("ds".into(), true)),
+        )
+        .await
+        .unwrap();
+    assert!(!got.rider_written);
+    assert!(
+        store
+            .get_ns::<WorkloadEndpointSpec>(Some("default"), "n1-k8s-ds-eth0")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

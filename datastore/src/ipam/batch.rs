@@ -9,7 +9,7 @@
 //! block and retries the same batch. No lock is held across an await.
 
 use super::records::*;
-use super::{Ipam, IpamError, MAX_RETRIES, jitter};
+use super::{Ipam, IpamError, MAX_RETRIES, Rider, jitter};
 use crate::store::{CasWrite, Store, StoreError, Versioned};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -28,6 +28,8 @@ struct Req {
     /// The handle has no record yet, as far as the caller knows: the first write creates it
     /// without reading it first (one round trip less); a lost race reads it.
     fresh: bool,
+    /// Written in the same transaction as its allocation (the pod's WorkloadEndpoint).
+    rider: Option<Rider>,
     tx: oneshot::Sender<Msg>,
 }
 
@@ -47,6 +49,7 @@ struct ReqData {
     attrs: BTreeMap<String, String>,
     reserved: Arc<Vec<IpNet>>,
     fresh: bool,
+    rider: Option<Rider>,
 }
 
 #[derive(Default)]
@@ -96,6 +99,7 @@ impl Ipam {
         attrs: &BTreeMap<String, String>,
         reserved: &[IpNet],
         fresh: bool,
+        rider: Option<Rider>,
     ) -> Result<Try, IpamError> {
         let cidr = block.value.cidr;
         let mut data = ReqData {
@@ -103,6 +107,7 @@ impl Ipam {
             attrs: attrs.clone(),
             reserved: Arc::new(reserved.to_vec()),
             fresh,
+            rider,
         };
         let mut fresh = Some(block);
         let mut lead_at_front = false;
@@ -113,6 +118,7 @@ impl Ipam {
                 attrs: data.attrs,
                 reserved: data.reserved,
                 fresh: data.fresh,
+                rider: data.rider,
                 tx,
             };
             let lead = {
@@ -215,9 +221,19 @@ impl Ipam {
             // Ordinals in order of arrival; a request the block has no room for goes elsewhere.
             let mut b = cur.value.clone();
             let mut placed: Vec<(Req, u32)> = Vec::new();
+            let mut riders: Vec<(String, Vec<u8>)> = Vec::new();
             for r in batch {
                 match b.free_ordinal_except(&r.reserved) {
                     Some(ord) => {
+                        if let Some(rider) = &r.rider {
+                            match rider(b.addr(ord)) {
+                                Ok(record) => riders.push(record),
+                                Err(e) => {
+                                    let _ = r.tx.send(Msg::Failed(IpamError::from(e)));
+                                    continue;
+                                }
+                            }
+                        }
                         b.allocations.insert(
                             ord,
                             Allocation {
@@ -257,7 +273,7 @@ impl Ipam {
             for (hkey, h, rev) in &handles {
                 writes.push(CasWrite::json(hkey, h, *rev));
             }
-            match self.store.put_json_all(&writes).await {
+            match self.store.put_json_all_with(&writes, &riders).await {
                 Ok(_) => {
                     for (r, ord) in placed {
                         let _ = r.tx.send(Msg::Got(b.addr(ord)));
@@ -302,6 +318,7 @@ impl Drop for HandOff<'_> {
                 attrs: next.attrs,
                 reserved: next.reserved,
                 fresh: next.fresh,
+                rider: next.rider,
             };
             if next.tx.send(Msg::Lead(data)).is_ok() {
                 return;

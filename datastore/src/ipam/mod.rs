@@ -130,7 +130,17 @@ pub struct Want {
 pub struct Assigned {
     pub v4: Vec<IpAddr>,
     pub v6: Vec<IpAddr>,
+    /// The [`Rider`] was written in the allocation's transaction (only a one-address
+    /// assignment carries it; otherwise the caller writes its record itself).
+    pub rider_written: bool,
 }
+
+/// A record written in the same etcd transaction as an allocation, made from the address it
+/// allocates: felix's WorkloadEndpoint, so that a pod's ADD is one etcd write (and its
+/// endpoint never exists without its address, nor the address, once the ADD is done, without
+/// its endpoint). Returns the key and the encoded value ([`Store::resource_record`]).
+pub type Rider =
+    std::sync::Arc<dyn Fn(IpAddr) -> Result<(String, Vec<u8>), StoreError> + Send + Sync>;
 
 /// The IPAM client.
 pub struct Ipam {
@@ -247,12 +257,32 @@ impl Ipam {
         num_v6: usize,
         pools: &[String],
     ) -> Result<Assigned, IpamError> {
+        self.auto_assign_with(handle, node, attrs, num_v4, num_v6, pools, None)
+            .await
+    }
+
+    /// [`Ipam::auto_assign`], with `rider` (the pod's WorkloadEndpoint) written in the
+    /// allocation's transaction when the assignment is of exactly one address
+    /// ([`Assigned::rider_written`] says whether it was).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn auto_assign_with(
+        &self,
+        handle: &str,
+        node: &str,
+        attrs: &BTreeMap<String, String>,
+        num_v4: usize,
+        num_v6: usize,
+        pools: &[String],
+        rider: Option<Rider>,
+    ) -> Result<Assigned, IpamError> {
         let want = Want {
             usage: AllowedUse::Workload,
             num_v4,
             num_v6,
         };
-        self.auto_assign_for(want, handle, node, attrs, pools).await
+        let rider = rider.filter(|_| num_v4 + num_v6 == 1);
+        self.assign_carrying(want, handle, node, attrs, pools, rider)
+            .await
     }
 
     /// Assigns addresses for `want.usage` (pool `allowedUses`: Workload for pods, Tunnel for
@@ -265,6 +295,20 @@ impl Ipam {
         node: &str,
         attrs: &BTreeMap<String, String>,
         pools: &[String],
+    ) -> Result<Assigned, IpamError> {
+        self.assign_carrying(want, handle, node, attrs, pools, None)
+            .await
+    }
+
+    /// [`Ipam::auto_assign_for`], `rider` written with the first allocation.
+    async fn assign_carrying(
+        &self,
+        want: Want,
+        handle: &str,
+        node: &str,
+        attrs: &BTreeMap<String, String>,
+        pools: &[String],
+        mut rider: Option<Rider>,
     ) -> Result<Assigned, IpamError> {
         let families: Vec<(u8, usize)> = [(4u8, want.num_v4), (6u8, want.num_v6)]
             .into_iter()
@@ -302,8 +346,19 @@ impl Ipam {
                 // The handle's first address of this call: it has no record yet (unless an
                 // earlier, failed ADD's undo is late: then the first write loses and retries).
                 let fresh = out.v4.is_empty() && out.v6.is_empty();
+                let carried = rider.take();
+                out.rider_written |= carried.is_some();
                 let addr = self
-                    .assign_one(handle, node, attrs, fam, &candidates, &rules, fresh)
+                    .assign_one(
+                        handle,
+                        node,
+                        attrs,
+                        fam,
+                        &candidates,
+                        &rules,
+                        fresh,
+                        carried,
+                    )
                     .await?;
                 if fam == 4 {
                     out.v4.push(addr);
@@ -325,6 +380,7 @@ impl Ipam {
         pools: &[IpPool],
         rules: &Rules,
         fresh: bool,
+        rider: Option<Rider>,
     ) -> Result<IpAddr, IpamError> {
         let (cfg, reserved) = (&rules.cfg, rules.reserved.as_slice());
         let pool_nets: Vec<(IpNet, u8)> = pools
@@ -361,7 +417,7 @@ impl Ipam {
                     continue;
                 }
                 if let Try::Got(ip) = self
-                    .allocate_in(block, handle, attrs, reserved, fresh)
+                    .allocate_in(block, handle, attrs, reserved, fresh, rider.clone())
                     .await?
                 {
                     return Ok(ip);
@@ -436,7 +492,10 @@ impl Ipam {
             }
             lenders.sort_by_key(|b| std::cmp::Reverse(b.value.free_count()));
             for b in lenders {
-                if let Try::Got(ip) = self.allocate_in(b, handle, attrs, reserved, fresh).await? {
+                if let Try::Got(ip) = self
+                    .allocate_in(b, handle, attrs, reserved, fresh, rider.clone())
+                    .await?
+                {
                     debug!(%ip, node, "borrowed an address from another node's block");
                     return Ok(ip);
                 }

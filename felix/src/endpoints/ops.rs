@@ -3,10 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use margay_datastore::ipam::IpamError;
+use margay_datastore::ipam::{IpamError, Rider};
 use margay_datastore::resources::{IpPoolSpec, Resource, WorkloadEndpointSpec};
 use margay_datastore::{Store, StoreError};
 use margay_proto::felix::v1 as pb;
@@ -25,6 +26,14 @@ pub const ANN_CONTAINER_MAC: &str = "margay.io/container-mac";
 const RECONCILER_WAIT: Duration = Duration::from_millis(1500);
 /// How long ADD waits for the policy task to program the new endpoint.
 const POLICY_WAIT: Duration = Duration::from_secs(10);
+
+/// `MARGAY_ENDPOINT_OWN_WRITE=1` in felix's environment writes the WorkloadEndpoint in a
+/// transaction of its own, after IPAM's, as before it rode in IPAM's: for benchmarks that
+/// compare the two in one run (`bench/cni-latency.sh`, `WEP_WRITE`).
+fn endpoint_own_write() -> bool {
+    static OWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OWN.get_or_init(|| std::env::var("MARGAY_ENDPOINT_OWN_WRITE").is_ok_and(|v| v == "1"))
+}
 
 /// The attachment's identity as felix keys it.
 pub(crate) struct Target {
@@ -194,13 +203,24 @@ async fn pool_names(store: &Store, wanted: &[String]) -> Result<Vec<String>, Sta
         .collect()
 }
 
-/// Assigns the attachment's addresses (margay IPAM) or takes the delegated ones.
+/// What [`assign`] gave: the addresses, the IPAM that gave them, and whether the
+/// WorkloadEndpoint was written in IPAM's transaction.
+struct Assignment {
+    addresses: Vec<IpNet>,
+    ipam_kind: String,
+    endpoint_written: bool,
+}
+
+/// Assigns the attachment's addresses (margay IPAM) or takes the delegated ones. An
+/// auto-assignment of one address writes `endpoint` (the WorkloadEndpoint for an address) in
+/// the same etcd transaction as the allocation.
 async fn assign(
     svc: &EndpointService,
     req: &pb::AddEndpointRequest,
     t: &Target,
     handle: &str,
-) -> Result<(Vec<IpNet>, String), Status> {
+    endpoint: Option<Rider>,
+) -> Result<Assignment, Status> {
     let (store, ipam) = svc.datastore().await?;
     let node = &svc.cfg().node;
     let mut attrs = BTreeMap::new();
@@ -223,7 +243,11 @@ async fn assign(
                     }
                     got.push(host_prefix(ip));
                 }
-                return Ok((got, MARGAY_IPAM.into()));
+                return Ok(Assignment {
+                    addresses: got,
+                    ipam_kind: MARGAY_IPAM.into(),
+                    endpoint_written: false,
+                });
             }
             if !m.assign_ipv4 && !m.assign_ipv6 {
                 return Err(Status::invalid_argument(
@@ -233,20 +257,22 @@ async fn assign(
             let mut pools = pool_names(store, &m.ipv4_pools).await?;
             pools.extend(pool_names(store, &m.ipv6_pools).await?);
             let assigned = ipam
-                .auto_assign(
+                .auto_assign_with(
                     handle,
                     node,
                     &attrs,
                     usize::from(m.assign_ipv4),
                     usize::from(m.assign_ipv6),
                     &pools,
+                    endpoint,
                 )
                 .await;
             match assigned {
-                Ok(a) => Ok((
-                    a.v4.into_iter().chain(a.v6).map(host_prefix).collect(),
-                    MARGAY_IPAM.into(),
-                )),
+                Ok(a) => Ok(Assignment {
+                    endpoint_written: a.rider_written,
+                    addresses: a.v4.into_iter().chain(a.v6).map(host_prefix).collect(),
+                    ipam_kind: MARGAY_IPAM.into(),
+                }),
                 Err(e) => {
                     // Anything half-assigned goes back.
                     release(svc, handle).await;
@@ -268,7 +294,11 @@ async fn assign(
             if got.is_empty() {
                 return Err(Status::invalid_argument("delegated IPAM gave no address"));
             }
-            Ok((got, d.plugin.clone()))
+            Ok(Assignment {
+                addresses: got,
+                ipam_kind: d.plugin.clone(),
+                endpoint_written: false,
+            })
         }
         None => Err(Status::invalid_argument("no ipam in the request")),
     }
@@ -349,7 +379,27 @@ pub async fn add(
     let margay_ipam = matches!(req.ipam, Some(pb::add_endpoint_request::Ipam::Margay(_)));
     // What a failed ADD takes back in etcd: the handle only if margay's IPAM assigned it.
     let ours = margay_ipam.then(|| handle.clone());
-    let (addresses, ipam_kind) = match deadline.bound(assign(svc, &req, &t, &handle)).await {
+    let mac_bytes = naming::container_mac(&t.container_id, &t.ifname);
+    let mac = plumbing::mac_string(&mac_bytes);
+    // The WorkloadEndpoint rides in IPAM's transaction when one address is assigned: one etcd
+    // write per ADD. It may land before the veth: the reconciler holds the pod's route until
+    // its device is up, and the policy task's map entries wait for nothing else.
+    let template = endpoint_resource(&t, &cfg.node, &network, MARGAY_IPAM, &req.netns, &[], &mac);
+    let endpoint: Option<Rider> = (!endpoint_own_write()).then(|| {
+        Arc::new(move |ip| {
+            let mut w = template.clone();
+            w.spec.ip_networks = vec![host_prefix(ip).to_string()];
+            Store::resource_record(&w)
+        }) as Rider
+    });
+    let assignment = deadline
+        .bound(assign(svc, &req, &t, &handle, endpoint))
+        .await;
+    let Assignment {
+        addresses,
+        ipam_kind,
+        endpoint_written,
+    } = match assignment {
         Some(r) => r?,
         None => {
             // The assignment may still land when etcd answers again.
@@ -359,8 +409,6 @@ pub async fn add(
     };
     let assigned = started.elapsed();
 
-    let mac_bytes = naming::container_mac(&t.container_id, &t.ifname);
-    let mac = plumbing::mac_string(&mac_bytes);
     let plan = Plan {
         netns: req.netns.clone(),
         host_ifname: t.host_ifname.clone(),
@@ -374,16 +422,24 @@ pub async fn add(
         &t, &cfg.node, &network, &ipam_kind, &req.netns, &addresses, &mac,
     );
 
-    // The veth and the WorkloadEndpoint at the same time: the reconciler holds the pod's
-    // route until its device is up, so either may land first. IPAM came first, so a crash
-    // here leaves addresses `margayctl ipam check` finds without an endpoint.
+    // The veth, and the WorkloadEndpoint unless IPAM's transaction wrote it, at the same time:
+    // the reconciler holds the pod's route until its device is up, so either may land first.
+    // A crash here leaves an endpoint without its veth (dual-stack: addresses without an
+    // endpoint): the runtime's DEL of the failed ADD, or CNI GC, takes it back.
     let p = plan.clone();
     let build = blocking(move || {
         // A veth left by an earlier container of this pod (or a crash) is in the way.
         plumbing::remove_host_side(&p.host_ifname)?;
         plumbing::build_container_side(&p)
     });
-    let (built, written) = tokio::join!(build, deadline.bound(put_wep(store, &wep)));
+    let write = async {
+        if endpoint_written {
+            Some(Ok(()))
+        } else {
+            deadline.bound(put_wep(store, &wep)).await
+        }
+    };
+    let (built, written) = tokio::join!(build, write);
     let wired = started.elapsed();
     let failed = match (&built, &written) {
         (Ok(()), Some(Ok(()))) => None,
