@@ -24,6 +24,8 @@ const BEAT: Duration = Duration::from_secs(2);
 pub enum Input {
     /// A new model (replaces the previous one entirely).
     Model(Box<Model>),
+    /// A new desired state, computed by the caller from its model ([`desired::compute`]).
+    Desired(Box<desired::Desired>),
     /// Kernel notifications.
     Netlink(Vec<Event>),
     /// Whether felix's remote routes missing from the model stay (until the remote table is
@@ -95,6 +97,13 @@ impl Agent {
     /// Hands the loop a new model.
     pub fn update(&self, model: Model) {
         let _ = self.tx.send(Input::Model(Box::new(model)));
+    }
+
+    /// Hands the loop the desired state of a model the caller has already computed it for
+    /// (cluster mode needs it first for the originated set): the same as [`Agent::update`]
+    /// without computing it twice.
+    pub fn set_desired(&self, desired: desired::Desired) {
+        let _ = self.tx.send(Input::Desired(Box::new(desired)));
     }
 
     /// While `hold` is true, felix's routes to remote blocks that the model lacks stay in the
@@ -226,7 +235,14 @@ fn run(
             match input {
                 Input::Shutdown => break 'outer,
                 Input::Model(m) => {
+                    let t = Instant::now();
                     rec.set_desired(desired::compute(&m));
+                    tracing::debug!(target: "route_path", elapsed_us = t.elapsed().as_micros() as u64, "felix: desired state computed");
+                    have_model = true;
+                }
+                Input::Desired(d) => {
+                    tracing::debug!(target: "route_path", "felix: desired state received");
+                    rec.set_desired(*d);
                     have_model = true;
                 }
                 Input::HoldStaleRemote(hold) => rec.hold_stale_remote(hold),
@@ -254,6 +270,7 @@ fn run(
         if !have_model {
             continue;
         }
+        let flush_start = Instant::now();
         let result = if need_resync {
             next_resync = Instant::now() + resync_interval;
             need_resync = false;
@@ -263,6 +280,7 @@ fn run(
         };
         match result {
             Ok(report) if report != Default::default() => {
+                tracing::debug!(target: "route_path", elapsed_us = flush_start.elapsed().as_micros() as u64, "felix: kernel routes written");
                 programmed.send_modify(|g| *g = g.wrapping_add(1));
                 tracing::info!(?report, "dataplane updated")
             }

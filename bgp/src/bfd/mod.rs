@@ -30,7 +30,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-/// Called on the BFD thread when a session leaves Up (it must not block).
+/// Called on the BFD thread when a session fails (it must not block): it left Up for a failure
+/// of the path, or its detection time expired while it re-synchronised with a peer's new
+/// session ([`Transition::failure`]).
 pub type OnDown = Box<dyn Fn(Transition) + Send + Sync>;
 
 /// One session as the status, API and metrics show it.
@@ -41,7 +43,8 @@ pub struct PeerBfd {
     pub snapshot: Snapshot,
     /// When the state last changed.
     pub since: SystemTime,
-    /// Times the session went from Up to Down.
+    /// Times the session failed (left Up for a failure of the path; not for the peer's
+    /// AdminDown or its new session).
     pub downs: u64,
 }
 
@@ -303,7 +306,7 @@ impl Service {
                 if let Some(mut e) = self.sessions.remove(&peer) {
                     // Tell the peer: a session that just went silent would look like a failure.
                     let p = e.session.admin_down().encode();
-                    let _ = e.socket.try_send_to(&p, SocketAddr::new(peer, self.port));
+                    let _ = udp::send_now(&e.socket, &p, SocketAddr::new(peer, self.port));
                     self.by_discr.remove(&e.session.local_discr());
                     info!(%peer, "BFD session removed");
                 }
@@ -363,7 +366,7 @@ impl Service {
         for _ in 0..3 {
             for (peer, bytes) in &packets {
                 if let Some(e) = self.sessions.get(peer) {
-                    let _ = e.socket.try_send_to(bytes, SocketAddr::new(*peer, port));
+                    let _ = udp::send_now(&e.socket, bytes, SocketAddr::new(*peer, port));
                 }
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -390,7 +393,7 @@ impl Service {
             let (packet, change) = e.session.poll(now, jitter);
             if let Some(p) = packet {
                 let to = SocketAddr::new(peer, self.port);
-                if let Err(err) = e.socket.try_send_to(&p.encode(), to) {
+                if let Err(err) = udp::send_now(&e.socket, &p.encode(), to) {
                     debug!(%peer, error = %err, "BFD send failed");
                 }
             }
@@ -403,7 +406,7 @@ impl Service {
     fn changed(&mut self, peer: IpAddr, t: Transition) {
         // The status first: whoever the Down reaches sees it counted.
         self.publish(peer, true);
-        if t.from == SessionState::Up
+        if t.failure
             && let Ok(mut m) = self.status.write()
             && let Some(s) = m.get_mut(&peer)
         {
@@ -412,14 +415,16 @@ impl Service {
         let Some(e) = self.sessions.get(&peer) else {
             return;
         };
-        if t.from == SessionState::Up
-            && e.session.snapshot().remote_state == SessionState::AdminDown
-        {
+        let snapshot = e.session.snapshot();
+        if t.failure {
+            warn!(%peer, diag = %t.diag, "BFD session down");
+            (e.on_down)(t);
+        } else if t.from == SessionState::Up && snapshot.remote_state == SessionState::AdminDown {
             // RFC 5882 §3.2: the peer stopped BFD on purpose; not a failure of the path.
             info!(%peer, "BFD session taken administratively down by the peer; BGP session kept");
         } else if t.from == SessionState::Up {
-            warn!(%peer, diag = %t.diag, "BFD session down");
-            (e.on_down)(t);
+            // The peer replaced its session (see session.rs): not a failure of the path.
+            info!(%peer, remote_discr = snapshot.remote_discr, "the peer restarted its BFD session; re-synchronising, BGP session kept");
         } else {
             info!(%peer, from = %t.from, to = %t.to, "BFD session state changed");
         }

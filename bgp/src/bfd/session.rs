@@ -12,6 +12,16 @@
 //! Down at the peer. The detection time is the peer's multiplier times
 //! `max(our required min RX, peer's desired min TX)` (§6.8.4), counted from the moment the
 //! last packet arrived (the caller passes the kernel's receive time).
+//!
+//! Coupling (RFC 5882 §3.2): a transition is a *failure*, the client protocol's cue to act, only
+//! when a session that was Up loses the path: its detection time expired, or the peer's same
+//! session signalled Down. The peer taking it AdminDown is not one; neither is a peer that
+//! replaced its session (BIRD removes its session whenever its BGP session goes down and starts
+//! a fresh one, a new discriminator in Down, when BGP starts again): that fresh session was
+//! never Up, and its Down says only that it starts. Ours re-synchronises with it (Down, Init,
+//! Up; RFC 5880 §6.8.6 selects a session by My Discriminator too when Your Discriminator is
+//! zero) while its detection time keeps running, so a path that fails meanwhile is still a
+//! failure.
 
 use super::packet::{ControlPacket, Diagnostic, SessionState, micros};
 use std::time::{Duration, Instant};
@@ -44,6 +54,8 @@ pub struct Transition {
     pub from: SessionState,
     pub to: SessionState,
     pub diag: Diagnostic,
+    /// The path failed: the client protocol must act (see the module's doc).
+    pub failure: bool,
 }
 
 /// What the session reports about itself (status, API, metrics).
@@ -88,6 +100,11 @@ pub struct Session {
     send_now: bool,
     next_tx: Instant,
     detect_deadline: Option<Instant>,
+    /// The session was Up and no failure has been reported since: a client relies on it (a
+    /// re-synchronisation with a peer's new session keeps this set).
+    coupled: bool,
+    /// The transition being made is a failure.
+    failing: bool,
 }
 
 impl Session {
@@ -112,6 +129,8 @@ impl Session {
             send_now: true,
             next_tx: now,
             detect_deadline: None,
+            coupled: false,
+            failing: false,
         }
     }
 
@@ -189,6 +208,7 @@ impl Session {
         self.final_due = false;
         self.send_now = false;
         self.detect_deadline = None;
+        self.coupled = false;
         self.packet()
     }
 
@@ -198,6 +218,13 @@ impl Session {
         if p.your_discr != 0 && p.your_discr != self.local_discr {
             return None;
         }
+        // The peer's new session (a discriminator we have not seen, not yet aware of ours, in
+        // Down) while ours is Up with its previous one: the peer restarted its session.
+        let restarted = self.state == SessionState::Up
+            && p.your_discr == 0
+            && p.state == SessionState::Down
+            && self.remote_discr != 0
+            && p.my_discr != self.remote_discr;
         self.remote_discr = p.my_discr;
         self.remote_state = p.state;
         self.remote_diag = p.diag;
@@ -217,20 +244,25 @@ impl Session {
         let before = self.state;
         match (self.state, p.state) {
             (SessionState::AdminDown, _) => return None,
-            (SessionState::Down, SessionState::AdminDown) => {}
-            (SessionState::Init | SessionState::Up, SessionState::AdminDown) => {
-                self.go_down(Diagnostic::NEIGHBOR_SIGNALED_DOWN)
+            (_, SessionState::AdminDown) => {
+                // Not a failure of the path (RFC 5882 §3.2).
+                self.coupled = false;
+                if self.state != SessionState::Down {
+                    self.go_down(Diagnostic::NEIGHBOR_SIGNALED_DOWN);
+                }
             }
             (SessionState::Down, SessionState::Down) => self.set_state(SessionState::Init),
             (SessionState::Down, SessionState::Init) => self.go_up(),
             (SessionState::Init, SessionState::Init | SessionState::Up) => self.go_up(),
-            (SessionState::Up, SessionState::Down) => {
+            (SessionState::Up, SessionState::Down) if restarted => {
                 self.go_down(Diagnostic::NEIGHBOR_SIGNALED_DOWN)
             }
+            (SessionState::Up, SessionState::Down) => self.fail(Diagnostic::NEIGHBOR_SIGNALED_DOWN),
             _ => {}
         }
-        if self.state == SessionState::Down {
-            // A Down session does not time out; it waits for the peer.
+        if self.state == SessionState::Down && !self.coupled {
+            // A Down session does not time out; it waits for the peer. (One that is
+            // re-synchronising with the peer's new session does: see the module's doc.)
             self.detect_deadline = None;
         }
         // The peer may want packets at a different rate: never later than its new interval.
@@ -253,9 +285,13 @@ impl Session {
             && now >= d
         {
             self.detect_deadline = None;
-            if matches!(self.state, SessionState::Init | SessionState::Up) {
+            if matches!(self.state, SessionState::Init | SessionState::Up) || self.coupled {
                 let before = self.state;
-                self.go_down(Diagnostic::DETECTION_TIME_EXPIRED);
+                if self.coupled {
+                    self.fail(Diagnostic::DETECTION_TIME_EXPIRED);
+                } else {
+                    self.go_down(Diagnostic::DETECTION_TIME_EXPIRED);
+                }
                 self.remote_discr = 0;
                 change = self.transition(before);
             }
@@ -305,6 +341,7 @@ impl Session {
 
     fn go_up(&mut self) {
         self.set_state(SessionState::Up);
+        self.coupled = true;
         self.local_diag = Diagnostic::NONE;
         if self.timers.desired_min_tx != self.advertised_tx {
             self.change_tx(self.timers.desired_min_tx);
@@ -319,6 +356,13 @@ impl Session {
         let slow = SLOW_TX.max(self.timers.desired_min_tx);
         self.advertised_tx = slow;
         self.effective_tx = slow;
+    }
+
+    /// Down for a failure of the path: the client is told, once.
+    fn fail(&mut self, diag: Diagnostic) {
+        self.go_down(diag);
+        self.failing = self.coupled;
+        self.coupled = false;
     }
 
     fn set_state(&mut self, s: SessionState) {
@@ -341,11 +385,13 @@ impl Session {
         self.send_now = true;
     }
 
-    fn transition(&self, before: SessionState) -> Option<Transition> {
-        (before != self.state).then_some(Transition {
+    fn transition(&mut self, before: SessionState) -> Option<Transition> {
+        let failure = std::mem::take(&mut self.failing);
+        (before != self.state || failure).then_some(Transition {
             from: before,
             to: self.state,
             diag: self.local_diag,
+            failure,
         })
     }
 }

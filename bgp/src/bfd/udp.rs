@@ -82,6 +82,15 @@ pub fn bind_sender(peer: IpAddr, local: Option<IpAddr>, start: u16) -> io::Resul
     Err(last)
 }
 
+/// Sends one datagram now, whatever the runtime last saw of the socket's readiness: tokio's
+/// `try_send_to` answers WouldBlock without trying once its readiness flag is clear, and the
+/// BFD thread never waits for writability, so a single EAGAIN would silence the session until
+/// the reactor happened to see the socket writable again (the peer's detection time expires
+/// meanwhile).
+pub fn send_now(sock: &UdpSocket, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+    socket2::SockRef::from(sock).send_to(buf, &to.into())
+}
+
 /// Receives one datagram with its TTL; waits until one is there.
 pub async fn recv(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
     sock.async_io(Interest::READABLE, || recv_now(sock.as_raw_fd(), buf))

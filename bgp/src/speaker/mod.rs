@@ -482,6 +482,9 @@ impl Speaker {
             return;
         }
         let changes = self.rib.take_best_changes();
+        if !changes.is_empty() {
+            tracing::debug!(target: "route_path", changes = changes.len(), "bgpd: best-path changes to the watchers");
+        }
         for c in changes {
             let route = c.route.map(|v| self.route_info(v));
             let _ = self.changes.send(WatchEvent::Change(RouteChange {

@@ -207,48 +207,63 @@ async fn session(
                 }
             }
             msg = stream.message() => {
-                let ev = match msg {
-                    Ok(Some(ev)) => ev,
-                    Ok(None) => return Err(FeedError::Ended),
-                    Err(status) => return Err(FeedError::Rpc { call: "WatchRoutes", status: Box::new(status) }),
-                };
-                if Kind::try_from(ev.kind) == Ok(Kind::Synced) {
-                    if let Some(mut table) = fresh.take() {
-                        let old = view.borrow().routes.clone();
-                        for (p, nh) in old {
-                            if let std::collections::btree_map::Entry::Vacant(e) = table.entry(p) {
-                                stale.insert(p);
-                                e.insert(nh);
+                // The rest of a burst (a session's routes flushed at once) is already read:
+                // take it too, so felix builds one model and writes one batch for the burst,
+                // not one per route.
+                let mut burst = vec![msg];
+                while burst.len() < BURST {
+                    match ready(stream.message()) {
+                        Some(m) => burst.push(m),
+                        None => break,
+                    }
+                }
+                let mut live = Vec::new();
+                for msg in burst {
+                    let ev = match msg {
+                        Ok(Some(ev)) => ev,
+                        Ok(None) => {
+                            publish(view, &mut live);
+                            return Err(FeedError::Ended);
+                        }
+                        Err(status) => {
+                            publish(view, &mut live);
+                            return Err(FeedError::Rpc { call: "WatchRoutes", status: Box::new(status) });
+                        }
+                    };
+                    if Kind::try_from(ev.kind) == Ok(Kind::Synced) {
+                        publish(view, &mut live);
+                        if let Some(mut table) = fresh.take() {
+                            let old = view.borrow().routes.clone();
+                            for (p, nh) in old {
+                                if let std::collections::btree_map::Entry::Vacant(e) = table.entry(p) {
+                                    stale.insert(p);
+                                    e.insert(nh);
+                                }
                             }
+                            if !stale.is_empty() {
+                                stale_deadline = tokio::time::Instant::now() + STALE_GRACE;
+                            }
+                            info!(routes = table.len(), stale = stale.len(), "bgpd: route table synced");
+                            view.send_modify(|v| {
+                                v.routes = table;
+                                v.synced = true;
+                                v.connected = true;
+                            });
+                        } else if !view.borrow().synced {
+                            info!(routes = view.borrow().routes.len(), "bgpd: route table complete");
+                            view.send_modify(|v| v.synced = true);
                         }
-                        if !stale.is_empty() {
-                            stale_deadline = tokio::time::Instant::now() + STALE_GRACE;
-                        }
-                        info!(routes = table.len(), stale = stale.len(), "bgpd: route table synced");
-                        view.send_modify(|v| {
-                            v.routes = table;
-                            v.synced = true;
-                            v.connected = true;
-                        });
-                    } else if !view.borrow().synced {
-                        info!(routes = view.borrow().routes.len(), "bgpd: route table complete");
-                        view.send_modify(|v| v.synced = true);
+                        continue;
                     }
-                    continue;
-                }
-                let Some(change) = route_change(&ev) else { continue };
-                stale.remove(&change.0);
-                match fresh.as_mut() {
-                    Some(table) => apply(table, change),
-                    None => {
-                        view.send_if_modified(|v| {
-                            let prefix = change.0;
-                            let before = v.routes.get(&prefix).cloned();
-                            apply(&mut v.routes, change);
-                            before.as_ref() != v.routes.get(&prefix)
-                        });
+                    let Some(change) = route_change(&ev) else { continue };
+                    debug!(target: "route_path", prefix = %change.0, withdraw = change.1.is_none(), "felix: route event from bgpd");
+                    stale.remove(&change.0);
+                    match fresh.as_mut() {
+                        Some(table) => apply(table, change),
+                        None => live.push(change),
                     }
                 }
+                publish(view, &mut live);
             }
             changed = originate.changed() => {
                 if changed.is_err() {
@@ -262,6 +277,38 @@ async fn session(
             }
         }
     }
+}
+
+/// Most route events taken as one burst.
+const BURST: usize = 4096;
+
+/// The stream's next message if it is already here (never waits).
+fn ready<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// Applies a burst of live changes to the view: one notification for all of them, none when
+/// nothing changed.
+fn publish(view: &watch::Sender<BgpView>, live: &mut Vec<(IpNet, Option<Vec<IpAddr>>)>) {
+    if live.is_empty() {
+        return;
+    }
+    let changes = std::mem::take(live);
+    view.send_if_modified(|v| {
+        let mut modified = false;
+        for change in changes {
+            let prefix = change.0;
+            let before = v.routes.get(&prefix).cloned();
+            apply(&mut v.routes, change);
+            modified |= before.as_ref() != v.routes.get(&prefix);
+        }
+        modified
+    });
 }
 
 /// Whether every peer of bgpd has been Established for at least [`SETTLED`].

@@ -351,6 +351,7 @@ pub async fn run(
             r = ds_rx.changed() => if r.is_err() { break },
             r = bgp_rx.changed() => if r.is_err() { break },
         }
+        let woke = std::time::Instant::now();
         let state = ds_rx.borrow_and_update().clone();
         let bgp = bgp_rx.borrow_and_update().clone();
         let Some(state) = state else { continue };
@@ -452,7 +453,9 @@ pub async fn run(
                     "datastore synced; programming the dataplane"
                 );
             }
-            agent.update(model.clone());
+            // The desired state computed above for the originated set, from this model.
+            agent.set_desired(desired_now);
+            tracing::debug!(target: "route_path", elapsed_us = woke.elapsed().as_micros() as u64, remote_routes = model.remote_routes.len(), "felix: model handed to the dataplane");
             model_tx.send_replace(Some(model.clone()));
             last_model = Some(model);
         }

@@ -268,3 +268,96 @@ fn admin_down_is_sent_and_keeps_the_session_quiet() {
     assert_eq!(a.receive(&b.packet(), t0), None);
     assert_eq!(a.state(), SessionState::AdminDown);
 }
+
+/// The packet a peer's brand-new session sends first: its own discriminator, ours unknown.
+fn fresh_session_down(a: &Session, my_discr: u32) -> ControlPacket {
+    ControlPacket {
+        state: SessionState::Down,
+        diag: Diagnostic::NONE,
+        my_discr,
+        your_discr: 0,
+        desired_min_tx_us: 1_000_000,
+        ..a.packet()
+    }
+}
+
+#[test]
+fn a_failure_is_reported_once_when_an_up_session_loses_the_path() {
+    let t0 = Instant::now();
+    let (mut a, _b) = up_pair(t0);
+    let (_, t) = a.poll(t0 + ms(301), 0);
+    let t = t.expect("expired");
+    assert!(t.failure && t.from == SessionState::Up, "{t:?}");
+    // Down and waiting: no further failure however long the silence.
+    assert_eq!(a.poll(t0 + ms(5000), 0).1, None);
+    // The peer's same session saying Down (it noticed first) is a failure too.
+    let (mut a, b) = up_pair(t0);
+    let p = ControlPacket {
+        state: SessionState::Down,
+        diag: Diagnostic::DETECTION_TIME_EXPIRED,
+        your_discr: 0,
+        ..b.packet()
+    };
+    let t = a.receive(&p, t0).expect("down");
+    assert!(t.failure, "{t:?}");
+    assert_eq!(t.diag, Diagnostic::NEIGHBOR_SIGNALED_DOWN);
+}
+
+#[test]
+fn admin_down_from_the_peer_is_not_a_failure() {
+    let t0 = Instant::now();
+    let (mut a, b) = up_pair(t0);
+    let p = ControlPacket {
+        state: SessionState::AdminDown,
+        diag: Diagnostic::ADMINISTRATIVELY_DOWN,
+        ..b.packet()
+    };
+    let t = a.receive(&p, t0).expect("down");
+    assert!(!t.failure, "{t:?}");
+    // Nor is the silence that follows it.
+    assert_eq!(a.poll(t0 + ms(5000), 0).1, None);
+}
+
+#[test]
+fn a_peers_new_session_resynchronises_without_a_failure() {
+    let t0 = Instant::now();
+    let (mut a, _b) = up_pair(t0);
+    // The peer (discriminator 22) dropped its session and started another, 33.
+    let t = a
+        .receive(&fresh_session_down(&a, 33), t0 + ms(50))
+        .expect("down");
+    assert_eq!((t.from, t.to), (SessionState::Up, SessionState::Down));
+    assert!(!t.failure, "the peer's new session was never Up: {t:?}");
+    // The three-way handshake with the new session: Down, Init, Up; still no failure.
+    let mut b = Session::new(fast(), 33, t0);
+    let seen = exchange(&mut a, &mut b, t0 + ms(60));
+    assert!(seen.iter().all(|(_, t)| !t.failure), "{seen:?}");
+    assert_eq!((a.state(), b.state()), (SessionState::Up, SessionState::Up));
+    assert_eq!(a.snapshot().remote_discr, 33);
+}
+
+#[test]
+fn a_path_that_fails_while_resynchronising_is_still_a_failure() {
+    let t0 = Instant::now();
+    let (mut a, _b) = up_pair(t0);
+    let t = a.receive(&fresh_session_down(&a, 33), t0).expect("down");
+    assert!(!t.failure);
+    // Nothing more from the peer: its new session's detection time (3 × its 1 s) runs out.
+    let deadline = a.deadline(t0 + ms(10));
+    assert!(deadline <= t0 + ms(3000), "{:?}", deadline - t0);
+    let (_, t) = a.poll(t0 + ms(3001), 0);
+    let t = t.expect("the resynchronisation failed");
+    assert!(t.failure, "{t:?}");
+    assert_eq!(t.diag, Diagnostic::DETECTION_TIME_EXPIRED);
+    // Reported once.
+    assert_eq!(a.poll(t0 + ms(9000), 0).1, None);
+}
+
+#[test]
+fn a_down_from_the_same_discriminator_is_not_mistaken_for_a_new_session() {
+    let t0 = Instant::now();
+    let (mut a, _b) = up_pair(t0);
+    // Discriminator 22 is the peer's session we are Up with; BIRD clears ours on its timeout.
+    let t = a.receive(&fresh_session_down(&a, 22), t0).expect("down");
+    assert!(t.failure, "{t:?}");
+}
