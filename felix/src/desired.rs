@@ -23,7 +23,7 @@
 //! [`Desired::shadowed`]); a more specific one inside an own block (an address another node
 //! borrowed from it) is programmed as any remote route.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
@@ -201,6 +201,63 @@ pub struct Desired {
     pub remove_external_routes: bool,
 }
 
+/// Which IPv4 tunnels the model calls for: (VXLAN, IP-in-IP). FelixConfiguration
+/// `vxlanEnabled` / `ipipEnabled` override what the enabled IPv4 pools call for (Calico:
+/// IP-in-IP is IPv4 only, and an IPv6 pool's VXLAN has a device of its own).
+fn wanted_tunnels(model: &Model) -> (bool, bool) {
+    let enabled = model
+        .pools
+        .iter()
+        .filter(|p| !p.disabled && p.cidr.addr().is_ipv4());
+    let cfg = &model.settings;
+    let vxlan = cfg
+        .vxlan_enabled
+        .unwrap_or_else(|| enabled.clone().any(|p| p.vxlan_mode != EncapMode::Never));
+    let ipip = cfg.ipip_enabled.unwrap_or_else(|| {
+        enabled
+            .clone()
+            .any(|p| p.vxlan_mode == EncapMode::Never && p.ipip_mode != EncapMode::Never)
+    });
+    (vxlan, ipip)
+}
+
+/// Whether an enabled IPv6 pool has `vxlanMode` (and `vxlanEnabled` does not turn VXLAN off).
+fn wants_vxlan_v6(model: &Model) -> bool {
+    model.settings.vxlan_enabled != Some(false)
+        && model
+            .pools
+            .iter()
+            .any(|p| !p.disabled && p.cidr.addr().is_ipv6() && p.vxlan_mode != EncapMode::Never)
+}
+
+/// The tunnel devices [`compute`] gives for `model`: (VXLAN, IP-in-IP, IPv6 VXLAN). Costs no
+/// more than the pools, whatever the number of nodes and routes.
+pub fn tunnel_devices(model: &Model) -> (bool, bool, bool) {
+    let (vxlan, ipip) = wanted_tunnels(model);
+    let v4 = model.node.address.is_some();
+    (
+        vxlan && v4,
+        ipip && v4,
+        wants_vxlan_v6(model) && model.node.address_v6.is_some(),
+    )
+}
+
+/// What bgpd should originate for this node ([`Desired::originate`]): its affine blocks and
+/// the addresses of its workloads that no affine block holds (borrowed /32s). Costs only this
+/// node's blocks and workloads, whatever the number of nodes and routes.
+pub fn originate(model: &Model) -> BTreeSet<IpNet> {
+    let mut out: BTreeSet<IpNet> = model.affine_blocks.iter().copied().collect();
+    for ep in &model.endpoints {
+        for ip in &ep.ips {
+            let host = host_of(ip);
+            if !model.affine_blocks.iter().any(|b| b.contains(&host)) {
+                out.insert(host);
+            }
+        }
+    }
+    out
+}
+
 /// Computes the desired dataplane for `model`.
 pub fn compute(model: &Model) -> Desired {
     let mut d = Desired {
@@ -209,24 +266,11 @@ pub fn compute(model: &Model) -> Desired {
         workload_prefixes: model.settings.interface_prefixes.clone(),
         remove_external_routes: model.settings.remove_external_routes,
         node_address_v6: model.node.address_v6.map(|a| a.addr()),
+        originate: originate(model),
         ..Desired::default()
     };
-    // The IPv4 tunnels serve the IPv4 pools (Calico: IP-in-IP is IPv4 only, and an IPv6 pool's
-    // VXLAN has a device of its own).
-    let enabled = model
-        .pools
-        .iter()
-        .filter(|p| !p.disabled && p.cidr.addr().is_ipv4());
     let cfg = &model.settings;
-    // FelixConfiguration vxlanEnabled / ipipEnabled override what the pools call for.
-    let wants_vxlan = cfg
-        .vxlan_enabled
-        .unwrap_or_else(|| enabled.clone().any(|p| p.vxlan_mode != EncapMode::Never));
-    let wants_ipip = cfg.ipip_enabled.unwrap_or_else(|| {
-        enabled
-            .clone()
-            .any(|p| p.vxlan_mode == EncapMode::Never && p.ipip_mode != EncapMode::Never)
-    });
+    let (wants_vxlan, wants_ipip) = wanted_tunnels(model);
     let node_v4 = model.node.address.map(|a| a.addr());
     if (wants_vxlan || wants_ipip) && node_v4.is_none() {
         d.problems.push(format!(
@@ -269,6 +313,12 @@ pub fn compute(model: &Model) -> Desired {
                 .flat_map(|ep| ep.ips.iter().map(host_of)),
         )
         .collect();
+    // Each node's VTEP by its address (the first in order), looked up once per route: a scan
+    // per route made a VXLAN cluster's compute O(N²).
+    let mut vtep_at: HashMap<IpAddr, IpAddr> = HashMap::new();
+    for v in d.vteps.iter().chain(&d.vteps_v6) {
+        vtep_at.entry(v.node_ip).or_insert(v.tunnel_ip);
+    }
     for r in &model.remote_routes {
         if model.node.owns(r.next_hop) {
             continue;
@@ -279,7 +329,7 @@ pub fn compute(model: &Model) -> Desired {
         }
         let mut routes = Vec::new();
         for nh in r.next_hops().filter(|nh| !model.node.owns(*nh)) {
-            match remote_route(model, &d, r.prefix, nh) {
+            match remote_route(model, &d, &vtep_at, r.prefix, nh) {
                 Ok(route) => routes.push(route),
                 Err(why) => d.problems.push(why),
             }
@@ -308,7 +358,6 @@ pub fn compute(model: &Model) -> Desired {
     }
 
     for block in &model.affine_blocks {
-        d.originate.insert(*block);
         d.routes.insert(
             *block,
             DesiredRoute {
@@ -324,10 +373,6 @@ pub fn compute(model: &Model) -> Desired {
         d.workload_interfaces.insert(ep.interface.clone());
         for ip in &ep.ips {
             let host = host_of(ip);
-            if !model.affine_blocks.iter().any(|b| b.contains(&host)) {
-                // A borrowed address: the /32 is ours to originate.
-                d.originate.insert(host);
-            }
             d.routes.insert(
                 host,
                 DesiredRoute {
@@ -407,12 +452,7 @@ fn remote_vteps(model: &Model, local: IpAddr, problems: &mut Vec<String>) -> Vec
 /// `ipv6VXLANTunnelAddr` and `vxlanTunnelMACAddrV6`.
 fn vxlan_v6(model: &Model, d: &mut Desired) {
     let cfg = &model.settings;
-    let wanted = cfg.vxlan_enabled != Some(false)
-        && model
-            .pools
-            .iter()
-            .any(|p| !p.disabled && p.cidr.addr().is_ipv6() && p.vxlan_mode != EncapMode::Never);
-    if !wanted {
+    if !wants_vxlan_v6(model) {
         return;
     }
     let Some(local) = d.node_address_v6 else {
@@ -468,6 +508,7 @@ fn host_of(ip: &IpNet) -> IpNet {
 fn remote_route(
     model: &Model,
     d: &Desired,
+    vtep_at: &HashMap<IpAddr, IpAddr>,
     prefix: IpNet,
     next_hop: IpAddr,
 ) -> Result<DesiredRoute, String> {
@@ -492,24 +533,21 @@ fn remote_route(
         EncapMode::CrossSubnet => !same_subnet,
     };
     let IpAddr::V4(nh4) = next_hop else {
-        return remote_route_v6(d, pool, prefix, direct, encap(pool.vxlan_mode), src);
+        let encapsulate = encap(pool.vxlan_mode);
+        return remote_route_v6(d, vtep_at, pool, prefix, direct, encapsulate, src);
     };
     if pool.vxlan_mode != EncapMode::Never {
         if !encap(pool.vxlan_mode) {
             return Ok(direct);
         }
-        let vtep = d
-            .vteps
-            .iter()
-            .find(|v| v.node_ip == IpAddr::V4(nh4))
-            .ok_or_else(|| {
-                format!("route {prefix} via {nh4}: no VXLAN tunnel endpoint known for that node")
-            })?;
+        let tunnel_ip = vtep_at.get(&IpAddr::V4(nh4)).ok_or_else(|| {
+            format!("route {prefix} via {nh4}: no VXLAN tunnel endpoint known for that node")
+        })?;
         return Ok(DesiredRoute {
             dst: prefix,
             class: RouteClass::Vxlan,
             target: Target::Gateway {
-                via: vtep.tunnel_ip,
+                via: *tunnel_ip,
                 dev: Some(VXLAN_DEVICE.to_string()),
                 onlink: true,
             },
@@ -535,6 +573,7 @@ fn remote_route(
 /// the IPv6 VXLAN device to the VTEP of the node at that address.
 fn remote_route_v6(
     d: &Desired,
+    vtep_at: &HashMap<IpAddr, IpAddr>,
     pool: &crate::model::IpPool,
     prefix: IpNet,
     direct: DesiredRoute,
@@ -554,20 +593,14 @@ fn remote_route_v6(
             pool.cidr
         ));
     }
-    let vtep = d
-        .vteps_v6
-        .iter()
-        .find(|v| v.node_ip == next_hop)
-        .ok_or_else(|| {
-            format!(
-                "route {prefix} via {next_hop}: no IPv6 VXLAN tunnel endpoint known for that node"
-            )
-        })?;
+    let tunnel_ip = vtep_at.get(&next_hop).ok_or_else(|| {
+        format!("route {prefix} via {next_hop}: no IPv6 VXLAN tunnel endpoint known for that node")
+    })?;
     Ok(DesiredRoute {
         dst: prefix,
         class: RouteClass::Vxlan,
         target: Target::Gateway {
-            via: vtep.tunnel_ip,
+            via: *tunnel_ip,
             dev: Some(VXLAN_V6_DEVICE.to_string()),
             onlink: true,
         },

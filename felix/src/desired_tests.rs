@@ -577,3 +577,45 @@ fn device_route_source_address_is_the_src_of_workload_and_tunnel_routes() {
         None
     );
 }
+
+#[test]
+fn originate_and_tunnel_devices_alone_give_what_the_whole_computation_gives() {
+    // What the coordinator asks per change without computing the whole desired state.
+    let modes = [EncapMode::Never, EncapMode::Always, EncapMode::CrossSubnet];
+    for ipip in modes {
+        for vxlan in modes {
+            for (borrowed, v6_pool, no_v4, vxlan_off) in [
+                (false, false, false, None),
+                (true, true, false, Some(false)),
+                (true, true, true, None),
+                (false, false, true, Some(true)),
+            ] {
+                let mut m = model(ipip, vxlan);
+                if borrowed {
+                    m.endpoints[0].ips.push(net("10.244.9.7/32"));
+                }
+                if v6_pool {
+                    m.pools.push(IpPool {
+                        cidr: net("fd00:10:244::/48"),
+                        ipip_mode: EncapMode::Never,
+                        vxlan_mode: vxlan,
+                        disabled: false,
+                        nat_outgoing: false,
+                    });
+                    m.node.address_v6 = Some("fd00::1/64".parse().unwrap());
+                }
+                if no_v4 {
+                    m.node.address = None;
+                }
+                m.settings.vxlan_enabled = vxlan_off;
+                let d = compute(&m);
+                assert_eq!(originate(&m), d.originate, "{ipip:?} {vxlan:?} {borrowed}");
+                assert_eq!(
+                    tunnel_devices(&m),
+                    (d.vxlan.is_some(), d.ipip.is_some(), d.vxlan_v6.is_some()),
+                    "{ipip:?} {vxlan:?} v6 pool {v6_pool} no v4 {no_v4} vxlanEnabled {vxlan_off:?}"
+                );
+            }
+        }
+    }
+}

@@ -340,7 +340,7 @@ pub async fn follow(
     tx: watch::Sender<Option<ClusterState>>,
 ) {
     let mut backoff = Duration::from_millis(100);
-    let (mut state, revs) = loop {
+    let (state, revs) = loop {
         match load(&store, &node, scope).await {
             Ok(v) => break v,
             Err(e) => {
@@ -357,7 +357,7 @@ pub async fn follow(
         blocks = state.affinities.len(),
         "datastore: first full sync"
     );
-    if tx.send(Some(state.clone())).is_err() {
+    if tx.send(Some(state)).is_err() {
         return;
     }
     let mut nodes = store.watch::<NodeSpec>(revs.nodes + 1);
@@ -366,38 +366,50 @@ pub async fn follow(
     let mut affs = store.watch_raw(&scope.affinity_prefix(&node), revs.affinities + 1);
     let mut peers = store.watch::<BgpPeerSpec>(revs.peers + 1);
     let mut felix = store.watch::<FelixConfigurationSpec>(revs.felix + 1);
+    // Each event is applied to the published state in place, without telling the receivers;
+    // they hear once the burst has settled. A copy of the whole state per burst (and its
+    // comparison with the last one) cost O(N) per Node change (issue 12).
     loop {
         let mut changed = false;
         let settle = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(settle);
         loop {
-            let local = tokio::select! {
-                ev = nodes.next() => { apply_nodes(&mut state, ev); false }
-                ev = peers.next() => { apply_named(&mut state.peers, ev); false }
-                ev = felix.next() => { apply_felix(&mut state, ev); false }
-                ev = pools.next() => { apply_named(&mut state.pools, ev); false }
-                ev = eps.next() => apply_endpoints(&mut state, scope, ev),
-                ev = affs.next() => { apply_affinities(&mut state, scope, ev); false }
+            // (this node's own pod: published at once; something changed: settle first)
+            let (local, modified) = tokio::select! {
+                ev = nodes.next() => (false, quietly(&tx, |s| apply_nodes(s, ev))),
+                ev = peers.next() => (false, quietly(&tx, |s| apply_named(&mut s.peers, ev))),
+                ev = felix.next() => (false, quietly(&tx, |s| apply_felix(s, ev))),
+                ev = pools.next() => (false, quietly(&tx, |s| apply_named(&mut s.pools, ev))),
+                ev = eps.next() => {
+                    // Another node's pod changes nothing here unless felix follows every node.
+                    let resync = matches!(ev, WatchEvent::Resync { .. });
+                    let mut mine = false;
+                    quietly(&tx, |s| mine = apply_endpoints(s, scope, ev));
+                    (mine, mine || resync || scope == Scope::Cluster)
+                }
+                ev = affs.next() => (false, quietly(&tx, |s| apply_affinities(s, scope, ev))),
                 _ = &mut settle, if changed => break,
                 _ = tx.closed() => return,
             };
             if local {
-                // This node's own pod: no settling (what else arrived goes along).
                 break;
             }
-            if !changed {
+            if modified && !changed {
                 changed = true;
                 settle.as_mut().reset(tokio::time::Instant::now() + SETTLE);
             }
         }
-        let new = state.clone();
-        tx.send_if_modified(|cur| {
-            if cur.as_ref() == Some(&new) {
-                false
-            } else {
-                *cur = Some(new);
-                true
-            }
-        });
+        tx.send_modify(|_| {});
     }
+}
+
+/// Applies `f` to the published state without waking the receivers; true (it changed).
+fn quietly(tx: &watch::Sender<Option<ClusterState>>, f: impl FnOnce(&mut ClusterState)) -> bool {
+    tx.send_if_modified(|cur| {
+        if let Some(s) = cur.as_mut() {
+            f(s);
+        }
+        false
+    });
+    true
 }

@@ -35,7 +35,7 @@ pub mod policy;
 pub mod state;
 pub mod tunnel;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -220,6 +220,20 @@ async fn sweep_orphans(state: &ClusterState) {
     }
 }
 
+/// What one pass of [`run`] takes from the datastore's and bgpd's views while it borrows them.
+struct Step {
+    assembled: Result<(Model, Vec<String>), state::AssembleError>,
+    problems_ipam: Vec<String>,
+    problems_cfg: Vec<String>,
+    settings: crate::settings::Settings,
+    bgp_connected: bool,
+    bgp_synced: bool,
+    /// How many remote routes the model was assembled from.
+    remote_routes: usize,
+    /// The state, on the first pass only (the orphan sweep's input).
+    first_state: Option<ClusterState>,
+}
+
 /// Runs cluster mode until `shutdown` resolves: feeds `agent` with models and bgpd with the
 /// originated set. felix's routes stay in the kernel when it returns.
 pub async fn run(
@@ -352,29 +366,55 @@ pub async fn run(
             r = bgp_rx.changed() => if r.is_err() { break },
         }
         let woke = std::time::Instant::now();
-        let state = ds_rx.borrow_and_update().clone();
-        let bgp = bgp_rx.borrow_and_update().clone();
-        let Some(state) = state else { continue };
+        // Everything taken from the two views is computed while they are borrowed: a copy of
+        // the cluster state and of bgpd's table per change was O(N) per Node change (issue 12).
+        let step = {
+            let state_ref = ds_rx.borrow_and_update();
+            let bgp = bgp_rx.borrow_and_update();
+            let Some(state) = state_ref.as_ref() else {
+                continue;
+            };
+            let (ipam, problems_ipam) = if with_bgpd {
+                (None, Vec::new())
+            } else {
+                let (routes, problems) = ipam_routes::remote_routes(state);
+                let routes: BTreeMap<IpNet, Vec<std::net::IpAddr>> =
+                    routes.into_iter().map(|(p, nh)| (p, vec![nh])).collect();
+                (Some(routes), problems)
+            };
+            let remote = ipam.as_ref().unwrap_or(&bgp.routes);
+            let (settings, problems_cfg) = crate::settings::merge(
+                state.felix_configs.get(crate::settings::GLOBAL),
+                state
+                    .felix_configs
+                    .get(&crate::settings::node_config_name(&opts.node)),
+                &opts.pinned,
+            );
+            Step {
+                assembled: assemble(state, remote),
+                problems_ipam,
+                problems_cfg,
+                settings,
+                bgp_connected: bgp.connected,
+                bgp_synced: bgp.synced,
+                remote_routes: remote.len(),
+                first_state: last_model.is_none().then(|| state.clone()),
+            }
+        };
+        let Step {
+            assembled,
+            mut problems_ipam,
+            mut problems_cfg,
+            settings,
+            bgp_connected,
+            bgp_synced,
+            remote_routes,
+            first_state,
+        } = step;
         health.clear_reason(R_DATASTORE);
-        if bgp.connected || bgp.synced {
+        if bgp_connected || bgp_synced {
             health.clear_reason(R_BGPD);
         }
-        let (remote, mut problems_ipam) = if with_bgpd {
-            (bgp.routes.clone(), Vec::new())
-        } else {
-            let (routes, problems) = ipam_routes::remote_routes(&state);
-            (
-                routes.into_iter().map(|(p, nh)| (p, vec![nh])).collect(),
-                problems,
-            )
-        };
-        let (settings, mut problems_cfg) = crate::settings::merge(
-            state.felix_configs.get(crate::settings::GLOBAL),
-            state
-                .felix_configs
-                .get(&crate::settings::node_config_name(&opts.node)),
-            &opts.pinned,
-        );
         if last_settings.as_ref() != Some(&settings) {
             info!(?settings, "FelixConfiguration applied");
             agent.set_resync_interval(settings.route_refresh);
@@ -382,7 +422,7 @@ pub async fn run(
             last_settings = Some(settings.clone());
         }
         problems_ipam.append(&mut problems_cfg);
-        let (model, problems) = match assemble(&state, &remote) {
+        let (model, problems) = match assembled {
             Ok(v) => v,
             Err(e) => {
                 let text = e.to_string();
@@ -407,12 +447,12 @@ pub async fn run(
             last_problems = problems;
         }
         // bgpd originates this node's affine blocks and borrowed /32s as soon as the datastore
-        // is known; the set does not depend on the routes bgpd learned.
-        let desired_now = desired::compute(&model);
+        // is known; the set does not depend on the routes bgpd learned (nor on other nodes:
+        // it is computed alone, not by a whole desired state per change).
         // First, before anything slower (the pod MTU's interface dump, the orphan sweep, the
         // dataplane): bgpd holds End-of-RIB until it has this set, and the peers keep this
         // node's stale blocks only until that End-of-RIB.
-        let originate = desired_now.originate.clone();
+        let originate = desired::originate(&model);
         orig_tx.send_if_modified(|cur| {
             if cur.as_ref() == Some(&originate) {
                 false
@@ -424,12 +464,9 @@ pub async fn run(
         if let Some(slot) = &opts.pod_mtu {
             // WireGuard's devices count as encapsulations (Calico's determinePodMTU).
             let (wg_overhead, wg_cap) = crate::settings::wireguard_mtu_limits(&settings);
-            let overhead = crate::settings::encap_overhead(
-                desired_now.vxlan.is_some(),
-                desired_now.ipip.is_some(),
-                desired_now.vxlan_v6.is_some(),
-            )
-            .max(wg_overhead);
+            let (vxlan, ipip, vxlan_v6) = desired::tunnel_devices(&model);
+            let overhead =
+                crate::settings::encap_overhead(vxlan, ipip, vxlan_v6).max(wg_overhead);
             let input = (settings.mtu_iface_pattern.clone(), overhead, wg_cap);
             if last_mtu_input.as_ref() != Some(&input) {
                 let mtu = detect_pod_mtu(input.0.clone(), overhead)
@@ -443,18 +480,17 @@ pub async fn run(
         // natOutgoing rides in the model's pools: the reconciler derives the nftables table
         // from them (crate::nat) on the same update.
         if last_model.as_ref() != Some(&model) {
-            if last_model.is_none() {
-                sweep_orphans(&state).await;
+            if let Some(state) = &first_state {
+                sweep_orphans(state).await;
                 info!(
                     endpoints = model.endpoints.len(),
                     blocks = model.affine_blocks.len(),
                     remote_routes = model.remote_routes.len(),
-                    bgpd_synced = bgp.synced,
+                    bgpd_synced = bgp_synced,
                     "datastore synced; programming the dataplane"
                 );
             }
-            // The desired state computed above for the originated set, from this model.
-            agent.set_desired(desired_now);
+            agent.update(model.clone());
             tracing::debug!(target: "route_path", elapsed_us = woke.elapsed().as_micros() as u64, remote_routes = model.remote_routes.len(), "felix: model handed to the dataplane");
             model_tx.send_replace(Some(model.clone()));
             last_model = Some(model);
@@ -462,15 +498,15 @@ pub async fn run(
         if !with_bgpd && !remote_complete {
             remote_complete = true;
             info!(
-                remote_routes = remote.len(),
+                remote_routes,
                 "IPAM's remote blocks are complete: remote routes it lacks may go now"
             );
             agent.hold_stale_remote(false);
         }
-        if bgp.synced && !remote_complete {
+        if bgp_synced && !remote_complete {
             remote_complete = true;
             info!(
-                remote_routes = bgp.routes.len(),
+                remote_routes,
                 "bgpd's table is complete: remote routes it lacks may go now"
             );
             agent.hold_stale_remote(false);
