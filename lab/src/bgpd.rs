@@ -343,6 +343,11 @@ pub struct ClusterArgs {
     /// `--originate-wait`: how long End-of-RIB waits for felix after start. The lab's default
     /// is [`LAB_ORIGINATE_WAIT`]; `None` leaves the daemon's own (30 s).
     pub originate_wait: Option<u16>,
+    /// `--worker-threads` (0: one per core); the daemon's default (1) when `None`.
+    pub worker_threads: Option<usize>,
+    /// `--outbox-limit`: bytes owed to slow peers before the speaker stops reading sessions;
+    /// the daemon's default when `None`.
+    pub outbox_limit: Option<usize>,
 }
 
 /// The lab's `--originate-wait`: most suites run bgpd without felix, and their peers should
@@ -362,6 +367,8 @@ impl ClusterArgs {
             http_port: 0,
             secrets_dir: None,
             originate_wait: Some(LAB_ORIGINATE_WAIT),
+            worker_threads: None,
+            outbox_limit: None,
         }
     }
 
@@ -420,6 +427,12 @@ impl ClusterArgs {
         }
         if let Some(w) = self.originate_wait {
             a.extend(["--originate-wait".to_string(), w.to_string()]);
+        }
+        if let Some(t) = self.worker_threads {
+            a.extend(["--worker-threads".to_string(), t.to_string()]);
+        }
+        if let Some(l) = self.outbox_limit {
+            a.extend(["--outbox-limit".to_string(), l.to_string()]);
         }
         a
     }

@@ -4,7 +4,8 @@
 //! has exactly one session, never reset, and holds the real node's block; a node joins and
 //! leaves without resetting anyone; margay-bgpd stops on SIGTERM with 99 peers Established.
 //! The same with the real node as the route reflector of the 99: every client holds every
-//! other client's block.
+//! other client's block and the reflector's own, also while the speaker's outbox is over its
+//! limit (a small one here) and the speaker waits for clients to catch up.
 //! Needs root (namespaces) and the margay binaries built (`cargo test --workspace
 //! --all-targets` builds them).
 
@@ -66,13 +67,26 @@ fn a_real_node_meshes_with_99_simulated_nodes_sees_joins_and_leaves_and_stops() 
     );
 }
 
+/// An outbox limit the reflector's cold start at N = 100 passes many times over (99 initial
+/// tables and 99 reflected blocks, each owed to 98 clients), so the speaker stops reading its
+/// sessions again and again while clients catch up, as a 1,000-client reflector does at the
+/// default 8 MiB. Before the session kept writing what it was owed while waiting to hand the
+/// speaker an event, that stalled the cold start for good (issue 12).
+const SMALL_OUTBOX: usize = 16 << 10;
+
 #[test]
 fn a_real_reflector_passes_every_block_of_99_simulated_clients_to_all_of_them() {
     let c = SimCluster::build(SIMULATED, 1, Role::Reflector, |s| {
         eprintln!("scale_mesh reflector: {s}")
     })
     .expect("building the simulated cluster");
-    let (cold, margay) = coldstart::margay(&c, TIMEOUT).expect("margay converging");
+    // Worker threads, as the stalled 1,000-client run had them: sessions then race the speaker.
+    let (cold, margay) = coldstart::margay_with(&c, TIMEOUT, |mut a| {
+        a.worker_threads = Some(0);
+        a.outbox_limit = Some(SMALL_OUTBOX);
+        a
+    })
+    .expect("margay converging with a small outbox limit");
     assert_eq!(cold.downs, 0, "a session went down during the cold start");
     let routes = c
         .kernel_routes("81")

@@ -311,7 +311,10 @@ impl Task {
     }
 
     /// Hands an event to the speaker. While the speaker's queue is full, KEEPALIVEs still go
-    /// out on time, so a busy RIB does not cost the session its peer's hold timer.
+    /// out on time, so a busy RIB does not cost the session its peer's hold timer, and what the
+    /// speaker queued for this peer still goes out: the speaker stops taking events while
+    /// peers owe it a drain of its outbox, so a session that only waited here would wait for
+    /// itself (the 1,000-client reflector's cold start stalled so; issue 12).
     async fn emit(&mut self, event: SessionEvent) {
         let event = match self.events.try_send(event) {
             Ok(()) => return,
@@ -326,9 +329,24 @@ impl Task {
             let sleep_to = due
                 .map(tokio::time::Instant::from_std)
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400));
-            tokio::select! {
+            let established = self.fsm.state() == State::Established && self.conn.is_some();
+            let owed = tokio::select! {
                 _ = &mut send => return,
-                _ = tokio::time::sleep_until(sleep_to), if due.is_some() => {
+                _ = tokio::time::sleep_until(sleep_to), if due.is_some() => None,
+                Some(first) = self.outbound.recv(), if established => Some(first),
+            };
+            match owed {
+                Some(first) => {
+                    // The FSM hears of it with the next event it handles: dispatching here
+                    // would re-enter the dispatch this wait may be part of.
+                    if let Some(Err(e)) = self.write_batch(first).await {
+                        self.write_error
+                            .get_or_insert_with(|| format!("Socket: {}", os_text(&e)));
+                    } else {
+                        self.queue.push_back(Event::UpdateSent);
+                    }
+                }
+                None => {
                     let actions = self.fsm.handle(Event::KeepaliveTimerExpires, now());
                     if actions.contains(&Action::SendKeepalive) {
                         self.write(Message::Keepalive).await;
@@ -423,6 +441,19 @@ impl Task {
     }
 
     async fn send_batch(&mut self, first: (u64, Bytes)) {
+        match self.write_batch(first).await {
+            None => {}
+            Some(Ok(())) => self.dispatch(Event::UpdateSent).await,
+            Some(Err(e)) => {
+                let text = format!("Socket: {}", os_text(&e));
+                self.dispatch(Event::TcpConnectionFails(text)).await;
+            }
+        }
+    }
+
+    /// Writes `first` and what else is queued (up to [`BATCH_BYTES`]) of this connection's
+    /// generation in one vectored write; `None` when there was nothing to write.
+    async fn write_batch(&mut self, first: (u64, Bytes)) -> Option<io::Result<()>> {
         let mut batch = VecDeque::new();
         let mut total = 0;
         let mut next = Some(first);
@@ -436,21 +467,13 @@ impl Task {
             }
         }
         if batch.is_empty() {
-            return;
+            return None;
         }
         let limit = self.write_timeout();
-        let Some(conn) = self.conn.as_mut() else {
-            return;
-        };
+        let conn = self.conn.as_mut()?;
         let res =
             tokio::time::timeout(limit, write_all_vectored(&mut conn.writer, &mut batch)).await;
-        match res.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())) {
-            Ok(()) => self.dispatch(Event::UpdateSent).await,
-            Err(e) => {
-                let text = format!("Socket: {}", os_text(&e));
-                self.dispatch(Event::TcpConnectionFails(text)).await;
-            }
-        }
+        Some(res.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())))
     }
 
     /// An inbound connection from the listener.

@@ -13,6 +13,7 @@ mod handle;
 mod limits;
 mod neighbors;
 mod outbox;
+pub use outbox::DEFAULT_LOG_LIMIT as DEFAULT_OUTBOX_LIMIT;
 mod peers;
 mod policy;
 mod refresh;
@@ -123,11 +124,35 @@ pub struct Speaker {
     ready: mpsc::UnboundedSender<PeerId>,
 }
 
+/// How the speaker trades memory for back-pressure: process settings, not BGP configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// Weight of the outbox (roughly bytes owed to peers that are behind) above which the
+    /// speaker stops taking session events until they catch up (`--outbox-limit`).
+    pub outbox_limit: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            outbox_limit: DEFAULT_OUTBOX_LIMIT,
+        }
+    }
+}
+
 impl Speaker {
     /// Starts the speaker: binds the BGP listener, starts a session per neighbour, originates
     /// the configured prefixes. Returns the handle and the task to await.
     pub async fn start(
         config: Config,
+    ) -> Result<(SpeakerHandle, tokio::task::JoinHandle<()>), SpeakerError> {
+        Speaker::start_tuned(config, Tuning::default()).await
+    }
+
+    /// [`Speaker::start`] with other [`Tuning`].
+    pub async fn start_tuned(
+        config: Config,
+        tuning: Tuning,
     ) -> Result<(SpeakerHandle, tokio::task::JoinHandle<()>), SpeakerError> {
         // Few decoded UPDATEs wait for the speaker: a reader that gets ahead is held back by TCP
         // flow control instead of by our memory (sessions keep their keepalives going meanwhile).
@@ -197,7 +222,7 @@ impl Speaker {
             originate_wait: originate_wait.unwrap_or_default(),
             deferred_eor: Vec::new(),
             bfd: None,
-            outbox: outbox::Outbox::default(),
+            outbox: outbox::Outbox::with_limit(tuning.outbox_limit),
             blocked: std::collections::HashSet::new(),
             ready,
             config: config.clone(),

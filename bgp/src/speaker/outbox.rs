@@ -13,10 +13,11 @@ use crate::wire;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 
-/// The log's weight (roughly bytes: prefixes still to encode, octets already encoded) above
-/// which the speaker stops taking session events until peers catch up: a slow peer then holds
-/// its sources back through TCP, as a bounded queue did, instead of growing our memory.
-pub(super) const LOG_LIMIT: usize = 8 << 20;
+/// The default log weight (roughly bytes: prefixes still to encode, octets already encoded)
+/// above which the speaker stops taking session events until peers catch up: a slow peer then
+/// holds its sources back through TCP, as a bounded queue did, instead of growing our memory.
+/// `--outbox-limit` sets another.
+pub const DEFAULT_LOG_LIMIT: usize = 8 << 20;
 
 /// One outgoing change and who is owed it.
 #[derive(Debug)]
@@ -60,16 +61,35 @@ struct Cursor {
 }
 
 /// The shared log and the peers reading it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Outbox {
     entries: VecDeque<Entry>,
     /// Sequence number of `entries[0]`.
     base: u64,
     cursors: HashMap<PeerId, Cursor>,
     weight: usize,
+    /// Weight above which [`Outbox::is_full`].
+    limit: usize,
+}
+
+impl Default for Outbox {
+    fn default() -> Outbox {
+        Outbox::with_limit(DEFAULT_LOG_LIMIT)
+    }
 }
 
 impl Outbox {
+    /// An empty log that is full above `limit`.
+    pub fn with_limit(limit: usize) -> Outbox {
+        Outbox {
+            entries: VecDeque::new(),
+            base: 0,
+            cursors: HashMap::new(),
+            weight: 0,
+            limit,
+        }
+    }
+
     /// A session came up: it is owed what is logged from now on.
     pub fn join(&mut self, peer: PeerId) {
         let end = self.end();
@@ -172,7 +192,7 @@ impl Outbox {
 
     /// Whether the speaker should wait for peers to catch up before taking more changes.
     pub fn is_full(&self) -> bool {
-        self.weight > LOG_LIMIT
+        self.weight > self.limit
     }
 
     /// Entries held.

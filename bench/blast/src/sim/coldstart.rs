@@ -68,11 +68,15 @@ fn wait_converged(
             let census = c.census();
             if census.up < want || census.complete < want {
                 return Ok(Some(format!(
-                    "{}/{want} sessions up, {}/{want} speakers hold {} route(s) with {}{}",
+                    "{}/{want} sessions up, {}/{want} speakers hold {} route(s) with {} \
+                     ({} hold {}; {} routes held in all){}",
                     census.up,
                     census.complete,
                     c.routes_per_speaker(),
                     real_block(),
+                    census.with_real_block,
+                    real_block(),
+                    census.routes,
                     census
                         .example_error
                         .map(|e| format!(" (a speaker's last error: {e})"))
@@ -100,6 +104,15 @@ fn wait_converged(
 
 /// Starts margay-bgpd, then margay-felix, on the real node; returns when converged.
 pub fn margay(c: &SimCluster, timeout: Duration) -> anyhow::Result<(ColdStart, Margay)> {
+    margay_with(c, timeout, |a| a)
+}
+
+/// [`margay`] with margay-bgpd's flags changed by `tune` (worker threads, outbox limit).
+pub fn margay_with(
+    c: &SimCluster,
+    timeout: Duration,
+    tune: impl FnOnce(ClusterArgs) -> ClusterArgs,
+) -> anyhow::Result<(ColdStart, Margay)> {
     let lab = c.lab();
     let endpoint = c.etcd_endpoint();
     let ip = IpNet::V4(Ipv4Net::new(real_addr(), SUBNET_LEN)?);
@@ -109,7 +122,7 @@ pub fn margay(c: &SimCluster, timeout: Duration) -> anyhow::Result<(ColdStart, M
         lab,
         c.node_ns(),
         &bgpd_name,
-        ClusterArgs::new(REAL_NODE, &endpoint, ip).asn(NODE_AS),
+        tune(ClusterArgs::new(REAL_NODE, &endpoint, ip).asn(NODE_AS)),
     )
     .context("starting margay-bgpd")?;
     let args = FelixArgs::new(

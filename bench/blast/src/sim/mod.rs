@@ -287,9 +287,12 @@ impl SimCluster {
                 c.up += 1;
             }
             c.downs += u64::from(l.downs);
-            if l.routes.contains_key(&real_block()) && l.routes.len() >= want {
+            let has_real = l.routes.contains_key(&real_block());
+            if has_real && l.routes.len() >= want {
                 c.complete += 1;
             }
+            c.with_real_block += usize::from(has_real);
+            c.routes += l.routes.len();
             if let Some(t) = l.established {
                 c.last_established = Some(c.last_established.map_or(t, |m: Instant| m.max(t)));
             }
@@ -401,6 +404,10 @@ pub struct Census {
     pub downs: u64,
     /// Speakers holding the real node's block and, under a reflector, every other one's.
     pub complete: usize,
+    /// Speakers holding the real node's block.
+    pub with_real_block: usize,
+    /// Routes held by all speakers together.
+    pub routes: usize,
     pub last_established: Option<Instant>,
     pub example_error: Option<String>,
 }

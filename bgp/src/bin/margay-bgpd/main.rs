@@ -115,6 +115,10 @@ struct Args {
     /// its own thread), 0 one per core.
     #[arg(long, env = "MARGAY_BGPD_WORKER_THREADS", default_value_t = 1)]
     worker_threads: usize,
+    /// Bytes (roughly) of UPDATEs owed to peers that are behind above which the speaker stops
+    /// reading its sessions until they catch up (TCP then holds the senders back).
+    #[arg(long, env = "MARGAY_BGPD_OUTBOX_LIMIT", default_value_t = margay_bgp::speaker::DEFAULT_OUTBOX_LIMIT)]
+    outbox_limit: usize,
 }
 
 /// The async runtime: one thread, or a pool of `threads` workers (0: one per core).
@@ -255,7 +259,10 @@ async fn run(args: Args, config: Option<Config>) -> anyhow::Result<()> {
     let socket = config.socket.clone();
     let http =
         (config.http_port != 0).then(|| SocketAddr::new(config.http_address, config.http_port));
-    let (speaker, task) = Speaker::start(config.clone()).await?;
+    let tuning = margay_bgp::speaker::Tuning {
+        outbox_limit: args.outbox_limit,
+    };
+    let (speaker, task) = Speaker::start_tuned(config.clone(), tuning).await?;
     let ready = margay_bgp::http::Readiness {
         etcd_down: cluster.as_ref().map(|f| f.etcd_down()),
     };
