@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use margay_lab::labctl::PoolMode;
 use margay_lab::labctl::down::alive;
+use margay_lab::labctl::fabric::Sessions;
 use margay_lab::labctl::ping;
 use margay_lab::labctl::state::{LabState, NodeState, PodState, STATE_ENV};
 use margay_lab::{BirdProtocol, list_namespaces};
@@ -249,6 +250,22 @@ fn felix_routes(node: &NodeState) -> Vec<serde_json::Value> {
         .output()
         .expect("ip route");
     serde_json::from_slice(&out.stdout).expect("ip -j prints JSON")
+}
+
+/// No route of felix's on `node` covers any of `pods` (they left with their node).
+fn assert_no_felix_route<'a>(node: &NodeState, pods: impl IntoIterator<Item = &'a PodState>) {
+    let routes = felix_routes(node);
+    for p in pods {
+        assert!(
+            !routes.iter().any(|r| r["dst"]
+                .as_str()
+                .and_then(|d| d.parse::<ipnet::IpNet>().ok())
+                .is_some_and(|n| n.contains(&p.ip))),
+            "{}: still routes {}: {routes:?}",
+            node.name,
+            p.ip
+        );
+    }
 }
 
 /// The route on `node` to the block holding `pod`'s address.
@@ -724,6 +741,31 @@ fn node_status(node: &NodeState) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("JSON")
 }
 
+/// After `node remove`: `node`'s namespaces (its own, its pods') and daemons are gone and
+/// every pod left still reaches every other.
+fn assert_node_gone(left: &LabState, node: &NodeState) {
+    let names = namespaces_with(&left.name_prefix());
+    assert!(
+        !names
+            .iter()
+            .any(|n| *n == node.netns || n.starts_with(&format!("{}p", node.netns))),
+        "{names:?}"
+    );
+    assert!(!alive(node.pid) && !alive(node.felix_pid));
+    assert_every_ping_answered(left);
+}
+
+/// `node remove node4` on a lab of four nodes, its report saying `says`; the lab left.
+fn remove_node4(state_file: &Path, says: &str) -> LabState {
+    let remove = lab(state_file, &["node", "remove", "node4"]);
+    assert!(remove.status.success(), "{}", shown(&remove));
+    assert!(stdout(&remove).contains(says), "{}", shown(&remove));
+    let left = LabState::load(state_file).unwrap().expect("state");
+    assert_eq!(left.nodes.len(), 3);
+    assert_eq!(left.pods.len(), 6);
+    left
+}
+
 /// A node joins a running lab whose nodes all have a BGPPeer that never answers (a ToR under
 /// maintenance), then leaves. The joining node is ready without waiting for that peer, the
 /// ToR takes it from its listen range, its pods reach every other pod; every node's status
@@ -827,31 +869,11 @@ fn a_node_joins_and_leaves_a_running_lab_with_a_dead_peer_configured() {
         shown(&status)
     );
 
-    let remove = lab(&state_file, &["node", "remove", "node4"]);
-    assert!(remove.status.success(), "{}", shown(&remove));
-    assert!(
-        stdout(&remove).contains("Node deleted -> gone from every kernel"),
-        "{}",
-        shown(&remove)
-    );
-    let left = LabState::load(&state_file).unwrap().expect("state");
-    assert_eq!(left.nodes.len(), 3);
-    assert_eq!(left.pods.len(), 6);
+    let left = remove_node4(&state_file, "Node deleted -> gone from every kernel");
     let gone: Vec<&PodState> = joined.pods.iter().filter(|p| p.node == "node4").collect();
     assert_eq!(gone.len(), 2);
     for node in &left.nodes {
-        let routes = felix_routes(node);
-        for p in &gone {
-            assert!(
-                !routes.iter().any(|r| r["dst"]
-                    .as_str()
-                    .and_then(|d| d.parse::<ipnet::IpNet>().ok())
-                    .is_some_and(|n| n.contains(&p.ip))),
-                "{}: still routes {}: {routes:?}",
-                node.name,
-                p.ip
-            );
-        }
+        assert_no_felix_route(node, gone.iter().copied());
         let v = node_status(node);
         assert!(
             !v.to_string().contains(&format!("\"{}\"", new.address4)),
@@ -859,16 +881,7 @@ fn a_node_joins_and_leaves_a_running_lab_with_a_dead_peer_configured() {
             node.name
         );
     }
-    let prefix = left.name_prefix();
-    let names = namespaces_with(&prefix);
-    assert!(
-        !names
-            .iter()
-            .any(|n| *n == new.netns || n.starts_with(&format!("{}p", new.netns))),
-        "{names:?}"
-    );
-    assert!(!alive(new.pid) && !alive(new.felix_pid));
-    assert_every_ping_answered(&left);
+    assert_node_gone(&left, &new);
     let status = lab(&state_file, &["status"]);
     assert!(status.status.success(), "{}", shown(&status));
 
@@ -968,8 +981,10 @@ spec:
 }
 
 /// `--tors 2`: every node on two ToRs, each session with BFD Up, every remote block one
-/// multipath route over both ToRs in the kernel and in the report; `node add` says it cannot
-/// join such a lab; `down` leaves nothing, the second ToR included.
+/// multipath route over both ToRs in the kernel and in the report. `node add` joins a fourth
+/// node the same way (a link and a BFD session to each ToR, both ToRs reconfigured without
+/// resetting any other session, multipath both ways, pods reachable); `node remove` withdraws
+/// it everywhere, again resetting nothing else; `down` leaves nothing, the second ToR included.
 #[test]
 fn two_tor_lab_routes_every_block_over_both_tors_with_bfd() {
     let dir = tempfile::tempdir().unwrap();
@@ -1025,11 +1040,147 @@ fn two_tor_lab_routes_every_block_over_both_tors_with_bfd() {
     }
     assert!(report.contains("show bfd sessions"), "{report}");
     assert!(report.contains("Up 100ms/300ms"), "{report}");
+
+    // A node joins: dual-homed like the others, and no other session is reset.
+    let before = Sessions::of(&state).unwrap();
     let add = lab(&state_file, &["node", "add"]);
-    assert!(!add.status.success(), "{}", shown(&add));
+    assert!(add.status.success(), "{}", shown(&add));
+    let text = stdout(&add);
+    assert!(
+        text.contains("both ToRs reconfigured in place")
+            && text.contains("the other 6 session(s) kept running"),
+        "{text}"
+    );
+    let joined = LabState::load(&state_file).unwrap().expect("state");
+    assert_eq!(joined.nodes.len(), 4);
+    assert_eq!(joined.pods.len(), 8);
+    let new = joined.node("node4").expect("node4 recorded").clone();
+    let new_b = new.address_b.expect("node4's plane b address recorded");
+    assert_eq!(
+        new.peers,
+        [
+            std::net::IpAddr::V4(joined.tor.addresses[0]),
+            std::net::IpAddr::V4(tor2.addresses[0])
+        ]
+    );
+    assert_ne!(new.address4, new_b);
+    let new_pods: Vec<PodState> = joined
+        .pods
+        .iter()
+        .filter(|p| p.node == "node4")
+        .cloned()
+        .collect();
+    assert_eq!(new_pods.len(), 2);
+    for (tor, addr) in joined.tors().zip([new.address4, new_b]) {
+        assert!(tor.protocols.contains(&"node4".to_string()), "{tor:?}");
+        let protocols = margay_lab::bird::birdc(&tor.socket, &["show", "protocols"]).unwrap();
+        let protocols = margay_lab::bird::parse_protocols(&protocols).unwrap();
+        assert!(
+            protocols
+                .iter()
+                .any(|p| p.name == "node4" && p.is_established()),
+            "{}: {protocols:?}",
+            tor.name
+        );
+        let bfd = margay_lab::bird::birdc(&tor.socket, &["show", "bfd", "sessions"]).unwrap();
+        assert!(
+            bfd.lines().any(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                w.first() == Some(&addr.to_string().as_str()) && w.get(2) == Some(&"Up")
+            }),
+            "{}: {bfd}",
+            tor.name
+        );
+        let routes = margay_lab::bird::birdc(&tor.socket, &["show", "route", "all"]).unwrap();
+        let routes = margay_lab::bird::parse_routes(&routes).unwrap();
+        for p in &new_pods {
+            assert!(
+                routes
+                    .iter()
+                    .any(|r| r.prefix.contains(&p.ip) && r.is_bgp()),
+                "{}: no route to {}: {routes:?}",
+                tor.name,
+                p.ip
+            );
+        }
+    }
+    // margay's side: node4's BFD sessions Up with both ToRs.
+    let v = node_status(&new);
+    for peer in v["ipv4_peers"].as_array().expect("ipv4_peers") {
+        assert_eq!(peer["info"], "Established", "{peer}");
+        assert_eq!(peer["bfd"]["state"], "Up", "{peer}");
+    }
+    // Multipath both ways: every other node to node4's block, node4 to every other block.
+    let hops = |r: &serde_json::Value| -> Vec<serde_json::Value> {
+        r["nexthops"]
+            .as_array()
+            .map(|h| h.iter().map(|x| x["gateway"].clone()).collect())
+            .unwrap_or_default()
+    };
+    let both = [gw(&state.tor.addresses), gw(&tor2.addresses)];
+    for node in joined.nodes.iter().filter(|n| n.name != "node4") {
+        let r = block_route(node, &new_pods[0]);
+        assert_eq!(hops(&r), both, "{}: {r}", node.name);
+        let mine = joined.pods.iter().find(|p| p.node == node.name).unwrap();
+        let r = block_route(&new, mine);
+        assert_eq!(hops(&r), both, "node4 to {}: {r}", node.name);
+    }
+    let after = Sessions::of(&joined).unwrap();
+    assert_eq!(before.kept_by(&after, "node4").unwrap(), 6);
+    assert_every_ping_answered(&joined);
+    let start = std::time::Instant::now();
+    let status = loop {
+        let o = lab(&state_file, &["status"]);
+        if o.status.success() || start.elapsed() > std::time::Duration::from_secs(90) {
+            break o;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    };
+    assert!(status.status.success(), "{}", shown(&status));
+    let report = stdout(&status);
+    for node in ["node1", "node2", "node3", "node4"] {
+        assert!(
+            report.contains(&format!("{node}: 4 multipath route(s)")),
+            "{report}"
+        );
+    }
+    assert!(report.contains("64 of 64 reached"), "{report}");
+
+    // It leaves: withdrawn everywhere, both ToRs without its session, the others untouched.
+    let before = Sessions::of(&joined).unwrap();
+    let left = remove_node4(
+        &state_file,
+        "without session node4; the other 6 session(s) kept running",
+    );
+    for tor in left.tors() {
+        assert!(!tor.protocols.contains(&"node4".to_string()), "{tor:?}");
+        let protocols = margay_lab::bird::birdc(&tor.socket, &["show", "protocols"]).unwrap();
+        assert!(!protocols.contains("node4"), "{}: {protocols}", tor.name);
+        let routes = margay_lab::bird::birdc(&tor.socket, &["show", "route", "all"]).unwrap();
+        let routes = margay_lab::bird::parse_routes(&routes).unwrap();
+        for p in &new_pods {
+            assert!(
+                !routes.iter().any(|r| r.prefix.contains(&p.ip)),
+                "{}: still routes {}",
+                tor.name,
+                p.ip
+            );
+        }
+    }
+    for node in &left.nodes {
+        assert_no_felix_route(node, &new_pods);
+    }
+    assert_eq!(
+        before
+            .kept_by(&Sessions::of(&left).unwrap(), "node4")
+            .unwrap(),
+        6
+    );
+    assert_node_gone(&left, &new);
+
     let down = lab(&state_file, &["down"]);
     assert!(down.status.success(), "{}", shown(&down));
-    assert_nothing_left(&state, &state_file);
+    assert_nothing_left(&left, &state_file);
 }
 
 /// `up --simulated 50` beside three real nodes (mesh): every real node's margay-bgpd holds a

@@ -30,7 +30,7 @@ use crate::bird::Bird;
 use crate::calico::{self, CalicoNode, ClusterKeys, NodeKeys, PodKeys};
 use crate::etcd::Etcd;
 use crate::felix::{Felix, FelixArgs};
-use crate::lab::{Lab, LabSwitch};
+use crate::lab::{Addrs, Lab, LabSwitch};
 use crate::netns::Netns;
 use crate::process::wait_for;
 
@@ -745,6 +745,7 @@ impl Cluster {
                 conflist: self.conflist_path(i),
                 address4: plan.addrs.ip4(),
                 address6: self.plan.spec.ip_family.has_v6().then(|| plan.addrs.ip6()),
+                address_b: plan.addrs_b.as_ref().map(Addrs::ip4),
                 asn: NODE_AS,
                 peers: self.plan.expected_peers(plan),
                 reflector: self.plan.is_reflector(plan),
@@ -777,6 +778,7 @@ impl Cluster {
             nodes,
             no_bgp: self.plan.spec.no_bgp,
             pods: self.pods(),
+            plane_b: self.plan.plane_b.map(|s| s.v4),
             tor2: match (&self.plan.tor2, self.plan.tor2_config()) {
                 (Some(t2), Some(config)) => Some(TorState {
                     name: t2.name.clone(),

@@ -6,7 +6,10 @@
 //!
 //! The ToR learns a joining node the way a fabric learns an autoscaled one: from the BGP listen
 //! range of the node's rack (BIRD 2's `neighbor range`, see [`super::topology::Plan::tor_config`]),
-//! without a change to its configuration; the report names the session BIRD spawned.
+//! without a change to its configuration; the report names the session BIRD spawned. On a
+//! `--tors 2` lab the node is dual-homed as `up` makes every node there: a second link on plane
+//! b, and a configured BFD session on each ToR, both ToRs reconfigured in place
+//! ([`super::fabric`]).
 
 use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -18,9 +21,12 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::LabCtlError;
 use super::down::alive;
+use super::fabric::{self, Configured, Sessions, TorSession};
 use super::pods::{self, Sandbox};
 use super::state::{LabState, NodeState, PodState};
-use super::topology::{JOINED_PREFIX, Mode, NODE_AS, PODS_PER_NODE, Plan, RACK_LABEL};
+use super::topology::{
+    JOINED_PREFIX, Mode, NODE_AS, PODS_PER_NODE, Plan, RACK_LABEL, fabric_protocol,
+};
 use crate::bgpd::{Bgpd, ClusterArgs, margay_binary};
 use crate::bird::birdc;
 use crate::felix::{Felix, FelixArgs};
@@ -52,10 +58,12 @@ pub struct JoinTimings {
 pub struct Joined {
     pub node: NodeState,
     pub pods: Vec<PodState>,
-    /// The ToR's session with the node, spawned from its listen range.
-    pub tor_protocol: String,
-    /// `birdc show protocols all` of that session.
-    pub tor_session: String,
+    /// The ToRs' sessions with the node: on a one-ToR lab the one its listen range spawned
+    /// (per family), on a `--tors 2` lab each ToR's configured one with its BFD session.
+    pub tor_sessions: Vec<TorSession>,
+    /// `--tors 2`: how many other sessions of the ToRs stayed Established through their
+    /// reconfiguration (none was reset, or the join fails).
+    pub sessions_kept: Option<usize>,
     pub timings: JoinTimings,
 }
 
@@ -63,6 +71,9 @@ pub struct Joined {
 #[derive(Debug, Clone)]
 pub struct Left {
     pub node: String,
+    /// `--tors 2`: the ToR protocols removed from both ToRs' configurations, and how many
+    /// other sessions stayed Established through it.
+    pub fabric: Option<(String, usize)>,
     /// The Node resource deleted → no kernel of the lab (other nodes, the ToR) routes to the
     /// node's pods any more and no other margay-bgpd lists it as a peer.
     pub gone_everywhere: Duration,
@@ -103,6 +114,11 @@ pub fn free_address(state: &LabState, subnet: Ipv4Net) -> Result<Ipv4Net, LabCtl
         .chain(state.tor.addresses.iter().copied())
         .chain(etcd)
         .collect();
+    lowest_free(subnet, &used)
+}
+
+/// The lowest host address on `subnet` not among `used`, with the subnet's length.
+pub fn lowest_free(subnet: Ipv4Net, used: &[Ipv4Addr]) -> Result<Ipv4Net, LabCtlError> {
     subnet
         .hosts()
         .find(|a| !used.contains(a))
@@ -192,14 +208,14 @@ fn watch_first_remote_route(
 }
 
 /// The namespaces whose kernels route to other nodes' pods: every node but `except`, and the
-/// ToR.
+/// ToRs.
 fn observers(state: &LabState, except: &str) -> Vec<String> {
     state
         .nodes
         .iter()
         .filter(|n| n.name != except)
         .map(|n| n.netns.clone())
-        .chain([state.tor.netns.clone()])
+        .chain(state.tors().map(|t| t.netns.clone()))
         .collect()
 }
 
@@ -255,12 +271,7 @@ pub fn node_add(
 ) -> Result<Joined, LabCtlError> {
     require_root()?;
     let mut state = LabState::load(state_file)?.ok_or_else(|| no_lab(state_file))?;
-    if state.tor2.is_some() {
-        // A joining node would need its second link and a session on the second ToR too.
-        return Err(LabCtlError::Usage(
-            "node add is not supported on a --tors 2 lab yet (a joining node gets one link)".into(),
-        ));
-    }
+    let dual_homed = state.tor2.is_some();
     if state.no_bgp {
         return Err(LabCtlError::Usage(
             "node add/remove are BGP joins (sessions with the ToR and the mesh); a lab made with \
@@ -287,10 +298,15 @@ pub fn node_add(
         .has_v6()
         .then(|| address6_beside(&state, rack, addr))
         .transpose()?;
+    // `--tors 2`: its address on plane b, the second ToR's switch (the last one).
+    let addr_b = dual_homed
+        .then(|| fabric::free_address_b(&state))
+        .transpose()?;
     let endpoint = state.etcd.endpoint.clone();
     let dir = state.dir.clone();
 
-    // The host: its namespace on the rack's switch, routed through the ToR.
+    // The host: its namespace on the rack's switch, routed through the ToR; with two ToRs,
+    // its second link on plane b.
     let ns = Netns::create(&format!("{prefix}{role}"))?;
     let switch = Switch::adopt(&state.switches[rack])?;
     let mut nets = vec![IpNet::V4(addr)];
@@ -298,8 +314,23 @@ pub fn node_add(
     let attached = switch.attach(&ns, &nets);
     switch.into_kept();
     attached?;
+    if let Some(b) = addr_b {
+        let plane = state.switches.last().filter(|_| state.switches.len() > 1);
+        let plane = Switch::adopt(plane.ok_or_else(|| {
+            LabCtlError::Usage("the --tors 2 lab records no plane b switch".into())
+        })?)?;
+        let attached = plane.attach(&ns, &[IpNet::V4(b)]);
+        plane.into_kept();
+        attached?;
+    }
     let gw = state.tor.addresses[rack].to_string();
     ns.ip(&["route", "add", "default", "via", &gw])?;
+    // Both ToRs get a session with it before its margay-bgpd starts; the other sessions are
+    // left running (checked once the node is up).
+    let sessions_before = addr_b.map(|_| Sessions::of(&state)).transpose()?;
+    let configured = addr_b
+        .map(|b| Configured::add(&state, &name, addr.addr(), b.addr()))
+        .transpose()?;
 
     let bgpd_socket = dir.join(format!("{name}-bgpd.sock"));
     let felix_socket = dir.join(format!("{name}-felix.sock"));
@@ -402,22 +433,34 @@ pub fn node_add(
         pod_guards.push(pod_ns);
     }
 
-    // The ToR took the node from its listen range(s): one session per family.
+    // The ToR took the node from its listen range(s): one session per family. With two
+    // ToRs: each ToR's configured session, BFD Up, and no other session reset.
     let mut tor_sessions = Vec::new();
-    let session_addrs = [
-        family.has_v4().then_some(IpAddr::V4(addr.addr())),
-        addr6.map(|a| IpAddr::V6(a.addr())),
-    ];
-    for a in session_addrs.into_iter().flatten() {
-        tor_sessions.push(wait_for_every(
-            &format!("the ToR's session with {name} ({a})"),
-            timeout,
-            Duration::from_millis(50),
-            &[],
-            || tor_session_of(&state.tor.socket, a),
-        )?);
+    let mut sessions_kept = None;
+    if let (Some(b), Some(before)) = (addr_b, &sessions_before) {
+        tor_sessions = fabric::wait_sessions(&state, &name, addr.addr(), b.addr(), timeout)?;
+        let after = Sessions::of(&state)?;
+        sessions_kept = Some(before.kept_by(&after, &tor_sessions[0].protocol)?);
+    } else {
+        let session_addrs = [
+            family.has_v4().then_some(IpAddr::V4(addr.addr())),
+            addr6.map(|a| IpAddr::V6(a.addr())),
+        ];
+        for a in session_addrs.into_iter().flatten() {
+            let (protocol, text) = wait_for_every(
+                &format!("the ToR's session with {name} ({a})"),
+                timeout,
+                Duration::from_millis(50),
+                &[],
+                || tor_session_of(&state.tor.socket, a),
+            )?;
+            tor_sessions.push(TorSession {
+                tor: state.tor.name.clone(),
+                protocol,
+                text,
+            });
+        }
     }
-    let (tor_protocol, tor_session) = tor_sessions[0].clone();
 
     // Remote routes most likely came long before; a lab with no other pods has none to wait
     // for, so the watch gets a few seconds more at most.
@@ -431,10 +474,11 @@ pub fn node_add(
         None
     };
 
-    // Record it: its peers, and it as a peer of the nodes that peer with it.
+    // Record it: its peers, and it as a peer of the nodes that peer with it (none with two
+    // ToRs: the nodes peer with the ToRs only).
     let mut peers: Vec<IpAddr> = Vec::new();
     for other in &mut state.nodes {
-        let peers_with = state.mode == Mode::Mesh || other.reflector;
+        let peers_with = !dual_homed && (state.mode == Mode::Mesh || other.reflector);
         if peers_with && family.has_v4() {
             peers.push(IpAddr::V4(other.address4));
             other.peers.push(IpAddr::V4(addr.addr()));
@@ -450,6 +494,9 @@ pub fn node_add(
     if let (Some(_), Some(tor6)) = (addr6, state.tor.addresses6.get(rack)) {
         peers.push(IpAddr::V6(*tor6));
     }
+    if let Some(tor2) = &state.tor2 {
+        peers.extend(tor2.addresses.iter().map(|a| IpAddr::V4(*a)));
+    }
     let node = NodeState {
         name: name.clone(),
         netns: ns.name().to_string(),
@@ -461,17 +508,24 @@ pub fn node_add(
         conflist,
         address4: addr.addr(),
         address6: addr6.map(|a| a.addr()),
+        address_b: addr_b.map(|b| b.addr()),
         asn: NODE_AS,
         peers,
         reflector: false,
     };
     state.nodes.push(node.clone());
     state.pods.extend(pod_states.iter().cloned());
-    state
-        .tor
-        .protocols
-        .extend(tor_sessions.iter().map(|(p, _)| p.clone()));
+    for s in &tor_sessions {
+        if let Some(tor) = state.tor2.as_mut().filter(|t| t.name == s.tor) {
+            tor.protocols.push(s.protocol.clone());
+        } else {
+            state.tor.protocols.push(s.protocol.clone());
+        }
+    }
     state.save(state_file)?;
+    if let Some(c) = configured {
+        c.keep();
+    }
     bgpd.into_kept();
     felix.into_kept();
     ns.into_kept();
@@ -481,8 +535,8 @@ pub fn node_add(
     Ok(Joined {
         node,
         pods: pod_states,
-        tor_protocol,
-        tor_session,
+        tor_sessions,
+        sessions_kept,
         timings: JoinTimings {
             bgpd_answers,
             ready,
@@ -551,9 +605,10 @@ pub fn node_remove(state_file: &Path, name: &str, timeout: Duration) -> Result<L
         .filter(|p| p.node == name)
         .cloned()
         .collect();
-    // The ToR's sessions with it (one per family), named before they go down.
+    // The ToR's sessions with it (one per family), named before they go down; with two ToRs,
+    // each ToR's configured session, and every other session as it stands.
     let tor_text = birdc(&state.tor.socket, &["show", "protocols", "all"]).unwrap_or_default();
-    let tor_protocols: Vec<String> = [
+    let mut tor_protocols: Vec<String> = [
         Some(IpAddr::V4(node.address4)),
         node.address6.map(IpAddr::V6),
     ]
@@ -561,6 +616,11 @@ pub fn node_remove(state_file: &Path, name: &str, timeout: Duration) -> Result<L
     .flatten()
     .filter_map(|a| session_with(&tor_text, a).map(|(n, _)| n))
     .collect();
+    let dual_homed = state.tor2.is_some();
+    let sessions_before = dual_homed.then(|| Sessions::of(&state)).transpose()?;
+    if dual_homed {
+        tor_protocols.push(fabric_protocol(name));
+    }
     let etcd_ns = Netns::adopt(&state.etcd.netns)?;
     let t0 = Instant::now();
     let deleted = margayctl(&etcd_ns, &state.etcd.endpoint, &["delete", "node", name]);
@@ -605,6 +665,16 @@ pub fn node_remove(state_file: &Path, name: &str, timeout: Duration) -> Result<L
     )?;
     let gone_everywhere = t0.elapsed();
 
+    // Both ToRs forget it: their configurations without it, loaded in place.
+    let mut fabric_done = None;
+    if let Some(before) = &sessions_before {
+        fabric::reconfigure(&state, Some(name), None)?;
+        fabric::wait_protocols_gone(&state, name, timeout)?;
+        let protocol = fabric_protocol(name);
+        let kept = before.kept_by(&Sessions::of(&state)?, &protocol)?;
+        fabric_done = Some((protocol, kept));
+    }
+
     for p in &pods {
         drop(Netns::adopt(&p.netns));
     }
@@ -618,9 +688,13 @@ pub fn node_remove(state_file: &Path, name: &str, timeout: Duration) -> Result<L
         .tor
         .protocols
         .retain(|p| p != name && !tor_protocols.contains(p));
+    if let Some(tor2) = state.tor2.as_mut() {
+        tor2.protocols.retain(|p| !tor_protocols.contains(p));
+    }
     state.save(state_file)?;
     Ok(Left {
         node: name.to_string(),
+        fabric: fabric_done,
         gone_everywhere,
     })
 }
@@ -661,24 +735,50 @@ pub fn render_joined(j: &Joined) -> String {
     for p in &j.pods {
         let _ = writeln!(s, "  pod {} {} ({})", p.name, p.ip, p.interface);
     }
-    let _ = writeln!(
-        s,
-        "the ToR learned it from its listen range, as session {}:",
-        j.tor_protocol
-    );
-    for line in j.tor_session.lines().take(8) {
-        let _ = writeln!(s, "  {line}");
+    if let (Some(b), Some(kept)) = (j.node.address_b, j.sessions_kept) {
+        let _ = writeln!(
+            s,
+            "dual-homed: plane b address {b}; both ToRs reconfigured in place (birdc \
+             configure) with a session to it, BFD on; the other {kept} session(s) kept running"
+        );
+        for t in &j.tor_sessions {
+            let _ = writeln!(s, "{}: session {}:", t.tor, t.protocol);
+            let mut lines: Vec<&str> = t.text.lines().take(8).collect();
+            lines.extend(t.text.lines().filter(|l| l.starts_with("BFD: ")));
+            for line in lines {
+                let _ = writeln!(s, "  {line}");
+            }
+        }
+        return s;
+    }
+    if let Some(t) = j.tor_sessions.first() {
+        let _ = writeln!(
+            s,
+            "the ToR learned it from its listen range, as session {}:",
+            t.protocol
+        );
+        for line in t.text.lines().take(8) {
+            let _ = writeln!(s, "  {line}");
+        }
     }
     s
 }
 
 /// The report of a leave.
 pub fn render_left(l: &Left) -> String {
-    format!(
+    let mut s = format!(
         "node {} left: Node deleted -> gone from every kernel and peer list in {}\n",
         l.node,
         ms(l.gone_everywhere)
-    )
+    );
+    if let Some((protocol, kept)) = &l.fabric {
+        let _ = writeln!(
+            s,
+            "both ToRs reconfigured in place without session {protocol}; the other {kept} \
+             session(s) kept running"
+        );
+    }
+    s
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod down;
 pub mod error;
+pub mod fabric;
 pub mod health;
 pub mod join;
 pub mod ping;

@@ -44,6 +44,9 @@ pub struct NodeState {
     /// Its IPv6 BGP address (`--ip-family ipv6|dual`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address6: Option<Ipv6Addr>,
+    /// Its address on plane b, its link to the second ToR (`--tors 2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_b: Option<Ipv4Addr>,
     pub asn: u32,
     /// Every neighbour it should have a session with.
     pub peers: Vec<IpAddr>,
@@ -153,6 +156,9 @@ pub struct LabState {
     /// The second ToR (`--tors 2`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tor2: Option<TorState>,
+    /// Plane b's subnet, the second ToR's switch (`--tors 2`; the last of `switches`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plane_b: Option<Ipv4Net>,
     /// No margay-bgpd (`--no-bgp`): felix routes from IPAM, the ToR holds no pod routes.
     #[serde(default)]
     pub no_bgp: bool,
@@ -333,6 +339,7 @@ mod tests {
                 conflist: "/tmp/mgab12-x/node1.conflist".into(),
                 address4: "10.99.1.1".parse().unwrap(),
                 address6: Some("fd00:99:1::1".parse().unwrap()),
+                address_b: None,
                 asn: 64512,
                 peers: vec!["10.99.1.2".parse().unwrap()],
                 reflector: true,
@@ -359,6 +366,7 @@ mod tests {
                 protocols: vec!["node1".into()],
             },
             tor2: None,
+            plane_b: None,
             created: 1,
             calico: Vec::new(),
             simulated: None,

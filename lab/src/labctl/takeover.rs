@@ -209,6 +209,7 @@ pub fn node_migrate(
         conflist,
         address4: calico.address4,
         address6: calico.address6,
+        address_b: None,
         asn: NODE_AS,
         peers,
         reflector: false,

@@ -633,7 +633,7 @@ impl Plan {
     /// add`) gets a session `joined_<rack>N` without any change to the ToR.
     pub fn tor_config(&self) -> BirdConfig {
         if self.tor2.is_some() {
-            return self.fabric_tor_config(&self.tor, TOR_AS, |n| n.addrs.ip4());
+            return self.fabric_config(&self.tor, TOR_AS, |n| n.addrs.ip4());
         }
         let tor_prefix = TOR_PREFIX.parse().expect("TOR_PREFIX is a CIDR");
         let mut c = BirdConfig::new(self.tor.addrs[0].ip4())
@@ -718,34 +718,24 @@ impl Plan {
     /// The second ToR's BIRD configuration (`--tors 2`).
     pub fn tor2_config(&self) -> Option<BirdConfig> {
         let t2 = self.tor2.as_ref()?;
-        Some(self.fabric_tor_config(t2, TOR2_AS, |n| {
+        Some(self.fabric_config(t2, TOR2_AS, |n| {
             n.addrs_b.as_ref().map_or(n.addrs.ip4(), Addrs::ip4)
         }))
     }
 
-    /// A ToR of the dual-homed fabric: one eBGP session per node on its plane with BFD at
-    /// [`TOR_BFD`], every route passed on with itself as the next hop (pod traffic crosses the
-    /// ToR), the learned routes in its kernel, and [`TOR_PREFIX`] originated. No graceful
-    /// restart: a node cut off is withdrawn at once, which is what BFD is for.
-    fn fabric_tor_config(
+    /// A ToR of the dual-homed fabric ([`fabric_tor_config`]) for the plan's nodes.
+    fn fabric_config(
         &self,
         tor: &TorPlan,
         asn: u32,
         address: impl Fn(&NodePlan) -> Ipv4Addr,
     ) -> BirdConfig {
-        let (tx, rx, mult) = TOR_BFD;
-        let mut c = BirdConfig::new(tor.addrs[0].ip4())
-            .program_kernel()
-            .bfd(rx, tx, mult)
-            .originate(TOR_PREFIX.parse().expect("TOR_PREFIX is a CIDR"));
-        for node in &self.nodes {
-            let mut n = BirdNeighbor::new(&node.name, IpAddr::V4(address(node)), asn, NODE_AS)
-                .export(ExportPolicy::All)
-                .next_hop(crate::bird::NextHop::MySelf);
-            n.bfd = true;
-            c = c.neighbor(n);
-        }
-        c
+        let nodes: Vec<(String, Ipv4Addr)> = self
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), address(n)))
+            .collect();
+        fabric_tor_config(tor.addrs[0].ip4(), asn, &nodes)
     }
 
     /// How many BGP sessions the lab has (each counted once).
@@ -767,6 +757,46 @@ impl Plan {
         let k = self.calico.len();
         (among_nodes + n) * families + k * n + k * k.saturating_sub(1) / 2 + k
     }
+}
+
+/// The BIRD protocol a ToR of the dual-homed fabric names its session with node `name`: the
+/// name itself when it is a BIRD symbol (`node1`), else with every other character made `_`.
+pub fn fabric_protocol(name: &str) -> String {
+    let mut p: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if !p.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        p.insert_str(0, "n_");
+    }
+    p
+}
+
+/// A ToR of the dual-homed fabric (`--tors 2`) at `router_id` in AS `asn`: one eBGP session per
+/// node of `nodes` (its name, its address on the ToR's plane) with BFD at [`TOR_BFD`], every
+/// route passed on with itself as the next hop (pod traffic crosses the ToR), the learned
+/// routes in its kernel, and [`TOR_PREFIX`] originated. No graceful restart: a node cut off is
+/// withdrawn at once, which is what BFD is for. `up` renders it from the plan; `node add` and
+/// `node remove` from the lab's state, so the sessions they keep render the same and
+/// `birdc configure` leaves them running.
+pub fn fabric_tor_config(
+    router_id: Ipv4Addr,
+    asn: u32,
+    nodes: &[(String, Ipv4Addr)],
+) -> BirdConfig {
+    let (tx, rx, mult) = TOR_BFD;
+    let mut c = BirdConfig::new(router_id)
+        .program_kernel()
+        .bfd(rx, tx, mult)
+        .originate(TOR_PREFIX.parse().expect("TOR_PREFIX is a CIDR"));
+    for (name, addr) in nodes {
+        let mut n = BirdNeighbor::new(&fabric_protocol(name), IpAddr::V4(*addr), asn, NODE_AS)
+            .export(ExportPolicy::All)
+            .next_hop(crate::bird::NextHop::MySelf);
+        n.bfd = true;
+        c = c.neighbor(n);
+    }
+    c
 }
 
 #[cfg(test)]

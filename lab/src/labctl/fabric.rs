@@ -1,0 +1,293 @@
+//! `node add` and `node remove` on a `--tors 2` lab: the dual-homed fabric's part. A joining
+//! node gets what `up` gives every node there: a link to each ToR (rack a and plane b), and a
+//! BFD-watched eBGP session on each ToR. The ToRs have no listen range (each session is
+//! configured, as `up` configures them), so both ToRs' BIRD configurations are rendered again
+//! from the lab's state with the node added or removed ([`super::topology::fabric_tor_config`])
+//! and loaded with `birdc configure`: BIRD starts or stops only the protocol that changed and
+//! leaves every other session running, which [`Sessions::kept_by`] checks (same `Since`).
+
+use std::fmt::Write;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+
+use super::LabCtlError;
+use super::state::{LabState, TorState};
+use super::topology::{fabric_protocol, fabric_tor_config};
+use crate::bird::{BirdConfig, birdc, parse_protocols};
+use crate::process::wait_for_every;
+
+/// A ToR's session with a node, as the join reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TorSession {
+    /// The ToR (`tor`, `tor2`).
+    pub tor: String,
+    /// Its BIRD protocol.
+    pub protocol: String,
+    /// `birdc show protocols all` of it, then its `show bfd sessions` row.
+    pub text: String,
+}
+
+/// The lowest host on plane b that no node or the second ToR holds.
+pub fn free_address_b(state: &LabState) -> Result<Ipv4Net, LabCtlError> {
+    let (Some(subnet), Some(tor2)) = (state.plane_b, &state.tor2) else {
+        return Err(LabCtlError::Usage(
+            "this --tors 2 lab's state records no plane b subnet (made before `node add` \
+             supported two ToRs): take it down and bring it up again"
+                .into(),
+        ));
+    };
+    let used: Vec<Ipv4Addr> = state
+        .nodes
+        .iter()
+        .filter_map(|n| n.address_b)
+        .chain(tor2.addresses.iter().copied())
+        .collect();
+    super::join::lowest_free(subnet, &used)
+}
+
+/// Each ToR with the configuration it gets for the lab's nodes, `without` one of them, plus
+/// `extra` (name, address on rack a, address on plane b).
+fn configs<'a>(
+    state: &'a LabState,
+    without: Option<&str>,
+    extra: Option<(&str, Ipv4Addr, Ipv4Addr)>,
+) -> Result<Vec<(&'a TorState, BirdConfig)>, LabCtlError> {
+    let tor2 = state
+        .tor2
+        .as_ref()
+        .ok_or_else(|| LabCtlError::Usage("the lab has one ToR".into()))?;
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    for n in state
+        .nodes
+        .iter()
+        .filter(|n| Some(n.name.as_str()) != without)
+    {
+        let addr_b = n.address_b.ok_or_else(|| {
+            LabCtlError::Usage(format!(
+                "the lab's state records no plane b address of {}; take the lab down and bring \
+                 it up again",
+                n.name
+            ))
+        })?;
+        a.push((n.name.clone(), n.address4));
+        b.push((n.name.clone(), addr_b));
+    }
+    if let Some((name, addr, addr_b)) = extra {
+        a.push((name.to_string(), addr));
+        b.push((name.to_string(), addr_b));
+    }
+    Ok(vec![
+        (
+            &state.tor,
+            fabric_tor_config(state.tor.addresses[0], state.tor.asn, &a),
+        ),
+        (tor2, fabric_tor_config(tor2.addresses[0], tor2.asn, &b)),
+    ])
+}
+
+/// Writes each ToR's configuration for the lab's nodes (`without` one, plus `extra`) and has
+/// its BIRD load it (`birdc configure`).
+pub fn reconfigure(
+    state: &LabState,
+    without: Option<&str>,
+    extra: Option<(&str, Ipv4Addr, Ipv4Addr)>,
+) -> Result<(), LabCtlError> {
+    for (tor, config) in configs(state, without, extra)? {
+        std::fs::write(&tor.config, config.render())
+            .map_err(|e| LabCtlError::state(&tor.config, e))?;
+        let out = birdc(&tor.socket, &["configure"])?;
+        if !out.contains("Reconfigured") && !out.contains("Reconfiguration in progress") {
+            return Err(LabCtlError::Usage(format!(
+                "{}: birdc configure: {}",
+                tor.name,
+                out.trim()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Undoes a join's ToR configuration unless [`Configured::keep`] is called: a join that
+/// fails leaves both ToRs as they were.
+pub struct Configured {
+    /// The lab as it was before the join.
+    state: LabState,
+    kept: bool,
+}
+
+impl Configured {
+    /// Adds node `name` (its rack a and plane b addresses) to both ToRs.
+    pub fn add(
+        state: &LabState,
+        name: &str,
+        addr: Ipv4Addr,
+        addr_b: Ipv4Addr,
+    ) -> Result<Configured, LabCtlError> {
+        let guard = Configured {
+            state: state.clone(),
+            kept: false,
+        };
+        reconfigure(state, None, Some((name, addr, addr_b)))?;
+        Ok(guard)
+    }
+
+    /// The join succeeded: the ToRs keep the node.
+    pub fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Configured {
+    fn drop(&mut self) {
+        if !self.kept
+            && let Err(e) = reconfigure(&self.state, None, None)
+        {
+            tracing::warn!("putting the ToRs' configuration back: {e}");
+        }
+    }
+}
+
+/// Every BGP session of both ToRs: (ToR, protocol, state, since).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sessions(Vec<(String, String, String, String)>);
+
+impl Sessions {
+    /// Both ToRs' BGP protocols now.
+    pub fn of(state: &LabState) -> Result<Sessions, LabCtlError> {
+        let mut v = Vec::new();
+        for tor in state.tors() {
+            let text = birdc(&tor.socket, &["show", "protocols"])?;
+            for p in parse_protocols(&text)?
+                .into_iter()
+                .filter(|p| p.proto == "BGP")
+            {
+                let up = if p.is_established() {
+                    "Established".to_string()
+                } else {
+                    p.info.clone()
+                };
+                v.push((tor.name.clone(), p.name, up, p.since));
+            }
+        }
+        Ok(Sessions(v))
+    }
+
+    /// How many sessions of `self` (taken before a join or a leave of the node whose
+    /// protocol is `except`) are still Established since the same moment in `after`; an error
+    /// naming those that went down or restarted meanwhile.
+    pub fn kept_by(&self, after: &Sessions, except: &str) -> Result<usize, LabCtlError> {
+        let mut reset = String::new();
+        let mut kept = 0;
+        for (tor, proto, st, since) in self.0.iter().filter(|s| s.1 != except) {
+            if st != "Established" {
+                continue;
+            }
+            match after.0.iter().find(|a| &a.0 == tor && &a.1 == proto) {
+                Some((_, _, s2, since2)) if s2 == "Established" && since2 == since => kept += 1,
+                Some((_, _, s2, since2)) => {
+                    let _ = write!(
+                        reset,
+                        "{tor} {proto}: {s2} since {since2} (was Established since {since}); "
+                    );
+                }
+                None => {
+                    let _ = write!(reset, "{tor} {proto}: gone; ");
+                }
+            }
+        }
+        if reset.is_empty() {
+            Ok(kept)
+        } else {
+            Err(LabCtlError::Usage(format!(
+                "sessions reset by the ToRs' reconfiguration: {reset}"
+            )))
+        }
+    }
+}
+
+/// The row of `show bfd sessions` on the ToR at `socket` for `peer`, if Up.
+fn bfd_up(socket: &Path, peer: IpAddr) -> Result<String, String> {
+    let out = birdc(socket, &["show", "bfd", "sessions"]).map_err(|e| e.to_string())?;
+    let row = out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&peer.to_string()))
+        .ok_or_else(|| format!("no BFD session with {peer}"))?;
+    if row.split_whitespace().nth(2) == Some("Up") {
+        Ok(row.to_string())
+    } else {
+        Err(format!("BFD with {peer}: {row}"))
+    }
+}
+
+/// Waits until each ToR's session with node `name` (at `addr` on rack a, `addr_b` on plane
+/// b) is Established with its BFD session Up.
+pub fn wait_sessions(
+    state: &LabState,
+    name: &str,
+    addr: Ipv4Addr,
+    addr_b: Ipv4Addr,
+    timeout: Duration,
+) -> Result<Vec<TorSession>, LabCtlError> {
+    let protocol = fabric_protocol(name);
+    let mut out = Vec::new();
+    for (tor, peer) in state.tors().zip([addr, addr_b]) {
+        let s = wait_for_every(
+            &format!(
+                "{}'s session with {name} ({peer}) Established, BFD Up",
+                tor.name
+            ),
+            timeout,
+            Duration::from_millis(50),
+            &[],
+            || {
+                let text = birdc(&tor.socket, &["show", "protocols", "all", &protocol])
+                    .map_err(|e| e.to_string())?;
+                let row =
+                    parse_protocols(text.lines().take(3).collect::<Vec<_>>().join("\n").as_str())
+                        .ok()
+                        .and_then(|v| v.into_iter().find(|p| p.name == protocol));
+                if !row.is_some_and(|p| p.is_established()) {
+                    return Err(format!("{protocol} is not Established"));
+                }
+                let bfd = bfd_up(&tor.socket, IpAddr::V4(peer))?;
+                Ok(format!("{}\nBFD: {bfd}\n", text.trim_end()))
+            },
+        )?;
+        out.push(TorSession {
+            tor: tor.name.clone(),
+            protocol: protocol.clone(),
+            text: s,
+        });
+    }
+    Ok(out)
+}
+
+/// Waits until neither ToR has a protocol for node `name` any more.
+pub fn wait_protocols_gone(
+    state: &LabState,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), LabCtlError> {
+    let protocol = fabric_protocol(name);
+    wait_for_every(
+        &format!("both ToRs without protocol {protocol}"),
+        timeout,
+        Duration::from_millis(50),
+        &[],
+        || {
+            for tor in state.tors() {
+                let text = birdc(&tor.socket, &["show", "protocols"]).map_err(|e| e.to_string())?;
+                let names = parse_protocols(&text).map_err(|e| e.to_string())?;
+                if names.iter().any(|p| p.name == protocol) {
+                    return Err(format!("{} still has {protocol}", tor.name));
+                }
+            }
+            Ok(())
+        },
+    )?;
+    Ok(())
+}
