@@ -21,7 +21,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::LabCtlError;
 use super::down::alive;
-use super::fabric::{self, Configured, Sessions, TorSession};
+use super::fabric::{self, Configured, Outcome, Sessions, TorSession};
 use super::pods::{self, Sandbox};
 use super::state::{LabState, NodeState, PodState};
 use super::topology::{
@@ -61,9 +61,8 @@ pub struct Joined {
     /// The ToRs' sessions with the node: on a one-ToR lab the one its listen range spawned
     /// (per family), on a `--tors 2` lab each ToR's configured one with its BFD session.
     pub tor_sessions: Vec<TorSession>,
-    /// `--tors 2`: how many other sessions of the ToRs stayed Established through their
-    /// reconfiguration (none was reset, or the join fails).
-    pub sessions_kept: Option<usize>,
+    /// `--tors 2`: what the ToRs' reconfiguration did to their other sessions.
+    pub fabric: Option<Outcome>,
     pub timings: JoinTimings,
 }
 
@@ -71,9 +70,8 @@ pub struct Joined {
 #[derive(Debug, Clone)]
 pub struct Left {
     pub node: String,
-    /// `--tors 2`: the ToR protocols removed from both ToRs' configurations, and how many
-    /// other sessions stayed Established through it.
-    pub fabric: Option<(String, usize)>,
+    /// `--tors 2`: what removing its session from both ToRs did to their other sessions.
+    pub fabric: Option<Outcome>,
     /// The Node resource deleted → no kernel of the lab (other nodes, the ToR) routes to the
     /// node's pods any more and no other margay-bgpd lists it as a peer.
     pub gone_everywhere: Duration,
@@ -328,9 +326,13 @@ pub fn node_add(
     // Both ToRs get a session with it before its margay-bgpd starts; the other sessions are
     // left running (checked once the node is up).
     let sessions_before = addr_b.map(|_| Sessions::of(&state)).transpose()?;
-    let configured = addr_b
-        .map(|b| Configured::add(&state, &name, addr.addr(), b.addr()))
-        .transpose()?;
+    let (configured, reconfiguration) = match addr_b {
+        Some(b) => {
+            let (c, r) = Configured::add(&state, &name, addr.addr(), b.addr())?;
+            (Some(c), Some(r))
+        }
+        None => (None, None),
+    };
 
     let bgpd_socket = dir.join(format!("{name}-bgpd.sock"));
     let felix_socket = dir.join(format!("{name}-felix.sock"));
@@ -436,11 +438,17 @@ pub fn node_add(
     // The ToR took the node from its listen range(s): one session per family. With two
     // ToRs: each ToR's configured session, BFD Up, and no other session reset.
     let mut tor_sessions = Vec::new();
-    let mut sessions_kept = None;
-    if let (Some(b), Some(before)) = (addr_b, &sessions_before) {
+    let mut fabric_outcome = None;
+    if let (Some(b), Some(before), Some(r)) = (addr_b, &sessions_before, &reconfiguration) {
         tor_sessions = fabric::wait_sessions(&state, &name, addr.addr(), b.addr(), timeout)?;
-        let after = Sessions::of(&state)?;
-        sessions_kept = Some(before.kept_by(&after, &tor_sessions[0].protocol)?);
+        let protocol = fabric_protocol(&name);
+        let (kept, dropped) = before.kept_by(&Sessions::of(&state)?, &protocol);
+        fabric_outcome = Some(Outcome {
+            protocol,
+            in_place: r.in_place,
+            kept,
+            dropped,
+        });
     } else {
         let session_addrs = [
             family.has_v4().then_some(IpAddr::V4(addr.addr())),
@@ -536,7 +544,7 @@ pub fn node_add(
         node,
         pods: pod_states,
         tor_sessions,
-        sessions_kept,
+        fabric: fabric_outcome,
         timings: JoinTimings {
             bgpd_answers,
             ready,
@@ -668,11 +676,17 @@ pub fn node_remove(state_file: &Path, name: &str, timeout: Duration) -> Result<L
     // Both ToRs forget it: their configurations without it, loaded in place.
     let mut fabric_done = None;
     if let Some(before) = &sessions_before {
-        fabric::reconfigure(&state, Some(name), None)?;
-        fabric::wait_protocols_gone(&state, name, timeout)?;
         let protocol = fabric_protocol(name);
-        let kept = before.kept_by(&Sessions::of(&state)?, &protocol)?;
-        fabric_done = Some((protocol, kept));
+        let r = fabric::reconfigure(&state, Some(name), None)?;
+        let in_place = fabric::check_in_place(&r, &protocol)?;
+        fabric::wait_protocols_gone(&state, name, timeout)?;
+        let (kept, dropped) = before.kept_by(&Sessions::of(&state)?, &protocol);
+        fabric_done = Some(Outcome {
+            protocol,
+            in_place,
+            kept,
+            dropped,
+        });
     }
 
     for p in &pods {
@@ -735,12 +749,9 @@ pub fn render_joined(j: &Joined) -> String {
     for p in &j.pods {
         let _ = writeln!(s, "  pod {} {} ({})", p.name, p.ip, p.interface);
     }
-    if let (Some(b), Some(kept)) = (j.node.address_b, j.sessions_kept) {
-        let _ = writeln!(
-            s,
-            "dual-homed: plane b address {b}; both ToRs reconfigured in place (birdc \
-             configure) with a session to it, BFD on; the other {kept} session(s) kept running"
-        );
+    if let (Some(b), Some(f)) = (j.node.address_b, &j.fabric) {
+        let _ = writeln!(s, "dual-homed: plane b address {b}, BFD on with both ToRs");
+        s.push_str(&f.render("with"));
         for t in &j.tor_sessions {
             let _ = writeln!(s, "{}: session {}:", t.tor, t.protocol);
             let mut lines: Vec<&str> = t.text.lines().take(8).collect();
@@ -771,12 +782,8 @@ pub fn render_left(l: &Left) -> String {
         l.node,
         ms(l.gone_everywhere)
     );
-    if let Some((protocol, kept)) = &l.fabric {
-        let _ = writeln!(
-            s,
-            "both ToRs reconfigured in place without session {protocol}; the other {kept} \
-             session(s) kept running"
-        );
+    if let Some(f) = &l.fabric {
+        s.push_str(&f.render("without"));
     }
     s
 }
