@@ -288,7 +288,9 @@ impl Sessions {
                 continue;
             }
             match after.0.iter().find(|a| &a.0 == tor && &a.1 == proto) {
-                Some((_, _, s2, since2)) if s2 == "Established" && since2 == since => kept += 1,
+                Some((_, _, s2, since2)) if s2 == "Established" && same_moment(since, since2) => {
+                    kept += 1
+                }
                 Some((_, _, s2, since2)) => reset.push(format!(
                     "{tor} {proto}: {s2} since {since2} (was Established since {since})"
                 )),
@@ -296,6 +298,29 @@ impl Sessions {
             }
         }
         (kept, reset)
+    }
+}
+
+/// Whether two `Since` values of one BIRD protocol name the same state change. BIRD shows it
+/// in wall-clock time derived from its monotonic clock when asked, so the milliseconds jitter
+/// by one or two between two `show protocols`; a session that went down and came back is
+/// later by a second at least (the connect delay the ToRs run with).
+fn same_moment(a: &str, b: &str) -> bool {
+    let secs = |t: &str| -> Option<f64> {
+        let clock = t.split_whitespace().last()?;
+        let mut parts = clock.split(':');
+        let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
+        Some(
+            h.parse::<f64>().ok()? * 3600.0
+                + m.parse::<f64>().ok()? * 60.0
+                + s.parse::<f64>().ok()?,
+        )
+    };
+    let same_day = a.split_whitespace().count() == 1
+        || a.split_whitespace().next() == b.split_whitespace().next();
+    match (secs(a), secs(b)) {
+        (Some(x), Some(y)) if same_day => (x - y).abs() < 0.1,
+        _ => a == b,
     }
 }
 
@@ -380,4 +405,57 @@ pub fn wait_protocols_gone(
         },
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_since_that_jitters_by_a_millisecond_is_the_same_moment_and_a_reconnect_is_not() {
+        assert!(same_moment("13:03:48.105", "13:03:48.104"));
+        assert!(!same_moment("13:03:48.105", "13:03:49.812"));
+        assert!(!same_moment(
+            "2026-12-06 13:03:48.105",
+            "2026-12-07 13:03:48.105"
+        ));
+        let before = Sessions(vec![
+            (
+                "tor".into(),
+                "node1".into(),
+                "Established".into(),
+                "13:03:48.105".into(),
+            ),
+            (
+                "tor".into(),
+                "node2".into(),
+                "Established".into(),
+                "13:03:48.200".into(),
+            ),
+            (
+                "tor".into(),
+                "node4".into(),
+                "Established".into(),
+                "13:03:48.300".into(),
+            ),
+        ]);
+        let after = Sessions(vec![
+            (
+                "tor".into(),
+                "node1".into(),
+                "Established".into(),
+                "13:03:48.104".into(),
+            ),
+            (
+                "tor".into(),
+                "node2".into(),
+                "Established".into(),
+                "13:03:51.020".into(),
+            ),
+        ]);
+        let (kept, dropped) = before.kept_by(&after, "node4");
+        assert_eq!(kept, 1);
+        assert_eq!(dropped.len(), 1, "{dropped:?}");
+        assert!(dropped[0].starts_with("tor node2"), "{dropped:?}");
+    }
 }
