@@ -177,7 +177,8 @@ enum BirdStopArg {
 enum NodeCommand {
     /// A node joins: its namespace on rack a, margay-bgpd and margay-felix, its Node and its
     /// pods; prints start -> ready, first pod -> routed everywhere, and the ToR's session with
-    /// it (from the ToR's BGP listen range).
+    /// it (from the ToR's BGP listen range). On a --tors 2 lab: a link to each ToR and a BFD
+    /// session on each, both ToRs reconfigured in place.
     Add {
         /// Its name (default: the next free nodeN).
         name: Option<String>,

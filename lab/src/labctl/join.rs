@@ -754,7 +754,12 @@ pub fn render_joined(j: &Joined) -> String {
         s.push_str(&f.render("with"));
         for t in &j.tor_sessions {
             let _ = writeln!(s, "{}: session {}:", t.tor, t.protocol);
-            let mut lines: Vec<&str> = t.text.lines().take(8).collect();
+            let mut lines: Vec<&str> = t
+                .text
+                .lines()
+                .filter(|l| !l.starts_with("BIRD ") && !l.starts_with("Name "))
+                .take(6)
+                .collect();
             lines.extend(t.text.lines().filter(|l| l.starts_with("BFD: ")));
             for line in lines {
                 let _ = writeln!(s, "  {line}");

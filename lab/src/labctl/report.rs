@@ -188,8 +188,12 @@ fn node_header(node: &NodeState) -> String {
         .address6
         .map(|a| format!(" and {a}"))
         .unwrap_or_default();
+    let plane_b = node
+        .address_b
+        .map(|a| format!(", plane b {a}"))
+        .unwrap_or_default();
     format!(
-        "==== {}{role}: netns {}, rack {}, {}{v6}, AS {} ====",
+        "==== {}{role}: netns {}, rack {}, {}{v6}{plane_b}, AS {} ====",
         node.name, node.netns, node.rack, node.address4, node.asn
     )
 }
