@@ -756,24 +756,48 @@ fn assert_node_gone(left: &LabState, node: &NodeState) {
 }
 
 /// Every session of node1..3 with either ToR Established `before` still is, since the same
-/// moment, `after` node4 joined or left: none was reset. The ToRs' logs of any that was are
-/// in the message.
+/// moment, `after` node4 joined or left: none was reset. One that BFD dropped meanwhile (3 ×
+/// 100 ms on this loaded machine can) counts as kept only if its ToR logged that and logged
+/// no restart of it: a reconfiguration that touched it logs `Restarting protocol NAME`.
 fn assert_sessions_kept(state: &LabState, before: &Sessions, after: &Sessions) {
     let (kept, dropped) = before.kept_by(after, "node4");
-    let logs: String = state
-        .tors()
-        .map(|t| {
-            let text = std::fs::read_to_string(state.dir.join(format!("{}.stderr", t.name)))
-                .unwrap_or_default();
-            let lines: Vec<&str> = text
-                .lines()
-                .filter(|l| ["node1", "node2", "node3"].iter().any(|n| l.contains(n)))
-                .collect();
-            format!("--- {} ---\n{}\n", t.name, lines.join("\n"))
-        })
-        .collect();
-    assert!(dropped.is_empty(), "reset: {dropped:?}\n{logs}");
-    assert_eq!(kept, 6, "{before:?} {after:?}");
+    let log = |tor: &str| {
+        std::fs::read_to_string(state.dir.join(format!("{tor}.stderr"))).unwrap_or_default()
+    };
+    for d in &dropped {
+        let mut words = d.split_whitespace();
+        let (tor, proto) = (
+            words.next().unwrap(),
+            words.next().unwrap().trim_end_matches(':'),
+        );
+        let text = log(tor);
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains(proto)).collect();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("{proto}: BFD session down")))
+                && !lines.iter().any(|l| {
+                    l.contains(&format!("Restarting protocol {proto}"))
+                        || l.contains(&format!("Removing protocol {proto}"))
+                }),
+            "reset: {d}\n{}",
+            lines.join("\n")
+        );
+        eprintln!("dropped by BFD meanwhile, not reset by the reconfiguration: {d}");
+    }
+    assert_eq!(kept + dropped.len(), 6, "{before:?} {after:?}");
+}
+
+/// Waits up to 60 s for `check` to hold; fails with its last complaint.
+fn eventually(what: &str, mut check: impl FnMut() -> Result<(), String>) {
+    let start = Instant::now();
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(e) if start.elapsed() > Duration::from_secs(60) => panic!("{what}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
 }
 
 /// `node remove node4` on a lab of four nodes, its report saying `says`; the lab left.
@@ -1092,62 +1116,9 @@ fn two_tor_lab_routes_every_block_over_both_tors_with_bfd() {
         .cloned()
         .collect();
     assert_eq!(new_pods.len(), 2);
-    for (tor, addr) in joined.tors().zip([new.address4, new_b]) {
-        assert!(tor.protocols.contains(&"node4".to_string()), "{tor:?}");
-        let protocols = margay_lab::bird::birdc(&tor.socket, &["show", "protocols"]).unwrap();
-        let protocols = margay_lab::bird::parse_protocols(&protocols).unwrap();
-        assert!(
-            protocols
-                .iter()
-                .any(|p| p.name == "node4" && p.is_established()),
-            "{}: {protocols:?}",
-            tor.name
-        );
-        let bfd = margay_lab::bird::birdc(&tor.socket, &["show", "bfd", "sessions"]).unwrap();
-        assert!(
-            bfd.lines().any(|l| {
-                let w: Vec<&str> = l.split_whitespace().collect();
-                w.first() == Some(&addr.to_string().as_str()) && w.get(2) == Some(&"Up")
-            }),
-            "{}: {bfd}",
-            tor.name
-        );
-        let routes = margay_lab::bird::birdc(&tor.socket, &["show", "route", "all"]).unwrap();
-        let routes = margay_lab::bird::parse_routes(&routes).unwrap();
-        for p in &new_pods {
-            assert!(
-                routes
-                    .iter()
-                    .any(|r| r.prefix.contains(&p.ip) && r.is_bgp()),
-                "{}: no route to {}: {routes:?}",
-                tor.name,
-                p.ip
-            );
-        }
-    }
-    // margay's side: node4's BFD sessions Up with both ToRs.
-    let v = node_status(&new);
-    for peer in v["ipv4_peers"].as_array().expect("ipv4_peers") {
-        assert_eq!(peer["info"], "Established", "{peer}");
-        assert_eq!(peer["bfd"]["state"], "Up", "{peer}");
-    }
-    // Multipath both ways: every other node to node4's block, node4 to every other block.
-    let hops = |r: &serde_json::Value| -> Vec<serde_json::Value> {
-        r["nexthops"]
-            .as_array()
-            .map(|h| h.iter().map(|x| x["gateway"].clone()).collect())
-            .unwrap_or_default()
-    };
-    let both = [gw(&state.tor.addresses), gw(&tor2.addresses)];
-    for node in joined.nodes.iter().filter(|n| n.name != "node4") {
-        let r = block_route(node, &new_pods[0]);
-        assert_eq!(hops(&r), both, "{}: {r}", node.name);
-        let mine = joined.pods.iter().find(|p| p.node == node.name).unwrap();
-        let r = block_route(&new, mine);
-        assert_eq!(hops(&r), both, "node4 to {}: {r}", node.name);
-    }
     assert_sessions_kept(&joined, &before, &Sessions::of(&joined).unwrap());
-    assert_every_ping_answered(&joined);
+    // BFD at 3 x 100 ms on this loaded machine can drop a session for a moment (`up` above
+    // waits the same way): each check holds once `status` says all is up, or soon after.
     let start = std::time::Instant::now();
     let status = loop {
         let o = lab(&state_file, &["status"]);
@@ -1165,6 +1136,73 @@ fn two_tor_lab_routes_every_block_over_both_tors_with_bfd() {
         );
     }
     assert!(report.contains("64 of 64 reached"), "{report}");
+    assert!(
+        report.contains(&format!("rack a, {}, plane b {new_b}", new.address4)),
+        "{report}"
+    );
+    let hops = |r: &serde_json::Value| -> Vec<serde_json::Value> {
+        r["nexthops"]
+            .as_array()
+            .map(|h| h.iter().map(|x| x["gateway"].clone()).collect())
+            .unwrap_or_default()
+    };
+    let both = [gw(&state.tor.addresses), gw(&tor2.addresses)];
+    eventually("node4 dual-homed like the others", || {
+        for (tor, addr) in joined.tors().zip([new.address4, new_b]) {
+            if !tor.protocols.contains(&"node4".to_string()) {
+                return Err(format!("{tor:?}"));
+            }
+            let protocols = margay_lab::bird::birdc(&tor.socket, &["show", "protocols"]).unwrap();
+            let protocols = margay_lab::bird::parse_protocols(&protocols).unwrap();
+            if !protocols
+                .iter()
+                .any(|p| p.name == "node4" && p.is_established())
+            {
+                return Err(format!("{}: {protocols:?}", tor.name));
+            }
+            let bfd = margay_lab::bird::birdc(&tor.socket, &["show", "bfd", "sessions"]).unwrap();
+            if !bfd.lines().any(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                w.first() == Some(&addr.to_string().as_str()) && w.get(2) == Some(&"Up")
+            }) {
+                return Err(format!("{}: {bfd}", tor.name));
+            }
+            let routes = margay_lab::bird::birdc(&tor.socket, &["show", "route", "all"]).unwrap();
+            let routes = margay_lab::bird::parse_routes(&routes).unwrap();
+            for p in &new_pods {
+                if !routes
+                    .iter()
+                    .any(|r| r.prefix.contains(&p.ip) && r.is_bgp())
+                {
+                    return Err(format!("{}: no route to {}: {routes:?}", tor.name, p.ip));
+                }
+            }
+        }
+        // margay's side: node4's sessions Established, BFD Up, with both ToRs.
+        let v = node_status(&new);
+        let peers = v["ipv4_peers"].as_array().cloned().unwrap_or_default();
+        if peers.len() != 2
+            || !peers
+                .iter()
+                .all(|p| p["info"] == "Established" && p["bfd"]["state"] == "Up")
+        {
+            return Err(format!("node4's peers: {v}"));
+        }
+        // Multipath both ways: every other node to node4's block, node4 to every other block.
+        for node in joined.nodes.iter().filter(|n| n.name != "node4") {
+            let r = block_route(node, &new_pods[0]);
+            if hops(&r) != both {
+                return Err(format!("{} to node4: {r}", node.name));
+            }
+            let mine = joined.pods.iter().find(|p| p.node == node.name).unwrap();
+            let r = block_route(&new, mine);
+            if hops(&r) != both {
+                return Err(format!("node4 to {}: {r}", node.name));
+            }
+        }
+        Ok(())
+    });
+    assert_every_ping_answered(&joined);
 
     // It leaves: withdrawn everywhere, both ToRs without its session, the others untouched.
     let before = Sessions::of(&joined).unwrap();
