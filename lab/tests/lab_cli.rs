@@ -788,6 +788,21 @@ fn assert_sessions_kept(state: &LabState, before: &Sessions, after: &Sessions) {
     assert_eq!(kept + dropped.len(), 6, "{before:?} {after:?}");
 }
 
+/// `margay-lab status` once it succeeds (all sessions up, every route, every ping), within
+/// 90 s: BFD at 3 × 100 ms on a 2-core machine that other builds load can see a late packet
+/// and drop a session, which comes back in seconds.
+fn status_ok(state_file: &Path) -> Output {
+    let start = Instant::now();
+    loop {
+        let o = lab(state_file, &["status"]);
+        if o.status.success() {
+            return o;
+        }
+        assert!(start.elapsed() < Duration::from_secs(90), "{}", shown(&o));
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
 /// Waits up to 60 s for `check` to hold; fails with its last complaint.
 fn eventually(what: &str, mut check: impl FnMut() -> Result<(), String>) {
     let start = Instant::now();
@@ -1046,15 +1061,7 @@ fn two_tor_lab_routes_every_block_over_both_tors_with_bfd() {
     assert_eq!(tor2.protocols.len(), 3);
     // BFD at 3 x 100 ms on a 2-core machine that other builds load can see a late packet and
     // drop a session (it comes back in seconds): check once `status` says all is up again.
-    let start = std::time::Instant::now();
-    while !lab(&state_file, &["status"]).status.success() {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(90),
-            "{}",
-            shown(&lab(&state_file, &["status"]))
-        );
-        std::thread::sleep(std::time::Duration::from_secs(2));
-    }
+    status_ok(&state_file);
     assert_every_peer_established(
         &state,
         &[
@@ -1119,16 +1126,7 @@ fn two_tor_lab_routes_every_block_over_both_tors_with_bfd() {
     assert_sessions_kept(&joined, &before, &Sessions::of(&joined).unwrap());
     // BFD at 3 x 100 ms on this loaded machine can drop a session for a moment (`up` above
     // waits the same way): each check holds once `status` says all is up, or soon after.
-    let start = std::time::Instant::now();
-    let status = loop {
-        let o = lab(&state_file, &["status"]);
-        if o.status.success() || start.elapsed() > std::time::Duration::from_secs(90) {
-            break o;
-        }
-        std::thread::sleep(std::time::Duration::from_secs(2));
-    };
-    assert!(status.status.success(), "{}", shown(&status));
-    let report = stdout(&status);
+    let report = stdout(&status_ok(&state_file));
     for node in ["node1", "node2", "node3", "node4"] {
         assert!(
             report.contains(&format!("{node}: 4 multipath route(s)")),
@@ -1226,6 +1224,7 @@ fn two_tor_lab_routes_every_block_over_both_tors_with_bfd() {
         assert_no_felix_route(node, &new_pods);
     }
     assert_sessions_kept(&left, &before, &Sessions::of(&left).unwrap());
+    status_ok(&state_file);
     assert_node_gone(&left, &new);
 
     let down = lab(&state_file, &["down"]);
