@@ -1062,6 +1062,16 @@ fn two_tor_lab_routes_every_block_over_both_tors_with_bfd() {
     // `up`'s, every ping answered) says all is up again.
     let report = stdout(&status_ok(&state_file));
     assert!(report.contains("36 of 36 reached"), "{report}");
+    eventually("every session Established again", || {
+        for node in &state.nodes {
+            let v = node_status(node);
+            let peers = v["ipv4_peers"].as_array().cloned().unwrap_or_default();
+            if !peers.iter().all(|p| p["info"] == "Established") {
+                return Err(format!("{}: {v}", node.name));
+            }
+        }
+        Ok(())
+    });
     assert_every_peer_established(
         &state,
         &[
