@@ -227,12 +227,22 @@ impl Configured {
         addr: Ipv4Addr,
         addr_b: Ipv4Addr,
     ) -> Result<(Configured, Reconfiguration), LabCtlError> {
+        let protocol = fabric_protocol(name);
+        for tor in state.tors() {
+            let text = birdc(&tor.socket, &["show", "protocols"])?;
+            if parse_protocols(&text)?.iter().any(|p| p.name == protocol) {
+                return Err(LabCtlError::Usage(format!(
+                    "{} has a protocol {protocol} already: name the node otherwise",
+                    tor.name
+                )));
+            }
+        }
         let guard = Configured {
             state: state.clone(),
             kept: false,
         };
         let r = reconfigure(state, None, Some((name, addr, addr_b)))?;
-        check_in_place(&r, &fabric_protocol(name))?;
+        check_in_place(&r, &protocol)?;
         Ok((guard, r))
     }
 
