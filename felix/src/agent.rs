@@ -24,8 +24,6 @@ const BEAT: Duration = Duration::from_secs(2);
 pub enum Input {
     /// A new model (replaces the previous one entirely).
     Model(Box<Model>),
-    /// A new desired state, computed by the caller from its model ([`desired::compute`]).
-    Desired(Box<desired::Desired>),
     /// Kernel notifications.
     Netlink(Vec<Event>),
     /// Whether felix's remote routes missing from the model stay (until the remote table is
@@ -97,13 +95,6 @@ impl Agent {
     /// Hands the loop a new model.
     pub fn update(&self, model: Model) {
         let _ = self.tx.send(Input::Model(Box::new(model)));
-    }
-
-    /// Hands the loop the desired state of a model the caller has already computed it for
-    /// (cluster mode needs it first for the originated set): the same as [`Agent::update`]
-    /// without computing it twice.
-    pub fn set_desired(&self, desired: desired::Desired) {
-        let _ = self.tx.send(Input::Desired(Box::new(desired)));
     }
 
     /// While `hold` is true, felix's routes to remote blocks that the model lacks stay in the
@@ -231,18 +222,17 @@ fn run(
         };
         let mut inputs: Vec<Input> = first.into_iter().collect();
         inputs.extend(rx.try_iter());
-        for input in inputs {
+        // A burst of models (a churn of Node changes) is computed once: each replaces the
+        // previous one entirely, so only the newest is worth a desired state.
+        let newest_model = inputs.iter().rposition(|i| matches!(i, Input::Model(_)));
+        for (k, input) in inputs.into_iter().enumerate() {
             match input {
                 Input::Shutdown => break 'outer,
+                Input::Model(_) if Some(k) != newest_model => {}
                 Input::Model(m) => {
                     let t = Instant::now();
                     rec.set_desired(desired::compute(&m));
                     tracing::debug!(target: "route_path", elapsed_us = t.elapsed().as_micros() as u64, "felix: desired state computed");
-                    have_model = true;
-                }
-                Input::Desired(d) => {
-                    tracing::debug!(target: "route_path", "felix: desired state received");
-                    rec.set_desired(*d);
                     have_model = true;
                 }
                 Input::HoldStaleRemote(hold) => rec.hold_stale_remote(hold),

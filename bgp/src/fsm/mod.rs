@@ -496,6 +496,16 @@ impl Fsm {
         }
     }
 
+    /// The peer is known to have sent something this side has not processed yet (it waits in
+    /// the socket while the session was busy): restarts the hold timer of an Established
+    /// session as a received message would (RFC 4271 §8.2.2: the hold timer measures the
+    /// peer's silence, not this side's backlog).
+    pub fn peer_alive(&mut self, now: Instant) {
+        if self.state == State::Established {
+            self.restart_hold(now);
+        }
+    }
+
     fn restart_hold(&mut self, now: Instant) {
         if let Some(neg) = &self.negotiated
             && neg.hold_time > 0

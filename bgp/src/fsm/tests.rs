@@ -409,6 +409,28 @@ fn received_update_restarts_the_hold_timer() {
 }
 
 #[test]
+fn unread_bytes_from_the_peer_restart_the_hold_timer_only_when_established() {
+    let mut clock = Clock::new();
+    let mut fsm = fsm_in(State::Established, &clock);
+    clock.advance(80);
+    fsm.peer_alive(clock.now());
+    let actions = fsm.handle_timeout(clock.advance(20));
+    assert!(!has_notification(&actions, notif::HOLD_TIMER_EXPIRED, 0));
+    assert_eq!(fsm.state(), State::Established);
+    // Silence after that still expires it.
+    let actions = fsm.handle_timeout(clock.advance(70));
+    assert!(has_notification(&actions, notif::HOLD_TIMER_EXPIRED, 0));
+
+    // In OpenConfirm only the peer's KEEPALIVE counts (it is what makes the session).
+    let mut clock = Clock::new();
+    let mut fsm = fsm_in(State::OpenConfirm, &clock);
+    let before = fsm.poll_timeout();
+    fsm.peer_alive(clock.advance(10));
+    assert_eq!(fsm.state(), State::OpenConfirm);
+    assert_eq!(fsm.poll_timeout(), before);
+}
+
+#[test]
 fn sent_update_restarts_the_keepalive_timer() {
     let mut clock = Clock::new();
     let mut fsm = fsm_in(State::Established, &clock);

@@ -110,6 +110,34 @@ impl Conn {
         res
     }
 
+    /// Reads what already arrived like [`Conn::try_read`], but asks the kernel instead of
+    /// tokio's readiness flag: the flag is only refreshed when the runtime polls its reactor,
+    /// which a busy runtime may not have done for seconds while the peer's KEEPALIVEs sat in
+    /// the socket (the hold timer then expired on a live peer).
+    pub(super) fn read_now(&mut self, max_room: usize) -> io::Result<usize> {
+        self.buf.reserve(self.room.min(max_room));
+        let res = socket2::SockRef::from(self.reader.as_ref()).recv(self.buf.spare_capacity_mut());
+        if let Ok(n) = res {
+            // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
+            unsafe { self.buf.set_len(self.buf.len() + n) };
+            if n >= self.room {
+                self.room = (self.room * 2).min(max_room);
+            }
+        }
+        self.release_if_empty();
+        res
+    }
+
+    /// Whether the peer sent bytes this side has not read yet (asked of the kernel, not of
+    /// tokio's readiness flag), or unframed bytes wait in the buffer.
+    pub(super) fn has_unread(&self) -> bool {
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        !self.buf.is_empty()
+            || socket2::SockRef::from(self.reader.as_ref())
+                .peek(&mut probe)
+                .is_ok_and(|n| n > 0)
+    }
+
     /// Drops the receive buffer's allocation when nothing is left in it (every frame handed
     /// out); frames already split off keep their own share alive.
     pub(super) fn release_if_empty(&mut self) {

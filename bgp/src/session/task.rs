@@ -139,6 +139,12 @@ impl Task {
             },
             Wake::Timer => {
                 self.read_ready().await;
+                // Handing the speaker those messages may have waited on its queue for longer
+                // than the hold time; bytes the peer sent meanwhile still wait in the socket.
+                // A peer that kept sending is alive, whatever this side got round to reading.
+                if self.conn.as_ref().is_some_and(Conn::has_unread) {
+                    self.fsm.peer_alive(now());
+                }
                 let actions = self.fsm.handle_timeout(now());
                 self.execute(actions).await;
                 self.dispatch_queued().await;
@@ -182,7 +188,7 @@ impl Task {
             return;
         };
         // WouldBlock, end of stream and errors are left to the read branch to report.
-        if let Ok(n) = conn.try_read(READ_CHUNK)
+        if let Ok(n) = conn.read_now(READ_CHUNK)
             && n > 0
         {
             self.process_frames().await;
