@@ -22,8 +22,9 @@ const BEAT: Duration = Duration::from_secs(2);
 /// What the loop reacts to.
 #[derive(Debug)]
 pub enum Input {
-    /// A new model (replaces the previous one entirely).
-    Model(Box<Model>),
+    /// A new model (replaces the previous one entirely), shared with its sender: cluster mode
+    /// keeps it to compare the next one with, and copying it cost O(N) per Node change.
+    Model(Arc<Model>),
     /// A new desired state, computed by the caller from its model ([`desired::compute`]).
     Desired(Box<desired::Desired>),
     /// Kernel notifications.
@@ -95,8 +96,8 @@ impl Agent {
     }
 
     /// Hands the loop a new model.
-    pub fn update(&self, model: Model) {
-        let _ = self.tx.send(Input::Model(Box::new(model)));
+    pub fn update(&self, model: impl Into<Arc<Model>>) {
+        let _ = self.tx.send(Input::Model(model.into()));
     }
 
     /// Hands the loop the desired state of a model the caller has already computed it for
