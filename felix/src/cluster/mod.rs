@@ -143,11 +143,20 @@ async fn tunnel_loop(
     mut rx: watch::Receiver<Option<ClusterState>>,
     health: Arc<Health>,
 ) {
+    // The inputs last reconciled without an error: another node's change leaves them as they
+    // are and costs nothing here.
+    let mut done: Option<ClusterState> = None;
     loop {
-        let state = rx.borrow_and_update().clone();
-        if let Some(state) = state {
+        let state = rx
+            .borrow_and_update()
+            .as_ref()
+            .map(ClusterState::tunnel_inputs);
+        if let Some(state) = state.filter(|s| done.as_ref() != Some(s)) {
             match tunnels.reconcile(&state).await {
-                Ok(()) => health.clear_reason(R_TUNNEL),
+                Ok(()) => {
+                    health.clear_reason(R_TUNNEL);
+                    done = Some(state);
+                }
                 Err(e) => {
                     warn!(error = %e, "tunnel address: retrying in 1 s");
                     health.set_reason(R_TUNNEL, format!("tunnel address: {e}"));
