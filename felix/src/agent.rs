@@ -22,8 +22,9 @@ const BEAT: Duration = Duration::from_secs(2);
 /// What the loop reacts to.
 #[derive(Debug)]
 pub enum Input {
-    /// A new model (replaces the previous one entirely).
-    Model(Box<Model>),
+    /// A new model (replaces the previous one entirely), shared with its sender: cluster mode
+    /// keeps it to compare the next one with, and copying it cost O(N) per Node change.
+    Model(Arc<Model>),
     /// Kernel notifications.
     Netlink(Vec<Event>),
     /// Whether felix's remote routes missing from the model stay (until the remote table is
@@ -93,8 +94,8 @@ impl Agent {
     }
 
     /// Hands the loop a new model.
-    pub fn update(&self, model: Model) {
-        let _ = self.tx.send(Input::Model(Box::new(model)));
+    pub fn update(&self, model: impl Into<Arc<Model>>) {
+        let _ = self.tx.send(Input::Model(model.into()));
     }
 
     /// While `hold` is true, felix's routes to remote blocks that the model lacks stay in the

@@ -143,11 +143,20 @@ async fn tunnel_loop(
     mut rx: watch::Receiver<Option<ClusterState>>,
     health: Arc<Health>,
 ) {
+    // The inputs last reconciled without an error: another node's change leaves them as they
+    // are and costs nothing here.
+    let mut done: Option<ClusterState> = None;
     loop {
-        let state = rx.borrow_and_update().clone();
-        if let Some(state) = state {
+        let state = rx
+            .borrow_and_update()
+            .as_ref()
+            .map(ClusterState::tunnel_inputs);
+        if let Some(state) = state.filter(|s| done.as_ref() != Some(s)) {
             match tunnels.reconcile(&state).await {
-                Ok(()) => health.clear_reason(R_TUNNEL),
+                Ok(()) => {
+                    health.clear_reason(R_TUNNEL);
+                    done = Some(state);
+                }
                 Err(e) => {
                     warn!(error = %e, "tunnel address: retrying in 1 s");
                     health.set_reason(R_TUNNEL, format!("tunnel address: {e}"));
@@ -318,7 +327,7 @@ pub async fn run(
             gc_stopped,
         )),
     ];
-    let (model_tx, model_rx) = watch::channel::<Option<Model>>(None);
+    let (model_tx, model_rx) = watch::channel::<Option<Arc<Model>>>(None);
     let wireguard_task = tokio::spawn(crate::wireguard::keeper::run(
         store.clone(),
         opts.node.clone(),
@@ -353,7 +362,8 @@ pub async fn run(
         health.clone(),
     ));
 
-    let mut last_model: Option<Model> = None;
+    // Shared with the dataplane and the WireGuard keeper, not copied for each of them.
+    let mut last_model: Option<Arc<Model>> = None;
     let mut last_problems: Vec<String> = Vec::new();
     let mut last_error: Option<String> = None;
     let mut remote_complete = false;
@@ -479,7 +489,7 @@ pub async fn run(
         }
         // natOutgoing rides in the model's pools: the reconciler derives the nftables table
         // from them (crate::nat) on the same update.
-        if last_model.as_ref() != Some(&model) {
+        if last_model.as_deref() != Some(&model) {
             if let Some(state) = &first_state {
                 sweep_orphans(state).await;
                 info!(
@@ -490,6 +500,7 @@ pub async fn run(
                     "datastore synced; programming the dataplane"
                 );
             }
+            let model = Arc::new(model);
             agent.update(model.clone());
             tracing::debug!(target: "route_path", elapsed_us = woke.elapsed().as_micros() as u64, remote_routes = model.remote_routes.len(), "felix: model handed to the dataplane");
             model_tx.send_replace(Some(model.clone()));

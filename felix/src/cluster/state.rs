@@ -88,6 +88,17 @@ impl ClusterState {
         self.nodes.get(&self.node)
     }
 
+    /// What this node's tunnel addresses depend on: its own Node and the pools, without the
+    /// other nodes (a copy of the whole state per Node change was O(N), issue 12).
+    pub fn tunnel_inputs(&self) -> ClusterState {
+        let mut s = ClusterState::new(&self.node);
+        if let Some(own) = self.own_node() {
+            s.nodes.insert(self.node.clone(), own.clone());
+        }
+        s.pools = self.pools.clone();
+        s
+    }
+
     /// Enabled IPv4 pools (the ones tunnels are for).
     fn enabled_v4_pools(&self) -> impl Iterator<Item = (&String, &IpPoolSpec)> {
         self.pools
@@ -479,6 +490,29 @@ mod tests {
             assemble(&s, &BTreeMap::new()).unwrap_err(),
             AssembleError::NoNode("n1".into())
         );
+    }
+
+    #[test]
+    fn tunnel_inputs_keep_the_own_node_and_the_pools_only() {
+        let s = state();
+        let t = s.tunnel_inputs();
+        assert_eq!(t.node, "n1");
+        assert_eq!(t.own_node(), s.own_node());
+        assert_eq!(t.nodes.len(), 1, "other nodes are left out: {:?}", t.nodes.keys());
+        assert_eq!(t.pools, s.pools);
+        assert_eq!(t.tunnel_needs(), s.tunnel_needs());
+        assert_eq!(t.tunnel_pools(true), s.tunnel_pools(true));
+        assert_eq!(t.tunnel_pools(false), s.tunnel_pools(false));
+        let mut other = s.clone();
+        other.nodes.remove("n3");
+        assert_eq!(
+            other.tunnel_inputs(),
+            t,
+            "another node's change does not change the inputs"
+        );
+        let mut none = s.clone();
+        none.nodes.remove("n1");
+        assert!(none.tunnel_inputs().own_node().is_none());
     }
 
     #[test]

@@ -453,7 +453,7 @@ pub async fn publish(
 /// What the keeper follows: the datastore feed of cluster mode and the model felix programs.
 pub struct Feeds {
     pub states: watch::Receiver<Option<crate::cluster::ClusterState>>,
-    pub models: watch::Receiver<Option<Model>>,
+    pub models: watch::Receiver<Option<Arc<Model>>>,
 }
 
 /// One family's part of the task: its applier and what it remembers between applications.
@@ -463,6 +463,10 @@ struct Family {
     last_cfg: Config,
     /// The key this node was last seen publishing: its removal asks for a new key pair.
     seen_published: Option<String>,
+    /// The family is off and everything of its own was removed under this configuration, with
+    /// no key of the family published: until the configuration changes or a key appears,
+    /// only the resync looks at the kernel again.
+    clean_off: Option<Config>,
 }
 
 impl Family {
@@ -476,7 +480,22 @@ impl Family {
                 Config::default()
             },
             seen_published: None,
+            clean_off: None,
         }
+    }
+
+    /// Whether a pass for a change (not a resync) has nothing to do: the family stays off
+    /// under the configuration it was cleaned with and this node publishes no key of it.
+    /// A Node change then costs nothing here; before, each one dumped the kernel's routes and
+    /// rules of both families (O(N) per Node change with N remote routes, issue 12).
+    fn idle(&self, settings: &crate::settings::Settings, published: bool) -> bool {
+        let cfg = if self.v6 {
+            &settings.wireguard_v6
+        } else {
+            &settings.wireguard
+        };
+        !published
+            && matches!(cfg, Ok(c) if !c.enabled && self.clean_off.as_ref() == Some(c))
     }
 
     fn readiness_key(&self) -> &'static str {
@@ -571,6 +590,7 @@ async fn apply_family(f: &mut Family, p: Pass<'_>) {
             .apply(&c, &me, node_ip, &infos, &routes, rotate)
     })
     .await;
+    f.clean_off = None;
     let applied = match res {
         Ok(Ok((applied, _))) => applied,
         Ok(Err(e)) => {
@@ -600,16 +620,21 @@ async fn apply_family(f: &mut Family, p: Pass<'_>) {
             info!(node = %n, family = label, reason = why, "wireguard: not a peer; its pods are reached unencrypted");
         }
     }
-    if published != applied.public_key {
+    let mut key_settled = published == applied.public_key;
+    if !key_settled {
         match publish(store, node, v6, applied.public_key.as_deref()).await {
             Ok(true) => {
                 info!(public_key = ?applied.public_key, field = status_key(v6), "wireguard: published this node's public key");
+                key_settled = true;
             }
-            Ok(false) => {}
+            Ok(false) => key_settled = true,
             Err(e) => {
                 warn!(error = %e, family = label, "wireguard: publishing the public key failed; retrying")
             }
         }
+    }
+    if !cfg.enabled && key_settled && applied.public_key.is_none() {
+        f.clean_off = Some(cfg);
     }
     if rotate {
         f.seen_published = None;
@@ -638,26 +663,43 @@ pub async fn run(
     let mut tick = tokio::time::interval(resync);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            r = states.changed() => if r.is_err() { return },
-            r = models.changed() => if r.is_err() { return },
-            _ = tick.tick() => {}
-        }
-        // The watch channels hold the latest state only: an apply (it runs `wg`) never falls
-        // behind a busy cluster.
-        let Some(state) = states.borrow_and_update().clone() else {
-            continue;
+        let resync = tokio::select! {
+            r = states.changed() => if r.is_err() { return } else { false },
+            r = models.changed() => if r.is_err() { return } else { false },
+            _ = tick.tick() => true,
         };
-        let global = state.felix_configs.get(crate::settings::GLOBAL);
-        let mine = state
-            .felix_configs
-            .get(&crate::settings::node_config_name(&node));
-        let (settings, _) = crate::settings::merge(global, mine, &Default::default());
-        for (field, why) in Config::not_acted_set(global, mine) {
-            if warned.insert(field.to_string()) {
-                warn!(field = %format!("FelixConfiguration spec.{field}"), reason = why, "field accepted but not acted on");
+        // The watch channels hold the latest state only: an apply (it runs `wg`) never falls
+        // behind a busy cluster. The settings are read while the state is borrowed; it is
+        // copied only when a family has something to do.
+        let (settings, state) = {
+            let borrowed = states.borrow_and_update();
+            let Some(state) = borrowed.as_ref() else {
+                continue;
+            };
+            let global = state.felix_configs.get(crate::settings::GLOBAL);
+            let mine = state
+                .felix_configs
+                .get(&crate::settings::node_config_name(&node));
+            let (settings, _) = crate::settings::merge(global, mine, &Default::default());
+            for (field, why) in Config::not_acted_set(global, mine) {
+                if warned.insert(field.to_string()) {
+                    warn!(field = %format!("FelixConfiguration spec.{field}"), reason = why, "field accepted but not acted on");
+                }
             }
-        }
+            let idle = !resync
+                && families.iter().all(|f| {
+                    let keys = if f.v6 {
+                        &state.wireguard_keys_v6
+                    } else {
+                        &state.wireguard_keys
+                    };
+                    f.idle(&settings, keys.contains_key(&node))
+                });
+            if idle {
+                continue;
+            }
+            (settings, state.clone())
+        };
         let routes: Vec<RemoteRoute> = models
             .borrow()
             .as_ref()
@@ -678,6 +720,51 @@ pub async fn run(
                 },
             )
             .await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> crate::settings::Settings {
+        crate::settings::merge(None, None, &Default::default()).0
+    }
+
+    #[test]
+    fn an_off_family_is_idle_for_changes_only_once_cleaned_under_the_same_config() {
+        let s = settings();
+        for v6 in [false, true] {
+            let mut f = Family::new(v6, 81);
+            assert!(!f.idle(&s, false), "never cleaned yet: the first pass looks");
+            let off = if v6 {
+                s.wireguard_v6.clone()
+            } else {
+                s.wireguard.clone()
+            }
+            .expect("the defaults parse");
+            assert!(!off.enabled, "WireGuard is off by default");
+            f.clean_off = Some(off.clone());
+            assert!(f.idle(&s, false), "cleaned, still off: a change costs nothing");
+            assert!(!f.idle(&s, true), "a key of the family is still published");
+            f.clean_off = Some(Config {
+                table: off.table + 1,
+                ..off.clone()
+            });
+            assert!(!f.idle(&s, false), "cleaned under another table: look again");
+            let mut on = s.clone();
+            let enabled = Ok(Config {
+                enabled: true,
+                ..off.clone()
+            });
+            if v6 {
+                on.wireguard_v6 = enabled;
+            } else {
+                on.wireguard = enabled;
+            }
+            f.clean_off = Some(off);
+            assert!(!f.idle(&on, false), "turned on: applied at once");
         }
     }
 }
