@@ -155,10 +155,11 @@ impl Bed {
         args.resync_interval = 30;
         bed.felix = Some(Felix::start_cluster(&bed.lab, &bed.node, "felix-n1", args).unwrap());
         println!(
-            "base: {} endpoints and {} policies written in {:.1} s; felix ready (table programmed) in {:.1} s",
+            "base: {} endpoints and {} policies written in {:.1} s; felix (pid {}) ready (table programmed) in {:.1} s",
             size.endpoints,
             size.policies,
             written.as_secs_f64(),
+            bed.felix.as_ref().unwrap().pid(),
             t0.elapsed().as_secs_f64()
         );
         bed
@@ -700,19 +701,33 @@ fn nearest_rank(sorted: &[Duration], q: f64) -> Duration {
     sorted[i]
 }
 
-/// felix's own "policy table updated … ms=X" log lines after byte `from` of its log.
-fn felix_ms(log: &std::path::Path, from: u64) -> Vec<f64> {
+/// Field `field` (`ms`, `render_ms`, ...) of felix's "policy table updated" log lines after
+/// byte `from` of its log.
+fn felix_ms(log: &std::path::Path, from: u64, field: &str) -> Vec<f64> {
     let text = std::fs::read(log).unwrap_or_default();
     let text = String::from_utf8_lossy(&text[(from as usize).min(text.len())..]).to_string();
+    let key = format!("{field}=");
     text.lines()
         .filter(|l| l.contains("policy table updated"))
         .filter_map(|l| {
             l.split_whitespace()
-                .find_map(|w| w.strip_prefix("ms="))
+                .find_map(|w| w.strip_prefix(key.as_str()))
                 .and_then(|v| v.trim_matches('"').parse().ok())
         })
         .collect()
 }
+
+/// felix's phases, the fields of its log line: from the watch event to the commit, of which
+/// the settle delay, cloning the IR from the model, waiting for the writer thread, rendering
+/// what changed, and writing the transaction (script and libnftables).
+const PHASES: [&str; 6] = [
+    "ms",
+    "settle_ms",
+    "clone_ms",
+    "queued_ms",
+    "render_ms",
+    "write_ms",
+];
 
 /// felix's table as the kernel lists it (`nft list table`) in the node namespace, loaded with
 /// `nft -f` into the empty `full` namespace; the load's time.
@@ -762,8 +777,8 @@ fn in_force_1000_endpoints_500_policies() {
     ];
     let mut rows = Vec::new();
     for (fwd, back) in pairs {
-        let mut samples: BTreeMap<&str, (Vec<Duration>, Vec<Duration>, Vec<f64>, usize)> =
-            BTreeMap::new();
+        type Samples = (Vec<Duration>, Vec<Duration>, BTreeMap<&'static str, Vec<f64>>, usize);
+        let mut samples: BTreeMap<&str, Samples> = BTreeMap::new();
         let mut full = Vec::new();
         let mut listing_lines = 0;
         for n in 0..trials {
@@ -778,7 +793,9 @@ fn in_force_1000_endpoints_500_policies() {
                 let e = samples.entry(change.name()).or_default();
                 e.0.push(t.in_force);
                 e.1.push(t.write);
-                e.2.extend(felix_ms(&log, from));
+                for f in PHASES {
+                    e.2.entry(f).or_default().extend(felix_ms(&log, from, f));
+                }
                 e.3 += t.later;
                 if change == fwd {
                     let (took, lines) = full_load(&bed);
@@ -792,7 +809,9 @@ fn in_force_1000_endpoints_500_policies() {
             let (mut inf, mut wr, mut fms, later) = samples.remove(change.name()).unwrap();
             inf.sort();
             wr.sort();
-            fms.sort_by(f64::total_cmp);
+            for v in fms.values_mut() {
+                v.sort_by(f64::total_cmp);
+            }
             rows.push((
                 change.name(),
                 inf,
@@ -805,19 +824,14 @@ fn in_force_1000_endpoints_500_policies() {
         }
     }
     println!(
-        "\n| change ({} endpoints, {} policies, {trials} trials) | etcd write returned → committed: median | p99 | felix's own (watch event → commit, its log): median | etcd write (client) median | `nft -f` of the final table from scratch: median | p99 | ratio of medians | extra commits |",
+        "\n| change ({} endpoints, {} policies, {trials} trials) | etcd write returned → committed: median | p99 | etcd write (client): median | `nft -f` of the final table from scratch: median | p99 | ratio of medians | extra commits |",
         size.endpoints, size.policies
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for (name, inf, wr, fms, later, full, _) in &rows {
-        let med = |v: &[Duration]| v[v.len() / 2];
-        let fmed = if fms.is_empty() {
-            "—".to_string()
-        } else {
-            format!("{:.1} ms", fms[fms.len() / 2])
-        };
+    println!("|---|---|---|---|---|---|---|---|");
+    let med = |v: &[Duration]| v[v.len() / 2];
+    for (name, inf, wr, _, later, full, _) in &rows {
         println!(
-            "| {name} | {} | {} | {fmed} | {} | {} | {} | {:.3} | {later} |",
+            "| {name} | {} | {} | {} | {} | {} | {:.3} | {later} |",
             common::ms(med(inf)),
             common::ms(nearest_rank(inf, 0.99)),
             common::ms(med(wr)),
@@ -825,6 +839,21 @@ fn in_force_1000_endpoints_500_policies() {
             common::ms(nearest_rank(full, 0.99)),
             med(inf).as_secs_f64() / med(full).as_secs_f64(),
         );
+    }
+    println!(
+        "\n| change: felix's own phases from its log, median (ms) | {} |",
+        PHASES.join(" | ")
+    );
+    println!("|---|{}", "---|".repeat(PHASES.len()));
+    for (name, _, _, fms, _, _, _) in &rows {
+        let cells: Vec<String> = PHASES
+            .iter()
+            .map(|f| match fms.get(f) {
+                Some(v) if !v.is_empty() => format!("{:.1}", v[v.len() / 2]),
+                _ => "—".into(),
+            })
+            .collect();
+        println!("| {name} | {} |", cells.join(" | "));
     }
     println!(
         "(final table listing: {} lines; p99 by nearest rank: with fewer than 100 trials it is the slowest)",

@@ -89,17 +89,20 @@ struct Writer {
     rendered: Option<Rendered>,
 }
 
-/// Applies the IR (`resync`: against the kernel's table, not felix's memory).
+/// Applies the IR (`resync`: against the kernel's table, not felix's memory). `started`: when
+/// the change came in (the settle delay follows); `taking` and `taken`: when its IR was being
+/// and had been taken from the model.
 async fn program(
     ir: PolicyIr,
     writer: &Arc<Mutex<Writer>>,
     resync: bool,
     metrics: &Metrics,
-    started: Instant,
+    (started, taking, taken): (Instant, Instant, Instant),
 ) -> Result<(), String> {
     let (endpoints, policies) = (ir.endpoints.len(), ir.policies.len());
     let w = writer.clone();
-    let (report, via) = tokio::task::spawn_blocking(move || {
+    let (report, via, (queued, render, write)) = tokio::task::spawn_blocking(move || {
+        let t0 = Instant::now();
         let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
         let Writer { keeper, rendered } = &mut *w;
         let via = if keeper.uses_library() {
@@ -107,24 +110,28 @@ async fn program(
         } else {
             "nft"
         };
-        let report = match rendered {
+        let t1 = Instant::now();
+        let (report, t2) = match rendered {
             Some(r) if !resync => {
                 let touched = r.update(ir);
-                keeper.apply_touched(r.table(), &touched)
+                let t2 = Instant::now();
+                (keeper.apply_touched(r.table(), &touched), t2)
             }
             _ => {
                 let r = rendered.insert(Rendered::new(ir));
+                let t2 = Instant::now();
                 if resync {
-                    keeper.resync(r.table())
+                    (keeper.resync(r.table()), t2)
                 } else {
-                    keeper.apply(r.table())
+                    (keeper.apply(r.table()), t2)
                 }
             }
         };
-        (report, via)
+        (report, via, (t1 - t0, t2 - t1, t2.elapsed()))
     })
     .await
     .map_err(|e| format!("policy writer panicked: {e}"))?;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let report = report.map_err(|e| e.to_string())?;
     if report.transactions > 0 {
         metrics
@@ -140,7 +147,12 @@ async fn program(
             script_lines = report.script_lines,
             drift = report.drift,
             via,
-            ms = started.elapsed().as_secs_f64() * 1e3,
+            ms = ms(started.elapsed()),
+            settle_ms = ms(taking - started),
+            clone_ms = ms(taken - taking),
+            queued_ms = ms(queued),
+            render_ms = ms(render),
+            write_ms = ms(write),
             "policy table updated"
         );
     }
@@ -271,8 +283,10 @@ pub async fn run(
             changed_at = Instant::now();
         }
         if dirty || resync_due {
+            let taking = Instant::now();
             let ir = live.ir().clone();
-            match program(ir, &writer, resync_due, &metrics, changed_at).await {
+            let at = (changed_at, taking, Instant::now());
+            match program(ir, &writer, resync_due, &metrics, at).await {
                 Ok(()) => {
                     health.clear_reason(R_POLICY);
                     dirty = false;
