@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::health::{Health, Metrics, ViaLabel};
-use crate::policy::{LivePolicy, PolicyIr, PolicyKeeper, Rendered};
+use crate::policy::{LivePolicy, PolicyKeeper, Rendered};
 
 /// How often the kernel's table is compared with the desired one.
 pub const RESYNC: Duration = Duration::from_secs(10);
@@ -89,17 +89,30 @@ struct Writer {
     rendered: Option<Rendered>,
 }
 
-/// Applies the IR (`resync`: against the kernel's table, not felix's memory). `started`: when
-/// the change came in (the settle delay follows); `taking` and `taken`: when its IR was being
-/// and had been taken from the model.
+/// Applies the model's IR (`resync`: against the kernel's table, not felix's memory). `started`:
+/// when the change came in (the settle delay follows).
 async fn program(
-    ir: PolicyIr,
+    live: &LivePolicy,
     writer: &Arc<Mutex<Writer>>,
     resync: bool,
     metrics: &Metrics,
-    (started, taking, taken): (Instant, Instant, Instant),
+    started: Instant,
 ) -> Result<(), String> {
+    let ir = live.ir();
     let (endpoints, policies) = (ir.endpoints.len(), ir.policies.len());
+    // Steady state: compare the rendered IR with the model's in place and copy only what
+    // differs (no copy of the whole IR per change). The writer is idle here: the task awaits
+    // each write before the next.
+    let taking = Instant::now();
+    let touched = {
+        let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut w.rendered {
+            Some(r) if !resync => Some(r.update_from(ir)),
+            _ => None,
+        }
+    };
+    let fresh = touched.is_none().then(|| ir.clone());
+    let taken = Instant::now();
     let w = writer.clone();
     let (report, via, (queued, render, write)) = tokio::task::spawn_blocking(move || {
         let t0 = Instant::now();
@@ -111,14 +124,10 @@ async fn program(
             "nft"
         };
         let t1 = Instant::now();
-        let (report, t2) = match rendered {
-            Some(r) if !resync => {
-                let touched = r.update(ir);
-                let t2 = Instant::now();
-                (keeper.apply_touched(r.table(), &touched), t2)
-            }
-            _ => {
-                let r = rendered.insert(Rendered::new(ir));
+        let (report, t2) = match (touched, rendered.as_ref(), fresh) {
+            (Some(touched), Some(r), _) => (keeper.apply_touched(r.table(), &touched), t1),
+            (_, _, fresh) => {
+                let r = rendered.insert(Rendered::new(fresh.unwrap_or_default()));
                 let t2 = Instant::now();
                 if resync {
                     (keeper.resync(r.table()), t2)
@@ -149,7 +158,7 @@ async fn program(
             via,
             ms = ms(started.elapsed()),
             settle_ms = ms(taking - started),
-            clone_ms = ms(taken - taking),
+            compare_ms = ms(taken - taking),
             queued_ms = ms(queued),
             render_ms = ms(render),
             write_ms = ms(write),
@@ -283,10 +292,7 @@ pub async fn run(
             changed_at = Instant::now();
         }
         if dirty || resync_due {
-            let taking = Instant::now();
-            let ir = live.ir().clone();
-            let at = (changed_at, taking, Instant::now());
-            match program(ir, &writer, resync_due, &metrics, at).await {
+            match program(&live, &writer, resync_due, &metrics, changed_at).await {
                 Ok(()) => {
                     health.clear_reason(R_POLICY);
                     dirty = false;
