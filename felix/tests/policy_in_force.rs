@@ -719,8 +719,8 @@ fn felix_ms(log: &std::path::Path, from: u64, field: &str) -> Vec<f64> {
 
 /// felix's phases, the fields of its log line: from the watch event to the commit, of which
 /// the settle delay, comparing the model's IR with the rendered one and rendering what
-/// differs, waiting for the writer thread, a full render (not in steady state), and writing the
-/// transaction (script and libnftables).
+/// differs, handing over to the writer (its thread and lock), a full render (not in steady
+/// state), and writing the transaction (script and libnftables).
 const PHASES: [&str; 6] = [
     "ms",
     "settle_ms",

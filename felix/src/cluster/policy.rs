@@ -115,7 +115,6 @@ async fn program(
     let taken = Instant::now();
     let w = writer.clone();
     let (report, via, (queued, render, write)) = tokio::task::spawn_blocking(move || {
-        let t0 = Instant::now();
         let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
         let Writer { keeper, rendered } = &mut *w;
         let via = if keeper.uses_library() {
@@ -136,7 +135,7 @@ async fn program(
                 }
             }
         };
-        (report, via, (t1 - t0, t2 - t1, t2.elapsed()))
+        (report, via, (t1 - taken, t2 - t1, t2.elapsed()))
     })
     .await
     .map_err(|e| format!("policy writer panicked: {e}"))?;
