@@ -717,12 +717,14 @@ fn felix_ms(log: &std::path::Path, from: u64, field: &str) -> Vec<f64> {
         .collect()
 }
 
-/// felix's phases, the fields of its log line: from the watch event to the commit, of which
-/// the settle delay, comparing the model's IR with the rendered one and rendering what
+/// felix's phases, the fields of its log line: from the watch event to the end of the write
+/// (the commit, then the writer's return), of which the live model taking the event in, the
+/// settle delay, comparing the model's IR with the rendered one and rendering what
 /// differs, handing over to the writer (its thread and lock), a full render (not in steady
 /// state), and writing the transaction (script and libnftables).
-const PHASES: [&str; 6] = [
+const PHASES: [&str; 7] = [
     "ms",
+    "model_ms",
     "settle_ms",
     "compare_ms",
     "queued_ms",

@@ -90,13 +90,14 @@ struct Writer {
 }
 
 /// Applies the model's IR (`resync`: against the kernel's table, not felix's memory). `started`:
-/// when the change came in (the settle delay follows).
+/// when the change came in; `modelled`: how long the live model took to take it in (the settle
+/// delay followed).
 async fn program(
     live: &LivePolicy,
     writer: &Arc<Mutex<Writer>>,
     resync: bool,
     metrics: &Metrics,
-    started: Instant,
+    (started, modelled): (Instant, Duration),
 ) -> Result<(), String> {
     let ir = live.ir();
     let (endpoints, policies) = (ir.endpoints.len(), ir.policies.len());
@@ -156,7 +157,8 @@ async fn program(
             drift = report.drift,
             via,
             ms = ms(started.elapsed()),
-            settle_ms = ms(taking - started),
+            model_ms = ms(modelled),
+            settle_ms = ms((taking - started).saturating_sub(modelled)),
             compare_ms = ms(taken - taking),
             queued_ms = ms(queued),
             render_ms = ms(render),
@@ -246,7 +248,9 @@ pub async fn run(
     let mut fresh: Vec<SyncRequest> = Vec::new();
     let mut dirty = true;
     let mut resync_due = false;
+    // When the change that made the table dirty arrived, and how long the model took to take it in.
     let mut changed_at = Instant::now();
+    let mut modelled = Duration::ZERO;
     let mut timer = tokio::time::interval(RESYNC);
     timer.tick().await;
     loop {
@@ -269,9 +273,10 @@ pub async fn run(
         }
         // Take in what the watch already has, without waiting.
         while let Ok(ev) = tokio::time::timeout(Duration::ZERO, watch.next()).await {
+            let got = Instant::now();
             if apply(&mut live, ev) && !dirty {
                 dirty = true;
-                changed_at = Instant::now();
+                (changed_at, modelled) = (got, got.elapsed());
             }
         }
         // Safety net: a revision the watch does not reach in time (a write outside `/margay/`)
@@ -288,10 +293,11 @@ pub async fn run(
                 *r = (*r).min(rev);
             }
             dirty = true;
-            changed_at = Instant::now();
+            (changed_at, modelled) = (Instant::now(), Duration::ZERO);
         }
         if dirty || resync_due {
-            match program(&live, &writer, resync_due, &metrics, changed_at).await {
+            let at = (changed_at, modelled);
+            match program(&live, &writer, resync_due, &metrics, at).await {
                 Ok(()) => {
                     health.clear_reason(R_POLICY);
                     dirty = false;
@@ -324,9 +330,10 @@ pub async fn run(
         };
         tokio::select! {
             ev = watch.next() => {
+                let got = Instant::now();
                 if apply(&mut live, ev) {
                     dirty = true;
-                    changed_at = Instant::now();
+                    (changed_at, modelled) = (got, got.elapsed());
                     // Settle, unless an ADD asks or waits meanwhile: it does not wait for the delay.
                     if waiting.is_empty() {
                         tokio::select! {
