@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::health::{Health, Metrics, ViaLabel};
-use crate::policy::{LivePolicy, PolicyIr, PolicyKeeper, Rendered};
+use crate::policy::{LivePolicy, PolicyKeeper, Rendered};
 
 /// How often the kernel's table is compared with the desired one.
 pub const RESYNC: Duration = Duration::from_secs(10);
@@ -89,17 +89,33 @@ struct Writer {
     rendered: Option<Rendered>,
 }
 
-/// Applies the IR (`resync`: against the kernel's table, not felix's memory).
+/// Applies the model's IR (`resync`: against the kernel's table, not felix's memory). `started`:
+/// when the change came in; `modelled`: how long the live model took to take it in (the settle
+/// delay followed).
 async fn program(
-    ir: PolicyIr,
+    live: &LivePolicy,
     writer: &Arc<Mutex<Writer>>,
     resync: bool,
     metrics: &Metrics,
-    started: Instant,
+    (started, modelled): (Instant, Duration),
 ) -> Result<(), String> {
+    let ir = live.ir();
     let (endpoints, policies) = (ir.endpoints.len(), ir.policies.len());
+    // Steady state: compare the rendered IR with the model's in place and copy only what
+    // differs (no copy of the whole IR per change). The writer is idle here: the task awaits
+    // each write before the next.
+    let taking = Instant::now();
+    let touched = {
+        let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut w.rendered {
+            Some(r) if !resync => Some(r.update_from(ir)),
+            _ => None,
+        }
+    };
+    let fresh = touched.is_none().then(|| ir.clone());
+    let taken = Instant::now();
     let w = writer.clone();
-    let (report, via) = tokio::task::spawn_blocking(move || {
+    let (report, via, (queued, render, write)) = tokio::task::spawn_blocking(move || {
         let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
         let Writer { keeper, rendered } = &mut *w;
         let via = if keeper.uses_library() {
@@ -107,24 +123,24 @@ async fn program(
         } else {
             "nft"
         };
-        let report = match rendered {
-            Some(r) if !resync => {
-                let touched = r.update(ir);
-                keeper.apply_touched(r.table(), &touched)
-            }
-            _ => {
-                let r = rendered.insert(Rendered::new(ir));
+        let t1 = Instant::now();
+        let (report, t2) = match (touched, rendered.as_ref(), fresh) {
+            (Some(touched), Some(r), _) => (keeper.apply_touched(r.table(), &touched), t1),
+            (_, _, fresh) => {
+                let r = rendered.insert(Rendered::new(fresh.unwrap_or_default()));
+                let t2 = Instant::now();
                 if resync {
-                    keeper.resync(r.table())
+                    (keeper.resync(r.table()), t2)
                 } else {
-                    keeper.apply(r.table())
+                    (keeper.apply(r.table()), t2)
                 }
             }
         };
-        (report, via)
+        (report, via, (t1 - taken, t2 - t1, t2.elapsed()))
     })
     .await
     .map_err(|e| format!("policy writer panicked: {e}"))?;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let report = report.map_err(|e| e.to_string())?;
     if report.transactions > 0 {
         metrics
@@ -140,7 +156,13 @@ async fn program(
             script_lines = report.script_lines,
             drift = report.drift,
             via,
-            ms = started.elapsed().as_secs_f64() * 1e3,
+            ms = ms(started.elapsed()),
+            model_ms = ms(modelled),
+            settle_ms = ms((taking - started).saturating_sub(modelled)),
+            compare_ms = ms(taken - taking),
+            queued_ms = ms(queued),
+            render_ms = ms(render),
+            write_ms = ms(write),
             "policy table updated"
         );
     }
@@ -226,7 +248,9 @@ pub async fn run(
     let mut fresh: Vec<SyncRequest> = Vec::new();
     let mut dirty = true;
     let mut resync_due = false;
+    // When the change that made the table dirty arrived, and how long the model took to take it in.
     let mut changed_at = Instant::now();
+    let mut modelled = Duration::ZERO;
     let mut timer = tokio::time::interval(RESYNC);
     timer.tick().await;
     loop {
@@ -249,9 +273,10 @@ pub async fn run(
         }
         // Take in what the watch already has, without waiting.
         while let Ok(ev) = tokio::time::timeout(Duration::ZERO, watch.next()).await {
+            let got = Instant::now();
             if apply(&mut live, ev) && !dirty {
                 dirty = true;
-                changed_at = Instant::now();
+                (changed_at, modelled) = (got, got.elapsed());
             }
         }
         // Safety net: a revision the watch does not reach in time (a write outside `/margay/`)
@@ -268,11 +293,11 @@ pub async fn run(
                 *r = (*r).min(rev);
             }
             dirty = true;
-            changed_at = Instant::now();
+            (changed_at, modelled) = (Instant::now(), Duration::ZERO);
         }
         if dirty || resync_due {
-            let ir = live.ir().clone();
-            match program(ir, &writer, resync_due, &metrics, changed_at).await {
+            let at = (changed_at, modelled);
+            match program(&live, &writer, resync_due, &metrics, at).await {
                 Ok(()) => {
                     health.clear_reason(R_POLICY);
                     dirty = false;
@@ -305,9 +330,10 @@ pub async fn run(
         };
         tokio::select! {
             ev = watch.next() => {
+                let got = Instant::now();
                 if apply(&mut live, ev) {
                     dirty = true;
-                    changed_at = Instant::now();
+                    (changed_at, modelled) = (got, got.elapsed());
                     // Settle, unless an ADD asks or waits meanwhile: it does not wait for the delay.
                     if waiting.is_empty() {
                         tokio::select! {

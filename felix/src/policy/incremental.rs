@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::nat::Family;
 
-use super::ir::{Direction, PolicyIr};
+use super::ir::{Direction, EndpointPolicy, NamedPortMember, PolicyIr, PolicyRules};
 use super::render::{
     SetSpec, Table, addr_set, addr_set_name, dispatch, effective_tiers, map_of, policy_chain,
     policy_chain_spec, port_set, port_set_name, render, sequence_chains,
@@ -83,26 +83,42 @@ impl Rendered {
 
     /// Takes the table to `ir`, rendering only what differs; says what it touched.
     pub fn update(&mut self, ir: PolicyIr) -> Touched {
+        self.update_from(&ir)
+    }
+
+    /// As [`Rendered::update`] with the IR borrowed (felix's live model): only the entries that
+    /// differ are copied, so a change costs a comparison of the two IRs, not a copy of one.
+    pub fn update_from(&mut self, ir: &PolicyIr) -> Touched {
         // The base chains depend on these alone; a change to one renders everything again.
         if ir.families != self.ir.families
             || ir.endpoint_to_host != self.ir.endpoint_to_host
             || ir.workload_prefixes != self.ir.workload_prefixes
         {
-            *self = Rendered::new(ir);
+            *self = Rendered::new(ir.clone());
             return Touched::everything();
         }
         let mut touched = Touched::default();
-        let old = std::mem::replace(&mut self.ir, ir);
-        self.update_sets(&old, &mut touched);
-        let shape_changed = self.update_policies(&old, &mut touched);
-        self.update_endpoints(&old, &shape_changed, &mut touched);
+        // The entries that differ, with their old values (`None`: absent before); `self.ir`
+        // takes the new ones.
+        let addr_sets = take_changed(&mut self.ir.addr_sets, &ir.addr_sets);
+        let port_sets = take_changed(&mut self.ir.port_sets, &ir.port_sets);
+        let policies = take_changed(&mut self.ir.policies, &ir.policies);
+        let endpoints = take_changed(&mut self.ir.endpoints, &ir.endpoints);
+        self.update_sets(&addr_sets, &port_sets, &mut touched);
+        let shape_changed = self.update_policies(&policies, &mut touched);
+        self.update_endpoints(&endpoints, &shape_changed, &mut touched);
         touched
     }
 
-    fn update_sets(&mut self, old: &PolicyIr, touched: &mut Touched) {
+    fn update_sets(
+        &mut self,
+        addr_sets: &BTreeMap<String, Option<BTreeSet<ipnet::IpNet>>>,
+        port_sets: &BTreeMap<String, Option<BTreeSet<NamedPortMember>>>,
+        touched: &mut Touched,
+    ) {
         let (ir, sets) = (&self.ir, &mut self.table.sets);
         changed_sets(
-            &old.addr_sets,
+            addr_sets.keys(),
             &ir.addr_sets,
             &ir.families,
             sets,
@@ -111,7 +127,7 @@ impl Rendered {
             addr_set,
         );
         changed_sets(
-            &old.port_sets,
+            port_sets.keys(),
             &ir.port_sets,
             &ir.families,
             sets,
@@ -121,19 +137,21 @@ impl Rendered {
         );
     }
 
-    /// Re-renders changed policies' chains; returns the policies whose directions changed
-    /// (present or not: that changes the sequences of endpoints they apply to).
-    fn update_policies(&mut self, old: &PolicyIr, touched: &mut Touched) -> BTreeSet<String> {
+    /// Re-renders changed policies' chains (`changed`: their old rules); returns the policies
+    /// whose directions changed (present or not: that changes the sequences of endpoints they
+    /// apply to).
+    fn update_policies(
+        &mut self,
+        changed: &BTreeMap<String, Option<PolicyRules>>,
+        touched: &mut Touched,
+    ) -> BTreeSet<String> {
         let ir = &self.ir;
         let mut shape_changed = BTreeSet::new();
-        for key in keys(&old.policies, &ir.policies) {
-            let (was, now) = (old.policies.get(key), ir.policies.get(key));
-            if was == now {
-                continue;
-            }
+        for (key, was) in changed {
+            let now = ir.policies.get(key);
             for dir in Direction::BOTH {
                 let name = policy_chain(key, dir);
-                let had = was.and_then(|p| p.rules(dir)).is_some();
+                let had = was.as_ref().and_then(|p| p.rules(dir)).is_some();
                 match now.and_then(|p| policy_chain_spec(key, p, dir, &ir.families)) {
                     Some(c) => {
                         self.table.chains.insert(name.clone(), c);
@@ -154,27 +172,30 @@ impl Rendered {
         shape_changed
     }
 
+    /// Re-dispatches the endpoints that changed and those whose tiers name a policy whose
+    /// directions changed.
     fn update_endpoints(
         &mut self,
-        old: &PolicyIr,
+        changed: &BTreeMap<String, Option<EndpointPolicy>>,
         shape_changed: &BTreeSet<String>,
         touched: &mut Touched,
     ) {
         let ir = &self.ir;
-        let names_changed = |iface: &String| {
-            !shape_changed.is_empty()
-                && ir.endpoints.get(iface).is_some_and(|ep| {
-                    Direction::BOTH.iter().any(|d| {
-                        ep.tiers(*d)
-                            .iter()
-                            .any(|t| t.policies.iter().any(|p| shape_changed.contains(p)))
+        let mut redo: BTreeSet<String> = changed.keys().cloned().collect();
+        if !shape_changed.is_empty() {
+            redo.extend(
+                ir.endpoints
+                    .iter()
+                    .filter(|(_, ep)| {
+                        Direction::BOTH.iter().any(|d| {
+                            ep.tiers(*d)
+                                .iter()
+                                .any(|t| t.policies.iter().any(|p| shape_changed.contains(p)))
+                        })
                     })
-                })
-        };
-        let redo: Vec<String> = keys(&old.endpoints, &ir.endpoints)
-            .filter(|i| old.endpoints.get(*i) != ir.endpoints.get(*i) || names_changed(i))
-            .cloned()
-            .collect();
+                    .map(|(i, _)| i.clone()),
+            );
+        }
         for iface in redo {
             for dir in Direction::BOTH {
                 let map = map_of(dir);
@@ -238,9 +259,9 @@ impl Rendered {
     }
 }
 
-/// Re-renders, in every family, the sets whose members differ between `old` and `now`.
-fn changed_sets<M: PartialEq>(
-    old: &BTreeMap<String, M>,
+/// Re-renders, in every family, the sets `ids` (whose members changed) as `now` has them.
+fn changed_sets<'a, M>(
+    ids: impl Iterator<Item = &'a String>,
     now: &BTreeMap<String, M>,
     families: &[Family],
     sets: &mut BTreeMap<String, SetSpec>,
@@ -248,11 +269,8 @@ fn changed_sets<M: PartialEq>(
     name: impl Fn(&str, Family) -> String,
     spec: impl Fn(&M, Family) -> SetSpec,
 ) {
-    for id in keys(old, now) {
+    for id in ids {
         let members = now.get(id);
-        if old.get(id) == members {
-            continue;
-        }
         for f in families {
             let n = name(id, *f);
             match members {
@@ -262,6 +280,28 @@ fn changed_sets<M: PartialEq>(
             touched.sets.insert(n);
         }
     }
+}
+
+/// Makes `mine` equal `now`, copying only the entries that differ; returns those entries' keys
+/// with their old values (`None`: the key is new).
+fn take_changed<V: PartialEq + Clone>(
+    mine: &mut BTreeMap<String, V>,
+    now: &BTreeMap<String, V>,
+) -> BTreeMap<String, Option<V>> {
+    let changed: Vec<String> = keys(mine, now)
+        .filter(|k| mine.get(*k) != now.get(*k))
+        .cloned()
+        .collect();
+    changed
+        .into_iter()
+        .map(|k| {
+            let old = match now.get(&k) {
+                Some(v) => mine.insert(k.clone(), v.clone()),
+                None => mine.remove(&k),
+            };
+            (k, old)
+        })
+        .collect()
 }
 
 /// The keys of two maps, each once, in order (a merge of the two sorted key lists).
