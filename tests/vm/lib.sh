@@ -111,14 +111,18 @@ tunl0_tx() {
   ip -n "$1" -s -j link show tunl0 2>/dev/null | jq -r '.[0].stats64.tx.packets // 0'
 }
 
-# Waits up to 60 s until every "node prefix dev" line of $1 holds in the kernel.
+# Waits up to 60 s until every "node prefix dev" line of $1 holds in the kernel (IPv4 or IPv6
+# prefixes: `ip route show` lists IPv4 only unless told -6).
 wait_routes() {
-  local deadline=$((SECONDS + 60)) node prefix dev missing
+  local deadline=$((SECONDS + 60)) node prefix dev missing family
   while :; do
     missing=""
     while read -r node prefix dev; do
       [ -n "$node" ] || continue
-      ip -n "$node" route show "$prefix" | grep " dev $dev " >/dev/null || missing="$missing $node:$prefix:$dev"
+      family=-4
+      case "$prefix" in *:*) family=-6 ;; esac
+      ip -n "$node" "$family" route show "$prefix" | grep " dev $dev " >/dev/null ||
+        missing="$missing $node:$prefix:$dev"
     done < "$1"
     [ -z "$missing" ] && return 0
     check_daemons
