@@ -98,42 +98,63 @@ wg_ready_family() {
     grep "^99:.*not from all fwmark 0x100000/0x100000 lookup $(table "$f")" >/dev/null
 }
 wg_ready() { wg_ready_family 4 "$1" && wg_ready_family 6 "$1"; }
+# record PHASE: per node and family the device, table, rules and link, and the Node; nodes in
+# parallel (each command is slow in the VM).
 record() {
-  local phase=$1 n f
+  local phase=$1 n f pids=()
   mkdir -p "$phase"
   for n in $NODES; do
-    for f in 4 6; do
-      ip netns exec "$n" wg show "$(dev "$f")" dump > "$phase/wg$f-$n.txt" 2>&1
-      ip -n "$n" -"$f" -j route show table "$(table "$f")" > "$phase/table$f-$n.json" 2>&1
-      ip -n "$n" -"$f" -j rule show > "$phase/rules$f-$n.json" 2>&1
-      ip -n "$n" -j -d link show "$(dev "$f")" > "$phase/link$f-$n.json" 2>&1
-    done
-    node_json "$n" > "$phase/node-$n.json" 2>&1
+    (
+      for f in 4 6; do
+        ip netns exec "$n" wg show "$(dev "$f")" dump > "$phase/wg$f-$n.txt" 2>&1
+        ip -n "$n" -"$f" -j route show table "$(table "$f")" > "$phase/table$f-$n.json" 2>&1
+        ip -n "$n" -"$f" -j rule show > "$phase/rules$f-$n.json" 2>&1
+        ip -n "$n" -j -d link show "$(dev "$f")" > "$phase/link$f-$n.json" 2>&1
+      done
+      node_json "$n" > "$phase/node-$n.json" 2>&1
+    ) &
+    pids+=($!)
   done
+  wait "${pids[@]}"
 }
-# pings PHASE: every pod to every other over both families, three each; PHASE/pings.txt
-# (IPv4) and PHASE/pings6.txt have "src dst status", the output is in ping[6]-<src>-<dst>.txt.
+# ping_pair PHASE F SRC DST: SRC's pod pings DST's over IPv F (after up to 20 s of single
+# pings while the first packets wait for ARP or NDP on every hop), three times; the output in
+# PHASE/ping[6]-SRC-DST.txt, the status in PHASE/ping[6]-SRC-DST.rc.
+ping_pair() {
+  local phase=$1 f=$2 src=$3 dst=$4 suffix dst_ip deadline out
+  suffix=${f/4/}
+  dst_ip=$(var "$dst" "POD$suffix")
+  out="$phase/ping$suffix-$src-$dst"
+  deadline=$((SECONDS + 20))
+  until ip netns exec "${src}p" ping -"$f" -c 1 -W 1 "$dst_ip" >/dev/null 2>&1; do
+    [ $SECONDS -ge $deadline ] && break
+  done
+  ip netns exec "${src}p" ping -"$f" -c 3 -i 0.2 -W 5 "$dst_ip" > "$out.txt" 2>&1
+  echo $? > "$out.rc"
+}
+# pings PHASE: every pod to every other over both families, all at once (the VM is slow);
+# PHASE/pings.txt (IPv4) and PHASE/pings6.txt have "src dst status".
 pings() {
-  local phase=$1 src dst dst_ip rc deadline f suffix
+  local phase=$1 src dst f suffix pids=()
   mkdir -p "$phase"
+  for f in 4 6; do
+    for src in $NODES; do
+      for dst in $NODES; do
+        [ "$src" = "$dst" ] || { ping_pair "$phase" "$f" "$src" "$dst" & pids+=($!); }
+      done
+    done
+  done
+  wait "${pids[@]}"
   for f in 4 6; do
     suffix=${f/4/}
     : > "$phase/pings$suffix.txt"
     for src in $NODES; do
       for dst in $NODES; do
         [ "$src" = "$dst" ] && continue
-        dst_ip=$(var "$dst" "POD$suffix")
-        deadline=$((SECONDS + 20))
-        until ip netns exec "${src}p" ping -"$f" -c 1 -W 1 "$dst_ip" >/dev/null 2>&1; do
-          [ $SECONDS -ge $deadline ] && break
-        done
-        ip netns exec "${src}p" ping -"$f" -c 3 -i 0.2 -W 5 "$dst_ip" \
-          > "$phase/ping$suffix-$src-$dst.txt" 2>&1
-        rc=$?
-        echo "$src $dst $rc" >> "$phase/pings$suffix.txt"
-        log "phase $phase: ping -$f $src -> $dst: status $rc"
+        echo "$src $dst $(cat "$phase/ping$suffix-$src-$dst.rc")" >> "$phase/pings$suffix.txt"
       done
     done
+    log "phase $phase: IPv$f pings (src dst status): $(tr '\n' ';' < "$phase/pings$suffix.txt")"
   done
 }
 
@@ -145,7 +166,10 @@ log "phase on: WireGuard programmed on every node"
 # node and to etcd, never through the tunnels) and the nodes' own IPv6 neighbour discovery
 # (ICMPv6 133 to 137, never with extension headers) and multicast (MLD): what the pods send
 # must show as WireGuard's UDP only.
-ip netns exec r tcpdump -i any -nn -l -U \
+# A short snapshot and a large buffer: with whole packets (the default) and immediate
+# delivery the ring holds a few frames only, and the kernel drops what tcpdump cannot take in
+# time (the test requires no drop, so the capture is whole).
+ip netns exec r tcpdump -i any -nn -l -U -s 128 -B 8192 \
   '(ip or ip6) and not port 2379 and not port 179 and not ip6 multicast and
    not (icmp6 and ip6[40] >= 133 and ip6[40] <= 137)' > capture.txt 2> capture.err &
 capture=$!
