@@ -129,7 +129,7 @@ ping_pair() {
   until ip netns exec "${src}p" ping -"$f" -c 1 -W 1 "$dst_ip" >/dev/null 2>&1; do
     [ $SECONDS -ge $deadline ] && break
   done
-  ip netns exec "${src}p" ping -"$f" -c 3 -i 0.2 -W 5 "$dst_ip" > "$out.txt" 2>&1
+  ip netns exec "${src}p" ping -"$f" -c 3 -i 0.2 -w 20 "$dst_ip" > "$out.txt" 2>&1
   echo $? > "$out.rc"
 }
 # pings PHASE: every pod to every other over both families, all at once (the VM is slow);
