@@ -33,7 +33,7 @@ use serde_json::Value;
 use vm::WorkDir;
 
 /// The whole VM run (boot, etcd, daemons, three phases with pings over both families): a
-/// ceiling, not a target; under TCG on a 2-core machine at load 11 to 12 it took 16 minutes.
+/// ceiling, not a target; under TCG on a 2-core machine at load 10 to 12 it took 16 to 17 minutes.
 const VM_TIMEOUT: Duration = Duration::from_secs(1800);
 const TEST_NAME: &str = "wireguard_encrypts_pod_traffic_between_nodes_in_a_vm";
 const POOL: &str = "10.244.0.0/16";
