@@ -171,8 +171,8 @@ fn var(k: &str) -> String {
     std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set"))
 }
 
-/// Inside the VM: removes both of `node`'s published keys, as an operator rotating them would. Retried:
-/// etcd in a TCG VM on a busy machine can miss a client's deadline.
+/// Inside the VM: removes both of `node`'s published keys, as an operator rotating them
+/// would. Retried: etcd in a TCG VM on a busy machine can miss a client's deadline.
 fn forget_key(node: String) {
     let url = var("MARGAY_VM_ETCD");
     runtime().block_on(async {
