@@ -311,7 +311,10 @@ fn check_on(work: &WorkDir, family: &Family, blocks: &BTreeMap<String, String>) 
             let m = node.0;
             let addr = family.addr_of(node);
             let (endpoint, allowed) = peers.get(&keys[m]).unwrap_or_else(|| {
-                panic!("{n}'s {dev} has no peer with {m}'s key: {peers:?}\n{}", diag())
+                panic!(
+                    "{n}'s {dev} has no peer with {m}'s key: {peers:?}\n{}",
+                    diag()
+                )
             });
             assert_eq!(
                 endpoint,

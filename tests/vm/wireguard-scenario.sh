@@ -60,7 +60,8 @@ log "pods wired: $(tr '\n' ' ' < pods.env)"
 : > plain-expect
 for n in $NODES; do
   for m in $NODES; do
-    [ "$n" = "$m" ] || printf '%s %s eth0\n' "$n" "$(var "$m" BLOCK)" "$n" "$(var "$m" BLOCK6)" >> plain-expect
+    [ "$n" = "$m" ] ||
+      printf '%s %s eth0\n' "$n" "$(var "$m" BLOCK)" "$n" "$(var "$m" BLOCK6)" >> plain-expect
   done
 done
 wait_routes plain-expect

@@ -334,7 +334,14 @@ pub fn wire_pod(node: String, block_len: u8, block_len_v6: Option<u8>) {
         let handle = handle_for_container(&container);
         let attrs = BTreeMap::from([("node".to_string(), node.clone())]);
         let got = Ipam::new(store.clone())
-            .auto_assign(&handle, &node, &attrs, 1, usize::from(block_len_v6.is_some()), &[])
+            .auto_assign(
+                &handle,
+                &node,
+                &attrs,
+                1,
+                usize::from(block_len_v6.is_some()),
+                &[],
+            )
             .await
             .expect("an address through IPAM");
         let Some(IpAddr::V4(ip)) = got.v4.first().copied() else {
