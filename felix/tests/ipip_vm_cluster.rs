@@ -244,7 +244,7 @@ fn check_phase(
 fn ipip_cluster_pods_ping_across_tunl0_in_a_vm() {
     if let Ok(node) = std::env::var("MARGAY_VM_NODE") {
         // Run by the scenario inside the VM.
-        vm::wire_pod(node, BLOCK_LEN);
+        vm::wire_pod(node, BLOCK_LEN, None);
         return;
     }
     let repo = vm::repo_root();

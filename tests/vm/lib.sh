@@ -3,7 +3,7 @@
 # node and pod namespaces wired as Calico wires pods, waiting for routes, the pings with tunl0
 # counters, the per-phase records (routes, tunl0, readiness) and etcd for the cluster
 # scenarios. topology.env must be sourced first: SUBNETS, NODES, PINGS and per node <n>_ADDR
-# <n>_SUBNET <n>_GW <n>_CALI, <n>_POD.
+# <n>_SUBNET <n>_GW <n>_CALI, <n>_POD, optionally <n>_ADDR6 (a dual-stack node).
 # shellcheck shell=bash
 
 log() { echo "scenario: [${SECONDS}s] $*"; }
@@ -65,24 +65,36 @@ make_host() {
   ipn "$n" route add default via "$4"
 }
 
-# make_node N: node N's namespace from its topology variables.
+# make_node N: node N's namespace from its topology variables; with <N>_ADDR6 (ADDR/LEN) set,
+# that IPv6 address on eth0 too (dual-stack, on the same link).
 make_node() {
+  local v6="$1_ADDR6"
   make_host "$1" "$(var "$1" ADDR)" "$(var "$1" SUBNET)" "$(var "$1" GW)"
+  [ -z "${!v6:-}" ] || ipn "$1" addr add "${!v6}" dev eth0 nodad
 }
 
-# make_pod N IP: the pod namespace `<N>p` behind node N, on veth <N>_CALI / eth0 with IP/32
-# and the default route via 169.254.1.1.
+# make_pod N IP [IP6]: the pod namespace `<N>p` behind node N, on veth <N>_CALI / eth0 with
+# IP/32 and the default route via 169.254.1.1; with IP6, dual-stack as Calico wires it: IP6/128
+# and the IPv6 default route via the host side's link-local fe80::ecee:eeff:feee:eeee (from its
+# MAC ee:ee:ee:ee:ee:ee; no duplicate address detection on it, so it answers at once).
 make_pod() {
   local n=$1 pod=${1}p cali
   cali=$(var "$n" CALI)
   ip netns add "$pod" || fail "ip netns add $pod"
   ipn "$pod" link set lo up
   ipn "$n" link add "$cali" type veth peer name eth0 netns "$pod"
-  ipn "$n" link set "$cali" address ee:ee:ee:ee:ee:ee up
+  ipn "$n" link set "$cali" address ee:ee:ee:ee:ee:ee
+  [ -z "${3:-}" ] || ip netns exec "$n" sysctl -qw "net.ipv6.conf.$cali.accept_dad=0" ||
+    fail "accept_dad on $n's $cali"
+  ipn "$n" link set "$cali" up
   ipn "$pod" addr add "$2/32" dev eth0
   ipn "$pod" link set eth0 up
   ipn "$pod" route add 169.254.1.1 dev eth0 scope link
   ipn "$pod" route add default via 169.254.1.1 dev eth0
+  if [ -n "${3:-}" ]; then
+    ipn "$pod" addr add "$3/128" dev eth0 nodad
+    ipn "$pod" -6 route add default via fe80::ecee:eeff:feee:eeee dev eth0
+  fi
 }
 
 # make_topology: the router, every node of NODES and the pod behind each.
@@ -99,14 +111,18 @@ tunl0_tx() {
   ip -n "$1" -s -j link show tunl0 2>/dev/null | jq -r '.[0].stats64.tx.packets // 0'
 }
 
-# Waits up to 60 s until every "node prefix dev" line of $1 holds in the kernel.
+# Waits up to 60 s until every "node prefix dev" line of $1 holds in the kernel (IPv4 or IPv6
+# prefixes: `ip route show` lists IPv4 only unless told -6).
 wait_routes() {
-  local deadline=$((SECONDS + 60)) node prefix dev missing
+  local deadline=$((SECONDS + 60)) node prefix dev missing family
   while :; do
     missing=""
     while read -r node prefix dev; do
       [ -n "$node" ] || continue
-      ip -n "$node" route show "$prefix" | grep " dev $dev " >/dev/null || missing="$missing $node:$prefix:$dev"
+      family=-4
+      case "$prefix" in *:*) family=-6 ;; esac
+      ip -n "$node" "$family" route show "$prefix" | grep " dev $dev " >/dev/null ||
+        missing="$missing $node:$prefix:$dev"
     done < "$1"
     [ -z "$missing" ] && return 0
     check_daemons

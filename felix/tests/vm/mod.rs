@@ -307,8 +307,10 @@ pub fn check_pings(
 /// The pod helper role, inside the VM: a pod on `node` as the CNI plugin would make it (an
 /// address through IPAM, the WorkloadEndpoint naming `MARGAY_VM_CALI`, at the etcd of
 /// `MARGAY_VM_ETCD`); the scenario makes the veth. Writes `<node>_POD=ip` and
-/// `<node>_BLOCK=cidr` (blocks of `block_len`) to `MARGAY_VM_OUT`.
-pub fn wire_pod(node: String, block_len: u8) {
+/// `<node>_BLOCK=cidr` (blocks of `block_len`) to `MARGAY_VM_OUT`. With `block_len_v6` the pod
+/// is dual-stack: an IPv6 address too (from an IPv6 pool of blocks that long), both in the
+/// WorkloadEndpoint, and `<node>_POD6` / `<node>_BLOCK6` written beside.
+pub fn wire_pod(node: String, block_len: u8, block_len_v6: Option<u8>) {
     use std::collections::BTreeMap;
     use std::net::IpAddr;
 
@@ -326,18 +328,31 @@ pub fn wire_pod(node: String, block_len: u8) {
         .enable_all()
         .build()
         .expect("a runtime");
-    let ip = rt.block_on(async {
+    let (ip, ip6) = rt.block_on(async {
         let store = Store::connect(&EtcdArgs::plain([url])).await.expect("etcd");
         let container = format!("pod-{node}-container");
         let handle = handle_for_container(&container);
         let attrs = BTreeMap::from([("node".to_string(), node.clone())]);
         let got = Ipam::new(store.clone())
-            .auto_assign(&handle, &node, &attrs, 1, 0, &[])
+            .auto_assign(
+                &handle,
+                &node,
+                &attrs,
+                1,
+                usize::from(block_len_v6.is_some()),
+                &[],
+            )
             .await
             .expect("an address through IPAM");
         let Some(IpAddr::V4(ip)) = got.v4.first().copied() else {
             panic!("no IPv4 address assigned: {got:?}")
         };
+        let ip6 = block_len_v6.map(|_| match got.v6.first().copied() {
+            Some(IpAddr::V6(ip6)) => ip6,
+            _ => panic!("no IPv6 address assigned: {got:?}"),
+        });
+        let mut networks = vec![format!("{ip}/32")];
+        networks.extend(ip6.map(|a| format!("{a}/128")));
         let mut wep = Resource::new(
             format!("{node}-k8s-pod--{node}-eth0"),
             WorkloadEndpointSpec {
@@ -346,7 +361,7 @@ pub fn wire_pod(node: String, block_len: u8) {
                 container_id: container,
                 pod: Some(format!("pod-{node}")),
                 endpoint: Some("eth0".into()),
-                ip_networks: vec![format!("{ip}/32")],
+                ip_networks: networks,
                 interface_name: cali,
                 ..Default::default()
             },
@@ -356,13 +371,19 @@ pub fn wire_pod(node: String, block_len: u8) {
             .create(&wep)
             .await
             .expect("creating the WorkloadEndpoint");
-        ip
+        (ip, ip6)
     });
     let block = ipnet::Ipv4Net::new(ip, block_len)
         .expect("block length")
         .trunc();
-    std::fs::write(&out, format!("{node}_POD={ip}\n{node}_BLOCK={block}\n"))
-        .unwrap_or_else(|e| panic!("writing {out}: {e}"));
+    let mut text = format!("{node}_POD={ip}\n{node}_BLOCK={block}\n");
+    if let (Some(ip6), Some(len)) = (ip6, block_len_v6) {
+        let block6 = ipnet::Ipv6Net::new(ip6, len)
+            .expect("IPv6 block length")
+            .trunc();
+        text += &format!("{node}_POD6={ip6}\n{node}_BLOCK6={block6}\n");
+    }
+    std::fs::write(&out, text).unwrap_or_else(|e| panic!("writing {out}: {e}"));
 }
 
 /// pods.env, as the scenarios gather what [`wire_pod`] wrote: each of `nodes`' pod address and
@@ -371,6 +392,22 @@ pub fn pods<'a>(
     work: &WorkDir,
     nodes: impl IntoIterator<Item = &'a str>,
 ) -> std::collections::BTreeMap<String, (std::net::Ipv4Addr, String)> {
+    pods_of(work, nodes, "")
+}
+
+/// [`pods`] for the IPv6 addresses and blocks of dual-stack pods (`<node>_POD6`, `<node>_BLOCK6`).
+pub fn pods_v6<'a>(
+    work: &WorkDir,
+    nodes: impl IntoIterator<Item = &'a str>,
+) -> std::collections::BTreeMap<String, (std::net::Ipv6Addr, String)> {
+    pods_of(work, nodes, "6")
+}
+
+fn pods_of<'a, A: std::str::FromStr>(
+    work: &WorkDir,
+    nodes: impl IntoIterator<Item = &'a str>,
+    suffix: &str,
+) -> std::collections::BTreeMap<String, (A, String)> {
     let text = work.read("pods.env");
     let vars: std::collections::BTreeMap<&str, &str> =
         text.lines().filter_map(|l| l.split_once('=')).collect();
@@ -378,12 +415,12 @@ pub fn pods<'a>(
         .into_iter()
         .map(|n| {
             let pod = vars
-                .get(format!("{n}_POD").as_str())
+                .get(format!("{n}_POD{suffix}").as_str())
                 .and_then(|p| p.parse().ok())
-                .unwrap_or_else(|| panic!("pods.env lacks {n}'s pod: {text}"));
+                .unwrap_or_else(|| panic!("pods.env lacks {n}'s pod{suffix}: {text}"));
             let block = vars
-                .get(format!("{n}_BLOCK").as_str())
-                .unwrap_or_else(|| panic!("pods.env lacks {n}'s block: {text}"));
+                .get(format!("{n}_BLOCK{suffix}").as_str())
+                .unwrap_or_else(|| panic!("pods.env lacks {n}'s block{suffix}: {text}"));
             (n.to_string(), (pod, block.to_string()))
         })
         .collect()
