@@ -33,8 +33,10 @@ use crate::policy::{LivePolicy, PolicyKeeper, Rendered};
 
 /// How often the kernel's table is compared with the desired one.
 pub const RESYNC: Duration = Duration::from_secs(10);
-/// How long a change waits for the ones that come with it.
-const SETTLE: Duration = Duration::from_millis(5);
+/// How long a change waits for the ones that come with it (etcd delivers the events of one
+/// watch response together; this catches writes made a moment apart). It was 5 ms, about
+/// half of a change's time from the etcd write to the kernel (bench/policy-in-force.sh).
+const SETTLE: Duration = Duration::from_millis(1);
 /// The readiness key.
 const R_POLICY: &str = "policy";
 /// How long a CNI ADD's request waits for the watch to reach etcd's revision before the task
