@@ -139,16 +139,19 @@ pub fn program_host_routes(plan: &Plan) -> Result<(), NetlinkError> {
 }
 
 /// Whether every host route of `plan` is in the kernel, on the host side, with felix's
-/// protocol.
+/// protocol. Reads only felix's routes through the host side, of the plan's families (ADD
+/// calls this after each of the reconciler's flushes: a dump of every route of the node, pod
+/// veths' IPv6 link-local routes included, was most of felix's CPU per ADD).
 pub fn host_routes_present(plan: &Plan) -> Result<bool, NetlinkError> {
     let mut dp = Dataplane::new()?;
     let host = dp.link(&plan.host_ifname)?;
-    let routes = dp.routes(Some(TABLE_MAIN), Some(plan.protocol))?;
-    Ok(plan.addresses.iter().all(|a| {
-        routes
-            .iter()
-            .any(|r| r.dst == *a && r.oif == Some(host.index))
-    }))
+    let v4 = plan.addresses.iter().any(|a| a.addr().is_ipv4());
+    let v6 = plan.addresses.iter().any(|a| a.addr().is_ipv6());
+    let routes = dp.routes_via(host.index, TABLE_MAIN, plan.protocol, v4, v6)?;
+    Ok(plan
+        .addresses
+        .iter()
+        .all(|a| routes.iter().any(|r| r.dst == *a)))
 }
 
 /// Deletes the host side of the veth (the kernel removes the peer and every route through

@@ -292,6 +292,23 @@ pub(crate) fn dump_request(v6: bool) -> RouteNetlinkMessage {
     RouteNetlinkMessage::GetRoute(msg)
 }
 
+/// The RTM_GETROUTE dump request for one address family's routes of `table` and `protocol`
+/// through link `oif`. A socket with strict checking ([`super::socket::NlSocket::strict`])
+/// has the kernel filter on all three and send only those routes; any other gets every route
+/// of the family (the caller filters again).
+pub(crate) fn dump_request_via(v6: bool, table: u32, protocol: u8, oif: u32) -> RouteNetlinkMessage {
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = if v6 {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    msg.header.protocol = RouteProtocol::from(protocol);
+    msg.attributes.push(RouteAttribute::Table(table));
+    msg.attributes.push(RouteAttribute::Oif(oif));
+    RouteNetlinkMessage::GetRoute(msg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

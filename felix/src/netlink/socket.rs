@@ -67,6 +67,13 @@ impl NlSocket {
         })
     }
 
+    /// Turns on strict checking of requests (`NETLINK_GET_STRICT_CHK`): the kernel then
+    /// filters route dumps on the header's table and protocol and on RTA_OIF, and rejects a
+    /// request with fields it does not check. Best effort: a kernel without it dumps everything.
+    pub(crate) fn strict(&self) {
+        let _ = self.sock.set_netlink_get_strict_chk(true);
+    }
+
     pub(crate) fn raw_fd(&self) -> i32 {
         self.sock.as_raw_fd()
     }
