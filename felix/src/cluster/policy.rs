@@ -5,8 +5,10 @@
 //! (tiers, the three policy kinds, profiles, workload endpoints of every node, nodes,
 //! FelixConfiguration) updates the [`LivePolicy`] in place, which recompiles only what the
 //! change touches; [`Rendered`] renders only what differs and the [`PolicyKeeper`] applies that
-//! as one transaction. Changes that arrive together are applied together (a short settle
-//! delay). It lists again only when etcd compacted the history the watch needed, or when the
+//! as one transaction. Changes that arrive together are applied together: everything the
+//! watch holds is taken in before a transaction, and what arrives while one is written goes
+//! into the next (no settle delay: a fixed one was half of a change's time to the kernel).
+//! It lists again only when etcd compacted the history the watch needed, or when the
 //! watch does not reach a revision a CNI ADD waits for (a safety net: every margay key is
 //! under `/margay/`, so the watch sees every revision).
 //!
@@ -33,10 +35,6 @@ use crate::policy::{LivePolicy, PolicyKeeper, Rendered};
 
 /// How often the kernel's table is compared with the desired one.
 pub const RESYNC: Duration = Duration::from_secs(10);
-/// How long a change waits for the ones that come with it (etcd delivers the events of one
-/// watch response together; this catches writes made a moment apart). It was 5 ms, about
-/// half of a change's time from the etcd write to the kernel (bench/policy-in-force.sh).
-const SETTLE: Duration = Duration::from_millis(1);
 /// The readiness key.
 const R_POLICY: &str = "policy";
 /// How long a CNI ADD's request waits for the watch to reach etcd's revision before the task
@@ -92,8 +90,8 @@ struct Writer {
 }
 
 /// Applies the model's IR (`resync`: against the kernel's table, not felix's memory). `started`:
-/// when the change came in; `modelled`: how long the live model took to take it in (the settle
-/// delay followed).
+/// when the change came in; `modelled`: how long the live model took to take it in (`settle_ms`
+/// in the log is what passed between that and this call: the rest of the watch's batch).
 async fn program(
     live: &LivePolicy,
     writer: &Arc<Mutex<Writer>>,
@@ -169,6 +167,17 @@ async fn program(
         );
     }
     Ok(())
+}
+
+/// The future's output if it is ready at the first poll; `None` (and the future dropped) if
+/// not.
+async fn ready_now<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| std::task::Poll::Ready(match fut.as_mut().poll(cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }))
+    .await
 }
 
 /// A model of everything under `/margay/resources/v1/` as listed (`items`).
@@ -273,8 +282,9 @@ pub async fn run(
                 }
             }
         }
-        // Take in what the watch already has, without waiting.
-        while let Ok(ev) = tokio::time::timeout(Duration::ZERO, watch.next()).await {
+        // Take in what the watch already has, without waiting (polled once: a zero timeout
+        // waits for the timer's next millisecond tick).
+        while let Some(ev) = ready_now(watch.next()).await {
             let got = Instant::now();
             if apply(&mut live, ev) && !dirty {
                 dirty = true;
@@ -336,16 +346,6 @@ pub async fn run(
                 if apply(&mut live, ev) {
                     dirty = true;
                     (changed_at, modelled) = (got, got.elapsed());
-                    // Settle, unless an ADD asks or waits meanwhile: it does not wait for the delay.
-                    if waiting.is_empty() {
-                        tokio::select! {
-                            _ = tokio::time::sleep(SETTLE) => {}
-                            r = requests.recv() => match r {
-                                Some(r) => fresh.push(r),
-                                None => return,
-                            },
-                        }
-                    }
                 }
             }
             r = requests.recv() => match r {
