@@ -475,8 +475,7 @@ pub async fn run(
             // WireGuard's devices count as encapsulations (Calico's determinePodMTU).
             let (wg_overhead, wg_cap) = crate::settings::wireguard_mtu_limits(&settings);
             let (vxlan, ipip, vxlan_v6) = desired::tunnel_devices(&model);
-            let overhead =
-                crate::settings::encap_overhead(vxlan, ipip, vxlan_v6).max(wg_overhead);
+            let overhead = crate::settings::encap_overhead(vxlan, ipip, vxlan_v6).max(wg_overhead);
             let input = (settings.mtu_iface_pattern.clone(), overhead, wg_cap);
             if last_mtu_input.as_ref() != Some(&input) {
                 let mtu = detect_pod_mtu(input.0.clone(), overhead)

@@ -173,10 +173,12 @@ async fn program(
 /// not.
 async fn ready_now<F: std::future::Future>(fut: F) -> Option<F::Output> {
     let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| std::task::Poll::Ready(match fut.as_mut().poll(cx) {
-        std::task::Poll::Ready(v) => Some(v),
-        std::task::Poll::Pending => None,
-    }))
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match fut.as_mut().poll(cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        })
+    })
     .await
 }
 

@@ -498,7 +498,12 @@ mod tests {
         let t = s.tunnel_inputs();
         assert_eq!(t.node, "n1");
         assert_eq!(t.own_node(), s.own_node());
-        assert_eq!(t.nodes.len(), 1, "other nodes are left out: {:?}", t.nodes.keys());
+        assert_eq!(
+            t.nodes.len(),
+            1,
+            "other nodes are left out: {:?}",
+            t.nodes.keys()
+        );
         assert_eq!(t.pools, s.pools);
         assert_eq!(t.tunnel_needs(), s.tunnel_needs());
         assert_eq!(t.tunnel_pools(true), s.tunnel_pools(true));

@@ -296,7 +296,12 @@ pub(crate) fn dump_request(v6: bool) -> RouteNetlinkMessage {
 /// through link `oif`. A socket with strict checking ([`super::socket::NlSocket::strict`])
 /// has the kernel filter on all three and send only those routes; any other gets every route
 /// of the family (the caller filters again).
-pub(crate) fn dump_request_via(v6: bool, table: u32, protocol: u8, oif: u32) -> RouteNetlinkMessage {
+pub(crate) fn dump_request_via(
+    v6: bool,
+    table: u32,
+    protocol: u8,
+    oif: u32,
+) -> RouteNetlinkMessage {
     let mut msg = RouteMessage::default();
     msg.header.address_family = if v6 {
         AddressFamily::Inet6

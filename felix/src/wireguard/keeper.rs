@@ -494,8 +494,7 @@ impl Family {
         } else {
             &settings.wireguard
         };
-        !published
-            && matches!(cfg, Ok(c) if !c.enabled && self.clean_off.as_ref() == Some(c))
+        !published && matches!(cfg, Ok(c) if !c.enabled && self.clean_off.as_ref() == Some(c))
     }
 
     fn readiness_key(&self) -> &'static str {
@@ -737,7 +736,10 @@ mod tests {
         let s = settings();
         for v6 in [false, true] {
             let mut f = Family::new(v6, 81);
-            assert!(!f.idle(&s, false), "never cleaned yet: the first pass looks");
+            assert!(
+                !f.idle(&s, false),
+                "never cleaned yet: the first pass looks"
+            );
             let off = if v6 {
                 s.wireguard_v6.clone()
             } else {
@@ -746,13 +748,19 @@ mod tests {
             .expect("the defaults parse");
             assert!(!off.enabled, "WireGuard is off by default");
             f.clean_off = Some(off.clone());
-            assert!(f.idle(&s, false), "cleaned, still off: a change costs nothing");
+            assert!(
+                f.idle(&s, false),
+                "cleaned, still off: a change costs nothing"
+            );
             assert!(!f.idle(&s, true), "a key of the family is still published");
             f.clean_off = Some(Config {
                 table: off.table + 1,
                 ..off.clone()
             });
-            assert!(!f.idle(&s, false), "cleaned under another table: look again");
+            assert!(
+                !f.idle(&s, false),
+                "cleaned under another table: look again"
+            );
             let mut on = s.clone();
             let enabled = Ok(Config {
                 enabled: true,
