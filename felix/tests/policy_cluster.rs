@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use margay_datastore::Store;
 use margay_datastore::resources::WorkloadEndpointSpec;
-use margay_datastore::{EtcdArgs, Store};
-use margay_lab::flows::{Responder, in_netns, tcp_connects};
+use margay_lab::flows::{Responder, tcp_connects};
 use margay_lab::{
     Bgpd, ClusterArgs, Etcd, Felix, FelixArgs, Lab, LabSwitch, Netns, margay_binary, wait_for,
 };
@@ -119,18 +119,7 @@ impl Node {
         F: FnOnce(Store) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = T>,
     {
-        let url = self.etcd.endpoint();
-        in_netns(self.ns.name(), move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let store = Store::connect(&EtcdArgs::plain([url])).await.unwrap();
-                f(store).await
-            })
-        })
-        .unwrap()
+        common::store_in(&self.ns, &self.etcd.endpoint(), f)
     }
 
     /// Sets the labels of pod `name`'s WorkloadEndpoint.

@@ -15,19 +15,16 @@
 //!   final table (felix's table as the kernel lists it) from scratch in another namespace.
 
 mod common;
+use common::{remove, write};
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::BufRead;
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use margay_datastore::resources::AnyResource;
-use margay_datastore::store::WriteMode;
-use margay_datastore::{EtcdArgs, Store};
+use margay_datastore::Store;
 use margay_felix::nftlib::NftLib;
 use margay_felix::policy::render::{MAP_IN, MAP_OUT, TABLE, TABLE_FAMILY};
-use margay_lab::flows::in_netns;
 use margay_lab::{Etcd, Felix, FelixArgs, Lab, LabSwitch, Netns};
 use serde_json::{Value, json};
 
@@ -172,34 +169,13 @@ impl Bed {
         F: FnOnce(Store) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = T>,
     {
-        let url = self.etcd.endpoint();
-        in_netns(self.node.name(), move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let s = Store::connect(&EtcdArgs::plain([url])).await.unwrap();
-                f(s).await
-            })
-        })
-        .unwrap()
+        common::store_in(&self.node, &self.etcd.endpoint(), f)
     }
 
     /// felix's stderr (its log).
     fn felix_log(&self) -> std::path::PathBuf {
         self.lab.dir().join("felix-n1.stderr")
     }
-}
-
-async fn write(s: &Store, v: Value) {
-    let r = AnyResource::from_value(v).unwrap();
-    s.write_any(&r, WriteMode::Apply).await.unwrap();
-}
-
-async fn remove(s: &Store, v: Value) {
-    let r = AnyResource::from_value(v).unwrap();
-    s.delete_any(&r).await.unwrap();
 }
 
 // ---- watching the kernel's commits ----------------------------------------------------------------
@@ -231,15 +207,7 @@ impl Monitor {
             .spawn()
             .expect("nft monitor");
         let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send((Instant::now(), line)).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = margay_lab::process::stamped_lines(out);
         Monitor {
             child,
             lines,
@@ -364,7 +332,10 @@ fn monitor_lag(ns: &Netns, mon: &mut Monitor, n: usize) -> Vec<Duration> {
             if c.events.iter().any(|e| e.contains("margay-probe")) {
                 break c;
             }
-            assert!(done.elapsed() < WAIT, "no commit of the probe's among {c:?}");
+            assert!(
+                done.elapsed() < WAIT,
+                "no commit of the probe's among {c:?}"
+            );
         };
         lags.push(c.at.saturating_duration_since(done));
         std::thread::sleep(Duration::from_millis(5));
@@ -507,7 +478,7 @@ fn check_policy_commit(t: &Touched, policy: &str, selected: &BTreeSet<String>, a
     );
     t.rules_only_in_chains_made_or_removed(policy);
     assert_eq!(&t.interfaces(), selected, "map entries rewritten: {t:#?}");
-    assert!(t.map_keys.get(MAP_OUT).is_none(), "egress entries: {t:#?}");
+    assert!(!t.map_keys.contains_key(MAP_OUT), "egress entries: {t:#?}");
     assert!(t.set_elements.is_empty(), "set elements: {t:#?}");
     assert!(t.other.is_empty(), "other events: {t:#?}");
 }
@@ -786,7 +757,12 @@ fn in_force_1000_endpoints_500_policies() {
     ];
     let mut rows = Vec::new();
     for (fwd, back) in pairs {
-        type Samples = (Vec<Duration>, Vec<Duration>, BTreeMap<&'static str, Vec<f64>>, usize);
+        type Samples = (
+            Vec<Duration>,
+            Vec<Duration>,
+            BTreeMap<&'static str, Vec<f64>>,
+            usize,
+        );
         let mut samples: BTreeMap<&str, Samples> = BTreeMap::new();
         let mut full = Vec::new();
         let mut listing_lines = 0;

@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use margay_datastore::policy::{PolicyModel, load};
-use margay_datastore::resources::{AnyResource, FelixConfigurationSpec};
-use margay_datastore::store::WriteMode;
+use margay_datastore::resources::FelixConfigurationSpec;
 use margay_datastore::{EtcdArgs, Store};
 use margay_felix::cluster::policy::{self, PolicySync};
 use margay_felix::health::{Health, Metrics};
@@ -85,16 +84,6 @@ impl Bed {
         })
         .unwrap()
     }
-}
-
-async fn write(store: &Store, v: Value) {
-    let r = AnyResource::from_value(v).unwrap();
-    store.write_any(&r, WriteMode::Apply).await.unwrap();
-}
-
-async fn remove(store: &Store, v: Value) {
-    let r = AnyResource::from_value(v).unwrap();
-    store.delete_any(&r).await.unwrap();
 }
 
 fn wep(i: usize, app: &str, node: &str) -> Value {
@@ -271,7 +260,7 @@ fn watched_changes_leave_the_table_a_full_render_makes() {
 }
 
 mod common;
-use common::{median, ms};
+use common::{median, ms, remove, write};
 
 // ---- the end-to-end benchmark -------------------------------------------------------------
 

@@ -3,8 +3,10 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::netns::Netns;
@@ -338,4 +340,20 @@ pub fn holds_for(
         }
         std::thread::sleep(POLL);
     }
+}
+
+/// Reads `out` line by line on a thread of its own and hands each line over with the moment it
+/// arrived (for monitors such as `ip monitor` or `nft monitor`, whose events are timed by
+/// their arrival). The thread ends at end of file or when the receiver is dropped.
+pub fn stamped_lines<R: Read + Send + 'static>(out: R) -> mpsc::Receiver<(Instant, String)> {
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    lines
 }

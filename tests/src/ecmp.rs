@@ -4,7 +4,6 @@
 //! kernel's route notifications read as they come (the time of a change, without polling).
 
 use std::collections::BTreeSet;
-use std::io::BufRead;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -316,15 +315,7 @@ impl RouteMonitor {
             .stderr(Stdio::null())
             .spawn()?;
         let out = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send((Instant::now(), line)).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = margay_lab::process::stamped_lines(out);
         // `ip` subscribes to the notifications once it runs.
         std::thread::sleep(Duration::from_millis(100));
         Ok(RouteMonitor { child, lines })

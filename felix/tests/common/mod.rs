@@ -268,6 +268,21 @@ where
     })
 }
 
+/// Writes the resource `v` (its JSON form, any kind) as `margayctl apply` would.
+pub async fn write(store: &margay_datastore::Store, v: Value) {
+    let r = margay_datastore::resources::AnyResource::from_value(v).unwrap();
+    store
+        .write_any(&r, margay_datastore::store::WriteMode::Apply)
+        .await
+        .unwrap();
+}
+
+/// Deletes the resource `v` names (its JSON form, any kind).
+pub async fn remove(store: &margay_datastore::Store, v: Value) {
+    let r = margay_datastore::resources::AnyResource::from_value(v).unwrap();
+    store.delete_any(&r).await.unwrap();
+}
+
 /// Runs `f` on a thread inside `ns`, on a runtime of its own.
 pub fn in_netns<T, F, Fut>(ns: &Netns, f: F) -> T
 where
