@@ -125,6 +125,23 @@ fn by_order(a: Option<f64>, b: Option<f64>) -> Ordering {
     }
 }
 
+/// The evaluation order of two policies, each given with its tier's place in the tier order:
+/// tier, then `order` (none last), then Calico's sort key (`namespace/name`, or `name`).
+pub fn policy_order(a: (usize, &CompiledPolicy), b: (usize, &CompiledPolicy)) -> Ordering {
+    a.0.cmp(&b.0)
+        .then_with(|| by_order(a.1.order, b.1.order))
+        .then_with(|| sort_key(&a.1.id).cmp(sort_key(&b.1.id)))
+}
+
+/// A policy id's sort key, byte by byte, without building the string.
+fn sort_key(id: &PolicyId) -> impl Iterator<Item = u8> + '_ {
+    let ns = id
+        .namespace
+        .iter()
+        .flat_map(|n| n.bytes().chain(std::iter::once(b'/')));
+    ns.chain(id.name.bytes())
+}
+
 /// The rules of a `kns.` profile that lists none: allow everything, as the profile Calico
 /// makes of a Namespace.
 fn allow_all() -> Vec<crate::resources::Rule> {
@@ -179,21 +196,15 @@ pub fn order(
         .enumerate()
         .map(|(i, t)| (t.name.as_str(), i))
         .collect();
-    let mut keyed: Vec<(usize, Option<f64>, String, usize)> = policies
+    let tier_at = |p: &CompiledPolicy| pos.get(p.tier.as_str()).copied().unwrap_or(0);
+    let mut keyed: Vec<(usize, usize)> = policies
         .iter()
         .enumerate()
-        .map(|(i, p)| {
-            let tier = pos.get(p.tier.as_str()).copied().unwrap_or(0);
-            (tier, p.order, p.id.to_string(), i)
-        })
+        .map(|(i, p)| (tier_at(p), i))
         .collect();
-    keyed.sort_by(|a, b| {
-        a.0.cmp(&b.0)
-            .then_with(|| by_order(a.1, b.1))
-            .then_with(|| a.2.cmp(&b.2))
-    });
+    keyed.sort_by(|a, b| policy_order((a.0, &policies[a.1]), (b.0, &policies[b.1])));
     let mut slots: Vec<Option<CompiledPolicy>> = policies.into_iter().map(Some).collect();
-    let sorted = keyed.iter().filter_map(|k| slots[k.3].take()).collect();
+    let sorted = keyed.iter().filter_map(|k| slots[k.1].take()).collect();
     (tiers, sorted)
 }
 

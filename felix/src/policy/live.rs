@@ -20,17 +20,22 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use margay_datastore::policy::compile::{compile_global_policy, compile_network_policy};
 use margay_datastore::policy::load::{Input, config_of, host_address};
-use margay_datastore::policy::model::{compile_k8s_policy, order, profile_rules, tier_info};
+use margay_datastore::policy::model::{
+    compile_k8s_policy, order, policy_order, profile_rules, tier_info,
+};
 use margay_datastore::policy::{
     CompileError, CompiledPolicy, Endpoint, PolicyKind, PolicyModel, PolicyResources,
 };
-use margay_datastore::resources::{FelixConfigurationSpec, Profile, Tier, WorkloadEndpoint};
+use margay_datastore::resources::{
+    DEFAULT_TIER, FelixConfigurationSpec, PolicyType, Profile, Tier, TierDefaultAction,
+    WorkloadEndpoint,
+};
 
 use super::compile::{
-    RuleCompiler, RulesSource, SetSource, endpoint_policy, endpoint_to_host, is_local,
-    port_members, profile_key, selector_members, uses,
+    PROFILES_TIER, RuleCompiler, RulesSource, SetSource, endpoint_policy, endpoint_to_host,
+    is_local, port_members, profile_key, selector_members, uses,
 };
-use super::ir::{Direction, NamedPortMember, PolicyIr, SetId};
+use super::ir::{Direction, EndpointPolicy, NamedPortMember, PolicyIr, SetId, TierEnd, TierSeq};
 use crate::nat::Family;
 
 /// A live set: what it holds, how many IR rules name it, and each member's count (two
@@ -287,7 +292,7 @@ impl LivePolicy {
         if old == new {
             return;
         }
-        self.reorder();
+        let placed = self.place(old.as_ref(), new.as_ref());
         // A policy id can change with its key only when the resource is replaced; refresh both.
         let ids: BTreeSet<String> = [&old, &new]
             .into_iter()
@@ -312,8 +317,121 @@ impl LivePolicy {
             .cloned()
             .collect();
         for k in affected {
-            self.refresh_endpoint_policy(&k);
+            if !placed {
+                self.refresh_endpoint_policy(&k);
+                continue;
+            }
+            let iface = self.local[&k].clone();
+            let current = self.ir.endpoints.get(&iface).cloned().unwrap_or_default();
+            let patched = self.patched(current, &self.endpoints[&k], old.as_ref(), new.as_ref());
+            debug_assert_eq!(
+                patched,
+                endpoint_policy(&self.model, &self.endpoints[&k]),
+                "the patched tiers of {k} differ from a full compile"
+            );
+            self.install_endpoint_policy(&k, Some((iface, patched)));
         }
+    }
+
+    /// Puts one changed policy in its place in the order (`old` out, `new` in) without sorting
+    /// the others. When the tiers themselves change (a policy naming a tier that is not
+    /// stored, which gets a tier of its own), orders everything again instead and says so by
+    /// returning false.
+    fn place(&mut self, old: Option<&CompiledPolicy>, new: Option<&CompiledPolicy>) -> bool {
+        let stored =
+            |name: &str| name == DEFAULT_TIER || self.tiers.values().any(|t| t.name() == name);
+        if [old, new].into_iter().flatten().any(|p| !stored(&p.tier)) {
+            self.reorder();
+            return false;
+        }
+        let mut first = self.model.policies.len();
+        if let Some(o) = old
+            && let Some(i) = self.positions.remove(&o.id.to_string())
+        {
+            self.model.policies.remove(i);
+            first = first.min(i);
+        }
+        if let Some(n) = new {
+            let tier_at = |p: &CompiledPolicy| {
+                self.model
+                    .tiers
+                    .iter()
+                    .position(|t| t.name == p.tier)
+                    .unwrap_or(0)
+            };
+            let at = (tier_at(n), n);
+            let i = self
+                .model
+                .policies
+                .partition_point(|p| policy_order((tier_at(p), p), at).is_lt());
+            self.model.policies.insert(i, n.clone());
+            first = first.min(i);
+        }
+        for (i, p) in self.model.policies.iter().enumerate().skip(first) {
+            self.positions.insert(p.id.to_string(), i);
+        }
+        true
+    }
+
+    /// `current` (an endpoint's tiers) with policy `old` taken out and `new` put in where it
+    /// belongs, if it selects `ep`: one policy's change leaves the rest of them as they were.
+    fn patched(
+        &self,
+        mut current: EndpointPolicy,
+        ep: &Endpoint,
+        old: Option<&CompiledPolicy>,
+        new: Option<&CompiledPolicy>,
+    ) -> EndpointPolicy {
+        for dir in Direction::BOTH {
+            let (seqs, pt) = match dir {
+                Direction::Ingress => (&mut current.ingress, PolicyType::Ingress),
+                Direction::Egress => (&mut current.egress, PolicyType::Egress),
+            };
+            if let Some(o) = old {
+                let key = o.id.to_string();
+                for seq in seqs.iter_mut().filter(|s| s.tier != PROFILES_TIER) {
+                    seq.policies.retain(|k| *k != key);
+                }
+                seqs.retain(|s| s.tier == PROFILES_TIER || !s.policies.is_empty());
+            }
+            let Some(n) = new.filter(|n| n.types.contains(&pt) && n.selector.matches(&ep.labels))
+            else {
+                continue;
+            };
+            let key = n.id.to_string();
+            let place = self.positions[&key];
+            let tier_at = |name: &str| {
+                self.model
+                    .tiers
+                    .iter()
+                    .position(|t| t.name == name)
+                    .unwrap_or(usize::MAX)
+            };
+            match seqs.iter_mut().find(|s| s.tier == n.tier) {
+                Some(seq) => {
+                    let i = seq.policies.partition_point(|k| self.positions[k] < place);
+                    seq.policies.insert(i, key);
+                }
+                None => {
+                    let t = tier_at(&n.tier);
+                    let i = seqs.partition_point(|s| tier_at(&s.tier) < t);
+                    let end = match self.model.tiers.get(t).map(|t| t.default_action) {
+                        Some(TierDefaultAction::Pass) => TierEnd::Pass,
+                        _ => TierEnd::Deny,
+                    };
+                    let tier = n.tier.clone();
+                    seqs.insert(
+                        i,
+                        TierSeq {
+                            tier,
+                            policies: vec![key],
+                            end,
+                        },
+                    );
+                }
+            }
+        }
+        current
     }
 
     fn profile_changed(&mut self, name: &str) {
@@ -506,13 +624,19 @@ impl LivePolicy {
 
     /// Recomputes the tiers of the endpoint at `key` (or removes them: gone, or not local).
     fn refresh_endpoint_policy(&mut self, key: &str) {
-        let old_iface = self.local.remove(key);
-        let old = old_iface.as_ref().and_then(|i| self.ir.endpoints.remove(i));
         let new = self
             .endpoints
             .get(key)
             .filter(|e| is_local(e, &self.node))
             .map(|e| (e.interface.clone(), endpoint_policy(&self.model, e)));
+        self.install_endpoint_policy(key, new);
+    }
+
+    /// Makes `new` the tiers of the endpoint at `key` (None: it has none here), taking and
+    /// releasing the policy chains whose users change.
+    fn install_endpoint_policy(&mut self, key: &str, new: Option<(String, EndpointPolicy)>) {
+        let old_iface = self.local.remove(key);
+        let old = old_iface.as_ref().and_then(|i| self.ir.endpoints.remove(i));
         let old_uses = old.as_ref().map(uses).unwrap_or_default();
         let new_uses = new.as_ref().map(|(_, p)| uses(p)).unwrap_or_default();
         for pair in new_uses.difference(&old_uses) {

@@ -252,3 +252,64 @@ fn interface_prefixes_come_from_the_watched_felix_configurations() {
     live.delete(&k, input_kind(&k).unwrap());
     assert_eq!(live.ir().workload_prefixes, vec!["cali"]);
 }
+
+/// The live model's own share of "one more policy" in the programming benchmark's setting
+/// (1,000 local endpoints in 50 apps, 500 NetworkPolicies each selecting one app): the time of
+/// `put` and `delete` of a 501st policy, median of 15 (no nftables: the model and IR only).
+/// Run with `cargo test --release -p margay-felix --lib model_update -- --ignored --nocapture`.
+#[test]
+#[ignore = "a benchmark: prints timings"]
+fn model_update_of_one_policy_among_500() {
+    let mut live = LivePolicy::new(NODE);
+    let app = |i: usize| format!("app{}", i % 50);
+    for i in 0..1000 {
+        let n = format!("{NODE}-k8s-pod{i}-eth0");
+        let k = key("workloadendpoints", Some("default"), &n);
+        let v = json!({
+            "apiVersion": "projectcalico.org/v3", "kind": "WorkloadEndpoint",
+            "metadata": {"name": n, "namespace": "default", "labels": {"app": app(i)}},
+            "spec": {"node": NODE, "orchestrator": "k8s", "pod": format!("pod{i}"),
+                     "endpoint": "eth0", "interfaceName": format!("cali{i}"),
+                     "ipNetworks": [format!("10.1.{}.{}/32", i / 250, i % 250 + 1)]},
+        });
+        live.put(&k, decode(&k, v));
+    }
+    let policy = |p: usize| {
+        let k = key("networkpolicies", Some("default"), &format!("p{p:04}"));
+        let v = json!({
+            "apiVersion": "projectcalico.org/v3", "kind": "NetworkPolicy",
+            "metadata": {"name": format!("p{p:04}"), "namespace": "default"},
+            "spec": {"selector": format!("app == '{}'", app(p)), "types": ["Ingress"],
+                     "ingress": [{"action": "Allow", "protocol": "TCP",
+                                  "source": {"selector": format!("app == '{}'", app(p + 1))},
+                                  "destination": {"ports": [8000 + p]}}]},
+        });
+        let input = decode(&k, v);
+        (k, input)
+    };
+    for p in 0..500 {
+        let (k, v) = policy(p);
+        live.put(&k, v);
+    }
+    let (mut puts, mut deletes) = (Vec::new(), Vec::new());
+    for round in 0..15 {
+        let (k, v) = policy(500 + round);
+        let t = std::time::Instant::now();
+        live.put(&k, v);
+        puts.push(t.elapsed());
+        assert!(
+            live.ir()
+                .policies
+                .contains_key(&format!("default/p{:04}", 500 + round))
+        );
+        let t = std::time::Instant::now();
+        live.delete(&k, input_kind(&k).unwrap());
+        deletes.push(t.elapsed());
+    }
+    puts.sort();
+    deletes.sort();
+    eprintln!(
+        "one more policy: model update median {:?} (max {:?}); its deletion {:?} (max {:?})",
+        puts[7], puts[14], deletes[7], deletes[14]
+    );
+}
