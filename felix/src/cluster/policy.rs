@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::health::{Health, Metrics, ViaLabel};
-use crate::policy::{LivePolicy, PolicyKeeper, Rendered};
+use crate::policy::{Changes, LivePolicy, PolicyKeeper, Rendered};
 
 /// How often the kernel's table is compared with the desired one.
 pub const RESYNC: Duration = Duration::from_secs(10);
@@ -94,6 +94,7 @@ struct Writer {
 /// in the log is what passed between that and this call: the rest of the watch's batch).
 async fn program(
     live: &LivePolicy,
+    changes: Changes,
     writer: &Arc<Mutex<Writer>>,
     resync: bool,
     metrics: &Metrics,
@@ -108,7 +109,7 @@ async fn program(
     let touched = {
         let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
         match &mut w.rendered {
-            Some(r) if !resync => Some(r.update_from(ir)),
+            Some(r) if !resync => Some(r.update_changed(ir, &changes)),
             _ => None,
         }
     };
@@ -311,7 +312,8 @@ pub async fn run(
         }
         if dirty || resync_due {
             let at = (changed_at, modelled);
-            match program(&live, &writer, resync_due, &metrics, at).await {
+            let changes = live.take_changes();
+            match program(&live, changes, &writer, resync_due, &metrics, at).await {
                 Ok(()) => {
                     health.clear_reason(R_POLICY);
                     dirty = false;

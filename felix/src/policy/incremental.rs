@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::nat::Family;
 
 use super::ir::{Direction, EndpointPolicy, NamedPortMember, PolicyIr, PolicyRules};
+use super::live::Changes;
 use super::render::{
     SetSpec, Table, addr_set, addr_set_name, dispatch, effective_tiers, map_of, policy_chain,
     policy_chain_spec, port_set, port_set_name, render, sequence_chains,
@@ -89,6 +90,16 @@ impl Rendered {
     /// As [`Rendered::update`] with the IR borrowed (felix's live model): only the entries that
     /// differ are copied, so a change costs a comparison of the two IRs, not a copy of one.
     pub fn update_from(&mut self, ir: &PolicyIr) -> Touched {
+        self.update_keys(ir, None)
+    }
+
+    /// As [`Rendered::update_from`], comparing only the entries `changes` names (what the live
+    /// model changed since the last render) instead of every entry of both IRs.
+    pub fn update_changed(&mut self, ir: &PolicyIr, changes: &Changes) -> Touched {
+        self.update_keys(ir, (!changes.all).then_some(changes))
+    }
+
+    fn update_keys(&mut self, ir: &PolicyIr, only: Option<&Changes>) -> Touched {
         // The base chains depend on these alone; a change to one renders everything again.
         if ir.families != self.ir.families
             || ir.endpoint_to_host != self.ir.endpoint_to_host
@@ -100,10 +111,26 @@ impl Rendered {
         let mut touched = Touched::default();
         // The entries that differ, with their old values (`None`: absent before); `self.ir`
         // takes the new ones.
-        let addr_sets = take_changed(&mut self.ir.addr_sets, &ir.addr_sets);
-        let port_sets = take_changed(&mut self.ir.port_sets, &ir.port_sets);
-        let policies = take_changed(&mut self.ir.policies, &ir.policies);
-        let endpoints = take_changed(&mut self.ir.endpoints, &ir.endpoints);
+        let addr_sets = take_changed(
+            &mut self.ir.addr_sets,
+            &ir.addr_sets,
+            only.map(|c| &c.addr_sets),
+        );
+        let port_sets = take_changed(
+            &mut self.ir.port_sets,
+            &ir.port_sets,
+            only.map(|c| &c.port_sets),
+        );
+        let policies = take_changed(
+            &mut self.ir.policies,
+            &ir.policies,
+            only.map(|c| &c.policies),
+        );
+        let endpoints = take_changed(
+            &mut self.ir.endpoints,
+            &ir.endpoints,
+            only.map(|c| &c.endpoints),
+        );
         self.update_sets(&addr_sets, &port_sets, &mut touched);
         let shape_changed = self.update_policies(&policies, &mut touched);
         self.update_endpoints(&endpoints, &shape_changed, &mut touched);
@@ -287,11 +314,13 @@ fn changed_sets<'a, M>(
 fn take_changed<V: PartialEq + Clone>(
     mine: &mut BTreeMap<String, V>,
     now: &BTreeMap<String, V>,
+    only: Option<&BTreeSet<String>>,
 ) -> BTreeMap<String, Option<V>> {
-    let changed: Vec<String> = keys(mine, now)
-        .filter(|k| mine.get(*k) != now.get(*k))
-        .cloned()
-        .collect();
+    let differs = |k: &&String| mine.get(*k) != now.get(*k);
+    let changed: Vec<String> = match only {
+        Some(only) => only.iter().filter(differs).cloned().collect(),
+        None => keys(mine, now).filter(differs).cloned().collect(),
+    };
     changed
         .into_iter()
         .map(|k| {

@@ -48,6 +48,17 @@ struct LiveSet {
     ports: BTreeMap<NamedPortMember, usize>,
 }
 
+/// The keys of the IR's maps that changed since [`LivePolicy::take_changes`]: what a renderer
+/// has to compare (`all`: compare everything, e.g. for a model built afresh).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub all: bool,
+    pub addr_sets: BTreeSet<SetId>,
+    pub port_sets: BTreeSet<SetId>,
+    pub policies: BTreeSet<String>,
+    pub endpoints: BTreeSet<String>,
+}
+
 /// The model and this node's IR, updated in place.
 #[derive(Debug, Clone)]
 pub struct LivePolicy {
@@ -77,6 +88,8 @@ pub struct LivePolicy {
     /// Endpoints with an IPv6 address.
     v6_endpoints: usize,
     ir: PolicyIr,
+    /// What changed in `ir` since the last [`LivePolicy::take_changes`].
+    changes: Changes,
     /// Policies left out since the last call to [`LivePolicy::take_errors`].
     errors: Vec<CompileError>,
 }
@@ -102,6 +115,10 @@ impl LivePolicy {
             sets: BTreeMap::new(),
             v6_endpoints: 0,
             ir: PolicyIr::default(),
+            changes: Changes {
+                all: true,
+                ..Changes::default()
+            },
             errors: Vec::new(),
         };
         live.reorder();
@@ -117,6 +134,11 @@ impl LivePolicy {
     /// The IR as it stands.
     pub fn ir(&self) -> &PolicyIr {
         &self.ir
+    }
+
+    /// The IR's keys changed since the last call (everything, the first time).
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
     }
 
     /// Policies and profiles left out because they do not compile (each reported once).
@@ -487,6 +509,7 @@ impl LivePolicy {
             };
             src.map(|s| rc.rules_of(s, pair.1)).unwrap_or_default()
         };
+        self.changes.policies.insert(pair.0.clone());
         let entry = self.ir.policies.entry(pair.0.clone()).or_default();
         match pair.1 {
             Direction::Ingress => entry.ingress = Some(rules),
@@ -501,6 +524,7 @@ impl LivePolicy {
 
     fn drop_rules(&mut self, pair: &(String, Direction)) {
         if let Some(entry) = self.ir.policies.get_mut(&pair.0) {
+            self.changes.policies.insert(pair.0.clone());
             match pair.1 {
                 Direction::Ingress => entry.ingress = None,
                 Direction::Egress => entry.egress = None,
@@ -546,17 +570,21 @@ impl LivePolicy {
             self.sets.remove(id);
             self.ir.addr_sets.remove(id);
             self.ir.port_sets.remove(id);
+            self.changes.addr_sets.insert(id.clone());
+            self.changes.port_sets.insert(id.clone());
         }
     }
 
     fn publish_set(&mut self, id: &SetId, set: &LiveSet) {
         match set.source {
             SetSource::NamedPorts(_) => {
+                self.changes.port_sets.insert(id.clone());
                 self.ir
                     .port_sets
                     .insert(id.clone(), set.ports.keys().copied().collect());
             }
             _ => {
+                self.changes.addr_sets.insert(id.clone());
                 self.ir
                     .addr_sets
                     .insert(id.clone(), set.addrs.keys().copied().collect());
@@ -637,6 +665,7 @@ impl LivePolicy {
     fn install_endpoint_policy(&mut self, key: &str, new: Option<(String, EndpointPolicy)>) {
         let old_iface = self.local.remove(key);
         let old = old_iface.as_ref().and_then(|i| self.ir.endpoints.remove(i));
+        self.changes.endpoints.extend(old_iface.iter().cloned());
         let old_uses = old.as_ref().map(uses).unwrap_or_default();
         let new_uses = new.as_ref().map(|(_, p)| uses(p)).unwrap_or_default();
         for pair in new_uses.difference(&old_uses) {
@@ -657,6 +686,7 @@ impl LivePolicy {
         }
         if let Some((iface, policy)) = new {
             self.local.insert(key.to_string(), iface.clone());
+            self.changes.endpoints.insert(iface.clone());
             self.ir.endpoints.insert(iface, policy);
         }
     }

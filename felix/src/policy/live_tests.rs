@@ -7,6 +7,7 @@ use margay_datastore::policy::PolicyModel;
 use margay_datastore::policy::load::{Input, input_kind};
 use serde_json::{Value, json};
 
+use super::Rendered;
 use super::compile::compile;
 use super::live::LivePolicy;
 
@@ -216,6 +217,13 @@ fn incremental_ir_equals_a_full_compile_after_every_random_event() {
     for seed in 1..=40u64 {
         let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let mut live = LivePolicy::new(NODE);
+        // A table kept as felix keeps it: updated from the keys the model says it changed,
+        // after every few events (a burst of the watch).
+        let mut rendered = Rendered::new(live.ir().clone());
+        assert!(
+            live.take_changes().all,
+            "a new model asks for a full comparison"
+        );
         for step in 0..120 {
             event(&mut rng, &mut live);
             let want = full(&live);
@@ -224,6 +232,15 @@ fn incremental_ir_equals_a_full_compile_after_every_random_event() {
                 &want,
                 "seed {seed}, step {step}: the live IR differs from a full compile"
             );
+            if step % 3 == 2 {
+                let changes = live.take_changes();
+                rendered.update_changed(live.ir(), &changes);
+                assert_eq!(
+                    rendered.table(),
+                    Rendered::new(want.clone()).table(),
+                    "seed {seed}, step {step}: the table kept from the changed keys differs"
+                );
+            }
             with_policies += usize::from(want.policies.len() > 2);
             with_sets += usize::from(want.addr_sets.values().any(|s| !s.is_empty()));
             with_ports += usize::from(want.port_sets.values().any(|s| !s.is_empty()));

@@ -22,7 +22,7 @@ pub mod script;
 pub use incremental::{Rendered, Touched};
 pub use ir::PolicyIr;
 pub use keeper::{PolicyError, PolicyKeeper, PolicyReport};
-pub use live::LivePolicy;
+pub use live::{Changes, LivePolicy};
 pub use render::{Table, render};
 
 #[cfg(test)]
