@@ -231,10 +231,13 @@ async fn sweep_orphans(state: &ClusterState) {
     }
 }
 
+/// The whole model with the inputs left out, or why there is none yet.
+type Assembled = Result<(Model, Vec<String>), state::AssembleError>;
+
 /// What one pass of [`run`] takes from the datastore's and bgpd's views while it borrows them.
 struct Step {
     /// The whole model, or (`Err`) the changes since the last one the dataplane has.
-    assembled: Result<Result<(Model, Vec<String>), state::AssembleError>, Vec<ModelChange>>,
+    assembled: Result<Assembled, Vec<ModelChange>>,
     problems_ipam: Vec<String>,
     problems_cfg: Vec<String>,
     settings: crate::settings::Settings,
