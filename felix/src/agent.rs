@@ -10,8 +10,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::desired;
 use crate::health::{Health, Metrics};
+use crate::incremental::{Incremental, ModelChange};
 use crate::model::Model;
 use crate::netlink::{Dataplane, Event, NetlinkError, enter_netns};
 use crate::reconcile::{ReconcileConfig, Reconciler};
@@ -25,6 +25,9 @@ pub enum Input {
     /// A new model (replaces the previous one entirely), shared with its sender: cluster mode
     /// keeps it to compare the next one with, and copying it cost O(N) per Node change.
     Model(Arc<Model>),
+    /// Changes of other nodes' VTEPs and of learned routes since the last model or changes
+    /// ([`crate::incremental`]): what one Node change costs, whatever the number of nodes.
+    Changes(Vec<ModelChange>),
     /// Kernel notifications.
     Netlink(Vec<Event>),
     /// Whether felix's remote routes missing from the model stay (until the remote table is
@@ -96,6 +99,14 @@ impl Agent {
     /// Hands the loop a new model.
     pub fn update(&self, model: impl Into<Arc<Model>>) {
         let _ = self.tx.send(Input::Model(model.into()));
+    }
+
+    /// Hands the loop changes to the last model (see [`Input::Changes`]); nothing is sent
+    /// for none.
+    pub fn apply(&self, changes: Vec<ModelChange>) {
+        if !changes.is_empty() {
+            let _ = self.tx.send(Input::Changes(changes));
+        }
     }
 
     /// While `hold` is true, felix's routes to remote blocks that the model lacks stay in the
@@ -209,7 +220,8 @@ fn run(
 
     let mut resync_interval = cfg.resync_interval;
     let mut rec = Reconciler::new(dp, cfg.reconcile, health.clone(), metrics.clone());
-    let mut have_model = false;
+    // The desired state kept change by change since the last whole model.
+    let mut inc: Option<Incremental> = None;
     let mut next_resync = Instant::now();
     let mut need_resync = true;
     'outer: loop {
@@ -223,18 +235,27 @@ fn run(
         };
         let mut inputs: Vec<Input> = first.into_iter().collect();
         inputs.extend(rx.try_iter());
-        // A burst of models (a churn of Node changes) is computed once: each replaces the
-        // previous one entirely, so only the newest is worth a desired state.
+        // A burst of models is computed once: each replaces the previous one and the changes
+        // sent before it entirely, so only the newest and the changes after it count.
         let newest_model = inputs.iter().rposition(|i| matches!(i, Input::Model(_)));
         for (k, input) in inputs.into_iter().enumerate() {
+            let superseded = newest_model.is_some_and(|n| k < n);
             match input {
                 Input::Shutdown => break 'outer,
-                Input::Model(_) if Some(k) != newest_model => {}
+                Input::Model(_) | Input::Changes(_) if superseded => {}
                 Input::Model(m) => {
                     let t = Instant::now();
-                    rec.set_desired(desired::compute(&m));
+                    let whole = Incremental::new(Model::clone(&m));
+                    rec.set_desired(whole.desired().clone());
+                    inc = Some(whole);
                     tracing::debug!(target: "route_path", elapsed_us = t.elapsed().as_micros() as u64, "felix: desired state computed");
-                    have_model = true;
+                }
+                Input::Changes(changes) => {
+                    let t = Instant::now();
+                    if let Some(inc) = inc.as_mut() {
+                        rec.apply_delta(inc.apply(changes));
+                    }
+                    tracing::debug!(target: "route_path", elapsed_us = t.elapsed().as_micros() as u64, "felix: desired state changed");
                 }
                 Input::HoldStaleRemote(hold) => rec.hold_stale_remote(hold),
                 Input::ResyncInterval(every) if every != resync_interval => {
@@ -258,7 +279,7 @@ fn run(
             need_resync = true;
         }
         health.beat();
-        if !have_model {
+        if inc.is_none() {
             continue;
         }
         let flush_start = Instant::now();

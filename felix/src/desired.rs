@@ -28,7 +28,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
-use crate::model::{EncapMode, Model, parse_mac};
+use crate::model::{EncapMode, Model, RemoteRoute, RemoteVtep, parse_mac};
 
 /// The VXLAN device felix owns.
 pub const VXLAN_DEVICE: &str = "vxlan.margay";
@@ -302,17 +302,7 @@ pub fn compute(model: &Model) -> Desired {
     }
 
     // Remote blocks, except what is this node's own: its blocks and its workloads' addresses.
-    let own: BTreeSet<IpNet> = model
-        .affine_blocks
-        .iter()
-        .copied()
-        .chain(
-            model
-                .endpoints
-                .iter()
-                .flat_map(|ep| ep.ips.iter().map(host_of)),
-        )
-        .collect();
+    let own = own_prefixes(model);
     // Each node's VTEP by its address (the first in order), looked up once per route: a scan
     // per route made a VXLAN cluster's compute O(N²).
     let mut vtep_at: HashMap<IpAddr, IpAddr> = HashMap::new();
@@ -320,21 +310,12 @@ pub fn compute(model: &Model) -> Desired {
         vtep_at.entry(v.node_ip).or_insert(v.tunnel_ip);
     }
     for r in &model.remote_routes {
-        if model.node.owns(r.next_hop) {
-            continue;
-        }
-        if own.contains(&r.prefix.trunc()) {
+        let out = remote_entry(model, &d, &|ip| vtep_at.get(&ip).copied(), &own, r);
+        d.problems.extend(out.problems);
+        if out.shadowed {
             d.shadowed.insert(r.prefix);
-            continue;
         }
-        let mut routes = Vec::new();
-        for nh in r.next_hops().filter(|nh| !model.node.owns(*nh)) {
-            match remote_route(model, &d, &vtep_at, r.prefix, nh) {
-                Ok(route) => routes.push(route),
-                Err(why) => d.problems.push(why),
-            }
-        }
-        if let Some(route) = merge_paths(routes) {
+        if let Some(route) = out.route {
             d.routes.insert(r.prefix, route);
         }
     }
@@ -389,6 +370,58 @@ pub fn compute(model: &Model) -> Desired {
     d
 }
 
+/// What one route bgpd learned gives: the route to program (if any), whether it is left out
+/// as this node's own ([`Desired::shadowed`]), and the problems of its next hops.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RemoteEntry {
+    pub route: Option<DesiredRoute>,
+    pub shadowed: bool,
+    pub problems: Vec<String>,
+}
+
+/// The [`RemoteEntry`] of `r`, with `own` this node's blocks and workload addresses and
+/// `vtep_at` each node address's VTEP (its tunnel address); `d` has the devices already.
+pub(crate) fn remote_entry(
+    model: &Model,
+    d: &Desired,
+    vtep_at: &dyn Fn(IpAddr) -> Option<IpAddr>,
+    own: &BTreeSet<IpNet>,
+    r: &RemoteRoute,
+) -> RemoteEntry {
+    let mut out = RemoteEntry::default();
+    if model.node.owns(r.next_hop) {
+        return out;
+    }
+    if own.contains(&r.prefix.trunc()) {
+        out.shadowed = true;
+        return out;
+    }
+    let mut routes = Vec::new();
+    for nh in r.next_hops().filter(|nh| !model.node.owns(*nh)) {
+        match remote_route(model, d, vtep_at, r.prefix, nh) {
+            Ok(route) => routes.push(route),
+            Err(why) => out.problems.push(why),
+        }
+    }
+    out.route = merge_paths(routes);
+    out
+}
+
+/// This node's blocks and its workloads' addresses: what a learned route never replaces.
+pub(crate) fn own_prefixes(model: &Model) -> BTreeSet<IpNet> {
+    model
+        .affine_blocks
+        .iter()
+        .copied()
+        .chain(
+            model
+                .endpoints
+                .iter()
+                .flat_map(|ep| ep.ips.iter().map(host_of)),
+        )
+        .collect()
+}
+
 /// This node's VXLAN device of `local`'s family, with FelixConfiguration's VNI and port and
 /// the Node's tunnel address and MAC (`vxlanTunnelMACAddr` or `...V6`; one that does not
 /// parse is a problem, and the kernel picks the MAC).
@@ -422,28 +455,38 @@ fn vxlan_device(
 fn remote_vteps(model: &Model, local: IpAddr, problems: &mut Vec<String>) -> Vec<Vtep> {
     let mut out = Vec::new();
     for v in &model.vteps {
-        if v.node_ip == local || v.node_ip.is_ipv4() != local.is_ipv4() {
-            continue;
-        }
-        if v.tunnel_ip.is_ipv4() != local.is_ipv4() {
-            problems.push(format!(
-                "VTEP of node {}: tunnel address {} is not of its node address's family",
-                v.node, v.tunnel_ip
-            ));
-            continue;
-        }
-        match parse_mac(&v.mac) {
-            Ok(mac) => out.push(Vtep {
-                tunnel_ip: v.tunnel_ip,
-                mac,
-                node_ip: v.node_ip,
-            }),
-            Err(e) => problems.push(format!("VTEP of node {}: {e}", v.node)),
+        match vtep_of(v, local) {
+            Some(Ok(vtep)) => out.push(vtep),
+            Some(Err(why)) => problems.push(why),
+            None => {}
         }
     }
     out.sort();
     out.dedup();
     out
+}
+
+/// The VTEP entry of `v` on the device whose local address is `local`: none when `v` is of
+/// the other family or this node's own, an error when it does not parse.
+pub(crate) fn vtep_of(v: &RemoteVtep, local: IpAddr) -> Option<Result<Vtep, String>> {
+    if v.node_ip == local || v.node_ip.is_ipv4() != local.is_ipv4() {
+        return None;
+    }
+    if v.tunnel_ip.is_ipv4() != local.is_ipv4() {
+        return Some(Err(format!(
+            "VTEP of node {}: tunnel address {} is not of its node address's family",
+            v.node, v.tunnel_ip
+        )));
+    }
+    Some(
+        parse_mac(&v.mac)
+            .map(|mac| Vtep {
+                tunnel_ip: v.tunnel_ip,
+                mac,
+                node_ip: v.node_ip,
+            })
+            .map_err(|e| format!("VTEP of node {}: {e}", v.node)),
+    )
 }
 
 /// The IPv6 VXLAN device and its VTEPs, when an enabled IPv6 pool has `vxlanMode` (and
@@ -508,7 +551,7 @@ fn host_of(ip: &IpNet) -> IpNet {
 fn remote_route(
     model: &Model,
     d: &Desired,
-    vtep_at: &HashMap<IpAddr, IpAddr>,
+    vtep_at: &dyn Fn(IpAddr) -> Option<IpAddr>,
     prefix: IpNet,
     next_hop: IpAddr,
 ) -> Result<DesiredRoute, String> {
@@ -540,14 +583,14 @@ fn remote_route(
         if !encap(pool.vxlan_mode) {
             return Ok(direct);
         }
-        let tunnel_ip = vtep_at.get(&IpAddr::V4(nh4)).ok_or_else(|| {
+        let tunnel_ip = vtep_at(IpAddr::V4(nh4)).ok_or_else(|| {
             format!("route {prefix} via {nh4}: no VXLAN tunnel endpoint known for that node")
         })?;
         return Ok(DesiredRoute {
             dst: prefix,
             class: RouteClass::Vxlan,
             target: Target::Gateway {
-                via: *tunnel_ip,
+                via: tunnel_ip,
                 dev: Some(VXLAN_DEVICE.to_string()),
                 onlink: true,
             },
@@ -573,7 +616,7 @@ fn remote_route(
 /// the IPv6 VXLAN device to the VTEP of the node at that address.
 fn remote_route_v6(
     d: &Desired,
-    vtep_at: &HashMap<IpAddr, IpAddr>,
+    vtep_at: &dyn Fn(IpAddr) -> Option<IpAddr>,
     pool: &crate::model::IpPool,
     prefix: IpNet,
     direct: DesiredRoute,
@@ -593,14 +636,14 @@ fn remote_route_v6(
             pool.cidr
         ));
     }
-    let tunnel_ip = vtep_at.get(&next_hop).ok_or_else(|| {
+    let tunnel_ip = vtep_at(next_hop).ok_or_else(|| {
         format!("route {prefix} via {next_hop}: no IPv6 VXLAN tunnel endpoint known for that node")
     })?;
     Ok(DesiredRoute {
         dst: prefix,
         class: RouteClass::Vxlan,
         target: Target::Gateway {
-            via: *tunnel_ip,
+            via: tunnel_ip,
             dev: Some(VXLAN_V6_DEVICE.to_string()),
             onlink: true,
         },

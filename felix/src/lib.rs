@@ -5,10 +5,12 @@
 //! read from a file.
 
 pub mod agent;
+pub mod changelog;
 pub mod cluster;
 pub mod desired;
 pub mod endpoints;
 pub mod health;
+pub mod incremental;
 pub mod model;
 pub mod nat;
 pub mod netlink;

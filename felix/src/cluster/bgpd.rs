@@ -45,6 +45,9 @@ pub struct BgpView {
     /// Best paths learned from peers: prefix → next hops (never empty; the best path's first,
     /// then the others of a multipath route).
     pub routes: BTreeMap<IpNet, Vec<IpAddr>>,
+    /// The prefixes whose routes changed (a whole new table: everything), for readers that
+    /// take only those.
+    pub changes: crate::changelog::ChangeLog<IpNet>,
 }
 
 /// Why a session with bgpd ended.
@@ -201,7 +204,9 @@ async fn session(
                     info!(routes = gone.len(), settled, "bgpd: dropping routes its fresh table lacks");
                     view.send_modify(|v| {
                         for p in &gone {
-                            v.routes.remove(p);
+                            if v.routes.remove(p).is_some() {
+                                v.changes.changed(*p);
+                            }
                         }
                     });
                 }
@@ -246,6 +251,7 @@ async fn session(
                             info!(routes = table.len(), stale = stale.len(), "bgpd: route table synced");
                             view.send_modify(|v| {
                                 v.routes = table;
+                                v.changes.changed_all();
                                 v.synced = true;
                                 v.connected = true;
                             });
@@ -305,7 +311,10 @@ fn publish(view: &watch::Sender<BgpView>, live: &mut Vec<(IpNet, Option<Vec<IpAd
             let prefix = change.0;
             let before = v.routes.get(&prefix).cloned();
             apply(&mut v.routes, change);
-            modified |= before.as_ref() != v.routes.get(&prefix);
+            if before.as_ref() != v.routes.get(&prefix) {
+                v.changes.changed(prefix);
+                modified = true;
+            }
         }
         modified
     });

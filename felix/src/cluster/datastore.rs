@@ -183,6 +183,15 @@ fn apply_nodes(state: &mut ClusterState, ev: WatchEvent<Resource<NodeSpec>>) {
         }
     }
     match &ev {
+        WatchEvent::Put(r) if r.metadata.name != state.node => {
+            state.changes.changed(r.metadata.name.clone())
+        }
+        WatchEvent::Delete { name, .. } if *name != state.node => {
+            state.changes.changed(name.clone())
+        }
+        _ => state.changes.changed_all(),
+    }
+    match &ev {
         WatchEvent::Put(r) if r.metadata.name == state.node => {
             state.labels = r.metadata.labels.clone();
         }
@@ -377,17 +386,35 @@ pub async fn follow(
             // (this node's own pod: published at once; something changed: settle first)
             let (local, modified) = tokio::select! {
                 ev = nodes.next() => (false, quietly(&tx, |s| apply_nodes(s, ev))),
-                ev = peers.next() => (false, quietly(&tx, |s| apply_named(&mut s.peers, ev))),
-                ev = felix.next() => (false, quietly(&tx, |s| apply_felix(s, ev))),
-                ev = pools.next() => (false, quietly(&tx, |s| apply_named(&mut s.pools, ev))),
+                // (anything but another Node is logged as "everything changed")
+                ev = peers.next() => (false, quietly(&tx, |s| {
+                    apply_named(&mut s.peers, ev);
+                    s.changes.changed_all();
+                })),
+                ev = felix.next() => (false, quietly(&tx, |s| {
+                    apply_felix(s, ev);
+                    s.changes.changed_all();
+                })),
+                ev = pools.next() => (false, quietly(&tx, |s| {
+                    apply_named(&mut s.pools, ev);
+                    s.changes.changed_all();
+                })),
                 ev = eps.next() => {
                     // Another node's pod changes nothing here unless felix follows every node.
                     let resync = matches!(ev, WatchEvent::Resync { .. });
                     let mut mine = false;
-                    quietly(&tx, |s| mine = apply_endpoints(s, scope, ev));
+                    quietly(&tx, |s| {
+                        mine = apply_endpoints(s, scope, ev);
+                        if mine || resync || scope == Scope::Cluster {
+                            s.changes.changed_all();
+                        }
+                    });
                     (mine, mine || resync || scope == Scope::Cluster)
                 }
-                ev = affs.next() => (false, quietly(&tx, |s| apply_affinities(s, scope, ev))),
+                ev = affs.next() => (false, quietly(&tx, |s| {
+                    apply_affinities(s, scope, ev);
+                    s.changes.changed_all();
+                })),
                 _ = &mut settle, if changed => break,
                 _ = tx.closed() => return,
             };

@@ -47,8 +47,10 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::agent::Agent;
+use crate::changelog::Since;
 use crate::desired;
 use crate::health::Health;
+use crate::incremental::ModelChange;
 use crate::model::Model;
 pub use backend::Backend;
 pub use bgpd::BgpView;
@@ -229,9 +231,13 @@ async fn sweep_orphans(state: &ClusterState) {
     }
 }
 
+/// The whole model with the inputs left out, or why there is none yet.
+type Assembled = Result<(Model, Vec<String>), state::AssembleError>;
+
 /// What one pass of [`run`] takes from the datastore's and bgpd's views while it borrows them.
 struct Step {
-    assembled: Result<(Model, Vec<String>), state::AssembleError>,
+    /// The whole model, or (`Err`) the changes since the last one the dataplane has.
+    assembled: Result<Assembled, Vec<ModelChange>>,
     problems_ipam: Vec<String>,
     problems_cfg: Vec<String>,
     settings: crate::settings::Settings,
@@ -241,6 +247,35 @@ struct Step {
     remote_routes: usize,
     /// The state, on the first pass only (the orphan sweep's input).
     first_state: Option<ClusterState>,
+}
+
+/// Lets the dataplane drop the remote routes the table lacks once the table is complete:
+/// IPAM's at once (no bgpd), bgpd's at its SYNCED.
+fn remote_table_done(
+    agent: &Agent,
+    done: &mut bool,
+    with_bgpd: bool,
+    bgp_synced: bool,
+    remote_routes: usize,
+) {
+    if *done {
+        return;
+    }
+    if !with_bgpd {
+        info!(
+            remote_routes,
+            "IPAM's remote blocks are complete: remote routes it lacks may go now"
+        );
+    } else if bgp_synced {
+        info!(
+            remote_routes,
+            "bgpd's table is complete: remote routes it lacks may go now"
+        );
+    } else {
+        return;
+    }
+    *done = true;
+    agent.hold_stale_remote(false);
 }
 
 /// Runs cluster mode until `shutdown` resolves: feeds `agent` with models and bgpd with the
@@ -369,6 +404,10 @@ pub async fn run(
     let mut remote_complete = false;
     let mut last_settings: Option<crate::settings::Settings> = None;
     let mut last_mtu_input: Option<(String, u32, Option<u32>)> = None;
+    // The changes of each view last taken (see ChangeLog), and whether the dataplane has
+    // changes beyond `last_model`.
+    let (mut ds_seen, mut bgp_seen) = (0u64, 0u64);
+    let mut model_behind = false;
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -400,8 +439,41 @@ pub async fn run(
                     .get(&crate::settings::node_config_name(&opts.node)),
                 &opts.pinned,
             );
+            // Another Node's change or a learned route's is handed on as that change alone
+            // (O(1), issue 12); anything else, or a view too far behind, builds the whole
+            // model. The routes from IPAM, and WireGuard's keeper (it reads the model's
+            // routes), take the whole model each time.
+            let wireguard = [&settings.wireguard, &settings.wireguard_v6]
+                .iter()
+                .any(|c| c.as_ref().is_ok_and(|c| c.enabled));
+            let incremental =
+                with_bgpd && !wireguard && last_model.is_some() && last_error.is_none();
+            let since = (state.changes.since(ds_seen), bgp.changes.since(bgp_seen));
+            ds_seen = state.changes.seq();
+            bgp_seen = bgp.changes.seq();
+            let assembled = match since {
+                (Since::Keys(nodes), Since::Keys(prefixes)) if incremental => {
+                    let vteps = nodes.into_iter().filter(|n| *n != opts.node).map(|node| {
+                        let vteps = state
+                            .nodes
+                            .get(&node)
+                            .map(|spec| state::node_vteps(&node, spec))
+                            .unwrap_or_default();
+                        ModelChange::Vteps { node, vteps }
+                    });
+                    let routes = prefixes.into_iter().map(|prefix| ModelChange::Route {
+                        prefix,
+                        route: bgp
+                            .routes
+                            .get(&prefix)
+                            .and_then(|hops| state::remote_route(prefix, hops)),
+                    });
+                    Err(vteps.chain(routes).collect())
+                }
+                _ => Ok(assemble(state, remote)),
+            };
             Step {
-                assembled: assemble(state, remote),
+                assembled,
                 problems_ipam,
                 problems_cfg,
                 settings,
@@ -421,6 +493,8 @@ pub async fn run(
             remote_routes,
             first_state,
         } = step;
+        let table_done =
+            |done: &mut bool| remote_table_done(agent, done, with_bgpd, bgp_synced, remote_routes);
         health.clear_reason(R_DATASTORE);
         if bgp_connected || bgp_synced {
             health.clear_reason(R_BGPD);
@@ -432,6 +506,20 @@ pub async fn run(
             last_settings = Some(settings.clone());
         }
         problems_ipam.append(&mut problems_cfg);
+        let assembled = match assembled {
+            Ok(whole) => whole,
+            Err(changes) => {
+                // Nothing this node originates, its tunnels or its settings depend on changed.
+                if !changes.is_empty() {
+                    let n = changes.len();
+                    agent.apply(changes);
+                    model_behind = true;
+                    tracing::debug!(target: "route_path", elapsed_us = woke.elapsed().as_micros() as u64, changes = n, "felix: changes handed to the dataplane");
+                }
+                table_done(&mut remote_complete);
+                continue;
+            }
+        };
         let (model, problems) = match assembled {
             Ok(v) => v,
             Err(e) => {
@@ -488,7 +576,8 @@ pub async fn run(
         }
         // natOutgoing rides in the model's pools: the reconciler derives the nftables table
         // from them (crate::nat) on the same update.
-        if last_model.as_deref() != Some(&model) {
+        if model_behind || last_model.as_deref() != Some(&model) {
+            model_behind = false;
             if let Some(state) = &first_state {
                 sweep_orphans(state).await;
                 info!(
@@ -505,22 +594,7 @@ pub async fn run(
             model_tx.send_replace(Some(model.clone()));
             last_model = Some(model);
         }
-        if !with_bgpd && !remote_complete {
-            remote_complete = true;
-            info!(
-                remote_routes,
-                "IPAM's remote blocks are complete: remote routes it lacks may go now"
-            );
-            agent.hold_stale_remote(false);
-        }
-        if bgp_synced && !remote_complete {
-            remote_complete = true;
-            info!(
-                remote_routes,
-                "bgpd's table is complete: remote routes it lacks may go now"
-            );
-            agent.hold_stale_remote(false);
-        }
+        table_done(&mut remote_complete);
     }
     ds_task.abort();
     bgp_task.abort();

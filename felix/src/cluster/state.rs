@@ -41,6 +41,9 @@ pub struct ClusterState {
     pub wireguard_keys: BTreeMap<String, String>,
     /// The IPv6 device's key each Node publishes (`status.wireguardPublicKeyV6`), by node.
     pub wireguard_keys_v6: BTreeMap<String, String>,
+    /// What changed, for readers that take only that: another Node by name, or anything
+    /// (any other kind, this node's own Node, a resync).
+    pub changes: crate::changelog::ChangeLog<String>,
 }
 
 /// A pod on another node, reduced to what routing to it needs.
@@ -238,45 +241,17 @@ pub fn assemble(
 
     let affine: BTreeSet<IpNet> = state.affinities.values().map(|c| c.trunc()).collect();
 
-    let mut vteps = Vec::new();
-    for (name, n) in &state.nodes {
-        if *name == state.node {
-            continue;
-        }
-        // One VTEP per family whose node address, tunnel address and MAC are all known.
-        let v4 = (
-            n.bgp.as_ref().and_then(|b| b.ipv4()).map(IpAddr::V4),
-            ipv4(&n.ipv4_vxlan_tunnel_addr).map(IpAddr::V4),
-            n.vxlan_tunnel_mac_addr.clone(),
-        );
-        let v6 = (
-            n.bgp.as_ref().and_then(|b| b.ipv6()).map(IpAddr::V6),
-            ipv6(&n.ipv6_vxlan_tunnel_addr).map(IpAddr::V6),
-            n.vxlan_tunnel_mac_addr_v6.clone(),
-        );
-        for family in [v4, v6] {
-            if let (Some(node_ip), Some(tunnel_ip), Some(mac)) = family {
-                vteps.push(RemoteVtep {
-                    node: name.clone(),
-                    node_ip,
-                    tunnel_ip,
-                    mac,
-                });
-            }
-        }
-    }
+    let vteps = state
+        .nodes
+        .iter()
+        .filter(|(name, _)| **name != state.node)
+        .flat_map(|(name, n)| node_vteps(name, n))
+        .collect();
 
     let peer_routes = peer_routes(state, &mut problems);
     let remote_routes = routes
         .iter()
-        .filter_map(|(prefix, hops)| {
-            let (first, rest) = hops.split_first()?;
-            Some(RemoteRoute {
-                prefix: *prefix,
-                next_hop: *first,
-                also_via: rest.to_vec(),
-            })
-        })
+        .filter_map(|(prefix, hops)| remote_route(*prefix, hops))
         .collect();
 
     Ok((
@@ -292,6 +267,45 @@ pub fn assemble(
         },
         problems,
     ))
+}
+
+/// Another node's VTEPs: one per family whose node address, tunnel address and MAC are all
+/// known.
+pub fn node_vteps(name: &str, n: &NodeSpec) -> Vec<RemoteVtep> {
+    let ipv4 = |s: &Option<String>| s.as_deref().and_then(|a| a.parse::<Ipv4Addr>().ok());
+    let ipv6 = |s: &Option<String>| s.as_deref().and_then(|a| a.parse::<Ipv6Addr>().ok());
+    let v4 = (
+        n.bgp.as_ref().and_then(|b| b.ipv4()).map(IpAddr::V4),
+        ipv4(&n.ipv4_vxlan_tunnel_addr).map(IpAddr::V4),
+        n.vxlan_tunnel_mac_addr.clone(),
+    );
+    let v6 = (
+        n.bgp.as_ref().and_then(|b| b.ipv6()).map(IpAddr::V6),
+        ipv6(&n.ipv6_vxlan_tunnel_addr).map(IpAddr::V6),
+        n.vxlan_tunnel_mac_addr_v6.clone(),
+    );
+    [v4, v6]
+        .into_iter()
+        .filter_map(|family| match family {
+            (Some(node_ip), Some(tunnel_ip), Some(mac)) => Some(RemoteVtep {
+                node: name.to_string(),
+                node_ip,
+                tunnel_ip,
+                mac,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The model's route for a prefix bgpd learned over `hops` (the best path's first).
+pub fn remote_route(prefix: IpNet, hops: &[IpAddr]) -> Option<RemoteRoute> {
+    let (first, rest) = hops.split_first()?;
+    Some(RemoteRoute {
+        prefix,
+        next_hop: *first,
+        also_via: rest.to_vec(),
+    })
 }
 
 /// Calico's BGPPeer `reachableBy`: for each peer (`peerIP`) that applies to this node, a host

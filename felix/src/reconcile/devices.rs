@@ -279,6 +279,64 @@ impl Reconciler {
         Ok(())
     }
 
+    /// Writes the neighbour and FDB entries of the VTEPs that came or went since the last
+    /// flush (a Node change: O(1) writes and no dump of the device's tables). Errs when a
+    /// device is not there or a write fails: the caller redoes the devices whole.
+    pub(super) fn write_vteps(&mut self) -> Result<(), NetlinkError> {
+        let writes = std::mem::take(&mut self.vtep_writes);
+        for (v6, changes) in [false, true].into_iter().zip(writes) {
+            let (wanted, name) = if v6 {
+                (self.desired.vxlan_v6.is_some(), self.vxlan_v6_device)
+            } else {
+                (self.desired.vxlan.is_some(), self.vxlan_device)
+            };
+            if changes.is_empty() || !wanted {
+                continue;
+            }
+            let Some(ifindex) = self.links.get(name).map(|l| l.index) else {
+                return Err(NetlinkError::Io {
+                    context: format!("{name} is not there yet"),
+                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                });
+            };
+            for (v, came) in changes {
+                let list = if v6 {
+                    &self.desired.vteps_v6
+                } else {
+                    &self.desired.vteps
+                };
+                // Another VTEP wanted with the same tunnel address (or MAC and node address)
+                // keeps the entry a leaving one shared. The list is sorted by tunnel address.
+                let at = list.partition_point(|x| x.tunnel_ip < v.tunnel_ip);
+                let same_ip = list.get(at).filter(|x| x.tunnel_ip == v.tunnel_ip).copied();
+                let same_fdb = list
+                    .iter()
+                    .any(|x| x.mac == v.mac && x.node_ip == v.node_ip);
+                let neighbour = |mac| Neighbour {
+                    ifindex,
+                    ip: v.tunnel_ip,
+                    mac,
+                };
+                let fdb = FdbEntry {
+                    ifindex,
+                    mac: v.mac,
+                    dst: v.node_ip,
+                };
+                match (came, same_ip) {
+                    (true, _) => self.dp.replace_neighbour(neighbour(v.mac))?,
+                    (false, Some(other)) => self.dp.replace_neighbour(neighbour(other.mac))?,
+                    (false, None) => self.dp.delete_neighbour(neighbour(v.mac))?,
+                }
+                match (came, same_fdb) {
+                    (true, _) => self.dp.replace_fdb(fdb)?,
+                    (false, true) => {}
+                    (false, false) => self.dp.delete_fdb(fdb)?,
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn ensure_ipip(&mut self, t: &IpipDevice) -> Result<(), NetlinkError> {
         let node = self.node_address().map(IpAddr::V4);
         let mtu = t.mtu.or_else(|| {

@@ -30,8 +30,11 @@ use std::time::Instant;
 
 use ipnet::IpNet;
 
-use crate::desired::{Desired, DesiredRoute, RouteClass, Target, VXLAN_DEVICE, VXLAN_V6_DEVICE};
+use crate::desired::{
+    Desired, DesiredRoute, RouteClass, Target, VXLAN_DEVICE, VXLAN_V6_DEVICE, Vtep,
+};
 use crate::health::{Health, KindLabel, Metrics};
+use crate::incremental::DesiredDelta;
 use crate::netlink::{
     Dataplane, Event, KernelRoute, Link, NetlinkError, NextHop, RouteKind, RouteOp, SCOPE_LINK,
     SCOPE_UNIVERSE, TABLE_MAIN,
@@ -101,6 +104,13 @@ pub struct Reconciler {
     vxlan_device: &'static str,
     /// The same for [`VXLAN_V6_DEVICE`] (calico-node's `vxlan-v6.calico` when adopting it).
     vxlan_v6_device: &'static str,
+    /// VTEPs that came (true) or went (false) since the last flush, by family (IPv4, IPv6):
+    /// written one by one unless the devices are redone whole.
+    vtep_writes: [Vec<(Vtep, bool)>; 2],
+    /// The class each destination is counted under in the routes gauge (desired and in the
+    /// kernel as ours), and the counts: kept per flushed destination, not recounted.
+    counted: HashMap<IpNet, RouteClass>,
+    route_counts: BTreeMap<RouteClass, i64>,
 }
 
 impl Reconciler {
@@ -129,6 +139,9 @@ impl Reconciler {
             held: BTreeSet::new(),
             vxlan_device: VXLAN_DEVICE,
             vxlan_v6_device: VXLAN_V6_DEVICE,
+            vtep_writes: [Vec::new(), Vec::new()],
+            counted: HashMap::new(),
+            route_counts: BTreeMap::new(),
         }
     }
 
@@ -215,6 +228,56 @@ impl Reconciler {
         }
     }
 
+    /// Applies a change of the desired set ([`crate::incremental`]): marks the destinations
+    /// whose route changed and queues the VTEP entries that came or went. Costs what the delta
+    /// holds, whatever the size of the desired set.
+    pub fn apply_delta(&mut self, delta: DesiredDelta) {
+        let mut ipv6 = false;
+        for (dst, new) in &delta.routes {
+            let old = self.desired.routes.get(dst);
+            if old == new.as_ref() {
+                continue;
+            }
+            if let Some(old) = old {
+                for dev in old.target.devices() {
+                    if let Some(dsts) = self.by_device.get_mut(dev) {
+                        dsts.remove(dst);
+                    }
+                }
+            }
+            if let Some(new) = new {
+                for dev in new.target.devices() {
+                    self.by_device
+                        .entry(dev.to_string())
+                        .or_default()
+                        .insert(*dst);
+                }
+            }
+            ipv6 |= dst.addr().is_ipv6() && new.is_some();
+            self.dirty.insert(*dst);
+        }
+        if let Some(problems) = &delta.problems {
+            for p in problems
+                .iter()
+                .filter(|p| !self.desired.problems.contains(p))
+            {
+                tracing::warn!(problem = %p, "input left out");
+            }
+        }
+        for (dst, _) in delta.shadowed.iter().filter(|(_, s)| *s) {
+            tracing::warn!(route = %dst, "a route learned from BGP is this node's own workload address or block: not programmed");
+        }
+        self.vtep_writes[0].extend(delta.vteps.iter().copied());
+        self.vtep_writes[1].extend(delta.vteps_v6.iter().copied());
+        delta.apply_to(&mut self.desired);
+        self.metrics
+            .shadowed_routes
+            .set(self.desired.shadowed.len() as i64);
+        if ipv6 {
+            self.ipv6_forwarding();
+        }
+    }
+
     /// Full resync: re-reads links and routes, fixes devices, then every destination.
     pub fn resync(&mut self) -> Result<Report, NetlinkError> {
         let start = Instant::now();
@@ -292,25 +355,39 @@ impl Reconciler {
     /// Programs every dirty destination (and devices, if they changed), in batches.
     pub fn flush(&mut self) -> Result<Report, NetlinkError> {
         self.nat.flush(&self.desired.nat);
+        if !self.devices_dirty && self.vtep_writes.iter().any(|w| !w.is_empty()) {
+            // One VTEP's entries, not the device's whole tables; any doubt redoes them whole.
+            if let Err(e) = self.write_vteps() {
+                tracing::debug!(error = %e, "VTEP entries: redoing the device's tables");
+                self.devices_dirty = true;
+            }
+        }
         if self.devices_dirty {
+            self.vtep_writes = [Vec::new(), Vec::new()];
             self.ensure_devices();
         }
         let mut report = Report::default();
-        let dirty = std::mem::take(&mut self.dirty);
+        let dirty: Vec<IpNet> = std::mem::take(&mut self.dirty).into_iter().collect();
         let mut ops = Vec::new();
-        for dst in dirty {
-            if let Some(op) = self.plan(dst, &mut report) {
+        for dst in &dirty {
+            if let Some(op) = self.plan(*dst, &mut report) {
                 ops.push(op);
             }
         }
-        if !ops.is_empty() {
-            let results = self.dp.apply_routes(&ops)?;
-            for (op, res) in ops.into_iter().zip(results) {
-                self.record(op, res, &mut report);
-            }
+        let result = if ops.is_empty() {
+            Ok(())
+        } else {
+            self.dp.apply_routes(&ops).map(|results| {
+                for (op, res) in ops.into_iter().zip(results) {
+                    self.record(op, res, &mut report);
+                }
+            })
+        };
+        for dst in dirty {
+            self.recount(dst);
         }
         self.update_route_gauges();
-        Ok(report)
+        result.map(|()| report)
     }
 
     /// What to do at `dst`, if anything.
@@ -542,24 +619,41 @@ impl Reconciler {
         }
     }
 
-    fn update_route_gauges(&self) {
-        let mut counts: BTreeMap<RouteClass, i64> = BTreeMap::new();
-        for r in self.desired.routes.values() {
-            if self
-                .kernel
-                .get(&r.dst)
-                .is_some_and(|k| k.protocol == self.cfg.protocol)
-            {
-                *counts.entry(r.class).or_default() += 1;
+    /// Counts `dst` in the routes gauge again: under its class when felix wants a route
+    /// there and the kernel has felix's (every change to either marks `dst` for a flush).
+    fn recount(&mut self, dst: IpNet) {
+        let now = self
+            .desired
+            .routes
+            .get(&dst)
+            .filter(|_| {
+                self.kernel
+                    .get(&dst)
+                    .is_some_and(|k| k.protocol == self.cfg.protocol)
+            })
+            .map(|r| r.class);
+        let before = match now {
+            Some(class) => self.counted.insert(dst, class),
+            None => self.counted.remove(&dst),
+        };
+        if before != now {
+            if let Some(c) = before {
+                *self.route_counts.entry(c).or_default() -= 1;
+            }
+            if let Some(c) = now {
+                *self.route_counts.entry(c).or_default() += 1;
             }
         }
+    }
+
+    fn update_route_gauges(&self) {
         for class in RouteClass::ALL {
             self.metrics
                 .routes
                 .get_or_create(&KindLabel {
                     kind: class.as_str().to_string(),
                 })
-                .set(counts.get(&class).copied().unwrap_or(0));
+                .set(self.route_counts.get(&class).copied().unwrap_or(0));
         }
     }
 
