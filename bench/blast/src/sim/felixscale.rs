@@ -202,6 +202,10 @@ async fn remove_remote(store: &Store, r: &Remote) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The route [`Monitor::start`] adds to see the monitor listening (TEST-NET-2, only in the
+/// node's namespace).
+const MARKER: &str = "198.51.100.1/32";
+
 /// Counts, from `ip monitor`, the netlink notifications in a namespace (`ip monitor neigh`
 /// also prints the bridge family's FDB entries of vxlan.margay).
 struct Monitor {
@@ -221,8 +225,20 @@ impl Monitor {
             .stderr(Stdio::null())
             .spawn()
             .context("starting ip monitor")?;
-        // It subscribes once it runs.
-        std::thread::sleep(Duration::from_millis(300));
+        // It subscribes some time after it starts (over a second under TCG): a marker route,
+        // added until the monitor prints it, proves it listens. The marker is neither felix's
+        // protocol nor on its device, so `stop` leaves it out.
+        let seen = || std::fs::read_to_string(&file).is_ok_and(|t| t.contains(MARKER));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !seen() {
+            if Instant::now() > deadline {
+                bail!("ip monitor printed nothing of the marker route in 60 s");
+            }
+            let _ = ns.ip(&["route", "del", "blackhole", MARKER]);
+            ns.ip(&["route", "add", "blackhole", MARKER])?;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        ns.ip(&["route", "del", "blackhole", MARKER])?;
         Ok(Monitor {
             child,
             file,
