@@ -202,9 +202,9 @@ async fn remove_remote(store: &Store, r: &Remote) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The route [`Monitor::start`] adds to see the monitor listening (TEST-NET-2, only in the
+/// The host route [`Monitor::start`] adds to see the monitor listening (TEST-NET-2, only in the
 /// node's namespace).
-const MARKER: &str = "198.51.100.1/32";
+const MARKER: &str = "198.51.100.1";
 
 /// Counts, from `ip monitor`, the netlink notifications in a namespace (`ip monitor neigh`
 /// also prints the bridge family's FDB entries of vxlan.margay).
