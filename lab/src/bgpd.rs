@@ -513,13 +513,19 @@ impl Bgpd {
             self.name, self.config.socket
         );
         // Polled often: how long a start takes is what the lab measures.
-        let res = wait_for_every(&what, START_TIMEOUT, START_POLL, &[], || {
-            if let Some(status) = self.process.exit_status() {
-                exited = Some(status);
-                return Ok(());
-            }
-            self.info().map(|_| ()).map_err(|e| e.to_string())
-        });
+        let res = wait_for_every(
+            &what,
+            crate::process::start_timeout(START_TIMEOUT),
+            START_POLL,
+            &[],
+            || {
+                if let Some(status) = self.process.exit_status() {
+                    exited = Some(status);
+                    return Ok(());
+                }
+                self.info().map(|_| ()).map_err(|e| e.to_string())
+            },
+        );
         let command = command.to_string();
         self.process
             .start_outcome(res, exited, command, "before answering on its socket")

@@ -77,21 +77,26 @@ impl Etcd {
     fn wait_healthy(&mut self) -> Result<()> {
         let url = format!("{}/health", self.endpoint());
         let mut exited = None;
-        let res = wait_for(&format!("etcd to answer {url}"), START_TIMEOUT, &[], || {
-            if let Some(status) = self.process.exit_status() {
-                exited = Some(status);
-                return Ok(());
-            }
-            let body = self
-                .ns
-                .exec("curl", &["-s", "--max-time", "1", &url])
-                .map_err(|e| e.to_string())?;
-            if body.contains("\"health\":\"true\"") {
-                Ok(())
-            } else {
-                Err(format!("/health answered {body:?}"))
-            }
-        });
+        let res = wait_for(
+            &format!("etcd to answer {url}"),
+            crate::process::start_timeout(START_TIMEOUT),
+            &[],
+            || {
+                if let Some(status) = self.process.exit_status() {
+                    exited = Some(status);
+                    return Ok(());
+                }
+                let body = self
+                    .ns
+                    .exec("curl", &["-s", "--max-time", "1", &url])
+                    .map_err(|e| e.to_string())?;
+                if body.contains("\"health\":\"true\"") {
+                    Ok(())
+                } else {
+                    Err(format!("/health answered {body:?}"))
+                }
+            },
+        );
         let command = format!("{ETCD_BINARY} --listen-client-urls {}", self.endpoint());
         self.process
             .start_outcome(res, exited, command, "before it was healthy")

@@ -148,18 +148,24 @@ impl Felix {
         let mut exited = None;
         let what = format!("margay-felix {} to be ready", self.args.node);
         // Polled often: how long a start takes is what the lab measures.
-        let res = wait_for_every(&what, READY_TIMEOUT, READY_POLL, &[], || {
-            if let Some(status) = self.process.exit_status() {
-                exited = Some(status);
-                return Ok(());
-            }
-            readiness(&self.netns, self.args.http_port)?;
-            if self.args.socket.exists() {
-                Ok(())
-            } else {
-                Err(format!("ready, but no socket {:?} yet", self.args.socket))
-            }
-        });
+        let res = wait_for_every(
+            &what,
+            crate::process::start_timeout(READY_TIMEOUT),
+            READY_POLL,
+            &[],
+            || {
+                if let Some(status) = self.process.exit_status() {
+                    exited = Some(status);
+                    return Ok(());
+                }
+                readiness(&self.netns, self.args.http_port)?;
+                if self.args.socket.exists() {
+                    Ok(())
+                } else {
+                    Err(format!("ready, but no socket {:?} yet", self.args.socket))
+                }
+            },
+        );
         let command = format!("margay-felix {}", self.args.to_args().join(" "));
         self.process
             .start_outcome(res, exited, command, "before it was ready")

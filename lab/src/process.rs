@@ -16,6 +16,19 @@ use crate::{LabError, Result};
 const POLL: Duration = Duration::from_millis(200);
 /// How many lines of each log a failure message shows.
 const TAIL_LINES: usize = 30;
+/// Multiplies every daemon's start timeout (a whole number, default 1): set where everything
+/// runs many times slower than on the machine, as in the TCG VM of tests/vm/.
+pub const SLOWDOWN_ENV: &str = "MARGAY_LAB_SLOWDOWN";
+
+/// A daemon's start timeout: `base` times [`SLOWDOWN_ENV`].
+pub fn start_timeout(base: Duration) -> Duration {
+    let factor = std::env::var(SLOWDOWN_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    base * factor
+}
 
 /// A process running inside a namespace. Dropping it stops it (SIGTERM, then SIGKILL).
 #[derive(Debug)]

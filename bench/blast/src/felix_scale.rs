@@ -1,16 +1,23 @@
-//! `margay-felix-scale`: margay-felix alone at N nodes with a VXLAN pool (N-1 remote blocks,
-//! neighbour and FDB entries, 250 local pods), for each N asked: its cold start, its steady
-//! full resync, and the kernel writes one Node's join and leave cost. Must run as root (it
-//! creates network namespaces). See BENCHMARKS.md.
+//! `margay-felix-scale`: margay-felix at N nodes with a VXLAN pool (N-1 remote blocks,
+//! neighbour and FDB entries, 250 local pods) or an IP-in-IP one (margay-bgpd beside it, N-1
+//! simulated BGP speakers, N-1 routes through tunl0; needs the ipip module, so bench/ runs it in
+//! the VM of tests/vm/), for each N asked: its cold start, its steady full resync, and the
+//! kernel writes one Node's join and leave cost. Must run as root (it creates network
+//! namespaces). See BENCHMARKS.md.
 
 use std::time::Duration;
 
 use clap::Parser;
-use margay_bench::sim::felixscale;
+use margay_bench::sim::felixscale::{self, Backend};
 
 #[derive(Parser, Debug)]
-#[command(about = "margay-felix at N nodes (VXLAN): cold start, resync, writes per Node change")]
+#[command(
+    about = "margay-felix at N nodes (VXLAN or IP-in-IP): cold start, resync, writes per Node change"
+)]
 struct Args {
+    /// The pool's encapsulation: `vxlan` (backend vxlan) or `ipip` (backend bird, with bgpd).
+    #[arg(long, default_value = "vxlan")]
+    backend: Backend,
     /// Cluster sizes N (the real node included).
     #[arg(long, value_delimiter = ',', default_values_t = [100, 300, 1000])]
     nodes: Vec<usize>,
@@ -25,13 +32,18 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     for &n in &args.nodes {
-        let r = felixscale::run(n, args.pods, Duration::from_secs(args.timeout), |line| {
-            eprintln!("felix-scale: {line}")
-        })?;
+        let r = felixscale::run(
+            args.backend,
+            n,
+            args.pods,
+            Duration::from_secs(args.timeout),
+            |line| eprintln!("felix-scale: {line}"),
+        )?;
         println!(
-            "felix vxlan N={} pods={}: cold start {:.2} s; steady resync {:.1} ms (mean of {}); \
+            "felix {} N={} pods={}: cold start {:.2} s; steady resync {:.1} ms (mean of {}); \
              join {} kernel notifications ({} route writes), leave {} ({}); CPU {:.2} s, \
              peak RSS {:.1} MiB",
+            r.backend,
             r.nodes,
             r.pods,
             r.cold_start.as_secs_f64(),

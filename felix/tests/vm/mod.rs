@@ -1,7 +1,8 @@
 //! What the VM tests share: the work directory shared into the VM, preparing and booting the VM
 //! on a scenario script (tests/vm/), and readers of what a scenario recorded (`ip -j` files,
 //! pings with tunl0 counters), with the checks both scenarios make on them, and the pod helper
-//! the cluster scenarios run inside the VM ([`wire_pod`]).
+//! the cluster scenarios run inside the VM ([`wire_pod`]). margay-bench's VM test includes this
+//! file too (`#[path]`), for the work directory and booting the VM.
 
 #![allow(dead_code)]
 
@@ -92,10 +93,12 @@ impl Drop for WorkDir {
     }
 }
 
+/// The workspace root: the nearest directory above the test's crate holding tests/vm/.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("felix/ sits in the workspace")
+        .ancestors()
+        .find(|d| d.join("tests/vm/run.sh").is_file())
+        .expect("the crate sits in the workspace, below tests/vm/")
         .to_path_buf()
 }
 
@@ -129,16 +132,24 @@ pub fn run_vm(repo: &Path, scenario: &str, work: &WorkDir, timeout: Duration) ->
     let console = std::fs::File::create(work.0.join("console.log")).expect("console.log");
     let start = Instant::now();
     // The binaries the scenario runs must be visible in the VM at their own paths, wherever the
-    // target directory is (run.sh shares the repository itself).
+    // target directory is (run.sh shares the repository itself): felix's (when the test is
+    // felix's), the test's own and the profile directory above it (where margay_lab looks for
+    // the daemons), and MARGAY_BIN_DIR.
     let mut shares: Vec<PathBuf> = Vec::new();
-    let felix_dir = Path::new(env!("CARGO_BIN_EXE_margay-felix"))
-        .parent()
-        .map(Path::to_path_buf);
+    let felix_dir = option_env!("CARGO_BIN_EXE_margay-felix")
+        .and_then(|f| Path::new(f).parent().map(Path::to_path_buf));
     let test_dir = std::env::current_exe()
         .ok()
         .and_then(|e| e.parent().map(Path::to_path_buf));
+    let profile_dir = test_dir
+        .as_ref()
+        .filter(|d| d.ends_with("deps"))
+        .and_then(|d| d.parent().map(Path::to_path_buf));
     let bin_dir = std::env::var_os("MARGAY_BIN_DIR").map(PathBuf::from);
-    for d in [felix_dir, test_dir, bin_dir].into_iter().flatten() {
+    for d in [felix_dir, test_dir, profile_dir, bin_dir]
+        .into_iter()
+        .flatten()
+    {
         if let Ok(d) = d.canonicalize()
             && !shares.contains(&d)
         {

@@ -113,6 +113,24 @@ pub fn margay_with(
     timeout: Duration,
     tune: impl FnOnce(ClusterArgs) -> ClusterArgs,
 ) -> anyhow::Result<(ColdStart, Margay)> {
+    let (start, m) = start_margay(c, tune)?;
+    let (bp, fp) = (m.bgpd.pid(), m.felix.pid());
+    let result = wait_converged(c, "81", start, timeout, || {
+        vec![
+            ("margay-bgpd".to_string(), Cost::of(bp).unwrap_or_default()),
+            ("margay-felix".to_string(), Cost::of(fp).unwrap_or_default()),
+        ]
+    })?;
+    Ok((result, m))
+}
+
+/// Starts margay-bgpd (its flags changed by `tune`), then margay-felix (backend `bird`, the
+/// lab's 5 s resync), on the real node; returns bgpd's start time and both daemons once felix
+/// is ready, without waiting for any route.
+pub fn start_margay(
+    c: &SimCluster,
+    tune: impl FnOnce(ClusterArgs) -> ClusterArgs,
+) -> anyhow::Result<(Instant, Margay)> {
     let lab = c.lab();
     let endpoint = c.etcd_endpoint();
     let ip = IpNet::V4(Ipv4Net::new(real_addr(), SUBNET_LEN)?);
@@ -133,14 +151,7 @@ pub fn margay_with(
     );
     let felix = Felix::start_cluster(lab, c.node_ns(), &format!("{REAL_NODE}-felix"), args)
         .context("starting margay-felix")?;
-    let (bp, fp) = (bgpd.pid(), felix.pid());
-    let result = wait_converged(c, "81", start, timeout, || {
-        vec![
-            ("margay-bgpd".to_string(), Cost::of(bp).unwrap_or_default()),
-            ("margay-felix".to_string(), Cost::of(fp).unwrap_or_default()),
-        ]
-    })?;
-    Ok((result, Margay { bgpd, felix }))
+    Ok((start, Margay { bgpd, felix }))
 }
 
 /// Whether `pid` has exited (gone, or a zombie not yet reaped).

@@ -116,6 +116,18 @@ impl SimCluster {
         count: usize,
         spares: usize,
         role: Role,
+        progress: impl FnMut(&str),
+    ) -> anyhow::Result<SimCluster> {
+        SimCluster::build_with_ipip(count, spares, role, "Never", progress)
+    }
+
+    /// [`SimCluster::build`] with the pool's `ipipMode` (`Always`: the real node's felix routes
+    /// every block `via <node address> dev tunl0 onlink`, which needs the kernel's ipip module).
+    pub fn build_with_ipip(
+        count: usize,
+        spares: usize,
+        role: Role,
+        ipip_mode: &str,
         mut progress: impl FnMut(&str),
     ) -> anyhow::Result<SimCluster> {
         // The pool has 1,024 blocks, one of them the real node's.
@@ -172,7 +184,7 @@ impl SimCluster {
             v6: "fd00:98::2/64".parse()?,
         };
         let etcd = Etcd::start(&lab, sim_ns, addrs)?;
-        etcd.apply(&model_yaml(role))?;
+        etcd.apply(&model_yaml(role, ipip_mode))?;
 
         let rt = NsRuntime::start(etcd.netns().name())?;
         let endpoint = etcd.endpoint();
@@ -261,6 +273,11 @@ impl SimCluster {
     /// The speakers that join later, and their logs.
     pub fn spares(&self) -> (&[SimNode], &Logs) {
         (&self.spares, &self.spare_logs)
+    }
+
+    /// The simulated nodes' runtime (inside their namespace), where etcd is reached.
+    pub fn runtime(&self) -> &NsRuntime {
+        &self.rt
     }
 
     /// A handle on etcd, usable on [`SimCluster::run`].
@@ -367,15 +384,15 @@ impl SimCluster {
     }
 }
 
-/// The IPPool, the BGPConfiguration, and for [`Role::Reflector`] the real node's Node (it
+/// The IPPool (its `ipipMode` as given), the BGPConfiguration, and for [`Role::Reflector`] the real node's Node (it
 /// keeps its labels and cluster id when margay-bgpd writes its address) and the BGPPeer from
 /// every node to the reflectors.
-fn model_yaml(role: Role) -> String {
+fn model_yaml(role: Role, ipip_mode: &str) -> String {
     let mut docs = vec![
         format!(
             "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: sim-pool\n\
-             spec:\n  cidr: {POOL}\n  blockSize: 26\n  ipipMode: Never\n  vxlanMode: Never\n  \
-             natOutgoing: false\n  nodeSelector: all()\n"
+             spec:\n  cidr: {POOL}\n  blockSize: 26\n  ipipMode: {ipip_mode}\n  vxlanMode: \
+             Never\n  natOutgoing: false\n  nodeSelector: all()\n"
         ),
         format!(
             "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: \
