@@ -51,8 +51,18 @@ enum Wake {
     Read(io::Result<usize>),
     PendingRead(io::Result<usize>),
     Outbound((u64, Bytes)),
-    /// The speaker's queue has room for what [`Task::emit`] kept.
-    Room,
+    /// The speaker's queue has room for what [`Task::emit`] kept (`None`: it is gone).
+    Room(Option<mpsc::OwnedPermit<SessionEvent>>),
+}
+
+/// A slot in the speaker's queue, through `events` when there is one to wait on.
+async fn speaker_room(
+    events: Option<mpsc::Sender<SessionEvent>>,
+) -> Option<mpsc::OwnedPermit<SessionEvent>> {
+    match events {
+        Some(tx) => tx.reserve_owned().await.ok(),
+        None => std::future::pending().await,
+    }
 }
 
 fn now() -> std::time::Instant {
@@ -113,8 +123,9 @@ impl Task {
                 res = finish_connect(&mut self.connecting) => Wake::Connected(res),
                 // Nothing more is read while events wait for the speaker.
                 res = read_some(&mut self.conn, reserve), if !held => Wake::Read(res),
-                // The permit only says that a slot is free: dropped at once.
-                _ = self.events.reserve(), if held => Wake::Room,
+                // The permit is used for the first kept event: dropped unused, it would pass
+                // to the next waiting session while this one found the queue full again.
+                permit = speaker_room(held.then(|| self.events.clone())) => Wake::Room(permit),
                 res = read_some(&mut self.pending, wire::MAX_MESSAGE_LEN) => Wake::PendingRead(res),
                 Some(first) = self.outbound.recv(), if established => Wake::Outbound(first),
             };
@@ -186,7 +197,7 @@ impl Task {
             },
             Wake::PendingRead(res) => self.on_pending_read(res).await,
             Wake::Outbound(first) => self.send_batch(first).await,
-            Wake::Room => self.flush_unsent(),
+            Wake::Room(permit) => self.flush_unsent(permit),
         }
         self.settle().await;
         false
@@ -353,8 +364,15 @@ impl Task {
         self.unsent.push_back(event);
     }
 
-    /// Hands the speaker what [`Task::emit`] kept, while its queue takes them.
-    fn flush_unsent(&mut self) {
+    /// Hands the speaker what [`Task::emit`] kept, the first through `permit`, the others
+    /// while its queue takes them.
+    fn flush_unsent(&mut self, permit: Option<mpsc::OwnedPermit<SessionEvent>>) {
+        if let Some(p) = permit
+            && let Some(event) = self.unsent.pop_front()
+        {
+            p.send(event);
+        }
+        // A speaker gone shows as a closed queue here.
         while let Some(event) = self.unsent.pop_front() {
             match self.events.try_send(event) {
                 Ok(()) => {}
@@ -726,18 +744,21 @@ mod tests {
         t.emit(state_event(State::OpenSent));
         t.emit(state_event(State::OpenConfirm));
         assert_eq!(t.unsent.len(), 2, "the queue took one");
-        t.flush_unsent();
+        t.flush_unsent(None);
         assert_eq!(t.unsent.len(), 2, "still full");
         assert_eq!(state_of(rx.try_recv().unwrap()), State::Connect);
-        t.flush_unsent();
+        t.flush_unsent(None);
         assert_eq!(t.unsent.len(), 1);
         // A later event goes behind the kept ones, not past them.
         t.emit(state_event(State::Established));
         let mut got = vec![state_of(rx.try_recv().unwrap())];
-        for _ in 0..2 {
-            t.flush_unsent();
-            got.push(state_of(rx.try_recv().unwrap()));
-        }
+        // The slot a waiting session was given is used for its first kept event.
+        let permit = t.events.clone().try_reserve_owned().unwrap();
+        t.flush_unsent(Some(permit));
+        assert_eq!(t.unsent.len(), 1);
+        got.push(state_of(rx.try_recv().unwrap()));
+        t.flush_unsent(None);
+        got.push(state_of(rx.try_recv().unwrap()));
         assert_eq!(
             got,
             [State::OpenSent, State::OpenConfirm, State::Established]
