@@ -8,6 +8,7 @@
 //! The result is always the one [`plan`](super::plan) gives for the same model
 //! (`bgp/tests/cluster_peerings/incremental.rs` checks it after random event sequences).
 
+use super::candidates::Ranked;
 use super::peerings::{
     Local, Model, PeeringError, Rank, Want, addrs, head, ip_sessions, neighbor, node_wants,
 };
@@ -62,7 +63,7 @@ pub struct Planner {
     head: Option<(Config, BTreeSet<String>)>,
     parts: HashMap<Part, Contribution>,
     /// Every session some part wants, per address, by rank: the first one is planned.
-    candidates: HashMap<IpAddr, BTreeMap<Rank, Want>>,
+    candidates: HashMap<IpAddr, Ranked<Rank, Want>>,
     /// Every note of the head and the parts, with how many of them give it.
     notes: BTreeMap<String, usize>,
     /// The neighbours as last planned.
@@ -271,7 +272,7 @@ impl Planner {
                 .candidates
                 .get(a)
                 .filter(|_| !mine.contains(a))
-                .and_then(|c| c.values().next());
+                .and_then(|c| c.first());
             match winner {
                 Some(w) => {
                     let n = neighbor(w.clone(), &self.local);
@@ -324,7 +325,7 @@ fn part_wants(
 fn contribution(
     wants: Vec<Want>,
     notes: BTreeSet<String>,
-    candidates: &mut HashMap<IpAddr, BTreeMap<Rank, Want>>,
+    candidates: &mut HashMap<IpAddr, Ranked<Rank, Want>>,
     affected: &mut BTreeSet<IpAddr>,
 ) -> Contribution {
     let mut sessions = Vec::with_capacity(wants.len());
@@ -342,7 +343,7 @@ fn contribution(
 fn retract(
     old: &Contribution,
     new: &Contribution,
-    candidates: &mut HashMap<IpAddr, BTreeMap<Rank, Want>>,
+    candidates: &mut HashMap<IpAddr, Ranked<Rank, Want>>,
     affected: &mut BTreeSet<IpAddr>,
 ) {
     for (a, rank) in &old.sessions {

@@ -7,6 +7,7 @@
 //! apply to live sessions without a reset). Meanwhile it probes etcd ([`margay_datastore::probe`]) so
 //! `/readiness` names an outage, during which the sessions and routes run on what bgpd knows.
 
+mod candidates;
 pub mod follow;
 pub mod incremental;
 pub mod peerings;

@@ -217,7 +217,9 @@ struct Touched {
 #[derive(Debug)]
 pub struct Rib {
     local: LocalConfig,
-    peers: HashMap<PeerId, PeerState>,
+    /// Boxed: a peer's state is a few hundred bytes, and the map's spare buckets (up to
+    /// as many again as peers) would hold that much each (issue 12).
+    peers: HashMap<PeerId, Box<PeerState>>,
     groups: BTreeMap<u32, UpdateGroup>,
     next_group: u32,
     v4: Table<Ipv4Net>,
@@ -232,7 +234,7 @@ pub struct Rib {
 
 fn source<'a>(
     local: &LocalConfig,
-    peers: &'a HashMap<PeerId, PeerState>,
+    peers: &'a HashMap<PeerId, Box<PeerState>>,
     peer: PeerId,
 ) -> Source<'a> {
     match peers.get(&peer) {
@@ -253,7 +255,7 @@ fn source<'a>(
 
 fn candidate<'a>(
     local: &LocalConfig,
-    peers: &HashMap<PeerId, PeerState>,
+    peers: &HashMap<PeerId, Box<PeerState>>,
     path: &'a Path,
 ) -> Candidate<'a> {
     let peer = peers.get(&path.peer);
@@ -272,7 +274,7 @@ fn candidate<'a>(
 fn ecmp_next_hops(
     paths: &Paths,
     local: &LocalConfig,
-    peers: &HashMap<PeerId, PeerState>,
+    peers: &HashMap<PeerId, Box<PeerState>>,
     max: usize,
 ) -> Vec<IpAddr> {
     let Paths::Many(v) = paths else {
@@ -307,7 +309,7 @@ fn ecmp_next_hops(
 }
 
 /// Runs the decision process over a prefix's paths and moves the winner first.
-fn reselect(paths: &mut Paths, local: &LocalConfig, peers: &HashMap<PeerId, PeerState>) {
+fn reselect(paths: &mut Paths, local: &LocalConfig, peers: &HashMap<PeerId, Box<PeerState>>) {
     if let Paths::Many(v) = paths {
         let candidates: Vec<Candidate<'_>> = v.iter().map(|p| candidate(local, peers, p)).collect();
         let best = decision::best_index(&candidates, local.asn);
@@ -434,7 +436,7 @@ impl Rib {
         let kind = PeerKind::of(&info);
         self.peers.insert(
             id,
-            PeerState {
+            Box::new(PeerState {
                 info,
                 kind,
                 group: gid,
@@ -447,7 +449,7 @@ impl Rib {
                 up: true,
                 stale: 0,
                 refreshing: Vec::new(),
-            },
+            }),
         );
         if let Some(group) = self.groups.get_mut(&gid) {
             group.add(id);

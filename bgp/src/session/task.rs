@@ -39,6 +39,8 @@ pub(super) struct Task {
     queue: VecDeque<Event>,
     reported: State,
     write_error: Option<String>,
+    /// Events the speaker's full queue did not take yet, in order: see [`Task::emit`].
+    unsent: VecDeque<SessionEvent>,
 }
 
 /// What woke the session task.
@@ -49,6 +51,18 @@ enum Wake {
     Read(io::Result<usize>),
     PendingRead(io::Result<usize>),
     Outbound((u64, Bytes)),
+    /// The speaker's queue has room for what [`Task::emit`] kept (`None`: it is gone).
+    Room(Option<mpsc::OwnedPermit<SessionEvent>>),
+}
+
+/// A slot in the speaker's queue, through `events` when there is one to wait on.
+async fn speaker_room(
+    events: Option<mpsc::Sender<SessionEvent>>,
+) -> Option<mpsc::OwnedPermit<SessionEvent>> {
+    match events {
+        Some(tx) => tx.reserve_owned().await.ok(),
+        None => std::future::pending().await,
+    }
 }
 
 fn now() -> std::time::Instant {
@@ -80,6 +94,7 @@ impl Task {
             queue: VecDeque::new(),
             reported: State::Idle,
             write_error: None,
+            unsent: VecDeque::new(),
         }
     }
 
@@ -101,15 +116,21 @@ impl Task {
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400));
             let established = self.fsm.state() == State::Established && self.conn.is_some();
             let reserve = self.ctx.max_message_len().max(READ_CHUNK);
+            let held = !self.unsent.is_empty();
             let wake = tokio::select! {
                 cmd = self.commands.recv() => Wake::Command(cmd),
                 _ = tokio::time::sleep_until(sleep_to), if deadline.is_some() => Wake::Timer,
                 res = finish_connect(&mut self.connecting) => Wake::Connected(res),
-                res = read_some(&mut self.conn, reserve) => Wake::Read(res),
+                // Nothing more is read while events wait for the speaker.
+                res = read_some(&mut self.conn, reserve), if !held => Wake::Read(res),
+                // The permit is used for the first kept event: dropped unused, it would pass
+                // to the next waiting session while this one found the queue full again.
+                permit = speaker_room(held.then(|| self.events.clone())) => Wake::Room(permit),
                 res = read_some(&mut self.pending, wire::MAX_MESSAGE_LEN) => Wake::PendingRead(res),
                 Some(first) = self.outbound.recv(), if established => Wake::Outbound(first),
             };
             if Box::pin(self.on_wake(wake)).await {
+                self.hand_over_unsent();
                 return;
             }
         }
@@ -176,6 +197,7 @@ impl Task {
             },
             Wake::PendingRead(res) => self.on_pending_read(res).await,
             Wake::Outbound(first) => self.send_batch(first).await,
+            Wake::Room(permit) => self.flush_unsent(permit),
         }
         self.settle().await;
         false
@@ -261,8 +283,7 @@ impl Task {
                         peer: self.id,
                         reason,
                         retain,
-                    })
-                    .await;
+                    });
                 }
             }
         }
@@ -291,7 +312,7 @@ impl Task {
             local_addr: conn.local,
             remote_addr: conn.remote,
         };
-        self.emit(event).await;
+        self.emit(event);
     }
 
     fn publish(&self) {
@@ -311,55 +332,74 @@ impl Task {
                 peer: self.id,
                 state,
                 last_error: self.fsm.last_error().map(str::to_string),
-            })
-            .await;
+            });
         }
     }
 
-    /// Hands an event to the speaker. While the speaker's queue is full, KEEPALIVEs still go
-    /// out on time, so a busy RIB does not cost the session its peer's hold timer, and what the
-    /// speaker queued for this peer still goes out: the speaker stops taking events while
-    /// peers owe it a drain of its outbox, so a session that only waited here would wait for
-    /// itself (the 1,000-client reflector's cold start stalled so; issue 12).
-    async fn emit(&mut self, event: SessionEvent) {
-        let event = match self.events.try_send(event) {
-            Ok(()) => return,
-            // The speaker going away ends every session through its handles.
-            Err(mpsc::error::TrySendError::Closed(_)) => return,
-            Err(mpsc::error::TrySendError::Full(event)) => event,
-        };
-        let events = self.events.clone();
-        let mut send = std::pin::pin!(events.send(event));
-        loop {
-            let due = self.fsm.keepalive_deadline();
-            let sleep_to = due
-                .map(tokio::time::Instant::from_std)
-                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400));
-            let established = self.fsm.state() == State::Established && self.conn.is_some();
-            let owed = tokio::select! {
-                _ = &mut send => return,
-                _ = tokio::time::sleep_until(sleep_to), if due.is_some() => None,
-                Some(first) = self.outbound.recv(), if established => Some(first),
-            };
-            match owed {
-                Some(first) => {
-                    // The FSM hears of it with the next event it handles: dispatching here
-                    // would re-enter the dispatch this wait may be part of.
-                    if let Some(Err(e)) = self.write_batch(first).await {
-                        self.write_error
-                            .get_or_insert_with(|| format!("Socket: {}", os_text(&e)));
-                    } else {
-                        self.queue.push_back(Event::UpdateSent);
-                    }
-                }
-                None => {
-                    let actions = self.fsm.handle(Event::KeepaliveTimerExpires, now());
-                    if actions.contains(&Action::SendKeepalive) {
-                        self.write(Message::Keepalive).await;
-                    }
+    /// Hands an event to the speaker, or, while the speaker's queue is full, keeps it (and every
+    /// later one, in order) in [`Task::unsent`]: the task's loop then reads nothing more from
+    /// the peer until they are handed over, so TCP holds the peer back, while KEEPALIVEs and
+    /// what the speaker queued for this peer still go out (the speaker stops taking events
+    /// while peers owe it a drain of its outbox, so a session that only waited would wait for
+    /// itself; issue 12). The handler returns instead of waiting: a thousand sessions waiting
+    /// at a cold start held a thousand handler frames (~6 KiB each) and receive buffers.
+    fn emit(&mut self, event: SessionEvent) {
+        if self.unsent.is_empty() {
+            match self.events.try_send(event) {
+                // The speaker going away ends every session through its handles.
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Err(mpsc::error::TrySendError::Full(event)) => self.hold(event),
+            }
+        } else {
+            self.hold(event);
+        }
+    }
+
+    /// Keeps `event` for later, growing the queue one step at a time while it is short (most
+    /// sessions hold one or two events).
+    fn hold(&mut self, event: SessionEvent) {
+        if self.unsent.len() == self.unsent.capacity() {
+            self.unsent.reserve_exact(self.unsent.len().max(1));
+        }
+        self.unsent.push_back(event);
+    }
+
+    /// Hands the speaker what [`Task::emit`] kept, the first through `permit`, the others
+    /// while its queue takes them.
+    fn flush_unsent(&mut self, permit: Option<mpsc::OwnedPermit<SessionEvent>>) {
+        if let Some(p) = permit
+            && let Some(event) = self.unsent.pop_front()
+        {
+            p.send(event);
+        }
+        // A speaker gone shows as a closed queue here.
+        while let Some(event) = self.unsent.pop_front() {
+            match self.events.try_send(event) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => self.unsent.clear(),
+                Err(mpsc::error::TrySendError::Full(event)) => {
+                    self.unsent.push_front(event);
+                    return;
                 }
             }
         }
+        self.unsent = VecDeque::new();
+    }
+
+    /// At the task's end, what is still kept goes to the speaker from a task of its own.
+    fn hand_over_unsent(&mut self) {
+        if self.unsent.is_empty() {
+            return;
+        }
+        let rest = std::mem::take(&mut self.unsent);
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            for event in rest {
+                if events.send(event).await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     /// A peer that takes no data for a whole hold time is as dead as a silent one.
@@ -397,7 +437,11 @@ impl Task {
                     return;
                 }
             };
-            match decode_guarded(&frame, &self.ctx) {
+            let decoded = decode_guarded(&frame, &self.ctx);
+            // The frame shares the receive buffer's allocation: not held while the message
+            // waits for the speaker.
+            drop(frame);
+            match decoded {
                 Ok(msg) => self.on_message(msg).await,
                 Err(event) => self.dispatch(event).await,
             }
@@ -429,8 +473,7 @@ impl Task {
                     self.emit(SessionEvent::Update {
                         peer: self.id,
                         update,
-                    })
-                    .await;
+                    });
                 }
             }
             Message::RouteRefresh(refresh) => {
@@ -439,8 +482,7 @@ impl Task {
                     self.emit(SessionEvent::RouteRefresh {
                         peer: self.id,
                         refresh,
-                    })
-                    .await;
+                    });
                 }
             }
         }
@@ -674,6 +716,58 @@ mod tests {
             "the session future is {run} B for a {size} B task"
         );
         assert!(handler > run, "the handlers' frame is boxed, not inline");
+    }
+
+    fn state_event(state: State) -> SessionEvent {
+        SessionEvent::StateChanged {
+            peer: 1,
+            state,
+            last_error: None,
+        }
+    }
+
+    fn state_of(ev: SessionEvent) -> State {
+        match ev {
+            SessionEvent::StateChanged { state, .. } => state,
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+
+    /// A full speaker queue keeps the events in the task, in order, instead of holding the
+    /// handler; they go out, still in order, as the queue takes them.
+    #[test]
+    fn events_the_speaker_cannot_take_yet_wait_in_order() {
+        let mut t = task();
+        let (events, mut rx) = mpsc::channel(1);
+        t.events = events;
+        t.emit(state_event(State::Connect));
+        t.emit(state_event(State::OpenSent));
+        t.emit(state_event(State::OpenConfirm));
+        assert_eq!(t.unsent.len(), 2, "the queue took one");
+        t.flush_unsent(None);
+        assert_eq!(t.unsent.len(), 2, "still full");
+        assert_eq!(state_of(rx.try_recv().unwrap()), State::Connect);
+        t.flush_unsent(None);
+        assert_eq!(t.unsent.len(), 1);
+        // A later event goes behind the kept ones, not past them.
+        t.emit(state_event(State::Established));
+        let mut got = vec![state_of(rx.try_recv().unwrap())];
+        // The slot a waiting session was given is used for its first kept event.
+        let permit = t.events.clone().try_reserve_owned().unwrap();
+        t.flush_unsent(Some(permit));
+        assert_eq!(t.unsent.len(), 1);
+        got.push(state_of(rx.try_recv().unwrap()));
+        t.flush_unsent(None);
+        got.push(state_of(rx.try_recv().unwrap()));
+        assert_eq!(
+            got,
+            [State::OpenSent, State::OpenConfirm, State::Established]
+        );
+        assert!(t.unsent.is_empty() && t.unsent.capacity() == 0);
+        // A speaker gone: nothing is kept.
+        drop(rx);
+        t.emit(state_event(State::Idle));
+        assert!(t.unsent.is_empty());
     }
 
     /// Every session's command channel allocates a block of 32 commands when it is made, and

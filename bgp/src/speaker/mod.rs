@@ -17,6 +17,7 @@ pub use outbox::DEFAULT_LOG_LIMIT as DEFAULT_OUTBOX_LIMIT;
 mod peers;
 mod policy;
 mod refresh;
+mod shared;
 
 pub use handle::{
     PeerStatus, ReloadSummary, RouteChange, RouteInfo, SpeakerGone, SpeakerHandle, SpeakerInfo,
@@ -122,6 +123,9 @@ pub struct Speaker {
     /// Peers whose session queue was full, with a waiter that reports on `ready` when not.
     blocked: std::collections::HashSet<PeerId>,
     ready: mpsc::UnboundedSender<PeerId>,
+    /// Sessions' export policies and import chains, one per distinct value: see [`shared`].
+    exports: shared::Shared<crate::policy::ExportPolicy>,
+    imports: shared::Shared<crate::policy::FilterChain>,
 }
 
 /// How the speaker trades memory for back-pressure: process settings, not BGP configuration.
@@ -225,6 +229,8 @@ impl Speaker {
             outbox: outbox::Outbox::with_limit(tuning.outbox_limit),
             blocked: std::collections::HashSet::new(),
             ready,
+            exports: shared::Shared::default(),
+            imports: shared::Shared::default(),
             config: config.clone(),
         };
         for n in &config.neighbors {
@@ -396,8 +402,8 @@ impl Speaker {
                     ctx,
                     role: neighbor.role(self.config.asn()),
                     interface,
-                    export: Arc::new(self.config.export_policy(&neighbor)),
-                    import: Arc::new(self.config.import_chain(&neighbor)),
+                    export: self.exports.get(self.config.export_policy(&neighbor)),
+                    import: self.imports.get(self.config.import_chain(&neighbor)),
                     allow_own_as: neighbor.allow_own_as(),
                     local_asn: neighbor.local_asn(self.config.asn()),
                 };

@@ -7,7 +7,6 @@ use super::Speaker;
 use super::refresh::subtype;
 use crate::session::PeerId;
 use crate::wire::{CodecContext, Message, RouteRefresh};
-use std::sync::Arc;
 use tracing::{info, warn};
 
 impl Speaker {
@@ -18,8 +17,8 @@ impl Speaker {
             let Some(slot) = self.peers.get(&id) else {
                 continue;
             };
-            let export = Arc::new(self.config.export_policy(&slot.neighbor));
-            let import = Arc::new(self.config.import_chain(&slot.neighbor));
+            let export = self.exports.get(self.config.export_policy(&slot.neighbor));
+            let import = self.imports.get(self.config.import_chain(&slot.neighbor));
             let exports = self.rib.set_export_policy(id, export);
             if !exports.is_empty() {
                 info!(peer = %slot.address(), "export policy changed: re-exported the difference");
