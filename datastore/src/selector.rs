@@ -107,6 +107,22 @@ impl Selector {
         }
     }
 
+    /// The `key == 'value'` terms every match must satisfy (those joined by `&&` at the top):
+    /// an index of labels can narrow the label sets worth testing to those holding one of them.
+    /// Empty when the selector names none (`all()`, `has(k)`, an `||`, ...).
+    pub fn required_labels(&self) -> Vec<(&str, &str)> {
+        match self {
+            Selector::Eq(k, v) => vec![(k.as_str(), v.as_str())],
+            Selector::In(k, vs) if vs.len() == 1 => vec![(k.as_str(), vs[0].as_str())],
+            Selector::And(a, b) => {
+                let mut out = a.required_labels();
+                out.extend(b.required_labels());
+                out
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// Parses a selector where Calico reads the empty string (or only spaces) as `all()`.
     pub fn parse_or_all(text: &str) -> Result<Selector, SelectorError> {
         if text.trim().is_empty() {
@@ -302,6 +318,25 @@ mod tests {
     fn all_matches_empty_and_nonempty_labels() {
         assert!(sel("all()").matches(&labels(&[])));
         assert!(sel(" all( ) ").matches(&labels(&[("a", "b")])));
+    }
+
+    #[test]
+    fn required_labels_are_the_equalities_every_match_needs() {
+        let s = sel("app == 'web' && tier in {'a'} && has(x)");
+        assert_eq!(s.required_labels(), vec![("app", "web"), ("tier", "a")]);
+        assert!(
+            sel("app == 'web' || app == 'db'")
+                .required_labels()
+                .is_empty()
+        );
+        assert!(sel("!(app == 'web')").required_labels().is_empty());
+        assert!(sel("all()").required_labels().is_empty());
+        // Whatever matches holds every required label.
+        let l = labels(&[("app", "web"), ("tier", "a"), ("x", "")]);
+        assert!(s.matches(&l));
+        for (k, v) in s.required_labels() {
+            assert_eq!(l.get(k).map(String::as_str), Some(v));
+        }
     }
 
     #[test]

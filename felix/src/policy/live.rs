@@ -30,6 +30,7 @@ use margay_datastore::resources::{
     DEFAULT_TIER, FelixConfigurationSpec, PolicyType, Profile, Tier, TierDefaultAction,
     WorkloadEndpoint,
 };
+use margay_datastore::selector::Selector;
 
 use super::compile::{
     PROFILES_TIER, RuleCompiler, RulesSource, SetSource, endpoint_policy, endpoint_to_host,
@@ -78,6 +79,9 @@ pub struct LivePolicy {
     positions: BTreeMap<String, usize>,
     /// Every endpoint of the cluster, by etcd key.
     endpoints: BTreeMap<String, Endpoint>,
+    /// The keys of the endpoints holding each label (key, value): a selector that requires
+    /// `key == 'value'` is tested against those only.
+    by_label: BTreeMap<(String, String), BTreeSet<String>>,
     /// Local endpoints' interfaces, by etcd key.
     local: BTreeMap<String, String>,
     /// How many local endpoints name each (policy key, direction).
@@ -109,6 +113,7 @@ impl LivePolicy {
             model: PolicyModel::default(),
             positions: BTreeMap::new(),
             endpoints: BTreeMap::new(),
+            by_label: BTreeMap::new(),
             local: BTreeMap::new(),
             users: BTreeMap::new(),
             rule_sets: BTreeMap::new(),
@@ -326,18 +331,14 @@ impl LivePolicy {
                 self.refresh_rules(id, dir);
             }
         }
-        let affected: Vec<String> = self
-            .local
-            .keys()
-            .filter(|k| {
-                let labels = &self.endpoints[*k].labels;
-                [&old, &new]
-                    .into_iter()
-                    .flatten()
-                    .any(|p| p.selector.matches(labels))
-            })
-            .cloned()
-            .collect();
+        let mut affected = BTreeSet::new();
+        for p in [&old, &new].into_iter().flatten() {
+            for k in self.candidates(&p.selector) {
+                if self.local.contains_key(k) && p.selector.matches(&self.endpoints[k].labels) {
+                    affected.insert(k.clone());
+                }
+            }
+        }
         for k in affected {
             if !placed {
                 self.refresh_endpoint_policy(&k);
@@ -538,6 +539,21 @@ impl LivePolicy {
         }
     }
 
+    /// The keys of the endpoints that may match `s`: those holding the rarest label it
+    /// requires, or every endpoint when it requires none.
+    fn candidates(&self, s: &Selector) -> Vec<&String> {
+        let narrowest = s
+            .required_labels()
+            .into_iter()
+            .map(|(k, v)| self.by_label.get(&(k.to_string(), v.to_string())))
+            .min_by_key(|holders| holders.map_or(0, |h| h.len()));
+        match narrowest {
+            Some(Some(holders)) => holders.iter().collect(),
+            Some(None) => Vec::new(),
+            None => self.endpoints.keys().collect(),
+        }
+    }
+
     // ---- sets --------------------------------------------------------------------------
 
     fn retain_set(&mut self, id: SetId, source: SetSource) {
@@ -554,8 +570,12 @@ impl LivePolicy {
         if let SetSource::Nets(nets) = &set.source {
             set.addrs = nets.iter().map(|n| (*n, 1)).collect();
         }
-        for ep in self.endpoints.values() {
-            contribute(&mut set, ep, true);
+        let members = match &set.source {
+            SetSource::Selector(s) => self.candidates(s),
+            _ => self.endpoints.keys().collect(),
+        };
+        for k in members {
+            contribute(&mut set, &self.endpoints[k], true);
         }
         self.publish_set(&id, &set);
         self.sets.insert(id, set);
@@ -638,6 +658,21 @@ impl LivePolicy {
                 self.publish_set(&id, &set);
             }
             self.sets.insert(id, set);
+        }
+        for (label, value) in old.iter().flat_map(|o| &o.labels) {
+            let at = (label.clone(), value.clone());
+            if let Some(h) = self.by_label.get_mut(&at) {
+                h.remove(key);
+                if h.is_empty() {
+                    self.by_label.remove(&at);
+                }
+            }
+        }
+        for (label, value) in new.iter().flat_map(|n| &n.labels) {
+            self.by_label
+                .entry((label.clone(), value.clone()))
+                .or_default()
+                .insert(key.to_string());
         }
         match new {
             Some(n) => {

@@ -301,18 +301,22 @@ fn model_update_of_one_policy_among_500() {
                                   "source": {"selector": format!("app == '{}'", app(p + 1))},
                                   "destination": {"ports": [8000 + p]}}]},
         });
-        let input = decode(&k, v);
-        (k, input)
+        (k, serde_json::to_vec(&v).unwrap())
+    };
+    // As felix's watch applies an event: decode the stored bytes, then update the model.
+    let put = |live: &mut LivePolicy, k: &str, bytes: &[u8]| {
+        let input = margay_datastore::policy::load::decode_input(k, bytes, 1);
+        live.put(k, input.expect("a model input").expect("decodes"));
     };
     for p in 0..500 {
         let (k, v) = policy(p);
-        live.put(&k, v);
+        put(&mut live, &k, &v);
     }
     let (mut puts, mut deletes) = (Vec::new(), Vec::new());
     for round in 0..15 {
         let (k, v) = policy(500 + round);
         let t = std::time::Instant::now();
-        live.put(&k, v);
+        put(&mut live, &k, &v);
         puts.push(t.elapsed());
         assert!(
             live.ir()
