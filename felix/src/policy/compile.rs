@@ -119,6 +119,14 @@ pub fn families<'e>(mut endpoints: impl Iterator<Item = &'e Endpoint>) -> Vec<Fa
     }
 }
 
+/// What the end of a tier does, from its `defaultAction`.
+pub fn tier_end(action: TierDefaultAction) -> TierEnd {
+    match action {
+        TierDefaultAction::Deny => TierEnd::Deny,
+        TierDefaultAction::Pass => TierEnd::Pass,
+    }
+}
+
 /// The tiers and policies (keys only) that apply to `ep` in each direction, the profiles as a
 /// last tier: what decides the profiles' part is what the tiers leave (no tier applies, or the
 /// last passed); nothing matching in them denies.
@@ -131,10 +139,7 @@ pub fn endpoint_policy(model: &PolicyModel, ep: &Endpoint) -> EndpointPolicy {
             .map(|applied| TierSeq {
                 tier: applied.tier.name.clone(),
                 policies: applied.policies.iter().map(|p| p.id.to_string()).collect(),
-                end: match applied.tier.default_action {
-                    TierDefaultAction::Deny => TierEnd::Deny,
-                    TierDefaultAction::Pass => TierEnd::Pass,
-                },
+                end: tier_end(applied.tier.default_action),
             })
             .collect();
         let profiles = ep

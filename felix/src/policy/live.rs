@@ -27,14 +27,13 @@ use margay_datastore::policy::{
     CompileError, CompiledPolicy, Endpoint, PolicyKind, PolicyModel, PolicyResources,
 };
 use margay_datastore::resources::{
-    DEFAULT_TIER, FelixConfigurationSpec, PolicyType, Profile, Tier, TierDefaultAction,
-    WorkloadEndpoint,
+    DEFAULT_TIER, FelixConfigurationSpec, PolicyType, Profile, Tier, WorkloadEndpoint,
 };
 use margay_datastore::selector::Selector;
 
 use super::compile::{
     PROFILES_TIER, RuleCompiler, RulesSource, SetSource, endpoint_policy, endpoint_to_host,
-    is_local, port_members, profile_key, selector_members, uses,
+    is_local, port_members, profile_key, selector_members, tier_end, uses,
 };
 use super::ir::{Direction, EndpointPolicy, NamedPortMember, PolicyIr, SetId, TierEnd, TierSeq};
 use crate::nat::Family;
@@ -375,13 +374,7 @@ impl LivePolicy {
             first = first.min(i);
         }
         if let Some(n) = new {
-            let tier_at = |p: &CompiledPolicy| {
-                self.model
-                    .tiers
-                    .iter()
-                    .position(|t| t.name == p.tier)
-                    .unwrap_or(0)
-            };
+            let tier_at = |p: &CompiledPolicy| self.tier_index(&p.tier).unwrap_or(0);
             let at = (tier_at(n), n);
             let i = self
                 .model
@@ -394,6 +387,11 @@ impl LivePolicy {
             self.positions.insert(p.id.to_string(), i);
         }
         true
+    }
+
+    /// The place of tier `name` in the evaluation order.
+    fn tier_index(&self, name: &str) -> Option<usize> {
+        self.model.tiers.iter().position(|t| t.name == name)
     }
 
     /// `current` (an endpoint's tiers) with policy `old` taken out and `new` put in where it
@@ -423,13 +421,8 @@ impl LivePolicy {
             };
             let key = n.id.to_string();
             let place = self.positions[&key];
-            let tier_at = |name: &str| {
-                self.model
-                    .tiers
-                    .iter()
-                    .position(|t| t.name == name)
-                    .unwrap_or(usize::MAX)
-            };
+            // The profiles' sequence, last, is in no tier.
+            let tier_at = |name: &str| self.tier_index(name).unwrap_or(usize::MAX);
             match seqs.iter_mut().find(|s| s.tier == n.tier) {
                 Some(seq) => {
                     let i = seq.policies.partition_point(|k| self.positions[k] < place);
@@ -438,10 +431,11 @@ impl LivePolicy {
                 None => {
                     let t = tier_at(&n.tier);
                     let i = seqs.partition_point(|s| tier_at(&s.tier) < t);
-                    let end = match self.model.tiers.get(t).map(|t| t.default_action) {
-                        Some(TierDefaultAction::Pass) => TierEnd::Pass,
-                        _ => TierEnd::Deny,
-                    };
+                    let end = self
+                        .model
+                        .tiers
+                        .get(t)
+                        .map_or(TierEnd::Deny, |t| tier_end(t.default_action));
                     let tier = n.tier.clone();
                     seqs.insert(
                         i,
