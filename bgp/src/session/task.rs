@@ -347,7 +347,7 @@ impl Task {
         if self.unsent.is_empty() {
             match self.events.try_send(event) {
                 // The speaker going away ends every session through its handles.
-                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
                 Err(mpsc::error::TrySendError::Full(event)) => self.hold(event),
             }
         } else {
