@@ -75,31 +75,9 @@ impl Etcd {
     }
 
     fn wait_healthy(&mut self) -> Result<()> {
-        let url = format!("{}/health", self.endpoint());
-        let mut exited = None;
-        let res = wait_for(
-            &format!("etcd to answer {url}"),
-            crate::process::start_timeout(START_TIMEOUT),
-            &[],
-            || {
-                if let Some(status) = self.process.exit_status() {
-                    exited = Some(status);
-                    return Ok(());
-                }
-                let body = self
-                    .ns
-                    .exec("curl", &["-s", "--max-time", "1", &url])
-                    .map_err(|e| e.to_string())?;
-                if body.contains("\"health\":\"true\"") {
-                    Ok(())
-                } else {
-                    Err(format!("/health answered {body:?}"))
-                }
-            },
-        );
-        let command = format!("{ETCD_BINARY} --listen-client-urls {}", self.endpoint());
-        self.process
-            .start_outcome(res, exited, command, "before it was healthy")
+        let endpoint = self.endpoint();
+        let command = format!("{ETCD_BINARY} --listen-client-urls {endpoint}");
+        wait_health(&mut self.process, &self.ns, &endpoint, "etcd", command)
     }
 
     /// The client URL daemons on the segment use (`http://10.99.N.I:2379`).
@@ -177,6 +155,39 @@ impl Etcd {
 
 /// etcd's command line: one member named `lab` on `ip`, its data in `data_dir` (a restart on
 /// the same dir keeps the data; the `--initial-*` flags only matter the first time).
+/// Waits until `process` (etcd, or its gRPC proxy, `what`) answers `ENDPOINT/health` with a
+/// healthy etcd behind it; an exit first is an error naming `command`.
+pub(crate) fn wait_health(
+    process: &mut Process,
+    ns: &Netns,
+    endpoint: &str,
+    what: &str,
+    command: String,
+) -> Result<()> {
+    let url = format!("{endpoint}/health");
+    let mut exited = None;
+    let res = wait_for(
+        &format!("{what} to answer {url}"),
+        crate::process::start_timeout(START_TIMEOUT),
+        &[],
+        || {
+            if let Some(status) = process.exit_status() {
+                exited = Some(status);
+                return Ok(());
+            }
+            let body = ns
+                .exec("curl", &["-s", "--max-time", "1", &url])
+                .map_err(|e| e.to_string())?;
+            if body.contains("\"health\":\"true\"") {
+                Ok(())
+            } else {
+                Err(format!("/health answered {body:?}"))
+            }
+        },
+    );
+    process.start_outcome(res, exited, command, "before it was healthy")
+}
+
 fn etcd_args(ip: std::net::Ipv4Addr, data_dir: &Path) -> Vec<String> {
     let client = format!("http://{ip}:{CLIENT_PORT}");
     let peer = format!("http://{ip}:{PEER_PORT}");

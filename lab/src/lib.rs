@@ -12,6 +12,7 @@ pub mod bird;
 pub mod calico;
 pub mod error;
 pub mod etcd;
+pub mod etcd_proxy;
 pub mod felix;
 pub mod flows;
 pub mod lab;
@@ -28,6 +29,7 @@ pub use bgpd::{
 pub use bird::{Bird, BirdConfig, BirdNeighbor, BirdProtocol, BirdRoute, Channel, ExportPolicy};
 pub use error::LabError;
 pub use etcd::{Etcd, yaml_scalar};
+pub use etcd_proxy::{EtcdProxy, start_proxies};
 pub use felix::{Felix, FelixArgs, felix_binary};
 pub use lab::{Addrs, Lab, LabSwitch, LinkAddrs, Subnet, block4, block6};
 pub use netns::{Netns, Switch, list_namespaces};

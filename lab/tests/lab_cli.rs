@@ -1466,3 +1466,51 @@ fn dual_stack_vxlan_lab_without_bgp_routes_both_families_from_ipam() {
     assert!(down.status.success(), "{}", shown(&down));
     assert_nothing_left(&state, &kept.state_file);
 }
+
+/// `--etcd-proxies 2`: every node's bgpd and felix (and the CNI plugin's IPAM through felix)
+/// talk to etcd's gRPC proxies. The lab converges, the report names the proxies and the
+/// watchers etcd serves, a node added later joins through a proxy, `status` stays converged,
+/// and `down` stops the proxies with everything else.
+#[test]
+fn daemons_behind_etcd_grpc_proxies_converge_and_a_node_joins_through_one() {
+    let kept = up_kept(&["--nodes", "2", "--etcd-proxies", "2"]);
+    let state_file = kept.state_file.clone();
+    let state = LabState::load(&state_file).unwrap().expect("state");
+    assert_eq!(state.etcd.proxies.len(), 2, "{:?}", state.etcd);
+    let report = stdout(&kept.up);
+    assert!(
+        report.contains("2 gRPC proxies in front") && report.contains("watchers etcd serves: "),
+        "{report}"
+    );
+    for p in &state.etcd.proxies {
+        assert!(alive(p.pid), "proxy {p:?} is not running");
+    }
+    assert_every_ping_answered(&state);
+
+    let add = lab(&state_file, &["node", "add"]);
+    assert!(add.status.success(), "{}", shown(&add));
+    let joined = LabState::load(&state_file).unwrap().expect("state");
+    assert_eq!(joined.nodes.len(), 3);
+    // node3 is the third node: proxy (3 - 1) mod 2 = 0 serves it.
+    let felix_cmdline = std::fs::read(format!("/proc/{}/cmdline", joined.nodes[2].felix_pid))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default();
+    assert!(
+        felix_cmdline.contains(&state.etcd.proxies[0].endpoint),
+        "node3's felix does not talk to proxy 0: {felix_cmdline}"
+    );
+    let status = status_ok(&state_file);
+    assert!(
+        stdout(&status).contains("serving node1, node3"),
+        "{}",
+        shown(&status)
+    );
+    assert_every_ping_answered(&joined);
+
+    let down = lab(&state_file, &["down"]);
+    assert!(down.status.success(), "{}", shown(&down));
+    for p in &state.etcd.proxies {
+        assert!(!alive(p.pid), "proxy {p:?} outlived down");
+    }
+    assert_nothing_left(&joined, &state_file);
+}

@@ -108,6 +108,12 @@ enum Command {
         /// them in one process and one namespace. Needs --pool-mode never.
         #[arg(long, default_value_t = 0)]
         simulated: usize,
+        /// etcd's gRPC proxies (`etcd grpc-proxy`, up to 20) in front of etcd: the nodes'
+        /// bgpd and felix talk to them, spread evenly, and each proxy holds one watch on etcd
+        /// per prefix however many daemons watch it (what Typha does for Calico). 0: the
+        /// daemons talk to etcd itself.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=20))]
+        etcd_proxies: u8,
     },
     /// Serve a lab's simulated nodes (started by `up --simulated` inside their namespace).
     #[command(hide = true)]
@@ -238,6 +244,7 @@ fn main() -> ExitCode {
             ip_family,
             no_bgp,
             simulated,
+            etcd_proxies,
         } => labctl::up(&UpOptions {
             spec: Spec {
                 nodes,
@@ -264,6 +271,7 @@ fn main() -> ExitCode {
             state_file: cli.state_file,
             calico_nodes,
             simulated,
+            etcd_proxies,
         })
         .map(|()| true),
         Command::Simulate {

@@ -23,12 +23,15 @@ use super::ping::{self, PingResult};
 use super::pods::{self, Added, Sandbox};
 use super::progress::interrupted;
 use super::simulated::Fleet;
-use super::state::{CalicoNodeState, EtcdState, LabState, NodeState, PodState, TorState};
+use super::state::{
+    CalicoNodeState, EtcdProxyState, EtcdState, LabState, NodeState, PodState, TorState,
+};
 use super::topology::{NODE_AS, POOL_CIDR, POOL6_CIDR, Plan, PodPlan, Spec, TOR_AS, TOR2_AS};
 use crate::bgpd::{Bgpd, ClusterArgs};
 use crate::bird::Bird;
 use crate::calico::{self, CalicoNode, ClusterKeys, NodeKeys, PodKeys};
 use crate::etcd::Etcd;
+use crate::etcd_proxy::{EtcdProxy, start_proxies};
 use crate::felix::{Felix, FelixArgs};
 use crate::lab::{Addrs, Lab, LabSwitch};
 use crate::netns::Netns;
@@ -71,6 +74,8 @@ pub struct Cluster {
     tor2: Option<Bird>,
     /// Simulated nodes (`--simulated`).
     fleet: Option<Fleet>,
+    /// etcd's gRPC proxies (`--etcd-proxies`): stopped before etcd.
+    proxies: Vec<EtcdProxy>,
     etcd: Option<Etcd>,
     /// Node k's namespace at index k-1, then the ToR's, then the second ToR's.
     hosts: Vec<Netns>,
@@ -110,6 +115,7 @@ impl Cluster {
             calico: Vec::new(),
             tor2: None,
             fleet: None,
+            proxies: Vec::new(),
             etcd: None,
             hosts,
             switches,
@@ -382,6 +388,22 @@ impl Cluster {
         Ok(())
     }
 
+    /// Starts `count` of etcd's gRPC proxies in etcd's namespace; the daemons started after
+    /// this talk to them (node k to proxy `(k - 1) % count`) instead of to etcd.
+    pub fn start_etcd_proxies(&mut self, count: u8) -> Result<(), LabCtlError> {
+        let etcd = self.etcd_ref()?;
+        self.proxies = start_proxies(&self.lab, etcd, count)?;
+        Ok(())
+    }
+
+    /// The etcd URL the daemons of node `i` (0-based) use: their proxy, or etcd itself.
+    fn daemon_endpoint(&self, i: usize) -> Result<String, LabCtlError> {
+        match self.proxies.len() {
+            0 => Ok(self.etcd_ref()?.endpoint()),
+            n => Ok(self.proxies[i % n].endpoint()),
+        }
+    }
+
     fn etcd_ref(&self) -> Result<&Etcd, LabCtlError> {
         self.etcd
             .as_ref()
@@ -438,7 +460,7 @@ impl Cluster {
         let family = self.plan.spec.ip_family;
         let mut args = ClusterArgs::new(
             &node.name,
-            &self.etcd_ref()?.endpoint(),
+            &self.daemon_endpoint(i)?,
             IpNet::V4(node.addrs.v4),
         )
         .asn(NODE_AS);
@@ -488,12 +510,7 @@ impl Cluster {
         let node = &self.plan.nodes[i];
         let bgpd_socket = self.lab.dir().join(format!("{}-bgpd.sock", node.name));
         let socket = self.lab.dir().join(format!("{}-felix.sock", node.name));
-        let args = FelixArgs::new(
-            &node.name,
-            &self.etcd_ref()?.endpoint(),
-            &bgpd_socket,
-            &socket,
-        );
+        let args = FelixArgs::new(&node.name, &self.daemon_endpoint(i)?, &bgpd_socket, &socket);
         let family = self.plan.spec.ip_family;
         Ok(if !self.plan.spec.no_bgp {
             args
@@ -757,12 +774,21 @@ impl Cluster {
                 pid: e.process().pid(),
                 endpoint: e.endpoint(),
                 data_dir: e.data_dir().to_path_buf(),
+                proxies: self
+                    .proxies
+                    .iter()
+                    .map(|p| EtcdProxyState {
+                        pid: p.pid(),
+                        endpoint: p.endpoint(),
+                    })
+                    .collect(),
             },
             None => EtcdState {
                 netns: self.lab.name("etcd").unwrap_or_default(),
                 pid: 0,
                 endpoint: String::new(),
                 data_dir: dir.join("etcd.data"),
+                proxies: Vec::new(),
             },
         };
         let tor_config = self.plan.tor_config();
@@ -879,6 +905,7 @@ impl Cluster {
             calico,
             tor2,
             fleet,
+            proxies,
             etcd,
             hosts,
             switches,
@@ -887,6 +914,9 @@ impl Cluster {
         } = self;
         if let Some(f) = fleet {
             f.into_kept();
+        }
+        for p in proxies {
+            p.into_kept();
         }
         for p in pods {
             p.ns.into_kept();
@@ -932,6 +962,7 @@ impl Cluster {
             calico,
             tor2,
             fleet,
+            proxies,
             etcd,
             hosts,
             switches,
@@ -939,6 +970,7 @@ impl Cluster {
             ..
         } = self;
         drop(fleet);
+        drop(proxies);
         drop(pods);
         drop(felixes);
         drop(bgpds);

@@ -300,7 +300,7 @@ pub fn node_add(
     let addr_b = dual_homed
         .then(|| fabric::free_address_b(&state))
         .transpose()?;
-    let endpoint = state.etcd.endpoint.clone();
+    let endpoint = state.etcd.endpoint_for(state.nodes.len()).to_string();
     let dir = state.dir.clone();
 
     // The host: its namespace on the rack's switch, routed through the ToR; with two ToRs,

@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod down;
 pub mod error;
+pub mod etcd_section;
 pub mod fabric;
 pub mod health;
 pub mod join;
@@ -46,6 +47,9 @@ pub struct UpOptions {
     pub calico_nodes: usize,
     /// Simulated nodes beside the real ones (`--simulated`, [`simulated`]).
     pub simulated: usize,
+    /// etcd's gRPC proxies in front of etcd (`--etcd-proxies`); the real nodes' daemons talk
+    /// to them, spread evenly, instead of to etcd.
+    pub etcd_proxies: u8,
 }
 
 /// Fails with a hint unless `program` is on `PATH`.
@@ -161,7 +165,8 @@ pub fn up(opts: &UpOptions) -> Result<(), LabCtlError> {
     let mut progress = Progress::new(
         if spec.no_bgp { 12 } else { 14 }
             + usize::from(opts.calico_nodes > 0)
-            + usize::from(opts.simulated > 0),
+            + usize::from(opts.simulated > 0)
+            + usize::from(opts.etcd_proxies > 0),
     );
     let mut cluster = progress.step(
         &format!("creating {} namespaces", Cluster::namespace_count(&spec)),
@@ -245,6 +250,16 @@ fn build(
         cluster.start_etcd()
     })?;
     cluster.record(&opts.state_file)?;
+    if opts.etcd_proxies > 0 {
+        let proxies = format!(
+            "starting {} etcd gRPC proxies (etcd grpc-proxy start) on {etcd_at}:{}..: the \
+             nodes' daemons watch through them, so etcd holds one watch per prefix per proxy",
+            opts.etcd_proxies,
+            crate::etcd_proxy::FIRST_PORT
+        );
+        progress.step(&proxies, || cluster.start_etcd_proxies(opts.etcd_proxies))?;
+        cluster.record(&opts.state_file)?;
+    }
     let model = match spec.mode {
         Mode::Mesh => "IPPool, BGPConfiguration, BGPPeer for the ToR",
         Mode::RouteReflectors => {

@@ -456,6 +456,7 @@ pub fn render(state: &LabState, tools: &Tools) -> String {
         pods_table(&mut out, state);
         ipam_collection(&mut out, state, tools);
         felix_settings_section(&mut out, state, tools);
+        super::etcd_section::render(&mut out, state);
         return out;
     }
     for c in &state.calico {
@@ -488,6 +489,7 @@ pub fn render(state: &LabState, tools: &Tools) -> String {
     pods_table(&mut out, state);
     ipam_collection(&mut out, state, tools);
     felix_settings_section(&mut out, state, tools);
+    super::etcd_section::render(&mut out, state);
     out
 }
 

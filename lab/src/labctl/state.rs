@@ -132,6 +132,29 @@ pub struct EtcdState {
     /// The client URL (`http://ADDR:2379`).
     pub endpoint: String,
     pub data_dir: PathBuf,
+    /// etcd's gRPC proxies in front of it (`up --etcd-proxies`), in order: node k's daemons
+    /// talk to proxy `(k - 1) % len`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxies: Vec<EtcdProxyState>,
+}
+
+/// One of etcd's gRPC proxies (in etcd's namespace).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EtcdProxyState {
+    pub pid: u32,
+    /// The client URL daemons use instead of etcd's.
+    pub endpoint: String,
+}
+
+impl EtcdState {
+    /// The URL the daemons of the node at `index` (0-based, in the lab's order) talk to: its
+    /// proxy when the lab has any, else etcd itself.
+    pub fn endpoint_for(&self, index: usize) -> &str {
+        match self.proxies.len() {
+            0 => &self.endpoint,
+            n => &self.proxies[index % n].endpoint,
+        }
+    }
 }
 
 /// A whole lab.
@@ -247,6 +270,13 @@ impl LabState {
                 pid: s.pid,
             });
         }
+        for (i, p) in self.etcd.proxies.iter().enumerate() {
+            v.push(ProcessRecord {
+                name: format!("etcd-proxy{i}"),
+                netns: self.etcd.netns.clone(),
+                pid: p.pid,
+            });
+        }
         v.push(ProcessRecord {
             name: "etcd".into(),
             netns: self.etcd.netns.clone(),
@@ -327,6 +357,10 @@ mod tests {
                 pid: 44,
                 endpoint: "http://10.99.1.3:2379".into(),
                 data_dir: "/tmp/mgab12-x/etcd.data".into(),
+                proxies: vec![EtcdProxyState {
+                    pid: 46,
+                    endpoint: "http://10.99.1.3:23790".into(),
+                }],
             },
             nodes: vec![NodeState {
                 name: "node1".into(),
@@ -396,7 +430,7 @@ mod tests {
         );
         assert_eq!(
             s.processes().iter().map(|p| p.pid).collect::<Vec<_>>(),
-            vec![45, 42, 43, 44]
+            vec![45, 42, 43, 46, 44]
         );
         LabState::remove(&path).unwrap();
         assert!(!path.exists());

@@ -148,7 +148,7 @@ pub fn node_migrate(
     )?;
 
     // margay comes up as the same speaker, felix adopting what Calico left.
-    let endpoint = state.etcd.endpoint.clone();
+    let endpoint = state.etcd.endpoint_for(state.nodes.len()).to_string();
     let addr = IpNet::V4(
         ipnet::Ipv4Net::new(calico.address4, state.subnets[0].prefix_len())
             .expect("a rack's prefix length"),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use margay_datastore::resources::{NodeBgpSpec, NodeSpec, Resource};
 use margay_datastore::{EtcdArgs, Store, WatchEvent};
-use margay_lab::{Etcd, Lab};
+use margay_lab::{Etcd, EtcdProxy, Lab, start_proxies};
 use tokio::sync::mpsc;
 
 use super::NsRuntime;
@@ -32,6 +32,9 @@ pub struct FanOut {
     pub each: Vec<Duration>,
     /// etcd's CPU over the writes, and its peak RSS.
     pub etcd: Cost,
+    /// etcd's gRPC proxies (none when the watchers talk to etcd itself): their CPU over the
+    /// writes and their peak RSS, summed.
+    pub proxies: Cost,
     pub seconds: f64,
     /// Deliveries that never came (within the wait).
     pub missing: usize,
@@ -62,10 +65,13 @@ fn seq_of(node: &Resource<NodeSpec>) -> Option<usize> {
     (o.len() == 4).then(|| (o[1] - 100) * 65536 + o[2] * 256 + o[3])
 }
 
-/// Starts etcd in its own lab, opens `watchers` connections each watching Nodes, then writes
-/// the probe Node `writes` times, `interval` apart.
+/// Starts etcd in its own lab (and `proxies` of etcd's gRPC proxies in front of it), opens
+/// `watchers` connections each watching Nodes (spread evenly over the proxies when there are
+/// any), then writes the probe Node `writes` times, `interval` apart. The writer always talks
+/// to etcd itself.
 pub fn run(
     watchers: usize,
+    proxies: u8,
     writes: usize,
     interval: Duration,
     mut progress: impl FnMut(&str),
@@ -74,8 +80,14 @@ pub fn run(
     let sw = lab.switch("sw")?;
     let etcd = Etcd::on_switch(&lab, &sw)?;
     let etcd_pid = etcd_pid(&etcd)?;
+    let fronts = start_proxies(&lab, &etcd, proxies)?;
     let rt = NsRuntime::start(etcd.netns().name())?;
     let endpoint = etcd.endpoint();
+    let watch_endpoints: Vec<String> = if fronts.is_empty() {
+        vec![endpoint.clone()]
+    } else {
+        fronts.iter().map(|p| p.endpoint()).collect()
+    };
     let writer = {
         let e = endpoint.clone();
         rt.run(async move { Store::connect(&EtcdArgs::plain([e])).await })??
@@ -86,16 +98,21 @@ pub fn run(
             .revision()
             .context("the created Node has no revision")?
     };
-    progress(&format!("etcd up; opening {watchers} watchers"));
+    progress(&format!(
+        "etcd up ({} gRPC proxies); opening {watchers} watchers",
+        fronts.len()
+    ));
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Instant)>();
     let ready = Arc::new(tokio::sync::Semaphore::new(0));
     let started = Instant::now();
     for chunk_start in (0..watchers).step_by(CONNECT_BATCH) {
         let n = CONNECT_BATCH.min(watchers - chunk_start);
-        let (e, tx, ready) = (endpoint.clone(), tx.clone(), ready.clone());
+        let (tx, ready) = (tx.clone(), ready.clone());
+        let ends = watch_endpoints.clone();
         rt.run(async move {
-            for _ in 0..n {
-                let store = Store::connect(&EtcdArgs::plain([e.clone()])).await?;
+            for i in chunk_start..chunk_start + n {
+                let e = ends[i % ends.len()].clone();
+                let store = Store::connect(&EtcdArgs::plain([e])).await?;
                 let (tx, ready) = (tx.clone(), ready.clone());
                 tokio::spawn(async move {
                     let mut w = store.watch::<NodeSpec>(rev + 1);
@@ -131,6 +148,7 @@ pub fn run(
     // A watch is open once its request has gone out: one write that everyone must see proves
     // it. Then the measured writes.
     let before = Cost::of(etcd_pid).context("reading etcd's /proc entry")?;
+    let proxies_before = proxies_cost(&fronts)?;
     let t0 = Instant::now();
     let w = writer.clone();
     let (warm, sent, got) = rt.run(async move {
@@ -176,6 +194,7 @@ pub fn run(
     );
     let seconds = t0.elapsed().as_secs_f64();
     let after = Cost::of(etcd_pid).context("reading etcd's /proc entry")?;
+    let proxies_after = proxies_cost(&fronts)?;
     let mut to_all = Vec::new();
     let mut each = Vec::new();
     let mut missing = 0;
@@ -196,9 +215,25 @@ pub fn run(
             cpu: after.cpu.saturating_sub(before.cpu),
             peak_rss_kib: after.peak_rss_kib,
         },
+        proxies: Cost {
+            cpu: proxies_after.cpu.saturating_sub(proxies_before.cpu),
+            peak_rss_kib: proxies_after.peak_rss_kib,
+        },
         seconds,
         missing,
     })
+}
+
+/// The proxies' CPU so far and peak RSS, summed.
+fn proxies_cost(proxies: &[EtcdProxy]) -> anyhow::Result<Cost> {
+    let mut sum = Cost::default();
+    for p in proxies {
+        let c = Cost::of(p.pid())
+            .with_context(|| format!("reading proxy {}'s /proc entry", p.pid()))?;
+        sum.cpu += c.cpu;
+        sum.peak_rss_kib += c.peak_rss_kib;
+    }
+    Ok(sum)
 }
 
 fn etcd_pid(etcd: &Etcd) -> anyhow::Result<u32> {
