@@ -899,3 +899,86 @@ fn bgpd_entry_runs_bgpd_only_under_the_bird_backend() {
     let (code, _, err) = bgpd_entry(&[("MARGAY_NETWORKING_BACKEND", "gobgp")], &["run"], long);
     assert_eq!(code, Some(2), "{err}");
 }
+
+/// The optional etcd proxies: on the host network of the labelled nodes only, etcd's own
+/// binary (which the image installs) run as `grpc-proxy start`, probed on the metrics
+/// address it is given, with both certificates mounted. The command's flags are given to this
+/// machine's etcd (Debian's, the image's) with its variables filled in: it must stop at the
+/// missing certificate files, never at a flag it does not know.
+#[test]
+fn etcd_proxy_daemonset_runs_etcds_grpc_proxy_on_the_labelled_nodes() {
+    let ds = object("DaemonSet", "margay-etcd-proxy");
+    let pod = pod_spec(&ds);
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["nodeSelector"]["margay.dev/etcd-proxy"], "true");
+    let c = container(&pod["containers"], "etcd-proxy");
+    let command: Vec<&str> = c["command"]
+        .as_array()
+        .expect("command")
+        .iter()
+        .map(|v| v.as_str().expect("string argument"))
+        .collect();
+    assert_eq!(&command[..3], &["/usr/bin/etcd", "grpc-proxy", "start"]);
+    let flag = |name: &str| {
+        command
+            .iter()
+            .find_map(|a| a.strip_prefix(&format!("--{name}=")))
+            .unwrap_or_else(|| panic!("no --{name} in {command:?}"))
+    };
+    let port: u16 = flag("listen-addr")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(c["ports"][0]["containerPort"], port);
+    let metrics_port: u16 = flag("metrics-addr")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(c[probe]["httpGet"]["port"], metrics_port, "{probe}");
+        assert_eq!(c[probe]["httpGet"]["path"], "/health", "{probe}");
+    }
+    for (name, secret) in [
+        ("etcd-tls", "margay-etcd-tls"),
+        ("etcd-proxy-tls", "margay-etcd-proxy-tls"),
+    ] {
+        let at = mount(c, name)["mountPath"].as_str().unwrap().to_string();
+        assert_eq!(volume(&ds, name)["secret"]["secretName"], secret);
+        assert!(
+            command.iter().any(|a| a.contains(&at)),
+            "no flag reads {at} in {command:?}"
+        );
+    }
+    object("Secret", "margay-etcd-proxy-tls");
+    let containerfile = fs::read_to_string(deploy().join("Containerfile")).unwrap();
+    assert!(
+        containerfile.contains("etcd-server"),
+        "the image does not install etcd-server"
+    );
+
+    // This machine's etcd takes every flag: nothing is reachable (endpoint port 1, listen on
+    // loopback), and it must fail on the certificate files the pod would mount.
+    let args: Vec<String> = command[1..]
+        .iter()
+        .map(|a| {
+            a.replace("$(ETCD_ENDPOINTS)", "127.0.0.1:1")
+                .replace("$(HOST_IP)", "127.0.0.1")
+        })
+        .collect();
+    assert!(
+        !args.iter().any(|a| a.contains("$(")),
+        "a variable the test does not fill: {args:?}"
+    );
+    let out = Command::new(command[0])
+        .args(&args)
+        .output()
+        .expect("running /usr/bin/etcd (scripts/install-deps.sh installs etcd-server)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{}", shown(&out));
+    assert!(!err.contains("unknown flag"), "{}", shown(&out));
+    assert!(err.contains("no such file"), "{}", shown(&out));
+}
