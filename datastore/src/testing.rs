@@ -275,3 +275,95 @@ impl Drop for EtcdServer {
         self.stop();
     }
 }
+
+/// etcd's gRPC proxy (`etcd grpc-proxy start`) in front of a plain [`EtcdServer`], on a free
+/// loopback port; dropping it kills it.
+pub struct EtcdProxyServer {
+    child: Child,
+    port: u16,
+}
+
+impl EtcdServer {
+    /// Starts a gRPC proxy in front of this (plain) etcd and waits until it answers `/health`
+    /// with etcd healthy behind it.
+    pub fn start_proxy(&self) -> EtcdProxyServer {
+        assert!(self.tls.is_none(), "the test proxy speaks plain HTTP");
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let log = self.dir.path().join(format!("proxy-{port}.log"));
+        let out = std::fs::File::create(&log).expect("creating the proxy's log");
+        let mut cmd = Command::new(ETCD_BINARY);
+        cmd.args(["grpc-proxy", "start"])
+            .arg(format!("--endpoints=127.0.0.1:{}", self.client_port))
+            .arg(format!("--listen-addr={listen}"))
+            .arg(format!("--advertise-client-url={listen}"))
+            .arg(format!(
+                "--data-dir={}",
+                self.dir.path().join(format!("proxy-{port}")).display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(out);
+        // SAFETY: as for etcd itself (start_again): only asks for SIGKILL when the spawning
+        // thread exits.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("spawning etcd's gRPC proxy");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if health_ok(port) {
+                return EtcdProxyServer { child, port };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("etcd's gRPC proxy exited with {status}:\n{text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd's gRPC proxy did not answer /health within 20 s:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Whether `GET /health` on loopback `port` says etcd is healthy (a bare HTTP/1.0 request).
+fn health_ok(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    if s.write_all(b"GET /health HTTP/1.0\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.contains("\"health\":\"true\"")
+}
+
+impl EtcdProxyServer {
+    /// The proxy's client URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A store connected to the proxy.
+    pub async fn store(&self) -> Store {
+        Store::connect(&EtcdArgs::plain([self.endpoint()]))
+            .await
+            .expect("connecting to etcd's gRPC proxy")
+    }
+}
+
+impl Drop for EtcdProxyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
