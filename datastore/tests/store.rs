@@ -148,10 +148,14 @@ async fn watch_sees_create_update_and_delete_in_order() {
     }
 }
 
-#[tokio::test]
-async fn watch_from_compacted_revision_relists_then_continues() {
-    let etcd = EtcdServer::start();
-    let store = etcd.store().await;
+/// Creates n1..n3 through `store`, deletes n1, compacts etcd (through `direct`), then checks
+/// that a watch through `store` from before the compaction yields a Resync of n2 and n3 and
+/// then the next write (n4). Returns the watch.
+async fn watch_relists_after_compaction(
+    etcd: &EtcdServer,
+    store: &Store,
+    direct: &Store,
+) -> margay_datastore::Watch<Node> {
     let (_, start) = store.list::<NodeSpec>().await.unwrap();
     for i in 1..=3 {
         store
@@ -160,7 +164,7 @@ async fn watch_from_compacted_revision_relists_then_continues() {
             .unwrap();
     }
     store.delete::<NodeSpec>(None, "n1", None).await.unwrap();
-    let compacted_at = etcd.compact(&store).await;
+    let compacted_at = etcd.compact(direct).await;
 
     // This watcher starts before the compaction point: its history is gone.
     let mut w = store.watch::<NodeSpec>(start + 1);
@@ -178,6 +182,14 @@ async fn watch_from_compacted_revision_relists_then_continues() {
         WatchEvent::Put(n) => assert_eq!(n.name(), "n4"),
         e => panic!("expected n4 after the resync, got {e:?}"),
     }
+    w
+}
+
+#[tokio::test]
+async fn watch_from_compacted_revision_relists_then_continues() {
+    let etcd = EtcdServer::start();
+    let store = etcd.store().await;
+    watch_relists_after_compaction(&etcd, &store, &store).await;
 }
 
 #[tokio::test]
@@ -347,31 +359,7 @@ async fn watch_through_a_grpc_proxy_relists_after_compaction_and_survives_an_etc
     let direct = etcd.store().await;
     let proxy = etcd.start_proxy();
     let store = proxy.store().await;
-    let (_, start) = store.list::<NodeSpec>().await.unwrap();
-    for i in 1..=3 {
-        store
-            .create(&node(&format!("n{i}"), &format!("10.0.0.{i}")))
-            .await
-            .unwrap();
-    }
-    store.delete::<NodeSpec>(None, "n1", None).await.unwrap();
-    let compacted_at = etcd.compact(&direct).await;
-
-    let mut w = store.watch::<NodeSpec>(start + 1);
-    match next(&mut w).await {
-        WatchEvent::Resync { items, revision } => {
-            let mut names: Vec<_> = items.iter().map(|n| n.name().to_string()).collect();
-            names.sort();
-            assert_eq!(names, ["n2", "n3"]);
-            assert!(revision >= compacted_at);
-        }
-        e => panic!("expected a resync through the proxy, got {e:?}"),
-    }
-    store.create(&node("n4", "10.0.0.4")).await.unwrap();
-    match next(&mut w).await {
-        WatchEvent::Put(n) => assert_eq!(n.name(), "n4"),
-        e => panic!("expected n4 after the resync, got {e:?}"),
-    }
+    let mut w = watch_relists_after_compaction(&etcd, &store, &direct).await;
     // A second watcher on the same prefix through the same proxy (the proxy serves both from
     // one watch on etcd) sees the same next write.
     let (_, now) = store.list::<NodeSpec>().await.unwrap();
