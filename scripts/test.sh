@@ -48,6 +48,19 @@ if [ $# -eq 0 ]; then
   cargo test --workspace --doc --no-fail-fast 2>&1 | tee -a "$test_log" || status=1
 fi
 
+# The benchmark plots: every number in bench/plot/scale-curves.csv is in the BENCHMARKS.md
+# section it cites, and the SVGs draw every series (Python's standard library only).
+plots_result="not run (a partial run: arguments were given)"
+if [ $# -eq 0 ]; then
+  echo "test.sh: checking the benchmark plots (python3 -m unittest bench/plot/test_plot.py)"
+  if python3 -m unittest bench/plot/test_plot.py 2>&1 | tee -a "$test_log"; then
+    plots_result="PASS"
+  else
+    plots_result="FAIL"
+    status=1
+  fi
+fi
+
 # The BGP decoder's fuzz target, for a bounded time on the kept corpus (scripts/fuzz.sh).
 fuzz_result="not run (a partial run: arguments were given)"
 if [ $# -eq 0 ]; then
@@ -86,6 +99,7 @@ echo
 echo "================ margay test summary ================"
 echo "$summary"
 echo "fuzz (bgp decode_message): ${fuzz_result:-FAIL: no result line}"
+echo "benchmark plots (bench/plot/test_plot.py): $plots_result"
 if [ -n "$leaked" ]; then
   echo "namespaces created during the run and still present (a leak, or another user's):"
   echo "$leaked" | sed 's/^/  /'
