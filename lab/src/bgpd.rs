@@ -450,7 +450,18 @@ pub struct Bgpd {
 impl Bgpd {
     /// Writes `LABDIR/NAME.toml`, starts `margay-bgpd --config` in `ns`, and returns once its
     /// socket answers `GetInfo`.
-    pub fn start(lab: &Lab, ns: &Netns, name: &str, mut config: BgpdConfig) -> Result<Bgpd> {
+    pub fn start(lab: &Lab, ns: &Netns, name: &str, config: BgpdConfig) -> Result<Bgpd> {
+        Bgpd::start_with_flags(lab, ns, name, config, &[])
+    }
+
+    /// As [`Bgpd::start`], with more command-line flags after `--config FILE`.
+    pub fn start_with_flags(
+        lab: &Lab,
+        ns: &Netns,
+        name: &str,
+        mut config: BgpdConfig,
+        flags: &[&str],
+    ) -> Result<Bgpd> {
         let binary = bgpd_binary()?;
         if config.socket.as_os_str().is_empty() {
             config.socket = lab.dir().join(format!("{name}.sock"));
@@ -458,13 +469,9 @@ impl Bgpd {
         let conf_path = lab.dir().join(format!("{name}.toml"));
         std::fs::write(&conf_path, config.render()?)
             .map_err(LabError::io(format!("writing {conf_path:?}")))?;
-        let process = Process::spawn(
-            ns,
-            name,
-            &binary,
-            ["--config".as_ref(), conf_path.as_os_str()],
-            lab.dir(),
-        )?;
+        let mut argv: Vec<&std::ffi::OsStr> = vec!["--config".as_ref(), conf_path.as_os_str()];
+        argv.extend(flags.iter().map(std::ffi::OsStr::new));
+        let process = Process::spawn(ns, name, &binary, argv, lab.dir())?;
         let mut bgpd = Bgpd {
             name: name.to_string(),
             config,

@@ -92,6 +92,31 @@ impl Process {
         }
     }
 
+    /// Waits up to `timeout` for it to exit (after a signal the caller sent); its exit status
+    /// as [`Process::exit_status`] gives it, or a timeout error naming `what` with its logs.
+    pub fn wait_exit(&mut self, what: &str, timeout: Duration) -> Result<String> {
+        let res = wait_for(what, timeout, &[], || {
+            self.exit_status()
+                .ok_or_else(|| "still running".to_string())
+        });
+        res.map_err(|e| self.with_logs(e))
+    }
+
+    /// `e` with this process's logs in place of a timeout's (other errors unchanged).
+    fn with_logs(&self, e: LabError) -> LabError {
+        match e {
+            LabError::Timeout {
+                what, waited, last, ..
+            } => LabError::Timeout {
+                what,
+                waited,
+                last,
+                logs: self.log_tails(),
+            },
+            e => e,
+        }
+    }
+
     /// Its exit status when it has exited, as text ("exit status: 1", "signal: 9").
     pub fn exit_status(&mut self) -> Option<String> {
         self.child
@@ -238,17 +263,7 @@ impl Process {
                 stderr: self.log_tail(30),
             });
         }
-        waited.map_err(|e| match e {
-            LabError::Timeout {
-                what, waited, last, ..
-            } => LabError::Timeout {
-                what,
-                waited,
-                last,
-                logs: self.log_tails(),
-            },
-            e => e,
-        })
+        waited.map_err(|e| self.with_logs(e))
     }
 }
 

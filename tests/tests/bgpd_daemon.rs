@@ -129,17 +129,9 @@ fn api_socket_is_root_only_and_sigterm_sends_cease() -> Result<()> {
             .unwrap()
             .success()
     );
-    let exited = wait_for(
-        "margay-bgpd to exit after SIGTERM",
-        Duration::from_secs(10),
-        &[],
-        || {
-            m.process()
-                .exit_status()
-                .ok_or_else(|| "still running".to_string())
-        },
-    );
-    let status = exited.unwrap_or_else(|e| panic!("{e}\n{}", m.process().log_tail(30)));
+    let status = m
+        .process()
+        .wait_exit("margay-bgpd to exit after SIGTERM", Duration::from_secs(10))?;
     assert!(
         status.contains("exit status: 0"),
         "SIGTERM is a clean exit: {status}"
@@ -541,4 +533,51 @@ fn route_watch_and_origination_api_drive_what_peers_see() -> Result<()> {
         );
         Ok(())
     })
+}
+
+/// A peer that stops reading (BIRD frozen, its receive window full) must not hold margay-bgpd
+/// after SIGTERM. The NOTIFICATION cannot be written; with `--stop-limit 1` the daemon exits
+/// cleanly after one second, saying so, instead of waiting for the session's write to time out
+/// (7 s) or its hold timer.
+#[test]
+fn sigterm_exits_at_the_stop_limit_while_a_peer_reads_nothing() -> Result<()> {
+    let lab = Lab::new("sigterm_exits_while_a_peer_reads_nothing")?;
+    let sw = lab.switch("sw")?;
+    let (nm, nb) = (lab.netns("m")?, lab.netns("b")?);
+    // Small TCP buffers on both sides, so that a few hundred KiB of UPDATEs fill them.
+    for (ns, key) in [(&nm, "net.ipv4.tcp_wmem"), (&nb, "net.ipv4.tcp_rmem")] {
+        ns.exec("sysctl", &["-qw", &format!("{key}=4096 4096 4096")])?;
+    }
+    let (am, ab) = (sw.attach(&nm)?, sw.attach(&nb)?);
+    let mut bird = bird_peer(&lab, &nb, ab.ip4(), am.ip4(), &[])?;
+    let config = BgpdConfig::new(am.ip4(), AS).neighbor(BgpdNeighbor::new(v4(ab.ip4()), AS));
+    let mut m = Bgpd::start_with_flags(&lab, &nm, "m", config, &["--stop-limit", "1"])?;
+    bird.wait_established("m", UP)?;
+
+    bird.process().pause();
+    // 40,000 host routes: ~200 KiB of UPDATEs, far more than the two buffers hold.
+    let prefixes: Vec<IpNet> = (0..40_000u32)
+        .map(|i| IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(0x0a40_0000 + i), 32).unwrap()))
+        .collect();
+    m.originate(&prefixes)?;
+    // Until the session has stopped sending, the buffers are not yet full.
+    std::thread::sleep(Duration::from_secs(2));
+
+    let pid = m.process().pid();
+    // SAFETY: kill(2) on our own child's PID, not yet reaped (the guard reaps it).
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let exited = m.process().wait_exit(
+        "margay-bgpd to exit after SIGTERM with a peer that reads nothing",
+        Duration::from_secs(40),
+    );
+    bird.process().resume();
+    let status = exited?;
+    assert!(status.contains("exit status: 0"), "{status}");
+    let log = m.process().log_tail(60);
+    assert!(
+        log.contains("did not all close within the stop limit")
+            && !log.contains("Socket: timed out"),
+        "the stop limit, not the session's write timeout, should have ended it:\n{log}"
+    );
+    Ok(())
 }

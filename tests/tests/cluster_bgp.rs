@@ -1003,3 +1003,25 @@ fn keepalive_time_is_how_often_the_peer_hears_from_the_node() -> Result<()> {
     assert!(fast >= 21.0, "keepaliveTime 1s: lowest {fast}");
     Ok(())
 }
+
+/// A node's bgpd stops on SIGTERM also while etcd hangs (frozen: its sockets open, nothing
+/// answered), which is when a DaemonSet pod is most likely to be restarted: the stop never
+/// waits on the datastore.
+#[test]
+fn sigterm_stops_bgpd_while_etcd_hangs() -> Result<()> {
+    let mut c = Cluster::new("sigterm_stops_bgpd_while_etcd_hangs", 2)?;
+    c.start_all()?;
+    c.wait_mesh(&[1, 2])?;
+    c.etcd.process().pause();
+    let mut bgpd = c.hosts[0].bgpd.take().expect("node1's bgpd");
+    // SAFETY: kill(2) on our own child's PID, not yet reaped (the guard reaps it).
+    unsafe { libc::kill(bgpd.pid() as i32, libc::SIGTERM) };
+    let stopped = bgpd.process().wait_exit(
+        "node1's bgpd to exit after SIGTERM while etcd is frozen",
+        Duration::from_secs(40),
+    );
+    c.etcd.process().resume();
+    let status = stopped?;
+    assert!(status.contains("exit status: 0"), "{status}");
+    Ok(())
+}

@@ -119,6 +119,10 @@ struct Args {
     /// reading its sessions until they catch up (TCP then holds the senders back).
     #[arg(long, env = "MARGAY_BGPD_OUTBOX_LIMIT", default_value_t = margay_bgp::speaker::DEFAULT_OUTBOX_LIMIT)]
     outbox_limit: usize,
+    /// Seconds the sessions get to close (NOTIFICATIONs sent, sockets shut) after SIGTERM or
+    /// SIGINT before the daemon exits anyway; keep it below the pod's termination grace.
+    #[arg(long, env = "MARGAY_BGPD_STOP_LIMIT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    stop_limit: u64,
 }
 
 /// The async runtime: one thread, or a pool of `threads` workers (0: one per core).
@@ -205,7 +209,11 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = rt.block_on(run(args, config)) {
+    let res = rt.block_on(run(args, config));
+    // Tasks still running (sessions past the stop limit) are dropped; a blocking call in
+    // flight (a name lookup) gets a moment, never an unbounded wait.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    if let Err(e) = res {
         error!("{e:#}");
         eprintln!("margay-bgpd: {e:#}");
         std::process::exit(1);
@@ -319,15 +327,28 @@ async fn run(args: Args, config: Option<Config>) -> anyhow::Result<()> {
         }
     };
     let _ = stop_tx.send(true);
-    if let Some(f) = follower {
-        let _ = f.await;
-    }
-    let _ = if graceful {
-        speaker.graceful_shutdown().await
-    } else {
-        speaker.shutdown().await
+    let stop = async {
+        if let Some(f) = follower {
+            let _ = f.await;
+        }
+        let _ = if graceful {
+            speaker.graceful_shutdown().await
+        } else {
+            speaker.shutdown().await
+        };
+        let _ = task.await;
     };
-    let _ = task.await;
+    // The NOTIFICATIONs to every peer and the sessions' ends normally take milliseconds (0.12 s
+    // with 999 peers); on a starved machine they may not, and a stop must still be bounded (a
+    // DaemonSet pod has 30 s before SIGKILL). Peers that miss the NOTIFICATION see the TCP
+    // connection close, and with graceful restart keep the routes as for any restart.
+    let stop_limit = std::time::Duration::from_secs(args.stop_limit);
+    if tokio::time::timeout(stop_limit, stop).await.is_err() {
+        warn!(
+            limit = ?stop_limit,
+            "the sessions did not all close within the stop limit; stopping anyway"
+        );
+    }
     // In-flight API calls get a moment to finish; an idle or stuck client connection must not
     // hold the daemon (and a DaemonSet pod's termination) open.
     match tokio::time::timeout(DRAIN, api).await {
