@@ -13,7 +13,9 @@
 //! - [`ipam_gc`]: the node's liveness lease, its own leak collector, and the campaign for
 //!   the one cluster-wide IPAM collector;
 //! - the coordinator ([`run`]) assembles a [`crate::model::Model`] from the latest of both
-//!   feeds and hands it to the dataplane loop, and the prefixes to originate to bgpd.
+//!   feeds and hands it to the dataplane loop, and the prefixes to originate to bgpd; another
+//!   node's change goes to the dataplane as that change alone, and without bgpd
+//!   [`ipam_incremental`] keeps IPAM's remote routes change by change for it.
 //!
 //! The dataplane gets its first model as soon as the datastore has synced: local pods (veths,
 //! /32s, this node's blocks) are wired before bgpd's table is complete. Until bgpd says its
