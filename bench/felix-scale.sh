@@ -14,13 +14,18 @@
 #   steady resync   the mean of felix's own full resyncs afterwards (resync_duration_seconds)
 #   join / leave    the kernel notifications `ip monitor` prints about felix's objects while one
 #                   more Node joins (its block routed) and then leaves, and felix's route writes
+#   CPU per change  (VXLAN) felix's CPU per Node join or leave over CHURN more of them, each
+#                   waited for in the kernel, counted between felix's periodic resyncs, less its
+#                   idle CPU over as long
 #
-# Usage: bench/felix-scale.sh [SIZES] [PROFILE] [BACKEND]
-#   (as root; default "100,300,1000", release, vxlan; MARGAY_VM_MEM sizes the VM, default 2048)
+# Usage: bench/felix-scale.sh [SIZES] [PROFILE] [BACKEND] [CHURN]
+#   (as root; default "100,300,1000", release, vxlan, 100; MARGAY_VM_MEM sizes the VM, default
+#   2048; MARGAY_BIN_DIR runs another felix build)
 set -euo pipefail
 SIZES=${1:-100,300,1000}
 PROFILE=${2:-release}
 BACKEND=${3:-vxlan}
+CHURN=${4:-100}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 [ "$(id -u)" = 0 ] || { echo "felix-scale: run as root (it creates network namespaces)" >&2; exit 1; }
@@ -34,9 +39,9 @@ else
   cargo build -q -p margay-felix -p margay-bgp -p margay-ctl -p margay-bench --bins
   DIR=$CARGO_TARGET_DIR/debug
 fi
-echo "# $(uname -r), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); margay $PROFILE build; backend=$BACKEND sizes=$SIZES"
+echo "# $(uname -r), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); margay $PROFILE build; backend=$BACKEND sizes=$SIZES churn=$CHURN"
 if [ "$BACKEND" = vxlan ]; then
-  exec "$DIR/margay-felix-scale" --backend vxlan --nodes "$SIZES"
+  exec "$DIR/margay-felix-scale" --backend vxlan --nodes "$SIZES" --churn "$CHURN"
 fi
 
 # IP-in-IP: the same binary inside the VM (tests/vm/felix-scale-scenario.sh), the target

@@ -11,7 +11,7 @@ pub const CAPACITY: usize = 4096;
 
 /// The log. Bookkeeping, not content: two views with the same content are equal whatever
 /// their logs say.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ChangeLog<K> {
     /// The number of the last change recorded (0: none yet).
     seq: u64,
@@ -19,6 +19,16 @@ pub struct ChangeLog<K> {
     all: u64,
     /// Keyed changes, oldest first, with their numbers.
     keyed: VecDeque<(u64, K)>,
+}
+
+impl<K> Default for ChangeLog<K> {
+    fn default() -> Self {
+        ChangeLog {
+            seq: 0,
+            all: 0,
+            keyed: VecDeque::new(),
+        }
+    }
 }
 
 impl<K> PartialEq for ChangeLog<K> {

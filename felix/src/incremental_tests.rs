@@ -5,29 +5,10 @@
 use super::*;
 use crate::model::{EncapMode, IpPool, NodeInfo, WorkloadEndpoint};
 
-/// splitmix64: a seeded generator, so a failure names the seed that reproduces it.
-struct Rng(u64);
+use crate::test_rng::Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    fn mode(&mut self) -> EncapMode {
-        [EncapMode::Never, EncapMode::Always, EncapMode::CrossSubnet][self.below(3) as usize]
-    }
+fn mode(rng: &mut Rng) -> EncapMode {
+    [EncapMode::Never, EncapMode::Always, EncapMode::CrossSubnet][rng.below(3) as usize]
 }
 
 const NODES: u64 = 12;
@@ -70,15 +51,15 @@ fn base(rng: &mut Rng) -> Model {
         pools: vec![
             IpPool {
                 cidr: "10.244.0.0/16".parse().unwrap(),
-                ipip_mode: rng.mode(),
-                vxlan_mode: rng.mode(),
+                ipip_mode: mode(rng),
+                vxlan_mode: mode(rng),
                 disabled: rng.chance(10),
                 nat_outgoing: false,
             },
             IpPool {
                 cidr: "fd10::/48".parse().unwrap(),
                 ipip_mode: EncapMode::Never,
-                vxlan_mode: rng.mode(),
+                vxlan_mode: mode(rng),
                 disabled: false,
                 nat_outgoing: false,
             },

@@ -18,4 +18,6 @@ pub mod nftlib;
 pub mod policy;
 pub mod reconcile;
 pub mod settings;
+#[cfg(test)]
+mod test_rng;
 pub mod wireguard;

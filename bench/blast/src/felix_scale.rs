@@ -27,22 +27,38 @@ struct Args {
     /// Give up on a wait after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// Joins and leaves of one more Node after the first one, for felix's CPU per Node change
+    /// (counted between its periodic resyncs; 0: none).
+    #[arg(long, default_value_t = 0)]
+    churn: usize,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     for &n in &args.nodes {
-        let r = felixscale::run(
-            args.backend,
-            n,
-            args.pods,
-            Duration::from_secs(args.timeout),
-            |line| eprintln!("felix-scale: {line}"),
-        )?;
+        let options = felixscale::Options {
+            pods: args.pods,
+            timeout: Duration::from_secs(args.timeout),
+            churn: args.churn,
+        };
+        let r = felixscale::run(args.backend, n, options, |line| {
+            eprintln!("felix-scale: {line}")
+        })?;
+        let churn = r.churn.map_or(String::new(), |c| {
+            format!(
+                "; CPU per Node change {:.3} ms ({} joins and leaves: {:.2} s of CPU in {:.1} s, \
+                 {:.3} s of it idle)",
+                c.per_change().as_secs_f64() * 1000.0,
+                c.changes,
+                c.busy.as_secs_f64(),
+                c.spells.as_secs_f64(),
+                c.idle.as_secs_f64()
+            )
+        });
         println!(
             "felix {} N={} pods={}: cold start {:.2} s; steady resync {:.1} ms (mean of {}); \
              join {} kernel notifications ({} route writes), leave {} ({}); CPU {:.2} s, \
-             peak RSS {:.1} MiB",
+             peak RSS {:.1} MiB{churn}",
             r.backend,
             r.nodes,
             r.pods,

@@ -59,10 +59,13 @@ fn ipip_one_node_change_costs_constant_kernel_writes_at_100_nodes_in_a_vm() {
 
 /// Inside the VM: the run, and what it must show.
 fn in_vm() {
-    let r = felixscale::run(Backend::Ipip, 100, PODS, Duration::from_secs(600), |l| {
-        eprintln!("{l}")
-    })
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    let options = felixscale::Options {
+        pods: PODS,
+        timeout: Duration::from_secs(600),
+        churn: 0,
+    };
+    let r = felixscale::run(Backend::Ipip, 100, options, |l| eprintln!("{l}"))
+        .unwrap_or_else(|e| panic!("{e:#}"));
     eprintln!("{r:?}");
     // The block's route `via <node> dev tunl0 onlink`, added or deleted; a little room.
     r.check_constant_writes(1..=3, &["proto 81", "dev tunl0"])

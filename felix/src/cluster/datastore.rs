@@ -20,7 +20,7 @@ use margay_datastore::{Store, StoreError, Versioned, WatchEvent};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use super::state::{ClusterState, RemoteEndpoint};
+use super::state::{Changed, ClusterState, RemoteEndpoint};
 
 /// Changes arriving within this window are published together.
 const SETTLE: Duration = Duration::from_millis(20);
@@ -160,7 +160,7 @@ fn wireguard_keys(nodes: &[Resource<NodeSpec>], v6: bool) -> BTreeMap<String, St
 }
 
 /// Applies one Node event, keeping this node's labels and every node's WireGuard key.
-fn apply_nodes(state: &mut ClusterState, ev: WatchEvent<Resource<NodeSpec>>) {
+pub(super) fn apply_nodes(state: &mut ClusterState, ev: WatchEvent<Resource<NodeSpec>>) {
     for v6 in [false, true] {
         let keys = if v6 {
             &mut state.wireguard_keys_v6
@@ -183,11 +183,11 @@ fn apply_nodes(state: &mut ClusterState, ev: WatchEvent<Resource<NodeSpec>>) {
         }
     }
     match &ev {
-        WatchEvent::Put(r) if r.metadata.name != state.node => {
-            state.changes.changed(r.metadata.name.clone())
-        }
+        WatchEvent::Put(r) if r.metadata.name != state.node => state
+            .changes
+            .changed(Changed::Node(r.metadata.name.clone())),
         WatchEvent::Delete { name, .. } if *name != state.node => {
-            state.changes.changed(name.clone())
+            state.changes.changed(Changed::Node(name.clone()))
         }
         _ => state.changes.changed_all(),
     }
@@ -246,8 +246,39 @@ fn apply_named<S: Spec>(map: &mut BTreeMap<String, S>, ev: WatchEvent<Resource<S
     }
 }
 
+/// Applies one IPPool event (every route may depend on the pools: "everything" changed).
+pub(super) fn apply_pools(state: &mut ClusterState, ev: WatchEvent<Resource<IpPoolSpec>>) {
+    apply_named(&mut state.pools, ev);
+    state.changes.changed_all();
+}
+
+/// Applies one endpoint event and records the change: this node's pods or a resync as
+/// "everything", another node's pod by key when felix follows every node (nothing otherwise).
+/// Returns whether this node's pods changed by a single Put or Delete (published without
+/// settling) and whether the state changed at all.
+pub(super) fn apply_endpoint_event(
+    state: &mut ClusterState,
+    scope: Scope,
+    ev: WatchEvent<Resource<WorkloadEndpointSpec>>,
+) -> (bool, bool) {
+    let key = match &ev {
+        WatchEvent::Put(r) => Some(ep_key(r)),
+        WatchEvent::Delete { name, .. } => Some(name.clone()),
+        WatchEvent::Resync { .. } => None,
+    };
+    let mine = apply_endpoints(state, scope, ev);
+    match key {
+        Some(_) if mine => state.changes.changed_all(),
+        None => state.changes.changed_all(),
+        Some(key) if scope == Scope::Cluster => state.changes.changed(Changed::Endpoint(key)),
+        // Another node's pod changes nothing here unless felix follows every node.
+        Some(_) => return (false, false),
+    }
+    (mine, true)
+}
+
 /// Applies one endpoint event; returns whether this node's endpoints changed by a single
-/// Put or Delete (published without settling; a resync settles like any other burst).
+/// Put or Delete (a resync settles like any other burst).
 fn apply_endpoints(
     state: &mut ClusterState,
     scope: Scope,
@@ -323,20 +354,44 @@ fn put_affinity(state: &mut ClusterState, scope: Scope, v: &Versioned<Vec<u8>>) 
     };
     if a.node == state.node {
         state.affinities.insert(v.key.clone(), a.cidr);
+    } else {
+        state.affinities.remove(&v.key);
     }
     if scope == Scope::Cluster {
         state.block_affinities.insert(v.key.clone(), a);
     }
 }
 
-fn apply_affinities(state: &mut ClusterState, scope: Scope, ev: WatchEvent<Versioned<Vec<u8>>>) {
-    match ev {
-        WatchEvent::Put(v) => put_affinity(state, scope, &v),
-        WatchEvent::Delete { key, .. } => {
-            state.affinities.remove(&key);
-            state.block_affinities.remove(&key);
+/// Applies one affinity event and records the change: another node's affinity by key (the
+/// cluster scope), this node's own (its blocks) or a resync as "everything".
+pub(super) fn apply_affinities(
+    state: &mut ClusterState,
+    scope: Scope,
+    ev: WatchEvent<Versioned<Vec<u8>>>,
+) {
+    let (key, was_mine) = match ev {
+        WatchEvent::Put(v) => {
+            let was_mine = state.affinities.contains_key(&v.key);
+            put_affinity(state, scope, &v);
+            (Some(v.key), was_mine)
         }
-        WatchEvent::Resync { items, .. } => set_affinities(state, scope, &items),
+        WatchEvent::Delete { key, .. } => {
+            state.block_affinities.remove(&key);
+            let was_mine = state.affinities.remove(&key).is_some();
+            (Some(key), was_mine)
+        }
+        WatchEvent::Resync { items, .. } => {
+            set_affinities(state, scope, &items);
+            (None, true)
+        }
+    };
+    match key {
+        Some(key)
+            if scope == Scope::Cluster && !was_mine && !state.affinities.contains_key(&key) =>
+        {
+            state.changes.changed(Changed::Affinity(key))
+        }
+        _ => state.changes.changed_all(),
     }
 }
 
@@ -386,7 +441,8 @@ pub async fn follow(
             // (this node's own pod: published at once; something changed: settle first)
             let (local, modified) = tokio::select! {
                 ev = nodes.next() => (false, quietly(&tx, |s| apply_nodes(s, ev))),
-                // (anything but another Node is logged as "everything changed")
+                // (anything but another node's Node, block or pod is logged as "everything
+                // changed")
                 ev = peers.next() => (false, quietly(&tx, |s| {
                     apply_named(&mut s.peers, ev);
                     s.changes.changed_all();
@@ -395,26 +451,13 @@ pub async fn follow(
                     apply_felix(s, ev);
                     s.changes.changed_all();
                 })),
-                ev = pools.next() => (false, quietly(&tx, |s| {
-                    apply_named(&mut s.pools, ev);
-                    s.changes.changed_all();
-                })),
+                ev = pools.next() => (false, quietly(&tx, |s| apply_pools(s, ev))),
                 ev = eps.next() => {
-                    // Another node's pod changes nothing here unless felix follows every node.
-                    let resync = matches!(ev, WatchEvent::Resync { .. });
-                    let mut mine = false;
-                    quietly(&tx, |s| {
-                        mine = apply_endpoints(s, scope, ev);
-                        if mine || resync || scope == Scope::Cluster {
-                            s.changes.changed_all();
-                        }
-                    });
-                    (mine, mine || resync || scope == Scope::Cluster)
+                    let mut out = (false, false);
+                    quietly(&tx, |s| out = apply_endpoint_event(s, scope, ev));
+                    out
                 }
-                ev = affs.next() => (false, quietly(&tx, |s| {
-                    apply_affinities(s, scope, ev);
-                    s.changes.changed_all();
-                })),
+                ev = affs.next() => (false, quietly(&tx, |s| apply_affinities(s, scope, ev))),
                 _ = &mut settle, if changed => break,
                 _ = tx.closed() => return,
             };

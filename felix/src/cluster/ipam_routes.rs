@@ -15,7 +15,7 @@ use margay_datastore::resources::{self as res, IpPoolSpec};
 use super::state::ClusterState;
 
 /// The enabled VXLAN pool (most specific) holding `prefix`.
-fn vxlan_pool<'a>(
+pub(super) fn vxlan_pool<'a>(
     pools: &'a BTreeMap<String, IpPoolSpec>,
     prefix: &IpNet,
 ) -> Option<&'a IpPoolSpec> {
@@ -29,27 +29,55 @@ fn vxlan_pool<'a>(
         .filter(|p| p.vxlan() != res::EncapMode::Never)
 }
 
+/// Node `name`'s address of the IPv6 (`v6`) or IPv4 family, if it has one.
+pub(super) fn node_ip(state: &ClusterState, name: &str, v6: bool) -> Option<IpAddr> {
+    let bgp = state.nodes.get(name)?.bgp.as_ref()?;
+    if v6 {
+        bgp.ipv6().map(IpAddr::V6)
+    } else {
+        bgp.ipv4().map(IpAddr::V4)
+    }
+}
+
+/// 4 or 6.
+pub(super) fn family(ip: IpAddr) -> u8 {
+    if ip.is_ipv6() { 6 } else { 4 }
+}
+
+/// The problems of the nodes without an address of a family: `missing` counts, by node and
+/// family, the blocks and pod addresses left unrouted.
+pub(super) fn problems<'a>(
+    missing: impl IntoIterator<Item = ((&'a str, u8), usize)>,
+) -> Vec<String> {
+    missing
+        .into_iter()
+        .map(|((node, family), n)| {
+            let field = if family == 6 {
+                "ipv6Address"
+            } else {
+                "ipv4Address"
+            };
+            format!(
+                "Node {node}: no IPv{family} address (spec.bgp.{field}): {n} of its IPv{family} \
+                 blocks or pod addresses are not routed"
+            )
+        })
+        .collect()
+}
+
 /// Every remote block and borrowed address of a VXLAN pool, with the address (of the same
 /// family) of the node it lives on. Nodes without an address of that family are left out and
-/// listed in the second value.
+/// listed in the second value. [`super::ipam_incremental`] keeps the same answer change by
+/// change; this is the whole computation it is checked against.
 pub fn remote_routes(state: &ClusterState) -> (BTreeMap<IpNet, IpAddr>, Vec<String>) {
     let mut routes = BTreeMap::new();
-    let mut problems = Vec::new();
-    let node_ip = |name: &str, v6: bool| -> Option<IpAddr> {
-        let bgp = state.nodes.get(name)?.bgp.as_ref()?;
-        if v6 {
-            bgp.ipv6().map(IpAddr::V6)
-        } else {
-            bgp.ipv4().map(IpAddr::V4)
-        }
-    };
+    let node_ip = |name: &str, v6: bool| node_ip(state, name, v6);
     // Blocks by node, for telling borrowed addresses apart.
     let mut blocks_of: BTreeMap<&str, Vec<IpNet>> = BTreeMap::new();
     for a in state.block_affinities.values() {
         blocks_of.entry(a.node.as_str()).or_default().push(a.cidr);
     }
     let mut missing: BTreeMap<(&str, u8), usize> = BTreeMap::new();
-    let family = |ip: IpAddr| if ip.is_ipv6() { 6 } else { 4 };
     for a in state.block_affinities.values() {
         if a.node == state.node {
             continue;
@@ -92,18 +120,7 @@ pub fn remote_routes(state: &ClusterState) -> (BTreeMap<IpNet, IpAddr>, Vec<Stri
             }
         }
     }
-    for ((node, family), n) in missing {
-        let field = if family == 6 {
-            "ipv6Address"
-        } else {
-            "ipv4Address"
-        };
-        problems.push(format!(
-            "Node {node}: no IPv{family} address (spec.bgp.{field}): {n} of its IPv{family} \
-             blocks or pod addresses are not routed"
-        ));
-    }
-    (routes, problems)
+    (routes, problems(missing))
 }
 
 #[cfg(test)]

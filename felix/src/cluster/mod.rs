@@ -13,7 +13,9 @@
 //! - [`ipam_gc`]: the node's liveness lease, its own leak collector, and the campaign for
 //!   the one cluster-wide IPAM collector;
 //! - the coordinator ([`run`]) assembles a [`crate::model::Model`] from the latest of both
-//!   feeds and hands it to the dataplane loop, and the prefixes to originate to bgpd.
+//!   feeds and hands it to the dataplane loop, and the prefixes to originate to bgpd; another
+//!   node's change goes to the dataplane as that change alone, and without bgpd
+//!   [`ipam_incremental`] keeps IPAM's remote routes change by change for it.
 //!
 //! The dataplane gets its first model as soon as the datastore has synced: local pods (veths,
 //! /32s, this node's blocks) are wired before bgpd's table is complete. Until bgpd says its
@@ -29,6 +31,7 @@ pub mod datastore;
 pub mod default_pool;
 pub mod etcd_probe;
 pub mod ipam_gc;
+pub mod ipam_incremental;
 pub mod ipam_routes;
 pub mod orphans;
 pub mod policy;
@@ -54,7 +57,8 @@ use crate::incremental::ModelChange;
 use crate::model::Model;
 pub use backend::Backend;
 pub use bgpd::BgpView;
-pub use state::{AssembleError, ClusterState, assemble, vtep_mac};
+use ipam_incremental::IpamRoutes;
+pub use state::{AssembleError, Changed, ClusterState, assemble, vtep_mac};
 pub use tunnel::{TunnelKind, Tunnels};
 
 /// Default directory of margay's sockets.
@@ -408,6 +412,8 @@ pub async fn run(
     // changes beyond `last_model`.
     let (mut ds_seen, mut bgp_seen) = (0u64, 0u64);
     let mut model_behind = false;
+    // Without bgpd: IPAM's remote routes, kept change by change.
+    let mut ipam: Option<IpamRoutes> = None;
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -423,15 +429,37 @@ pub async fn run(
             let Some(state) = state_ref.as_ref() else {
                 continue;
             };
-            let (ipam, problems_ipam) = if with_bgpd {
-                (None, Vec::new())
-            } else {
-                let (routes, problems) = ipam_routes::remote_routes(state);
-                let routes: BTreeMap<IpNet, Vec<std::net::IpAddr>> =
-                    routes.into_iter().map(|(p, nh)| (p, vec![nh])).collect();
-                (Some(routes), problems)
+            let since = (state.changes.since(ds_seen), bgp.changes.since(bgp_seen));
+            ds_seen = state.changes.seq();
+            bgp_seen = bgp.changes.seq();
+            // Without bgpd, another node's Node, block or pod changes only the routes that
+            // depend on it (O(1), issue 12); anything else takes IPAM's routes whole again.
+            // `None`: no such change to hand on (or its problems changed: the whole model
+            // says them).
+            let ipam_delta = match (with_bgpd, ipam.as_mut(), &since.0) {
+                (true, _, _) => None,
+                (false, Some(kept), Since::Keys(keys)) => {
+                    let problems = kept.problems().to_vec();
+                    let delta = kept.apply(state, keys);
+                    (kept.problems() == problems).then_some(delta)
+                }
+                (false, _, _) => {
+                    ipam = Some(IpamRoutes::new(state));
+                    None
+                }
             };
-            let remote = ipam.as_ref().unwrap_or(&bgp.routes);
+            if cfg!(debug_assertions)
+                && let Some(kept) = &ipam
+            {
+                let (routes, problems) = ipam_routes::remote_routes(state);
+                assert!(
+                    *kept.routes() == routes && kept.problems() == problems,
+                    "IPAM's routes kept change by change differ from the whole computation"
+                );
+            }
+            let problems_ipam = ipam
+                .as_ref()
+                .map_or_else(Vec::new, |k| k.problems().to_vec());
             let (settings, problems_cfg) = crate::settings::merge(
                 state.felix_configs.get(crate::settings::GLOBAL),
                 state
@@ -439,39 +467,60 @@ pub async fn run(
                     .get(&crate::settings::node_config_name(&opts.node)),
                 &opts.pinned,
             );
-            // Another Node's change or a learned route's is handed on as that change alone
-            // (O(1), issue 12); anything else, or a view too far behind, builds the whole
-            // model. The routes from IPAM, and WireGuard's keeper (it reads the model's
-            // routes), take the whole model each time.
+            // Another Node's change, a learned route's or (without bgpd) the routes IPAM's
+            // change moved are handed on as those changes alone (O(1), issue 12); anything
+            // else, or a view too far behind, builds the whole model. WireGuard's keeper (it
+            // reads the model's routes) takes the whole model each time.
             let wireguard = [&settings.wireguard, &settings.wireguard_v6]
                 .iter()
                 .any(|c| c.as_ref().is_ok_and(|c| c.enabled));
-            let incremental =
-                with_bgpd && !wireguard && last_model.is_some() && last_error.is_none();
-            let since = (state.changes.since(ds_seen), bgp.changes.since(bgp_seen));
-            ds_seen = state.changes.seq();
-            bgp_seen = bgp.changes.seq();
-            let assembled = match since {
-                (Since::Keys(nodes), Since::Keys(prefixes)) if incremental => {
-                    let vteps = nodes.into_iter().filter(|n| *n != opts.node).map(|node| {
-                        let vteps = state
-                            .nodes
-                            .get(&node)
-                            .map(|spec| state::node_vteps(&node, spec))
-                            .unwrap_or_default();
-                        ModelChange::Vteps { node, vteps }
-                    });
-                    let routes = prefixes.into_iter().map(|prefix| ModelChange::Route {
-                        prefix,
-                        route: bgp
-                            .routes
-                            .get(&prefix)
-                            .and_then(|hops| state::remote_route(prefix, hops)),
-                    });
-                    Err(vteps.chain(routes).collect())
-                }
-                _ => Ok(assemble(state, remote)),
-            };
+            let incremental = (with_bgpd || ipam_delta.is_some())
+                && !wireguard
+                && last_model.is_some()
+                && last_error.is_none();
+            let assembled =
+                match since {
+                    (Since::Keys(keys), Since::Keys(prefixes)) if incremental => {
+                        let nodes = keys.into_iter().filter_map(|k| match k {
+                            Changed::Node(node) if node != opts.node => Some(node),
+                            _ => None,
+                        });
+                        let vteps = nodes.map(|node| {
+                            let vteps = state
+                                .nodes
+                                .get(&node)
+                                .map(|spec| state::node_vteps(&node, spec))
+                                .unwrap_or_default();
+                            ModelChange::Vteps { node, vteps }
+                        });
+                        let learned = prefixes.into_iter().map(|prefix| ModelChange::Route {
+                            prefix,
+                            route: bgp
+                                .routes
+                                .get(&prefix)
+                                .and_then(|hops| state::remote_route(prefix, hops)),
+                        });
+                        let from_ipam = ipam_delta.into_iter().flatten().map(|(prefix, via)| {
+                            ModelChange::Route {
+                                prefix,
+                                route: via.and_then(|via| state::remote_route(prefix, &[via])),
+                            }
+                        });
+                        Err(vteps.chain(learned).chain(from_ipam).collect())
+                    }
+                    _ => Ok(match &ipam {
+                        Some(kept) => {
+                            let routes: BTreeMap<IpNet, Vec<std::net::IpAddr>> = kept
+                                .routes()
+                                .iter()
+                                .map(|(p, via)| (*p, vec![*via]))
+                                .collect();
+                            assemble(state, &routes)
+                        }
+                        None => assemble(state, &bgp.routes),
+                    }),
+                };
+            let remote_routes = ipam.as_ref().map_or(bgp.routes.len(), |k| k.routes().len());
             Step {
                 assembled,
                 problems_ipam,
@@ -479,7 +528,7 @@ pub async fn run(
                 settings,
                 bgp_connected: bgp.connected,
                 bgp_synced: bgp.synced,
-                remote_routes: remote.len(),
+                remote_routes,
                 first_state: last_model.is_none().then(|| state.clone()),
             }
         };

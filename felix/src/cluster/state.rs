@@ -41,9 +41,21 @@ pub struct ClusterState {
     pub wireguard_keys: BTreeMap<String, String>,
     /// The IPv6 device's key each Node publishes (`status.wireguardPublicKeyV6`), by node.
     pub wireguard_keys_v6: BTreeMap<String, String>,
-    /// What changed, for readers that take only that: another Node by name, or anything
-    /// (any other kind, this node's own Node, a resync).
-    pub changes: crate::changelog::ChangeLog<String>,
+    /// What changed, for readers that take only that: another Node by name, another node's
+    /// block affinity or pod (followed only when no bgpd runs), or anything (any other kind,
+    /// this node's own Node, blocks or pods, a resync).
+    pub changes: crate::changelog::ChangeLog<Changed>,
+}
+
+/// One keyed change of a [`ClusterState`], as its change log records it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Changed {
+    /// Another Node, by name.
+    Node(String),
+    /// Another node's block affinity, by key ([`ClusterState::block_affinities`]).
+    Affinity(String),
+    /// Another node's pod, by `namespace/name` ([`ClusterState::remote_endpoints`]).
+    Endpoint(String),
 }
 
 /// A pod on another node, reduced to what routing to it needs.

@@ -14,6 +14,10 @@
 //! steady full resync (felix's own `resync_duration_seconds`), and what one Node joining, then
 //! leaving, costs in kernel writes: every netlink notification `ip monitor` prints in the
 //! node's namespace meanwhile about felix's objects, beside felix's own `route_writes_total`.
+//! With a churn asked for, also felix's CPU per Node change: that Node joining and leaving
+//! again and again, each change waited for in the kernel, counted only in the quiet spells
+//! between felix's periodic resyncs (which read everything, by design), less felix's CPU over
+//! as long a spell without changes.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -110,6 +114,28 @@ pub struct FelixScale {
     pub leave_route_writes: u64,
     /// felix's CPU and peak RSS at the end.
     pub felix: Cost,
+    /// felix's CPU per Node join or leave over the churn (none asked: `None`).
+    pub churn: Option<ChurnCpu>,
+}
+
+/// felix's CPU over a churn of one Node joining and leaving.
+#[derive(Debug, Clone, Copy)]
+pub struct ChurnCpu {
+    /// Joins and leaves (half each).
+    pub changes: usize,
+    /// felix's CPU over the spells they took, as `/proc` counts it (in ticks).
+    pub busy: Duration,
+    /// How long those spells took.
+    pub spells: Duration,
+    /// felix's CPU in as long a spell without changes (its timers, its health beat).
+    pub idle: Duration,
+}
+
+impl ChurnCpu {
+    /// The CPU one change cost: the spells' less the idle share, over the changes.
+    pub fn per_change(&self) -> Duration {
+        self.busy.saturating_sub(self.idle) / self.changes.max(1) as u32
+    }
 }
 
 impl FelixScale {
@@ -403,16 +429,77 @@ struct Started<'a> {
     pods: usize,
     /// How long any one wait may take.
     timeout: Duration,
+    /// Joins and leaves for felix's CPU per change (0: none).
+    churn: usize,
+}
+
+/// A quiet spell: felix resyncs every 5 s (the lab's `--resync-interval`); the changes of one
+/// spell start within this time after a resync ended.
+const SPELL: Duration = Duration::from_secs(3);
+
+/// felix's CPU over `changes` joins and leaves (`join` and `leave` alternately, each waited for
+/// until `routed` says so), counted between its periodic resyncs; see [`ChurnCpu`].
+fn churn_cpu(
+    s: &Started,
+    changes: usize,
+    join: &impl Fn() -> anyhow::Result<()>,
+    leave: &impl Fn() -> anyhow::Result<()>,
+    routed: &impl Fn() -> anyhow::Result<bool>,
+) -> anyhow::Result<ChurnCpu> {
+    let cpu = || {
+        Cost::of(s.felix_pid)
+            .map(|c| c.cpu)
+            .context("felix is gone")
+    };
+    let resyncs = || metric(s.ns, s.port, "margay_felix_resync_duration_seconds_count");
+    // The moment felix's next resync has ended: a quiet spell of ~5 s starts.
+    let after_resync = || -> anyhow::Result<Instant> {
+        let before = resyncs()?;
+        wait("felix's next resync", s.timeout, || {
+            Ok((resyncs()? <= before).then(|| "not yet".to_string()))
+        })
+    };
+    let (mut busy, mut spells, mut done) = (Duration::ZERO, Duration::ZERO, 0);
+    while done < changes {
+        let start = after_resync()?;
+        let c0 = cpu()?;
+        while done < changes && start.elapsed() < SPELL {
+            let joining = done % 2 == 0;
+            if joining {
+                join()?
+            } else {
+                leave()?
+            }
+            wait("a churned Node's block", s.timeout, || {
+                Ok((routed()? != joining).then(|| "not yet".to_string()))
+            })?;
+            done += 1;
+        }
+        busy += cpu()? - c0;
+        spells += start.elapsed();
+    }
+    after_resync()?;
+    let c0 = cpu()?;
+    std::thread::sleep(spells.min(SPELL));
+    let idle_spell = cpu()? - c0;
+    // The idle rate over the time the changes took.
+    let idle = idle_spell.mul_f64(spells.as_secs_f64() / spells.min(SPELL).as_secs_f64());
+    Ok(ChurnCpu {
+        changes,
+        busy,
+        spells,
+        idle,
+    })
 }
 
 /// From a started node on: the cold start (until `remote_done` says every remote object is in
 /// the kernel and the pods are routed), felix's steady resync, and one Node's join and leave
-/// (`join`, `leave`) under `ip monitor`.
+/// (`join`, `leave`) under `ip monitor`, then the churn's CPU if asked.
 fn measure(
     s: Started,
     mut remote_done: impl FnMut() -> anyhow::Result<Option<String>>,
-    join: impl FnOnce() -> anyhow::Result<()>,
-    leave: impl FnOnce() -> anyhow::Result<()>,
+    join: impl Fn() -> anyhow::Result<()>,
+    leave: impl Fn() -> anyhow::Result<()>,
     progress: &mut impl FnMut(&str),
 ) -> anyhow::Result<FelixScale> {
     let (ns, port, dev) = (s.ns, s.port, s.backend.device());
@@ -476,6 +563,16 @@ fn measure(
     std::thread::sleep(Duration::from_millis(500));
     let leave_events = mon.stop()?;
     let w2 = writes()?;
+    let churn = if s.churn > 0 {
+        // Whole pairs: the Node ends as it started, gone.
+        let changes = s.churn.div_ceil(2) * 2;
+        progress(&format!(
+            "N = {nodes}: {changes} joins and leaves, felix's CPU between its resyncs"
+        ));
+        Some(churn_cpu(&s, changes, &join, &leave, &routed)?)
+    } else {
+        None
+    };
     Ok(FelixScale {
         backend: s.backend,
         nodes,
@@ -488,32 +585,43 @@ fn measure(
         join_route_writes: (w1 - w0) as u64,
         leave_route_writes: (w2 - w1) as u64,
         felix: Cost::of(s.felix_pid).context("felix is gone")?,
+        churn,
     })
 }
 
-/// One run at `nodes` nodes with `pods` local pods (at most 250).
+/// What one run does besides the cold start and one join and leave.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Local pods (at most 250).
+    pub pods: usize,
+    /// How long any one wait may take.
+    pub timeout: Duration,
+    /// Joins and leaves for felix's CPU per Node change (0: none).
+    pub churn: usize,
+}
+
+/// One run at `nodes` nodes.
 pub fn run(
     backend: Backend,
     nodes: usize,
-    pods: usize,
-    timeout: Duration,
+    o: Options,
     mut progress: impl FnMut(&str),
 ) -> anyhow::Result<FelixScale> {
-    if !(2..=1000).contains(&nodes) || pods > (POD_BLOCKS * PODS_PER_BLOCK) as usize {
+    if !(2..=1000).contains(&nodes) || o.pods > (POD_BLOCKS * PODS_PER_BLOCK) as usize {
         bail!("2..=1000 nodes and at most 250 pods");
     }
     match backend {
-        Backend::Vxlan => run_vxlan(nodes, pods, timeout, &mut progress),
-        Backend::Ipip => run_ipip(nodes, pods, timeout, &mut progress),
+        Backend::Vxlan => run_vxlan(nodes, o, &mut progress),
+        Backend::Ipip => run_ipip(nodes, o, &mut progress),
     }
 }
 
 fn run_vxlan(
     nodes: usize,
-    pods: usize,
-    timeout: Duration,
+    o: Options,
     progress: &mut impl FnMut(&str),
 ) -> anyhow::Result<FelixScale> {
+    let (pods, timeout) = (o.pods, o.timeout);
     let lab = Lab::new("margay-felixscale")?;
     let sw = lab.switch("sw")?;
     let etcd = Etcd::on_switch(&lab, &sw)?;
@@ -591,6 +699,7 @@ fn run_vxlan(
         nodes,
         pods,
         timeout,
+        churn: o.churn,
     };
     let remote_done = || {
         let (r, n, f) = kernel_counts(&node_ns)?;
@@ -603,8 +712,8 @@ fn run_vxlan(
         rt.run(async move { add_remote(&store, &r).await })?
     };
     let leave = || {
-        let store = store.clone();
-        rt.run(async move { remove_remote(&store, &extra).await })?
+        let (store, r) = (store.clone(), remote(nodes as u32 - 1));
+        rt.run(async move { remove_remote(&store, &r).await })?
     };
     let r = measure(started, remote_done, join, leave, progress);
     felix.stop();
@@ -613,10 +722,10 @@ fn run_vxlan(
 
 fn run_ipip(
     nodes: usize,
-    pods: usize,
-    timeout: Duration,
+    o: Options,
     progress: &mut impl FnMut(&str),
 ) -> anyhow::Result<FelixScale> {
+    let (pods, timeout) = (o.pods, o.timeout);
     progress(&format!(
         "N = {nodes}: {} simulated nodes (Node, block, affinity, BGP speaker), an ipipMode \
          Always pool, {pods} local pods",
@@ -654,6 +763,7 @@ fn run_ipip(
         nodes,
         pods,
         timeout,
+        churn: o.churn,
     };
     let remote_done = || {
         let good = tunl0_routes(c.node_ns(), &want)?;
