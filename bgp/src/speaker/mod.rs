@@ -120,7 +120,7 @@ pub struct Speaker {
     bfd: Option<crate::bfd::BfdHandle>,
     /// What each Established peer is owed: see [`outbox`].
     outbox: outbox::Outbox,
-    /// Peers whose session queue was full, with a waiter that reports on `ready` when not.
+    /// Peers whose session queue was full; their sessions report them on `ready` when not.
     blocked: std::collections::HashSet<PeerId>,
     ready: mpsc::UnboundedSender<PeerId>,
     /// Sessions' export policies and import chains, one per distinct value: see [`shared`].
@@ -475,8 +475,8 @@ impl Speaker {
         }
     }
 
-    /// Moves what `peer` is owed into its session's queue while there is room; when full, a
-    /// waiter reports the peer on `ready` once there is room again.
+    /// Moves what `peer` is owed into its session's queue while there is room; when full, the
+    /// session reports the peer on `ready` once there is room again.
     fn pump(&mut self, peer: PeerId) {
         if self.blocked.contains(&peer) {
             return;
@@ -490,12 +490,7 @@ impl Speaker {
                 Ok(()) => slot.updates_sent += 1,
                 Err(session::SessionError::Full) => {
                     self.blocked.insert(peer);
-                    let room = slot.handle.room();
-                    let ready = self.ready.clone();
-                    tokio::spawn(async move {
-                        room.await;
-                        let _ = ready.send(peer);
-                    });
+                    slot.handle.notify_room(&self.ready);
                     return;
                 }
                 // The session is going down; its Down event drops the rest.
