@@ -275,6 +275,24 @@ mod tests {
         assert!(!m.command(Command::BfdDown), "refused once the task ended");
     }
 
+    /// Every peer holds one from its start, however idle (issue 12): two tokio channels and a
+    /// watch were ~3 KiB with their first blocks.
+    #[test]
+    fn a_mailbox_is_small_and_holds_no_queue_while_idle() {
+        let size = std::mem::size_of::<Mailbox>();
+        eprintln!("Mailbox {size} B");
+        assert!(size <= 256, "a mailbox is {size} B");
+        let m = Mailbox::new(32);
+        m.set_state(State::Established);
+        m.try_send(msg(1)).unwrap();
+        drop(m.take_outbound());
+        assert_eq!(
+            m.lock().outbound.capacity(),
+            0,
+            "the queue's allocation went with it"
+        );
+    }
+
     #[tokio::test]
     async fn a_sender_waits_for_room() {
         let m = std::sync::Arc::new(Mailbox::new(1));
