@@ -2,7 +2,7 @@
 //! it with watches that survive compaction and etcd restarts.
 
 use super::incremental::Planner;
-use super::peerings::{Local, Model};
+use super::peerings::Model;
 use crate::config::Config;
 use crate::speaker::SpeakerHandle;
 use margay_datastore::resources::{
@@ -10,7 +10,8 @@ use margay_datastore::resources::{
     Spec,
 };
 use margay_datastore::{Store, StoreError, WatchEvent};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -174,18 +175,16 @@ fn mounted_passwords(model: &Model) -> bool {
 
 /// Follows the model until `shutdown` resolves, reloading the speaker whenever this node's
 /// peerings or policy change (and every [`SECRET_POLL`] while a password comes from a mounted
-/// Secret). `applied` is the configuration the speaker runs now; `notes` what its plan said,
-/// already logged. A Node event replans only that node's sessions and tells the speaker only
-/// the neighbours that changed ([`Planner`]); anything else replans in full.
-#[allow(clippy::too_many_arguments)]
+/// Secret). `planner` made the configuration the speaker runs now (its notes were logged);
+/// `bound` is the listener the speaker has. A Node event replans only that node's sessions
+/// and tells the speaker only the neighbours that changed ([`Planner`]); anything else
+/// replans in full.
 pub async fn follow(
     store: Store,
-    local: Local,
     speaker: SpeakerHandle,
-    model: Model,
+    mut planner: Planner,
     revs: Revisions,
-    notes: BTreeSet<String>,
-    applied: Config,
+    bound: (IpAddr, u16),
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let mut nodes = store.watch::<NodeSpec>(revs.nodes + 1);
@@ -195,25 +194,10 @@ pub async fn follow(
     let mut pools = store.watch::<IpPoolSpec>(revs.pools + 1);
     tokio::pin!(shutdown);
     let mut last_problem: Option<String> = None;
-    // The listener is bound once, at start.
-    let bound = (applied.listen_address, applied.listen_port);
     let mut warned_listen = None;
     let mut poll = tokio::time::interval(SECRET_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     poll.reset();
-    let mut planner = Planner::new(model, local);
-    // The first plan is the one the speaker runs (its notes were logged); if the model moved
-    // in between, the speaker hears it now.
-    if let Ok(d) = planner.replan() {
-        for n in d.new_notes.iter().filter(|n| !notes.contains(*n)) {
-            warn!("{n}");
-        }
-    }
-    if let Some(c) = planner.config()
-        && c != applied
-    {
-        reload_all(&speaker, c).await;
-    }
     loop {
         // Wait for one change, then take whatever else arrives within SETTLE.
         let mut changed = false;

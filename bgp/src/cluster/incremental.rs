@@ -67,7 +67,9 @@ pub struct Planner {
     /// Every note of the head and the parts, with how many of them give it.
     notes: BTreeMap<String, usize>,
     /// The neighbours as last planned.
-    neighbors: BTreeMap<IpAddr, Neighbor>,
+    /// Boxed: a neighbour is ~500 bytes, and a B-tree node has room for eleven of them,
+    /// full or not (at 999 neighbours the map was ~950 KiB, ~500 KiB boxed; issue 12).
+    neighbors: BTreeMap<IpAddr, Box<Neighbor>>,
     /// Nodes changed since the last replan, and the addresses they had or have.
     dirty: BTreeSet<String>,
     touched: BTreeSet<IpAddr>,
@@ -143,7 +145,11 @@ impl Planner {
     pub fn config(&self) -> Option<Config> {
         let (head, _) = self.head.as_ref()?;
         Some(Config {
-            neighbors: self.neighbors.values().cloned().collect(),
+            neighbors: self
+                .neighbors
+                .values()
+                .map(|n| Neighbor::clone(n))
+                .collect(),
             ..head.clone()
         })
     }
@@ -276,8 +282,8 @@ impl Planner {
             match winner {
                 Some(w) => {
                     let n = neighbor(w.clone(), &self.local);
-                    if self.neighbors.get(a) != Some(&n) {
-                        self.neighbors.insert(*a, n.clone());
+                    if self.neighbors.get(a).map(|b| &**b) != Some(&n) {
+                        self.neighbors.insert(*a, Box::new(n.clone()));
                         delta.changed.push(n);
                     }
                 }

@@ -75,15 +75,15 @@ pub enum ClusterError {
     Peering(#[from] PeeringError),
 }
 
-/// What [`start`] hands back: the model as read, and this node's registration still to
-/// write once the speaker listens.
+/// What [`start`] hands back: the planner that made the first configuration (it holds the
+/// model as read), and this node's registration still to write once the speaker listens.
 pub struct Follower {
     store: Store,
-    local: Local,
-    model: Model,
+    node: String,
+    planner: Planner,
+    /// The listener's address and port as started (bound once).
+    bound: (std::net::IpAddr, u16),
     revisions: Revisions,
-    /// What the first plan said, already logged.
-    notes: std::collections::BTreeSet<String>,
     ipv4: Option<IpNet>,
     ipv6: Option<IpNet>,
     asn: Option<u32>,
@@ -102,11 +102,10 @@ impl Follower {
 
     /// Registers this node (now that the speaker accepts connections, peers that react to the
     /// new Node find it listening), then follows the datastore until `shutdown`, reloading
-    /// `speaker` (which runs `applied`).
+    /// `speaker` (which runs the configuration [`start`] returned).
     pub async fn run(
         self,
         speaker: SpeakerHandle,
-        applied: Config,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let probe = tokio::spawn(margay_datastore::probe::run(
@@ -125,7 +124,7 @@ impl Follower {
                 }
             },
         ));
-        let node = self.local.node.clone();
+        let node = self.node;
         let mut wait = Duration::from_millis(200);
         while let Err(e) = register(&self.store, &node, self.ipv4, self.ipv6, self.asn).await {
             warn!(error = %e, retry_in = ?wait, "cannot register this node yet");
@@ -134,12 +133,10 @@ impl Follower {
         }
         follow(
             self.store,
-            self.local,
             speaker,
-            self.model,
+            self.planner,
             self.revisions,
-            self.notes,
-            applied,
+            self.bound,
             shutdown,
         )
         .await;
@@ -217,25 +214,32 @@ pub async fn start(opts: Options) -> Result<(Config, Follower), ClusterError> {
         }
     };
     registered(&mut model, &node, ipv4, ipv6, opts.asn);
-    let Plan { config, notes } = plan(&model, &opts.local)?;
-    for n in &notes {
+    // The planner that follows the datastore makes the first plan too: what it keeps (the model
+    // and the neighbours planned) is then not computed and held a second time.
+    let mut planner = Planner::new(model, opts.local);
+    let first = planner.replan()?;
+    for n in &first.new_notes {
         warn!("{n}");
     }
+    let config = planner
+        .config()
+        .expect("a plan that succeeded has a configuration");
     info!(
         node,
-        nodes = model.nodes.len(),
-        bgp_peers = model.peers.len(),
+        nodes = planner.model().nodes.len(),
+        bgp_peers = planner.model().peers.len(),
         neighbors = config.neighbors.len(),
         "cluster model loaded"
     );
+    let bound = (config.listen_address, config.listen_port);
     Ok((
         config,
         Follower {
             store,
-            local: opts.local,
-            model,
+            node,
+            planner,
+            bound,
             revisions,
-            notes,
             ipv4,
             ipv6,
             asn: opts.asn,

@@ -5,19 +5,18 @@ use super::conn::{
     Conn, Connecting, collision_cease, decode_guarded, error_event, finish_connect, read_some,
     write_all_vectored,
 };
-use super::{Command, PeerConfig, PeerId, SessionEvent, Snapshot};
+use super::mailbox::Mailbox;
+use super::{Command, PeerConfig, PeerId, SessionEvent};
 use crate::fsm::{Action, Direction, Event, Fsm, Negotiated, State, collision_winner, describe};
 use crate::transport::{self, os_text};
 use crate::wire::{self, CodecContext, Message, Open, notif};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
-
-/// Most octets written in one vectored write batch.
-const BATCH_BYTES: usize = 1 << 20;
+use tokio::sync::mpsc;
 /// Room kept free in the receive buffer, so a busy peer is read in large chunks.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -26,16 +25,14 @@ pub(super) struct Task {
     config: PeerConfig,
     fsm: Fsm,
     events: mpsc::Sender<SessionEvent>,
-    commands: mpsc::UnboundedReceiver<Command>,
-    outbound: mpsc::Receiver<(u64, Bytes)>,
-    snapshot: watch::Sender<Snapshot>,
+    /// Commands and messages from the handles, and the state they read.
+    mail: Arc<Mailbox>,
     /// The connection the FSM drives.
     conn: Option<Conn>,
     /// A colliding inbound connection: our OPEN sent, waiting for the peer's.
     pending: Option<Conn>,
     connecting: Option<Connecting>,
     ctx: CodecContext,
-    generation: u64,
     queue: VecDeque<Event>,
     reported: State,
     write_error: Option<String>,
@@ -45,12 +42,12 @@ pub(super) struct Task {
 
 /// What woke the session task.
 enum Wake {
-    Command(Option<Command>),
+    /// The handles left commands or messages (or are all gone).
+    Mail,
     Timer,
     Connected(Result<TcpStream, transport::TransportError>),
     Read(io::Result<usize>),
     PendingRead(io::Result<usize>),
-    Outbound((u64, Bytes)),
     /// The speaker's queue has room for what [`Task::emit`] kept (`None`: it is gone).
     Room(Option<mpsc::OwnedPermit<SessionEvent>>),
 }
@@ -74,23 +71,18 @@ impl Task {
         id: PeerId,
         config: PeerConfig,
         events: mpsc::Sender<SessionEvent>,
-        commands: mpsc::UnboundedReceiver<Command>,
-        outbound: mpsc::Receiver<(u64, Bytes)>,
-        snapshot: watch::Sender<Snapshot>,
+        mail: Arc<Mailbox>,
     ) -> Task {
         Task {
             id,
             fsm: Fsm::new(config.fsm_config()),
             config,
             events,
-            commands,
-            outbound,
-            snapshot,
+            mail,
             conn: None,
             pending: None,
             connecting: None,
             ctx: CodecContext::default(),
-            generation: 0,
             queue: VecDeque::new(),
             reported: State::Idle,
             write_error: None,
@@ -102,7 +94,12 @@ impl Task {
     /// future allocated for the time it runs, so an idle session holds the [`Task`] and its
     /// waits, not the frame of its deepest handler (a thousand sessions' futures were 7.8 KiB
     /// each; issue 12).
-    pub(super) async fn run(mut self) {
+    pub(super) async fn run(mut self: Box<Self>) {
+        self.run_loop().await;
+        self.mail.end();
+    }
+
+    async fn run_loop(&mut self) {
         let start = if self.config.passive {
             Event::ManualStartPassive
         } else {
@@ -114,11 +111,10 @@ impl Task {
             let sleep_to = deadline
                 .map(tokio::time::Instant::from_std)
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400));
-            let established = self.fsm.state() == State::Established && self.conn.is_some();
             let reserve = self.ctx.max_message_len().max(READ_CHUNK);
             let held = !self.unsent.is_empty();
             let wake = tokio::select! {
-                cmd = self.commands.recv() => Wake::Command(cmd),
+                () = self.mail.woken() => Wake::Mail,
                 _ = tokio::time::sleep_until(sleep_to), if deadline.is_some() => Wake::Timer,
                 res = finish_connect(&mut self.connecting) => Wake::Connected(res),
                 // Nothing more is read while events wait for the speaker.
@@ -127,7 +123,6 @@ impl Task {
                 // to the next waiting session while this one found the queue full again.
                 permit = speaker_room(held.then(|| self.events.clone())) => Wake::Room(permit),
                 res = read_some(&mut self.pending, wire::MAX_MESSAGE_LEN) => Wake::PendingRead(res),
-                Some(first) = self.outbound.recv(), if established => Wake::Outbound(first),
             };
             if Box::pin(self.on_wake(wake)).await {
                 self.hand_over_unsent();
@@ -139,25 +134,26 @@ impl Task {
     /// Handles one wake of [`Task::run`]; true when the task ends.
     async fn on_wake(&mut self, wake: Wake) -> bool {
         match wake {
-            Wake::Command(cmd) => match cmd {
-                Some(Command::Accept(stream)) => self.on_inbound(*stream).await,
-                Some(Command::Shutdown(cmd)) => {
-                    let (n, done) = *cmd;
-                    self.stop(Event::ManualStop(n)).await;
-                    let _ = done.send(());
-                    return true;
+            Wake::Mail => {
+                // Commands first, in order; each may end the task.
+                while let Some(cmd) = self.mail.take_command() {
+                    if self.on_command(cmd).await {
+                        return true;
+                    }
+                    self.settle().await;
                 }
-                Some(Command::BfdDown) => self.dispatch(Event::BfdDown).await,
-                Some(Command::GracefulStop(done)) => {
-                    self.stop(Event::GracefulStop).await;
-                    let _ = done.send(());
-                    return true;
-                }
-                None => {
+                if self.mail.orphaned() {
                     self.stop(Event::ManualStop(None)).await;
                     return true;
                 }
-            },
+                let established = self.fsm.state() == State::Established && self.conn.is_some();
+                if established {
+                    let batch = self.mail.take_outbound();
+                    if !batch.is_empty() {
+                        self.send_batch(batch).await;
+                    }
+                }
+            }
             Wake::Timer => {
                 self.read_ready().await;
                 // Handing the speaker those messages may have waited on its queue for longer
@@ -196,10 +192,29 @@ impl Task {
                 }
             },
             Wake::PendingRead(res) => self.on_pending_read(res).await,
-            Wake::Outbound(first) => self.send_batch(first).await,
             Wake::Room(permit) => self.flush_unsent(permit),
         }
         self.settle().await;
+        false
+    }
+
+    /// Carries out one command from the handles; true when the task ends.
+    async fn on_command(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::Accept(stream) => self.on_inbound(*stream).await,
+            Command::Shutdown(cmd) => {
+                let (n, done) = *cmd;
+                self.stop(Event::ManualStop(n)).await;
+                let _ = done.send(());
+                return true;
+            }
+            Command::BfdDown => self.dispatch(Event::BfdDown).await,
+            Command::GracefulStop(done) => {
+                self.stop(Event::GracefulStop).await;
+                let _ = done.send(());
+                return true;
+            }
+        }
         false
     }
 
@@ -277,8 +292,8 @@ impl Task {
                 Action::Established(neg) => self.on_established(*neg).await,
                 Action::Down { reason, retain } => {
                     tracing::info!(peer = self.id, %reason, "session down");
+                    // Drops what was queued for this Established period.
                     self.publish();
-                    while self.outbound.try_recv().is_ok() {}
                     self.emit(SessionEvent::Down {
                         peer: self.id,
                         reason,
@@ -291,7 +306,6 @@ impl Task {
 
     async fn on_established(&mut self, neg: Negotiated) {
         self.ctx = neg.codec_context();
-        self.generation += 1;
         self.publish();
         let Some(conn) = self.conn.as_ref() else {
             return;
@@ -315,11 +329,9 @@ impl Task {
         self.emit(event);
     }
 
+    /// Tells the handles the state; leaving Established empties the outbound queue.
     fn publish(&self) {
-        self.snapshot.send_replace(Snapshot {
-            state: self.fsm.state(),
-            generation: self.generation,
-        });
+        self.mail.set_state(self.fsm.state());
     }
 
     async fn report_state(&mut self) {
@@ -488,40 +500,21 @@ impl Task {
         }
     }
 
-    async fn send_batch(&mut self, first: (u64, Bytes)) {
-        match self.write_batch(first).await {
-            None => {}
-            Some(Ok(())) => self.dispatch(Event::UpdateSent).await,
-            Some(Err(e)) => {
+    /// Writes what the speaker queued, several messages per system call.
+    async fn send_batch(&mut self, mut batch: VecDeque<Bytes>) {
+        let limit = self.write_timeout();
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let res =
+            tokio::time::timeout(limit, write_all_vectored(&mut conn.writer, &mut batch)).await;
+        match res.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())) {
+            Ok(()) => self.dispatch(Event::UpdateSent).await,
+            Err(e) => {
                 let text = format!("Socket: {}", os_text(&e));
                 self.dispatch(Event::TcpConnectionFails(text)).await;
             }
         }
-    }
-
-    /// Writes `first` and what else is queued (up to [`BATCH_BYTES`]) of this connection's
-    /// generation in one vectored write; `None` when there was nothing to write.
-    async fn write_batch(&mut self, first: (u64, Bytes)) -> Option<io::Result<()>> {
-        let mut batch = VecDeque::new();
-        let mut total = 0;
-        let mut next = Some(first);
-        while let Some((generation, msg)) = next.take() {
-            if generation == self.generation {
-                total += msg.len();
-                batch.push_back(msg);
-            }
-            if total < BATCH_BYTES {
-                next = self.outbound.try_recv().ok();
-            }
-        }
-        if batch.is_empty() {
-            return None;
-        }
-        let limit = self.write_timeout();
-        let conn = self.conn.as_mut()?;
-        let res =
-            tokio::time::timeout(limit, write_all_vectored(&mut conn.writer, &mut batch)).await;
-        Some(res.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())))
     }
 
     /// An inbound connection from the listener.
@@ -691,13 +684,7 @@ mod tests {
             "192.0.2.2".parse().unwrap(),
         );
         let (events, _) = mpsc::channel(1);
-        let (_, commands) = mpsc::unbounded_channel();
-        let (_, outbound) = mpsc::channel(1);
-        let (snapshot, _) = watch::channel(Snapshot {
-            state: State::Idle,
-            generation: 0,
-        });
-        Task::new(1, config, events, commands, outbound, snapshot)
+        Task::new(1, config, events, Arc::new(Mailbox::new(1)))
     }
 
     /// What a thousand idle sessions hold is a thousand of these futures: the handlers' frames
@@ -705,15 +692,16 @@ mod tests {
     #[test]
     fn an_idle_session_holds_its_task_and_waits_only() {
         let size = std::mem::size_of::<Task>();
-        let run = std::mem::size_of_val(&task().run());
+        let run = std::mem::size_of_val(&Box::new(task()).run());
         let mut t = task();
         let handler = std::mem::size_of_val(&t.on_wake(Wake::Timer));
         eprintln!("Task {size} B, run future {run} B, a wake's handler {handler} B");
-        // 7.8 KiB before the handlers were boxed; ~2.6 KiB in a debug build now (the task
-        // and the select's waits: timer, readiness, channel receivers).
+        // 7.8 KiB before the handlers were boxed, 2.8 KiB before the task was (an `async fn`'s
+        // `self` moved into its body took the task's size twice); ~0.8 KiB in a release
+        // build now: the select's waits (timer, readiness, mailbox) and a pointer to the task.
         assert!(
-            run < size + 2048,
-            "the session future is {run} B for a {size} B task"
+            run < size,
+            "the session future is {run} B for a {size} B task: the task is in it"
         );
         assert!(handler > run, "the handlers' frame is boxed, not inline");
     }
@@ -770,8 +758,8 @@ mod tests {
         assert!(t.unsent.is_empty());
     }
 
-    /// Every session's command channel allocates a block of 32 commands when it is made, and
-    /// every queued event is one [`SessionEvent`]: both are paid per peer (issue 12).
+    /// Commands wait in each session's mailbox, and every queued event is one
+    /// [`SessionEvent`]: both are paid per peer (issue 12).
     #[test]
     fn per_peer_channel_slots_stay_small() {
         let command = std::mem::size_of::<Command>();

@@ -88,6 +88,7 @@ fn session_link(local: IpAddr, remote: IpAddr) -> (Option<Arc<str>>, Option<ipne
 
 /// The speaker task's state.
 pub struct Speaker {
+    /// The configuration without its neighbours: each is kept once, in its [`PeerSlot`].
     config: Config,
     rib: Rib,
     /// Boxed: a slot is ~800 bytes, and a map's spare buckets would hold that much each.
@@ -120,7 +121,7 @@ pub struct Speaker {
     bfd: Option<crate::bfd::BfdHandle>,
     /// What each Established peer is owed: see [`outbox`].
     outbox: outbox::Outbox,
-    /// Peers whose session queue was full, with a waiter that reports on `ready` when not.
+    /// Peers whose session queue was full; their sessions report them on `ready` when not.
     blocked: std::collections::HashSet<PeerId>,
     ready: mpsc::UnboundedSender<PeerId>,
     /// Sessions' export policies and import chains, one per distinct value: see [`shared`].
@@ -155,9 +156,10 @@ impl Speaker {
 
     /// [`Speaker::start`] with other [`Tuning`].
     pub async fn start_tuned(
-        config: Config,
+        mut config: Config,
         tuning: Tuning,
     ) -> Result<(SpeakerHandle, tokio::task::JoinHandle<()>), SpeakerError> {
+        let neighbors = std::mem::take(&mut config.neighbors);
         // Few decoded UPDATEs wait for the speaker: a reader that gets ahead is held back by TCP
         // flow control instead of by our memory (sessions keep their keepalives going meanwhile).
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
@@ -231,12 +233,12 @@ impl Speaker {
             ready,
             exports: shared::Shared::default(),
             imports: shared::Shared::default(),
-            config: config.clone(),
+            config,
         };
-        for n in &config.neighbors {
-            speaker.add_peer(n.clone());
+        for n in neighbors {
+            speaker.add_peer(n);
         }
-        let prefixes = config.originated();
+        let prefixes = speaker.config.originated();
         speaker.originate(&prefixes).await;
         speaker.check_synced();
         let task = tokio::spawn(speaker.run(events_rx, req_rx, ready_rx));
@@ -475,8 +477,8 @@ impl Speaker {
         }
     }
 
-    /// Moves what `peer` is owed into its session's queue while there is room; when full, a
-    /// waiter reports the peer on `ready` once there is room again.
+    /// Moves what `peer` is owed into its session's queue while there is room; when full, the
+    /// session reports the peer on `ready` once there is room again.
     fn pump(&mut self, peer: PeerId) {
         if self.blocked.contains(&peer) {
             return;
@@ -490,12 +492,7 @@ impl Speaker {
                 Ok(()) => slot.updates_sent += 1,
                 Err(session::SessionError::Full) => {
                     self.blocked.insert(peer);
-                    let room = slot.handle.room();
-                    let ready = self.ready.clone();
-                    tokio::spawn(async move {
-                        room.await;
-                        let _ = ready.send(peer);
-                    });
+                    slot.handle.notify_room(&self.ready);
                     return;
                 }
                 // The session is going down; its Down event drops the rest.
@@ -670,7 +667,8 @@ impl Speaker {
     }
 
     /// Applies a new configuration: sessions whose settings did not change are left alone.
-    async fn reload(&mut self, new: Config) -> ReloadSummary {
+    async fn reload(&mut self, mut new: Config) -> ReloadSummary {
+        let neighbors = std::mem::take(&mut new.neighbors);
         let mut summary = ReloadSummary::default();
         let old_file: BTreeSet<Prefix> = self.config.originated().into_iter().collect();
         // What every peer's policy is made of besides its own neighbour settings: when none of
@@ -702,14 +700,13 @@ impl Speaker {
             self.rib.set_max_paths(*new.max_paths.get_ref() as usize);
             let originated: Vec<Prefix> =
                 std::mem::take(&mut self.originated).into_iter().collect();
-            self.config = new.clone();
-            for n in &new.neighbors {
-                self.add_peer(n.clone());
+            self.config = new;
+            for n in neighbors {
+                self.add_peer(n);
             }
             self.originate(&originated).await;
         } else {
-            let wanted: HashMap<IpAddr, &crate::config::Neighbor> = new
-                .neighbors
+            let wanted: HashMap<IpAddr, &crate::config::Neighbor> = neighbors
                 .iter()
                 .map(|n| (*n.address.get_ref(), n))
                 .collect();
@@ -724,7 +721,7 @@ impl Speaker {
                     summary.removed.push(addr);
                 }
             }
-            for n in &new.neighbors {
+            for n in &neighbors {
                 self.set_neighbor(n, &mut summary, &mut touched).await;
             }
             self.config = new;

@@ -7,7 +7,6 @@ use super::{ReloadSummary, Speaker};
 use crate::config::Neighbor;
 use crate::session::PeerId;
 use crate::wire::notif;
-use std::collections::HashSet;
 use std::net::IpAddr;
 
 impl Speaker {
@@ -62,16 +61,6 @@ impl Speaker {
         for n in &changed {
             self.set_neighbor(n, &mut summary, &mut touched).await;
         }
-        // The configuration's list follows, for a later full reload's comparison.
-        let gone: HashSet<IpAddr> = removed
-            .iter()
-            .copied()
-            .chain(changed.iter().map(|n| *n.address.get_ref()))
-            .collect();
-        self.config
-            .neighbors
-            .retain(|n| !gone.contains(n.address.get_ref()));
-        self.config.neighbors.extend(changed);
         if !touched.is_empty() {
             self.apply_policy(Some(touched)).await;
         }

@@ -270,14 +270,15 @@ async fn run(args: Args, config: Option<Config>) -> anyhow::Result<()> {
     let tuning = margay_bgp::speaker::Tuning {
         outbox_limit: args.outbox_limit,
     };
-    let (speaker, task) = Speaker::start_tuned(config.clone(), tuning).await?;
+    // The neighbours move into the speaker: the planner keeps its own list (issue 12).
+    let (speaker, task) = Speaker::start_tuned(config, tuning).await?;
     let ready = margay_bgp::http::Readiness {
         etcd_down: cluster.as_ref().map(|f| f.etcd_down()),
     };
     let follower = cluster.map(|f| {
         let speaker = speaker.clone();
         let shutdown = stopped(stop_rx.clone());
-        tokio::spawn(f.run(speaker, config, shutdown))
+        tokio::spawn(f.run(speaker, shutdown))
     });
 
     let api = tokio::spawn({
