@@ -5,7 +5,6 @@
 //! the proxies instead of every node (what Typha does for Calico on the Kubernetes API).
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 
 use crate::Result;
 use crate::etcd::{CLIENT_PORT, ETCD_BINARY, Etcd, wait_health};
@@ -21,8 +20,6 @@ pub struct EtcdProxy {
     process: Process,
     ip: IpAddr,
     port: u16,
-    ns_name: String,
-    data_dir: PathBuf,
 }
 
 impl EtcdProxy {
@@ -43,13 +40,7 @@ impl EtcdProxy {
         ];
         let name = format!("etcd-proxy{index}");
         let process = Process::spawn(etcd.netns(), &name, ETCD_BINARY, &args, lab.dir())?;
-        let mut proxy = EtcdProxy {
-            process,
-            ip,
-            port,
-            ns_name: etcd.netns().name().to_string(),
-            data_dir,
-        };
+        let mut proxy = EtcdProxy { process, ip, port };
         proxy.wait_healthy(etcd)?;
         Ok(proxy)
     }
@@ -79,16 +70,6 @@ impl EtcdProxy {
         self.process.pid()
     }
 
-    /// The namespace the proxy runs in (etcd's).
-    pub fn netns_name(&self) -> &str {
-        &self.ns_name
-    }
-
-    /// Where the proxy keeps its (small) state.
-    pub fn data_dir(&self) -> &std::path::Path {
-        &self.data_dir
-    }
-
     /// Lets the proxy outlive this guard (a kept lab); returns its PID.
     pub fn into_kept(self) -> u32 {
         self.process.into_kept()
@@ -99,6 +80,12 @@ impl HasLogs for EtcdProxy {
     fn log_tails(&self) -> String {
         self.process.log_tails()
     }
+}
+
+/// Which of `proxies` proxies serves the node at `node` (0-based, in the lab's order): they
+/// take the nodes in turn. `None` without proxies (the node talks to etcd itself).
+pub fn proxy_for(node: usize, proxies: usize) -> Option<usize> {
+    (proxies > 0).then(|| node % proxies)
 }
 
 /// Starts `count` proxies in front of `etcd` (ports [`FIRST_PORT`] up).

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use margay_lab::labctl::etcd_section::sample;
 use margay_lab::{
     Bgpd, ClusterArgs, Etcd, EtcdProxy, HasLogs, Lab, Netns, Result, block4, start_proxies,
     wait_for,
@@ -120,8 +121,8 @@ impl Cluster {
             .netns()
             .exec("curl", &["-s", "--max-time", "2", &url])
             .map_err(|e| e.to_string())?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(WATCHERS)?.trim().parse().ok())
+        sample(&text, WATCHERS)
+            .map(|v| v as u64)
             .ok_or_else(|| format!("no {WATCHERS} in {url}"))
     }
 }

@@ -31,7 +31,7 @@ use crate::bgpd::{Bgpd, ClusterArgs};
 use crate::bird::Bird;
 use crate::calico::{self, CalicoNode, ClusterKeys, NodeKeys, PodKeys};
 use crate::etcd::Etcd;
-use crate::etcd_proxy::{EtcdProxy, start_proxies};
+use crate::etcd_proxy::{EtcdProxy, proxy_for, start_proxies};
 use crate::felix::{Felix, FelixArgs};
 use crate::lab::{Addrs, Lab, LabSwitch};
 use crate::netns::Netns;
@@ -398,9 +398,9 @@ impl Cluster {
 
     /// The etcd URL the daemons of node `i` (0-based) use: their proxy, or etcd itself.
     fn daemon_endpoint(&self, i: usize) -> Result<String, LabCtlError> {
-        match self.proxies.len() {
-            0 => Ok(self.etcd_ref()?.endpoint()),
-            n => Ok(self.proxies[i % n].endpoint()),
+        match proxy_for(i, self.proxies.len()) {
+            Some(p) => Ok(self.proxies[p].endpoint()),
+            None => Ok(self.etcd_ref()?.endpoint()),
         }
     }
 

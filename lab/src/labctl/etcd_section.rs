@@ -4,9 +4,9 @@
 //! instead of one per daemon's watch.
 
 use std::fmt::Write;
-use std::process::Command;
 
 use super::state::LabState;
+use crate::etcd_proxy::proxy_for;
 
 /// etcd's gauge of the watchers it serves.
 const WATCHERS: &str = "etcd_debugging_mvcc_watcher_total";
@@ -19,28 +19,12 @@ pub fn sample(text: &str, name: &str) -> Option<f64> {
     })
 }
 
-/// `curl URL/metrics` inside the namespace `ns` (etcd's, which the lab keeps: not adopted,
-/// so nothing here can remove it).
-fn metrics(ns: &str, endpoint: &str) -> Result<String, String> {
-    let url = format!("{endpoint}/metrics");
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "curl", "-s", "--max-time", "2", &url])
-        .output()
-        .map_err(|e| format!("curl {url}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!("curl {url}: {}", out.status))
-    }
-}
-
+/// The gauge `name` from `ENDPOINT/metrics`, read inside namespace `ns` (etcd's, which the
+/// lab keeps), or why it could not be read.
 fn gauge(ns: &str, endpoint: &str, name: &str) -> String {
-    match metrics(ns, endpoint) {
-        Ok(text) => match sample(&text, name) {
-            Some(v) => format!("{v}"),
-            None => format!("({name} not in {endpoint}/metrics)"),
-        },
-        Err(e) => format!("({e})"),
+    match sample(&super::report::metrics_text(ns, endpoint), name) {
+        Some(v) => format!("{v}"),
+        None => format!("({name} not in {endpoint}/metrics)"),
     }
 }
 
@@ -75,7 +59,7 @@ pub fn render(out: &mut String, state: &LabState) {
             .nodes
             .iter()
             .enumerate()
-            .filter(|(k, _)| k % etcd.proxies.len() == i)
+            .filter(|(k, _)| proxy_for(*k, etcd.proxies.len()) == Some(i))
             .map(|(_, n)| n.name.as_str())
             .collect();
         let _ = writeln!(

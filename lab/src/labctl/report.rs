@@ -365,10 +365,15 @@ pub fn collection_metrics(text: &str) -> CollectionMetrics {
 
 /// The /metrics text of the felix in namespace `netns` (empty when it does not answer).
 pub(super) fn felix_metrics_text(netns: &str) -> String {
-    let url = format!(
-        "http://127.0.0.1:{}/metrics",
-        super::health::FELIX_HTTP_PORT
-    );
+    metrics_text(
+        netns,
+        &format!("http://127.0.0.1:{}", super::health::FELIX_HTTP_PORT),
+    )
+}
+
+/// `curl BASE/metrics` inside namespace `netns` (empty when nothing answers).
+pub(super) fn metrics_text(netns: &str, base: &str) -> String {
+    let url = format!("{base}/metrics");
     Command::new("ip")
         .args([
             "netns",

@@ -150,9 +150,9 @@ impl EtcdState {
     /// The URL the daemons of the node at `index` (0-based, in the lab's order) talk to: its
     /// proxy when the lab has any, else etcd itself.
     pub fn endpoint_for(&self, index: usize) -> &str {
-        match self.proxies.len() {
-            0 => &self.endpoint,
-            n => &self.proxies[index % n].endpoint,
+        match crate::etcd_proxy::proxy_for(index, self.proxies.len()) {
+            Some(p) => &self.proxies[p].endpoint,
+            None => &self.endpoint,
         }
     }
 }
